@@ -1,0 +1,58 @@
+"""Backend registry: a name maps to a kernel module implementing the contract.
+
+Compiled backends are imported on first use, so a broken one does not stop the
+others from working, and asking for it raises an error that says why.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+#: Backend names, fastest first, and the module holding each one's kernels.
+BACKENDS = {
+    "numba": "fastbp._kernels_numba",
+    "reference": "fastbp._kernels_reference",
+}
+#: Backends that ``"auto"`` may pick, in order of preference.
+COMPILED = ("numba",)
+#: Backends built as C extensions at install time rather than compiled on import.
+_EXTENSIONS = ("cython",)
+
+
+def get_backend(name: str) -> ModuleType:
+    """The kernel module for backend ``name`` (``"auto"``: the fastest that imports)."""
+    if name == "auto":
+        for candidate in COMPILED:
+            module = _try_import(candidate)
+            if module is not None:
+                return module
+        raise ImportError(f"no compiled backend could be imported (tried {', '.join(COMPILED)})")
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {tuple(BACKENDS)}, got {name!r}")
+    module_name = BACKENDS[name]
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        if name in _EXTENSIONS and error.name == module_name:
+            reason = f"the compiled extension {module_name} is missing (reinstall with a C compiler)"
+        else:
+            reason = str(error)
+        raise ImportError(f"the {name!r} backend is not available: {reason}") from error
+
+
+def available_backends() -> list[str]:
+    """Names of the backends whose kernels import on this machine."""
+    return [name for name in BACKENDS if _try_import(name) is not None]
+
+
+def backend_name(module: ModuleType) -> str:
+    """The registry name of a kernel module."""
+    return next(name for name, path in BACKENDS.items() if path == module.__name__)
+
+
+def _try_import(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(BACKENDS[name])
+    except ImportError:
+        return None

@@ -1,0 +1,153 @@
+"""The tutorial's data protocol: read a CSV, encode labels, normalise, split, score.
+
+Each helper follows the tutorial's procedure so that fastbp reproduces its
+published figures, with the gaps a real user would hit filled in: blank lines
+and padded fields are tolerated, label order is explicit, constant columns do
+not divide by zero, and bad input raises an error that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import Counter
+from collections.abc import Sequence
+from os import PathLike
+
+import numpy as np
+
+
+def load_csv(path: str | PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a CSV whose last column is the class label.
+
+    Blank lines are skipped and spaces around fields are ignored.
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n_rows, n_features)
+    y : ndarray of str, shape (n_rows,)
+        The labels as written in the file.
+    """
+    features, labels = [], []
+    with open(path, newline="") as handle:
+        for line_number, row in enumerate(csv.reader(handle), start=1):
+            fields = [field.strip() for field in row]
+            if not any(fields):
+                continue
+            if len(fields) < 2:
+                raise ValueError(f"{path}, line {line_number}: need at least one feature and a label")
+            if features and len(fields) != len(features[0]) + 1:
+                raise ValueError(f"{path}, line {line_number}: {len(fields)} fields, expected {len(features[0]) + 1}")
+            try:
+                features.append([float(field) for field in fields[:-1]])
+            except ValueError as error:
+                raise ValueError(f"{path}, line {line_number}: non-numeric feature ({error})") from None
+            labels.append(fields[-1])
+    if not features:
+        raise ValueError(f"{path}: no data rows")
+    return np.array(features, dtype=np.float64), np.array(labels)
+
+
+def encode_labels(y: Sequence, classes: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Map labels to integer codes ``0 .. n_classes - 1``.
+
+    By default the classes are the sorted distinct labels.  ``classes`` gives the
+    mapping explicitly, in output-neuron order: ``classes=['2', '1', '3']`` maps
+    ``'2'`` to 0, ``'1'`` to 1 and ``'3'`` to 2 (the tutorial's published run).
+
+    Returns
+    -------
+    codes : ndarray of intp, shape (n_rows,)
+    classes : ndarray, shape (n_classes,)
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be one-dimensional, got shape {y.shape}")
+    if classes is None:
+        classes = np.unique(y)
+    else:
+        classes = np.asarray(classes)
+        if classes.ndim != 1 or len(classes) == 0:
+            raise ValueError("classes must be a non-empty list of labels")
+        if len(np.unique(classes)) != len(classes):
+            raise ValueError(f"classes has repeated labels: {classes.tolist()}")
+    index = {label: code for code, label in enumerate(classes.tolist())}
+    try:
+        codes = np.array([index[label] for label in y.tolist()], dtype=np.intp)
+    except KeyError as missing:
+        raise ValueError(f"label {missing.args[0]!r} is not in classes {classes.tolist()}") from None
+    return codes, classes
+
+
+def minmax_normalize(X: np.ndarray) -> np.ndarray:
+    """Scale every column to [0, 1] by its minimum and maximum over all rows.
+
+    Uses the tutorial's ``(x - min) / (max - min)``; a constant column becomes 0.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    low, high = X.min(axis=0), X.max(axis=0)
+    span = high - low
+    return (X - low) / np.where(span == 0.0, 1.0, span)
+
+
+def cross_validation_split(n_rows: int, folds: int, rng: random.Random) -> list[np.ndarray]:
+    """The tutorial's k-fold split, as row indices.
+
+    Each fold takes ``int(n_rows / folds)`` rows, drawn by ``rng.randrange`` and
+    popped from what is left; rows left over after the last full fold are dropped.
+    """
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+    if folds > n_rows:
+        raise ValueError(f"folds={folds} is more than the {n_rows} rows")
+    remaining = list(range(n_rows))
+    fold_size = int(n_rows / folds)
+    split = []
+    for _ in range(folds):
+        fold = [remaining.pop(rng.randrange(len(remaining))) for _ in range(fold_size)]
+        split.append(np.array(fold, dtype=np.intp))
+    return split
+
+
+def accuracy(actual: Sequence, predicted: Sequence) -> float:
+    """Percentage of predictions equal to the actual labels."""
+    actual, predicted = np.asarray(actual), np.asarray(predicted)
+    if actual.shape != predicted.shape or actual.ndim != 1 or len(actual) == 0:
+        raise ValueError(
+            f"actual and predicted must be non-empty and of one length, got {actual.shape} and {predicted.shape}"
+        )
+    correct = int(np.count_nonzero(actual == predicted))
+    return correct / float(len(actual)) * 100.0
+
+
+def zero_rule(y_train: Sequence, n_predictions: int) -> np.ndarray:
+    """The Zero Rule baseline: predict the most common training label every time.
+
+    Ties go to the label seen first in ``y_train``.
+    """
+    counts = Counter(np.asarray(y_train).tolist())
+    if not counts:
+        raise ValueError("y_train is empty")
+    most_common = counts.most_common(1)[0][0]
+    return np.full(n_predictions, most_common, dtype=np.asarray(y_train).dtype)
+
+
+def tutorial_toy() -> tuple[np.ndarray, np.ndarray]:
+    """The tutorial's 10-row, two-feature, two-class toy dataset.
+
+    Source: "How to Code a Neural Network with Backpropagation In Python (from
+    scratch)", section 4.2.  Returns ``X`` of shape (10, 2) and integer labels.
+    """
+    rows = [
+        [2.7810836, 2.550537003, 0],
+        [1.465489372, 2.362125076, 0],
+        [3.396561688, 4.400293529, 0],
+        [1.38807019, 1.850220317, 0],
+        [3.06407232, 3.005305973, 0],
+        [7.627531214, 2.759262235, 1],
+        [5.332441248, 2.088626775, 1],
+        [6.922596716, 1.77106367, 1],
+        [8.675418651, -0.242068655, 1],
+        [7.673756466, 3.508563011, 1],
+    ]
+    return np.array([row[:2] for row in rows]), np.array([row[2] for row in rows])

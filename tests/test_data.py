@@ -1,0 +1,124 @@
+"""The data protocol: CSV reading, label encoding, normalisation, the split, scoring."""
+
+import random
+
+import numpy as np
+import pytest
+
+from fastbp import data
+
+
+def tutorial_split(dataset, n_folds, rng):
+    """The tutorial's ``cross_validation_split``, verbatim but for the explicit rng: the oracle."""
+    dataset_split = list()
+    dataset_copy = list(dataset)
+    fold_size = int(len(dataset) / n_folds)
+    for _ in range(n_folds):
+        fold = list()
+        while len(fold) < fold_size:
+            index = rng.randrange(len(dataset_copy))
+            fold.append(dataset_copy.pop(index))
+        dataset_split.append(fold)
+    return dataset_split
+
+
+def test_load_csv_tolerates_blank_lines_and_padding(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("1.5, 2,a\n\n  \n3,4.25 , b\n5,6,a")
+    X, y = data.load_csv(path)
+    assert X.dtype == np.float64
+    np.testing.assert_array_equal(X, [[1.5, 2.0], [3.0, 4.25], [5.0, 6.0]])
+    assert y.tolist() == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "no data rows"),
+        ("1,2,a\n3,a\n", "line 2: 2 fields, expected 3"),
+        ("1,x,a\n", "line 1: non-numeric feature"),
+        ("a\n", "at least one feature"),
+    ],
+)
+def test_load_csv_rejects_malformed_files(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        data.load_csv(path)
+
+
+def test_load_csv_reads_wheat_seeds(shared_data):
+    X, y = data.load_csv(shared_data / "wheat-seeds.csv")
+    assert X.shape == (210, 7)
+    assert sorted(set(y.tolist())) == ["1", "2", "3"]
+    np.testing.assert_array_equal(X[0], [15.26, 14.84, 0.871, 5.763, 3.312, 2.221, 5.22])
+
+
+def test_encode_labels_sorts_by_default_and_takes_an_explicit_mapping():
+    codes, classes = data.encode_labels(["2", "1", "3", "1"])
+    assert codes.tolist() == [1, 0, 2, 0] and classes.tolist() == ["1", "2", "3"]
+    codes, classes = data.encode_labels(["2", "1", "3", "1"], classes=["2", "1", "3"])
+    assert codes.tolist() == [0, 1, 2, 1] and classes.tolist() == ["2", "1", "3"]
+
+
+@pytest.mark.parametrize(
+    "y, classes, message",
+    [
+        (["a", "b"], ["a"], "'b' is not in classes"),
+        (["a"], ["a", "a"], "repeated"),
+        (["a"], [], "non-empty"),
+        ([["a"]], None, "one-dimensional"),
+    ],
+)
+def test_encode_labels_rejects_bad_mappings(y, classes, message):
+    with pytest.raises(ValueError, match=message):
+        data.encode_labels(y, classes)
+
+
+def test_minmax_normalize_matches_the_tutorial_formula_and_handles_constant_columns():
+    X = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, -2.0], [2.0, 5.0, 0.0]])
+    expected = [[(x - min(col)) / (max(col) - min(col)) if max(col) > min(col) else 0.0
+                 for x, col in zip(row, zip(*X.tolist()))] for row in X.tolist()]  # fmt: skip
+    np.testing.assert_array_equal(data.minmax_normalize(X), expected)
+
+
+def test_cross_validation_split_draws_like_the_tutorial():
+    ours = data.cross_validation_split(23, 4, random.Random(3))
+    theirs = tutorial_split(range(23), 4, random.Random(3))
+    assert [fold.tolist() for fold in ours] == theirs
+    assert all(len(fold) == 5 for fold in ours)
+
+
+@pytest.mark.parametrize("folds", [1, 0, 2.0, True, 11])
+def test_cross_validation_split_rejects_bad_fold_counts(folds):
+    with pytest.raises(ValueError, match="folds"):
+        data.cross_validation_split(10, folds, random.Random(1))
+
+
+def test_accuracy_is_a_percentage():
+    assert data.accuracy([1, 2, 3, 4], [1, 2, 0, 4]) == 75.0
+    assert data.accuracy(["a"] * 42, ["a"] * 38 + ["b"] * 4) == 90.47619047619048
+    with pytest.raises(ValueError, match="one length"):
+        data.accuracy([1, 2], [1])
+
+
+def test_zero_rule_predicts_the_most_common_training_label():
+    assert data.zero_rule(["b", "a", "b", "c"], 3).tolist() == ["b", "b", "b"]
+    assert data.zero_rule([2, 1, 1, 2], 2).tolist() == [2, 2]  # a tie goes to the first seen
+    with pytest.raises(ValueError, match="empty"):
+        data.zero_rule([], 1)
+
+
+def test_zero_rule_baseline_on_wheat_seeds_is_28_095_percent(wheat):
+    X, y = wheat
+    split = data.cross_validation_split(len(y), 5, random.Random(1))
+    scores = []
+    for k, test in enumerate(split):
+        fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
+        scores.append(data.accuracy(y[test], data.zero_rule(y[fit], len(test))))
+    assert f"{sum(scores) / len(scores):.3f}" == "28.095"
+
+
+def test_tutorial_toy_data():
+    X, y = data.tutorial_toy()
+    assert X.shape == (10, 2) and y.tolist() == [0] * 5 + [1] * 5

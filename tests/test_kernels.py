@@ -1,0 +1,141 @@
+"""Every compiled backend's kernels, one by one, against the pure-Python reference."""
+
+import random
+
+import numpy as np
+import pytest
+
+from fastbp import reference
+from fastbp._backends import get_backend
+from fastbp._layout import Layout
+
+# One hidden layer (the tutorial's shapes) and deeper networks.
+SIZES = [(2, 1, 2), (7, 5, 3), (3, 4, 6, 2), (5, 3, 4, 3, 4)]
+
+
+@pytest.fixture
+def kernels(compiled_backend):
+    return get_backend(compiled_backend)
+
+
+def make_case(sizes, seed=0, n_rows=6):
+    """Random weights, rows and one-hot targets, and empty scratch buffers."""
+    rng = np.random.default_rng(seed)
+    layout = Layout.from_sizes(sizes)
+    weights = rng.uniform(-1, 1, layout.n_weights)
+    X = rng.uniform(-2, 2, (n_rows, sizes[0]))
+    Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], n_rows)]
+    return layout, weights, X, Y, np.zeros(layout.n_neurons), np.zeros(layout.n_neurons)
+
+
+def reference_rows(X, Y):
+    return [[*x, int(np.argmax(t))] for x, t in zip(X.tolist(), Y)]
+
+
+def test_forward_propagate_reproduces_figure_1(kernels):
+    layout = Layout.from_sizes((2, 1, 2))
+    weights = np.array([0.13436424411240122, 0.8474337369372327, 0.763774618976614,
+                        0.2550690257394217, 0.49543508709194095, 0.4494910647887381, 0.651592972722763])  # fmt: skip
+    outputs = np.zeros(layout.n_neurons)
+    kernels.forward_propagate(weights, layout.w_off, layout.sizes, outputs, layout.o_off, np.array([1.0, 0.0]))
+    assert outputs[1:].tolist() == [0.6629970129852887, 0.7253160725279748]
+
+
+def test_backward_propagate_error_reproduces_figure_2(kernels):
+    layout = Layout.from_sizes((2, 1, 2))
+    weights = np.array([0.13436424411240122, 0.8474337369372327, 0.763774618976614,
+                        0.2550690257394217, 0.49543508709194095, 0.4494910647887381, 0.651592972722763])  # fmt: skip
+    outputs = np.array([0.7105668883115941, 0.6213859615555266, 0.6573693455986976])
+    deltas = np.zeros(3)
+    error = kernels.backward_propagate_error(
+        weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, np.array([0.0, 1.0])
+    )
+    assert deltas.tolist() == [0.0005348048046610517, 0.14619064683582808, -0.0771723774346327]
+    assert error == (0 - 0.6213859615555266) ** 2 + (1 - 0.6573693455986976) ** 2
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_one_sample_step_equals_reference(kernels, sizes):
+    layout, weights, X, Y, outputs, deltas = make_case(sizes)
+    network = reference.unpack(weights, sizes)
+    row = reference_rows(X, Y)[0]
+
+    kernels.forward_propagate(weights, layout.w_off, layout.sizes, outputs, layout.o_off, X[0])
+    expected_outputs = reference.forward_propagate(network, row)
+    assert outputs.tolist() == [neuron["output"] for layer in network for neuron in layer]
+    assert outputs[-sizes[-1] :].tolist() == expected_outputs
+
+    error = kernels.backward_propagate_error(weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, Y[0])
+    reference.backward_propagate_error(network, Y[0].tolist())
+    assert deltas.tolist() == [neuron["delta"] for layer in network for neuron in layer]
+    assert error == sum((t - o) ** 2 for t, o in zip(Y[0].tolist(), expected_outputs))
+
+    kernels.update_weights(weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X[0], 0.25)
+    reference.update_weights(network, row, 0.25)
+    np.testing.assert_array_equal(weights, reference.pack(network))
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_train_epochs_equals_reference_train_network(kernels, sizes):
+    layout, weights, X, Y, outputs, deltas = make_case(sizes, seed=1, n_rows=9)
+    network = reference.unpack(weights, sizes)
+    order = np.array([3, 1, 4, 1, 5, 0, 2, 6, 8, 7], dtype=np.intp)  # any order, repeats allowed
+    history = np.zeros(4)
+    kernels.train_epochs(weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X, Y, order, 0.3, history)
+    rows = reference_rows(X, Y)
+    expected = reference.train_network(network, [rows[r] for r in order], 0.3, 4, sizes[-1])
+    assert history.tolist() == expected
+    np.testing.assert_array_equal(weights, reference.pack(network))
+
+
+def test_train_epoch_returns_the_epoch_error_and_matches_train_epochs(kernels):
+    layout, weights, X, Y, outputs, deltas = make_case((4, 3, 2), seed=2)
+    order = np.arange(len(X), dtype=np.intp)
+    twin = weights.copy()
+    error = kernels.train_epoch(weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X, Y, order, 0.1)
+    history = np.zeros(1)
+    kernels.train_epochs(twin, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X, Y, order, 0.1, history)
+    assert error == history[0]
+    np.testing.assert_array_equal(weights, twin)
+
+
+@pytest.mark.parametrize("sizes", SIZES)
+def test_predict_batch_equals_reference_forward_pass(kernels, sizes):
+    layout, weights, X, Y, outputs, _ = make_case(sizes, seed=3, n_rows=11)
+    out = np.zeros((len(X), sizes[-1]))
+    kernels.predict_batch(weights, layout.w_off, layout.sizes, outputs, layout.o_off, X, out)
+    network = reference.unpack(weights, sizes)
+    assert out.tolist() == [reference.forward_propagate(network, row) for row in X.tolist()]
+
+
+@pytest.mark.parametrize("sizes", SIZES[1:])
+def test_update_is_minus_lr_times_the_gradient_of_half_the_squared_error(kernels, sizes):
+    """Central differences of E = 0.5 * sum((target - output)^2) against one SGD step."""
+    layout, weights, X, Y, outputs, deltas = make_case(sizes, seed=4)
+    x, target = X[0], Y[0]
+
+    def loss(w):
+        kernels.forward_propagate(w, layout.w_off, layout.sizes, outputs, layout.o_off, x)
+        return 0.5 * np.sum((target - outputs[-sizes[-1] :]) ** 2)
+
+    step = 1e-6
+    numeric = np.empty_like(weights)
+    for i in range(len(weights)):
+        plus, minus = weights.copy(), weights.copy()
+        plus[i] += step
+        minus[i] -= step
+        numeric[i] = (loss(plus) - loss(minus)) / (2 * step)
+
+    updated = weights.copy()
+    kernels.forward_propagate(updated, layout.w_off, layout.sizes, outputs, layout.o_off, x)
+    kernels.backward_propagate_error(updated, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, target)
+    kernels.update_weights(updated, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, x, 1.0)
+    np.testing.assert_allclose(weights - updated, numeric, rtol=1e-5, atol=1e-9)
+
+
+def test_flat_random_fill_is_the_tutorial_initialisation():
+    layout = Layout.from_sizes((7, 5, 3))
+    rng = random.Random(1)
+    flat = np.array([rng.random() for _ in range(layout.n_weights)])
+    np.testing.assert_array_equal(flat, reference.pack(reference.initialize_network(7, 5, 3, random.Random(1))))
+    assert [view.shape for view in layout.layer_views(flat)] == [(5, 8), (3, 6)]
