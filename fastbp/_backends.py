@@ -11,11 +11,12 @@ from types import ModuleType
 
 #: Backend names, fastest first, and the module holding each one's kernels.
 BACKENDS = {
+    "cython": "fastbp._kernels_cython",
     "numba": "fastbp._kernels_numba",
     "reference": "fastbp._kernels_reference",
 }
 #: Backends that ``"auto"`` may pick, in order of preference.
-COMPILED = ("numba",)
+COMPILED = ("cython", "numba")
 #: Backends built as C extensions at install time rather than compiled on import.
 _EXTENSIONS = ("cython",)
 
