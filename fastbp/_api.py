@@ -125,8 +125,9 @@ def train(
         ``"tutorial"``: uniform [0, 1) draws in the tutorial's order.
     classes : sequence, optional
         Labels in the order of the output neurons (default: sorted labels of ``y``).
-    backend : {"auto", "numba", "reference"}
-        Which kernels run; ``"reference"`` is the tutorial's pure-Python code.
+    backend : {"auto", "cython", "numba", "reference"}
+        Which kernels run: ``"auto"`` picks the fastest compiled backend that is
+        available; ``"reference"`` is the tutorial's pure-Python code.
     """
     X = _as_features(X)
     codes, classes = data.encode_labels(_as_labels(y, len(X)), classes)
