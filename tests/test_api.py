@@ -191,7 +191,9 @@ def test_numba_kernels_are_cached_on_disk_for_the_next_process(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
 
     def run():
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+        )
         return done.stdout.split()[-2:]
 
     misses, _ = run()

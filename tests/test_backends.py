@@ -37,14 +37,15 @@ def test_unknown_backend_names_are_rejected():
         _backends.get_backend("fortran")
 
 
-def test_training_with_cython_in_a_fresh_process_compiles_nothing():
+def test_training_with_cython_in_a_fresh_process_compiles_nothing(tmp_path):
     script = (
         "import sys, fastbp;"
         "X, y = fastbp.data.tutorial_toy();"
         "fastbp.train(X, y, hidden=2, epochs=5, seed=1, backend='cython').predict(X);"
         "print(sorted(name for name in sys.modules if name.split('.')[0] in ('numba', 'llvmlite')))"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    # Run outside the checkout, so that the installed package (with its extension) is imported.
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
 

@@ -24,6 +24,7 @@ def test_main_job_times_the_reference_on_the_same_folds(capsys):
     assert "speed-up over the reference: " in out
 
 
-def test_module_runs_as_a_script():
-    done = subprocess.run([sys.executable, "-m", "fastbp", "--version"], capture_output=True, text=True, check=True)
+def test_module_runs_as_a_script(tmp_path):
+    command = [sys.executable, "-m", "fastbp", "--version"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert done.stdout.startswith("fastbp ")
