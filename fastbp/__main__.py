@@ -12,7 +12,7 @@ import numpy as np
 
 from . import __version__, data
 from ._api import evaluate, train
-from ._backends import BACKENDS, backend_name, get_backend
+from ._backends import BACKENDS, COMPILED, backend_name, get_backend
 
 CV_OPTIONS = {"hidden": (5,), "lr": 0.3, "epochs": 500}
 
@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-reference", action="store_true", help="do not time the pure-Python reference")
     args = parser.parse_args(argv)
     backend = backend_name(get_backend(args.backend))
+    if args.backend == "auto" and backend != COMPILED[0]:
+        try:
+            get_backend(COMPILED[0])
+        except ImportError as error:
+            print(f"note: {error}; using {backend}")
 
     X, y = data.tutorial_toy()
     print(f"fastbp {__version__}: the tutorial's toy data, 2-2-2 network, lr 0.5, 20 epochs, seed 1")

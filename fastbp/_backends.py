@@ -7,6 +7,7 @@ others from working, and asking for it raises an error that says why.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 #: Backend names, fastest first, and the module holding each one's kernels.
@@ -36,7 +37,11 @@ def get_backend(name: str) -> ModuleType:
         return importlib.import_module(module_name)
     except ImportError as error:
         if name in _EXTENSIONS and error.name == module_name:
-            reason = f"the compiled extension {module_name} is missing (reinstall with a C compiler)"
+            package = Path(__file__).parent
+            reason = (
+                f"the compiled extension {module_name} is missing from {package} "
+                "(reinstall with a C compiler, or build it in a source checkout with 'pip install -e .')"
+            )
         else:
             reason = str(error)
         raise ImportError(f"the {name!r} backend is not available: {reason}") from error

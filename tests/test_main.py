@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+from fastbp import _backends
 from fastbp.__main__ import main
 
 
@@ -28,3 +29,11 @@ def test_module_runs_as_a_script(tmp_path):
     command = [sys.executable, "-m", "fastbp", "--version"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert done.stdout.startswith("fastbp ")
+
+
+def test_main_job_says_when_it_falls_back_from_a_missing_extension(monkeypatch, capsys):
+    monkeypatch.setitem(_backends.BACKENDS, "cython", "fastbp._kernels_not_built")
+    assert main(["--skip-reference"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("note: the 'cython' backend is not available: the compiled extension")
+    assert "numba backend: " in out
