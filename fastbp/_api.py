@@ -23,8 +23,6 @@ class Model:
 
     Attributes
     ----------
-    weights : ndarray of float64
-        Every parameter in one flat buffer (see :mod:`fastbp._layout`).
     classes : ndarray
         The label of each output neuron, in order.
     history : ndarray of float64, shape (epochs,)
@@ -35,7 +33,7 @@ class Model:
 
     def __init__(self, layout: Layout, weights: np.ndarray, classes: np.ndarray, history: np.ndarray, backend: str):
         self._layout = layout
-        self.weights = weights
+        self._weights = weights
         self.classes = classes
         self.history = history
         self.backend = backend
@@ -49,12 +47,19 @@ class Model:
         return tuple(self._layout.sizes.tolist())
 
     @property
+    def weights(self) -> np.ndarray:
+        """Every parameter in one flat float64 buffer (read-only; see :mod:`fastbp._layout`).
+
+        Read-only because the compiled kernels trust its size and layout.
+        """
+        view = self._weights.view()
+        view.flags.writeable = False
+        return view
+
+    @property
     def layers(self) -> list[np.ndarray]:
         """One read-only array per layer, shape ``(n_neurons, n_inputs + 1)``, bias last."""
-        views = self._layout.layer_views(self.weights)
-        for view in views:
-            view.flags.writeable = False
-        return views
+        return self._layout.layer_views(self.weights)
 
     def forward(self, X) -> np.ndarray:
         """The output neurons' values for each row, shape ``(n_rows, n_classes)``."""
@@ -62,7 +67,8 @@ class Model:
         layout = self._layout
         out = np.empty((X.shape[0], self.sizes[-1]))
         scratch = np.empty(layout.n_neurons)
-        get_backend(self.backend).predict_batch(self.weights, layout.w_off, layout.sizes, scratch, layout.o_off, X, out)
+        kernels = get_backend(self.backend)
+        kernels.predict_batch(self._weights, layout.w_off, layout.sizes, scratch, layout.o_off, X, out)
         return out
 
     def predict_proba(self, X) -> np.ndarray:

@@ -64,6 +64,10 @@ def test_model_reports_layers_history_and_labels(wheat):
     assert np.concatenate([layer.ravel() for layer in model.layers]).tolist() == model.weights.tolist()
     with pytest.raises(ValueError, match="read-only"):
         model.layers[0][0, 0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        model.weights[0] = 1.0
+    with pytest.raises(AttributeError):
+        model.weights = np.zeros(3)  # the kernels trust the buffer's size
     assert model.history.shape == (7,)
     assert model.classes.tolist() == ["1", "2", "3"]
     assert set(model.predict(X).tolist()) <= {"1", "2", "3"}
