@@ -12,10 +12,14 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import data
-from ._backends import backend_name, get_backend
+from ._backends import BACKENDS, backend_name, get_backend
 from ._layout import Layout, initial_weights
+
+#: Weight updates per kernel call when training: tens of milliseconds of compiled work.
+CHUNK_WORK = 10_000_000
 
 
 class Model:
@@ -32,6 +36,21 @@ class Model:
     """
 
     def __init__(self, layout: Layout, weights: np.ndarray, classes: np.ndarray, history: np.ndarray, backend: str):
+        # The kernels trust the buffer, so a model is never built around a wrong one.
+        if not (
+            isinstance(weights, np.ndarray)
+            and weights.dtype == np.float64
+            and weights.shape == (layout.n_weights,)
+            and weights.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"weights must be a contiguous float64 array of {layout.n_weights} values "
+                f"for layer sizes {tuple(layout.sizes.tolist())}"
+            )
+        if len(classes) != layout.sizes[-1]:
+            raise ValueError(f"classes has {len(classes)} labels for {layout.sizes[-1]} outputs")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
         self._layout = layout
         self._weights = weights
         self.classes = classes
@@ -61,7 +80,7 @@ class Model:
         """One read-only array per layer, shape ``(n_neurons, n_inputs + 1)``, bias last."""
         return self._layout.layer_views(self.weights)
 
-    def forward(self, X) -> np.ndarray:
+    def forward(self, X: ArrayLike) -> np.ndarray:
         """The output neurons' values for each row, shape ``(n_rows, n_classes)``."""
         X = _as_features(X, n_features=self.sizes[0])
         layout = self._layout
@@ -71,12 +90,16 @@ class Model:
         kernels.predict_batch(self._weights, layout.w_off, layout.sizes, scratch, layout.o_off, X, out)
         return out
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Output values scaled to sum to one per row (the tutorial's outputs as probabilities)."""
-        outputs = self.forward(X)
-        return outputs / outputs.sum(axis=1, keepdims=True)
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Output values scaled to sum to one per row (the tutorial's outputs as probabilities).
 
-    def predict(self, X) -> np.ndarray:
+        A row whose outputs all underflow to zero gets equal probabilities.
+        """
+        outputs = self.forward(X)
+        total = outputs.sum(axis=1, keepdims=True)
+        return np.where(total > 0, outputs / np.where(total > 0, total, 1.0), 1.0 / outputs.shape[1])
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
         """The label of the largest output for each row (the first on ties)."""
         return self.classes[np.argmax(self.forward(X), axis=1)]
 
@@ -99,8 +122,8 @@ class Evaluation:
 
 
 def train(
-    X,
-    y,
+    X: ArrayLike,
+    y: ArrayLike,
     *,
     hidden: int | Sequence[int] = (5,),
     epochs: int = 500,
@@ -150,19 +173,24 @@ def train(
     outputs, deltas = np.empty(layout.n_neurons), np.empty(layout.n_neurons)
     order = np.arange(len(codes), dtype=np.intp)
     history = np.zeros(epochs)
-    kernels.train_epochs(
-        weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X, targets, order, lr, history
-    )
-    _check_finite(history, weights)
+    # Epochs run in chunks of about CHUNK_WORK weight updates (tens of milliseconds), so
+    # Ctrl-C is honoured between chunks and a diverged run stops at the chunk it broke in.
+    chunk = max(1, CHUNK_WORK // (len(order) * layout.n_weights))
+    for start in range(0, epochs, chunk):
+        part = history[start : start + chunk]
+        kernels.train_epochs(
+            weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X, targets, order, lr, part
+        )
+        _check_finite(part, weights, start)
     return Model(layout, weights, classes, history, backend_name(kernels))
 
 
 def evaluate(
-    X,
-    y,
+    X: ArrayLike,
+    y: ArrayLike,
     *,
     folds: int = 5,
-    seed: int = 1,
+    seed: int | random.Random | None = 1,
     protocol: str = "tutorial",
     classes: Sequence | None = None,
     **train_options,
@@ -194,6 +222,9 @@ def evaluate(
 
 def _as_features(X, n_features: int | None = None) -> np.ndarray:
     """``X`` as a finite, C-contiguous float64 matrix, or a clear error."""
+    kind = getattr(X, "dtype", np.dtype(float)).kind
+    if kind in "cUS":  # complex would lose its imaginary part; text is not a feature
+        raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as error:
@@ -206,16 +237,22 @@ def _as_features(X, n_features: int | None = None) -> np.ndarray:
         raise ValueError(f"X has {X.shape[1]} features, the model expects {n_features}")
     if not np.isfinite(X).all():
         raise ValueError("X contains NaN or infinity")
-    return np.ascontiguousarray(X)
+    # Writeable too: Numba types read-only arrays apart, which would compile the kernels twice.
+    return np.require(X, requirements=["C", "W"])
 
 
 def _as_labels(y, n_rows: int) -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim != 1:
-        raise ValueError(f"y must be 1-D, got shape {y.shape}")
-    if len(y) != n_rows:
-        raise ValueError(f"X has {n_rows} rows but y has {len(y)} labels")
-    return y
+    """``y`` as a 1-D array of class labels, one per row."""
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise ValueError(f"y must be 1-D, got shape {labels.shape}")
+    if len(labels) != n_rows:
+        raise ValueError(f"X has {n_rows} rows but y has {len(labels)} labels")
+    if labels.dtype.kind in "US" and not isinstance(y, np.ndarray) and not all(isinstance(v, str) for v in y):
+        raise ValueError("y mixes strings with other labels; give labels of one type")
+    if labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0):
+        raise ValueError("y has non-integer numbers: fastbp.train classifies, so y must hold class labels")
+    return labels
 
 
 def _as_count(value, name: str) -> int:
@@ -225,8 +262,12 @@ def _as_count(value, name: str) -> int:
 
 
 def _as_layer_sizes(hidden) -> tuple[int, ...]:
-    sizes = (hidden,) if isinstance(hidden, Integral) else tuple(hidden)
-    if not sizes or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in sizes):
+    sizes = (hidden,) if isinstance(hidden, Integral) else hidden
+    if (
+        not isinstance(sizes, Sequence | np.ndarray)
+        or len(sizes) == 0
+        or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in sizes)
+    ):
         raise ValueError(f"hidden must be a positive integer or a non-empty sequence of them, got {hidden!r}")
     return tuple(int(n) for n in sizes)
 
@@ -240,17 +281,23 @@ def _as_learning_rate(lr) -> float:
 def _as_rng(seed) -> random.Random:
     if isinstance(seed, random.Random):
         return seed
-    if seed is None or (isinstance(seed, Integral) and not isinstance(seed, bool)):
-        return random.Random(seed)
+    if seed is None:
+        return random.Random()
+    if isinstance(seed, Integral) and not isinstance(seed, bool):
+        return random.Random(int(seed))
     raise TypeError(f"seed must be an integer, a random.Random or None, got {seed!r}")
 
 
-def _check_finite(history: np.ndarray, weights: np.ndarray) -> None:
+def _check_finite(history: np.ndarray, weights: np.ndarray, first_epoch: int) -> None:
     """Refuse to return a diverged network as if it were trained."""
     bad = np.flatnonzero(~np.isfinite(history))
     if len(bad):
         raise FloatingPointError(
-            f"training diverged at epoch {bad[0]}: the squared error became {history[bad[0]]}; try a smaller lr"
+            f"training diverged at epoch {first_epoch + bad[0]}: the squared error became {history[bad[0]]}; "
+            "try a smaller lr"
         )
     if not np.isfinite(weights).all():
-        raise FloatingPointError("training diverged: some weights are not finite; try a smaller lr")
+        raise FloatingPointError(
+            f"training diverged by epoch {first_epoch + len(history) - 1}: "
+            "some weights are not finite; try a smaller lr"
+        )

@@ -24,6 +24,8 @@ _EXTENSIONS = ("cython",)
 
 def get_backend(name: str) -> ModuleType:
     """The kernel module for backend ``name`` (``"auto"``: the fastest that imports)."""
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a string, got {name!r}")
     if name == "auto":
         for candidate in COMPILED:
             module = _try_import(candidate)

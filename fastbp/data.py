@@ -12,6 +12,7 @@ import csv
 import random
 from collections import Counter
 from collections.abc import Sequence
+from numbers import Integral
 from os import PathLike
 
 import numpy as np
@@ -20,7 +21,8 @@ import numpy as np
 def load_csv(path: str | PathLike) -> tuple[np.ndarray, np.ndarray]:
     """Read a CSV whose last column is the class label.
 
-    Blank lines are skipped and spaces around fields are ignored.
+    Blank lines are skipped, spaces around fields are ignored, and a UTF-8 byte
+    order mark is tolerated.
 
     Returns
     -------
@@ -29,7 +31,7 @@ def load_csv(path: str | PathLike) -> tuple[np.ndarray, np.ndarray]:
         The labels as written in the file.
     """
     features, labels = [], []
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         for line_number, row in enumerate(csv.reader(handle), start=1):
             fields = [field.strip() for field in row]
             if not any(fields):
@@ -42,6 +44,8 @@ def load_csv(path: str | PathLike) -> tuple[np.ndarray, np.ndarray]:
                 features.append([float(field) for field in fields[:-1]])
             except ValueError as error:
                 raise ValueError(f"{path}, line {line_number}: non-numeric feature ({error})") from None
+            if not fields[-1]:
+                raise ValueError(f"{path}, line {line_number}: the label (last field) is empty")
             labels.append(fields[-1])
     if not features:
         raise ValueError(f"{path}: no data rows")
@@ -64,7 +68,10 @@ def encode_labels(y: Sequence, classes: Sequence | None = None) -> tuple[np.ndar
     if y.ndim != 1:
         raise ValueError(f"y must be one-dimensional, got shape {y.shape}")
     if classes is None:
-        classes = np.unique(y)
+        try:
+            classes = np.unique(y)
+        except TypeError:
+            raise ValueError("y mixes labels that cannot be sorted; pass classes= to give their order") from None
     else:
         classes = np.asarray(classes)
         if classes.ndim != 1 or len(classes) == 0:
@@ -85,6 +92,10 @@ def minmax_normalize(X: np.ndarray) -> np.ndarray:
     Uses the tutorial's ``(x - min) / (max - min)``; a constant column becomes 0.
     """
     X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise ValueError(f"X must be a 2-D array with at least one row, got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinity")
     low, high = X.min(axis=0), X.max(axis=0)
     span = high - low
     return (X - low) / np.where(span == 0.0, 1.0, span)
@@ -96,8 +107,10 @@ def cross_validation_split(n_rows: int, folds: int, rng: random.Random) -> list[
     Each fold takes ``int(n_rows / folds)`` rows, drawn by ``rng.randrange`` and
     popped from what is left; rows left over after the last full fold are dropped.
     """
-    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 2:
+    if not isinstance(folds, Integral) or isinstance(folds, bool) or folds < 2:
         raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+    if not isinstance(rng, random.Random):
+        raise TypeError(f"rng must be a random.Random, got {rng!r}")
     if folds > n_rows:
         raise ValueError(f"folds={folds} is more than the {n_rows} rows")
     remaining = list(range(n_rows))
@@ -116,6 +129,8 @@ def accuracy(actual: Sequence, predicted: Sequence) -> float:
         raise ValueError(
             f"actual and predicted must be non-empty and of one length, got {actual.shape} and {predicted.shape}"
         )
+    if (actual.dtype.kind in "US") != (predicted.dtype.kind in "US"):
+        raise TypeError(f"actual and predicted hold different kinds of labels: {actual.dtype} and {predicted.dtype}")
     correct = int(np.count_nonzero(actual == predicted))
     return correct / float(len(actual)) * 100.0
 
@@ -125,6 +140,8 @@ def zero_rule(y_train: Sequence, n_predictions: int) -> np.ndarray:
 
     Ties go to the label seen first in ``y_train``.
     """
+    if not isinstance(n_predictions, Integral) or n_predictions < 0:
+        raise ValueError(f"n_predictions must be a non-negative integer, got {n_predictions!r}")
     counts = Counter(np.asarray(y_train).tolist())
     if not counts:
         raise ValueError("y_train is empty")

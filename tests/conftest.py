@@ -27,7 +27,10 @@ def shared_data() -> Path:
     """The project's shared data sets: ``$FASTBP_SHARED_DATA`` or ``../shared/data``."""
     path = Path(os.environ.get("FASTBP_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
     if not (path / "wheat-seeds.csv").is_file():
-        pytest.skip(f"shared data not found at {path} (set FASTBP_SHARED_DATA)")
+        reason = f"shared data not found at {path} (set FASTBP_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(reason + ": CI must run the data tests")
+        pytest.skip(reason)
     return path
 
 

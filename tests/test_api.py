@@ -56,10 +56,11 @@ def test_wheat_seeds_cross_validation_reproduces_the_tutorial(backend, wheat, cl
     assert f"{result.baseline_mean:.3f}" == "28.095"
 
 
-def test_model_reports_layers_history_and_labels(wheat):
+def test_model_reports_layers_history_and_labels(backend, wheat):
     X, y = wheat
-    model = fastbp.train(X, y, hidden=(4, 3), epochs=7, seed=2)
+    model = fastbp.train(X, y, hidden=(4, 3), epochs=7, seed=2, backend=backend)
     assert model.sizes == (7, 4, 3, 3)
+    assert model.backend == backend
     assert [layer.shape for layer in model.layers] == [(4, 8), (3, 5), (3, 4)]
     assert np.concatenate([layer.ravel() for layer in model.layers]).tolist() == model.weights.tolist()
     with pytest.raises(ValueError, match="read-only"):
@@ -74,9 +75,9 @@ def test_model_reports_layers_history_and_labels(wheat):
     assert "sizes=(7, 4, 3, 3)" in repr(model)
 
 
-def test_predict_proba_normalises_the_outputs_and_agrees_with_predict(wheat):
+def test_predict_proba_normalises_the_outputs_and_agrees_with_predict(backend, wheat):
     X, y = wheat
-    model = fastbp.train(X, y, epochs=100, seed=1)
+    model = fastbp.train(X, y, epochs=100, seed=1, backend=backend)
     outputs, proba = model.forward(X), model.predict_proba(X)
     assert np.all((outputs > 0) & (outputs < 1))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
@@ -84,19 +85,30 @@ def test_predict_proba_normalises_the_outputs_and_agrees_with_predict(wheat):
     assert data.accuracy(y, model.predict(X)) > 80.0
 
 
-def test_same_seed_same_weights_and_no_global_random_state_touched(wheat):
+def test_same_seed_same_weights_and_no_global_random_state_touched(backend, wheat):
     X, y = wheat
     state, np_state = random.getstate(), np.random.get_state()
-    first, second = (fastbp.train(X, y, epochs=5, seed=9) for _ in range(2))
+    first, second = (fastbp.train(X, y, epochs=5, seed=9, backend=backend) for _ in range(2))
     np.testing.assert_array_equal(first.weights, second.weights)
-    assert not np.array_equal(first.weights, fastbp.train(X, y, epochs=5, seed=10).weights)
+    numpy_seed = fastbp.train(X, y, epochs=5, seed=np.int64(9), backend=backend)
+    np.testing.assert_array_equal(first.weights, numpy_seed.weights)
+    assert not np.array_equal(first.weights, fastbp.train(X, y, epochs=5, seed=10, backend=backend).weights)
     assert random.getstate() == state
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), np_state))
 
 
-def test_zero_epochs_returns_the_initial_network():
+def test_training_in_chunks_equals_training_in_one_call(backend, wheat, monkeypatch):
+    X, y = wheat
+    whole = fastbp.train(X, y, epochs=7, seed=3, backend=backend)
+    monkeypatch.setattr(fastbp._api, "CHUNK_WORK", 2 * len(X) * whole.weights.size)  # two epochs a call
+    chunked = fastbp.train(X, y, epochs=7, seed=3, backend=backend)
+    np.testing.assert_array_equal(chunked.weights, whole.weights)
+    np.testing.assert_array_equal(chunked.history, whole.history)
+
+
+def test_zero_epochs_returns_the_initial_network(backend):
     X, y = data.tutorial_toy()
-    model = fastbp.train(X, y, hidden=1, epochs=0, seed=1)
+    model = fastbp.train(X, y, hidden=1, epochs=0, seed=1, backend=backend)
     assert model.history.shape == (0,)
     assert model.weights.tolist() == [
         *[0.13436424411240122, 0.8474337369372327, 0.763774618976614],  # the tutorial's hidden neuron
@@ -104,84 +116,123 @@ def test_zero_epochs_returns_the_initial_network():
     ]
 
 
+def read_only(array):
+    array.flags.writeable = False
+    return array
+
+
 @pytest.mark.parametrize(
     "convert",
     [
         lambda X: X.tolist(),
         lambda X: np.asfortranarray(X),
-        lambda X: X.astype(np.float32).astype(np.float64),  # exactly representable: same network
+        lambda X: X.astype(np.float32),  # values exactly representable: the same network
         lambda X: X.astype(">f8"),
         lambda X: np.repeat(X, 2, axis=1)[:, ::2],
+        lambda X: read_only(X.copy()),
     ],
-    ids=["list", "fortran", "float32-values", "big-endian", "strided"],
+    ids=["list", "fortran", "float32", "big-endian", "strided", "read-only"],
 )
-def test_safe_conversions_train_the_same_network(convert):
+def test_safe_conversions_train_the_same_network(backend, convert):
     X, y = data.tutorial_toy()
     X = X.astype(np.float32).astype(np.float64)
-    expected = fastbp.train(X, y, hidden=2, epochs=3, seed=1).weights
-    np.testing.assert_array_equal(fastbp.train(convert(X), y, hidden=2, epochs=3, seed=1).weights, expected)
+    expected = fastbp.train(X, y, hidden=2, epochs=3, seed=1, backend=backend)
+    converted = fastbp.train(convert(X), y, hidden=2, epochs=3, seed=1, backend=backend)
+    np.testing.assert_array_equal(converted.weights, expected.weights)
+    np.testing.assert_array_equal(expected.forward(convert(X)), expected.forward(X))
 
 
 GOOD_X, GOOD_Y = data.tutorial_toy()
+BAD_INPUTS = [
+    (GOOD_X[:, 0], GOOD_Y, {}, ValueError, "X must be 2-D"),
+    (GOOD_X[None], GOOD_Y, {}, ValueError, "X must be 2-D"),
+    (np.empty((0, 2)), [], {}, ValueError, "at least one row"),
+    (GOOD_X, GOOD_Y[:-1], {}, ValueError, "10 rows but y has 9"),
+    (GOOD_X, GOOD_Y[:, None], {}, ValueError, "y must be 1-D"),
+    (np.where(GOOD_X > 7, np.nan, GOOD_X), GOOD_Y, {}, ValueError, "NaN or infinity"),
+    (np.where(GOOD_X > 7, np.inf, GOOD_X), GOOD_Y, {}, ValueError, "NaN or infinity"),
+    ([["a", "b"]] * 10, GOOD_Y, {}, ValueError, "X must be numeric"),
+    (GOOD_X.astype(str), GOOD_Y, {}, ValueError, "X must be numeric"),
+    (GOOD_X + 1j, GOOD_Y, {}, ValueError, "X must be numeric"),
+    (GOOD_X, [0, 1, "a", 0, 1, 0, 1, 0, 1, 0], {}, ValueError, "mixes strings"),
+    (GOOD_X, np.array([0, 1, "a", 0, 1, 0, 1, 0, 1, None], dtype=object), {}, ValueError, "cannot be sorted"),
+    (GOOD_X, GOOD_Y + 0.5, {}, ValueError, "non-integer"),
+    (GOOD_X, GOOD_Y, {"hidden": 0}, ValueError, "hidden"),
+    (GOOD_X, GOOD_Y, {"hidden": (3, -1)}, ValueError, "hidden"),
+    (GOOD_X, GOOD_Y, {"hidden": ()}, ValueError, "hidden"),
+    (GOOD_X, GOOD_Y, {"hidden": 5.0}, ValueError, "hidden"),
+    (GOOD_X, GOOD_Y, {"hidden": None}, ValueError, "hidden"),
+    (GOOD_X, GOOD_Y, {"epochs": -1}, ValueError, "epochs"),
+    (GOOD_X, GOOD_Y, {"epochs": 2.5}, ValueError, "epochs"),
+    (GOOD_X, GOOD_Y, {"lr": 0}, ValueError, "lr"),
+    (GOOD_X, GOOD_Y, {"lr": float("nan")}, ValueError, "lr"),
+    (GOOD_X, GOOD_Y, {"lr": "0.1"}, ValueError, "lr"),
+    (GOOD_X, GOOD_Y, {"init": "glorot?"}, ValueError, "init"),
+    (GOOD_X, GOOD_Y, {"backend": "cuda"}, ValueError, "backend"),
+    (GOOD_X, GOOD_Y, {"backend": ["numba"]}, TypeError, "backend must be a string"),
+    (GOOD_X, GOOD_Y, {"seed": "1"}, TypeError, "seed"),
+    (GOOD_X, GOOD_Y, {"classes": [0]}, ValueError, "not in classes"),
+]
 
 
 @pytest.mark.parametrize(
-    "X, y, options, error, message",
-    [
-        (GOOD_X[:, 0], GOOD_Y, {}, ValueError, "X must be 2-D"),
-        (GOOD_X[None], GOOD_Y, {}, ValueError, "X must be 2-D"),
-        (np.empty((0, 2)), [], {}, ValueError, "at least one row"),
-        (GOOD_X, GOOD_Y[:-1], {}, ValueError, "10 rows but y has 9"),
-        (np.where(GOOD_X > 7, np.nan, GOOD_X), GOOD_Y, {}, ValueError, "NaN or infinity"),
-        (np.where(GOOD_X > 7, np.inf, GOOD_X), GOOD_Y, {}, ValueError, "NaN or infinity"),
-        ([["a", "b"]] * 10, GOOD_Y, {}, ValueError, "X must be numeric"),
-        (GOOD_X, GOOD_Y, {"hidden": 0}, ValueError, "hidden"),
-        (GOOD_X, GOOD_Y, {"hidden": (3, -1)}, ValueError, "hidden"),
-        (GOOD_X, GOOD_Y, {"hidden": ()}, ValueError, "hidden"),
-        (GOOD_X, GOOD_Y, {"epochs": -1}, ValueError, "epochs"),
-        (GOOD_X, GOOD_Y, {"epochs": 2.5}, ValueError, "epochs"),
-        (GOOD_X, GOOD_Y, {"lr": 0}, ValueError, "lr"),
-        (GOOD_X, GOOD_Y, {"lr": float("nan")}, ValueError, "lr"),
-        (GOOD_X, GOOD_Y, {"lr": "0.1"}, ValueError, "lr"),
-        (GOOD_X, GOOD_Y, {"init": "glorot?"}, ValueError, "init"),
-        (GOOD_X, GOOD_Y, {"backend": "cuda"}, ValueError, "backend"),
-        (GOOD_X, GOOD_Y, {"seed": "1"}, TypeError, "seed"),
-        (GOOD_X, GOOD_Y, {"classes": [0]}, ValueError, "not in classes"),
-    ],
+    "X, y, options, error, message", BAD_INPUTS, ids=[f"case{i:02d}" for i in range(len(BAD_INPUTS))]
 )
-def test_bad_input_raises_a_clear_error(X, y, options, error, message):
+def test_bad_input_raises_a_clear_error(backend, X, y, options, error, message):
     with pytest.raises(error, match=message):
-        fastbp.train(X, y, **options)
+        fastbp.train(X, y, **{"backend": backend, **options})
 
 
-def test_prediction_checks_its_input():
-    model = toy_model("auto")
+def test_prediction_checks_its_input(backend):
+    model = toy_model(backend)
     with pytest.raises(ValueError, match="3 features, the model expects 2"):
         model.predict(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="NaN"):
         model.predict([[np.nan, 1.0]])
 
 
-def test_evaluate_rejects_bad_options(wheat):
+def test_a_model_is_never_built_around_a_wrong_buffer():
+    model = toy_model("auto")
+    layout, weights = model._layout, np.array(model.weights)
+    with pytest.raises(ValueError, match="12 values"):
+        fastbp.Model(layout, weights[:-1], model.classes, model.history, "numba")
+    with pytest.raises(ValueError, match="contiguous float64"):
+        fastbp.Model(layout, weights.astype(np.float32), model.classes, model.history, "numba")
+    with pytest.raises(ValueError, match="2 outputs"):
+        fastbp.Model(layout, weights, model.classes[:1], model.history, "numba")
+    with pytest.raises(ValueError, match="backend"):
+        fastbp.Model(layout, weights, model.classes, model.history, "auto")
+
+
+def test_evaluate_rejects_bad_options(backend, wheat):
     X, y = wheat
     with pytest.raises(ValueError, match="protocol"):
-        fastbp.evaluate(X, y, protocol="stratified")
+        fastbp.evaluate(X, y, protocol="stratified", backend=backend)
     with pytest.raises(TypeError, match="unexpected keyword"):
-        fastbp.evaluate(X, y, epochs=1, layers=3)
+        fastbp.evaluate(X, y, epochs=1, layers=3, backend=backend)
     with pytest.raises(ValueError, match="folds"):
-        fastbp.evaluate(X, y, folds=1)
+        fastbp.evaluate(X, y, folds=1, backend=backend)
 
 
-def test_a_diverged_run_is_refused_naming_the_epoch(monkeypatch):
-    kernels = fastbp._backends.get_backend("numba")
-
+def test_a_diverged_run_is_refused_naming_the_epoch(backend, monkeypatch):
     def diverging(*args):
         args[-1][:] = [1.0, np.inf, np.nan]
 
-    monkeypatch.setattr(kernels, "train_epochs", diverging)
+    monkeypatch.setattr(fastbp._backends.get_backend(backend), "train_epochs", diverging)
     X, y = data.tutorial_toy()
     with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
-        fastbp.train(X, y, epochs=3, backend="numba")
+        fastbp.train(X, y, epochs=3, backend=backend)
+
+
+def test_reference_overflow_is_reported_while_compiled_backends_saturate(backend):
+    X, y = data.tutorial_toy()
+    model = fastbp.train(X, y, hidden=2, epochs=1, seed=1, backend=backend)
+    extreme = -X * 1e300  # activations far below the point where exp(-a) overflows
+    if backend == "reference":
+        with pytest.raises(FloatingPointError, match="sigmoid overflowed"):
+            model.forward(extreme)
+    else:
+        assert np.all(np.isfinite(model.forward(extreme)))
 
 
 def test_numba_kernels_are_cached_on_disk_for_the_next_process(tmp_path):

@@ -68,3 +68,14 @@ def test_kernels_release_the_gil_while_training(compiled_backend):
     worker.join()
     assert filled < len(history)
     assert np.all(np.isfinite(history))
+
+
+def test_numba_compiles_one_specialisation_whatever_the_input_layout():
+    kernels = _backends.get_backend("numba")
+    X, y = fastbp.data.tutorial_toy()
+    read_only = X.copy()
+    read_only.flags.writeable = False
+    for variant in (X, X.tolist(), X.astype(np.float32), np.asfortranarray(X), X.astype(">f8"), read_only):
+        fastbp.train(variant, y, hidden=2, epochs=2, seed=1, backend="numba").predict(variant)
+    assert len(kernels.train_epochs.signatures) == 1
+    assert len(kernels.predict_batch.signatures) == 1

@@ -22,9 +22,9 @@ def tutorial_split(dataset, n_folds, rng):
     return dataset_split
 
 
-def test_load_csv_tolerates_blank_lines_and_padding(tmp_path):
+def test_load_csv_tolerates_blank_lines_padding_and_a_byte_order_mark(tmp_path):
     path = tmp_path / "d.csv"
-    path.write_text("1.5, 2,a\n\n  \n3,4.25 , b\n5,6,a")
+    path.write_text("\ufeff1.5, 2,a\n\n  \n3,4.25 , b\n5,6,a", encoding="utf-8")
     X, y = data.load_csv(path)
     assert X.dtype == np.float64
     np.testing.assert_array_equal(X, [[1.5, 2.0], [3.0, 4.25], [5.0, 6.0]])
@@ -38,6 +38,7 @@ def test_load_csv_tolerates_blank_lines_and_padding(tmp_path):
         ("1,2,a\n3,a\n", "line 2: 2 fields, expected 3"),
         ("1,x,a\n", "line 1: non-numeric feature"),
         ("a\n", "at least one feature"),
+        ("1,2,\n", "line 1: the label .* is empty"),
     ],
 )
 def test_load_csv_rejects_malformed_files(tmp_path, text, message):
@@ -68,6 +69,7 @@ def test_encode_labels_sorts_by_default_and_takes_an_explicit_mapping():
         (["a"], ["a", "a"], "repeated"),
         (["a"], [], "non-empty"),
         ([["a"]], None, "one-dimensional"),
+        (np.array(["a", 1, None], dtype=object), None, "cannot be sorted"),
     ],
 )
 def test_encode_labels_rejects_bad_mappings(y, classes, message):
@@ -80,6 +82,13 @@ def test_minmax_normalize_matches_the_tutorial_formula_and_handles_constant_colu
     expected = [[(x - min(col)) / (max(col) - min(col)) if max(col) > min(col) else 0.0
                  for x, col in zip(row, zip(*X.tolist()))] for row in X.tolist()]  # fmt: skip
     np.testing.assert_array_equal(data.minmax_normalize(X), expected)
+
+
+def test_minmax_normalize_rejects_non_finite_values():
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        data.minmax_normalize([[1.0, np.nan], [2.0, 3.0]])
+    with pytest.raises(ValueError, match="2-D"):
+        data.minmax_normalize([1.0, 2.0])
 
 
 def test_cross_validation_split_draws_like_the_tutorial():
@@ -95,11 +104,21 @@ def test_cross_validation_split_rejects_bad_fold_counts(folds):
         data.cross_validation_split(10, folds, random.Random(1))
 
 
+def test_cross_validation_split_takes_numpy_integers_and_needs_a_random_instance():
+    assert [f.tolist() for f in data.cross_validation_split(10, np.int64(2), random.Random(1))] == tutorial_split(
+        range(10), 2, random.Random(1)
+    )
+    with pytest.raises(TypeError, match="random.Random"):
+        data.cross_validation_split(10, 2, 1)
+
+
 def test_accuracy_is_a_percentage():
     assert data.accuracy([1, 2, 3, 4], [1, 2, 0, 4]) == 75.0
     assert data.accuracy(["a"] * 42, ["a"] * 38 + ["b"] * 4) == 90.47619047619048
     with pytest.raises(ValueError, match="one length"):
         data.accuracy([1, 2], [1])
+    with pytest.raises(TypeError, match="different kinds of labels"):
+        data.accuracy(["1", "2"], [1, 2])
 
 
 def test_zero_rule_predicts_the_most_common_training_label():
@@ -107,6 +126,8 @@ def test_zero_rule_predicts_the_most_common_training_label():
     assert data.zero_rule([2, 1, 1, 2], 2).tolist() == [2, 2]  # a tie goes to the first seen
     with pytest.raises(ValueError, match="empty"):
         data.zero_rule([], 1)
+    with pytest.raises(ValueError, match="n_predictions"):
+        data.zero_rule([1], 2.5)
 
 
 def test_zero_rule_baseline_on_wheat_seeds_is_28_095_percent(wheat):
