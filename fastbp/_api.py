@@ -97,7 +97,8 @@ class Model:
         """
         outputs = self.forward(X)
         total = outputs.sum(axis=1, keepdims=True)
-        return np.where(total > 0, outputs / np.where(total > 0, total, 1.0), 1.0 / outputs.shape[1])
+        positive = total > 0
+        return np.where(positive, outputs / np.where(positive, total, 1.0), 1.0 / outputs.shape[1])
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """The label of the largest output for each row (the first on ties)."""
