@@ -8,6 +8,7 @@ import pytest
 
 import fastbp
 
+TUTORIAL = {"seed": 1, "init": "tutorial", "hidden": 5, "lr": 0.3, "epochs": 500}
 SORTED_SCORES = [90.47619047619048, 92.85714285714286, 97.61904761904762, 92.85714285714286, 92.85714285714286]
 
 
@@ -18,7 +19,7 @@ def bench_wheat_seeds_experiment(benchmark, wheat, backend):
     fastbp.train(X[:4], y[:4], epochs=1, backend=backend)  # warm up: load or compile the kernels
     rounds = 1 if backend == "reference" else 10
     result = benchmark.pedantic(
-        fastbp.evaluate, args=(X, y), kwargs={"seed": 1, "hidden": 5, "lr": 0.3, "epochs": 500, "backend": backend},
+        fastbp.evaluate, args=(X, y), kwargs={**TUTORIAL, "backend": backend},
         rounds=rounds, iterations=1,
     )  # fmt: skip
     assert result.scores == SORTED_SCORES

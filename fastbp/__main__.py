@@ -14,7 +14,7 @@ from . import __version__, data
 from ._api import evaluate, train
 from ._backends import BACKENDS, COMPILED, backend_name, get_backend
 
-CV_OPTIONS = {"hidden": (5,), "lr": 0.3, "epochs": 500}
+CV_OPTIONS = {"hidden": (5,), "lr": 0.3, "epochs": 500, "init": "tutorial"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     X, y = data.tutorial_toy()
     print(f"fastbp {__version__}: the tutorial's toy data, 2-2-2 network, lr 0.5, 20 epochs, seed 1")
-    model = train(X, y, hidden=2, epochs=20, lr=0.5, seed=1, backend=backend)
+    model = train(X, y, hidden=2, epochs=20, lr=0.5, seed=1, init="tutorial", backend=backend)
     for epoch, error in enumerate(model.history):
         print(">epoch=%d, lrate=%.3f, error=%.3f" % (epoch, 0.5, error))
     correct = int(np.count_nonzero(model.predict(X) == y))

@@ -1,26 +1,45 @@
 """Numba backend: the kernels of the flat-buffer contract, compiled in nopython mode.
 
 Every backend module exposes the same functions with the same arguments, in the
-order model, scratch, data, scalars (see :mod:`fastbp._layout` for the buffers):
+order model, scratch, data, scalars (see :mod:`fastbp._layout` for the buffers
+and :mod:`fastbp._codes` for the activation and optimizer codes):
 
-* ``forward_propagate(weights, w_off, sizes, outputs, o_off, x)``
-* ``backward_propagate_error(weights, w_off, sizes, outputs, o_off, deltas, expected) -> float``
+* ``forward_propagate(weights, w_off, sizes, acts, outputs, o_off, x)``
+* ``backward_propagate_error(weights, w_off, sizes, acts, outputs, o_off, deltas, expected) -> float``
 * ``update_weights(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate)``
-* ``train_epoch(weights, w_off, sizes, outputs, o_off, deltas, X, Y, order, l_rate) -> float``
-* ``train_epochs(weights, w_off, sizes, outputs, o_off, deltas, X, Y, order, l_rate, history)``
-* ``predict_batch(weights, w_off, sizes, outputs, o_off, X, out)``
+* ``train_online(weights, w_off, sizes, acts, outputs, o_off, deltas, grad, state,
+  X, Y, sw, orders, rates, hyper, optimizer, step0, history)``
+* ``train_batches(weights, w_off, sizes, acts, grad, state,
+  X, Y, sw, orders, batch_size, rates, hyper, optimizer, step0, history)``
+* ``batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad) -> float``
+* ``predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out)``
 
-Kernels mutate their buffers in place and never allocate.  They trust their
-inputs: C-contiguous float64 arrays of matching shapes, checked by
-:mod:`fastbp._api`.  The arithmetic follows :mod:`fastbp.reference` operation by
-operation (bias first, then inputs in ascending order; no fastmath), so the
-weights agree with it bit for bit.
+The float buffers (``weights``, ``outputs``, ``deltas``, ``grad``, ``state``,
+``X``, ``Y``, ``sw``) share one dtype, float32 or float64, and all arithmetic
+stays in it; ``rates``, ``hyper`` and ``history`` are float64, the integer
+arrays intp.  Epoch ``e`` visits rows ``orders[e % len(orders)]`` at learning rate
+``rates[e]``, and ``history[e]`` receives its loss summed over rows, each row's
+weighted by ``sw``: the tutorial's squared error ``sum((target - output)**2)``,
+or the cross-entropy ``-sum(target * log(p))`` for a softmax output.  The
+gradient is that of ``0.5 * sum((output - target)**2)`` (whose delta is the
+tutorial's) or of the cross-entropy, times the row's weight, averaged over the
+batch; ``hyper`` holds the optimizer's settings (:data:`fastbp._codes.HYPER`),
+``state`` its per-weight memory, and ``step0`` the updates done before the call.
 
-Offsets and loop counters are cast to unsigned (``uintp``) before indexing:
-Numba checks every signed index for Python's negative wraparound, and those
-checks (plus the registers they tie up) cost about 30% of the epoch time here.
-Mixing signed and unsigned integers would make Numba compute in float64, so
-every integer operand of an index expression is unsigned, constants included.
+Kernels mutate their buffers in place and trust their inputs, checked by
+:mod:`fastbp._api`.  The online kernels follow :mod:`fastbp.reference` operation
+by operation (bias first, then inputs in ascending order; no fastmath), so with
+plain SGD they agree with it bit for bit.  The mini-batch kernels work on whole
+batches with matrix products (BLAS through ``np.dot``); each activation matrix
+carries a column of ones so one product also applies the biases.
+
+Offsets and loop counters of the online kernels are cast to unsigned
+(``uintp``) before indexing: Numba checks every signed index for Python's
+negative wraparound, and those checks (plus the registers they tie up) cost
+about 30% of the epoch time.  Mixing signed and unsigned integers would make
+Numba compute in float64, so every integer operand of an index expression is
+unsigned, constants included.  Float constants are built with the buffers'
+scalar type ``dt``, since a bare ``1.0`` would promote float32 arithmetic.
 """
 
 import math
@@ -28,14 +47,110 @@ import math
 import numpy as np
 from numba import njit
 
+from ._codes import (
+    ADAM,
+    H_BETA1,
+    H_BETA2,
+    H_EPSILON,
+    H_L2,
+    H_MOMENTUM,
+    LEAKY_RELU,
+    LEAKY_SLOPE,
+    LOG_FLOOR,
+    MOMENTUM,
+    NESTEROV,
+    RELU,
+    RPROP_DECREASE,
+    RPROP_DELTA_MAX,
+    RPROP_DELTA_MIN,
+    RPROP_INCREASE,
+    SGD,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+)
 from ._config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 
 ONE = np.uintp(1)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _activate_layer(weights, start, n_in, n_out, inputs, in_off, outputs, out_off):
-    """Sigmoid outputs of one layer whose inputs are ``inputs[in_off : in_off + n_in]``.
+def _activation(a, code, dt):
+    """A neuron's output for activation ``a`` (softmax is done per layer)."""
+    if code == SIGMOID:
+        # exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
+        return dt(1.0) / (dt(1.0) + math.exp(-a))
+    if code == TANH:
+        return math.tanh(a)
+    if code == RELU:
+        return a if a > dt(0.0) else dt(0.0)
+    if code == LEAKY_RELU:
+        return a if a > dt(0.0) else dt(LEAKY_SLOPE) * a
+    return a
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _derivative(output, code, dt):
+    """The activation's slope, from the neuron's output (as the tutorial computes it)."""
+    if code == SIGMOID:
+        return output * (dt(1.0) - output)
+    if code == TANH:
+        return dt(1.0) - output * output
+    if code == RELU:
+        return dt(1.0) if output > dt(0.0) else dt(0.0)
+    if code == LEAKY_RELU:
+        return dt(1.0) if output > dt(0.0) else dt(LEAKY_SLOPE)
+    return dt(1.0)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _times_derivative(deltas, outputs, off, n, code, dt):
+    """Multiply ``deltas[off : off + n]`` by the activation's slope at ``outputs[off : off + n]``.
+
+    One loop per activation, so the branch is taken once per layer, not per neuron
+    (about 15% of an epoch of the tutorial's network).
+    """
+    off, n = np.uintp(off), np.uintp(n)
+    if code == SIGMOID:
+        for j in range(n):
+            deltas[off + j] *= outputs[off + j] * (dt(1.0) - outputs[off + j])
+    elif code == TANH:
+        for j in range(n):
+            deltas[off + j] *= dt(1.0) - outputs[off + j] * outputs[off + j]
+    elif code == RELU or code == LEAKY_RELU:
+        for j in range(n):
+            deltas[off + j] *= _derivative(outputs[off + j], code, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _softmax(values, off, n, dt):
+    """Replace ``values[off : off + n]`` by their softmax, shifted by the maximum so exp cannot overflow."""
+    off, n = np.uintp(off), np.uintp(n)
+    top = values[off]
+    for j in range(ONE, n):
+        top = max(top, values[off + j])
+    total = dt(0.0)
+    for j in range(n):
+        e = math.exp(values[off + j] - top)
+        values[off + j] = e
+        total += e
+    for j in range(n):
+        values[off + j] /= total
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _output_error(output, target, code, dt):
+    """``(loss, delta)`` of one output neuron: squared error, or cross-entropy for softmax."""
+    if code == SOFTMAX:
+        loss = -target * math.log(max(output, dt(LOG_FLOOR))) if target != dt(0.0) else dt(0.0)
+        return loss, output - target
+    diff = target - output
+    return diff * diff, (output - target) * _derivative(output, code, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _activate_layer(weights, start, n_in, n_out, code, inputs, in_off, outputs, out_off, dt):
+    """Outputs of one layer whose inputs are ``inputs[in_off : in_off + n_in]``.
 
     The layer's inputs are addressed by offset rather than sliced out, because an
     array slice costs a reference count per call in compiled code.
@@ -47,84 +162,313 @@ def _activate_layer(weights, start, n_in, n_out, inputs, in_off, outputs, out_of
         activation = weights[neuron + n_in]
         for i in range(n_in):
             activation += weights[neuron + i] * inputs[in_off + i]
-        outputs[out_off + j] = 1.0 / (1.0 + math.exp(-activation))
+        outputs[out_off + j] = activation if code == SOFTMAX else _activation(activation, code, dt)
+    if code == SOFTMAX:
+        _softmax(outputs, out_off, n_out, dt)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def forward_propagate(weights, w_off, sizes, outputs, o_off, x):
-    """Store every neuron's sigmoid output for input row ``x`` in ``outputs``."""
-    _activate_layer(weights, w_off[0], sizes[0], sizes[1], x, 0, outputs, o_off[0])
+def forward_propagate(weights, w_off, sizes, acts, outputs, o_off, x):
+    """Store every neuron's output for input row ``x`` in ``outputs``."""
+    dt = weights.dtype.type
+    _activate_layer(weights, w_off[0], sizes[0], sizes[1], acts[0], x, 0, outputs, o_off[0], dt)
     for k in range(1, sizes.shape[0] - 1):
-        _activate_layer(weights, w_off[k], sizes[k], sizes[k + 1], outputs, o_off[k - 1], outputs, o_off[k])
+        _activate_layer(
+            weights, w_off[k], sizes[k], sizes[k + 1], acts[k], outputs, o_off[k - 1], outputs, o_off[k], dt
+        )
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def backward_propagate_error(weights, w_off, sizes, outputs, o_off, deltas, expected):
-    """Store every neuron's error signal in ``deltas``; return the row's squared error."""
+def backward_propagate_error(weights, w_off, sizes, acts, outputs, o_off, deltas, expected):
+    """Store every neuron's error signal in ``deltas``; return the row's loss (see the module docstring)."""
+    dt = weights.dtype.type
     last = sizes.shape[0] - 2
     own = np.uintp(o_off[last])
-    sum_error = 0.0
+    row_loss = dt(0.0)
+    code = acts[last]
     for j in range(np.uintp(sizes[last + 1])):
-        output = outputs[own + j]
-        sum_error += (expected[j] - output) ** 2
-        deltas[own + j] = (output - expected[j]) * (output * (1.0 - output))
+        loss, deltas[own + j] = _output_error(outputs[own + j], expected[j], code, dt)
+        row_loss += loss
     for k in range(last - 1, -1, -1):
         block, own, downstream = np.uintp(w_off[k + 1]), np.uintp(o_off[k]), np.uintp(o_off[k + 1])
-        stride = np.uintp(sizes[k + 1] + 1)
+        stride, code = np.uintp(sizes[k + 1] + 1), acts[k]
         for j in range(np.uintp(sizes[k + 1])):
-            error = 0.0
+            error = dt(0.0)
             for m in range(np.uintp(sizes[k + 2])):
                 error += weights[block + m * stride + j] * deltas[downstream + m]
-            output = outputs[own + j]
-            deltas[own + j] = error * (output * (1.0 - output))
-    return sum_error
+            deltas[own + j] = error
+        _times_derivative(deltas, outputs, own, sizes[k + 1], code, dt)
+    return row_loss
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _update_layer(weights, start, n_in, n_out, inputs, in_off, deltas, d_off, l_rate):
-    """SGD step for one layer whose inputs are ``inputs[in_off : in_off + n_in]``."""
+def _update_layer(weights, start, n_in, n_out, inputs, in_off, deltas, d_off, l_rate, decay):
+    """SGD step for one layer: ``w -= l_rate * delta * input + decay * w``, biases undecayed."""
     start, n_in, n_out = np.uintp(start), np.uintp(n_in), np.uintp(n_out)
     in_off, d_off = np.uintp(in_off), np.uintp(d_off)
     for j in range(n_out):
         neuron = start + j * (n_in + ONE)
-        delta = deltas[d_off + j]
+        step = l_rate * deltas[d_off + j]
         for i in range(n_in):
-            weights[neuron + i] -= l_rate * delta * inputs[in_off + i]
-        weights[neuron + n_in] -= l_rate * delta
+            weights[neuron + i] -= step * inputs[in_off + i] + decay * weights[neuron + i]
+        weights[neuron + n_in] -= step
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _sgd_step(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate, decay):
+    """The tutorial's update for input row ``x``, first layer first, plus L2 decay."""
+    _update_layer(weights, w_off[0], sizes[0], sizes[1], x, 0, deltas, o_off[0], l_rate, decay)
+    for k in range(1, sizes.shape[0] - 1):
+        _update_layer(weights, w_off[k], sizes[k], sizes[k + 1], outputs, o_off[k - 1], deltas, o_off[k], l_rate, decay)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def update_weights(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate):
     """One SGD step in place: ``w -= l_rate * delta * input``, first layer first."""
-    _update_layer(weights, w_off[0], sizes[0], sizes[1], x, 0, deltas, o_off[0], l_rate)
-    for k in range(1, sizes.shape[0] - 1):
-        _update_layer(weights, w_off[k], sizes[k], sizes[k + 1], outputs, o_off[k - 1], deltas, o_off[k], l_rate)
+    _sgd_step(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate, weights.dtype.type(0.0))
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def train_epoch(weights, w_off, sizes, outputs, o_off, deltas, X, Y, order, l_rate):
-    """Online SGD over the rows of ``X`` in ``order``; return the epoch's squared error."""
-    sum_error = 0.0
-    for t in range(order.shape[0]):
-        r = np.uintp(order[t])
-        forward_propagate(weights, w_off, sizes, outputs, o_off, X[r])
-        sum_error += backward_propagate_error(weights, w_off, sizes, outputs, o_off, deltas, Y[r])
-        update_weights(weights, w_off, sizes, outputs, o_off, deltas, X[r], l_rate)
-    return sum_error
+def _row_gradient(w_off, sizes, outputs, o_off, deltas, x, weight, grad):
+    """The gradient of one row's loss, times ``weight``, written into ``grad``."""
+    for k in range(sizes.shape[0] - 1):
+        start, n_in, n_out = np.uintp(w_off[k]), np.uintp(sizes[k]), np.uintp(sizes[k + 1])
+        in_off, d_off = np.uintp(0 if k == 0 else o_off[k - 1]), np.uintp(o_off[k])
+        inputs = x if k == 0 else outputs
+        for j in range(n_out):
+            neuron = start + j * (n_in + ONE)
+            delta = weight * deltas[d_off + j]
+            for i in range(n_in):
+                grad[neuron + i] = delta * inputs[in_off + i]
+            grad[neuron + n_in] = delta
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _optimizer_step(weights, w_off, sizes, grad, state, optimizer, rate, hyper, step):
+    """Apply gradient ``grad`` by the update rule ``optimizer``; ``step`` counts updates from 1.
+
+    L2 decay adds ``l2 * w`` to the gradient of every weight but the biases.
+    Rules and their state (``state`` holds two buffers of ``len(weights)``):
+    SGD ``w -= rate * g``; momentum ``v = momentum * v - rate * g; w += v``;
+    Nesterov ``w += momentum * v - rate * g`` with the new ``v``; Adam with
+    scikit-learn's bias-corrected rate; iRprop- (``rate`` unused), whose first
+    buffer holds the step sizes and second the previous gradient.
+    """
+    dt = weights.dtype.type
+    n_w = np.uintp(weights.shape[0])
+    l2, momentum = dt(hyper[H_L2]), dt(hyper[H_MOMENTUM])
+    beta1, beta2, epsilon = dt(hyper[H_BETA1]), dt(hyper[H_BETA2]), dt(hyper[H_EPSILON])
+    adam_rate = dt(0.0)
+    if optimizer == ADAM:
+        adam_rate = dt(rate * math.sqrt(1.0 - hyper[H_BETA2] ** step) / (1.0 - hyper[H_BETA1] ** step))
+    l_rate = dt(rate)
+    for k in range(sizes.shape[0] - 1):
+        start, n_in, n_out = np.uintp(w_off[k]), np.uintp(sizes[k]), np.uintp(sizes[k + 1])
+        for j in range(n_out):
+            neuron = start + j * (n_in + ONE)
+            for i in range(n_in + ONE):
+                p = neuron + i
+                g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
+                if optimizer == SGD:
+                    weights[p] -= l_rate * g
+                elif optimizer == MOMENTUM or optimizer == NESTEROV:
+                    velocity = momentum * state[p] - l_rate * g
+                    state[p] = velocity
+                    weights[p] += velocity if optimizer == MOMENTUM else momentum * velocity - l_rate * g
+                elif optimizer == ADAM:
+                    m = beta1 * state[p] + (dt(1.0) - beta1) * g
+                    v = beta2 * state[n_w + p] + (dt(1.0) - beta2) * (g * g)
+                    state[p], state[n_w + p] = m, v
+                    weights[p] -= adam_rate * m / (math.sqrt(v) + epsilon)
+                else:  # RPROP
+                    change = g * state[n_w + p]
+                    if change > dt(0.0):
+                        state[p] = min(state[p] * dt(RPROP_INCREASE), dt(RPROP_DELTA_MAX))
+                    elif change < dt(0.0):
+                        state[p] = max(state[p] * dt(RPROP_DECREASE), dt(RPROP_DELTA_MIN))
+                        g = dt(0.0)
+                    if g > dt(0.0):
+                        weights[p] -= state[p]
+                    elif g < dt(0.0):
+                        weights[p] += state[p]
+                    state[n_w + p] = g
 
 
 @njit(**NUMBA_OPTIONS)
-def train_epochs(weights, w_off, sizes, outputs, o_off, deltas, X, Y, order, l_rate, history):
-    """Run ``len(history)`` epochs, writing each epoch's squared error into ``history``."""
+def _row_update(weights, w_off, sizes, outputs, o_off, deltas, x, weight, grad, state, optimizer, rate, hyper, step):
+    """A non-SGD update for one row.  A call, not inlined: inlined, it slows the SGD path by 15%."""
+    _row_gradient(w_off, sizes, outputs, o_off, deltas, x, weight, grad)
+    _optimizer_step(weights, w_off, sizes, grad, state, optimizer, rate, hyper, step)
+
+
+@njit(**NUMBA_OPTIONS)
+def train_online(
+    weights,
+    w_off,
+    sizes,
+    acts,
+    outputs,
+    o_off,
+    deltas,
+    grad,
+    state,
+    X,
+    Y,
+    sw,
+    orders,
+    rates,
+    hyper,
+    optimizer,
+    step0,
+    history,
+):
+    """Online training (batch size 1) for ``len(history)`` epochs; plain SGD is the tutorial's update."""
+    dt = weights.dtype.type
+    step = step0
     for epoch in range(history.shape[0]):
-        history[epoch] = train_epoch(weights, w_off, sizes, outputs, o_off, deltas, X, Y, order, l_rate)
+        order = orders[epoch % orders.shape[0]]
+        rate = rates[epoch]
+        decay = dt(rate * hyper[H_L2])
+        epoch_loss = dt(0.0)
+        for t in range(order.shape[0]):
+            r = np.uintp(order[t])
+            forward_propagate(weights, w_off, sizes, acts, outputs, o_off, X[r])
+            epoch_loss += sw[r] * backward_propagate_error(weights, w_off, sizes, acts, outputs, o_off, deltas, Y[r])
+            if optimizer == SGD:
+                _sgd_step(weights, w_off, sizes, outputs, o_off, deltas, X[r], dt(rate) * sw[r], decay)
+            else:
+                step += 1
+                _row_update(
+                    weights,
+                    w_off,
+                    sizes,
+                    outputs,
+                    o_off,
+                    deltas,
+                    X[r],
+                    sw[r],
+                    grad,
+                    state,
+                    optimizer,
+                    rate,
+                    hyper,
+                    step,
+                )
+        history[epoch] = epoch_loss
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _matrix(buffer, start, n_rows, n_cols):
+    """A C-ordered ``(n_rows, n_cols)`` view of ``buffer`` from ``start``."""
+    return buffer[start : start + n_rows * n_cols].reshape(n_rows, n_cols)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _batch_buffers(sizes, batch_size, dt):
+    """Scratch for batches of up to ``batch_size`` rows: activations, deltas, products."""
+    widest = 0
+    for k in range(sizes.shape[0]):
+        widest = max(widest, sizes[k] + 1)
+    total = 0
+    for k in range(sizes.shape[0]):
+        total += sizes[k] + 1
+    activations = np.empty(batch_size * total, dtype=dt)
+    return activations, np.empty(batch_size * widest, dtype=dt), np.empty(batch_size * widest, dtype=dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, deltas_buf, product_buf):
+    """Mean weighted gradient over ``X[rows]`` into ``grad``; returns the rows' weighted loss sum.
+
+    Layer ``k``'s inputs form a ``(b, sizes[k] + 1)`` matrix whose last column is
+    ones, so ``inputs @ W.T`` includes the biases and ``deltas.T @ inputs`` is the
+    whole gradient block, bias column included.
+    """
+    dt = weights.dtype.type
+    b = rows.shape[0]
+    n_layers = sizes.shape[0] - 1
+    a_off = np.empty(n_layers + 1, dtype=np.intp)
+    a_off[0] = 0
+    for k in range(n_layers):
+        a_off[k + 1] = a_off[k] + b * (sizes[k] + 1)
+    inputs = _matrix(activations, 0, b, sizes[0] + 1)
+    for s in range(b):
+        inputs[s, : sizes[0]] = X[rows[s]]
+        inputs[s, sizes[0]] = dt(1.0)
+    for k in range(n_layers):
+        n_in, n_out, code = sizes[k], sizes[k + 1], acts[k]
+        block = _matrix(weights, w_off[k], n_out, n_in + 1)
+        z = _matrix(product_buf, 0, b, n_out)
+        np.dot(_matrix(activations, a_off[k], b, n_in + 1), block.T, z)
+        out = _matrix(activations, a_off[k + 1], b, n_out + 1)
+        for s in range(b):
+            for j in range(n_out):
+                out[s, j] = z[s, j] if code == SOFTMAX else _activation(z[s, j], code, dt)
+            if code == SOFTMAX:
+                _softmax(activations, a_off[k + 1] + s * (n_out + 1), n_out, dt)
+            out[s, n_out] = dt(1.0)
+
+    n_out, code = sizes[n_layers], acts[n_layers - 1]
+    outputs = _matrix(activations, a_off[n_layers], b, n_out + 1)
+    deltas = _matrix(deltas_buf, 0, b, n_out)
+    total_loss = dt(0.0)
+    for s in range(b):
+        r = rows[s]
+        row_loss = dt(0.0)
+        scale = sw[r] / dt(b)
+        for j in range(n_out):
+            loss, delta = _output_error(outputs[s, j], Y[r, j], code, dt)
+            row_loss += loss
+            deltas[s, j] = delta * scale
+        total_loss += sw[r] * row_loss
+    for k in range(n_layers - 1, -1, -1):
+        n_in, n_out = sizes[k], sizes[k + 1]
+        inputs = _matrix(activations, a_off[k], b, n_in + 1)
+        np.dot(deltas.T, inputs, _matrix(grad, w_off[k], n_out, n_in + 1))
+        if k > 0:
+            errors = _matrix(product_buf, 0, b, n_in + 1)
+            np.dot(deltas, _matrix(weights, w_off[k], n_out, n_in + 1), errors)
+            deltas = _matrix(deltas_buf, 0, b, n_in)
+            for s in range(b):
+                for j in range(n_in):
+                    deltas[s, j] = errors[s, j] * _derivative(inputs[s, j], acts[k - 1], dt)
+    return total_loss
 
 
 @njit(**NUMBA_OPTIONS)
-def predict_batch(weights, w_off, sizes, outputs, o_off, X, out):
+def batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad):
+    """Mean weighted gradient of the loss over rows ``X[rows]``, into ``grad``; returns their loss sum."""
+    activations, deltas, products = _batch_buffers(sizes, rows.shape[0], weights.dtype)
+    return _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, deltas, products)
+
+
+@njit(**NUMBA_OPTIONS)
+def train_batches(
+    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, optimizer, step0, history
+):
+    """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
+    n_rows = orders.shape[1]
+    batch_size = min(batch_size, n_rows)
+    activations, deltas, products = _batch_buffers(sizes, batch_size, weights.dtype)
+    step = step0
+    for epoch in range(history.shape[0]):
+        order = orders[epoch % orders.shape[0]]
+        epoch_loss = weights.dtype.type(0.0)
+        for start in range(0, n_rows, batch_size):
+            rows = order[start : min(start + batch_size, n_rows)]
+            epoch_loss += _batch_gradient(
+                weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, deltas, products
+            )
+            step += 1
+            _optimizer_step(weights, w_off, sizes, grad, state, optimizer, rates[epoch], hyper, step)
+        history[epoch] = epoch_loss
+
+
+@njit(**NUMBA_OPTIONS)
+def predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out):
     """Write the output layer's values for every row of ``X`` into ``out``."""
     last = np.uintp(o_off[sizes.shape[0] - 2])
     for r in range(X.shape[0]):
-        forward_propagate(weights, w_off, sizes, outputs, o_off, X[r])
+        forward_propagate(weights, w_off, sizes, acts, outputs, o_off, X[r])
         for j in range(np.uintp(out.shape[1])):
             out[r, j] = outputs[last + j]

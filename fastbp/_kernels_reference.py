@@ -1,9 +1,11 @@
 """Reference backend: the tutorial's pure-Python code behind the kernel contract.
 
-Only the two entry points the API drives are provided; each converts the flat
+Only the entry points the API drives are provided; each converts the flat
 buffers to the tutorial's list-of-dicts network, runs :mod:`fastbp.reference`
 and writes the result back.  ``backend="reference"`` therefore trains through the
 same API as the compiled backends, so they are compared and timed on equal terms.
+It runs only what the tutorial runs: sigmoid layers, squared error, online plain
+SGD at a constant rate over the rows in a fixed order, in float64.
 """
 
 from contextlib import contextmanager
@@ -11,6 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import reference
+from ._codes import H_L2, SGD, SIGMOID
 
 
 @contextmanager
@@ -26,17 +29,59 @@ def _exp_overflow_as_floating_point_error():
         ) from None
 
 
-def train_epochs(weights, w_off, sizes, outputs, o_off, deltas, X, Y, order, l_rate, history):
-    """Run ``len(history)`` epochs of the tutorial's ``train_network`` on the rows in ``order``."""
+def _require_tutorial_network(weights, acts) -> None:
+    if weights.dtype != np.float64 or (acts != SIGMOID).any():
+        raise ValueError(
+            "the reference backend runs only the tutorial's network (sigmoid layers, float64); "
+            "use backend='cython' or 'numba'"
+        )
+
+
+def train_online(
+    weights,
+    w_off,
+    sizes,
+    acts,
+    outputs,
+    o_off,
+    deltas,
+    grad,
+    state,
+    X,
+    Y,
+    sw,
+    orders,
+    rates,
+    hyper,
+    optimizer,
+    step0,
+    history,
+):
+    """Run ``len(history)`` epochs of the tutorial's ``train_network`` on the rows in ``orders[0]``."""
+    _require_tutorial_network(weights, acts)
+    tutorial = optimizer == SGD and hyper[H_L2] == 0 and len(orders) == 1 and (rates == rates[0]).all()
+    if not tutorial or (sw != 1).any():
+        raise ValueError(
+            "the reference backend runs only the tutorial's training (online plain SGD at a constant rate, "
+            "rows in order, no l2 or sample weights); use backend='cython' or 'numba'"
+        )
     network = reference.unpack(weights, tuple(sizes.tolist()))
-    train = [X[r].tolist() + [int(np.argmax(Y[r]))] for r in order]
+    train = [X[r].tolist() + [int(np.argmax(Y[r]))] for r in orders[0]]
     with _exp_overflow_as_floating_point_error():
-        history[:] = reference.train_network(network, train, float(l_rate), len(history), Y.shape[1])
+        history[:] = reference.train_network(network, train, float(rates[0]), len(history), Y.shape[1])
     weights[:] = reference.pack(network)
 
 
-def predict_batch(weights, w_off, sizes, outputs, o_off, X, out):
+def train_batches(
+    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, optimizer, step0, history
+):
+    """The tutorial trains one row at a time only."""
+    raise ValueError("the reference backend trains online only (batch_size=1); use backend='cython' or 'numba'")
+
+
+def predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out):
     """Write the output layer's values for every row of ``X`` into ``out``."""
+    _require_tutorial_network(weights, acts)
     network = reference.unpack(weights, tuple(sizes.tolist()))
     with _exp_overflow_as_floating_point_error():
         for r, row in enumerate(X.tolist()):

@@ -14,12 +14,13 @@ from fastbp import data, reference
 
 SORTED_SCORES = [90.47619047619048, 92.85714285714286, 97.61904761904762, 92.85714285714286, 92.85714285714286]
 PUBLISHED_SCORES = [92.85714285714286, 92.85714285714286, 97.61904761904762, 92.85714285714286, 90.47619047619048]
-WHEAT = {"hidden": 5, "lr": 0.3, "epochs": 500}
+WHEAT = {"hidden": 5, "lr": 0.3, "epochs": 500, "init": "tutorial"}
 
 
 def toy_model(backend, **options):
     X, y = data.tutorial_toy()
-    return fastbp.train(X, y, **{"hidden": 2, "epochs": 20, "lr": 0.5, "seed": 1, "backend": backend, **options})
+    options = {"hidden": 2, "epochs": 20, "lr": 0.5, "seed": 1, "init": "tutorial", "backend": backend, **options}
+    return fastbp.train(X, y, **options)
 
 
 def test_toy_training_reproduces_figure_3(backend):
@@ -108,7 +109,7 @@ def test_training_in_chunks_equals_training_in_one_call(backend, wheat, monkeypa
 
 def test_zero_epochs_returns_the_initial_network(backend):
     X, y = data.tutorial_toy()
-    model = fastbp.train(X, y, hidden=1, epochs=0, seed=1, backend=backend)
+    model = fastbp.train(X, y, hidden=1, epochs=0, seed=1, init="tutorial", backend=backend)
     assert model.history.shape == (0,)
     assert model.weights.tolist() == [
         *[0.13436424411240122, 0.8474337369372327, 0.763774618976614],  # the tutorial's hidden neuron
@@ -172,6 +173,34 @@ BAD_INPUTS = [
     (GOOD_X, GOOD_Y, {"backend": ["numba"]}, TypeError, "backend must be a string"),
     (GOOD_X, GOOD_Y, {"seed": "1"}, TypeError, "seed"),
     (GOOD_X, GOOD_Y, {"classes": [0]}, ValueError, "not in classes"),
+    (GOOD_X, GOOD_Y, {"activation": "softplus"}, ValueError, "activation must be one of"),
+    (GOOD_X, GOOD_Y, {"activation": ("relu", "tanh")}, ValueError, "one name per hidden layer"),
+    (GOOD_X, GOOD_Y, {"activation": "softmax"}, ValueError, "activation must be one of"),
+    (GOOD_X, GOOD_Y, {"output": "tanh"}, ValueError, "output must be one of"),
+    (GOOD_X, GOOD_Y, {"output": "softmax", "loss": "mse"}, ValueError, "loss must be one of .* with output='softmax'"),
+    (GOOD_X, GOOD_Y, {"loss": "hinge"}, ValueError, "loss must be one of"),
+    (GOOD_X, GOOD_Y, {"batch_size": 0}, ValueError, "batch_size"),
+    (GOOD_X, GOOD_Y, {"batch_size": 2.0}, ValueError, "batch_size"),
+    (GOOD_X, GOOD_Y, {"optimizer": "lbfgs"}, ValueError, "optimizer must be one of"),
+    (GOOD_X, GOOD_Y, {"optimizer": "rprop", "batch_size": 4}, ValueError, "full-batch"),
+    (GOOD_X, GOOD_Y, {"momentum": 1.0}, ValueError, "momentum"),
+    (GOOD_X, GOOD_Y, {"momentum": -0.5}, ValueError, "momentum"),
+    (GOOD_X, GOOD_Y, {"nesterov": "yes"}, TypeError, "nesterov"),
+    (GOOD_X, GOOD_Y, {"shuffle": 1}, TypeError, "shuffle"),
+    (GOOD_X, GOOD_Y, {"l2": -1e-3}, ValueError, "l2"),
+    (GOOD_X, GOOD_Y, {"lr_schedule": "adaptive"}, ValueError, "lr_schedule"),
+    (GOOD_X, GOOD_Y, {"beta2": 1.0}, ValueError, "beta2"),
+    (GOOD_X, GOOD_Y, {"epsilon": 0.0}, ValueError, "epsilon"),
+    (GOOD_X, GOOD_Y, {"dtype": np.float16}, ValueError, "dtype must be float64 or float32"),
+    (GOOD_X, GOOD_Y, {"dtype": "double precision"}, ValueError, "dtype"),
+    (GOOD_X * 1e300, GOOD_Y, {"dtype": np.float32}, ValueError, "too large for float32"),
+    (GOOD_X, GOOD_Y, {"sample_weight": np.ones(9)}, ValueError, "sample_weight must have shape"),
+    (GOOD_X, GOOD_Y, {"sample_weight": -np.ones(10)}, ValueError, "non-negative"),
+    (GOOD_X, GOOD_Y, {"sample_weight": np.zeros(10)}, ValueError, "not all zero"),
+    (GOOD_X, GOOD_Y, {"output": "identity", "classes": [0, 1]}, ValueError, "classes applies to classifiers"),
+    (GOOD_X, np.array(["a"] * 10), {"output": "identity"}, ValueError, "y must be numeric"),
+    (GOOD_X, np.full(10, np.nan), {"output": "identity"}, ValueError, "y contains NaN"),
+    (GOOD_X, GOOD_Y, {"seed": np.random.RandomState(0)}, TypeError, "seed"),
 ]
 
 
@@ -196,8 +225,8 @@ def test_a_model_is_never_built_around_a_wrong_buffer():
     layout, weights = model._layout, np.array(model.weights)
     with pytest.raises(ValueError, match="12 values"):
         fastbp.Model(layout, weights[:-1], model.classes, model.history, "numba")
-    with pytest.raises(ValueError, match="contiguous float64"):
-        fastbp.Model(layout, weights.astype(np.float32), model.classes, model.history, "numba")
+    with pytest.raises(ValueError, match="contiguous float64 or float32"):
+        fastbp.Model(layout, weights.astype(np.float16), model.classes, model.history, "numba")
     with pytest.raises(ValueError, match="2 outputs"):
         fastbp.Model(layout, weights, model.classes[:1], model.history, "numba")
     with pytest.raises(ValueError, match="backend"):
@@ -218,7 +247,7 @@ def test_a_diverged_run_is_refused_naming_the_epoch(backend, monkeypatch):
     def diverging(*args):
         args[-1][:] = [1.0, np.inf, np.nan]
 
-    monkeypatch.setattr(fastbp._backends.get_backend(backend), "train_epochs", diverging)
+    monkeypatch.setattr(fastbp._backends.get_backend(backend), "train_online", diverging)
     X, y = data.tutorial_toy()
     with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
         fastbp.train(X, y, epochs=3, backend=backend)
@@ -240,7 +269,7 @@ def test_numba_kernels_are_cached_on_disk_for_the_next_process(tmp_path):
         "import fastbp, fastbp._kernels_numba as k;"
         "X, y = fastbp.data.tutorial_toy();"
         "fastbp.train(X, y, hidden=2, epochs=2, seed=1, backend='numba').predict(X);"
-        "s = k.train_epochs.stats;"
+        "s = k.train_online.stats;"
         "print(sum(s.cache_misses.values()), sum(s.cache_hits.values()))"
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}

@@ -10,6 +10,7 @@ import pytest
 
 import fastbp
 from fastbp import _backends
+from fastbp._codes import HYPER, SGD
 from fastbp._layout import Layout
 
 
@@ -57,10 +58,14 @@ def test_kernels_release_the_gil_while_training(compiled_backend):
     weights = rng.uniform(-0.1, 0.1, layout.n_weights)
     X, Y = rng.uniform(size=(1000, 20)), np.eye(4)[rng.integers(0, 4, 1000)]
     outputs, deltas = np.empty(layout.n_neurons), np.empty(layout.n_neurons)
-    order, history = np.arange(1000, dtype=np.intp), np.full(2000, np.nan)
-    args = (weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X, Y, order, 0.1, history)
-    kernels.train_epochs(*args[:-1], np.zeros(1))  # compile first, if the backend compiles
-    worker = threading.Thread(target=kernels.train_epochs, args=args)
+    grad, state = np.zeros(layout.n_weights), np.zeros(2 * layout.n_weights)
+    orders, history = np.arange(1000, dtype=np.intp)[None], np.full(2000, np.nan)
+    args = (
+        weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, grad, state,
+        X, Y, np.ones(1000), orders, np.full(2000, 0.1), np.zeros(len(HYPER)), SGD, 0, history,
+    )  # fmt: skip
+    kernels.train_online(*args[:-1], np.zeros(1))  # compile first, if the backend compiles
+    worker = threading.Thread(target=kernels.train_online, args=args)
     worker.start()
     while np.isnan(history[0]):
         time.sleep(0.001)  # with the GIL held by the kernel, this loop would resume only after it ended
@@ -70,12 +75,18 @@ def test_kernels_release_the_gil_while_training(compiled_backend):
     assert np.all(np.isfinite(history))
 
 
-def test_numba_compiles_one_specialisation_whatever_the_input_layout():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numba_compiles_one_specialisation_per_dtype_whatever_the_input_layout(dtype):
     kernels = _backends.get_backend("numba")
     X, y = fastbp.data.tutorial_toy()
     read_only = X.copy()
     read_only.flags.writeable = False
-    for variant in (X, X.tolist(), X.astype(np.float32), np.asfortranarray(X), X.astype(">f8"), read_only):
-        fastbp.train(variant, y, hidden=2, epochs=2, seed=1, backend="numba").predict(variant)
-    assert len(kernels.train_epochs.signatures) == 1
-    assert len(kernels.predict_batch.signatures) == 1
+    variants = (X, X.tolist(), X.astype(np.float32), np.asfortranarray(X), X.astype(">f8"), read_only)
+    for kernel, options in [(kernels.train_online, {}), (kernels.train_batches, {"batch_size": 4})]:
+        before = set(kernel.signatures)
+        for variant in variants:
+            model = fastbp.train(variant, y, hidden=2, epochs=2, seed=1, dtype=dtype, backend="numba", **options)
+            model.predict(variant)
+        assert len(set(kernel.signatures) - before) <= 1
+        assert len(kernel.signatures) <= 2  # one per dtype, over the whole session
+    assert len(kernels.predict_batch.signatures) <= 2

@@ -7,6 +7,7 @@ import pytest
 
 from fastbp import reference
 from fastbp._backends import get_backend
+from fastbp._codes import HYPER, SGD
 from fastbp._layout import Layout
 
 # One hidden layer (the tutorial's shapes) and deeper networks.
@@ -37,7 +38,9 @@ def test_forward_propagate_reproduces_figure_1(kernels):
     weights = np.array([0.13436424411240122, 0.8474337369372327, 0.763774618976614,
                         0.2550690257394217, 0.49543508709194095, 0.4494910647887381, 0.651592972722763])  # fmt: skip
     outputs = np.zeros(layout.n_neurons)
-    kernels.forward_propagate(weights, layout.w_off, layout.sizes, outputs, layout.o_off, np.array([1.0, 0.0]))
+    kernels.forward_propagate(
+        weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, np.array([1.0, 0.0])
+    )
     assert outputs[1:].tolist() == [0.6629970129852887, 0.7253160725279748]
 
 
@@ -48,7 +51,7 @@ def test_backward_propagate_error_reproduces_figure_2(kernels):
     outputs = np.array([0.7105668883115941, 0.6213859615555266, 0.6573693455986976])
     deltas = np.zeros(3)
     error = kernels.backward_propagate_error(
-        weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, np.array([0.0, 1.0])
+        weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, np.array([0.0, 1.0])
     )
     assert deltas.tolist() == [0.0005348048046610517, 0.14619064683582808, -0.0771723774346327]
     assert error == (0 - 0.6213859615555266) ** 2 + (1 - 0.6573693455986976) ** 2
@@ -60,12 +63,14 @@ def test_one_sample_step_equals_reference(kernels, sizes):
     network = reference.unpack(weights, sizes)
     row = reference_rows(X, Y)[0]
 
-    kernels.forward_propagate(weights, layout.w_off, layout.sizes, outputs, layout.o_off, X[0])
+    kernels.forward_propagate(weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, X[0])
     expected_outputs = reference.forward_propagate(network, row)
     assert outputs.tolist() == [neuron["output"] for layer in network for neuron in layer]
     assert outputs[-sizes[-1] :].tolist() == expected_outputs
 
-    error = kernels.backward_propagate_error(weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, Y[0])
+    error = kernels.backward_propagate_error(
+        weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, Y[0]
+    )
     reference.backward_propagate_error(network, Y[0].tolist())
     assert deltas.tolist() == [neuron["delta"] for layer in network for neuron in layer]
     assert error == sum((t - o) ** 2 for t, o in zip(Y[0].tolist(), expected_outputs))
@@ -75,35 +80,47 @@ def test_one_sample_step_equals_reference(kernels, sizes):
     np.testing.assert_array_equal(weights, reference.pack(network))
 
 
+def train_online(kernels, layout, weights, X, Y, orders, rates, history):
+    """Plain online SGD through the kernel the API drives."""
+    n_w, n_neurons = layout.n_weights, layout.n_neurons
+    kernels.train_online(
+        weights, layout.w_off, layout.sizes, layout.acts, np.zeros(n_neurons), layout.o_off, np.zeros(n_neurons),
+        np.zeros(n_w), np.zeros(2 * n_w), X, Y, np.ones(len(X)), orders, rates, np.zeros(len(HYPER)), SGD, 0, history,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("sizes", SIZES)
-def test_train_epochs_equals_reference_train_network(kernels, sizes):
-    layout, weights, X, Y, outputs, deltas = make_case(sizes, seed=1, n_rows=9)
+def test_train_online_equals_reference_train_network(kernels, sizes):
+    layout, weights, X, Y, _, _ = make_case(sizes, seed=1, n_rows=9)
     network = reference.unpack(weights, sizes)
     order = np.array([3, 1, 4, 1, 5, 0, 2, 6, 8, 7], dtype=np.intp)  # any order, repeats allowed
     history = np.zeros(4)
-    kernels.train_epochs(weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X, Y, order, 0.3, history)
+    train_online(kernels, layout, weights, X, Y, order[None], np.full(4, 0.3), history)
     rows = reference_rows(X, Y)
     expected = reference.train_network(network, [rows[r] for r in order], 0.3, 4, sizes[-1])
     assert history.tolist() == expected
     np.testing.assert_array_equal(weights, reference.pack(network))
 
 
-def test_train_epoch_returns_the_epoch_error_and_matches_train_epochs(kernels):
-    layout, weights, X, Y, outputs, deltas = make_case((4, 3, 2), seed=2)
-    order = np.arange(len(X), dtype=np.intp)
-    twin = weights.copy()
-    error = kernels.train_epoch(weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X, Y, order, 0.1)
-    history = np.zeros(1)
-    kernels.train_epochs(twin, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X, Y, order, 0.1, history)
-    assert error == history[0]
+def test_train_online_cycles_through_row_orders_and_rates(kernels):
+    """Epoch e uses orders[e % len(orders)] at rates[e]: the same as one epoch per call."""
+    layout, weights, X, Y, _, _ = make_case((4, 3, 2), seed=2)
+    orders = np.array([np.arange(len(X)), np.arange(len(X))[::-1]], dtype=np.intp)
+    rates = np.array([0.1, 0.2, 0.05])
+    twin, history, twin_history = weights.copy(), np.zeros(3), np.zeros(3)
+    train_online(kernels, layout, weights, X, Y, orders, rates, history)
+    for epoch in range(3):
+        one = twin_history[epoch : epoch + 1]
+        train_online(kernels, layout, twin, X, Y, orders[epoch % 2][None], rates[epoch : epoch + 1], one)
     np.testing.assert_array_equal(weights, twin)
+    np.testing.assert_array_equal(history, twin_history)
 
 
 @pytest.mark.parametrize("sizes", SIZES)
 def test_predict_batch_equals_reference_forward_pass(kernels, sizes):
     layout, weights, X, Y, outputs, _ = make_case(sizes, seed=3, n_rows=11)
     out = np.zeros((len(X), sizes[-1]))
-    kernels.predict_batch(weights, layout.w_off, layout.sizes, outputs, layout.o_off, X, out)
+    kernels.predict_batch(weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, X, out)
     network = reference.unpack(weights, sizes)
     assert out.tolist() == [reference.forward_propagate(network, row) for row in X.tolist()]
 
@@ -115,7 +132,7 @@ def test_update_is_minus_lr_times_the_gradient_of_half_the_squared_error(kernels
     x, target = X[0], Y[0]
 
     def loss(w):
-        kernels.forward_propagate(w, layout.w_off, layout.sizes, outputs, layout.o_off, x)
+        kernels.forward_propagate(w, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, x)
         return 0.5 * np.sum((target - outputs[-sizes[-1] :]) ** 2)
 
     step = 1e-6
@@ -127,8 +144,10 @@ def test_update_is_minus_lr_times_the_gradient_of_half_the_squared_error(kernels
         numeric[i] = (loss(plus) - loss(minus)) / (2 * step)
 
     updated = weights.copy()
-    kernels.forward_propagate(updated, layout.w_off, layout.sizes, outputs, layout.o_off, x)
-    kernels.backward_propagate_error(updated, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, target)
+    kernels.forward_propagate(updated, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, x)
+    kernels.backward_propagate_error(
+        updated, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, target
+    )
     kernels.update_weights(updated, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, x, 1.0)
     np.testing.assert_allclose(weights - updated, numeric, rtol=1e-5, atol=1e-9)
 

@@ -1,0 +1,30 @@
+"""The integer codes and constants the kernels share, so every backend reads them alike.
+
+Kernels receive activations and optimizers as small integers, chosen by
+:mod:`fastbp._api` from their names.  The Cython extension declares the same
+values as C enums and refuses to import if they ever differ from these.
+"""
+
+#: Activation of each layer, by name; ``"softmax"`` is for the output layer only.
+ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4, "softmax": 5}
+SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY, SOFTMAX = ACTIVATIONS.values()
+
+#: Update rules.  Plain SGD has its own code so it can run the tutorial's fused update.
+OPTIMIZERS = {"sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3, "rprop": 4}
+SGD, MOMENTUM, NESTEROV, ADAM, RPROP = OPTIMIZERS.values()
+
+#: Positions in the float64 ``hyper`` array that every training kernel takes.
+HYPER = ("momentum", "l2", "beta1", "beta2", "epsilon")
+H_MOMENTUM, H_L2, H_BETA1, H_BETA2, H_EPSILON = range(len(HYPER))
+
+#: Slope of the leaky relu for negative activations (PyTorch's default).
+LEAKY_SLOPE = 0.01
+#: Probabilities are floored here inside the logarithm of the cross-entropy (a normal float32 too).
+LOG_FLOOR = 1e-37
+
+#: iRprop- constants, FANN's defaults (Igel & Huesken 2000; FANN's fann_create_standard).
+RPROP_INCREASE = 1.2
+RPROP_DECREASE = 0.5
+RPROP_DELTA_MIN = 0.0
+RPROP_DELTA_MAX = 50.0
+RPROP_DELTA_ZERO = 0.1
