@@ -5,7 +5,7 @@ buffers to the tutorial's list-of-dicts network, runs :mod:`fastbp.reference`
 and writes the result back.  ``backend="reference"`` therefore trains through the
 same API as the compiled backends, so they are compared and timed on equal terms.
 It runs only what the tutorial runs: sigmoid layers, squared error, online plain
-SGD at a constant rate over the rows in a fixed order, in float64.
+SGD, in float64; each epoch may have its own row order and learning rate.
 """
 
 from contextlib import contextmanager
@@ -57,18 +57,20 @@ def train_online(
     step0,
     history,
 ):
-    """Run ``len(history)`` epochs of the tutorial's ``train_network`` on the rows in ``orders[0]``."""
+    """Run ``len(history)`` epochs of the tutorial's ``train_network``, one call per epoch for its rows and rate."""
     _require_tutorial_network(weights, acts)
-    tutorial = optimizer == SGD and hyper[H_L2] == 0 and len(orders) == 1 and (rates == rates[0]).all()
-    if not tutorial or (sw != 1).any():
+    if optimizer != SGD or hyper[H_L2] != 0 or (sw != 1).any():
         raise ValueError(
-            "the reference backend runs only the tutorial's training (online plain SGD at a constant rate, "
-            "rows in order, no l2 or sample weights); use backend='cython' or 'numba'"
+            "the reference backend runs only the tutorial's training (online plain SGD without l2 or sample "
+            "weights); use backend='cython' or 'numba'"
         )
     network = reference.unpack(weights, tuple(sizes.tolist()))
-    train = [X[r].tolist() + [int(np.argmax(Y[r]))] for r in orders[0]]
+    rows = [features + [int(label)] for features, label in zip(X.tolist(), np.argmax(Y, axis=1).tolist())]
+    epoch_rows = [[rows[r] for r in order] for order in orders.tolist()]
     with _exp_overflow_as_floating_point_error():
-        history[:] = reference.train_network(network, train, float(rates[0]), len(history), Y.shape[1])
+        for epoch in range(len(history)):
+            train = epoch_rows[epoch % len(epoch_rows)]
+            history[epoch] = reference.train_network(network, train, float(rates[epoch]), 1, Y.shape[1])[0]
     weights[:] = reference.pack(network)
 
 

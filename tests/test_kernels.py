@@ -7,7 +7,7 @@ import pytest
 
 from fastbp import reference
 from fastbp._backends import get_backend
-from fastbp._codes import HYPER, SGD
+from fastbp._codes import HYPER, MOMENTUM, OPTIMIZERS, SGD
 from fastbp._layout import Layout
 
 # One hidden layer (the tutorial's shapes) and deeper networks.
@@ -158,3 +158,155 @@ def test_flat_random_fill_is_the_tutorial_initialisation():
     flat = np.array([rng.random() for _ in range(layout.n_weights)])
     np.testing.assert_array_equal(flat, reference.pack(reference.initialize_network(7, 5, 3, random.Random(1))))
     assert [view.shape for view in layout.layer_views(flat)] == [(5, 8), (3, 6)]
+
+
+# General networks: every activation and output/loss pair, 1 to 3 hidden layers.
+HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
+OUTPUTS = ["sigmoid", "softmax", "identity"]
+DEPTHS = [(3, 4, 3), (4, 5, 3, 3), (3, 4, 5, 3, 2)]
+
+
+def general_case(sizes, hidden, output, seed=0, n_rows=7, dtype=np.float64):
+    """A random network with the given activations, rows, targets fitting the output and sample weights."""
+    rng = np.random.default_rng(seed)
+    layout = Layout.from_sizes(sizes, [hidden] * (len(sizes) - 2) + [output])
+    weights = rng.uniform(-1, 1, layout.n_weights).astype(dtype)
+    X = rng.uniform(-1, 1, (n_rows, sizes[0])).astype(dtype)
+    if output == "identity":
+        Y = rng.normal(size=(n_rows, sizes[-1])).astype(dtype)
+    else:
+        Y = np.eye(sizes[-1], dtype=dtype)[rng.integers(0, sizes[-1], n_rows)]
+    return layout, weights, X, Y, rng.uniform(0.5, 2.0, n_rows).astype(dtype)
+
+
+def mean_loss(kernels, layout, weights, X, Y, sw):
+    """The documented loss, computed in numpy from the forward pass alone."""
+    out = np.zeros(Y.shape)
+    kernels.predict_batch(
+        weights, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons), layout.o_off, X, out
+    )
+    if layout.activations[-1] == "softmax":
+        per_row = -np.sum(Y * np.log(out), axis=1)
+    else:
+        per_row = 0.5 * np.sum((out - Y) ** 2, axis=1)
+    return np.sum(sw * per_row) / len(X)
+
+
+def batch_gradient(kernels, layout, weights, X, Y, sw):
+    grad = np.zeros(layout.n_weights, dtype=weights.dtype)
+    rows = np.arange(len(X), dtype=np.intp)
+    loss = kernels.batch_gradient(weights, layout.w_off, layout.sizes, layout.acts, X, Y, sw, rows, grad)
+    return grad, loss
+
+
+@pytest.mark.parametrize("sizes", DEPTHS, ids=["1-hidden", "2-hidden", "3-hidden"])
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_batch_gradient_equals_central_differences(kernels, sizes, hidden, output):
+    layout, weights, X, Y, sw = general_case(sizes, hidden, output)
+    grad, loss = batch_gradient(kernels, layout, weights, X, Y, sw)
+    step = 1e-6
+    numeric = np.empty_like(weights)
+    for i in range(len(weights)):
+        plus, minus = weights.copy(), weights.copy()
+        plus[i] += step
+        minus[i] -= step
+        numeric[i] = (mean_loss(kernels, layout, plus, X, Y, sw) - mean_loss(kernels, layout, minus, X, Y, sw)) / (
+            2 * step
+        )
+    assert np.linalg.norm(grad - numeric) / np.linalg.norm(numeric) < 1e-6
+    # The returned loss is the history's: twice the mean loss for squared error, per row, summed.
+    factor = 1.0 if output == "softmax" else 2.0
+    assert loss == pytest.approx(factor * len(X) * mean_loss(kernels, layout, weights, X, Y, sw), rel=1e-12)
+
+
+def online_step(kernels, layout, weights, X, Y, sw, optimizer, hyper, state, rate=0.1, order=None):
+    """One online epoch over ``order`` (default: every row) with the given update rule."""
+    order = np.arange(len(X), dtype=np.intp) if order is None else order
+    history = np.zeros(1)
+    dtype = weights.dtype
+    kernels.train_online(
+        weights, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons, dtype), layout.o_off,
+        np.zeros(layout.n_neurons, dtype), np.zeros(layout.n_weights, dtype), state, X, Y, sw, order[None],
+        np.array([rate]), hyper, optimizer, 0, history,
+    )  # fmt: skip
+    return history[0]
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_online_updates_follow_the_batch_gradient_of_one_row(kernels, hidden, output):
+    """Plain SGD (the tutorial's fused update) and the general update path both step by -rate * gradient."""
+    layout, weights, X, Y, sw = general_case((4, 5, 3, 3), hidden, output)
+    grad, _ = batch_gradient(kernels, layout, weights, X[:1], Y[:1], sw[:1])
+    hyper = np.zeros(len(HYPER))  # momentum 0: the momentum rule is plain SGD through the general path
+    for optimizer in (SGD, MOMENTUM):
+        updated = weights.copy()
+        state = np.zeros(2 * layout.n_weights)
+        online_step(kernels, layout, updated, X, Y, sw, optimizer, hyper, state, order=np.array([0], dtype=np.intp))
+        np.testing.assert_allclose((weights - updated) / 0.1, grad, rtol=1e-9, atol=1e-12)
+
+
+def reference_rule(name, weights, grad, state, step, rate, momentum, l2, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """The update rules as their papers (and scikit-learn) write them, in numpy; biases are masked out of L2."""
+    g = grad + l2 * weights * state["decayed"]
+    if name == "sgd":
+        return weights - rate * g
+    if name in ("momentum", "nesterov"):
+        state["v"] = momentum * state["v"] - rate * g
+        return weights + (state["v"] if name == "momentum" else momentum * state["v"] - rate * g)
+    if name == "adam":
+        state["m"] = beta1 * state["m"] + (1 - beta1) * g
+        state["s"] = beta2 * state["s"] + (1 - beta2) * g**2
+        adam_rate = rate * np.sqrt(1 - beta2**step) / (1 - beta1**step)
+        return weights - adam_rate * state["m"] / (np.sqrt(state["s"]) + epsilon)
+    # iRprop- (Igel & Huesken 2000): grow the step while the sign holds, shrink and skip once it flips.
+    sign_change = g * state["previous"]
+    state["delta"] = np.where(sign_change > 0, np.minimum(state["delta"] * 1.2, 50.0), state["delta"])
+    state["delta"] = np.where(sign_change < 0, np.maximum(state["delta"] * 0.5, 0.0), state["delta"])
+    g = np.where(sign_change < 0, 0.0, g)
+    state["previous"] = g
+    return weights - np.sign(g) * state["delta"]
+
+
+@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adam", "rprop"])
+def test_full_batch_training_follows_the_update_rules(kernels, rule):
+    layout, weights, X, Y, sw = general_case((4, 5, 3), "tanh", "softmax", n_rows=9)
+    momentum, l2, rate, epochs = 0.8, 0.01, 0.2, 6
+    hyper = np.array([momentum, l2, 0.9, 0.999, 1e-8])
+    state = np.zeros(2 * layout.n_weights)
+    if rule == "rprop":
+        state[: layout.n_weights] = 0.1
+    trained, history = weights.copy(), np.zeros(epochs)
+    orders = np.arange(len(X), dtype=np.intp)[None]
+    kernels.train_batches(
+        trained, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_weights), state, X, Y, sw, orders,
+        len(X), np.full(epochs, rate), hyper, OPTIMIZERS[rule], 0, history,
+    )  # fmt: skip
+
+    expected = weights.copy()
+    decayed = np.ones(layout.n_weights)
+    for block in layout.layer_views(decayed):
+        block[:, -1] = 0.0
+    memory = {
+        "decayed": decayed,
+        "v": 0.0,
+        "m": 0.0,
+        "s": 0.0,
+        "delta": np.full(layout.n_weights, 0.1),
+        "previous": 0.0,
+    }
+    for step in range(1, epochs + 1):
+        grad, _ = batch_gradient(kernels, layout, expected, X, Y, sw)
+        expected = reference_rule(rule, expected, grad, memory, step, rate, momentum, l2)
+    np.testing.assert_allclose(trained, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_softmax_and_sigmoid_stay_finite_at_extreme_activations(kernels):
+    for output in ("sigmoid", "softmax"):
+        layout, weights, X, Y, sw = general_case((3, 4, 3), "identity", output)
+        out = np.zeros((2, 3))
+        extreme = np.array([[1e300, -1e300, 1e300], [-1e300, 1e300, -1e300]]) / 1e10
+        args = (layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons), layout.o_off, extreme, out)
+        kernels.predict_batch(weights, *args)
+        assert np.all(np.isfinite(out)) and np.all((out >= 0) & (out <= 1))

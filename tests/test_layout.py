@@ -1,0 +1,67 @@
+"""The flat layout's offsets and activation codes, and the initialisation schemes."""
+
+import random
+
+import numpy as np
+import pytest
+
+from fastbp import reference
+from fastbp._codes import ACTIVATIONS
+from fastbp._layout import Layout, initial_weights
+
+
+def test_offsets_and_activations_of_a_deep_network():
+    layout = Layout.from_sizes((4, 3, 5, 2), ["tanh", "relu", "softmax"])
+    assert layout.w_off.tolist() == [0, 15, 35, 47]
+    assert layout.o_off.tolist() == [0, 3, 8, 10]
+    assert layout.acts.tolist() == [ACTIVATIONS["tanh"], ACTIVATIONS["relu"], ACTIVATIONS["softmax"]]
+    assert layout.activations == ("tanh", "relu", "softmax")
+    assert Layout.from_sizes((2, 2, 2)).activations == ("sigmoid", "sigmoid")
+    with pytest.raises(ValueError, match="2 activations given for 3 layers"):
+        Layout.from_sizes((4, 3, 5, 2), ["tanh", "relu"])
+
+
+def test_tutorial_init_is_the_tutorials_random_stream():
+    layout = Layout.from_sizes((7, 5, 3))
+    weights = initial_weights(layout, "tutorial", random.Random(1))
+    np.testing.assert_array_equal(weights, reference.pack(reference.initialize_network(7, 5, 3, random.Random(1))))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_glorot_is_uniform_within_the_fan_bound_with_zero_biases(dtype):
+    layout = Layout.from_sizes((300, 200, 100))
+    weights = initial_weights(layout, "glorot", np.random.default_rng(0), dtype)
+    assert weights.dtype == dtype
+    for block in layout.layer_views(weights):
+        n_out, n_in = block.shape[0], block.shape[1] - 1
+        limit = np.sqrt(6 / (n_in + n_out))
+        assert np.all(block[:, -1] == 0)
+        inner = block[:, :-1]
+        assert np.abs(inner).max() <= limit
+        assert np.abs(inner).max() > 0.99 * limit
+        # A uniform variable on [-l, l] has standard deviation l / sqrt(3).
+        assert inner.std() == pytest.approx(limit / np.sqrt(3), rel=0.02)
+
+
+def test_he_is_normal_with_the_fan_in_deviation():
+    layout = Layout.from_sizes((400, 300, 10), ["relu", "softmax"])
+    weights = initial_weights(layout, "he", np.random.default_rng(0))
+    hidden = layout.layer_views(weights)[0]
+    assert np.all(hidden[:, -1] == 0)
+    assert hidden[:, :-1].mean() == pytest.approx(0, abs=0.002)
+    assert hidden[:, :-1].std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)
+
+
+def test_default_init_picks_he_for_relu_layers_and_glorot_for_the_others():
+    layout = Layout.from_sizes((50, 40, 30, 3), ["relu", "tanh", "softmax"])
+    default = initial_weights(layout, None, np.random.default_rng(7))
+    relu, tanh, out = layout.layer_views(default)
+    expected_relu = np.random.default_rng(7).normal(0, np.sqrt(2 / 50), (40, 50))
+    np.testing.assert_array_equal(relu[:, :-1], expected_relu)
+    assert np.abs(tanh[:, :-1]).max() <= np.sqrt(6 / (40 + 30))
+    assert np.abs(out[:, :-1]).max() <= np.sqrt(6 / (30 + 3))
+
+
+def test_unknown_init_is_refused():
+    with pytest.raises(ValueError, match="init must be None or one of"):
+        initial_weights(Layout.from_sizes((2, 2, 2)), "xavier", np.random.default_rng(0))

@@ -1,0 +1,211 @@
+"""fastbp.train beyond the tutorial: depth, activations, outputs, optimizers, schedules, weights, precision."""
+
+import random
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+import fastbp
+from fastbp import _backends, data
+from fastbp._layout import Layout, initial_weights
+
+COMPILED = [name for name in fastbp.available_backends() if name != "reference"]
+
+# One configuration per training mode, each on a small network for a few epochs.
+MODES = {
+    "online-sgd-tanh-softmax": {"activation": "tanh", "output": "softmax"},
+    "online-relu-l2-weights": {"activation": "relu", "l2": 1e-3, "sample_weight": "varied"},
+    "online-momentum": {"momentum": 0.9, "lr": 0.05},
+    "online-nesterov-shuffle": {"momentum": 0.9, "nesterov": True, "lr": 0.05, "shuffle": True},
+    "online-adam-leaky": {"optimizer": "adam", "lr": 0.01, "activation": "leaky_relu", "output": "softmax"},
+    "online-invscaling-deep": {"hidden": (6, 5, 4), "lr_schedule": "invscaling", "lr": 0.5},
+    "batch-8-sgd": {"batch_size": 8, "lr": 0.5},
+    "batch-5-momentum-shuffle": {"batch_size": 5, "momentum": 0.9, "shuffle": True, "output": "softmax"},
+    "batch-16-adam-l2": {"batch_size": 16, "optimizer": "adam", "lr": 0.01, "l2": 1e-2, "activation": "relu"},
+    "rprop-identity-weights": {"optimizer": "rprop", "activation": "identity", "sample_weight": "varied"},
+    "regression": {"output": "identity", "activation": "tanh", "lr": 0.05},
+    "regression-batch-adam": {"output": "identity", "batch_size": 10, "optimizer": "adam", "lr": 0.01},
+}
+
+
+def mode_data(options, wheat, dtype=np.float64):
+    """Wheat seeds (classification) or a smooth function of its features (regression) for ``options``."""
+    X, y = wheat
+    options = dict(options)
+    if options.get("sample_weight") == "varied":
+        options["sample_weight"] = np.linspace(0.2, 2.0, len(X))
+    if options.get("output") == "identity":
+        y = np.column_stack([np.sin(3 * X[:, 0]) + X[:, 1], X[:, 2] * X[:, 3]])
+    return X, y, {"hidden": 4, "epochs": 6, "seed": 3, "dtype": dtype, **options}
+
+
+@pytest.mark.skipif(len(COMPILED) < 2, reason="needs both compiled backends")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mode", MODES)
+def test_numba_and_cython_agree_in_every_mode(wheat, mode, dtype):
+    X, y, options = mode_data(MODES[mode], wheat, dtype)
+    numba, cython = (fastbp.train(X, y, backend=name, **options) for name in ("numba", "cython"))
+    tolerance = 1e-10 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(cython.weights, numba.weights, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(cython.history, numba.history, rtol=tolerance)
+    np.testing.assert_allclose(cython.forward(X), numba.forward(X), rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_float32_trains_the_float64_network_to_float32_precision(compiled_backend, wheat, mode):
+    X, y, options = mode_data(MODES[mode], wheat)
+    double = fastbp.train(X, y, backend=compiled_backend, **options)
+    single = fastbp.train(X, y, backend=compiled_backend, **{**options, "dtype": np.float32})
+    assert single.dtype == np.float32 and single.weights.dtype == np.float32
+    assert single.forward(X).dtype == np.float32
+    # A few epochs amplify rounding only mildly: the float32 network is the float64 one to ~1e-4.
+    np.testing.assert_allclose(single.weights, double.weights, rtol=2e-3, atol=2e-4)
+    np.testing.assert_allclose(single.history, double.history, rtol=2e-3)
+
+
+def test_two_hidden_relu_layers_with_softmax_learn_handwritten_digits(compiled_backend):
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X / 16.0, y, test_size=0.25, random_state=0)
+    model = fastbp.train(
+        X_train, y_train, hidden=(64, 32), activation="relu", output="softmax", lr=0.05, epochs=15, seed=0,
+        backend=compiled_backend,
+    )  # fmt: skip
+    assert model.activations == ("relu", "relu", "softmax")
+    assert data.accuracy(y_test, model.predict(X_test)) >= 95.0
+    np.testing.assert_allclose(model.predict_proba(X_test).sum(axis=1), 1.0)
+    np.testing.assert_array_equal(model.predict_proba(X_test), model.forward(X_test))
+
+
+@pytest.mark.parametrize("options", [{}, {"batch_size": 16, "optimizer": "adam", "lr": 0.01, "shuffle": True}])
+def test_regression_fits_a_smooth_function(compiled_backend, options):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (400, 2))
+    y = np.sin(2 * X[:, 0]) * X[:, 1] + 0.5 * X[:, 0]
+    settings = {"hidden": (16, 16), "activation": "tanh", "output": "identity", "lr": 0.05, "epochs": 200, "seed": 1}
+    model = fastbp.train(X, y, backend=compiled_backend, **{**settings, **options})
+    assert model.classes is None
+    predicted = model.predict(X)
+    assert predicted.shape == (400,)
+    assert np.mean((predicted - y) ** 2) < 0.01 * np.var(y)
+    two_targets = fastbp.train(X, np.column_stack([y, -y]), backend=compiled_backend, **{**settings, "epochs": 2})
+    assert two_targets.predict(X).shape == (400, 2)
+    with pytest.raises(TypeError, match="no class probabilities"):
+        model.predict_proba(X)
+
+
+def test_zero_sample_weights_drop_rows_and_uniform_weights_scale_the_rate(compiled_backend, wheat):
+    X, y = wheat
+    options = {"hidden": 3, "epochs": 4, "seed": 2, "backend": compiled_backend}
+    keep = np.arange(len(X)) % 3 != 0
+    weighted = fastbp.train(X, y, sample_weight=keep.astype(float), classes=np.unique(y), **options)
+    dropped = fastbp.train(X[keep], y[keep], classes=np.unique(y), **options)
+    np.testing.assert_array_equal(weighted.weights, dropped.weights)
+    np.testing.assert_array_equal(weighted.history, dropped.history)
+    doubled = fastbp.train(X, y, sample_weight=np.full(len(X), 2.0), lr=0.1, **options)
+    faster = fastbp.train(X, y, lr=0.2, **options)
+    np.testing.assert_array_equal(doubled.weights, faster.weights)
+
+
+class Recorder:
+    """Wraps a kernel module and keeps the rates and row orders each training call received."""
+
+    def __init__(self, kernels):
+        self.kernels, self.rates, self.orders = kernels, [], []
+
+    def __getattr__(self, name):
+        return getattr(self.kernels, name)
+
+    def record(self, name):
+        def call(*args):
+            self.orders.append(args[12 if name == "train_online" else 9].copy())
+            self.rates.append(args[13 if name == "train_online" else 11].copy())
+            return getattr(self.kernels, name)(*args)
+
+        return call
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    spy = Recorder(_backends.get_backend("numba"))
+    spy.train_online, spy.train_batches = spy.record("train_online"), spy.record("train_batches")
+    monkeypatch.setattr(fastbp._api, "get_backend", lambda name: spy)
+    monkeypatch.setattr(fastbp._api, "backend_name", lambda module: "numba")
+    return spy
+
+
+def test_invscaling_divides_the_rate_by_rows_seen_to_the_power_t(recorder, wheat):
+    X, y = wheat
+    fastbp.train(X, y, epochs=4, lr=0.4, lr_schedule="invscaling", power_t=0.25)
+    expected = [0.4 / (epoch * len(X) + 1) ** 0.25 for epoch in range(4)]
+    np.testing.assert_allclose(np.concatenate(recorder.rates), expected, rtol=1e-15)
+    fastbp.train(X, y, epochs=3, lr=0.4)
+    np.testing.assert_array_equal(recorder.rates[-1], [0.4] * 3)
+
+
+def test_shuffle_draws_a_fresh_permutation_each_epoch_from_the_seed(recorder, wheat):
+    X, y = wheat
+    fastbp.train(X, y, epochs=3, shuffle=True, seed=5, batch_size=7)
+    fastbp.train(X, y, epochs=3, shuffle=True, seed=5, batch_size=7)
+    first, again = recorder.orders
+    assert first.shape == (3, len(X))
+    assert all(sorted(order.tolist()) == list(range(len(X))) for order in first)
+    assert len({tuple(order) for order in first}) == 3
+    np.testing.assert_array_equal(first, again)
+    fastbp.train(X, y, epochs=3, seed=5)
+    np.testing.assert_array_equal(recorder.orders[-1], [np.arange(len(X))])
+
+
+@pytest.mark.parametrize("mode", ["batch-5-momentum-shuffle", "online-adam-leaky", "online-invscaling-deep"])
+def test_training_in_chunks_equals_one_call_with_state_shuffles_and_schedules(compiled_backend, wheat, mode,
+                                                                               monkeypatch):  # fmt: skip
+    X, y, options = mode_data(MODES[mode], wheat)
+    options = {**options, "epochs": 7, "backend": compiled_backend}
+    whole = fastbp.train(X, y, **options)
+    monkeypatch.setattr(fastbp._api, "CHUNK_WORK", 2 * len(X) * whole.weights.size)  # two epochs a call
+    chunked = fastbp.train(X, y, **options)
+    np.testing.assert_array_equal(chunked.weights, whole.weights)
+    np.testing.assert_array_equal(chunked.history, whole.history)
+
+
+def test_default_init_is_he_or_glorot_from_a_numpy_generator(wheat):
+    X, y = wheat
+    model = fastbp.train(X, y, hidden=(6, 4), activation="relu", output="softmax", epochs=0, seed=11)
+    layout = Layout.from_sizes((7, 6, 4, 3), ["relu", "relu", "softmax"])
+    np.testing.assert_array_equal(model.weights, initial_weights(layout, None, np.random.default_rng(11)))
+    tutorial = fastbp.train(X, y, hidden=5, epochs=0, seed=11, init="tutorial")
+    np.testing.assert_array_equal(tutorial.weights, initial_weights(Layout.from_sizes((7, 5, 3)), "tutorial",
+                                                                    random.Random(11)))  # fmt: skip
+    generator = fastbp.train(X, y, epochs=2, seed=np.random.default_rng(11))
+    np.testing.assert_array_equal(generator.weights, fastbp.train(X, y, epochs=2, seed=11).weights)
+
+
+def test_evaluate_runs_modern_networks_deterministically(compiled_backend, wheat):
+    X, y = wheat
+    options = {"hidden": 8, "activation": "relu", "output": "softmax", "epochs": 30, "lr": 0.1, "shuffle": True}
+    first = fastbp.evaluate(X, y, seed=4, backend=compiled_backend, **options)
+    assert first == fastbp.evaluate(X, y, seed=4, backend=compiled_backend, **options)
+    assert first.mean > 85.0
+    with pytest.raises(ValueError, match="evaluate scores classifiers"):
+        fastbp.evaluate(X, y, output="identity")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"activation": "relu"}, {"output": "softmax"}, {"batch_size": 4}, {"momentum": 0.5}, {"optimizer": "adam"},
+     {"l2": 0.1}, {"dtype": np.float32}, {"sample_weight": np.ones(10) * 2}],
+)  # fmt: skip
+def test_the_reference_backend_refuses_what_the_tutorial_does_not_do(options):
+    X, y = data.tutorial_toy()
+    with pytest.raises(ValueError, match="reference backend"):
+        fastbp.train(X, y, epochs=1, backend="reference", **options)
+
+
+def test_the_reference_backend_shuffles_and_schedules_like_the_kernels(compiled_backend, wheat):
+    X, y = wheat
+    options = {"hidden": (4, 3), "epochs": 5, "seed": 8, "shuffle": True, "lr_schedule": "invscaling", "lr": 0.9}
+    compiled = fastbp.train(X, y, backend=compiled_backend, **options)
+    expected = fastbp.train(X, y, backend="reference", **options)
+    np.testing.assert_array_equal(compiled.weights, expected.weights)
+    np.testing.assert_array_equal(compiled.history, expected.history)
