@@ -29,6 +29,17 @@ def make_case(sizes, seed=0, n_rows=6):
     return layout, weights, X, Y, np.zeros(layout.n_neurons), np.zeros(layout.n_neurons)
 
 
+def central_differences(loss, weights, step=1e-6):
+    """The gradient of ``loss`` at ``weights`` by central differences, one weight at a time."""
+    numeric = np.empty_like(weights)
+    for i in range(len(weights)):
+        plus, minus = weights.copy(), weights.copy()
+        plus[i] += step
+        minus[i] -= step
+        numeric[i] = (loss(plus) - loss(minus)) / (2 * step)
+    return numeric
+
+
 def reference_rows(X, Y):
     return [[*x, int(np.argmax(t))] for x, t in zip(X.tolist(), Y)]
 
@@ -135,14 +146,7 @@ def test_update_is_minus_lr_times_the_gradient_of_half_the_squared_error(kernels
         kernels.forward_propagate(w, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, x)
         return 0.5 * np.sum((target - outputs[-sizes[-1] :]) ** 2)
 
-    step = 1e-6
-    numeric = np.empty_like(weights)
-    for i in range(len(weights)):
-        plus, minus = weights.copy(), weights.copy()
-        plus[i] += step
-        minus[i] -= step
-        numeric[i] = (loss(plus) - loss(minus)) / (2 * step)
-
+    numeric = central_differences(loss, weights)
     updated = weights.copy()
     kernels.forward_propagate(updated, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, x)
     kernels.backward_propagate_error(
@@ -205,15 +209,7 @@ def batch_gradient(kernels, layout, weights, X, Y, sw):
 def test_batch_gradient_equals_central_differences(kernels, sizes, hidden, output):
     layout, weights, X, Y, sw = general_case(sizes, hidden, output)
     grad, loss = batch_gradient(kernels, layout, weights, X, Y, sw)
-    step = 1e-6
-    numeric = np.empty_like(weights)
-    for i in range(len(weights)):
-        plus, minus = weights.copy(), weights.copy()
-        plus[i] += step
-        minus[i] -= step
-        numeric[i] = (mean_loss(kernels, layout, plus, X, Y, sw) - mean_loss(kernels, layout, minus, X, Y, sw)) / (
-            2 * step
-        )
+    numeric = central_differences(lambda w: mean_loss(kernels, layout, w, X, Y, sw), weights)
     assert np.linalg.norm(grad - numeric) / np.linalg.norm(numeric) < 1e-6
     # The returned loss is the history's: twice the mean loss for squared error, per row, summed.
     factor = 1.0 if output == "softmax" else 2.0
