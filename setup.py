@@ -1,7 +1,8 @@
 """Build script for the Cython backend's extension; the package metadata lives in pyproject.toml.
 
-The extension is optional: if it cannot be compiled (no C compiler, no Cython),
-the install still succeeds with a warning, the Numba backend works as before,
+The extension is optional: if it cannot be compiled (no C compiler, no Cython,
+no SciPy, whose ``cython_blas`` gives its mini-batch kernels BLAS), the install
+still succeeds with a warning, the Numba backend works as before,
 and ``backend="cython"`` raises an ImportError saying the extension is missing.
 """
 
@@ -46,6 +47,7 @@ class OptionalBuildExt(build_ext):
 
 def extensions():
     try:
+        import scipy.linalg.cython_blas  # noqa: F401  (cimported by the kernels)
         from Cython.Build import cythonize
     except ImportError as error:
         warnings.warn(WARNING.format(error=error), stacklevel=1)

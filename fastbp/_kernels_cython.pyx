@@ -1,207 +1,650 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Cython backend: the kernels of the flat-buffer contract, compiled ahead of time.
 
-The same functions, arguments and arithmetic as :mod:`fastbp._kernels_numba`,
-without its JIT start-up:
+The same functions, arguments and arithmetic as :mod:`fastbp._kernels_numba`
+(whose docstring states the contract), without its JIT start-up:
 
-* ``forward_propagate(weights, w_off, sizes, outputs, o_off, x)``
-* ``backward_propagate_error(weights, w_off, sizes, outputs, o_off, deltas, expected) -> float``
+* ``forward_propagate(weights, w_off, sizes, acts, outputs, o_off, x)``
+* ``backward_propagate_error(weights, w_off, sizes, acts, outputs, o_off, deltas, expected) -> float``
 * ``update_weights(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate)``
-* ``train_epoch(weights, w_off, sizes, outputs, o_off, deltas, X, Y, order, l_rate) -> float``
-* ``train_epochs(weights, w_off, sizes, outputs, o_off, deltas, X, Y, order, l_rate, history)``
-* ``predict_batch(weights, w_off, sizes, outputs, o_off, X, out)``
+* ``train_online(weights, w_off, sizes, acts, outputs, o_off, deltas, grad, state,
+  X, Y, sw, orders, rates, hyper, optimizer, step0, history)``
+* ``train_batches(weights, w_off, sizes, acts, grad, state,
+  X, Y, sw, orders, batch_size, rates, hyper, optimizer, step0, history)``
+* ``batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad) -> float``
+* ``predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out)``
+
+The float buffers are all float32 or all float64 (one fused type, ``floating``)
+and the arithmetic stays in that type; ``rates``, ``hyper`` and ``history`` are
+float64, the integer arrays intp, every array C-contiguous.  The activation and
+optimizer codes are C enums, checked against :mod:`fastbp._codes` on import.
 
 The work is done by ``nogil`` helpers over raw pointers; the public functions
 only unpack their memoryviews and release the GIL, so trainings in separate
-threads run in parallel.  Kernels mutate their buffers in place, never allocate
-and trust their inputs (checked by :mod:`fastbp._api`).  The arithmetic follows
-:mod:`fastbp.reference` operation by operation (bias first, then inputs in
-ascending order), and the extension is built without fast-math and with
-``-ffp-contract=off`` (no fused multiply-adds), so the weights agree with it bit
-for bit.
+threads run in parallel.  Kernels mutate their buffers in place, trust their
+inputs (checked by :mod:`fastbp._api`) and allocate at most one scratch block
+per call.  The online kernels follow the Numba ones operation by operation
+(bias first, then inputs in ascending order; ``max``, ``min`` and ``float **
+int`` as Numba computes them), and the extension is built without fast-math and
+with ``-ffp-contract=off`` (no fused multiply-adds), so the two agree bit for
+bit.  The mini-batch kernels make the BLAS ``gemm`` calls (scipy's
+``cython_blas``) that Numba's ``np.dot`` makes, so they agree with it to
+rounding: bit for bit, except where ``np.dot`` takes a vector product instead
+(a batch of one row, a layer of one neuron).
 """
 
-from libc.math cimport exp
+from libc.math cimport exp, expf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
+from libc.stdlib cimport free, malloc
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+from fastbp import _codes
+
+ctypedef fused floating:
+    float
+    double
+
+
+cdef enum:
+    SIGMOID = 0
+    TANH = 1
+    RELU = 2
+    LEAKY_RELU = 3
+    IDENTITY = 4
+    SOFTMAX = 5
+
+cdef enum:
+    SGD = 0
+    MOMENTUM = 1
+    NESTEROV = 2
+    ADAM = 3
+    RPROP = 4
+
+cdef enum:
+    H_MOMENTUM = 0
+    H_L2 = 1
+    H_BETA1 = 2
+    H_BETA2 = 3
+    H_EPSILON = 4
+
+cdef const double LEAKY_SLOPE = 0.01
+cdef const double LOG_FLOOR = 1e-37
+cdef const double RPROP_INCREASE = 1.2
+cdef const double RPROP_DECREASE = 0.5
+cdef const double RPROP_DELTA_MIN = 0.0
+cdef const double RPROP_DELTA_MAX = 50.0
+cdef const double RPROP_DELTA_ZERO = 0.1
+
+
+def _check_codes():
+    """Refuse to import if the C codes above differ from :mod:`fastbp._codes`."""
+    compiled = {
+        "SIGMOID": SIGMOID, "TANH": TANH, "RELU": RELU, "LEAKY_RELU": LEAKY_RELU,
+        "IDENTITY": IDENTITY, "SOFTMAX": SOFTMAX,
+        "SGD": SGD, "MOMENTUM": MOMENTUM, "NESTEROV": NESTEROV, "ADAM": ADAM, "RPROP": RPROP,
+        "H_MOMENTUM": H_MOMENTUM, "H_L2": H_L2, "H_BETA1": H_BETA1, "H_BETA2": H_BETA2, "H_EPSILON": H_EPSILON,
+        "LEAKY_SLOPE": LEAKY_SLOPE, "LOG_FLOOR": LOG_FLOOR,
+        "RPROP_INCREASE": RPROP_INCREASE, "RPROP_DECREASE": RPROP_DECREASE,
+        "RPROP_DELTA_MIN": RPROP_DELTA_MIN, "RPROP_DELTA_MAX": RPROP_DELTA_MAX,
+        "RPROP_DELTA_ZERO": RPROP_DELTA_ZERO,
+    }
+    mismatches = [
+        f"{name} is {value!r} here, {getattr(_codes, name, None)!r} there"
+        for name, value in compiled.items()
+        if getattr(_codes, name, None) != value
+    ]
+    if mismatches:
+        raise ImportError(
+            "fastbp._kernels_cython was compiled with other codes than fastbp._codes ("
+            + "; ".join(mismatches) + "): it is a stale build, rebuild or reinstall fastbp"
+        )
+
+
+_check_codes()
+
+
+cdef struct Network:
+    # The integer arrays describing a network (see fastbp._layout), as pointers.
+    Py_ssize_t n_layers
+    const Py_ssize_t* sizes
+    const Py_ssize_t* w_off
+    const Py_ssize_t* o_off
+    const Py_ssize_t* acts  # o_off and acts are NULL in the kernels that do without them
+
+
+cdef inline floating _exp(floating a) noexcept nogil:
+    if floating is float:
+        return expf(a)
+    else:
+        return exp(a)
+
+
+cdef inline floating _tanh(floating a) noexcept nogil:
+    if floating is float:
+        return tanhf(a)
+    else:
+        return tanh(a)
+
+
+cdef inline floating _log(floating a) noexcept nogil:
+    if floating is float:
+        return logf(a)
+    else:
+        return log(a)
+
+
+cdef inline floating _sqrt(floating a) noexcept nogil:
+    if floating is float:
+        return sqrtf(a)
+    else:
+        return sqrt(a)
+
+
+cdef inline floating _max(floating a, floating b) noexcept nogil:
+    """Numba's ``max(a, b)``: ``b`` only if it is greater."""
+    return b if b > a else a
+
+
+cdef inline floating _min(floating a, floating b) noexcept nogil:
+    """Numba's ``min(a, b)``: ``b`` only if it is smaller."""
+    return b if b < a else a
+
+
+cdef inline double _power(double a, Py_ssize_t n) noexcept nogil:
+    """``a ** n`` for ``n >= 0`` as Numba computes a float to an integer power: by squaring, ``pow`` past 65536."""
+    cdef double result = 1.0
+    if n > 0x10000:
+        return pow(a, <double>n)
+    while n != 0:
+        if n & 1:
+            result *= a
+        n >>= 1
+        a *= a
+    return result
+
+
+cdef inline floating _activation(floating a, Py_ssize_t code) noexcept nogil:
+    """A neuron's output for activation ``a`` (softmax is done per layer)."""
+    if code == SIGMOID:
+        # exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
+        return <floating>1.0 / (<floating>1.0 + _exp(-a))
+    if code == TANH:
+        return _tanh(a)
+    if code == RELU:
+        return a if a > <floating>0.0 else <floating>0.0
+    if code == LEAKY_RELU:
+        return a if a > <floating>0.0 else <floating>LEAKY_SLOPE * a
+    return a
+
+
+cdef inline floating _derivative(floating output, Py_ssize_t code) noexcept nogil:
+    """The activation's slope, from the neuron's output (as the tutorial computes it)."""
+    if code == SIGMOID:
+        return output * (<floating>1.0 - output)
+    if code == TANH:
+        return <floating>1.0 - output * output
+    if code == RELU:
+        return <floating>1.0 if output > <floating>0.0 else <floating>0.0
+    if code == LEAKY_RELU:
+        return <floating>1.0 if output > <floating>0.0 else <floating>LEAKY_SLOPE
+    return <floating>1.0
+
+
+cdef inline void _softmax(floating* values, Py_ssize_t n) noexcept nogil:
+    """Replace ``values[:n]`` by their softmax, shifted by the maximum so exp cannot overflow."""
+    cdef Py_ssize_t j
+    cdef floating top = values[0]
+    cdef floating total = 0.0
+    cdef floating e
+    for j in range(1, n):
+        top = _max(top, values[j])
+    for j in range(n):
+        e = _exp(values[j] - top)
+        values[j] = e
+        total += e
+    for j in range(n):
+        values[j] /= total
+
+
+cdef inline floating _output_error(floating output, floating target, Py_ssize_t code, floating* delta) noexcept nogil:
+    """One output neuron's loss (squared error, or cross-entropy for softmax); its delta into ``delta``."""
+    cdef floating diff
+    if code == SOFTMAX:
+        delta[0] = output - target
+        return -target * _log(_max(output, <floating>LOG_FLOOR)) if target != <floating>0.0 else <floating>0.0
+    diff = target - output
+    delta[0] = (output - target) * _derivative(output, code)
+    return diff * diff
 
 
 cdef inline void _activate_layer(
-    const double* weights, Py_ssize_t n_in, Py_ssize_t n_out, const double* inputs, double* outputs
+    const floating* block, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code,
+    const floating* inputs, floating* outputs,
 ) noexcept nogil:
-    """Sigmoid outputs ``(n_out,)`` of the layer block ``weights`` for ``inputs`` ``(n_in,)``."""
+    """Outputs ``(n_out,)`` of the layer block ``block`` for ``inputs`` ``(n_in,)``."""
     cdef Py_ssize_t i, j
-    cdef const double* neuron
-    cdef double activation
+    cdef const floating* neuron
+    cdef floating activation
     for j in range(n_out):
-        neuron = weights + j * (n_in + 1)
+        neuron = block + j * (n_in + 1)
         activation = neuron[n_in]
         for i in range(n_in):
             activation += neuron[i] * inputs[i]
-        outputs[j] = 1.0 / (1.0 + exp(-activation))
+        outputs[j] = activation if code == SOFTMAX else _activation(activation, code)
+    if code == SOFTMAX:
+        _softmax(outputs, n_out)
 
 
 cdef inline void _forward(
-    const double* weights, const Py_ssize_t* w_off, const Py_ssize_t* sizes, Py_ssize_t n_layers,
-    double* outputs, const Py_ssize_t* o_off, const double* x
+    const floating* weights, const Network* net, floating* outputs, const floating* x
 ) noexcept nogil:
     """Every neuron's output for input row ``x``, written into ``outputs``."""
     cdef Py_ssize_t k
-    _activate_layer(weights + w_off[0], sizes[0], sizes[1], x, outputs + o_off[0])
-    for k in range(1, n_layers):
-        _activate_layer(weights + w_off[k], sizes[k], sizes[k + 1], outputs + o_off[k - 1], outputs + o_off[k])
+    _activate_layer(weights + net.w_off[0], net.sizes[0], net.sizes[1], net.acts[0], x, outputs + net.o_off[0])
+    for k in range(1, net.n_layers):
+        _activate_layer(
+            weights + net.w_off[k], net.sizes[k], net.sizes[k + 1], net.acts[k],
+            outputs + net.o_off[k - 1], outputs + net.o_off[k],
+        )
 
 
-cdef inline double _backward(
-    const double* weights, const Py_ssize_t* w_off, const Py_ssize_t* sizes, Py_ssize_t n_layers,
-    const double* outputs, const Py_ssize_t* o_off, double* deltas, const double* expected
+cdef inline floating _backward(
+    const floating* weights, const Network* net, const floating* outputs, floating* deltas, const floating* expected
 ) noexcept nogil:
-    """Every neuron's error signal, written into ``deltas``; returns the row's squared error."""
-    cdef Py_ssize_t last = n_layers - 1
-    cdef Py_ssize_t j, k, m, n_next, stride
-    cdef const double* block
-    cdef const double* next_deltas
-    cdef double output, diff, error
-    cdef double sum_error = 0.0
-    for j in range(sizes[last + 1]):
-        output = outputs[o_off[last] + j]
-        diff = expected[j] - output
-        sum_error += diff * diff
-        deltas[o_off[last] + j] = (output - expected[j]) * (output * (1.0 - output))
+    """Every neuron's error signal, written into ``deltas``; returns the row's loss."""
+    cdef Py_ssize_t last = net.n_layers - 1
+    cdef Py_ssize_t j, k, m, stride
+    cdef Py_ssize_t own = net.o_off[last]
+    cdef const floating* block
+    cdef const floating* downstream
+    cdef floating error
+    cdef floating row_loss = 0.0
+    for j in range(net.sizes[last + 1]):
+        row_loss += _output_error(outputs[own + j], expected[j], net.acts[last], &deltas[own + j])
     for k in range(last - 1, -1, -1):
-        n_next = sizes[k + 2]
-        stride = sizes[k + 1] + 1
-        block = weights + w_off[k + 1]
-        next_deltas = deltas + o_off[k + 1]
-        for j in range(sizes[k + 1]):
+        block = weights + net.w_off[k + 1]
+        downstream = deltas + net.o_off[k + 1]
+        own = net.o_off[k]
+        stride = net.sizes[k + 1] + 1
+        for j in range(net.sizes[k + 1]):
             error = 0.0
-            for m in range(n_next):
-                error += block[m * stride + j] * next_deltas[m]
-            output = outputs[o_off[k] + j]
-            deltas[o_off[k] + j] = error * (output * (1.0 - output))
-    return sum_error
+            for m in range(net.sizes[k + 2]):
+                error += block[m * stride + j] * downstream[m]
+            deltas[own + j] = error * _derivative(outputs[own + j], net.acts[k])
+    return row_loss
 
 
 cdef inline void _update_layer(
-    double* weights, Py_ssize_t n_in, Py_ssize_t n_out, const double* inputs, const double* deltas, double l_rate
+    floating* block, Py_ssize_t n_in, Py_ssize_t n_out, const floating* inputs, const floating* deltas,
+    floating l_rate, floating decay,
 ) noexcept nogil:
-    """SGD step for the layer block ``weights`` whose inputs are ``inputs`` ``(n_in,)``."""
+    """SGD step for one layer: ``w -= l_rate * delta * input + decay * w``, biases undecayed."""
     cdef Py_ssize_t i, j
-    cdef double* neuron
-    cdef double step
+    cdef floating* neuron
+    cdef floating step
     for j in range(n_out):
-        neuron = weights + j * (n_in + 1)
-        # l_rate * delta * input groups as (l_rate * delta) * input, so this is the same product.
+        neuron = block + j * (n_in + 1)
         step = l_rate * deltas[j]
         for i in range(n_in):
-            neuron[i] -= step * inputs[i]
+            neuron[i] -= step * inputs[i] + decay * neuron[i]
         neuron[n_in] -= step
 
 
-cdef inline void _update(
-    double* weights, const Py_ssize_t* w_off, const Py_ssize_t* sizes, Py_ssize_t n_layers,
-    const double* outputs, const Py_ssize_t* o_off, const double* deltas, const double* x, double l_rate
+cdef inline void _sgd_step(
+    floating* weights, const Network* net, const floating* outputs, const floating* deltas, const floating* x,
+    floating l_rate, floating decay,
 ) noexcept nogil:
-    """One SGD step in place for input row ``x``, first layer first."""
+    """The tutorial's update for input row ``x``, first layer first, plus L2 decay."""
     cdef Py_ssize_t k
-    _update_layer(weights + w_off[0], sizes[0], sizes[1], x, deltas + o_off[0], l_rate)
-    for k in range(1, n_layers):
-        _update_layer(weights + w_off[k], sizes[k], sizes[k + 1], outputs + o_off[k - 1], deltas + o_off[k], l_rate)
+    _update_layer(weights + net.w_off[0], net.sizes[0], net.sizes[1], x, deltas + net.o_off[0], l_rate, decay)
+    for k in range(1, net.n_layers):
+        _update_layer(
+            weights + net.w_off[k], net.sizes[k], net.sizes[k + 1], outputs + net.o_off[k - 1],
+            deltas + net.o_off[k], l_rate, decay,
+        )
 
 
-cdef double _epoch(
-    double* weights, const Py_ssize_t* w_off, const Py_ssize_t* sizes, Py_ssize_t n_layers,
-    double* outputs, const Py_ssize_t* o_off, double* deltas,
-    const double* X, Py_ssize_t x_stride, const double* Y, Py_ssize_t y_stride,
-    const Py_ssize_t* order, Py_ssize_t n_rows, double l_rate
+cdef inline void _row_gradient(
+    const Network* net, const floating* outputs, const floating* deltas, const floating* x, floating weight,
+    floating* grad,
 ) noexcept nogil:
-    """Online SGD over rows ``order[:n_rows]`` of ``X`` and ``Y``; returns the epoch's squared error.
+    """The gradient of one row's loss, times ``weight``, written into ``grad``."""
+    cdef Py_ssize_t i, j, k, n_in
+    cdef const floating* inputs
+    cdef floating* neuron
+    cdef floating delta
+    for k in range(net.n_layers):
+        n_in = net.sizes[k]
+        inputs = x if k == 0 else outputs + net.o_off[k - 1]
+        for j in range(net.sizes[k + 1]):
+            neuron = grad + net.w_off[k] + j * (n_in + 1)
+            delta = weight * deltas[net.o_off[k] + j]
+            for i in range(n_in):
+                neuron[i] = delta * inputs[i]
+            neuron[n_in] = delta
+
+
+cdef void _optimizer_step(
+    floating* weights, Py_ssize_t n_w, const Network* net, const floating* grad, floating* state,
+    Py_ssize_t optimizer, double rate, const double* hyper, Py_ssize_t step,
+) noexcept nogil:
+    """Apply gradient ``grad`` by the update rule ``optimizer``; ``step`` counts updates from 1.
+
+    The rules, their ``state`` and the L2 decay (biases excepted) are those of
+    the Numba backend's ``_optimizer_step``.
+    """
+    cdef Py_ssize_t i, j, k, p, n_in, neuron
+    cdef floating l2 = <floating>hyper[H_L2]
+    cdef floating momentum = <floating>hyper[H_MOMENTUM]
+    cdef floating beta1 = <floating>hyper[H_BETA1]
+    cdef floating beta2 = <floating>hyper[H_BETA2]
+    cdef floating epsilon = <floating>hyper[H_EPSILON]
+    cdef floating l_rate = <floating>rate
+    cdef floating adam_rate = 0.0
+    cdef floating g, velocity, m, v, change
+    if optimizer == ADAM:
+        adam_rate = <floating>(rate * sqrt(1.0 - _power(hyper[H_BETA2], step)) / (1.0 - _power(hyper[H_BETA1], step)))
+    for k in range(net.n_layers):
+        n_in = net.sizes[k]
+        for j in range(net.sizes[k + 1]):
+            neuron = net.w_off[k] + j * (n_in + 1)
+            for i in range(n_in + 1):
+                p = neuron + i
+                g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
+                if optimizer == SGD:
+                    weights[p] -= l_rate * g
+                elif optimizer == MOMENTUM or optimizer == NESTEROV:
+                    velocity = momentum * state[p] - l_rate * g
+                    state[p] = velocity
+                    weights[p] += velocity if optimizer == MOMENTUM else momentum * velocity - l_rate * g
+                elif optimizer == ADAM:
+                    m = beta1 * state[p] + (<floating>1.0 - beta1) * g
+                    v = beta2 * state[n_w + p] + (<floating>1.0 - beta2) * (g * g)
+                    state[p] = m
+                    state[n_w + p] = v
+                    weights[p] -= adam_rate * m / (_sqrt(v) + epsilon)
+                else:  # RPROP
+                    change = g * state[n_w + p]
+                    if change > <floating>0.0:
+                        state[p] = _min(state[p] * <floating>RPROP_INCREASE, <floating>RPROP_DELTA_MAX)
+                    elif change < <floating>0.0:
+                        state[p] = _max(state[p] * <floating>RPROP_DECREASE, <floating>RPROP_DELTA_MIN)
+                        g = 0.0
+                    if g > <floating>0.0:
+                        weights[p] -= state[p]
+                    elif g < <floating>0.0:
+                        weights[p] += state[p]
+                    state[n_w + p] = g
+
+
+cdef void _train_online(
+    floating* weights, Py_ssize_t n_w, const Network* net, floating* outputs, floating* deltas, floating* grad,
+    floating* state, const floating* X, Py_ssize_t x_stride, const floating* Y, Py_ssize_t y_stride,
+    const floating* sw, const Py_ssize_t* orders, Py_ssize_t n_orders, Py_ssize_t n_rows, const double* rates,
+    const double* hyper, Py_ssize_t optimizer, Py_ssize_t step, double* history, Py_ssize_t n_epochs,
+) noexcept nogil:
+    """Online training (batch size 1) for ``n_epochs`` epochs; plain SGD is the tutorial's update.
 
     ``X`` and ``Y`` are C-contiguous matrices whose rows are ``x_stride`` and
-    ``y_stride`` values long.
+    ``y_stride`` values long; ``orders`` holds ``n_orders`` rows of ``n_rows``.
     """
-    cdef Py_ssize_t t
-    cdef const double* x
-    cdef double sum_error = 0.0
-    for t in range(n_rows):
-        x = X + order[t] * x_stride
-        _forward(weights, w_off, sizes, n_layers, outputs, o_off, x)
-        sum_error += _backward(weights, w_off, sizes, n_layers, outputs, o_off, deltas, Y + order[t] * y_stride)
-        _update(weights, w_off, sizes, n_layers, outputs, o_off, deltas, x, l_rate)
-    return sum_error
+    cdef Py_ssize_t epoch, t, r
+    cdef const Py_ssize_t* order
+    cdef const floating* x
+    cdef double rate
+    cdef floating decay, epoch_loss
+    for epoch in range(n_epochs):
+        order = orders + (epoch % n_orders) * n_rows
+        rate = rates[epoch]
+        decay = <floating>(rate * hyper[H_L2])
+        epoch_loss = 0.0
+        for t in range(n_rows):
+            r = order[t]
+            x = X + r * x_stride
+            _forward(weights, net, outputs, x)
+            epoch_loss += sw[r] * _backward(weights, net, outputs, deltas, Y + r * y_stride)
+            if optimizer == SGD:
+                _sgd_step(weights, net, outputs, deltas, x, <floating>rate * sw[r], decay)
+            else:
+                step += 1
+                _row_gradient(net, outputs, deltas, x, sw[r], grad)
+                _optimizer_step(weights, n_w, net, grad, state, optimizer, rate, hyper, step)
+        history[epoch] = epoch_loss
+
+
+cdef inline void _matmul(
+    char trans_a, char trans_b, int m, int n, int k, const floating* a, int lda, const floating* b, int ldb,
+    floating* c,
+) noexcept nogil:
+    """Row-major ``c (m, n) = op(a) @ op(b)``, ``op`` transposing where ``trans_*`` is ``c'T'``.
+
+    ``lda`` and ``ldb`` are the row lengths of ``a`` and ``b`` as stored.  BLAS
+    is column-major, where every row-major matrix reads as its transpose, so
+    this computes ``c.T = op(b).T @ op(a).T``: Numba's call for ``np.dot``.
+    """
+    cdef floating one = 1.0
+    cdef floating zero = 0.0
+    if floating is float:
+        sgemm(&trans_b, &trans_a, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda, &zero, c, &n)
+    else:
+        dgemm(&trans_b, &trans_a, &n, &m, &k, &one, <double*>b, &ldb, <double*>a, &lda, &zero, c, &n)
+
+
+cdef floating* _batch_buffers(
+    const Network* net, Py_ssize_t batch_size, floating** deltas, floating** products
+) except? NULL:
+    """One scratch block for batches of up to ``batch_size`` rows: activations (returned; free it), deltas, products."""
+    cdef Py_ssize_t k, size
+    cdef Py_ssize_t widest = 0
+    cdef Py_ssize_t total = 0
+    cdef floating* activations
+    for k in range(net.n_layers + 1):
+        widest = max(widest, net.sizes[k] + 1)
+        total += net.sizes[k] + 1
+    size = batch_size * (total + 2 * widest)
+    activations = <floating*>malloc(size * sizeof(floating))
+    if activations == NULL and size > 0:
+        raise MemoryError()
+    deltas[0] = activations + batch_size * total
+    products[0] = deltas[0] + batch_size * widest
+    return activations
+
+
+cdef floating _batch_gradient(
+    const floating* weights, const Network* net, const floating* X, Py_ssize_t x_stride,
+    const floating* Y, Py_ssize_t y_stride, const floating* sw, const Py_ssize_t* rows, Py_ssize_t b,
+    floating* grad, floating* activations, floating* deltas, floating* products,
+) noexcept nogil:
+    """Mean weighted gradient over the ``b`` rows ``X[rows]`` into ``grad``; returns their weighted loss sum.
+
+    The scratch buffers come from ``_batch_buffers`` for at least ``b`` rows.
+    Layer ``k``'s inputs form a ``(b, sizes[k] + 1)`` matrix whose last column is
+    ones, so ``inputs @ W.T`` includes the biases and ``deltas.T @ inputs`` is the
+    whole gradient block, bias column included.
+    """
+    cdef Py_ssize_t n_layers = net.n_layers
+    cdef Py_ssize_t i, j, k, r, s, n_in, n_out, code
+    cdef floating* inputs
+    cdef floating* outputs = activations  # the rows with their ones, then each layer's outputs in turn
+    cdef floating* row
+    cdef floating total_loss = 0.0
+    cdef floating row_loss, scale, delta
+    n_in = net.sizes[0]
+    for s in range(b):
+        for i in range(n_in):
+            activations[s * (n_in + 1) + i] = X[rows[s] * x_stride + i]
+        activations[s * (n_in + 1) + n_in] = 1.0
+    for k in range(n_layers):
+        n_in, n_out, code = net.sizes[k], net.sizes[k + 1], net.acts[k]
+        inputs = outputs
+        outputs = inputs + b * (n_in + 1)
+        _matmul(c'N', c'T', b, n_out, n_in + 1, inputs, n_in + 1, weights + net.w_off[k], n_in + 1, products)
+        for s in range(b):
+            row = outputs + s * (n_out + 1)
+            for j in range(n_out):
+                row[j] = products[s * n_out + j] if code == SOFTMAX else _activation(products[s * n_out + j], code)
+            if code == SOFTMAX:
+                _softmax(row, n_out)
+            row[n_out] = 1.0
+
+    n_out, code = net.sizes[n_layers], net.acts[n_layers - 1]
+    for s in range(b):
+        r = rows[s]
+        row_loss = 0.0
+        scale = sw[r] / <floating>b
+        for j in range(n_out):
+            row_loss += _output_error(outputs[s * (n_out + 1) + j], Y[r * y_stride + j], code, &delta)
+            deltas[s * n_out + j] = delta * scale
+        total_loss += sw[r] * row_loss
+    for k in range(n_layers - 1, -1, -1):
+        n_in, n_out = net.sizes[k], net.sizes[k + 1]
+        inputs = outputs - b * (n_in + 1)
+        _matmul(c'T', c'N', n_out, n_in + 1, b, deltas, n_out, inputs, n_in + 1, grad + net.w_off[k])
+        if k > 0:
+            _matmul(c'N', c'N', b, n_in + 1, n_out, deltas, n_out, weights + net.w_off[k], n_in + 1, products)
+            for s in range(b):
+                for j in range(n_in):
+                    deltas[s * n_in + j] = products[s * (n_in + 1) + j] * _derivative(
+                        inputs[s * (n_in + 1) + j], net.acts[k - 1]
+                    )
+        outputs = inputs
+    return total_loss
+
+
+cdef void _train_batches(
+    floating* weights, Py_ssize_t n_w, const Network* net, floating* grad, floating* state,
+    const floating* X, Py_ssize_t x_stride, const floating* Y, Py_ssize_t y_stride, const floating* sw,
+    const Py_ssize_t* orders, Py_ssize_t n_orders, Py_ssize_t n_rows, Py_ssize_t batch_size,
+    const double* rates, const double* hyper, Py_ssize_t optimizer, Py_ssize_t step,
+    double* history, Py_ssize_t n_epochs, floating* activations, floating* deltas, floating* products,
+) noexcept nogil:
+    """Mini-batch training for ``n_epochs`` epochs: one update per ``batch_size`` rows (the last may be short)."""
+    cdef Py_ssize_t epoch, start
+    cdef const Py_ssize_t* order
+    cdef floating epoch_loss
+    for epoch in range(n_epochs):
+        order = orders + (epoch % n_orders) * n_rows
+        epoch_loss = 0.0
+        start = 0
+        while start < n_rows:
+            epoch_loss += _batch_gradient(
+                weights, net, X, x_stride, Y, y_stride, sw, order + start, min(batch_size, n_rows - start),
+                grad, activations, deltas, products,
+            )
+            step += 1
+            _optimizer_step(weights, n_w, net, grad, state, optimizer, rates[epoch], hyper, step)
+            start += batch_size
+        history[epoch] = epoch_loss
 
 
 def forward_propagate(
-    const double[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
-    double[::1] outputs, const Py_ssize_t[::1] o_off, const double[::1] x,
+    const floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
+    const Py_ssize_t[::1] acts, floating[::1] outputs, const Py_ssize_t[::1] o_off, const floating[::1] x,
 ):
-    """Store every neuron's sigmoid output for input row ``x`` in ``outputs``."""
+    """Store every neuron's output for input row ``x`` in ``outputs``."""
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0])
     with nogil:
-        _forward(&weights[0], &w_off[0], &sizes[0], sizes.shape[0] - 1, &outputs[0], &o_off[0], &x[0])
+        _forward(&weights[0], &net, &outputs[0], &x[0])
 
 
 def backward_propagate_error(
-    const double[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
-    const double[::1] outputs, const Py_ssize_t[::1] o_off, double[::1] deltas, const double[::1] expected,
+    const floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
+    const Py_ssize_t[::1] acts, const floating[::1] outputs, const Py_ssize_t[::1] o_off, floating[::1] deltas,
+    const floating[::1] expected,
 ):
-    """Store every neuron's error signal in ``deltas``; return the row's squared error."""
-    cdef double sum_error
+    """Store every neuron's error signal in ``deltas``; return the row's loss."""
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0])
+    cdef floating row_loss
     with nogil:
-        sum_error = _backward(
-            &weights[0], &w_off[0], &sizes[0], sizes.shape[0] - 1, &outputs[0], &o_off[0], &deltas[0], &expected[0]
-        )
-    return sum_error
+        row_loss = _backward(&weights[0], &net, &outputs[0], &deltas[0], &expected[0])
+    return row_loss
 
 
 def update_weights(
-    double[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
-    const double[::1] outputs, const Py_ssize_t[::1] o_off, const double[::1] deltas, const double[::1] x,
+    floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
+    const floating[::1] outputs, const Py_ssize_t[::1] o_off, const floating[::1] deltas, const floating[::1] x,
     double l_rate,
 ):
-    """One SGD step in place: ``w -= l_rate * delta * input``, first layer first."""
+    """One SGD step in place: ``w -= l_rate * delta * input``, first layer first (``l_rate`` in the buffers' type)."""
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], NULL)
     with nogil:
-        _update(&weights[0], &w_off[0], &sizes[0], sizes.shape[0] - 1, &outputs[0], &o_off[0], &deltas[0], &x[0], l_rate)
+        _sgd_step(&weights[0], &net, &outputs[0], &deltas[0], &x[0], <floating>l_rate, <floating>0.0)
 
 
-def train_epoch(
-    double[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
-    double[::1] outputs, const Py_ssize_t[::1] o_off, double[::1] deltas,
-    const double[:, ::1] X, const double[:, ::1] Y, const Py_ssize_t[::1] order, double l_rate,
+def train_online(
+    floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] acts,
+    floating[::1] outputs, const Py_ssize_t[::1] o_off, floating[::1] deltas, floating[::1] grad,
+    floating[::1] state, const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sw,
+    const Py_ssize_t[:, ::1] orders, const double[::1] rates, const double[::1] hyper, Py_ssize_t optimizer,
+    Py_ssize_t step0, double[::1] history,
 ):
-    """Online SGD over the rows of ``X`` in ``order``; return the epoch's squared error."""
-    cdef double sum_error
+    """Online training (batch size 1) for ``len(history)`` epochs; plain SGD is the tutorial's update."""
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0])
     with nogil:
-        sum_error = _epoch(
-            &weights[0], &w_off[0], &sizes[0], sizes.shape[0] - 1, &outputs[0], &o_off[0], &deltas[0],
-            &X[0, 0], X.shape[1], &Y[0, 0], Y.shape[1], &order[0], order.shape[0], l_rate,
+        _train_online(
+            &weights[0], weights.shape[0], &net, &outputs[0], &deltas[0], &grad[0], &state[0],
+            &X[0, 0], X.shape[1], &Y[0, 0], Y.shape[1], &sw[0], &orders[0, 0], orders.shape[0], orders.shape[1],
+            &rates[0], &hyper[0], optimizer, step0, &history[0], history.shape[0],
         )
-    return sum_error
 
 
-def train_epochs(
-    double[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
-    double[::1] outputs, const Py_ssize_t[::1] o_off, double[::1] deltas,
-    const double[:, ::1] X, const double[:, ::1] Y, const Py_ssize_t[::1] order, double l_rate,
-    double[::1] history,
+def train_batches(
+    floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] acts,
+    floating[::1] grad, floating[::1] state, const floating[:, ::1] X, const floating[:, ::1] Y,
+    const floating[::1] sw, const Py_ssize_t[:, ::1] orders, Py_ssize_t batch_size, const double[::1] rates,
+    const double[::1] hyper, Py_ssize_t optimizer, Py_ssize_t step0, double[::1] history,
 ):
-    """Run ``len(history)`` epochs, writing each epoch's squared error into ``history``."""
-    cdef Py_ssize_t epoch
-    with nogil:
-        for epoch in range(history.shape[0]):
-            history[epoch] = _epoch(
-                &weights[0], &w_off[0], &sizes[0], sizes.shape[0] - 1, &outputs[0], &o_off[0], &deltas[0],
-                &X[0, 0], X.shape[1], &Y[0, 0], Y.shape[1], &order[0], order.shape[0], l_rate,
+    """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], NULL, &acts[0])
+    cdef Py_ssize_t n_rows = orders.shape[1]
+    cdef floating* deltas
+    cdef floating* products
+    cdef floating* activations
+    batch_size = min(batch_size, n_rows)
+    activations = _batch_buffers(&net, batch_size, &deltas, &products)
+    try:
+        with nogil:
+            _train_batches(
+                &weights[0], weights.shape[0], &net, &grad[0], &state[0], &X[0, 0], X.shape[1], &Y[0, 0],
+                Y.shape[1], &sw[0], &orders[0, 0], orders.shape[0], n_rows, batch_size, &rates[0], &hyper[0],
+                optimizer, step0, &history[0], history.shape[0], activations, deltas, products,
             )
+    finally:
+        free(activations)
+
+
+def batch_gradient(
+    const floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
+    const Py_ssize_t[::1] acts, const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sw,
+    const Py_ssize_t[::1] rows, floating[::1] grad,
+):
+    """Mean weighted gradient of the loss over rows ``X[rows]``, into ``grad``; returns their loss sum."""
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], NULL, &acts[0])
+    cdef floating* deltas
+    cdef floating* products
+    cdef floating* activations = _batch_buffers(&net, rows.shape[0], &deltas, &products)
+    cdef floating total_loss
+    try:
+        with nogil:
+            total_loss = _batch_gradient(
+                &weights[0], &net, &X[0, 0], X.shape[1], &Y[0, 0], Y.shape[1], &sw[0], &rows[0], rows.shape[0],
+                &grad[0], activations, deltas, products,
+            )
+    finally:
+        free(activations)
+    return total_loss
 
 
 def predict_batch(
-    const double[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
-    double[::1] outputs, const Py_ssize_t[::1] o_off, const double[:, ::1] X, double[:, ::1] out,
+    const floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
+    const Py_ssize_t[::1] acts, floating[::1] outputs, const Py_ssize_t[::1] o_off, const floating[:, ::1] X,
+    floating[:, ::1] out,
 ):
     """Write the output layer's values for every row of ``X`` into ``out``."""
-    cdef Py_ssize_t n_layers = sizes.shape[0] - 1
-    cdef Py_ssize_t last = o_off[n_layers - 1]
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0])
+    cdef Py_ssize_t last = o_off[net.n_layers - 1]
     cdef Py_ssize_t r, j
     with nogil:
         for r in range(X.shape[0]):
-            _forward(&weights[0], &w_off[0], &sizes[0], n_layers, &outputs[0], &o_off[0], &X[r, 0])
+            _forward(&weights[0], &net, &outputs[0], &X[r, 0])
             for j in range(out.shape[1]):
                 out[r, j] = outputs[last + j]

@@ -225,7 +225,8 @@ def _sgd_step(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate, decay):
 @njit(**NUMBA_INLINED_OPTIONS)
 def update_weights(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate):
     """One SGD step in place: ``w -= l_rate * delta * input``, first layer first."""
-    _sgd_step(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate, weights.dtype.type(0.0))
+    dt = weights.dtype.type
+    _sgd_step(weights, w_off, sizes, outputs, o_off, deltas, x, dt(l_rate), dt(0.0))
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
