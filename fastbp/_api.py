@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from . import data
 from ._backends import BACKENDS, backend_name, get_backend
 from ._codes import ADAM, HYPER, MOMENTUM, NESTEROV, RPROP, RPROP_DELTA_ZERO, SGD
-from ._layout import INITS, Layout, initial_weights
+from ._layout import Layout, initial_weights
 
 #: Weight updates per kernel call when training: tens of milliseconds of compiled work.
 CHUNK_WORK = 10_000_000
@@ -195,7 +195,7 @@ def train(
     dtype: DTypeLike = np.float64,
     sample_weight: ArrayLike | None = None,
     seed: int | random.Random | np.random.Generator | None = None,
-    classes: Sequence | None = None,
+    classes: ArrayLike | None = None,
     backend: str = "auto",
 ) -> Model:
     """Train a network by backpropagation.
@@ -239,24 +239,30 @@ def train(
         Plain or momentum SGD; Adam as scikit-learn implements it (with ``beta1``,
         ``beta2``, ``epsilon``); iRprop- with FANN's constants.
     momentum : float in [0, 1)
-        SGD momentum (``v = momentum * v - lr * g; w += v``); ignored by the others.
+        SGD momentum (``v = momentum * v - lr * g; w += v``); for ``"sgd"`` only.
     nesterov : bool
         Nesterov's momentum instead (``w += momentum * v - lr * g`` with the new ``v``).
     l2 : float
-        Weight decay: ``l2 * w`` is added to the gradient of every weight but the biases.
+        Weight decay: ``l2 * w`` is added to the gradient of every weight but the
+        biases, at every update (scikit-learn's ``alpha`` is ``l2 * batch_size``).
     lr_schedule : {"constant", "invscaling"}
         ``"invscaling"``: epoch ``e`` runs at ``lr / (e * n_rows + 1) ** power_t``
-        (scikit-learn's schedule, which counts rows seen).
+        (scikit-learn's schedule, which counts rows seen); for ``"sgd"`` only.
     init : {None, "tutorial", "glorot", "he"}
         ``"tutorial"``: uniform [0, 1) draws from ``random.Random`` in the
-        tutorial's order.  ``"glorot"`` (uniform) and ``"he"`` (normal) scale each
-        layer's weights to its fan-in and fan-out, biases zero, drawn from
+        tutorial's order.  ``"glorot"`` (uniform in ``±sqrt(6 / (n_in + n_out))``,
+        the bound for tanh, used for every activation) and ``"he"`` (normal,
+        ``sqrt(2 / n_in)``) scale each layer's weights, biases zero, drawn from
         ``numpy.random.Generator``; ``None`` (the default) uses He for relu layers
         and Glorot for the others.
     dtype : float64 or float32
         Precision of the weights and of all the arithmetic.
     sample_weight : array-like, shape (n_rows,), optional
-        Non-negative weights that scale each row's gradient (and its loss in ``history``).
+        Non-negative weights that scale each row's gradient (and its loss in
+        ``history``) as given: unlike scikit-learn, which divides by their sum, so
+        weights of 2 train like a doubled ``lr``.  A row of weight 0 contributes no
+        gradient, but in online training its update still applies momentum, Adam's
+        moments and L2 decay.
     seed : int, random.Random, numpy.random.Generator or None
         Seeds the initial weights and the shuffling.  An integer seeds
         ``random.Random`` for ``init="tutorial"`` and ``numpy.random.default_rng``
@@ -290,6 +296,9 @@ def train(
     optimizer = _as_choice(optimizer, "optimizer", OPTIMIZERS)
     batch_size = _as_batch_size(batch_size, optimizer, len(X))
     momentum, nesterov = _as_fraction(momentum, "momentum"), _as_flag(nesterov, "nesterov")
+    lr_schedule = _as_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
+    shuffle = _as_flag(shuffle, "shuffle")
+    _check_optimizer_options(optimizer, momentum, nesterov, lr_schedule, shuffle)
     rule = _update_rule(optimizer, momentum, nesterov)
     settings = {
         "momentum": momentum,
@@ -299,12 +308,8 @@ def train(
         "epsilon": _as_positive(epsilon, "epsilon"),
     }
     hyper = np.array([settings[name] for name in HYPER], dtype=np.float64)
-    lr_schedule = _as_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
     power_t = _as_non_negative(power_t, "power_t")
     weights_per_row = _as_sample_weight(sample_weight, len(X), dtype)
-    shuffle = _as_flag(shuffle, "shuffle")
-    if init is not None and init not in INITS:
-        raise ValueError(f"init must be None or one of {INITS}, got {init!r}")
     randomness = _RandomSource(seed)
     kernels = get_backend(backend)
 
@@ -338,7 +343,8 @@ def _run_epochs(kernels, layout, weights, X, Y, sw, history, *, batch_size, rule
     for start in range(0, len(history), chunk):
         part = history[start : start + chunk]
         epoch = np.arange(start, start + len(part), dtype=np.float64)
-        rates = np.full(len(part), lr) if lr_schedule == "constant" else lr / (epoch * n_rows + 1.0) ** power_t
+        with np.errstate(over="ignore"):  # a huge power_t makes the rate underflow to 0, as it should
+            rates = np.full(len(part), lr) if lr_schedule == "constant" else lr / (epoch * n_rows + 1.0) ** power_t
         orders = in_order if shuffle is None else shuffle.permuted(np.repeat(in_order, len(part), axis=0), axis=1)
         step0 = start * steps_per_epoch
         if batch_size == 1:
@@ -362,7 +368,7 @@ def evaluate(
     folds: int = 5,
     seed: int | random.Random | None = 1,
     protocol: str = "tutorial",
-    classes: Sequence | None = None,
+    classes: ArrayLike | None = None,
     **train_options,
 ) -> Evaluation:
     """Cross-validate a classifier trained by :func:`train` with the tutorial's protocol.
@@ -379,7 +385,7 @@ def evaluate(
         raise ValueError(f"protocol must be 'tutorial', got {protocol!r}")
     if train_options.get("output") == "identity":
         raise ValueError("evaluate scores classifiers by accuracy; output='identity' trains a regression")
-    if "sample_weight" in train_options:
+    if train_options.get("sample_weight") is not None:
         raise ValueError("evaluate does not take sample_weight: it could not follow the rows into the folds")
     X = _as_features(X)
     y = _as_labels(y, len(X))
@@ -409,6 +415,8 @@ class _RandomSource:
         if seed is not None and not isinstance(seed, random.Random | np.random.Generator):
             if not isinstance(seed, Integral) or isinstance(seed, bool):
                 raise TypeError(f"seed must be an integer, a random.Random, a numpy Generator or None, got {seed!r}")
+            if seed < 0:
+                raise ValueError(f"seed must be a non-negative integer (as numpy's generators take), got {seed}")
             seed = int(seed)
         self._seed = seed
         self._python = seed if isinstance(seed, random.Random) else None
@@ -458,12 +466,17 @@ def _as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) 
         raise ValueError(f"X has {X.shape[1]} features, the model expects {n_features}")
     if not np.isfinite(X).all():
         raise ValueError("X contains NaN or infinity")
-    if dtype != X.dtype:
-        if np.abs(X).max() > np.finfo(dtype).max:
-            raise ValueError(f"X has values too large for {dtype.name}")
-        X = X.astype(dtype)
-    # Writeable too: Numba types read-only arrays apart, which would compile the kernels twice.
-    return np.require(X, requirements=["C", "W"])
+    return _kernel_array(X, dtype, "X")
+
+
+def _kernel_array(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """Finite float64 ``values`` as the C-contiguous, writeable array of ``dtype`` the kernels take.
+
+    Writeable too: Numba types read-only arrays apart, which would compile the kernels again.
+    """
+    if dtype != values.dtype and values.size and np.abs(values).max() > np.finfo(dtype).max:
+        raise ValueError(f"{name} has values too large for {dtype.name}")
+    return np.require(values.astype(dtype, copy=False), requirements=["C", "W"])
 
 
 def _as_labels(y, n_rows: int) -> np.ndarray:
@@ -492,7 +505,7 @@ def _as_targets(y, n_rows: int, dtype: np.dtype) -> np.ndarray:
         raise ValueError(f"y must have shape ({n_rows},) or ({n_rows}, n_targets), got {targets.shape}")
     if not np.isfinite(targets).all():
         raise ValueError("y contains NaN or infinity")
-    return np.ascontiguousarray(targets.reshape(n_rows, -1), dtype=dtype)
+    return _kernel_array(targets.reshape(n_rows, -1), dtype, "y")
 
 
 def _as_sample_weight(sample_weight, n_rows: int, dtype: np.dtype) -> np.ndarray:
@@ -506,7 +519,7 @@ def _as_sample_weight(sample_weight, n_rows: int, dtype: np.dtype) -> np.ndarray
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
     if not np.isfinite(weights).all() or (weights < 0).any() or not weights.any():
         raise ValueError("sample_weight must be finite, non-negative and not all zero")
-    return np.ascontiguousarray(weights, dtype=dtype)
+    return _kernel_array(weights, dtype, "sample_weight")
 
 
 def _as_count(value, name: str) -> int:
@@ -528,9 +541,9 @@ def _as_layer_sizes(hidden) -> tuple[int, ...]:
 
 def _as_activations(activation, n_hidden: int) -> tuple[str, ...]:
     names = (activation,) * n_hidden if isinstance(activation, str) else activation
-    if not isinstance(names, Sequence) or len(names) != n_hidden:
+    if not isinstance(names, Sequence | np.ndarray) or len(names) != n_hidden:
         raise ValueError(f"activation must be a name or one name per hidden layer ({n_hidden}), got {activation!r}")
-    return tuple(_as_choice(name, "activation", HIDDEN_ACTIVATIONS) for name in names)
+    return tuple(_as_choice(str(name), "activation", HIDDEN_ACTIVATIONS) for name in names)
 
 
 def _as_choice(value, name: str, choices: Sequence[str], context: str = "") -> str:
@@ -547,6 +560,18 @@ def _as_batch_size(batch_size, optimizer: str, n_rows: int) -> int:
     if optimizer == "rprop" and batch_size < n_rows:
         raise ValueError(f"rprop is a full-batch method: leave batch_size=None, not {batch_size} for {n_rows} rows")
     return min(int(batch_size), n_rows)
+
+
+def _check_optimizer_options(optimizer: str, momentum: float, nesterov: bool, lr_schedule: str, shuffle: bool) -> None:
+    """Refuse settings the chosen optimizer would silently ignore."""
+    if optimizer != "sgd" and (momentum or nesterov):
+        raise ValueError(f"momentum and nesterov apply to optimizer='sgd', not {optimizer!r}")
+    if nesterov and not momentum:
+        raise ValueError("nesterov=True needs a momentum above 0")
+    if optimizer != "sgd" and lr_schedule != "constant":
+        raise ValueError(f"lr_schedule applies to optimizer='sgd' (as in scikit-learn), not {optimizer!r}")
+    if optimizer == "rprop" and shuffle:
+        raise ValueError("rprop trains on the whole data at once, so shuffle would change nothing")
 
 
 def _update_rule(optimizer: str, momentum: float, nesterov: bool) -> int:

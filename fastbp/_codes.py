@@ -1,6 +1,6 @@
 """The integer codes and constants the kernels share, so every backend reads them alike.
 
-Kernels receive activations and optimizers as small integers, chosen by
+Kernels receive activations and update rules as small integers, chosen by
 :mod:`fastbp._api` from their names.  The Cython extension declares the same
 values as C enums and refuses to import if they ever differ from these.
 """
@@ -10,8 +10,8 @@ ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 
 SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY, SOFTMAX = ACTIVATIONS.values()
 
 #: Update rules.  Plain SGD has its own code so it can run the tutorial's fused update.
-OPTIMIZERS = {"sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3, "rprop": 4}
-SGD, MOMENTUM, NESTEROV, ADAM, RPROP = OPTIMIZERS.values()
+UPDATE_RULES = {"sgd": 0, "momentum": 1, "nesterov": 2, "adam": 3, "rprop": 4}
+SGD, MOMENTUM, NESTEROV, ADAM, RPROP = UPDATE_RULES.values()
 
 #: Positions in the float64 ``hyper`` array that every training kernel takes.
 HYPER = ("momentum", "l2", "beta1", "beta2", "epsilon")

@@ -8,16 +8,16 @@ The same functions, arguments and arithmetic as :mod:`fastbp._kernels_numba`
 * ``backward_propagate_error(weights, w_off, sizes, acts, outputs, o_off, deltas, expected) -> float``
 * ``update_weights(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate)``
 * ``train_online(weights, w_off, sizes, acts, outputs, o_off, deltas, grad, state,
-  X, Y, sw, orders, rates, hyper, optimizer, step0, history)``
+  X, Y, sw, orders, rates, hyper, rule, step0, history)``
 * ``train_batches(weights, w_off, sizes, acts, grad, state,
-  X, Y, sw, orders, batch_size, rates, hyper, optimizer, step0, history)``
+  X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history)``
 * ``batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad) -> float``
 * ``predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out)``
 
 The float buffers are all float32 or all float64 (one fused type, ``floating``)
 and the arithmetic stays in that type; ``rates``, ``hyper`` and ``history`` are
 float64, the integer arrays intp, every array C-contiguous.  The activation and
-optimizer codes are C enums, checked against :mod:`fastbp._codes` on import.
+update-rule codes are C enums, checked against :mod:`fastbp._codes` on import.
 
 The work is done by ``nogil`` helpers over raw pointers; the public functions
 only unpack their memoryviews and release the GIL, so trainings in separate
@@ -323,14 +323,14 @@ cdef inline void _row_gradient(
             neuron[n_in] = delta
 
 
-cdef void _optimizer_step(
+cdef void _rule_step(
     floating* weights, Py_ssize_t n_w, const Network* net, const floating* grad, floating* state,
-    Py_ssize_t optimizer, double rate, const double* hyper, Py_ssize_t step,
+    Py_ssize_t rule, double rate, const double* hyper, Py_ssize_t step,
 ) noexcept nogil:
-    """Apply gradient ``grad`` by the update rule ``optimizer``; ``step`` counts updates from 1.
+    """Apply gradient ``grad`` by update rule ``rule``; ``step`` counts updates from 1.
 
     The rules, their ``state`` and the L2 decay (biases excepted) are those of
-    the Numba backend's ``_optimizer_step``.
+    the Numba backend's ``_rule_step``.
     """
     cdef Py_ssize_t i, j, k, p, n_in, neuron
     cdef floating l2 = <floating>hyper[H_L2]
@@ -341,7 +341,7 @@ cdef void _optimizer_step(
     cdef floating l_rate = <floating>rate
     cdef floating adam_rate = 0.0
     cdef floating g, velocity, m, v, change
-    if optimizer == ADAM:
+    if rule == ADAM:
         adam_rate = <floating>(rate * sqrt(1.0 - _power(hyper[H_BETA2], step)) / (1.0 - _power(hyper[H_BETA1], step)))
     for k in range(net.n_layers):
         n_in = net.sizes[k]
@@ -350,13 +350,13 @@ cdef void _optimizer_step(
             for i in range(n_in + 1):
                 p = neuron + i
                 g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
-                if optimizer == SGD:
+                if rule == SGD:
                     weights[p] -= l_rate * g
-                elif optimizer == MOMENTUM or optimizer == NESTEROV:
+                elif rule == MOMENTUM or rule == NESTEROV:
                     velocity = momentum * state[p] - l_rate * g
                     state[p] = velocity
-                    weights[p] += velocity if optimizer == MOMENTUM else momentum * velocity - l_rate * g
-                elif optimizer == ADAM:
+                    weights[p] += velocity if rule == MOMENTUM else momentum * velocity - l_rate * g
+                elif rule == ADAM:
                     m = beta1 * state[p] + (<floating>1.0 - beta1) * g
                     v = beta2 * state[n_w + p] + (<floating>1.0 - beta2) * (g * g)
                     state[p] = m
@@ -380,7 +380,7 @@ cdef void _train_online(
     floating* weights, Py_ssize_t n_w, const Network* net, floating* outputs, floating* deltas, floating* grad,
     floating* state, const floating* X, Py_ssize_t x_stride, const floating* Y, Py_ssize_t y_stride,
     const floating* sw, const Py_ssize_t* orders, Py_ssize_t n_orders, Py_ssize_t n_rows, const double* rates,
-    const double* hyper, Py_ssize_t optimizer, Py_ssize_t step, double* history, Py_ssize_t n_epochs,
+    const double* hyper, Py_ssize_t rule, Py_ssize_t step, double* history, Py_ssize_t n_epochs,
 ) noexcept nogil:
     """Online training (batch size 1) for ``n_epochs`` epochs; plain SGD is the tutorial's update.
 
@@ -402,12 +402,12 @@ cdef void _train_online(
             x = X + r * x_stride
             _forward(weights, net, outputs, x)
             epoch_loss += sw[r] * _backward(weights, net, outputs, deltas, Y + r * y_stride)
-            if optimizer == SGD:
+            if rule == SGD:
                 _sgd_step(weights, net, outputs, deltas, x, <floating>rate * sw[r], decay)
             else:
                 step += 1
                 _row_gradient(net, outputs, deltas, x, sw[r], grad)
-                _optimizer_step(weights, n_w, net, grad, state, optimizer, rate, hyper, step)
+                _rule_step(weights, n_w, net, grad, state, rule, rate, hyper, step)
         history[epoch] = epoch_loss
 
 
@@ -514,7 +514,7 @@ cdef void _train_batches(
     floating* weights, Py_ssize_t n_w, const Network* net, floating* grad, floating* state,
     const floating* X, Py_ssize_t x_stride, const floating* Y, Py_ssize_t y_stride, const floating* sw,
     const Py_ssize_t* orders, Py_ssize_t n_orders, Py_ssize_t n_rows, Py_ssize_t batch_size,
-    const double* rates, const double* hyper, Py_ssize_t optimizer, Py_ssize_t step,
+    const double* rates, const double* hyper, Py_ssize_t rule, Py_ssize_t step,
     double* history, Py_ssize_t n_epochs, floating* activations, floating* deltas, floating* products,
 ) noexcept nogil:
     """Mini-batch training for ``n_epochs`` epochs: one update per ``batch_size`` rows (the last may be short)."""
@@ -531,7 +531,7 @@ cdef void _train_batches(
                 grad, activations, deltas, products,
             )
             step += 1
-            _optimizer_step(weights, n_w, net, grad, state, optimizer, rates[epoch], hyper, step)
+            _rule_step(weights, n_w, net, grad, state, rule, rates[epoch], hyper, step)
             start += batch_size
         history[epoch] = epoch_loss
 
@@ -574,7 +574,7 @@ def train_online(
     floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] acts,
     floating[::1] outputs, const Py_ssize_t[::1] o_off, floating[::1] deltas, floating[::1] grad,
     floating[::1] state, const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sw,
-    const Py_ssize_t[:, ::1] orders, const double[::1] rates, const double[::1] hyper, Py_ssize_t optimizer,
+    const Py_ssize_t[:, ::1] orders, const double[::1] rates, const double[::1] hyper, Py_ssize_t rule,
     Py_ssize_t step0, double[::1] history,
 ):
     """Online training (batch size 1) for ``len(history)`` epochs; plain SGD is the tutorial's update."""
@@ -583,7 +583,7 @@ def train_online(
         _train_online(
             &weights[0], weights.shape[0], &net, &outputs[0], &deltas[0], &grad[0], &state[0],
             &X[0, 0], X.shape[1], &Y[0, 0], Y.shape[1], &sw[0], &orders[0, 0], orders.shape[0], orders.shape[1],
-            &rates[0], &hyper[0], optimizer, step0, &history[0], history.shape[0],
+            &rates[0], &hyper[0], rule, step0, &history[0], history.shape[0],
         )
 
 
@@ -591,7 +591,7 @@ def train_batches(
     floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] acts,
     floating[::1] grad, floating[::1] state, const floating[:, ::1] X, const floating[:, ::1] Y,
     const floating[::1] sw, const Py_ssize_t[:, ::1] orders, Py_ssize_t batch_size, const double[::1] rates,
-    const double[::1] hyper, Py_ssize_t optimizer, Py_ssize_t step0, double[::1] history,
+    const double[::1] hyper, Py_ssize_t rule, Py_ssize_t step0, double[::1] history,
 ):
     """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
     cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], NULL, &acts[0])
@@ -606,7 +606,7 @@ def train_batches(
             _train_batches(
                 &weights[0], weights.shape[0], &net, &grad[0], &state[0], &X[0, 0], X.shape[1], &Y[0, 0],
                 Y.shape[1], &sw[0], &orders[0, 0], orders.shape[0], n_rows, batch_size, &rates[0], &hyper[0],
-                optimizer, step0, &history[0], history.shape[0], activations, deltas, products,
+                rule, step0, &history[0], history.shape[0], activations, deltas, products,
             )
     finally:
         free(activations)

@@ -1,16 +1,18 @@
 """Numba backend: the kernels of the flat-buffer contract, compiled in nopython mode.
 
-Every backend module exposes the same functions with the same arguments, in the
-order model, scratch, data, scalars (see :mod:`fastbp._layout` for the buffers
-and :mod:`fastbp._codes` for the activation and optimizer codes):
+Every compiled backend module exposes the same functions with the same
+arguments, in the order model, scratch, data, scalars (see :mod:`fastbp._layout`
+for the buffers and :mod:`fastbp._codes` for the activation and update-rule
+codes); the reference backend provides the three the API drives
+(``train_online``, ``train_batches``, ``predict_batch``):
 
 * ``forward_propagate(weights, w_off, sizes, acts, outputs, o_off, x)``
 * ``backward_propagate_error(weights, w_off, sizes, acts, outputs, o_off, deltas, expected) -> float``
 * ``update_weights(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate)``
 * ``train_online(weights, w_off, sizes, acts, outputs, o_off, deltas, grad, state,
-  X, Y, sw, orders, rates, hyper, optimizer, step0, history)``
+  X, Y, sw, orders, rates, hyper, rule, step0, history)``
 * ``train_batches(weights, w_off, sizes, acts, grad, state,
-  X, Y, sw, orders, batch_size, rates, hyper, optimizer, step0, history)``
+  X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history)``
 * ``batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad) -> float``
 * ``predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out)``
 
@@ -23,7 +25,7 @@ weighted by ``sw``: the tutorial's squared error ``sum((target - output)**2)``,
 or the cross-entropy ``-sum(target * log(p))`` for a softmax output.  The
 gradient is that of ``0.5 * sum((output - target)**2)`` (whose delta is the
 tutorial's) or of the cross-entropy, times the row's weight, averaged over the
-batch; ``hyper`` holds the optimizer's settings (:data:`fastbp._codes.HYPER`),
+batch; ``hyper`` holds the update rule's settings (:data:`fastbp._codes.HYPER`),
 ``state`` its per-weight memory, and ``step0`` the updates done before the call.
 
 Kernels mutate their buffers in place and trust their inputs, checked by
@@ -245,8 +247,8 @@ def _row_gradient(w_off, sizes, outputs, o_off, deltas, x, weight, grad):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _optimizer_step(weights, w_off, sizes, grad, state, optimizer, rate, hyper, step):
-    """Apply gradient ``grad`` by the update rule ``optimizer``; ``step`` counts updates from 1.
+def _rule_step(weights, w_off, sizes, grad, state, rule, rate, hyper, step):
+    """Apply gradient ``grad`` by update rule ``rule``; ``step`` counts updates from 1.
 
     L2 decay adds ``l2 * w`` to the gradient of every weight but the biases.
     Rules and their state (``state`` holds two buffers of ``len(weights)``):
@@ -260,7 +262,7 @@ def _optimizer_step(weights, w_off, sizes, grad, state, optimizer, rate, hyper, 
     l2, momentum = dt(hyper[H_L2]), dt(hyper[H_MOMENTUM])
     beta1, beta2, epsilon = dt(hyper[H_BETA1]), dt(hyper[H_BETA2]), dt(hyper[H_EPSILON])
     adam_rate = dt(0.0)
-    if optimizer == ADAM:
+    if rule == ADAM:
         adam_rate = dt(rate * math.sqrt(1.0 - hyper[H_BETA2] ** step) / (1.0 - hyper[H_BETA1] ** step))
     l_rate = dt(rate)
     for k in range(sizes.shape[0] - 1):
@@ -270,13 +272,13 @@ def _optimizer_step(weights, w_off, sizes, grad, state, optimizer, rate, hyper, 
             for i in range(n_in + ONE):
                 p = neuron + i
                 g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
-                if optimizer == SGD:
+                if rule == SGD:
                     weights[p] -= l_rate * g
-                elif optimizer == MOMENTUM or optimizer == NESTEROV:
+                elif rule == MOMENTUM or rule == NESTEROV:
                     velocity = momentum * state[p] - l_rate * g
                     state[p] = velocity
-                    weights[p] += velocity if optimizer == MOMENTUM else momentum * velocity - l_rate * g
-                elif optimizer == ADAM:
+                    weights[p] += velocity if rule == MOMENTUM else momentum * velocity - l_rate * g
+                elif rule == ADAM:
                     m = beta1 * state[p] + (dt(1.0) - beta1) * g
                     v = beta2 * state[n_w + p] + (dt(1.0) - beta2) * (g * g)
                     state[p], state[n_w + p] = m, v
@@ -296,10 +298,10 @@ def _optimizer_step(weights, w_off, sizes, grad, state, optimizer, rate, hyper, 
 
 
 @njit(**NUMBA_OPTIONS)
-def _row_update(weights, w_off, sizes, outputs, o_off, deltas, x, weight, grad, state, optimizer, rate, hyper, step):
+def _row_update(weights, w_off, sizes, outputs, o_off, deltas, x, weight, grad, state, rule, rate, hyper, step):
     """A non-SGD update for one row.  A call, not inlined: inlined, it slows the SGD path by 15%."""
     _row_gradient(w_off, sizes, outputs, o_off, deltas, x, weight, grad)
-    _optimizer_step(weights, w_off, sizes, grad, state, optimizer, rate, hyper, step)
+    _rule_step(weights, w_off, sizes, grad, state, rule, rate, hyper, step)
 
 
 @njit(**NUMBA_OPTIONS)
@@ -319,7 +321,7 @@ def train_online(
     orders,
     rates,
     hyper,
-    optimizer,
+    rule,
     step0,
     history,
 ):
@@ -335,7 +337,7 @@ def train_online(
             r = np.uintp(order[t])
             forward_propagate(weights, w_off, sizes, acts, outputs, o_off, X[r])
             epoch_loss += sw[r] * backward_propagate_error(weights, w_off, sizes, acts, outputs, o_off, deltas, Y[r])
-            if optimizer == SGD:
+            if rule == SGD:
                 _sgd_step(weights, w_off, sizes, outputs, o_off, deltas, X[r], dt(rate) * sw[r], decay)
             else:
                 step += 1
@@ -350,7 +352,7 @@ def train_online(
                     sw[r],
                     grad,
                     state,
-                    optimizer,
+                    rule,
                     rate,
                     hyper,
                     step,
@@ -445,7 +447,7 @@ def batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad):
 
 @njit(**NUMBA_OPTIONS)
 def train_batches(
-    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, optimizer, step0, history
+    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history
 ):
     """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
     n_rows = orders.shape[1]
@@ -461,7 +463,7 @@ def train_batches(
                 weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, deltas, products
             )
             step += 1
-            _optimizer_step(weights, w_off, sizes, grad, state, optimizer, rates[epoch], hyper, step)
+            _rule_step(weights, w_off, sizes, grad, state, rule, rates[epoch], hyper, step)
         history[epoch] = epoch_loss
 
 

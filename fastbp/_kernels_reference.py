@@ -53,13 +53,13 @@ def train_online(
     orders,
     rates,
     hyper,
-    optimizer,
+    rule,
     step0,
     history,
 ):
     """Run ``len(history)`` epochs of the tutorial's ``train_network``, one call per epoch for its rows and rate."""
     _require_tutorial_network(weights, acts)
-    if optimizer != SGD or hyper[H_L2] != 0 or (sw != 1).any():
+    if rule != SGD or hyper[H_L2] != 0 or (sw != 1).any():
         raise ValueError(
             "the reference backend runs only the tutorial's training (online plain SGD without l2 or sample "
             "weights); use backend='cython' or 'numba'"
@@ -75,7 +75,7 @@ def train_online(
 
 
 def train_batches(
-    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, optimizer, step0, history
+    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history
 ):
     """The tutorial trains one row at a time only."""
     raise ValueError("the reference backend trains online only (batch_size=1); use backend='cython' or 'numba'")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._codes import ACTIVATIONS, LEAKY_RELU, RELU
 
@@ -69,7 +70,7 @@ class Layout:
 
 
 def initial_weights(
-    layout: Layout, init: str | None, rng: random.Random | np.random.Generator, dtype=np.float64
+    layout: Layout, init: str | None, rng: random.Random | np.random.Generator, dtype: DTypeLike = np.float64
 ) -> np.ndarray:
     """A fresh flat weight buffer of ``dtype``.
 

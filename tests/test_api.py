@@ -201,6 +201,13 @@ BAD_INPUTS = [
     (GOOD_X, np.array(["a"] * 10), {"output": "identity"}, ValueError, "y must be numeric"),
     (GOOD_X, np.full(10, np.nan), {"output": "identity"}, ValueError, "y contains NaN"),
     (GOOD_X, GOOD_Y, {"seed": np.random.RandomState(0)}, TypeError, "seed"),
+    (GOOD_X, GOOD_Y, {"seed": -1}, ValueError, "seed must be a non-negative integer"),
+    (GOOD_X, GOOD_Y, {"nesterov": True}, ValueError, "nesterov=True needs a momentum"),
+    (GOOD_X, GOOD_Y, {"optimizer": "adam", "momentum": 0.9}, ValueError, "momentum and nesterov apply to"),
+    (GOOD_X, GOOD_Y, {"optimizer": "adam", "lr_schedule": "invscaling"}, ValueError, "lr_schedule applies to"),
+    (GOOD_X, GOOD_Y, {"optimizer": "rprop", "shuffle": True}, ValueError, "shuffle would change nothing"),
+    (GOOD_X, GOOD_Y * 1e300, {"output": "identity", "dtype": np.float32}, ValueError, "y has values too large"),
+    (GOOD_X, GOOD_Y, {"sample_weight": np.full(10, 1e300), "dtype": np.float32}, ValueError, "sample_weight has"),
 ]
 
 

@@ -75,18 +75,31 @@ def test_kernels_release_the_gil_while_training(compiled_backend):
     assert np.all(np.isfinite(history))
 
 
+def read_only(array):
+    array = np.array(array)
+    array.flags.writeable = False
+    return array
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_numba_compiles_one_specialisation_per_dtype_whatever_the_input_layout(dtype):
     kernels = _backends.get_backend("numba")
     X, y = fastbp.data.tutorial_toy()
-    read_only = X.copy()
-    read_only.flags.writeable = False
-    variants = (X, X.tolist(), X.astype(np.float32), np.asfortranarray(X), X.astype(">f8"), read_only)
+    variants = [
+        {"X": X},
+        {"X": X.tolist(), "sample_weight": np.ones(len(X)).tolist()},
+        {"X": X.astype(np.float32), "y": read_only(y)},
+        {"X": np.asfortranarray(X), "sample_weight": read_only(np.ones(len(X), dtype=dtype))},
+        {"X": X.astype(">f8"), "sample_weight": np.arange(1, 11)},
+        {"X": read_only(X.astype(np.int64))},
+        {"X": X, "y": read_only(X[:, :2].astype(dtype)), "output": "identity"},
+    ]
     for kernel, options in [(kernels.train_online, {}), (kernels.train_batches, {"batch_size": 4})]:
         before = set(kernel.signatures)
         for variant in variants:
-            model = fastbp.train(variant, y, hidden=2, epochs=2, seed=1, dtype=dtype, backend="numba", **options)
-            model.predict(variant)
+            data = {"y": y, **options, **variant}
+            model = fastbp.train(hidden=2, epochs=2, seed=1, dtype=dtype, backend="numba", **data)
+            model.predict(variant["X"])
         assert len(set(kernel.signatures) - before) <= 1
         assert len(kernel.signatures) <= 2  # one per dtype, over the whole session
     assert len(kernels.predict_batch.signatures) <= 2

@@ -7,7 +7,7 @@ import pytest
 
 from fastbp import reference
 from fastbp._backends import get_backend
-from fastbp._codes import HYPER, MOMENTUM, OPTIMIZERS, SGD
+from fastbp._codes import HYPER, MOMENTUM, SGD, UPDATE_RULES
 from fastbp._layout import Layout
 
 # One hidden layer (the tutorial's shapes) and deeper networks.
@@ -216,7 +216,7 @@ def test_batch_gradient_equals_central_differences(kernels, sizes, hidden, outpu
     assert loss == pytest.approx(factor * len(X) * mean_loss(kernels, layout, weights, X, Y, sw), rel=1e-12)
 
 
-def online_step(kernels, layout, weights, X, Y, sw, optimizer, hyper, state, rate=0.1, order=None):
+def online_step(kernels, layout, weights, X, Y, sw, rule, hyper, state, rate=0.1, order=None):
     """One online epoch over ``order`` (default: every row) with the given update rule."""
     order = np.arange(len(X), dtype=np.intp) if order is None else order
     history = np.zeros(1)
@@ -224,7 +224,7 @@ def online_step(kernels, layout, weights, X, Y, sw, optimizer, hyper, state, rat
     kernels.train_online(
         weights, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons, dtype), layout.o_off,
         np.zeros(layout.n_neurons, dtype), np.zeros(layout.n_weights, dtype), state, X, Y, sw, order[None],
-        np.array([rate]), hyper, optimizer, 0, history,
+        np.array([rate]), hyper, rule, 0, history,
     )  # fmt: skip
     return history[0]
 
@@ -236,10 +236,10 @@ def test_online_updates_follow_the_batch_gradient_of_one_row(kernels, hidden, ou
     layout, weights, X, Y, sw = general_case((4, 5, 3, 3), hidden, output)
     grad, _ = batch_gradient(kernels, layout, weights, X[:1], Y[:1], sw[:1])
     hyper = np.zeros(len(HYPER))  # momentum 0: the momentum rule is plain SGD through the general path
-    for optimizer in (SGD, MOMENTUM):
+    for rule in (SGD, MOMENTUM):
         updated = weights.copy()
         state = np.zeros(2 * layout.n_weights)
-        online_step(kernels, layout, updated, X, Y, sw, optimizer, hyper, state, order=np.array([0], dtype=np.intp))
+        online_step(kernels, layout, updated, X, Y, sw, rule, hyper, state, order=np.array([0], dtype=np.intp))
         np.testing.assert_allclose((weights - updated) / 0.1, grad, rtol=1e-9, atol=1e-12)
 
 
@@ -277,7 +277,7 @@ def test_full_batch_training_follows_the_update_rules(kernels, rule):
     orders = np.arange(len(X), dtype=np.intp)[None]
     kernels.train_batches(
         trained, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_weights), state, X, Y, sw, orders,
-        len(X), np.full(epochs, rate), hyper, OPTIMIZERS[rule], 0, history,
+        len(X), np.full(epochs, rate), hyper, UPDATE_RULES[rule], 0, history,
     )  # fmt: skip
 
     expected = weights.copy()

@@ -24,6 +24,8 @@ MODES = {
     "batch-8-sgd": {"batch_size": 8, "lr": 0.5},
     "batch-5-momentum-shuffle": {"batch_size": 5, "momentum": 0.9, "shuffle": True, "output": "softmax"},
     "batch-16-adam-l2": {"batch_size": 16, "optimizer": "adam", "lr": 0.01, "l2": 1e-2, "activation": "relu"},
+    "batch-12-nesterov-tanh": {"batch_size": 12, "momentum": 0.8, "nesterov": True, "activation": "tanh"},
+    "batch-9-leaky-invscaling": {"batch_size": 9, "activation": "leaky_relu", "lr_schedule": "invscaling"},
     "rprop-identity-weights": {"optimizer": "rprop", "activation": "identity", "sample_weight": "varied"},
     "regression": {"output": "identity", "activation": "tanh", "lr": 0.05},
     "regression-batch-adam": {"output": "identity", "batch_size": 10, "optimizer": "adam", "lr": 0.01},
@@ -209,3 +211,46 @@ def test_the_reference_backend_shuffles_and_schedules_like_the_kernels(compiled_
     expected = fastbp.train(X, y, backend="reference", **options)
     np.testing.assert_array_equal(compiled.weights, expected.weights)
     np.testing.assert_array_equal(compiled.history, expected.history)
+
+
+@pytest.mark.parametrize("init", ["glorot", "he", None])
+def test_init_schemes_through_train(wheat, init):
+    """Explicit schemes apply to every layer; the default gives leaky relu layers He and the output Glorot."""
+    X, y = wheat
+    model = fastbp.train(X, y, hidden=(6, 4), activation="leaky_relu", init=init, epochs=0, seed=4)
+    layout = Layout.from_sizes((7, 6, 4, 3), ["leaky_relu", "leaky_relu", "sigmoid"])
+    np.testing.assert_array_equal(model.weights, initial_weights(layout, init, np.random.default_rng(4)))
+    if init is None:
+        he = initial_weights(layout, "he", np.random.default_rng(4))
+        np.testing.assert_array_equal(model.layers[0], layout.layer_views(he)[0])
+
+
+def test_classes_give_outputs_for_labels_the_data_lacks(compiled_backend, wheat):
+    X, y = wheat
+    model = fastbp.train(X, y, classes=["0", "1", "2", "3"], hidden=4, epochs=20, seed=1, backend=compiled_backend)
+    assert model.sizes[-1] == 4 and model.classes.tolist() == ["0", "1", "2", "3"]
+    assert "0" not in set(model.predict(X).tolist())  # never trained towards the absent class
+    assert model.forward(X)[:, 0].max() < 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("output", ["sigmoid", "softmax"])
+def test_training_through_saturated_units_stays_finite(compiled_backend, dtype, output):
+    """Activations far past exp's overflow point (float32: 88, float64: 709) saturate instead of giving NaN."""
+    X, y = data.tutorial_toy()
+    X = np.vstack([X, -X]) * 1e4
+    y = np.concatenate([y, 1 - y])
+    for batch_size in (1, 5):
+        model = fastbp.train(X, y, hidden=3, output=output, lr=0.1, epochs=5, seed=2, dtype=dtype,
+                             batch_size=batch_size, backend=compiled_backend)  # fmt: skip
+        assert np.isfinite(model.history).all() and np.isfinite(model.weights).all()
+        assert np.isfinite(model.forward(X)).all()
+
+
+def test_evaluate_refuses_what_it_cannot_follow_into_the_folds(wheat):
+    X, y = wheat
+    with pytest.raises(ValueError, match="does not take sample_weight"):
+        fastbp.evaluate(X, y, sample_weight=np.ones(len(X)))
+    with pytest.raises(TypeError, match="tutorial's stream"):
+        fastbp.evaluate(X, y, seed=np.random.default_rng(0))
+    assert fastbp.evaluate(X, y, sample_weight=None, epochs=1).scores
