@@ -368,19 +368,27 @@ def _matrix(buffer, start, n_rows, n_cols):
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _batch_buffers(sizes, batch_size, dt):
-    """Scratch for batches of up to ``batch_size`` rows: activations, deltas, products."""
+    """Scratch for batches of up to ``batch_size`` rows: activations and their offsets, deltas, products.
+
+    Layer ``k``'s activation matrix starts at ``a_off[k]`` and has room for
+    ``batch_size`` rows; a shorter last batch uses its first rows.
+    """
     widest = 0
     for k in range(sizes.shape[0]):
         widest = max(widest, sizes[k] + 1)
     total = 0
     for k in range(sizes.shape[0]):
         total += sizes[k] + 1
+    a_off = np.empty(sizes.shape[0], dtype=np.intp)
+    a_off[0] = 0
+    for k in range(sizes.shape[0] - 1):
+        a_off[k + 1] = a_off[k] + batch_size * (sizes[k] + 1)
     activations = np.empty(batch_size * total, dtype=dt)
-    return activations, np.empty(batch_size * widest, dtype=dt), np.empty(batch_size * widest, dtype=dt)
+    return activations, a_off, np.empty(batch_size * widest, dtype=dt), np.empty(batch_size * widest, dtype=dt)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, deltas_buf, product_buf):
+def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, deltas_buf, product_buf):
     """Mean weighted gradient over ``X[rows]`` into ``grad``; returns the rows' weighted loss sum.
 
     Layer ``k``'s inputs form a ``(b, sizes[k] + 1)`` matrix whose last column is
@@ -390,10 +398,6 @@ def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activatio
     dt = weights.dtype.type
     b = rows.shape[0]
     n_layers = sizes.shape[0] - 1
-    a_off = np.empty(n_layers + 1, dtype=np.intp)
-    a_off[0] = 0
-    for k in range(n_layers):
-        a_off[k + 1] = a_off[k] + b * (sizes[k] + 1)
     inputs = _matrix(activations, 0, b, sizes[0] + 1)
     for s in range(b):
         inputs[s, : sizes[0]] = X[rows[s]]
@@ -441,8 +445,8 @@ def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activatio
 @njit(**NUMBA_OPTIONS)
 def batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad):
     """Mean weighted gradient of the loss over rows ``X[rows]``, into ``grad``; returns their loss sum."""
-    activations, deltas, products = _batch_buffers(sizes, rows.shape[0], weights.dtype)
-    return _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, deltas, products)
+    activations, a_off, deltas, products = _batch_buffers(sizes, rows.shape[0], weights.dtype)
+    return _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, deltas, products)
 
 
 @njit(**NUMBA_OPTIONS)
@@ -452,7 +456,7 @@ def train_batches(
     """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
     n_rows = orders.shape[1]
     batch_size = min(batch_size, n_rows)
-    activations, deltas, products = _batch_buffers(sizes, batch_size, weights.dtype)
+    activations, a_off, deltas, products = _batch_buffers(sizes, batch_size, weights.dtype)
     step = step0
     for epoch in range(history.shape[0]):
         order = orders[epoch % orders.shape[0]]
@@ -460,7 +464,7 @@ def train_batches(
         for start in range(0, n_rows, batch_size):
             rows = order[start : min(start + batch_size, n_rows)]
             epoch_loss += _batch_gradient(
-                weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, deltas, products
+                weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, deltas, products
             )
             step += 1
             _rule_step(weights, w_off, sizes, grad, state, rule, rates[epoch], hyper, step)
