@@ -101,7 +101,7 @@ def test_same_seed_same_weights_and_no_global_random_state_touched(backend, whea
 def test_training_in_chunks_equals_training_in_one_call(backend, wheat, monkeypatch):
     X, y = wheat
     whole = fastbp.train(X, y, epochs=7, seed=3, backend=backend)
-    monkeypatch.setattr(fastbp._api, "CHUNK_WORK", 2 * len(X) * whole.weights.size)  # two epochs a call
+    monkeypatch.setattr(fastbp._training, "CHUNK_WORK", 2 * len(X) * whole.weights.size)  # two epochs a call
     chunked = fastbp.train(X, y, epochs=7, seed=3, backend=backend)
     np.testing.assert_array_equal(chunked.weights, whole.weights)
     np.testing.assert_array_equal(chunked.history, whole.history)

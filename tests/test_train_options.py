@@ -132,8 +132,8 @@ class Recorder:
 def recorder(monkeypatch):
     spy = Recorder(_backends.get_backend("numba"))
     spy.train_online, spy.train_batches = spy.record("train_online"), spy.record("train_batches")
-    monkeypatch.setattr(fastbp._api, "get_backend", lambda name: spy)
-    monkeypatch.setattr(fastbp._api, "backend_name", lambda module: "numba")
+    monkeypatch.setattr(fastbp._training, "get_backend", lambda name: spy)
+    monkeypatch.setattr(fastbp._training, "backend_name", lambda module: "numba")
     return spy
 
 
@@ -165,7 +165,7 @@ def test_training_in_chunks_equals_one_call_with_state_shuffles_and_schedules(co
     X, y, options = mode_data(MODES[mode], wheat)
     options = {**options, "epochs": 7, "backend": compiled_backend}
     whole = fastbp.train(X, y, **options)
-    monkeypatch.setattr(fastbp._api, "CHUNK_WORK", 2 * len(X) * whole.weights.size)  # two epochs a call
+    monkeypatch.setattr(fastbp._training, "CHUNK_WORK", 2 * len(X) * whole.weights.size)  # two epochs a call
     chunked = fastbp.train(X, y, **options)
     np.testing.assert_array_equal(chunked.weights, whole.weights)
     np.testing.assert_array_equal(chunked.history, whole.history)

@@ -1,0 +1,247 @@
+"""A trained network, and the file format that keeps it.
+
+Model files are ``.npz`` archives read with ``allow_pickle=False``, so a file from
+an untrusted source can never run code.  Format ``fastbp.model``, version 1, holds:
+
+==============  ===================================================================
+``format``      the string ``"fastbp.model"``
+``version``     1; a file from a newer fastbp is refused with a clear message
+``sizes``       int64 layer sizes: inputs, hidden layers, outputs
+``activations`` each layer's activation name, the output layer's last
+``weights``     the flat parameter buffer (float64 or float32, see :mod:`fastbp._layout`)
+``classes``     the label of each output (numbers, strings or booleans); absent for regression
+``flat_targets`` whether a regression was trained on 1-D ``y`` (``predict`` returns 1-D)
+``history``     float64 loss per epoch
+``backend``     the backend that trained it
+``options``     the training options, as JSON
+==============  ===================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._backends import BACKENDS, available_backends, backend_name, get_backend
+from ._layout import Layout
+from ._validate import DTYPES, as_features
+
+FORMAT = "fastbp.model"
+VERSION = 1
+
+
+class Model:
+    """A trained network.
+
+    Attributes
+    ----------
+    classes : ndarray or None
+        The label of each output neuron, in order; ``None`` for a regression
+        network (``output="identity"``), which predicts the outputs themselves.
+    history : ndarray of float64, shape (epochs,)
+        Each epoch's loss summed over the training rows (each weighted by its
+        sample weight): the tutorial's sum of squared errors
+        ``sum((target - output)**2)`` for ``"mse"``, the cross-entropy
+        ``-sum(target * log(p))`` for ``"cross_entropy"``.
+    backend : str
+        The backend that trained the model, also used to predict.
+    options : dict
+        The training options, as :func:`fastbp.train` names them (kept in model files).
+    """
+
+    def __init__(
+        self,
+        layout: Layout,
+        weights: np.ndarray,
+        classes: np.ndarray | None,
+        history: np.ndarray,
+        backend: str,
+        *,
+        flat_targets: bool = False,
+        options: dict | None = None,
+    ):
+        # The kernels trust the buffer, so a model is never built around a wrong one.
+        if not (
+            isinstance(weights, np.ndarray)
+            and weights.dtype in DTYPES
+            and weights.shape == (layout.n_weights,)
+            and weights.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"weights must be a contiguous float64 or float32 array of {layout.n_weights} values "
+                f"for layer sizes {tuple(layout.sizes.tolist())}"
+            )
+        if classes is not None and len(classes) != layout.sizes[-1]:
+            raise ValueError(f"classes has {len(classes)} labels for {layout.sizes[-1]} outputs")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+        self._layout = layout
+        self._weights = weights
+        self._flat_targets = flat_targets
+        self.options = dict(options or {})
+        self.classes = classes
+        self.history = history
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        labels = "regression" if self.classes is None else f"classes={self.classes.tolist()}"
+        return (
+            f"Model(sizes={self.sizes}, activations={self.activations}, {labels}, "
+            f"dtype={self.dtype.name}, backend={self.backend!r})"
+        )
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Layer sizes: inputs, each hidden layer, outputs."""
+        return tuple(self._layout.sizes.tolist())
+
+    @property
+    def activations(self) -> tuple[str, ...]:
+        """Each layer's activation, the output layer's last."""
+        return self._layout.activations
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The precision of the weights and of every computation (float64 or float32)."""
+        return self._weights.dtype
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Every parameter in one flat buffer (read-only; see :mod:`fastbp._layout`).
+
+        Read-only because the compiled kernels trust its size and layout.
+        """
+        view = self._weights.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def layers(self) -> list[np.ndarray]:
+        """One read-only array per layer, shape ``(n_neurons, n_inputs + 1)``, bias last."""
+        return self._layout.layer_views(self.weights)
+
+    def forward(self, X: ArrayLike) -> np.ndarray:
+        """The output neurons' values for each row, shape ``(n_rows, n_outputs)``."""
+        X = as_features(X, n_features=self.sizes[0], dtype=self.dtype)
+        layout = self._layout
+        out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
+        scratch = np.empty(layout.n_neurons, dtype=self.dtype)
+        kernels = get_backend(self.backend)
+        kernels.predict_batch(self._weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X, out)
+        return out
+
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Class probabilities, shape ``(n_rows, n_classes)``.
+
+        A softmax output is returned as it is; sigmoid outputs (the tutorial's) are
+        scaled to sum to one per row, and a row whose outputs all underflow to zero
+        gets equal probabilities.
+        """
+        if self.classes is None:
+            raise TypeError("a regression model (output='identity') has no class probabilities; use predict")
+        outputs = self.forward(X)
+        if self.activations[-1] == "softmax":
+            return outputs
+        total = outputs.sum(axis=1, keepdims=True)
+        positive = total > 0
+        return np.where(positive, outputs / np.where(positive, total, 1.0), 1.0 / outputs.shape[1])
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """Classifiers: the label of the largest output per row (the first on ties).
+        Regression: the outputs, shaped like the training targets."""
+        outputs = self.forward(X)
+        if self.classes is None:
+            return outputs[:, 0] if self._flat_targets else outputs
+        return self.classes[np.argmax(outputs, axis=1)]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to ``path`` (an ``.npz`` archive; see the module docstring).
+
+        The file appears whole or not at all: it is written under a temporary name
+        beside ``path`` and then renamed over it.
+        """
+        arrays = {
+            "format": np.array(FORMAT),
+            "version": np.array(VERSION),
+            "sizes": np.array(self.sizes, dtype=np.int64),
+            "activations": np.array(self.activations),
+            "weights": self._weights,
+            "flat_targets": np.array(self._flat_targets),
+            "history": np.asarray(self.history, dtype=np.float64),
+            "backend": np.array(self.backend),
+            "options": np.array(json.dumps(self.options)),
+        }
+        if self.classes is not None:
+            if self.classes.dtype.kind not in "biufUS":
+                raise ValueError(f"labels of dtype {self.classes.dtype} cannot be saved; use numbers or strings")
+            arrays["classes"] = self.classes
+        path = Path(path)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.savez(file, **arrays)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+
+def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
+    """Read a model written by :meth:`Model.save`.
+
+    ``backend`` chooses the kernels that predict (default: the one that trained it,
+    or the fastest available if that one is missing here); every backend computes
+    the same outputs.  A file that is not a valid fastbp model raises ``ValueError``.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} is not a readable fastbp model file: {error}") from None
+    try:
+        return _model_from_arrays(arrays, backend)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is not a valid fastbp model file: {error}") from None
+
+
+def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
+    if str(arrays.get("format", "")) != FORMAT:
+        raise ValueError(f"its format is not {FORMAT!r}")
+    version = int(arrays["version"])
+    if version != VERSION:
+        newer = " (written by a newer fastbp: upgrade fastbp to read it)" if version > VERSION else ""
+        raise ValueError(f"format version {version} is not {VERSION}{newer}")
+    sizes = arrays["sizes"]
+    if sizes.ndim != 1 or len(sizes) < 3 or sizes.dtype.kind != "i" or (sizes < 1).any():
+        raise ValueError(f"layer sizes {sizes.tolist()} are not a network's")
+    layout = Layout.from_sizes(sizes.tolist(), [str(name) for name in arrays["activations"].tolist()])
+    weights = arrays["weights"]
+    if weights.dtype.newbyteorder("=") not in DTYPES or not np.isfinite(weights).all():
+        raise ValueError("its weights are not finite float64 or float32 numbers")
+    weights = np.require(weights.astype(weights.dtype.newbyteorder("=")), requirements=["C", "W"])
+    trained_by = str(arrays["backend"])
+    if backend is None:
+        backend = trained_by if trained_by in available_backends() else "auto"
+    options = json.loads(str(arrays["options"]))
+    if not isinstance(options, dict):
+        raise ValueError("its options are not a JSON object")
+    classes = arrays.get("classes")
+    return Model(
+        layout,
+        weights,
+        classes,
+        np.asarray(arrays["history"], dtype=np.float64),
+        backend_name(get_backend(backend)),
+        flat_targets=bool(arrays["flat_targets"]),
+        options=options,
+    )

@@ -1,0 +1,280 @@
+"""Training: the validated options of a network, and the loop that drives a backend's kernels.
+
+:class:`Options` holds what :func:`fastbp.train` and the estimators accept, checked
+once.  A :class:`Trainer` owns a network's weights and its update rule's memory and
+counters, so training can continue where it stopped (``warm_start``, ``partial_fit``).
+Epochs run inside the kernels, in chunks of about :data:`CHUNK_WORK` weight updates
+(tens of milliseconds): between chunks Ctrl-C is honoured, a diverged run stops, the
+progress bar moves, and shuffled row orders for the next chunk are drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from numbers import Integral
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ._backends import backend_name, get_backend
+from ._codes import ADAM, HYPER, MOMENTUM, NESTEROV, RPROP, RPROP_DELTA_ZERO, SGD
+from ._layout import INITS, Layout
+from ._validate import (
+    as_choice,
+    as_dtype,
+    as_flag,
+    as_fraction,
+    as_layer_sizes,
+    as_non_negative,
+    as_positive,
+)
+
+#: Weight updates per kernel call when training: tens of milliseconds of compiled work.
+CHUNK_WORK = 10_000_000
+
+HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "identity")
+OUTPUTS = ("sigmoid", "softmax", "identity")
+#: The losses each output unit is trained with (the first is the default).
+LOSSES = {"sigmoid": ("mse",), "softmax": ("cross_entropy",), "identity": ("mse",)}
+OPTIMIZERS = ("sgd", "adam", "rprop")
+LR_SCHEDULES = ("constant", "invscaling")
+
+#: Called after each epoch with its index and loss; returning True stops training.
+Callback = Callable[[int, float], "bool | None"]
+
+
+@dataclass(frozen=True)
+class Options:
+    """A network's architecture and training settings, validated (see :func:`fastbp.train`)."""
+
+    hidden: tuple[int, ...] = (5,)
+    activation: tuple[str, ...] = ("sigmoid",)
+    output: str = "sigmoid"
+    loss: str = "mse"
+    lr: float = 0.3
+    batch_size: int | None = None
+    shuffle: bool = False
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    nesterov: bool = False
+    l2: float = 0.0
+    lr_schedule: str = "constant"
+    power_t: float = 0.5
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    init: str | None = None
+    dtype: str = "float64"
+    backend: str = "auto"
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        hidden: int | Sequence[int] = (5,),
+        activation: str | Sequence[str] = "sigmoid",
+        output: str = "sigmoid",
+        loss: str | None = None,
+        lr: float = 0.3,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        l2: float = 0.0,
+        lr_schedule: str = "constant",
+        power_t: float = 0.5,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        epsilon: float = 1e-8,
+        init: str | None = None,
+        dtype: DTypeLike = np.float64,
+        backend: str = "auto",
+    ) -> Options:
+        """Check every setting, and refuse combinations whose parts would be silently ignored."""
+        hidden = as_layer_sizes(hidden)
+        output = as_choice(output, "output", OUTPUTS)
+        loss = LOSSES[output][0] if loss is None else as_choice(loss, "loss", LOSSES[output], f"with {output=}")
+        optimizer = as_choice(optimizer, "optimizer", OPTIMIZERS)
+        if batch_size is not None:
+            if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+            if optimizer == "rprop":
+                raise ValueError("rprop is a full-batch method: leave batch_size=None")
+        momentum, nesterov = as_fraction(momentum, "momentum"), as_flag(nesterov, "nesterov")
+        lr_schedule = as_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
+        shuffle = as_flag(shuffle, "shuffle")
+        if optimizer != "sgd" and (momentum or nesterov):
+            raise ValueError(f"momentum and nesterov apply to optimizer='sgd', not {optimizer!r}")
+        if nesterov and not momentum:
+            raise ValueError("nesterov=True needs a momentum above 0")
+        if optimizer != "sgd" and lr_schedule != "constant":
+            raise ValueError(f"lr_schedule applies to optimizer='sgd' (as in scikit-learn), not {optimizer!r}")
+        if optimizer == "rprop" and shuffle:
+            raise ValueError("rprop trains on the whole data at once, so shuffle would change nothing")
+        if init is not None and init not in INITS:
+            raise ValueError(f"init must be None or one of {INITS}, got {init!r}")
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a string, got {backend!r}")
+        return cls(
+            hidden=hidden,
+            activation=_as_activations(activation, len(hidden)),
+            output=output,
+            loss=loss,
+            lr=as_positive(lr, "lr"),
+            batch_size=None if batch_size is None else int(batch_size),
+            shuffle=shuffle,
+            optimizer=optimizer,
+            momentum=momentum,
+            nesterov=nesterov,
+            l2=as_non_negative(l2, "l2"),
+            lr_schedule=lr_schedule,
+            power_t=as_non_negative(power_t, "power_t"),
+            beta1=as_fraction(beta1, "beta1"),
+            beta2=as_fraction(beta2, "beta2"),
+            epsilon=as_positive(epsilon, "epsilon"),
+            init=init,
+            dtype=as_dtype(dtype).name,
+            backend=backend,
+        )
+
+    def to_dict(self) -> dict:
+        """The options as plain JSON values."""
+        return {**asdict(self), "hidden": list(self.hidden), "activation": list(self.activation)}
+
+    def layout(self, n_features: int, n_outputs: int) -> Layout:
+        return Layout.from_sizes((n_features, *self.hidden, n_outputs), (*self.activation, self.output))
+
+    @property
+    def rule(self) -> int:
+        """The kernels' update-rule code."""
+        if self.optimizer == "adam":
+            return ADAM
+        if self.optimizer == "rprop":
+            return RPROP
+        if self.momentum == 0.0:
+            return SGD
+        return NESTEROV if self.nesterov else MOMENTUM
+
+    @property
+    def hyper(self) -> np.ndarray:
+        """The update rule's settings in the order the kernels read them."""
+        return np.array([getattr(self, name) for name in HYPER], dtype=np.float64)
+
+
+def _as_activations(activation, n_hidden: int) -> tuple[str, ...]:
+    names = (activation,) * n_hidden if isinstance(activation, str) else activation
+    if not isinstance(names, Sequence | np.ndarray) or len(names) != n_hidden:
+        raise ValueError(f"activation must be a name or one name per hidden layer ({n_hidden}), got {activation!r}")
+    return tuple(as_choice(str(name), "activation", HIDDEN_ACTIVATIONS) for name in names)
+
+
+class Trainer:
+    """A network in training: its weights, the update rule's memory, and the counters schedules need.
+
+    ``backend`` is resolved once (``"auto"`` becomes a name), and only names and
+    arrays are kept, so a trainer pickles.
+    """
+
+    def __init__(self, options: Options, layout: Layout, weights: np.ndarray, shuffle: np.random.Generator | None):
+        self.options = options
+        self.layout = layout
+        self.weights = weights
+        self.backend = backend_name(get_backend(options.backend))
+        self.state = np.zeros(2 * layout.n_weights, dtype=weights.dtype)
+        if options.rule == RPROP:
+            self.state[: layout.n_weights] = RPROP_DELTA_ZERO
+        self.shuffle = shuffle
+        self.steps = 0  # updates so far: Adam's bias correction counts them
+        self.rows_seen = 0  # rows trained so far: the invscaling schedule counts them
+
+    def run(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        sample_weight: np.ndarray,
+        epochs: int,
+        *,
+        callback: Callback | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Train ``epochs`` epochs on validated arrays; return each epoch's loss.
+
+        With a ``callback`` the kernels return to Python after every epoch, so it
+        sees each epoch's weights and may stop training by returning True; the
+        history then ends at that epoch.
+        """
+        kernels = get_backend(self.backend)
+        options, layout, n_rows = self.options, self.layout, len(X)
+        dtype = self.weights.dtype
+        batch_size = n_rows if options.rule == RPROP else min(options.batch_size or 1, n_rows)
+        steps_per_epoch = -(-n_rows // batch_size)
+        chunk = 1 if callback is not None else max(1, CHUNK_WORK // (n_rows * layout.n_weights))
+        in_order = np.arange(n_rows, dtype=np.intp)[np.newaxis]
+        hyper, grad = options.hyper, np.zeros(layout.n_weights, dtype=dtype)
+        outputs, deltas = np.empty(layout.n_neurons, dtype=dtype), np.empty(layout.n_neurons, dtype=dtype)
+        history = np.zeros(epochs)
+        done = 0
+        with _progress_bar(epochs, progress) as bar:
+            while done < epochs:
+                part = history[done : done + chunk]
+                rows_seen = self.rows_seen + n_rows * np.arange(len(part), dtype=np.float64)
+                with np.errstate(over="ignore"):  # a huge power_t makes the rate underflow to 0, as it should
+                    scale = 1.0 if options.lr_schedule == "constant" else (rows_seen + 1.0) ** options.power_t
+                rates = np.broadcast_to(options.lr / scale, len(part)).copy()
+                orders = in_order
+                if self.shuffle is not None:
+                    orders = self.shuffle.permuted(np.repeat(in_order, len(part), axis=0), axis=1)
+                if batch_size == 1:
+                    kernels.train_online(
+                        self.weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, grad,
+                        self.state, X, Y, sample_weight, orders, rates, hyper, options.rule, self.steps, part,
+                    )  # fmt: skip
+                else:
+                    kernels.train_batches(
+                        self.weights, layout.w_off, layout.sizes, layout.acts, grad, self.state,
+                        X, Y, sample_weight, orders, batch_size, rates, hyper, options.rule, self.steps, part,
+                    )  # fmt: skip
+                self.steps += len(part) * steps_per_epoch
+                self.rows_seen += len(part) * n_rows
+                _check_finite(part, self.weights, done)
+                done += len(part)
+                bar.update(len(part))
+                if callback is not None and callback(done - 1, float(part[-1])):
+                    return history[:done]
+        return history
+
+
+def _progress_bar(epochs: int, enabled: bool):
+    """A tqdm bar over epochs, or a stand-in that does nothing when disabled."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs, unit="epoch")
+
+
+class _NoBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int) -> None:
+        pass
+
+
+def _check_finite(history: np.ndarray, weights: np.ndarray, first_epoch: int) -> None:
+    """Refuse to return a diverged network as if it were trained."""
+    bad = np.flatnonzero(~np.isfinite(history))
+    if len(bad):
+        raise FloatingPointError(
+            f"training diverged at epoch {first_epoch + bad[0]}: the loss became {history[bad[0]]}; try a smaller lr"
+        )
+    if not np.isfinite(weights).all():
+        raise FloatingPointError(
+            f"training diverged by epoch {first_epoch + len(history) - 1}: "
+            "some weights are not finite; try a smaller lr"
+        )

@@ -1,0 +1,186 @@
+"""Input validation shared by every entry point: each helper returns its input in
+the form the kernels trust, or raises ``ValueError``/``TypeError`` naming the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from numbers import Integral, Real
+
+import numpy as np
+
+DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
+
+
+class RandomSource:
+    """The random streams a training draws from, both made from one ``seed``.
+
+    The tutorial's initialisation draws from ``random.Random``; the modern ones and
+    shuffling from ``numpy.random.Generator``.  Each stream is made on first use, so
+    a tutorial run draws nothing but the tutorial's numbers from a shared ``Random``.
+    """
+
+    def __init__(self, seed):
+        if seed is not None and not isinstance(seed, random.Random | np.random.Generator):
+            if not isinstance(seed, Integral) or isinstance(seed, bool):
+                raise TypeError(f"seed must be an integer, a random.Random, a numpy Generator or None, got {seed!r}")
+            if seed < 0:
+                raise ValueError(f"seed must be a non-negative integer (as numpy's generators take), got {seed}")
+            seed = int(seed)
+        self._seed = seed
+        self._python = seed if isinstance(seed, random.Random) else None
+        self._numpy = seed if isinstance(seed, np.random.Generator) else None
+
+    def python(self) -> random.Random:
+        if self._python is None:
+            if isinstance(self._seed, np.random.Generator):
+                self._python = random.Random(int(self._seed.integers(2**63)))
+            else:
+                self._python = random.Random(self._seed)
+        return self._python
+
+    def numpy(self) -> np.random.Generator:
+        if self._numpy is None:
+            if isinstance(self._seed, random.Random):
+                self._numpy = np.random.default_rng(self._seed.getrandbits(128))
+            else:
+                self._numpy = np.random.default_rng(self._seed)
+        return self._numpy
+
+
+def as_dtype(dtype) -> np.dtype:
+    try:
+        resolved = np.dtype(dtype) if dtype is not None else None  # np.dtype(None) is float64
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved not in DTYPES:
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    return resolved
+
+
+def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -> np.ndarray:
+    """``X`` as a finite, C-contiguous matrix of ``dtype``, or a clear error."""
+    kind = getattr(X, "dtype", np.dtype(float)).kind
+    if kind in "cUS":  # complex would lose its imaginary part; text is not a feature
+        raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}")
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"X must be numeric: {error}") from None
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows x features), got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X must have at least one row and one feature, got shape {X.shape}")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"X has {X.shape[1]} features, the model expects {n_features}")
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinity")
+    return kernel_array(X, dtype, "X")
+
+
+def kernel_array(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """Finite float64 ``values`` as the C-contiguous, writeable array of ``dtype`` the kernels take.
+
+    Writeable too: Numba types read-only arrays apart, which would compile the kernels again.
+    """
+    if dtype != values.dtype and values.size and np.abs(values).max() > np.finfo(dtype).max:
+        raise ValueError(f"{name} has values too large for {dtype.name}")
+    return np.require(values.astype(dtype, copy=False), requirements=["C", "W"])
+
+
+def as_labels(y, n_rows: int) -> np.ndarray:
+    """``y`` as a 1-D array of class labels, one per row."""
+    labels = np.asarray(y)
+    if labels.ndim != 1:
+        raise ValueError(f"y must be 1-D, got shape {labels.shape}")
+    if len(labels) != n_rows:
+        raise ValueError(f"X has {n_rows} rows but y has {len(labels)} labels")
+    if labels.dtype.kind in "US" and not isinstance(y, np.ndarray) and not all(isinstance(v, str) for v in y):
+        raise ValueError("y mixes strings with other labels; give labels of one type")
+    if labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0):
+        raise ValueError(
+            "y has non-integer numbers: a classifier needs class labels (use output='identity' for regression)"
+        )
+    return labels
+
+
+def as_targets(y, n_rows: int, dtype: np.dtype) -> np.ndarray:
+    """Regression targets ``y`` as a finite ``(n_rows, n_targets)`` matrix of ``dtype``."""
+    try:
+        targets = np.asarray(y, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("y must be numeric for output='identity' (regression)") from None
+    if targets.ndim not in (1, 2) or len(targets) != n_rows or targets.size == 0:
+        raise ValueError(f"y must have shape ({n_rows},) or ({n_rows}, n_targets), got {targets.shape}")
+    if not np.isfinite(targets).all():
+        raise ValueError("y contains NaN or infinity")
+    return kernel_array(targets.reshape(n_rows, -1), dtype, "y")
+
+
+def as_sample_weight(sample_weight, n_rows: int, dtype: np.dtype) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(n_rows, dtype=dtype)
+    try:
+        weights = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("sample_weight must be numeric") from None
+    if weights.shape != (n_rows,):
+        raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
+    if not np.isfinite(weights).all() or (weights < 0).any() or not weights.any():
+        raise ValueError("sample_weight must be finite, non-negative and not all zero")
+    return kernel_array(weights, dtype, "sample_weight")
+
+
+def as_count(value, name: str) -> int:
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def as_layer_sizes(hidden) -> tuple[int, ...]:
+    sizes = (hidden,) if isinstance(hidden, Integral) else hidden
+    if (
+        not isinstance(sizes, Sequence | np.ndarray)
+        or len(sizes) == 0
+        or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in sizes)
+    ):
+        raise ValueError(f"hidden must be a positive integer or a non-empty sequence of them, got {hidden!r}")
+    return tuple(int(n) for n in sizes)
+
+
+def as_choice(value, name: str, choices: Sequence[str], context: str = "") -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}{' ' + context if context else ''}, got {value!r}")
+    return value
+
+
+def as_finite(value, name: str) -> float:
+    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def as_positive(value, name: str) -> float:
+    if as_finite(value, name) <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return float(value)
+
+
+def as_non_negative(value, name: str) -> float:
+    if as_finite(value, name) < 0:
+        raise ValueError(f"{name} must be non-negative, got {value!r}")
+    return float(value)
+
+
+def as_fraction(value, name: str) -> float:
+    if not 0 <= as_finite(value, name) < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def as_flag(value, name: str) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)

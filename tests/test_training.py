@@ -1,0 +1,50 @@
+"""The training loop: options checked once, per-epoch callbacks, progress bars, continuing a trainer."""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp._training import Options
+
+
+def test_callback_sees_every_epoch_and_its_loss(compiled_backend, wheat):
+    X, y = wheat
+    seen = []
+    model = fastbp.train(
+        X, y, epochs=6, seed=1, backend=compiled_backend, callback=lambda e, loss: seen.append((e, loss))
+    )
+    assert [epoch for epoch, _ in seen] == list(range(6))
+    assert [loss for _, loss in seen] == model.history.tolist()
+    plain = fastbp.train(X, y, epochs=6, seed=1, backend=compiled_backend)
+    np.testing.assert_array_equal(plain.weights, model.weights)  # returning to Python changes nothing
+
+
+def test_a_callback_returning_true_stops_training_at_that_epoch(compiled_backend, wheat):
+    X, y = wheat
+    options = {"epochs": 50, "seed": 2, "optimizer": "adam", "lr": 0.01, "batch_size": 8, "backend": compiled_backend}
+    stopped = fastbp.train(X, y, callback=lambda epoch, loss: epoch == 3, **options)
+    assert len(stopped.history) == 4
+    four = fastbp.train(X, y, **{**options, "epochs": 4})
+    np.testing.assert_array_equal(stopped.weights, four.weights)
+    np.testing.assert_array_equal(stopped.history, four.history)
+
+
+def test_progress_bar_runs_on_stderr_and_changes_nothing(wheat, capsys):
+    X, y = wheat
+    quiet = fastbp.train(X, y, epochs=30, seed=4)
+    shown = fastbp.train(X, y, epochs=30, seed=4, progress=True)
+    np.testing.assert_array_equal(quiet.weights, shown.weights)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "30/30" in captured.err
+    with pytest.raises(TypeError, match="progress"):
+        fastbp.train(X, y, epochs=1, progress="yes")
+
+
+def test_options_are_checked_once_and_kept_as_plain_json(wheat):
+    options = Options.create(hidden=(4, 3), activation="tanh", output="softmax", dtype=np.float32)
+    assert options.activation == ("tanh", "tanh") and options.loss == "cross_entropy"
+    assert options.to_dict()["dtype"] == "float32" and options.to_dict()["hidden"] == [4, 3]
+    X, y = wheat
+    model = fastbp.train(X, y, hidden=(4, 3), activation="tanh", output="softmax", dtype=np.float32, epochs=1)
+    assert model.options == options.to_dict()
