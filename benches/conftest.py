@@ -15,5 +15,5 @@ def wheat():
     path = Path(os.environ.get("FASTBP_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "wheat-seeds.csv"
     if not path.is_file():
         pytest.skip(f"wheat-seeds.csv not found at {path} (set FASTBP_SHARED_DATA)")
-    X, y = fastbp.data.load_csv(path)
+    X, y = fastbp.datasets.load_wheat_seeds(path=path)
     return fastbp.data.minmax_normalize(X), y

@@ -5,10 +5,22 @@
 >>> model.predict(X)
 """
 
-from . import data, reference
-from ._api import Evaluation, Model, evaluate, train
+from . import data, datasets, reference
+from ._api import Evaluation, evaluate, train
 from ._backends import BACKENDS, available_backends
+from ._model import Model, load
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "Evaluation", "Model", "available_backends", "data", "evaluate", "reference", "train"]
+__all__ = [
+    "BACKENDS",
+    "Evaluation",
+    "Model",
+    "available_backends",
+    "data",
+    "datasets",
+    "evaluate",
+    "load",
+    "reference",
+    "train",
+]

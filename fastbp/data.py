@@ -18,11 +18,13 @@ from os import PathLike
 import numpy as np
 
 
-def load_csv(path: str | PathLike) -> tuple[np.ndarray, np.ndarray]:
+def load_csv(path: str | PathLike, *, delimiter: str | None = ",") -> tuple[np.ndarray, np.ndarray]:
     """Read a CSV whose last column is the class label.
 
     Blank lines are skipped, spaces around fields are ignored, and a UTF-8 byte
-    order mark is tolerated.
+    order mark is tolerated.  ``delimiter=None`` splits each line on runs of
+    whitespace instead, as UCI's tab-separated files need (some of their rows
+    have repeated tabs).
 
     Returns
     -------
@@ -32,7 +34,8 @@ def load_csv(path: str | PathLike) -> tuple[np.ndarray, np.ndarray]:
     """
     features, labels = [], []
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
+        rows = csv.reader(handle, delimiter=delimiter) if delimiter is not None else (line.split() for line in handle)
+        for line_number, row in enumerate(rows, start=1):
             fields = [field.strip() for field in row]
             if not any(fields):
                 continue

@@ -37,5 +37,5 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def wheat(shared_data):
     """The wheat seeds features, min-max normalised, and their labels as strings."""
-    X, y = fastbp.data.load_csv(shared_data / "wheat-seeds.csv")
+    X, y = fastbp.datasets.load_wheat_seeds(path=shared_data / "wheat-seeds.csv")
     return fastbp.data.minmax_normalize(X), y
