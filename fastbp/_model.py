@@ -182,6 +182,8 @@ class Model:
                 raise ValueError(f"labels of dtype {self.classes.dtype} cannot be saved; use numbers or strings")
             arrays["classes"] = self.classes
         path = Path(path)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"cannot save {path}: the folder {path.parent} does not exist")
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(handle, "wb") as file:
@@ -201,11 +203,13 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
     or the fastest available if that one is missing here); every backend computes
     the same outputs.  A file that is not a valid fastbp model raises ``ValueError``.
     """
+    if not zipfile.is_zipfile(path):
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such model file")
+        raise ValueError(f"{path} is not a fastbp model file: it is not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable fastbp model file: {error}") from None
     try:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import csv
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from numbers import Integral
 from os import PathLike
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def load_csv(path: str | PathLike, *, delimiter: str | None = ",") -> tuple[np.ndarray, np.ndarray]:
@@ -33,26 +34,65 @@ def load_csv(path: str | PathLike, *, delimiter: str | None = ",") -> tuple[np.n
         The labels as written in the file.
     """
     features, labels = [], []
+    for line_number, fields in _csv_rows(path, delimiter):
+        if len(fields) < 2:
+            raise ValueError(f"{path}, line {line_number}: need at least one feature and a label")
+        if features and len(fields) != len(features[0]) + 1:
+            raise ValueError(f"{path}, line {line_number}: {len(fields)} fields, expected {len(features[0]) + 1}")
+        features.append(_numbers(fields[:-1], path, line_number))
+        if not fields[-1]:
+            raise ValueError(f"{path}, line {line_number}: the label (last field) is empty")
+        labels.append(fields[-1])
+    if not features:
+        raise ValueError(f"{path}: no data rows")
+    return np.array(features, dtype=np.float64), np.array(labels)
+
+
+def load_features(path: str | PathLike, n_features: int, *, delimiter: str | None = ",") -> np.ndarray:
+    """Read the rows a model with ``n_features`` inputs is to predict, with or without their labels.
+
+    The first row decides: ``n_features`` fields are all features; ``n_features + 1``
+    end with a label, as in :func:`load_csv`, which is ignored.  The file is read as
+    :func:`load_csv` reads it.
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n_rows, n_features)
+    """
+    if not isinstance(n_features, Integral) or isinstance(n_features, bool) or n_features < 1:
+        raise ValueError(f"n_features must be a positive integer, got {n_features!r}")
+    features, n_fields = [], None
+    for line_number, fields in _csv_rows(path, delimiter):
+        if n_fields is None:
+            if len(fields) not in (n_features, n_features + 1):
+                raise ValueError(
+                    f"{path}, line {line_number}: {len(fields)} fields, expected {n_features} features "
+                    f"(or {n_features + 1} fields, the last a label)"
+                )
+            n_fields = len(fields)
+        elif len(fields) != n_fields:
+            raise ValueError(f"{path}, line {line_number}: {len(fields)} fields, expected {n_fields}")
+        features.append(_numbers(fields[:n_features], path, line_number))
+    if not features:
+        raise ValueError(f"{path}: no data rows")
+    return np.array(features, dtype=np.float64)
+
+
+def _csv_rows(path: str | PathLike, delimiter: str | None) -> Iterator[tuple[int, list[str]]]:
+    """Each non-blank row's number and its fields, stripped of surrounding spaces."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
         rows = csv.reader(handle, delimiter=delimiter) if delimiter is not None else (line.split() for line in handle)
         for line_number, row in enumerate(rows, start=1):
             fields = [field.strip() for field in row]
-            if not any(fields):
-                continue
-            if len(fields) < 2:
-                raise ValueError(f"{path}, line {line_number}: need at least one feature and a label")
-            if features and len(fields) != len(features[0]) + 1:
-                raise ValueError(f"{path}, line {line_number}: {len(fields)} fields, expected {len(features[0]) + 1}")
-            try:
-                features.append([float(field) for field in fields[:-1]])
-            except ValueError as error:
-                raise ValueError(f"{path}, line {line_number}: non-numeric feature ({error})") from None
-            if not fields[-1]:
-                raise ValueError(f"{path}, line {line_number}: the label (last field) is empty")
-            labels.append(fields[-1])
-    if not features:
-        raise ValueError(f"{path}: no data rows")
-    return np.array(features, dtype=np.float64), np.array(labels)
+            if any(fields):
+                yield line_number, fields
+
+
+def _numbers(fields: list[str], path: str | PathLike, line_number: int) -> list[float]:
+    try:
+        return [float(field) for field in fields]
+    except ValueError as error:
+        raise ValueError(f"{path}, line {line_number}: non-numeric feature ({error})") from None
 
 
 def encode_labels(y: Sequence, classes: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -89,19 +129,44 @@ def encode_labels(y: Sequence, classes: Sequence | None = None) -> tuple[np.ndar
     return codes, classes
 
 
-def minmax_normalize(X: np.ndarray) -> np.ndarray:
+def minmax_bounds(X: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Each column's minimum and maximum: the bounds :func:`minmax_normalize` scales by."""
+    X = _finite_matrix(X)
+    return X.min(axis=0), X.max(axis=0)
+
+
+def minmax_normalize(X: ArrayLike, bounds: tuple[ArrayLike, ArrayLike] | None = None) -> np.ndarray:
     """Scale every column to [0, 1] by its minimum and maximum over all rows.
 
     Uses the tutorial's ``(x - min) / (max - min)``; a constant column becomes 0.
+    ``bounds=(min, max)`` scales by other per-column bounds instead, such as the
+    training rows' (:func:`minmax_bounds`), so that held-out rows are scaled without
+    being looked at (they may then fall outside [0, 1]).
     """
+    X = _finite_matrix(X)
+    low, high = minmax_bounds(X) if bounds is None else _as_bounds(bounds, X.shape[1])
+    span = high - low
+    return (X - low) / np.where(span == 0.0, 1.0, span)
+
+
+def _as_bounds(bounds: tuple[ArrayLike, ArrayLike], n_columns: int) -> tuple[np.ndarray, np.ndarray]:
+    low, high = (np.asarray(bound, dtype=np.float64) for bound in bounds)
+    if low.shape != (n_columns,) or high.shape != (n_columns,):
+        raise ValueError(
+            f"bounds must be {n_columns} minimums and {n_columns} maximums, got shapes {low.shape}, {high.shape}"
+        )
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ValueError("bounds contain NaN or infinity")
+    return low, high
+
+
+def _finite_matrix(X: ArrayLike) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2 or X.shape[0] == 0:
         raise ValueError(f"X must be a 2-D array with at least one row, got shape {X.shape}")
     if not np.isfinite(X).all():
         raise ValueError("X contains NaN or infinity")
-    low, high = X.min(axis=0), X.max(axis=0)
-    span = high - low
-    return (X - low) / np.where(span == 0.0, 1.0, span)
+    return X
 
 
 def cross_validation_split(n_rows: int, folds: int, rng: random.Random) -> list[np.ndarray]:

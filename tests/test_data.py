@@ -55,6 +55,30 @@ def test_load_csv_reads_wheat_seeds(shared_data):
     np.testing.assert_array_equal(X[0], [15.26, 14.84, 0.871, 5.763, 3.312, 2.221, 5.22])
 
 
+def test_load_features_reads_rows_with_or_without_their_label(tmp_path):
+    with_labels, without = tmp_path / "labelled.csv", tmp_path / "features.csv"
+    with_labels.write_text("1.5,2,a\n\n3, 4.25,b\n")
+    without.write_text("\ufeff1.5,2\n3,4.25\n")
+    for path in (with_labels, without):
+        np.testing.assert_array_equal(data.load_features(path, 2), [[1.5, 2.0], [3.0, 4.25]])
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "no data rows"),
+        ("1,2,3,4\n", "line 1: 4 fields, expected 2 features \\(or 3 fields, the last a label\\)"),
+        ("1,2\n1,2,a\n", "line 2: 3 fields, expected 2"),
+        ("1,2,a\n1,x,b\n", "line 2: non-numeric feature"),
+    ],
+)
+def test_load_features_rejects_malformed_files(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        data.load_features(path, 2)
+
+
 def test_encode_labels_sorts_by_default_and_takes_an_explicit_mapping():
     codes, classes = data.encode_labels(["2", "1", "3", "1"])
     assert codes.tolist() == [1, 0, 2, 0] and classes.tolist() == ["1", "2", "3"]
@@ -82,6 +106,23 @@ def test_minmax_normalize_matches_the_tutorial_formula_and_handles_constant_colu
     expected = [[(x - min(col)) / (max(col) - min(col)) if max(col) > min(col) else 0.0
                  for x, col in zip(row, zip(*X.tolist()))] for row in X.tolist()]  # fmt: skip
     np.testing.assert_array_equal(data.minmax_normalize(X), expected)
+
+
+def test_minmax_normalize_scales_by_given_bounds():
+    train, test = np.array([[1.0, 5.0], [3.0, 5.0]]), np.array([[2.0, 4.0], [5.0, 5.0]])
+    bounds = data.minmax_bounds(train)
+    np.testing.assert_array_equal(bounds, [[1.0, 5.0], [3.0, 5.0]])
+    np.testing.assert_array_equal(data.minmax_normalize(train, bounds), data.minmax_normalize(train))
+    np.testing.assert_array_equal(data.minmax_normalize(test, bounds), [[0.5, -1.0], [2.0, 0.0]])
+
+
+@pytest.mark.parametrize(
+    "bounds, message",
+    [(([0.0], [1.0]), "2 minimums and 2 maximums"), (([0.0, np.inf], [1.0, 1.0]), "bounds contain NaN or infinity")],
+)
+def test_minmax_normalize_rejects_bounds_that_do_not_fit(bounds, message):
+    with pytest.raises(ValueError, match=message):
+        data.minmax_normalize([[1.0, 2.0]], bounds)
 
 
 def test_minmax_normalize_rejects_non_finite_values():

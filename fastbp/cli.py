@@ -1,0 +1,368 @@
+"""The ``fastbp`` command line: ``demo`` (the default), ``train`` and ``predict``.
+
+``fastbp train DATA.csv`` cross-validates a classifier on a CSV whose last column is
+the label, as :func:`fastbp.data.load_csv` reads it.  Features are min-max scaled by
+the bounds of each fold's training rows, or with ``--tutorial`` by those of the whole
+data set (the tutorial's protocol, which then gives the same scores as
+:func:`fastbp.evaluate`).  ``--save MODEL.npz`` keeps a model trained on all the
+rows, scaled by the whole data set's bounds, which it stores in its ``options`` under
+``"minmax"`` as ``{"min": [...], "max": [...]}`` (one value per feature), so that
+``fastbp predict`` scales new rows the same way.
+
+Every error ends the command with one line on stderr, ``fastbp: error: ...``, and a
+non-zero exit status: 2 for a malformed command line, 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import inspect
+import os
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from . import __version__, data
+from ._api import Evaluation, evaluate, train
+from ._backends import BACKENDS, COMPILED, backend_name, get_backend
+from ._layout import INITS
+from ._model import load
+from ._training import LOSSES, OPTIMIZERS, OUTPUTS
+from ._validate import RandomSource
+
+#: The demo's cross-validation on the wine data.
+CV_OPTIONS = {"hidden": (5,), "lr": 0.3, "epochs": 500, "init": "tutorial"}
+#: The key of a saved model's ``options`` that holds the features' bounds.
+MINMAX = "minmax"
+#: :func:`fastbp.train`'s defaults, which the ``train`` command's options share.
+TRAIN_DEFAULTS = {name: parameter.default for name, parameter in inspect.signature(train).parameters.items()}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports a malformed command on one line, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fastbp: error: {message} (see '{self.prog} --help')\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.command(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # the reader left, as `fastbp predict ... | head` does: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the flush at exit
+        return 1
+    except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as error:
+        print(f"fastbp: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastbp", description="Small neural networks trained by backpropagation, compiled.")
+    parser.add_argument("--version", action="version", version=f"fastbp {__version__}")
+    _add_demo_options(parser, defaults=True)
+    parser.set_defaults(command=_demo)
+    commands = parser.add_subparsers(title="commands", metavar="{demo,train,predict}")
+
+    demo = commands.add_parser(
+        "demo",
+        help="the tutorial's toy run, then a cross-validation timed against the pure-Python reference (the default)",
+        description="The tutorial's toy run (its epoch errors and predictions), then a 5-fold cross-validation "
+        "on scikit-learn's wine data, timed against the pure-Python reference.  Nothing is downloaded.",
+    )
+    _add_demo_options(demo, defaults=False)
+    demo.set_defaults(command=_demo)
+
+    train_parser = commands.add_parser(
+        "train",
+        help="cross-validate a classifier on a CSV file, and optionally save one trained on all of it",
+        description="Cross-validate a classifier on DATA (CSV, the label in the last column) and print each "
+        "fold's accuracy, the mean, and the Zero Rule baseline on the same folds.",
+    )
+    train_parser.add_argument("data", metavar="DATA.csv", help="rows of numeric features, then the label")
+    _add_train_options(train_parser)
+    train_parser.set_defaults(command=_train)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict the rows of a CSV file with a saved model",
+        description="Predict each row of DATA with a model saved by 'fastbp train --save', scaling the features "
+        "by the bounds stored with it (a model saved from Python, which has none, gets them as they are).  "
+        "DATA holds as many features as the model takes, optionally followed by a label column (ignored).  "
+        "Writes one prediction per row, as CSV.",
+    )
+    predict.add_argument("model", metavar="MODEL.npz", help="a model file")
+    predict.add_argument("data", metavar="DATA.csv", help="rows of numeric features, with or without the label")
+    predict.add_argument("--output", metavar="PRED.csv", help="write the predictions here (default: stdout)")
+    predict.set_defaults(command=_predict)
+    return parser
+
+
+def _add_demo_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The demo's options, for bare ``fastbp`` and for ``fastbp demo``.
+
+    Without ``defaults`` an option the subcommand is not given keeps the value the
+    main parser set, so that ``fastbp --backend numba demo`` works too.
+    """
+    _add_backend_option(parser, defaults=defaults)
+    parser.add_argument(
+        "--skip-reference",
+        action="store_true",
+        default=False if defaults else argparse.SUPPRESS,
+        help="do not time the pure-Python reference",
+    )
+
+
+def _add_backend_option(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    parser.add_argument(
+        "--backend",
+        default="auto" if defaults else argparse.SUPPRESS,
+        choices=["auto", *BACKENDS],
+        help="kernels to run (default: auto, the fastest compiled ones)",
+    )
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    defaults = TRAIN_DEFAULTS
+    network = parser.add_argument_group("network and training (as fastbp.train takes them)")
+    network.add_argument(
+        "--hidden",
+        type=_layer_sizes,
+        default=defaults["hidden"],
+        metavar="N[,N...]",
+        help=f"neurons per hidden layer, e.g. 5 or 16,8 (default: {','.join(map(str, defaults['hidden']))})",
+    )
+    network.add_argument(
+        "--epochs", type=int, default=defaults["epochs"], help="passes over the data (default: %(default)s)"
+    )
+    network.add_argument("--lr", type=float, default=defaults["lr"], help="learning rate (default: %(default)s)")
+    network.add_argument(
+        "--batch-size", type=int, default=defaults["batch_size"], help="rows per update (default: 1, online)"
+    )
+    network.add_argument(
+        "--activation",
+        type=_names,
+        default=defaults["activation"],
+        metavar="NAME[,NAME...]",
+        help="hidden layers' activation, one name or one per layer: sigmoid, tanh, relu, leaky_relu, identity "
+        "(default: %(default)s)",
+    )
+    network.add_argument(
+        "--output",
+        choices=[name for name in OUTPUTS if name != "identity"],  # accuracy scores classifiers only
+        default=defaults["output"],
+        help="output units (default: %(default)s)",
+    )
+    network.add_argument(
+        "--loss",
+        choices=sorted({name for names in LOSSES.values() for name in names}),
+        default=defaults["loss"],
+        help="default: the one that fits --output",
+    )
+    network.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"], help="default: %(default)s")
+    network.add_argument(
+        "--init", choices=INITS, default=defaults["init"], help="initial weights (default: He for relu, else Glorot)"
+    )
+    _add_backend_option(network, defaults=False)
+
+    protocol = parser.add_argument_group("protocol and output")
+    protocol.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
+    protocol.add_argument(
+        "--seed", type=int, default=1, help="seeds the fold split and every network's draws (default: %(default)s)"
+    )
+    protocol.add_argument(
+        "--tutorial",
+        action="store_true",
+        help="the tutorial's exact protocol: features min-max scaled over the whole data set, and --init tutorial",
+    )
+    protocol.add_argument(
+        "--save", metavar="MODEL.npz", help="train one more model on all the data and save it here, for 'predict'"
+    )
+    protocol.add_argument(
+        "--plot", metavar="CURVE.png", help="draw each fold's loss per epoch here (needs matplotlib: fastbp[plot])"
+    )
+    protocol.add_argument("--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)")
+
+
+def _layer_sizes(text: str) -> tuple[int, ...]:
+    """``"16,8"`` as ``(16, 8)``; whether the sizes are positive is ``train``'s to check."""
+    try:
+        return tuple(int(size) for size in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+
+
+def _names(text: str) -> str | tuple[str, ...]:
+    names = tuple(text.split(","))
+    return names[0] if len(names) == 1 else names
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split())
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The main job: the tutorial's toy run, then the wine cross-validation timed against the reference."""
+    backend = backend_name(get_backend(args.backend))
+    if args.backend == "auto" and backend != COMPILED[0]:
+        try:
+            get_backend(COMPILED[0])
+        except ImportError as error:
+            print(f"note: {error}; using {backend}")
+
+    X, y = data.tutorial_toy()
+    print(f"fastbp {__version__}: the tutorial's toy data, 2-2-2 network, lr 0.5, 20 epochs, seed 1")
+    model = train(X, y, hidden=2, epochs=20, lr=0.5, seed=1, init="tutorial", backend=backend)
+    for epoch, error in enumerate(model.history):
+        print(">epoch=%d, lrate=%.3f, error=%.3f" % (epoch, 0.5, error))
+    correct = int(np.count_nonzero(model.predict(X) == y))
+    print(f"predicts {correct} of {len(y)} rows correctly\n")
+
+    from sklearn.datasets import load_wine
+
+    wine = load_wine()
+    X, y = data.minmax_normalize(wine.data), wine.target
+    print(
+        f"scikit-learn's wine data ({X.shape[0]} rows, {X.shape[1]} features, {len(np.unique(y))} classes), "
+        "min-max normalised; 5-fold cross-validation, hidden 5, lr 0.3, 500 epochs, seed 1"
+    )
+    result, seconds = _timed(evaluate, X, y, seed=1, backend=backend, **CV_OPTIONS)
+    scores = ", ".join(f"{score:.2f}" for score in result.scores)
+    print(f"fold accuracies (%): {scores}")
+    print(f"mean accuracy: {result.mean:.3f}% (Zero Rule baseline: {result.baseline_mean:.3f}%)")
+    # The toy run above already loaded (or compiled) the kernels: this times training alone.
+    print(f"{backend} backend: {seconds:.3f} s")
+    if not args.skip_reference and backend != "reference":
+        reference, reference_seconds = _timed(evaluate, X, y, seed=1, backend="reference", **CV_OPTIONS)
+        agree = "same scores" if reference.scores == result.scores else "DIFFERENT scores"
+        print(f"reference (pure Python): {reference_seconds:.2f} s, {agree}")
+        print(f"speed-up over the reference: {reference_seconds / seconds:.0f}x")
+    return 0
+
+
+def _timed(function, *args, **kwargs):
+    started = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Cross-validate with :func:`fastbp.evaluate`'s protocol, scaling the features inside each training fold
+    (or, with ``--tutorial``, over all rows); then save and plot as asked."""
+    figure_class = _matplotlib_figure() if args.plot else None  # before training, to fail fast
+    if args.tutorial and args.init not in (None, "tutorial"):
+        raise ValueError(f"--tutorial trains with --init tutorial, not --init {args.init}")
+    options = {
+        "hidden": args.hidden, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+        "activation": args.activation, "output": args.output, "loss": args.loss, "optimizer": args.optimizer,
+        "init": "tutorial" if args.tutorial else args.init, "backend": args.backend,
+    }  # fmt: skip
+    X, y = data.load_csv(args.data)
+    whole = data.minmax_bounds(X)
+    _, classes = data.encode_labels(y)
+    rng = RandomSource(args.seed).python()  # one stream draws the split, then each fold's network
+    split = data.cross_validation_split(len(X), args.folds, rng)
+    scaling = "over all rows (the tutorial's protocol)" if args.tutorial else "by each training fold's bounds"
+    print(
+        f"{Path(args.data).name}: {len(X)} rows, {X.shape[1]} features, {len(classes)} classes; "
+        f"{len(split)}-fold cross-validation, seed {args.seed}, features min-max scaled {scaling}"
+    )
+    scores, baseline_scores, histories = [], [], []
+    n_trainings = len(split) + (args.save is not None)
+    with _progress_bar(args.epochs * n_trainings, shown=not args.quiet and sys.stderr.isatty()) as bar:
+        callback = _epoch_counter(bar)
+        for k, test in enumerate(split):
+            fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
+            bounds = whole if args.tutorial else data.minmax_bounds(X[fit])
+            bar.set_description(f"fold {k + 1}/{len(split)}")
+            model = train(
+                data.minmax_normalize(X[fit], bounds), y[fit], seed=rng, classes=classes,
+                callback=callback, **options,
+            )  # fmt: skip
+            scores.append(data.accuracy(y[test], model.predict(data.minmax_normalize(X[test], bounds))))
+            baseline_scores.append(data.accuracy(y[test], data.zero_rule(y[fit], len(test))))
+            histories.append(model.history)
+            bar.write(f"fold {k + 1}: accuracy {scores[-1]:.3f}% (Zero Rule: {baseline_scores[-1]:.3f}%)", sys.stdout)
+        result = Evaluation(scores, baseline_scores)
+        bar.write(f"mean accuracy: {result.mean:.3f}% (Zero Rule baseline: {result.baseline_mean:.3f}%)", sys.stdout)
+        if args.save is not None:
+            bar.set_description("all rows")
+            model = train(
+                data.minmax_normalize(X, whole), y, seed=args.seed, classes=classes,
+                callback=callback, **options,
+            )  # fmt: skip
+            model.options[MINMAX] = {"min": whole[0].tolist(), "max": whole[1].tolist()}
+            model.save(args.save)
+            bar.write(f"saved the model trained on all {len(X)} rows to {args.save}", sys.stdout)
+    if figure_class is not None:
+        _plot_learning_curves(figure_class, histories, model.options["loss"], args.plot, Path(args.data).name)
+        print(f"learning curves drawn in {args.plot}")
+    return 0
+
+
+def _progress_bar(total: int, *, shown: bool):
+    """A tqdm bar over every epoch of every fold, on stderr; a do-nothing one when not ``shown``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="epoch", file=sys.stderr, disable=not shown)
+
+
+def _epoch_counter(bar):
+    """A callback that moves the bar on by each epoch, or None for a hidden bar, so that training
+    then runs in compiled chunks instead of returning to Python after every epoch."""
+    if bar.disable:
+        return None
+
+    def count(epoch: int, loss: float) -> None:
+        bar.update()  # returns True when it redraws, which would stop training: return None instead
+
+    return count
+
+
+def _matplotlib_figure():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ImportError('--plot needs matplotlib: pip install "fastbp[plot]"') from None
+    return Figure
+
+
+def _plot_learning_curves(figure_class, histories: list[np.ndarray], loss: str, path: str, title: str) -> None:
+    """One line per fold: its loss summed over the training rows, per epoch.
+
+    A bare ``Figure`` draws with Agg, without pyplot or a display.
+    """
+    figure = figure_class(figsize=(7, 4.5), layout="constrained")
+    axes = figure.add_subplot()
+    for k, history in enumerate(histories):
+        axes.plot(history, label=f"fold {k + 1}")
+    ylabel = "sum of squared errors" if loss == "mse" else "cross-entropy (summed over rows)"
+    axes.set(xlabel="epoch", ylabel=ylabel, title=f"{title}: learning curves")
+    axes.legend()
+    figure.savefig(path)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Predict each row of a CSV with a saved model, scaling its features by the bounds stored with it."""
+    model = load(args.model)
+    X = data.load_features(args.data, model.sizes[0])
+    bounds = model.options.get(MINMAX)
+    if bounds is not None:
+        if not isinstance(bounds, dict) or bounds.keys() != {"min", "max"}:
+            raise ValueError(f"{args.model}: its {MINMAX!r} option is not {{'min': [...], 'max': [...]}}")
+        X = data.minmax_normalize(X, (bounds["min"], bounds["max"]))
+    predictions = model.predict(X)
+    rows = predictions[:, np.newaxis] if predictions.ndim == 1 else predictions
+    with open(args.output, "w", newline="") if args.output else contextlib.nullcontext(sys.stdout) as handle:
+        csv.writer(handle, lineterminator="\n").writerows(rows.tolist())
+    return 0
