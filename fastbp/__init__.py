@@ -3,6 +3,7 @@
 >>> import fastbp
 >>> model = fastbp.train(X, y, hidden=(5,), epochs=500, lr=0.3, seed=1)
 >>> model.predict(X)
+>>> fastbp.MLPClassifier(hidden_layer_sizes=(32,)).fit(X, y)  # scikit-learn's API
 """
 
 from . import data, datasets, reference
@@ -12,9 +13,23 @@ from ._model import Model, load
 
 __version__ = "0.1.0"
 
+#: Loaded on first use: they import scikit-learn, which plain training does not need.
+_ESTIMATORS = ("MLPClassifier", "MLPRegressor")
+
+
+def __getattr__(name: str):
+    if name in _ESTIMATORS:
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
+
+
 __all__ = [
     "BACKENDS",
     "Evaluation",
+    "MLPClassifier",
+    "MLPRegressor",
     "Model",
     "available_backends",
     "data",

@@ -189,6 +189,19 @@ class Trainer:
         self.steps = 0  # updates so far: Adam's bias correction counts them
         self.rows_seen = 0  # rows trained so far: the invscaling schedule counts them
 
+    def continued(self, options: Options, shuffle: np.random.Generator | None) -> Trainer:
+        """A trainer that goes on from this one under new settings: the same weights, memory and counters.
+
+        The network, its dtype and the optimizer (whose memory is kept) must not change.
+        """
+        fixed = ("hidden", "activation", "output", "loss", "dtype", "optimizer")
+        changed = [name for name in fixed if getattr(options, name) != getattr(self.options, name)]
+        if changed:
+            raise ValueError(f"continuing a training cannot change {', '.join(changed)}")
+        trainer = Trainer(options, self.layout, self.weights, shuffle)
+        trainer.state, trainer.steps, trainer.rows_seen = self.state, self.steps, self.rows_seen
+        return trainer
+
     def run(
         self,
         X: np.ndarray,

@@ -48,3 +48,21 @@ def test_options_are_checked_once_and_kept_as_plain_json(wheat):
     X, y = wheat
     model = fastbp.train(X, y, hidden=(4, 3), activation="tanh", output="softmax", dtype=np.float32, epochs=1)
     assert model.options == options.to_dict()
+
+
+def test_a_continued_trainer_keeps_its_memory_but_not_a_different_network(wheat):
+    from fastbp._api import as_training_data, new_trainer
+    from fastbp._validate import RandomSource
+
+    X, y = wheat
+    options = Options.create(hidden=3, optimizer="adam", lr=0.01)
+    X, Y, _ = as_training_data(X, y, options)
+    weights = np.ones(len(X))
+    trainer = new_trainer(options, X.shape[1], Y.shape[1], RandomSource(5))
+    trainer.run(X, Y, weights, 2)
+    slower = trainer.continued(Options.create(hidden=3, optimizer="adam", lr=0.001), None)
+    assert slower.steps == trainer.steps and slower.state is trainer.state and slower.weights is trainer.weights
+    with pytest.raises(ValueError, match="cannot change hidden"):
+        trainer.continued(Options.create(hidden=4, optimizer="adam"), None)
+    with pytest.raises(ValueError, match="cannot change optimizer"):
+        trainer.continued(Options.create(hidden=3), None)

@@ -1,0 +1,574 @@
+"""scikit-learn estimators: :class:`MLPClassifier` and :class:`MLPRegressor` over fastbp's compiled training.
+
+They are drop-in replacements for :mod:`sklearn.neural_network`'s estimators of the
+same names: the same parameters with the same defaults, the same fitted attributes,
+and the same training loop as scikit-learn's stochastic solvers (``loss_curve_``,
+stopping after ``n_iter_no_change`` epochs without improvement, early stopping on a
+validation split, the ``"adaptive"`` learning rate), while every epoch runs in
+fastbp's kernels.  Where they differ from scikit-learn, the class docstrings say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Options as OneOf
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets, unique_labels
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
+
+from ._api import new_trainer
+from ._backends import COMPILED
+from ._layout import INITS
+from ._model import Model
+from ._training import Options, Trainer
+from ._validate import RandomSource, as_dtype, kernel_array
+
+#: scikit-learn's hidden activation names, and fastbp's own "leaky_relu", as fastbp names them.
+ACTIVATIONS = {
+    "identity": "identity",
+    "logistic": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+    "leaky_relu": "leaky_relu",
+}
+#: fastbp's options that a continued network keeps, and the parameters that set them.
+FIXED_WHEN_CONTINUING = {
+    "hidden": "hidden_layer_sizes",
+    "activation": "activation",
+    "optimizer": "solver",
+    "dtype": "dtype",
+}
+#: scikit-learn's "adaptive" schedule stops dividing the learning rate by 5 once it is this small.
+SMALLEST_ADAPTIVE_RATE = 1e-6
+
+
+class _MultilayerPerceptron(BaseEstimator):
+    """What both estimators share: parameter checks, the epoch loop, and the fitted attributes."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "solver": [StrOptions({"sgd", "adam", "rprop"})],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="left")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), OneOf(Real, {np.inf})],
+        # The reference backend trains only the tutorial's sigmoid network, never these outputs.
+        "backend": [StrOptions({"auto", *COMPILED})],
+        "init": [StrOptions(set(INITS)), None],
+        "dtype": "no_validation",  # checked by fastbp.train's rules (float64 or float32)
+    }
+
+    #: The output units and the score that early stopping watches; set by each estimator.
+    _output: str
+    _score_function: staticmethod
+    _y_checks: dict
+
+    def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> _MultilayerPerceptron:
+        """Train the network on ``X`` and ``y`` for up to ``max_iter`` epochs (continuing it with ``warm_start``).
+
+        ``sample_weight`` (times ``class_weight``) is rescaled to mean 1 over the rows
+        trained on, because fastbp scales each row's gradient by its weight as given:
+        so the weights set how much rows count against each other and leave the
+        learning rate alone.  ``alpha`` is weighed against the weights' total, as in
+        scikit-learn, where a row of weight 2 counts as that row twice.
+        """
+        self._check_params()
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def _check_params(self) -> None:
+        if self.solver == "lbfgs":
+            raise ValueError(
+                "solver='lbfgs' is not available: fastbp trains by backpropagation epochs in compiled kernels; "
+                "use solver='adam', 'sgd' or fastbp's full-batch 'rprop'"
+            )
+        self._validate_params()
+
+    def _fit(self, X, y, sample_weight, *, incremental: bool):
+        continuing = hasattr(self, "_trainer") and (incremental or self.warm_start)
+        dtype = as_dtype(self.dtype)
+        X, y = validate_data(self, X, y, reset=not continuing, dtype=dtype, **self._y_checks)
+        X = kernel_array(X, dtype, "X")
+        targets = self._targets(y, dtype, continuing=continuing, incremental=incremental)
+        weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        weights = self._weigh_classes(weights, y, targets, incremental)
+        random_state = check_random_state(self.random_state)
+        seed = int(random_state.randint(np.iinfo(np.int32).max))
+        X, targets, weights, validation = self._split(X, y, targets, weights, random_state)
+        if not weights.any():
+            raise ValueError("the sample weights of the rows trained on are all zero")
+        weight_mean = weights.mean()
+        options = self._options(len(X), weight_mean)
+        weights = kernel_array(weights / weight_mean, dtype, "sample_weight")
+        if continuing:
+            adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+            trainer = _continued(self._trainer, options, targets.shape[1], seed, keep_rate=incremental and adaptive)
+        else:
+            trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed))
+            self._start_counters(trainer)
+        self._trainer = trainer
+        self._train_epochs(trainer, X, targets, weights, validation, incremental=incremental)
+        if self.early_stopping:
+            trainer.weights[:] = self._best_weights
+        self._publish(trainer)
+        return self
+
+    def _options(self, n_rows: int, weight_mean: float) -> Options:
+        """fastbp's training options for these parameters, on ``n_rows`` rows of mean sample weight ``weight_mean``.
+
+        scikit-learn adds ``alpha * w`` to the batch's gradient summed over rows (times
+        their weights) and divides both by the batch's total weight; fastbp divides the
+        summed gradient by the batch's size, after the weights are scaled to mean 1,
+        and adds ``l2 * w``.  So ``l2`` is ``alpha`` over the batch's expected total
+        weight: exactly scikit-learn's update when the batch is all the rows, or the
+        weights are all equal.  Momentum and the learning-rate schedule apply to
+        ``"sgd"`` only, as there.
+        """
+        rprop, sgd = self.solver == "rprop", self.solver == "sgd"
+        batch_size = n_rows if rprop else self._batch_size(n_rows)
+        return Options.create(
+            hidden=self.hidden_layer_sizes,
+            activation=ACTIVATIONS[self.activation],
+            output=self._output,
+            lr=self.learning_rate_init,
+            batch_size=None if rprop else batch_size,
+            shuffle=self.shuffle and not rprop,  # a full batch has no order to shuffle
+            optimizer=self.solver,
+            momentum=self.momentum if sgd else 0.0,
+            nesterov=sgd and self.nesterovs_momentum and self.momentum > 0,
+            l2=self.alpha / (batch_size * weight_mean),
+            lr_schedule="invscaling" if sgd and self.learning_rate == "invscaling" else "constant",
+            power_t=self.power_t,
+            beta1=self.beta_1,
+            beta2=self.beta_2,
+            epsilon=self.epsilon,
+            init=self.init,
+            dtype=self.dtype,
+            backend=self.backend,
+        )
+
+    def _batch_size(self, n_rows: int) -> int:
+        if self.batch_size == "auto":
+            return min(200, n_rows)
+        if self.batch_size > n_rows:
+            warnings.warn(
+                "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=5
+            )
+        return min(self.batch_size, n_rows)
+
+    def _split(self, X, y, targets, weights, random_state):
+        """The rows to train on, and with ``early_stopping`` the held-out ``(X, y, sample_weight)`` it scores."""
+        if not self.early_stopping:
+            return X, targets, weights, None
+        stratify = y if is_classifier(self) else None
+        train, held_out = train_test_split(
+            np.arange(len(X)), test_size=self.validation_fraction, random_state=random_state, stratify=stratify
+        )
+        if len(held_out) < 2:
+            raise ValueError(
+                "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
+            )
+        return X[train], targets[train], weights[train], (X[held_out], y[held_out], weights[held_out])
+
+    def _start_counters(self, trainer: Trainer) -> None:
+        """Fresh loss curve and stopping state, as scikit-learn's ``_initialize``."""
+        self.loss_curve_ = []
+        self._summed_losses = []
+        self._no_improvement_count = 0
+        self._best_weights = trainer.weights.copy()
+        if self.early_stopping:
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
+        else:
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
+
+    def _train_epochs(self, trainer: Trainer, X, targets, weights, validation, *, incremental: bool) -> None:
+        """scikit-learn's ``_fit_stochastic`` loop: one fastbp epoch at a time, then its bookkeeping
+        (``partial_fit`` trains one epoch)."""
+        batch_size = trainer.options.batch_size or len(X)
+        n_batches = -(-len(X) // batch_size)
+        # scikit-learn's loss_ adds 0.5 * alpha * sum(coefs**2) over each batch's total weight, times the batch's
+        # rows, and averages over the epoch's rows; alpha over a batch's total weight is l2 (see _options).
+        penalty_scale = 0.5 * trainer.options.l2 * batch_size * n_batches / len(X)
+        self.n_iter_ = 0
+        try:
+            for _ in range(1 if incremental else self.max_iter):
+                # At the weights each batch starts from; the epoch's first stand in for all (exact for one batch).
+                penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
+                summed_loss = float(trainer.run(X, targets, weights, 1)[0])
+                self.n_iter_ += 1
+                self.t_ = trainer.rows_seen
+                self._summed_losses.append(summed_loss)
+                self.loss_ = self._mean_loss(summed_loss, targets.shape) + penalty
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+                self._count_no_improvement(trainer, validation)
+                if self._no_improvement_count > self.n_iter_no_change and not self._lower_rate(trainer):
+                    break
+                if self.n_iter_ == self.max_iter and not incremental:
+                    warnings.warn(
+                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                        "hasn't converged yet.",
+                        ConvergenceWarning,
+                        stacklevel=4,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=4)
+
+    def _count_no_improvement(self, trainer: Trainer, validation) -> None:
+        """Count epochs without progress by ``tol``: in the validation score with early stopping, else in the loss."""
+        if validation is None:
+            if self.loss_ > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            self.best_loss_ = min(self.best_loss_, self.loss_)
+            return
+        X, y, weights = validation
+        outputs = Model(trainer.layout, trainer.weights, None, np.empty(0), trainer.backend).forward(X)
+        score = self._score_function(y, self._predictions(outputs), sample_weight=weights)
+        self.validation_scores_.append(score)
+        if self.verbose:
+            print(f"Validation score: {score:f}")
+        if score < self.best_validation_score_ + self.tol:
+            self._no_improvement_count += 1
+        else:
+            self._no_improvement_count = 0
+        if score > self.best_validation_score_:
+            self.best_validation_score_ = score
+            self._best_weights = trainer.weights.copy()
+
+    def _lower_rate(self, trainer: Trainer) -> bool:
+        """After too many epochs without progress: divide an adaptive rate by 5 and go on, or say stop."""
+        subject = "Validation score" if self.early_stopping else "Training loss"
+        patience = f"tol={self.tol:f} for {self.n_iter_no_change} consecutive epochs"
+        message = f"{subject} did not improve more than {patience}."
+        adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
+        if adaptive and trainer.options.lr > SMALLEST_ADAPTIVE_RATE:
+            trainer.options = dataclasses.replace(trainer.options, lr=trainer.options.lr / 5.0)
+            self._no_improvement_count = 0
+            if self.verbose:
+                print(f"{message} Setting learning rate to {trainer.options.lr:f}")
+            return True
+        if self.verbose:
+            print(f"{message}{' Learning rate too small.' if adaptive else ''} Stopping.")
+        return False
+
+    def _publish(self, trainer: Trainer) -> None:
+        """The fitted attributes, from a copy of the trainer's weights."""
+        self.model_ = Model(
+            trainer.layout,
+            trainer.weights.copy(),
+            self._model_classes(),
+            np.array(self._summed_losses),
+            trainer.backend,
+            flat_targets=trainer.layout.sizes[-1] == 1,
+            options=trainer.options.to_dict(),
+        )
+        layers = self.model_.layers
+        self.coefs_ = [block[:, :-1].T.copy() for block in layers]
+        self.intercepts_ = [block[:, -1].copy() for block in layers]
+        self.n_layers_ = len(self.model_.sizes)
+        self.n_outputs_ = self.model_.sizes[-1]
+        self.out_activation_ = self._output
+
+    def predict(self, X: ArrayLike) -> np.ndarray:
+        """The most probable class of each row, or the predicted targets (1-D for a single output)."""
+        return self._predictions(self._outputs(X))
+
+    def _outputs(self, X) -> np.ndarray:
+        """The output units' values for each row of ``X``, after scikit-learn's input checks."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return self.model_.forward(X)
+
+
+def _without_early_stopping(estimator: _MultilayerPerceptron) -> bool:
+    """``partial_fit`` exists only without early stopping: one epoch on a chunk has no validation split to watch."""
+    if estimator.early_stopping:
+        raise AttributeError("partial_fit does not support early_stopping=True")
+    return True
+
+
+def _squared_coefficients(trainer: Trainer) -> float:
+    """The sum of the squared weights, biases excepted: what L2 regularisation penalises."""
+    return sum(float(np.square(block[:, :-1]).sum()) for block in trainer.layout.layer_views(trainer.weights))
+
+
+def _continued(previous: Trainer, options: Options, n_outputs: int, seed: int, *, keep_rate: bool) -> Trainer:
+    """A trainer that goes on from ``previous``: its weights, optimizer memory, counters and shuffling stream.
+
+    The parameters may have changed since (``set_params``), but not the network or the
+    optimizer whose memory is kept.  ``keep_rate`` keeps a rate the adaptive schedule
+    lowered, as scikit-learn's ``partial_fit`` does.
+    """
+    changed = [
+        param
+        for name, param in FIXED_WHEN_CONTINUING.items()
+        if getattr(options, name) != getattr(previous.options, name)
+    ]
+    if changed:
+        raise ValueError(
+            f"warm_start and partial_fit continue the network trained before, so {', '.join(changed)} cannot "
+            "change; set warm_start=False, or clone the estimator, to train a new network"
+        )
+    if n_outputs != previous.layout.sizes[-1]:
+        raise ValueError(f"y has {n_outputs} targets, the network being continued has {previous.layout.sizes[-1]}")
+    if keep_rate:
+        options = dataclasses.replace(options, lr=previous.options.lr)
+    shuffle = None
+    if options.shuffle:
+        shuffle = previous.shuffle if previous.shuffle is not None else np.random.default_rng(seed)
+    return previous.continued(options, shuffle)
+
+
+def _store_params(estimator: BaseEstimator, params: dict) -> None:
+    """Keep every constructor argument as given: scikit-learn checks them in ``fit``, not before."""
+    for name, value in params.items():
+        if name != "self":
+            setattr(estimator, name, value)
+
+
+class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
+    """A multi-layer perceptron classifier trained by fastbp: softmax outputs and cross-entropy.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`: see it for
+    the parameters and attributes.  What differs:
+
+    - ``solver`` is ``"adam"``, ``"sgd"`` or fastbp's ``"rprop"`` (iRprop-, full batch:
+      ``batch_size``, ``shuffle`` and ``learning_rate_init`` do not apply); there is no
+      ``"lbfgs"`` and no ``max_fun``.  ``activation`` may also be ``"leaky_relu"``.
+    - Every problem, binary too, has one softmax output per class (``n_outputs_`` is the
+      number of classes, ``out_activation_`` is ``"softmax"``); no multilabel targets.
+    - ``init=None`` draws He-normal weights for relu layers and Glorot-uniform for the
+      others, biases zero (``"glorot"``, ``"he"`` or ``"tutorial"`` for all layers).
+    - ``sample_weight`` (times ``class_weight``) is rescaled to mean 1 over the rows
+      trained on, and each batch's gradient is the mean of the rows' weighted gradients:
+      scikit-learn divides their sum by the batch's total weight instead, which is the
+      same for a single batch and on average for mini-batches.
+    - ``warm_start`` continues the optimizer's memory (Adam's moments, the momentum) as
+      well as the weights, as ``partial_fit`` does.  With ``early_stopping=True`` there
+      is no ``partial_fit`` (scikit-learn's raises an error), and ``momentum`` is below 1.
+    - ``loss_curve_``'s L2 term uses the weights each epoch starts from for all its batches.
+
+    fastbp's own parameters: ``backend`` (``"auto"``, ``"cython"``, ``"numba"``),
+    ``init``, and ``dtype`` (``np.float64`` or ``np.float32``, for training and
+    predicting).  ``class_weight`` is a dict or ``"balanced"``, as in
+    :class:`sklearn.linear_model.LogisticRegression`.  ``model_`` is a
+    :class:`fastbp.Model` of the fitted weights, e.g. to ``model_.save(path)``.
+    """
+
+    _parameter_constraints: dict = {
+        **_MultilayerPerceptron._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+    _output = "softmax"
+    _score_function = staticmethod(accuracy_score)
+    _y_checks: dict = {}
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        class_weight=None,
+        backend="auto",
+        init=None,
+        dtype=np.float64,
+    ):
+        _store_params(self, locals())
+
+    @available_if(_without_early_stopping)
+    def partial_fit(
+        self,
+        X: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        classes: ArrayLike | None = None,
+    ) -> MLPClassifier:
+        """Train one epoch on the chunk ``X``, ``y``, continuing the network (``classes`` on the first call)."""
+        self._check_params()
+        _check_partial_fit_first_call(self, classes)
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Class probabilities, shape ``(n_rows, n_classes)``, columns in the order of ``classes_``."""
+        return self._outputs(X)
+
+    def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
+        """The logarithm of :meth:`predict_proba`."""
+        return np.log(self.predict_proba(X))
+
+    def _predictions(self, outputs: np.ndarray) -> np.ndarray:
+        return self.classes_[np.argmax(outputs, axis=1)]
+
+    @staticmethod
+    def _mean_loss(summed_loss: float, targets_shape: tuple[int, int]) -> float:
+        """scikit-learn's log loss, the mean cross-entropy per row, from fastbp's (weighted) sum."""
+        return summed_loss / targets_shape[0]
+
+    def _targets(self, y, dtype, *, continuing: bool, incremental: bool) -> np.ndarray:
+        """One-hot targets, after setting ``classes_`` (fit) or checking ``y`` against them (continuing)."""
+        check_classification_targets(y)
+        labels = unique_labels(y)
+        if incremental:
+            unseen = np.setdiff1d(labels, self.classes_)
+            if len(unseen):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`: {unseen}; `self.classes_` has {self.classes_}"
+                )
+        elif continuing:
+            if set(labels) != set(self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
+                    f"Previously got {self.classes_}, `y` has {labels}"
+                )
+        else:
+            self.classes_ = labels
+        targets = np.zeros((len(y), len(self.classes_)), dtype=dtype)
+        targets[np.arange(len(y)), np.searchsorted(self.classes_, y)] = 1.0
+        return targets
+
+    def _weigh_classes(self, weights, y, targets, incremental: bool) -> np.ndarray:
+        if self.class_weight is None:
+            return weights
+        if incremental and self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight='balanced' is not supported for partial_fit: one chunk does not show the classes' "
+                "frequencies. Pass compute_class_weight('balanced', classes=classes, y=y) of a large enough "
+                "sample of y as class_weight instead."
+            )
+        return weights * (targets @ compute_class_weight(self.class_weight, classes=self.classes_, y=y))
+
+    def _model_classes(self) -> np.ndarray:
+        # Plain numbers or strings rather than objects, which model files cannot hold.
+        return np.array(self.classes_.tolist())
+
+
+class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
+    """A multi-layer perceptron regressor trained by fastbp: identity outputs and squared error.
+
+    A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor` (see it for
+    the parameters and attributes), with the differences listed for
+    :class:`MLPClassifier` that concern regression; ``loss`` is ``"squared_error"``
+    only.  One output per column of ``y``: a 1-D ``y`` (or one column) gives 1-D
+    predictions, several columns give 2-D ones.
+    """
+
+    _parameter_constraints: dict = {
+        **_MultilayerPerceptron._parameter_constraints,
+        "loss": [StrOptions({"squared_error"})],
+    }
+    _output = "identity"
+    _score_function = staticmethod(r2_score)
+    _y_checks = {"multi_output": True, "y_numeric": True}
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        backend="auto",
+        init=None,
+        dtype=np.float64,
+    ):
+        _store_params(self, locals())
+
+    @available_if(_without_early_stopping)
+    def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> MLPRegressor:
+        """Train one epoch on the chunk ``X``, ``y``, continuing the network."""
+        self._check_params()
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _predictions(self, outputs: np.ndarray) -> np.ndarray:
+        return outputs[:, 0] if outputs.shape[1] == 1 else outputs
+
+    @staticmethod
+    def _mean_loss(summed_loss: float, targets_shape: tuple[int, int]) -> float:
+        """scikit-learn's squared loss, half the mean over rows and outputs, from fastbp's sum of squares."""
+        return summed_loss / (2 * targets_shape[0] * targets_shape[1])
+
+    def _targets(self, y, dtype, *, continuing: bool, incremental: bool) -> np.ndarray:
+        """The targets as a matrix of ``dtype``; a single column is treated as 1-D ``y``, with a warning."""
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return kernel_array(np.asarray(y, dtype=np.float64).reshape(len(y), -1), dtype, "y")
+
+    def _weigh_classes(self, weights, y, targets, incremental: bool) -> np.ndarray:
+        return weights
+
+    def _model_classes(self) -> None:
+        return None
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags

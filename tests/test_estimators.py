@@ -1,0 +1,299 @@
+"""The scikit-learn estimators: scikit-learn's own checks, its training loop reproduced, and drop-in use."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import neural_network
+from sklearn.base import clone
+from sklearn.datasets import load_digits, load_iris, make_classification
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import fastbp
+from fastbp.estimators import MLPClassifier, MLPRegressor
+
+COMPILED_BACKENDS = [name for name in fastbp.available_backends() if name != "reference"]
+
+#: Settings scikit-learn's checks run with: its default Adam (one batch on the checks' small data
+#: sets), SGD on shuffled mini-batches with the adaptive rate, and fastbp's full-batch rprop.
+CHECKED_SETTINGS = [
+    {"learning_rate_init": 0.01},
+    {"solver": "sgd", "batch_size": 8, "learning_rate": "adaptive", "activation": "tanh"},
+    {"solver": "rprop", "activation": "leaky_relu"},
+]
+MINI_BATCH_SAMPLE_WEIGHTS = (
+    "a row of weight 2 is one row of one mini-batch, while its duplicate may fall into another batch and "
+    "another place in the shuffled order, so the two fits take different steps (scikit-learn's own MLPs "
+    "pass this check only with lbfgs or a single batch)"
+)
+
+
+def expected_failed_checks(estimator) -> dict[str, str]:
+    if estimator.solver == "rprop" or estimator.batch_size == "auto":
+        return {}
+    return {"check_sample_weight_equivalence_on_dense_data": MINI_BATCH_SAMPLE_WEIGHTS}
+
+
+@parametrize_with_checks(
+    [
+        estimator(hidden_layer_sizes=(8,), max_iter=30, backend=backend, **settings)
+        for estimator in (MLPClassifier, MLPRegressor)
+        for settings in CHECKED_SETTINGS
+        for backend in COMPILED_BACKENDS
+    ],
+    expected_failed_checks=expected_failed_checks,
+    xfail_strict=True,
+)
+def test_scikit_learn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the checks train only a few epochs
+        check(estimator)
+
+
+def standardized_iris():
+    X, y = load_iris(return_X_y=True)
+    return (X - X.mean(axis=0)) / X.std(axis=0), y
+
+
+def smooth_regression(n_rows=600):
+    X = np.random.default_rng(0).uniform(-1, 1, (n_rows, 2))
+    return X, np.sin(2 * X[:, 0]) * X[:, 1]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("batch_size", [150, 50])
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_sgd_steps_and_loss_curve_are_scikit_learns(estimator, batch_size, compiled_backend):
+    """From the same weights, scikit-learn's own MLP takes the same steps, alpha and batches included."""
+    X, labels = standardized_iris()
+    y = labels if estimator is MLPClassifier else np.c_[X[:, 0] * X[:, 1], np.sin(X[:, 2])]
+    params = {
+        "hidden_layer_sizes": (7, 5), "activation": "tanh", "solver": "sgd", "momentum": 0.0, "alpha": 0.01,
+        "learning_rate_init": 0.05, "batch_size": batch_size, "shuffle": False, "random_state": 0, "max_iter": 1,
+    }  # fmt: skip
+    ours = estimator(backend=compiled_backend, **params).fit(X, y)
+    theirs = getattr(neural_network, estimator.__name__)(**params).fit(X, y)
+    theirs.coefs_ = [coefs.copy() for coefs in ours.coefs_]
+    theirs.intercepts_ = [intercepts.copy() for intercepts in ours.intercepts_]
+    for model in (ours, theirs):
+        model.set_params(warm_start=True, max_iter=5).fit(X, y)  # plain SGD keeps no optimizer state
+    for mine, sklearns in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+        assert mine.shape == sklearns.shape
+        np.testing.assert_allclose(mine, sklearns, rtol=1e-12, atol=1e-14)
+    # One batch: the loss is theirs exactly.  Several: the L2 term uses the weights each epoch starts from.
+    np.testing.assert_allclose(ours.loss_curve_[1:], theirs.loss_curve_[1:], rtol=1e-12 if batch_size == 150 else 1e-4)
+    assert ours.t_ == theirs.t_ == 6 * len(X) and ours.n_iter_ == theirs.n_iter_ == 5
+
+
+@pytest.mark.parametrize("learning_rate", ["constant", "adaptive"])
+def test_stops_when_the_loss_stalls_as_scikit_learn_does(learning_rate, compiled_backend):
+    """A tol no epoch can beat: after the first epoch, stop once n_iter_no_change + 1 epochs fail it, or
+    divide the rate by 5 each time until it is below 1e-6 (8 times from 0.1) and then stop."""
+    X, y = standardized_iris()
+    params = {"hidden_layer_sizes": (5,), "solver": "sgd", "learning_rate": learning_rate, "learning_rate_init": 0.1,
+              "tol": 10.0, "n_iter_no_change": 2, "random_state": 0}  # fmt: skip
+    ours = MLPClassifier(backend=compiled_backend, **params).fit(X, y)
+    theirs = neural_network.MLPClassifier(**params).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ == (1 + 3 if learning_rate == "constant" else 1 + 9 * 3)
+    assert len(ours.loss_curve_) == ours.n_iter_ and ours.best_loss_ == min(ours.loss_curve_)
+    lowered = 0.1 / 5**8 if learning_rate == "adaptive" else 0.1
+    assert ours.model_.options["lr"] == pytest.approx(lowered)
+
+
+def test_warns_when_max_iter_ends_training(capsys):
+    X, y = standardized_iris()
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(3\)"):
+        MLPClassifier((5,), max_iter=3, verbose=True, random_state=0).fit(X, y)
+    assert capsys.readouterr().out.startswith("Iteration 1, loss = ")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_digits_held_out_accuracy_is_scikit_learns(compiled_backend):
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X / 16, y, stratify=y, random_state=0)
+    params = {"hidden_layer_sizes": (32,), "max_iter": 40, "learning_rate_init": 0.003, "random_state": 0}
+    ours = MLPClassifier(backend=compiled_backend, **params).fit(X_train, y_train)
+    theirs = neural_network.MLPClassifier(**params).fit(X_train, y_train)
+    assert ours.score(X_test, y_test) > 0.94
+    assert abs(ours.score(X_test, y_test) - theirs.score(X_test, y_test)) < 0.03
+    assert ours.predict_proba(X_test).shape == (len(X_test), 10) and list(ours.classes_) == list(range(10))
+    assert [coefs.shape for coefs in ours.coefs_] == [coefs.shape for coefs in theirs.coefs_]
+    assert ours.n_layers_ == theirs.n_layers_ == 3 and ours.out_activation_ == theirs.out_activation_ == "softmax"
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_regression_of_a_smooth_function_is_scikit_learns(compiled_backend):
+    X, y = smooth_regression()
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    params = {"hidden_layer_sizes": (32, 32), "activation": "tanh", "max_iter": 300, "learning_rate_init": 0.01,
+              "batch_size": 32, "random_state": 0}  # fmt: skip
+    ours = MLPRegressor(backend=compiled_backend, **params).fit(X_train, y_train)
+    theirs = neural_network.MLPRegressor(**params).fit(X_train, y_train)
+    assert ours.score(X_test, y_test) > 0.97
+    assert abs(ours.score(X_test, y_test) - theirs.score(X_test, y_test)) < 0.02
+    assert ours.predict(X_test).shape == (len(X_test),) and ours.n_outputs_ == 1
+    both = MLPRegressor(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X_train, np.c_[y_train, -y_train])
+    assert both.predict(X_test).shape == (len(X_test), 2) and both.n_outputs_ == 2
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_pipeline_grid_search_and_cross_validation():
+    X, y = load_iris(return_X_y=True)
+    pipeline = make_pipeline(
+        StandardScaler(), MLPClassifier((8,), max_iter=50, learning_rate_init=0.01, random_state=0)
+    )
+    search = GridSearchCV(pipeline, {"mlpclassifier__alpha": [1e-4, 1e-1], "mlpclassifier__solver": ["adam", "rprop"]})
+    search.fit(X, y)
+    assert search.best_score_ > 0.9 and search.best_params_["mlpclassifier__solver"] in ("adam", "rprop")
+    regressor = MLPRegressor(hidden_layer_sizes=(16,), max_iter=100, learning_rate_init=0.01, random_state=0)
+    scores = cross_val_score(regressor, *smooth_regression(300), cv=3)
+    assert scores.mean() > 0.5
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_pandas_feature_names():
+    pandas = pytest.importorskip("pandas")
+    X, y = standardized_iris()
+    frame = pandas.DataFrame(X, columns=["sepal_length", "sepal_width", "petal_length", "petal_width"])
+    model = MLPClassifier((5,), max_iter=20, random_state=0).fit(frame, pandas.Series(y))
+    assert list(model.feature_names_in_) == list(frame.columns) and model.n_features_in_ == 4
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        np.testing.assert_array_equal(model.predict(frame), model.predict(X))
+    with pytest.raises(ValueError, match="feature names"):
+        model.predict(frame[frame.columns[::-1]])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_balanced_class_weight_favours_the_minority_class(compiled_backend):
+    X, y = make_classification(n_samples=600, weights=[0.9], flip_y=0.05, class_sep=0.5, random_state=0)
+    params = {"hidden_layer_sizes": (8,), "max_iter": 60, "learning_rate_init": 0.01, "random_state": 0}
+    plain = MLPClassifier(backend=compiled_backend, **params).fit(X, y)
+    balanced = MLPClassifier(backend=compiled_backend, class_weight="balanced", **params).fit(X, y)
+    assert (balanced.predict(X) == 1).sum() > 1.5 * (plain.predict(X) == 1).sum()
+    minority = y == 1
+    assert (balanced.predict(X[minority]) == 1).mean() > (plain.predict(X[minority]) == 1).mean() + 0.1
+    with pytest.raises(ValueError, match="balanced"):
+        clone(balanced).partial_fit(X, y, classes=[0, 1])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_sample_weights_count_relative_to_each_other(compiled_backend):
+    """Weights are rescaled to mean 1, so multiplying them all by a constant changes no step (without alpha,
+    which scikit-learn weighs against the rows' total weight, as if the weights counted repeated rows)."""
+    X, y = standardized_iris()
+    weights = np.random.default_rng(1).uniform(0.5, 2.0, len(X))
+    fits = [
+        MLPClassifier((5,), max_iter=5, batch_size=30, alpha=0.0, random_state=0, backend=compiled_backend)
+        .fit(X, y, sample_weight=scale * weights)
+        for scale in (1.0, 1000.0)
+    ]  # fmt: skip
+    for a, b in zip(fits[0].coefs_, fits[1].coefs_):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+    with pytest.raises(ValueError, match="[Nn]egative"):
+        clone(fits[0]).fit(X, y, sample_weight=-weights)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_early_stopping_keeps_the_best_validated_weights(compiled_backend):
+    X, y = make_classification(n_samples=400, n_informative=5, flip_y=0.2, random_state=0)
+    params = {"hidden_layer_sizes": (32,), "learning_rate_init": 0.03, "early_stopping": True,
+              "validation_fraction": 0.25, "random_state": 0, "backend": compiled_backend}  # fmt: skip
+    model = MLPClassifier(max_iter=200, **params).fit(X, y)
+    scores = model.validation_scores_
+    assert len(scores) == model.n_iter_ < 200 and model.best_validation_score_ == max(scores)
+    assert model.best_loss_ is None and len(model.loss_curve_) == model.n_iter_
+    best_epochs = int(np.argmax(scores)) + 1  # the same run cut short there ends with the best weights
+    cut_short = MLPClassifier(max_iter=best_epochs, **params).fit(X, y)
+    for a, b in zip(model.coefs_ + model.intercepts_, cut_short.coefs_ + cut_short.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert not hasattr(model, "partial_fit")  # one epoch on a chunk has no validation split
+
+
+def test_warm_start_continues_weights_and_optimizer(compiled_backend):
+    X, y = standardized_iris()
+    params = {"hidden_layer_sizes": (6,), "tol": 0.0, "n_iter_no_change": 100, "random_state": 0,
+              "backend": compiled_backend}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        once = MLPClassifier(max_iter=10, **params).fit(X, y)
+        twice = MLPClassifier(max_iter=5, warm_start=True, **params).fit(X, y).fit(X, y)
+    for a, b in zip(once.coefs_ + once.intercepts_, twice.coefs_ + twice.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert twice.loss_curve_ == once.loss_curve_ and twice.n_iter_ == 5 and twice.t_ == once.t_ == 10 * len(X)
+    with pytest.raises(ValueError, match="hidden_layer_sizes"):
+        twice.set_params(hidden_layer_sizes=(7,)).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_partial_fit_on_chunks_equals_one_epoch_of_fit(estimator, compiled_backend):
+    X, labels = standardized_iris()
+    y = labels if estimator is MLPClassifier else X[:, 0] * X[:, 1]
+    params = {"hidden_layer_sizes": (6,), "solver": "sgd", "batch_size": 1, "shuffle": False,
+              "learning_rate_init": 0.01, "random_state": 0, "backend": compiled_backend}  # fmt: skip
+    whole = estimator(max_iter=1, **params).fit(X, y)
+    chunked = estimator(**params)
+    classes = {"classes": np.unique(labels)} if estimator is MLPClassifier else {}
+    for rows in np.array_split(np.arange(len(X)), 4):
+        chunked.partial_fit(X[rows], y[rows], **classes)
+    for a, b in zip(whole.coefs_ + whole.intercepts_, chunked.coefs_ + chunked.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert chunked.n_iter_ == 1 and chunked.t_ == len(X) and len(chunked.loss_curve_) == 4
+
+
+def test_partial_fit_needs_the_classes_first_and_refuses_new_ones():
+    X, y = standardized_iris()
+    model = MLPClassifier((4,))
+    with pytest.raises(ValueError, match="classes must be passed"):
+        model.partial_fit(X, y)
+    model.partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2])
+    assert model.predict_proba(X).shape == (len(X), 3)
+    with pytest.raises(ValueError, match="not in `self.classes_`"):
+        model.partial_fit(X, y + 1)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_pickles_and_clones(compiled_backend, tmp_path):
+    X, y = standardized_iris()
+    labels = np.array(["setosa", "versicolor", "virginica"], dtype=object)[y]
+    model = MLPClassifier((5,), max_iter=10, random_state=0, backend=compiled_backend).fit(X, labels)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
+    np.testing.assert_array_equal(restored.predict(X), model.predict(X))
+    for continued in (model, restored):  # the optimizer's state and shuffling stream travel too
+        continued.partial_fit(X, labels)
+    np.testing.assert_array_equal(restored.coefs_[0], model.coefs_[0])
+    assert clone(model).get_params() == model.get_params() and not hasattr(clone(model), "coefs_")
+    model.model_.save(tmp_path / "model.npz")
+    loaded = fastbp.load(tmp_path / "model.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_float32_trains_and_predicts_in_single_precision():
+    X, y = standardized_iris()
+    model = MLPRegressor(hidden_layer_sizes=(4,), max_iter=5, dtype=np.float32, random_state=0).fit(X, y)
+    assert model.predict(X).dtype == np.float32 and model.coefs_[0].dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"solver": "lbfgs"}, "lbfgs.*not available"),
+        ({"backend": "reference"}, "backend"),
+        ({"activation": "softmax"}, "activation"),
+        ({"momentum": 1.0}, "momentum"),
+        ({"dtype": np.int32}, "dtype"),
+    ],
+)
+def test_bad_parameters_are_refused_when_fitting(params, message):
+    X, y = standardized_iris()
+    model = MLPClassifier(**params)  # stored as given
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, y)
