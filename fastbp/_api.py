@@ -168,6 +168,8 @@ def train(
     X, targets, classes = as_training_data(X, y, options, classes)
     weights_per_row = as_sample_weight(sample_weight, len(X), X.dtype)
     epochs = as_count(epochs, "epochs")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function of (epoch, loss), got {callback!r}")
     trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed))
     history = trainer.run(
         X, targets, weights_per_row, epochs, callback=callback, progress=as_flag(progress, "progress")

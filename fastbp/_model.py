@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -29,7 +28,9 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._backends import BACKENDS, available_backends, backend_name, get_backend
+from ._files import replaced_atomically
 from ._layout import Layout
+from ._training import HIDDEN_ACTIVATIONS, OUTPUTS
 from ._validate import DTYPES, as_features
 
 FORMAT = "fastbp.model"
@@ -181,19 +182,8 @@ class Model:
             if self.classes.dtype.kind not in "biufUS":
                 raise ValueError(f"labels of dtype {self.classes.dtype} cannot be saved; use numbers or strings")
             arrays["classes"] = self.classes
-        path = Path(path)
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"cannot save {path}: the folder {path.parent} does not exist")
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(file, **arrays)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
+        with replaced_atomically(path) as file:
+            np.savez(file, **arrays)
 
 
 def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
@@ -203,22 +193,31 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
     or the fastest available if that one is missing here); every backend computes
     the same outputs.  A file that is not a valid fastbp model raises ``ValueError``.
     """
+    if backend is not None:
+        get_backend(backend)  # an unknown name is the caller's mistake, not the file's
     if not zipfile.is_zipfile(path):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such model file")
-        raise ValueError(f"{path} is not a fastbp model file: it is not an .npz archive")
+        raise ValueError(f"{path} is not a fastbp model file: it is not a complete .npz archive")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable fastbp model file: {error}") from None
     try:
-        return _model_from_arrays(arrays, backend)
-    except (KeyError, TypeError, ValueError) as error:
+        model = _model_from_arrays(arrays)
+    except KeyError as missing:
+        raise ValueError(f"{path} is not a valid fastbp model file: it has no {missing.args[0]!r} field") from None
+    except (TypeError, ValueError, RecursionError) as error:
         raise ValueError(f"{path} is not a valid fastbp model file: {error}") from None
+    if backend is None:
+        backend = model.backend if model.backend in available_backends() else "auto"
+    model.backend = backend_name(get_backend(backend))
+    return model
 
 
-def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
+def _model_from_arrays(arrays: dict) -> Model:
+    """The model the arrays describe, every field checked (the kernels trust what they are given)."""
     if str(arrays.get("format", "")) != FORMAT:
         raise ValueError(f"its format is not {FORMAT!r}")
     version = int(arrays["version"])
@@ -226,26 +225,32 @@ def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
         newer = " (written by a newer fastbp: upgrade fastbp to read it)" if version > VERSION else ""
         raise ValueError(f"format version {version} is not {VERSION}{newer}")
     sizes = arrays["sizes"]
-    if sizes.ndim != 1 or len(sizes) < 3 or sizes.dtype.kind != "i" or (sizes < 1).any():
+    if sizes.ndim != 1 or len(sizes) < 3 or sizes.dtype.kind != "i":
         raise ValueError(f"layer sizes {sizes.tolist()} are not a network's")
-    layout = Layout.from_sizes(sizes.tolist(), [str(name) for name in arrays["activations"].tolist()])
+    activations = [str(name) for name in arrays["activations"].tolist()]
+    if any(name not in HIDDEN_ACTIVATIONS for name in activations[:-1]) or activations[-1:][0] not in OUTPUTS:
+        raise ValueError(f"activations {activations} are not a network's")
+    layout = Layout.from_sizes(sizes.tolist(), activations)
     weights = arrays["weights"]
     if weights.dtype.newbyteorder("=") not in DTYPES or not np.isfinite(weights).all():
         raise ValueError("its weights are not finite float64 or float32 numbers")
     weights = np.require(weights.astype(weights.dtype.newbyteorder("=")), requirements=["C", "W"])
-    trained_by = str(arrays["backend"])
-    if backend is None:
-        backend = trained_by if trained_by in available_backends() else "auto"
+    classes = arrays.get("classes")
+    if classes is not None and (classes.ndim != 1 or classes.dtype.kind not in "biufUS"):
+        raise ValueError("its classes are not a list of numbers, strings or booleans")
+    flat_targets = arrays["flat_targets"]
+    if flat_targets.dtype != bool or flat_targets.shape != ():
+        raise ValueError("its flat_targets is not a boolean")
     options = json.loads(str(arrays["options"]))
     if not isinstance(options, dict):
         raise ValueError("its options are not a JSON object")
-    classes = arrays.get("classes")
+    trained_by = str(arrays["backend"])
     return Model(
         layout,
         weights,
         classes,
         np.asarray(arrays["history"], dtype=np.float64),
-        backend_name(get_backend(backend)),
-        flat_targets=bool(arrays["flat_targets"]),
+        trained_by if trained_by in BACKENDS else "reference",
+        flat_targets=bool(flat_targets),
         options=options,
     )

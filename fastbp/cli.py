@@ -32,8 +32,8 @@ from ._api import Evaluation, evaluate, train
 from ._backends import BACKENDS, COMPILED, backend_name, get_backend
 from ._layout import INITS
 from ._model import load
-from ._training import LOSSES, OPTIMIZERS, OUTPUTS
-from ._validate import RandomSource
+from ._training import LOSSES, OPTIMIZERS, OUTPUTS, Options
+from ._validate import RandomSource, as_count
 
 #: The demo's cross-validation on the wine data.
 CV_OPTIONS = {"hidden": (5,), "lr": 0.3, "epochs": 500, "init": "tutorial"}
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader left, as `fastbp predict ... | head` does: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the flush at exit
         return 1
-    except (ValueError, TypeError, OSError, FloatingPointError, ImportError) as error:
+    except (ValueError, TypeError, OSError, FloatingPointError, ImportError, MemoryError) as error:
         print(f"fastbp: error: {_one_line(error)}", file=sys.stderr)
         return 1
 
@@ -259,23 +259,32 @@ def _timed(function, *args, **kwargs):
 def _train(args: argparse.Namespace) -> int:
     """Cross-validate with :func:`fastbp.evaluate`'s protocol, scaling the features inside each training fold
     (or, with ``--tutorial``, over all rows); then save and plot as asked."""
-    figure_class = _matplotlib_figure() if args.plot else None  # before training, to fail fast
+    # Everything that can be checked before the data is read and the folds trained, is.
+    figure_class = _matplotlib_figure() if args.plot else None
+    for path in (args.save, args.plot):
+        _check_writable(path)
     if args.tutorial and args.init not in (None, "tutorial"):
         raise ValueError(f"--tutorial trains with --init tutorial, not --init {args.init}")
-    options = {
-        "hidden": args.hidden, "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-        "activation": args.activation, "output": args.output, "loss": args.loss, "optimizer": args.optimizer,
+    network = {
+        "hidden": args.hidden, "lr": args.lr, "batch_size": args.batch_size, "activation": args.activation,
+        "output": args.output, "loss": args.loss, "optimizer": args.optimizer,
         "init": "tutorial" if args.tutorial else args.init, "backend": args.backend,
     }  # fmt: skip
+    Options.create(**network)
+    options = {**network, "epochs": as_count(args.epochs, "--epochs")}
     X, y = data.load_csv(args.data)
     whole = data.minmax_bounds(X)
     _, classes = data.encode_labels(y)
+    if len(classes) < 2:
+        raise ValueError(f"{args.data}: every row has the label {classes[0]!r}; a classifier needs two classes or more")
     rng = RandomSource(args.seed).python()  # one stream draws the split, then each fold's network
     split = data.cross_validation_split(len(X), args.folds, rng)
     scaling = "over all rows (the tutorial's protocol)" if args.tutorial else "by each training fold's bounds"
+    unused = len(X) - sum(len(fold) for fold in split)
     print(
         f"{Path(args.data).name}: {len(X)} rows, {X.shape[1]} features, {len(classes)} classes; "
         f"{len(split)}-fold cross-validation, seed {args.seed}, features min-max scaled {scaling}"
+        + (f"; {unused} rows left out by the equal-size folds (the tutorial's split)" if unused else "")
     )
     scores, baseline_scores, histories = [], [], []
     n_trainings = len(split) + (args.save is not None)
@@ -308,6 +317,16 @@ def _train(args: argparse.Namespace) -> int:
         _plot_learning_curves(figure_class, histories, model.options["loss"], args.plot, Path(args.data).name)
         print(f"learning curves drawn in {args.plot}")
     return 0
+
+
+def _check_writable(path: str | None) -> None:
+    """Refuse an output path that could not be written, before any training."""
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give a file name")
+    if not Path(path).parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: the folder {Path(path).parent} does not exist")
 
 
 def _progress_bar(total: int, *, shown: bool):
@@ -349,7 +368,7 @@ def _plot_learning_curves(figure_class, histories: list[np.ndarray], loss: str, 
     ylabel = "sum of squared errors" if loss == "mse" else "cross-entropy (summed over rows)"
     axes.set(xlabel="epoch", ylabel=ylabel, title=f"{title}: learning curves")
     axes.legend()
-    figure.savefig(path)
+    figure.savefig(path, format="png")  # the name as given: matplotlib would add ".png" to a bare one
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -79,13 +79,23 @@ def load_features(path: str | PathLike, n_features: int, *, delimiter: str | Non
 
 
 def _csv_rows(path: str | PathLike, delimiter: str | None) -> Iterator[tuple[int, list[str]]]:
-    """Each non-blank row's number and its fields, stripped of surrounding spaces."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        rows = csv.reader(handle, delimiter=delimiter) if delimiter is not None else (line.split() for line in handle)
-        for line_number, row in enumerate(rows, start=1):
-            fields = [field.strip() for field in row]
-            if any(fields):
-                yield line_number, fields
+    """Each non-blank row's number and its fields, stripped of surrounding spaces.
+
+    A file that is not UTF-8 text, or whose fields break the CSV rules, raises
+    ``ValueError`` naming the file (and the line, where there is one).
+    """
+    line_number = 0
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            lines = csv.reader(handle, delimiter=delimiter) if delimiter is not None else map(str.split, handle)
+            for line_number, row in enumerate(lines, start=1):
+                fields = [field.strip() for field in row]
+                if any(fields):
+                    yield line_number, fields
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except csv.Error as error:
+        raise ValueError(f"{path}, line {line_number + 1}: {error}") from None
 
 
 def _numbers(fields: list[str], path: str | PathLike, line_number: int) -> list[float]:

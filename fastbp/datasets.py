@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ._files import replaced_atomically
 from .data import load_csv
 
 UCI_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/00236/seeds_dataset.txt"
 MIRROR_URL = "https://raw.githubusercontent.com/jbrownlee/Datasets/master/wheat-seeds.csv"
 URLS = (UCI_URL, MIRROR_URL)
 FILENAME = "wheat-seeds.csv"
-TIMEOUT = 30.0  # seconds, for the connection and for each read
+TIMEOUT = 10.0  # seconds, for the connection and for each read
 MAX_BYTES = 1 << 20  # the file is about 9 KB: a source sending more than 1 MiB is sending something else
 SHAPE = (210, 7)
 # SHA-256 of the parsed content in canonical form (see _content_sha256): the float64
@@ -148,9 +149,9 @@ def _read_verified(path: str | PathLike) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _download(url: str, target: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Fetch ``url`` into a temporary file beside ``target``, verify it, then move it into place as CSV.
+    """Fetch ``url`` into a temporary file beside ``target``, verify it, then write ``target`` as CSV.
 
-    Nothing is ever left under ``target``'s name but a verified file: ``os.replace`` is atomic.
+    Nothing is ever left under ``target``'s name but verified data, written whole.
     """
     descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
@@ -167,13 +168,12 @@ def _download(url: str, target: Path) -> tuple[np.ndarray, np.ndarray]:
             X, y = _read_verified(temporary)
         except ValueError as problem:
             raise ValueError(f"the file is not the wheat seeds data: {problem}") from None
-        # Keep a plain comma-separated copy whatever the source's separators, so the cached
-        # file reads anywhere a CSV does; repr() round-trips every float exactly.
-        rows = (",".join([*map(repr, features.tolist()), label]) for features, label in zip(X, y.tolist()))
-        Path(temporary).write_text("\n".join(rows) + "\n", encoding="utf-8")
-        os.replace(temporary, target)
-    except BaseException:
+    finally:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        raise
+    # Keep a plain comma-separated copy whatever the source's separators, so the cached
+    # file reads anywhere a CSV does; repr() round-trips every float exactly.
+    rows = (",".join([*map(repr, features.tolist()), label]) for features, label in zip(X, y.tolist()))
+    with replaced_atomically(target) as file:
+        file.write(("\n".join(rows) + "\n").encode("utf-8"))
     return X, y

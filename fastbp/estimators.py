@@ -187,7 +187,7 @@ class _MultilayerPerceptron(BaseEstimator):
         """The rows to train on, and with ``early_stopping`` the held-out ``(X, y, sample_weight)`` it scores."""
         if not self.early_stopping:
             return X, targets, weights, None
-        stratify = y if is_classifier(self) else None
+        stratify = y if is_classifier(self) and len(self.classes_) == 2 else None  # as scikit-learn: binary only
         train, held_out = train_test_split(
             np.arange(len(X)), test_size=self.validation_fraction, random_state=random_state, stratify=stratify
         )
@@ -367,8 +367,10 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
       ``"lbfgs"`` and no ``max_fun``.  ``activation`` may also be ``"leaky_relu"``.
     - Every problem, binary too, has one softmax output per class (``n_outputs_`` is the
       number of classes, ``out_activation_`` is ``"softmax"``); no multilabel targets.
-    - ``init=None`` draws He-normal weights for relu layers and Glorot-uniform for the
-      others, biases zero (``"glorot"``, ``"he"`` or ``"tutorial"`` for all layers).
+    - ``init="sklearn"`` (the default) draws the initial weights and biases as
+      scikit-learn does (uniform, Glorot's bound), though not the same numbers; fastbp's
+      other schemes are ``None`` (He for relu layers, Glorot for the others, biases
+      zero), ``"glorot"``, ``"he"`` and ``"tutorial"``.
     - ``sample_weight`` (times ``class_weight``) is rescaled to mean 1 over the rows
       trained on, and each batch's gradient is the mean of the rows' weighted gradients:
       scikit-learn divides their sum by the batch's total weight instead, which is the
@@ -420,7 +422,7 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         n_iter_no_change=10,
         class_weight=None,
         backend="auto",
-        init=None,
+        init="sklearn",
         dtype=np.float64,
     ):
         _store_params(self, locals())
@@ -537,7 +539,7 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
         epsilon=1e-8,
         n_iter_no_change=10,
         backend="auto",
-        init=None,
+        init="sklearn",
         dtype=np.float64,
     ):
         _store_params(self, locals())

@@ -202,6 +202,8 @@ BAD_INPUTS = [
     (GOOD_X, np.full(10, np.nan), {"output": "identity"}, ValueError, "y contains NaN"),
     (GOOD_X, GOOD_Y, {"seed": np.random.RandomState(0)}, TypeError, "seed"),
     (GOOD_X, GOOD_Y, {"seed": -1}, ValueError, "seed must be a non-negative integer"),
+    (GOOD_X, GOOD_Y, {"callback": "print"}, TypeError, "callback must be a function"),
+    (GOOD_X, GOOD_Y, {"hidden": 10**11}, ValueError, "more than fastbp's"),
     (GOOD_X, GOOD_Y, {"nesterov": True}, ValueError, "nesterov=True needs a momentum"),
     (GOOD_X, GOOD_Y, {"optimizer": "adam", "momentum": 0.9}, ValueError, "momentum and nesterov apply to"),
     (GOOD_X, GOOD_Y, {"optimizer": "adam", "lr_schedule": "invscaling"}, ValueError, "lr_schedule applies to"),

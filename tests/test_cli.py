@@ -117,6 +117,8 @@ def test_plot_draws_a_png_of_the_learning_curves(run, toy_csv, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "learning curves drawn in curves.png" in done.stdout
     assert (tmp_path / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
+    done = run("train", toy_csv, "--hidden", "2", "--epochs", "2", "--folds", "2", "--plot", "bare-name")
+    assert (tmp_path / "bare-name").read_bytes().startswith(PNG_SIGNATURE)  # the name as given, nothing added
     pixels = image.imread(tmp_path / "curves.png")
     assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.shape[1] > 100
     assert pixels.min() < pixels.max()  # something is drawn
@@ -138,6 +140,10 @@ def test_plot_without_matplotlib_says_how_to_install_it(run, toy_csv, tmp_path):
 def bad_inputs(toy_csv, tmp_path):
     """Command lines that must fail, and what their error line says."""
     (tmp_path / "text.csv").write_text("1.0,2.0,a\n3.0,heavy,b\n")
+    (tmp_path / "one-class.csv").write_text("1.0,2.0,a\n3.0,4.0,a\n5.0,6.0,a\n")
+    (tmp_path / "long-field.csv").write_text("1" * 200_000 + ",a\n")
+    (tmp_path / "latin1.csv").write_bytes("1.0,caf\xe9\n".encode("latin-1"))
+    (tmp_path / "folder").mkdir()
     return {
         "missing file": (["train", "missing.csv"], "missing.csv: No such file or directory"),
         "text feature": (["train", "text.csv"], "line 2: non-numeric feature"),
@@ -146,17 +152,24 @@ def bad_inputs(toy_csv, tmp_path):
         "lr nan": (["train", toy_csv, "--lr", "nan"], "lr must be a finite number, got nan"),
         "one fold": (["train", toy_csv, "--folds", "1"], "folds must be an integer >= 2"),
         "tutorial init": (["train", toy_csv, "--tutorial", "--init", "he"], "--tutorial trains with --init tutorial"),
-        "not a model": (["predict", toy_csv, toy_csv], "is not a fastbp model file: it is not an .npz archive"),
+        "not a model": (["predict", toy_csv, toy_csv], "is not a fastbp model file: it is not a complete .npz archive"),
         "missing model": (["predict", "missing.npz", toy_csv], "missing.npz: no such model file"),
         "malformed size": (["train", toy_csv, "--hidden", "5,x"], "not a comma-separated list of integers"),
         "unknown choice": (["train", toy_csv, "--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
+        "one class": (["train", "one-class.csv"], "a classifier needs two classes or more"),
+        "long field": (["train", "long-field.csv"], "long-field.csv, line 1: field larger than field limit"),
+        "not utf-8": (["train", "latin1.csv"], "latin1.csv is not UTF-8 text"),
+        "plot to a folder": (["train", toy_csv, "--plot", "folder"], "folder is a folder: give a file name"),
+        "save nowhere": (["train", toy_csv, "--save", "none/m.npz"], "the folder none does not exist"),
+        "huge network": (["train", toy_csv, "--hidden", "100000000000"], "more than fastbp's"),
     }
 
 
 @pytest.mark.parametrize(
     "case",
     ["missing file", "text feature", "negative epochs", "no hidden neurons", "lr nan", "one fold", "tutorial init",
-     "not a model", "missing model", "malformed size", "unknown choice"],
+     "not a model", "missing model", "malformed size", "unknown choice", "one class", "long field", "not utf-8",
+     "plot to a folder", "save nowhere", "huge network"],
 )  # fmt: skip
 def test_bad_input_ends_with_one_error_line(run, bad_inputs, case):
     args, message = bad_inputs[case]

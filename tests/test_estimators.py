@@ -133,12 +133,16 @@ def test_regression_of_a_smooth_function_is_scikit_learns(compiled_backend):
     X, y = smooth_regression()
     X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
     params = {"hidden_layer_sizes": (32, 32), "activation": "tanh", "max_iter": 300, "learning_rate_init": 0.01,
-              "batch_size": 32, "random_state": 0}  # fmt: skip
-    ours = MLPRegressor(backend=compiled_backend, **params).fit(X_train, y_train)
-    theirs = neural_network.MLPRegressor(**params).fit(X_train, y_train)
-    assert ours.score(X_test, y_test) > 0.97
-    assert abs(ours.score(X_test, y_test) - theirs.score(X_test, y_test)) < 0.02
-    assert ours.predict(X_test).shape == (len(X_test),) and ours.n_outputs_ == 1
+              "batch_size": 32}  # fmt: skip
+    seeds = range(3)  # one seed's luck (an early stop on a plateau) can cost either library 0.02
+    ours = np.mean([MLPRegressor(backend=compiled_backend, random_state=seed, **params).fit(X_train, y_train)
+                    .score(X_test, y_test) for seed in seeds])  # fmt: skip
+    theirs = np.mean([neural_network.MLPRegressor(random_state=seed, **params).fit(X_train, y_train)
+                      .score(X_test, y_test) for seed in seeds])  # fmt: skip
+    assert ours > 0.97
+    assert abs(ours - theirs) < 0.02
+    one = MLPRegressor(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X_train, y_train)
+    assert one.predict(X_test).shape == (len(X_test),) and one.n_outputs_ == 1
     both = MLPRegressor(hidden_layer_sizes=(8,), max_iter=20, random_state=0).fit(X_train, np.c_[y_train, -y_train])
     assert both.predict(X_test).shape == (len(X_test), 2) and both.n_outputs_ == 2
 

@@ -123,6 +123,20 @@ def rewrite(path, **changes):
         ({"classes": np.array([0, 1, 2])}, "3 labels for 2 outputs"),
         ({"options": np.array("[1, 2]")}, "options"),
         ({"options": np.array("{not json")}, "Expecting property name"),
+        ({"options": np.array("[" * 100_000 + "]" * 100_000)}, "recursion"),
+        ({"version": None}, "has no 'version' field"),
+        ({"activations": np.array(["softmax", "sigmoid"])}, "are not a network's"),
+        ({"classes": np.array([1j, 2j])}, "classes are not"),
+        ({"flat_targets": np.array("yes")}, "flat_targets is not a boolean"),
+        # Offsets that wrap around in 64 bits would let the kernels write outside their buffers.
+        (
+            {
+                "sizes": np.array(
+                    [1, 2**62 + 2**32, 2**62 + 2**32, 2**64 + 1 - 2 * (2**62 + 2**32), 1], dtype=np.uint64
+                ).astype(np.int64)
+            },
+            "layer sizes",
+        ),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
@@ -145,7 +159,7 @@ def test_truncated_foreign_and_pickled_files_are_refused(tmp_path):
         fastbp.load(truncated)
     text = tmp_path / "notes.csv"
     text.write_text("1,2,3\n")
-    with pytest.raises(ValueError, match="not an .npz archive"):
+    with pytest.raises(ValueError, match="not a complete .npz archive"):
         fastbp.load(text)
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, format=np.array("fastbp.model"), version=np.array(1), payload=np.array([{"x": 1}], dtype=object))
@@ -174,3 +188,22 @@ def test_object_labels_cannot_be_saved(tmp_path):
     model.classes = np.array([None, 1], dtype=object)
     with pytest.raises(ValueError, match="cannot be saved"):
         model.save(tmp_path / "m.npz")
+
+
+def test_an_unknown_backend_is_blamed_on_the_caller_not_the_file(tmp_path):
+    _, model = trained("tutorial")
+    model.save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match="^backend must be 'auto' or one of"):
+        fastbp.load(tmp_path / "m.npz", backend="bogus")
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    _, model = trained("tutorial")
+    previous = os.umask(0o022)
+    try:
+        model.save(tmp_path / "m.npz")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o644
