@@ -1,13 +1,174 @@
-"""Benchmark fixtures: the wheat seeds experiment's data, found like the tests find it."""
+"""Benchmark fixtures: workload sizes, the data sets, and the peers fastbp is compared with.
+
+Every benchmark group is one workload (``W1-wheat-seeds``, ``W2-digits-online``, ...):
+identical data, network and epochs for each implementation in it, so their times
+compare within one run.  Each benchmark records ``extra_info["samples"]`` (rows x
+epochs trained, or rows predicted) and who ran it, which ``benches/report.py`` turns
+into samples per second and ratios.
+
+Sizes depend on the mode:
+
+- ``full``: ``pytest benches --benchmark-enable`` (what ``python benches/report.py`` runs);
+- ``quick``: the same with ``FASTBP_BENCH_MODE=quick`` (``report.py --quick``): fewer
+  epochs and rounds, for a rough look in well under a minute;
+- ``smoke``: benchmarks disabled (the test command's ``--benchmark-disable``): each
+  runs once, untimed, on a few rows, so the suites never rot and cost seconds.
+"""
 
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import fastbp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: ``full`` unless ``FASTBP_BENCH_MODE=quick``; disabled benchmarks always run ``smoke``.
+MODE = os.environ.get("FASTBP_BENCH_MODE", "full")
+if MODE not in ("full", "quick"):
+    raise ValueError(f"FASTBP_BENCH_MODE must be 'full' or 'quick', got {MODE!r}")
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much one benchmark of a workload trains (or predicts), and how often it is timed."""
+
+    #: Rows used (the first ones of the data set); None: all of them.
+    rows: int | None
+    epochs: int
+    #: Timed rounds of fastbp's compiled backends.
+    rounds: int
+    #: Timed rounds of the slow implementations (the reference, scikit-learn online, cold start-up).
+    slow_rounds: int
+
+
+#: Per workload (the benchmark group) and mode.  The full sizes keep
+#: ``python benches/report.py`` to a few minutes on 2 cores: scikit-learn's online
+#: SGD costs ~0.1 ms per row at 64-32-10 and several ms per row at 784-128-10.
+SIZES = {
+    "W1-wheat-seeds": {
+        "full": Size(rows=None, epochs=500, rounds=10, slow_rounds=1),
+        "quick": Size(rows=None, epochs=100, rounds=3, slow_rounds=1),
+        "smoke": Size(rows=None, epochs=10, rounds=1, slow_rounds=1),
+    },
+    "W2-digits-online": {
+        "full": Size(rows=None, epochs=10, rounds=10, slow_rounds=2),
+        "quick": Size(rows=None, epochs=2, rounds=3, slow_rounds=1),
+        "smoke": Size(rows=200, epochs=1, rounds=1, slow_rounds=1),
+    },
+    "W2-digits-batch32": {
+        "full": Size(rows=None, epochs=10, rounds=10, slow_rounds=5),
+        "quick": Size(rows=None, epochs=2, rounds=3, slow_rounds=2),
+        "smoke": Size(rows=500, epochs=5, rounds=1, slow_rounds=1),
+    },
+    "W3-mnist-online": {
+        "full": Size(rows=500, epochs=1, rounds=5, slow_rounds=1),
+        "quick": Size(rows=150, epochs=1, rounds=2, slow_rounds=1),
+        "smoke": Size(rows=40, epochs=1, rounds=1, slow_rounds=1),
+    },
+    "W3-mnist-batch32": {
+        "full": Size(rows=2000, epochs=3, rounds=5, slow_rounds=5),
+        "quick": Size(rows=2000, epochs=1, rounds=2, slow_rounds=2),
+        "smoke": Size(rows=256, epochs=2, rounds=1, slow_rounds=1),
+    },
+    "W3-mnist-batch128": {
+        "full": Size(rows=2000, epochs=3, rounds=5, slow_rounds=5),
+        "quick": Size(rows=2000, epochs=1, rounds=2, slow_rounds=2),
+        "smoke": Size(rows=512, epochs=4, rounds=1, slow_rounds=1),
+    },
+    "predict": {
+        "full": Size(rows=100_000, epochs=1, rounds=10, slow_rounds=10),
+        "quick": Size(rows=100_000, epochs=1, rounds=3, slow_rounds=3),
+        "smoke": Size(rows=1_000, epochs=1, rounds=1, slow_rounds=1),
+    },
+    "startup": {  # the tutorial's toy data (10 rows), 20 epochs, in a new process each round
+        "full": Size(rows=10, epochs=20, rounds=3, slow_rounds=1),
+        "quick": Size(rows=10, epochs=20, rounds=1, slow_rounds=1),
+        "smoke": Size(rows=10, epochs=20, rounds=1, slow_rounds=1),
+    },
+}
+
+#: fastbp's compiled backends that import here.
+COMPILED = [name for name in fastbp.available_backends() if name != "reference"]
+#: Rows of the generated MNIST-shaped data (the most any W3 size uses).
+MNIST_ROWS = 2000
+
+
+@pytest.fixture
+def mode(benchmark) -> str:
+    """``smoke`` when benchmarks are disabled, else :data:`MODE`."""
+    return "smoke" if benchmark.disabled else MODE
+
+
+@pytest.fixture
+def size(request, mode) -> Size:
+    """The size of this benchmark's workload: its group's entry in :data:`SIZES`."""
+    marker = request.node.get_closest_marker("benchmark")
+    group = marker.kwargs.get("group") if marker else None
+    if group not in SIZES:
+        raise LookupError(f"{request.node.name}: mark it with a benchmark group among {list(SIZES)}")
+    return SIZES[group][mode]
+
+
+@pytest.fixture(params=COMPILED)
+def compiled_backend(request):
+    """Every compiled fastbp backend that imports here."""
+    return request.param
+
+
+@pytest.fixture
+def timed(benchmark, size, mode):
+    """``timed(target, samples=..., slow=False, setup=None, **info)``: time ``target()``
+    over the size's rounds (``slow_rounds`` if ``slow``) and return its last result.
+
+    ``info`` lands in ``benchmark.extra_info`` for the report: ``library`` ("fastbp",
+    "reference", "scikit-learn", "PyTorch"), ``implementation`` (the table's label),
+    ``path`` (which kernels or loop ran) and anything else worth keeping.
+    """
+
+    def run(target, *, samples, slow=False, setup=None, **info):
+        benchmark.extra_info.update(samples=int(samples), mode=mode, **info)
+        rounds = size.slow_rounds if slow else size.rounds
+        return benchmark.pedantic(target, setup=setup, rounds=rounds, iterations=1)
+
+    return run
+
+
+@pytest.fixture
+def assert_learned():
+    """``assert_learned(predicted, y)``: training accuracy at least twice chance, so a
+    broken kernel (or a peer that silently did nothing) cannot look fast."""
+
+    def check(predicted, y):
+        y = np.asarray(y)
+        chance = 1.0 / len(np.unique(y))
+        accuracy = float(np.mean(np.asarray(predicted) == y))
+        assert accuracy >= 2 * chance, f"training accuracy {accuracy:.3f} is not above chance ({chance:.3f})"
+        return accuracy
+
+    return check
+
+
+@pytest.fixture
+def describe_fastbp():
+    """``describe_fastbp(backend, dtype, batch_size)``: the ``timed`` info for a fastbp run."""
+
+    def describe(backend, dtype=np.float64, batch_size=None):
+        name = np.dtype(dtype).name
+        return {
+            "library": "fastbp",
+            "implementation": f"fastbp {backend} {name}",
+            # Which kernels ran: batch size 1 trains row by row, anything larger by matrix products.
+            "path": "online kernel (exact tutorial order)" if batch_size in (None, 1) else "mini-batch kernel (BLAS)",
+            "dtype": name,
+            "batch_size": batch_size or 1,
+        }
+
+    return describe
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +178,94 @@ def wheat():
         pytest.skip(f"wheat-seeds.csv not found at {path} (set FASTBP_SHARED_DATA)")
     X, y = fastbp.datasets.load_wheat_seeds(path=path)
     return fastbp.data.minmax_normalize(X), y
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's handwritten digits: 1,797 rows of 64 pixels scaled to [0, 1], labels 0-9."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    return np.ascontiguousarray(X / 16.0), y
+
+
+@pytest.fixture(scope="session")
+def mnist_shape():
+    """Generated data of MNIST's shape: 784 values in [0, 1] per row, labels 0-9.
+
+    Like handwritten digits, rows are mostly zeros (about 17% of the pixels are ink):
+    each is its class's random stroke pattern at random intensities plus scattered
+    noise, so one epoch learns it (the sanity checks need that).  The arithmetic is
+    the same as on real digits: every layer is dense, whatever the values.
+    """
+    rng = np.random.default_rng(784)
+    strokes = rng.uniform(0.0, 1.0, (10, 784)) < 0.2
+    y = rng.integers(0, 10, MNIST_ROWS)
+    noise = (rng.uniform(0.0, 1.0, (MNIST_ROWS, 784)) < 0.05) * rng.uniform(0.0, 1.0, (MNIST_ROWS, 784))
+    X = np.clip(strokes[y] * rng.uniform(0.5, 1.0, (MNIST_ROWS, 784)) + noise, 0.0, 1.0)
+    return X, y
+
+
+@pytest.fixture
+def fit_sklearn():
+    """``fit_sklearn(X, y, hidden=, lr=, batch_size=, epochs=)``: scikit-learn's
+    ``MLPClassifier`` trained like fastbp's SGD: logistic hidden units, softmax and
+    cross-entropy, plain constant-rate SGD, rows in order, no L2, exactly ``epochs``.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    def fit(X, y, *, hidden, lr, batch_size, epochs):
+        model = MLPClassifier(
+            hidden_layer_sizes=(hidden,), activation="logistic", solver="sgd", batch_size=batch_size,
+            learning_rate="constant", learning_rate_init=lr, momentum=0.0, alpha=0.0, shuffle=False,
+            max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1, early_stopping=False, random_state=0,
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # reaching max_iter is the point
+            model.fit(X, y)
+        assert model.n_iter_ == epochs
+        return model
+
+    return fit
+
+
+@pytest.fixture
+def fit_torch():
+    """``fit_torch(X, y, hidden=, lr=, batch_size=, epochs=)``: the same network in
+    PyTorch on the CPU (float32, its native precision), a plain loop over batches in
+    order (``batch_size=1``: per sample) with ``torch.optim.SGD``; Glorot-uniform
+    weights and zero biases, as ``fastbp.train(init="glorot")``.  Skipped without torch.
+    """
+    torch = pytest.importorskip("torch", reason="PyTorch is an optional peer: install torch to compare with it")
+
+    class Fitted:
+        def __init__(self, network):
+            self.network = network
+
+        def predict(self, X):
+            with torch.no_grad():
+                return self.network(torch.as_tensor(X, dtype=torch.float32)).argmax(dim=1).numpy()
+
+    def fit(X, y, *, hidden, lr, batch_size, epochs):
+        torch.manual_seed(0)
+        inputs = torch.as_tensor(X, dtype=torch.float32)
+        targets = torch.as_tensor(y, dtype=torch.int64)
+        n_classes = int(targets.max()) + 1
+        network = torch.nn.Sequential(
+            torch.nn.Linear(inputs.shape[1], hidden), torch.nn.Sigmoid(), torch.nn.Linear(hidden, n_classes)
+        )
+        for layer in (network[0], network[2]):
+            torch.nn.init.xavier_uniform_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+        optimizer = torch.optim.SGD(network.parameters(), lr=lr)
+        loss_function = torch.nn.CrossEntropyLoss()  # softmax outputs, mean over the batch
+        for _ in range(epochs):
+            for start in range(0, len(inputs), batch_size):
+                optimizer.zero_grad()
+                loss = loss_function(network(inputs[start : start + batch_size]), targets[start : start + batch_size])
+                loss.backward()
+                optimizer.step()
+        return Fitted(network)
+
+    return fit

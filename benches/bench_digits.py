@@ -1,0 +1,81 @@
+"""W2: a mid-size network on scikit-learn's handwritten digits (64-32-10).
+
+Sigmoid hidden units (scikit-learn's "logistic"), a softmax output with cross-entropy,
+plain SGD at a constant rate, rows in the order given, no L2: the same network,
+data and epochs for fastbp (Numba, Cython), scikit-learn's ``MLPClassifier`` and,
+where it is installed, PyTorch on the CPU.  Online (batch size 1, scikit-learn's
+``batch_size=1``, PyTorch's per-sample loop) and mini-batches of 32.
+
+fastbp's online runs use the online kernel (the tutorial's exact summation order), its
+mini-batches the BLAS kernel.  Initial weights differ between libraries (each draws
+its own), so the checks are on learning, not on equal weights.
+"""
+
+import numpy as np
+import pytest
+
+import fastbp
+
+NETWORK = {"hidden": 32, "activation": "sigmoid", "output": "softmax", "init": "glorot", "seed": 0}
+LR = {1: 0.3, 32: 1.0}
+#: Online and mini-batch training, each its own workload.
+BATCH_SIZES = pytest.mark.parametrize(
+    "batch_size", [pytest.param(1, marks=pytest.mark.benchmark(group="W2-digits-online"), id="online"),
+                   pytest.param(32, marks=pytest.mark.benchmark(group="W2-digits-batch32"), id="batch32")],
+)  # fmt: skip
+
+
+def rows(data, size):
+    X, y = data
+    return X[: size.rows], y[: size.rows]
+
+
+def train_fastbp(X, y, backend, batch_size, epochs):
+    return fastbp.train(X, y, **NETWORK, lr=LR[batch_size], batch_size=batch_size, epochs=epochs, backend=backend)
+
+
+@BATCH_SIZES
+def bench_digits_fastbp(timed, size, digits, assert_learned, describe_fastbp, compiled_backend, batch_size):
+    X, y = rows(digits, size)
+    train_fastbp(X[:64], y[:64], compiled_backend, batch_size, 1)  # warm up: load or compile the kernels
+    model = timed(
+        lambda: train_fastbp(X, y, compiled_backend, batch_size, size.epochs),
+        samples=len(X) * size.epochs,
+        **describe_fastbp(compiled_backend, np.float64, batch_size),
+    )
+    assert_learned(model.predict(X), y)
+
+
+@BATCH_SIZES
+def bench_digits_sklearn(timed, size, digits, assert_learned, fit_sklearn, batch_size):
+    X, y = rows(digits, size)
+    model = timed(
+        lambda: fit_sklearn(X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size,
+                            epochs=size.epochs),
+        samples=len(X) * size.epochs,
+        slow=batch_size == 1,
+        library="scikit-learn",
+        implementation=f"scikit-learn MLPClassifier batch_size={batch_size} float64",
+        path="MLPClassifier(solver='sgd')",
+        dtype="float64",
+        batch_size=batch_size,
+    )  # fmt: skip
+    assert_learned(model.predict(X), y)
+
+
+@BATCH_SIZES
+def bench_digits_torch(fit_torch, timed, size, digits, assert_learned, batch_size):
+    X, y = rows(digits, size)
+    fit_torch(X[:64], y[:64], hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size, epochs=1)  # warm up
+    model = timed(
+        lambda: fit_torch(X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size,
+                          epochs=size.epochs),
+        samples=len(X) * size.epochs,
+        slow=batch_size == 1,
+        library="PyTorch",
+        implementation=f"PyTorch CPU {'per-sample' if batch_size == 1 else f'batch {batch_size}'} float32",
+        path="torch.optim.SGD loop",
+        dtype="float32",
+        batch_size=batch_size,
+    )  # fmt: skip
+    assert_learned(model.predict(X), y)

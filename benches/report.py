@@ -1,0 +1,271 @@
+"""Run the benchmark suites and print one table of where fastbp stands.
+
+Usage::
+
+    python benches/report.py [--quick] [--stat {median,min,mean}] [pytest args...]
+
+Runs ``pytest benches --benchmark-enable`` in a subprocess (its progress goes to
+stderr), then prints to stdout, as Markdown: the run's date, commit and machine, and
+per workload (benchmark group) each implementation's time, samples per second and
+speed relative to fastbp's fastest backend in that workload, measured side by side in
+that one run.  Where issue 6 sets a target, the table shows the measured ratio next
+to it, marked met or missed: informational, never a failure.  The exit status is
+pytest's (a failed sanity check or a crash), not the targets'.
+
+``--quick`` runs smaller workloads and fewer rounds (``FASTBP_BENCH_MODE=quick``, see
+``benches/conftest.py``); ``--blas-threads 1`` pins BLAS (fastbp's mini-batch kernels,
+scikit-learn) and PyTorch to one thread, which keeps mini-batch times steady on a small
+machine that other work shares (a multi-threaded BLAS stalls whenever a core is taken);
+extra arguments go to pytest, e.g. ``-k W2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+BENCHES = Path(__file__).resolve().parent
+REPO_ROOT = BENCHES.parent
+#: Workloads in the order the table lists them.
+GROUPS = [
+    "W1-wheat-seeds", "W2-digits-online", "W2-digits-batch32", "W3-mnist-online", "W3-mnist-batch32",
+    "W3-mnist-batch128", "predict", "startup",
+]  # fmt: skip
+THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+LIBRARIES = ["fastbp", "numpy", "scipy", "numba", "Cython", "scikit-learn", "torch", "pytest-benchmark"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One benchmark's result."""
+
+    group: str
+    library: str
+    implementation: str
+    path: str
+    dtype: str
+    batch_size: int
+    cache: str
+    samples: int
+    seconds: float
+    rounds: int
+
+    @property
+    def rate(self) -> float:
+        """Samples per second."""
+        return self.samples / self.seconds
+
+    @classmethod
+    def from_json(cls, bench: dict, stat: str) -> Row:
+        info = bench.get("extra_info", {})
+        return cls(
+            group=bench.get("group") or "(no group)",
+            library=info.get("library", "?"),
+            implementation=info.get("implementation", bench["name"]),
+            path=info.get("path", ""),
+            dtype=info.get("dtype", ""),
+            batch_size=int(info.get("batch_size", 0)),
+            cache=info.get("cache", ""),
+            samples=int(info.get("samples", 0)),
+            seconds=float(bench["stats"][stat]),
+            rounds=int(bench["stats"]["rounds"]),
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("--quick", action="store_true", help="smaller workloads and fewer rounds")
+    parser.add_argument(
+        "--stat", choices=("median", "min", "mean"), default="median", help="which time per benchmark (median)"
+    )
+    parser.add_argument(
+        "--blas-threads", type=int, metavar="N",
+        help="threads for BLAS and PyTorch (OPENBLAS/OMP/MKL_NUM_THREADS); default: the libraries' own",
+    )  # fmt: skip
+    args, pytest_args = parser.parse_known_args(argv)
+    mode = "quick" if args.quick else "full"
+    if args.blas_threads is not None:
+        # Set here too, before numpy loads, so the report's BLAS line shows what the benchmarks ran with.
+        for name in THREAD_VARIABLES:
+            os.environ[name] = str(args.blas_threads)
+    with tempfile.TemporaryDirectory(prefix="fastbp-bench-") as tmp:
+        json_path = Path(tmp) / "benchmarks.json"
+        command = [
+            sys.executable, "-m", "pytest", str(BENCHES), "--benchmark-enable", f"--benchmark-json={json_path}",
+            "-p", "no:cacheprovider", "-q", *pytest_args,
+        ]  # fmt: skip
+        print("running:", " ".join(command), file=sys.stderr, flush=True)
+        env = {**os.environ, "FASTBP_BENCH_MODE": mode}
+        # pytest's own output (and pytest-benchmark's tables) go to stderr; stdout gets only the report.
+        status = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=sys.stderr).returncode
+        if not json_path.is_file():
+            print(f"pytest exited with status {status} and wrote no results", file=sys.stderr)
+            return status or 1
+        results = json.loads(json_path.read_text())
+    rows = [Row.from_json(bench, args.stat) for bench in results["benchmarks"]]
+    print(report(rows, results.get("datetime"), mode, args.stat))
+    if status:
+        print(f"\npytest exited with status {status}: see its output above", file=sys.stderr)
+    return status
+
+
+def report(rows: list[Row], when: str | None, mode: str, stat: str) -> str:
+    lines = [f"## fastbp benchmarks ({mode} run, {stat} time per benchmark)", ""]
+    lines += [f"- {line}" for line in describe_run(when)]
+    lines += [
+        "",
+        "| workload | implementation | kernels / loop | time | samples/s | vs fastest fastbp | target |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    groups = [group for group in GROUPS if any(row.group == group for row in rows)]
+    groups += sorted({row.group for row in rows} - set(GROUPS))
+    for group in groups:
+        members = [row for row in rows if row.group == group]
+        ours = [row for row in members if row.library == "fastbp"]
+        best = max((row.rate for row in ours), default=None)
+        ordered = sorted(ours, key=lambda row: -row.rate) + sorted(
+            (row for row in members if row.library != "fastbp"), key=lambda row: -row.rate
+        )
+        for row in ordered:
+            relative = f"{row.rate / best:.3g}x" if best else "-"
+            rate = "-" if group == "startup" else f"{row.rate:,.0f}"
+            lines.append(
+                f"| {group} | {row.implementation} | {row.path} | {format_time(row.seconds)} | {rate} | "
+                f"{relative} | {target(row, members)} |"
+            )
+    lines += [
+        "",
+        "samples: rows x epochs trained (W1: 168 training rows per fold x epochs x 5 folds), rows predicted, or",
+        "for start-up the toy network's 10 rows x 20 epochs (its time is the whole process). 'vs fastest fastbp':",
+        "samples/s relative to fastbp's fastest variant in the same workload. Targets from issue 6, informational.",
+    ]
+    return "\n".join(lines)
+
+
+def target(row: Row, members: list[Row]) -> str:
+    """Issue 6's target for ``row`` where one applies, with the measured value, met or missed."""
+    if row.library != "fastbp":
+        return ""
+    group = row.group
+    if group == "W1-wheat-seeds":
+        return speedup(row, peer(members, "reference"), 130, "reference")
+    if group == "W2-digits-online":
+        return speedup(row, peer(members, "scikit-learn"), 60, "scikit-learn batch 1")
+    if group == "W3-mnist-online":
+        return speedup(row, peer(members, "scikit-learn"), 12, "scikit-learn batch 1")
+    if group in ("W3-mnist-batch32", "W3-mnist-batch128"):
+        size = group.removeprefix("W3-mnist-batch")
+        if row.dtype == "float64":
+            return speedup(row, peer(members, "scikit-learn"), 1, f"scikit-learn batch {size}")
+        return speedup(row, peer(members, "PyTorch"), 1, f"PyTorch batch {size}")
+    if group == "startup":
+        if row.cache == "cold":
+            return "none (stated in the README)"
+        limit = 1.0 if row.cache == "warm" else 0.5  # Cython: "well under" the warm Numba second
+        verdict = "met" if row.seconds < limit else "missed"
+        return f"< {limit:g} s: {format_time(row.seconds)} {verdict}"
+    return ""
+
+
+def peer(members: list[Row], library: str) -> Row | None:
+    return next((row for row in members if row.library == library), None)
+
+
+def speedup(row: Row, other: Row | None, minimum: float, name: str) -> str:
+    if other is None:
+        return f">= {minimum:g}x {name}: not measured (not installed, or deselected)"
+    ratio = row.rate / other.rate
+    return f">= {minimum:g}x {name}: {ratio:.3g}x {'met' if ratio >= minimum else 'missed'}"
+
+
+def format_time(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} us"
+
+
+def describe_run(when: str | None) -> list[str]:
+    """The date, commit, machine and library versions, one line each."""
+    date = when or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    lines = [f"date: {date}"]
+    commit = _git("rev-parse", "--short", "HEAD")
+    if commit:
+        dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""
+        lines.append(f"commit: {commit}{dirty}")
+    cpu, flags = _cpu()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines.append(f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable), {platform.machine()}{flags}")
+    lines.append(f"system: {platform.system()} {platform.release()}, Python {platform.python_version()}")
+    lines.append("libraries: " + ", ".join(_versions()))
+    blas = _blas()
+    if blas:
+        lines.append(f"BLAS: {blas}")
+    return lines
+
+
+def _cpu() -> tuple[str, str]:
+    model, flags = None, set()
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or "unknown CPU"
+    vector = [name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("fma", "FMA")) if flag in flags]
+    return model, f", {' '.join(vector)}" if vector else ""
+
+
+def _versions() -> list[str]:
+    versions = []
+    for name in LIBRARIES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    return versions
+
+
+def _blas() -> str:
+    """The BLAS libraries numpy and scipy load (fastbp's mini-batch kernels use scipy's)."""
+    try:
+        import numpy  # noqa: F401
+        import scipy.linalg  # noqa: F401
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return ""
+    return "; ".join(
+        f"{pool.get('internal_api')} {pool.get('version')} ({pool.get('num_threads')} threads, "
+        f"{Path(pool.get('filepath', '')).name})"
+        for pool in threadpool_info()
+        if pool.get("user_api") == "blas"
+    )
+
+
+def _git(*args: str) -> str:
+    try:
+        done = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return done.stdout.strip()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
