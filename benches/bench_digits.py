@@ -6,23 +6,26 @@ data and epochs for fastbp (Numba, Cython), scikit-learn's ``MLPClassifier`` and
 where it is installed, PyTorch on the CPU.  Online (batch size 1, scikit-learn's
 ``batch_size=1``, PyTorch's per-sample loop) and mini-batches of 32.
 
-fastbp's online runs use the online kernel (the tutorial's exact summation order), its
+fastbp's online runs use the online kernel, in both summation orders (``exact``: the
+tutorial's, bit for bit; fast: eight interleaved partial sums that vectorise), its
 mini-batches the BLAS kernel.  Initial weights differ between libraries (each draws
 its own), so the checks are on learning, not on equal weights.
 """
 
 import numpy as np
 import pytest
+from conftest import fastbp_modes
 
 import fastbp
 
 NETWORK = {"hidden": 32, "activation": "sigmoid", "output": "softmax", "init": "glorot", "seed": 0}
 LR = {1: 0.3, 32: 1.0}
 #: Online and mini-batch training, each its own workload.
+GROUPS = {1: "W2-digits-online", 32: "W2-digits-batch32"}
 BATCH_SIZES = pytest.mark.parametrize(
-    "batch_size", [pytest.param(1, marks=pytest.mark.benchmark(group="W2-digits-online"), id="online"),
-                   pytest.param(32, marks=pytest.mark.benchmark(group="W2-digits-batch32"), id="batch32")],
-)  # fmt: skip
+    "batch_size",
+    [pytest.param(b, marks=pytest.mark.benchmark(group=g), id=g.split("-")[-1]) for b, g in GROUPS.items()],
+)
 
 
 def rows(data, size):
@@ -30,18 +33,20 @@ def rows(data, size):
     return X[: size.rows], y[: size.rows]
 
 
-def train_fastbp(X, y, backend, batch_size, epochs):
-    return fastbp.train(X, y, **NETWORK, lr=LR[batch_size], batch_size=batch_size, epochs=epochs, backend=backend)
+def train_fastbp(X, y, backend, batch_size, epochs, exact):
+    return fastbp.train(
+        X, y, **NETWORK, lr=LR[batch_size], batch_size=batch_size, epochs=epochs, backend=backend, exact=exact
+    )
 
 
-@BATCH_SIZES
-def bench_digits_fastbp(timed, size, digits, assert_learned, describe_fastbp, compiled_backend, batch_size):
+@fastbp_modes(GROUPS)
+def bench_digits_fastbp(timed, size, digits, assert_learned, describe_fastbp, compiled_backend, batch_size, exact):
     X, y = rows(digits, size)
-    train_fastbp(X[:64], y[:64], compiled_backend, batch_size, 1)  # warm up: load or compile the kernels
+    train_fastbp(X[:64], y[:64], compiled_backend, batch_size, 1, exact)  # warm up: load or compile the kernels
     model = timed(
-        lambda: train_fastbp(X, y, compiled_backend, batch_size, size.epochs),
+        lambda: train_fastbp(X, y, compiled_backend, batch_size, size.epochs, exact),
         samples=len(X) * size.epochs,
-        **describe_fastbp(compiled_backend, np.float64, batch_size),
+        **describe_fastbp(compiled_backend, np.float64, batch_size, exact),
     )
     assert_learned(model.predict(X), y)
 

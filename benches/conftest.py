@@ -153,17 +153,35 @@ def assert_learned():
     return check
 
 
+def fastbp_modes(groups: dict[int, str]):
+    """Parametrize ``batch_size, exact`` over each batch size's benchmark group: online training in both
+    summation orders (exact, the tutorial's; fast, vectorised), mini-batches once (BLAS either way)."""
+    cases = []
+    for batch_size, group in groups.items():
+        mark = pytest.mark.benchmark(group=group)
+        if batch_size == 1:
+            cases += [pytest.param(1, True, marks=mark, id="online-exact"),
+                      pytest.param(1, False, marks=mark, id="online-fast")]  # fmt: skip
+        else:
+            cases.append(pytest.param(batch_size, False, marks=mark, id=f"batch{batch_size}"))
+    return pytest.mark.parametrize("batch_size, exact", cases)
+
+
 @pytest.fixture
 def describe_fastbp():
     """``describe_fastbp(backend, dtype, batch_size)``: the ``timed`` info for a fastbp run."""
 
-    def describe(backend, dtype=np.float64, batch_size=None):
+    def describe(backend, dtype=np.float64, batch_size=None, exact=True):
         name = np.dtype(dtype).name
+        online = batch_size in (None, 1)
+        sums = (" exact sums" if exact else " fast sums") if online else ""
         return {
             "library": "fastbp",
-            "implementation": f"fastbp {backend} {name}",
+            "implementation": f"fastbp {backend} {name}{sums}",
             # Which kernels ran: batch size 1 trains row by row, anything larger by matrix products.
-            "path": "online kernel (exact tutorial order)" if batch_size in (None, 1) else "mini-batch kernel (BLAS)",
+            "path": ("online kernel, " + ("the tutorial's summation order" if exact else "8 interleaved partial sums"))
+            if online
+            else "mini-batch kernel (BLAS)",
             "dtype": name,
             "batch_size": batch_size or 1,
         }

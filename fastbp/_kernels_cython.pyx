@@ -8,11 +8,11 @@ The same functions, arguments and arithmetic as :mod:`fastbp._kernels_numba`
 * ``backward_propagate_error(weights, w_off, sizes, acts, outputs, o_off, deltas, expected) -> float``
 * ``update_weights(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate)``
 * ``train_online(weights, w_off, sizes, acts, outputs, o_off, deltas, grad, state,
-  X, Y, sw, orders, rates, hyper, rule, step0, history)``
+  X, Y, sw, orders, rates, hyper, rule, fast, step0, history)``
 * ``train_batches(weights, w_off, sizes, acts, grad, state,
   X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history)``
 * ``batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad) -> float``
-* ``predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out)``
+* ``predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out, fast)``
 
 The float buffers are all float32 or all float64 (one fused type, ``floating``)
 and the arithmetic stays in that type; ``rates``, ``hyper`` and ``history`` are
@@ -109,6 +109,7 @@ cdef struct Network:
     const Py_ssize_t* w_off
     const Py_ssize_t* o_off
     const Py_ssize_t* acts  # o_off and acts are NULL in the kernels that do without them
+    bint fast  # the forward pass's weighted sums: exact order, or eight interleaved partial sums
 
 
 cdef inline floating _exp(floating a) noexcept nogil:
@@ -216,19 +217,47 @@ cdef inline floating _output_error(floating output, floating target, Py_ssize_t 
     return diff * diff
 
 
+cdef inline floating _weighted_sum(
+    const floating* neuron, Py_ssize_t n_in, const floating* inputs, bint fast
+) noexcept nogil:
+    """The bias ``neuron[n_in]`` plus the inputs times their weights, as the Numba backend's ``_weighted_sum``.
+
+    Exact: bias first, then each input in order.  Fast: eight interleaved partial
+    sums (``i % 8``) combined pairwise, then the bias and the remaining inputs in order.
+    """
+    cdef Py_ssize_t i, n8
+    cdef floating total, s0, s1, s2, s3, s4, s5, s6, s7
+    if not fast or n_in < 8:
+        total = neuron[n_in]
+        for i in range(n_in):
+            total += neuron[i] * inputs[i]
+        return total
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0
+    n8 = n_in - n_in % 8
+    for i in range(0, n8, 8):
+        s0 += neuron[i] * inputs[i]
+        s1 += neuron[i + 1] * inputs[i + 1]
+        s2 += neuron[i + 2] * inputs[i + 2]
+        s3 += neuron[i + 3] * inputs[i + 3]
+        s4 += neuron[i + 4] * inputs[i + 4]
+        s5 += neuron[i + 5] * inputs[i + 5]
+        s6 += neuron[i + 6] * inputs[i + 6]
+        s7 += neuron[i + 7] * inputs[i + 7]
+    total = neuron[n_in] + (((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7)))
+    for i in range(n8, n_in):
+        total += neuron[i] * inputs[i]
+    return total
+
+
 cdef inline void _activate_layer(
     const floating* block, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code,
-    const floating* inputs, floating* outputs,
+    const floating* inputs, floating* outputs, bint fast,
 ) noexcept nogil:
     """Outputs ``(n_out,)`` of the layer block ``block`` for ``inputs`` ``(n_in,)``."""
-    cdef Py_ssize_t i, j
-    cdef const floating* neuron
+    cdef Py_ssize_t j
     cdef floating activation
     for j in range(n_out):
-        neuron = block + j * (n_in + 1)
-        activation = neuron[n_in]
-        for i in range(n_in):
-            activation += neuron[i] * inputs[i]
+        activation = _weighted_sum(block + j * (n_in + 1), n_in, inputs, fast)
         outputs[j] = activation if code == SOFTMAX else _activation(activation, code)
     if code == SOFTMAX:
         _softmax(outputs, n_out)
@@ -239,11 +268,13 @@ cdef inline void _forward(
 ) noexcept nogil:
     """Every neuron's output for input row ``x``, written into ``outputs``."""
     cdef Py_ssize_t k
-    _activate_layer(weights + net.w_off[0], net.sizes[0], net.sizes[1], net.acts[0], x, outputs + net.o_off[0])
+    _activate_layer(
+        weights + net.w_off[0], net.sizes[0], net.sizes[1], net.acts[0], x, outputs + net.o_off[0], net.fast
+    )
     for k in range(1, net.n_layers):
         _activate_layer(
             weights + net.w_off[k], net.sizes[k], net.sizes[k + 1], net.acts[k],
-            outputs + net.o_off[k - 1], outputs + net.o_off[k],
+            outputs + net.o_off[k - 1], outputs + net.o_off[k], net.fast,
         )
 
 
@@ -284,8 +315,12 @@ cdef inline void _update_layer(
     for j in range(n_out):
         neuron = block + j * (n_in + 1)
         step = l_rate * deltas[j]
-        for i in range(n_in):
-            neuron[i] -= step * inputs[i] + decay * neuron[i]
+        if decay == 0:  # as the Numba kernel: a loop of its own, faster on wide layers
+            for i in range(n_in):
+                neuron[i] -= step * inputs[i]
+        else:
+            for i in range(n_in):
+                neuron[i] -= step * inputs[i] + decay * neuron[i]
         neuron[n_in] -= step
 
 
@@ -541,7 +576,7 @@ def forward_propagate(
     const Py_ssize_t[::1] acts, floating[::1] outputs, const Py_ssize_t[::1] o_off, const floating[::1] x,
 ):
     """Store every neuron's output for input row ``x`` in ``outputs``."""
-    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0])
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0], False)
     with nogil:
         _forward(&weights[0], &net, &outputs[0], &x[0])
 
@@ -552,7 +587,7 @@ def backward_propagate_error(
     const floating[::1] expected,
 ):
     """Store every neuron's error signal in ``deltas``; return the row's loss."""
-    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0])
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0], False)
     cdef floating row_loss
     with nogil:
         row_loss = _backward(&weights[0], &net, &outputs[0], &deltas[0], &expected[0])
@@ -565,7 +600,7 @@ def update_weights(
     double l_rate,
 ):
     """One SGD step in place: ``w -= l_rate * delta * input``, first layer first (``l_rate`` in the buffers' type)."""
-    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], NULL)
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], NULL, False)
     with nogil:
         _sgd_step(&weights[0], &net, &outputs[0], &deltas[0], &x[0], <floating>l_rate, <floating>0.0)
 
@@ -575,10 +610,10 @@ def train_online(
     floating[::1] outputs, const Py_ssize_t[::1] o_off, floating[::1] deltas, floating[::1] grad,
     floating[::1] state, const floating[:, ::1] X, const floating[:, ::1] Y, const floating[::1] sw,
     const Py_ssize_t[:, ::1] orders, const double[::1] rates, const double[::1] hyper, Py_ssize_t rule,
-    Py_ssize_t step0, double[::1] history,
+    bint fast, Py_ssize_t step0, double[::1] history,
 ):
     """Online training (batch size 1) for ``len(history)`` epochs; plain SGD is the tutorial's update."""
-    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0])
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0], fast)
     with nogil:
         _train_online(
             &weights[0], weights.shape[0], &net, &outputs[0], &deltas[0], &grad[0], &state[0],
@@ -594,7 +629,7 @@ def train_batches(
     const double[::1] hyper, Py_ssize_t rule, Py_ssize_t step0, double[::1] history,
 ):
     """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
-    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], NULL, &acts[0])
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], NULL, &acts[0], False)
     cdef Py_ssize_t n_rows = orders.shape[1]
     cdef floating* deltas
     cdef floating* products
@@ -618,7 +653,7 @@ def batch_gradient(
     const Py_ssize_t[::1] rows, floating[::1] grad,
 ):
     """Mean weighted gradient of the loss over rows ``X[rows]``, into ``grad``; returns their loss sum."""
-    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], NULL, &acts[0])
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], NULL, &acts[0], False)
     cdef floating* deltas
     cdef floating* products
     cdef floating* activations = _batch_buffers(&net, rows.shape[0], &deltas, &products)
@@ -637,10 +672,10 @@ def batch_gradient(
 def predict_batch(
     const floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes,
     const Py_ssize_t[::1] acts, floating[::1] outputs, const Py_ssize_t[::1] o_off, const floating[:, ::1] X,
-    floating[:, ::1] out,
+    floating[:, ::1] out, bint fast,
 ):
-    """Write the output layer's values for every row of ``X`` into ``out``."""
-    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0])
+    """Write the output layer's values for every row of ``X`` into ``out``, with exact or fast sums."""
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0], fast)
     cdef Py_ssize_t last = o_off[net.n_layers - 1]
     cdef Py_ssize_t r, j
     with nogil:

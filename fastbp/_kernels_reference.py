@@ -37,6 +37,12 @@ def _require_tutorial_network(weights, acts) -> None:
         )
 
 
+def _require_exact_sums(sizes, fast) -> None:
+    """Below 8 inputs per layer the fast order is the exact one; above, the tutorial's code cannot follow it."""
+    if fast and sizes[:-1].max() >= 8:
+        raise ValueError("the reference backend sums in the tutorial's order only: pass exact=True")
+
+
 def train_online(
     weights,
     w_off,
@@ -54,11 +60,13 @@ def train_online(
     rates,
     hyper,
     rule,
+    fast,
     step0,
     history,
 ):
     """Run ``len(history)`` epochs of the tutorial's ``train_network``, one call per epoch for its rows and rate."""
     _require_tutorial_network(weights, acts)
+    _require_exact_sums(sizes, fast)
     if rule != SGD or hyper[H_L2] != 0 or (sw != 1).any():
         raise ValueError(
             "the reference backend runs only the tutorial's training (online plain SGD without l2 or sample "
@@ -81,9 +89,10 @@ def train_batches(
     raise ValueError("the reference backend trains online only (batch_size=1); use backend='cython' or 'numba'")
 
 
-def predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out):
+def predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out, fast):
     """Write the output layer's values for every row of ``X`` into ``out``."""
     _require_tutorial_network(weights, acts)
+    _require_exact_sums(sizes, fast)
     network = reference.unpack(weights, tuple(sizes.tolist()))
     with _exp_overflow_as_floating_point_error():
         for r, row in enumerate(X.tolist()):

@@ -134,7 +134,10 @@ class Model:
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
         scratch = np.empty(layout.n_neurons, dtype=self.dtype)
         kernels = get_backend(self.backend)
-        kernels.predict_batch(self._weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X, out)
+        fast = not self.options.get("exact", True)  # predict with the sums it was trained with
+        kernels.predict_batch(
+            self._weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X, out, fast
+        )
         return out
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:

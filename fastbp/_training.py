@@ -67,6 +67,7 @@ class Options:
     init: str | None = None
     dtype: str = "float64"
     backend: str = "auto"
+    exact: bool = True
 
     @classmethod
     def create(
@@ -91,6 +92,7 @@ class Options:
         init: str | None = None,
         dtype: DTypeLike = np.float64,
         backend: str = "auto",
+        exact: bool | None = None,
     ) -> Options:
         """Check every setting, and refuse combinations whose parts would be silently ignored."""
         hidden = as_layer_sizes(hidden)
@@ -117,6 +119,8 @@ class Options:
             raise ValueError(f"init must be None or one of {INITS}, got {init!r}")
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {backend!r}")
+        if exact is None:  # the tutorial's numbers need its order; elsewhere speed wins
+            exact = init == "tutorial" or backend == "reference"
         return cls(
             hidden=hidden,
             activation=_as_activations(activation, len(hidden)),
@@ -137,6 +141,7 @@ class Options:
             init=init,
             dtype=as_dtype(dtype).name,
             backend=backend,
+            exact=as_flag(exact, "exact"),
         )
 
     def to_dict(self) -> dict:
@@ -242,7 +247,8 @@ class Trainer:
                 if batch_size == 1:
                     kernels.train_online(
                         self.weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, grad,
-                        self.state, X, Y, sample_weight, orders, rates, hyper, options.rule, self.steps, part,
+                        self.state, X, Y, sample_weight, orders, rates, hyper, options.rule, not options.exact,
+                        self.steps, part,
                     )  # fmt: skip
                 else:
                     kernels.train_batches(

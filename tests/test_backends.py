@@ -62,7 +62,7 @@ def test_kernels_release_the_gil_while_training(compiled_backend):
     orders, history = np.arange(1000, dtype=np.intp)[None], np.full(2000, np.nan)
     args = (
         weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, grad, state,
-        X, Y, np.ones(1000), orders, np.full(2000, 0.1), np.zeros(len(HYPER)), SGD, 0, history,
+        X, Y, np.ones(1000), orders, np.full(2000, 0.1), np.zeros(len(HYPER)), SGD, False, 0, history,
     )  # fmt: skip
     kernels.train_online(*args[:-1], np.zeros(1))  # compile first, if the backend compiles
     worker = threading.Thread(target=kernels.train_online, args=args)

@@ -96,7 +96,8 @@ def train_online(kernels, layout, weights, X, Y, orders, rates, history):
     n_w, n_neurons = layout.n_weights, layout.n_neurons
     kernels.train_online(
         weights, layout.w_off, layout.sizes, layout.acts, np.zeros(n_neurons), layout.o_off, np.zeros(n_neurons),
-        np.zeros(n_w), np.zeros(2 * n_w), X, Y, np.ones(len(X)), orders, rates, np.zeros(len(HYPER)), SGD, 0, history,
+        np.zeros(n_w), np.zeros(2 * n_w), X, Y, np.ones(len(X)), orders, rates, np.zeros(len(HYPER)), SGD, False, 0,
+        history,
     )  # fmt: skip
 
 
@@ -131,7 +132,7 @@ def test_train_online_cycles_through_row_orders_and_rates(kernels):
 def test_predict_batch_equals_reference_forward_pass(kernels, sizes):
     layout, weights, X, Y, outputs, _ = make_case(sizes, seed=3, n_rows=11)
     out = np.zeros((len(X), sizes[-1]))
-    kernels.predict_batch(weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, X, out)
+    kernels.predict_batch(weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, X, out, False)
     network = reference.unpack(weights, sizes)
     assert out.tolist() == [reference.forward_propagate(network, row) for row in X.tolist()]
 
@@ -187,7 +188,7 @@ def mean_loss(kernels, layout, weights, X, Y, sw):
     """The documented loss, computed in numpy from the forward pass alone."""
     out = np.zeros(Y.shape)
     kernels.predict_batch(
-        weights, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons), layout.o_off, X, out
+        weights, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons), layout.o_off, X, out, False
     )
     if layout.activations[-1] == "softmax":
         per_row = -np.sum(Y * np.log(out), axis=1)
@@ -224,7 +225,7 @@ def online_step(kernels, layout, weights, X, Y, sw, rule, hyper, state, rate=0.1
     kernels.train_online(
         weights, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons, dtype), layout.o_off,
         np.zeros(layout.n_neurons, dtype), np.zeros(layout.n_weights, dtype), state, X, Y, sw, order[None],
-        np.array([rate]), hyper, rule, 0, history,
+        np.array([rate]), hyper, rule, False, 0, history,
     )  # fmt: skip
     return history[0]
 
@@ -304,5 +305,42 @@ def test_softmax_and_sigmoid_stay_finite_at_extreme_activations(kernels):
         out = np.zeros((2, 3))
         extreme = np.array([[1e300, -1e300, 1e300], [-1e300, 1e300, -1e300]]) / 1e10
         args = (layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons), layout.o_off, extreme, out)
-        kernels.predict_batch(weights, *args)
+        kernels.predict_batch(weights, *args, False)
         assert np.all(np.isfinite(out)) and np.all((out >= 0) & (out <= 1))
+
+
+def documented_fast_sum(weights_row, inputs):
+    """The fast weighted sum as documented: eight interleaved partial sums combined pairwise, then the
+    bias, then the remaining inputs in order (written here in plain Python floats)."""
+    n_in = len(inputs)
+    n8 = n_in - n_in % 8
+    lanes = [0.0] * 8
+    for i in range(n8):
+        lanes[i % 8] += weights_row[i] * inputs[i]
+    total = weights_row[n_in] + (
+        ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+    )
+    for i in range(n8, n_in):
+        total += weights_row[i] * inputs[i]
+    return total
+
+
+@pytest.mark.parametrize("n_in", [3, 8, 13, 64])
+def test_fast_sums_follow_the_documented_order(kernels, n_in):
+    layout = Layout.from_sizes((n_in, 5, 2), ["identity", "identity"])
+    rng = np.random.default_rng(n_in)
+    weights, X = rng.normal(size=layout.n_weights), rng.normal(size=(4, n_in))
+    hidden = np.zeros(layout.n_neurons)
+    for row in X:
+        kernels.predict_batch(weights, layout.w_off, layout.sizes, layout.acts, hidden, layout.o_off, row[None],
+                              np.zeros((1, 2)), True)  # fmt: skip
+        block = layout.layer_views(weights)[0]
+        expected = [documented_fast_sum(block[j].tolist(), row.tolist()) for j in range(5)]
+        assert hidden[:5].tolist() == expected
+    exact, fast = np.zeros((4, 2)), np.zeros((4, 2))
+    for out, flag in ((exact, False), (fast, True)):
+        kernels.predict_batch(weights, layout.w_off, layout.sizes, layout.acts, hidden, layout.o_off, X, out, flag)
+    if n_in < 8:
+        np.testing.assert_array_equal(fast, exact)  # below 8 inputs the two orders are one
+    else:
+        np.testing.assert_allclose(fast, exact, rtol=1e-12, atol=1e-12)

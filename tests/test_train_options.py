@@ -71,7 +71,7 @@ def test_two_hidden_relu_layers_with_softmax_learn_handwritten_digits(compiled_b
     X, y = load_digits(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X / 16.0, y, test_size=0.25, random_state=0)
     model = fastbp.train(
-        X_train, y_train, hidden=(64, 32), activation="relu", output="softmax", lr=0.05, epochs=15, seed=0,
+        X_train, y_train, hidden=(64, 32), activation="relu", output="softmax", lr=0.02, epochs=15, seed=0,
         backend=compiled_backend,
     )  # fmt: skip
     assert model.activations == ("relu", "relu", "softmax")
@@ -254,3 +254,33 @@ def test_evaluate_refuses_what_it_cannot_follow_into_the_folds(wheat):
     with pytest.raises(TypeError, match="tutorial's stream"):
         fastbp.evaluate(X, y, seed=np.random.default_rng(0))
     assert fastbp.evaluate(X, y, sample_weight=None, epochs=1).scores
+
+
+def test_exact_sums_by_default_only_where_the_tutorial_needs_them(wheat):
+    X, y = wheat
+    assert fastbp.train(X, y, epochs=1, init="tutorial").options["exact"] is True
+    assert fastbp.train(X, y, epochs=1, backend="reference").options["exact"] is True
+    assert fastbp.train(X, y, epochs=1).options["exact"] is False
+    assert fastbp.train(X, y, epochs=1, exact=True).options["exact"] is True
+    with pytest.raises(TypeError, match="exact"):
+        fastbp.train(X, y, epochs=1, exact="yes")
+
+
+def test_fast_sums_agree_across_backends_and_stay_close_to_exact_ones(compiled_backend):
+    X, y = load_digits(return_X_y=True)
+    options = {"hidden": (16,), "activation": "tanh", "output": "softmax", "lr": 0.05, "epochs": 3, "seed": 6}
+    fast = fastbp.train(X / 16, y, exact=False, backend=compiled_backend, **options)
+    exact = fastbp.train(X / 16, y, exact=True, backend=compiled_backend, **options)
+    assert not np.array_equal(fast.weights, exact.weights)  # 64 inputs: the orders differ...
+    np.testing.assert_allclose(fast.weights, exact.weights, rtol=1e-7, atol=1e-9)  # ...only in rounding
+    if len(COMPILED) == 2:
+        other = fastbp.train(X / 16, y, exact=False, backend=next(b for b in COMPILED if b != compiled_backend),
+                             **options)  # fmt: skip
+        np.testing.assert_array_equal(other.weights, fast.weights)
+        np.testing.assert_array_equal(other.forward(X / 16), fast.forward(X / 16))
+
+
+def test_the_reference_backend_refuses_fast_sums_on_wide_layers():
+    X, y = load_digits(return_X_y=True)
+    with pytest.raises(ValueError, match="pass exact=True"):
+        fastbp.train(X[:20], y[:20], epochs=1, init="tutorial", exact=False, backend="reference")
