@@ -28,8 +28,9 @@ def bench_predict_fastbp(timed, digits, batch, assert_learned, describe_fastbp, 
     model = fastbp.train(*digits, **NETWORK, **TRAINING, backend=compiled_backend)
     X, y = batch
     model.predict(X[:10])  # warm up: load or compile the kernel
-    info = describe_fastbp(compiled_backend)
-    predicted = timed(lambda: model.predict(X), samples=len(X), **{**info, "path": "predict_batch kernel (per row)"})
+    info = describe_fastbp(compiled_backend, exact=model.options["exact"])  # it predicts with its training's sums
+    info["path"] = "predict_batch kernel (per row, " + ("exact" if model.options["exact"] else "fast") + " sums)"
+    predicted = timed(lambda: model.predict(X), samples=len(X), **info)
     assert_learned(predicted, y)
 
 
