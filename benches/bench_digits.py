@@ -52,35 +52,7 @@ def bench_digits_fastbp(timed, size, digits, assert_learned, describe_fastbp, co
 
 
 @BATCH_SIZES
-def bench_digits_sklearn(timed, size, digits, assert_learned, fit_sklearn, batch_size):
+@pytest.mark.parametrize("library", ["scikit-learn", "PyTorch"])
+def bench_digits_peer(bench_peer, size, digits, batch_size, library):
     X, y = rows(digits, size)
-    model = timed(
-        lambda: fit_sklearn(X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size,
-                            epochs=size.epochs),
-        samples=len(X) * size.epochs,
-        slow=batch_size == 1,
-        library="scikit-learn",
-        implementation=f"scikit-learn MLPClassifier batch_size={batch_size} float64",
-        path="MLPClassifier(solver='sgd')",
-        dtype="float64",
-        batch_size=batch_size,
-    )  # fmt: skip
-    assert_learned(model.predict(X), y)
-
-
-@BATCH_SIZES
-def bench_digits_torch(fit_torch, timed, size, digits, assert_learned, batch_size):
-    X, y = rows(digits, size)
-    fit_torch(X[:64], y[:64], hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size, epochs=1)  # warm up
-    model = timed(
-        lambda: fit_torch(X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size,
-                          epochs=size.epochs),
-        samples=len(X) * size.epochs,
-        slow=batch_size == 1,
-        library="PyTorch",
-        implementation=f"PyTorch CPU {'per-sample' if batch_size == 1 else f'batch {batch_size}'} float32",
-        path="torch.optim.SGD loop",
-        dtype="float32",
-        batch_size=batch_size,
-    )  # fmt: skip
-    assert_learned(model.predict(X), y)
+    bench_peer(library, X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size, epochs=size.epochs)

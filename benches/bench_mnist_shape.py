@@ -51,35 +51,7 @@ def bench_mnist_fastbp(
 
 
 @BATCH_SIZES
-def bench_mnist_sklearn(timed, size, mnist_shape, assert_learned, fit_sklearn, batch_size):
+@pytest.mark.parametrize("library", ["scikit-learn", "PyTorch"])
+def bench_mnist_peer(bench_peer, size, mnist_shape, batch_size, library):
     X, y = mnist_shape[0][: size.rows], mnist_shape[1][: size.rows]
-    model = timed(
-        lambda: fit_sklearn(X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size,
-                            epochs=size.epochs),
-        samples=len(X) * size.epochs,
-        slow=batch_size == 1,
-        library="scikit-learn",
-        implementation=f"scikit-learn MLPClassifier batch_size={batch_size} float64",
-        path="MLPClassifier(solver='sgd')",
-        dtype="float64",
-        batch_size=batch_size,
-    )  # fmt: skip
-    assert_learned(model.predict(X), y)
-
-
-@BATCH_SIZES
-def bench_mnist_torch(fit_torch, timed, size, mnist_shape, assert_learned, batch_size):
-    X, y = mnist_shape[0][: size.rows], mnist_shape[1][: size.rows]
-    fit_torch(X[:64], y[:64], hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size, epochs=1)  # warm up
-    model = timed(
-        lambda: fit_torch(X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size,
-                          epochs=size.epochs),
-        samples=len(X) * size.epochs,
-        slow=batch_size == 1,
-        library="PyTorch",
-        implementation=f"PyTorch CPU {'per-sample' if batch_size == 1 else f'batch {batch_size}'} float32",
-        path="torch.optim.SGD loop",
-        dtype="float32",
-        batch_size=batch_size,
-    )  # fmt: skip
-    assert_learned(model.predict(X), y)
+    bench_peer(library, X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size, epochs=size.epochs)

@@ -248,9 +248,8 @@ def fit_sklearn():
     return fit
 
 
-@pytest.fixture
-def fit_torch():
-    """``fit_torch(X, y, hidden=, lr=, batch_size=, epochs=)``: the same network in
+def _torch_fit():
+    """``fit(X, y, hidden=, lr=, batch_size=, epochs=)``: the same network in
     PyTorch on the CPU (float32, its native precision), a plain loop over batches in
     order (``batch_size=1``: per sample) with ``torch.optim.SGD``; Glorot-uniform
     weights and zero biases, as ``fastbp.train(init="glorot")``.  Skipped without torch.
@@ -287,3 +286,35 @@ def fit_torch():
         return Fitted(network)
 
     return fit
+
+
+@pytest.fixture
+def bench_peer(timed, assert_learned, fit_sklearn):
+    """``bench_peer(library, X, y, hidden=, lr=, batch_size=, epochs=)``: time the same network in
+    ``"scikit-learn"`` (float64, as users call it) or ``"PyTorch"`` (float32, skipped without
+    torch) and check that it learned."""
+
+    def run(library, X, y, *, hidden, lr, batch_size, epochs):
+        network = {"hidden": hidden, "lr": lr, "batch_size": batch_size}
+        if library == "PyTorch":
+            fit = _torch_fit()
+            fit(X[:64], y[:64], **network, epochs=1)  # warm up
+            described = {
+                "implementation": f"PyTorch CPU {'per-sample' if batch_size == 1 else f'batch {batch_size}'} float32",
+                "path": "torch.optim.SGD loop",
+                "dtype": "float32",
+            }
+        else:
+            fit = fit_sklearn
+            described = {
+                "implementation": f"scikit-learn MLPClassifier batch_size={batch_size} float64",
+                "path": "MLPClassifier(solver='sgd')",
+                "dtype": "float64",
+            }
+        model = timed(
+            lambda: fit(X, y, **network, epochs=epochs), samples=len(X) * epochs, slow=batch_size == 1,
+            library=library, batch_size=batch_size, **described,
+        )  # fmt: skip
+        assert_learned(model.predict(X), y)
+
+    return run
