@@ -19,6 +19,11 @@ and the arithmetic stays in that type; ``rates``, ``hyper`` and ``history`` are
 float64, the integer arrays intp, every array C-contiguous.  The activation and
 update-rule codes are C enums, checked against :mod:`fastbp._codes` on import.
 
+Non-finite values are handled as the Numba backend's docstring says (saturating
+sigmoid and tanh; softmax defined for infinite logits; ``nan`` passed on by every
+activation, relu included, for the Python layer to refuse), so the two backends
+also agree bit for bit on overflowing inputs.
+
 The work is done by ``nogil`` helpers over raw pointers; the public functions
 only unpack their memoryviews and release the GIL, so trainings in separate
 threads run in parallel.  Kernels mutate their buffers in place, trust their
@@ -33,7 +38,7 @@ rounding: bit for bit, except where ``np.dot`` takes a vector product instead
 (a batch of one row, a layer of one neuron).
 """
 
-from libc.math cimport exp, expf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
+from libc.math cimport exp, expf, isinf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -171,7 +176,8 @@ cdef inline floating _activation(floating a, Py_ssize_t code) noexcept nogil:
     if code == TANH:
         return _tanh(a)
     if code == RELU:
-        return a if a > <floating>0.0 else <floating>0.0
+        # Not ``a if a > 0 else 0``, which would turn a nan sum (inf - inf) into a silent 0.
+        return <floating>0.0 if a <= <floating>0.0 else a
     if code == LEAKY_RELU:
         return a if a > <floating>0.0 else <floating>LEAKY_SLOPE * a
     return a
@@ -191,13 +197,26 @@ cdef inline floating _derivative(floating output, Py_ssize_t code) noexcept nogi
 
 
 cdef inline void _softmax(floating* values, Py_ssize_t n) noexcept nogil:
-    """Replace ``values[:n]`` by their softmax, shifted by the maximum so exp cannot overflow."""
+    """Replace ``values[:n]`` by their softmax, shifted by the maximum so exp cannot overflow.
+
+    As the Numba backend's ``_softmax``: where the largest logit is infinite, the
+    entries equal to it share the probability equally and the others get 0; a
+    nan logit gives nan outputs.
+    """
     cdef Py_ssize_t j
     cdef floating top = values[0]
     cdef floating total = 0.0
+    cdef floating ties = 0.0
     cdef floating e
     for j in range(1, n):
         top = _max(top, values[j])
+    if isinf(top):  # values - top would be inf - inf = nan
+        for j in range(n):
+            ties += <floating>1.0 if values[j] == top else <floating>0.0
+        for j in range(n):
+            e = values[j]
+            values[j] = <floating>1.0 / ties if e == top else (<floating>0.0 if e == e else e)  # nan stays nan
+        return
     for j in range(n):
         e = _exp(values[j] - top)
         values[j] = e

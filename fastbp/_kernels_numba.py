@@ -38,6 +38,16 @@ same in every backend, so results stay deterministic and backends still agree.  
 batches with matrix products (BLAS through ``np.dot``); each activation matrix
 carries a column of ones so one product also applies the biases.
 
+Non-finite values follow IEEE arithmetic, with the limits kept where they exist:
+sigmoid and tanh saturate (``exp`` overflowing to inf gives exactly 0 or 1), and a
+softmax whose largest logit is infinite gives the entries equal to it equal
+shares of the probability and the others 0.  A weighted sum that overflows into
+``inf - inf`` or ``0 * inf`` is ``nan``, and every activation passes ``nan`` on
+(relu too: it does not turn it into 0), so it reaches the outputs and the loss.
+The kernels do not check for it, to keep the loops lean: the Python layer
+refuses non-finite losses, weights and outputs (:mod:`fastbp._training`).  None
+of this changes a result computed from finite values.
+
 Offsets and loop counters of the online kernels are cast to unsigned
 (``uintp``) before indexing: Numba checks every signed index for Python's
 negative wraparound, and those checks (plus the registers they tie up) cost
@@ -88,7 +98,8 @@ def _activation(a, code, dt):
     if code == TANH:
         return math.tanh(a)
     if code == RELU:
-        return a if a > dt(0.0) else dt(0.0)
+        # Not ``a if a > 0 else 0``, which would turn a nan sum (inf - inf) into a silent 0.
+        return dt(0.0) if a <= dt(0.0) else a
     if code == LEAKY_RELU:
         return a if a > dt(0.0) else dt(LEAKY_SLOPE) * a
     return a
@@ -129,11 +140,25 @@ def _times_derivative(deltas, outputs, off, n, code, dt):
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _softmax(values, off, n, dt):
-    """Replace ``values[off : off + n]`` by their softmax, shifted by the maximum so exp cannot overflow."""
+    """Replace ``values[off : off + n]`` by their softmax, shifted by the maximum so exp cannot overflow.
+
+    Its limit where the largest logit is infinite (an overflowed weighted sum):
+    the entries equal to it share the probability equally, the others get 0
+    (all share it when every logit is -inf).  A nan logit gives nan outputs, for
+    the Python layer to refuse.
+    """
     off, n = np.uintp(off), np.uintp(n)
     top = values[off]
     for j in range(ONE, n):
         top = max(top, values[off + j])
+    if math.isinf(top):  # values - top would be inf - inf = nan
+        ties = dt(0.0)
+        for j in range(n):
+            ties += dt(1.0) if values[off + j] == top else dt(0.0)
+        for j in range(n):
+            v = values[off + j]
+            values[off + j] = dt(1.0) / ties if v == top else (dt(0.0) if v == v else v)  # nan stays nan
+        return
     total = dt(0.0)
     for j in range(n):
         e = math.exp(values[off + j] - top)

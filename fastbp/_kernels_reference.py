@@ -6,6 +6,14 @@ and writes the result back.  ``backend="reference"`` therefore trains through th
 same API as the compiled backends, so they are compared and timed on equal terms.
 It runs only what the tutorial runs: sigmoid layers, squared error, online plain
 SGD, in float64; each epoch may have its own row order and learning rate.
+
+Where it differs from the compiled backends: the tutorial's sigmoid,
+``1.0 / (1.0 + math.exp(-activation))``, raises ``OverflowError`` for an
+activation below about -709 (``exp`` of more than about 709.78), where the
+compiled kernels' ``exp`` overflows to inf and the sigmoid saturates to 0.0.
+Training and prediction report it as a ``FloatingPointError`` that says so
+(scale the features, lower ``lr``, or use a compiled backend).  Activations
+above that point give the same results bit for bit.
 """
 
 from contextlib import contextmanager

@@ -30,7 +30,7 @@ from numpy.typing import ArrayLike
 from ._backends import BACKENDS, available_backends, backend_name, get_backend
 from ._files import replaced_atomically
 from ._layout import Layout
-from ._training import HIDDEN_ACTIVATIONS, OUTPUTS
+from ._training import HIDDEN_ACTIVATIONS, OUTPUTS, check_outputs
 from ._validate import DTYPES, as_features
 
 FORMAT = "fastbp.model"
@@ -138,7 +138,7 @@ class Model:
         kernels.predict_batch(
             self._weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X, out, fast
         )
-        return out
+        return check_outputs(out)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, shape ``(n_rows, n_classes)``.

@@ -6,10 +6,24 @@ counters, so training can continue where it stopped (``warm_start``, ``partial_f
 Epochs run inside the kernels, in chunks of about :data:`CHUNK_WORK` weight updates
 (tens of milliseconds): between chunks Ctrl-C is honoured, a diverged run stops, the
 progress bar moves, and shuffled row orders for the next chunk are drawn.
+
+Numerical faults are reported, never returned as results.  The kernels compute in
+IEEE arithmetic and keep the limits where they exist: sigmoid and tanh saturate,
+and a softmax whose largest logit is infinite gives that entry (or the tied ones)
+all the probability.  Where a layer's weighted sum overflows into ``inf - inf``
+or ``0 * inf`` the value is ``nan`` (relu passes it on rather than hiding it as
+0), and the Python layer refuses it: a training whose loss or weights stop being
+finite raises ``FloatingPointError`` naming the epoch (:func:`_check_finite`,
+after every chunk), and :func:`check_outputs` does the same for predictions.  A
+training that ends with every sigmoid output saturated for every training row
+(finite, but its gradient has vanished: typically a huge ``lr``) warns with a
+``RuntimeWarning`` (:func:`_warn_if_saturated`, one forward pass over the rows,
+for sigmoid outputs only).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Integral
@@ -261,7 +275,10 @@ class Trainer:
                 done += len(part)
                 bar.update(len(part))
                 if callback is not None and callback(done - 1, float(part[-1])):
+                    _warn_if_saturated(self, X, done - 1)
                     return history[:done]
+        if epochs:
+            _warn_if_saturated(self, X, epochs - 1)
         return history
 
 
@@ -285,15 +302,72 @@ class _NoBar:
         pass
 
 
+#: What to do about a training whose numbers left the float range.
+_DIVERGED_ADVICE = "try a smaller lr, or scale the features (a layer's weighted sums may overflow)"
+
+
 def _check_finite(history: np.ndarray, weights: np.ndarray, first_epoch: int) -> None:
-    """Refuse to return a diverged network as if it were trained."""
+    """Refuse to return a diverged network as if it were trained.
+
+    Raises ``FloatingPointError`` naming the first epoch (counted from 0 in this
+    run) whose loss is ``nan`` or infinite, or the chunk's last epoch when only
+    the weights stopped being finite.
+    """
     bad = np.flatnonzero(~np.isfinite(history))
     if len(bad):
         raise FloatingPointError(
-            f"training diverged at epoch {first_epoch + bad[0]}: the loss became {history[bad[0]]}; try a smaller lr"
+            f"training diverged at epoch {first_epoch + bad[0]}: the loss became {history[bad[0]]}; {_DIVERGED_ADVICE}"
         )
     if not np.isfinite(weights).all():
         raise FloatingPointError(
-            f"training diverged by epoch {first_epoch + len(history) - 1}: "
-            "some weights are not finite; try a smaller lr"
+            f"training diverged by epoch {first_epoch + len(history) - 1}: some weights are not finite; "
+            f"{_DIVERGED_ADVICE}"
+        )
+
+
+def check_outputs(outputs: np.ndarray) -> np.ndarray:
+    """Return the kernels' ``(n_rows, n_outputs)`` outputs, or raise if any is not finite.
+
+    The features and weights are finite (both are checked), so a ``nan`` or
+    infinite output means a layer's weighted sums overflowed the float range
+    (features around 1e300, or 1e38 in float32): ``FloatingPointError`` says so
+    and names the first such row, instead of returning meaningless numbers.
+    """
+    finite = np.isfinite(outputs)
+    if not finite.all():
+        rows = np.flatnonzero(~finite.all(axis=1))
+        limit = np.finfo(outputs.dtype).max
+        raise FloatingPointError(
+            f"the network's outputs are not finite for {len(rows)} of {len(outputs)} rows (the first is row "
+            f"{rows[0]}): a layer's weighted sums overflowed the {outputs.dtype} range (about {limit:.1e}); "
+            "scale the features"
+        )
+    return outputs
+
+
+def _warn_if_saturated(trainer: Trainer, X: np.ndarray, epoch: int) -> None:
+    """Warn when every sigmoid output is stuck at 0 or 1 for every training row.
+
+    Saturated means the slope ``o * (1 - o)``, which scales every output delta,
+    is below the dtype's epsilon: the gradient has vanished (about ``|a| > 36``
+    in float64, ``|a| > 16`` in float32) and the network no longer learns, which
+    is how a sigmoid network ends when ``lr`` is far too large.  The check costs
+    one forward pass over the training rows, and runs for sigmoid outputs only.
+    """
+    if trainer.options.output != "sigmoid" or len(X) == 0:
+        return
+    layout, dtype = trainer.layout, trainer.weights.dtype
+    out = np.empty((len(X), layout.sizes[-1]), dtype=dtype)
+    scratch = np.empty(layout.n_neurons, dtype=dtype)
+    get_backend(trainer.backend).predict_batch(
+        trainer.weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X, out,
+        not trainer.options.exact,
+    )  # fmt: skip
+    if (out * (1 - out) < np.finfo(dtype).eps).all():
+        warnings.warn(
+            f"training ended at epoch {epoch} with every sigmoid output saturated at 0 or 1 for every "
+            f"training row: its slope fell below the {dtype} epsilon, so the gradient vanished and the "
+            "network stopped learning; try a smaller lr, or scale the features",
+            RuntimeWarning,
+            stacklevel=4,
         )

@@ -12,7 +12,9 @@ Two deliberate departures, neither of which changes a single figure:
 * ``train_network`` returns the per-epoch errors and prints them only when asked.
 
 ``math.exp`` raises ``OverflowError`` for activations below about -709, where the
-compiled kernels return 0.0; the reference keeps the tutorial's behaviour.
+compiled kernels return 0.0; the reference keeps the tutorial's behaviour (and
+``backend="reference"`` reports it as a ``FloatingPointError``, see
+:mod:`fastbp._kernels_reference`).
 
 ``pack`` and ``unpack`` convert between this representation and the flat
 parameter buffer used by the kernels (see :mod:`fastbp._layout`).
