@@ -110,6 +110,14 @@ class _MultilayerPerceptron(BaseEstimator):
                 "use solver='adam', 'sgd' or fastbp's full-batch 'rprop'"
             )
         self._validate_params()
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        if not sizes or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in sizes):
+            # Checked here so that the message names this parameter, not fastbp.train's ``hidden``.
+            raise ValueError(
+                "hidden_layer_sizes must be a positive integer or a non-empty sequence of them (fastbp trains "
+                f"networks with at least one hidden layer), got {self.hidden_layer_sizes!r}"
+            )
 
     def _fit(self, X, y, sample_weight, *, incremental: bool):
         continuing = hasattr(self, "_trainer") and (incremental or self.warm_start)
