@@ -7,6 +7,8 @@ others from working, and asking for it raises an error that says why.
 from __future__ import annotations
 
 import importlib
+import pickle
+import warnings
 from pathlib import Path
 from types import ModuleType
 
@@ -47,6 +49,36 @@ def get_backend(name: str) -> ModuleType:
         else:
             reason = str(error)
         raise ImportError(f"the {name!r} backend is not available: {reason}") from error
+
+
+#: What a damaged Numba cache file raises when the dispatcher unpickles it (Numba 0.68 does not catch it).
+_UNREADABLE_CACHE = (EOFError, pickle.UnpicklingError, ImportError, AttributeError, IndexError, ValueError)
+
+
+def run_kernel(kernels: ModuleType, name: str, *args):
+    """Call ``kernels.<name>(*args)``, recompiling Numba kernels whose disk cache cannot be read.
+
+    Numba loads a kernel (and the kernels it calls) from its cache on the first call
+    in a process; a truncated or garbled cache file then raises from inside Numba
+    before any work is done.  The module's caches are cleared, with a warning, and
+    the kernel compiled afresh, once.
+    """
+    kernel = getattr(kernels, name)
+    first_call = not getattr(kernel, "signatures", True)
+    try:
+        return kernel(*args)
+    except _UNREADABLE_CACHE as error:
+        caches = [value._cache for value in vars(kernels).values() if hasattr(value, "_cache")]
+        if not first_call or not caches:
+            raise
+        warnings.warn(
+            f"fastbp's Numba cache could not be read ({type(error).__name__}: {error}); compiling the kernels afresh",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        for cache in caches:
+            cache.flush()
+        return kernel(*args)
 
 
 def available_backends() -> list[str]:

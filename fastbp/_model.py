@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._backends import BACKENDS, available_backends, backend_name, get_backend
+from ._backends import BACKENDS, available_backends, backend_name, get_backend, run_kernel
 from ._files import replaced_atomically
 from ._layout import Layout
 from ._training import HIDDEN_ACTIVATIONS, OUTPUTS, check_outputs
@@ -135,8 +135,18 @@ class Model:
         scratch = np.empty(layout.n_neurons, dtype=self.dtype)
         kernels = get_backend(self.backend)
         fast = not self.options.get("exact", True)  # predict with the sums it was trained with
-        kernels.predict_batch(
-            self._weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X, out, fast
+        run_kernel(
+            kernels,
+            "predict_batch",
+            self._weights,
+            layout.w_off,
+            layout.sizes,
+            layout.acts,
+            scratch,
+            layout.o_off,
+            X,
+            out,
+            fast,
         )
         return check_outputs(out)
 

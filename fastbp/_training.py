@@ -31,7 +31,7 @@ from numbers import Integral
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._backends import backend_name, get_backend
+from ._backends import backend_name, get_backend, run_kernel
 from ._codes import ADAM, HYPER, MOMENTUM, NESTEROV, RPROP, RPROP_DELTA_ZERO, SGD
 from ._layout import INITS, Layout
 from ._validate import (
@@ -259,13 +259,15 @@ class Trainer:
                 if self.shuffle is not None:
                     orders = self.shuffle.permuted(np.repeat(in_order, len(part), axis=0), axis=1)
                 if batch_size == 1:
-                    kernels.train_online(
+                    run_kernel(
+                        kernels, "train_online",
                         self.weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, grad,
                         self.state, X, Y, sample_weight, orders, rates, hyper, options.rule, not options.exact,
                         self.steps, part,
                     )  # fmt: skip
                 else:
-                    kernels.train_batches(
+                    run_kernel(
+                        kernels, "train_batches",
                         self.weights, layout.w_off, layout.sizes, layout.acts, grad, self.state,
                         X, Y, sample_weight, orders, batch_size, rates, hyper, options.rule, self.steps, part,
                     )  # fmt: skip

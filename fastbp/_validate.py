@@ -62,8 +62,10 @@ def as_dtype(dtype) -> np.dtype:
 
 def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -> np.ndarray:
     """``X`` as a finite, C-contiguous matrix of ``dtype``, or a clear error."""
-    kind = getattr(X, "dtype", np.dtype(float)).kind
-    if kind in "cUS":  # complex would lose its imaginary part; text is not a feature
+    if hasattr(X, "toarray") and hasattr(X, "nnz"):  # scipy.sparse, which numpy would make an array of objects
+        raise TypeError("X must be a dense array, got a sparse matrix: pass X.toarray()")
+    refuse_unsafe_features(X)
+    if getattr(X, "dtype", np.dtype(float)).kind in "cUS":  # complex would lose its imaginary part; text is no feature
         raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}")
     try:
         X = np.asarray(X, dtype=np.float64)
@@ -78,6 +80,14 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
     if not np.isfinite(X).all():
         raise ValueError("X contains NaN or infinity")
     return kernel_array(X, dtype, "X")
+
+
+def refuse_unsafe_features(X) -> None:
+    """Refuse features that numpy, and so scikit-learn's checks too, would silently turn into wrong numbers."""
+    if np.ma.isMaskedArray(X) and np.ma.getmaskarray(X).any():  # the mask would be dropped, its values trained on
+        raise ValueError("X is a masked array with masked values: fill them (X.filled(...)) or drop those rows")
+    if getattr(X, "dtype", np.dtype(float)).kind in "mM":  # dates and durations would become counts of their unit
+        raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}: convert dates to numbers first")
 
 
 def kernel_array(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:

@@ -33,7 +33,7 @@ from ._backends import COMPILED
 from ._layout import INITS
 from ._model import Model
 from ._training import Options, Trainer
-from ._validate import RandomSource, as_dtype, kernel_array
+from ._validate import RandomSource, as_dtype, kernel_array, refuse_unsafe_features
 
 #: scikit-learn's hidden activation names, and fastbp's own "leaky_relu", as fastbp names them.
 ACTIVATIONS = {
@@ -122,6 +122,7 @@ class _MultilayerPerceptron(BaseEstimator):
     def _fit(self, X, y, sample_weight, *, incremental: bool):
         continuing = hasattr(self, "_trainer") and (incremental or self.warm_start)
         dtype = as_dtype(self.dtype)
+        refuse_unsafe_features(X)
         X, y = validate_data(self, X, y, reset=not continuing, dtype=dtype, **self._y_checks)
         X = kernel_array(X, dtype, "X")
         targets = self._targets(y, dtype, continuing=continuing, incremental=incremental)
@@ -314,6 +315,7 @@ class _MultilayerPerceptron(BaseEstimator):
     def _outputs(self, X) -> np.ndarray:
         """The output units' values for each row of ``X``, after scikit-learn's input checks."""
         check_is_fitted(self)
+        refuse_unsafe_features(X)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         return self.model_.forward(X)
 
