@@ -208,6 +208,8 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
     """
     if backend is not None:
         get_backend(backend)  # an unknown name is the caller's mistake, not the file's
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a model file")
     if not zipfile.is_zipfile(path):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such model file")
@@ -233,6 +235,8 @@ def _model_from_arrays(arrays: dict) -> Model:
     """The model the arrays describe, every field checked (the kernels trust what they are given)."""
     if str(arrays.get("format", "")) != FORMAT:
         raise ValueError(f"its format is not {FORMAT!r}")
+    if arrays["version"].dtype.kind != "i" or arrays["version"].shape != ():
+        raise ValueError(f"its version {arrays['version']!r} is not a whole number")
     version = int(arrays["version"])
     if version != VERSION:
         newer = " (written by a newer fastbp: upgrade fastbp to read it)" if version > VERSION else ""

@@ -277,10 +277,10 @@ class Trainer:
                 done += len(part)
                 bar.update(len(part))
                 if callback is not None and callback(done - 1, float(part[-1])):
-                    _warn_if_saturated(self, X, done - 1)
+                    _warn_if_saturated(self, X, Y, done - 1)
                     return history[:done]
         if epochs:
-            _warn_if_saturated(self, X, epochs - 1)
+            _warn_if_saturated(self, X, Y, epochs - 1)
         return history
 
 
@@ -347,16 +347,19 @@ def check_outputs(outputs: np.ndarray) -> np.ndarray:
     return outputs
 
 
-def _warn_if_saturated(trainer: Trainer, X: np.ndarray, epoch: int) -> None:
-    """Warn when every sigmoid output is stuck at 0 or 1 for every training row.
+def _warn_if_saturated(trainer: Trainer, X: np.ndarray, Y: np.ndarray, epoch: int) -> None:
+    """Warn when training ended stuck: every sigmoid or softmax output saturated at 0 or 1 for every row.
 
-    Saturated means the slope ``o * (1 - o)``, which scales every output delta,
-    is below the dtype's epsilon: the gradient has vanished (about ``|a| > 36``
-    in float64, ``|a| > 16`` in float32) and the network no longer learns, which
-    is how a sigmoid network ends when ``lr`` is far too large.  The check costs
-    one forward pass over the training rows, and runs for sigmoid outputs only.
+    Saturated means the slope ``o * (1 - o)``, which scales every sigmoid output's
+    delta, is below the dtype's epsilon: the gradient has vanished (about
+    ``|a| > 36`` in float64, ``|a| > 16`` in float32) and the network no longer
+    learns, which is how a sigmoid network ends when ``lr`` is far too large.  A
+    softmax still passes ``p - t`` back, so it counts as stuck only when it is also
+    certain and wrong about some row (weights blown up by a huge ``lr``), not when
+    it is merely confident.  The check costs one forward pass over the training rows.
     """
-    if trainer.options.output != "sigmoid" or len(X) == 0:
+    output = trainer.options.output
+    if output not in ("sigmoid", "softmax") or len(X) == 0:
         return
     layout, dtype = trainer.layout, trainer.weights.dtype
     out = np.empty((len(X), layout.sizes[-1]), dtype=dtype)
@@ -365,11 +368,15 @@ def _warn_if_saturated(trainer: Trainer, X: np.ndarray, epoch: int) -> None:
         trainer.weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X, out,
         not trainer.options.exact,
     )  # fmt: skip
-    if (out * (1 - out) < np.finfo(dtype).eps).all():
+    epsilon = np.finfo(dtype).eps
+    stuck = (out * (1 - out) < epsilon).all()
+    if output == "softmax":
+        stuck = stuck and ((out * Y).sum(axis=1) < epsilon).any()
+    if stuck:
         warnings.warn(
-            f"training ended at epoch {epoch} with every sigmoid output saturated at 0 or 1 for every "
-            f"training row: its slope fell below the {dtype} epsilon, so the gradient vanished and the "
-            "network stopped learning; try a smaller lr, or scale the features",
+            f"training ended at epoch {epoch} with every {output} output saturated at 0 or 1 for every "
+            f"training row: its slope fell below the {dtype} epsilon, so the gradient vanished or blew up and "
+            "the network stopped learning; try a smaller lr, or scale the features",
             RuntimeWarning,
             stacklevel=4,
         )

@@ -150,6 +150,8 @@ def as_count(value, name: str) -> int:
 
 
 def as_layer_sizes(hidden) -> tuple[int, ...]:
+    if isinstance(hidden, np.ndarray) and hidden.ndim == 0:
+        hidden = hidden.item()  # np.array(3) means 3
     sizes = (hidden,) if isinstance(hidden, Integral) else hidden
     if (
         not isinstance(sizes, Sequence | np.ndarray)

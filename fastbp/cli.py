@@ -276,7 +276,8 @@ def _train(args: argparse.Namespace) -> int:
     whole = data.minmax_bounds(X)
     _, classes = data.encode_labels(y)
     if len(classes) < 2:
-        raise ValueError(f"{args.data}: every row has the label {classes[0]!r}; a classifier needs two classes or more")
+        label = str(classes[0])
+        raise ValueError(f"{args.data}: every row has the label {label!r}; a classifier needs two classes or more")
     rng = RandomSource(args.seed).python()  # one stream draws the split, then each fold's network
     split = data.cross_validation_split(len(X), args.folds, rng)
     scaling = "over all rows (the tutorial's protocol)" if args.tutorial else "by each training fold's bounds"

@@ -155,8 +155,16 @@ def minmax_normalize(X: ArrayLike, bounds: tuple[ArrayLike, ArrayLike] | None = 
     """
     X = _finite_matrix(X)
     low, high = minmax_bounds(X) if bounds is None else _as_bounds(bounds, X.shape[1])
-    span = high - low
-    return (X - low) / np.where(span == 0.0, 1.0, span)
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = high - low
+        scaled = (X - low) / np.where(span == 0.0, 1.0, span)
+        # Differences beyond the float range (values near ±1.8e308) overflow above; halving
+        # every term first keeps those columns finite (the others keep the tutorial's bits).
+        huge = ~np.isfinite(scaled).all(axis=0)
+        if huge.any():
+            half_span = high[huge] / 2 - low[huge] / 2
+            scaled[:, huge] = (X[:, huge] / 2 - low[huge] / 2) / np.where(half_span == 0.0, 1.0, half_span)
+    return scaled
 
 
 def _as_bounds(bounds: tuple[ArrayLike, ArrayLike], n_columns: int) -> tuple[np.ndarray, np.ndarray]:

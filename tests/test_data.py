@@ -184,3 +184,9 @@ def test_zero_rule_baseline_on_wheat_seeds_is_28_095_percent(wheat):
 def test_tutorial_toy_data():
     X, y = data.tutorial_toy()
     assert X.shape == (10, 2) and y.tolist() == [0] * 5 + [1] * 5
+
+
+def test_minmax_normalize_keeps_columns_wider_than_the_float_range_finite():
+    X = np.array([[1e308, 1.0], [-1e308, 2.0], [0.0, 3.0]])
+    scaled = data.minmax_normalize(X)
+    np.testing.assert_allclose(scaled, [[1.0, 0.0], [0.0, 0.5], [0.5, 1.0]])

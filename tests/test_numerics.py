@@ -274,3 +274,15 @@ def test_model_forward_refuses_outputs_of_overflowed_sums(compiled_backend, dtyp
         model.forward(X)
     with pytest.raises(FloatingPointError, match="overflowed"):
         model.predict(X)
+
+
+def test_a_softmax_network_blown_up_by_a_huge_lr_warns_but_a_confident_one_does_not(compiled_backend):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, (60, 3))
+    y = (X[:, 0] > 0.5).astype(int)
+    options = {"hidden": 4, "activation": "relu", "output": "softmax", "epochs": 20, "seed": 1}
+    with pytest.warns(RuntimeWarning, match="every softmax output saturated"):
+        fastbp.train(X, y, lr=1e30, backend=compiled_backend, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fastbp.train(X, y, lr=0.1, backend=compiled_backend, **options)
