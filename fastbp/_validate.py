@@ -109,6 +109,8 @@ def as_labels(y, n_rows: int) -> np.ndarray:
         raise ValueError(f"X has {n_rows} rows but y has {len(labels)} labels")
     if labels.dtype.kind in "US" and not isinstance(y, np.ndarray) and not all(isinstance(v, str) for v in y):
         raise ValueError("y mixes strings with other labels; give labels of one type")
+    if labels.dtype.kind == "f" and np.isnan(labels).any():
+        raise ValueError(f"y has a missing label (NaN) at row {int(np.flatnonzero(np.isnan(labels))[0])}")
     if labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0):
         raise ValueError(
             "y has non-integer numbers: a classifier needs class labels (use output='identity' for regression)"

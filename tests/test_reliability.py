@@ -214,8 +214,8 @@ DATA_CASES = {
     "nan-labels": (
         lambda data, X, y: (X, np.where(np.arange(len(y)) == 0, np.nan, y)),
         {
-            "train": r"y has non-integer numbers",
-            "evaluate": r"y has non-integer numbers",
+            "train": r"y has a missing label \(NaN\) at row",
+            "evaluate": r"y has a missing label \(NaN\) at row",
             **dict.fromkeys(("classifier", "regressor"), r"y contains NaN"),
         },
     ),
