@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from . import data
 from ._layout import initial_weights
 from ._model import Model
-from ._training import Callback, Options, Trainer
+from ._training import Callback, Options, Trainer, warn_if_saturated
 from ._validate import (
     RandomSource,
     as_count,
@@ -183,6 +183,8 @@ def train(
     history = trainer.run(
         X, targets, weights_per_row, epochs, callback=callback, progress=as_flag(progress, "progress")
     )
+    if len(history):
+        warn_if_saturated(trainer, X, targets, len(history) - 1)
     return Model(
         trainer.layout, trainer.weights, classes, history, trainer.backend,
         flat_targets=classes is None and np.ndim(y) == 1, options=options.to_dict(),

@@ -14,11 +14,10 @@ all the probability.  Where a layer's weighted sum overflows into ``inf - inf``
 or ``0 * inf`` the value is ``nan`` (relu passes it on rather than hiding it as
 0), and the Python layer refuses it: a training whose loss or weights stop being
 finite raises ``FloatingPointError`` naming the epoch (:func:`_check_finite`,
-after every chunk), and :func:`check_outputs` does the same for predictions.  A
-training that ends with every sigmoid output saturated for every training row
-(finite, but its gradient has vanished: typically a huge ``lr``) warns with a
-``RuntimeWarning`` (:func:`_warn_if_saturated`, one forward pass over the rows,
-for sigmoid outputs only).
+after every chunk), and :func:`check_outputs` does the same for predictions.
+:func:`fastbp.train` warns (:func:`warn_if_saturated`, one forward pass over the
+rows) when training ends with every sigmoid or softmax output saturated for every
+training row: finite, but stuck, typically from a huge ``lr``.
 """
 
 from __future__ import annotations
@@ -277,10 +276,7 @@ class Trainer:
                 done += len(part)
                 bar.update(len(part))
                 if callback is not None and callback(done - 1, float(part[-1])):
-                    _warn_if_saturated(self, X, Y, done - 1)
                     return history[:done]
-        if epochs:
-            _warn_if_saturated(self, X, Y, epochs - 1)
         return history
 
 
@@ -347,7 +343,7 @@ def check_outputs(outputs: np.ndarray) -> np.ndarray:
     return outputs
 
 
-def _warn_if_saturated(trainer: Trainer, X: np.ndarray, Y: np.ndarray, epoch: int) -> None:
+def warn_if_saturated(trainer: Trainer, X: np.ndarray, Y: np.ndarray, epoch: int) -> None:
     """Warn when training ended stuck: every sigmoid or softmax output saturated at 0 or 1 for every row.
 
     Saturated means the slope ``o * (1 - o)``, which scales every sigmoid output's
@@ -378,5 +374,5 @@ def _warn_if_saturated(trainer: Trainer, X: np.ndarray, Y: np.ndarray, epoch: in
             f"training row: its slope fell below the {dtype} epsilon, so the gradient vanished or blew up and "
             "the network stopped learning; try a smaller lr, or scale the features",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=3,
         )
