@@ -8,6 +8,7 @@ kernel runs.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from . import data
 from ._layout import initial_weights
 from ._model import Model
-from ._training import Callback, Options, Trainer, warn_if_saturated
+from ._training import Callback, Options, Trainer
 from ._validate import (
     RandomSource,
     as_count,
@@ -183,12 +184,42 @@ def train(
     history = trainer.run(
         X, targets, weights_per_row, epochs, callback=callback, progress=as_flag(progress, "progress")
     )
-    if len(history):
-        warn_if_saturated(trainer, X, targets, len(history) - 1)
-    return Model(
+    model = Model(
         trainer.layout, trainer.weights, classes, history, trainer.backend,
         flat_targets=classes is None and np.ndim(y) == 1, options=options.to_dict(),
     )  # fmt: skip
+    if len(history):
+        _warn_if_saturated(model, X, targets)
+    return model
+
+
+def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray) -> None:
+    """Warn when training ended stuck: every sigmoid or softmax output saturated at 0 or 1 for every row.
+
+    Saturated means the slope ``o * (1 - o)``, which scales every sigmoid output's
+    delta, is below the dtype's epsilon: the gradient has vanished (about
+    ``|a| > 36`` in float64, ``|a| > 16`` in float32) and the network no longer
+    learns, which is how a sigmoid network ends when ``lr`` is far too large.  A
+    softmax still passes ``p - t`` back, so it counts as stuck only when it is also
+    certain and wrong about some row (weights blown up by a huge ``lr``), not when
+    it is merely confident.  The check costs one forward pass over the training rows.
+    """
+    output = model.activations[-1]
+    if output not in ("sigmoid", "softmax"):
+        return
+    out = model.forward(X)
+    epsilon = np.finfo(model.dtype).eps
+    stuck = (out * (1 - out) < epsilon).all()
+    if output == "softmax":
+        stuck = stuck and ((out * targets).sum(axis=1) < epsilon).any()
+    if stuck:
+        warnings.warn(
+            f"training ended at epoch {len(model.history) - 1} with every {output} output saturated at 0 or 1 "
+            f"for every training row: its slope fell below the {model.dtype} epsilon, so the gradient vanished "
+            "or blew up and the network stopped learning; try a smaller lr, or scale the features",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def as_training_data(X, y, options: Options, classes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

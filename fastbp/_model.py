@@ -220,18 +220,14 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable fastbp model file: {error}") from None
     try:
-        model = _model_from_arrays(arrays)
+        return _model_from_arrays(arrays, backend)
     except KeyError as missing:
         raise ValueError(f"{path} is not a valid fastbp model file: it has no {missing.args[0]!r} field") from None
     except (TypeError, ValueError, RecursionError) as error:
         raise ValueError(f"{path} is not a valid fastbp model file: {error}") from None
-    if backend is None:
-        backend = model.backend if model.backend in available_backends() else "auto"
-    model.backend = backend_name(get_backend(backend))
-    return model
 
 
-def _model_from_arrays(arrays: dict) -> Model:
+def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
     """The model the arrays describe, every field checked (the kernels trust what they are given)."""
     if str(arrays.get("format", "")) != FORMAT:
         raise ValueError(f"its format is not {FORMAT!r}")
@@ -262,12 +258,14 @@ def _model_from_arrays(arrays: dict) -> Model:
     if not isinstance(options, dict):
         raise ValueError("its options are not a JSON object")
     trained_by = str(arrays["backend"])
+    if backend is None:
+        backend = trained_by if trained_by in available_backends() else "auto"
     return Model(
         layout,
         weights,
         classes,
         np.asarray(arrays["history"], dtype=np.float64),
-        trained_by if trained_by in BACKENDS else "reference",
+        backend_name(get_backend(backend)),
         flat_targets=bool(flat_targets),
         options=options,
     )

@@ -15,14 +15,13 @@ or ``0 * inf`` the value is ``nan`` (relu passes it on rather than hiding it as
 0), and the Python layer refuses it: a training whose loss or weights stop being
 finite raises ``FloatingPointError`` naming the epoch (:func:`_check_finite`,
 after every chunk), and :func:`check_outputs` does the same for predictions.
-:func:`fastbp.train` warns (:func:`warn_if_saturated`, one forward pass over the
+:func:`fastbp.train` warns (``_warn_if_saturated``, one forward pass over the
 rows) when training ends with every sigmoid or softmax output saturated for every
 training row: finite, but stuck, typically from a huge ``lr``.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Integral
@@ -341,38 +340,3 @@ def check_outputs(outputs: np.ndarray) -> np.ndarray:
             "scale the features"
         )
     return outputs
-
-
-def warn_if_saturated(trainer: Trainer, X: np.ndarray, Y: np.ndarray, epoch: int) -> None:
-    """Warn when training ended stuck: every sigmoid or softmax output saturated at 0 or 1 for every row.
-
-    Saturated means the slope ``o * (1 - o)``, which scales every sigmoid output's
-    delta, is below the dtype's epsilon: the gradient has vanished (about
-    ``|a| > 36`` in float64, ``|a| > 16`` in float32) and the network no longer
-    learns, which is how a sigmoid network ends when ``lr`` is far too large.  A
-    softmax still passes ``p - t`` back, so it counts as stuck only when it is also
-    certain and wrong about some row (weights blown up by a huge ``lr``), not when
-    it is merely confident.  The check costs one forward pass over the training rows.
-    """
-    output = trainer.options.output
-    if output not in ("sigmoid", "softmax") or len(X) == 0:
-        return
-    layout, dtype = trainer.layout, trainer.weights.dtype
-    out = np.empty((len(X), layout.sizes[-1]), dtype=dtype)
-    scratch = np.empty(layout.n_neurons, dtype=dtype)
-    get_backend(trainer.backend).predict_batch(
-        trainer.weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X, out,
-        not trainer.options.exact,
-    )  # fmt: skip
-    epsilon = np.finfo(dtype).eps
-    stuck = (out * (1 - out) < epsilon).all()
-    if output == "softmax":
-        stuck = stuck and ((out * Y).sum(axis=1) < epsilon).any()
-    if stuck:
-        warnings.warn(
-            f"training ended at epoch {epoch} with every {output} output saturated at 0 or 1 for every "
-            f"training row: its slope fell below the {dtype} epsilon, so the gradient vanished or blew up and "
-            "the network stopped learning; try a smaller lr, or scale the features",
-            RuntimeWarning,
-            stacklevel=3,
-        )

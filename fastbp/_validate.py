@@ -26,8 +26,6 @@ class RandomSource:
         if seed is not None and not isinstance(seed, random.Random | np.random.Generator):
             if not isinstance(seed, Integral) or isinstance(seed, bool):
                 raise TypeError(f"seed must be an integer, a random.Random, a numpy Generator or None, got {seed!r}")
-            if seed < 0:
-                raise ValueError(f"seed must be a non-negative integer (as numpy's generators take), got {seed}")
             seed = int(seed)
         self._seed = seed
         self._python = seed if isinstance(seed, random.Random) else None
@@ -43,6 +41,8 @@ class RandomSource:
 
     def numpy(self) -> np.random.Generator:
         if self._numpy is None:
+            if isinstance(self._seed, int) and self._seed < 0:  # random.Random takes any integer; numpy does not
+                raise ValueError(f"seed must be a non-negative integer (as numpy's generators take), got {self._seed}")
             if isinstance(self._seed, random.Random):
                 self._numpy = np.random.default_rng(self._seed.getrandbits(128))
             else:
