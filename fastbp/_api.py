@@ -11,6 +11,7 @@ import random
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -169,28 +170,61 @@ def train(
     progress : bool
         Show a progress bar over the epochs (tqdm).
     """
-    options = Options.create(
-        hidden=hidden, activation=activation, output=output, loss=loss, lr=lr, batch_size=batch_size,
-        shuffle=shuffle, optimizer=optimizer, momentum=momentum, nesterov=nesterov, l2=l2, lr_schedule=lr_schedule,
-        power_t=power_t, beta1=beta1, beta2=beta2, epsilon=epsilon, init=init, dtype=dtype, backend=backend,
-        exact=exact,
-    )  # fmt: skip
-    X, targets, classes = as_training_data(X, y, options, classes)
+    return _prepared(
+        X, y, epochs=epochs, sample_weight=sample_weight, seed=seed, classes=classes, callback=callback,
+        progress=progress, hidden=hidden, activation=activation, output=output, loss=loss, lr=lr,
+        batch_size=batch_size, shuffle=shuffle, optimizer=optimizer, momentum=momentum, nesterov=nesterov, l2=l2,
+        lr_schedule=lr_schedule, power_t=power_t, beta1=beta1, beta2=beta2, epsilon=epsilon, init=init, dtype=dtype,
+        backend=backend, exact=exact,
+    ).run()  # fmt: skip
+
+
+@dataclass
+class _Training:
+    """A training whose arguments are checked and whose network is initialised: what :func:`train` runs.
+
+    It holds only arrays, names and the trainer, so it pickles to another process.
+    """
+
+    trainer: Trainer
+    X: np.ndarray
+    targets: np.ndarray
+    sample_weight: np.ndarray
+    epochs: int
+    classes: np.ndarray | None
+    flat_targets: bool
+    callback: Callback | None
+    progress: bool
+
+    def run(self) -> Model:
+        trainer = self.trainer
+        history = trainer.run(
+            self.X, self.targets, self.sample_weight, self.epochs, callback=self.callback, progress=self.progress
+        )
+        model = Model(
+            trainer.layout, trainer.weights, self.classes, history, trainer.backend,
+            flat_targets=self.flat_targets, options=trainer.options.to_dict(),
+        )  # fmt: skip
+        if len(history):
+            _warn_if_saturated(model, self.X, self.targets)
+        return model
+
+
+def _prepared(
+    X, y, *, epochs=500, sample_weight=None, seed=None, classes=None, callback=None, progress=False, **options
+) -> _Training:
+    """Check :func:`train`'s arguments and initialise the network, drawing from ``seed`` as ``train`` does."""
+    options = Options.create(**options)
+    X, targets, labels = as_training_data(X, y, options, classes)
     weights_per_row = as_sample_weight(sample_weight, len(X), X.dtype)
     epochs = as_count(epochs, "epochs")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be a function of (epoch, loss), got {callback!r}")
     trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed))
-    history = trainer.run(
-        X, targets, weights_per_row, epochs, callback=callback, progress=as_flag(progress, "progress")
+    flat_targets = labels is None and np.ndim(y) == 1
+    return _Training(
+        trainer, X, targets, weights_per_row, epochs, labels, flat_targets, callback, as_flag(progress, "progress")
     )
-    model = Model(
-        trainer.layout, trainer.weights, classes, history, trainer.backend,
-        flat_targets=classes is None and np.ndim(y) == 1, options=options.to_dict(),
-    )  # fmt: skip
-    if len(history):
-        _warn_if_saturated(model, X, targets)
-    return model
 
 
 def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray) -> None:
@@ -218,7 +252,7 @@ def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray) -> None
             f"for every training row: its slope fell below the {model.dtype} epsilon, so the gradient vanished "
             "or blew up and the network stopped learning; try a smaller lr, or scale the features",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of train, through _Training.run
         )
 
 
@@ -253,6 +287,7 @@ def evaluate(
     seed: int | random.Random | None = 1,
     protocol: str = "tutorial",
     classes: ArrayLike | None = None,
+    n_jobs: int | None = None,
     **train_options,
 ) -> Evaluation:
     """Cross-validate a classifier trained by :func:`train` with the tutorial's protocol.
@@ -264,13 +299,23 @@ def evaluate(
     network trained on the other folds concatenated in fold order.  Unlike the
     tutorial, every network has one output per class of ``y`` (or ``classes``),
     even if a training set lacks one.  ``train_options`` are passed to :func:`train`.
+
+    ``n_jobs`` trains the folds in parallel through joblib, with joblib's meaning:
+    ``None`` is one at a time unless a ``joblib.parallel_config`` context (a Dask
+    cluster, say) says otherwise, ``-1`` is every core.  Every fold's network is
+    initialised here, in fold order, before any trains, so the scores are those of
+    the serial run; warnings raised while training are re-raised here.
     """
+    from joblib import Parallel, delayed
+
     if protocol != "tutorial":
         raise ValueError(f"protocol must be 'tutorial', got {protocol!r}")
     if train_options.get("output") == "identity":
         raise ValueError("evaluate scores classifiers by accuracy; output='identity' trains a regression")
     if train_options.get("sample_weight") is not None:
         raise ValueError("evaluate does not take sample_weight: it could not follow the rows into the folds")
+    if n_jobs is not None and (not isinstance(n_jobs, Integral) or isinstance(n_jobs, bool) or n_jobs == 0):
+        raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}")
     X = as_features(X)
     y = as_labels(y, len(X))
     _, classes = data.encode_labels(y, classes)
@@ -278,10 +323,24 @@ def evaluate(
         raise TypeError("evaluate's seed must be an integer, a random.Random or None (the tutorial's stream)")
     rng = RandomSource(seed).python()
     split = data.cross_validation_split(len(X), folds, rng)
+    trainings = (
+        _prepared(X[fit], y[fit], seed=rng, classes=classes, **train_options)
+        for fit in (np.concatenate([fold for j, fold in enumerate(split) if j != k]) for k in range(len(split)))
+    )  # a generator: joblib draws each fold's network in fold order, as it dispatches them
+    results = Parallel(n_jobs=n_jobs)(delayed(_run_keeping_warnings)(training) for training in trainings)
     scores, baseline_scores = [], []
-    for k, test in enumerate(split):
-        fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
-        model = train(X[fit], y[fit], seed=rng, classes=classes, **train_options)
+    for k, (test, (model, caught)) in enumerate(zip(split, results, strict=True)):
+        for category, message in caught:
+            warnings.warn(f"fold {k}: {message}", category, stacklevel=2)
+        fit_labels = np.concatenate([y[fold] for j, fold in enumerate(split) if j != k])
         scores.append(data.accuracy(y[test], model.predict(X[test])))
-        baseline_scores.append(data.accuracy(y[test], data.zero_rule(y[fit], len(test))))
+        baseline_scores.append(data.accuracy(y[test], data.zero_rule(fit_labels, len(test))))
     return Evaluation(scores, baseline_scores)
+
+
+def _run_keeping_warnings(training: _Training) -> tuple[Model, list[tuple[type[Warning], str]]]:
+    """Run a training and return its warnings with the model: a worker process would otherwise lose them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = training.run()
+    return model, [(warning.category, str(warning.message)) for warning in caught]

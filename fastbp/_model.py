@@ -27,9 +27,10 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._backends import BACKENDS, available_backends, backend_name, get_backend, run_kernel
+from ._backends import BACKENDS, COMPILED, available_backends, backend_name, get_backend, run_kernel
 from ._files import replaced_atomically
 from ._layout import Layout
+from ._parallel import as_threads, row_chunks, run_chunks
 from ._training import HIDDEN_ACTIVATIONS, OUTPUTS, check_outputs
 from ._validate import DTYPES, as_features
 
@@ -127,30 +128,33 @@ class Model:
         """One read-only array per layer, shape ``(n_neurons, n_inputs + 1)``, bias last."""
         return self._layout.layer_views(self.weights)
 
-    def forward(self, X: ArrayLike) -> np.ndarray:
-        """The output neurons' values for each row, shape ``(n_rows, n_outputs)``."""
+    def forward(self, X: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
+        """The output neurons' values for each row, shape ``(n_rows, n_outputs)``.
+
+        Large batches are split over ``n_threads`` threads (default: every core, or
+        ``FASTBP_NUM_THREADS``/``OMP_NUM_THREADS``); each row gets the same bits
+        whatever the thread count.
+        """
+        n_threads = as_threads(n_threads)
         X = as_features(X, n_features=self.sizes[0], dtype=self.dtype)
         layout = self._layout
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
-        scratch = np.empty(layout.n_neurons, dtype=self.dtype)
         kernels = get_backend(self.backend)
         fast = not self.options.get("exact", True)  # predict with the sums it was trained with
-        run_kernel(
-            kernels,
-            "predict_batch",
-            self._weights,
-            layout.w_off,
-            layout.sizes,
-            layout.acts,
-            scratch,
-            layout.o_off,
-            X,
-            out,
-            fast,
-        )
+        if self.backend not in COMPILED:
+            n_threads = 1  # pure Python holds the GIL: threads would only take turns
+
+        def predict_rows(rows: slice) -> None:
+            scratch = np.empty(layout.n_neurons, dtype=self.dtype)
+            run_kernel(
+                kernels, "predict_batch",
+                self._weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X[rows], out[rows], fast,
+            )  # fmt: skip
+
+        run_chunks(predict_rows, row_chunks(len(X), layout.n_weights, n_threads))
         return check_outputs(out)
 
-    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+    def predict_proba(self, X: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
         """Class probabilities, shape ``(n_rows, n_classes)``.
 
         A softmax output is returned as it is; sigmoid outputs (the tutorial's) are
@@ -159,17 +163,17 @@ class Model:
         """
         if self.classes is None:
             raise TypeError("a regression model (output='identity') has no class probabilities; use predict")
-        outputs = self.forward(X)
+        outputs = self.forward(X, n_threads=n_threads)
         if self.activations[-1] == "softmax":
             return outputs
         total = outputs.sum(axis=1, keepdims=True)
         positive = total > 0
         return np.where(positive, outputs / np.where(positive, total, 1.0), 1.0 / outputs.shape[1])
 
-    def predict(self, X: ArrayLike) -> np.ndarray:
+    def predict(self, X: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
         """Classifiers: the label of the largest output per row (the first on ties).
-        Regression: the outputs, shaped like the training targets."""
-        outputs = self.forward(X)
+        Regression: the outputs, shaped like the training targets.  ``n_threads`` as in :meth:`forward`."""
+        outputs = self.forward(X, n_threads=n_threads)
         if self.classes is None:
             return outputs[:, 0] if self._flat_targets else outputs
         return self.classes[np.argmax(outputs, axis=1)]

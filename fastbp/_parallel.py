@@ -1,0 +1,68 @@
+"""Threads for work made of independent rows, and how many of them to use.
+
+Prediction splits the rows into one contiguous chunk per thread and runs the
+backend's kernel on each chunk in its own Python thread.  The compiled kernels
+release the GIL, so the threads run on separate cores, and every row's outputs are
+computed by the same code whichever chunk it falls in: the result does not depend on
+the number of threads.  Plain threads rather than OpenMP or Numba's parallel loops:
+one implementation serves every backend, no OpenMP runtime enters the process (GNU
+OpenMP is not fork-safe; Numba's default workqueue layer aborts the process when two
+threads launch parallel kernels at once), and Numba compiles nothing more.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from numbers import Integral
+
+#: Below this many multiply-adds for each thread, starting threads costs more than it saves.
+MIN_WORK_PER_THREAD = 2**18
+#: Environment variables that set the default thread count, the first one set winning.
+THREAD_VARIABLES = ("FASTBP_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def as_threads(n_threads) -> int:
+    """``n_threads`` as a positive count; ``None`` means :func:`default_threads`."""
+    if n_threads is None:
+        return default_threads()
+    if not isinstance(n_threads, Integral) or isinstance(n_threads, bool) or n_threads < 1:
+        raise ValueError(f"n_threads must be a positive integer or None (every core), got {n_threads!r}")
+    return int(n_threads)
+
+
+def default_threads() -> int:
+    """The cores this process may use, unless ``FASTBP_NUM_THREADS`` or ``OMP_NUM_THREADS`` asks for fewer.
+
+    joblib's workers and Dask's set ``OMP_NUM_THREADS`` so that their processes
+    share the cores instead of each taking all of them.
+    """
+    for name in THREAD_VARIABLES:
+        value = os.environ.get(name, "").split(",")[0].strip()  # OpenMP allows a list, one count per nesting level
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def row_chunks(n_rows: int, work_per_row: int, n_threads: int) -> list[slice]:
+    """Split ``n_rows`` into at most ``n_threads`` contiguous chunks, each worth starting a thread for."""
+    worthwhile = max(1, n_rows * work_per_row // MIN_WORK_PER_THREAD)
+    count = max(1, min(n_threads, worthwhile, n_rows))
+    bounds = [n_rows * k // count for k in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def run_chunks(work: Callable[[slice], None], chunks: list[slice]) -> None:
+    """Call ``work(chunk)`` for every chunk, in threads when there are several; errors propagate."""
+    if len(chunks) == 1:
+        work(chunks[0])
+        return
+    with ThreadPoolExecutor(max_workers=len(chunks) - 1, thread_name_prefix="fastbp") as pool:
+        pending = [pool.submit(work, chunk) for chunk in chunks[1:]]
+        work(chunks[0])  # the calling thread takes the first chunk
+        for future in pending:
+            future.result()
