@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike, DTypeLike
 from . import data
 from ._layout import initial_weights
 from ._model import Model
+from ._parallel import as_threads
 from ._training import Callback, Options, Trainer
 from ._validate import (
     RandomSource,
@@ -78,6 +79,7 @@ def train(
     exact: bool | None = None,
     callback: Callback | None = None,
     progress: bool = False,
+    n_threads: int | None = None,
 ) -> Model:
     """Train a network by backpropagation.
 
@@ -169,6 +171,12 @@ def train(
         epochs run in compiled chunks that never return to Python in between.
     progress : bool
         Show a progress bar over the epochs (tqdm).
+    n_threads : int or None
+        Threads for mini-batch training and for the forward pass that checks the
+        trained network: ``None`` is every core, or ``FASTBP_NUM_THREADS`` /
+        ``OMP_NUM_THREADS`` when set.  The weights are the same whatever the count.
+        Online training (``batch_size=1``) is sequential; to use several cores, train
+        several networks at once (:func:`evaluate` with ``n_jobs``).
     """
     return _prepared(
         X, y, epochs=epochs, sample_weight=sample_weight, seed=seed, classes=classes, callback=callback,
@@ -176,7 +184,7 @@ def train(
         batch_size=batch_size, shuffle=shuffle, optimizer=optimizer, momentum=momentum, nesterov=nesterov, l2=l2,
         lr_schedule=lr_schedule, power_t=power_t, beta1=beta1, beta2=beta2, epsilon=epsilon, init=init, dtype=dtype,
         backend=backend, exact=exact,
-    ).run()  # fmt: skip
+    ).run(n_threads)  # fmt: skip
 
 
 @dataclass
@@ -196,17 +204,19 @@ class _Training:
     callback: Callback | None
     progress: bool
 
-    def run(self) -> Model:
+    def run(self, n_threads: int | None = None) -> Model:
         trainer = self.trainer
+        n_threads = as_threads(n_threads)
         history = trainer.run(
-            self.X, self.targets, self.sample_weight, self.epochs, callback=self.callback, progress=self.progress
-        )
+            self.X, self.targets, self.sample_weight, self.epochs,
+            callback=self.callback, progress=self.progress, n_threads=n_threads,
+        )  # fmt: skip
         model = Model(
             trainer.layout, trainer.weights, self.classes, history, trainer.backend,
             flat_targets=self.flat_targets, options=trainer.options.to_dict(),
         )  # fmt: skip
         if len(history):
-            _warn_if_saturated(model, self.X, self.targets)
+            _warn_if_saturated(model, self.X, self.targets, n_threads)
         return model
 
 
@@ -227,7 +237,7 @@ def _prepared(
     )
 
 
-def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray) -> None:
+def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray, n_threads: int) -> None:
     """Warn when training ended stuck: every sigmoid or softmax output saturated at 0 or 1 for every row.
 
     Saturated means the slope ``o * (1 - o)``, which scales every sigmoid output's
@@ -241,7 +251,7 @@ def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray) -> None
     output = model.activations[-1]
     if output not in ("sigmoid", "softmax"):
         return
-    out = model.forward(X)
+    out = model.forward(X, n_threads=n_threads)
     epsilon = np.finfo(model.dtype).eps
     stuck = (out * (1 - out) < epsilon).all()
     if output == "softmax":
@@ -339,8 +349,11 @@ def evaluate(
 
 
 def _run_keeping_warnings(training: _Training) -> tuple[Model, list[tuple[type[Warning], str]]]:
-    """Run a training and return its warnings with the model: a worker process would otherwise lose them."""
+    """Run a training and return its warnings with the model: a worker process would otherwise lose them.
+
+    Each fold is one network in one job, so it trains on one thread: the jobs are the parallelism.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = training.run()
+        model = training.run(n_threads=1)
     return model, [(warning.category, str(warning.message)) for warning in caught]

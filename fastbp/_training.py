@@ -228,8 +228,11 @@ class Trainer:
         *,
         callback: Callback | None = None,
         progress: bool = False,
+        n_threads: int = 1,
     ) -> np.ndarray:
         """Train ``epochs`` epochs on validated arrays; return each epoch's loss.
+
+        Mini-batches use up to ``n_threads`` threads; the result is the same for any count.
 
         With a ``callback`` the kernels return to Python after every epoch, so it
         sees each epoch's weights and may stop training by returning True; the

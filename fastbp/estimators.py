@@ -32,6 +32,7 @@ from ._api import new_trainer
 from ._backends import COMPILED
 from ._layout import INITS
 from ._model import Model
+from ._parallel import as_threads
 from ._training import Options, Trainer
 from ._validate import RandomSource, as_dtype, kernel_array, refuse_unsafe_features
 
@@ -84,6 +85,7 @@ class _MultilayerPerceptron(BaseEstimator):
         "backend": [StrOptions({"auto", *COMPILED})],
         "init": [StrOptions(set(INITS)), None],
         "dtype": "no_validation",  # checked by fastbp.train's rules (float64 or float32)
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     #: The output units and the score that early stopping watches; set by each estimator.
@@ -230,7 +232,7 @@ class _MultilayerPerceptron(BaseEstimator):
             for _ in range(1 if incremental else self.max_iter):
                 # At the weights each batch starts from; the epoch's first stand in for all (exact for one batch).
                 penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
-                summed_loss = float(trainer.run(X, targets, weights, 1)[0])
+                summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=as_threads(self.n_threads))[0])
                 self.n_iter_ += 1
                 self.t_ = trainer.rows_seen
                 self._summed_losses.append(summed_loss)
@@ -261,7 +263,8 @@ class _MultilayerPerceptron(BaseEstimator):
             self.best_loss_ = min(self.best_loss_, self.loss_)
             return
         X, y, weights = validation
-        outputs = Model(trainer.layout, trainer.weights, None, np.empty(0), trainer.backend).forward(X)
+        network = Model(trainer.layout, trainer.weights, None, np.empty(0), trainer.backend)
+        outputs = network.forward(X, n_threads=self.n_threads)
         score = self._score_function(y, self._predictions(outputs), sample_weight=weights)
         self.validation_scores_.append(score)
         if self.verbose:
@@ -317,7 +320,7 @@ class _MultilayerPerceptron(BaseEstimator):
         check_is_fitted(self)
         refuse_unsafe_features(X)
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return self.model_.forward(X)
+        return self.model_.forward(X, n_threads=self.n_threads)
 
 
 def _without_early_stopping(estimator: _MultilayerPerceptron) -> bool:
@@ -391,8 +394,10 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     - ``loss_curve_``'s L2 term uses the weights each epoch starts from for all its batches.
 
     fastbp's own parameters: ``backend`` (``"auto"``, ``"cython"``, ``"numba"``),
-    ``init``, and ``dtype`` (``np.float64`` or ``np.float32``, for training and
-    predicting).  ``class_weight`` is a dict or ``"balanced"``, as in
+    ``init``, ``dtype`` (``np.float64`` or ``np.float32``, for training and
+    predicting) and ``n_threads`` (threads for mini-batch training and prediction;
+    ``None``: every core, or ``FASTBP_NUM_THREADS``/``OMP_NUM_THREADS``; the results
+    are the same for any count).  ``class_weight`` is a dict or ``"balanced"``, as in
     :class:`sklearn.linear_model.LogisticRegression`.  ``model_`` is a
     :class:`fastbp.Model` of the fitted weights, e.g. to ``model_.save(path)``.
     """
@@ -434,6 +439,7 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         backend="auto",
         init="sklearn",
         dtype=np.float64,
+        n_threads=None,
     ):
         _store_params(self, locals())
 
@@ -551,6 +557,7 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
         backend="auto",
         init="sklearn",
         dtype=np.float64,
+        n_threads=None,
     ):
         _store_params(self, locals())
 
