@@ -16,6 +16,9 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 # The exact kernels must not let the C compiler fuse a * b + c into one FMA
 # (the rounding would differ from the reference); fast-math is never enabled.
 GCC_LIKE_FLAGS = ["-O3", "-ffp-contract=off"]
+# OpenMP lets the mini-batch kernels share a batch's products between threads; without it
+# (a compiler that lacks it) the extension builds anyway and runs them on one thread.
+OPENMP_FLAGS = ["-fopenmp"]
 BUILD_ERRORS = (CCompilerError, ExecError, PlatformError, ValueError)
 WARNING = (
     "the Cython extension fastbp._kernels_cython could not be built ({error}); "
@@ -35,6 +38,13 @@ class OptionalBuildExt(build_ext):
     def build_extension(self, ext):
         if self.compiler.compiler_type in ("unix", "mingw32", "cygwin"):
             ext.extra_compile_args = [*ext.extra_compile_args, *GCC_LIKE_FLAGS]
+            try:
+                self._build_with(ext, OPENMP_FLAGS)
+                return
+            except BUILD_ERRORS as error:
+                warnings.warn(
+                    f"building {ext.name} without OpenMP ({error}): its kernels will use one thread", stacklevel=1
+                )
         try:
             super().build_extension(ext)
         except BUILD_ERRORS as error:
@@ -43,6 +53,15 @@ class OptionalBuildExt(build_ext):
             if os.path.exists(stale):
                 os.remove(stale)
             warnings.warn(WARNING.format(error=error), stacklevel=1)
+
+    def _build_with(self, ext, flags):
+        """Build ``ext`` with ``flags`` added to its compile and link options, leaving ``ext`` as it was."""
+        compile_args, link_args = ext.extra_compile_args, ext.extra_link_args
+        ext.extra_compile_args, ext.extra_link_args = [*compile_args, *flags], [*link_args, *flags]
+        try:
+            super().build_extension(ext)
+        finally:
+            ext.extra_compile_args, ext.extra_link_args = compile_args, link_args
 
 
 def extensions():

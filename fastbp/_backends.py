@@ -64,7 +64,8 @@ def run_kernel(kernels: ModuleType, name: str, *args):
     the kernel compiled afresh, once.
     """
     kernel = getattr(kernels, name)
-    first_call = not getattr(kernel, "signatures", True)
+    # A Python function that picks between compiled ones lists them as ``dispatchers``.
+    first_call = any(not getattr(compiled, "signatures", True) for compiled in getattr(kernel, "dispatchers", [kernel]))
     try:
         return kernel(*args)
     except _UNREADABLE_CACHE as error:

@@ -17,6 +17,11 @@ SGD, MOMENTUM, NESTEROV, ADAM, RPROP = UPDATE_RULES.values()
 HYPER = ("momentum", "l2", "beta1", "beta2", "epsilon")
 H_MOMENTUM, H_L2, H_BETA1, H_BETA2, H_EPSILON = range(len(HYPER))
 
+#: The mini-batch kernels split their matrix products into blocks of this many neurons, or of this
+#: many rows, which threads share: fixed sizes, so results do not depend on the thread count.
+NEURON_BLOCK = 32
+ROW_BLOCK = 32
+
 #: Slope of the leaky relu for negative activations (PyTorch's default).
 LEAKY_SLOPE = 0.01
 #: Probabilities are floored here inside the logarithm of the cross-entropy (a normal float32 too).

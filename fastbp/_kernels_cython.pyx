@@ -10,7 +10,7 @@ The same functions, arguments and arithmetic as :mod:`fastbp._kernels_numba`
 * ``train_online(weights, w_off, sizes, acts, outputs, o_off, deltas, grad, state,
   X, Y, sw, orders, rates, hyper, rule, fast, step0, history)``
 * ``train_batches(weights, w_off, sizes, acts, grad, state,
-  X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history)``
+  X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history, n_threads)``
 * ``batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad) -> float``
 * ``predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out, fast)``
 
@@ -40,6 +40,7 @@ rounding: bit for bit, except where ``np.dot`` takes a vector product instead
 
 from libc.math cimport exp, expf, isinf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
 from libc.stdlib cimport free, malloc
+from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastbp import _codes
@@ -65,6 +66,10 @@ cdef enum:
     RPROP = 4
 
 cdef enum:
+    NEURON_BLOCK = 32
+    ROW_BLOCK = 32
+
+cdef enum:
     H_MOMENTUM = 0
     H_L2 = 1
     H_BETA1 = 2
@@ -87,7 +92,7 @@ def _check_codes():
         "IDENTITY": IDENTITY, "SOFTMAX": SOFTMAX,
         "SGD": SGD, "MOMENTUM": MOMENTUM, "NESTEROV": NESTEROV, "ADAM": ADAM, "RPROP": RPROP,
         "H_MOMENTUM": H_MOMENTUM, "H_L2": H_L2, "H_BETA1": H_BETA1, "H_BETA2": H_BETA2, "H_EPSILON": H_EPSILON,
-        "LEAKY_SLOPE": LEAKY_SLOPE, "LOG_FLOOR": LOG_FLOOR,
+        "NEURON_BLOCK": NEURON_BLOCK, "ROW_BLOCK": ROW_BLOCK, "LEAKY_SLOPE": LEAKY_SLOPE, "LOG_FLOOR": LOG_FLOOR,
         "RPROP_INCREASE": RPROP_INCREASE, "RPROP_DECREASE": RPROP_DECREASE,
         "RPROP_DELTA_MIN": RPROP_DELTA_MIN, "RPROP_DELTA_MAX": RPROP_DELTA_MAX,
         "RPROP_DELTA_ZERO": RPROP_DELTA_ZERO,
@@ -484,9 +489,17 @@ cdef inline void _matmul(
 
 
 cdef floating* _batch_buffers(
-    const Network* net, Py_ssize_t batch_size, floating** deltas, floating** products
+    const Network* net, Py_ssize_t rows, floating** products, floating** deltas, floating** deltas_t,
+    Py_ssize_t* side_size,
 ) except? NULL:
-    """One scratch block for batches of up to ``batch_size`` rows: activations (returned; free it), deltas, products."""
+    """One scratch block for batches of up to ``rows`` rows; returns its start (free it after).
+
+    It holds each layer's ``(rows, n + 1)`` activation matrix, inputs first (the
+    last column ones); the ``products`` of a layer (its weighted sums, block after
+    block of NEURON_BLOCK columns, or its errors); and two sides of ``deltas`` and
+    of ``deltas_t`` (the same transposed), ``side_size`` apart: one for the layer in
+    hand, one for the layer below.
+    """
     cdef Py_ssize_t k, size
     cdef Py_ssize_t widest = 0
     cdef Py_ssize_t total = 0
@@ -494,51 +507,105 @@ cdef floating* _batch_buffers(
     for k in range(net.n_layers + 1):
         widest = max(widest, net.sizes[k] + 1)
         total += net.sizes[k] + 1
-    size = batch_size * (total + 2 * widest)
+    size = rows * (total + 5 * widest)
     activations = <floating*>malloc(size * sizeof(floating))
     if activations == NULL and size > 0:
         raise MemoryError()
-    deltas[0] = activations + batch_size * total
-    products[0] = deltas[0] + batch_size * widest
+    side_size[0] = rows * widest
+    products[0] = activations + rows * total
+    deltas[0] = products[0] + side_size[0]
+    deltas_t[0] = deltas[0] + 2 * side_size[0]
     return activations
+
+
+cdef inline Py_ssize_t _blocks(Py_ssize_t n, Py_ssize_t size) noexcept nogil:
+    return (n + size - 1) // size
+
+
+cdef void _forward_block(
+    const floating* weights, const floating* inputs, floating* outputs, floating* products,
+    Py_ssize_t b, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code, Py_ssize_t block,
+) noexcept nogil:
+    """Neurons ``block * NEURON_BLOCK ...`` of a layer: weighted sums for the ``b`` rows, then activations."""
+    cdef Py_ssize_t first = block * NEURON_BLOCK
+    cdef Py_ssize_t width = min(NEURON_BLOCK, n_out - first)
+    cdef floating* sums = products + b * first
+    cdef Py_ssize_t s, j
+    _matmul(c'N', c'T', b, width, n_in + 1, inputs, n_in + 1, weights + first * (n_in + 1), n_in + 1, sums)
+    for s in range(b):
+        for j in range(width):
+            outputs[s * (n_out + 1) + first + j] = (
+                sums[s * width + j] if code == SOFTMAX else _activation(sums[s * width + j], code)
+            )
+
+
+cdef void _backward_block(
+    const floating* weights, const floating* inputs, floating* grad, floating* products,
+    const floating* deltas, const floating* deltas_t, floating* below, floating* below_t,
+    Py_ssize_t b, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code_below, Py_ssize_t n_grad_blocks,
+    Py_ssize_t task,
+) noexcept nogil:
+    """One task of a layer's backward pass: the gradient of a block of its neurons (the first
+    ``n_grad_blocks`` tasks), or the error signals of a block of rows for the layer below."""
+    cdef Py_ssize_t first, width, s, j
+    cdef floating value
+    if task < n_grad_blocks:
+        first = task * NEURON_BLOCK
+        width = min(NEURON_BLOCK, n_out - first)
+        _matmul(c'N', c'N', width, n_in + 1, b, deltas_t + first * b, b, inputs, n_in + 1, grad + first * (n_in + 1))
+        return
+    first = (task - n_grad_blocks) * ROW_BLOCK
+    width = min(ROW_BLOCK, b - first)
+    _matmul(
+        c'N', c'N', width, n_in + 1, n_out, deltas + first * n_out, n_out, weights, n_in + 1,
+        products + first * (n_in + 1),
+    )
+    for s in range(first, first + width):
+        for j in range(n_in):
+            value = products[s * (n_in + 1) + j] * _derivative(inputs[s * (n_in + 1) + j], code_below)
+            below[s * n_in + j] = value
+            below_t[j * b + s] = value
 
 
 cdef floating _batch_gradient(
     const floating* weights, const Network* net, const floating* X, Py_ssize_t x_stride,
     const floating* Y, Py_ssize_t y_stride, const floating* sw, const Py_ssize_t* rows, Py_ssize_t b,
-    floating* grad, floating* activations, floating* deltas, floating* products,
+    floating* grad, floating* activations, floating* products, floating* deltas, floating* deltas_t,
+    Py_ssize_t side_size, int n_threads,
 ) noexcept nogil:
     """Mean weighted gradient over the ``b`` rows ``X[rows]`` into ``grad``; returns their weighted loss sum.
 
-    The scratch buffers come from ``_batch_buffers`` for at least ``b`` rows.
-    Layer ``k``'s inputs form a ``(b, sizes[k] + 1)`` matrix whose last column is
-    ones, so ``inputs @ W.T`` includes the biases and ``deltas.T @ inputs`` is the
-    whole gradient block, bias column included.
+    The scratch buffers come from ``_batch_buffers`` for at least ``b`` rows.  Layer ``k``'s inputs form a
+    ``(b, sizes[k] + 1)`` matrix whose last column is ones, so ``inputs @ W.T``
+    includes the biases and ``deltas.T @ inputs`` is the whole gradient block, bias
+    column included.  The products are split into fixed blocks (NEURON_BLOCK
+    neurons, ROW_BLOCK rows) that ``n_threads`` threads share: each block is
+    computed the same way whichever thread takes it, so the result does not depend
+    on the thread count.
     """
     cdef Py_ssize_t n_layers = net.n_layers
-    cdef Py_ssize_t i, j, k, r, s, n_in, n_out, code
+    cdef Py_ssize_t i, j, k, r, s, n_in, n_out, code, task, n_grad_blocks, n_tasks
     cdef floating* inputs
     cdef floating* outputs = activations  # the rows with their ones, then each layer's outputs in turn
-    cdef floating* row
+    cdef Py_ssize_t side = 0  # which side of deltas and deltas_t holds the layer in hand
     cdef floating total_loss = 0.0
     cdef floating row_loss, scale, delta
     n_in = net.sizes[0]
     for s in range(b):
         for i in range(n_in):
-            activations[s * (n_in + 1) + i] = X[rows[s] * x_stride + i]
-        activations[s * (n_in + 1) + n_in] = 1.0
+            outputs[s * (n_in + 1) + i] = X[rows[s] * x_stride + i]
+        outputs[s * (n_in + 1) + n_in] = 1.0
     for k in range(n_layers):
         n_in, n_out, code = net.sizes[k], net.sizes[k + 1], net.acts[k]
         inputs = outputs
         outputs = inputs + b * (n_in + 1)
-        _matmul(c'N', c'T', b, n_out, n_in + 1, inputs, n_in + 1, weights + net.w_off[k], n_in + 1, products)
+        n_tasks = _blocks(n_out, NEURON_BLOCK)
+        for task in prange(n_tasks, num_threads=n_threads, use_threads_if=n_threads > 1 and n_tasks > 1):
+            _forward_block(weights + net.w_off[k], inputs, outputs, products, b, n_in, n_out, code, task)
         for s in range(b):
-            row = outputs + s * (n_out + 1)
-            for j in range(n_out):
-                row[j] = products[s * n_out + j] if code == SOFTMAX else _activation(products[s * n_out + j], code)
             if code == SOFTMAX:
-                _softmax(row, n_out)
-            row[n_out] = 1.0
+                _softmax(outputs + s * (n_out + 1), n_out)
+            outputs[s * (n_out + 1) + n_out] = 1.0
 
     n_out, code = net.sizes[n_layers], net.acts[n_layers - 1]
     for s in range(b):
@@ -548,18 +615,21 @@ cdef floating _batch_gradient(
         for j in range(n_out):
             row_loss += _output_error(outputs[s * (n_out + 1) + j], Y[r * y_stride + j], code, &delta)
             deltas[s * n_out + j] = delta * scale
+            deltas_t[j * b + s] = delta * scale  # side 0
         total_loss += sw[r] * row_loss
     for k in range(n_layers - 1, -1, -1):
         n_in, n_out = net.sizes[k], net.sizes[k + 1]
         inputs = outputs - b * (n_in + 1)
-        _matmul(c'T', c'N', n_out, n_in + 1, b, deltas, n_out, inputs, n_in + 1, grad + net.w_off[k])
-        if k > 0:
-            _matmul(c'N', c'N', b, n_in + 1, n_out, deltas, n_out, weights + net.w_off[k], n_in + 1, products)
-            for s in range(b):
-                for j in range(n_in):
-                    deltas[s * n_in + j] = products[s * (n_in + 1) + j] * _derivative(
-                        inputs[s * (n_in + 1) + j], net.acts[k - 1]
-                    )
+        n_grad_blocks = _blocks(n_out, NEURON_BLOCK)
+        n_tasks = n_grad_blocks + (_blocks(b, ROW_BLOCK) if k > 0 else 0)
+        for task in prange(n_tasks, num_threads=n_threads, use_threads_if=n_threads > 1 and n_tasks > 1):
+            _backward_block(
+                weights + net.w_off[k], inputs, grad + net.w_off[k], products,
+                deltas + side * side_size, deltas_t + side * side_size,
+                deltas + (1 - side) * side_size, deltas_t + (1 - side) * side_size,
+                b, n_in, n_out, net.acts[k - 1] if k > 0 else 0, n_grad_blocks, task,
+            )
+        side = 1 - side
         outputs = inputs
     return total_loss
 
@@ -569,7 +639,8 @@ cdef void _train_batches(
     const floating* X, Py_ssize_t x_stride, const floating* Y, Py_ssize_t y_stride, const floating* sw,
     const Py_ssize_t* orders, Py_ssize_t n_orders, Py_ssize_t n_rows, Py_ssize_t batch_size,
     const double* rates, const double* hyper, Py_ssize_t rule, Py_ssize_t step,
-    double* history, Py_ssize_t n_epochs, floating* activations, floating* deltas, floating* products,
+    double* history, Py_ssize_t n_epochs, floating* activations, floating* products, floating* deltas,
+    floating* deltas_t, Py_ssize_t side_size, int n_threads,
 ) noexcept nogil:
     """Mini-batch training for ``n_epochs`` epochs: one update per ``batch_size`` rows (the last may be short)."""
     cdef Py_ssize_t epoch, start
@@ -582,7 +653,7 @@ cdef void _train_batches(
         while start < n_rows:
             epoch_loss += _batch_gradient(
                 weights, net, X, x_stride, Y, y_stride, sw, order + start, min(batch_size, n_rows - start),
-                grad, activations, deltas, products,
+                grad, activations, products, deltas, deltas_t, side_size, n_threads,
             )
             step += 1
             _rule_step(weights, n_w, net, grad, state, rule, rates[epoch], hyper, step)
@@ -645,22 +716,25 @@ def train_batches(
     floating[::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] acts,
     floating[::1] grad, floating[::1] state, const floating[:, ::1] X, const floating[:, ::1] Y,
     const floating[::1] sw, const Py_ssize_t[:, ::1] orders, Py_ssize_t batch_size, const double[::1] rates,
-    const double[::1] hyper, Py_ssize_t rule, Py_ssize_t step0, double[::1] history,
+    const double[::1] hyper, Py_ssize_t rule, Py_ssize_t step0, double[::1] history, int n_threads,
 ):
     """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
     cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], NULL, &acts[0], False)
     cdef Py_ssize_t n_rows = orders.shape[1]
-    cdef floating* deltas
     cdef floating* products
-    cdef floating* activations
-    batch_size = min(batch_size, n_rows)
-    activations = _batch_buffers(&net, batch_size, &deltas, &products)
+    cdef floating* deltas
+    cdef floating* deltas_t
+    cdef Py_ssize_t side_size
+    cdef floating* activations = _batch_buffers(
+        &net, min(batch_size, n_rows), &products, &deltas, &deltas_t, &side_size
+    )
     try:
         with nogil:
             _train_batches(
                 &weights[0], weights.shape[0], &net, &grad[0], &state[0], &X[0, 0], X.shape[1], &Y[0, 0],
-                Y.shape[1], &sw[0], &orders[0, 0], orders.shape[0], n_rows, batch_size, &rates[0], &hyper[0],
-                rule, step0, &history[0], history.shape[0], activations, deltas, products,
+                Y.shape[1], &sw[0], &orders[0, 0], orders.shape[0], n_rows, min(batch_size, n_rows), &rates[0],
+                &hyper[0], rule, step0, &history[0], history.shape[0], activations, products, deltas, deltas_t,
+                side_size, n_threads,
             )
     finally:
         free(activations)
@@ -673,15 +747,17 @@ def batch_gradient(
 ):
     """Mean weighted gradient of the loss over rows ``X[rows]``, into ``grad``; returns their loss sum."""
     cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], NULL, &acts[0], False)
-    cdef floating* deltas
     cdef floating* products
-    cdef floating* activations = _batch_buffers(&net, rows.shape[0], &deltas, &products)
+    cdef floating* deltas
+    cdef floating* deltas_t
+    cdef Py_ssize_t side_size
+    cdef floating* activations = _batch_buffers(&net, rows.shape[0], &products, &deltas, &deltas_t, &side_size)
     cdef floating total_loss
     try:
         with nogil:
             total_loss = _batch_gradient(
                 &weights[0], &net, &X[0, 0], X.shape[1], &Y[0, 0], Y.shape[1], &sw[0], &rows[0], rows.shape[0],
-                &grad[0], activations, deltas, products,
+                &grad[0], activations, products, deltas, deltas_t, side_size, 1,
             )
     finally:
         free(activations)

@@ -12,7 +12,7 @@ codes); the reference backend provides the three the API drives
 * ``train_online(weights, w_off, sizes, acts, outputs, o_off, deltas, grad, state,
   X, Y, sw, orders, rates, hyper, rule, fast, step0, history)``
 * ``train_batches(weights, w_off, sizes, acts, grad, state,
-  X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history)``
+  X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history, n_threads)``
 * ``batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad) -> float``
 * ``predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out, fast)``
 
@@ -58,9 +58,11 @@ scalar type ``dt``, since a bare ``1.0`` would promote float32 arithmetic.
 """
 
 import math
+import threading
+import types
 
 import numpy as np
-from numba import njit
+from numba import config, njit, prange, set_num_threads
 
 from ._codes import (
     ADAM,
@@ -74,7 +76,9 @@ from ._codes import (
     LOG_FLOOR,
     MOMENTUM,
     NESTEROV,
+    NEURON_BLOCK,
     RELU,
+    ROW_BLOCK,
     RPROP_DECREASE,
     RPROP_DELTA_MAX,
     RPROP_DELTA_MIN,
@@ -87,6 +91,11 @@ from ._codes import (
 from ._config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 
 ONE = np.uintp(1)
+#: The most threads ``train_batches`` may start (Numba's NUMBA_NUM_THREADS, fixed when the process starts).
+MAX_THREADS = config.NUMBA_NUM_THREADS
+#: Held while ``train_batches`` runs on several threads: Numba's fallback threading layer (workqueue) aborts
+#: the process if two threads launch parallel loops at once.
+PARALLEL_LOCK = threading.Lock()
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -437,32 +446,114 @@ def _matrix(buffer, start, n_rows, n_cols):
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _batch_buffers(sizes, batch_size, dt):
-    """Scratch for batches of up to ``batch_size`` rows: activations and their offsets, deltas, products.
+    """Scratch for batches of up to ``batch_size`` rows: activations and their offsets, products, deltas.
 
     Layer ``k``'s activation matrix starts at ``a_off[k]`` and has room for
-    ``batch_size`` rows; a shorter last batch uses its first rows.
+    ``batch_size`` rows (a shorter last batch uses its first rows), its last column
+    ones.  ``products`` holds a layer's weighted sums, block after block of
+    NEURON_BLOCK columns, or its errors; ``deltas`` and ``deltas_t`` (the same,
+    transposed) have two sides: the layer in hand and the layer below.
     """
     widest = 0
-    for k in range(sizes.shape[0]):
-        widest = max(widest, sizes[k] + 1)
     total = 0
     for k in range(sizes.shape[0]):
+        widest = max(widest, sizes[k] + 1)
         total += sizes[k] + 1
     a_off = np.empty(sizes.shape[0], dtype=np.intp)
     a_off[0] = 0
     for k in range(sizes.shape[0] - 1):
         a_off[k + 1] = a_off[k] + batch_size * (sizes[k] + 1)
     activations = np.empty(batch_size * total, dtype=dt)
-    return activations, a_off, np.empty(batch_size * widest, dtype=dt), np.empty(batch_size * widest, dtype=dt)
+    products = np.empty(batch_size * widest, dtype=dt)
+    deltas = np.empty((2, batch_size * widest), dtype=dt)
+    deltas_t = np.empty((2, batch_size * widest), dtype=dt)
+    return activations, a_off, products, deltas, deltas_t
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, deltas_buf, product_buf):
+def _forward_block(layer, inputs, outputs, products, b, n_in, n_out, code, block, dt):
+    """Neurons ``block * NEURON_BLOCK ...`` of a layer: weighted sums for the ``b`` rows, then activations."""
+    first = block * NEURON_BLOCK
+    width = min(NEURON_BLOCK, n_out - first)
+    sums = _matrix(products, b * first, b, width)
+    np.dot(inputs, _matrix(layer, first * (n_in + 1), width, n_in + 1).T, sums)
+    for s in range(b):
+        for j in range(width):
+            outputs[s, first + j] = sums[s, j] if code == SOFTMAX else _activation(sums[s, j], code, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _backward_block(
+    layer, inputs, layer_grad, products, deltas, deltas_t, below, below_t, b, n_in, n_out, code_below, n_grad, task, dt
+):
+    """One task of a layer's backward pass: the gradient of a block of its neurons (the first ``n_grad``
+    tasks), or the error signals of a block of rows for the layer below."""
+    if task < n_grad:
+        first = task * NEURON_BLOCK
+        width = min(NEURON_BLOCK, n_out - first)
+        block_grad = _matrix(layer_grad, first * (n_in + 1), width, n_in + 1)
+        np.dot(_matrix(deltas_t, first * b, width, b), inputs, block_grad)
+        return
+    first = (task - n_grad) * ROW_BLOCK
+    width = min(ROW_BLOCK, b - first)
+    errors = _matrix(products, first * (n_in + 1), width, n_in + 1)
+    np.dot(_matrix(deltas, first * n_out, width, n_out), _matrix(layer, 0, n_out, n_in + 1), errors)
+    for s in range(width):
+        for j in range(n_in):
+            value = errors[s, j] * _derivative(inputs[first + s, j], code_below, dt)
+            below[(first + s) * n_in + j] = value
+            below_t[j * b + first + s] = value
+
+
+def _forward_tasks(layer, inputs, out, products, b, n_in, n_out, code):
+    """A layer's forward pass over a batch, block after block of neurons (see ``_forward_block``)."""
+    for task in prange(-(-n_out // NEURON_BLOCK)):
+        _forward_block(layer, inputs, out, products, b, n_in, n_out, code, task, products.dtype.type)
+
+
+def _backward_tasks(layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, n_tasks):
+    """A layer's backward pass over a batch: its gradient blocks and the error blocks of the layer below."""
+    n_grad = -(-n_out // NEURON_BLOCK)
+    for task in prange(n_tasks):
+        _backward_block(
+            layer, inputs, layer_grad, products, deltas[side], deltas_t[side], deltas[1 - side], deltas_t[1 - side],
+            b, n_in, n_out, code_below, n_grad, task, products.dtype.type,
+        )  # fmt: skip
+
+
+def _renamed(function, suffix: str):
+    """A copy of ``function`` under another name.  Numba names a function's disk cache after it and
+    does not tell serial and parallel compilations apart there: each needs a name of its own."""
+    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__ + suffix)
+    copy.__qualname__ = function.__qualname__ + suffix
+    return copy
+
+
+# Each compiled twice: ``prange`` is a plain loop without ``parallel``.  The one-thread versions never
+# start Numba's threading layer, so a forked child (see fastbp._parallel) can run them.
+_TASKS = {
+    False: (njit(**NUMBA_OPTIONS)(_forward_tasks), njit(**NUMBA_OPTIONS)(_backward_tasks)),
+    True: (
+        njit(parallel=True, **NUMBA_OPTIONS)(_renamed(_forward_tasks, "_on_threads")),
+        njit(parallel=True, **NUMBA_OPTIONS)(_renamed(_backward_tasks, "_on_threads")),
+    ),
+}
+_forward_on_one_thread, _backward_on_one_thread = _TASKS[False]
+_forward_on_threads, _backward_on_threads = _TASKS[True]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _batch_gradient(
+    weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, products, deltas, deltas_t, threaded
+):
     """Mean weighted gradient over ``X[rows]`` into ``grad``; returns the rows' weighted loss sum.
 
     Layer ``k``'s inputs form a ``(b, sizes[k] + 1)`` matrix whose last column is
     ones, so ``inputs @ W.T`` includes the biases and ``deltas.T @ inputs`` is the
-    whole gradient block, bias column included.
+    whole gradient block, bias column included.  The products are split into fixed
+    blocks (NEURON_BLOCK neurons, ROW_BLOCK rows), which Numba's threads share if
+    ``threaded``: each block is computed the same way whichever thread takes it, so
+    the result does not depend on the thread count.
     """
     dt = weights.dtype.type
     b = rows.shape[0]
@@ -473,20 +564,20 @@ def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activatio
         inputs[s, sizes[0]] = dt(1.0)
     for k in range(n_layers):
         n_in, n_out, code = sizes[k], sizes[k + 1], acts[k]
-        block = _matrix(weights, w_off[k], n_out, n_in + 1)
-        z = _matrix(product_buf, 0, b, n_out)
-        np.dot(_matrix(activations, a_off[k], b, n_in + 1), block.T, z)
+        layer = weights[w_off[k] : w_off[k] + n_out * (n_in + 1)]
+        inputs = _matrix(activations, a_off[k], b, n_in + 1)
         out = _matrix(activations, a_off[k + 1], b, n_out + 1)
+        if threaded:
+            _forward_on_threads(layer, inputs, out, products, b, n_in, n_out, code)
+        else:
+            _forward_on_one_thread(layer, inputs, out, products, b, n_in, n_out, code)
         for s in range(b):
-            for j in range(n_out):
-                out[s, j] = z[s, j] if code == SOFTMAX else _activation(z[s, j], code, dt)
             if code == SOFTMAX:
                 _softmax(activations, a_off[k + 1] + s * (n_out + 1), n_out, dt)
             out[s, n_out] = dt(1.0)
 
     n_out, code = sizes[n_layers], acts[n_layers - 1]
     outputs = _matrix(activations, a_off[n_layers], b, n_out + 1)
-    deltas = _matrix(deltas_buf, 0, b, n_out)
     total_loss = dt(0.0)
     for s in range(b):
         r = rows[s]
@@ -495,37 +586,47 @@ def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activatio
         for j in range(n_out):
             loss, delta = _output_error(outputs[s, j], Y[r, j], code, dt)
             row_loss += loss
-            deltas[s, j] = delta * scale
+            deltas[0, s * n_out + j] = delta * scale
+            deltas_t[0, j * b + s] = delta * scale
         total_loss += sw[r] * row_loss
+    side = 0
     for k in range(n_layers - 1, -1, -1):
         n_in, n_out = sizes[k], sizes[k + 1]
+        layer = weights[w_off[k] : w_off[k] + n_out * (n_in + 1)]
+        layer_grad = grad[w_off[k] : w_off[k] + n_out * (n_in + 1)]
         inputs = _matrix(activations, a_off[k], b, n_in + 1)
-        np.dot(deltas.T, inputs, _matrix(grad, w_off[k], n_out, n_in + 1))
-        if k > 0:
-            errors = _matrix(product_buf, 0, b, n_in + 1)
-            np.dot(deltas, _matrix(weights, w_off[k], n_out, n_in + 1), errors)
-            deltas = _matrix(deltas_buf, 0, b, n_in)
-            for s in range(b):
-                for j in range(n_in):
-                    deltas[s, j] = errors[s, j] * _derivative(inputs[s, j], acts[k - 1], dt)
+        code_below = acts[k - 1] if k > 0 else 0
+        n_tasks = -(-n_out // NEURON_BLOCK) + (-(-b // ROW_BLOCK) if k > 0 else 0)
+        if threaded:
+            _backward_on_threads(
+                layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, n_tasks
+            )
+        else:
+            _backward_on_one_thread(
+                layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, n_tasks
+            )
+        side = 1 - side
     return total_loss
 
 
 @njit(**NUMBA_OPTIONS)
 def batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad):
     """Mean weighted gradient of the loss over rows ``X[rows]``, into ``grad``; returns their loss sum."""
-    activations, a_off, deltas, products = _batch_buffers(sizes, rows.shape[0], weights.dtype)
-    return _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, deltas, products)
+    activations, a_off, products, deltas, deltas_t = _batch_buffers(sizes, rows.shape[0], weights.dtype)
+    return _batch_gradient(
+        weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, products, deltas, deltas_t, False
+    )
 
 
 @njit(**NUMBA_OPTIONS)
-def train_batches(
-    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history
-):
+def _train_batches(
+    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history,
+    threaded,
+):  # fmt: skip
     """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
     n_rows = orders.shape[1]
     batch_size = min(batch_size, n_rows)
-    activations, a_off, deltas, products = _batch_buffers(sizes, batch_size, weights.dtype)
+    activations, a_off, products, deltas, deltas_t = _batch_buffers(sizes, batch_size, weights.dtype)
     step = step0
     for epoch in range(history.shape[0]):
         order = orders[epoch % orders.shape[0]]
@@ -533,11 +634,33 @@ def train_batches(
         for start in range(0, n_rows, batch_size):
             rows = order[start : min(start + batch_size, n_rows)]
             epoch_loss += _batch_gradient(
-                weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, deltas, products
-            )
+                weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, products, deltas, deltas_t,
+                threaded,
+            )  # fmt: skip
             step += 1
             _rule_step(weights, w_off, sizes, grad, state, rule, rates[epoch], hyper, step)
         history[epoch] = epoch_loss
+
+
+def train_batches(
+    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history,
+    n_threads,
+):  # fmt: skip
+    """Mini-batch training for ``len(history)`` epochs on up to ``n_threads`` threads (at most MAX_THREADS).
+
+    A Python function, because Numba's thread count is set from Python: a kernel
+    that set it could not be cached.
+    """
+    if n_threads > 1:
+        set_num_threads(min(n_threads, MAX_THREADS))  # for the calling thread's parallel loops only
+    _train_batches(
+        weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history,
+        n_threads > 1,
+    )  # fmt: skip
+
+
+#: The compiled function behind ``train_batches``, for fastbp._backends.run_kernel.
+train_batches.dispatchers = (_train_batches,)
 
 
 @njit(**NUMBA_OPTIONS)

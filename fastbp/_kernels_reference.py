@@ -91,7 +91,23 @@ def train_online(
 
 
 def train_batches(
-    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history
+    weights,
+    w_off,
+    sizes,
+    acts,
+    grad,
+    state,
+    X,
+    Y,
+    sw,
+    orders,
+    batch_size,
+    rates,
+    hyper,
+    rule,
+    step0,
+    history,
+    n_threads,
 ):
     """The tutorial trains one row at a time only."""
     raise ValueError("the reference backend trains online only (batch_size=1); use backend='cython' or 'numba'")

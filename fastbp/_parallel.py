@@ -1,21 +1,36 @@
-"""Threads for work made of independent rows, and how many of them to use.
+"""Threads: how many to use, prediction over row chunks, and the settings the mini-batch kernels need.
 
 Prediction splits the rows into one contiguous chunk per thread and runs the
 backend's kernel on each chunk in its own Python thread.  The compiled kernels
 release the GIL, so the threads run on separate cores, and every row's outputs are
 computed by the same code whichever chunk it falls in: the result does not depend on
 the number of threads.  Plain threads rather than OpenMP or Numba's parallel loops:
-one implementation serves every backend, no OpenMP runtime enters the process (GNU
-OpenMP is not fork-safe; Numba's default workqueue layer aborts the process when two
-threads launch parallel kernels at once), and Numba compiles nothing more.
+one implementation serves every backend, and no OpenMP runtime is involved.
+
+Mini-batch training cannot return to Python between steps, so its kernels share
+each batch's matrix products between threads themselves (OpenMP in the Cython
+backend, ``prange`` in Numba's), in blocks of fixed size: the thread count never
+changes the arithmetic.  BLAS then runs on one thread inside them (OpenBLAS splits
+products differently for different thread counts, which changes their rounding).
+GNU OpenMP cannot start threads in a child forked from a process that has used it,
+so a forked child trains on one thread (the same numbers, only slower).
+
+OpenMP's threads spin between parallel regions by default, which on a machine
+whose cores are all busy (several trainings, joblib or Dask workers) slows every
+step by orders of magnitude; unless ``OMP_WAIT_POLICY`` is set, fastbp sets it to
+``PASSIVE`` (threads sleep instead) before any OpenMP runtime starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 #: Below this many multiply-adds for each thread, starting threads costs more than it saves.
 MIN_WORK_PER_THREAD = 2**18
@@ -66,3 +81,35 @@ def run_chunks(work: Callable[[slice], None], chunks: list[slice]) -> None:
         work(chunks[0])  # the calling thread takes the first chunk
         for future in pending:
             future.result()
+
+
+def kernel_threads(n_threads: int) -> int:
+    """The threads a kernel that starts its own may use: one in a forked child (see the module docstring)."""
+    return 1 if _forked else n_threads
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run the block below with BLAS on one thread, its rounding then independent of the thread count."""
+    global _blas
+    with _blas_lock:
+        if _blas is None:
+            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call, loaded so the controller sees it)
+            from threadpoolctl import ThreadpoolController
+
+            _blas = ThreadpoolController()
+    with _blas.limit(limits=1, user_api="blas"):
+        yield
+
+
+_blas = None
+_blas_lock = threading.Lock()
+_forked = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -22,6 +22,7 @@ training row: finite, but stuck, typically from a huge ``lr``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Integral
@@ -32,6 +33,7 @@ from numpy.typing import DTypeLike
 from ._backends import backend_name, get_backend, run_kernel
 from ._codes import ADAM, HYPER, MOMENTUM, NESTEROV, RPROP, RPROP_DELTA_ZERO, SGD
 from ._layout import INITS, Layout
+from ._parallel import MIN_WORK_PER_THREAD, kernel_threads, one_blas_thread
 from ._validate import (
     as_choice,
     as_dtype,
@@ -248,6 +250,9 @@ class Trainer:
         hyper, grad = options.hyper, np.zeros(layout.n_weights, dtype=dtype)
         outputs, deltas = np.empty(layout.n_neurons, dtype=dtype), np.empty(layout.n_neurons, dtype=dtype)
         history = np.zeros(epochs)
+        # Threads share a batch's products only where a step has enough arithmetic to be worth it.
+        threads = kernel_threads(n_threads) if batch_size * layout.n_weights >= MIN_WORK_PER_THREAD else 1
+        threads = min(threads, getattr(kernels, "MAX_THREADS", threads))
         done = 0
         with _progress_bar(epochs, progress) as bar:
             while done < epochs:
@@ -267,11 +272,13 @@ class Trainer:
                         self.steps, part,
                     )  # fmt: skip
                 else:
-                    run_kernel(
-                        kernels, "train_batches",
-                        self.weights, layout.w_off, layout.sizes, layout.acts, grad, self.state,
-                        X, Y, sample_weight, orders, batch_size, rates, hyper, options.rule, self.steps, part,
-                    )  # fmt: skip
+                    with one_blas_thread(), _parallel_lock(kernels, threads):
+                        run_kernel(
+                            kernels, "train_batches",
+                            self.weights, layout.w_off, layout.sizes, layout.acts, grad, self.state,
+                            X, Y, sample_weight, orders, batch_size, rates, hyper, options.rule, self.steps, part,
+                            threads,
+                        )  # fmt: skip
                 self.steps += len(part) * steps_per_epoch
                 self.rows_seen += len(part) * n_rows
                 _check_finite(part, self.weights, done)
@@ -280,6 +287,12 @@ class Trainer:
                 if callback is not None and callback(done - 1, float(part[-1])):
                     return history[:done]
         return history
+
+
+def _parallel_lock(kernels, threads: int):
+    """The lock a backend needs held while its kernels run on several threads, if any."""
+    lock = getattr(kernels, "PARALLEL_LOCK", None)
+    return lock if lock is not None and threads > 1 else contextlib.nullcontext()
 
 
 def _progress_bar(epochs: int, enabled: bool):

@@ -278,7 +278,7 @@ def test_full_batch_training_follows_the_update_rules(kernels, rule):
     orders = np.arange(len(X), dtype=np.intp)[None]
     kernels.train_batches(
         trained, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_weights), state, X, Y, sw, orders,
-        len(X), np.full(epochs, rate), hyper, UPDATE_RULES[rule], 0, history,
+        len(X), np.full(epochs, rate), hyper, UPDATE_RULES[rule], 0, history, 1,
     )  # fmt: skip
 
     expected = weights.copy()

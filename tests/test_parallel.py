@@ -1,0 +1,210 @@
+"""Threads and processes: every thread count gives the same bits, parallel folds give the serial scores.
+
+The networks here are small, so ``MIN_WORK_PER_THREAD`` is lowered where a test
+must see the kernels really share the work: with the default, small batches run on
+one thread whatever ``n_threads`` says.
+"""
+
+import os
+import threading
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import _parallel, _training
+
+THREAD_COUNTS = (1, 2, 3, 5)
+
+
+@pytest.fixture
+def always_threaded(monkeypatch):
+    """Make every batch and every prediction worth splitting between threads."""
+    monkeypatch.setattr(_training, "MIN_WORK_PER_THREAD", 0)
+    monkeypatch.setattr(_parallel, "MIN_WORK_PER_THREAD", 1)
+
+
+def _data(n_rows=150, n_features=12, n_classes=33, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_rows, n_features))
+    y = rng.integers(0, n_classes, n_rows)
+    return X, y
+
+
+# Layers wider than a block (32 neurons) and not a multiple of it, batches that end short,
+# and a last batch of a single row.
+MINI_BATCH_CASES = {
+    "softmax, two blocks per layer": dict(hidden=(70, 40), output="softmax", batch_size=64, optimizer="adam", lr=0.01),
+    "sigmoid, momentum, short last batch": dict(hidden=45, activation="tanh", batch_size=37, momentum=0.9, lr=0.05),
+    "relu, last batch of one row": dict(hidden=(33, 5), activation="relu", batch_size=149, l2=0.01, lr=0.05),
+    "rprop, the whole data": dict(hidden=64, optimizer="rprop"),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", MINI_BATCH_CASES)
+def test_mini_batch_training_gives_the_same_bits_for_any_thread_count(compiled_backend, case, dtype, always_threaded):
+    X, y = _data()
+    shuffle = case != "rprop, the whole data"
+    options = dict(epochs=3, seed=5, shuffle=shuffle, dtype=dtype, backend=compiled_backend, **MINI_BATCH_CASES[case])
+    serial = fastbp.train(X, y, n_threads=1, **options)
+    for n_threads in THREAD_COUNTS[1:]:
+        parallel = fastbp.train(X, y, n_threads=n_threads, **options)
+        assert parallel.weights.tobytes() == serial.weights.tobytes(), n_threads
+        assert parallel.history.tobytes() == serial.history.tobytes(), n_threads
+
+
+def test_mini_batch_backends_agree_in_blocks(always_threaded):
+    """Both backends split the products into the same blocks, so they agree to rounding at most."""
+    X, y = _data()
+    options = dict(epochs=3, seed=5, n_threads=2, **MINI_BATCH_CASES["softmax, two blocks per layer"])
+    models = [fastbp.train(X, y, backend=name, **options) for name in ("cython", "numba")]
+    np.testing.assert_allclose(models[0].weights, models[1].weights, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_prediction_gives_the_same_bits_for_any_thread_count(compiled_backend, exact, always_threaded):
+    X, y = _data(n_rows=40)
+    model = fastbp.train(
+        X, y, hidden=(20, 9), output="softmax", epochs=2, seed=1, exact=exact, backend=compiled_backend
+    )
+    rows = np.random.default_rng(1).normal(size=(1001, X.shape[1]))
+    serial = model.forward(rows, n_threads=1)
+    for n_threads in THREAD_COUNTS[1:]:
+        assert model.forward(rows, n_threads=n_threads).tobytes() == serial.tobytes()
+        np.testing.assert_array_equal(model.predict(rows, n_threads=n_threads), model.predict(rows, n_threads=1))
+    single = np.stack([model.forward(row[None], n_threads=1)[0] for row in rows[:50]])
+    assert single.tobytes() == serial[:50].tobytes()  # a row's outputs do not depend on its chunk
+
+
+def test_row_chunks_cover_the_rows_once_and_skip_threads_for_little_work():
+    for n_rows, work, n_threads in [(1, 10**9, 4), (10, 10**9, 3), (1000, 10**6, 7), (5, 1, 4)]:
+        chunks = _parallel.row_chunks(n_rows, work, n_threads)
+        covered = np.concatenate([np.arange(n_rows)[chunk] for chunk in chunks])
+        np.testing.assert_array_equal(covered, np.arange(n_rows))
+        assert 1 <= len(chunks) <= n_threads
+    assert len(_parallel.row_chunks(1000, 10, 8)) == 1  # 10k multiply-adds: not worth a thread
+    assert len(_parallel.row_chunks(10**6, 10**3, 8)) == 8
+
+
+def test_errors_in_a_thread_reach_the_caller():
+    def work(chunk):
+        if chunk.start > 0:
+            raise FloatingPointError(f"chunk {chunk.start}")
+
+    with pytest.raises(FloatingPointError, match="chunk"):
+        _parallel.run_chunks(work, [slice(0, 5), slice(5, 10), slice(10, 15)])
+
+
+def test_thread_count_comes_from_the_argument_then_the_environment(monkeypatch):
+    monkeypatch.delenv("FASTBP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = _parallel.default_threads()
+    assert cores >= 1
+    assert _parallel.as_threads(None) == cores
+    assert _parallel.as_threads(3) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2,1")  # OpenMP's nested form: the outer level counts
+    assert _parallel.as_threads(None) == 2
+    monkeypatch.setenv("FASTBP_NUM_THREADS", "5")
+    assert _parallel.as_threads(None) == 5
+    monkeypatch.setenv("FASTBP_NUM_THREADS", "lots")  # not a count: ignored, as OpenMP ignores it
+    assert _parallel.as_threads(None) == 2
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True, "2"])
+def test_bad_thread_counts_are_refused(bad):
+    X, y = _data(n_rows=20, n_classes=2)
+    with pytest.raises(ValueError, match="n_threads"):
+        fastbp.train(X, y, epochs=1, n_threads=bad)
+    model = fastbp.train(X, y, epochs=1)
+    with pytest.raises(ValueError, match="n_threads"):
+        model.predict(X, n_threads=bad)
+
+
+def test_threads_training_at_once_in_one_process_get_the_serial_results(compiled_backend, always_threaded):
+    """Numba's fallback threading layer aborts on concurrent parallel launches; fastbp serialises them."""
+    X, y = _data()
+    options = dict(epochs=2, seed=3, backend=compiled_backend, **MINI_BATCH_CASES["softmax, two blocks per layer"])
+    expected = fastbp.train(X, y, n_threads=1, **options).weights
+    results = [None] * 4
+
+    def train(k):
+        results[k] = fastbp.train(X, y, n_threads=2, **options).weights
+
+    threads = [threading.Thread(target=train, args=(k,)) for k in range(len(results))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for weights in results:
+        assert weights.tobytes() == expected.tobytes()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork exists on POSIX systems only")
+def test_a_child_forked_after_threaded_training_trains_on_one_thread(compiled_backend, always_threaded, tmp_path):
+    """GNU OpenMP cannot start threads in a forked child; the child must neither hang nor crash."""
+    X, y = _data()
+    options = dict(epochs=2, seed=3, backend=compiled_backend, **MINI_BATCH_CASES["softmax, two blocks per layer"])
+    expected = fastbp.train(X, y, n_threads=2, **options).weights  # the parent has started its threads
+    path = tmp_path / "child.npy"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12 warns about fork in threaded processes
+        pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            assert _parallel.kernel_threads(2) == 1
+            np.save(path, fastbp.train(X, y, n_threads=2, **options).weights)
+            status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert np.load(path).tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("init", ["tutorial", None])
+def test_evaluate_in_parallel_equals_the_serial_run(compiled_backend, wheat, init):
+    X, y = wheat
+    options = dict(folds=4, seed=2, epochs=20, init=init, backend=compiled_backend)
+    serial = fastbp.evaluate(X, y, **options)
+    for n_jobs in (2, -1):
+        parallel = fastbp.evaluate(X, y, n_jobs=n_jobs, **options)
+        assert parallel.scores == serial.scores
+        assert parallel.baseline_scores == serial.baseline_scores
+
+
+def test_evaluate_in_threads_equals_the_serial_run(wheat):
+    from joblib import parallel_config
+
+    X, y = wheat
+    options = dict(folds=3, seed=1, epochs=10, shuffle=True, batch_size=4)
+    serial = fastbp.evaluate(X, y, **options)
+    with parallel_config(backend="threading"):
+        assert fastbp.evaluate(X, y, n_jobs=2, **options).scores == serial.scores
+
+
+def test_evaluate_passes_on_the_warnings_of_its_folds(wheat):
+    X, y = wheat
+    with pytest.warns(RuntimeWarning, match=r"fold \d: training ended .* saturated"):
+        fastbp.evaluate(X, y, folds=2, epochs=3, lr=1e6, n_jobs=2)
+
+
+@pytest.mark.parametrize("bad", [0, 1.5, "2", True])
+def test_evaluate_refuses_bad_job_counts(wheat, bad):
+    X, y = wheat
+    with pytest.raises(ValueError, match="n_jobs"):
+        fastbp.evaluate(X, y, epochs=1, n_jobs=bad)
+
+
+def test_estimators_predict_the_same_for_any_thread_count(compiled_backend, always_threaded):
+    X, y = _data(n_classes=4)
+    options = dict(hidden_layer_sizes=(40,), max_iter=3, batch_size=16, random_state=0, backend=compiled_backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # not converged in 3 epochs
+        one = fastbp.MLPClassifier(n_threads=1, **options).fit(X, y)
+        three = fastbp.MLPClassifier(n_threads=3, **options).fit(X, y)
+    for one_coef, three_coef in zip(one.coefs_, three.coefs_, strict=True):
+        assert one_coef.tobytes() == three_coef.tobytes()
+    assert one.predict_proba(X).tobytes() == three.predict_proba(X).tobytes()
