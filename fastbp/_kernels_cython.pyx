@@ -33,9 +33,10 @@ per call.  The online kernels follow the Numba ones operation by operation
 int`` as Numba computes them), and the extension is built without fast-math and
 with ``-ffp-contract=off`` (no fused multiply-adds), so the two agree bit for
 bit.  The mini-batch kernels make the BLAS ``gemm`` calls (scipy's
-``cython_blas``) that Numba's ``np.dot`` makes, so they agree with it to
-rounding: bit for bit, except where ``np.dot`` takes a vector product instead
-(a batch of one row, a layer of one neuron).
+``cython_blas``) that Numba's ``np.dot`` makes, block for block, so they agree
+with it to rounding: bit for bit, except where ``np.dot`` takes a vector product
+instead (a block of one row or of one neuron).  OpenMP threads share a batch's
+blocks (``n_threads``; one thread where the extension was built without OpenMP).
 """
 
 from libc.math cimport exp, expf, isinf, log, logf, pow, sqrt, sqrtf, tanh, tanhf

@@ -36,7 +36,10 @@ With ``fast`` true each neuron's weighted sum runs in eight interleaved partial
 sums (see ``_weighted_sum``), which vectorises: a fixed, documented order, the
 same in every backend, so results stay deterministic and backends still agree.  The mini-batch kernels work on whole
 batches with matrix products (BLAS through ``np.dot``); each activation matrix
-carries a column of ones so one product also applies the biases.
+carries a column of ones so one product also applies the biases.  The products
+are cut into blocks of fixed size (:data:`fastbp._codes.NEURON_BLOCK` neurons,
+:data:`fastbp._codes.ROW_BLOCK` rows) that ``n_threads`` threads share, so the
+thread count never changes a result.
 
 Non-finite values follow IEEE arithmetic, with the limits kept where they exist:
 sigmoid and tanh saturate (``exp`` overflowing to inf gives exactly 0 or 1), and a
