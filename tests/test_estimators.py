@@ -303,3 +303,83 @@ def test_bad_parameters_are_refused_when_fitting(params, message):
     model = MLPClassifier(**params)  # stored as given
     with pytest.raises(ValueError, match=message):
         model.fit(X, y)
+
+
+# --- streaming: partial_fit over chunks from lists, memory-mapped files and Dask arrays ---------------------------
+
+#: Uneven chunk boundaries over the 150 rows: a chunk of one row, large and small ones, a tail.
+CHUNK_BOUNDS = [0, 7, 40, 41, 99, 150]
+#: Rows per chunk read from a memory-mapped file or a Dask array (the last chunk is shorter).
+BLOCK_ROWS = 32
+#: Online SGD without shuffling, with and without (Nesterov's) momentum, and Adam.
+STREAMED_SOLVERS = {
+    "sgd": {"solver": "sgd", "momentum": 0.0},
+    "momentum": {"solver": "sgd", "momentum": 0.9},
+    "adam": {"solver": "adam"},
+}
+
+
+def listed_chunks(X, y, tmp_path):
+    """A list of array slices of uneven sizes."""
+    return [(X[start:stop], y[start:stop]) for start, stop in zip(CHUNK_BOUNDS[:-1], CHUNK_BOUNDS[1:])]
+
+
+def memory_mapped_chunks(X, y, tmp_path):
+    """Row blocks of ``.npy`` files opened read-only with ``mmap_mode="r"``: nothing is read before it is needed."""
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    X, y = np.load(tmp_path / "X.npy", mmap_mode="r"), np.load(tmp_path / "y.npy", mmap_mode="r")
+    assert isinstance(X, np.memmap) and not X.flags.writeable
+    return [(X[start : start + BLOCK_ROWS], y[start : start + BLOCK_ROWS]) for start in range(0, len(X), BLOCK_ROWS)]
+
+
+def dask_chunks(X, y, tmp_path):
+    """The blocks of Dask arrays, each computed in turn."""
+    from test_dask import require_dask
+
+    dask_array = require_dask("dask.array")
+    X = dask_array.from_array(X, chunks=(BLOCK_ROWS, X.shape[1]))
+    y = dask_array.from_array(y, chunks=BLOCK_ROWS)
+    assert X.numblocks == (5, 1)
+    return [(X_block.compute(), y_block.compute()) for X_block, y_block in zip(X.blocks, y.blocks)]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("source", [listed_chunks, memory_mapped_chunks, dask_chunks])
+@pytest.mark.parametrize("passes", [1, 3])
+@pytest.mark.parametrize("solver", list(STREAMED_SOLVERS))
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_partial_fit_passes_over_chunks_equal_fit_on_all_rows(
+    estimator, solver, passes, source, compiled_backend, tmp_path
+):
+    """``passes`` passes of ``partial_fit`` over the chunks train bit for bit the network that ``fit`` with
+    ``max_iter=passes`` trains on the rows concatenated, with the same parameters and ``random_state``.
+
+    The conditions: online updates (``batch_size=1``) in the rows' order (``shuffle=False``) at a constant
+    learning rate, no sample weights, and ``fit`` never stopping early (``tol=0`` with a large
+    ``n_iter_no_change``).  Then every row gets the same update in the same order either way: momentum and
+    Adam's moments and step count carry over from chunk to chunk, and the L2 term, ``alpha`` over the batch's
+    size, does not depend on the chunk's size (larger batches would be cut at the chunks' edges instead).
+    """
+    X, labels = standardized_iris()
+    y = labels if estimator is MLPClassifier else X[:, 0] * X[:, 1]
+    params = {
+        "hidden_layer_sizes": (6, 4), "activation": "tanh", "batch_size": 1, "shuffle": False,
+        "learning_rate": "constant", "learning_rate_init": 0.01, "alpha": 0.01, "tol": 0.0, "n_iter_no_change": 100,
+        "random_state": 0, "backend": compiled_backend, **STREAMED_SOLVERS[solver],
+    }  # fmt: skip
+    whole = estimator(max_iter=passes, **params).fit(X, y)
+    chunks = source(X, y, tmp_path)
+    assert len(chunks) > 2 and sum(len(X_chunk) for X_chunk, _ in chunks) == len(X)
+    streamed = estimator(**params)
+    first = {"classes": np.unique(labels)} if estimator is MLPClassifier else {}
+    for _ in range(passes):
+        for X_chunk, y_chunk in chunks:
+            streamed.partial_fit(X_chunk, y_chunk, **first)
+            first = {}
+    assert whole.n_iter_ == passes and streamed.n_iter_ == 1  # scikit-learn's meaning: epochs in the last call
+    assert streamed.t_ == whole.t_ == passes * len(X)
+    assert len(streamed.loss_curve_) == passes * len(chunks)
+    for a, b in zip(whole.coefs_ + whole.intercepts_, streamed.coefs_ + streamed.intercepts_):
+        assert np.array_equal(a, b)
+    assert np.array_equal(streamed.predict(X), whole.predict(X))
