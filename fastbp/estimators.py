@@ -213,7 +213,8 @@ class _MultilayerPerceptron(BaseEstimator):
         self.loss_curve_ = []
         self._summed_losses = []
         self._no_improvement_count = 0
-        self._best_weights = trainer.weights.copy()
+        # Only early stopping returns to the best weights; otherwise a copy would only make pickles larger.
+        self._best_weights = trainer.weights.copy() if self.early_stopping else None
         if self.early_stopping:
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
         else:
