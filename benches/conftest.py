@@ -90,6 +90,32 @@ SIZES = {
         "quick": Size(rows=10, epochs=20, rounds=1, slow_rounds=1),
         "smoke": Size(rows=10, epochs=20, rounds=1, slow_rounds=1),
     },
+    # bench_parallel.py: one thread (or job) against every core, same work, side by side.
+    "parallel-predict": {  # 784-128-10: a row-by-row predict costs ~30 us per row and core
+        "full": Size(rows=100_000, epochs=1, rounds=3, slow_rounds=3),
+        "quick": Size(rows=20_000, epochs=1, rounds=2, slow_rounds=2),
+        "smoke": Size(rows=200, epochs=1, rounds=1, slow_rounds=1),
+    },
+    "parallel-W3-batch128": {
+        "full": Size(rows=2000, epochs=3, rounds=5, slow_rounds=5),
+        "quick": Size(rows=2000, epochs=1, rounds=2, slow_rounds=2),
+        "smoke": Size(rows=256, epochs=1, rounds=1, slow_rounds=1),
+    },
+    "parallel-W3-batch32": {
+        "full": Size(rows=2000, epochs=3, rounds=5, slow_rounds=5),
+        "quick": Size(rows=2000, epochs=1, rounds=2, slow_rounds=2),
+        "smoke": Size(rows=128, epochs=1, rounds=1, slow_rounds=1),
+    },
+    "parallel-cv-wheat": {  # the tutorial's 5 folds; its 500 epochs in full
+        "full": Size(rows=None, epochs=500, rounds=10, slow_rounds=10),
+        "quick": Size(rows=None, epochs=100, rounds=3, slow_rounds=3),
+        "smoke": Size(rows=None, epochs=10, rounds=1, slow_rounds=1),
+    },
+    "parallel-cv-digits": {  # 5 folds of W2's network, online
+        "full": Size(rows=None, epochs=20, rounds=5, slow_rounds=5),
+        "quick": Size(rows=None, epochs=5, rounds=2, slow_rounds=2),
+        "smoke": Size(rows=300, epochs=1, rounds=1, slow_rounds=1),
+    },
 }
 
 #: fastbp's compiled backends that import here.

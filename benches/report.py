@@ -9,14 +9,18 @@ stderr), then prints to stdout, as Markdown: the run's date, commit and machine,
 per workload (benchmark group) each implementation's time, samples per second and
 speed relative to fastbp's fastest backend in that workload, measured side by side in
 that one run.  Where issue 6 sets a target, the table shows the measured ratio next
-to it, marked met or missed: informational, never a failure.  The exit status is
-pytest's (a failed sanity check or a crash), not the targets'.
+to it, marked met or missed: informational, never a failure.  A second table gives the
+parallel workloads (``bench_parallel.py``) as speed-ups of every core over one thread
+or job, with the counts.  The exit status is pytest's (a failed sanity check or a
+crash), not the targets'.
 
 ``--quick`` runs smaller workloads and fewer rounds (``FASTBP_BENCH_MODE=quick``, see
 ``benches/conftest.py``); ``--blas-threads 1`` pins BLAS (fastbp's mini-batch kernels,
 scikit-learn) and PyTorch to one thread, which keeps mini-batch times steady on a small
 machine that other work shares (a multi-threaded BLAS stalls whenever a core is taken);
-extra arguments go to pytest, e.g. ``-k W2``.
+extra arguments go to pytest, e.g. ``-k W2`` or ``-k parallel``.  (``--blas-threads``
+sets ``OMP_NUM_THREADS``, which is also fastbp's default thread count; the parallel
+benchmarks pass their counts explicitly.)
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ GROUPS = [
     "W1-wheat-seeds", "W2-digits-online", "W2-digits-batch32", "W3-mnist-online", "W3-mnist-batch32",
     "W3-mnist-batch128", "predict", "startup",
 ]  # fmt: skip
+#: Parallel workloads (bench_parallel.py), in the order their own table lists them: one thread or job
+#: against every core, per backend.
+PARALLEL_GROUPS = [
+    "parallel-predict", "parallel-W3-batch128", "parallel-W3-batch32", "parallel-cv-wheat", "parallel-cv-digits",
+]  # fmt: skip
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 LIBRARIES = ["fastbp", "numpy", "scipy", "numba", "Cython", "scikit-learn", "torch", "pytest-benchmark"]
 
@@ -58,6 +67,12 @@ class Row:
     samples: int
     seconds: float
     rounds: int
+    #: Parallel runs: the backend, how many ``workers`` of which ``parallelism`` ("threads", "jobs"), and
+    #: the workload in words (with its size); empty for the others.
+    backend: str = ""
+    workers: int = 0
+    parallelism: str = ""
+    workload: str = ""
 
     @property
     def rate(self) -> float:
@@ -78,6 +93,10 @@ class Row:
             samples=int(info.get("samples", 0)),
             seconds=float(bench["stats"][stat]),
             rounds=int(bench["stats"]["rounds"]),
+            backend=info.get("backend", ""),
+            workers=int(info.get("workers", 0)),
+            parallelism=info.get("parallelism", ""),
+            workload=info.get("workload", ""),
         )
 
 
@@ -97,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         # Set here too, before numpy loads, so the report's BLAS line shows what the benchmarks ran with.
         for name in THREAD_VARIABLES:
             os.environ[name] = str(args.blas_threads)
+    # Other work on the machine takes cores from the parallel runs: say how busy it was before this one.
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     with tempfile.TemporaryDirectory(prefix="fastbp-bench-") as tmp:
         json_path = Path(tmp) / "benchmarks.json"
         command = [
@@ -112,22 +133,36 @@ def main(argv: list[str] | None = None) -> int:
             return status or 1
         results = json.loads(json_path.read_text())
     rows = [Row.from_json(bench, args.stat) for bench in results["benchmarks"]]
-    print(report(rows, results.get("datetime"), mode, args.stat))
+    print(report(rows, results.get("datetime"), mode, args.stat, load))
     if status:
         print(f"\npytest exited with status {status}: see its output above", file=sys.stderr)
     return status
 
 
-def report(rows: list[Row], when: str | None, mode: str, stat: str) -> str:
+def report(rows: list[Row], when: str | None, mode: str, stat: str, load: tuple | None = None) -> str:
     lines = [f"## fastbp benchmarks ({mode} run, {stat} time per benchmark)", ""]
     lines += [f"- {line}" for line in describe_run(when)]
-    lines += [
-        "",
+    if load is not None:
+        lines.append(f"- load average before the run (1, 5, 15 min): {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}")
+    main_table = comparison_table(rows)
+    if main_table:
+        lines += ["", *main_table]
+    parallel = parallel_table(rows)
+    if parallel:
+        lines += ["", *parallel]
+    return "\n".join(lines)
+
+
+def comparison_table(rows: list[Row]) -> list[str]:
+    """Every workload but the parallel ones: each implementation against fastbp's fastest, and the targets."""
+    groups = [group for group in GROUPS if any(row.group == group for row in rows)]
+    groups += sorted({row.group for row in rows} - set(GROUPS) - set(PARALLEL_GROUPS))
+    if not groups:
+        return []
+    lines = [
         "| workload | implementation | kernels / loop | time | samples/s | vs fastest fastbp | target |",
         "|---|---|---|---:|---:|---:|---|",
     ]
-    groups = [group for group in GROUPS if any(row.group == group for row in rows)]
-    groups += sorted({row.group for row in rows} - set(GROUPS))
     for group in groups:
         members = [row for row in rows if row.group == group]
         ours = [row for row in members if row.library == "fastbp"]
@@ -148,7 +183,41 @@ def report(rows: list[Row], when: str | None, mode: str, stat: str) -> str:
         "for start-up the toy network's 10 rows x 20 epochs (its time is the whole process). 'vs fastest fastbp':",
         "samples/s relative to fastbp's fastest variant in the same workload. Targets from issue 6, informational.",
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def parallel_table(rows: list[Row]) -> list[str]:
+    """The parallel workloads' speed-ups: per workload and backend, one worker against the most measured."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines = [
+        f"### Parallel speed-ups ({usable} usable cores)",
+        "",
+        "| workload | backend | one | parallel | time, one | time, parallel | speed-up |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    measured = False
+    for group in PARALLEL_GROUPS:
+        members = [row for row in rows if row.group == group and row.workers]
+        for backend in sorted({row.backend for row in members}):
+            runs = sorted((row for row in members if row.backend == backend), key=lambda row: row.workers)
+            one, most = runs[0], runs[-1]
+            if one.workers != 1 or most.workers == 1:
+                continue  # not a pair measured in this run (deselected, or a one-core machine)
+            measured = True
+            lines.append(
+                f"| {most.workload} | {backend} | 1 {one.parallelism.rstrip('s')} | {most.workers} "
+                f"{most.parallelism} | {format_time(one.seconds)} | {format_time(most.seconds)} | "
+                f"{one.seconds / most.seconds:.2f}x |"
+            )
+    if not measured:
+        return []
+    lines += [
+        "",
+        "speed-up: the one-worker time over the parallel time, both measured in this run on the same work and",
+        "data; threads: Model.predict / fastbp.train(n_threads=...); jobs: fastbp.evaluate(n_jobs=...), joblib's",
+        "processes (already started). The parallel runs give the one-worker run's bits, checked by the benchmarks.",
+    ]
+    return lines
 
 
 def target(row: Row, members: list[Row]) -> str:

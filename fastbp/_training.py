@@ -33,7 +33,7 @@ from numpy.typing import DTypeLike
 from ._backends import backend_name, get_backend, run_kernel
 from ._codes import ADAM, HYPER, MOMENTUM, NESTEROV, RPROP, RPROP_DELTA_ZERO, SGD
 from ._layout import INITS, Layout
-from ._parallel import MIN_WORK_PER_THREAD, kernel_threads, one_blas_thread
+from ._parallel import MIN_BATCH_WORK_FOR_THREADS, kernel_threads, one_blas_thread
 from ._validate import (
     as_choice,
     as_dtype,
@@ -251,7 +251,7 @@ class Trainer:
         outputs, deltas = np.empty(layout.n_neurons, dtype=dtype), np.empty(layout.n_neurons, dtype=dtype)
         history = np.zeros(epochs)
         # Threads share a batch's products only where a step has enough arithmetic to be worth it.
-        threads = kernel_threads(n_threads) if batch_size * layout.n_weights >= MIN_WORK_PER_THREAD else 1
+        threads = kernel_threads(n_threads) if batch_size * layout.n_weights >= MIN_BATCH_WORK_FOR_THREADS else 1
         threads = min(threads, getattr(kernels, "MAX_THREADS", threads))
         done = 0
         with _progress_bar(epochs, progress) as bar:

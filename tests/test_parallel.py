@@ -1,6 +1,6 @@
 """Threads and processes: every thread count gives the same bits, parallel folds give the serial scores.
 
-The networks here are small, so ``MIN_WORK_PER_THREAD`` is lowered where a test
+The networks here are small, so the work thresholds are lowered where a test
 must see the kernels really share the work: with the default, small batches run on
 one thread whatever ``n_threads`` says.
 """
@@ -21,7 +21,7 @@ THREAD_COUNTS = (1, 2, 3, 5)
 @pytest.fixture
 def always_threaded(monkeypatch):
     """Make every batch and every prediction worth splitting between threads."""
-    monkeypatch.setattr(_training, "MIN_WORK_PER_THREAD", 0)
+    monkeypatch.setattr(_training, "MIN_BATCH_WORK_FOR_THREADS", 0)
     monkeypatch.setattr(_parallel, "MIN_WORK_PER_THREAD", 1)
 
 
