@@ -7,7 +7,7 @@
 """
 
 from . import data, datasets, reference
-from ._api import Evaluation, evaluate, train
+from ._api import Evaluation, SearchResult, evaluate, search, train, train_many
 from ._backends import BACKENDS, available_backends
 from ._model import Model, load
 
@@ -31,11 +31,14 @@ __all__ = [
     "MLPClassifier",
     "MLPRegressor",
     "Model",
+    "SearchResult",
     "available_backends",
     "data",
     "datasets",
     "evaluate",
     "load",
     "reference",
+    "search",
     "train",
+    "train_many",
 ]

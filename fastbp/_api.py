@@ -7,20 +7,23 @@ kernel runs.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from . import _lockstep as lockstep
 from . import data
 from ._layout import initial_weights
 from ._model import Model
 from ._parallel import as_threads
-from ._training import Callback, Options, Trainer
+from ._training import Callback, Options, Trainer, check_finite
 from ._validate import (
     RandomSource,
     as_count,
@@ -205,12 +208,17 @@ class _Training:
     progress: bool
 
     def run(self, n_threads: int | None = None) -> Model:
-        trainer = self.trainer
         n_threads = as_threads(n_threads)
-        history = trainer.run(
+        history = self.trainer.run(
             self.X, self.targets, self.sample_weight, self.epochs,
             callback=self.callback, progress=self.progress, n_threads=n_threads,
         )  # fmt: skip
+        return self.finish(history, n_threads)
+
+    def finish(self, history: np.ndarray, n_threads: int = 1) -> Model:
+        """The trained model, once the trainer has run: refused if it diverged, with a warning if it is stuck."""
+        trainer = self.trainer
+        check_finite(history, trainer.weights, 0)
         model = Model(
             trainer.layout, trainer.weights, self.classes, history, trainer.backend,
             flat_targets=self.flat_targets, options=trainer.options.to_dict(),
@@ -218,6 +226,64 @@ class _Training:
         if len(history):
             _warn_if_saturated(model, self.X, self.targets, n_threads)
         return model
+
+
+#: A training's end: its model, or the divergence that stopped it; and the warnings it raised.
+_Outcome = tuple["Model | FloatingPointError", list[tuple[type[Warning], str]]]
+
+
+def _outcome(training: _Training, history: np.ndarray | None = None) -> _Outcome:
+    """Run a training (or finish it, from ``history``), keeping its warnings and its divergence to pass on:
+    a worker process would lose them, and a grid search scores a diverged network instead of stopping.
+    Each network trains on one thread: many networks are the parallelism."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = training.run(n_threads=1) if history is None else training.finish(history)
+        except FloatingPointError as error:
+            model = error
+    return model, [(warning.category, str(warning.message)) for warning in caught]
+
+
+def _models(outcomes: list[_Outcome], label: str, stacklevel: int = 3) -> list[Model]:
+    """The models, after re-raising each one's warnings and its divergence with ``label`` and its index
+    (the warnings point ``stacklevel`` frames up: the caller of the public function)."""
+    models = []
+    for k, (model, caught) in enumerate(outcomes):
+        for category, message in caught:
+            warnings.warn(f"{label} {k}: {message}", category, stacklevel=stacklevel)
+        if isinstance(model, FloatingPointError):
+            raise FloatingPointError(f"{label} {k}: {model}")
+        models.append(model)
+    return models
+
+
+def _run_together(trainings: list[_Training]) -> list[_Outcome]:
+    """Run the trainings, in lockstep where they allow it (:mod:`fastbp._lockstep`), else one by one.
+
+    Lockstep needs online plain SGD, the same settings but the learning rate, the
+    same epochs, and no callback or progress bar; each network still gets the
+    bits it would get alone.  Their rows are concatenated into one array.
+    """
+    first = trainings[0]
+    together = (
+        len(trainings) > 1
+        and lockstep.can_run([training.trainer for training in trainings])
+        and all(training.epochs == first.epochs for training in trainings)
+        and not any(training.callback or training.progress for training in trainings)
+    )
+    if not together:
+        return [_outcome(training) for training in trainings]
+    bounds = np.cumsum([0] + [len(training.X) for training in trainings])
+    histories = lockstep.run(
+        [training.trainer for training in trainings],
+        np.concatenate([training.X for training in trainings]),
+        np.concatenate([training.targets for training in trainings]),
+        np.concatenate([training.sample_weight for training in trainings]),
+        [np.arange(start, stop, dtype=np.intp) for start, stop in zip(bounds[:-1], bounds[1:])],
+        first.epochs,
+    )
+    return [_outcome(training, history) for training, history in zip(trainings, histories, strict=True)]
 
 
 def _prepared(
@@ -289,6 +355,73 @@ def new_trainer(options: Options, n_features: int, n_outputs: int, randomness: R
     return Trainer(options, layout, weights, randomness.numpy() if options.shuffle else None)
 
 
+def train_many(
+    X: ArrayLike,
+    y: ArrayLike,
+    *,
+    seeds: Sequence,
+    lr: float | Sequence[float] = 0.3,
+    row_orders: Sequence[ArrayLike] | None = None,
+    classes: ArrayLike | None = None,
+    **train_options,
+) -> list[Model]:
+    """Train one network per seed, all of one architecture, in lockstep where the options allow.
+
+    Network ``k`` is exactly ``train(X[row_orders[k]], y[row_orders[k]],
+    seed=seeds[k], lr=lr[k], classes=..., **train_options)``: its own initial
+    weights, learning rate and rows (all of them in order when ``row_orders`` is
+    None), and every network has one output per class of ``y`` (or ``classes``).
+    With online plain SGD (the tutorial's training, with or without L2, shuffling or
+    the invscaling schedule) on a compiled backend, the networks train side by side,
+    the loops over them running as vector instructions; other options train them one
+    after the other.  Made for grids of learning rates, ensembles and random restarts.
+
+    Parameters
+    ----------
+    seeds : sequence
+        One seed per network (anything :func:`train` takes as ``seed``).
+    lr : float or sequence of float
+        One learning rate for all, or one per network.
+    row_orders : sequence of 1-D integer arrays, optional
+        The rows each network trains on, in the order it visits them each epoch
+        (before any shuffling), as indices into ``X``.
+    train_options
+        :func:`train`'s other options, the same for every network.
+    """
+    seeds = list(seeds) if isinstance(seeds, Sequence | np.ndarray) else None
+    if not seeds:
+        raise ValueError("seeds must be a non-empty sequence, one seed per network")
+    rates = [lr] * len(seeds) if isinstance(lr, Real) and not isinstance(lr, bool) else lr
+    if not isinstance(rates, Sequence | np.ndarray) or len(rates) != len(seeds):
+        raise ValueError(f"lr must be a number or a sequence of {len(seeds)} numbers (one per seed), got {lr!r}")
+    for name in ("seed", "callback", "progress", "n_threads"):
+        if name in train_options:
+            raise TypeError(f"train_many does not take {name!r}" + (": give seeds" if name == "seed" else ""))
+    X = as_features(X)
+    if row_orders is None:
+        row_orders = [np.arange(len(X))] * len(seeds)
+    if not isinstance(row_orders, Sequence | np.ndarray) or len(row_orders) != len(seeds):
+        raise ValueError(f"row_orders must be a sequence of {len(seeds)} index arrays (one per seed)")
+    row_orders = [_as_row_order(rows, len(X), k) for k, rows in enumerate(row_orders)]
+    if train_options.get("output") != "identity":
+        _, classes = data.encode_labels(as_labels(y, len(X)), classes)
+    y = np.asarray(y)
+    trainings = [
+        _prepared(X[rows], y[rows], seed=seed, lr=rate, classes=classes, **train_options)
+        for seed, rate, rows in zip(seeds, rates, row_orders, strict=True)
+    ]
+    return _models(_run_together(trainings), "network")
+
+
+def _as_row_order(rows, n_rows: int, k: int) -> np.ndarray:
+    rows = np.asarray(rows)
+    if rows.ndim != 1 or len(rows) == 0 or rows.dtype.kind not in "iu":
+        raise ValueError(f"row_orders[{k}] must be a non-empty 1-D array of row indices")
+    if rows.min() < -n_rows or rows.max() >= n_rows:
+        raise ValueError(f"row_orders[{k}] has row indices outside the {n_rows} rows of X")
+    return rows
+
+
 def evaluate(
     X: ArrayLike,
     y: ArrayLike,
@@ -310,50 +443,155 @@ def evaluate(
     tutorial, every network has one output per class of ``y`` (or ``classes``),
     even if a training set lacks one.  ``train_options`` are passed to :func:`train`.
 
-    ``n_jobs`` trains the folds in parallel through joblib, with joblib's meaning:
-    ``None`` is one at a time unless a ``joblib.parallel_config`` context (a Dask
-    cluster, say) says otherwise, ``-1`` is every core.  Every fold's network is
-    initialised here, in fold order, before any trains, so the scores are those of
-    the serial run; warnings raised while training are re-raised here.
+    ``n_jobs=None`` (or 1) trains the folds on one core, in lockstep where the
+    options allow (as :func:`train_many`).  Otherwise the folds train in parallel
+    through joblib, with its meaning of ``n_jobs`` (``-1`` is every core), inside
+    any ``joblib.parallel_config`` context (a Dask cluster, say).  Every fold's
+    network is initialised here, in fold order, before any trains, so every way
+    gives the same scores; warnings raised while training are re-raised here.
     """
-    from joblib import Parallel, delayed
+    if n_jobs is not None and (not isinstance(n_jobs, Integral) or isinstance(n_jobs, bool) or n_jobs == 0):
+        raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}")
+    X, y, classes, rng = _evaluation_data(X, y, seed, protocol, classes, train_options)
+    split, trainings = _fold_trainings(X, y, folds, rng, classes, train_options)
+    if n_jobs is None or n_jobs == 1:
+        outcomes = _run_together(trainings)
+    else:
+        from joblib import Parallel, delayed
 
+        outcomes = Parallel(n_jobs=n_jobs)(delayed(_outcome)(training) for training in trainings)
+    return _scored(X, y, split, _models(outcomes, "fold"))
+
+
+def _evaluation_data(X, y, seed, protocol: str, classes, train_options: dict):
+    """evaluate's checks: its features, labels, classes and the ``random.Random`` stream of the protocol."""
     if protocol != "tutorial":
         raise ValueError(f"protocol must be 'tutorial', got {protocol!r}")
     if train_options.get("output") == "identity":
         raise ValueError("evaluate scores classifiers by accuracy; output='identity' trains a regression")
     if train_options.get("sample_weight") is not None:
         raise ValueError("evaluate does not take sample_weight: it could not follow the rows into the folds")
-    if n_jobs is not None and (not isinstance(n_jobs, Integral) or isinstance(n_jobs, bool) or n_jobs == 0):
-        raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}")
     X = as_features(X)
     y = as_labels(y, len(X))
     _, classes = data.encode_labels(y, classes)
     if isinstance(seed, np.random.Generator):
         raise TypeError("evaluate's seed must be an integer, a random.Random or None (the tutorial's stream)")
-    rng = RandomSource(seed).python()
+    return X, y, classes, RandomSource(seed).python()
+
+
+def _fold_trainings(X, y, folds: int, rng: random.Random, classes, train_options: dict):
+    """The fold split and each fold's training, drawn from ``rng`` in fold order."""
     split = data.cross_validation_split(len(X), folds, rng)
-    trainings = (
-        _prepared(X[fit], y[fit], seed=rng, classes=classes, **train_options)
-        for fit in (np.concatenate([fold for j, fold in enumerate(split) if j != k]) for k in range(len(split)))
-    )  # a generator: joblib draws each fold's network in fold order, as it dispatches them
-    results = Parallel(n_jobs=n_jobs)(delayed(_run_keeping_warnings)(training) for training in trainings)
+    fits = [np.concatenate([fold for j, fold in enumerate(split) if j != k]) for k in range(len(split))]
+    return split, [_prepared(X[fit], y[fit], seed=rng, classes=classes, **train_options) for fit in fits]
+
+
+def _scored(X, y, split, models: list[Model]) -> Evaluation:
+    """Each fold's accuracy, and the Zero Rule's."""
     scores, baseline_scores = [], []
-    for k, (test, (model, caught)) in enumerate(zip(split, results, strict=True)):
-        for category, message in caught:
-            warnings.warn(f"fold {k}: {message}", category, stacklevel=2)
+    for k, (test, model) in enumerate(zip(split, models, strict=True)):
         fit_labels = np.concatenate([y[fold] for j, fold in enumerate(split) if j != k])
         scores.append(data.accuracy(y[test], model.predict(X[test])))
         baseline_scores.append(data.accuracy(y[test], data.zero_rule(fit_labels, len(test))))
     return Evaluation(scores, baseline_scores)
 
 
-def _run_keeping_warnings(training: _Training) -> tuple[Model, list[tuple[type[Warning], str]]]:
-    """Run a training and return its warnings with the model: a worker process would otherwise lose them.
+@dataclass(frozen=True)
+class SearchResult:
+    """What :func:`search` found: every grid point's options and cross-validation, in grid order."""
 
-    Each fold is one network in one job, so it trains on one thread: the jobs are the parallelism.
+    params: list[dict]
+    evaluations: list[Evaluation]
+
+    @property
+    def means(self) -> list[float]:
+        """Each grid point's mean accuracy in percent (nan where a network diverged)."""
+        return [evaluation.mean for evaluation in self.evaluations]
+
+    @property
+    def best_index(self) -> int:
+        """The grid point with the best mean accuracy (the first on ties; diverged points never win)."""
+        means = np.array(self.means)
+        return int(np.argmax(np.where(np.isnan(means), -np.inf, means)))
+
+    @property
+    def best_params(self) -> dict:
+        return self.params[self.best_index]
+
+    @property
+    def best_score(self) -> float:
+        return self.means[self.best_index]
+
+
+def search(
+    X: ArrayLike,
+    y: ArrayLike,
+    grid: Mapping[str, Sequence] | Sequence[Mapping[str, object]],
+    *,
+    folds: int = 5,
+    seed: int = 1,
+    classes: ArrayLike | None = None,
+    **train_options,
+) -> SearchResult:
+    """Cross-validate every point of a grid of :func:`train` options, training whole groups of networks at once.
+
+    ``grid`` maps option names to the values to try (every combination is a point,
+    the last name varying fastest) or is a list of option dicts.  Each point gets
+    exactly :func:`evaluate`'s result for ``evaluate(X, y, folds=folds, seed=seed,
+    **train_options, **point)``: the same split and the same initial networks for
+    every point.  The networks of all points that differ only in ``lr`` (and all
+    their folds) train together in lockstep where the options allow it (see
+    :func:`train_many`).  A point whose network diverges scores nan, with a warning.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = training.run(n_threads=1)
-    return model, [(warning.category, str(warning.message)) for warning in caught]
+    points = _grid_points(grid)
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"search's seed must be an integer (every grid point uses the same split), got {seed!r}")
+    X, y, classes, _ = _evaluation_data(X, y, seed, "tutorial", classes, train_options)
+    splits, trainings, owners = [], [], []
+    for index, point in enumerate(points):
+        options = {**train_options, **point}
+        _evaluation_data(X, y, seed, "tutorial", classes, options)  # the point's own options checked the same way
+        split, point_trainings = _fold_trainings(X, y, folds, random.Random(seed), classes, options)
+        splits.append(split)
+        trainings += point_trainings
+        owners += [(index, fold) for fold in range(len(point_trainings))]
+    outcomes: list = [None] * len(trainings)
+    for group in _lockstep_groups(trainings):
+        for position, outcome in zip(group, _run_together([trainings[k] for k in group]), strict=True):
+            outcomes[position] = outcome
+    evaluations = []
+    for index, (point, split) in enumerate(zip(points, splits, strict=True)):
+        mine = [outcome for outcome, (owner, _) in zip(outcomes, owners, strict=True) if owner == index]
+        evaluations.append(_point_evaluation(X, y, split, mine, point))
+    return SearchResult([dict(point) for point in points], evaluations)
+
+
+def _grid_points(grid) -> list[dict]:
+    if isinstance(grid, Mapping):
+        for name, values in grid.items():
+            if isinstance(values, str) or not isinstance(values, Sequence | np.ndarray) or len(values) == 0:
+                raise ValueError(f"grid[{name!r}] must be a non-empty list of values to try, got {values!r}")
+        return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+    if isinstance(grid, Sequence) and grid and all(isinstance(point, Mapping) for point in grid):
+        return [dict(point) for point in grid]
+    raise TypeError("grid must map option names to lists of values, or be a non-empty list of option dicts")
+
+
+def _lockstep_groups(trainings: list[_Training]) -> list[list[int]]:
+    """Positions of the trainings that can run together: the same options but ``lr``, the same epochs."""
+    groups: dict = {}
+    for position, training in enumerate(trainings):
+        key = (dataclasses.replace(training.trainer.options, lr=1.0), training.epochs, training.X.shape[1])
+        groups.setdefault(key, []).append(position)
+    return list(groups.values())
+
+
+def _point_evaluation(X, y, split, outcomes: list[_Outcome], point: dict) -> Evaluation:
+    """A grid point's cross-validation; nan scores, with a warning, if one of its networks diverged."""
+    diverged = [(k, model) for k, (model, _) in enumerate(outcomes) if isinstance(model, FloatingPointError)]
+    if diverged:
+        k, error = diverged[0]
+        warnings.warn(f"grid point {point}: fold {k}: {error}; it scores nan", RuntimeWarning, stacklevel=3)
+        nan = [float("nan")] * len(split)
+        return Evaluation(nan, nan)
+    return _scored(X, y, split, _models(outcomes, f"grid point {point}: fold", stacklevel=4))

@@ -9,6 +9,8 @@ The same functions, arguments and arithmetic as :mod:`fastbp._kernels_numba`
 * ``update_weights(weights, w_off, sizes, outputs, o_off, deltas, x, l_rate)``
 * ``train_online(weights, w_off, sizes, acts, outputs, o_off, deltas, grad, state,
   X, Y, sw, orders, rates, hyper, rule, fast, step0, history)``
+* ``train_lockstep(weights, w_off, sizes, acts, outputs, o_off, deltas,
+  X, Y, sw, orders, lengths, rates, l2, fast, history)``
 * ``train_batches(weights, w_off, sizes, acts, grad, state,
   X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history, n_threads)``
 * ``batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad) -> float``
@@ -471,6 +473,211 @@ cdef void _train_online(
         history[epoch] = epoch_loss
 
 
+cdef enum:
+    TILE = 8  # networks whose weighted sums the lockstep kernel keeps in registers at once
+
+
+cdef inline void _tile_sums(
+    floating* out, const floating* bias, const floating* weights, Py_ssize_t w_stride, const floating* values,
+    Py_ssize_t n, Py_ssize_t n_nets, Py_ssize_t width,
+) noexcept nogil:
+    """``out[t] = bias[t] + sum(weights[i * w_stride + t] * values[i * n_nets + t])``, ``i`` ascending, ``t < width``.
+
+    The sum starts from 0.0 where ``bias`` is NULL.  Called with ``width == TILE``,
+    the ``width`` sums stay in vector registers for the whole loop over ``i``.
+    """
+    cdef floating acc[TILE]
+    cdef Py_ssize_t i, t
+    for t in range(width):
+        acc[t] = bias[t] if bias != NULL else <floating>0.0
+    for i in range(n):
+        for t in range(width):
+            acc[t] += weights[i * w_stride + t] * values[i * n_nets + t]
+    for t in range(width):
+        out[t] = acc[t]
+
+
+cdef inline void _lockstep_sums(
+    floating* out, const floating* bias, const floating* weights, Py_ssize_t w_stride, const floating* values,
+    Py_ssize_t n, Py_ssize_t n_nets,
+) noexcept nogil:
+    """``_tile_sums`` for all ``n_nets`` networks: whole tiles of TILE, then one short tile for the rest."""
+    cdef Py_ssize_t tile, k
+    for tile in range(n_nets // TILE):
+        k = tile * TILE
+        _tile_sums(out + k, bias + k if bias != NULL else NULL, weights + k, w_stride, values + k, n, n_nets, TILE)
+    k = n_nets - n_nets % TILE
+    if k < n_nets:
+        _tile_sums(
+            out + k, bias + k if bias != NULL else NULL, weights + k, w_stride, values + k, n, n_nets, n_nets - k
+        )
+
+
+cdef inline void _lockstep_layer(
+    const floating* block, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code, const floating* inputs,
+    floating* outputs, Py_ssize_t n_nets, floating* partial, floating* column, bint fast,
+) noexcept nogil:
+    """One layer's outputs ``(n_out, n_nets)`` for every network: ``_activate_layer``'s arithmetic, network by network.
+
+    ``block`` is the layer's weights ``(n_out * (n_in + 1), n_nets)`` and ``inputs``
+    its inputs ``(n_in, n_nets)``; ``partial`` ``(8, n_nets)`` holds the fast sums'
+    partial sums and ``column`` ``(n_out,)`` one network's softmax.
+    """
+    cdef Py_ssize_t i, j, k, m, n8
+    cdef const floating* neuron
+    cdef const floating* bias
+    cdef const floating* s  # the partial sums, as in _weighted_sum
+    cdef floating* out
+    for j in range(n_out):
+        neuron = block + j * (n_in + 1) * n_nets
+        bias = neuron + n_in * n_nets
+        out = outputs + j * n_nets
+        if not fast or n_in < 8:
+            _lockstep_sums(out, bias, neuron, n_nets, inputs, n_in, n_nets)
+        else:
+            n8 = n_in - n_in % 8
+            for k in range(8 * n_nets):
+                partial[k] = 0.0
+            for i in range(0, n8, 8):
+                for m in range(8):
+                    for k in range(n_nets):
+                        partial[m * n_nets + k] += neuron[(i + m) * n_nets + k] * inputs[(i + m) * n_nets + k]
+            s = partial
+            for k in range(n_nets):
+                out[k] = bias[k] + (
+                    ((s[k] + s[4 * n_nets + k]) + (s[2 * n_nets + k] + s[6 * n_nets + k]))
+                    + ((s[n_nets + k] + s[5 * n_nets + k]) + (s[3 * n_nets + k] + s[7 * n_nets + k]))
+                )
+            for i in range(n8, n_in):
+                for k in range(n_nets):
+                    out[k] += neuron[i * n_nets + k] * inputs[i * n_nets + k]
+        if code != SOFTMAX:
+            for k in range(n_nets):
+                out[k] = _activation(out[k], code)
+    if code == SOFTMAX:
+        for k in range(n_nets):
+            for j in range(n_out):
+                column[j] = outputs[j * n_nets + k]
+            _softmax(column, n_out)
+            for j in range(n_out):
+                outputs[j * n_nets + k] = column[j]
+
+
+cdef void _train_lockstep(
+    floating* weights, Py_ssize_t n_nets, const Network* net, floating* outputs, floating* deltas,
+    const floating* X, Py_ssize_t x_stride, const floating* Y, Py_ssize_t y_stride, const floating* sw,
+    const Py_ssize_t* orders, Py_ssize_t n_orders, Py_ssize_t max_len, const Py_ssize_t* lengths,
+    const double* rates, double l2, double* history, Py_ssize_t n_epochs, Py_ssize_t* rows, floating* scratch,
+) noexcept nogil:
+    """Online SGD for ``n_nets`` networks at once, the network index innermost (see ``train_lockstep``).
+
+    ``orders`` holds ``n_orders`` blocks of ``n_nets`` rows of ``max_len`` row indices;
+    ``rows`` has room for ``n_nets`` indices and ``scratch`` for
+    ``n_nets * (n_features + n_outputs + 13) + n_outputs`` values.
+    """
+    cdef Py_ssize_t n_layers = net.n_layers
+    cdef Py_ssize_t last = n_layers - 1
+    cdef Py_ssize_t n_features = net.sizes[0]
+    cdef Py_ssize_t n_outputs = net.sizes[n_layers]
+    cdef floating* inputs = scratch  # (n_features, n_nets): each network's row
+    cdef floating* targets = inputs + n_features * n_nets  # (n_outputs, n_nets)
+    cdef floating* row_loss = targets + n_outputs * n_nets
+    cdef floating* l_rate = row_loss + n_nets
+    cdef floating* decay = l_rate + n_nets
+    cdef floating* step = decay + n_nets
+    cdef floating* epoch_loss = step + n_nets
+    cdef floating* partial = epoch_loss + n_nets  # (8, n_nets)
+    cdef floating* column = partial + 8 * n_nets  # (n_outputs,)
+    cdef Py_ssize_t epoch, t, i, j, k, r, layer, n_in, n_out, n_down, stride, code
+    cdef const Py_ssize_t* order
+    cdef const floating* src
+    cdef const floating* block
+    cdef floating* neuron
+    cdef floating* own
+    cdef const floating* downstream
+    cdef const floating* own_out
+    for epoch in range(n_epochs):
+        order = orders + (epoch % n_orders) * n_nets * max_len
+        for k in range(n_nets):
+            epoch_loss[k] = 0.0
+        for t in range(max_len):
+            for k in range(n_nets):
+                r = order[k * max_len + t]
+                rows[k] = r
+                if t < lengths[k]:
+                    l_rate[k] = <floating>rates[epoch * n_nets + k] * sw[r]
+                    decay[k] = <floating>(rates[epoch * n_nets + k] * l2)
+                else:  # sits out: the padding row is computed, its step and decay are zero
+                    l_rate[k] = 0.0
+                    decay[k] = 0.0
+                for i in range(n_features):
+                    inputs[i * n_nets + k] = X[r * x_stride + i]
+                for j in range(n_outputs):
+                    targets[j * n_nets + k] = Y[r * y_stride + j]
+            # forward (_forward's arithmetic)
+            _lockstep_layer(
+                weights + net.w_off[0] * n_nets, net.sizes[0], net.sizes[1], net.acts[0], inputs,
+                outputs + net.o_off[0] * n_nets, n_nets, partial, column, net.fast,
+            )
+            for layer in range(1, n_layers):
+                _lockstep_layer(
+                    weights + net.w_off[layer] * n_nets, net.sizes[layer], net.sizes[layer + 1], net.acts[layer],
+                    outputs + net.o_off[layer - 1] * n_nets, outputs + net.o_off[layer] * n_nets, n_nets,
+                    partial, column, net.fast,
+                )
+            # output errors, then the hidden layers' (_backward's arithmetic)
+            own = deltas + net.o_off[last] * n_nets
+            own_out = outputs + net.o_off[last] * n_nets
+            code = net.acts[last]
+            for k in range(n_nets):
+                row_loss[k] = 0.0
+            for j in range(n_outputs):
+                for k in range(n_nets):
+                    row_loss[k] += _output_error(
+                        own_out[j * n_nets + k], targets[j * n_nets + k], code, &own[j * n_nets + k]
+                    )
+            for k in range(n_nets):
+                if t < lengths[k]:
+                    epoch_loss[k] += sw[rows[k]] * row_loss[k]
+            for layer in range(last - 1, -1, -1):
+                block = weights + net.w_off[layer + 1] * n_nets
+                downstream = deltas + net.o_off[layer + 1] * n_nets
+                own = deltas + net.o_off[layer] * n_nets
+                own_out = outputs + net.o_off[layer] * n_nets
+                stride = net.sizes[layer + 1] + 1
+                n_down = net.sizes[layer + 2]
+                code = net.acts[layer]
+                for j in range(net.sizes[layer + 1]):
+                    _lockstep_sums(
+                        own + j * n_nets, NULL, block + j * n_nets, stride * n_nets, downstream, n_down, n_nets
+                    )
+                    for k in range(n_nets):
+                        own[j * n_nets + k] *= _derivative(own_out[j * n_nets + k], code)
+            # the SGD step, first layer first (_sgd_step's arithmetic)
+            for layer in range(n_layers):
+                n_in, n_out = net.sizes[layer], net.sizes[layer + 1]
+                src = inputs if layer == 0 else outputs + net.o_off[layer - 1] * n_nets
+                own = deltas + net.o_off[layer] * n_nets
+                for j in range(n_out):
+                    neuron = weights + (net.w_off[layer] + j * (n_in + 1)) * n_nets
+                    for k in range(n_nets):
+                        step[k] = l_rate[k] * own[j * n_nets + k]
+                    if l2 == 0.0:  # a loop of its own, as _update_layer's
+                        for i in range(n_in):
+                            for k in range(n_nets):
+                                neuron[i * n_nets + k] -= step[k] * src[i * n_nets + k]
+                    else:
+                        for i in range(n_in):
+                            for k in range(n_nets):
+                                neuron[i * n_nets + k] -= (
+                                    step[k] * src[i * n_nets + k] + decay[k] * neuron[i * n_nets + k]
+                                )
+                    for k in range(n_nets):
+                        neuron[n_in * n_nets + k] -= step[k]
+        for k in range(n_nets):
+            history[epoch * n_nets + k] = epoch_loss[k]
+
+
 cdef inline void _matmul(
     char trans_a, char trans_b, int m, int n, int k, const floating* a, int lda, const floating* b, int ldb,
     floating* c,
@@ -711,6 +918,41 @@ def train_online(
             &X[0, 0], X.shape[1], &Y[0, 0], Y.shape[1], &sw[0], &orders[0, 0], orders.shape[0], orders.shape[1],
             &rates[0], &hyper[0], rule, step0, &history[0], history.shape[0],
         )
+
+
+def train_lockstep(
+    floating[:, ::1] weights, const Py_ssize_t[::1] w_off, const Py_ssize_t[::1] sizes, const Py_ssize_t[::1] acts,
+    floating[:, ::1] outputs, const Py_ssize_t[::1] o_off, floating[:, ::1] deltas, const floating[:, ::1] X,
+    const floating[:, ::1] Y, const floating[::1] sw, const Py_ssize_t[:, :, ::1] orders,
+    const Py_ssize_t[::1] lengths, const double[:, ::1] rates, double l2, bint fast, double[:, ::1] history,
+):
+    """Online SGD for K networks of one architecture at once, the network index innermost in every buffer.
+
+    ``weights`` is ``(n_weights, K)``, ``outputs`` and ``deltas`` ``(n_neurons, K)``;
+    network ``k`` trains in epoch ``e`` on rows ``orders[e % len(orders), k, :lengths[k]]``
+    at rate ``rates[e, k]`` with L2 factor ``l2``, and its loss goes to ``history[e, k]``:
+    the arithmetic of ``train_online`` with plain SGD, network by network, as the
+    Numba backend's ``train_lockstep`` (a network with fewer rows than the longest
+    sits out the remaining steps with zero step and decay).
+    """
+    cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0], fast)
+    cdef Py_ssize_t n_nets = weights.shape[1]
+    cdef Py_ssize_t n_outputs = sizes[net.n_layers]
+    cdef Py_ssize_t n_scratch = n_nets * (sizes[0] + n_outputs + 13) + n_outputs
+    cdef size_t size = n_nets * sizeof(Py_ssize_t) + n_scratch * sizeof(floating)
+    # One block: the row indices, then the float scratch (8-byte aligned after them).
+    cdef Py_ssize_t* rows = <Py_ssize_t*>malloc(size)
+    if rows == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            _train_lockstep(
+                &weights[0, 0], n_nets, &net, &outputs[0, 0], &deltas[0, 0], &X[0, 0], X.shape[1], &Y[0, 0],
+                Y.shape[1], &sw[0], &orders[0, 0, 0], orders.shape[0], orders.shape[2], &lengths[0], &rates[0, 0],
+                l2, &history[0, 0], history.shape[0], rows, <floating*>(rows + n_nets),
+            )
+    finally:
+        free(rows)
 
 
 def train_batches(

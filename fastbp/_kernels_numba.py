@@ -442,6 +442,153 @@ def train_online(
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _lockstep_layer(weights, start, n_in, n_out, code, src, in_off, outputs, out_off, partial, column, fast, dt):
+    """One layer's outputs for every network (the last axis): ``_activate_layer``'s arithmetic, network by network.
+
+    ``partial`` (8, K) holds the fast sums' partial sums; ``column`` (n_out,) a softmax's values for one
+    network.
+    """
+    start, n_in, n_out = np.uintp(start), np.uintp(n_in), np.uintp(n_out)
+    in_off, out_off = np.uintp(in_off), np.uintp(out_off)
+    n_nets = np.uintp(weights.shape[1])
+    eight = np.uintp(8)
+    for j in range(n_out):
+        neuron = start + j * (n_in + ONE)
+        out = out_off + j
+        if not fast or n_in < eight:
+            for k in range(n_nets):
+                outputs[out, k] = weights[neuron + n_in, k]
+            for i in range(n_in):
+                for k in range(n_nets):
+                    outputs[out, k] += weights[neuron + i, k] * src[in_off + i, k]
+        else:
+            n8 = n_in - n_in % eight
+            partial[:] = dt(0.0)
+            for i in range(np.uintp(0), n8, eight):
+                for m in range(eight):
+                    for k in range(n_nets):
+                        partial[m, k] += weights[neuron + i + m, k] * src[in_off + i + m, k]
+            for k in range(n_nets):
+                s = partial[:, k]
+                outputs[out, k] = weights[neuron + n_in, k] + (
+                    ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))
+                )
+            for i in range(n8, n_in):
+                for k in range(n_nets):
+                    outputs[out, k] += weights[neuron + i, k] * src[in_off + i, k]
+        if code != SOFTMAX:
+            for k in range(n_nets):
+                outputs[out, k] = _activation(outputs[out, k], code, dt)
+    if code == SOFTMAX:
+        for k in range(n_nets):
+            for j in range(n_out):
+                column[j] = outputs[out_off + j, k]
+            _softmax(column, 0, n_out, dt)
+            for j in range(n_out):
+                outputs[out_off + j, k] = column[j]
+
+
+@njit(**NUMBA_OPTIONS)
+def train_lockstep(weights, w_off, sizes, acts, outputs, o_off, deltas, X, Y, sw, orders, lengths, rates, l2, fast,
+                   history):  # fmt: skip
+    """Online SGD for K networks of one architecture at once, the network index innermost in every buffer.
+
+    ``weights`` is ``(n_weights, K)``, ``outputs`` and ``deltas`` ``(n_neurons, K)``;
+    network ``k`` trains in epoch ``e`` on rows ``orders[e % len(orders), k, :lengths[k]]``
+    at rate ``rates[e, k]`` with L2 factor ``l2``, and its loss goes to ``history[e, k]``.
+    Every network gets exactly the arithmetic of ``train_online`` with plain SGD, so the
+    same bits as trained alone; the loops over networks are what vectorise.  A network
+    with fewer rows than the longest sits out the remaining steps: its step and decay
+    are zero there, which leaves finite weights as they are (but for a weight of exactly
+    -0.0, which may become +0.0); its padding rows, any valid row indices, are computed
+    and dropped.
+    """
+    dt = weights.dtype.type
+    n_nets = np.uintp(weights.shape[1])
+    n_features, n_outputs = np.uintp(X.shape[1]), np.uintp(Y.shape[1])
+    n_layers = sizes.shape[0] - 1
+    last = n_layers - 1
+    rows = np.empty(n_nets, dtype=np.uintp)
+    inputs = np.empty((n_features, n_nets), dtype=weights.dtype)
+    targets = np.empty((n_outputs, n_nets), dtype=weights.dtype)
+    row_loss = np.empty(n_nets, dtype=weights.dtype)
+    l_rate = np.empty(n_nets, dtype=weights.dtype)
+    decay = np.empty(n_nets, dtype=weights.dtype)
+    step = np.empty(n_nets, dtype=weights.dtype)
+    epoch_loss = np.empty(n_nets, dtype=weights.dtype)
+    partial = np.empty((8, n_nets), dtype=weights.dtype)
+    column = np.empty(n_outputs, dtype=weights.dtype)
+    for epoch in range(history.shape[0]):
+        order = orders[epoch % orders.shape[0]]
+        epoch_loss[:] = dt(0.0)
+        for t in range(order.shape[1]):
+            for k in range(n_nets):
+                rows[k] = np.uintp(order[k, t])
+                active = t < lengths[k]
+                l_rate[k] = dt(rates[epoch, k]) * sw[rows[k]] if active else dt(0.0)
+                decay[k] = dt(rates[epoch, k] * l2) if active else dt(0.0)
+                for i in range(n_features):
+                    inputs[i, k] = X[rows[k], i]
+                for j in range(n_outputs):
+                    targets[j, k] = Y[rows[k], j]
+            # forward
+            _lockstep_layer(
+                weights, w_off[0], sizes[0], sizes[1], acts[0], inputs, 0, outputs, o_off[0], partial, column,
+                fast, dt,
+            )  # fmt: skip
+            for layer in range(1, n_layers):
+                _lockstep_layer(
+                    weights, w_off[layer], sizes[layer], sizes[layer + 1], acts[layer], outputs, o_off[layer - 1],
+                    outputs, o_off[layer], partial, column, fast, dt,
+                )  # fmt: skip
+            # output errors, then the hidden layers' (backward_propagate_error's arithmetic)
+            own, code = np.uintp(o_off[last]), acts[last]
+            row_loss[:] = dt(0.0)
+            for j in range(n_outputs):
+                for k in range(n_nets):
+                    loss, deltas[own + j, k] = _output_error(outputs[own + j, k], targets[j, k], code, dt)
+                    row_loss[k] += loss
+            for k in range(n_nets):
+                if t < lengths[k]:
+                    epoch_loss[k] += sw[rows[k]] * row_loss[k]
+            for layer in range(last - 1, -1, -1):
+                block, own, downstream = np.uintp(w_off[layer + 1]), np.uintp(o_off[layer]), np.uintp(o_off[layer + 1])
+                stride, code = np.uintp(sizes[layer + 1] + 1), acts[layer]
+                for j in range(np.uintp(sizes[layer + 1])):
+                    for k in range(n_nets):
+                        deltas[own + j, k] = dt(0.0)
+                    for m in range(np.uintp(sizes[layer + 2])):
+                        for k in range(n_nets):
+                            deltas[own + j, k] += weights[block + m * stride + j, k] * deltas[downstream + m, k]
+                    for k in range(n_nets):
+                        deltas[own + j, k] *= _derivative(outputs[own + j, k], code, dt)
+            # the SGD step, first layer first (_sgd_step's arithmetic)
+            for layer in range(n_layers):
+                start, n_in, n_out = np.uintp(w_off[layer]), np.uintp(sizes[layer]), np.uintp(sizes[layer + 1])
+                d_off = np.uintp(o_off[layer])
+                src = inputs if layer == 0 else outputs
+                in_off = np.uintp(0 if layer == 0 else o_off[layer - 1])
+                for j in range(n_out):
+                    neuron = start + j * (n_in + ONE)
+                    for k in range(n_nets):
+                        step[k] = l_rate[k] * deltas[d_off + j, k]
+                    if l2 == 0.0:
+                        for i in range(n_in):
+                            for k in range(n_nets):
+                                weights[neuron + i, k] -= step[k] * src[in_off + i, k]
+                    else:
+                        for i in range(n_in):
+                            for k in range(n_nets):
+                                weights[neuron + i, k] -= (
+                                    step[k] * src[in_off + i, k] + decay[k] * weights[neuron + i, k]
+                                )
+                    for k in range(n_nets):
+                        weights[neuron + n_in, k] -= step[k]
+        for k in range(n_nets):
+            history[epoch, k] = epoch_loss[k]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _matrix(buffer, start, n_rows, n_cols):
     """A C-ordered ``(n_rows, n_cols)`` view of ``buffer`` from ``start``."""
     return buffer[start : start + n_rows * n_cols].reshape(n_rows, n_cols)

@@ -13,7 +13,7 @@ and a softmax whose largest logit is infinite gives that entry (or the tied ones
 all the probability.  Where a layer's weighted sum overflows into ``inf - inf``
 or ``0 * inf`` the value is ``nan`` (relu passes it on rather than hiding it as
 0), and the Python layer refuses it: a training whose loss or weights stop being
-finite raises ``FloatingPointError`` naming the epoch (:func:`_check_finite`,
+finite raises ``FloatingPointError`` naming the epoch (:func:`check_finite`,
 after every chunk), and :func:`check_outputs` does the same for predictions.
 :func:`fastbp.train` warns (``_warn_if_saturated``, one forward pass over the
 rows) when training ends with every sigmoid or softmax output saturated for every
@@ -246,7 +246,6 @@ class Trainer:
         batch_size = n_rows if options.rule == RPROP else min(options.batch_size or 1, n_rows)
         steps_per_epoch = -(-n_rows // batch_size)
         chunk = 1 if callback is not None else max(1, CHUNK_WORK // (n_rows * layout.n_weights))
-        in_order = np.arange(n_rows, dtype=np.intp)[np.newaxis]
         hyper, grad = options.hyper, np.zeros(layout.n_weights, dtype=dtype)
         outputs, deltas = np.empty(layout.n_neurons, dtype=dtype), np.empty(layout.n_neurons, dtype=dtype)
         history = np.zeros(epochs)
@@ -257,13 +256,7 @@ class Trainer:
         with _progress_bar(epochs, progress) as bar:
             while done < epochs:
                 part = history[done : done + chunk]
-                rows_seen = self.rows_seen + n_rows * np.arange(len(part), dtype=np.float64)
-                with np.errstate(over="ignore"):  # a huge power_t makes the rate underflow to 0, as it should
-                    scale = 1.0 if options.lr_schedule == "constant" else (rows_seen + 1.0) ** options.power_t
-                rates = np.broadcast_to(options.lr / scale, len(part)).copy()
-                orders = in_order
-                if self.shuffle is not None:
-                    orders = self.shuffle.permuted(np.repeat(in_order, len(part), axis=0), axis=1)
+                rates, orders = self.epoch_rates(len(part), n_rows), self.epoch_orders(len(part), n_rows)
                 if batch_size == 1:
                     run_kernel(
                         kernels, "train_online",
@@ -279,14 +272,34 @@ class Trainer:
                             X, Y, sample_weight, orders, batch_size, rates, hyper, options.rule, self.steps, part,
                             threads,
                         )  # fmt: skip
-                self.steps += len(part) * steps_per_epoch
-                self.rows_seen += len(part) * n_rows
-                _check_finite(part, self.weights, done)
+                self.advance(len(part), n_rows, steps_per_epoch)
+                check_finite(part, self.weights, done)
                 done += len(part)
                 bar.update(len(part))
                 if callback is not None and callback(done - 1, float(part[-1])):
                     return history[:done]
         return history
+
+    def epoch_rates(self, n_epochs: int, n_rows: int) -> np.ndarray:
+        """The learning rate of each of the next ``n_epochs`` epochs over ``n_rows`` rows (float64)."""
+        options = self.options
+        rows_seen = self.rows_seen + n_rows * np.arange(n_epochs, dtype=np.float64)
+        with np.errstate(over="ignore"):  # a huge power_t makes the rate underflow to 0, as it should
+            scale = 1.0 if options.lr_schedule == "constant" else (rows_seen + 1.0) ** options.power_t
+        return np.broadcast_to(options.lr / scale, n_epochs).copy()
+
+    def epoch_orders(self, n_epochs: int, n_rows: int) -> np.ndarray:
+        """The order of the rows in each of the next ``n_epochs`` epochs: one row of positions per epoch
+        when shuffling, else one row for all."""
+        in_order = np.arange(n_rows, dtype=np.intp)[np.newaxis]
+        if self.shuffle is None:
+            return in_order
+        return self.shuffle.permuted(np.repeat(in_order, n_epochs, axis=0), axis=1)
+
+    def advance(self, n_epochs: int, n_rows: int, steps_per_epoch: int) -> None:
+        """Count ``n_epochs`` epochs trained, for the schedules and Adam's bias correction."""
+        self.steps += n_epochs * steps_per_epoch
+        self.rows_seen += n_epochs * n_rows
 
 
 def _parallel_lock(kernels, threads: int):
@@ -319,7 +332,7 @@ class _NoBar:
 _DIVERGED_ADVICE = "try a smaller lr, or scale the features (a layer's weighted sums may overflow)"
 
 
-def _check_finite(history: np.ndarray, weights: np.ndarray, first_epoch: int) -> None:
+def check_finite(history: np.ndarray, weights: np.ndarray, first_epoch: int) -> None:
     """Refuse to return a diverged network as if it were trained.
 
     Raises ``FloatingPointError`` naming the first epoch (counted from 0 in this

@@ -1,0 +1,224 @@
+"""Many networks in lockstep: each gets exactly the bits it gets trained alone.
+
+The kernels are checked against ``train_online`` network by network, then the API
+that uses them: ``train_many`` against ``train``, ``evaluate`` in lockstep against
+its one-job-per-fold path, ``search`` against ``evaluate`` point by point.
+"""
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import _backends
+from fastbp._codes import SGD
+from fastbp._layout import Layout, initial_weights
+
+NETWORK_COUNTS = (1, 2, 5, 8, 13)  # 13: not a multiple of any vector width
+NETWORKS = {
+    "the tutorial's": ((7, 5, 3), ("sigmoid", "sigmoid")),
+    "deep softmax": ((12, 20, 9, 4), ("tanh", "relu", "softmax")),
+    "regression": ((20, 3, 2), ("leaky_relu", "identity")),
+}
+
+
+def _kernel_case(sizes, activations, n_nets, dtype, seed=0, n_rows=40):
+    """A shared data set, K networks with their own weights, row sequences of their own lengths, and rates."""
+    rng = np.random.default_rng(seed)
+    layout = Layout.from_sizes(sizes, activations)
+    X = rng.normal(size=(n_rows, sizes[0])).astype(dtype)
+    Y = np.zeros((n_rows, sizes[-1]), dtype=dtype)
+    Y[np.arange(n_rows), rng.integers(0, sizes[-1], n_rows)] = 1.0
+    sw = rng.uniform(0.5, 1.5, n_rows).astype(dtype)
+    weights = [initial_weights(layout, None, np.random.default_rng(seed + k), dtype) for k in range(n_nets)]
+    lengths = rng.integers(n_rows // 2, n_rows + 1, n_nets).astype(np.intp)
+    orders = np.zeros((2, n_nets, lengths.max()), dtype=np.intp)
+    for epoch in range(2):
+        for k in range(n_nets):
+            orders[epoch, k, : lengths[k]] = rng.permutation(n_rows)[: lengths[k]]
+    return layout, X, Y, sw, weights, lengths, orders
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("network", NETWORKS)
+@pytest.mark.parametrize("n_nets", NETWORK_COUNTS)
+def test_lockstep_kernel_gives_each_network_its_bits_alone(compiled_backend, n_nets, network, dtype, fast):
+    kernels = _backends.get_backend(compiled_backend)
+    layout, X, Y, sw, weights, lengths, orders = _kernel_case(*NETWORKS[network], n_nets, dtype)
+    epochs, l2 = 5, 0.01
+    rates = np.random.default_rng(1).uniform(0.005, 0.05, (epochs, n_nets))  # one per network and epoch
+    together = np.ascontiguousarray(np.stack(weights, axis=1))
+    history = np.zeros((epochs, n_nets))
+    scratch = (np.empty((layout.n_neurons, n_nets), dtype=dtype), np.empty((layout.n_neurons, n_nets), dtype=dtype))
+    kernels.train_lockstep(
+        together, layout.w_off, layout.sizes, layout.acts, scratch[0], layout.o_off, scratch[1], X, Y, sw,
+        orders, lengths, rates, l2, fast, history,
+    )  # fmt: skip
+    assert np.isfinite(together).all()
+    hyper = np.array([0.0, l2, 0.9, 0.999, 1e-8])
+    for k in range(n_nets):
+        alone, alone_history = weights[k].copy(), np.zeros(epochs)
+        for epoch in range(epochs):
+            kernels.train_online(
+                alone, layout.w_off, layout.sizes, layout.acts, np.empty(layout.n_neurons, dtype=dtype),
+                layout.o_off, np.empty(layout.n_neurons, dtype=dtype), np.zeros(layout.n_weights, dtype=dtype),
+                np.zeros(2 * layout.n_weights, dtype=dtype), X, Y, sw,
+                orders[epoch % 2, k, : lengths[k]][None].copy(), rates[epoch : epoch + 1, k].copy(), hyper, SGD,
+                fast, 0, alone_history[epoch : epoch + 1],
+            )  # fmt: skip
+        assert together[:, k].tobytes() == alone.tobytes(), k
+        assert history[:, k].tobytes() == alone_history.tobytes(), k
+
+
+def test_backends_agree_in_lockstep():
+    if "cython" not in fastbp.available_backends():
+        pytest.skip("the Cython extension is not built")
+    results = []
+    for name in ("cython", "numba"):
+        kernels = _backends.get_backend(name)
+        layout, X, Y, sw, weights, lengths, orders = _kernel_case(*NETWORKS["deep softmax"], 8, np.float64)
+        together, history = np.ascontiguousarray(np.stack(weights, axis=1)), np.zeros((3, 8))
+        kernels.train_lockstep(
+            together, layout.w_off, layout.sizes, layout.acts, np.empty((layout.n_neurons, 8)), layout.o_off,
+            np.empty((layout.n_neurons, 8)), X, Y, sw, orders, lengths, np.full((3, 8), 0.1), 0.0, True, history,
+        )  # fmt: skip
+        results.append((together, history))
+    assert results[0][0].tobytes() == results[1][0].tobytes()
+    assert results[0][1].tobytes() == results[1][1].tobytes()
+
+
+TRAIN_OPTIONS = {
+    "the tutorial's": {"init": "tutorial"},
+    "fast sums, shuffled, L2": {"hidden": 9, "shuffle": True, "l2": 0.001},
+    "invscaling, softmax": {"hidden": (6, 4), "activation": "tanh", "output": "softmax", "lr_schedule": "invscaling"},
+    "adam (one at a time)": {"optimizer": "adam", "lr": None},
+}
+
+
+@pytest.mark.parametrize("options", TRAIN_OPTIONS)
+def test_train_many_equals_training_each_network_alone(compiled_backend, wheat, options):
+    X, y = wheat
+    rng = np.random.default_rng(0)
+    row_orders = [rng.permutation(len(X))[: rng.integers(100, 200)] for _ in range(5)]
+    rates = [0.01, 0.05, 0.1, 0.3, 0.5]
+    settings = {k: v for k, v in TRAIN_OPTIONS[options].items() if k != "lr"}
+    if "lr" in TRAIN_OPTIONS[options]:
+        rates = [0.001, 0.002, 0.003, 0.004, 0.005]
+    models = fastbp.train_many(
+        X, y, seeds=range(5), lr=rates, row_orders=row_orders, epochs=15, backend=compiled_backend, **settings
+    )
+    for k, (model, rows) in enumerate(zip(models, row_orders, strict=True)):
+        alone = fastbp.train(
+            X[rows], y[rows], seed=k, lr=rates[k], classes=np.unique(y), epochs=15, backend=compiled_backend, **settings
+        )
+        assert model.weights.tobytes() == alone.weights.tobytes(), k
+        assert model.history.tobytes() == alone.history.tobytes(), k
+        np.testing.assert_array_equal(model.classes, alone.classes)
+
+
+def test_train_many_defaults_to_every_row_in_order_and_one_rate():
+    X, y = fastbp.data.tutorial_toy()
+    models = fastbp.train_many(X, y, seeds=[random.Random(1), 2], epochs=20, init="tutorial")
+    alone = [fastbp.train(X, y, seed=seed, epochs=20, init="tutorial") for seed in (random.Random(1), 2)]
+    for model, expected in zip(models, alone, strict=True):
+        assert model.weights.tobytes() == expected.weights.tobytes()
+
+
+def test_train_many_names_the_network_that_diverged(wheat):
+    X, y = wheat
+    with pytest.raises(FloatingPointError, match="network 1: training diverged at epoch 0"):
+        fastbp.train_many(X, y, seeds=[1, 2], lr=[0.1, 1e30], epochs=3, output="softmax", activation="identity")
+
+
+@pytest.mark.parametrize(
+    "arguments, error, match",
+    [
+        ({"seeds": []}, ValueError, "seeds must be a non-empty"),
+        ({"seeds": 3}, ValueError, "seeds must be a non-empty"),
+        ({"seeds": [1, 2], "lr": [0.1]}, ValueError, "lr must be a number or a sequence of 2"),
+        ({"seeds": [1, 2], "lr": [0.1, -1.0]}, ValueError, "lr must be positive"),
+        ({"seeds": [1], "row_orders": [[0, 1], [2]]}, ValueError, "row_orders must be a sequence of 1"),
+        ({"seeds": [1], "row_orders": [[]]}, ValueError, r"row_orders\[0\] must be a non-empty"),
+        ({"seeds": [1], "row_orders": [[0.5]]}, ValueError, r"row_orders\[0\] must be a non-empty 1-D array of row"),
+        ({"seeds": [1], "row_orders": [[0, 10]]}, ValueError, r"row_orders\[0\] has row indices outside the 10"),
+        ({"seeds": [1], "seed": 2}, TypeError, "give seeds"),
+        ({"seeds": [1], "callback": print}, TypeError, "callback"),
+    ],
+)
+def test_train_many_refuses_bad_arguments(arguments, error, match):
+    X, y = fastbp.data.tutorial_toy()
+    with pytest.raises(error, match=match):
+        fastbp.train_many(X, y, epochs=1, **arguments)
+
+
+@pytest.mark.parametrize("init", ["tutorial", None])
+def test_evaluate_in_lockstep_equals_one_network_per_job(compiled_backend, wheat, init):
+    from joblib import parallel_config
+
+    X, y = wheat
+    options = dict(folds=5, seed=1, epochs=30, init=init, backend=compiled_backend)
+    in_lockstep = fastbp.evaluate(X, y, **options)
+    with parallel_config(backend="threading"):
+        one_per_job = fastbp.evaluate(X, y, n_jobs=2, **options)
+    assert in_lockstep.scores == one_per_job.scores
+    assert in_lockstep.baseline_scores == one_per_job.baseline_scores
+
+
+def test_the_tutorial_protocol_in_lockstep_gives_the_tutorials_scores(wheat):
+    """TUTORIAL.md: five folds of the wheat seeds, 500 epochs at lr 0.3, seed 1: mean accuracy 93.333%."""
+    X, y = wheat
+    evaluation = fastbp.evaluate(X, y, folds=5, seed=1, epochs=500, lr=0.3, hidden=5, init="tutorial")
+    assert evaluation.mean == pytest.approx(93.333, abs=1e-3)
+
+
+def test_search_equals_evaluate_at_every_point(compiled_backend, wheat):
+    X, y = wheat
+    grid = {"hidden": [3, 5], "lr": [0.1, 0.3, 0.5], "shuffle": [False, True]}
+    result = fastbp.search(X, y, grid, folds=4, seed=3, epochs=25, backend=compiled_backend)
+    assert len(result.params) == 12
+    assert result.params[1] == {"hidden": 3, "lr": 0.1, "shuffle": True}  # the last name varies fastest
+    for params, evaluation in zip(result.params, result.evaluations, strict=True):
+        expected = fastbp.evaluate(X, y, folds=4, seed=3, epochs=25, backend=compiled_backend, **params)
+        assert evaluation.scores == expected.scores
+        assert evaluation.baseline_scores == expected.baseline_scores
+    assert result.best_score == max(result.means)
+    assert result.best_params == result.params[result.means.index(max(result.means))]
+
+
+def test_search_takes_a_list_of_points():
+    X, y = fastbp.data.tutorial_toy()
+    points = [{"lr": 0.3}, {"lr": 0.1, "hidden": 2}]
+    result = fastbp.search(X, y, points, folds=2, epochs=5)
+    assert result.params == points
+    assert len(result.evaluations) == 2
+
+
+def test_a_diverged_grid_point_scores_nan_and_the_others_still_count(wheat):
+    X, y = wheat
+    options = dict(folds=2, epochs=3, output="softmax", activation="identity")
+    with pytest.warns(RuntimeWarning, match=r"grid point \{'lr': 1e\+30\}: fold 0: training diverged"):
+        result = fastbp.search(X, y, {"lr": [0.1, 1e30]}, **options)
+    assert np.isnan(result.means[1])
+    assert result.best_index == 0
+
+
+@pytest.mark.parametrize(
+    "grid, error, match",
+    [
+        ({"lr": []}, ValueError, r"grid\['lr'\] must be a non-empty list"),
+        ({"lr": 0.3}, ValueError, r"grid\['lr'\] must be a non-empty list"),
+        ({"lr": "0.3"}, ValueError, r"grid\['lr'\] must be a non-empty list"),
+        ([], TypeError, "grid must map option names"),
+        ({"lr": [0.3, -1.0]}, ValueError, "lr must be positive"),
+        ({"nonsense": [1]}, TypeError, "nonsense"),
+    ],
+)
+def test_search_refuses_bad_grids(grid, error, match):
+    X, y = fastbp.data.tutorial_toy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(error, match=match):
+            fastbp.search(X, y, grid, folds=2, epochs=1)
