@@ -328,7 +328,7 @@ def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray, n_threa
             f"for every training row: its slope fell below the {model.dtype} epsilon, so the gradient vanished "
             "or blew up and the network stopped learning; try a smaller lr, or scale the features",
             RuntimeWarning,
-            stacklevel=4,  # the caller of train, through _Training.run
+            stacklevel=5,  # the caller of train, through _Training.run and finish
         )
 
 
@@ -406,6 +406,8 @@ def train_many(
     if train_options.get("output") != "identity":
         _, classes = data.encode_labels(as_labels(y, len(X)), classes)
     y = np.asarray(y)
+    if y.ndim == 0 or len(y) != len(X):
+        raise ValueError(f"X has {len(X)} rows but y has {y.size if y.ndim == 0 else len(y)}")
     trainings = [
         _prepared(X[rows], y[rows], seed=seed, lr=rate, classes=classes, **train_options)
         for seed, rate, rows in zip(seeds, rates, row_orders, strict=True)

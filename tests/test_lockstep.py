@@ -222,3 +222,15 @@ def test_search_refuses_bad_grids(grid, error, match):
         warnings.simplefilter("error")
         with pytest.raises(error, match=match):
             fastbp.search(X, y, grid, folds=2, epochs=1)
+
+
+def test_train_many_trains_regressions_and_checks_their_targets():
+    X, _ = fastbp.data.tutorial_toy()
+    targets = X[:, :1] * 0.5
+    models = fastbp.train_many(X, targets[:, 0], seeds=[3, 4], lr=[0.01, 0.02], output="identity", epochs=10)
+    for seed, rate, model in zip((3, 4), (0.01, 0.02), models, strict=True):
+        alone = fastbp.train(X, targets[:, 0], seed=seed, lr=rate, output="identity", epochs=10)
+        assert model.weights.tobytes() == alone.weights.tobytes()
+        assert model.predict(X).shape == (len(X),)
+    with pytest.raises(ValueError, match="X has 10 rows but y has 3"):
+        fastbp.train_many(X, targets[:3], seeds=[1], output="identity")
