@@ -11,14 +11,16 @@ speed relative to fastbp's fastest backend in that workload, measured side by si
 that one run.  Where issue 6 sets a target, the table shows the measured ratio next
 to it, marked met or missed: informational, never a failure.  A second table gives the
 parallel workloads (``bench_parallel.py``) as speed-ups of every core over one thread
-or job, with the counts.  The exit status is pytest's (a failed sanity check or a
+or job, with the counts, and a third the lockstep workloads (``bench_lockstep.py``):
+many networks trained at once against one at a time on one core, per backend and
+against the fastest backend's one-at-a-time time.  The exit status is pytest's (a failed sanity check or a
 crash), not the targets'.
 
 ``--quick`` runs smaller workloads and fewer rounds (``FASTBP_BENCH_MODE=quick``, see
 ``benches/conftest.py``); ``--blas-threads 1`` pins BLAS (fastbp's mini-batch kernels,
 scikit-learn) and PyTorch to one thread, which keeps mini-batch times steady on a small
 machine that other work shares (a multi-threaded BLAS stalls whenever a core is taken);
-extra arguments go to pytest, e.g. ``-k W2`` or ``-k parallel``.  (``--blas-threads``
+extra arguments go to pytest, e.g. ``-k W2``, ``-k parallel`` or ``-k lockstep``.  (``--blas-threads``
 sets ``OMP_NUM_THREADS``, which is also fastbp's default thread count; the parallel
 benchmarks pass their counts explicitly.)
 """
@@ -49,6 +51,11 @@ GROUPS = [
 PARALLEL_GROUPS = [
     "parallel-predict", "parallel-W3-batch128", "parallel-W3-batch32", "parallel-cv-wheat", "parallel-cv-digits",
 ]  # fmt: skip
+#: Lockstep workloads (bench_lockstep.py), in the order their table lists them: the same networks trained one at a
+#: time and in lockstep, per backend.
+LOCKSTEP_GROUPS = ["lockstep-wheat-cv", "lockstep-wheat-grid", "lockstep-wheat-grid-tutorial"]
+#: Issue 9's aim for lockstep against one network at a time with the fastest single-network kernel.
+LOCKSTEP_AIM = 3.0
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 LIBRARIES = ["fastbp", "numpy", "scipy", "numba", "Cython", "scikit-learn", "torch", "pytest-benchmark"]
 
@@ -73,6 +80,9 @@ class Row:
     workers: int = 0
     parallelism: str = ""
     workload: str = ""
+    #: Lockstep runs: how the ``networks`` were trained ("lockstep" or "one at a time"); empty for the others.
+    way: str = ""
+    networks: int = 0
 
     @property
     def rate(self) -> float:
@@ -97,6 +107,8 @@ class Row:
             workers=int(info.get("workers", 0)),
             parallelism=info.get("parallelism", ""),
             workload=info.get("workload", ""),
+            way=info.get("way", ""),
+            networks=int(info.get("networks", 0)),
         )
 
 
@@ -150,13 +162,16 @@ def report(rows: list[Row], when: str | None, mode: str, stat: str, load: tuple 
     parallel = parallel_table(rows)
     if parallel:
         lines += ["", *parallel]
+    together = lockstep_table(rows)
+    if together:
+        lines += ["", *together]
     return "\n".join(lines)
 
 
 def comparison_table(rows: list[Row]) -> list[str]:
     """Every workload but the parallel ones: each implementation against fastbp's fastest, and the targets."""
     groups = [group for group in GROUPS if any(row.group == group for row in rows)]
-    groups += sorted({row.group for row in rows} - set(GROUPS) - set(PARALLEL_GROUPS))
+    groups += sorted({row.group for row in rows} - set(GROUPS) - set(PARALLEL_GROUPS) - set(LOCKSTEP_GROUPS))
     if not groups:
         return []
     lines = [
@@ -216,6 +231,46 @@ def parallel_table(rows: list[Row]) -> list[str]:
         "speed-up: the one-worker time over the parallel time, both measured in this run on the same work and",
         "data; threads: Model.predict / fastbp.train(n_threads=...); jobs: fastbp.evaluate(n_jobs=...), joblib's",
         "processes (already started). The parallel runs give the one-worker run's bits, checked by the benchmarks.",
+    ]
+    return lines
+
+
+def lockstep_table(rows: list[Row]) -> list[str]:
+    """The lockstep workloads: per workload and backend, one network at a time against all in lockstep, and
+    lockstep against the fastest backend's one-at-a-time time (issue 9's criterion)."""
+    lines = [
+        "### Many networks at once (lockstep, one core)",
+        "",
+        "| workload | networks | backend | one at a time | lockstep | speed-up | vs best single-network kernel |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    measured = False
+    for group in LOCKSTEP_GROUPS:
+        members = [row for row in rows if row.group == group and row.way]
+        alone = {row.backend: row for row in members if row.way == "one at a time"}
+        together = {row.backend: row for row in members if row.way == "lockstep"}
+        if not alone:
+            continue
+        fastest = min(alone.values(), key=lambda row: row.seconds)
+        for backend in sorted(set(alone) & set(together)):
+            one, many = alone[backend], together[backend]
+            measured = True
+            ratio = fastest.seconds / many.seconds
+            verdict = "met" if ratio >= LOCKSTEP_AIM else "missed"
+            lines.append(
+                f"| {many.workload} | {many.networks} | {backend} | {format_time(one.seconds)} | "
+                f"{format_time(many.seconds)} | {one.seconds / many.seconds:.2f}x | {ratio:.2f}x over "
+                f"{fastest.backend} one at a time (aim >= {LOCKSTEP_AIM:g}x: {verdict}) |"
+            )
+    if not measured:
+        return []
+    lines += [
+        "",
+        "one at a time: fastbp.train per network (the train_online kernel), then predict and score each fold;",
+        "lockstep: fastbp.evaluate (the CV) or fastbp.search (the grid), whose networks train together in the",
+        "train_lockstep kernel. Both ways do the same work on one core and give the same scores and weights",
+        "(checked by the benchmarks). speed-up: one-at-a-time time over lockstep time, same backend; the last",
+        "column divides the fastest backend's one-at-a-time time by this backend's lockstep time (issue 9's aim).",
     ]
     return lines
 

@@ -261,14 +261,14 @@ def _models(outcomes: list[_Outcome], label: str, stacklevel: int = 3) -> list[M
 def _run_together(trainings: list[_Training]) -> list[_Outcome]:
     """Run the trainings, in lockstep where they allow it (:mod:`fastbp._lockstep`), else one by one.
 
-    Lockstep needs online plain SGD, the same settings but the learning rate, the
-    same epochs, and no callback or progress bar; each network still gets the
-    bits it would get alone.  Their rows are concatenated into one array.
+    Lockstep needs enough networks to pay (``lockstep.MIN_NETWORKS``), online plain
+    SGD, the same settings but the learning rate, the same epochs, and no callback
+    or progress bar; each network gets the bits it would get alone either way.
+    Their rows are concatenated into one array.
     """
     first = trainings[0]
     together = (
-        len(trainings) > 1
-        and lockstep.can_run([training.trainer for training in trainings])
+        lockstep.can_run([training.trainer for training in trainings])
         and all(training.epochs == first.epochs for training in trainings)
         and not any(training.callback or training.progress for training in trainings)
     )
@@ -446,7 +446,7 @@ def evaluate(
     even if a training set lacks one.  ``train_options`` are passed to :func:`train`.
 
     ``n_jobs=None`` (or 1) trains the folds on one core, in lockstep where the
-    options allow (as :func:`train_many`).  Otherwise the folds train in parallel
+    options allow and there are enough of them (as :func:`train_many`).  Otherwise the folds train in parallel
     through joblib, with its meaning of ``n_jobs`` (``-1`` is every core), inside
     any ``joblib.parallel_config`` context (a Dask cluster, say).  Every fold's
     network is initialised here, in fold order, before any trains, so every way

@@ -18,14 +18,21 @@ from ._backends import get_backend, run_kernel
 from ._codes import SGD
 from ._training import CHUNK_WORK, Trainer
 
+#: Fewer networks than this train faster one at a time: each lockstep step has a fixed cost (gathering
+#: the rows, setting up loops over a few networks) that only more networks pay back (benches/bench_lockstep.py
+#: measured 0.7x for 5 networks of 7-5-3, 1.06x for 8, 1.2-1.5x from 16 on, on 2 cores with AVX-512).
+MIN_NETWORKS = 8
+
 
 def can_run(trainers: list[Trainer]) -> bool:
-    """Whether these trainers can train in lockstep: online plain SGD (L2 and schedules allowed), one
-    architecture and the same settings but the learning rate, on a backend with the lockstep kernel."""
+    """Whether these trainers should train in lockstep: enough of them (MIN_NETWORKS), online plain SGD (L2
+    and schedules allowed), one architecture and the same settings but the learning rate, on a backend with
+    the lockstep kernel."""
     first = trainers[0].options
     same = dataclasses.replace(first, lr=1.0)
     return (
-        first.rule == SGD
+        len(trainers) >= MIN_NETWORKS
+        and first.rule == SGD
         and (first.batch_size or 1) == 1
         and hasattr(get_backend(trainers[0].backend), "train_lockstep")
         and all(dataclasses.replace(trainer.options, lr=1.0) == same for trainer in trainers)

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 import fastbp
+import fastbp._lockstep
+import fastbp._training
 from fastbp import _backends
 from fastbp._codes import SGD
 from fastbp._layout import Layout, initial_weights
@@ -22,6 +24,12 @@ NETWORKS = {
     "deep softmax": ((12, 20, 9, 4), ("tanh", "relu", "softmax")),
     "regression": ((20, 3, 2), ("leaky_relu", "identity")),
 }
+
+
+@pytest.fixture(autouse=True)
+def always_lockstep(monkeypatch):
+    """Lockstep for any number of networks: by default fewer than MIN_NETWORKS train one at a time."""
+    monkeypatch.setattr(fastbp._lockstep, "MIN_NETWORKS", 1)
 
 
 def _kernel_case(sizes, activations, n_nets, dtype, seed=0, n_rows=40):
@@ -234,3 +242,20 @@ def test_train_many_trains_regressions_and_checks_their_targets():
         assert model.predict(X).shape == (len(X),)
     with pytest.raises(ValueError, match="X has 10 rows but y has 3"):
         fastbp.train_many(X, targets[:3], seeds=[1], output="identity")
+
+
+@pytest.mark.parametrize("n_nets, kernel", [(7, "train_online"), (8, "train_lockstep")])
+def test_lockstep_starts_at_eight_networks(monkeypatch, n_nets, kernel):
+    """Below MIN_NETWORKS networks lockstep costs more than it saves (benches/bench_lockstep.py)."""
+    monkeypatch.setattr(fastbp._lockstep, "MIN_NETWORKS", 8)
+    called = set()
+    for module in (fastbp._training, fastbp._lockstep):
+        original = module.run_kernel
+        monkeypatch.setattr(
+            module,
+            "run_kernel",
+            lambda kernels, name, *args, run=original: (called.add(name), run(kernels, name, *args))[1],
+        )
+    X, y = fastbp.data.tutorial_toy()
+    fastbp.train_many(X, y, seeds=range(n_nets), epochs=2)
+    assert called == {kernel}
