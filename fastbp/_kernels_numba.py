@@ -671,39 +671,35 @@ def _backward_tasks(layer, inputs, layer_grad, products, deltas, deltas_t, side,
         )  # fmt: skip
 
 
-def _renamed(function, suffix: str):
-    """A copy of ``function`` under another name.  Numba names a function's disk cache after it and
-    does not tell serial and parallel compilations apart there: each needs a name of its own."""
-    copy = types.FunctionType(function.__code__, function.__globals__, function.__name__ + suffix)
+def _variant(function, suffix: str, **bindings):
+    """A copy of ``function`` named with ``suffix``, its global names ``bindings`` bound to other objects:
+    a second compilation of one source that calls other functions.  Each copy needs a name of its own,
+    since Numba names a function's disk cache after it and does not tell serial and parallel
+    compilations apart there."""
+    copy = types.FunctionType(function.__code__, {**function.__globals__, **bindings}, function.__name__ + suffix)
     copy.__qualname__ = function.__qualname__ + suffix
     return copy
 
 
-# Each compiled twice: ``prange`` is a plain loop without ``parallel``.  The one-thread versions never
-# start Numba's threading layer, so a forked child (see fastbp._parallel) can run them.
-_TASKS = {
-    False: (njit(**NUMBA_OPTIONS)(_forward_tasks), njit(**NUMBA_OPTIONS)(_backward_tasks)),
-    True: (
-        njit(parallel=True, **NUMBA_OPTIONS)(_renamed(_forward_tasks, "_on_threads")),
-        njit(parallel=True, **NUMBA_OPTIONS)(_renamed(_backward_tasks, "_on_threads")),
-    ),
-}
-_forward_on_one_thread, _backward_on_one_thread = _TASKS[False]
-_forward_on_threads, _backward_on_threads = _TASKS[True]
+# Each compiled twice: ``prange`` is a plain loop without ``parallel``.  The one-thread chain below never
+# starts Numba's threading layer, so a forked child (see fastbp._parallel) can run it, and the threaded
+# chain is compiled only when a batch is first shared between threads.
+_forward_layer = njit(**NUMBA_OPTIONS)(_forward_tasks)
+_backward_layer = njit(**NUMBA_OPTIONS)(_backward_tasks)
+_forward_layer_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_forward_tasks, "_on_threads"))
+_backward_layer_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_backward_tasks, "_on_threads"))
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _batch_gradient(
-    weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, products, deltas, deltas_t, threaded
-):
+def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, products, deltas, deltas_t):
     """Mean weighted gradient over ``X[rows]`` into ``grad``; returns the rows' weighted loss sum.
 
     Layer ``k``'s inputs form a ``(b, sizes[k] + 1)`` matrix whose last column is
     ones, so ``inputs @ W.T`` includes the biases and ``deltas.T @ inputs`` is the
     whole gradient block, bias column included.  The products are split into fixed
-    blocks (NEURON_BLOCK neurons, ROW_BLOCK rows), which Numba's threads share if
-    ``threaded``: each block is computed the same way whichever thread takes it, so
-    the result does not depend on the thread count.
+    blocks (NEURON_BLOCK neurons, ROW_BLOCK rows), which Numba's threads share in the
+    ``_on_threads`` variant: each block is computed the same way whichever thread
+    takes it, so the result does not depend on the thread count.
     """
     dt = weights.dtype.type
     b = rows.shape[0]
@@ -717,10 +713,7 @@ def _batch_gradient(
         layer = weights[w_off[k] : w_off[k] + n_out * (n_in + 1)]
         inputs = _matrix(activations, a_off[k], b, n_in + 1)
         out = _matrix(activations, a_off[k + 1], b, n_out + 1)
-        if threaded:
-            _forward_on_threads(layer, inputs, out, products, b, n_in, n_out, code)
-        else:
-            _forward_on_one_thread(layer, inputs, out, products, b, n_in, n_out, code)
+        _forward_layer(layer, inputs, out, products, b, n_in, n_out, code)
         for s in range(b):
             if code == SOFTMAX:
                 _softmax(activations, a_off[k + 1] + s * (n_out + 1), n_out, dt)
@@ -747,14 +740,9 @@ def _batch_gradient(
         inputs = _matrix(activations, a_off[k], b, n_in + 1)
         code_below = acts[k - 1] if k > 0 else 0
         n_tasks = -(-n_out // NEURON_BLOCK) + (-(-b // ROW_BLOCK) if k > 0 else 0)
-        if threaded:
-            _backward_on_threads(
-                layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, n_tasks
-            )
-        else:
-            _backward_on_one_thread(
-                layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, n_tasks
-            )
+        _backward_layer(
+            layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, n_tasks
+        )
         side = 1 - side
     return total_loss
 
@@ -764,15 +752,13 @@ def batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad):
     """Mean weighted gradient of the loss over rows ``X[rows]``, into ``grad``; returns their loss sum."""
     activations, a_off, products, deltas, deltas_t = _batch_buffers(sizes, rows.shape[0], weights.dtype)
     return _batch_gradient(
-        weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, products, deltas, deltas_t, False
+        weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, products, deltas, deltas_t
     )
 
 
-@njit(**NUMBA_OPTIONS)
 def _train_batches(
-    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history,
-    threaded,
-):  # fmt: skip
+    weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history
+):
     """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
     n_rows = orders.shape[1]
     batch_size = min(batch_size, n_rows)
@@ -784,12 +770,28 @@ def _train_batches(
         for start in range(0, n_rows, batch_size):
             rows = order[start : min(start + batch_size, n_rows)]
             epoch_loss += _batch_gradient(
-                weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, products, deltas, deltas_t,
-                threaded,
-            )  # fmt: skip
+                weights, w_off, sizes, acts, X, Y, sw, rows, grad, activations, a_off, products, deltas, deltas_t
+            )
             step += 1
             _rule_step(weights, w_off, sizes, grad, state, rule, rates[epoch], hyper, step)
         history[epoch] = epoch_loss
+
+
+_train_batches_on_one_thread = njit(**NUMBA_OPTIONS)(_train_batches)
+_train_batches_on_threads = njit(**NUMBA_OPTIONS)(
+    _variant(
+        _train_batches,
+        "_on_threads",
+        _batch_gradient=njit(**NUMBA_INLINED_OPTIONS)(
+            _variant(
+                _batch_gradient.py_func,
+                "_on_threads",
+                _forward_layer=_forward_layer_on_threads,
+                _backward_layer=_backward_layer_on_threads,
+            )
+        ),
+    )
+)
 
 
 def train_batches(
@@ -801,16 +803,15 @@ def train_batches(
     A Python function, because Numba's thread count is set from Python: a kernel
     that set it could not be cached.
     """
+    kernel = _train_batches_on_one_thread
     if n_threads > 1:
         set_num_threads(min(n_threads, MAX_THREADS))  # for the calling thread's parallel loops only
-    _train_batches(
-        weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history,
-        n_threads > 1,
-    )  # fmt: skip
+        kernel = _train_batches_on_threads
+    kernel(weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history)
 
 
-#: The compiled function behind ``train_batches``, for fastbp._backends.run_kernel.
-train_batches.dispatchers = (_train_batches,)
+#: The compiled functions behind ``train_batches``, for fastbp._backends.run_kernel.
+train_batches.dispatchers = (_train_batches_on_one_thread, _train_batches_on_threads)
 
 
 @njit(**NUMBA_OPTIONS)

@@ -94,7 +94,7 @@ def test_numba_compiles_one_specialisation_per_dtype_whatever_the_input_layout(d
         {"X": read_only(X.astype(np.int64))},
         {"X": X, "y": read_only(X[:, :2].astype(dtype)), "output": "identity"},
     ]
-    for kernel, options in [(kernels.train_online, {}), (kernels._train_batches, {"batch_size": 4})]:
+    for kernel, options in [(kernels.train_online, {}), (kernels._train_batches_on_one_thread, {"batch_size": 4})]:
         before = set(kernel.signatures)
         for variant in variants:
             data = {"y": y, **options, **variant}
