@@ -9,6 +9,7 @@ not divide by zero, and bad input raises an error that says what is wrong.
 from __future__ import annotations
 
 import csv
+import itertools
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -87,7 +88,8 @@ def _csv_rows(path: str | PathLike, delimiter: str | None) -> Iterator[tuple[int
     line_number = 0
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            lines = csv.reader(handle, delimiter=delimiter) if delimiter is not None else map(str.split, handle)
+            text = _bounded_lines(handle, path)
+            lines = csv.reader(text, delimiter=delimiter) if delimiter is not None else map(str.split, text)
             for line_number, row in enumerate(lines, start=1):
                 fields = [field.strip() for field in row]
                 if any(fields):
@@ -96,6 +98,21 @@ def _csv_rows(path: str | PathLike, delimiter: str | None) -> Iterator[tuple[int
         raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     except csv.Error as error:
         raise ValueError(f"{path}, line {line_number + 1}: {error}") from None
+
+
+#: Longer lines are refused: reading a file without line breaks (a device such as /dev/zero, a binary
+#: file) as lines would otherwise never end, or fill the memory.
+MAX_LINE = 2**24
+
+
+def _bounded_lines(handle, path: str | PathLike) -> Iterator[str]:
+    for line_number in itertools.count(1):
+        line = handle.readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE:
+            raise ValueError(f"{path}, line {line_number}: longer than {MAX_LINE} characters, so not a CSV file")
+        yield line
 
 
 def _numbers(fields: list[str], path: str | PathLike, line_number: int) -> list[float]:

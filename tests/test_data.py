@@ -1,6 +1,7 @@
 """The data protocol: CSV reading, label encoding, normalisation, the split, scoring."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,19 @@ def test_minmax_normalize_keeps_columns_wider_than_the_float_range_finite():
     X = np.array([[1e308, 1.0], [-1e308, 2.0], [0.0, 3.0]])
     scaled = data.minmax_normalize(X)
     np.testing.assert_allclose(scaled, [[1.0, 0.0], [0.0, 0.5], [0.5, 1.0]])
+
+
+def test_a_file_without_line_breaks_is_refused_not_read_forever(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MAX_LINE", 100)
+    path = tmp_path / "one-line.csv"
+    path.write_text("1," * 60 + "a\n")
+    with pytest.raises(ValueError, match=r"line 1: longer than 100 characters, so not a CSV file"):
+        data.load_csv(path)
+    path.write_text("1,2,a\n" * 30)  # many short lines are fine
+    assert data.load_csv(path)[0].shape == (30, 2)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="/dev/zero exists on POSIX systems only")
+def test_an_endless_device_is_refused():
+    with pytest.raises(ValueError, match="not a CSV file"):
+        data.load_csv("/dev/zero")
