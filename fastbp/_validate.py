@@ -70,6 +70,8 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as error:
+        if _has_missing(X):
+            raise ValueError("X has missing values (None or pandas' NA): fill them or drop those rows") from None
         raise ValueError(f"X must be numeric: {error}") from None
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (rows x features), got shape {X.shape}")
@@ -80,6 +82,15 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
     if not np.isfinite(X).all():
         raise ValueError("X contains NaN or infinity")
     return kernel_array(X, dtype, "X")
+
+
+def _has_missing(values) -> bool:
+    """Whether ``values`` holds None or pandas' NA, which numpy cannot make a number of."""
+    try:
+        cells = np.asarray(values, dtype=object).ravel()
+    except (TypeError, ValueError):
+        return False
+    return any(cell is None or type(cell).__name__ == "NAType" for cell in cells)
 
 
 def refuse_unsafe_features(X) -> None:
@@ -105,6 +116,8 @@ def as_labels(y, n_rows: int) -> np.ndarray:
     labels = np.asarray(y)
     if labels.ndim != 1:
         raise ValueError(f"y must be 1-D, got shape {labels.shape}")
+    if labels.dtype.kind == "c":
+        raise ValueError("y has complex numbers: class labels must be integers, strings or booleans")
     if len(labels) != n_rows:
         raise ValueError(f"X has {n_rows} rows but y has {len(labels)} labels")
     if labels.dtype.kind in "US" and not isinstance(y, np.ndarray) and not all(isinstance(v, str) for v in y):

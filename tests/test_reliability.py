@@ -848,3 +848,16 @@ def test_a_read_only_cache_directory_runs_uncached_instead_of_failing(populated_
     process = _start_cached(cache, tmp_path / "weights.npy")
     _finish(process)
     assert np.load(tmp_path / "weights.npy").tobytes() == weights[0].tobytes()
+
+
+def test_missing_values_and_complex_labels_get_clear_errors(backend):
+    pandas = pytest.importorskip("pandas")
+    X = pandas.DataFrame({"a": pandas.array([1, None, 3, 4], dtype="Int64"), "b": [1.0, 2.0, 3.0, 4.0]})
+    with pytest.raises(ValueError, match=r"X has missing values \(None or pandas' NA\)"):
+        fastbp.train(X, [0, 1, 0, 1], epochs=1, backend=backend)
+    with pytest.raises(ValueError, match="X has missing values"):
+        fastbp.train(np.array([[1.0, pandas.NA], [2.0, 3.0]], dtype=object), [0, 1], epochs=1, backend=backend)
+    with pytest.raises(ValueError, match="y has complex numbers"):
+        fastbp.train(np.ones((4, 2)), np.array([1j, 2j, 1j, 2j]), epochs=1, backend=backend)
+    with pytest.raises(ValueError, match="y has complex numbers"):
+        fastbp.evaluate(np.ones((4, 2)), np.array([1j, 2j, 1j, 2j]), folds=2, epochs=1, backend=backend)
