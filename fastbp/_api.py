@@ -32,6 +32,7 @@ from ._validate import (
     as_labels,
     as_sample_weight,
     as_targets,
+    feature_names_of,
 )
 
 
@@ -206,6 +207,7 @@ class _Training:
     flat_targets: bool
     callback: Callback | None
     progress: bool
+    feature_names: tuple[str, ...] | None = None
 
     def run(self, n_threads: int | None = None) -> Model:
         n_threads = as_threads(n_threads)
@@ -221,7 +223,7 @@ class _Training:
         check_finite(history, trainer.weights, 0)
         model = Model(
             trainer.layout, trainer.weights, self.classes, history, trainer.backend,
-            flat_targets=self.flat_targets, options=trainer.options.to_dict(),
+            flat_targets=self.flat_targets, options=trainer.options.to_dict(), feature_names=self.feature_names,
         )  # fmt: skip
         if len(history):
             _warn_if_saturated(model, self.X, self.targets, n_threads)
@@ -291,6 +293,7 @@ def _prepared(
 ) -> _Training:
     """Check :func:`train`'s arguments and initialise the network, drawing from ``seed`` as ``train`` does."""
     options = Options.create(**options)
+    feature_names = feature_names_of(X)
     X, targets, labels = as_training_data(X, y, options, classes)
     weights_per_row = as_sample_weight(sample_weight, len(X), X.dtype)
     epochs = as_count(epochs, "epochs")
@@ -299,8 +302,9 @@ def _prepared(
     trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed))
     flat_targets = labels is None and np.ndim(y) == 1
     return _Training(
-        trainer, X, targets, weights_per_row, epochs, labels, flat_targets, callback, as_flag(progress, "progress")
-    )
+        trainer, X, targets, weights_per_row, epochs, labels, flat_targets, callback, as_flag(progress, "progress"),
+        feature_names,
+    )  # fmt: skip
 
 
 def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray, n_threads: int) -> None:
@@ -397,6 +401,7 @@ def train_many(
     for name in ("seed", "callback", "progress", "n_threads"):
         if name in train_options:
             raise TypeError(f"train_many does not take {name!r}" + (": give seeds" if name == "seed" else ""))
+    feature_names = feature_names_of(X)
     X = as_features(X)
     if row_orders is None:
         row_orders = [np.arange(len(X))] * len(seeds)
@@ -412,6 +417,8 @@ def train_many(
         _prepared(X[rows], y[rows], seed=seed, lr=rate, classes=classes, **train_options)
         for seed, rate, rows in zip(seeds, rates, row_orders, strict=True)
     ]
+    for training in trainings:
+        training.feature_names = feature_names
     return _models(_run_together(trainings), "network")
 
 

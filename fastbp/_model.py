@@ -11,6 +11,7 @@ an untrusted source can never run code.  Format ``fastbp.model``, version 1, hol
 ``weights``     the flat parameter buffer (float64 or float32, see :mod:`fastbp._layout`)
 ``classes``     the label of each output (numbers, strings or booleans); absent for regression
 ``flat_targets`` whether a regression was trained on 1-D ``y`` (``predict`` returns 1-D)
+``feature_names`` the training data's column names, where it had them (optional)
 ``history``     float64 loss per epoch
 ``backend``     the backend that trained it
 ``options``     the training options, as JSON
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +34,7 @@ from ._files import replaced_atomically
 from ._layout import Layout
 from ._parallel import as_threads, row_chunks, run_chunks
 from ._training import HIDDEN_ACTIVATIONS, OUTPUTS, check_outputs
-from ._validate import DTYPES, as_features
+from ._validate import DTYPES, as_features, feature_names_of
 
 FORMAT = "fastbp.model"
 VERSION = 1
@@ -55,6 +57,9 @@ class Model:
         The backend that trained the model, also used to predict.
     options : dict
         The training options, as :func:`fastbp.train` names them (kept in model files).
+    feature_names : tuple of str or None
+        The columns of the DataFrame the model was trained on: data to predict that
+        has columns must have these, in this order.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class Model:
         *,
         flat_targets: bool = False,
         options: dict | None = None,
+        feature_names: Sequence[str] | None = None,
     ):
         # The kernels trust the buffer, so a model is never built around a wrong one.
         if not (
@@ -86,6 +92,9 @@ class Model:
         self._layout = layout
         self._weights = weights
         self._flat_targets = flat_targets
+        if feature_names is not None and len(feature_names) != layout.sizes[0]:
+            raise ValueError(f"{len(feature_names)} feature names given for {layout.sizes[0]} inputs")
+        self.feature_names = None if feature_names is None else tuple(str(name) for name in feature_names)
         self.options = dict(options or {})
         self.classes = classes
         self.history = history
@@ -136,6 +145,7 @@ class Model:
         whatever the thread count.
         """
         n_threads = as_threads(n_threads)
+        self._check_feature_names(X)
         X = as_features(X, n_features=self.sizes[0], dtype=self.dtype)
         layout = self._layout
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
@@ -153,6 +163,16 @@ class Model:
 
         run_chunks(predict_rows, row_chunks(len(X), layout.n_weights, n_threads))
         return check_outputs(out)
+
+    def _check_feature_names(self, X) -> None:
+        """Refuse a DataFrame whose columns are not the training's, in order: its values would be misread."""
+        columns = feature_names_of(X)
+        if self.feature_names is None or columns is None or columns == self.feature_names:
+            return
+        raise ValueError(
+            f"X's columns {list(columns)} are not the ones the model was trained on, {list(self.feature_names)}: "
+            "select and order them as in training"
+        )
 
     def predict_proba(self, X: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
         """Class probabilities, shape ``(n_rows, n_classes)``.
@@ -195,6 +215,8 @@ class Model:
             "backend": np.array(self.backend),
             "options": np.array(json.dumps(self.options)),
         }
+        if self.feature_names is not None:
+            arrays["feature_names"] = np.array(self.feature_names, dtype=str)
         if self.classes is not None:
             if self.classes.dtype.kind not in "biufUS":
                 raise ValueError(f"labels of dtype {self.classes.dtype} cannot be saved; use numbers or strings")
@@ -261,6 +283,9 @@ def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
     options = json.loads(str(arrays["options"]))
     if not isinstance(options, dict):
         raise ValueError("its options are not a JSON object")
+    feature_names = arrays.get("feature_names")
+    if feature_names is not None and (feature_names.ndim != 1 or feature_names.dtype.kind != "U"):
+        raise ValueError("its feature_names are not a list of strings")
     trained_by = str(arrays["backend"])
     if backend is None:
         backend = trained_by if trained_by in available_backends() else "auto"
@@ -272,4 +297,5 @@ def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
         backend_name(get_backend(backend)),
         flat_targets=bool(flat_targets),
         options=options,
+        feature_names=None if feature_names is None else feature_names.tolist(),
     )

@@ -84,6 +84,14 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
     return kernel_array(X, dtype, "X")
 
 
+def feature_names_of(X) -> tuple[str, ...] | None:
+    """A DataFrame's column names, as strings (None for other inputs, or columns not all named by strings)."""
+    columns = getattr(X, "columns", None)
+    if columns is None or not all(isinstance(name, str) for name in columns):
+        return None
+    return tuple(columns)
+
+
 def _has_missing(values) -> bool:
     """Whether ``values`` holds None or pandas' NA, which numpy cannot make a number of."""
     try:

@@ -304,6 +304,7 @@ class _MultilayerPerceptron(BaseEstimator):
             trainer.backend,
             flat_targets=trainer.layout.sizes[-1] == 1,
             options=trainer.options.to_dict(),
+            feature_names=getattr(self, "feature_names_in_", None),
         )
         layers = self.model_.layers
         self.coefs_ = [block[:, :-1].T.copy() for block in layers]

@@ -128,6 +128,8 @@ def rewrite(path, **changes):
         ({"activations": np.array(["softmax", "sigmoid"])}, "are not a network's"),
         ({"classes": np.array([1j, 2j])}, "classes are not"),
         ({"flat_targets": np.array("yes")}, "flat_targets is not a boolean"),
+        ({"feature_names": np.array([1, 2])}, "feature_names are not a list of strings"),
+        ({"feature_names": np.array(["a", "b", "c"])}, "3 feature names given for 2 inputs"),
         # Offsets that wrap around in 64 bits would let the kernels write outside their buffers.
         (
             {
@@ -207,3 +209,22 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_dataframes_column_names_are_kept_checked_and_saved(backend, tmp_path):
+    pandas = pytest.importorskip("pandas")
+    X, y = data.tutorial_toy()
+    frame = pandas.DataFrame(X, columns=["width", "height"])
+    model = fastbp.train(frame, y, epochs=3, seed=1, backend=backend)
+    assert model.feature_names == ("width", "height")
+    np.testing.assert_array_equal(model.predict(frame), model.predict(X))  # plain arrays are taken as they are
+    with pytest.raises(ValueError, match=r"columns \['height', 'width'\] are not the ones .* \['width', 'height'\]"):
+        model.predict(frame[["height", "width"]])
+    with pytest.raises(ValueError, match="are not the ones"):
+        model.predict(frame.rename(columns={"width": "depth"}))
+    model.save(tmp_path / "m.npz")
+    assert fastbp.load(tmp_path / "m.npz").feature_names == ("width", "height")
+    assert fastbp.train(X, y, epochs=1).feature_names is None
+    assert fastbp.train(pandas.DataFrame(X), y, epochs=1).feature_names is None  # integer column names
+    many = fastbp.train_many(frame, y, seeds=[1, 2], epochs=2, backend=backend)
+    assert [network.feature_names for network in many] == [("width", "height")] * 2
