@@ -333,8 +333,13 @@ def _without_early_stopping(estimator: _MultilayerPerceptron) -> bool:
 
 
 def _squared_coefficients(trainer: Trainer) -> float:
-    """The sum of the squared weights, biases excepted: what L2 regularisation penalises."""
-    return sum(float(np.square(block[:, :-1]).sum()) for block in trainer.layout.layer_views(trainer.weights))
+    """The sum of the squared weights, biases excepted: what L2 regularisation penalises.
+
+    Infinite, without numpy's overflow warnings, for weights past 1e154: a training that
+    large diverges, and the epoch's check says so in one clear error.
+    """
+    with np.errstate(over="ignore"):
+        return sum(float(np.square(block[:, :-1]).sum()) for block in trainer.layout.layer_views(trainer.weights))
 
 
 def _continued(previous: Trainer, options: Options, n_outputs: int, seed: int, *, keep_rate: bool) -> Trainer:

@@ -286,3 +286,15 @@ def test_a_softmax_network_blown_up_by_a_huge_lr_warns_but_a_confident_one_does_
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         fastbp.train(X, y, lr=0.1, backend=compiled_backend, **options)
+
+
+def test_an_estimator_that_diverges_with_l2_says_so_once_without_numpy_warnings(compiled_backend):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 4)) * 1e100, rng.integers(0, 2, 50)
+    estimator = fastbp.MLPClassifier(
+        solver="sgd", learning_rate_init=1e200, alpha=1.0, max_iter=3, random_state=0, backend=compiled_backend
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the L2 term's overflow used to leak numpy's warnings
+        with pytest.raises(FloatingPointError, match="training diverged at epoch 0"):
+            estimator.fit(X, y)
