@@ -8,6 +8,7 @@ kernel runs.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import random
 import warnings
@@ -388,21 +389,31 @@ def train_many(
         One learning rate for all, or one per network.
     row_orders : sequence of 1-D integer arrays, optional
         The rows each network trains on, in the order it visits them each epoch
-        (before any shuffling), as indices into ``X``.
+        (before any shuffling), as indices into ``X``; ``sample_weight``, one per row
+        of ``X``, follows them.
     train_options
         :func:`train`'s other options, the same for every network.
     """
     seeds = list(seeds) if isinstance(seeds, Sequence | np.ndarray) else None
     if not seeds:
         raise ValueError("seeds must be a non-empty sequence, one seed per network")
+    generators = [id(seed) for seed in seeds if isinstance(seed, np.random.Generator)]
+    if len(set(generators)) != len(generators):
+        raise ValueError(
+            "seeds holds one numpy Generator more than once: the networks would share its stream in another order "
+            "than trained one by one; give each its own (rng.spawn(n))"
+        )
     rates = [lr] * len(seeds) if isinstance(lr, Real) and not isinstance(lr, bool) else lr
-    if not isinstance(rates, Sequence | np.ndarray) or len(rates) != len(seeds):
+    if isinstance(rates, str | bytes) or not isinstance(rates, Sequence | np.ndarray) or len(rates) != len(seeds):
         raise ValueError(f"lr must be a number or a sequence of {len(seeds)} numbers (one per seed), got {lr!r}")
-    for name in ("seed", "callback", "progress", "n_threads"):
-        if name in train_options:
-            raise TypeError(f"train_many does not take {name!r}" + (": give seeds" if name == "seed" else ""))
+    if "seed" in train_options:
+        raise TypeError("train_many does not take 'seed': give seeds, one per network")
+    _check_option_names(train_options, "train_many", extra=("epochs", "sample_weight"))
     feature_names = feature_names_of(X)
     X = as_features(X)
+    sample_weight = train_options.pop("sample_weight", None)
+    if sample_weight is not None:
+        sample_weight = as_sample_weight(sample_weight, len(X), np.dtype(np.float64))
     if row_orders is None:
         row_orders = [np.arange(len(X))] * len(seeds)
     if not isinstance(row_orders, Sequence | np.ndarray) or len(row_orders) != len(seeds):
@@ -414,7 +425,15 @@ def train_many(
     if y.ndim == 0 or len(y) != len(X):
         raise ValueError(f"X has {len(X)} rows but y has {y.size if y.ndim == 0 else len(y)}")
     trainings = [
-        _prepared(X[rows], y[rows], seed=seed, lr=rate, classes=classes, **train_options)
+        _prepared(
+            X[rows],
+            y[rows],
+            seed=seed,
+            lr=rate,
+            classes=classes,
+            sample_weight=None if sample_weight is None else sample_weight[rows],
+            **train_options,
+        )  # fmt: skip
         for seed, rate, rows in zip(seeds, rates, row_orders, strict=True)
     ]
     for training in trainings:
@@ -461,6 +480,7 @@ def evaluate(
     """
     if n_jobs is not None and (not isinstance(n_jobs, Integral) or isinstance(n_jobs, bool) or n_jobs == 0):
         raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}")
+    _check_option_names(train_options, "evaluate", extra=("epochs", "callback", "progress", "sample_weight"))
     X, y, classes, rng = _evaluation_data(X, y, seed, protocol, classes, train_options)
     split, trainings = _fold_trainings(X, y, folds, rng, classes, train_options)
     if n_jobs is None or n_jobs == 1:
@@ -470,6 +490,20 @@ def evaluate(
 
         outcomes = Parallel(n_jobs=n_jobs)(delayed(_outcome)(training) for training in trainings)
     return _scored(X, y, split, _models(outcomes, "fold"))
+
+
+#: The training options every entry point passes on to Options.create.
+_OPTION_NAMES = tuple(inspect.signature(Options.create).parameters)
+
+
+def _check_option_names(options: dict, function: str, extra: tuple[str, ...]) -> None:
+    """Refuse names that are not training options here, naming the public function rather than an inner one."""
+    unknown = [name for name in options if name not in _OPTION_NAMES and name not in extra]
+    if unknown:
+        raise TypeError(
+            f"{function} got unexpected option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"it takes fastbp.train's options {', '.join((*_OPTION_NAMES, *extra))}"
+        )
 
 
 def _evaluation_data(X, y, seed, protocol: str, classes, train_options: dict):
@@ -519,7 +553,8 @@ class SearchResult:
 
     @property
     def best_index(self) -> int:
-        """The grid point with the best mean accuracy (the first on ties; diverged points never win)."""
+        """The grid point with the best mean accuracy (the first on ties).  Diverged points win only
+        when every point diverged: then it is 0, and ``best_score`` is nan."""
         means = np.array(self.means)
         return int(np.argmax(np.where(np.isnan(means), -np.inf, means)))
 
@@ -555,9 +590,12 @@ def search(
     points = _grid_points(grid)
     if isinstance(seed, bool) or not isinstance(seed, Integral):
         raise TypeError(f"search's seed must be an integer (every grid point uses the same split), got {seed!r}")
+    seed = int(seed)
+    _check_option_names(train_options, "search", extra=("epochs", "callback", "progress"))
     X, y, classes, _ = _evaluation_data(X, y, seed, "tutorial", classes, train_options)
     splits, trainings, owners = [], [], []
     for index, point in enumerate(points):
+        _check_option_names(point, "search's grid", extra=("epochs",))
         options = {**train_options, **point}
         _evaluation_data(X, y, seed, "tutorial", classes, options)  # the point's own options checked the same way
         split, point_trainings = _fold_trainings(X, y, folds, random.Random(seed), classes, options)
@@ -576,14 +614,19 @@ def search(
 
 
 def _grid_points(grid) -> list[dict]:
-    if isinstance(grid, Mapping):
+    if isinstance(grid, Mapping) and grid:
         for name, values in grid.items():
-            if isinstance(values, str) or not isinstance(values, Sequence | np.ndarray) or len(values) == 0:
+            if (
+                isinstance(values, str | bytes)
+                or not isinstance(values, Sequence | np.ndarray)
+                or np.ndim(values) != 1
+                or len(values) == 0
+            ):
                 raise ValueError(f"grid[{name!r}] must be a non-empty list of values to try, got {values!r}")
         return [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     if isinstance(grid, Sequence) and grid and all(isinstance(point, Mapping) for point in grid):
         return [dict(point) for point in grid]
-    raise TypeError("grid must map option names to lists of values, or be a non-empty list of option dicts")
+    raise TypeError("grid must map option names to lists of values, or be a list of option dicts, and not be empty")
 
 
 def _lockstep_groups(trainings: list[_Training]) -> list[list[int]]:

@@ -64,9 +64,9 @@ def run_kernel(kernels: ModuleType, name: str, *args):
     the kernel compiled afresh, once.
     """
     kernel = getattr(kernels, name)
-    # A Python function that picks between compiled ones lists them as ``dispatchers``; until one has run,
-    # none has read the cache.
-    first_call = all(not getattr(compiled, "signatures", True) for compiled in getattr(kernel, "dispatchers", [kernel]))
+    # A Python function that picks between compiled ones lists them as ``dispatchers``: any that has not run
+    # yet may be the one reading the cache now.
+    first_call = any(not getattr(compiled, "signatures", True) for compiled in getattr(kernel, "dispatchers", [kernel]))
     try:
         return kernel(*args)
     except _UNREADABLE_CACHE as error:

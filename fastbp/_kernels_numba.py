@@ -65,7 +65,7 @@ import threading
 import types
 
 import numpy as np
-from numba import config, njit, prange, set_num_threads
+from numba import config, get_num_threads, njit, prange, set_num_threads
 
 from ._codes import (
     ADAM,
@@ -803,11 +803,19 @@ def train_batches(
     A Python function, because Numba's thread count is set from Python: a kernel
     that set it could not be cached.
     """
-    kernel = _train_batches_on_one_thread
-    if n_threads > 1:
-        set_num_threads(min(n_threads, MAX_THREADS))  # for the calling thread's parallel loops only
-        kernel = _train_batches_on_threads
-    kernel(weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history)
+    if n_threads <= 1:
+        _train_batches_on_one_thread(
+            weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history
+        )
+        return
+    previous = get_num_threads()  # the calling thread's setting, given back afterwards
+    set_num_threads(min(n_threads, MAX_THREADS))
+    try:
+        _train_batches_on_threads(
+            weights, w_off, sizes, acts, grad, state, X, Y, sw, orders, batch_size, rates, hyper, rule, step0, history
+        )
+    finally:
+        set_num_threads(previous)
 
 
 #: The compiled functions behind ``train_batches``, for fastbp._backends.run_kernel.

@@ -18,7 +18,9 @@ so a forked child trains on one thread (the same numbers, only slower).
 OpenMP's threads spin between parallel regions by default, which on a machine
 whose cores are all busy (several trainings, joblib or Dask workers) slows every
 step several times over; unless ``OMP_WAIT_POLICY`` is set, fastbp sets it to
-``PASSIVE`` (threads sleep instead) before any OpenMP runtime starts.  On a machine
+``PASSIVE`` (threads sleep instead) when imported, which a GNU OpenMP runtime reads
+as it loads (it has no effect on one that some other library loaded earlier; child
+processes inherit it).  On a machine
 of its own, ``OMP_WAIT_POLICY=ACTIVE`` (or GNU's ``GOMP_SPINCOUNT=100000``) makes
 small batches faster on several threads.
 """
@@ -32,7 +34,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when an OpenMP runtime loads; children inherit it
 
 #: Below this many multiply-adds for each thread, starting threads costs more than it saves.
 MIN_WORK_PER_THREAD = 2**18
@@ -43,7 +45,7 @@ MIN_BATCH_WORK_FOR_THREADS = 2**23
 THREAD_VARIABLES = ("FASTBP_NUM_THREADS", "OMP_NUM_THREADS")
 
 
-def as_threads(n_threads) -> int:
+def as_threads(n_threads: int | None) -> int:
     """``n_threads`` as a positive count; ``None`` means :func:`default_threads`."""
     if n_threads is None:
         return default_threads()
@@ -61,7 +63,12 @@ def default_threads() -> int:
     for name in THREAD_VARIABLES:
         value = os.environ.get(name, "").split(",")[0].strip()  # OpenMP allows a list, one count per nesting level
         if value.isdigit() and int(value) > 0:
-            return int(value)
+            return min(int(value), usable_cores())
+    return usable_cores()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: more threads than that would only take turns."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -71,7 +78,7 @@ def default_threads() -> int:
 def row_chunks(n_rows: int, work_per_row: int, n_threads: int) -> list[slice]:
     """Split ``n_rows`` into at most ``n_threads`` contiguous chunks, each worth starting a thread for."""
     worthwhile = max(1, n_rows * work_per_row // MIN_WORK_PER_THREAD)
-    count = max(1, min(n_threads, worthwhile, n_rows))
+    count = max(1, min(n_threads, usable_cores(), worthwhile, n_rows))
     bounds = [n_rows * k // count for k in range(count + 1)]
     return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
 
@@ -89,25 +96,59 @@ def run_chunks(work: Callable[[slice], None], chunks: list[slice]) -> None:
 
 
 def kernel_threads(n_threads: int) -> int:
-    """The threads a kernel that starts its own may use: one in a forked child (see the module docstring)."""
-    return 1 if _forked else n_threads
+    """The threads a kernel that starts its own may use: at most the usable cores, and one in a forked
+    child (see the module docstring)."""
+    return 1 if _forked else min(n_threads, usable_cores())
 
 
 @contextlib.contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """Run the block below with BLAS on one thread, its rounding then independent of the thread count."""
-    global _blas
-    with _blas_lock:
-        if _blas is None:
-            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call, loaded so the controller sees it)
-            from threadpoolctl import ThreadpoolController
+    """Run the block below with BLAS on one thread, its rounding then independent of the thread count.
 
-            _blas = ThreadpoolController()
-    with _blas.limit(limits=1, user_api="blas"):
+    The setting is process-wide, so it is counted: the first block to enter sets it
+    and the last to leave restores what was there, however the blocks of several
+    Python threads overlap.  (While any is inside, other BLAS work in the process runs
+    on one thread too.)  threadpoolctl finds the libraries, but its own limits are
+    not used: for OpenBLAS they do nothing when called from a thread other than the
+    first one that set a limit, which would leave a training in a worker thread on
+    every BLAS thread.
+    """
+    global _blas_users, _blas_original
+    with _blas_lock:
+        if _blas_users == 0:
+            libraries = [library for library in _blas_controller().lib_controllers if library.user_api == "blas"]
+            _blas_original = [(library, library.get_num_threads()) for library in libraries]
+            for library in libraries:
+                _set_threads(library, 1)
+        _blas_users += 1
+    try:
         yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for library, count in _blas_original:
+                    _set_threads(library, count)
+
+
+def _set_threads(library, count: int) -> None:
+    # OpenBLAS's controller guards its public setter by thread (see one_blas_thread); the library call is not.
+    getattr(library, "_real_set_num_threads", library.set_num_threads)(count)
+
+
+def _blas_controller():
+    global _blas
+    if _blas is None:
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS the kernels call, loaded so the controller sees it)
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()
+    return _blas
 
 
 _blas = None
+_blas_original: list = []
+_blas_users = 0
 _blas_lock = threading.Lock()
 _forked = False
 

@@ -302,7 +302,7 @@ class Trainer:
         self.rows_seen += n_epochs * n_rows
 
 
-def _parallel_lock(kernels, threads: int):
+def _parallel_lock(kernels, threads: int) -> contextlib.AbstractContextManager:
     """The lock a backend needs held while its kernels run on several threads, if any."""
     lock = getattr(kernels, "PARALLEL_LOCK", None)
     return lock if lock is not None and threads > 1 else contextlib.nullcontext()

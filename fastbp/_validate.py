@@ -141,6 +141,8 @@ def as_labels(y, n_rows: int) -> np.ndarray:
 
 def as_targets(y, n_rows: int, dtype: np.dtype) -> np.ndarray:
     """Regression targets ``y`` as a finite ``(n_rows, n_targets)`` matrix of ``dtype``."""
+    if np.asarray(y).dtype.kind == "c":
+        raise ValueError("y has complex numbers: a regression's targets must be real")
     try:
         targets = np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError):

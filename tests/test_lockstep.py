@@ -153,7 +153,10 @@ def test_train_many_names_the_network_that_diverged(wheat):
         ({"seeds": [1], "row_orders": [[0.5]]}, ValueError, r"row_orders\[0\] must be a non-empty 1-D array of row"),
         ({"seeds": [1], "row_orders": [[0, 10]]}, ValueError, r"row_orders\[0\] has row indices outside the 10"),
         ({"seeds": [1], "seed": 2}, TypeError, "give seeds"),
-        ({"seeds": [1], "callback": print}, TypeError, "callback"),
+        ({"seeds": [1], "callback": print}, TypeError, "train_many got unexpected option 'callback'"),
+        ({"seeds": [1], "foo": 1}, TypeError, "train_many got unexpected option 'foo'"),
+        ({"seeds": [1, 2], "lr": "ab"}, ValueError, "lr must be a number or a sequence of 2"),
+        ({"seeds": [np.random.default_rng(1)] * 2}, ValueError, "one numpy Generator more than once"),
     ],
 )
 def test_train_many_refuses_bad_arguments(arguments, error, match):
@@ -217,11 +220,15 @@ def test_a_diverged_grid_point_scores_nan_and_the_others_still_count(wheat):
     "grid, error, match",
     [
         ({"lr": []}, ValueError, r"grid\['lr'\] must be a non-empty list"),
+        ({"lr": np.array(0.1)}, ValueError, r"grid\['lr'\] must be a non-empty list"),
+        ({"lr": b"ab"}, ValueError, r"grid\['lr'\] must be a non-empty list"),
+        ({}, TypeError, "not be empty"),
+        ({"folds": [2, 3]}, TypeError, "search's grid got unexpected option 'folds'"),
         ({"lr": 0.3}, ValueError, r"grid\['lr'\] must be a non-empty list"),
         ({"lr": "0.3"}, ValueError, r"grid\['lr'\] must be a non-empty list"),
         ([], TypeError, "grid must map option names"),
         ({"lr": [0.3, -1.0]}, ValueError, "lr must be positive"),
-        ({"nonsense": [1]}, TypeError, "nonsense"),
+        ({"nonsense": [1]}, TypeError, "unexpected option 'nonsense'"),
     ],
 )
 def test_search_refuses_bad_grids(grid, error, match):
@@ -259,3 +266,29 @@ def test_lockstep_starts_at_eight_networks(monkeypatch, n_nets, kernel):
     X, y = fastbp.data.tutorial_toy()
     fastbp.train_many(X, y, seeds=range(n_nets), epochs=2)
     assert called == {kernel}
+
+
+def test_train_many_takes_sample_weight_per_row_of_x_and_follows_the_row_orders(wheat):
+    X, y = wheat
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, len(X))
+    rows = [np.arange(30), np.random.default_rng(1).permutation(len(X))]
+    models = fastbp.train_many(X, y, seeds=[1, 2], row_orders=rows, sample_weight=weights, epochs=5)
+    for seed, order, model in zip((1, 2), rows, models, strict=True):
+        alone = fastbp.train(
+            X[order], y[order], seed=seed, sample_weight=weights[order], classes=np.unique(y), epochs=5
+        )
+        assert model.weights.tobytes() == alone.weights.tobytes()
+
+
+def test_search_takes_numpy_integer_seeds_and_names_itself_in_errors(wheat):
+    X, y = wheat
+    result = fastbp.search(X, y, {"lr": [0.3]}, folds=2, seed=np.int64(3), epochs=2)
+    assert result.evaluations[0].scores == fastbp.evaluate(X, y, folds=2, seed=3, epochs=2).scores
+    with pytest.raises(TypeError, match="evaluate got unexpected option 'n_threads'"):
+        fastbp.evaluate(X, y, folds=2, epochs=1, n_threads=2)
+
+
+def test_regression_targets_must_be_real():
+    X, _ = fastbp.data.tutorial_toy()
+    with pytest.raises(ValueError, match="y has complex numbers: a regression's targets must be real"):
+        fastbp.train(X, X[:, 0] * 1j, output="identity", epochs=1)

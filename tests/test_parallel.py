@@ -20,9 +20,11 @@ THREAD_COUNTS = (1, 2, 3, 5)
 
 @pytest.fixture
 def always_threaded(monkeypatch):
-    """Make every batch and every prediction worth splitting between threads."""
+    """Make every batch and every prediction worth splitting between threads, as many as asked for
+    (more than this machine's cores: they take turns, which tests the thread count's independence all the more)."""
     monkeypatch.setattr(_training, "MIN_BATCH_WORK_FOR_THREADS", 0)
     monkeypatch.setattr(_parallel, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_parallel, "usable_cores", lambda: 8)
 
 
 def _data(n_rows=150, n_features=12, n_classes=33, seed=0):
@@ -78,7 +80,8 @@ def test_prediction_gives_the_same_bits_for_any_thread_count(compiled_backend, e
     assert single.tobytes() == serial[:50].tobytes()  # a row's outputs do not depend on its chunk
 
 
-def test_row_chunks_cover_the_rows_once_and_skip_threads_for_little_work():
+def test_row_chunks_cover_the_rows_once_and_skip_threads_for_little_work(monkeypatch):
+    monkeypatch.setattr(_parallel, "usable_cores", lambda: 8)
     for n_rows, work, n_threads in [(1, 10**9, 4), (10, 10**9, 3), (1000, 10**6, 7), (5, 1, 4)]:
         chunks = _parallel.row_chunks(n_rows, work, n_threads)
         covered = np.concatenate([np.arange(n_rows)[chunk] for chunk in chunks])
@@ -86,6 +89,7 @@ def test_row_chunks_cover_the_rows_once_and_skip_threads_for_little_work():
         assert 1 <= len(chunks) <= n_threads
     assert len(_parallel.row_chunks(1000, 10, 8)) == 1  # 10k multiply-adds: not worth a thread
     assert len(_parallel.row_chunks(10**6, 10**3, 8)) == 8
+    assert len(_parallel.row_chunks(10**6, 10**3, 100)) == 8  # no more threads than cores
 
 
 def test_errors_in_a_thread_reach_the_caller():
@@ -105,11 +109,13 @@ def test_thread_count_comes_from_the_argument_then_the_environment(monkeypatch):
     assert _parallel.as_threads(None) == cores
     assert _parallel.as_threads(3) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "2,1")  # OpenMP's nested form: the outer level counts
-    assert _parallel.as_threads(None) == 2
-    monkeypatch.setenv("FASTBP_NUM_THREADS", "5")
-    assert _parallel.as_threads(None) == 5
+    assert _parallel.as_threads(None) == min(2, cores)
+    monkeypatch.setenv("FASTBP_NUM_THREADS", "1")
+    assert _parallel.as_threads(None) == 1
+    monkeypatch.setenv("FASTBP_NUM_THREADS", "100000")  # never more than the cores
+    assert _parallel.as_threads(None) == cores
     monkeypatch.setenv("FASTBP_NUM_THREADS", "lots")  # not a count: ignored, as OpenMP ignores it
-    assert _parallel.as_threads(None) == 2
+    assert _parallel.as_threads(None) == min(2, cores)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.0, True, "2"])
@@ -122,10 +128,15 @@ def test_bad_thread_counts_are_refused(bad):
         model.predict(X, n_threads=bad)
 
 
-def test_threads_training_at_once_in_one_process_get_the_serial_results(compiled_backend, always_threaded):
-    """Numba's fallback threading layer aborts on concurrent parallel launches; fastbp serialises them."""
-    X, y = _data()
-    options = dict(epochs=2, seed=3, backend=compiled_backend, **MINI_BATCH_CASES["softmax, two blocks per layer"])
+def test_threads_training_at_once_in_one_process_get_the_serial_results(compiled_backend):
+    """Overlapping trainings share one process-wide BLAS limit, which must hold until the last one ends and
+    then be given back; Numba's fallback threading layer aborts on concurrent parallel launches, so fastbp
+    serialises those.  The products are wide enough for OpenBLAS to use its threads if it were let."""
+    from threadpoolctl import threadpool_info
+
+    X, y = _data(n_rows=256, n_features=784, n_classes=10)
+    options = dict(hidden=128, output="softmax", batch_size=128, epochs=2, seed=3, backend=compiled_backend)
+    before = [library["num_threads"] for library in threadpool_info()]
     expected = fastbp.train(X, y, n_threads=1, **options).weights
     results = [None] * 4
 
@@ -139,6 +150,7 @@ def test_threads_training_at_once_in_one_process_get_the_serial_results(compiled
         thread.join()
     for weights in results:
         assert weights.tobytes() == expected.tobytes()
+    assert [library["num_threads"] for library in threadpool_info()] == before
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork exists on POSIX systems only")
@@ -208,3 +220,22 @@ def test_estimators_predict_the_same_for_any_thread_count(compiled_backend, alwa
     for one_coef, three_coef in zip(one.coefs_, three.coefs_, strict=True):
         assert one_coef.tobytes() == three_coef.tobytes()
     assert one.predict_proba(X).tobytes() == three.predict_proba(X).tobytes()
+
+
+def test_more_threads_than_cores_are_capped_not_started(compiled_backend, always_threaded):
+    """OpenMP would try to start every thread asked for (a crash at 100000); the cores (8 here) are the limit."""
+    X, y = _data()
+    options = dict(epochs=1, seed=3, backend=compiled_backend, **MINI_BATCH_CASES["softmax, two blocks per layer"])
+    serial = fastbp.train(X, y, n_threads=1, **options)
+    for n_threads in (100_000, 2**40):
+        assert fastbp.train(X, y, n_threads=n_threads, **options).weights.tobytes() == serial.weights.tobytes()
+        assert serial.forward(X, n_threads=n_threads).tobytes() == serial.forward(X, n_threads=1).tobytes()
+
+
+def test_numba_gives_back_the_callers_thread_count(always_threaded):
+    import numba
+
+    X, y = _data()
+    before = numba.get_num_threads()
+    fastbp.train(X, y, n_threads=2, epochs=1, backend="numba", **MINI_BATCH_CASES["softmax, two blocks per layer"])
+    assert numba.get_num_threads() == before
