@@ -246,7 +246,7 @@ def test_evaluate_rejects_bad_options(backend, wheat):
     X, y = wheat
     with pytest.raises(ValueError, match="protocol"):
         fastbp.evaluate(X, y, protocol="stratified", backend=backend)
-    with pytest.raises(TypeError, match="unexpected keyword"):
+    with pytest.raises(TypeError, match="evaluate got unexpected option .layers."):
         fastbp.evaluate(X, y, epochs=1, layers=3, backend=backend)
     with pytest.raises(ValueError, match="folds"):
         fastbp.evaluate(X, y, folds=1, backend=backend)
