@@ -115,6 +115,20 @@ def _check_codes():
 _check_codes()
 
 
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define FASTBP_OPENMP 1
+    #else
+    #define FASTBP_OPENMP 0
+    #endif
+    """
+    int FASTBP_OPENMP
+
+#: Whether the extension was compiled with OpenMP: without it, the mini-batch kernels run on one thread.
+OPENMP = bool(FASTBP_OPENMP)
+
+
 cdef struct Network:
     # The integer arrays describing a network (see fastbp._layout), as pointers.
     Py_ssize_t n_layers

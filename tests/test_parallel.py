@@ -239,3 +239,14 @@ def test_numba_gives_back_the_callers_thread_count(always_threaded):
     before = numba.get_num_threads()
     fastbp.train(X, y, n_threads=2, epochs=1, backend="numba", **MINI_BATCH_CASES["softmax, two blocks per layer"])
     assert numba.get_num_threads() == before
+
+
+def test_the_cython_extension_shares_batches_between_threads_where_ci_builds_it():
+    """A build without OpenMP passes every test above on one thread; CI's compiler has OpenMP, so it must be on."""
+    if "cython" not in fastbp.available_backends():
+        pytest.skip("the Cython extension is not built")
+    from fastbp import _kernels_cython
+
+    assert isinstance(_kernels_cython.OPENMP, bool)
+    if os.environ.get("CI"):
+        assert _kernels_cython.OPENMP, "the extension was built without OpenMP"
