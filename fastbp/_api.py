@@ -197,6 +197,8 @@ class _Training:
     """A training whose arguments are checked and whose network is initialised: what :func:`train` runs.
 
     It holds only arrays, names and the trainer, so it pickles to another process.
+    ``rows`` (intp indices) trains on those rows of the arrays only, in that order:
+    the folds and networks of one data set share its arrays instead of copying them.
     """
 
     trainer: Trainer
@@ -209,14 +211,25 @@ class _Training:
     callback: Callback | None
     progress: bool
     feature_names: tuple[str, ...] | None = None
+    rows: np.ndarray | None = None
 
     def run(self, n_threads: int | None = None) -> Model:
         n_threads = as_threads(n_threads)
         history = self.trainer.run(
             self.X, self.targets, self.sample_weight, self.epochs,
-            callback=self.callback, progress=self.progress, n_threads=n_threads,
+            callback=self.callback, progress=self.progress, n_threads=n_threads, rows=self.rows,
         )  # fmt: skip
         return self.finish(history, n_threads)
+
+    def trained_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The features, targets and sample weights of the rows it trains on (copies where ``rows`` picks them)."""
+        if self.rows is None:
+            return self.X, self.targets, self.sample_weight
+        return self.X[self.rows], self.targets[self.rows], self.sample_weight[self.rows]
+
+    def sibling(self, trainer: Trainer, rows: np.ndarray | None) -> _Training:
+        """The same data and settings for another network, on ``rows`` of the shared arrays."""
+        return dataclasses.replace(self, trainer=trainer, rows=rows)
 
     def finish(self, history: np.ndarray, n_threads: int = 1) -> Model:
         """The trained model, once the trainer has run: refused if it diverged, with a warning if it is stuck."""
@@ -227,7 +240,8 @@ class _Training:
             flat_targets=self.flat_targets, options=trainer.options.to_dict(), feature_names=self.feature_names,
         )  # fmt: skip
         if len(history):
-            _warn_if_saturated(model, self.X, self.targets, n_threads)
+            X, targets, _ = self.trained_rows()
+            _warn_if_saturated(model, X, targets, n_threads)
         return model
 
 
@@ -277,15 +291,20 @@ def _run_together(trainings: list[_Training]) -> list[_Outcome]:
     )
     if not together:
         return [_outcome(training) for training in trainings]
-    bounds = np.cumsum([0] + [len(training.X) for training in trainings])
-    histories = lockstep.run(
-        [training.trainer for training in trainings],
-        np.concatenate([training.X for training in trainings]),
-        np.concatenate([training.targets for training in trainings]),
-        np.concatenate([training.sample_weight for training in trainings]),
-        [np.arange(start, stop, dtype=np.intp) for start, stop in zip(bounds[:-1], bounds[1:])],
-        first.epochs,
+    shared = all(
+        training.X is first.X and training.targets is first.targets and training.sample_weight is first.sample_weight
+        for training in trainings
     )
+    if shared:  # one data set: its arrays, each network's rows
+        X, targets, sample_weight = first.X, first.targets, first.sample_weight
+        rows = [np.arange(len(X), dtype=np.intp) if t.rows is None else t.rows for t in trainings]
+    else:  # separate arrays: concatenated
+        parts = [training.trained_rows() for training in trainings]
+        X, targets, sample_weight = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+        bounds = np.cumsum([0] + [len(part[0]) for part in parts])
+        rows = [np.arange(start, stop, dtype=np.intp) for start, stop in zip(bounds[:-1], bounds[1:])]
+    trainers = [training.trainer for training in trainings]
+    histories = lockstep.run(trainers, X, targets, sample_weight, rows, first.epochs)
     return [_outcome(training, history) for training, history in zip(trainings, histories, strict=True)]
 
 
@@ -412,8 +431,6 @@ def train_many(
     feature_names = feature_names_of(X)
     X = as_features(X)
     sample_weight = train_options.pop("sample_weight", None)
-    if sample_weight is not None:
-        sample_weight = as_sample_weight(sample_weight, len(X), np.dtype(np.float64))
     if row_orders is None:
         row_orders = [np.arange(len(X))] * len(seeds)
     if not isinstance(row_orders, Sequence | np.ndarray) or len(row_orders) != len(seeds):
@@ -424,20 +441,14 @@ def train_many(
     y = np.asarray(y)
     if y.ndim == 0 or len(y) != len(X):
         raise ValueError(f"X has {len(X)} rows but y has {y.size if y.ndim == 0 else len(y)}")
-    trainings = [
-        _prepared(
-            X[rows],
-            y[rows],
-            seed=seed,
-            lr=rate,
-            classes=classes,
-            sample_weight=None if sample_weight is None else sample_weight[rows],
-            **train_options,
-        )  # fmt: skip
-        for seed, rate, rows in zip(seeds, rates, row_orders, strict=True)
-    ]
-    for training in trainings:
-        training.feature_names = feature_names
+    first = _prepared(X, y, seed=seeds[0], lr=rates[0], classes=classes, sample_weight=sample_weight, **train_options)
+    first.feature_names = feature_names
+    trainings = [first.sibling(first.trainer, row_orders[0])]
+    settings = {name: value for name, value in train_options.items() if name != "epochs"}
+    for seed, rate, rows in zip(seeds[1:], rates[1:], row_orders[1:], strict=True):
+        options = Options.create(**{**settings, "lr": rate})
+        trainer = new_trainer(options, X.shape[1], first.targets.shape[1], RandomSource(seed))
+        trainings.append(first.sibling(trainer, rows))
     return _models(_run_together(trainings), "network")
 
 
@@ -447,7 +458,7 @@ def _as_row_order(rows, n_rows: int, k: int) -> np.ndarray:
         raise ValueError(f"row_orders[{k}] must be a non-empty 1-D array of row indices")
     if rows.min() < -n_rows or rows.max() >= n_rows:
         raise ValueError(f"row_orders[{k}] has row indices outside the {n_rows} rows of X")
-    return rows
+    return np.where(rows < 0, rows + n_rows, rows).astype(np.intp)  # the kernels take indices as they are
 
 
 def evaluate(
@@ -525,8 +536,13 @@ def _evaluation_data(X, y, seed, protocol: str, classes, train_options: dict):
 def _fold_trainings(X, y, folds: int, rng: random.Random, classes, train_options: dict):
     """The fold split and each fold's training, drawn from ``rng`` in fold order."""
     split = data.cross_validation_split(len(X), folds, rng)
-    fits = [np.concatenate([fold for j, fold in enumerate(split) if j != k]) for k in range(len(split))]
-    return split, [_prepared(X[fit], y[fit], seed=rng, classes=classes, **train_options) for fit in fits]
+    fits = [np.concatenate([fold for j, fold in enumerate(split) if j != k]).astype(np.intp) for k in range(len(split))]
+    first = _prepared(X, y, seed=rng, classes=classes, **train_options)  # checks and converts the data once
+    trainings = [first.sibling(first.trainer, fits[0])]
+    for fit in fits[1:]:  # each fold's network drawn in fold order; the arrays shared
+        trainer = new_trainer(first.trainer.options, X.shape[1], first.targets.shape[1], RandomSource(rng))
+        trainings.append(first.sibling(trainer, fit))
+    return split, trainings
 
 
 def _scored(X, y, split, models: list[Model]) -> Evaluation:
@@ -593,12 +609,15 @@ def search(
     seed = int(seed)
     _check_option_names(train_options, "search", extra=("epochs", "callback", "progress"))
     X, y, classes, _ = _evaluation_data(X, y, seed, "tutorial", classes, train_options)
-    splits, trainings, owners = [], [], []
+    splits, trainings, owners, data_by_dtype = [], [], [], {}
     for index, point in enumerate(points):
         _check_option_names(point, "search's grid", extra=("epochs",))
         options = {**train_options, **point}
         _evaluation_data(X, y, seed, "tutorial", classes, options)  # the point's own options checked the same way
         split, point_trainings = _fold_trainings(X, y, folds, random.Random(seed), classes, options)
+        for training in point_trainings:  # the same rows, labels and dtype make the same arrays: keep one
+            arrays = data_by_dtype.setdefault(training.X.dtype, (training.X, training.targets, training.sample_weight))
+            training.X, training.targets, training.sample_weight = arrays
         splits.append(split)
         trainings += point_trainings
         owners += [(index, fold) for fold in range(len(point_trainings))]

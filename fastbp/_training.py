@@ -231,8 +231,12 @@ class Trainer:
         callback: Callback | None = None,
         progress: bool = False,
         n_threads: int = 1,
+        rows: np.ndarray | None = None,
     ) -> np.ndarray:
         """Train ``epochs`` epochs on validated arrays; return each epoch's loss.
+
+        ``rows`` (intp indices) trains on those rows of the arrays only, as if they had
+        been copied out in that order: many trainings on parts of one data set share it.
 
         Mini-batches use up to ``n_threads`` threads; the result is the same for any count.
 
@@ -241,7 +245,8 @@ class Trainer:
         history then ends at that epoch.
         """
         kernels = get_backend(self.backend)
-        options, layout, n_rows = self.options, self.layout, len(X)
+        options, layout = self.options, self.layout
+        n_rows = len(X) if rows is None else len(rows)
         dtype = self.weights.dtype
         batch_size = n_rows if options.rule == RPROP else min(options.batch_size or 1, n_rows)
         steps_per_epoch = -(-n_rows // batch_size)
@@ -257,6 +262,8 @@ class Trainer:
             while done < epochs:
                 part = history[done : done + chunk]
                 rates, orders = self.epoch_rates(len(part), n_rows), self.epoch_orders(len(part), n_rows)
+                if rows is not None:
+                    orders = rows[orders]
                 if batch_size == 1:
                     run_kernel(
                         kernels, "train_online",
