@@ -17,16 +17,15 @@ the same weights, the same scores.  joblib's workers start (and import fastbp) i
 warm-up call, outside the timing, as they do once per session in use.
 """
 
-import os
-
 import numpy as np
 import pytest
 from bench_train import FOLDS, SORTED_SCORES, TUTORIAL
 
 import fastbp
+from fastbp._parallel import usable_cores
 
 #: "Every core": the cores this process may run on.
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CORES = usable_cores()
 NETWORK = {"hidden": 128, "activation": "sigmoid", "output": "softmax", "init": "glorot", "seed": 0}
 LR = {32: 0.5, 128: 0.5}
 DIGITS_NETWORK = {"hidden": 32, "activation": "sigmoid", "output": "softmax", "init": "glorot", "lr": 0.3}

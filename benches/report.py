@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from fastbp._parallel import usable_cores
+
 BENCHES = Path(__file__).resolve().parent
 REPO_ROOT = BENCHES.parent
 #: Workloads in the order the table lists them.
@@ -203,7 +205,7 @@ def comparison_table(rows: list[Row]) -> list[str]:
 
 def parallel_table(rows: list[Row]) -> list[str]:
     """The parallel workloads' speed-ups: per workload and backend, one worker against the most measured."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cores()
     lines = [
         f"### Parallel speed-ups ({usable} usable cores)",
         "",
@@ -328,7 +330,7 @@ def describe_run(when: str | None) -> list[str]:
         dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--untracked-files=no") else ""
         lines.append(f"commit: {commit}{dirty}")
     cpu, flags = _cpu()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cores()
     lines.append(f"machine: {cpu}, {os.cpu_count()} cores ({usable} usable), {platform.machine()}{flags}")
     lines.append(f"system: {platform.system()} {platform.release()}, Python {platform.python_version()}")
     lines.append("libraries: " + ", ".join(_versions()))

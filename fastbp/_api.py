@@ -436,8 +436,6 @@ def train_many(
     if not isinstance(row_orders, Sequence | np.ndarray) or len(row_orders) != len(seeds):
         raise ValueError(f"row_orders must be a sequence of {len(seeds)} index arrays (one per seed)")
     row_orders = [_as_row_order(rows, len(X), k) for k, rows in enumerate(row_orders)]
-    if train_options.get("output") != "identity":
-        _, classes = data.encode_labels(as_labels(y, len(X)), classes)
     y = np.asarray(y)
     if y.ndim == 0 or len(y) != len(X):
         raise ValueError(f"X has {len(X)} rows but y has {y.size if y.ndim == 0 else len(y)}")
@@ -519,18 +517,22 @@ def _check_option_names(options: dict, function: str, extra: tuple[str, ...]) ->
 
 def _evaluation_data(X, y, seed, protocol: str, classes, train_options: dict):
     """evaluate's checks: its features, labels, classes and the ``random.Random`` stream of the protocol."""
-    if protocol != "tutorial":
-        raise ValueError(f"protocol must be 'tutorial', got {protocol!r}")
-    if train_options.get("output") == "identity":
-        raise ValueError("evaluate scores classifiers by accuracy; output='identity' trains a regression")
-    if train_options.get("sample_weight") is not None:
-        raise ValueError("evaluate does not take sample_weight: it could not follow the rows into the folds")
+    _check_evaluation_options(protocol, train_options)
     X = as_features(X)
     y = as_labels(y, len(X))
     _, classes = data.encode_labels(y, classes)
     if isinstance(seed, np.random.Generator):
         raise TypeError("evaluate's seed must be an integer, a random.Random or None (the tutorial's stream)")
     return X, y, classes, RandomSource(seed).python()
+
+
+def _check_evaluation_options(protocol: str, train_options: dict) -> None:
+    if protocol != "tutorial":
+        raise ValueError(f"protocol must be 'tutorial', got {protocol!r}")
+    if train_options.get("output") == "identity":
+        raise ValueError("evaluate scores classifiers by accuracy; output='identity' trains a regression")
+    if train_options.get("sample_weight") is not None:
+        raise ValueError("evaluate does not take sample_weight: it could not follow the rows into the folds")
 
 
 def _fold_trainings(X, y, folds: int, rng: random.Random, classes, train_options: dict):
@@ -613,7 +615,7 @@ def search(
     for index, point in enumerate(points):
         _check_option_names(point, "search's grid", extra=("epochs",))
         options = {**train_options, **point}
-        _evaluation_data(X, y, seed, "tutorial", classes, options)  # the point's own options checked the same way
+        _check_evaluation_options("tutorial", options)  # the point's own options, as evaluate checks them
         split, point_trainings = _fold_trainings(X, y, folds, random.Random(seed), classes, options)
         for training in point_trainings:  # the same rows, labels and dtype make the same arrays: keep one
             arrays = data_by_dtype.setdefault(training.X.dtype, (training.X, training.targets, training.sample_weight))
