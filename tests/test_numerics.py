@@ -16,6 +16,7 @@ import pytest
 
 import fastbp
 from fastbp import _backends, data
+from fastbp._api import SATURATION_PROBE_ROWS
 from fastbp._layout import Layout
 from fastbp._training import check_outputs
 
@@ -245,6 +246,26 @@ def test_an_ordinary_training_does_not_warn(compiled_backend, dtype):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fastbp.train(X, y, hidden=2, epochs=20, lr=0.5, seed=1, backend=compiled_backend, dtype=dtype)
+
+
+def test_the_saturation_check_reads_a_few_rows_unless_they_are_all_saturated(compiled_backend, monkeypatch):
+    """A healthy network is cleared on a probe of rows; only a stuck-looking one costs a pass over every row."""
+    rows_read = []
+    forward = fastbp.Model.forward
+
+    def counted(self, X, **options):
+        rows_read.append(len(X))
+        return forward(self, X, **options)
+
+    monkeypatch.setattr(fastbp.Model, "forward", counted)
+    X, y = data.tutorial_toy()
+    X, y = np.tile(X, (30, 1)), np.tile(y, 30)  # 300 rows
+    fastbp.train(X, y, hidden=2, epochs=2, lr=0.5, seed=1, backend=compiled_backend)
+    assert rows_read == [SATURATION_PROBE_ROWS]
+    rows_read.clear()
+    with pytest.warns(RuntimeWarning, match="saturated"):
+        fastbp.train(X, y, hidden=2, epochs=2, lr=1e6, seed=1, backend=compiled_backend)
+    assert rows_read == [SATURATION_PROBE_ROWS, len(X)]
 
 
 # -- the reference backend ----------------------------------------------------------------------------
