@@ -69,8 +69,8 @@ cdef enum:
     RPROP = 4
 
 cdef enum:
-    NEURON_BLOCK = 32
-    ROW_BLOCK = 32
+    SMALL_BLOCK = 32
+    LARGE_BLOCK = 64
 
 cdef enum:
     H_MOMENTUM = 0
@@ -95,7 +95,7 @@ def _check_codes():
         "IDENTITY": IDENTITY, "SOFTMAX": SOFTMAX,
         "SGD": SGD, "MOMENTUM": MOMENTUM, "NESTEROV": NESTEROV, "ADAM": ADAM, "RPROP": RPROP,
         "H_MOMENTUM": H_MOMENTUM, "H_L2": H_L2, "H_BETA1": H_BETA1, "H_BETA2": H_BETA2, "H_EPSILON": H_EPSILON,
-        "NEURON_BLOCK": NEURON_BLOCK, "ROW_BLOCK": ROW_BLOCK, "LEAKY_SLOPE": LEAKY_SLOPE, "LOG_FLOOR": LOG_FLOOR,
+        "SMALL_BLOCK": SMALL_BLOCK, "LARGE_BLOCK": LARGE_BLOCK, "LEAKY_SLOPE": LEAKY_SLOPE, "LOG_FLOOR": LOG_FLOOR,
         "RPROP_INCREASE": RPROP_INCREASE, "RPROP_DECREASE": RPROP_DECREASE,
         "RPROP_DELTA_MIN": RPROP_DELTA_MIN, "RPROP_DELTA_MAX": RPROP_DELTA_MAX,
         "RPROP_DELTA_ZERO": RPROP_DELTA_ZERO,
@@ -718,7 +718,7 @@ cdef floating* _batch_buffers(
 
     It holds each layer's ``(rows, n + 1)`` activation matrix, inputs first (the
     last column ones); the ``products`` of a layer (its weighted sums, block after
-    block of NEURON_BLOCK columns, or its errors); and two sides of ``deltas`` and
+    block of ``_block_size`` columns, or its errors); and two sides of ``deltas`` and
     of ``deltas_t`` (the same transposed), ``side_size`` apart: one for the layer in
     hand, one for the layer below.
     """
@@ -744,13 +744,18 @@ cdef inline Py_ssize_t _blocks(Py_ssize_t n, Py_ssize_t size) noexcept nogil:
     return (n + size - 1) // size
 
 
+cdef inline Py_ssize_t _block_size(Py_ssize_t batch_rows) noexcept nogil:
+    """Neurons or rows per block for a batch of ``batch_rows`` rows: fastbp._codes.block_size."""
+    return SMALL_BLOCK if batch_rows <= SMALL_BLOCK else LARGE_BLOCK
+
+
 cdef void _forward_block(
     const floating* weights, const floating* inputs, floating* outputs, floating* products,
-    Py_ssize_t b, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code, Py_ssize_t block,
+    Py_ssize_t b, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code, Py_ssize_t size, Py_ssize_t block,
 ) noexcept nogil:
-    """Neurons ``block * NEURON_BLOCK ...`` of a layer: weighted sums for the ``b`` rows, then activations."""
-    cdef Py_ssize_t first = block * NEURON_BLOCK
-    cdef Py_ssize_t width = min(NEURON_BLOCK, n_out - first)
+    """Neurons ``block * size ...`` of a layer: weighted sums for the ``b`` rows, then activations."""
+    cdef Py_ssize_t first = block * size
+    cdef Py_ssize_t width = min(size, n_out - first)
     cdef floating* sums = products + b * first
     cdef Py_ssize_t s, j
     _matmul(c'N', c'T', b, width, n_in + 1, inputs, n_in + 1, weights + first * (n_in + 1), n_in + 1, sums)
@@ -764,20 +769,20 @@ cdef void _forward_block(
 cdef void _backward_block(
     const floating* weights, const floating* inputs, floating* grad, floating* products,
     const floating* deltas, const floating* deltas_t, floating* below, floating* below_t,
-    Py_ssize_t b, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code_below, Py_ssize_t n_grad_blocks,
-    Py_ssize_t task,
+    Py_ssize_t b, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code_below, Py_ssize_t size,
+    Py_ssize_t n_grad_blocks, Py_ssize_t task,
 ) noexcept nogil:
     """One task of a layer's backward pass: the gradient of a block of its neurons (the first
     ``n_grad_blocks`` tasks), or the error signals of a block of rows for the layer below."""
     cdef Py_ssize_t first, width, s, j
     cdef floating value
     if task < n_grad_blocks:
-        first = task * NEURON_BLOCK
-        width = min(NEURON_BLOCK, n_out - first)
+        first = task * size
+        width = min(size, n_out - first)
         _matmul(c'N', c'N', width, n_in + 1, b, deltas_t + first * b, b, inputs, n_in + 1, grad + first * (n_in + 1))
         return
-    first = (task - n_grad_blocks) * ROW_BLOCK
-    width = min(ROW_BLOCK, b - first)
+    first = (task - n_grad_blocks) * size
+    width = min(size, b - first)
     _matmul(
         c'N', c'N', width, n_in + 1, n_out, deltas + first * n_out, n_out, weights, n_in + 1,
         products + first * (n_in + 1),
@@ -800,12 +805,13 @@ cdef floating _batch_gradient(
     The scratch buffers come from ``_batch_buffers`` for at least ``b`` rows.  Layer ``k``'s inputs form a
     ``(b, sizes[k] + 1)`` matrix whose last column is ones, so ``inputs @ W.T``
     includes the biases and ``deltas.T @ inputs`` is the whole gradient block, bias
-    column included.  The products are split into fixed blocks (NEURON_BLOCK
-    neurons, ROW_BLOCK rows) that ``n_threads`` threads share: each block is
+    column included.  The products are split into blocks of
+    ``_block_size(b)`` neurons or rows that ``n_threads`` threads share: each block is
     computed the same way whichever thread takes it, so the result does not depend
     on the thread count.
     """
     cdef Py_ssize_t n_layers = net.n_layers
+    cdef Py_ssize_t size = _block_size(b)
     cdef Py_ssize_t i, j, k, r, s, n_in, n_out, code, task, n_grad_blocks, n_tasks
     cdef floating* inputs
     cdef floating* outputs = activations  # the rows with their ones, then each layer's outputs in turn
@@ -821,9 +827,9 @@ cdef floating _batch_gradient(
         n_in, n_out, code = net.sizes[k], net.sizes[k + 1], net.acts[k]
         inputs = outputs
         outputs = inputs + b * (n_in + 1)
-        n_tasks = _blocks(n_out, NEURON_BLOCK)
+        n_tasks = _blocks(n_out, size)
         for task in prange(n_tasks, num_threads=n_threads, use_threads_if=n_threads > 1 and n_tasks > 1):
-            _forward_block(weights + net.w_off[k], inputs, outputs, products, b, n_in, n_out, code, task)
+            _forward_block(weights + net.w_off[k], inputs, outputs, products, b, n_in, n_out, code, size, task)
         for s in range(b):
             if code == SOFTMAX:
                 _softmax(outputs + s * (n_out + 1), n_out)
@@ -842,14 +848,14 @@ cdef floating _batch_gradient(
     for k in range(n_layers - 1, -1, -1):
         n_in, n_out = net.sizes[k], net.sizes[k + 1]
         inputs = outputs - b * (n_in + 1)
-        n_grad_blocks = _blocks(n_out, NEURON_BLOCK)
-        n_tasks = n_grad_blocks + (_blocks(b, ROW_BLOCK) if k > 0 else 0)
+        n_grad_blocks = _blocks(n_out, size)
+        n_tasks = n_grad_blocks + (_blocks(b, size) if k > 0 else 0)
         for task in prange(n_tasks, num_threads=n_threads, use_threads_if=n_threads > 1 and n_tasks > 1):
             _backward_block(
                 weights + net.w_off[k], inputs, grad + net.w_off[k], products,
                 deltas + side * side_size, deltas_t + side * side_size,
                 deltas + (1 - side) * side_size, deltas_t + (1 - side) * side_size,
-                b, n_in, n_out, net.acts[k - 1] if k > 0 else 0, n_grad_blocks, task,
+                b, n_in, n_out, net.acts[k - 1] if k > 0 else 0, size, n_grad_blocks, task,
             )
         side = 1 - side
         outputs = inputs

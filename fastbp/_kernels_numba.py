@@ -37,9 +37,9 @@ sums (see ``_weighted_sum``), which vectorises: a fixed, documented order, the
 same in every backend, so results stay deterministic and backends still agree.  The mini-batch kernels work on whole
 batches with matrix products (BLAS through ``np.dot``); each activation matrix
 carries a column of ones so one product also applies the biases.  The products
-are cut into blocks of fixed size (:data:`fastbp._codes.NEURON_BLOCK` neurons,
-:data:`fastbp._codes.ROW_BLOCK` rows) that ``n_threads`` threads share, so the
-thread count never changes a result.
+are cut into blocks of neurons or of rows, whose size depends on the batch's row
+count alone (:func:`fastbp._codes.block_size`), that ``n_threads`` threads share,
+so the thread count never changes a result.
 
 Non-finite values follow IEEE arithmetic, with the limits kept where they exist:
 sigmoid and tanh saturate (``exp`` overflowing to inf gives exactly 0 or 1), and a
@@ -79,9 +79,7 @@ from ._codes import (
     LOG_FLOOR,
     MOMENTUM,
     NESTEROV,
-    NEURON_BLOCK,
     RELU,
-    ROW_BLOCK,
     RPROP_DECREASE,
     RPROP_DELTA_MAX,
     RPROP_DELTA_MIN,
@@ -91,9 +89,11 @@ from ._codes import (
     SOFTMAX,
     TANH,
 )
+from ._codes import block_size as _block_size
 from ._config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 
 ONE = np.uintp(1)
+block_size = njit(**NUMBA_INLINED_OPTIONS)(_block_size)
 #: The most threads ``train_batches`` may start (Numba's NUMBA_NUM_THREADS, fixed when the process starts).
 MAX_THREADS = config.NUMBA_NUM_THREADS
 #: Held while ``train_batches`` runs on several threads: Numba's fallback threading layer (workqueue) aborts
@@ -601,7 +601,7 @@ def _batch_buffers(sizes, batch_size, dt):
     Layer ``k``'s activation matrix starts at ``a_off[k]`` and has room for
     ``batch_size`` rows (a shorter last batch uses its first rows), its last column
     ones.  ``products`` holds a layer's weighted sums, block after block of
-    NEURON_BLOCK columns, or its errors; ``deltas`` and ``deltas_t`` (the same,
+    ``block_size`` columns, or its errors; ``deltas`` and ``deltas_t`` (the same,
     transposed) have two sides: the layer in hand and the layer below.
     """
     widest = 0
@@ -621,10 +621,10 @@ def _batch_buffers(sizes, batch_size, dt):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _forward_block(layer, inputs, outputs, products, b, n_in, n_out, code, block, dt):
-    """Neurons ``block * NEURON_BLOCK ...`` of a layer: weighted sums for the ``b`` rows, then activations."""
-    first = block * NEURON_BLOCK
-    width = min(NEURON_BLOCK, n_out - first)
+def _forward_block(layer, inputs, outputs, products, b, n_in, n_out, code, size, block, dt):
+    """Neurons ``block * size ...`` of a layer: weighted sums for the ``b`` rows, then activations."""
+    first = block * size
+    width = min(size, n_out - first)
     sums = _matrix(products, b * first, b, width)
     np.dot(inputs, _matrix(layer, first * (n_in + 1), width, n_in + 1).T, sums)
     for s in range(b):
@@ -634,18 +634,19 @@ def _forward_block(layer, inputs, outputs, products, b, n_in, n_out, code, block
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _backward_block(
-    layer, inputs, layer_grad, products, deltas, deltas_t, below, below_t, b, n_in, n_out, code_below, n_grad, task, dt
-):
+    layer, inputs, layer_grad, products, deltas, deltas_t, below, below_t, b, n_in, n_out, code_below, size, n_grad,
+    task, dt,
+):  # fmt: skip
     """One task of a layer's backward pass: the gradient of a block of its neurons (the first ``n_grad``
     tasks), or the error signals of a block of rows for the layer below."""
     if task < n_grad:
-        first = task * NEURON_BLOCK
-        width = min(NEURON_BLOCK, n_out - first)
+        first = task * size
+        width = min(size, n_out - first)
         block_grad = _matrix(layer_grad, first * (n_in + 1), width, n_in + 1)
         np.dot(_matrix(deltas_t, first * b, width, b), inputs, block_grad)
         return
-    first = (task - n_grad) * ROW_BLOCK
-    width = min(ROW_BLOCK, b - first)
+    first = (task - n_grad) * size
+    width = min(size, b - first)
     errors = _matrix(products, first * (n_in + 1), width, n_in + 1)
     np.dot(_matrix(deltas, first * n_out, width, n_out), _matrix(layer, 0, n_out, n_in + 1), errors)
     for s in range(width):
@@ -655,19 +656,21 @@ def _backward_block(
             below_t[j * b + first + s] = value
 
 
-def _forward_tasks(layer, inputs, out, products, b, n_in, n_out, code):
-    """A layer's forward pass over a batch, block after block of neurons (see ``_forward_block``)."""
-    for task in prange(-(-n_out // NEURON_BLOCK)):
-        _forward_block(layer, inputs, out, products, b, n_in, n_out, code, task, products.dtype.type)
+def _forward_tasks(layer, inputs, out, products, b, n_in, n_out, code, size):
+    """A layer's forward pass over a batch, block after block of ``size`` neurons (see ``_forward_block``)."""
+    for task in prange(-(-n_out // size)):
+        _forward_block(layer, inputs, out, products, b, n_in, n_out, code, size, task, products.dtype.type)
 
 
-def _backward_tasks(layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, n_tasks):
+def _backward_tasks(
+    layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, size, n_tasks
+):
     """A layer's backward pass over a batch: its gradient blocks and the error blocks of the layer below."""
-    n_grad = -(-n_out // NEURON_BLOCK)
+    n_grad = -(-n_out // size)
     for task in prange(n_tasks):
         _backward_block(
             layer, inputs, layer_grad, products, deltas[side], deltas_t[side], deltas[1 - side], deltas_t[1 - side],
-            b, n_in, n_out, code_below, n_grad, task, products.dtype.type,
+            b, n_in, n_out, code_below, size, n_grad, task, products.dtype.type,
         )  # fmt: skip
 
 
@@ -696,13 +699,14 @@ def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activatio
 
     Layer ``k``'s inputs form a ``(b, sizes[k] + 1)`` matrix whose last column is
     ones, so ``inputs @ W.T`` includes the biases and ``deltas.T @ inputs`` is the
-    whole gradient block, bias column included.  The products are split into fixed
-    blocks (NEURON_BLOCK neurons, ROW_BLOCK rows), which Numba's threads share in the
+    whole gradient block, bias column included.  The products are split into
+    blocks of ``block_size(b)`` neurons or rows, which Numba's threads share in the
     ``_on_threads`` variant: each block is computed the same way whichever thread
     takes it, so the result does not depend on the thread count.
     """
     dt = weights.dtype.type
     b = rows.shape[0]
+    size = block_size(b)
     n_layers = sizes.shape[0] - 1
     inputs = _matrix(activations, 0, b, sizes[0] + 1)
     for s in range(b):
@@ -713,7 +717,7 @@ def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activatio
         layer = weights[w_off[k] : w_off[k] + n_out * (n_in + 1)]
         inputs = _matrix(activations, a_off[k], b, n_in + 1)
         out = _matrix(activations, a_off[k + 1], b, n_out + 1)
-        _forward_layer(layer, inputs, out, products, b, n_in, n_out, code)
+        _forward_layer(layer, inputs, out, products, b, n_in, n_out, code, size)
         for s in range(b):
             if code == SOFTMAX:
                 _softmax(activations, a_off[k + 1] + s * (n_out + 1), n_out, dt)
@@ -739,9 +743,9 @@ def _batch_gradient(weights, w_off, sizes, acts, X, Y, sw, rows, grad, activatio
         layer_grad = grad[w_off[k] : w_off[k] + n_out * (n_in + 1)]
         inputs = _matrix(activations, a_off[k], b, n_in + 1)
         code_below = acts[k - 1] if k > 0 else 0
-        n_tasks = -(-n_out // NEURON_BLOCK) + (-(-b // ROW_BLOCK) if k > 0 else 0)
+        n_tasks = -(-n_out // size) + (-(-b // size) if k > 0 else 0)
         _backward_layer(
-            layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, n_tasks
+            layer, inputs, layer_grad, products, deltas, deltas_t, side, b, n_in, n_out, code_below, size, n_tasks
         )
         side = 1 - side
     return total_loss

@@ -68,7 +68,9 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
     if getattr(X, "dtype", np.dtype(float)).kind in "cUS":  # complex would lose its imaginary part; text is no feature
         raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}")
     try:
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
+        if X.dtype not in DTYPES:  # float64 and float32 stay as they are, and are not copied
+            X = X.astype(np.float64)
     except (TypeError, ValueError) as error:
         if _has_missing(X):
             raise ValueError("X has missing values (None or pandas' NA): fill them or drop those rows") from None
@@ -79,9 +81,15 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
         raise ValueError(f"X must have at least one row and one feature, got shape {X.shape}")
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"X has {X.shape[1]} features, the model expects {n_features}")
-    if not np.isfinite(X).all():
+    if not _all_finite(X):
         raise ValueError("X contains NaN or infinity")
     return kernel_array(X, dtype, "X")
+
+
+def _all_finite(values: np.ndarray) -> bool:
+    """Whether every value is finite: its minimum and maximum are (both are NaN where any value is),
+    two passes without the temporary array of ``np.isfinite``."""
+    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
 
 
 def feature_names_of(X) -> tuple[str, ...] | None:
@@ -110,11 +118,12 @@ def refuse_unsafe_features(X) -> None:
 
 
 def kernel_array(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
-    """Finite float64 ``values`` as the C-contiguous, writeable array of ``dtype`` the kernels take.
+    """Finite float64 or float32 ``values`` as the C-contiguous, writeable array of ``dtype`` the kernels take.
 
     Writeable too: Numba types read-only arrays apart, which would compile the kernels again.
     """
-    if dtype != values.dtype and values.size and np.abs(values).max() > np.finfo(dtype).max:
+    narrowed = values.dtype.itemsize > dtype.itemsize
+    if narrowed and values.size and max(-values.min(), values.max()) > np.finfo(dtype).max:
         raise ValueError(f"{name} has values too large for {dtype.name}")
     return np.require(values.astype(dtype, copy=False), requirements=["C", "W"])
 

@@ -34,9 +34,10 @@ def _data(n_rows=150, n_features=12, n_classes=33, seed=0):
     return X, y
 
 
-# Layers wider than a block (32 neurons) and not a multiple of it, batches that end short,
-# and a last batch of a single row.
+# Layers wider than a block (32 neurons for batches up to 32 rows, 64 above: _codes.block_size) and not
+# a multiple of it, batches that end short, and a last batch of a single row.
 MINI_BATCH_CASES = {
+    "small batches, blocks of 32": dict(hidden=70, batch_size=24, lr=0.05),
     "softmax, two blocks per layer": dict(hidden=(70, 40), output="softmax", batch_size=64, optimizer="adam", lr=0.01),
     "sigmoid, momentum, short last batch": dict(hidden=45, activation="tanh", batch_size=37, momentum=0.9, lr=0.05),
     "relu, last batch of one row": dict(hidden=(33, 5), activation="relu", batch_size=149, l2=0.01, lr=0.05),
