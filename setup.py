@@ -15,7 +15,9 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 # The exact kernels must not let the C compiler fuse a * b + c into one FMA
 # (the rounding would differ from the reference); fast-math is never enabled.
-GCC_LIKE_FLAGS = ["-O3", "-ffp-contract=off"]
+# -fno-trapping-math changes no value, only the promise to keep floating-point exception
+# flags: it lets gcc turn the selects of fastbp's exp into vector code (lockstep's sigmoid).
+GCC_LIKE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
 # OpenMP lets the mini-batch kernels share a batch's products between threads; without it
 # (a compiler that lacks it) the extension builds anyway and runs them on one thread.
 OPENMP_FLAGS = ["-fopenmp"]

@@ -5,6 +5,8 @@ Kernels receive activations and update rules as small integers, chosen by
 values as C enums and refuses to import if they ever differ from these.
 """
 
+import math
+
 #: Activation of each layer, by name; ``"softmax"`` is for the output layer only.
 ACTIVATIONS = {"sigmoid": 0, "tanh": 1, "relu": 2, "leaky_relu": 3, "identity": 4, "softmax": 5}
 SIGMOID, TANH, RELU, LEAKY_RELU, IDENTITY, SOFTMAX = ACTIVATIONS.values()
@@ -36,6 +38,15 @@ def block_size(batch_rows):
     """
     return SMALL_BLOCK if batch_rows <= SMALL_BLOCK else LARGE_BLOCK
 
+
+#: fastbp's own exp, the sigmoid's in the fast online kernels (``_fast_exp`` in each backend): ``x = n ln2 + r``
+#: with ``n`` rounded by adding EXP_SHIFT (1.5 * 2**52), ``ln2`` in fdlibm's two parts (the high part's low
+#: bits are zero, so ``n * EXP_LN2_HI`` is exact), and Taylor's coefficients ``1 / k!`` for ``exp(r)``.
+EXP_LOG2E = 1.4426950408889634
+EXP_SHIFT = 6755399441055744.0
+EXP_LN2_HI = 0.6931471803691238
+EXP_LN2_LO = 1.9082149292705877e-10
+EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(14))
 
 #: Slope of the leaky relu for negative activations (PyTorch's default).
 LEAKY_SLOPE = 0.01

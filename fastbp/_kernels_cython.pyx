@@ -41,8 +41,10 @@ instead (a block of one row or of one neuron).  OpenMP threads share a batch's
 blocks (``n_threads``; one thread where the extension was built without OpenMP).
 """
 
-from libc.math cimport exp, expf, isinf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
+from libc.math cimport INFINITY, exp, expf, isinf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
+from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -86,6 +88,19 @@ cdef const double RPROP_DECREASE = 0.5
 cdef const double RPROP_DELTA_MIN = 0.0
 cdef const double RPROP_DELTA_MAX = 50.0
 cdef const double RPROP_DELTA_ZERO = 0.1
+cdef const double EXP_LOG2E = 1.4426950408889634
+cdef const double EXP_SHIFT = 6755399441055744.0
+cdef const double EXP_LN2_HI = 0.6931471803691238
+cdef const double EXP_LN2_LO = 1.9082149292705877e-10
+cdef extern from *:
+    """
+    static const double FASTBP_EXP_TAYLOR[14] = {
+        1.0, 1.0, 0.5, 0.16666666666666666, 0.041666666666666664, 0.008333333333333333, 0.001388888888888889,
+        0.0001984126984126984, 2.48015873015873e-05, 2.7557319223985893e-06, 2.755731922398589e-07,
+        2.505210838544172e-08, 2.08767569878681e-09, 1.6059043836821613e-10,
+    };
+    """
+    const double EXP_TAYLOR "FASTBP_EXP_TAYLOR"[14]  # a C constant, which the compiler folds into the code
 
 
 def _check_codes():
@@ -98,7 +113,8 @@ def _check_codes():
         "SMALL_BLOCK": SMALL_BLOCK, "LARGE_BLOCK": LARGE_BLOCK, "LEAKY_SLOPE": LEAKY_SLOPE, "LOG_FLOOR": LOG_FLOOR,
         "RPROP_INCREASE": RPROP_INCREASE, "RPROP_DECREASE": RPROP_DECREASE,
         "RPROP_DELTA_MIN": RPROP_DELTA_MIN, "RPROP_DELTA_MAX": RPROP_DELTA_MAX,
-        "RPROP_DELTA_ZERO": RPROP_DELTA_ZERO,
+        "RPROP_DELTA_ZERO": RPROP_DELTA_ZERO, "EXP_LOG2E": EXP_LOG2E, "EXP_SHIFT": EXP_SHIFT,
+        "EXP_LN2_HI": EXP_LN2_HI, "EXP_LN2_LO": EXP_LN2_LO, "EXP_TAYLOR": tuple(EXP_TAYLOR),
     }
     mismatches = [
         f"{name} is {value!r} here, {getattr(_codes, name, None)!r} there"
@@ -190,11 +206,42 @@ cdef inline double _power(double a, Py_ssize_t n) noexcept nogil:
     return result
 
 
-cdef inline floating _activation(floating a, Py_ssize_t code) noexcept nogil:
-    """A neuron's output for activation ``a`` (softmax is done per layer)."""
+cdef inline double _fast_exp(double x) noexcept nogil:
+    """fastbp's exp, operation for operation as the Numba backend's ``_fast_exp`` (which says why)."""
+    cdef const double* c = EXP_TAYLOR
+    cdef double shifted = x * EXP_LOG2E + EXP_SHIFT
+    cdef double n = shifted - EXP_SHIFT
+    cdef double r = (x - n * EXP_LN2_HI) - n * EXP_LN2_LO
+    cdef double r2 = r * r
+    cdef double r4 = r2 * r2
+    cdef double low = (c[0] + c[1] * r) + (c[2] + c[3] * r) * r2
+    cdef double middle = (c[4] + c[5] * r) + (c[6] + c[7] * r) * r2
+    cdef double high = ((c[8] + c[9] * r) + (c[10] + c[11] * r) * r2) + (c[12] + c[13] * r) * r4
+    cdef double p = (low + middle * r4) + high * (r4 * r4)
+    cdef uint64_t bits
+    cdef double scale, value
+    memcpy(&bits, &shifted, sizeof(double))
+    bits = (bits + 1023) << 52  # unsigned, so the shift wraps as Numba's does
+    memcpy(&scale, &bits, sizeof(double))
+    value = p * scale
+    value = 0.0 if x < -708.0 else value
+    return INFINITY if x > 709.0 else value
+
+
+cdef inline floating _sigmoid(floating a, bint fast) noexcept nogil:
+    """``1 / (1 + exp(-a))``, with libm's exp, or with ``_fast_exp`` where ``fast``.
+
+    exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
+    """
+    if fast:
+        return <floating>1.0 / (<floating>1.0 + <floating>_fast_exp(-a))
+    return <floating>1.0 / (<floating>1.0 + _exp(-a))
+
+
+cdef inline floating _activation(floating a, Py_ssize_t code, bint fast) noexcept nogil:
+    """A neuron's output for activation ``a`` (softmax is done per layer); ``fast`` picks the sigmoid's exp."""
     if code == SIGMOID:
-        # exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
-        return <floating>1.0 / (<floating>1.0 + _exp(-a))
+        return _sigmoid(a, fast)
     if code == TANH:
         return _tanh(a)
     if code == RELU:
@@ -296,12 +343,16 @@ cdef inline void _activate_layer(
 ) noexcept nogil:
     """Outputs ``(n_out,)`` of the layer block ``block`` for ``inputs`` ``(n_in,)``."""
     cdef Py_ssize_t j
-    cdef floating activation
     for j in range(n_out):
-        activation = _weighted_sum(block + j * (n_in + 1), n_in, inputs, fast)
-        outputs[j] = activation if code == SOFTMAX else _activation(activation, code)
-    if code == SOFTMAX:
+        outputs[j] = _weighted_sum(block + j * (n_in + 1), n_in, inputs, fast)
+    if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
+        for j in range(n_out):
+            outputs[j] = _sigmoid(outputs[j], True)
+    elif code == SOFTMAX:
         _softmax(outputs, n_out)
+    else:
+        for j in range(n_out):
+            outputs[j] = _activation(outputs[j], code, fast)
 
 
 cdef inline void _forward(
@@ -565,9 +616,12 @@ cdef inline void _lockstep_layer(
             for i in range(n8, n_in):
                 for k in range(n_nets):
                     out[k] += neuron[i * n_nets + k] * inputs[i * n_nets + k]
-        if code != SOFTMAX:
+        if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
             for k in range(n_nets):
-                out[k] = _activation(out[k], code)
+                out[k] = _sigmoid(out[k], True)
+        elif code != SOFTMAX:
+            for k in range(n_nets):
+                out[k] = _activation(out[k], code, fast)
     if code == SOFTMAX:
         for k in range(n_nets):
             for j in range(n_out):
@@ -762,7 +816,7 @@ cdef void _forward_block(
     for s in range(b):
         for j in range(width):
             outputs[s * (n_out + 1) + first + j] = (
-                sums[s * width + j] if code == SOFTMAX else _activation(sums[s * width + j], code)
+                sums[s * width + j] if code == SOFTMAX else _activation(sums[s * width + j], code, False)
             )
 
 

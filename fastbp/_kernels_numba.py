@@ -65,10 +65,18 @@ import threading
 import types
 
 import numpy as np
+from llvmlite import ir
 from numba import config, get_num_threads, njit, prange, set_num_threads
+from numba import types as numba_types
+from numba.extending import intrinsic
 
 from ._codes import (
     ADAM,
+    EXP_LN2_HI,
+    EXP_LN2_LO,
+    EXP_LOG2E,
+    EXP_SHIFT,
+    EXP_TAYLOR,
     H_BETA1,
     H_BETA2,
     H_EPSILON,
@@ -101,12 +109,68 @@ MAX_THREADS = config.NUMBA_NUM_THREADS
 PARALLEL_LOCK = threading.Lock()
 
 
+@intrinsic
+def _bits(typingctx, value):
+    """The bits of a float64 as an int64."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return numba_types.int64(numba_types.float64), codegen
+
+
+@intrinsic
+def _from_bits(typingctx, bits):
+    """The float64 whose bits are the int64 ``bits``."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return numba_types.float64(numba_types.int64), codegen
+
+
 @njit(**NUMBA_INLINED_OPTIONS)
-def _activation(a, code, dt):
-    """A neuron's output for activation ``a`` (softmax is done per layer)."""
+def _fast_exp(x):
+    """``exp(x)`` in float64 from additions and multiplications only, so a loop of them vectorises.
+
+    Cody-Waite reduction ``x = n ln2 + r``, ``|r| <= ln2 / 2``; Taylor's series to
+    ``r**13 / 13!`` (truncated below 5e-18 of the result) by Estrin's scheme; and
+    ``2**n`` made from its bits (constants: :mod:`fastbp._codes`).  Within two units
+    in the last place of libm's exp; 0 below -708 and inf above 709, where a
+    sigmoid is 1 or 0 to the last bit either way; ``nan`` stays ``nan``.  The Cython
+    backend computes it operation for operation alike.
+    """
+    c = EXP_TAYLOR
+    shifted = x * EXP_LOG2E + EXP_SHIFT  # n lands in the low bits of the mantissa
+    n = shifted - EXP_SHIFT
+    r = (x - n * EXP_LN2_HI) - n * EXP_LN2_LO
+    r2 = r * r
+    r4 = r2 * r2
+    low = (c[0] + c[1] * r) + (c[2] + c[3] * r) * r2
+    middle = (c[4] + c[5] * r) + (c[6] + c[7] * r) * r2
+    high = ((c[8] + c[9] * r) + (c[10] + c[11] * r) * r2) + (c[12] + c[13] * r) * r4
+    p = (low + middle * r4) + high * (r4 * r4)
+    value = p * _from_bits((_bits(shifted) + np.int64(1023)) << np.int64(52))
+    value = 0.0 if x < -708.0 else value
+    return np.inf if x > 709.0 else value
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _sigmoid(a, fast, dt):
+    """``1 / (1 + exp(-a))``, with libm's exp, or with ``_fast_exp`` where ``fast``.
+
+    exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
+    """
+    if fast:
+        return dt(1.0) / (dt(1.0) + dt(_fast_exp(np.float64(-a))))
+    return dt(1.0) / (dt(1.0) + math.exp(-a))
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _activation(a, code, dt, fast=False):
+    """A neuron's output for activation ``a`` (softmax is done per layer); ``fast`` picks the sigmoid's exp."""
     if code == SIGMOID:
-        # exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
-        return dt(1.0) / (dt(1.0) + math.exp(-a))
+        return _sigmoid(a, fast, dt)
     if code == TANH:
         return math.tanh(a)
     if code == RELU:
@@ -233,10 +297,15 @@ def _activate_layer(weights, start, n_in, n_out, code, inputs, in_off, outputs, 
     start, n_in, n_out = np.uintp(start), np.uintp(n_in), np.uintp(n_out)
     in_off, out_off = np.uintp(in_off), np.uintp(out_off)
     for j in range(n_out):
-        activation = _weighted_sum(weights, start + j * (n_in + ONE), n_in, inputs, in_off, fast, dt)
-        outputs[out_off + j] = activation if code == SOFTMAX else _activation(activation, code, dt)
-    if code == SOFTMAX:
+        outputs[out_off + j] = _weighted_sum(weights, start + j * (n_in + ONE), n_in, inputs, in_off, fast, dt)
+    if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
+        for j in range(n_out):
+            outputs[out_off + j] = _sigmoid(outputs[out_off + j], True, dt)
+    elif code == SOFTMAX:
         _softmax(outputs, out_off, n_out, dt)
+    else:
+        for j in range(n_out):
+            outputs[out_off + j] = _activation(outputs[out_off + j], code, dt, fast)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -476,9 +545,12 @@ def _lockstep_layer(weights, start, n_in, n_out, code, src, in_off, outputs, out
             for i in range(n8, n_in):
                 for k in range(n_nets):
                     outputs[out, k] += weights[neuron + i, k] * src[in_off + i, k]
-        if code != SOFTMAX:
+        if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
             for k in range(n_nets):
-                outputs[out, k] = _activation(outputs[out, k], code, dt)
+                outputs[out, k] = _sigmoid(outputs[out, k], True, dt)
+        elif code != SOFTMAX:
+            for k in range(n_nets):
+                outputs[out, k] = _activation(outputs[out, k], code, dt, fast)
     if code == SOFTMAX:
         for k in range(n_nets):
             for j in range(n_out):

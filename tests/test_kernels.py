@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastbp import reference
-from fastbp._backends import get_backend
+from fastbp._backends import available_backends, get_backend
 from fastbp._codes import HYPER, MOMENTUM, SGD, UPDATE_RULES
 from fastbp._layout import Layout
 
@@ -344,3 +344,54 @@ def test_fast_sums_follow_the_documented_order(kernels, n_in):
         np.testing.assert_array_equal(fast, exact)  # below 8 inputs the two orders are one
     else:
         np.testing.assert_allclose(fast, exact, rtol=1e-12, atol=1e-12)
+
+
+def _sigmoid_of(kernels, activations, fast):
+    """The kernels' sigmoid of each activation: a one-input neuron with weight 1 and bias 0."""
+    layout = Layout.from_sizes((1, 1))
+    out = np.zeros((len(activations), 1))
+    kernels.predict_batch(
+        np.array([1.0, 0.0]), layout.w_off, layout.sizes, layout.acts, np.zeros(1), layout.o_off,
+        activations[:, None].copy(), out, fast,
+    )  # fmt: skip
+    return out[:, 0]
+
+
+def test_the_fast_sigmoid_is_within_a_few_ulps_of_the_exact_one(kernels):
+    """The fast mode's sigmoid takes fastbp's own exp (vectorisable), the exact mode libm's."""
+    a = np.concatenate([np.linspace(-700, 700, 140_001), np.random.default_rng(0).normal(0, 5, 100_000)])
+    fast, exact = _sigmoid_of(kernels, a, True), _sigmoid_of(kernels, a, False)
+    assert (np.abs(fast - exact) <= 4 * np.spacing(exact)).all()
+    limits = np.array([-1e300, -800.0, -710.0, 710.0, 800.0, 1e300, np.nan])
+    fast, exact = _sigmoid_of(kernels, limits, True), _sigmoid_of(kernels, limits, False)
+    np.testing.assert_array_equal(fast, exact)  # saturated at 0 and 1 alike; nan stays nan
+
+
+def test_fastbps_exp_is_within_two_ulps_of_numpys():
+    from numba import njit
+
+    from fastbp._kernels_numba import _fast_exp
+
+    @njit
+    def exp_of(values, out):
+        for i in range(values.size):
+            out[i] = _fast_exp(values[i])
+
+    x = np.concatenate([np.linspace(-708, 709, 200_001), np.random.default_rng(1).uniform(-3, 3, 100_000)])
+    out = np.empty_like(x)
+    exp_of(x, out)
+    assert (np.abs(out - np.exp(x)) <= 2 * np.spacing(np.exp(x))).all()
+    special = np.array([np.nan, np.inf, -np.inf, 709.5, -708.5, 0.0])
+    exp_of(special, out[:6])
+    np.testing.assert_array_equal(out[:6], [np.nan, np.inf, 0.0, np.inf, 0.0, 1.0])
+
+
+def test_backends_agree_bit_for_bit_on_the_fast_sigmoid():
+    names = [name for name in ("cython", "numba") if name in available_backends()]
+    if len(names) < 2:
+        pytest.skip("the Cython extension is not built")
+    a = np.concatenate([np.linspace(-1000, 1000, 200_001), [np.nan, np.inf, -np.inf]])
+    outputs = [_sigmoid_of(get_backend(name), a, True) for name in names]
+    assert outputs[0][:-3].tobytes() == outputs[1][:-3].tobytes()
+    np.testing.assert_array_equal(outputs[0][-3:], [np.nan, 1.0, 0.0])  # nan's sign bit may differ
+    np.testing.assert_array_equal(outputs[1][-3:], [np.nan, 1.0, 0.0])
