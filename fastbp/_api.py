@@ -164,12 +164,14 @@ def train(
         available; ``"reference"`` is the tutorial's pure-Python code, which runs
         only the tutorial's training (sigmoid units, squared error, online SGD).
     exact : bool or None
-        How the online kernels sum each neuron's inputs.  True: in the tutorial's
-        order, bit for bit the reference's results.  False: in eight interleaved
-        partial sums that run as vector instructions (faster on layers of 8 inputs or
-        more; the same bits below that), a fixed order that every backend follows.
+        The online kernels' arithmetic.  True: the tutorial's, bit for bit the
+        reference's results (each neuron's inputs summed in order, libm's ``exp``).
+        False, the fast mode: eight interleaved partial sums (from 8 inputs; the same
+        order below that), and a sigmoid whose ``exp`` is fastbp's own (within 2 units
+        in the last place of libm's), computed a layer at a time as vector
+        instructions; the same operations in every backend, so the same bits.
         None: exact for ``init="tutorial"`` or ``backend="reference"``, else fast.
-        Mini-batches use BLAS either way.
+        Mini-batches use BLAS and libm either way.
     callback : callable, optional
         ``callback(epoch, loss)`` after every epoch (counted from 0); returning True
         stops training there, and ``history`` ends with that epoch.  Without one,

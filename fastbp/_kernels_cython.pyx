@@ -32,9 +32,9 @@ threads run in parallel.  Kernels mutate their buffers in place, trust their
 inputs (checked by :mod:`fastbp._api`) and allocate at most one scratch block
 per call.  The online kernels follow the Numba ones operation by operation
 (bias first, then inputs in ascending order; ``max``, ``min`` and ``float **
-int`` as Numba computes them), and the extension is built without fast-math and
-with ``-ffp-contract=off`` (no fused multiply-adds), so the two agree bit for
-bit.  The mini-batch kernels make the BLAS ``gemm`` calls (scipy's
+int`` as Numba computes them; the fast mode's ``_fast_exp`` likewise), and the
+extension is built without fast-math and with ``-ffp-contract=off`` (no fused
+multiply-adds), so the two agree bit for bit.  The mini-batch kernels make the BLAS ``gemm`` calls (scipy's
 ``cython_blas``) that Numba's ``np.dot`` makes, block for block, so they agree
 with it to rounding: bit for bit, except where ``np.dot`` takes a vector product
 instead (a block of one row or of one neuron).  OpenMP threads share a batch's
@@ -152,7 +152,7 @@ cdef struct Network:
     const Py_ssize_t* w_off
     const Py_ssize_t* o_off
     const Py_ssize_t* acts  # o_off and acts are NULL in the kernels that do without them
-    bint fast  # the forward pass's weighted sums: exact order, or eight interleaved partial sums
+    bint fast  # the forward pass: exact order and libm's exp, or eight interleaved partial sums and _fast_exp
 
 
 cdef inline floating _exp(floating a) noexcept nogil:

@@ -33,8 +33,10 @@ Kernels mutate their buffers in place and trust their inputs, checked by
 :mod:`fastbp.reference` operation by operation (bias first, then inputs in
 ascending order; no fastmath), so with plain SGD they agree with it bit for bit.
 With ``fast`` true each neuron's weighted sum runs in eight interleaved partial
-sums (see ``_weighted_sum``), which vectorises: a fixed, documented order, the
-same in every backend, so results stay deterministic and backends still agree.  The mini-batch kernels work on whole
+sums (see ``_weighted_sum``), and the sigmoid takes fastbp's own exp
+(``_fast_exp``) in a loop of its own per layer, which both vectorise: a fixed,
+documented arithmetic, the same in every backend, so results stay deterministic
+and backends still agree.  The mini-batch kernels work on whole
 batches with matrix products (BLAS through ``np.dot``); each activation matrix
 carries a column of ones so one product also applies the biases.  The products
 are cut into blocks of neurons or of rows, whose size depends on the batch's row
@@ -316,7 +318,7 @@ def forward_propagate(weights, w_off, sizes, acts, outputs, o_off, x):
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _forward(weights, w_off, sizes, acts, outputs, o_off, x, fast):
-    """Store every neuron's output for input row ``x`` in ``outputs``, with exact or fast sums."""
+    """Store every neuron's output for input row ``x`` in ``outputs``, in the exact or the fast arithmetic."""
     dt = weights.dtype.type
     _activate_layer(weights, w_off[0], sizes[0], sizes[1], acts[0], x, 0, outputs, o_off[0], fast, dt)
     for k in range(1, sizes.shape[0] - 1):
@@ -900,7 +902,7 @@ train_batches.dispatchers = (_train_batches_on_one_thread, _train_batches_on_thr
 
 @njit(**NUMBA_OPTIONS)
 def predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out, fast):
-    """Write the output layer's values for every row of ``X`` into ``out``, with exact or fast sums."""
+    """Write the output layer's values for every row of ``X`` into ``out``, in the exact or the fast arithmetic."""
     last = np.uintp(o_off[sizes.shape[0] - 2])
     for r in range(X.shape[0]):
         _forward(weights, w_off, sizes, acts, outputs, o_off, X[r], fast)
