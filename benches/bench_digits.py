@@ -6,8 +6,9 @@ data and epochs for fastbp (Numba, Cython), scikit-learn's ``MLPClassifier`` and
 where it is installed, PyTorch on the CPU.  Online (batch size 1, scikit-learn's
 ``batch_size=1``, PyTorch's per-sample loop) and mini-batches of 32.
 
-fastbp's online runs use the online kernel, in both summation orders (``exact``: the
-tutorial's, bit for bit; fast: eight interleaved partial sums that vectorise), its
+fastbp's online runs use the online kernel, in both arithmetics (``exact``: the
+tutorial's, bit for bit; the fast mode: eight interleaved partial sums and fastbp's
+own exp for the sigmoid, which vectorise), its
 mini-batches the BLAS kernel.  Initial weights differ between libraries (each draws
 its own), so the checks are on learning, not on equal weights.
 """

@@ -5,9 +5,10 @@ SGD, rows in order) at MNIST's width: online, and mini-batches of 32 and 128.
 fastbp trains in float64 and float32; scikit-learn in float64 (as users call it);
 PyTorch, where installed, in float32 (its native precision).
 
-fastbp's online runs use the online kernel in both summation orders: exact (the
-tutorial's, one term after another: no SIMD over a 784-wide dot product) and fast
-(eight interleaved partial sums, which vectorise); its mini-batches use the BLAS
+fastbp's online runs use the online kernel in both arithmetics: exact (the
+tutorial's, one term after another: no SIMD over a 784-wide dot product) and the
+fast mode (eight interleaved partial sums and fastbp's own exp for the sigmoid, which
+vectorise); its mini-batches use the BLAS
 kernel.  scikit-learn's online SGD costs milliseconds per row at this width, hence
 few rows in the online workload.
 """

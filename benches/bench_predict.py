@@ -2,7 +2,7 @@
 through a trained W2-sized network (64-32-10, sigmoid hidden units, softmax), as labels.
 
 fastbp's ``Model.predict`` runs each backend's ``predict_batch`` kernel (one row at a
-time, the online kernels' exact order); scikit-learn's ``predict`` multiplies the
+time, in the arithmetic the model trained with: the fast mode here); scikit-learn's ``predict`` multiplies the
 whole batch by BLAS.  Both include their input checks and the label lookup.
 """
 
@@ -28,8 +28,8 @@ def bench_predict_fastbp(timed, digits, batch, assert_learned, describe_fastbp, 
     model = fastbp.train(*digits, **NETWORK, **TRAINING, backend=compiled_backend)
     X, y = batch
     model.predict(X[:10])  # warm up: load or compile the kernel
-    info = describe_fastbp(compiled_backend, exact=model.options["exact"])  # it predicts with its training's sums
-    info["path"] = "predict_batch kernel (per row, " + ("exact" if model.options["exact"] else "fast") + " sums)"
+    info = describe_fastbp(compiled_backend, exact=model.options["exact"])  # it predicts as it trained
+    info["path"] = "predict_batch kernel (per row, " + ("exact" if model.options["exact"] else "fast mode") + ")"
     predicted = timed(lambda: model.predict(X), samples=len(X), **info)
     assert_learned(predicted, y)
 

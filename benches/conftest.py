@@ -197,7 +197,7 @@ def assert_learned():
 
 def fastbp_modes(groups: dict[int, str]):
     """Parametrize ``batch_size, exact`` over each batch size's benchmark group: online training in both
-    summation orders (exact, the tutorial's; fast, vectorised), mini-batches once (BLAS either way)."""
+    arithmetics (exact, the tutorial's; the fast mode, vectorised), mini-batches once (BLAS either way)."""
     cases = []
     for batch_size, group in groups.items():
         mark = pytest.mark.benchmark(group=group)
@@ -216,12 +216,12 @@ def describe_fastbp():
     def describe(backend, dtype=np.float64, batch_size=None, exact=True):
         name = np.dtype(dtype).name
         online = batch_size in (None, 1)
-        sums = (" exact sums" if exact else " fast sums") if online else ""
+        sums = (" exact" if exact else " fast mode") if online else ""
         return {
             "library": "fastbp",
             "implementation": f"fastbp {backend} {name}{sums}",
             # Which kernels ran: batch size 1 trains row by row, anything larger by matrix products.
-            "path": ("online kernel, " + ("the tutorial's summation order" if exact else "8 interleaved partial sums"))
+            "path": ("online kernel, " + ("the tutorial's arithmetic" if exact else "8 partial sums, fastbp's exp"))
             if online
             else "mini-batch kernel (BLAS)",
             "dtype": name,
