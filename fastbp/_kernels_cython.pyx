@@ -228,20 +228,16 @@ cdef inline double _fast_exp(double x) noexcept nogil:
     return INFINITY if x > 709.0 else value
 
 
-cdef inline floating _sigmoid(floating a, bint fast) noexcept nogil:
-    """``1 / (1 + exp(-a))``, with libm's exp, or with ``_fast_exp`` where ``fast``.
-
-    exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
-    """
-    if fast:
-        return <floating>1.0 / (<floating>1.0 + <floating>_fast_exp(-a))
-    return <floating>1.0 / (<floating>1.0 + _exp(-a))
+cdef inline floating _fast_sigmoid(floating a) noexcept nogil:
+    """The fast mode's sigmoid, with ``_fast_exp``, as the Numba backend's ``_fast_sigmoid``."""
+    return <floating>1.0 / (<floating>1.0 + <floating>_fast_exp(-a))
 
 
-cdef inline floating _activation(floating a, Py_ssize_t code, bint fast) noexcept nogil:
-    """A neuron's output for activation ``a`` (softmax is done per layer); ``fast`` picks the sigmoid's exp."""
+cdef inline floating _activation(floating a, Py_ssize_t code) noexcept nogil:
+    """A neuron's output for activation ``a`` in the exact arithmetic (softmax is done per layer)."""
     if code == SIGMOID:
-        return _sigmoid(a, fast)
+        # exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
+        return <floating>1.0 / (<floating>1.0 + _exp(-a))
     if code == TANH:
         return _tanh(a)
     if code == RELU:
@@ -347,12 +343,12 @@ cdef inline void _activate_layer(
         outputs[j] = _weighted_sum(block + j * (n_in + 1), n_in, inputs, fast)
     if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
         for j in range(n_out):
-            outputs[j] = _sigmoid(outputs[j], True)
+            outputs[j] = _fast_sigmoid(outputs[j])
     elif code == SOFTMAX:
         _softmax(outputs, n_out)
     else:
         for j in range(n_out):
-            outputs[j] = _activation(outputs[j], code, fast)
+            outputs[j] = _activation(outputs[j], code)
 
 
 cdef inline void _forward(
@@ -618,10 +614,10 @@ cdef inline void _lockstep_layer(
                     out[k] += neuron[i * n_nets + k] * inputs[i * n_nets + k]
         if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
             for k in range(n_nets):
-                out[k] = _sigmoid(out[k], True)
+                out[k] = _fast_sigmoid(out[k])
         elif code != SOFTMAX:
             for k in range(n_nets):
-                out[k] = _activation(out[k], code, fast)
+                out[k] = _activation(out[k], code)
     if code == SOFTMAX:
         for k in range(n_nets):
             for j in range(n_out):
@@ -816,7 +812,7 @@ cdef void _forward_block(
     for s in range(b):
         for j in range(width):
             outputs[s * (n_out + 1) + first + j] = (
-                sums[s * width + j] if code == SOFTMAX else _activation(sums[s * width + j], code, False)
+                sums[s * width + j] if code == SOFTMAX else _activation(sums[s * width + j], code)
             )
 
 

@@ -131,7 +131,7 @@ def _from_bits(typingctx, bits):
     return numba_types.float64(numba_types.int64), codegen
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)  # not inlined by Numba (LLVM inlines it): compiling it into every caller took seconds
 def _fast_exp(x):
     """``exp(x)`` in float64 from additions and multiplications only, so a loop of them vectorises.
 
@@ -158,21 +158,20 @@ def _fast_exp(x):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _sigmoid(a, fast, dt):
-    """``1 / (1 + exp(-a))``, with libm's exp, or with ``_fast_exp`` where ``fast``.
+def _fast_sigmoid(a, dt):
+    """The fast mode's sigmoid, ``1 / (1 + exp(-a))`` with ``_fast_exp``; ``_activation``'s takes libm's exp.
 
-    exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
+    Only the loops that run it over a whole layer call it, so that it vectorises.
     """
-    if fast:
-        return dt(1.0) / (dt(1.0) + dt(_fast_exp(np.float64(-a))))
-    return dt(1.0) / (dt(1.0) + math.exp(-a))
+    return dt(1.0) / (dt(1.0) + dt(_fast_exp(np.float64(-a))))
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _activation(a, code, dt, fast=False):
-    """A neuron's output for activation ``a`` (softmax is done per layer); ``fast`` picks the sigmoid's exp."""
+def _activation(a, code, dt):
+    """A neuron's output for activation ``a`` in the exact arithmetic (softmax is done per layer)."""
     if code == SIGMOID:
-        return _sigmoid(a, fast, dt)
+        # exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
+        return dt(1.0) / (dt(1.0) + math.exp(-a))
     if code == TANH:
         return math.tanh(a)
     if code == RELU:
@@ -302,12 +301,12 @@ def _activate_layer(weights, start, n_in, n_out, code, inputs, in_off, outputs, 
         outputs[out_off + j] = _weighted_sum(weights, start + j * (n_in + ONE), n_in, inputs, in_off, fast, dt)
     if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
         for j in range(n_out):
-            outputs[out_off + j] = _sigmoid(outputs[out_off + j], True, dt)
+            outputs[out_off + j] = _fast_sigmoid(outputs[out_off + j], dt)
     elif code == SOFTMAX:
         _softmax(outputs, out_off, n_out, dt)
     else:
         for j in range(n_out):
-            outputs[out_off + j] = _activation(outputs[out_off + j], code, dt, fast)
+            outputs[out_off + j] = _activation(outputs[out_off + j], code, dt)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -549,10 +548,10 @@ def _lockstep_layer(weights, start, n_in, n_out, code, src, in_off, outputs, out
                     outputs[out, k] += weights[neuron + i, k] * src[in_off + i, k]
         if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
             for k in range(n_nets):
-                outputs[out, k] = _sigmoid(outputs[out, k], True, dt)
+                outputs[out, k] = _fast_sigmoid(outputs[out, k], dt)
         elif code != SOFTMAX:
             for k in range(n_nets):
-                outputs[out, k] = _activation(outputs[out, k], code, dt, fast)
+                outputs[out, k] = _activation(outputs[out, k], code, dt)
     if code == SOFTMAX:
         for k in range(n_nets):
             for j in range(n_out):
