@@ -339,16 +339,16 @@ cdef inline void _activate_layer(
 ) noexcept nogil:
     """Outputs ``(n_out,)`` of the layer block ``block`` for ``inputs`` ``(n_in,)``."""
     cdef Py_ssize_t j
+    cdef floating activation
+    cdef bint vectorised = code == SOFTMAX or (code == SIGMOID and fast)  # activated below, the layer at once
     for j in range(n_out):
-        outputs[j] = _weighted_sum(block + j * (n_in + 1), n_in, inputs, fast)
+        activation = _weighted_sum(block + j * (n_in + 1), n_in, inputs, fast)
+        outputs[j] = activation if vectorised else _activation(activation, code)
     if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
         for j in range(n_out):
             outputs[j] = _fast_sigmoid(outputs[j])
     elif code == SOFTMAX:
         _softmax(outputs, n_out)
-    else:
-        for j in range(n_out):
-            outputs[j] = _activation(outputs[j], code)
 
 
 cdef inline void _forward(
