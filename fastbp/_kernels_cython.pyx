@@ -453,8 +453,28 @@ cdef void _rule_step(
     """Apply gradient ``grad`` by update rule ``rule``; ``step`` counts updates from 1.
 
     The rules, their ``state`` and the L2 decay (biases excepted) are those of
-    the Numba backend's ``_rule_step``.
+    the Numba backend's ``_rule_step``.  Each rule gets a copy of the loop with its
+    code a constant, so the compiler drops the other rules' branches from the loop
+    over the weights and vectorises it (one loop for all took a fifth of a float32
+    mini-batch epoch of 784-128-10 in batches of 32).
     """
+    if rule == SGD:
+        _rule_loop(weights, n_w, net, grad, state, SGD, rate, hyper, step)
+    elif rule == MOMENTUM:
+        _rule_loop(weights, n_w, net, grad, state, MOMENTUM, rate, hyper, step)
+    elif rule == NESTEROV:
+        _rule_loop(weights, n_w, net, grad, state, NESTEROV, rate, hyper, step)
+    elif rule == ADAM:
+        _rule_loop(weights, n_w, net, grad, state, ADAM, rate, hyper, step)
+    else:
+        _rule_loop(weights, n_w, net, grad, state, RPROP, rate, hyper, step)
+
+
+cdef inline void _rule_loop(
+    floating* weights, Py_ssize_t n_w, const Network* net, const floating* grad, floating* state,
+    Py_ssize_t rule, double rate, const double* hyper, Py_ssize_t step,
+) noexcept nogil:
+    """``_rule_step``'s loop for one rule."""
     cdef Py_ssize_t i, j, k, p, n_in, neuron
     cdef floating l2 = <floating>hyper[H_L2]
     cdef floating momentum = <floating>hyper[H_MOMENTUM]
