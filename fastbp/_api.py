@@ -283,7 +283,8 @@ def _run_together(trainings: list[_Training]) -> list[_Outcome]:
     Lockstep needs enough networks to pay (``lockstep.MIN_NETWORKS``), online plain
     SGD, the same settings but the learning rate, the same epochs, and no callback
     or progress bar; each network gets the bits it would get alone either way.
-    Their rows are concatenated into one array.
+    Trainings on one data set share its arrays (each network its rows); separate
+    arrays are concatenated into one.
     """
     first = trainings[0]
     together = (

@@ -19,8 +19,8 @@ from ._codes import SGD
 from ._training import CHUNK_WORK, Trainer
 
 #: Fewer networks than this train faster one at a time: each lockstep step has a fixed cost (gathering
-#: the rows, setting up loops over a few networks) that only more networks pay back (benches/bench_lockstep.py
-#: measured 0.7x for 5 networks of 7-5-3, 1.06x for 8, 1.2-1.5x from 16 on, on 2 cores with AVX-512).
+#: the rows, setting up loops over a few networks) that only more networks pay back (measured with train_many
+#: for 7-5-3 on 2 cores with AVX-512: 0.7-0.8x for 5 networks, 1.2-1.4x for 8, 1.3-1.7x for 16).
 MIN_NETWORKS = 8
 
 

@@ -15,9 +15,10 @@ or ``0 * inf`` the value is ``nan`` (relu passes it on rather than hiding it as
 0), and the Python layer refuses it: a training whose loss or weights stop being
 finite raises ``FloatingPointError`` naming the epoch (:func:`check_finite`,
 after every chunk), and :func:`check_outputs` does the same for predictions.
-:func:`fastbp.train` warns (``_warn_if_saturated``, one forward pass over the
-rows) when training ends with every sigmoid or softmax output saturated for every
-training row: finite, but stuck, typically from a huge ``lr``.
+:func:`fastbp.train` warns (``_warn_if_saturated``: a forward pass over a few rows,
+and over every row only if those are all stuck) when training ends with every
+sigmoid or softmax output saturated for every training row: finite, but stuck,
+typically from a huge ``lr``.
 """
 
 from __future__ import annotations

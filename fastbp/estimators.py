@@ -228,12 +228,13 @@ class _MultilayerPerceptron(BaseEstimator):
         # scikit-learn's loss_ adds 0.5 * alpha * sum(coefs**2) over each batch's total weight, times the batch's
         # rows, and averages over the epoch's rows; alpha over a batch's total weight is l2 (see _options).
         penalty_scale = 0.5 * trainer.options.l2 * batch_size * n_batches / len(X)
+        n_threads = as_threads(self.n_threads)
         self.n_iter_ = 0
         try:
             for _ in range(1 if incremental else self.max_iter):
                 # At the weights each batch starts from; the epoch's first stand in for all (exact for one batch).
                 penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
-                summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=as_threads(self.n_threads))[0])
+                summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=n_threads)[0])
                 self.n_iter_ += 1
                 self.t_ = trainer.rows_seen
                 self._summed_losses.append(summed_loss)
