@@ -1,15 +1,26 @@
 """W1: the tutorial's wheat seeds experiment (5 folds x 500 epochs, 7-5-3 sigmoid,
-squared error, online SGD), per backend: the reference, Numba and Cython.
+squared error, online SGD), per backend: the reference, Numba and Cython, and the
+tutorial's loop written by hand in C (``tutorial.c``, compiled here at -O3), the yardstick
+issue 6 sets its target by.
 
 Run: ``python benches/report.py`` (or ``pytest benches --benchmark-enable -k wheat``);
 the ``W1-wheat-seeds`` group gives each compiled backend's speed-up over the reference.
-All three run the online kernels in the tutorial's exact order, so they must return the
-same per-fold accuracies.
+All of them compute in the tutorial's exact order, so they must return the same per-fold
+accuracies.
 """
 
+import ctypes
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 import fastbp
+from fastbp import data
 
 TUTORIAL = {"seed": 1, "init": "tutorial", "hidden": 5, "lr": 0.3}
 #: Per-fold accuracies (labels mapped in sorted order) after so many epochs, as the reference computes them.
@@ -36,3 +47,61 @@ def bench_wheat_seeds_experiment(timed, size, wheat, backend):
         path="the tutorial's code" if backend == "reference" else "online kernel (exact tutorial order)",
     )  # fmt: skip
     assert result.scores == SORTED_SCORES[size.epochs]
+
+
+C_SOURCE = Path(__file__).with_name("tutorial.c")
+#: fastbp's extension's optimisation flags (setup.py): no fused multiply-adds, no -march.
+C_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC"]
+
+
+@pytest.fixture(scope="session")
+def hand_written_c(tmp_path_factory):
+    """``tutorial.c`` compiled by the C compiler (``$CC``, else ``cc``) and loaded with ctypes."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        pytest.skip("no C compiler (set CC) to build the hand-written C peer")
+    library = tmp_path_factory.mktemp("hand-written-c") / "tutorial.so"
+    build = subprocess.run([compiler, *C_FLAGS, "-o", str(library), str(C_SOURCE), "-lm"], capture_output=True)
+    if build.returncode != 0:
+        pytest.skip(f"{compiler} could not build {C_SOURCE.name}: {build.stderr.decode(errors='replace')[-500:]}")
+    c = ctypes.CDLL(str(library))
+    floats = np.ctypeslib.ndpointer(np.float64, flags="C_CONTIGUOUS")
+    ints = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+    size = ctypes.c_int64
+    c.train.argtypes = [floats, floats, ints, size, size, size, size, ctypes.c_double, size]
+    c.predict.argtypes = [floats, floats, size, size, size, size, ints]
+    c.train.restype = c.predict.restype = ctypes.c_int
+    return c
+
+
+def c_experiment(c, X, labels, epochs):
+    """The tutorial's protocol around the C loop: one ``random.Random(1)`` stream draws the split, then each
+    fold's weights in fastbp's layout order (the tutorial's ``initialize_network``); per-fold accuracies."""
+    rng = random.Random(TUTORIAL["seed"])
+    n_in, n_hidden = X.shape[1], TUTORIAL["hidden"]
+    split = data.cross_validation_split(len(X), FOLDS, rng)
+    scores = []
+    for k, test in enumerate(split):
+        fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
+        n_out = len(np.unique(labels[fit]))  # the tutorial's: the classes seen in the training rows
+        weights = np.array([rng.random() for _ in range(n_hidden * (n_in + 1) + n_out * (n_hidden + 1))])
+        X_fit, X_test = np.ascontiguousarray(X[fit]), np.ascontiguousarray(X[test])
+        assert c.train(weights, X_fit, labels[fit], len(fit), n_in, n_hidden, n_out, TUTORIAL["lr"], epochs) == 0
+        predicted = np.empty(len(test), dtype=np.int64)
+        assert c.predict(weights, X_test, len(test), n_in, n_hidden, n_out, predicted) == 0
+        scores.append(data.accuracy(labels[test], predicted))
+    return scores
+
+
+@pytest.mark.benchmark(group="W1-wheat-seeds")
+def bench_wheat_seeds_hand_written_c(timed, size, wheat, hand_written_c):
+    X, y = wheat
+    labels = np.unique(y, return_inverse=True)[1].astype(np.int64)  # sorted, as fastbp maps them
+    result = timed(
+        lambda: c_experiment(hand_written_c, X, labels, size.epochs),
+        samples=len(X) * (FOLDS - 1) // FOLDS * size.epochs * FOLDS,
+        library="hand-written C",
+        implementation="hand-written C (tutorial.c), -O3",
+        path="the tutorial's loop in C, sizes at run time",
+    )
+    assert result == SORTED_SCORES[size.epochs]
