@@ -26,7 +26,7 @@ import random
 
 import numpy as np
 import pytest
-from bench_train import FOLDS, SORTED_SCORES, TUTORIAL
+from bench_train import FOLDS, SORTED_SCORES, TUTORIAL, one_at_a_time
 
 import fastbp
 import fastbp._lockstep
@@ -51,28 +51,6 @@ def describe(backend, way, networks, workload):
         "workload": workload,
         "dtype": "float64",
     }
-
-
-def one_at_a_time(X, y, rates, epochs, backend, **options):
-    """The tutorial's protocol run one network at a time: per learning rate, a fresh ``random.Random(1)``
-    draws the split, then each fold's network is trained alone by ``fastbp.train`` and scores its
-    held-out fold.  Returns the per-rate scores and every network, in rate then fold order."""
-    classes = np.unique(y)
-    scores, models = [], []
-    for lr in rates:
-        rng = random.Random(TUTORIAL["seed"])
-        split = data.cross_validation_split(len(X), FOLDS, rng)
-        point = []
-        for k, test in enumerate(split):
-            fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
-            model = fastbp.train(
-                X[fit], y[fit], seed=rng, lr=lr, classes=classes, epochs=epochs, backend=backend, n_threads=1,
-                **options,
-            )  # fmt: skip
-            point.append(data.accuracy(y[test], model.predict(X[test], n_threads=1)))
-            models.append(model)
-        scores.append(point)
-    return scores, models
 
 
 def in_lockstep(X, y, rates, epochs, backend, **options):
