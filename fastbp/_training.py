@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
@@ -160,8 +160,9 @@ class Options:
         )
 
     def to_dict(self) -> dict:
-        """The options as plain JSON values."""
-        return {**asdict(self), "hidden": list(self.hidden), "activation": list(self.activation)}
+        """The options as plain JSON values (a shallow copy, since every field is immutable: ``asdict``'s deep
+        copy took 7% of a small network's ``train``)."""
+        return {**vars(self), "hidden": list(self.hidden), "activation": list(self.activation)}
 
     def layout(self, n_features: int, n_outputs: int) -> Layout:
         return Layout.from_sizes((n_features, *self.hidden, n_outputs), (*self.activation, self.output))
