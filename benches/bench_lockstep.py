@@ -22,15 +22,12 @@ runs ``train_lockstep``.  Online training is single-threaded; predictions are as
 for on one thread, so everything here runs on one core.
 """
 
-import random
-
 import numpy as np
 import pytest
-from bench_train import FOLDS, SORTED_SCORES, TUTORIAL, one_at_a_time
+from bench_train import FOLDS, SORTED_SCORES, TUTORIAL, one_at_a_time, tutorial_folds
 
 import fastbp
 import fastbp._lockstep
-from fastbp import data
 
 #: The grid's learning rates (issue 9).
 RATES = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0]
@@ -57,11 +54,10 @@ def in_lockstep(X, y, rates, epochs, backend, **options):
     """The same networks by ``fastbp.train_many`` (for the weights check): one call, every rate and fold."""
     seeds, rows, lrs = [], [], []
     for lr in rates:
-        rng = random.Random(TUTORIAL["seed"])
-        split = data.cross_validation_split(len(X), FOLDS, rng)
-        rows += [np.concatenate([fold for j, fold in enumerate(split) if j != k]) for k in range(FOLDS)]
-        seeds += [rng] * FOLDS  # the folds continue the stream in fold order, as evaluate's do
-        lrs += [lr] * FOLDS
+        for rng, fit, _ in tutorial_folds(len(X)):
+            rows.append(fit)
+            seeds.append(rng)  # one stream, which the folds continue in fold order, as evaluate's do
+            lrs.append(lr)
     return fastbp.train_many(X, y, seeds=seeds, lr=lrs, row_orders=rows, epochs=epochs, backend=backend, **options)
 
 

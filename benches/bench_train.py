@@ -32,6 +32,15 @@ SORTED_SCORES = {
 FOLDS = 5
 
 
+def tutorial_folds(n_rows):
+    """The tutorial's protocol: a fresh ``random.Random(1)`` draws the split, then yields, in fold order, that
+    stream (which goes on to draw each fold's initial network), the fold's training rows and its held-out rows."""
+    rng = random.Random(TUTORIAL["seed"])
+    split = data.cross_validation_split(n_rows, FOLDS, rng)
+    for k, test in enumerate(split):
+        yield rng, np.concatenate([fold for j, fold in enumerate(split) if j != k]), test
+
+
 def one_at_a_time(X, y, rates, epochs, backend, **options):
     """The tutorial's protocol run one network at a time: per learning rate, a fresh ``random.Random(1)``
     draws the split, then each fold's network is trained alone by ``fastbp.train`` and scores its
@@ -39,11 +48,8 @@ def one_at_a_time(X, y, rates, epochs, backend, **options):
     classes = np.unique(y)
     scores, models = [], []
     for lr in rates:
-        rng = random.Random(TUTORIAL["seed"])
-        split = data.cross_validation_split(len(X), FOLDS, rng)
         point = []
-        for k, test in enumerate(split):
-            fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
+        for rng, fit, test in tutorial_folds(len(X)):
             model = fastbp.train(
                 X[fit], y[fit], seed=rng, lr=lr, classes=classes, epochs=epochs, backend=backend, n_threads=1,
                 **options,
@@ -100,12 +106,9 @@ def c_experiment(c, X, labels, epochs):
     """The tutorial's protocol around the C loop: one ``random.Random(1)`` stream draws the split, then each
     fold's weights in fastbp's layout order (the tutorial's ``initialize_network``).  Returns the per-fold
     accuracies and trained weights."""
-    rng = random.Random(TUTORIAL["seed"])
     n_in, n_hidden = X.shape[1], TUTORIAL["hidden"]
-    split = data.cross_validation_split(len(X), FOLDS, rng)
     scores, networks = [], []
-    for k, test in enumerate(split):
-        fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
+    for rng, fit, test in tutorial_folds(len(X)):
         n_out = len(np.unique(labels[fit]))  # the tutorial's: the classes seen in the training rows
         weights = np.array([rng.random() for _ in range(n_hidden * (n_in + 1) + n_out * (n_hidden + 1))])
         X_fit, X_test = np.ascontiguousarray(X[fit]), np.ascontiguousarray(X[test])
