@@ -233,11 +233,15 @@ cdef inline floating _fast_sigmoid(floating a) noexcept nogil:
     return <floating>1.0 / (<floating>1.0 + <floating>_fast_exp(-a))
 
 
+cdef inline floating _sigmoid(floating a) noexcept nogil:
+    """The exact sigmoid, with libm's exp: it overflows to inf for a < -709 (float32: -88), giving exactly 0."""
+    return <floating>1.0 / (<floating>1.0 + _exp(-a))
+
+
 cdef inline floating _activation(floating a, Py_ssize_t code) noexcept nogil:
     """A neuron's output for activation ``a`` in the exact arithmetic (softmax is done per layer)."""
     if code == SIGMOID:
-        # exp overflows to inf for a < -709 (float32: -88), giving exactly 0: no nan.
-        return <floating>1.0 / (<floating>1.0 + _exp(-a))
+        return _sigmoid(a)
     if code == TANH:
         return _tanh(a)
     if code == RELU:
@@ -333,6 +337,24 @@ cdef inline floating _weighted_sum(
     return total
 
 
+cdef inline bint _per_neuron(Py_ssize_t code, bint fast) noexcept nogil:
+    """Whether a layer's neurons are activated one by one as their sums complete (else by ``_activate_later``)."""
+    return not (code == SOFTMAX or (code == SIGMOID and fast))
+
+
+cdef inline void _activate_later(floating* outputs, Py_ssize_t n_out, Py_ssize_t code, bint fast) noexcept nogil:
+    """Activate a layer whose weighted sums are in ``outputs`` when ``_per_neuron`` is false.
+
+    The fast sigmoid runs in a loop of its own, which vectorises with its exp.
+    """
+    cdef Py_ssize_t j
+    if code == SIGMOID and fast:
+        for j in range(n_out):
+            outputs[j] = _fast_sigmoid(outputs[j])
+    elif code == SOFTMAX:
+        _softmax(outputs, n_out)
+
+
 cdef inline void _activate_layer(
     const floating* block, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code,
     const floating* inputs, floating* outputs, bint fast,
@@ -340,15 +362,11 @@ cdef inline void _activate_layer(
     """Outputs ``(n_out,)`` of the layer block ``block`` for ``inputs`` ``(n_in,)``."""
     cdef Py_ssize_t j
     cdef floating activation
-    cdef bint vectorised = code == SOFTMAX or (code == SIGMOID and fast)  # activated below, the layer at once
+    cdef bint per_neuron = _per_neuron(code, fast)
     for j in range(n_out):
         activation = _weighted_sum(block + j * (n_in + 1), n_in, inputs, fast)
-        outputs[j] = activation if vectorised else _activation(activation, code)
-    if code == SIGMOID and fast:  # a loop of its own, which vectorises with its exp
-        for j in range(n_out):
-            outputs[j] = _fast_sigmoid(outputs[j])
-    elif code == SOFTMAX:
-        _softmax(outputs, n_out)
+        outputs[j] = _activation(activation, code) if per_neuron else activation
+    _activate_later(outputs, n_out, code, fast)
 
 
 cdef inline void _forward(
@@ -392,24 +410,28 @@ cdef inline floating _backward(
     return row_loss
 
 
+cdef inline void _update_neuron(
+    floating* neuron, Py_ssize_t n_in, const floating* inputs, floating step, floating decay
+) noexcept nogil:
+    """SGD step for one neuron: ``w -= step * input + decay * w``, its bias ``-= step`` undecayed."""
+    cdef Py_ssize_t i
+    if decay == 0:  # as the Numba kernel: a loop of its own, faster on wide layers
+        for i in range(n_in):
+            neuron[i] -= step * inputs[i]
+    else:
+        for i in range(n_in):
+            neuron[i] -= step * inputs[i] + decay * neuron[i]
+    neuron[n_in] -= step
+
+
 cdef inline void _update_layer(
     floating* block, Py_ssize_t n_in, Py_ssize_t n_out, const floating* inputs, const floating* deltas,
     floating l_rate, floating decay,
 ) noexcept nogil:
-    """SGD step for one layer: ``w -= l_rate * delta * input + decay * w``, biases undecayed."""
-    cdef Py_ssize_t i, j
-    cdef floating* neuron
-    cdef floating step
+    """SGD step for one layer, each neuron's step ``l_rate * delta``."""
+    cdef Py_ssize_t j
     for j in range(n_out):
-        neuron = block + j * (n_in + 1)
-        step = l_rate * deltas[j]
-        if decay == 0:  # as the Numba kernel: a loop of its own, faster on wide layers
-            for i in range(n_in):
-                neuron[i] -= step * inputs[i]
-        else:
-            for i in range(n_in):
-                neuron[i] -= step * inputs[i] + decay * neuron[i]
-        neuron[n_in] -= step
+        _update_neuron(block + j * (n_in + 1), n_in, inputs, l_rate * deltas[j], decay)
 
 
 cdef inline void _sgd_step(
@@ -423,6 +445,69 @@ cdef inline void _sgd_step(
         _update_layer(
             weights + net.w_off[k], net.sizes[k], net.sizes[k + 1], outputs + net.o_off[k - 1],
             deltas + net.o_off[k], l_rate, decay,
+        )
+
+
+cdef inline floating _stepped_sum(
+    floating* neuron, Py_ssize_t n_in, const floating* inputs, const floating* next_inputs, floating step
+) noexcept nogil:
+    """``_update_neuron`` without decay fused with the exact ``_weighted_sum`` of the next row's ``next_inputs``.
+
+    One pass over the weights, each updated and then multiplied: the two loops'
+    operations in the same order, with half the loads.
+    """
+    cdef Py_ssize_t i
+    cdef floating weight
+    cdef floating total = neuron[n_in] - step
+    neuron[n_in] = total
+    for i in range(n_in):
+        weight = neuron[i] - step * inputs[i]
+        neuron[i] = weight
+        total += weight * next_inputs[i]
+    return total
+
+
+cdef inline void _step_layer(
+    floating* block, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code, const floating* inputs,
+    const floating* next_inputs, const floating* deltas, floating* next_outputs, floating l_rate, floating decay,
+    bint fast,
+) noexcept nogil:
+    """``_update_layer`` for this row's ``inputs``, each neuron then activated for the next row's ``next_inputs``.
+
+    The tutorial's layer (exact sigmoid, no decay) has a loop of its own, in one pass over the weights.
+    """
+    cdef Py_ssize_t j
+    cdef floating* neuron
+    cdef floating activation
+    cdef bint per_neuron = _per_neuron(code, fast)
+    if code == SIGMOID and not fast and decay == 0:
+        for j in range(n_out):
+            neuron = block + j * (n_in + 1)
+            next_outputs[j] = _sigmoid(_stepped_sum(neuron, n_in, inputs, next_inputs, l_rate * deltas[j]))
+        return
+    for j in range(n_out):
+        neuron = block + j * (n_in + 1)
+        _update_neuron(neuron, n_in, inputs, l_rate * deltas[j], decay)
+        activation = _weighted_sum(neuron, n_in, next_inputs, fast)
+        next_outputs[j] = _activation(activation, code) if per_neuron else activation
+    _activate_later(next_outputs, n_out, code, fast)
+
+
+cdef inline void _sgd_step_ahead(
+    floating* weights, const Network* net, const floating* outputs, floating* next_outputs, const floating* deltas,
+    const floating* x, const floating* next_x, floating l_rate, floating decay,
+) noexcept nogil:
+    """``_sgd_step`` for row ``x`` fused with ``_forward`` for row ``next_x``, as the Numba backend's."""
+    cdef Py_ssize_t k
+    _step_layer(
+        weights + net.w_off[0], net.sizes[0], net.sizes[1], net.acts[0], x, next_x, deltas + net.o_off[0],
+        next_outputs + net.o_off[0], l_rate, decay, net.fast,
+    )
+    for k in range(1, net.n_layers):
+        _step_layer(
+            weights + net.w_off[k], net.sizes[k], net.sizes[k + 1], net.acts[k], outputs + net.o_off[k - 1],
+            next_outputs + net.o_off[k - 1], deltas + net.o_off[k], next_outputs + net.o_off[k], l_rate, decay,
+            net.fast,
         )
 
 
@@ -520,21 +605,26 @@ cdef inline void _rule_loop(
 
 
 cdef void _train_online(
-    floating* weights, Py_ssize_t n_w, const Network* net, floating* outputs, floating* deltas, floating* grad,
-    floating* state, const floating* X, Py_ssize_t x_stride, const floating* Y, Py_ssize_t y_stride,
-    const floating* sw, const Py_ssize_t* orders, Py_ssize_t n_orders, Py_ssize_t n_rows, const double* rates,
-    const double* hyper, Py_ssize_t rule, Py_ssize_t step, double* history, Py_ssize_t n_epochs,
+    floating* weights, Py_ssize_t n_w, const Network* net, floating* outputs, floating* next_outputs,
+    floating* deltas, floating* grad, floating* state, const floating* X, Py_ssize_t x_stride, const floating* Y,
+    Py_ssize_t y_stride, const floating* sw, const Py_ssize_t* orders, Py_ssize_t n_orders, Py_ssize_t n_rows,
+    const double* rates, const double* hyper, Py_ssize_t rule, Py_ssize_t step, double* history, Py_ssize_t n_epochs,
 ) noexcept nogil:
     """Online training (batch size 1) for ``n_epochs`` epochs; plain SGD is the tutorial's update.
 
     ``X`` and ``Y`` are C-contiguous matrices whose rows are ``x_stride`` and
-    ``y_stride`` values long; ``orders`` holds ``n_orders`` rows of ``n_rows``.
+    ``y_stride`` values long; ``orders`` holds ``n_orders`` rows of ``n_rows``.  As
+    the Numba backend's: plain SGD runs each row's update fused with the next row's
+    forward pass, whose outputs go to ``next_outputs`` (the two buffers swap roles
+    every row); the other rules run forward, backward and update one after the other.
     """
-    cdef Py_ssize_t epoch, t, r
+    cdef Py_ssize_t epoch, t, r, following
     cdef const Py_ssize_t* order
     cdef const floating* x
     cdef double rate
     cdef floating decay, epoch_loss
+    if rule == SGD and n_epochs > 0:
+        _forward(weights, net, outputs, X + orders[0] * x_stride)
     for epoch in range(n_epochs):
         order = orders + (epoch % n_orders) * n_rows
         rate = rates[epoch]
@@ -543,10 +633,17 @@ cdef void _train_online(
         for t in range(n_rows):
             r = order[t]
             x = X + r * x_stride
-            _forward(weights, net, outputs, x)
+            if rule != SGD:
+                _forward(weights, net, outputs, x)
             epoch_loss += sw[r] * _backward(weights, net, outputs, deltas, Y + r * y_stride)
             if rule == SGD:
-                _sgd_step(weights, net, outputs, deltas, x, <floating>rate * sw[r], decay)
+                # The row after this one (after the last of the call, a forward pass that goes unused).
+                following = order[t + 1] if t + 1 < n_rows else orders[((epoch + 1) % n_orders) * n_rows]
+                _sgd_step_ahead(
+                    weights, net, outputs, next_outputs, deltas, x, X + following * x_stride, <floating>rate * sw[r],
+                    decay,
+                )
+                outputs, next_outputs = next_outputs, outputs
             else:
                 step += 1
                 _row_gradient(net, outputs, deltas, x, sw[r], grad)
@@ -1002,12 +1099,18 @@ def train_online(
 ):
     """Online training (batch size 1) for ``len(history)`` epochs; plain SGD is the tutorial's update."""
     cdef Network net = Network(sizes.shape[0] - 1, &sizes[0], &w_off[0], &o_off[0], &acts[0], fast)
-    with nogil:
-        _train_online(
-            &weights[0], weights.shape[0], &net, &outputs[0], &deltas[0], &grad[0], &state[0],
-            &X[0, 0], X.shape[1], &Y[0, 0], Y.shape[1], &sw[0], &orders[0, 0], orders.shape[0], orders.shape[1],
-            &rates[0], &hyper[0], rule, step0, &history[0], history.shape[0],
-        )
+    cdef floating* next_outputs = <floating*>malloc(outputs.shape[0] * sizeof(floating))
+    if next_outputs == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            _train_online(
+                &weights[0], weights.shape[0], &net, &outputs[0], next_outputs, &deltas[0], &grad[0], &state[0],
+                &X[0, 0], X.shape[1], &Y[0, 0], Y.shape[1], &sw[0], &orders[0, 0], orders.shape[0], orders.shape[1],
+                &rates[0], &hyper[0], rule, step0, &history[0], history.shape[0],
+            )
+    finally:
+        free(next_outputs)
 
 
 def train_lockstep(
