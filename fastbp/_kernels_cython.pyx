@@ -337,22 +337,20 @@ cdef inline floating _weighted_sum(
     return total
 
 
-cdef inline bint _per_neuron(Py_ssize_t code, bint fast) noexcept nogil:
-    """Whether a layer's neurons are activated one by one as their sums complete (else by ``_activate_later``)."""
-    return not (code == SOFTMAX or (code == SIGMOID and fast))
-
-
-cdef inline void _activate_later(floating* outputs, Py_ssize_t n_out, Py_ssize_t code, bint fast) noexcept nogil:
-    """Activate a layer whose weighted sums are in ``outputs`` when ``_per_neuron`` is false.
-
-    The fast sigmoid runs in a loop of its own, which vectorises with its exp.
-    """
+cdef inline void _activate(floating* outputs, Py_ssize_t n_out, Py_ssize_t code, bint fast) noexcept nogil:
+    """Replace a layer's weighted sums ``outputs[:n_out]`` by its outputs, as the Numba backend's ``_activate``."""
     cdef Py_ssize_t j
-    if code == SIGMOID and fast:
+    if code == SOFTMAX:
+        _softmax(outputs, n_out)
+    elif code == SIGMOID and fast:
         for j in range(n_out):
             outputs[j] = _fast_sigmoid(outputs[j])
-    elif code == SOFTMAX:
-        _softmax(outputs, n_out)
+    elif code == SIGMOID:
+        for j in range(n_out):
+            outputs[j] = _sigmoid(outputs[j])
+    else:
+        for j in range(n_out):
+            outputs[j] = _activation(outputs[j], code)
 
 
 cdef inline void _activate_layer(
@@ -361,12 +359,9 @@ cdef inline void _activate_layer(
 ) noexcept nogil:
     """Outputs ``(n_out,)`` of the layer block ``block`` for ``inputs`` ``(n_in,)``."""
     cdef Py_ssize_t j
-    cdef floating activation
-    cdef bint per_neuron = _per_neuron(code, fast)
     for j in range(n_out):
-        activation = _weighted_sum(block + j * (n_in + 1), n_in, inputs, fast)
-        outputs[j] = _activation(activation, code) if per_neuron else activation
-    _activate_later(outputs, n_out, code, fast)
+        outputs[j] = _weighted_sum(block + j * (n_in + 1), n_in, inputs, fast)
+    _activate(outputs, n_out, code, fast)
 
 
 cdef inline void _forward(
@@ -474,23 +469,19 @@ cdef inline void _step_layer(
 ) noexcept nogil:
     """``_update_layer`` for this row's ``inputs``, each neuron then activated for the next row's ``next_inputs``.
 
-    The tutorial's layer (exact sigmoid, no decay) has a loop of its own, in one pass over the weights.
+    Without decay, the exact arithmetic updates and weighs in one pass over each neuron's weights.
     """
     cdef Py_ssize_t j
     cdef floating* neuron
-    cdef floating activation
-    cdef bint per_neuron = _per_neuron(code, fast)
-    if code == SIGMOID and not fast and decay == 0:
+    if decay == 0 and (not fast or n_in < 8):  # the exact sum (see _weighted_sum)
+        for j in range(n_out):
+            next_outputs[j] = _stepped_sum(block + j * (n_in + 1), n_in, inputs, next_inputs, l_rate * deltas[j])
+    else:
         for j in range(n_out):
             neuron = block + j * (n_in + 1)
-            next_outputs[j] = _sigmoid(_stepped_sum(neuron, n_in, inputs, next_inputs, l_rate * deltas[j]))
-        return
-    for j in range(n_out):
-        neuron = block + j * (n_in + 1)
-        _update_neuron(neuron, n_in, inputs, l_rate * deltas[j], decay)
-        activation = _weighted_sum(neuron, n_in, next_inputs, fast)
-        next_outputs[j] = _activation(activation, code) if per_neuron else activation
-    _activate_later(next_outputs, n_out, code, fast)
+            _update_neuron(neuron, n_in, inputs, l_rate * deltas[j], decay)
+            next_outputs[j] = _weighted_sum(neuron, n_in, next_inputs, fast)
+    _activate(next_outputs, n_out, code, fast)
 
 
 cdef inline void _sgd_step_ahead(

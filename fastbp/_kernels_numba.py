@@ -319,22 +319,25 @@ def _weighted_sum(weights, neuron, n_in, inputs, in_off, fast, dt):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _per_neuron(code, fast):
-    """Whether a layer's neurons are activated one by one as their sums complete (else by ``_activate_later``)."""
-    return not (code == SOFTMAX or (code == SIGMOID and fast))
+def _activate(outputs, out_off, n_out, code, fast, dt):
+    """Replace a layer's weighted sums ``outputs[out_off : out_off + n_out]`` by its outputs.
 
-
-@njit(**NUMBA_INLINED_OPTIONS)
-def _activate_later(outputs, out_off, n_out, code, fast, dt):
-    """Activate a layer whose weighted sums are in ``outputs`` when ``_per_neuron`` is false.
-
-    The fast sigmoid runs in a loop of its own, which vectorises with its exp.
+    A loop of its own after the sums, not each neuron's activation after its sum:
+    the fast sigmoid's loop vectorises with its exp, and the sums' loop runs without
+    calls to libm's exp, around which every float register must be saved (W1 7%
+    faster).  The sigmoid has its own loop rather than ``_activation``'s switch (5%).
     """
-    if code == SIGMOID and fast:
+    if code == SOFTMAX:
+        _softmax(outputs, out_off, n_out, dt)
+    elif code == SIGMOID and fast:
         for j in range(n_out):
             outputs[out_off + j] = _fast_sigmoid(outputs[out_off + j], dt)
-    elif code == SOFTMAX:
-        _softmax(outputs, out_off, n_out, dt)
+    elif code == SIGMOID:
+        for j in range(n_out):
+            outputs[out_off + j] = _sigmoid(outputs[out_off + j], dt)
+    else:
+        for j in range(n_out):
+            outputs[out_off + j] = _activation(outputs[out_off + j], code, dt)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -346,11 +349,9 @@ def _activate_layer(weights, start, n_in, n_out, code, inputs, in_off, outputs, 
     """
     start, n_in, n_out = np.uintp(start), np.uintp(n_in), np.uintp(n_out)
     in_off, out_off = np.uintp(in_off), np.uintp(out_off)
-    per_neuron = _per_neuron(code, fast)
     for j in range(n_out):
-        activation = _weighted_sum(weights, start + j * (n_in + ONE), n_in, inputs, in_off, fast, dt)
-        outputs[out_off + j] = _activation(activation, code, dt) if per_neuron else activation
-    _activate_later(outputs, out_off, n_out, code, fast, dt)
+        outputs[out_off + j] = _weighted_sum(weights, start + j * (n_in + ONE), n_in, inputs, in_off, fast, dt)
+    _activate(outputs, out_off, n_out, code, fast, dt)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -444,25 +445,21 @@ def _step_layer(
 ):  # fmt: skip
     """``_update_layer`` for this row's ``inputs``, each neuron then activated for the next row's ``next_inputs``.
 
-    The layer's deltas sit at the offset of its outputs.  The tutorial's layer (exact
-    sigmoid, no decay) has a loop of its own, in one pass over the weights: 10% of W1.
+    The layer's deltas sit at the offset of its outputs.  Without decay, the exact
+    arithmetic updates and weighs in one pass over each neuron's weights.
     """
     start, n_in, n_out = np.uintp(start), np.uintp(n_in), np.uintp(n_out)
     in_off, out_off = np.uintp(in_off), np.uintp(out_off)
-    if code == SIGMOID and not fast and decay == 0:
+    if decay == 0 and (not fast or n_in < np.uintp(8)):  # the exact sum (see _weighted_sum)
         for j in range(n_out):
             neuron, step = start + j * (n_in + ONE), l_rate * deltas[out_off + j]
-            next_outputs[out_off + j] = _sigmoid(
-                _stepped_sum(weights, neuron, n_in, inputs, next_inputs, in_off, step), dt
-            )
-        return
-    per_neuron = _per_neuron(code, fast)
-    for j in range(n_out):
-        neuron, step = start + j * (n_in + ONE), l_rate * deltas[out_off + j]
-        _update_neuron(weights, neuron, n_in, inputs, in_off, step, decay)
-        activation = _weighted_sum(weights, neuron, n_in, next_inputs, in_off, fast, dt)
-        next_outputs[out_off + j] = _activation(activation, code, dt) if per_neuron else activation
-    _activate_later(next_outputs, out_off, n_out, code, fast, dt)
+            next_outputs[out_off + j] = _stepped_sum(weights, neuron, n_in, inputs, next_inputs, in_off, step)
+    else:
+        for j in range(n_out):
+            neuron = start + j * (n_in + ONE)
+            _update_neuron(weights, neuron, n_in, inputs, in_off, l_rate * deltas[out_off + j], decay)
+            next_outputs[out_off + j] = _weighted_sum(weights, neuron, n_in, next_inputs, in_off, fast, dt)
+    _activate(next_outputs, out_off, n_out, code, fast, dt)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
