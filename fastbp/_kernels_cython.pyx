@@ -49,6 +49,7 @@ from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastbp import _codes
+from fastbp._libm import libm_address
 
 ctypedef fused floating:
     float
@@ -155,11 +156,20 @@ cdef struct Network:
     bint fast  # the forward pass: exact order and libm's exp, or eight interleaved partial sums and _fast_exp
 
 
+ctypedef double (*double_function)(double) noexcept nogil
+#: libm's exp, or glibc's exp core where it has one (see fastbp._libm); expf has no wrapper to skip.
+cdef double_function _exp_double = exp
+_address = libm_address("exp")
+if _address is not None:
+    _exp_double = <double_function><size_t>_address
+del _address
+
+
 cdef inline floating _exp(floating a) noexcept nogil:
     if floating is float:
         return expf(a)
     else:
-        return exp(a)
+        return _exp_double(a)
 
 
 cdef inline floating _tanh(floating a) noexcept nogil:

@@ -64,8 +64,6 @@ unsigned, constants included.  Float constants are built with the buffers'
 scalar type ``dt``, since a bare ``1.0`` would promote float32 arithmetic.
 """
 
-import ctypes
-import ctypes.util
 import math
 import threading
 import types
@@ -106,6 +104,7 @@ from ._codes import (
 )
 from ._codes import block_size as _block_size
 from ._config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
+from ._libm import libm_address
 
 ONE = np.uintp(1)
 block_size = njit(**NUMBA_INLINED_OPTIONS)(_block_size)
@@ -137,22 +136,16 @@ def _from_bits(typingctx, bits):
 
 
 def _libm_function(name: str, signature):
-    """libm's function ``name`` as a Numba external function, or None where libm is not found by name.
-
-    Numba's ``math.exp`` calls a helper of Numba's own, built against an old glibc,
-    whose ``exp`` is glibc's compatibility wrapper (``exp@GLIBC_2.2.5``, which checks
-    ``errno`` on every call); libm's current ``exp`` gives the same values, and W1
-    runs 3% faster on it.
-    """
-    path = ctypes.util.find_library("m")
-    if path is None:
+    """The C library's ``name`` as a Numba external function (see :mod:`fastbp._libm`), or None."""
+    address = libm_address(name)
+    if address is None:
         return None
     symbol = f"fastbp_libm_{name}"
-    llvmlite.binding.add_symbol(symbol, ctypes.cast(getattr(ctypes.CDLL(path), name), ctypes.c_void_p).value)
+    llvmlite.binding.add_symbol(symbol, address)
     return numba_types.ExternalFunction(symbol, signature)
 
 
-#: libm's exp per float type (None: Numba's ``math.exp``).
+#: The C library's exp per float type (None: Numba's ``math.exp``).
 _LIBM_EXP = {
     numba_types.float64: _libm_function("exp", numba_types.float64(numba_types.float64)),
     numba_types.float32: _libm_function("expf", numba_types.float32(numba_types.float32)),
@@ -160,7 +153,7 @@ _LIBM_EXP = {
 
 
 def libm_exp(x):
-    """``math.exp(x)``, which in compiled code calls libm's ``exp`` (float32: ``expf``) directly."""
+    """``math.exp(x)``, which in compiled code calls the C library's exp directly (see :mod:`fastbp._libm`)."""
     return math.exp(x)
 
 
