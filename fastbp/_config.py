@@ -19,3 +19,10 @@ NUMBA_OPTIONS = {
 # For the per-sample kernels: inlined into their callers at the Numba IR level,
 # since LLVM alone leaves calls in the per-sample loop (about 2x slower there).
 NUMBA_INLINED_OPTIONS = {**NUMBA_OPTIONS, "inline": "always"}
+
+# For the per-row kernels that allocate nothing: without Numba's reference counting
+# (NRT, a private but long-standing option).  Every row view and every array passed
+# to an inlined function takes a count, which an LLVM pass removes again, but that
+# pass gives up on functions as large as these: where it did, W1 ran 4x slower and
+# predictions 13% slower.
+NUMBA_NO_REFCOUNT_OPTIONS = {**NUMBA_OPTIONS, "_nrt": False}

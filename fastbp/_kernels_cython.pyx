@@ -624,8 +624,6 @@ cdef void _train_online(
     cdef const floating* x
     cdef double rate
     cdef floating decay, epoch_loss
-    if rule == SGD and n_epochs > 0:
-        _forward(weights, net, outputs, X + orders[0] * x_stride)
     for epoch in range(n_epochs):
         order = orders + (epoch % n_orders) * n_rows
         rate = rates[epoch]
@@ -634,7 +632,7 @@ cdef void _train_online(
         for t in range(n_rows):
             r = order[t]
             x = X + r * x_stride
-            if rule != SGD:
+            if rule != SGD or (epoch == 0 and t == 0):  # plain SGD has the other rows' outputs from the row before
                 _forward(weights, net, outputs, x)
             epoch_loss += sw[r] * _backward(weights, net, outputs, deltas, Y + r * y_stride)
             if rule == SGD:

@@ -103,7 +103,7 @@ from ._codes import (
     TANH,
 )
 from ._codes import block_size as _block_size
-from ._config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
+from ._config import NUMBA_INLINED_OPTIONS, NUMBA_NO_REFCOUNT_OPTIONS, NUMBA_OPTIONS
 from ._libm import libm_address
 
 ONE = np.uintp(1)
@@ -357,11 +357,12 @@ def forward_propagate(weights, w_off, sizes, acts, outputs, o_off, x):
 def _forward(weights, w_off, sizes, acts, outputs, o_off, x, fast):
     """Store every neuron's output for input row ``x`` in ``outputs``, in the exact or the fast arithmetic."""
     dt = weights.dtype.type
-    _activate_layer(weights, w_off[0], sizes[0], sizes[1], acts[0], x, 0, outputs, o_off[0], fast, dt)
-    for k in range(1, sizes.shape[0] - 1):
+    for k in range(sizes.shape[0] - 1):
+        first = k == 0  # one inlined copy of the layer for all of them (compile time), the inputs chosen here
         _activate_layer(
-            weights, w_off[k], sizes[k], sizes[k + 1], acts[k], outputs, o_off[k - 1], outputs, o_off[k], fast, dt
-        )
+            weights, w_off[k], sizes[k], sizes[k + 1], acts[k], x if first else outputs, 0 if first else o_off[k - 1],
+            outputs, o_off[k], fast, dt,
+        )  # fmt: skip
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -465,14 +466,12 @@ def _sgd_step_ahead(weights, w_off, sizes, acts, outputs, next_outputs, o_off, d
     the result is that of ``_sgd_step`` and then ``_forward``, bit for bit.
     """
     dt = weights.dtype.type
-    _step_layer(
-        weights, w_off[0], sizes[0], sizes[1], acts[0], x, next_x, 0, deltas, next_outputs, o_off[0],
-        l_rate, decay, fast, dt,
-    )  # fmt: skip
-    for k in range(1, sizes.shape[0] - 1):
+    for k in range(sizes.shape[0] - 1):
+        first = k == 0  # one inlined copy of the layer for all of them (compile time), the inputs chosen here
         _step_layer(
-            weights, w_off[k], sizes[k], sizes[k + 1], acts[k], outputs, next_outputs, o_off[k - 1], deltas,
-            next_outputs, o_off[k], l_rate, decay, fast, dt,
+            weights, w_off[k], sizes[k], sizes[k + 1], acts[k], x if first else outputs,
+            next_x if first else next_outputs, 0 if first else o_off[k - 1], deltas, next_outputs, o_off[k],
+            l_rate, decay, fast, dt,
         )  # fmt: skip
 
 
@@ -569,10 +568,7 @@ def train_online(
     )  # fmt: skip
 
 
-# Without Numba's reference counting (NRT): this kernel allocates nothing, and the
-# counts its row views and inlined arguments would take are removed by a pass that
-# gives up on functions as large as this one; where it did, W1 ran 4x slower.
-@njit(_nrt=False, **NUMBA_OPTIONS)
+@njit(**NUMBA_NO_REFCOUNT_OPTIONS)
 def _train_online(
     weights, w_off, sizes, acts, outputs, next_outputs, o_off, deltas, grad, state, X, Y, sw, orders, rates, hyper,
     rule, fast, step0, history,
@@ -586,8 +582,6 @@ def _train_online(
     """
     dt = weights.dtype.type
     n_epochs, n_orders, n_rows, step = history.shape[0], orders.shape[0], orders.shape[1], step0
-    if rule == SGD and n_epochs > 0:
-        _forward(weights, w_off, sizes, acts, outputs, o_off, X[np.uintp(orders[0, 0])], fast)
     for epoch in range(n_epochs):
         order = orders[epoch % n_orders]
         rate = rates[epoch]
@@ -595,7 +589,7 @@ def _train_online(
         epoch_loss = dt(0.0)
         for t in range(n_rows):
             r = np.uintp(order[t])
-            if rule != SGD:
+            if rule != SGD or (epoch == 0 and t == 0):  # plain SGD has the other rows' outputs from the row before
                 _forward(weights, w_off, sizes, acts, outputs, o_off, X[r], fast)
             epoch_loss += sw[r] * backward_propagate_error(weights, w_off, sizes, acts, outputs, o_off, deltas, Y[r])
             if rule == SGD:
@@ -1002,7 +996,7 @@ def train_batches(
 train_batches.dispatchers = (_train_batches_on_one_thread, _train_batches_on_threads)
 
 
-@njit(**NUMBA_OPTIONS)
+@njit(**NUMBA_NO_REFCOUNT_OPTIONS)
 def predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out, fast):
     """Write the output layer's values for every row of ``X`` into ``out``, in the exact or the fast arithmetic."""
     last = np.uintp(o_off[sizes.shape[0] - 2])
