@@ -20,7 +20,9 @@ from ._training import CHUNK_WORK, Trainer
 
 #: Fewer networks than this train faster one at a time: each lockstep step has a fixed cost (gathering
 #: the rows, setting up loops over a few networks) that only more networks pay back (measured with train_many
-#: for 7-5-3 on 2 cores with AVX-512: 0.7-0.8x for 5 networks, 1.2-1.4x for 8, 1.3-1.7x for 16).
+#: for 7-5-3 on 2 cores with AVX-512, against the online kernel that fuses each update with the next forward
+#: pass: 0.6x for 5 networks; for 8, 1.1-1.2x in the fast mode and 0.97-1.06x in the exact one; for 16,
+#: 1.2-1.5x and 1.1-1.2x).
 MIN_NETWORKS = 8
 
 
