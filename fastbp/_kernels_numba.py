@@ -73,6 +73,7 @@ import numpy as np
 from llvmlite import ir
 from numba import config, get_num_threads, njit, prange, set_num_threads
 from numba import types as numba_types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ._codes import (
@@ -133,6 +134,71 @@ def _from_bits(typingctx, bits):
         return builder.bitcast(args[0], ir.DoubleType())
 
     return numba_types.float64(numba_types.int64), codegen
+
+
+#: The fast mode's partial sums (see ``_weighted_sum``).
+LANES = 8
+
+
+def _lane_sums_codegen(update: bool):
+    """LLVM code for the fast mode's eight partial sums as one vector of eight: see ``_lane_sums``."""
+
+    def codegen(context, builder, signature, args):
+        if update:  # ``weighed``: the inputs the (updated) weights multiply
+            weights, neuron, inputs, weighed, in_off, count, step = args
+        else:
+            weights, neuron, weighed, in_off, count = args
+        dtype = signature.args[0].dtype
+        scalar, align = context.get_value_type(dtype), dtype.bitwidth // 8
+        vector = ir.VectorType(scalar, LANES)
+
+        def base(array_type, array, offset):
+            data = context.make_array(array_type)(context, builder, array).data
+            return builder.gep(data, [offset])
+
+        def load(pointer, i):
+            return builder.load(builder.bitcast(builder.gep(pointer, [i]), vector.as_pointer()), align=align)
+
+        w_base = base(signature.args[0], weights, neuron)
+        weighed_base = base(signature.args[3 if update else 2], weighed, in_off)
+        if update:
+            x_base = base(signature.args[2], inputs, in_off)
+            step = context.cast(builder, step, signature.args[6], dtype)
+            steps = ir.Constant(vector, ir.Undefined)
+            for k in range(LANES):
+                steps = builder.insert_element(steps, step, ir.Constant(ir.IntType(32), k))
+        total = cgutils.alloca_once_value(builder, ir.Constant(vector, [ir.Constant(scalar, 0.0)] * LANES))
+        zero, stride = ir.Constant(count.type, 0), ir.Constant(count.type, LANES)
+        with cgutils.for_range_slice(builder, zero, count, stride, inc=True) as (i, _):
+            w = load(w_base, i)
+            if update:
+                w = builder.fsub(w, builder.fmul(steps, load(x_base, i)))
+                builder.store(w, builder.bitcast(builder.gep(w_base, [i]), vector.as_pointer()), align=align)
+            builder.store(builder.fadd(builder.load(total), builder.fmul(w, load(weighed_base, i))), total)
+        value = builder.load(total)
+        lanes = [builder.extract_element(value, ir.Constant(ir.IntType(32), k)) for k in range(LANES)]
+        return context.make_tuple(builder, signature.return_type, lanes)
+
+    return codegen
+
+
+@intrinsic
+def _lane_sums(typingctx, weights, neuron, inputs, in_off, count):
+    """The fast mode's partial sums: lane ``k`` adds ``weights[neuron + i] * inputs[in_off + i]`` for
+    ``i % 8 == k``, ``i < count`` (a multiple of 8), in order, from 0.
+
+    Written as LLVM vector code: Numba's LLVM leaves eight scalar accumulators
+    scalar (its SLP vectoriser is off), where gcc runs them as vector code.  Each
+    lane's additions are the scalar code's, in its order: the same bits.
+    """
+    return numba_types.UniTuple(weights.dtype, LANES)(weights, neuron, inputs, in_off, count), _lane_sums_codegen(False)
+
+
+@intrinsic
+def _stepped_lane_sums(typingctx, weights, neuron, inputs, next_inputs, in_off, count, step):
+    """``_lane_sums`` of ``next_inputs``, each weight first updated in place, ``w -= step * inputs[in_off + i]``."""
+    signature = numba_types.UniTuple(weights.dtype, LANES)(weights, neuron, inputs, next_inputs, in_off, count, step)
+    return signature, _lane_sums_codegen(True)
 
 
 def _libm_function(name: str, signature):
@@ -285,30 +351,25 @@ def _weighted_sum(weights, neuron, n_in, inputs, in_off, fast, dt):
     Exact: bias first, then each input in order (the tutorial's sum, bit for bit).
     Fast: the inputs in eight interleaved partial sums, ``i % 8``, combined
     pairwise, then the bias and the remaining ``n_in % 8`` inputs in order.  The
-    partial sums are independent, so the loop runs as vector instructions; with
-    fewer than eight inputs both orders are the same.
+    partial sums are independent, so they run as one vector of eight
+    (``_lane_sums``); with fewer than eight inputs both orders are the same.
     """
     if not fast or n_in < np.uintp(8):
         total = weights[neuron + n_in]
         for i in range(n_in):
             total += weights[neuron + i] * inputs[in_off + i]
         return total
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = dt(0.0)
-    n8 = n_in - n_in % np.uintp(8)
-    for i in range(np.uintp(0), n8, np.uintp(8)):
-        w, x = neuron + i, in_off + i
-        s0 += weights[w] * inputs[x]
-        s1 += weights[w + np.uintp(1)] * inputs[x + np.uintp(1)]
-        s2 += weights[w + np.uintp(2)] * inputs[x + np.uintp(2)]
-        s3 += weights[w + np.uintp(3)] * inputs[x + np.uintp(3)]
-        s4 += weights[w + np.uintp(4)] * inputs[x + np.uintp(4)]
-        s5 += weights[w + np.uintp(5)] * inputs[x + np.uintp(5)]
-        s6 += weights[w + np.uintp(6)] * inputs[x + np.uintp(6)]
-        s7 += weights[w + np.uintp(7)] * inputs[x + np.uintp(7)]
-    total = weights[neuron + n_in] + (((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7)))
+    n8 = n_in - n_in % np.uintp(LANES)
+    total = weights[neuron + n_in] + _combined(_lane_sums(weights, neuron, inputs, in_off, n8))
     for i in range(n8, n_in):
         total += weights[neuron + i] * inputs[in_off + i]
     return total
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _combined(lanes):
+    """The fast mode's eight partial sums combined pairwise: ``((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))``."""
+    return ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -433,6 +494,21 @@ def _stepped_sum(weights, neuron, n_in, inputs, next_inputs, in_off, step):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _stepped_partial_sums(weights, neuron, n_in, inputs, next_inputs, in_off, step):
+    """``_stepped_sum`` in the fast mode's order (``n_in >= 8``): ``_weighted_sum``'s partial sums, one pass."""
+    n8 = n_in - n_in % np.uintp(LANES)
+    lanes = _stepped_lane_sums(weights, neuron, inputs, next_inputs, in_off, n8, step)
+    total = weights[neuron + n_in] - step
+    weights[neuron + n_in] = total
+    total = total + _combined(lanes)
+    for i in range(n8, n_in):
+        weight = weights[neuron + i] - step * inputs[in_off + i]
+        weights[neuron + i] = weight
+        total += weight * next_inputs[in_off + i]
+    return total
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _step_layer(
     weights, start, n_in, n_out, code, inputs, next_inputs, in_off, deltas, next_outputs, out_off, l_rate, decay,
     fast, dt,
@@ -444,10 +520,14 @@ def _step_layer(
     """
     start, n_in, n_out = np.uintp(start), np.uintp(n_in), np.uintp(n_out)
     in_off, out_off = np.uintp(in_off), np.uintp(out_off)
-    if decay == 0 and (not fast or n_in < np.uintp(8)):  # the exact sum (see _weighted_sum)
+    if decay == 0 and (not fast or n_in < np.uintp(LANES)):  # the exact sum (see _weighted_sum)
         for j in range(n_out):
             neuron, step = start + j * (n_in + ONE), l_rate * deltas[out_off + j]
             next_outputs[out_off + j] = _stepped_sum(weights, neuron, n_in, inputs, next_inputs, in_off, step)
+    elif decay == 0:
+        for j in range(n_out):
+            neuron, step = start + j * (n_in + ONE), l_rate * deltas[out_off + j]
+            next_outputs[out_off + j] = _stepped_partial_sums(weights, neuron, n_in, inputs, next_inputs, in_off, step)
     else:
         for j in range(n_out):
             neuron = start + j * (n_in + ONE)
