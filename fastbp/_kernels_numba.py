@@ -515,8 +515,9 @@ def _step_layer(
 ):  # fmt: skip
     """``_update_layer`` for this row's ``inputs``, each neuron then activated for the next row's ``next_inputs``.
 
-    The layer's deltas sit at the offset of its outputs.  Without decay, the exact
-    arithmetic updates and weighs in one pass over each neuron's weights.
+    The layer's deltas sit at the offset of its outputs.  Without decay, each
+    neuron's weights are updated and weighed in one pass (``_stepped_sum``, or
+    ``_stepped_partial_sums`` in the fast mode's order).
     """
     start, n_in, n_out = np.uintp(start), np.uintp(n_in), np.uintp(n_out)
     in_off, out_off = np.uintp(in_off), np.uintp(out_off)
