@@ -5,6 +5,7 @@ import random
 import numpy as np
 import pytest
 
+import fastbp
 from fastbp import reference
 from fastbp._backends import available_backends, get_backend
 from fastbp._codes import HYPER, MOMENTUM, SGD, UPDATE_RULES
@@ -395,3 +396,19 @@ def test_backends_agree_bit_for_bit_on_the_fast_sigmoid():
     assert outputs[0][:-3].tobytes() == outputs[1][:-3].tobytes()
     np.testing.assert_array_equal(outputs[0][-3:], [np.nan, 1.0, 0.0])  # nan's sign bit may differ
     np.testing.assert_array_equal(outputs[1][-3:], [np.nan, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("l2", [0.0, 1e-3], ids=["fused pass", "with decay"])
+def test_backends_train_the_same_bits_in_the_fast_mode_on_wide_layers(dtype, l2):
+    """Layers of 21, 13 and 9 inputs: eight partial sums and a remainder, updated in the same pass as the next
+    row's sums (Numba's LLVM vector lanes, Cython's eight accumulators) or, with L2, in two passes."""
+    names = [name for name in ("cython", "numba") if name in available_backends()]
+    if len(names) < 2:
+        pytest.skip("the Cython extension is not built")
+    rng = np.random.default_rng(7)
+    X, y = rng.normal(size=(30, 21)), rng.integers(0, 3, 30)
+    options = dict(hidden=(13, 9), output="softmax", epochs=4, seed=2, exact=False, l2=l2, dtype=dtype, shuffle=True)
+    models = [fastbp.train(X, y, backend=name, lr=0.1, **options) for name in names]
+    assert models[0].weights.tobytes() == models[1].weights.tobytes()
+    assert models[0].history.tobytes() == models[1].history.tobytes()
