@@ -18,9 +18,9 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 # -fno-trapping-math changes no value, only the promise to keep floating-point exception
 # flags: it lets gcc turn the selects of fastbp's exp into vector code (lockstep's sigmoid).
 GCC_LIKE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
-# Linked against libm, the kernels' exp binds to glibc's current symbol (exp@GLIBC_2.29); left
-# unlinked, the loader binds it to the oldest, a compatibility wrapper (exp@GLIBC_2.2.5) that
-# checks errno around every call: a fifth of exp's time. The same exp computes the values either way.
+# Linked against libm, the kernels' libm functions (expf, tanh, log; exp where fastbp._libm finds
+# no exp core) bind to glibc's current symbols; left unlinked, the loader binds them to the oldest,
+# compatibility wrappers (exp@GLIBC_2.2.5) that check errno around every call. The values are the same.
 MATH_LIBRARY = ["m"]
 # OpenMP lets the mini-batch kernels share a batch's products between threads; without it
 # (a compiler that lacks it) the extension builds anyway and runs them on one thread.

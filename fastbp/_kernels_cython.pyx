@@ -477,8 +477,8 @@ cdef inline floating _stepped_partial_sums(
 ) noexcept nogil:
     """``_stepped_sum`` with the fast mode's eight partial sums (``n_in >= 8``), in ``_weighted_sum``'s order.
 
-    gcc runs the eight lanes as vector code.  The Numba backend has no such pass:
-    its LLVM leaves the lanes scalar, and its two passes are faster there.
+    gcc runs the eight accumulators as vector code; the Numba backend writes them as
+    one LLVM vector of eight (its ``_stepped_lane_sums``), with the same bits.
     """
     cdef Py_ssize_t i
     cdef Py_ssize_t n8 = n_in - n_in % 8

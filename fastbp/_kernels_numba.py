@@ -345,7 +345,7 @@ def _output_error(output, target, code, dt):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _weighted_sum(weights, neuron, n_in, inputs, in_off, fast, dt):
+def _weighted_sum(weights, neuron, n_in, inputs, in_off, fast):
     """The bias ``weights[neuron + n_in]`` plus the inputs times their weights.
 
     Exact: bias first, then each input in order (the tutorial's sum, bit for bit).
@@ -354,7 +354,7 @@ def _weighted_sum(weights, neuron, n_in, inputs, in_off, fast, dt):
     partial sums are independent, so they run as one vector of eight
     (``_lane_sums``); with fewer than eight inputs both orders are the same.
     """
-    if not fast or n_in < np.uintp(8):
+    if not fast or n_in < np.uintp(LANES):
         total = weights[neuron + n_in]
         for i in range(n_in):
             total += weights[neuron + i] * inputs[in_off + i]
@@ -404,7 +404,7 @@ def _activate_layer(weights, start, n_in, n_out, code, inputs, in_off, outputs, 
     start, n_in, n_out = np.uintp(start), np.uintp(n_in), np.uintp(n_out)
     in_off, out_off = np.uintp(in_off), np.uintp(out_off)
     for j in range(n_out):
-        outputs[out_off + j] = _weighted_sum(weights, start + j * (n_in + ONE), n_in, inputs, in_off, fast, dt)
+        outputs[out_off + j] = _weighted_sum(weights, start + j * (n_in + ONE), n_in, inputs, in_off, fast)
     _activate(outputs, out_off, n_out, code, fast, dt)
 
 
@@ -533,7 +533,7 @@ def _step_layer(
         for j in range(n_out):
             neuron = start + j * (n_in + ONE)
             _update_neuron(weights, neuron, n_in, inputs, in_off, l_rate * deltas[out_off + j], decay)
-            next_outputs[out_off + j] = _weighted_sum(weights, neuron, n_in, next_inputs, in_off, fast, dt)
+            next_outputs[out_off + j] = _weighted_sum(weights, neuron, n_in, next_inputs, in_off, fast)
     _activate(next_outputs, out_off, n_out, code, fast, dt)
 
 

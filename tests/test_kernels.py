@@ -11,6 +11,7 @@ from fastbp._backends import available_backends, get_backend
 from fastbp._codes import HYPER, MOMENTUM, SGD, UPDATE_RULES
 from fastbp._layout import Layout
 
+COMPILED = [name for name in ("cython", "numba") if name in available_backends()]
 # One hidden layer (the tutorial's shapes) and deeper networks.
 SIZES = [(2, 1, 2), (7, 5, 3), (3, 4, 6, 2), (5, 3, 4, 3, 4)]
 
@@ -387,28 +388,24 @@ def test_fastbps_exp_is_within_two_ulps_of_numpys():
     np.testing.assert_array_equal(out[:6], [np.nan, np.inf, 0.0, np.inf, 0.0, 1.0])
 
 
+@pytest.mark.skipif(len(COMPILED) < 2, reason="needs both compiled backends")
 def test_backends_agree_bit_for_bit_on_the_fast_sigmoid():
-    names = [name for name in ("cython", "numba") if name in available_backends()]
-    if len(names) < 2:
-        pytest.skip("the Cython extension is not built")
     a = np.concatenate([np.linspace(-1000, 1000, 200_001), [np.nan, np.inf, -np.inf]])
-    outputs = [_sigmoid_of(get_backend(name), a, True) for name in names]
+    outputs = [_sigmoid_of(get_backend(name), a, True) for name in COMPILED]
     assert outputs[0][:-3].tobytes() == outputs[1][:-3].tobytes()
     np.testing.assert_array_equal(outputs[0][-3:], [np.nan, 1.0, 0.0])  # nan's sign bit may differ
     np.testing.assert_array_equal(outputs[1][-3:], [np.nan, 1.0, 0.0])
 
 
+@pytest.mark.skipif(len(COMPILED) < 2, reason="needs both compiled backends")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("l2", [0.0, 1e-3], ids=["fused pass", "with decay"])
 def test_backends_train_the_same_bits_in_the_fast_mode_on_wide_layers(dtype, l2):
     """Layers of 21, 13 and 9 inputs: eight partial sums and a remainder, updated in the same pass as the next
     row's sums (Numba's LLVM vector lanes, Cython's eight accumulators) or, with L2, in two passes."""
-    names = [name for name in ("cython", "numba") if name in available_backends()]
-    if len(names) < 2:
-        pytest.skip("the Cython extension is not built")
     rng = np.random.default_rng(7)
     X, y = rng.normal(size=(30, 21)), rng.integers(0, 3, 30)
     options = dict(hidden=(13, 9), output="softmax", epochs=4, seed=2, exact=False, l2=l2, dtype=dtype, shuffle=True)
-    models = [fastbp.train(X, y, backend=name, lr=0.1, **options) for name in names]
+    models = [fastbp.train(X, y, backend=name, lr=0.1, **options) for name in COMPILED]
     assert models[0].weights.tobytes() == models[1].weights.tobytes()
     assert models[0].history.tobytes() == models[1].history.tobytes()
