@@ -1,4 +1,60 @@
-"""Backend registry: a name maps to a kernel module implementing the contract.
+"""The kernel contract and the backend registry.
+
+A backend is a module of kernels that train and run networks laid out in one flat
+buffer (:mod:`fastbp._layout`).  Every backend provides :data:`KERNELS`, and
+declares in its ``CAPABILITIES`` (a :class:`Capabilities`) what else it provides
+and how it may be run.  The kernels take their arguments as a few named bundles,
+checked here to fit together before any kernel runs:
+
+* :class:`Network`: the layers (kinds, activations, sizes, offsets) and the arithmetic;
+* ``weights``: the flat parameter buffer, float64 or float32, whose dtype every float
+  array of a call shares (and all the arithmetic stays in), but the float64 ``rates``
+  and ``history``;
+* ``optimizer_state``: the optimizer's memory, two buffers of ``len(weights)`` one after
+  the other (momentum's velocities; Adam's moments; iRprop-'s step sizes, then the
+  previous gradient);
+* :class:`Data`: the rows trained on;
+* :class:`Schedule`: which rows each epoch visits, at which rate, by which optimizer;
+* ``history``: float64, one loss per epoch, written by the kernel.
+
+The kernels (model, then data, then schedule, then outputs):
+
+* ``train_online(net, weights, optimizer_state, data, schedule, history)``: epochs of
+  one update per row;
+* ``train_batches(net, weights, optimizer_state, data, schedule, history, n_threads)``:
+  epochs of one update per ``schedule.batch_size`` rows, the batch's products shared
+  by up to ``n_threads`` threads (at most ``max_threads``);
+* ``predict_batch(net, weights, X, out)``: the output layer's values for every row of
+  ``X``, into ``out``;
+* with ``steps``, the tutorial's steps for one row and one batch's gradient, which the
+  tests check against the reference and against central differences:
+  ``forward_propagate(net, weights, signals, x)``,
+  ``backward_propagate_error(net, weights, signals, expected) -> loss``,
+  ``update_weights(net, weights, signals, x, l_rate)`` and
+  ``batch_gradient(net, weights, data, rows, grad) -> loss``;
+* with ``lockstep``, ``train_lockstep(net, weights, data, schedule, lengths, history)``:
+  online plain SGD of many networks of one architecture at once, the network index the
+  last axis of ``weights`` ``(n_weights, n_nets)``; network ``k`` visits rows
+  ``schedule.orders[e % n_orders, k, :lengths[k]]`` in epoch ``e`` at rate
+  ``schedule.rates[e, k]``, and its loss goes to ``history[e, k]``.
+
+Epoch ``e`` of a call visits rows ``schedule.orders[e % len(orders)]`` at rate
+``schedule.rates[e]``, and ``history[e]`` receives its loss summed over the rows,
+each row's weighted by its sample weight: the squared error
+``sum((target - output)**2)`` (the tutorial's), or the cross-entropy
+``-sum(target * log(p))`` for a softmax output.  The gradient is that of
+``0.5 * sum((output - target)**2)`` (whose delta is the tutorial's) or of the
+cross-entropy, times the row's weight, averaged over the batch.
+
+Kernels mutate their buffers in place and trust their inputs' values, which
+:mod:`fastbp._validate` checks; the checks here only make sure the bundles fit
+together (shapes, dtypes, layouts), so two arguments swapped are refused rather than
+read out of bounds.  With ``net.exact`` the online kernels follow
+:mod:`fastbp.reference` operation by operation, so they agree with it bit for bit;
+otherwise (the fast mode) each weighted sum runs in ``LANES`` interleaved partial sums
+and the sigmoid takes fastbp's own exp, the same operations in every backend.  The
+mini-batch kernels multiply whole batches by BLAS, in blocks whose size depends on the
+batch's row count alone, so the thread count never changes a result.
 
 Compiled backends are imported on first use, so a broken one does not stop the
 others from working, and asking for it raises an error that says why.
@@ -8,9 +64,15 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import threading
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import NamedTuple
+
+import numpy as np
 
 #: Backend names, fastest first, and the module holding each one's kernels.
 BACKENDS = {
@@ -23,24 +85,99 @@ COMPILED = ("cython", "numba")
 #: Backends built as C extensions at install time rather than compiled on import.
 _EXTENSIONS = ("cython",)
 
+#: The kernels every backend provides.
+KERNELS = ("train_online", "train_batches", "predict_batch")
+#: The kernels a backend with ``steps`` provides as well.
+STEP_KERNELS = ("forward_propagate", "backward_propagate_error", "update_weights", "batch_gradient")
+#: The kernel a backend with ``lockstep`` provides as well.
+LOCKSTEP_KERNEL = "train_lockstep"
 
-def get_backend(name: str) -> ModuleType:
-    """The kernel module for backend ``name`` (``"auto"``: the fastest that imports)."""
+
+class Network(NamedTuple):
+    """A network as the kernels read it: per layer, intp arrays; and the arithmetic.
+
+    Layer ``k`` takes the ``sizes[k]`` values that layer ``k - 1`` puts out (the
+    features for ``k == 0``) and puts out ``sizes[k + 1]``; its weights start at
+    ``w_off[k]`` in the flat buffer, its outputs (and their error signals) at
+    ``o_off[k]`` in the scratch buffers; ``w_off`` and ``o_off`` end with the totals.
+    """
+
+    kinds: np.ndarray  # (n_layers,): LayerKindCode
+    activations: np.ndarray  # (n_layers,): ActivationCode
+    sizes: np.ndarray  # (n_layers + 1,)
+    w_off: np.ndarray  # (n_layers + 1,)
+    o_off: np.ndarray  # (n_layers + 1,)
+    #: True: the tutorial's arithmetic (inputs summed in order, libm's exp); False: the fast mode.
+    exact: bool
+
+
+class Data(NamedTuple):
+    """The rows a kernel trains on, all of the weights' dtype."""
+
+    X: np.ndarray  # (n_rows, n_features)
+    Y: np.ndarray  # (n_rows, n_outputs): one-hot labels, or regression targets
+    sample_weight: np.ndarray  # (n_rows,)
+
+
+class Schedule(NamedTuple):
+    """Which rows each epoch of a call visits, at which rate, and how the weights are updated."""
+
+    orders: np.ndarray  # intp (n_orders, n_visits): epoch e visits rows orders[e % n_orders]
+    rates: np.ndarray  # float64 (n_epochs,): epoch e's learning rate
+    batch_size: int  # rows per update
+    optimizer: int  # OptimizerCode
+    momentum: float
+    l2: float  # added times each weight, but the biases, to its gradient
+    beta1: float
+    beta2: float
+    epsilon: float
+    steps_done: int  # updates made before this call: Adam's bias correction counts them
+
+
+class Signals(NamedTuple):
+    """Each neuron's output and error signal for one row (buffers of ``o_off[-1]`` values)."""
+
+    outputs: np.ndarray
+    deltas: np.ndarray
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend declares about itself beyond :data:`KERNELS`."""
+
+    #: Provides :data:`STEP_KERNELS`.
+    steps: bool
+    #: Provides :data:`LOCKSTEP_KERNEL`.
+    lockstep: bool
+    #: Its kernels release the GIL, so Python threads running them share the cores.
+    releases_gil: bool
+    #: The most threads ``train_batches`` shares a batch between.
+    max_threads: int
+    #: Held while ``train_batches`` runs on several threads, where the threading layer needs it.
+    parallel_lock: threading.Lock | None = None
+    #: Compiled kernels cached on disk: clears that cache, when it cannot be read.
+    clear_disk_cache: Callable[[], None] | None = None
+    #: With ``clear_disk_cache``: whether the kernel of that name has not run yet in this process (so it may be
+    #: reading the cache now).
+    not_yet_run: Callable[[str], bool] | None = None
+
+
+def get_backend(name: str) -> Backend:
+    """Backend ``name`` (``"auto"``: the fastest that imports)."""
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {name!r}")
     if name == "auto":
         for candidate in COMPILED:
-            module = _try_import(candidate)
-            if module is not None:
-                return module
+            if _try_import(candidate) is not None:
+                return _loaded(candidate)
         raise ImportError(f"no compiled backend could be imported (tried {', '.join(COMPILED)})")
     if name not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {tuple(BACKENDS)}, got {name!r}")
     module_name = BACKENDS[name]
     try:
-        return importlib.import_module(module_name)
+        importlib.import_module(module_name)
     except ImportError as error:
-        if name in _EXTENSIONS and error.name == module_name:
+        if name in _EXTENSIONS and error.name is not None and error.name.startswith(module_name):
             package = Path(__file__).parent
             reason = (
                 f"the compiled extension {module_name} is missing from {package} "
@@ -49,38 +186,7 @@ def get_backend(name: str) -> ModuleType:
         else:
             reason = str(error)
         raise ImportError(f"the {name!r} backend is not available: {reason}") from error
-
-
-#: What a damaged Numba cache file raises when the dispatcher unpickles it (Numba 0.68 does not catch it).
-_UNREADABLE_CACHE = (EOFError, pickle.UnpicklingError, ImportError, AttributeError, IndexError, ValueError)
-
-
-def run_kernel(kernels: ModuleType, name: str, *args):
-    """Call ``kernels.<name>(*args)``, recompiling Numba kernels whose disk cache cannot be read.
-
-    Numba loads a kernel (and the kernels it calls) from its cache on the first call
-    in a process; a truncated or garbled cache file then raises from inside Numba
-    before any work is done.  The module's caches are cleared, with a warning, and
-    the kernel compiled afresh, once.
-    """
-    kernel = getattr(kernels, name)
-    # A Python function that picks between compiled ones lists them as ``dispatchers``: any that has not run
-    # yet may be the one reading the cache now.
-    first_call = any(not getattr(compiled, "signatures", True) for compiled in getattr(kernel, "dispatchers", [kernel]))
-    try:
-        return kernel(*args)
-    except _UNREADABLE_CACHE as error:
-        caches = [value._cache for value in vars(kernels).values() if hasattr(value, "_cache")]
-        if not first_call or not caches:
-            raise
-        warnings.warn(
-            f"fastbp's Numba cache could not be read ({type(error).__name__}: {error}); compiling the kernels afresh",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        for cache in caches:
-            cache.flush()
-        return kernel(*args)
+    return _loaded(name)
 
 
 def available_backends() -> list[str]:
@@ -88,13 +194,163 @@ def available_backends() -> list[str]:
     return [name for name in BACKENDS if _try_import(name) is not None]
 
 
-def backend_name(module: ModuleType) -> str:
-    """The registry name of a kernel module."""
-    return next(name for name, path in BACKENDS.items() if path == module.__name__)
-
-
 def _try_import(name: str) -> ModuleType | None:
     try:
         return importlib.import_module(BACKENDS[name])
     except ImportError:
         return None
+
+
+_LOADED: dict[str, Backend] = {}
+
+
+def _loaded(name: str) -> Backend:
+    """The one :class:`Backend` of ``name`` (imported), which every caller shares."""
+    if name not in _LOADED:
+        _LOADED.setdefault(name, Backend(name, importlib.import_module(BACKENDS[name])))
+    return _LOADED[name]
+
+
+#: What a damaged Numba cache file raises when the dispatcher unpickles it (Numba 0.68 does not catch it).
+_UNREADABLE_CACHE = (EOFError, pickle.UnpicklingError, ImportError, AttributeError, IndexError, ValueError)
+
+
+class Backend:
+    """A backend's kernels behind the contract: each call's bundles are checked to fit together first."""
+
+    def __init__(self, name: str, module: ModuleType):
+        self.name = name
+        self.module = module
+        self.capabilities: Capabilities = module.CAPABILITIES
+
+    def __repr__(self) -> str:
+        return f"<fastbp backend {self.name!r}>"
+
+    def train_online(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> None:
+        _check_training(net, weights, optimizer_state, data, schedule, history)
+        self._run("train_online", net, weights, optimizer_state, data, schedule, history)
+
+    def train_batches(
+        self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, n_threads: int
+    ) -> None:
+        _check_training(net, weights, optimizer_state, data, schedule, history)
+        self._run("train_batches", net, weights, optimizer_state, data, schedule, history, n_threads)
+
+    def train_lockstep(self, net: Network, weights, data: Data, schedule: Schedule, lengths, history) -> None:
+        _check_network(net, weights.dtype)
+        n_nets = weights.shape[1] if weights.ndim == 2 else -1
+        _require(_is(weights, weights.dtype, (net.w_off[-1], n_nets)), f"weights must be ({net.w_off[-1]}, n_nets)")
+        _check_data(net, data, weights.dtype)
+        _require(_is(lengths, np.intp, (n_nets,)), f"lengths must be intp of shape ({n_nets},)")
+        _require(_is(history, np.float64, (len(history), n_nets)), f"history must be float64 (n_epochs, {n_nets})")
+        _require(schedule.orders.ndim == 3 and schedule.orders.shape[1] == n_nets, "orders must be (n, n_nets, rows)")
+        _require(_is(schedule.orders, np.intp, schedule.orders.shape), "orders must be intp")
+        _require(_is(schedule.rates, np.float64, history.shape), "rates must be float64 shaped like history")
+        self._run("train_lockstep", net, weights, data, schedule, lengths, history)
+
+    def predict_batch(self, net: Network, weights, X, out) -> None:
+        _check_weights(net, weights, weights.dtype)
+        _require(_is(X, weights.dtype, (len(X), net.sizes[0])), f"X must be {weights.dtype} (n_rows, {net.sizes[0]})")
+        _require(_is(out, weights.dtype, (len(X), net.sizes[-1])), f"out must be (n_rows, {net.sizes[-1]})")
+        self._run("predict_batch", net, weights, X, out)
+
+    def forward_propagate(self, net: Network, weights, signals: Signals, x) -> None:
+        _check_signals(net, weights, signals)
+        _require(_is(x, weights.dtype, (net.sizes[0],)), f"x must be {weights.dtype} ({net.sizes[0]},)")
+        self._run("forward_propagate", net, weights, signals, x)
+
+    def backward_propagate_error(self, net: Network, weights, signals: Signals, expected) -> float:
+        _check_signals(net, weights, signals)
+        _require(_is(expected, weights.dtype, (net.sizes[-1],)), f"expected must be ({net.sizes[-1]},)")
+        return self._run("backward_propagate_error", net, weights, signals, expected)
+
+    def update_weights(self, net: Network, weights, signals: Signals, x, l_rate: float) -> None:
+        _check_signals(net, weights, signals)
+        _require(_is(x, weights.dtype, (net.sizes[0],)), f"x must be {weights.dtype} ({net.sizes[0]},)")
+        self._run("update_weights", net, weights, signals, x, l_rate)
+
+    def batch_gradient(self, net: Network, weights, data: Data, rows, grad) -> float:
+        _check_weights(net, weights, weights.dtype)
+        _check_data(net, data, weights.dtype)
+        _require(_is(rows, np.intp, (len(rows),)) and len(rows) > 0, "rows must be a non-empty intp array")
+        _require(_is(grad, weights.dtype, weights.shape), "grad must be shaped like weights")
+        return self._run("batch_gradient", net, weights, data, rows, grad)
+
+    def _run(self, name: str, *args):
+        """Call kernel ``name``, compiling it afresh if its disk cache cannot be read.
+
+        Numba loads a kernel (and the kernels it calls) from its cache on the first
+        call in a process; a truncated or garbled cache file then raises from inside
+        Numba before any work is done.  The cache is cleared, with a warning, and the
+        kernel compiled afresh, once.
+        """
+        kernel = getattr(self.module, name)
+        capabilities = self.capabilities
+        first_call = capabilities.not_yet_run is not None and capabilities.not_yet_run(name)
+        try:
+            return kernel(*args)
+        except _UNREADABLE_CACHE as error:
+            if not first_call:
+                raise
+            warnings.warn(
+                f"fastbp's Numba cache could not be read ({type(error).__name__}: {error}); "
+                "compiling the kernels afresh",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            capabilities.clear_disk_cache()
+            return kernel(*args)
+
+
+def _require(condition: bool, problem: str) -> None:
+    if not condition:
+        raise ValueError(f"kernel arguments do not fit together: {problem}")
+
+
+def _is(array, dtype, shape: tuple) -> bool:
+    """Whether ``array`` is a C-contiguous, writeable ndarray of ``dtype`` and ``shape``."""
+    return (
+        isinstance(array, np.ndarray)
+        and array.dtype == dtype
+        and array.shape == tuple(shape)
+        and array.flags.c_contiguous
+        and array.flags.writeable
+    )
+
+
+def _check_weights(net: Network, weights, dtype) -> None:
+    _check_network(net, dtype)
+    _require(_is(weights, dtype, (net.w_off[-1],)), f"weights must be ({net.w_off[-1]},) for this network")
+
+
+def _check_network(net: Network, dtype) -> None:
+    _require(dtype in (np.float64, np.float32), f"the weights must be float64 or float32, not {dtype}")
+    n_layers = len(net.kinds)
+    for field in ("kinds", "activations"):
+        _require(_is(getattr(net, field), np.intp, (n_layers,)), f"net.{field} must be intp ({n_layers},)")
+    for field in ("sizes", "w_off", "o_off"):
+        _require(_is(getattr(net, field), np.intp, (n_layers + 1,)), f"net.{field} must be intp ({n_layers + 1},)")
+
+
+def _check_data(net: Network, data: Data, dtype) -> None:
+    n_rows = len(data.X)
+    _require(_is(data.X, dtype, (n_rows, net.sizes[0])), f"X must be {dtype} (n_rows, {net.sizes[0]})")
+    _require(_is(data.Y, dtype, (n_rows, net.sizes[-1])), f"Y must be {dtype} ({n_rows}, {net.sizes[-1]})")
+    _require(_is(data.sample_weight, dtype, (n_rows,)), f"sample_weight must be {dtype} ({n_rows},)")
+
+
+def _check_training(net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> None:
+    _check_weights(net, weights, weights.dtype)
+    _check_data(net, data, weights.dtype)
+    _require(_is(optimizer_state, weights.dtype, (2 * len(weights),)), "optimizer_state must be twice the weights")
+    _require(_is(history, np.float64, (len(history),)), "history must be float64 (n_epochs,)")
+    orders = schedule.orders
+    _require(orders.ndim == 2 and _is(orders, np.intp, orders.shape) and orders.size > 0, "orders must be intp 2-D")
+    _require(_is(schedule.rates, np.float64, history.shape), "rates must be float64, one per epoch")
+    _require(schedule.batch_size >= 1, "batch_size must be positive")
+
+
+def _check_signals(net: Network, weights, signals: Signals) -> None:
+    _check_weights(net, weights, weights.dtype)
+    for field in ("outputs", "deltas"):
+        _require(_is(getattr(signals, field), weights.dtype, (net.o_off[-1],)), f"{field} must be ({net.o_off[-1]},)")

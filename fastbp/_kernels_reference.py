@@ -21,7 +21,10 @@ from contextlib import contextmanager
 import numpy as np
 
 from . import reference
-from ._codes import H_L2, SGD, SIGMOID
+from ._backends import Capabilities
+from ._concepts import ActivationCode, OptimizerCode
+
+CAPABILITIES = Capabilities(steps=False, lockstep=False, releases_gil=False, max_threads=1)
 
 
 @contextmanager
@@ -37,90 +40,49 @@ def _exp_overflow_as_floating_point_error():
         ) from None
 
 
-def _require_tutorial_network(weights, acts) -> None:
-    if weights.dtype != np.float64 or (acts != SIGMOID).any():
+def _require_tutorial_network(net, weights) -> None:
+    """The tutorial's network: sigmoid layers in float64, computed in its exact arithmetic."""
+    if weights.dtype != np.float64 or (net.activations != ActivationCode.SIGMOID).any():
         raise ValueError(
             "the reference backend runs only the tutorial's network (sigmoid layers, float64); "
             "use backend='cython' or 'numba'"
         )
-
-
-def _require_exact(fast) -> None:
-    """The fast mode's sums (from 8 inputs) and its sigmoid's exp are not the tutorial's: its code cannot follow."""
-    if fast:
+    if not net.exact:  # the fast mode's sums (from 8 inputs) and its sigmoid's exp are not the tutorial's
         raise ValueError(
             "the reference backend computes the tutorial's exact arithmetic only (its summation order, libm's exp): "
             "pass exact=True"
         )
 
 
-def train_online(
-    weights,
-    w_off,
-    sizes,
-    acts,
-    outputs,
-    o_off,
-    deltas,
-    grad,
-    state,
-    X,
-    Y,
-    sw,
-    orders,
-    rates,
-    hyper,
-    rule,
-    fast,
-    step0,
-    history,
-):
+def train_online(net, weights, optimizer_state, data, schedule, history):
     """Run ``len(history)`` epochs of the tutorial's ``train_network``, one call per epoch for its rows and rate."""
-    _require_tutorial_network(weights, acts)
-    _require_exact(fast)
-    if rule != SGD or hyper[H_L2] != 0 or (sw != 1).any():
+    _require_tutorial_network(net, weights)
+    if schedule.optimizer != OptimizerCode.SGD or schedule.l2 != 0 or (data.sample_weight != 1).any():
         raise ValueError(
             "the reference backend runs only the tutorial's training (online plain SGD without l2 or sample "
             "weights); use backend='cython' or 'numba'"
         )
-    network = reference.unpack(weights, tuple(sizes.tolist()))
-    rows = [features + [int(label)] for features, label in zip(X.tolist(), np.argmax(Y, axis=1).tolist())]
-    epoch_rows = [[rows[r] for r in order] for order in orders.tolist()]
+    sizes = tuple(net.sizes.tolist())
+    network = reference.unpack(weights, sizes)
+    labels = np.argmax(data.Y, axis=1).tolist()
+    rows = [features + [label] for features, label in zip(data.X.tolist(), labels)]
+    epoch_rows = [[rows[r] for r in order] for order in schedule.orders.tolist()]
     with _exp_overflow_as_floating_point_error():
         for epoch in range(len(history)):
             train = epoch_rows[epoch % len(epoch_rows)]
-            history[epoch] = reference.train_network(network, train, float(rates[epoch]), 1, Y.shape[1])[0]
+            history[epoch] = reference.train_network(network, train, float(schedule.rates[epoch]), 1, sizes[-1])[0]
     weights[:] = reference.pack(network)
 
 
-def train_batches(
-    weights,
-    w_off,
-    sizes,
-    acts,
-    grad,
-    state,
-    X,
-    Y,
-    sw,
-    orders,
-    batch_size,
-    rates,
-    hyper,
-    rule,
-    step0,
-    history,
-    n_threads,
-):
+def train_batches(net, weights, optimizer_state, data, schedule, history, n_threads):
     """The tutorial trains one row at a time only."""
     raise ValueError("the reference backend trains online only (batch_size=1); use backend='cython' or 'numba'")
 
 
-def predict_batch(weights, w_off, sizes, acts, outputs, o_off, X, out, fast):
+def predict_batch(net, weights, X, out):
     """Write the output layer's values for every row of ``X`` into ``out``."""
-    _require_tutorial_network(weights, acts)
-    _require_exact(fast)
-    network = reference.unpack(weights, tuple(sizes.tolist()))
+    _require_tutorial_network(net, weights)
+    network = reference.unpack(weights, tuple(net.sizes.tolist()))
     with _exp_overflow_as_floating_point_error():
         for r, row in enumerate(X.tolist()):
             out[r] = reference.forward_propagate(network, row)

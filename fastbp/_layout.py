@@ -1,13 +1,14 @@
 """The flat parameter layout shared by every backend, and weight initialisation.
 
-All weights of a network live in one contiguous buffer (float64, or float32 on
-request).  Layer ``k`` (``k = 0`` is the first hidden layer) is a row-major block
-of ``sizes[k + 1]`` neurons by ``sizes[k] + 1`` weights, bias last, starting at
-``w_off[k]``.  The neuron outputs and error signals of layer ``k`` start at
-``o_off[k]`` in their own buffers, and ``acts[k]`` is its activation code
-(:data:`fastbp._codes.ACTIVATIONS`).  This is the tutorial's (and FANN's) order,
-so filling the buffer with ``random()`` draws reproduces the tutorial's
-``initialize_network``.
+A network is a sequence of layers (:class:`Layer`), each of a kind
+(:data:`fastbp._concepts.LAYER_KINDS`) that says what it computes from the values
+the layer before it puts out.  All the weights live in one contiguous buffer
+(float64, or float32 on request): a layer with weights keeps them as one row-major
+block of ``units`` rows of ``fan_in + 1`` weights, bias last, starting at
+``w_off[k]``; a layer without weights takes none.  Each layer's outputs (and their
+error signals) start at ``o_off[k]`` in their own buffers.  This is the tutorial's
+(and FANN's) order, so filling the buffer with ``random()`` draws reproduces the
+tutorial's ``initialize_network``.
 """
 
 from __future__ import annotations
@@ -15,54 +16,107 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._codes import ACTIVATIONS, LEAKY_RELU, RELU, SIGMOID
+from ._backends import Network
+from ._concepts import ACTIVATIONS, INITS, LAYER_KINDS, ActivationCode, LayerKindCode
 
 #: The most weights a network may have: 16 GiB of float64, far past a "small" network,
 #: and far below where the kernels' offsets could overflow.
 MAX_WEIGHTS = 2**31
 
-#: Initialisation schemes; ``None`` picks Glorot or He per layer from its activation.
-INITS = ("tutorial", "glorot", "he", "sklearn")
-_NAMES = {code: name for name, code in ACTIVATIONS.items()}
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer: its kind and activation, the values it takes and puts out, and its weight block."""
+
+    kind: str
+    activation: str
+    n_in: int
+    n_out: int
+    #: Rows of its weight block, one per unit (0: no weights).
+    units: int
+    #: Weights per unit before its bias.
+    fan_in: int
+
+    @classmethod
+    def dense(cls, n_in: int, n_out: int, activation: str) -> Layer:
+        """A fully connected layer: each of its ``n_out`` units weighs all ``n_in`` inputs, plus a bias."""
+        return cls("dense", activation, n_in, n_out, units=n_out, fan_in=n_in)
+
+    @property
+    def n_weights(self) -> int:
+        return self.units * (self.fan_in + 1)
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Offsets and activation codes of each layer, for layer sizes ``sizes``."""
+    """Where each layer's weights and outputs start, and the codes the kernels read."""
 
-    sizes: np.ndarray  # intp, (n_layers + 1,): inputs, hidden..., outputs
-    w_off: np.ndarray  # intp, (n_layers + 1,): block starts, then the total
-    o_off: np.ndarray  # intp, (n_layers + 1,): output starts, then the total
-    acts: np.ndarray  # intp, (n_layers,): activation code of each layer
+    layers: tuple[Layer, ...]
 
     @classmethod
     def from_sizes(cls, sizes: Sequence[int], activations: Sequence[str] | None = None) -> Layout:
-        """The layout of a network; ``activations`` names each layer's (default: all sigmoid).
+        """Dense layers of ``sizes`` (inputs, hidden..., outputs); ``activations`` names each layer's (default:
+        all sigmoid)."""
+        sizes = [int(n) for n in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"layer sizes must be at least two positive integers, got {sizes}")
+        names = activations if activations is not None else ["sigmoid"] * (len(sizes) - 1)
+        if len(names) != len(sizes) - 1:
+            raise ValueError(f"{len(names)} activations given for {len(sizes) - 1} layers")
+        return cls.from_layers([Layer.dense(n_in, n_out, name) for n_in, n_out, name in zip(sizes, sizes[1:], names)])
+
+    @classmethod
+    def from_layers(cls, layers: Sequence[Layer]) -> Layout:
+        """The layout of ``layers``, each taking what the one before puts out, checked.
 
         Offsets are summed in Python integers and bounded, because the kernels index
         with them unchecked: a wrapped-around offset would write outside the buffers.
         """
-        sizes = [int(n) for n in sizes]
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ValueError(f"layer sizes must be at least two positive integers, got {sizes}")
-        w_off, o_off = [0], [0]
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            w_off.append(w_off[-1] + n_out * (n_in + 1))
-            o_off.append(o_off[-1] + n_out)
-        if w_off[-1] > MAX_WEIGHTS:
-            raise ValueError(f"layer sizes {sizes} make {w_off[-1]} weights, more than fastbp's {MAX_WEIGHTS}")
-        names = activations if activations is not None else ["sigmoid"] * (len(sizes) - 1)
-        if len(names) != len(sizes) - 1:
-            raise ValueError(f"{len(names)} activations given for {len(sizes) - 1} layers")
-        unknown = [name for name in names if name not in ACTIVATIONS]
-        if unknown:
-            raise ValueError(f"unknown activation {unknown[0]!r}: choose from {tuple(ACTIVATIONS)}")
-        acts = np.array([ACTIVATIONS[name] for name in names], dtype=np.intp)
-        return cls(*(np.array(values, dtype=np.intp) for values in (sizes, w_off, o_off)), acts)
+        layers = tuple(layers)
+        for layer in layers:
+            if layer.kind not in LAYER_KINDS:
+                raise ValueError(f"unknown layer kind {layer.kind!r}: choose from {tuple(LAYER_KINDS)}")
+            if layer.activation not in ACTIVATIONS:
+                raise ValueError(f"unknown activation {layer.activation!r}: choose from {tuple(ACTIVATIONS)}")
+        for before, after in zip(layers, layers[1:]):
+            if before.n_out != after.n_in:
+                raise ValueError(f"a layer puts out {before.n_out} values but the next takes {after.n_in}")
+        total = sum(layer.n_weights for layer in layers)
+        if total > MAX_WEIGHTS:
+            raise ValueError(f"layers {layers} make {total} weights, more than fastbp's {MAX_WEIGHTS}")
+        return cls(layers)
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        """intp (n_layers + 1,): the values into each layer, then the network's outputs."""
+        return _intp([self.layers[0].n_in, *(layer.n_out for layer in self.layers)])
+
+    @cached_property
+    def w_off(self) -> np.ndarray:
+        """intp (n_layers + 1,): where each layer's weight block starts, then the total."""
+        return _intp(np.cumsum([0, *(layer.n_weights for layer in self.layers)]))
+
+    @cached_property
+    def o_off(self) -> np.ndarray:
+        """intp (n_layers + 1,): where each layer's outputs start, then the total."""
+        return _intp(np.cumsum([0, *(layer.n_out for layer in self.layers)]))
+
+    @cached_property
+    def kinds(self) -> np.ndarray:
+        return _intp([LayerKindCode[layer.kind.upper()] for layer in self.layers])
+
+    @cached_property
+    def acts(self) -> np.ndarray:
+        return _intp([ActivationCode[layer.activation.upper()] for layer in self.layers])
+
+    def network(self, exact: bool) -> Network:
+        """The description the kernels take, computing in the exact arithmetic or the fast mode."""
+        return Network(self.kinds, self.acts, self.sizes, self.w_off, self.o_off, bool(exact))
 
     @property
     def n_weights(self) -> int:
@@ -75,14 +129,19 @@ class Layout:
     @property
     def activations(self) -> tuple[str, ...]:
         """Each layer's activation name, the output layer's last."""
-        return tuple(_NAMES[code] for code in self.acts.tolist())
+        return tuple(layer.activation for layer in self.layers)
 
     def layer_views(self, weights: np.ndarray) -> list[np.ndarray]:
-        """Per-layer views ``(n_neurons, n_inputs + 1)`` into ``weights``."""
+        """Views ``(units, fan_in + 1)`` into ``weights``, one per layer with weights."""
         return [
-            weights[self.w_off[k] : self.w_off[k + 1]].reshape(self.sizes[k + 1], self.sizes[k] + 1)
-            for k in range(len(self.sizes) - 1)
+            weights[start : start + layer.n_weights].reshape(layer.units, layer.fan_in + 1)
+            for layer, start in zip(self.layers, self.w_off.tolist())
+            if layer.units
         ]
+
+
+def _intp(values) -> np.ndarray:
+    return np.array(values, dtype=np.intp)
 
 
 def initial_weights(
@@ -91,28 +150,28 @@ def initial_weights(
     """A fresh flat weight buffer of ``dtype``.
 
     ``"tutorial"`` draws ``rng.random()`` (a ``random.Random``) for every weight in
-    buffer order: layer by layer, neuron by neuron, bias last, exactly as
-    ``initialize_network`` does.  The modern schemes draw each layer's weights from
-    ``rng`` (a ``numpy.random.Generator``) and start the biases at zero:
-    ``"glorot"`` uniform in ``±sqrt(6 / (n_in + n_out))`` (Glorot & Bengio 2010),
-    ``"he"`` normal with standard deviation ``sqrt(2 / n_in)`` (He et al. 2015).
-    ``None`` uses He for relu layers and Glorot for the others.  ``"sklearn"`` is
-    scikit-learn's MLP scheme: weights *and* biases uniform in
-    ``±sqrt(factor / (n_in + n_out))``, ``factor`` 2 when the first layer is sigmoid
-    and 6 otherwise, for every layer.
+    buffer order: layer by layer, unit by unit, bias last, exactly as
+    ``initialize_network`` does.  The other schemes (:data:`fastbp._concepts.INITS`)
+    draw each layer's weights from ``rng`` (a ``numpy.random.Generator``), taking
+    ``n_in`` as its fan-in and ``n_out`` as its units, and start the biases at zero;
+    ``"sklearn"`` draws the biases too, with ``f`` 2 when the first layer is sigmoid
+    and 6 otherwise, for every layer.  ``None`` gives each layer the scheme its
+    activation names (He for relu layers, Glorot for the others).
     """
     if init == "tutorial":
         return np.array([rng.random() for _ in range(layout.n_weights)], dtype=dtype)
     if init is not None and init not in INITS:
-        raise ValueError(f"init must be None or one of {INITS}, got {init!r}")
+        raise ValueError(f"init must be None or one of {tuple(INITS)}, got {init!r}")
     weights = np.zeros(layout.n_weights, dtype=dtype)
-    sklearn_factor = 2.0 if layout.acts[0] == SIGMOID else 6.0
-    for block, code in zip(layout.layer_views(weights), layout.acts.tolist()):
+    sklearn_factor = 2.0 if layout.activations[0] == "sigmoid" else 6.0
+    layers = [layer for layer in layout.layers if layer.units]
+    for block, layer in zip(layout.layer_views(weights), layers):
         n_out, n_in = block.shape[0], block.shape[1] - 1
-        if init == "sklearn":
+        scheme = init or ACTIVATIONS[layer.activation].init
+        if scheme == "sklearn":
             limit = np.sqrt(sklearn_factor / (n_in + n_out))
             block[:] = rng.uniform(-limit, limit, block.shape)
-        elif init == "he" or (init is None and code in (RELU, LEAKY_RELU)):
+        elif scheme == "he":
             block[:, :n_in] = rng.normal(0.0, np.sqrt(2.0 / n_in), (n_out, n_in))
         else:
             limit = np.sqrt(6.0 / (n_in + n_out))

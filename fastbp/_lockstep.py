@@ -14,31 +14,29 @@ import dataclasses
 
 import numpy as np
 
-from ._backends import get_backend, run_kernel
-from ._codes import SGD
+from ._backends import Data, get_backend
+from ._concepts import LayerKindCode, OptimizerCode
 from ._training import CHUNK_WORK, Trainer
 
-#: Fewer networks than this train faster one at a time: each lockstep step has a fixed cost (gathering
-#: the rows, setting up loops over a few networks) that only more networks pay back (measured with train_many
-#: for 7-5-3 on 2 cores with AVX-512, against the online kernel that fuses each update with the next forward
-#: pass: 0.6x for 5 networks; for 8, 1.1-1.2x in the fast mode and 0.97-1.06x in the exact one; for 16,
-#: 1.2-1.5x and 1.1-1.2x).
+#: Fewer networks than this train faster one at a time: each lockstep step has a fixed cost (gathering the
+#: rows, setting up loops over a few networks) that only more networks pay back (measured: docs' performance page).
 MIN_NETWORKS = 8
 
 
 def can_run(trainers: list[Trainer]) -> bool:
     """Whether these trainers should train in lockstep: enough of them (MIN_NETWORKS), online plain SGD (L2
-    and schedules allowed), one architecture and the same settings but the learning rate, on a backend with
-    the lockstep kernel."""
+    and schedules allowed), one architecture of dense layers and the same settings but the learning rate, on a
+    backend with the lockstep kernel."""
     first = trainers[0].options
     same = dataclasses.replace(first, lr=1.0)
     return (
         len(trainers) >= MIN_NETWORKS
-        and first.rule == SGD
+        and first.optimizer_code == OptimizerCode.SGD
         and (first.batch_size or 1) == 1
-        and hasattr(get_backend(trainers[0].backend), "train_lockstep")
+        and get_backend(trainers[0].backend).capabilities.lockstep
         and all(dataclasses.replace(trainer.options, lr=1.0) == same for trainer in trainers)
-        and all(np.array_equal(trainer.layout.sizes, trainers[0].layout.sizes) for trainer in trainers)
+        and all(trainer.layout == trainers[0].layout for trainer in trainers)
+        and (trainers[0].layout.kinds == LayerKindCode.DENSE).all()
     )
 
 
@@ -57,13 +55,12 @@ def run(
     infinity and leaves the others alone: the caller checks each one.
     """
     first = trainers[0]
-    kernels, layout, options = get_backend(first.backend), first.layout, first.options
-    dtype, n_nets = first.weights.dtype, len(trainers)
+    backend, layout, options = get_backend(first.backend), first.layout, first.options
+    n_nets = len(trainers)
     lengths = np.array([len(positions) for positions in rows], dtype=np.intp)
     longest = int(lengths.max())
     weights = np.ascontiguousarray(np.stack([trainer.weights for trainer in trainers], axis=1))
-    outputs = np.empty((layout.n_neurons, n_nets), dtype=dtype)
-    deltas = np.empty((layout.n_neurons, n_nets), dtype=dtype)
+    net, data = layout.network(options.exact), Data(X, Y, sample_weight)
     history = np.zeros((epochs, n_nets))
     chunk = max(1, CHUNK_WORK // (n_nets * longest * layout.n_weights))
     done = 0
@@ -74,11 +71,8 @@ def run(
         orders = np.zeros((n_orders, n_nets, longest), dtype=np.intp)  # past a network's rows: row 0, unused
         for k, (trainer, positions) in enumerate(zip(trainers, rows)):
             orders[:, k, : len(positions)] = positions[trainer.epoch_orders(len(part), len(positions))]
-        run_kernel(
-            kernels, "train_lockstep",
-            weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, X, Y, sample_weight,
-            orders, lengths, np.ascontiguousarray(rates), options.l2, not options.exact, part,
-        )  # fmt: skip
+        schedule = options.schedule(orders, np.ascontiguousarray(rates), 1, first.steps)
+        backend.train_lockstep(net, weights, data, schedule, lengths, part)
         for trainer, positions in zip(trainers, rows):
             trainer.advance(len(part), len(positions), len(positions))
         done += len(part)

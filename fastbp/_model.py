@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._backends import BACKENDS, COMPILED, available_backends, backend_name, get_backend, run_kernel
+from ._backends import BACKENDS, available_backends, get_backend
 from ._files import replaced_atomically
 from ._layout import Layout
 from ._parallel import as_threads, row_chunks, run_chunks
-from ._training import HIDDEN_ACTIVATIONS, OUTPUTS, check_outputs
+from ._concepts import HIDDEN_ACTIVATIONS, OUTPUTS
+from ._training import check_outputs
 from ._validate import DTYPES, as_features, feature_names_of
 
 FORMAT = "fastbp.model"
@@ -149,17 +150,13 @@ class Model:
         X = as_features(X, n_features=self.sizes[0], dtype=self.dtype)
         layout = self._layout
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
-        kernels = get_backend(self.backend)
-        fast = not self.options.get("exact", True)  # predict with the sums it was trained with
-        if self.backend not in COMPILED:
-            n_threads = 1  # pure Python holds the GIL: threads would only take turns
+        backend = get_backend(self.backend)
+        net = layout.network(self.options.get("exact", True))  # predict with the arithmetic it was trained with
+        if not backend.capabilities.releases_gil:
+            n_threads = 1  # threads would only take turns
 
         def predict_rows(rows: slice) -> None:
-            scratch = np.empty(layout.n_neurons, dtype=self.dtype)
-            run_kernel(
-                kernels, "predict_batch",
-                self._weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X[rows], out[rows], fast,
-            )  # fmt: skip
+            backend.predict_batch(net, self._weights, X[rows], out[rows])
 
         run_chunks(predict_rows, row_chunks(len(X), layout.n_weights, n_threads))
         return check_outputs(out)
@@ -294,7 +291,7 @@ def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
         weights,
         classes,
         np.asarray(arrays["history"], dtype=np.float64),
-        backend_name(get_backend(backend)),
+        get_backend(backend).name,
         flat_targets=bool(flat_targets),
         options=options,
         feature_names=None if feature_names is None else feature_names.tolist(),

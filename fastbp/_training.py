@@ -1,7 +1,7 @@
 """Training: the validated options of a network, and the loop that drives a backend's kernels.
 
 :class:`Options` holds what :func:`fastbp.train` and the estimators accept, checked
-once.  A :class:`Trainer` owns a network's weights and its update rule's memory and
+once.  A :class:`Trainer` owns a network's weights and its optimizer's memory and
 counters, so training can continue where it stopped (``warm_start``, ``partial_fit``).
 Epochs run inside the kernels, in chunks of about :data:`CHUNK_WORK` weight updates
 (tens of milliseconds): between chunks Ctrl-C is honoured, a diverged run stops, the
@@ -31,9 +31,10 @@ from numbers import Integral
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._backends import backend_name, get_backend, run_kernel
-from ._codes import ADAM, HYPER, MOMENTUM, NESTEROV, RPROP, RPROP_DELTA_ZERO, SGD
-from ._layout import INITS, Layout
+from ._backends import Data, Schedule, get_backend
+from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS, OUTPUTS, OptimizerCode
+from ._constants import RPROP_DELTA_ZERO
+from ._layout import Layout
 from ._parallel import MIN_BATCH_WORK_FOR_THREADS, kernel_threads, one_blas_thread
 from ._validate import (
     as_choice,
@@ -48,11 +49,6 @@ from ._validate import (
 #: Weight updates per kernel call when training: tens of milliseconds of compiled work.
 CHUNK_WORK = 10_000_000
 
-HIDDEN_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "identity")
-OUTPUTS = ("sigmoid", "softmax", "identity")
-#: The losses each output unit is trained with (the first is the default).
-LOSSES = {"sigmoid": ("mse",), "softmax": ("cross_entropy",), "identity": ("mse",)}
-OPTIMIZERS = ("sgd", "adam", "rprop")
 LR_SCHEDULES = ("constant", "invscaling")
 
 #: Called after each epoch with its index and loss; returning True stops training.
@@ -111,9 +107,10 @@ class Options:
     ) -> Options:
         """Check every setting, and refuse combinations whose parts would be silently ignored."""
         hidden = as_layer_sizes(hidden)
-        output = as_choice(output, "output", OUTPUTS)
-        loss = LOSSES[output][0] if loss is None else as_choice(loss, "loss", LOSSES[output], f"with {output=}")
-        optimizer = as_choice(optimizer, "optimizer", OPTIMIZERS)
+        output = as_choice(output, "output", tuple(OUTPUTS))
+        losses = OUTPUTS[output].losses
+        loss = losses[0] if loss is None else as_choice(loss, "loss", losses, f"with {output=}")
+        optimizer = as_choice(optimizer, "optimizer", OPTIMIZER_OPTIONS)
         if batch_size is not None:
             if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
@@ -131,7 +128,7 @@ class Options:
         if optimizer == "rprop" and shuffle:
             raise ValueError("rprop trains on the whole data at once, so shuffle would change nothing")
         if init is not None and init not in INITS:
-            raise ValueError(f"init must be None or one of {INITS}, got {init!r}")
+            raise ValueError(f"init must be None or one of {tuple(INITS)}, got {init!r}")
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {backend!r}")
         if exact is None:  # the tutorial's numbers need its order; elsewhere speed wins
@@ -160,28 +157,26 @@ class Options:
         )
 
     def to_dict(self) -> dict:
-        """The options as plain JSON values (a shallow copy, since every field is immutable: ``asdict``'s deep
-        copy took 7% of a small network's ``train``)."""
+        """The options as plain JSON values: a shallow copy, since every field is immutable (``asdict``'s deep
+        copy is a noticeable part of a small network's ``train``)."""
         return {**vars(self), "hidden": list(self.hidden), "activation": list(self.activation)}
 
     def layout(self, n_features: int, n_outputs: int) -> Layout:
         return Layout.from_sizes((n_features, *self.hidden, n_outputs), (*self.activation, self.output))
 
     @property
-    def rule(self) -> int:
-        """The kernels' update-rule code."""
-        if self.optimizer == "adam":
-            return ADAM
-        if self.optimizer == "rprop":
-            return RPROP
-        if self.momentum == 0.0:
-            return SGD
-        return NESTEROV if self.nesterov else MOMENTUM
+    def optimizer_code(self) -> OptimizerCode:
+        """The kernels' optimizer: ``"sgd"`` with momentum is momentum's, or Nesterov's."""
+        if self.optimizer == "sgd" and self.momentum:
+            return OptimizerCode.NESTEROV if self.nesterov else OptimizerCode.MOMENTUM
+        return OptimizerCode[self.optimizer.upper()]
 
-    @property
-    def hyper(self) -> np.ndarray:
-        """The update rule's settings in the order the kernels read them."""
-        return np.array([getattr(self, name) for name in HYPER], dtype=np.float64)
+    def schedule(self, orders: np.ndarray, rates: np.ndarray, batch_size: int, steps_done: int) -> Schedule:
+        """The kernels' schedule: rows ``orders``, rates ``rates``, and these options' optimizer."""
+        return Schedule(
+            orders, rates, int(batch_size), int(self.optimizer_code), self.momentum, self.l2, self.beta1, self.beta2,
+            self.epsilon, int(steps_done),
+        )  # fmt: skip
 
 
 def _as_activations(activation, n_hidden: int) -> tuple[str, ...]:
@@ -192,7 +187,7 @@ def _as_activations(activation, n_hidden: int) -> tuple[str, ...]:
 
 
 class Trainer:
-    """A network in training: its weights, the update rule's memory, and the counters schedules need.
+    """A network in training: its weights, the optimizer's memory, and the counters schedules need.
 
     ``backend`` is resolved once (``"auto"`` becomes a name), and only names and
     arrays are kept, so a trainer pickles.
@@ -202,9 +197,9 @@ class Trainer:
         self.options = options
         self.layout = layout
         self.weights = weights
-        self.backend = backend_name(get_backend(options.backend))
+        self.backend = get_backend(options.backend).name
         self.state = np.zeros(2 * layout.n_weights, dtype=weights.dtype)
-        if options.rule == RPROP:
+        if options.optimizer == "rprop":
             self.state[: layout.n_weights] = RPROP_DELTA_ZERO
         self.shuffle = shuffle
         self.steps = 0  # updates so far: Adam's bias correction counts them
@@ -246,19 +241,17 @@ class Trainer:
         sees each epoch's weights and may stop training by returning True; the
         history then ends at that epoch.
         """
-        kernels = get_backend(self.backend)
+        backend = get_backend(self.backend)
         options, layout = self.options, self.layout
         n_rows = len(X) if rows is None else len(rows)
-        dtype = self.weights.dtype
-        batch_size = n_rows if options.rule == RPROP else min(options.batch_size or 1, n_rows)
+        batch_size = n_rows if options.optimizer == "rprop" else min(options.batch_size or 1, n_rows)
         steps_per_epoch = -(-n_rows // batch_size)
         chunk = 1 if callback is not None else max(1, CHUNK_WORK // (n_rows * layout.n_weights))
-        hyper, grad = options.hyper, np.zeros(layout.n_weights, dtype=dtype)
-        outputs, deltas = np.empty(layout.n_neurons, dtype=dtype), np.empty(layout.n_neurons, dtype=dtype)
+        net, data = layout.network(options.exact), Data(X, Y, sample_weight)
         history = np.zeros(epochs)
         # Threads share a batch's products only where a step has enough arithmetic to be worth it.
         threads = kernel_threads(n_threads) if batch_size * layout.n_weights >= MIN_BATCH_WORK_FOR_THREADS else 1
-        threads = min(threads, getattr(kernels, "MAX_THREADS", threads))
+        threads = min(threads, backend.capabilities.max_threads)
         done = 0
         with _progress_bar(epochs, progress) as bar:
             while done < epochs:
@@ -266,21 +259,12 @@ class Trainer:
                 rates, orders = self.epoch_rates(len(part), n_rows), self.epoch_orders(len(part), n_rows)
                 if rows is not None:
                     orders = rows[orders]
+                schedule = options.schedule(orders, rates, batch_size, self.steps)
                 if batch_size == 1:
-                    run_kernel(
-                        kernels, "train_online",
-                        self.weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, grad,
-                        self.state, X, Y, sample_weight, orders, rates, hyper, options.rule, not options.exact,
-                        self.steps, part,
-                    )  # fmt: skip
+                    backend.train_online(net, self.weights, self.state, data, schedule, part)
                 else:
-                    with one_blas_thread(), _parallel_lock(kernels, threads):
-                        run_kernel(
-                            kernels, "train_batches",
-                            self.weights, layout.w_off, layout.sizes, layout.acts, grad, self.state,
-                            X, Y, sample_weight, orders, batch_size, rates, hyper, options.rule, self.steps, part,
-                            threads,
-                        )  # fmt: skip
+                    with one_blas_thread(), _parallel_lock(backend, threads):
+                        backend.train_batches(net, self.weights, self.state, data, schedule, part, threads)
                 self.advance(len(part), n_rows, steps_per_epoch)
                 check_finite(part, self.weights, done)
                 done += len(part)
@@ -311,9 +295,9 @@ class Trainer:
         self.rows_seen += n_epochs * n_rows
 
 
-def _parallel_lock(kernels, threads: int) -> contextlib.AbstractContextManager:
+def _parallel_lock(backend, threads: int) -> contextlib.AbstractContextManager:
     """The lock a backend needs held while its kernels run on several threads, if any."""
-    lock = getattr(kernels, "PARALLEL_LOCK", None)
+    lock = backend.capabilities.parallel_lock
     return lock if lock is not None and threads > 1 else contextlib.nullcontext()
 
 

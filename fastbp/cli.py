@@ -29,10 +29,10 @@ import numpy as np
 
 from . import __version__, data
 from ._api import Evaluation, evaluate, train
-from ._backends import BACKENDS, COMPILED, backend_name, get_backend
-from ._layout import INITS
+from ._backends import BACKENDS, COMPILED, get_backend
+from ._concepts import HIDDEN_ACTIVATIONS, INITS, LOSSES, OPTIMIZER_OPTIONS, OUTPUTS
 from ._model import load
-from ._training import LOSSES, OPTIMIZERS, OUTPUTS, Options
+from ._training import Options
 from ._validate import RandomSource, as_count
 
 #: The demo's cross-validation on the wine data.
@@ -152,24 +152,26 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         type=_names,
         default=defaults["activation"],
         metavar="NAME[,NAME...]",
-        help="hidden layers' activation, one name or one per layer: sigmoid, tanh, relu, leaky_relu, identity "
+        help=f"hidden layers' activation, one name or one per layer: {', '.join(HIDDEN_ACTIVATIONS)} "
         "(default: %(default)s)",
     )
     network.add_argument(
         "--output",
-        choices=[name for name in OUTPUTS if name != "identity"],  # accuracy scores classifiers only
+        choices=[name for name, output in OUTPUTS.items() if output.classifies],  # accuracy scores classifiers
         default=defaults["output"],
         help="output units (default: %(default)s)",
     )
     network.add_argument(
         "--loss",
-        choices=sorted({name for names in LOSSES.values() for name in names}),
+        choices=list(LOSSES),
         default=defaults["loss"],
         help="default: the one that fits --output",
     )
-    network.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"], help="default: %(default)s")
     network.add_argument(
-        "--init", choices=INITS, default=defaults["init"], help="initial weights (default: He for relu, else Glorot)"
+        "--optimizer", choices=OPTIMIZER_OPTIONS, default=defaults["optimizer"], help="default: %(default)s"
+    )
+    network.add_argument(
+        "--init", choices=list(INITS), default=defaults["init"], help="initial weights (default: each activation's)"
     )
     _add_backend_option(network, defaults=False)
 
@@ -213,7 +215,7 @@ def _one_line(error: Exception) -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     """The main job: the tutorial's toy run, then the wine cross-validation timed against the reference."""
-    backend = backend_name(get_backend(args.backend))
+    backend = get_backend(args.backend).name
     if args.backend == "auto" and backend != COMPILED[0]:
         try:
             get_backend(COMPILED[0])

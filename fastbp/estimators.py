@@ -30,20 +30,14 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 from ._api import new_trainer
 from ._backends import COMPILED
-from ._layout import INITS
+from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS
 from ._model import Model
 from ._parallel import as_threads
 from ._training import Options, Trainer
 from ._validate import RandomSource, as_dtype, kernel_array, refuse_unsafe_features
 
-#: scikit-learn's hidden activation names, and fastbp's own "leaky_relu", as fastbp names them.
-ACTIVATIONS = {
-    "identity": "identity",
-    "logistic": "sigmoid",
-    "tanh": "tanh",
-    "relu": "relu",
-    "leaky_relu": "leaky_relu",
-}
+#: The hidden activations by the names scikit-learn gives them (its "logistic" is the sigmoid), and fastbp's own.
+ACTIVATIONS = {"logistic" if name == "sigmoid" else name: name for name in HIDDEN_ACTIVATIONS}
 #: fastbp's options that a continued network keeps, and the parameters that set them.
 FIXED_WHEN_CONTINUING = {
     "hidden": "hidden_layer_sizes",
@@ -61,7 +55,7 @@ class _MultilayerPerceptron(BaseEstimator):
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
-        "solver": [StrOptions({"sgd", "adam", "rprop"})],
+        "solver": [StrOptions(set(OPTIMIZER_OPTIONS))],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],

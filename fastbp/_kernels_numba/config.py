@@ -16,13 +16,9 @@ NUMBA_OPTIONS = {
     "error_model": "numpy",
 }
 
-# For the per-sample kernels: inlined into their callers at the Numba IR level,
-# since LLVM alone leaves calls in the per-sample loop (about 2x slower there).
+# For the per-row helpers: inlined at the Numba IR level, since LLVM alone leaves calls in the per-row loop.
 NUMBA_INLINED_OPTIONS = {**NUMBA_OPTIONS, "inline": "always"}
 
-# For the per-row kernels that allocate nothing: without Numba's reference counting
-# (NRT, a private but long-standing option).  Every row view and every array passed
-# to an inlined function takes a count, which an LLVM pass removes again, but that
-# pass gives up on functions as large as these: where it did, W1 ran 4x slower and
-# predictions 13% slower.
+# For the per-row kernels that allocate nothing: without Numba's reference counting (NRT, a private but
+# long-standing option), whose counts on every row view the LLVM pass that removes them leaves in large functions.
 NUMBA_NO_REFCOUNT_OPTIONS = {**NUMBA_OPTIONS, "_nrt": False}

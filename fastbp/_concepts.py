@@ -1,0 +1,117 @@
+"""Every named choice fastbp offers, each defined once, with a line that says what it does.
+
+Activations, output units, losses, optimizers, initialisations and layer kinds are
+listed here; everything else derives from these lists: the checks of
+:func:`fastbp.train` and of the estimators, the command line's choices and help,
+the docs' tables, the tests' parametrisation, and the integer codes the kernels
+receive (an entry's position in its list, as the ``...Code`` enums below name it;
+the Cython extension's copies are generated from this module when it is built).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from ._constants import LEAKY_SLOPE
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A named choice and what it does, in one line (for the docs and the command line's help)."""
+
+    name: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Activation(Choice):
+    #: The initialisation that ``init=None`` gives a layer of this activation.
+    init: str = "glorot"
+    #: Whether hidden layers may use it (softmax normalises a whole layer: the output layer's only).
+    hidden: bool = True
+
+
+@dataclass(frozen=True)
+class Output(Choice):
+    #: The losses it trains with, the default first.
+    losses: tuple[str, ...] = ()
+    #: Whether it predicts class labels (else the outputs themselves: a regression).
+    classifies: bool = True
+
+
+@dataclass(frozen=True)
+class Optimizer(Choice):
+    #: Whether it is a value of the ``optimizer`` option; momentum and Nesterov's are ``"sgd"`` with ``momentum``.
+    option: bool = True
+
+
+@dataclass(frozen=True)
+class LayerKind(Choice):
+    #: Whether its layers have a block of weights (units by fan-in plus a bias) in the flat buffer.
+    weights: bool = True
+
+
+def _by_name(*choices):
+    return {choice.name: choice for choice in choices}
+
+
+ACTIVATIONS: dict[str, Activation] = _by_name(
+    Activation("sigmoid", "``1 / (1 + exp(-a))``, the tutorial's"),
+    Activation("tanh", "``tanh(a)``"),
+    Activation("relu", "``max(a, 0)``", init="he"),
+    Activation("leaky_relu", f"``a`` where ``a > 0``, else ``{LEAKY_SLOPE} * a``", init="he"),
+    Activation("identity", "``a``"),
+    Activation("softmax", "``exp(a) / sum(exp(a))`` over the layer", hidden=False),
+)
+
+LOSSES: dict[str, Choice] = _by_name(
+    Choice("mse", "``0.5 * sum((output - target)**2)`` per row"),
+    Choice("cross_entropy", "``-sum(target * log(p))`` per row"),
+)
+
+OUTPUTS: dict[str, Output] = _by_name(
+    Output("sigmoid", "one sigmoid unit per class, the tutorial's", losses=("mse",)),
+    Output("softmax", "a softmax over the classes", losses=("cross_entropy",)),
+    Output("identity", "one identity unit per target: a regression", losses=("mse",), classifies=False),
+)
+
+OPTIMIZERS: dict[str, Optimizer] = _by_name(
+    Optimizer("sgd", "plain stochastic gradient descent, ``w -= lr * g``"),
+    Optimizer("momentum", "SGD with momentum, ``v = momentum * v - lr * g; w += v``", option=False),
+    Optimizer("nesterov", "SGD with Nesterov's momentum, ``w += momentum * v - lr * g``", option=False),
+    Optimizer("adam", "Adam, as scikit-learn implements it (``beta1``, ``beta2``, ``epsilon``)"),
+    Optimizer("rprop", "iRprop-, a full-batch method, with FANN's constants"),
+)
+
+INITS: dict[str, Choice] = _by_name(
+    Choice("tutorial", "uniform in [0, 1) from ``random.Random``, in the tutorial's order"),
+    Choice("glorot", "uniform in ``±sqrt(6 / (n_in + n_out))``, biases zero (Glorot & Bengio 2010)"),
+    Choice("he", "normal with standard deviation ``sqrt(2 / n_in)``, biases zero (He et al. 2015)"),
+    Choice("sklearn", "scikit-learn's: weights and biases uniform in ``±sqrt(f / (n_in + n_out))``"),
+)
+
+LAYER_KINDS: dict[str, LayerKind] = _by_name(
+    LayerKind("dense", "fully connected: each unit weighs every input, plus a bias"),
+)
+
+
+def _codes(name: str, choices: dict) -> type[IntEnum]:
+    """The kernels' integer codes of ``choices``: each one's position, named in capitals."""
+    codes = IntEnum(name, [(choice.upper(), code) for code, choice in enumerate(choices)], module=__name__)
+    codes.__qualname__ = name
+    return codes
+
+
+ActivationCode = _codes("ActivationCode", ACTIVATIONS)
+OptimizerCode = _codes("OptimizerCode", OPTIMIZERS)
+LayerKindCode = _codes("LayerKindCode", LAYER_KINDS)
+
+#: The names that each option takes.
+HIDDEN_ACTIVATIONS = tuple(name for name, activation in ACTIVATIONS.items() if activation.hidden)
+OPTIMIZER_OPTIONS = tuple(name for name, optimizer in OPTIMIZERS.items() if optimizer.option)
+
+
+def listed(choices: dict, names=None) -> str:
+    """``names`` (default: all) of ``choices`` with what each does, for docs and help: ``"a"`` (...), ..."""
+    return ", ".join(f'``"{name}"`` ({choices[name].summary})' for name in (names or choices))

@@ -1,0 +1,49 @@
+"""The numbers every backend's arithmetic shares, defined once.
+
+The Numba kernels read them from here; the Cython extension's copies are generated
+from this module when it is built (``setup.py``) and compared with it on import.
+"""
+
+import math
+
+#: Slope of the leaky relu for negative activations (PyTorch's default).
+LEAKY_SLOPE = 0.01
+#: Probabilities are floored here inside the logarithm of the cross-entropy (a normal float32 too).
+LOG_FLOOR = 1e-37
+
+#: iRprop- constants, FANN's defaults (Igel & Huesken 2000; FANN's fann_create_standard).
+RPROP_INCREASE = 1.2
+RPROP_DECREASE = 0.5
+RPROP_DELTA_MIN = 0.0
+RPROP_DELTA_MAX = 50.0
+RPROP_DELTA_ZERO = 0.1
+
+#: The fast mode's weighted sums run in this many interleaved partial sums (one vector register of float64
+#: on AVX-512, two on AVX2), from this many inputs up.
+LANES = 8
+
+#: fastbp's own exp, the sigmoid's in the fast mode (``_fast_exp`` in each backend): ``x = n ln2 + r`` with
+#: ``n`` rounded by adding EXP_SHIFT (1.5 * 2**52), ``ln2`` in fdlibm's two parts (the high part's low bits
+#: are zero, so ``n * EXP_LN2_HI`` is exact), and Taylor's coefficients ``1 / k!`` for ``exp(r)``.
+EXP_LOG2E = 1.4426950408889634
+EXP_SHIFT = 6755399441055744.0
+EXP_LN2_HI = 0.6931471803691238
+EXP_LN2_LO = 1.9082149292705877e-10
+EXP_TAYLOR = tuple(1.0 / math.factorial(k) for k in range(14))
+
+#: The mini-batch kernels split their matrix products into blocks of neurons, or of rows, which threads
+#: share.  The block size depends on the batch's row count alone (:func:`block_size`), never on the
+#: thread count, so results do not either.
+SMALL_BLOCK = 32
+LARGE_BLOCK = 64
+
+
+def block_size(batch_rows):
+    """Neurons or rows per block for a batch of ``batch_rows`` rows.
+
+    Batches of up to 32 rows take blocks of 32, where BLAS's small-matrix kernels
+    are fastest; larger batches take blocks of 64, since every product packs its
+    operands again and wider blocks pack less often, while a layer of 128 neurons
+    still has two blocks to share between threads.
+    """
+    return SMALL_BLOCK if batch_rows <= SMALL_BLOCK else LARGE_BLOCK

@@ -1,0 +1,200 @@
+"""The Numba kernels' arithmetic on single values and single layers: activations and their slopes, exp,
+softmax, the losses' errors, and the optimizers' updates.
+
+Every function here is inlined into the kernels that call it (but ``fast_exp``,
+which LLVM inlines), and takes the buffers' scalar type ``dt``, since a bare
+``1.0`` would promote float32 arithmetic to float64.  Non-finite values follow
+IEEE arithmetic, with the limits kept where they exist: sigmoid and tanh saturate
+(``exp`` overflowing to inf gives exactly 0 or 1), and a softmax whose largest
+logit is infinite gives the entries equal to it equal shares of the probability
+and the others 0; every activation passes ``nan`` on (relu too), for the Python
+layer to refuse.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .._concepts import ActivationCode, OptimizerCode
+from .._constants import (
+    EXP_LN2_HI,
+    EXP_LN2_LO,
+    EXP_LOG2E,
+    EXP_SHIFT,
+    EXP_TAYLOR,
+    LEAKY_SLOPE,
+    LOG_FLOOR,
+    RPROP_DECREASE,
+    RPROP_DELTA_MAX,
+    RPROP_DELTA_MIN,
+    RPROP_INCREASE,
+)
+from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
+from .llvm import bits, from_bits, libm_exp
+
+ONE = np.uintp(1)
+
+
+@njit(**NUMBA_OPTIONS)  # not inlined by Numba (LLVM inlines it): compiled into every caller, it cost seconds
+def fast_exp(x):
+    """``exp(x)`` in float64 from additions and multiplications only, so a loop of them vectorises.
+
+    Cody-Waite reduction ``x = n ln2 + r``, ``|r| <= ln2 / 2``; Taylor's series to
+    ``r**13 / 13!`` (truncated below 5e-18 of the result) by Estrin's scheme; and
+    ``2**n`` made from its bits (constants: :mod:`fastbp._constants`).  Within two
+    units in the last place of libm's exp; 0 below -708 and inf above 709, where a
+    sigmoid is 1 or 0 to the last bit either way; ``nan`` stays ``nan``.  The Cython
+    backend computes it operation for operation alike.
+    """
+    c = EXP_TAYLOR
+    shifted = x * EXP_LOG2E + EXP_SHIFT  # n lands in the low bits of the mantissa
+    n = shifted - EXP_SHIFT
+    r = (x - n * EXP_LN2_HI) - n * EXP_LN2_LO
+    r2 = r * r
+    r4 = r2 * r2
+    low = (c[0] + c[1] * r) + (c[2] + c[3] * r) * r2
+    middle = (c[4] + c[5] * r) + (c[6] + c[7] * r) * r2
+    high = ((c[8] + c[9] * r) + (c[10] + c[11] * r) * r2) + (c[12] + c[13] * r) * r4
+    p = (low + middle * r4) + high * (r4 * r4)
+    value = p * from_bits((bits(shifted) + np.int64(1023)) << np.int64(52))
+    value = 0.0 if x < -708.0 else value
+    return np.inf if x > 709.0 else value
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def fast_sigmoid(a, dt):
+    """The fast mode's sigmoid, ``1 / (1 + exp(-a))`` with ``fast_exp``; run over a whole layer, it vectorises."""
+    return dt(1.0) / (dt(1.0) + dt(fast_exp(np.float64(-a))))
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def sigmoid(a, dt):
+    """The exact sigmoid, ``1 / (1 + exp(-a))`` with libm's exp, which overflows to inf below -709 (float32:
+    -88), giving exactly 0: no nan."""
+    return dt(1.0) / (dt(1.0) + libm_exp(-a))
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def activation(a, code, dt):
+    """A neuron's output for weighted sum ``a``, in the exact arithmetic (softmax is a whole layer's)."""
+    if code == ActivationCode.SIGMOID:
+        return sigmoid(a, dt)
+    if code == ActivationCode.TANH:
+        return math.tanh(a)
+    if code == ActivationCode.RELU:
+        # Not ``a if a > 0 else 0``, which would turn a nan sum (inf - inf) into a silent 0.
+        return dt(0.0) if a <= dt(0.0) else a
+    if code == ActivationCode.LEAKY_RELU:
+        return a if a > dt(0.0) else dt(LEAKY_SLOPE) * a
+    if code == ActivationCode.IDENTITY:
+        return a
+    return dt(np.nan)  # a code without a function here: nan, which training refuses
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def derivative(output, code, dt):
+    """The activation's slope, from the neuron's output (as the tutorial computes it)."""
+    if code == ActivationCode.SIGMOID:
+        return output * (dt(1.0) - output)
+    if code == ActivationCode.TANH:
+        return dt(1.0) - output * output
+    if code == ActivationCode.RELU:
+        return dt(1.0) if output > dt(0.0) else dt(0.0)
+    if code == ActivationCode.LEAKY_RELU:
+        return dt(1.0) if output > dt(0.0) else dt(LEAKY_SLOPE)
+    if code == ActivationCode.IDENTITY:
+        return dt(1.0)
+    return dt(np.nan)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def softmax(values, off, n, dt):
+    """Replace ``values[off : off + n]`` by their softmax, shifted by the maximum so exp cannot overflow.
+
+    Its limit where the largest logit is infinite (an overflowed weighted sum):
+    the entries equal to it share the probability equally, the others get 0
+    (all share it when every logit is -inf).  A nan logit gives nan outputs.
+    """
+    off, n = np.uintp(off), np.uintp(n)
+    top = values[off]
+    for j in range(ONE, n):
+        top = max(top, values[off + j])
+    if math.isinf(top):  # values - top would be inf - inf = nan
+        ties = dt(0.0)
+        for j in range(n):
+            ties += dt(1.0) if values[off + j] == top else dt(0.0)
+        for j in range(n):
+            v = values[off + j]
+            values[off + j] = dt(1.0) / ties if v == top else (dt(0.0) if v == v else v)  # nan stays nan
+        return
+    total = dt(0.0)
+    for j in range(n):
+        e = libm_exp(values[off + j] - top)
+        values[off + j] = e
+        total += e
+    for j in range(n):
+        values[off + j] /= total
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def output_error(output, target, code, dt):
+    """``(loss, delta)`` of one output neuron: the cross-entropy for a softmax, else the squared error."""
+    if code == ActivationCode.SOFTMAX:
+        loss = -target * math.log(max(output, dt(LOG_FLOOR))) if target != dt(0.0) else dt(0.0)
+        return loss, output - target
+    diff = target - output
+    return diff * diff, (output - target) * derivative(output, code, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def optimizer_step(net, weights, grad, optimizer_state, schedule, rate, step):
+    """Apply gradient ``grad`` by ``schedule.optimizer`` at learning rate ``rate``; ``step`` counts updates from 1.
+
+    L2 decay adds ``l2 * w`` to the gradient of every weight but the biases.  The
+    optimizers and their state (two buffers of ``len(weights)``): SGD
+    ``w -= rate * g``; momentum ``v = momentum * v - rate * g; w += v``; Nesterov
+    ``w += momentum * v - rate * g`` with the new ``v``; Adam with scikit-learn's
+    bias-corrected rate; iRprop- (``rate`` unused), whose first buffer holds the step
+    sizes and second the previous gradient.
+    """
+    dt = weights.dtype.type
+    state = optimizer_state
+    optimizer = schedule.optimizer
+    n_w = np.uintp(weights.shape[0])
+    l2, momentum = dt(schedule.l2), dt(schedule.momentum)
+    beta1, beta2, epsilon = dt(schedule.beta1), dt(schedule.beta2), dt(schedule.epsilon)
+    adam_rate = dt(0.0)
+    if optimizer == OptimizerCode.ADAM:
+        adam_rate = dt(rate * math.sqrt(1.0 - schedule.beta2**step) / (1.0 - schedule.beta1**step))
+    l_rate = dt(rate)
+    for k in range(net.sizes.shape[0] - 1):
+        start, n_in, n_out = np.uintp(net.w_off[k]), np.uintp(net.sizes[k]), np.uintp(net.sizes[k + 1])
+        for j in range(n_out):
+            neuron = start + j * (n_in + ONE)
+            for i in range(n_in + ONE):
+                p = neuron + i
+                g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
+                if optimizer == OptimizerCode.SGD:
+                    weights[p] -= l_rate * g
+                elif optimizer == OptimizerCode.MOMENTUM or optimizer == OptimizerCode.NESTEROV:
+                    velocity = momentum * state[p] - l_rate * g
+                    state[p] = velocity
+                    weights[p] += velocity if optimizer == OptimizerCode.MOMENTUM else momentum * velocity - l_rate * g
+                elif optimizer == OptimizerCode.ADAM:
+                    m = beta1 * state[p] + (dt(1.0) - beta1) * g
+                    v = beta2 * state[n_w + p] + (dt(1.0) - beta2) * (g * g)
+                    state[p], state[n_w + p] = m, v
+                    weights[p] -= adam_rate * m / (math.sqrt(v) + epsilon)
+                else:  # RPROP
+                    change = g * state[n_w + p]
+                    if change > dt(0.0):
+                        state[p] = min(state[p] * dt(RPROP_INCREASE), dt(RPROP_DELTA_MAX))
+                    elif change < dt(0.0):
+                        state[p] = max(state[p] * dt(RPROP_DECREASE), dt(RPROP_DELTA_MIN))
+                        g = dt(0.0)
+                    if g > dt(0.0):
+                        weights[p] -= state[p]
+                    elif g < dt(0.0):
+                        weights[p] += state[p]
+                    state[n_w + p] = g
