@@ -47,3 +47,37 @@ def block_size(batch_rows):
     still has two blocks to share between threads.
     """
     return SMALL_BLOCK if batch_rows <= SMALL_BLOCK else LARGE_BLOCK
+
+
+def compiled_constants() -> dict:
+    """Every constant the compiled kernels build in, by the name the Cython extension gives it.
+
+    The extension's are generated from this when it is built (``setup.py``), and
+    :func:`check_compiled` compares them with it when the extension is imported.
+    """
+    from ._concepts import ActivationCode, LayerKindCode, OptimizerCode
+
+    codes = {
+        f"{prefix}_{member.name}": int(member)
+        for prefix, enum in (("ACTIVATION", ActivationCode), ("OPTIMIZER", OptimizerCode), ("LAYER", LayerKindCode))
+        for member in enum
+    }
+    names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
+    names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI")
+    names += ("EXP_LN2_LO", "EXP_TAYLOR")
+    return {**codes, **{name: globals()[name] for name in names}}
+
+
+def check_compiled(compiled: dict, module: str) -> None:
+    """Refuse an extension module built with other constants than :func:`compiled_constants` (a stale build)."""
+    expected = compiled_constants()
+    mismatches = [
+        f"{name} is {compiled.get(name)!r} there, {value!r} here"
+        for name, value in expected.items()
+        if compiled.get(name) != value
+    ]
+    if mismatches or compiled.keys() != expected.keys():
+        raise ImportError(
+            f"{module} was compiled with other constants than fastbp's ({'; '.join(mismatches) or 'other names'}): "
+            "it is a stale build, rebuild or reinstall fastbp"
+        )
