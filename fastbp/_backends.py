@@ -228,13 +228,15 @@ class Backend:
 
     def train_online(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> None:
         _check_training(net, weights, optimizer_state, data, schedule, history)
+        net, schedule = _typed(net), _typed_schedule(schedule)
         self._run("train_online", net, weights, optimizer_state, data, schedule, history)
 
     def train_batches(
         self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, n_threads: int
     ) -> None:
         _check_training(net, weights, optimizer_state, data, schedule, history)
-        self._run("train_batches", net, weights, optimizer_state, data, schedule, history, n_threads)
+        net, schedule = _typed(net), _typed_schedule(schedule)
+        self._run("train_batches", net, weights, optimizer_state, data, schedule, history, int(n_threads))
 
     def train_lockstep(self, net: Network, weights, data: Data, schedule: Schedule, lengths, history) -> None:
         _check_network(net, weights.dtype)
@@ -246,35 +248,35 @@ class Backend:
         _require(schedule.orders.ndim == 3 and schedule.orders.shape[1] == n_nets, "orders must be (n, n_nets, rows)")
         _require(_is(schedule.orders, np.intp, schedule.orders.shape), "orders must be intp")
         _require(_is(schedule.rates, np.float64, history.shape), "rates must be float64 shaped like history")
-        self._run("train_lockstep", net, weights, data, schedule, lengths, history)
+        self._run("train_lockstep", _typed(net), weights, data, _typed_schedule(schedule), lengths, history)
 
     def predict_batch(self, net: Network, weights, X, out) -> None:
         _check_weights(net, weights, weights.dtype)
         _require(_is(X, weights.dtype, (len(X), net.sizes[0])), f"X must be {weights.dtype} (n_rows, {net.sizes[0]})")
         _require(_is(out, weights.dtype, (len(X), net.sizes[-1])), f"out must be (n_rows, {net.sizes[-1]})")
-        self._run("predict_batch", net, weights, X, out)
+        self._run("predict_batch", _typed(net), weights, X, out)
 
     def forward_propagate(self, net: Network, weights, signals: Signals, x) -> None:
         _check_signals(net, weights, signals)
         _require(_is(x, weights.dtype, (net.sizes[0],)), f"x must be {weights.dtype} ({net.sizes[0]},)")
-        self._run("forward_propagate", net, weights, signals, x)
+        self._run("forward_propagate", _typed(net), weights, signals, x)
 
     def backward_propagate_error(self, net: Network, weights, signals: Signals, expected) -> float:
         _check_signals(net, weights, signals)
         _require(_is(expected, weights.dtype, (net.sizes[-1],)), f"expected must be ({net.sizes[-1]},)")
-        return self._run("backward_propagate_error", net, weights, signals, expected)
+        return self._run("backward_propagate_error", _typed(net), weights, signals, expected)
 
     def update_weights(self, net: Network, weights, signals: Signals, x, l_rate: float) -> None:
         _check_signals(net, weights, signals)
         _require(_is(x, weights.dtype, (net.sizes[0],)), f"x must be {weights.dtype} ({net.sizes[0]},)")
-        self._run("update_weights", net, weights, signals, x, l_rate)
+        self._run("update_weights", _typed(net), weights, signals, x, float(l_rate))
 
     def batch_gradient(self, net: Network, weights, data: Data, rows, grad) -> float:
         _check_weights(net, weights, weights.dtype)
         _check_data(net, data, weights.dtype)
         _require(_is(rows, np.intp, (len(rows),)) and len(rows) > 0, "rows must be a non-empty intp array")
         _require(_is(grad, weights.dtype, weights.shape), "grad must be shaped like weights")
-        return self._run("batch_gradient", net, weights, data, rows, grad)
+        return self._run("batch_gradient", _typed(net), weights, data, rows, grad)
 
     def _run(self, name: str, *args):
         """Call kernel ``name``, compiling it afresh if its disk cache cannot be read.
@@ -300,6 +302,20 @@ class Backend:
             )
             capabilities.clear_disk_cache()
             return kernel(*args)
+
+
+def _typed(net: Network) -> Network:
+    """``net`` with its flag a Python bool: the Numba kernels compile one specialisation per argument type."""
+    return net._replace(exact=bool(net.exact))
+
+
+def _typed_schedule(schedule: Schedule) -> Schedule:
+    """``schedule`` with Python ints and floats for its numbers (an IntEnum code or an int ``l2`` would make the
+    Numba kernels compile another specialisation)."""
+    return schedule._replace(
+        batch_size=int(schedule.batch_size), optimizer=int(schedule.optimizer), steps_done=int(schedule.steps_done),
+        **{name: float(getattr(schedule, name)) for name in ("momentum", "l2", "beta1", "beta2", "epsilon")},
+    )  # fmt: skip
 
 
 def _require(condition: bool, problem: str) -> None:

@@ -1,4 +1,5 @@
-"""The backend registry: what is available, what "auto" picks, and what a missing one says."""
+"""The backend registry and the kernel contract: what is available, what "auto" picks, what a missing one says,
+what each backend declares, and the checks that the bundles fit together."""
 
 import subprocess
 import sys
@@ -7,10 +8,11 @@ import time
 
 import numpy as np
 import pytest
+from kernel_bundles import schedule, signals
 
 import fastbp
 from fastbp import _backends
-from fastbp._codes import HYPER, SGD
+from fastbp._backends import KERNELS, LOCKSTEP_KERNEL, STEP_KERNELS, Data
 from fastbp._layout import Layout
 
 
@@ -50,22 +52,50 @@ def test_training_with_cython_in_a_fresh_process_compiles_nothing(tmp_path):
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("name", _backends.BACKENDS)
+def test_every_backend_provides_the_kernels_it_declares(name):
+    module = _backends.get_backend(name).module
+    capabilities = module.CAPABILITIES
+    declared = [*KERNELS, *(STEP_KERNELS if capabilities.steps else ()), *([LOCKSTEP_KERNEL] * capabilities.lockstep)]
+    assert all(callable(getattr(module, kernel, None)) for kernel in declared)
+    assert capabilities.max_threads >= 1
+
+
+def test_arguments_that_do_not_fit_together_are_refused_before_any_kernel_runs(compiled_backend):
+    backend = _backends.get_backend(compiled_backend)
+    layout = Layout.from_sizes((3, 4, 2))
+    net, weights, state = layout.network(exact=True), np.zeros(layout.n_weights), np.zeros(2 * layout.n_weights)
+    X, Y, sw = np.zeros((5, 3)), np.zeros((5, 2)), np.ones(5)
+    plan, history = schedule([np.arange(5)], [0.1]), np.zeros(1)
+    with pytest.raises(ValueError, match=r"weights must be \(26,\)"):
+        backend.train_online(net, state, weights, Data(X, Y, sw), plan, history)  # weights and state swapped
+    with pytest.raises(ValueError, match="optimizer_state must be twice the weights"):
+        backend.train_online(net, weights, weights, Data(X, Y, sw), plan, history)
+    with pytest.raises(ValueError, match="Y must be float64"):
+        backend.train_online(net, weights, state, Data(X, sw[:, None], Y), plan, history)
+    with pytest.raises(ValueError, match="out must be"):
+        backend.predict_batch(net, weights, Y, X)
+    with pytest.raises(ValueError, match="weights must be"):
+        backend.train_online(net, weights[:-1].copy(), state, Data(X, Y, sw), plan, history)
+    with pytest.raises(ValueError, match="X must be float32"):
+        backend.predict_batch(net, weights.astype(np.float32), X, Y.astype(np.float32))
+    with pytest.raises(ValueError, match="deltas must be"):
+        backend.forward_propagate(net, weights, signals(layout)._replace(deltas=np.zeros(2)), X[0])
+    assert not weights.any() and not state.any() and not history.any()
+
+
 def test_kernels_release_the_gil_while_training(compiled_backend):
     """The main thread reads the history while a worker thread's kernel is still filling it."""
-    kernels = _backends.get_backend(compiled_backend)
+    backend = _backends.get_backend(compiled_backend)
     rng = np.random.default_rng(0)
     layout = Layout.from_sizes((20, 32, 4))
     weights = rng.uniform(-0.1, 0.1, layout.n_weights)
     X, Y = rng.uniform(size=(1000, 20)), np.eye(4)[rng.integers(0, 4, 1000)]
-    outputs, deltas = np.empty(layout.n_neurons), np.empty(layout.n_neurons)
-    grad, state = np.zeros(layout.n_weights), np.zeros(2 * layout.n_weights)
-    orders, history = np.arange(1000, dtype=np.intp)[None], np.full(2000, np.nan)
-    args = (
-        weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, grad, state,
-        X, Y, np.ones(1000), orders, np.full(2000, 0.1), np.zeros(len(HYPER)), SGD, False, 0, history,
-    )  # fmt: skip
-    kernels.train_online(*args[:-1], np.zeros(1))  # compile first, if the backend compiles
-    worker = threading.Thread(target=kernels.train_online, args=args)
+    net, data, state = layout.network(exact=True), Data(X, Y, np.ones(1000)), np.zeros(2 * layout.n_weights)
+    history = np.full(2000, np.nan)
+    args = (net, weights, state, data, schedule([np.arange(1000)], np.full(2000, 0.1)), history)
+    backend.train_online(*args[:-1], np.zeros(2000))  # compile first, if the backend compiles
+    worker = threading.Thread(target=backend.train_online, args=args)
     worker.start()
     while np.isnan(history[0]):
         time.sleep(0.001)  # with the GIL held by the kernel, this loop would resume only after it ended
@@ -83,7 +113,8 @@ def read_only(array):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_numba_compiles_one_specialisation_per_dtype_whatever_the_input_layout(dtype):
-    kernels = _backends.get_backend("numba")
+    from fastbp._kernels_numba import batches, online
+
     X, y = fastbp.data.tutorial_toy()
     variants = [
         {"X": X},
@@ -94,7 +125,7 @@ def test_numba_compiles_one_specialisation_per_dtype_whatever_the_input_layout(d
         {"X": read_only(X.astype(np.int64))},
         {"X": X, "y": read_only(X[:, :2].astype(dtype)), "output": "identity"},
     ]
-    for kernel, options in [(kernels.train_online, {}), (kernels._train_batches_on_one_thread, {"batch_size": 4})]:
+    for kernel, options in [(online.train_online, {}), (batches._train_batches_on_one_thread, {"batch_size": 4})]:
         before = set(kernel.signatures)
         for variant in variants:
             data = {"y": y, **options, **variant}
@@ -102,4 +133,4 @@ def test_numba_compiles_one_specialisation_per_dtype_whatever_the_input_layout(d
             model.predict(variant["X"])
         assert len(set(kernel.signatures) - before) <= 1
         assert len(kernel.signatures) <= 2  # one per dtype, over the whole session
-    assert len(kernels.predict_batch.signatures) <= 2
+    assert len(online.predict_batch.signatures) <= 2

@@ -28,7 +28,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
 
 import fastbp
-from fastbp._config import NUMBA_OPTIONS
+from fastbp._kernels_numba.config import NUMBA_OPTIONS
 from fastbp.estimators import MLPClassifier
 
 #: What the grid search varies: 2 learning rates x 2 hidden sizes.
@@ -120,11 +120,12 @@ def test_evaluate_on_the_cluster_equals_the_serial_run(client, compiled_backend,
 
 def train_and_count_compilations(backend: str, **options) -> dict:
     """On a worker: train a tiny network, and report what Numba loaded from its cache or compiled there."""
-    import fastbp._kernels_numba as kernels
+    from fastbp._kernels_numba import batches, online
 
     X, y = fastbp.data.tutorial_toy()
     model = fastbp.train(X, y, hidden=2, epochs=5, seed=1, backend=backend, **options)
-    dispatchers = {name: value for name, value in vars(kernels).items() if hasattr(value, "stats")}
+    modules = (online, batches)
+    dispatchers = {name: value for module in modules for name, value in vars(module).items() if hasattr(value, "stats")}
     return {
         "pid": os.getpid(),
         "weights": model.weights.copy(),

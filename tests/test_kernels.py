@@ -1,17 +1,19 @@
-"""Every compiled backend's kernels, one by one, against the pure-Python reference."""
+"""Every compiled backend's kernels, one by one, against the pure-Python reference, central differences and the
+optimizers' formulas."""
 
 import random
 
 import numpy as np
 import pytest
+from kernel_bundles import schedule, signals
 
 import fastbp
 from fastbp import reference
-from fastbp._backends import available_backends, get_backend
-from fastbp._codes import HYPER, MOMENTUM, SGD, UPDATE_RULES
+from fastbp._backends import COMPILED, Data, available_backends, get_backend
+from fastbp._concepts import HIDDEN_ACTIVATIONS, OPTIMIZERS, OUTPUTS
 from fastbp._layout import Layout
 
-COMPILED = [name for name in ("cython", "numba") if name in available_backends()]
+COMPILED = [name for name in COMPILED if name in available_backends()]
 # One hidden layer (the tutorial's shapes) and deeper networks.
 SIZES = [(2, 1, 2), (7, 5, 3), (3, 4, 6, 2), (5, 3, 4, 3, 4)]
 
@@ -22,13 +24,13 @@ def kernels(compiled_backend):
 
 
 def make_case(sizes, seed=0, n_rows=6):
-    """Random weights, rows and one-hot targets, and empty scratch buffers."""
+    """Random weights, rows and one-hot targets."""
     rng = np.random.default_rng(seed)
     layout = Layout.from_sizes(sizes)
     weights = rng.uniform(-1, 1, layout.n_weights)
     X = rng.uniform(-2, 2, (n_rows, sizes[0]))
     Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], n_rows)]
-    return layout, weights, X, Y, np.zeros(layout.n_neurons), np.zeros(layout.n_neurons)
+    return layout, weights, X, Y
 
 
 def central_differences(loss, weights, step=1e-6):
@@ -50,62 +52,54 @@ def test_forward_propagate_reproduces_figure_1(kernels):
     layout = Layout.from_sizes((2, 1, 2))
     weights = np.array([0.13436424411240122, 0.8474337369372327, 0.763774618976614,
                         0.2550690257394217, 0.49543508709194095, 0.4494910647887381, 0.651592972722763])  # fmt: skip
-    outputs = np.zeros(layout.n_neurons)
-    kernels.forward_propagate(
-        weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, np.array([1.0, 0.0])
-    )
-    assert outputs[1:].tolist() == [0.6629970129852887, 0.7253160725279748]
+    row = signals(layout)
+    kernels.forward_propagate(layout.network(exact=True), weights, row, np.array([1.0, 0.0]))
+    assert row.outputs[1:].tolist() == [0.6629970129852887, 0.7253160725279748]
 
 
 def test_backward_propagate_error_reproduces_figure_2(kernels):
     layout = Layout.from_sizes((2, 1, 2))
     weights = np.array([0.13436424411240122, 0.8474337369372327, 0.763774618976614,
                         0.2550690257394217, 0.49543508709194095, 0.4494910647887381, 0.651592972722763])  # fmt: skip
-    outputs = np.array([0.7105668883115941, 0.6213859615555266, 0.6573693455986976])
-    deltas = np.zeros(3)
-    error = kernels.backward_propagate_error(
-        weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, np.array([0.0, 1.0])
-    )
-    assert deltas.tolist() == [0.0005348048046610517, 0.14619064683582808, -0.0771723774346327]
+    row = signals(layout)
+    row.outputs[:] = [0.7105668883115941, 0.6213859615555266, 0.6573693455986976]
+    error = kernels.backward_propagate_error(layout.network(exact=True), weights, row, np.array([0.0, 1.0]))
+    assert row.deltas.tolist() == [0.0005348048046610517, 0.14619064683582808, -0.0771723774346327]
     assert error == (0 - 0.6213859615555266) ** 2 + (1 - 0.6573693455986976) ** 2
 
 
 @pytest.mark.parametrize("sizes", SIZES)
 def test_one_sample_step_equals_reference(kernels, sizes):
-    layout, weights, X, Y, outputs, deltas = make_case(sizes)
+    layout, weights, X, Y = make_case(sizes)
+    net, row = layout.network(exact=True), signals(layout)
     network = reference.unpack(weights, sizes)
-    row = reference_rows(X, Y)[0]
+    tutorial_row = reference_rows(X, Y)[0]
 
-    kernels.forward_propagate(weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, X[0])
-    expected_outputs = reference.forward_propagate(network, row)
-    assert outputs.tolist() == [neuron["output"] for layer in network for neuron in layer]
-    assert outputs[-sizes[-1] :].tolist() == expected_outputs
+    kernels.forward_propagate(net, weights, row, X[0])
+    expected_outputs = reference.forward_propagate(network, tutorial_row)
+    assert row.outputs.tolist() == [neuron["output"] for layer in network for neuron in layer]
+    assert row.outputs[-sizes[-1] :].tolist() == expected_outputs
 
-    error = kernels.backward_propagate_error(
-        weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, Y[0]
-    )
+    error = kernels.backward_propagate_error(net, weights, row, Y[0])
     reference.backward_propagate_error(network, Y[0].tolist())
-    assert deltas.tolist() == [neuron["delta"] for layer in network for neuron in layer]
+    assert row.deltas.tolist() == [neuron["delta"] for layer in network for neuron in layer]
     assert error == sum((t - o) ** 2 for t, o in zip(Y[0].tolist(), expected_outputs))
 
-    kernels.update_weights(weights, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, X[0], 0.25)
-    reference.update_weights(network, row, 0.25)
+    kernels.update_weights(net, weights, row, X[0], 0.25)
+    reference.update_weights(network, tutorial_row, 0.25)
     np.testing.assert_array_equal(weights, reference.pack(network))
 
 
 def train_online(kernels, layout, weights, X, Y, orders, rates, history):
     """Plain online SGD through the kernel the API drives."""
-    n_w, n_neurons = layout.n_weights, layout.n_neurons
-    kernels.train_online(
-        weights, layout.w_off, layout.sizes, layout.acts, np.zeros(n_neurons), layout.o_off, np.zeros(n_neurons),
-        np.zeros(n_w), np.zeros(2 * n_w), X, Y, np.ones(len(X)), orders, rates, np.zeros(len(HYPER)), SGD, False, 0,
-        history,
-    )  # fmt: skip
+    data = Data(X, Y, np.ones(len(X)))
+    state = np.zeros(2 * layout.n_weights)
+    kernels.train_online(layout.network(exact=True), weights, state, data, schedule(orders, rates), history)
 
 
 @pytest.mark.parametrize("sizes", SIZES)
 def test_train_online_equals_reference_train_network(kernels, sizes):
-    layout, weights, X, Y, _, _ = make_case(sizes, seed=1, n_rows=9)
+    layout, weights, X, Y = make_case(sizes, seed=1, n_rows=9)
     network = reference.unpack(weights, sizes)
     order = np.array([3, 1, 4, 1, 5, 0, 2, 6, 8, 7], dtype=np.intp)  # any order, repeats allowed
     history = np.zeros(4)
@@ -118,7 +112,7 @@ def test_train_online_equals_reference_train_network(kernels, sizes):
 
 def test_train_online_cycles_through_row_orders_and_rates(kernels):
     """Epoch e uses orders[e % len(orders)] at rates[e]: the same as one epoch per call."""
-    layout, weights, X, Y, _, _ = make_case((4, 3, 2), seed=2)
+    layout, weights, X, Y = make_case((4, 3, 2), seed=2)
     orders = np.array([np.arange(len(X)), np.arange(len(X))[::-1]], dtype=np.intp)
     rates = np.array([0.1, 0.2, 0.05])
     twin, history, twin_history = weights.copy(), np.zeros(3), np.zeros(3)
@@ -132,9 +126,9 @@ def test_train_online_cycles_through_row_orders_and_rates(kernels):
 
 @pytest.mark.parametrize("sizes", SIZES)
 def test_predict_batch_equals_reference_forward_pass(kernels, sizes):
-    layout, weights, X, Y, outputs, _ = make_case(sizes, seed=3, n_rows=11)
+    layout, weights, X, Y = make_case(sizes, seed=3, n_rows=11)
     out = np.zeros((len(X), sizes[-1]))
-    kernels.predict_batch(weights, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, X, out, False)
+    kernels.predict_batch(layout.network(exact=True), weights, X, out)
     network = reference.unpack(weights, sizes)
     assert out.tolist() == [reference.forward_propagate(network, row) for row in X.tolist()]
 
@@ -142,20 +136,19 @@ def test_predict_batch_equals_reference_forward_pass(kernels, sizes):
 @pytest.mark.parametrize("sizes", SIZES[1:])
 def test_update_is_minus_lr_times_the_gradient_of_half_the_squared_error(kernels, sizes):
     """Central differences of E = 0.5 * sum((target - output)^2) against one SGD step."""
-    layout, weights, X, Y, outputs, deltas = make_case(sizes, seed=4)
+    layout, weights, X, Y = make_case(sizes, seed=4)
+    net, row = layout.network(exact=True), signals(layout)
     x, target = X[0], Y[0]
 
     def loss(w):
-        kernels.forward_propagate(w, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, x)
-        return 0.5 * np.sum((target - outputs[-sizes[-1] :]) ** 2)
+        kernels.forward_propagate(net, w, row, x)
+        return 0.5 * np.sum((target - row.outputs[-sizes[-1] :]) ** 2)
 
     numeric = central_differences(loss, weights)
     updated = weights.copy()
-    kernels.forward_propagate(updated, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, x)
-    kernels.backward_propagate_error(
-        updated, layout.w_off, layout.sizes, layout.acts, outputs, layout.o_off, deltas, target
-    )
-    kernels.update_weights(updated, layout.w_off, layout.sizes, outputs, layout.o_off, deltas, x, 1.0)
+    kernels.forward_propagate(net, updated, row, x)
+    kernels.backward_propagate_error(net, updated, row, target)
+    kernels.update_weights(net, updated, row, x, 1.0)
     np.testing.assert_allclose(weights - updated, numeric, rtol=1e-5, atol=1e-9)
 
 
@@ -168,8 +161,6 @@ def test_flat_random_fill_is_the_tutorial_initialisation():
 
 
 # General networks: every activation and output/loss pair, 1 to 3 hidden layers.
-HIDDEN = ["sigmoid", "tanh", "relu", "leaky_relu", "identity"]
-OUTPUTS = ["sigmoid", "softmax", "identity"]
 DEPTHS = [(3, 4, 3), (4, 5, 3, 3), (3, 4, 5, 3, 2)]
 
 
@@ -188,10 +179,8 @@ def general_case(sizes, hidden, output, seed=0, n_rows=7, dtype=np.float64):
 
 def mean_loss(kernels, layout, weights, X, Y, sw):
     """The documented loss, computed in numpy from the forward pass alone."""
-    out = np.zeros(Y.shape)
-    kernels.predict_batch(
-        weights, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons), layout.o_off, X, out, False
-    )
+    out = np.zeros(Y.shape, dtype=weights.dtype)
+    kernels.predict_batch(layout.network(exact=True), weights, X, out)
     if layout.activations[-1] == "softmax":
         per_row = -np.sum(Y * np.log(out), axis=1)
     else:
@@ -202,13 +191,13 @@ def mean_loss(kernels, layout, weights, X, Y, sw):
 def batch_gradient(kernels, layout, weights, X, Y, sw):
     grad = np.zeros(layout.n_weights, dtype=weights.dtype)
     rows = np.arange(len(X), dtype=np.intp)
-    loss = kernels.batch_gradient(weights, layout.w_off, layout.sizes, layout.acts, X, Y, sw, rows, grad)
+    loss = kernels.batch_gradient(layout.network(exact=True), weights, Data(X, Y, sw), rows, grad)
     return grad, loss
 
 
 @pytest.mark.parametrize("sizes", DEPTHS, ids=["1-hidden", "2-hidden", "3-hidden"])
 @pytest.mark.parametrize("output", OUTPUTS)
-@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("hidden", HIDDEN_ACTIVATIONS)
 def test_batch_gradient_equals_central_differences(kernels, sizes, hidden, output):
     layout, weights, X, Y, sw = general_case(sizes, hidden, output)
     grad, loss = batch_gradient(kernels, layout, weights, X, Y, sw)
@@ -219,35 +208,22 @@ def test_batch_gradient_equals_central_differences(kernels, sizes, hidden, outpu
     assert loss == pytest.approx(factor * len(X) * mean_loss(kernels, layout, weights, X, Y, sw), rel=1e-12)
 
 
-def online_step(kernels, layout, weights, X, Y, sw, rule, hyper, state, rate=0.1, order=None):
-    """One online epoch over ``order`` (default: every row) with the given update rule."""
-    order = np.arange(len(X), dtype=np.intp) if order is None else order
-    history = np.zeros(1)
-    dtype = weights.dtype
-    kernels.train_online(
-        weights, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons, dtype), layout.o_off,
-        np.zeros(layout.n_neurons, dtype), np.zeros(layout.n_weights, dtype), state, X, Y, sw, order[None],
-        np.array([rate]), hyper, rule, False, 0, history,
-    )  # fmt: skip
-    return history[0]
-
-
 @pytest.mark.parametrize("output", OUTPUTS)
-@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("hidden", HIDDEN_ACTIVATIONS)
 def test_online_updates_follow_the_batch_gradient_of_one_row(kernels, hidden, output):
     """Plain SGD (the tutorial's fused update) and the general update path both step by -rate * gradient."""
     layout, weights, X, Y, sw = general_case((4, 5, 3, 3), hidden, output)
     grad, _ = batch_gradient(kernels, layout, weights, X[:1], Y[:1], sw[:1])
-    hyper = np.zeros(len(HYPER))  # momentum 0: the momentum rule is plain SGD through the general path
-    for rule in (SGD, MOMENTUM):
-        updated = weights.copy()
-        state = np.zeros(2 * layout.n_weights)
-        online_step(kernels, layout, updated, X, Y, sw, rule, hyper, state, order=np.array([0], dtype=np.intp))
+    # Momentum 0: the momentum optimizer is plain SGD through the general path.
+    for optimizer in ("sgd", "momentum"):
+        updated, state = weights.copy(), np.zeros(2 * layout.n_weights)
+        one_row = schedule([[0]], [0.1], optimizer=optimizer)
+        kernels.train_online(layout.network(exact=True), updated, state, Data(X, Y, sw), one_row, np.zeros(1))
         np.testing.assert_allclose((weights - updated) / 0.1, grad, rtol=1e-9, atol=1e-12)
 
 
-def reference_rule(name, weights, grad, state, step, rate, momentum, l2, beta1=0.9, beta2=0.999, epsilon=1e-8):
-    """The update rules as their papers (and scikit-learn) write them, in numpy; biases are masked out of L2."""
+def reference_optimizer(name, weights, grad, state, step, rate, momentum, l2, beta1=0.9, beta2=0.999, epsilon=1e-8):
+    """The optimizers as their papers (and scikit-learn) write them, in numpy; biases are masked out of L2."""
     g = grad + l2 * weights * state["decayed"]
     if name == "sgd":
         return weights - rate * g
@@ -268,20 +244,18 @@ def reference_rule(name, weights, grad, state, step, rate, momentum, l2, beta1=0
     return weights - np.sign(g) * state["delta"]
 
 
-@pytest.mark.parametrize("rule", ["sgd", "momentum", "nesterov", "adam", "rprop"])
-def test_full_batch_training_follows_the_update_rules(kernels, rule):
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_full_batch_training_follows_the_optimizers(kernels, optimizer):
     layout, weights, X, Y, sw = general_case((4, 5, 3), "tanh", "softmax", n_rows=9)
     momentum, l2, rate, epochs = 0.8, 0.01, 0.2, 6
-    hyper = np.array([momentum, l2, 0.9, 0.999, 1e-8])
     state = np.zeros(2 * layout.n_weights)
-    if rule == "rprop":
+    if optimizer == "rprop":
         state[: layout.n_weights] = 0.1
     trained, history = weights.copy(), np.zeros(epochs)
-    orders = np.arange(len(X), dtype=np.intp)[None]
-    kernels.train_batches(
-        trained, layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_weights), state, X, Y, sw, orders,
-        len(X), np.full(epochs, rate), hyper, UPDATE_RULES[rule], 0, history, 1,
-    )  # fmt: skip
+    plan = schedule(
+        [np.arange(len(X))], np.full(epochs, rate), batch_size=len(X), optimizer=optimizer, momentum=momentum, l2=l2
+    )
+    kernels.train_batches(layout.network(exact=True), trained, state, Data(X, Y, sw), plan, history, 1)
 
     expected = weights.copy()
     decayed = np.ones(layout.n_weights)
@@ -297,7 +271,7 @@ def test_full_batch_training_follows_the_update_rules(kernels, rule):
     }
     for step in range(1, epochs + 1):
         grad, _ = batch_gradient(kernels, layout, expected, X, Y, sw)
-        expected = reference_rule(rule, expected, grad, memory, step, rate, momentum, l2)
+        expected = reference_optimizer(optimizer, expected, grad, memory, step, rate, momentum, l2)
     np.testing.assert_allclose(trained, expected, rtol=1e-10, atol=1e-12)
 
 
@@ -306,8 +280,7 @@ def test_softmax_and_sigmoid_stay_finite_at_extreme_activations(kernels):
         layout, weights, X, Y, sw = general_case((3, 4, 3), "identity", output)
         out = np.zeros((2, 3))
         extreme = np.array([[1e300, -1e300, 1e300], [-1e300, 1e300, -1e300]]) / 1e10
-        args = (layout.w_off, layout.sizes, layout.acts, np.zeros(layout.n_neurons), layout.o_off, extreme, out)
-        kernels.predict_batch(weights, *args, False)
+        kernels.predict_batch(layout.network(exact=True), weights, extreme, out)
         assert np.all(np.isfinite(out)) and np.all((out >= 0) & (out <= 1))
 
 
@@ -332,52 +305,48 @@ def test_fast_sums_follow_the_documented_order(kernels, n_in):
     layout = Layout.from_sizes((n_in, 5, 2), ["identity", "identity"])
     rng = np.random.default_rng(n_in)
     weights, X = rng.normal(size=layout.n_weights), rng.normal(size=(4, n_in))
-    hidden = np.zeros(layout.n_neurons)
+    row_signals = signals(layout)
     for row in X:
-        kernels.predict_batch(weights, layout.w_off, layout.sizes, layout.acts, hidden, layout.o_off, row[None],
-                              np.zeros((1, 2)), True)  # fmt: skip
+        kernels.forward_propagate(layout.network(exact=False), weights, row_signals, row)
         block = layout.layer_views(weights)[0]
         expected = [documented_fast_sum(block[j].tolist(), row.tolist()) for j in range(5)]
-        assert hidden[:5].tolist() == expected
+        assert row_signals.outputs[:5].tolist() == expected
     exact, fast = np.zeros((4, 2)), np.zeros((4, 2))
-    for out, flag in ((exact, False), (fast, True)):
-        kernels.predict_batch(weights, layout.w_off, layout.sizes, layout.acts, hidden, layout.o_off, X, out, flag)
+    for out, flag in ((exact, True), (fast, False)):
+        kernels.predict_batch(layout.network(exact=flag), weights, X, out)
     if n_in < 8:
         np.testing.assert_array_equal(fast, exact)  # below 8 inputs the two orders are one
     else:
         np.testing.assert_allclose(fast, exact, rtol=1e-12, atol=1e-12)
 
 
-def _sigmoid_of(kernels, activations, fast):
+def _sigmoid_of(kernels, activations, exact):
     """The kernels' sigmoid of each activation: a one-input neuron with weight 1 and bias 0."""
     layout = Layout.from_sizes((1, 1))
     out = np.zeros((len(activations), 1))
-    kernels.predict_batch(
-        np.array([1.0, 0.0]), layout.w_off, layout.sizes, layout.acts, np.zeros(1), layout.o_off,
-        activations[:, None].copy(), out, fast,
-    )  # fmt: skip
+    kernels.predict_batch(layout.network(exact), np.array([1.0, 0.0]), activations[:, None].copy(), out)
     return out[:, 0]
 
 
 def test_the_fast_sigmoid_is_within_a_few_ulps_of_the_exact_one(kernels):
     """The fast mode's sigmoid takes fastbp's own exp (vectorisable), the exact mode libm's."""
     a = np.concatenate([np.linspace(-700, 700, 140_001), np.random.default_rng(0).normal(0, 5, 100_000)])
-    fast, exact = _sigmoid_of(kernels, a, True), _sigmoid_of(kernels, a, False)
+    fast, exact = _sigmoid_of(kernels, a, False), _sigmoid_of(kernels, a, True)
     assert (np.abs(fast - exact) <= 4 * np.spacing(exact)).all()
     limits = np.array([-1e300, -800.0, -710.0, 710.0, 800.0, 1e300, np.nan])
-    fast, exact = _sigmoid_of(kernels, limits, True), _sigmoid_of(kernels, limits, False)
+    fast, exact = _sigmoid_of(kernels, limits, False), _sigmoid_of(kernels, limits, True)
     np.testing.assert_array_equal(fast, exact)  # saturated at 0 and 1 alike; nan stays nan
 
 
 def test_fastbps_exp_is_within_two_ulps_of_numpys():
     from numba import njit
 
-    from fastbp._kernels_numba import _fast_exp
+    from fastbp._kernels_numba.primitives import fast_exp
 
     @njit
     def exp_of(values, out):
         for i in range(values.size):
-            out[i] = _fast_exp(values[i])
+            out[i] = fast_exp(values[i])
 
     x = np.concatenate([np.linspace(-708, 709, 200_001), np.random.default_rng(1).uniform(-3, 3, 100_000)])
     out = np.empty_like(x)
@@ -391,7 +360,7 @@ def test_fastbps_exp_is_within_two_ulps_of_numpys():
 @pytest.mark.skipif(len(COMPILED) < 2, reason="needs both compiled backends")
 def test_backends_agree_bit_for_bit_on_the_fast_sigmoid():
     a = np.concatenate([np.linspace(-1000, 1000, 200_001), [np.nan, np.inf, -np.inf]])
-    outputs = [_sigmoid_of(get_backend(name), a, True) for name in COMPILED]
+    outputs = [_sigmoid_of(get_backend(name), a, False) for name in COMPILED]
     assert outputs[0][:-3].tobytes() == outputs[1][:-3].tobytes()
     np.testing.assert_array_equal(outputs[0][-3:], [np.nan, 1.0, 0.0])  # nan's sign bit may differ
     np.testing.assert_array_equal(outputs[1][-3:], [np.nan, 1.0, 0.0])

@@ -1,4 +1,4 @@
-"""The flat layout's offsets and activation codes, and the initialisation schemes."""
+"""The flat layout: layers, their kinds, offsets and codes; and the initialisation schemes."""
 
 import random
 
@@ -6,19 +6,36 @@ import numpy as np
 import pytest
 
 from fastbp import reference
-from fastbp._codes import ACTIVATIONS
-from fastbp._layout import Layout, initial_weights
+from fastbp._concepts import ActivationCode, LayerKindCode
+from fastbp._layout import Layer, Layout, initial_weights
 
 
 def test_offsets_and_activations_of_a_deep_network():
     layout = Layout.from_sizes((4, 3, 5, 2), ["tanh", "relu", "softmax"])
     assert layout.w_off.tolist() == [0, 15, 35, 47]
     assert layout.o_off.tolist() == [0, 3, 8, 10]
-    assert layout.acts.tolist() == [ACTIVATIONS["tanh"], ACTIVATIONS["relu"], ACTIVATIONS["softmax"]]
+    assert layout.sizes.tolist() == [4, 3, 5, 2]
+    assert layout.acts.tolist() == [ActivationCode.TANH, ActivationCode.RELU, ActivationCode.SOFTMAX]
+    assert layout.kinds.tolist() == [LayerKindCode.DENSE] * 3
     assert layout.activations == ("tanh", "relu", "softmax")
     assert Layout.from_sizes((2, 2, 2)).activations == ("sigmoid", "sigmoid")
     with pytest.raises(ValueError, match="2 activations given for 3 layers"):
         Layout.from_sizes((4, 3, 5, 2), ["tanh", "relu"])
+
+
+def test_a_layout_is_its_sequence_of_layers():
+    layers = [Layer.dense(4, 3, "tanh"), Layer.dense(3, 2, "softmax")]
+    layout = Layout.from_layers(layers)
+    assert layout == Layout.from_sizes((4, 3, 2), ["tanh", "softmax"])
+    assert [layer.n_weights for layer in layout.layers] == [15, 8]
+    net = layout.network(exact=False)
+    assert net.exact is False and net.w_off is layout.w_off and net.activations is layout.acts
+    with pytest.raises(ValueError, match="a layer puts out 3 values but the next takes 2"):
+        Layout.from_layers([Layer.dense(4, 3, "tanh"), Layer.dense(2, 2, "softmax")])
+    with pytest.raises(ValueError, match="unknown layer kind 'conv'"):
+        Layout.from_layers([Layer("conv", "relu", 4, 3, units=3, fan_in=4)])
+    with pytest.raises(ValueError, match="unknown activation 'no_such_activation'"):
+        Layout.from_sizes((2, 2), ["no_such_activation"])
 
 
 def test_tutorial_init_is_the_tutorials_random_stream():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastbp._kernels_numba import libm_exp
+from fastbp._kernels_numba.llvm import libm_exp
 from fastbp._libm import libm_address
 
 rng = np.random.default_rng(0)

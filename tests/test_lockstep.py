@@ -11,11 +11,12 @@ import warnings
 import numpy as np
 import pytest
 
+from kernel_bundles import schedule
+
 import fastbp
 import fastbp._lockstep
-import fastbp._training
 from fastbp import _backends
-from fastbp._codes import SGD
+from fastbp._backends import Data
 from fastbp._layout import Layout, initial_weights
 
 NETWORK_COUNTS = (1, 2, 5, 8, 13)  # 13: not a multiple of any vector width
@@ -49,34 +50,26 @@ def _kernel_case(sizes, activations, n_nets, dtype, seed=0, n_rows=40):
     return layout, X, Y, sw, weights, lengths, orders
 
 
-@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("exact", [True, False])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("n_nets", NETWORK_COUNTS)
-def test_lockstep_kernel_gives_each_network_its_bits_alone(compiled_backend, n_nets, network, dtype, fast):
+def test_lockstep_kernel_gives_each_network_its_bits_alone(compiled_backend, n_nets, network, dtype, exact):
     kernels = _backends.get_backend(compiled_backend)
     layout, X, Y, sw, weights, lengths, orders = _kernel_case(*NETWORKS[network], n_nets, dtype)
     epochs, l2 = 5, 0.01
     rates = np.random.default_rng(1).uniform(0.005, 0.05, (epochs, n_nets))  # one per network and epoch
     together = np.ascontiguousarray(np.stack(weights, axis=1))
     history = np.zeros((epochs, n_nets))
-    scratch = (np.empty((layout.n_neurons, n_nets), dtype=dtype), np.empty((layout.n_neurons, n_nets), dtype=dtype))
-    kernels.train_lockstep(
-        together, layout.w_off, layout.sizes, layout.acts, scratch[0], layout.o_off, scratch[1], X, Y, sw,
-        orders, lengths, rates, l2, fast, history,
-    )  # fmt: skip
+    net, data = layout.network(exact), Data(X, Y, sw)
+    kernels.train_lockstep(net, together, data, schedule(orders, rates, l2=l2), lengths, history)
     assert np.isfinite(together).all()
-    hyper = np.array([0.0, l2, 0.9, 0.999, 1e-8])
     for k in range(n_nets):
         alone, alone_history = weights[k].copy(), np.zeros(epochs)
         for epoch in range(epochs):
-            kernels.train_online(
-                alone, layout.w_off, layout.sizes, layout.acts, np.empty(layout.n_neurons, dtype=dtype),
-                layout.o_off, np.empty(layout.n_neurons, dtype=dtype), np.zeros(layout.n_weights, dtype=dtype),
-                np.zeros(2 * layout.n_weights, dtype=dtype), X, Y, sw,
-                orders[epoch % 2, k, : lengths[k]][None].copy(), rates[epoch : epoch + 1, k].copy(), hyper, SGD,
-                fast, 0, alone_history[epoch : epoch + 1],
-            )  # fmt: skip
+            one_epoch = schedule([orders[epoch % 2, k, : lengths[k]]], rates[epoch : epoch + 1, k], l2=l2)
+            state = np.zeros(2 * layout.n_weights, dtype=dtype)
+            kernels.train_online(net, alone, state, data, one_epoch, alone_history[epoch : epoch + 1])
         assert together[:, k].tobytes() == alone.tobytes(), k
         assert history[:, k].tobytes() == alone_history.tobytes(), k
 
@@ -89,10 +82,8 @@ def test_backends_agree_in_lockstep():
         kernels = _backends.get_backend(name)
         layout, X, Y, sw, weights, lengths, orders = _kernel_case(*NETWORKS["deep softmax"], 8, np.float64)
         together, history = np.ascontiguousarray(np.stack(weights, axis=1)), np.zeros((3, 8))
-        kernels.train_lockstep(
-            together, layout.w_off, layout.sizes, layout.acts, np.empty((layout.n_neurons, 8)), layout.o_off,
-            np.empty((layout.n_neurons, 8)), X, Y, sw, orders, lengths, np.full((3, 8), 0.1), 0.0, True, history,
-        )  # fmt: skip
+        plan = schedule(orders, np.full((3, 8), 0.1))
+        kernels.train_lockstep(layout.network(exact=False), together, Data(X, Y, sw), plan, lengths, history)
         results.append((together, history))
     assert results[0][0].tobytes() == results[1][0].tobytes()
     assert results[0][1].tobytes() == results[1][1].tobytes()
@@ -256,13 +247,9 @@ def test_lockstep_starts_at_eight_networks(monkeypatch, n_nets, kernel):
     """Below MIN_NETWORKS networks lockstep costs more than it saves (benches/bench_lockstep.py)."""
     monkeypatch.setattr(fastbp._lockstep, "MIN_NETWORKS", 8)
     called = set()
-    for module in (fastbp._training, fastbp._lockstep):
-        original = module.run_kernel
-        monkeypatch.setattr(
-            module,
-            "run_kernel",
-            lambda kernels, name, *args, run=original: (called.add(name), run(kernels, name, *args))[1],
-        )
+    backend = _backends.get_backend("auto")
+    original = backend._run
+    monkeypatch.setattr(backend, "_run", lambda name, *args: (called.add(name), original(name, *args))[1])
     X, y = fastbp.data.tutorial_toy()
     fastbp.train_many(X, y, seeds=range(n_nets), epochs=2)
     assert called == {kernel}

@@ -17,6 +17,7 @@ import pytest
 import fastbp
 from fastbp import _backends, data
 from fastbp._api import SATURATION_PROBE_ROWS
+from fastbp._backends import Data
 from fastbp._layout import Layout
 from fastbp._training import check_outputs
 
@@ -27,12 +28,10 @@ OUTPUTS = ("sigmoid", "softmax", "identity")
 COMPILED = [name for name in ("numba", "cython") if name in fastbp.available_backends()]
 
 
-def _forward(backend, layout, weights, X, fast=False):
+def _forward(backend, layout, weights, X, exact=True):
     """The kernels' outputs for rows ``X``, unchecked."""
     out = np.empty((len(X), layout.sizes[-1]), dtype=weights.dtype)
-    scratch = np.empty(layout.n_neurons, dtype=weights.dtype)
-    kernels = _backends.get_backend(backend)
-    kernels.predict_batch(weights, layout.w_off, layout.sizes, layout.acts, scratch, layout.o_off, X, out, fast)
+    _backends.get_backend(backend).predict_batch(layout.network(exact), weights, X, out)
     return out
 
 
@@ -67,8 +66,8 @@ def _network(sizes, activations, weights, dtype):
 def test_saturating_layers_give_finite_outputs_for_extreme_features(compiled_backend, dtype, big, activation, output):
     model = _small_model(compiled_backend, dtype, activation, output)
     X = _extreme_rows(dtype, big)
-    for fast in (False, True):
-        out = _forward(compiled_backend, model._layout, model._weights, X, fast)
+    for exact in (True, False):
+        out = _forward(compiled_backend, model._layout, model._weights, X, exact)
         assert np.isfinite(out).all()
         check_outputs(out)
         if output != "identity":
@@ -76,16 +75,16 @@ def test_saturating_layers_give_finite_outputs_for_extreme_features(compiled_bac
 
 
 @pytest.mark.skipif(len(COMPILED) < 2, reason="needs both compiled backends")
-@pytest.mark.parametrize("fast", [False, True], ids=["exact", "fast"])
+@pytest.mark.parametrize("exact", [True, False], ids=["exact", "fast"])
 @pytest.mark.parametrize(("dtype", "big"), EXTREMES)
-def test_backends_agree_bit_for_bit_on_extreme_features(dtype, big, fast):
+def test_backends_agree_bit_for_bit_on_extreme_features(dtype, big, exact):
     """Overflow, nan included, happens at the same places in both compiled backends (9 inputs: both sum orders)."""
     X = _extreme_rows(dtype, big, n_features=9)
     for activation in HIDDEN:
         for output in OUTPUTS:
             model = _small_model("numba", dtype, activation, output, n_features=9)
-            numba = _forward("numba", model._layout, model._weights, X, fast)
-            cython = _forward("cython", model._layout, model._weights, X, fast)
+            numba = _forward("numba", model._layout, model._weights, X, exact)
+            cython = _forward("cython", model._layout, model._weights, X, exact)
             np.testing.assert_array_equal(numba, cython, err_msg=f"{activation=} {output=}")
 
 
@@ -113,9 +112,9 @@ def test_softmax_of_infinite_logits_in_a_mini_batch_has_a_finite_loss(compiled_b
     layout, weights = _network((1, 1, 3), ("identity", "softmax"), [1, 0, big, 0, big, 0, 1, 0], dtype)
     X, Y = np.array([[big]], dtype=dtype), np.array([[1, 0, 0]], dtype=dtype)
     grad = np.zeros_like(weights)
-    kernels = _backends.get_backend(compiled_backend)
-    loss = kernels.batch_gradient(
-        weights, layout.w_off, layout.sizes, layout.acts, X, Y, np.ones(1, dtype=dtype), np.zeros(1, np.intp), grad
+    data = Data(X, Y, np.ones(1, dtype=dtype))
+    loss = _backends.get_backend(compiled_backend).batch_gradient(
+        layout.network(exact=True), weights, data, np.zeros(1, np.intp), grad
     )
     assert loss == pytest.approx(np.log(2), rel=1e-6)
     assert np.isfinite(grad).all()
