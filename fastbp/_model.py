@@ -30,10 +30,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._backends import BACKENDS, available_backends, get_backend
+from ._concepts import HIDDEN_ACTIVATIONS, OUTPUTS
 from ._files import replaced_atomically
 from ._layout import Layout
 from ._parallel import as_threads, row_chunks, run_chunks
-from ._concepts import HIDDEN_ACTIVATIONS, OUTPUTS
 from ._training import check_outputs
 from ._validate import DTYPES, as_features, feature_names_of
 

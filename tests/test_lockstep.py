@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from kernel_bundles import schedule
 
 import fastbp

@@ -119,7 +119,7 @@ def rewrite(path, **changes):
         ({"weights": np.full(12, np.nan)}, "not finite"),
         ({"weights": np.zeros(12, dtype=np.int64)}, "not finite float64 or float32"),
         ({"sizes": np.array([2, 0, 2])}, "layer sizes"),
-        ({"activations": np.array(["sigmoid", "swish"])}, "swish"),
+        ({"activations": np.array(["sigmoid", "no_such_activation"])}, "no_such_activation"),
         ({"classes": np.array([0, 1, 2])}, "3 labels for 2 outputs"),
         ({"options": np.array("[1, 2]")}, "options"),
         ({"options": np.array("{not json")}, "Expecting property name"),

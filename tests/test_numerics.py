@@ -18,13 +18,12 @@ import fastbp
 from fastbp import _backends, data
 from fastbp._api import SATURATION_PROBE_ROWS
 from fastbp._backends import Data
+from fastbp._concepts import HIDDEN_ACTIVATIONS, OUTPUTS
 from fastbp._layout import Layout
 from fastbp._training import check_outputs
 
 #: Each dtype with the size of its extreme features.
 EXTREMES = [pytest.param(np.float64, 1e300, id="float64"), pytest.param(np.float32, 1e38, id="float32")]
-HIDDEN = ("sigmoid", "tanh", "relu", "leaky_relu", "identity")
-OUTPUTS = ("sigmoid", "softmax", "identity")
 COMPILED = [name for name in ("numba", "cython") if name in fastbp.available_backends()]
 
 
@@ -80,7 +79,7 @@ def test_saturating_layers_give_finite_outputs_for_extreme_features(compiled_bac
 def test_backends_agree_bit_for_bit_on_extreme_features(dtype, big, exact):
     """Overflow, nan included, happens at the same places in both compiled backends (9 inputs: both sum orders)."""
     X = _extreme_rows(dtype, big, n_features=9)
-    for activation in HIDDEN:
+    for activation in HIDDEN_ACTIVATIONS:
         for output in OUTPUTS:
             model = _small_model("numba", dtype, activation, output, n_features=9)
             numba = _forward("numba", model._layout, model._weights, X, exact)

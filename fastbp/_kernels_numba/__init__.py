@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .. import _concepts, _constants, _libm
 from .._backends import Capabilities
-from . import batches, lockstep, llvm, online, primitives
+from . import batches, llvm, lockstep, online, primitives
 from .batches import MAX_THREADS, PARALLEL_LOCK, batch_gradient, train_batches
 from .lockstep import train_lockstep
 from .online import backward_propagate_error, forward_propagate, predict_batch, train_online, update_weights
