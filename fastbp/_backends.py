@@ -74,6 +74,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ._concepts import LayerKindCode
+
 #: Backend names, fastest first, and the module holding each one's kernels.
 BACKENDS = {
     "cython": "fastbp._kernels_cython",
@@ -145,6 +147,8 @@ class Signals(NamedTuple):
 class Capabilities:
     """What a backend declares about itself beyond :data:`KERNELS`."""
 
+    #: The layer kinds its kernels run (names of :data:`fastbp._concepts.LAYER_KINDS`).
+    layer_kinds: tuple[str, ...]
     #: Provides :data:`STEP_KERNELS`.
     steps: bool
     #: Provides :data:`LOCKSTEP_KERNEL`.
@@ -222,6 +226,7 @@ class Backend:
         self.name = name
         self.module = module
         self.capabilities: Capabilities = module.CAPABILITIES
+        self._kind_codes = frozenset(int(LayerKindCode[kind.upper()]) for kind in self.capabilities.layer_kinds)
 
     def __repr__(self) -> str:
         return f"<fastbp backend {self.name!r}>"
@@ -278,17 +283,23 @@ class Backend:
         _require(_is(grad, weights.dtype, weights.shape), "grad must be shaped like weights")
         return self._run("batch_gradient", _typed(net), weights, data, rows, grad)
 
-    def _run(self, name: str, *args):
-        """Call kernel ``name``, compiling it afresh if its disk cache cannot be read.
+    def _run(self, name: str, net: Network, *args):
+        """Call kernel ``name`` on a network of layers it runs, compiling it afresh if its disk cache cannot be read.
 
         Numba loads a kernel (and the kernels it calls) from its cache on the first
         call in a process; a truncated or garbled cache file then raises from inside
         Numba before any work is done.  The cache is cleared, with a warning, and the
         kernel compiled afresh, once.
         """
+        unknown = set(net.kinds.tolist()) - self._kind_codes
+        if unknown:
+            names = {int(code): code.name.lower() for code in LayerKindCode}
+            kinds = ", ".join(names.get(code, f"code {code}") for code in sorted(unknown))
+            raise ValueError(f"the {self.name!r} backend does not run layers of kind {kinds}")
         kernel = getattr(self.module, name)
         capabilities = self.capabilities
         first_call = capabilities.not_yet_run is not None and capabilities.not_yet_run(name)
+        args = (net, *args)
         try:
             return kernel(*args)
         except _UNREADABLE_CACHE as error:

@@ -24,7 +24,7 @@ from . import reference
 from ._backends import Capabilities
 from ._concepts import ActivationCode, OptimizerCode
 
-CAPABILITIES = Capabilities(steps=False, lockstep=False, releases_gil=False, max_threads=1)
+CAPABILITIES = Capabilities(layer_kinds=("dense",), steps=False, lockstep=False, releases_gil=False, max_threads=1)
 
 
 @contextmanager

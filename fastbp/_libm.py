@@ -6,8 +6,8 @@ core that glibc still exports as ``__exp_finite``; Numba's ``math.exp`` adds a
 second wrapper, a helper of Numba's own built against an old glibc, whose ``exp``
 is glibc's compatibility wrapper (``exp@GLIBC_2.2.5``).  The kernels call the
 core where glibc has it, and the plain function elsewhere: the values are the
-same (checked by the tests), and W1 ran 9% faster with either backend than through
-glibc's wrapper (Cython 32 to 29 ms, Numba 36 to 33 ms).  ``expf`` has no wrapper.
+same (checked by the tests), without the wrappers' cost on every call (see the
+docs' performance page).  ``expf`` has no wrapper.
 """
 
 import ctypes

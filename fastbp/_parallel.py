@@ -40,7 +40,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when an OpenMP runti
 #: Below this many multiply-adds for each thread, starting threads costs more than it saves.
 MIN_WORK_PER_THREAD = 2**18
 #: A mini-batch step wakes the threads several times (every layer, forward and back), so it needs
-#: more: batch size times weights (measured on 2 cores: 784-128-10 gains at batches of 128, loses at 32).
+#: more: batch size times weights (784-128-10 gains at batches of 128 and loses at 32; docs' performance page).
 MIN_BATCH_WORK_FOR_THREADS = 2**23
 #: Environment variables that set the default thread count, the first one set winning.
 THREAD_VARIABLES = ("FASTBP_NUM_THREADS", "OMP_NUM_THREADS")

@@ -1,6 +1,7 @@
 """The backend registry and the kernel contract: what is available, what "auto" picks, what a missing one says,
 what each backend declares, and the checks that the bundles fit together."""
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -73,8 +74,10 @@ def test_arguments_that_do_not_fit_together_are_refused_before_any_kernel_runs(c
         backend.train_online(net, weights, weights, Data(X, Y, sw), plan, history)
     with pytest.raises(ValueError, match="Y must be float64"):
         backend.train_online(net, weights, state, Data(X, sw[:, None], Y), plan, history)
-    with pytest.raises(ValueError, match="out must be"):
-        backend.predict_batch(net, weights, Y, X)
+    with pytest.raises(ValueError, match=r"X must be float64 \(n_rows, 3\)"):
+        backend.predict_batch(net, weights, Y, X)  # the rows and the outputs swapped
+    with pytest.raises(ValueError, match=r"out must be \(n_rows, 2\)"):
+        backend.predict_batch(net, weights, X, X.copy())
     with pytest.raises(ValueError, match="weights must be"):
         backend.train_online(net, weights[:-1].copy(), state, Data(X, Y, sw), plan, history)
     with pytest.raises(ValueError, match="X must be float32"):
@@ -82,6 +85,16 @@ def test_arguments_that_do_not_fit_together_are_refused_before_any_kernel_runs(c
     with pytest.raises(ValueError, match="deltas must be"):
         backend.forward_propagate(net, weights, signals(layout)._replace(deltas=np.zeros(2)), X[0])
     assert not weights.any() and not state.any() and not history.any()
+
+
+def test_a_network_of_layers_a_backend_does_not_run_is_refused(monkeypatch):
+    module = _backends.get_backend("numba").module
+    monkeypatch.setattr(module, "CAPABILITIES", dataclasses.replace(module.CAPABILITIES, layer_kinds=()))
+    layout = Layout.from_sizes((3, 2))
+    with pytest.raises(ValueError, match="the 'numba' backend does not run layers of kind dense"):
+        _backends.Backend("numba", module).predict_batch(
+            layout.network(True), np.zeros(8), np.zeros((1, 3)), np.zeros((1, 2))
+        )
 
 
 def test_kernels_release_the_gil_while_training(compiled_backend):

@@ -67,6 +67,7 @@ def _clear_stale_cache() -> None:
 _clear_stale_cache()
 
 CAPABILITIES = Capabilities(
+    layer_kinds=("dense",),
     steps=True,
     lockstep=True,
     releases_gil=True,
