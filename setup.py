@@ -1,34 +1,46 @@
-"""Build script for the Cython backend's extension; the package metadata lives in pyproject.toml.
+"""Build script for the Cython backend's extensions; the package metadata lives in pyproject.toml.
 
-The extension is optional: if it cannot be compiled (no C compiler, no Cython,
-no SciPy, whose ``cython_blas`` gives its mini-batch kernels BLAS), the install
+The extensions are optional: if they cannot be compiled (no C compiler, no Cython,
+no SciPy, whose ``cython_blas`` gives the mini-batch kernels BLAS), the install
 still succeeds with a warning, the Numba backend works as before,
 and ``backend="cython"`` raises an ImportError saying the extension is missing.
+
+The constants the kernels build in are generated from ``fastbp._constants`` into
+``fastbp/_kernels_cython/constants.pxd`` by every build, never typed twice.
 """
 
+import importlib
 import os
+import sys
+import types
 import warnings
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.errors import CCompilerError, ExecError, PlatformError
 
+PACKAGE = Path(__file__).resolve().parent / "fastbp"
+KERNELS = PACKAGE / "_kernels_cython"
+MODULES = ("online", "lockstep", "batches")
 # The exact kernels must not let the C compiler fuse a * b + c into one FMA
 # (the rounding would differ from the reference); fast-math is never enabled.
 # -fno-trapping-math changes no value, only the promise to keep floating-point exception
 # flags: it lets gcc turn the selects of fastbp's exp into vector code (lockstep's sigmoid).
-GCC_LIKE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math"]
+# -fno-jump-tables keeps the tests of an activation code a chain of branches, which gcc hoists out of
+# the loops over a layer so that they vectorise; a jump table would stay inside them, scalar.
+GCC_LIKE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-jump-tables"]
 # Linked against libm, the kernels' libm functions (expf, tanh, log; exp where fastbp._libm finds
 # no exp core) bind to glibc's current symbols; left unlinked, the loader binds them to the oldest,
 # compatibility wrappers (exp@GLIBC_2.2.5) that check errno around every call. The values are the same.
 MATH_LIBRARY = ["m"]
 # OpenMP lets the mini-batch kernels share a batch's products between threads; without it
-# (a compiler that lacks it) the extension builds anyway and runs them on one thread.
+# (a compiler that lacks it) the extensions build anyway and run them on one thread.
 OPENMP_FLAGS = ["-fopenmp"]
 BUILD_ERRORS = (CCompilerError, ExecError, PlatformError, ValueError)
 WARNING = (
-    "the Cython extension fastbp._kernels_cython could not be built ({error}); "
-    "fastbp is installed without it: the 'numba' backend works, backend='cython' will raise ImportError"
+    "the Cython extension {name} could not be built ({error}); fastbp is installed without it: "
+    "the 'numba' backend works, backend='cython' will raise ImportError"
 )
 
 
@@ -39,7 +51,7 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except BUILD_ERRORS as error:
-            warnings.warn(WARNING.format(error=error), stacklevel=1)
+            warnings.warn(WARNING.format(name="fastbp._kernels_cython", error=error), stacklevel=1)
 
     def build_extension(self, ext):
         if self.compiler.compiler_type in ("unix", "mingw32", "cygwin"):
@@ -49,9 +61,7 @@ class OptionalBuildExt(build_ext):
                 self._build_with(ext, OPENMP_FLAGS)
                 return
             except BUILD_ERRORS as error:
-                warnings.warn(
-                    f"building {ext.name} without OpenMP ({error}): its kernels will use one thread", stacklevel=1
-                )
+                warnings.warn(f"building {ext.name} without OpenMP ({error}): it will use one thread", stacklevel=1)
         try:
             super().build_extension(ext)
         except BUILD_ERRORS as error:
@@ -59,7 +69,7 @@ class OptionalBuildExt(build_ext):
             stale = self.get_ext_fullpath(ext.name)
             if os.path.exists(stale):
                 os.remove(stale)
-            warnings.warn(WARNING.format(error=error), stacklevel=1)
+            warnings.warn(WARNING.format(name=ext.name, error=error), stacklevel=1)
 
     def _build_with(self, ext, flags):
         """Build ``ext`` with ``flags`` added to its compile and link options, leaving ``ext`` as it was."""
@@ -71,15 +81,74 @@ class OptionalBuildExt(build_ext):
             ext.extra_compile_args, ext.extra_link_args = compile_args, link_args
 
 
+def compiled_constants() -> dict:
+    """``fastbp._constants.compiled_constants()``, loaded without running ``fastbp/__init__.py`` (which imports
+    fastbp's dependencies): a stub package stands in for ``fastbp`` meanwhile."""
+    names = ("fastbp", "fastbp._constants", "fastbp._concepts")
+    saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    stub = types.ModuleType("fastbp")
+    stub.__path__ = [str(PACKAGE)]
+    sys.modules["fastbp"] = stub
+    try:
+        return importlib.import_module("fastbp._constants").compiled_constants()
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+
+
+CONSTANTS_PXD = '''# cython: language_level=3
+# Generated by setup.py from fastbp._constants.compiled_constants() at every build: do not edit.
+
+cdef enum:
+{enum}
+
+cdef extern from *:
+    """
+{definitions}
+    """
+{declarations}
+
+
+cdef inline dict compiled_constants():
+    return {{
+{entries}
+    }}
+'''
+
+
+def write_constants() -> None:
+    """Generate ``constants.pxd``: the integers as a C enum, the floats as C constants (``repr`` of a float reads
+    back as the same double), and ``compiled_constants()``, which returns them all by name.  It is written only
+    where its text changed: an unchanged one keeps its time, so nothing is rebuilt."""
+    enum, definitions, declarations, entries = [], [], [], []
+    for name, value in compiled_constants().items():
+        if type(value) is int:
+            enum.append(f"    {name} = {value}")
+            entries.append(f'        "{name}": {name},')
+            continue
+        length = f"[{len(value)}]" if isinstance(value, tuple) else ""
+        text = "{" + ", ".join(map(repr, value)) + "}" if length else repr(value)
+        definitions.append(f"    static const double FASTBP_{name}{length} = {text};")
+        declarations.append(f'    const double {name} "FASTBP_{name}"{length}')
+        entries.append(f'        "{name}": {f"tuple({name})" if length else name},')
+    lists = {"enum": enum, "definitions": definitions, "declarations": declarations, "entries": entries}
+    text = CONSTANTS_PXD.format(**{key: "\n".join(lines) for key, lines in lists.items()})
+    path = KERNELS / "constants.pxd"
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+
+
 def extensions():
     try:
         import scipy.linalg.cython_blas  # noqa: F401  (cimported by the kernels)
         from Cython.Build import cythonize
     except ImportError as error:
-        warnings.warn(WARNING.format(error=error), stacklevel=1)
+        warnings.warn(WARNING.format(name="fastbp._kernels_cython", error=error), stacklevel=1)
         return []
-    extension = Extension("fastbp._kernels_cython", ["fastbp/_kernels_cython.pyx"])
-    return cythonize([extension], compiler_directives={"language_level": 3})
+    write_constants()
+    modules = [Extension(f"fastbp._kernels_cython.{name}", [f"fastbp/_kernels_cython/{name}.pyx"]) for name in MODULES]
+    return cythonize(modules, compiler_directives={"language_level": 3})
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

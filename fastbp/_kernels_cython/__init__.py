@@ -17,6 +17,7 @@ from .lockstep import train_lockstep
 from .online import backward_propagate_error, forward_propagate, predict_batch, train_online, update_weights
 
 CAPABILITIES = Capabilities(
+    layer_kinds=("dense",),
     steps=True,
     lockstep=True,
     releases_gil=True,
