@@ -29,7 +29,7 @@ from bench_train import FOLDS, SORTED_SCORES, TUTORIAL, one_at_a_time, tutorial_
 import fastbp
 import fastbp._lockstep
 
-#: The grid's learning rates (issue 9).
+#: The grid's learning rates.
 RATES = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0]
 NETWORK = {"hidden": 5}
 #: Per grid group: the initialisation.

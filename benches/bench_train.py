@@ -1,7 +1,7 @@
 """W1: the tutorial's wheat seeds experiment (5 folds x 500 epochs, 7-5-3 sigmoid,
 squared error, online SGD), per backend: the reference, Numba and Cython, and the
 tutorial's loop written by hand in C (``tutorial.c``, compiled here at -O3), the yardstick
-issue 6 sets its target by.
+of fastbp's W1 target.
 
 Run: ``python benches/report.py`` (or ``pytest benches --benchmark-enable -k wheat``);
 the ``W1-wheat-seeds`` group gives each compiled backend's speed-up over the reference.

@@ -8,7 +8,7 @@ Runs ``pytest benches --benchmark-enable`` in a subprocess (its progress goes to
 stderr), then prints to stdout, as Markdown: the run's date, commit and machine, and
 per workload (benchmark group) each implementation's time, samples per second and
 speed relative to fastbp's fastest backend in that workload, measured side by side in
-that one run.  Where issue 6 sets a target, the table shows the measured ratio next
+that one run.  Where fastbp sets itself a target, the table shows the measured ratio next
 to it, marked met or missed: informational, never a failure.  A second table gives the
 parallel workloads (``bench_parallel.py``) as speed-ups of every core over one thread
 or job, with the counts, and a third the lockstep workloads (``bench_lockstep.py``):
@@ -56,7 +56,7 @@ PARALLEL_GROUPS = [
 #: Lockstep workloads (bench_lockstep.py), in the order their table lists them: the same networks trained one at a
 #: time and in lockstep, per backend.
 LOCKSTEP_GROUPS = ["lockstep-wheat-cv", "lockstep-wheat-grid", "lockstep-wheat-grid-tutorial"]
-#: Issue 9's aim for lockstep against one network at a time with the fastest single-network kernel.
+#: The lockstep aim: lockstep's speed-up over one network at a time with the fastest single-network kernel.
 LOCKSTEP_AIM = 3.0
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 LIBRARIES = ["fastbp", "numpy", "scipy", "numba", "Cython", "scikit-learn", "torch", "pytest-benchmark"]
@@ -198,7 +198,7 @@ def comparison_table(rows: list[Row]) -> list[str]:
         "",
         "samples: rows x epochs trained (W1: 168 training rows per fold x epochs x 5 folds), rows predicted, or",
         "for start-up the toy network's 10 rows x 20 epochs (its time is the whole process). 'vs fastest fastbp':",
-        "samples/s relative to fastbp's fastest variant in the same workload. Targets from issue 6, informational.",
+        "samples/s relative to fastbp's fastest variant in the same workload. fastbp's targets, informational.",
     ]
     return lines
 
@@ -239,7 +239,7 @@ def parallel_table(rows: list[Row]) -> list[str]:
 
 def lockstep_table(rows: list[Row]) -> list[str]:
     """The lockstep workloads: per workload and backend, one network at a time against all in lockstep, and
-    lockstep against the fastest backend's one-at-a-time time (issue 9's criterion)."""
+    lockstep against the fastest backend's one-at-a-time time (the lockstep aim's measure)."""
     lines = [
         "### Many networks at once (lockstep, one core)",
         "",
@@ -272,13 +272,13 @@ def lockstep_table(rows: list[Row]) -> list[str]:
         "lockstep: fastbp.evaluate (the CV) or fastbp.search (the grid), whose networks train together in the",
         "train_lockstep kernel. Both ways do the same work on one core and give the same scores and weights",
         "(checked by the benchmarks). speed-up: one-at-a-time time over lockstep time, same backend; the last",
-        "column divides the fastest backend's one-at-a-time time by this backend's lockstep time (issue 9's aim).",
+        "column divides the fastest backend's one-at-a-time time by this backend's lockstep time (the lockstep aim).",
     ]
     return lines
 
 
 def target(row: Row, members: list[Row]) -> str:
-    """Issue 6's target for ``row`` where one applies, with the measured value, met or missed."""
+    """fastbp's target for ``row`` where one applies, with the measured value, met or missed."""
     group = row.group
     if row.library == "hand-written C" and group == "W1-wheat-seeds":
         reference = peer(members, "reference")
@@ -298,7 +298,7 @@ def target(row: Row, members: list[Row]) -> str:
         return speedup(row, peer(members, "PyTorch"), 1, f"PyTorch batch {size}")
     if group == "startup":
         if row.cache == "cold":
-            return "none (stated in the README)"
+            return "none (stated in docs/performance.md)"
         limit = 1.0 if row.cache == "warm" else 0.5  # Cython: "well under" the warm Numba second
         verdict = "met" if row.seconds < limit else "missed"
         return f"< {limit:g} s: {format_time(row.seconds)} {verdict}"

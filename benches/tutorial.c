@@ -1,5 +1,6 @@
-/* The tutorial's training loop written by hand in C: the "hand-written C at -O3" that issue 6
- * measures fastbp against (W1 in bench_train.py, which compiles this file and calls it through ctypes).
+/* The tutorial's training loop written by hand in C: the "hand-written C at -O3" that fastbp's W1
+ * target measures fastbp against (W1 in bench_train.py, which compiles this file and calls it through
+ * ctypes).
  *
  * One hidden layer, sigmoid everywhere, online SGD in the tutorial's arithmetic: each sum starts
  * from the bias and adds the inputs in order, libm's exp, the output error (output - expected) times

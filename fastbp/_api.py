@@ -39,7 +39,19 @@ from ._validate import (
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Cross-validation result: per-fold accuracies in percent."""
+    """A cross-validation's result, from :func:`evaluate`: each fold's accuracy in percent.
+
+    Attributes
+    ----------
+    scores : list of float
+        Each fold's accuracy, in fold order.
+    baseline_scores : list of float
+        The Zero Rule baseline's (the most common training label) on the same folds.
+    mean : float
+        The mean of ``scores``.
+    baseline_mean : float
+        The mean of ``baseline_scores``.
+    """
 
     scores: list[float]
     #: The Zero Rule baseline (most common training label) on the same folds.
@@ -47,10 +59,12 @@ class Evaluation:
 
     @property
     def mean(self) -> float:
+        """The mean of ``scores``."""
         return sum(self.scores) / float(len(self.scores))
 
     @property
     def baseline_mean(self) -> float:
+        """The mean of ``baseline_scores``."""
         return sum(self.baseline_scores) / float(len(self.baseline_scores))
 
 
@@ -136,6 +150,11 @@ def train(
     lr_schedule : {"constant", "invscaling"}
         ``"invscaling"``: epoch ``e`` runs at ``lr / (e * n_rows + 1) ** power_t``
         (scikit-learn's schedule, which counts rows seen); for ``"sgd"`` only.
+    power_t : float
+        The exponent of the ``"invscaling"`` schedule.
+    beta1, beta2, epsilon : float
+        Adam's decay rates of the first and second moments, and the term that keeps
+        its division finite.
     init : {None, "tutorial", "glorot", "he"}
         ``"tutorial"``: uniform [0, 1) draws from ``random.Random`` in the
         tutorial's order.  ``"glorot"`` (uniform in ``±sqrt(6 / (n_in + n_out))``,
@@ -184,6 +203,32 @@ def train(
         ``OMP_NUM_THREADS`` when set.  The weights are the same whatever the count.
         Online training (``batch_size=1``) is sequential; to use several cores, train
         several networks at once (:func:`evaluate` with ``n_jobs``).
+
+    Returns
+    -------
+    Model
+        The trained network; ``model.history`` holds each epoch's summed loss.
+
+    Raises
+    ------
+    ValueError, TypeError
+        An input or option is invalid (checked before any kernel runs; the message
+        names it).
+    FloatingPointError
+        The loss or the weights became infinite or NaN (the message names the
+        epoch), or a layer's weighted sums overflowed.
+
+    Warns
+    -----
+    RuntimeWarning
+        Training ended with every sigmoid or softmax output saturated at 0 or 1 (the
+        gradient vanished; typically ``lr`` is far too large).
+
+    See Also
+    --------
+    train_many : many networks of one architecture at once.
+    evaluate : cross-validate the network ``train`` makes.
+    MLPClassifier, MLPRegressor : the same training behind scikit-learn's API.
     """
     return _prepared(
         X, y, epochs=epochs, sample_weight=sample_weight, seed=seed, classes=classes, callback=callback,
@@ -418,6 +463,10 @@ def train_many(
 
     Parameters
     ----------
+    X : array-like, shape (n_rows, n_features)
+        Numeric features, shared by every network.
+    y : array-like, shape (n_rows,) or (n_rows, n_targets)
+        Labels, or regression targets, as :func:`train` takes them.
     seeds : sequence
         One seed per network (anything :func:`train` takes as ``seed``).
     lr : float or sequence of float
@@ -426,8 +475,15 @@ def train_many(
         The rows each network trains on, in the order it visits them each epoch
         (before any shuffling), as indices into ``X``; ``sample_weight``, one per row
         of ``X``, follows them.
-    train_options
+    classes : sequence, optional
+        Labels in output-neuron order, the same for every network.
+    **train_options
         :func:`train`'s other options, the same for every network.
+
+    Returns
+    -------
+    list of Model
+        One trained network per seed, in order.
     """
     seeds = list(seeds) if isinstance(seeds, Sequence | np.ndarray) else None
     if not seeds:
@@ -502,6 +558,32 @@ def evaluate(
     any ``joblib.parallel_config`` context (a Dask cluster, say).  Every fold's
     network is initialised here, in fold order, before any trains, so every way
     gives the same scores; warnings raised while training are re-raised here.
+
+    Parameters
+    ----------
+    X : array-like, shape (n_rows, n_features)
+        Numeric features.
+    y : array-like, shape (n_rows,)
+        Class labels.
+    folds : int
+        Number of folds, at least 2; rows left over after equal folds are dropped
+        (the tutorial's split).
+    seed : int, random.Random or None
+        Seeds the stream that draws the split and every fold's network.
+    protocol : {"tutorial"}
+        The cross-validation protocol; the tutorial's is the only one.
+    classes : sequence, optional
+        Labels in output-neuron order (default: the sorted labels of ``y``).
+    n_jobs : int or None
+        ``None`` or 1: one core; otherwise joblib's count (``-1``: every core).
+    **train_options
+        :func:`train`'s other options, but ``sample_weight`` and ``n_threads`` (each
+        fold trains on one thread).
+
+    Returns
+    -------
+    Evaluation
+        Each fold's accuracy, and the Zero Rule baseline's.
     """
     if n_jobs is not None and (not isinstance(n_jobs, Integral) or isinstance(n_jobs, bool) or n_jobs == 0):
         raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}")
@@ -575,7 +657,23 @@ def _scored(X, y, split, models: list[Model]) -> Evaluation:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """What :func:`search` found: every grid point's options and cross-validation, in grid order."""
+    """What :func:`search` found: every grid point's options and cross-validation, in grid order.
+
+    Attributes
+    ----------
+    params : list of dict
+        Each grid point's options.
+    evaluations : list of Evaluation
+        Each grid point's cross-validation.
+    means : list of float
+        Each grid point's mean accuracy in percent (nan where a network diverged).
+    best_index : int
+        The grid point with the best mean accuracy (the first on ties).
+    best_params : dict
+        That point's options.
+    best_score : float
+        That point's mean accuracy.
+    """
 
     params: list[dict]
     evaluations: list[Evaluation]
@@ -594,10 +692,12 @@ class SearchResult:
 
     @property
     def best_params(self) -> dict:
+        """The options of the point at ``best_index``."""
         return self.params[self.best_index]
 
     @property
     def best_score(self) -> float:
+        """The mean accuracy of the point at ``best_index``."""
         return self.means[self.best_index]
 
 
@@ -620,6 +720,30 @@ def search(
     every point.  The networks of all points that differ only in ``lr`` (and all
     their folds) train together in lockstep where the options allow it (see
     :func:`train_many`).  A point whose network diverges scores nan, with a warning.
+
+    Parameters
+    ----------
+    X : array-like, shape (n_rows, n_features)
+        Numeric features.
+    y : array-like, shape (n_rows,)
+        Class labels.
+    grid : dict of lists, or list of dicts
+        The option values to try: ``{"lr": [0.1, 0.3], "hidden": [5, 10]}`` (four
+        points), or ``[{"lr": 0.1}, {"lr": 0.3, "epochs": 100}]``.
+    folds : int
+        Number of folds, as :func:`evaluate` takes it.
+    seed : int
+        Seeds the split and the initial networks, the same for every point.
+    classes : sequence, optional
+        Labels in output-neuron order (default: the sorted labels of ``y``).
+    **train_options
+        :func:`train`'s other options (but ``sample_weight`` and ``n_threads``),
+        shared by every point; a point's own override them.
+
+    Returns
+    -------
+    SearchResult
+        Every point's options and cross-validation, and the best of them.
     """
     points = _grid_points(grid)
     if isinstance(seed, bool) or not isinstance(seed, Integral):

@@ -3,19 +3,19 @@
 Model files are ``.npz`` archives read with ``allow_pickle=False``, so a file from
 an untrusted source can never run code.  Format ``fastbp.model``, version 1, holds:
 
-==============  ===================================================================
-``format``      the string ``"fastbp.model"``
-``version``     1; a file from a newer fastbp is refused with a clear message
-``sizes``       int64 layer sizes: inputs, hidden layers, outputs
-``activations`` each layer's activation name, the output layer's last
-``weights``     the flat parameter buffer (float64 or float32, see :mod:`fastbp._layout`)
-``classes``     the label of each output (numbers, strings or booleans); absent for regression
-``flat_targets`` whether a regression was trained on 1-D ``y`` (``predict`` returns 1-D)
-``feature_names`` the training data's column names, where it had them (optional)
-``history``     float64 loss per epoch
-``backend``     the backend that trained it
-``options``     the training options, as JSON
-==============  ===================================================================
+=================  ================================================================
+``format``         the string ``"fastbp.model"``
+``version``        1; a file from a newer fastbp is refused with a clear message
+``sizes``          int64 layer sizes: inputs, hidden layers, outputs
+``activations``    each layer's activation name, the output layer's last
+``weights``        the flat parameter buffer (float64 or float32, see :mod:`fastbp._layout`)
+``classes``        the label of each output (numbers, strings or booleans); absent for regression
+``flat_targets``   whether a regression was trained on 1-D ``y`` (``predict`` returns 1-D)
+``feature_names``  the training data's column names, where it had them (optional)
+``history``        float64 loss per epoch
+``backend``        the backend that trained it
+``options``        the training options, as JSON
+=================  ================================================================
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ VERSION = 1
 
 
 class Model:
-    """A trained network.
+    """A trained network: what :func:`fastbp.train`, :func:`fastbp.train_many` and
+    :func:`fastbp.load` return, and the estimators' ``model_``.
+
+    Predicting never changes it; its weights are read-only.
 
     Attributes
     ----------
@@ -139,11 +142,21 @@ class Model:
         return self._layout.layer_views(self.weights)
 
     def forward(self, X: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
-        """The output neurons' values for each row, shape ``(n_rows, n_outputs)``.
+        """The output neurons' values for each row.
 
-        Large batches are split over ``n_threads`` threads (default: every core, or
-        ``FASTBP_NUM_THREADS``/``OMP_NUM_THREADS``); each row gets the same bits
-        whatever the thread count.
+        Parameters
+        ----------
+        X : array-like, shape (n_rows, n_features)
+            Numeric features, converted as :func:`fastbp.train` converts them; a
+            DataFrame must have the training's columns, in order.
+        n_threads : int or None
+            Threads that share a large batch's rows (default: every core, or
+            ``FASTBP_NUM_THREADS``/``OMP_NUM_THREADS``); each row gets the same bits
+            whatever the count.
+
+        Returns
+        -------
+        ndarray of the model's dtype, shape (n_rows, n_outputs)
         """
         n_threads = as_threads(n_threads)
         self._check_feature_names(X)
@@ -172,11 +185,20 @@ class Model:
         )
 
     def predict_proba(self, X: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
-        """Class probabilities, shape ``(n_rows, n_classes)``.
+        """Class probabilities, columns in the order of ``classes``.
 
         A softmax output is returned as it is; sigmoid outputs (the tutorial's) are
         scaled to sum to one per row, and a row whose outputs all underflow to zero
-        gets equal probabilities.
+        gets equal probabilities.  ``X`` and ``n_threads`` as for :meth:`forward`.
+
+        Returns
+        -------
+        ndarray, shape (n_rows, n_classes)
+
+        Raises
+        ------
+        TypeError
+            For a regression model, which has no classes.
         """
         if self.classes is None:
             raise TypeError("a regression model (output='identity') has no class probabilities; use predict")
@@ -188,18 +210,31 @@ class Model:
         return np.where(positive, outputs / np.where(positive, total, 1.0), 1.0 / outputs.shape[1])
 
     def predict(self, X: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
-        """Classifiers: the label of the largest output per row (the first on ties).
-        Regression: the outputs, shaped like the training targets.  ``n_threads`` as in :meth:`forward`."""
+        """Each row's prediction.
+
+        ``X`` and ``n_threads`` as for :meth:`forward`.
+
+        Returns
+        -------
+        ndarray, shape (n_rows,) or (n_rows, n_targets)
+            Classifiers: the label of the largest output per row (the first on ties).
+            Regression: the outputs, shaped like the training targets.
+        """
         outputs = self.forward(X, n_threads=n_threads)
         if self.classes is None:
             return outputs[:, 0] if self._flat_targets else outputs
         return self.classes[np.argmax(outputs, axis=1)]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the model to ``path`` (an ``.npz`` archive; see the module docstring).
+        """Write the model to ``path``, an ``.npz`` archive that :func:`fastbp.load` reads.
 
         The file appears whole or not at all: it is written under a temporary name
         beside ``path`` and then renamed over it.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write (replaced if it exists).
         """
         arrays = {
             "format": np.array(FORMAT),
@@ -225,9 +260,29 @@ class Model:
 def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
     """Read a model written by :meth:`Model.save`.
 
-    ``backend`` chooses the kernels that predict (default: the one that trained it,
-    or the fastest available if that one is missing here); every backend computes
-    the same outputs.  A file that is not a valid fastbp model raises ``ValueError``.
+    The archive is read without unpickling, so a file from an untrusted source cannot
+    run code, and every field is checked before the model is built.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The model file.
+    backend : str, optional
+        The kernels that predict (default: the one that trained it, or the fastest
+        available if that one is missing here); every backend computes the same
+        outputs.
+
+    Returns
+    -------
+    Model
+
+    Raises
+    ------
+    ValueError
+        The file is not a valid fastbp model: truncated, tampered, foreign or from a
+        newer fastbp (the message says which).
+    FileNotFoundError, IsADirectoryError
+        There is no file at ``path``.
     """
     if backend is not None:
         get_backend(backend)  # an unknown name is the caller's mistake, not the file's

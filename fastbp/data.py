@@ -256,7 +256,13 @@ def tutorial_toy() -> tuple[np.ndarray, np.ndarray]:
     """The tutorial's 10-row, two-feature, two-class toy dataset.
 
     Source: "How to Code a Neural Network with Backpropagation In Python (from
-    scratch)", section 4.2.  Returns ``X`` of shape (10, 2) and integer labels.
+    scratch)", section 4.2.
+
+    Returns
+    -------
+    X : ndarray of float64, shape (10, 2)
+    y : ndarray of int, shape (10,)
+        The classes, 0 and 1.
     """
     rows = [
         [2.7810836, 2.550537003, 0],

@@ -95,6 +95,19 @@ class _MultilayerPerceptron(BaseEstimator):
         so the weights set how much rows count against each other and leave the
         learning rate alone.  ``alpha`` is weighed against the weights' total, as in
         scikit-learn, where a row of weight 2 counts as that row twice.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_rows, n_features)
+            Numeric features (float32 and float64 are kept; others converted).
+        y : array-like, shape (n_rows,) or (n_rows, n_targets)
+            Class labels, or regression targets.
+        sample_weight : array-like, shape (n_rows,), optional
+            Non-negative weight of each row.
+
+        Returns
+        -------
+        self
         """
         self._check_params()
         return self._fit(X, y, sample_weight, incremental=False)
@@ -309,7 +322,17 @@ class _MultilayerPerceptron(BaseEstimator):
         self.out_activation_ = self._output
 
     def predict(self, X: ArrayLike) -> np.ndarray:
-        """The most probable class of each row, or the predicted targets (1-D for a single output)."""
+        """The most probable class of each row, or the predicted targets.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_rows, n_features)
+
+        Returns
+        -------
+        ndarray, shape (n_rows,) or (n_rows, n_targets)
+            Labels; or targets, 1-D for a single output.
+        """
         return self._predictions(self._outputs(X))
 
     def _outputs(self, X) -> np.ndarray:
@@ -374,18 +397,49 @@ def _store_params(estimator: BaseEstimator, params: dict) -> None:
 class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     """A multi-layer perceptron classifier trained by fastbp: softmax outputs and cross-entropy.
 
-    A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`: see it for
-    the parameters and attributes.  What differs:
+    A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`, with its
+    parameters, defaults and fitted attributes: see it for those not listed here.  The
+    differences are under Notes.
 
-    - ``solver`` is ``"adam"``, ``"sgd"`` or fastbp's ``"rprop"`` (iRprop-, full batch:
-      ``batch_size``, ``shuffle`` and ``learning_rate_init`` do not apply); there is no
-      ``"lbfgs"`` and no ``max_fun``.  ``activation`` may also be ``"leaky_relu"``.
+    Parameters
+    ----------
+    activation : {"relu", "identity", "logistic", "tanh", "leaky_relu"}
+        scikit-learn's, and fastbp's ``"leaky_relu"`` (slope 0.01).
+    solver : {"adam", "sgd", "rprop"}
+        scikit-learn's stochastic solvers, and fastbp's ``"rprop"`` (iRprop-, full
+        batch: ``batch_size``, ``shuffle`` and ``learning_rate_init`` do not apply).
+    class_weight : dict, "balanced" or None
+        Weights of the classes, as in :class:`sklearn.linear_model.LogisticRegression`.
+    backend : {"auto", "cython", "numba"}
+        The compiled kernels that train and predict.
+    init : {"sklearn", None, "glorot", "he", "tutorial"}
+        The initial weights: ``"sklearn"`` draws them as scikit-learn does (uniform,
+        Glorot's bound), though not the same numbers; the others as
+        :func:`fastbp.train` does.
+    dtype : np.float64 or np.float32
+        The precision of training and predicting.
+    n_threads : int or None
+        Threads for mini-batch training and prediction; ``None``: every core, or
+        ``FASTBP_NUM_THREADS``/``OMP_NUM_THREADS``.  The results are the same for any
+        count.
+
+    Attributes
+    ----------
+    model_ : Model
+        The fitted network, as :func:`fastbp.train` returns one (e.g. to
+        ``model_.save(path)``).
+    classes_, coefs_, intercepts_, loss_, loss_curve_, n_iter_, t_ : various
+        As in scikit-learn, with ``best_loss_``, ``validation_scores_``,
+        ``best_validation_score_``, ``n_features_in_``, ``feature_names_in_``,
+        ``n_layers_``, ``n_outputs_`` and ``out_activation_``.
+
+    Notes
+    -----
+    Where it differs from scikit-learn:
+
+    - There is no ``"lbfgs"`` solver and no ``max_fun``.
     - Every problem, binary too, has one softmax output per class (``n_outputs_`` is the
       number of classes, ``out_activation_`` is ``"softmax"``); no multilabel targets.
-    - ``init="sklearn"`` (the default) draws the initial weights and biases as
-      scikit-learn does (uniform, Glorot's bound), though not the same numbers; fastbp's
-      other schemes are ``None`` (He for relu layers, Glorot for the others, biases
-      zero), ``"glorot"``, ``"he"`` and ``"tutorial"``.
     - ``sample_weight`` (times ``class_weight``) is rescaled to mean 1 over the rows
       trained on, and each batch's gradient is the mean of the rows' weighted gradients:
       scikit-learn divides their sum by the batch's total weight instead, which is the
@@ -394,14 +448,6 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
       well as the weights, as ``partial_fit`` does.  With ``early_stopping=True`` there
       is no ``partial_fit`` (scikit-learn's raises an error), and ``momentum`` is below 1.
     - ``loss_curve_``'s L2 term uses the weights each epoch starts from for all its batches.
-
-    fastbp's own parameters: ``backend`` (``"auto"``, ``"cython"``, ``"numba"``),
-    ``init``, ``dtype`` (``np.float64`` or ``np.float32``, for training and
-    predicting) and ``n_threads`` (threads for mini-batch training and prediction;
-    ``None``: every core, or ``FASTBP_NUM_THREADS``/``OMP_NUM_THREADS``; the results
-    are the same for any count).  ``class_weight`` is a dict or ``"balanced"``, as in
-    :class:`sklearn.linear_model.LogisticRegression`.  ``model_`` is a
-    :class:`fastbp.Model` of the fitted weights, e.g. to ``model_.save(path)``.
     """
 
     _parameter_constraints: dict = {
@@ -453,13 +499,38 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         sample_weight: ArrayLike | None = None,
         classes: ArrayLike | None = None,
     ) -> MLPClassifier:
-        """Train one epoch on the chunk ``X``, ``y``, continuing the network (``classes`` on the first call)."""
+        """Train one epoch on the chunk ``X``, ``y``, continuing the network.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_rows, n_features)
+            The chunk's features.
+        y : array-like, shape (n_rows,)
+            The chunk's labels.
+        sample_weight : array-like, shape (n_rows,), optional
+            Non-negative weight of each row.
+        classes : array-like, optional
+            Every label the network will see; required on the first call.
+
+        Returns
+        -------
+        self
+        """
         self._check_params()
         _check_partial_fit_first_call(self, classes)
         return self._fit(X, y, sample_weight, incremental=True)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
-        """Class probabilities, shape ``(n_rows, n_classes)``, columns in the order of ``classes_``."""
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_rows, n_features)
+
+        Returns
+        -------
+        ndarray, shape (n_rows, n_classes)
+        """
         return self._outputs(X)
 
     def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
@@ -516,10 +587,15 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
     """A multi-layer perceptron regressor trained by fastbp: identity outputs and squared error.
 
     A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor` (see it for
-    the parameters and attributes), with the differences listed for
-    :class:`MLPClassifier` that concern regression; ``loss`` is ``"squared_error"``
-    only.  One output per column of ``y``: a 1-D ``y`` (or one column) gives 1-D
-    predictions, several columns give 2-D ones.
+    the parameters and attributes), with fastbp's parameters and the differences that
+    :class:`MLPClassifier` lists, where they concern regression; ``loss`` is
+    ``"squared_error"`` only.  One output per column of ``y``: a 1-D ``y`` (or one
+    column) gives 1-D predictions, several columns give 2-D ones.
+
+    Attributes
+    ----------
+    model_ : Model
+        The fitted network, as :func:`fastbp.train` returns one.
     """
 
     _parameter_constraints: dict = {
@@ -565,7 +641,21 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
 
     @available_if(_without_early_stopping)
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> MLPRegressor:
-        """Train one epoch on the chunk ``X``, ``y``, continuing the network."""
+        """Train one epoch on the chunk ``X``, ``y``, continuing the network.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_rows, n_features)
+            The chunk's features.
+        y : array-like, shape (n_rows,) or (n_rows, n_targets)
+            The chunk's targets.
+        sample_weight : array-like, shape (n_rows,), optional
+            Non-negative weight of each row.
+
+        Returns
+        -------
+        self
+        """
         self._check_params()
         return self._fit(X, y, sample_weight, incremental=True)
 
