@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _lockstep as lockstep
 from . import data
+from ._concepts import documented
 from ._layout import initial_weights
 from ._model import Model
 from ._parallel import as_threads
@@ -68,6 +69,7 @@ class Evaluation:
         return sum(self.baseline_scores) / float(len(self.baseline_scores))
 
 
+@documented
 def train(
     X: ArrayLike,
     y: ArrayLike,
@@ -117,15 +119,12 @@ def train(
         Neurons in each hidden layer.
     activation : str or sequence of str
         Hidden layers' activation, one name for all or one per layer:
-        ``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"leaky_relu"`` (slope 0.01) or
-        ``"identity"``.
-    output : {"sigmoid", "softmax", "identity"}
-        Output units: the tutorial's sigmoids, a softmax over the classes, or
-        identity units for regression.
-    loss : {"mse", "cross_entropy"} or None
-        Squared error ``0.5 * sum((output - target)**2)`` per row (for sigmoid and
-        identity outputs) or cross-entropy ``-sum(target * log(p))`` (softmax);
-        ``None`` picks the one that fits ``output``.
+        <<hidden_activations>>.
+    output : <<output_names>>
+        Output units: <<outputs>>.
+    loss : <<loss_names>> or None
+        <<losses>>: the squared error for sigmoid and identity outputs, the
+        cross-entropy for softmax ones; ``None`` picks the one that fits ``output``.
     epochs : int
         Passes over the training rows (0 returns the initial network).
     lr : float
@@ -137,9 +136,8 @@ def train(
     shuffle : bool
         Visit the rows in a fresh random order each epoch (from ``seed``) instead
         of in the order given.
-    optimizer : {"sgd", "adam", "rprop"}
-        Plain or momentum SGD; Adam as scikit-learn implements it (with ``beta1``,
-        ``beta2``, ``epsilon``); iRprop- with FANN's constants.
+    optimizer : <<optimizer_names>>
+        <<optimizers>>; ``"sgd"`` takes ``momentum`` and ``nesterov``.
     momentum : float in [0, 1)
         SGD momentum (``v = momentum * v - lr * g; w += v``); for ``"sgd"`` only.
     nesterov : bool
@@ -155,13 +153,10 @@ def train(
     beta1, beta2, epsilon : float
         Adam's decay rates of the first and second moments, and the term that keeps
         its division finite.
-    init : {None, "tutorial", "glorot", "he"}
-        ``"tutorial"``: uniform [0, 1) draws from ``random.Random`` in the
-        tutorial's order.  ``"glorot"`` (uniform in ``±sqrt(6 / (n_in + n_out))``,
-        the bound for tanh, used for every activation) and ``"he"`` (normal,
-        ``sqrt(2 / n_in)``) scale each layer's weights, biases zero, drawn from
-        ``numpy.random.Generator``; ``None`` (the default) uses He for relu layers
-        and Glorot for the others.
+    init : <<init_names>> or None
+        <<inits>>.  All but ``"tutorial"`` draw from a ``numpy.random.Generator``.
+        ``None`` (the default) gives each layer its activation's: He for relu
+        layers, Glorot for the others.
     dtype : float64 or float32
         Precision of the weights and of all the arithmetic.
     sample_weight : array-like, shape (n_rows,), optional

@@ -86,9 +86,13 @@ OPTIMIZERS: dict[str, Optimizer] = _by_name(
 
 INITS: dict[str, Choice] = _by_name(
     Choice("tutorial", "uniform in [0, 1) from ``random.Random``, in the tutorial's order"),
-    Choice("glorot", "uniform in ``±sqrt(6 / (n_in + n_out))``, biases zero (Glorot & Bengio 2010)"),
-    Choice("he", "normal with standard deviation ``sqrt(2 / n_in)``, biases zero (He et al. 2015)"),
-    Choice("sklearn", "scikit-learn's: weights and biases uniform in ``±sqrt(f / (n_in + n_out))``"),
+    Choice("glorot", "uniform in ``±sqrt(6 / (n_in + n_out))``, biases zero; Glorot and Bengio, 2010"),
+    Choice("he", "normal with standard deviation ``sqrt(2 / n_in)``, biases zero; He et al., 2015"),
+    Choice(
+        "sklearn",
+        "scikit-learn's: weights and biases uniform in ``±sqrt(f / (n_in + n_out))``, ``f`` 2 for a "
+        "sigmoid first layer and 6 otherwise",
+    ),
 )
 
 LAYER_KINDS: dict[str, LayerKind] = _by_name(
@@ -112,6 +116,32 @@ HIDDEN_ACTIVATIONS = tuple(name for name, activation in ACTIVATIONS.items() if a
 OPTIMIZER_OPTIONS = tuple(name for name, optimizer in OPTIMIZERS.items() if optimizer.option)
 
 
-def listed(choices: dict, names=None) -> str:
-    """``names`` (default: all) of ``choices`` with what each does, for docs and help: ``"a"`` (...), ..."""
-    return ", ".join(f'``"{name}"`` ({choices[name].summary})' for name in (names or choices))
+def names(choices) -> str:
+    """``choices``' names as a numpydoc set of values: ``{"a", "b"}``."""
+    return "{" + ", ".join(f'"{name}"' for name in choices) + "}"
+
+
+def listed(choices: dict, selected=None) -> str:
+    """The ``selected`` names (default: all) of ``choices``, each with what it does: ``"a"`` (...), ..."""
+    return ", ".join(f'``"{name}"`` ({choices[name].summary})' for name in (selected or choices))
+
+
+#: What ``documented`` fills in: each placeholder's text.
+PLACEHOLDERS = {
+    "<<hidden_activations>>": lambda: listed(ACTIVATIONS, HIDDEN_ACTIVATIONS),
+    "<<output_names>>": lambda: names(OUTPUTS),
+    "<<outputs>>": lambda: listed(OUTPUTS),
+    "<<loss_names>>": lambda: names(LOSSES),
+    "<<losses>>": lambda: listed(LOSSES),
+    "<<optimizer_names>>": lambda: names(OPTIMIZER_OPTIONS),
+    "<<optimizers>>": lambda: listed(OPTIMIZERS, OPTIMIZER_OPTIONS),
+    "<<init_names>>": lambda: names(INITS),
+    "<<inits>>": lambda: listed(INITS),
+}
+
+
+def documented(function):
+    """``function``, its docstring's placeholders (:data:`PLACEHOLDERS`) filled from the lists above."""
+    for placeholder, text in PLACEHOLDERS.items():
+        function.__doc__ = function.__doc__.replace(placeholder, text())
+    return function
