@@ -28,6 +28,7 @@ from bench_train import FOLDS, SORTED_SCORES, TUTORIAL, one_at_a_time, tutorial_
 
 import fastbp
 import fastbp._lockstep
+from fastbp._backends import get_backend
 
 #: The grid's learning rates.
 RATES = [0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 3.0]
@@ -62,24 +63,15 @@ def in_lockstep(X, y, rates, epochs, backend, **options):
 
 
 def kernels_called(monkeypatch, target):
-    """Run ``target()`` and return the names of the training kernels it called."""
-    import fastbp._lockstep
-    import fastbp._training
-
+    """Run ``target()`` and return the names of the training kernels it called (on every backend)."""
     called = set()
-
-    def recording(original):
-        def run_kernel(kernels, name, *args):
-            called.add(name)
-            return original(kernels, name, *args)
-
-        return run_kernel
-
     with monkeypatch.context() as patch:  # undone on leaving: the timed runs call the kernels directly
-        for module in (fastbp._training, fastbp._lockstep):
-            patch.setattr(module, "run_kernel", recording(module.run_kernel))
+        for name in fastbp.available_backends():
+            backend = get_backend(name)
+            run = backend._run
+            patch.setattr(backend, "_run", lambda kernel, *args, run=run: (called.add(kernel), run(kernel, *args))[1])
         target()
-    return called
+    return called - {"predict_batch"}
 
 
 def check_same_networks(X, y, rates, epochs, backend, alone, **options):

@@ -65,6 +65,7 @@ class Layout:
         sizes = [int(n) for n in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"layer sizes must be at least two positive integers, got {sizes}")
+        _check_weight_count(sum(n_out * (n_in + 1) for n_in, n_out in zip(sizes, sizes[1:])), f"layer sizes {sizes}")
         names = activations if activations is not None else ["sigmoid"] * (len(sizes) - 1)
         if len(names) != len(sizes) - 1:
             raise ValueError(f"{len(names)} activations given for {len(sizes) - 1} layers")
@@ -72,11 +73,7 @@ class Layout:
 
     @classmethod
     def from_layers(cls, layers: Sequence[Layer]) -> Layout:
-        """The layout of ``layers``, each taking what the one before puts out, checked.
-
-        Offsets are summed in Python integers and bounded, because the kernels index
-        with them unchecked: a wrapped-around offset would write outside the buffers.
-        """
+        """The layout of ``layers``, each taking what the one before puts out, checked."""
         layers = tuple(layers)
         for layer in layers:
             if layer.kind not in LAYER_KINDS:
@@ -86,9 +83,7 @@ class Layout:
         for before, after in zip(layers, layers[1:]):
             if before.n_out != after.n_in:
                 raise ValueError(f"a layer puts out {before.n_out} values but the next takes {after.n_in}")
-        total = sum(layer.n_weights for layer in layers)
-        if total > MAX_WEIGHTS:
-            raise ValueError(f"layers {layers} make {total} weights, more than fastbp's {MAX_WEIGHTS}")
+        _check_weight_count(sum(layer.n_weights for layer in layers), f"layers {layers}")
         return cls(layers)
 
     @cached_property
@@ -114,6 +109,11 @@ class Layout:
     def acts(self) -> np.ndarray:
         return _intp([ActivationCode[layer.activation.upper()] for layer in self.layers])
 
+    def __getstate__(self) -> dict:
+        """The layers alone: the arrays are made again where the layout is unpickled (writeable, as the kernels
+        take them, even when the pickle is read from a read-only memory map)."""
+        return {"layers": self.layers}
+
     def network(self, exact: bool) -> Network:
         """The description the kernels take, computing in the exact arithmetic or the fast mode."""
         return Network(self.kinds, self.acts, self.sizes, self.w_off, self.o_off, bool(exact))
@@ -138,6 +138,13 @@ class Layout:
             for layer, start in zip(self.layers, self.w_off.tolist())
             if layer.units
         ]
+
+
+def _check_weight_count(total: int, what: str) -> None:
+    """Refuse more than MAX_WEIGHTS weights, summed in Python integers: the kernels index with the offsets
+    unchecked, and a wrapped-around offset would write outside the buffers."""
+    if total > MAX_WEIGHTS:
+        raise ValueError(f"{what} make {total} weights, more than fastbp's {MAX_WEIGHTS}")
 
 
 def _intp(values) -> np.ndarray:

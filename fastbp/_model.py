@@ -104,6 +104,12 @@ class Model:
         self.history = history
         self.backend = backend
 
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled from a read-only memory map (joblib's), the buffer is copied: the kernels write to what they
+        # are given, so they take writeable arrays only.
+        self.__dict__.update(state)
+        self._weights = np.require(self._weights, requirements=["C", "W"])
+
     def __repr__(self) -> str:
         labels = "regression" if self.classes is None else f"classes={self.classes.tolist()}"
         return (

@@ -205,6 +205,12 @@ class Trainer:
         self.steps = 0  # updates so far: Adam's bias correction counts them
         self.rows_seen = 0  # rows trained so far: the invscaling schedule counts them
 
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled from a read-only memory map (joblib's), the buffers are copied: training writes to them.
+        self.__dict__.update(state)
+        self.weights = np.require(self.weights, requirements=["C", "W"])
+        self.state = np.require(self.state, requirements=["C", "W"])
+
     def continued(self, options: Options, shuffle: np.random.Generator | None) -> Trainer:
         """A trainer that goes on from this one under new settings: the same weights, memory and counters.
 

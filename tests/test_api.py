@@ -273,6 +273,7 @@ def test_reference_overflow_is_reported_while_compiled_backends_saturate(backend
         assert np.all(np.isfinite(model.forward(extreme)))
 
 
+@pytest.mark.slow
 def test_numba_kernels_are_cached_on_disk_for_the_next_process(tmp_path):
     script = (
         "import fastbp, fastbp._kernels_numba as k;"

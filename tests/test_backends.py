@@ -41,6 +41,7 @@ def test_unknown_backend_names_are_rejected():
         _backends.get_backend("fortran")
 
 
+@pytest.mark.slow
 def test_training_with_cython_in_a_fresh_process_compiles_nothing(tmp_path):
     script = (
         "import sys, fastbp;"
@@ -124,6 +125,7 @@ def read_only(array):
     return array
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_numba_compiles_one_specialisation_per_dtype_whatever_the_input_layout(dtype):
     from fastbp._kernels_numba import batches, online

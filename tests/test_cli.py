@@ -19,6 +19,8 @@ import pytest
 import fastbp
 from fastbp import data
 
+pytestmark = pytest.mark.slow  # every command runs in a process of its own
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -31,6 +31,8 @@ import fastbp
 from fastbp._kernels_numba.config import NUMBA_OPTIONS
 from fastbp.estimators import MLPClassifier
 
+pytestmark = pytest.mark.slow  # a cluster of worker processes
+
 #: What the grid search varies: 2 learning rates x 2 hidden sizes.
 GRID = {"learning_rate_init": [0.01, 0.05], "hidden_layer_sizes": [(4,), (8,)]}
 #: Modules that would mean a pickle carries compiled code, or asks for it when loaded.

@@ -39,6 +39,7 @@ def expected_failed_checks(estimator) -> dict[str, str]:
     return {"check_sample_weight_equivalence_on_dense_data": MINI_BATCH_SAMPLE_WEIGHTS}
 
 
+@pytest.mark.slow
 # scikit-learn itself skips one check here, with its reason in the report: check_array_api_input needs
 # SCIPY_ARRAY_API=1 and an array-API library; fastbp converts every input to numpy arrays anyway.
 @parametrize_with_checks(

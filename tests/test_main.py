@@ -23,6 +23,7 @@ def test_main_job_prints_the_toy_epochs_and_wine_cross_validation(capsys):
     assert "reference" not in out
 
 
+@pytest.mark.slow
 def test_main_job_times_the_reference_on_the_same_folds(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
@@ -30,12 +31,14 @@ def test_main_job_times_the_reference_on_the_same_folds(capsys):
     assert "speed-up over the reference: " in out
 
 
+@pytest.mark.slow
 def test_module_runs_as_a_script(tmp_path):
     command = [sys.executable, "-m", "fastbp", "--version"]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, check=True)
     assert done.stdout.startswith("fastbp ")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--skip-reference"], ["demo", "--skip-reference"]])
 def test_console_script_runs_the_main_job_with_no_command_or_as_demo(tmp_path, args):
     script = shutil.which("fastbp", path=sysconfig.get_path("scripts"))

@@ -235,6 +235,7 @@ def _with_text(data, X):
     return X
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.DataConversionWarning")
 @pytest.mark.parametrize(("case", "entry", "backend"), _matrix(DATA_CASES, lambda case: case[1]))
@@ -297,6 +298,7 @@ OPTION_CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize(("case", "entry", "backend"), _matrix(OPTION_CASES, lambda case: case[2]))
 @MATRIX
@@ -350,6 +352,7 @@ def _predictor(entry: str, backend: str, X, y):
         return _estimator(entry, backend).fit(X, y if entry == "classifier" else y.astype(float))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("case", "entry", "backend"), _matrix(PREDICT_CASES, lambda case: PREDICTORS))
 @MATRIX
 @given(data=st.data())
@@ -442,6 +445,7 @@ LAYOUT_CASES = {
 LAYOUT_ENTRIES = ("train", "evaluate", "classifier", "regressor", "model-predict", "classifier-predict")
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.filterwarnings("ignore:X has feature names:UserWarning")  # scikit-learn's, for the pandas case
 @pytest.mark.parametrize(("case", "entry", "backend"), _matrix(LAYOUT_CASES, lambda case: LAYOUT_ENTRIES))
@@ -487,6 +491,7 @@ def _fastbp(*args, cwd):
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case", [pytest.param(case, id=f"case{n:02d}-{name}-cli") for n, (name, case) in enumerate(CLI_CASES.items(), 1)]
 )
@@ -501,6 +506,7 @@ def test_bad_input_to_the_command_line(case, tmp_path):
     assert re.search(expected, line), line
 
 
+@pytest.mark.slow
 def test_bad_input_to_cli_predict(tmp_path):
     (tmp_path / "data.csv").write_text("".join(line + "\n" for line in TOY_ROWS))
     saved = _fastbp("train", "data.csv", "--folds", "2", "--epochs", "3", "--save", "model.npz", cwd=tmp_path)
@@ -541,6 +547,7 @@ def _assert_same(before, after):
         assert before == after
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("backend", BACKENDS)
 @settings(MATRIX, max_examples=5)  # each example makes a dozen calls, four times over
@@ -649,6 +656,7 @@ def test_the_same_seed_gives_the_same_weights_and_another_seed_other_weights(bac
     assert first.tobytes() != train(seed + 1).weights.tobytes()
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_bit_identical_weights_across_processes(tmp_path):
     first, second = _weights_from_processes(tmp_path, runs=2)
     for backend in COMPILED:
@@ -656,6 +664,7 @@ def test_the_same_seed_gives_bit_identical_weights_across_processes(tmp_path):
         _assert_identical(first[backend], _trained_weights(backend))
 
 
+@pytest.mark.slow
 def test_weights_do_not_depend_on_numba_threads(tmp_path):
     (single,) = _weights_from_processes(tmp_path, runs=1, env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
     for backend in COMPILED:
@@ -743,6 +752,7 @@ def test_both_backends_train_in_threads_at_once():
         assert sequential.tobytes() == threaded.tobytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", COMPILED)
 def test_training_works_in_joblib_process_workers(backend):
     joblib = pytest.importorskip("joblib")
@@ -752,6 +762,7 @@ def test_training_works_in_joblib_process_workers(backend):
         assert _train_job(job, backend).tobytes() == weights.tobytes()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork exists on POSIX systems only")
 @pytest.mark.parametrize("backend", COMPILED)
 def test_training_works_after_fork(backend, tmp_path):
@@ -811,12 +822,14 @@ def populated_cache(tmp_path_factory):
     return cache, [np.load(folder / f"weights{k}.npy") for k in range(3)]
 
 
+@pytest.mark.slow
 def test_processes_compiling_into_one_empty_cache_at_once_all_succeed_and_agree(populated_cache):
     cache, weights = populated_cache
     assert list(cache.rglob("*.nbi")) and list(cache.rglob("*.nbc"))
     assert weights[0].tobytes() == weights[1].tobytes() == weights[2].tobytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "garble", "empty", "garble-nbc-only"])
 def test_a_corrupt_cache_is_recompiled_instead_of_failing(populated_cache, damage, tmp_path):
     """Numba unpickles its cache without catching errors; fastbp clears an unreadable one and compiles afresh."""
@@ -837,6 +850,7 @@ def test_a_corrupt_cache_is_recompiled_instead_of_failing(populated_cache, damag
     assert np.load(tmp_path / "weights.npy").tobytes() == weights[0].tobytes()
 
 
+@pytest.mark.slow
 def test_a_read_only_cache_directory_runs_uncached_instead_of_failing(populated_cache, tmp_path):
     _, weights = populated_cache
     if hasattr(os, "geteuid") and os.geteuid() == 0:

@@ -111,19 +111,19 @@ def test_zero_sample_weights_drop_rows_and_uniform_weights_scale_the_rate(compil
 
 
 class Recorder:
-    """Wraps a kernel module and keeps the rates and row orders each training call received."""
+    """Wraps a backend and keeps the rates and row orders each training call's schedule held."""
 
-    def __init__(self, kernels):
-        self.kernels, self.rates, self.orders = kernels, [], []
+    def __init__(self, backend):
+        self.backend, self.rates, self.orders = backend, [], []
 
     def __getattr__(self, name):
-        return getattr(self.kernels, name)
+        return getattr(self.backend, name)
 
     def record(self, name):
-        def call(*args):
-            self.orders.append(args[12 if name == "train_online" else 9].copy())
-            self.rates.append(args[13 if name == "train_online" else 11].copy())
-            return getattr(self.kernels, name)(*args)
+        def call(net, weights, optimizer_state, data, schedule, *rest):
+            self.orders.append(schedule.orders.copy())
+            self.rates.append(schedule.rates.copy())
+            return getattr(self.backend, name)(net, weights, optimizer_state, data, schedule, *rest)
 
         return call
 
@@ -133,7 +133,6 @@ def recorder(monkeypatch):
     spy = Recorder(_backends.get_backend("numba"))
     spy.train_online, spy.train_batches = spy.record("train_online"), spy.record("train_batches")
     monkeypatch.setattr(fastbp._training, "get_backend", lambda name: spy)
-    monkeypatch.setattr(fastbp._training, "backend_name", lambda module: "numba")
     return spy
 
 
