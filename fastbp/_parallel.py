@@ -10,7 +10,7 @@ one implementation serves every backend, and no OpenMP runtime is involved.
 Mini-batch training cannot return to Python between steps, so its kernels share
 each batch's matrix products between threads themselves (OpenMP in the Cython
 backend, ``prange`` in Numba's), in blocks whose size depends on the batch alone
-(:func:`fastbp._codes.block_size`): the thread count never changes the arithmetic.
+(:func:`fastbp._constants.block_size`): the thread count never changes the arithmetic.
 BLAS then runs on one thread inside them (OpenBLAS splits products differently for
 different thread counts, which changes their rounding).
 GNU OpenMP cannot start threads in a child forked from a process that has used it,

@@ -67,20 +67,20 @@ def test_arguments_that_do_not_fit_together_are_refused_before_any_kernel_runs(c
     backend = _backends.get_backend(compiled_backend)
     layout = Layout.from_sizes((3, 4, 2))
     net, weights, state = layout.network(exact=True), np.zeros(layout.n_weights), np.zeros(2 * layout.n_weights)
-    X, Y, sw = np.zeros((5, 3)), np.zeros((5, 2)), np.ones(5)
+    X, Y, weight = np.zeros((5, 3)), np.zeros((5, 2)), np.ones(5)
     plan, history = schedule([np.arange(5)], [0.1]), np.zeros(1)
     with pytest.raises(ValueError, match=r"weights must be \(26,\)"):
-        backend.train_online(net, state, weights, Data(X, Y, sw), plan, history)  # weights and state swapped
+        backend.train_online(net, state, weights, Data(X, Y, weight), plan, history)  # weights and state swapped
     with pytest.raises(ValueError, match="optimizer_state must be twice the weights"):
-        backend.train_online(net, weights, weights, Data(X, Y, sw), plan, history)
+        backend.train_online(net, weights, weights, Data(X, Y, weight), plan, history)
     with pytest.raises(ValueError, match="Y must be float64"):
-        backend.train_online(net, weights, state, Data(X, sw[:, None], Y), plan, history)
+        backend.train_online(net, weights, state, Data(X, weight[:, None], Y), plan, history)
     with pytest.raises(ValueError, match=r"X must be float64 \(n_rows, 3\)"):
         backend.predict_batch(net, weights, Y, X)  # the rows and the outputs swapped
     with pytest.raises(ValueError, match=r"out must be \(n_rows, 2\)"):
         backend.predict_batch(net, weights, X, X.copy())
     with pytest.raises(ValueError, match="weights must be"):
-        backend.train_online(net, weights[:-1].copy(), state, Data(X, Y, sw), plan, history)
+        backend.train_online(net, weights[:-1].copy(), state, Data(X, Y, weight), plan, history)
     with pytest.raises(ValueError, match="X must be float32"):
         backend.predict_batch(net, weights.astype(np.float32), X, Y.astype(np.float32))
     with pytest.raises(ValueError, match="deltas must be"):

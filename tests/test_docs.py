@@ -22,10 +22,14 @@ from pathlib import Path
 import pytest
 
 import fastbp
+from fastbp._concepts import HIDDEN_ACTIVATIONS, INITS, LOSSES, OPTIMIZER_OPTIONS, OUTPUTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS = REPO_ROOT / "docs"
-PAGES = [REPO_ROOT / "README.md", *sorted(path for path in DOCS.rglob("*.md") if "_build" not in path.parts)]
+PAGES = [
+    REPO_ROOT / "README.md",
+    *sorted(path for path in DOCS.rglob("*.md") if not {"_build", "_generated"} & set(path.parts)),
+]
 #: Seconds one example may take: the Dask one starts a local cluster of two worker processes.
 TIMEOUT = 120
 #: How many examples each page has at least, so that a page losing its examples fails here.
@@ -79,6 +83,13 @@ def test_every_page_is_checked():
     # A new guide page with examples is listed above, so that losing them later fails.
     pages = {name for name, _, _ in EXAMPLES if name.startswith("docs/guide/")}
     assert pages <= set(EXPECTED_EXAMPLES), f"list {sorted(pages - set(EXPECTED_EXAMPLES))} in EXPECTED_EXAMPLES"
+
+
+def test_the_readme_names_every_choice():
+    """The README's options in brief list every name each option takes (the docs' tables are generated)."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    choices = (*HIDDEN_ACTIVATIONS, *OUTPUTS, *LOSSES, *OPTIMIZER_OPTIONS, *INITS)
+    assert [name for name in choices if f'"{name}"' not in text] == []
 
 
 @pytest.mark.slow

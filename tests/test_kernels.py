@@ -177,7 +177,7 @@ def general_case(sizes, hidden, output, seed=0, n_rows=7, dtype=np.float64):
     return layout, weights, X, Y, rng.uniform(0.5, 2.0, n_rows).astype(dtype)
 
 
-def mean_loss(kernels, layout, weights, X, Y, sw):
+def mean_loss(kernels, layout, weights, X, Y, sample_weight):
     """The documented loss, computed in numpy from the forward pass alone."""
     out = np.zeros(Y.shape, dtype=weights.dtype)
     kernels.predict_batch(layout.network(exact=True), weights, X, out)
@@ -185,13 +185,13 @@ def mean_loss(kernels, layout, weights, X, Y, sw):
         per_row = -np.sum(Y * np.log(out), axis=1)
     else:
         per_row = 0.5 * np.sum((out - Y) ** 2, axis=1)
-    return np.sum(sw * per_row) / len(X)
+    return np.sum(sample_weight * per_row) / len(X)
 
 
-def batch_gradient(kernels, layout, weights, X, Y, sw):
+def batch_gradient(kernels, layout, weights, X, Y, sample_weight):
     grad = np.zeros(layout.n_weights, dtype=weights.dtype)
     rows = np.arange(len(X), dtype=np.intp)
-    loss = kernels.batch_gradient(layout.network(exact=True), weights, Data(X, Y, sw), rows, grad)
+    loss = kernels.batch_gradient(layout.network(exact=True), weights, Data(X, Y, sample_weight), rows, grad)
     return grad, loss
 
 
@@ -199,26 +199,28 @@ def batch_gradient(kernels, layout, weights, X, Y, sw):
 @pytest.mark.parametrize("output", OUTPUTS)
 @pytest.mark.parametrize("hidden", HIDDEN_ACTIVATIONS)
 def test_batch_gradient_equals_central_differences(kernels, sizes, hidden, output):
-    layout, weights, X, Y, sw = general_case(sizes, hidden, output)
-    grad, loss = batch_gradient(kernels, layout, weights, X, Y, sw)
-    numeric = central_differences(lambda w: mean_loss(kernels, layout, w, X, Y, sw), weights)
+    layout, weights, X, Y, sample_weight = general_case(sizes, hidden, output)
+    grad, loss = batch_gradient(kernels, layout, weights, X, Y, sample_weight)
+    numeric = central_differences(lambda w: mean_loss(kernels, layout, w, X, Y, sample_weight), weights)
     assert np.linalg.norm(grad - numeric) / np.linalg.norm(numeric) < 1e-6
     # The returned loss is the history's: twice the mean loss for squared error, per row, summed.
     factor = 1.0 if output == "softmax" else 2.0
-    assert loss == pytest.approx(factor * len(X) * mean_loss(kernels, layout, weights, X, Y, sw), rel=1e-12)
+    assert loss == pytest.approx(factor * len(X) * mean_loss(kernels, layout, weights, X, Y, sample_weight), rel=1e-12)
 
 
 @pytest.mark.parametrize("output", OUTPUTS)
 @pytest.mark.parametrize("hidden", HIDDEN_ACTIVATIONS)
 def test_online_updates_follow_the_batch_gradient_of_one_row(kernels, hidden, output):
     """Plain SGD (the tutorial's fused update) and the general update path both step by -rate * gradient."""
-    layout, weights, X, Y, sw = general_case((4, 5, 3, 3), hidden, output)
-    grad, _ = batch_gradient(kernels, layout, weights, X[:1], Y[:1], sw[:1])
+    layout, weights, X, Y, sample_weight = general_case((4, 5, 3, 3), hidden, output)
+    grad, _ = batch_gradient(kernels, layout, weights, X[:1], Y[:1], sample_weight[:1])
     # Momentum 0: the momentum optimizer is plain SGD through the general path.
     for optimizer in ("sgd", "momentum"):
         updated, state = weights.copy(), np.zeros(2 * layout.n_weights)
         one_row = schedule([[0]], [0.1], optimizer=optimizer)
-        kernels.train_online(layout.network(exact=True), updated, state, Data(X, Y, sw), one_row, np.zeros(1))
+        kernels.train_online(
+            layout.network(exact=True), updated, state, Data(X, Y, sample_weight), one_row, np.zeros(1)
+        )
         np.testing.assert_allclose((weights - updated) / 0.1, grad, rtol=1e-9, atol=1e-12)
 
 
@@ -246,7 +248,7 @@ def reference_optimizer(name, weights, grad, state, step, rate, momentum, l2, be
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_full_batch_training_follows_the_optimizers(kernels, optimizer):
-    layout, weights, X, Y, sw = general_case((4, 5, 3), "tanh", "softmax", n_rows=9)
+    layout, weights, X, Y, sample_weight = general_case((4, 5, 3), "tanh", "softmax", n_rows=9)
     momentum, l2, rate, epochs = 0.8, 0.01, 0.2, 6
     state = np.zeros(2 * layout.n_weights)
     if optimizer == "rprop":
@@ -255,7 +257,7 @@ def test_full_batch_training_follows_the_optimizers(kernels, optimizer):
     plan = schedule(
         [np.arange(len(X))], np.full(epochs, rate), batch_size=len(X), optimizer=optimizer, momentum=momentum, l2=l2
     )
-    kernels.train_batches(layout.network(exact=True), trained, state, Data(X, Y, sw), plan, history, 1)
+    kernels.train_batches(layout.network(exact=True), trained, state, Data(X, Y, sample_weight), plan, history, 1)
 
     expected = weights.copy()
     decayed = np.ones(layout.n_weights)
@@ -270,14 +272,14 @@ def test_full_batch_training_follows_the_optimizers(kernels, optimizer):
         "previous": 0.0,
     }
     for step in range(1, epochs + 1):
-        grad, _ = batch_gradient(kernels, layout, expected, X, Y, sw)
+        grad, _ = batch_gradient(kernels, layout, expected, X, Y, sample_weight)
         expected = reference_optimizer(optimizer, expected, grad, memory, step, rate, momentum, l2)
     np.testing.assert_allclose(trained, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_softmax_and_sigmoid_stay_finite_at_extreme_activations(kernels):
     for output in ("sigmoid", "softmax"):
-        layout, weights, X, Y, sw = general_case((3, 4, 3), "identity", output)
+        layout, weights, X, Y, sample_weight = general_case((3, 4, 3), "identity", output)
         out = np.zeros((2, 3))
         extreme = np.array([[1e300, -1e300, 1e300], [-1e300, 1e300, -1e300]]) / 1e10
         kernels.predict_batch(layout.network(exact=True), weights, extreme, out)

@@ -39,14 +39,14 @@ def _kernel_case(sizes, activations, n_nets, dtype, seed=0, n_rows=40):
     X = rng.normal(size=(n_rows, sizes[0])).astype(dtype)
     Y = np.zeros((n_rows, sizes[-1]), dtype=dtype)
     Y[np.arange(n_rows), rng.integers(0, sizes[-1], n_rows)] = 1.0
-    sw = rng.uniform(0.5, 1.5, n_rows).astype(dtype)
+    sample_weight = rng.uniform(0.5, 1.5, n_rows).astype(dtype)
     weights = [initial_weights(layout, None, np.random.default_rng(seed + k), dtype) for k in range(n_nets)]
     lengths = rng.integers(n_rows // 2, n_rows + 1, n_nets).astype(np.intp)
     orders = np.zeros((2, n_nets, lengths.max()), dtype=np.intp)
     for epoch in range(2):
         for k in range(n_nets):
             orders[epoch, k, : lengths[k]] = rng.permutation(n_rows)[: lengths[k]]
-    return layout, X, Y, sw, weights, lengths, orders
+    return layout, X, Y, sample_weight, weights, lengths, orders
 
 
 @pytest.mark.parametrize("exact", [True, False])
@@ -55,12 +55,12 @@ def _kernel_case(sizes, activations, n_nets, dtype, seed=0, n_rows=40):
 @pytest.mark.parametrize("n_nets", NETWORK_COUNTS)
 def test_lockstep_kernel_gives_each_network_its_bits_alone(compiled_backend, n_nets, network, dtype, exact):
     kernels = _backends.get_backend(compiled_backend)
-    layout, X, Y, sw, weights, lengths, orders = _kernel_case(*NETWORKS[network], n_nets, dtype)
+    layout, X, Y, sample_weight, weights, lengths, orders = _kernel_case(*NETWORKS[network], n_nets, dtype)
     epochs, l2 = 5, 0.01
     rates = np.random.default_rng(1).uniform(0.005, 0.05, (epochs, n_nets))  # one per network and epoch
     together = np.ascontiguousarray(np.stack(weights, axis=1))
     history = np.zeros((epochs, n_nets))
-    net, data = layout.network(exact), Data(X, Y, sw)
+    net, data = layout.network(exact), Data(X, Y, sample_weight)
     kernels.train_lockstep(net, together, data, schedule(orders, rates, l2=l2), lengths, history)
     assert np.isfinite(together).all()
     for k in range(n_nets):
@@ -79,10 +79,10 @@ def test_backends_agree_in_lockstep():
     results = []
     for name in ("cython", "numba"):
         kernels = _backends.get_backend(name)
-        layout, X, Y, sw, weights, lengths, orders = _kernel_case(*NETWORKS["deep softmax"], 8, np.float64)
+        layout, X, Y, sample_weight, weights, lengths, orders = _kernel_case(*NETWORKS["deep softmax"], 8, np.float64)
         together, history = np.ascontiguousarray(np.stack(weights, axis=1)), np.zeros((3, 8))
         plan = schedule(orders, np.full((3, 8), 0.1))
-        kernels.train_lockstep(layout.network(exact=False), together, Data(X, Y, sw), plan, lengths, history)
+        kernels.train_lockstep(layout.network(exact=False), together, Data(X, Y, sample_weight), plan, lengths, history)
         results.append((together, history))
     assert results[0][0].tobytes() == results[1][0].tobytes()
     assert results[0][1].tobytes() == results[1][1].tobytes()

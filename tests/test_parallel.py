@@ -34,7 +34,7 @@ def _data(n_rows=150, n_features=12, n_classes=33, seed=0):
     return X, y
 
 
-# Layers wider than a block (32 neurons for batches up to 32 rows, 64 above: _codes.block_size) and not
+# Layers wider than a block (32 neurons for batches up to 32 rows, 64 above: fastbp._constants.block_size) and not
 # a multiple of it, batches that end short, and a last batch of a single row.
 MINI_BATCH_CASES = {
     "small batches, blocks of 32": dict(hidden=70, batch_size=24, lr=0.05),
