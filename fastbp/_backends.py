@@ -227,83 +227,118 @@ class Backend:
         self.module = module
         self.capabilities: Capabilities = module.CAPABILITIES
         self._kind_codes = frozenset(int(LayerKindCode[kind.upper()]) for kind in self.capabilities.layer_kinds)
+        self._checked: Network | None = None  # the network last checked: a model's calls pass the same one
 
     def __repr__(self) -> str:
         return f"<fastbp backend {self.name!r}>"
 
     def train_online(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> None:
-        _check_training(net, weights, optimizer_state, data, schedule, history)
-        net, schedule = _typed(net), _typed_schedule(schedule)
-        self._run("train_online", net, weights, optimizer_state, data, schedule, history)
+        self._check_training(net, weights, optimizer_state, data, schedule, history)
+        self._run("train_online", net, weights, optimizer_state, data, _typed(schedule), history)
 
     def train_batches(
         self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, n_threads: int
     ) -> None:
-        _check_training(net, weights, optimizer_state, data, schedule, history)
-        net, schedule = _typed(net), _typed_schedule(schedule)
-        self._run("train_batches", net, weights, optimizer_state, data, schedule, history, int(n_threads))
+        self._check_training(net, weights, optimizer_state, data, schedule, history)
+        self._run("train_batches", net, weights, optimizer_state, data, _typed(schedule), history, int(n_threads))
 
     def train_lockstep(self, net: Network, weights, data: Data, schedule: Schedule, lengths, history) -> None:
-        _check_network(net, weights.dtype)
-        n_nets = weights.shape[1] if weights.ndim == 2 else -1
-        _require(_is(weights, weights.dtype, (net.w_off[-1], n_nets)), f"weights must be ({net.w_off[-1]}, n_nets)")
+        self._check_network(net)
+        n_nets = weights.shape[1] if isinstance(weights, np.ndarray) and weights.ndim == 2 else 0
+        _expect(weights, weights.dtype, (int(net.w_off[-1]), n_nets), "weights")
         _check_data(net, data, weights.dtype)
-        _require(_is(lengths, np.intp, (n_nets,)), f"lengths must be intp of shape ({n_nets},)")
-        _require(_is(history, np.float64, (len(history), n_nets)), f"history must be float64 (n_epochs, {n_nets})")
-        _require(schedule.orders.ndim == 3 and schedule.orders.shape[1] == n_nets, "orders must be (n, n_nets, rows)")
-        _require(_is(schedule.orders, np.intp, schedule.orders.shape), "orders must be intp")
-        _require(_is(schedule.rates, np.float64, history.shape), "rates must be float64 shaped like history")
-        self._run("train_lockstep", _typed(net), weights, data, _typed_schedule(schedule), lengths, history)
+        _expect(lengths, np.intp, (n_nets,), "lengths")
+        _expect(history, np.float64, (len(history), n_nets), "history")
+        orders = schedule.orders
+        _expect(orders, np.intp, (len(orders), n_nets, orders.shape[-1]), "orders")
+        _expect(schedule.rates, np.float64, history.shape, "rates")
+        self._run("train_lockstep", net, weights, data, _typed(schedule), lengths, history)
 
     def predict_batch(self, net: Network, weights, X, out) -> None:
-        _check_weights(net, weights, weights.dtype)
-        _require(_is(X, weights.dtype, (len(X), net.sizes[0])), f"X must be {weights.dtype} (n_rows, {net.sizes[0]})")
-        _require(_is(out, weights.dtype, (len(X), net.sizes[-1])), f"out must be (n_rows, {net.sizes[-1]})")
-        self._run("predict_batch", _typed(net), weights, X, out)
+        self._check_weights(net, weights)
+        _expect(X, weights.dtype, (len(X), int(net.sizes[0])), "X")
+        _expect(out, weights.dtype, (len(X), int(net.sizes[-1])), "out")
+        self._run("predict_batch", net, weights, X, out)
 
     def forward_propagate(self, net: Network, weights, signals: Signals, x) -> None:
-        _check_signals(net, weights, signals)
-        _require(_is(x, weights.dtype, (net.sizes[0],)), f"x must be {weights.dtype} ({net.sizes[0]},)")
-        self._run("forward_propagate", _typed(net), weights, signals, x)
+        self._check_signals(net, weights, signals)
+        _expect(x, weights.dtype, (int(net.sizes[0]),), "x")
+        self._run("forward_propagate", net, weights, signals, x)
 
     def backward_propagate_error(self, net: Network, weights, signals: Signals, expected) -> float:
-        _check_signals(net, weights, signals)
-        _require(_is(expected, weights.dtype, (net.sizes[-1],)), f"expected must be ({net.sizes[-1]},)")
-        return self._run("backward_propagate_error", _typed(net), weights, signals, expected)
+        self._check_signals(net, weights, signals)
+        _expect(expected, weights.dtype, (int(net.sizes[-1]),), "expected")
+        return self._run("backward_propagate_error", net, weights, signals, expected)
 
     def update_weights(self, net: Network, weights, signals: Signals, x, l_rate: float) -> None:
-        _check_signals(net, weights, signals)
-        _require(_is(x, weights.dtype, (net.sizes[0],)), f"x must be {weights.dtype} ({net.sizes[0]},)")
-        self._run("update_weights", _typed(net), weights, signals, x, float(l_rate))
+        self._check_signals(net, weights, signals)
+        _expect(x, weights.dtype, (int(net.sizes[0]),), "x")
+        self._run("update_weights", net, weights, signals, x, float(l_rate))
 
     def batch_gradient(self, net: Network, weights, data: Data, rows, grad) -> float:
-        _check_weights(net, weights, weights.dtype)
+        self._check_weights(net, weights)
         _check_data(net, data, weights.dtype)
-        _require(_is(rows, np.intp, (len(rows),)) and len(rows) > 0, "rows must be a non-empty intp array")
-        _require(_is(grad, weights.dtype, weights.shape), "grad must be shaped like weights")
-        return self._run("batch_gradient", _typed(net), weights, data, rows, grad)
+        if len(rows) == 0:
+            raise ValueError("kernel arguments do not fit together: rows is empty")
+        _expect(rows, np.intp, (len(rows),), "rows")
+        _expect(grad, weights.dtype, weights.shape, "grad")
+        return self._run("batch_gradient", net, weights, data, rows, grad)
 
-    def _run(self, name: str, net: Network, *args):
-        """Call kernel ``name`` on a network of layers it runs, compiling it afresh if its disk cache cannot be read.
+    def _check_network(self, net: Network) -> None:
+        """Its arrays intp and of one length, its layers of kinds this backend runs, ``exact`` a bool."""
+        if net is self._checked:
+            return
+        n_layers = len(net.kinds)
+        for field in ("kinds", "activations"):
+            _expect(getattr(net, field), np.intp, (n_layers,), f"net.{field}")
+        for field in ("sizes", "w_off", "o_off"):
+            _expect(getattr(net, field), np.intp, (n_layers + 1,), f"net.{field}")
+        if type(net.exact) is not bool:  # another type would make Numba compile the kernels again
+            raise TypeError(f"net.exact must be True or False, got {net.exact!r}")
+        unknown = set(net.kinds.tolist()) - self._kind_codes
+        if unknown:
+            names = {int(code): code.name.lower() for code in LayerKindCode}
+            kinds = ", ".join(names.get(code, f"code {code}") for code in sorted(unknown))
+            raise ValueError(f"the {self.name!r} backend does not run layers of kind {kinds}")
+        self._checked = net
+
+    def _check_weights(self, net: Network, weights) -> None:
+        self._check_network(net)
+        dtype = getattr(weights, "dtype", None)
+        if dtype not in (np.float64, np.float32):
+            raise ValueError(f"kernel arguments do not fit together: weights must be float64 or float32, not {dtype}")
+        _expect(weights, dtype, (int(net.w_off[-1]),), "weights")
+
+    def _check_signals(self, net: Network, weights, signals: Signals) -> None:
+        self._check_weights(net, weights)
+        for field in ("outputs", "deltas"):
+            _expect(getattr(signals, field), weights.dtype, (int(net.o_off[-1]),), field)
+
+    def _check_training(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history):
+        self._check_weights(net, weights)
+        _check_data(net, data, weights.dtype)
+        _expect(optimizer_state, weights.dtype, (2 * len(weights),), "optimizer_state")
+        _expect(history, np.float64, (len(history),), "history")
+        orders = schedule.orders
+        _expect(orders, np.intp, (len(orders), orders.shape[-1] if orders.ndim == 2 else -1), "orders")
+        _expect(schedule.rates, np.float64, history.shape, "rates")
+        if not schedule.batch_size >= 1 or orders.size == 0:
+            raise ValueError("kernel arguments do not fit together: the schedule has no rows or no batch size")
+
+    def _run(self, name: str, *args):
+        """Call kernel ``name``, compiling it afresh if its disk cache cannot be read.
 
         Numba loads a kernel (and the kernels it calls) from its cache on the first
         call in a process; a truncated or garbled cache file then raises from inside
         Numba before any work is done.  The cache is cleared, with a warning, and the
         kernel compiled afresh, once.
         """
-        unknown = set(net.kinds.tolist()) - self._kind_codes
-        if unknown:
-            names = {int(code): code.name.lower() for code in LayerKindCode}
-            kinds = ", ".join(names.get(code, f"code {code}") for code in sorted(unknown))
-            raise ValueError(f"the {self.name!r} backend does not run layers of kind {kinds}")
         kernel = getattr(self.module, name)
-        capabilities = self.capabilities
-        first_call = capabilities.not_yet_run is not None and capabilities.not_yet_run(name)
-        args = (net, *args)
         try:
             return kernel(*args)
         except _UNREADABLE_CACHE as error:
-            if not first_call:
+            capabilities = self.capabilities
+            if capabilities.not_yet_run is None or not capabilities.not_yet_run(name):
                 raise
             warnings.warn(
                 f"fastbp's Numba cache could not be read ({type(error).__name__}: {error}); "
@@ -315,69 +350,40 @@ class Backend:
             return kernel(*args)
 
 
-def _typed(net: Network) -> Network:
-    """``net`` with its flag a Python bool: the Numba kernels compile one specialisation per argument type."""
-    return net._replace(exact=bool(net.exact))
+#: The schedule's numbers and the Python type the kernels take each as: another type (an IntEnum code, an int
+#: ``l2``) would make Numba compile the kernels again.
+_SCHEDULE_TYPES = {
+    "batch_size": int, "optimizer": int, "momentum": float, "l2": float, "beta1": float, "beta2": float,
+    "epsilon": float, "steps_done": int,
+}  # fmt: skip
 
 
-def _typed_schedule(schedule: Schedule) -> Schedule:
-    """``schedule`` with Python ints and floats for its numbers (an IntEnum code or an int ``l2`` would make the
-    Numba kernels compile another specialisation)."""
-    return schedule._replace(
-        batch_size=int(schedule.batch_size), optimizer=int(schedule.optimizer), steps_done=int(schedule.steps_done),
-        **{name: float(getattr(schedule, name)) for name in ("momentum", "l2", "beta1", "beta2", "epsilon")},
-    )  # fmt: skip
+def _typed(schedule: Schedule) -> Schedule:
+    """``schedule`` with its numbers of the types the kernels take."""
+    if all(type(getattr(schedule, name)) is kind for name, kind in _SCHEDULE_TYPES.items()):
+        return schedule
+    return schedule._replace(**{name: kind(getattr(schedule, name)) for name, kind in _SCHEDULE_TYPES.items()})
 
 
-def _require(condition: bool, problem: str) -> None:
-    if not condition:
-        raise ValueError(f"kernel arguments do not fit together: {problem}")
-
-
-def _is(array, dtype, shape: tuple) -> bool:
-    """Whether ``array`` is a C-contiguous, writeable ndarray of ``dtype`` and ``shape``."""
-    return (
+def _expect(array, dtype, shape: tuple, name: str) -> None:
+    """Refuse ``array`` unless it is a C-contiguous, writeable ndarray of ``dtype`` and ``shape``."""
+    if (
         isinstance(array, np.ndarray)
         and array.dtype == dtype
-        and array.shape == tuple(shape)
+        and array.shape == shape
         and array.flags.c_contiguous
         and array.flags.writeable
+    ):
+        return
+    got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array).__name__
+    raise ValueError(
+        f"kernel arguments do not fit together: {name} must be a C-contiguous, writeable {np.dtype(dtype).name} "
+        f"array of shape {shape}, got {got}"
     )
-
-
-def _check_weights(net: Network, weights, dtype) -> None:
-    _check_network(net, dtype)
-    _require(_is(weights, dtype, (net.w_off[-1],)), f"weights must be ({net.w_off[-1]},) for this network")
-
-
-def _check_network(net: Network, dtype) -> None:
-    _require(dtype in (np.float64, np.float32), f"the weights must be float64 or float32, not {dtype}")
-    n_layers = len(net.kinds)
-    for field in ("kinds", "activations"):
-        _require(_is(getattr(net, field), np.intp, (n_layers,)), f"net.{field} must be intp ({n_layers},)")
-    for field in ("sizes", "w_off", "o_off"):
-        _require(_is(getattr(net, field), np.intp, (n_layers + 1,)), f"net.{field} must be intp ({n_layers + 1},)")
 
 
 def _check_data(net: Network, data: Data, dtype) -> None:
     n_rows = len(data.X)
-    _require(_is(data.X, dtype, (n_rows, net.sizes[0])), f"X must be {dtype} (n_rows, {net.sizes[0]})")
-    _require(_is(data.Y, dtype, (n_rows, net.sizes[-1])), f"Y must be {dtype} ({n_rows}, {net.sizes[-1]})")
-    _require(_is(data.sample_weight, dtype, (n_rows,)), f"sample_weight must be {dtype} ({n_rows},)")
-
-
-def _check_training(net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> None:
-    _check_weights(net, weights, weights.dtype)
-    _check_data(net, data, weights.dtype)
-    _require(_is(optimizer_state, weights.dtype, (2 * len(weights),)), "optimizer_state must be twice the weights")
-    _require(_is(history, np.float64, (len(history),)), "history must be float64 (n_epochs,)")
-    orders = schedule.orders
-    _require(orders.ndim == 2 and _is(orders, np.intp, orders.shape) and orders.size > 0, "orders must be intp 2-D")
-    _require(_is(schedule.rates, np.float64, history.shape), "rates must be float64, one per epoch")
-    _require(schedule.batch_size >= 1, "batch_size must be positive")
-
-
-def _check_signals(net: Network, weights, signals: Signals) -> None:
-    _check_weights(net, weights, weights.dtype)
-    for field in ("outputs", "deltas"):
-        _require(_is(getattr(signals, field), weights.dtype, (net.o_off[-1],)), f"{field} must be ({net.o_off[-1]},)")
+    _expect(data.X, dtype, (n_rows, int(net.sizes[0])), "X")
+    _expect(data.Y, dtype, (n_rows, int(net.sizes[-1])), "Y")
+    _expect(data.sample_weight, dtype, (n_rows,), "sample_weight")

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import DTypeLike
 
 from ._backends import Network
 from ._concepts import ACTIVATIONS, INITS, LAYER_KINDS, ActivationCode, LayerKindCode
+
+_KIND_CODES = {code.name.lower(): int(code) for code in LayerKindCode}
+_ACTIVATION_CODES = {code.name.lower(): int(code) for code in ActivationCode}
 
 #: The most weights a network may have: 16 GiB of float64, far past a "small" network,
 #: and far below where the kernels' offsets could overflow.
@@ -57,6 +59,13 @@ class Layout:
     """Where each layer's weights and outputs start, and the codes the kernels read."""
 
     layers: tuple[Layer, ...]
+    #: intp arrays: the values into each layer, then the network's outputs (``sizes``); where each layer's weight
+    #: block and outputs start, then the totals (``w_off``, ``o_off``); each layer's kind and activation code.
+    sizes: np.ndarray = field(init=False, repr=False, compare=False)
+    w_off: np.ndarray = field(init=False, repr=False, compare=False)
+    o_off: np.ndarray = field(init=False, repr=False, compare=False)
+    kinds: np.ndarray = field(init=False, repr=False, compare=False)
+    acts: np.ndarray = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_sizes(cls, sizes: Sequence[int], activations: Sequence[str] | None = None) -> Layout:
@@ -86,37 +95,32 @@ class Layout:
         _check_weight_count(sum(layer.n_weights for layer in layers), f"layers {layers}")
         return cls(layers)
 
-    @cached_property
-    def sizes(self) -> np.ndarray:
-        """intp (n_layers + 1,): the values into each layer, then the network's outputs."""
-        return _intp([self.layers[0].n_in, *(layer.n_out for layer in self.layers)])
+    def __post_init__(self):
+        # The arrays the kernels read, made once: every call of a model's kernels passes the same network.
+        w_off, o_off = [0], [0]
+        for layer in self.layers:
+            w_off.append(w_off[-1] + layer.n_weights)
+            o_off.append(o_off[-1] + layer.n_out)
+        arrays = {
+            "sizes": [self.layers[0].n_in, *(layer.n_out for layer in self.layers)],
+            "w_off": w_off,
+            "o_off": o_off,
+            "kinds": [_KIND_CODES[layer.kind] for layer in self.layers],
+            "acts": [_ACTIVATION_CODES[layer.activation] for layer in self.layers],
+        }
+        for name, values in arrays.items():
+            object.__setattr__(self, name, np.array(values, dtype=np.intp))
+        arrays = (self.kinds, self.acts, self.sizes, self.w_off, self.o_off)
+        object.__setattr__(self, "_networks", (Network(*arrays, False), Network(*arrays, True)))
 
-    @cached_property
-    def w_off(self) -> np.ndarray:
-        """intp (n_layers + 1,): where each layer's weight block starts, then the total."""
-        return _intp(np.cumsum([0, *(layer.n_weights for layer in self.layers)]))
-
-    @cached_property
-    def o_off(self) -> np.ndarray:
-        """intp (n_layers + 1,): where each layer's outputs start, then the total."""
-        return _intp(np.cumsum([0, *(layer.n_out for layer in self.layers)]))
-
-    @cached_property
-    def kinds(self) -> np.ndarray:
-        return _intp([LayerKindCode[layer.kind.upper()] for layer in self.layers])
-
-    @cached_property
-    def acts(self) -> np.ndarray:
-        return _intp([ActivationCode[layer.activation.upper()] for layer in self.layers])
-
-    def __getstate__(self) -> dict:
-        """The layers alone: the arrays are made again where the layout is unpickled (writeable, as the kernels
-        take them, even when the pickle is read from a read-only memory map)."""
-        return {"layers": self.layers}
+    def __reduce__(self):
+        # The layers alone: the arrays are made again where the layout is unpickled, writeable as the kernels
+        # take them, even from a read-only memory map.
+        return Layout, (self.layers,)
 
     def network(self, exact: bool) -> Network:
         """The description the kernels take, computing in the exact arithmetic or the fast mode."""
-        return Network(self.kinds, self.acts, self.sizes, self.w_off, self.o_off, bool(exact))
+        return self._networks[bool(exact)]
 
     @property
     def n_weights(self) -> int:
@@ -145,10 +149,6 @@ def _check_weight_count(total: int, what: str) -> None:
     unchecked, and a wrapped-around offset would write outside the buffers."""
     if total > MAX_WEIGHTS:
         raise ValueError(f"{what} make {total} weights, more than fastbp's {MAX_WEIGHTS}")
-
-
-def _intp(values) -> np.ndarray:
-    return np.array(values, dtype=np.intp)
 
 
 def initial_weights(

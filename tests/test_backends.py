@@ -69,22 +69,31 @@ def test_arguments_that_do_not_fit_together_are_refused_before_any_kernel_runs(c
     net, weights, state = layout.network(exact=True), np.zeros(layout.n_weights), np.zeros(2 * layout.n_weights)
     X, Y, weight = np.zeros((5, 3)), np.zeros((5, 2)), np.ones(5)
     plan, history = schedule([np.arange(5)], [0.1]), np.zeros(1)
-    with pytest.raises(ValueError, match=r"weights must be \(26,\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"weights must be a C-contiguous, writeable float64 array of shape \(26,\), got float64 \(52,\)",
+    ):
         backend.train_online(net, state, weights, Data(X, Y, weight), plan, history)  # weights and state swapped
-    with pytest.raises(ValueError, match="optimizer_state must be twice the weights"):
+    with pytest.raises(ValueError, match=r"optimizer_state must be .* of shape \(52,\), got float64 \(26,\)"):
         backend.train_online(net, weights, weights, Data(X, Y, weight), plan, history)
-    with pytest.raises(ValueError, match="Y must be float64"):
+    with pytest.raises(ValueError, match=r"Y must be .* float64 array of shape \(5, 2\), got float64 \(5, 1\)"):
         backend.train_online(net, weights, state, Data(X, weight[:, None], Y), plan, history)
-    with pytest.raises(ValueError, match=r"X must be float64 \(n_rows, 3\)"):
+    with pytest.raises(ValueError, match=r"X must be .* of shape \(5, 3\), got float64 \(5, 2\)"):
         backend.predict_batch(net, weights, Y, X)  # the rows and the outputs swapped
-    with pytest.raises(ValueError, match=r"out must be \(n_rows, 2\)"):
+    with pytest.raises(ValueError, match=r"out must be .* of shape \(5, 2\)"):
         backend.predict_batch(net, weights, X, X.copy())
     with pytest.raises(ValueError, match="weights must be"):
         backend.train_online(net, weights[:-1].copy(), state, Data(X, Y, weight), plan, history)
-    with pytest.raises(ValueError, match="X must be float32"):
+    with pytest.raises(ValueError, match="X must be a C-contiguous, writeable float32 array"):
         backend.predict_batch(net, weights.astype(np.float32), X, Y.astype(np.float32))
-    with pytest.raises(ValueError, match="deltas must be"):
+    with pytest.raises(ValueError, match=r"deltas must be .* of shape \(6,\)"):
         backend.forward_propagate(net, weights, signals(layout)._replace(deltas=np.zeros(2)), X[0])
+    read_only = weights.copy()
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="weights must be a C-contiguous, writeable"):
+        backend.predict_batch(net, read_only, X, Y)
+    with pytest.raises(TypeError, match="net.exact must be True or False"):
+        backend.predict_batch(net._replace(exact=1), weights, X, Y)
     assert not weights.any() and not state.any() and not history.any()
 
 

@@ -330,18 +330,26 @@ cdef void _train_online(
     cdef const floating* sample_weight = <const floating*>data.sample_weight
     cdef Py_ssize_t n_features = net.sizes[0]
     cdef Py_ssize_t n_outputs = net.sizes[net.n_layers]
+    # The schedule's fields in locals, which the compiler keeps in registers: stores through the float
+    # buffers could otherwise change them, as far as it knows, and it would load them again at every row.
+    cdef const Py_ssize_t* orders = schedule.orders
+    cdef const double* rates = schedule.rates
+    cdef Py_ssize_t n_orders = schedule.n_orders
     cdef Py_ssize_t n_rows = schedule.n_visits
+    cdef Py_ssize_t n_epochs = schedule.n_epochs
+    cdef double l2 = schedule.l2
     cdef Py_ssize_t step = schedule.steps_done
     cdef bint sgd = schedule.optimizer == OPTIMIZER_SGD
-    cdef Py_ssize_t epoch, t, r, following
+    cdef Py_ssize_t epoch, t, r, following, next_first
     cdef const Py_ssize_t* order
     cdef const floating* x
     cdef double rate
     cdef floating decay, epoch_loss
-    for epoch in range(schedule.n_epochs):
-        order = schedule.orders + (epoch % schedule.n_orders) * n_rows
-        rate = schedule.rates[epoch]
-        decay = <floating>(rate * schedule.l2)
+    for epoch in range(n_epochs):
+        order = orders + (epoch % n_orders) * n_rows
+        next_first = orders[((epoch + 1) % n_orders) * n_rows]  # the next epoch's first row
+        rate = rates[epoch]
+        decay = <floating>(rate * l2)
         epoch_loss = 0.0
         for t in range(n_rows):
             r = order[t]
@@ -351,10 +359,7 @@ cdef void _train_online(
             epoch_loss += sample_weight[r] * _backward(net, weights, outputs, deltas, Y + r * n_outputs)
             if sgd:
                 # The row after this one (after the last of the call, a forward pass that goes unused).
-                if t + 1 < n_rows:
-                    following = order[t + 1]
-                else:
-                    following = schedule.orders[((epoch + 1) % schedule.n_orders) * n_rows]
+                following = order[t + 1] if t + 1 < n_rows else next_first
                 _sgd_step_ahead(
                     net, weights, x, outputs, deltas, <floating>rate * sample_weight[r], decay,
                     X + following * n_features, next_outputs,
