@@ -74,7 +74,7 @@ class Layout:
         sizes = [int(n) for n in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"layer sizes must be at least two positive integers, got {sizes}")
-        _check_weight_count(sum(n_out * (n_in + 1) for n_in, n_out in zip(sizes, sizes[1:])), f"layer sizes {sizes}")
+        _check_weight_count(sum(n_out * (n_in + 1) for n_in, n_out in zip(sizes, sizes[1:])), "layer sizes", sizes)
         names = activations if activations is not None else ["sigmoid"] * (len(sizes) - 1)
         if len(names) != len(sizes) - 1:
             raise ValueError(f"{len(names)} activations given for {len(sizes) - 1} layers")
@@ -92,7 +92,7 @@ class Layout:
         for before, after in zip(layers, layers[1:]):
             if before.n_out != after.n_in:
                 raise ValueError(f"a layer puts out {before.n_out} values but the next takes {after.n_in}")
-        _check_weight_count(sum(layer.n_weights for layer in layers), f"layers {layers}")
+        _check_weight_count(sum(layer.n_weights for layer in layers), "layers", layers)
         return cls(layers)
 
     def __post_init__(self):
@@ -144,11 +144,11 @@ class Layout:
         ]
 
 
-def _check_weight_count(total: int, what: str) -> None:
+def _check_weight_count(total: int, what: str, which) -> None:
     """Refuse more than MAX_WEIGHTS weights, summed in Python integers: the kernels index with the offsets
     unchecked, and a wrapped-around offset would write outside the buffers."""
     if total > MAX_WEIGHTS:
-        raise ValueError(f"{what} make {total} weights, more than fastbp's {MAX_WEIGHTS}")
+        raise ValueError(f"{what} {which} make {total} weights, more than fastbp's {MAX_WEIGHTS}")
 
 
 def initial_weights(

@@ -174,8 +174,8 @@ class Options:
     def schedule(self, orders: np.ndarray, rates: np.ndarray, batch_size: int, steps_done: int) -> Schedule:
         """The kernels' schedule: rows ``orders``, rates ``rates``, and these options' optimizer."""
         return Schedule(
-            orders, rates, batch_size, self.optimizer_code, self.momentum, self.l2, self.beta1, self.beta2,
-            self.epsilon, steps_done,
+            orders, rates, int(batch_size), int(self.optimizer_code), self.momentum, self.l2, self.beta1, self.beta2,
+            self.epsilon, int(steps_done),
         )  # fmt: skip
 
 
