@@ -12,11 +12,13 @@ docs' performance page).  ``expf`` has no wrapper.
 
 import ctypes
 import ctypes.util
+import functools
 
 #: glibc's version of its exported exp core on x86-64 (``__exp_finite@GLIBC_2.15``).
 EXP_CORE_VERSION = b"GLIBC_2.15"
 
 
+@functools.cache  # finding the library runs ldconfig, and every compiled module asks
 def libm_address(name: str) -> int | None:
     """Where ``name`` (``"exp"`` or ``"expf"``) starts: glibc's exp core if it has one, or None without a libm."""
     path = ctypes.util.find_library("m")

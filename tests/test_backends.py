@@ -157,4 +157,4 @@ def test_numba_compiles_one_specialisation_per_dtype_whatever_the_input_layout(d
             model.predict(variant["X"])
         assert len(set(kernel.signatures) - before) <= 1
         assert len(kernel.signatures) <= 2  # one per dtype, over the whole session
-    assert len(online.predict_batch.signatures) <= 2
+    assert len(online._predict_rows.signatures) <= 2

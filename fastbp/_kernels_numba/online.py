@@ -301,10 +301,13 @@ def _train_online(net, weights, optimizer_state, data, schedule, history, output
         history[epoch] = epoch_loss
 
 
-@njit(**NUMBA_OPTIONS)
 def predict_batch(net, weights, X, out):
-    """Write the output layer's values for every row of ``X`` into ``out``."""
-    _predict_rows(net, weights, np.empty(net.o_off[-1], weights.dtype), X, out)
+    """Write the output layer's values for every row of ``X`` into ``out``.
+
+    A Python function, which allocates the scratch: compiled, it would be one more
+    function to compile at a cold start.
+    """
+    _predict_rows(net, weights, np.empty(int(net.o_off[-1]), weights.dtype), X, out)
 
 
 @njit(**NUMBA_NO_REFCOUNT_OPTIONS)
@@ -315,3 +318,7 @@ def _predict_rows(net, weights, outputs, X, out):
         _forward(net, weights, outputs, X[r])
         for j in range(np.uintp(out.shape[1])):
             out[r, j] = outputs[last + j]
+
+
+#: The compiled functions behind each kernel that is a Python function.
+DISPATCHERS = {"predict_batch": (_predict_rows,)}
