@@ -112,6 +112,7 @@ cdef inline floating _backward(
     cdef Py_ssize_t own = net.o_off[last]
     cdef const floating* block
     cdef const floating* downstream
+    cdef const floating* weight
     cdef floating error
     cdef floating row_loss = 0.0
     for j in range(net.sizes[last + 1]):
@@ -123,8 +124,12 @@ cdef inline floating _backward(
         stride = net.sizes[k + 1] + 1
         for j in range(net.sizes[k + 1]):
             error = 0.0
+            # A pointer down column j, one row of block per step: gcc keeps it in a register, where from the
+            # index m * stride + j it rebuilt every address from values it had saved on the stack.
+            weight = block + j
             for m in range(net.sizes[k + 2]):
-                error += block[m * stride + j] * downstream[m]
+                error += weight[0] * downstream[m]
+                weight += stride
             deltas[own + j] = error * derivative(outputs[own + j], net.activations[k])
     return row_loss
 
@@ -227,8 +232,9 @@ cdef inline floating _stepped_partial_sums(
 
 
 cdef inline void _step_layer(
-    floating* block, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code, const floating* inputs, floating l_rate,
-    const floating* deltas, floating decay, const floating* next_inputs, floating* next_outputs, bint exact,
+    floating* block, Py_ssize_t n_in, Py_ssize_t n_out, Py_ssize_t code, const floating* inputs,
+    const floating* next_inputs, const floating* deltas, floating* next_outputs, floating l_rate, floating decay,
+    bint exact,
 ) noexcept nogil:
     """``_update_layer`` for the layer whose weights are ``block`` and this row's ``inputs``, each neuron then
     activated for the next row's ``next_inputs``.
@@ -237,7 +243,9 @@ cdef inline void _step_layer(
     neuron's weights are updated and weighed in one pass (``_stepped_sum``, or
     ``_stepped_partial_sums`` in the fast mode's order).  The layer's shape comes as
     scalars, not as a ``Layer``: gcc keeps this function out of line, where a struct
-    argument would go through the stack on every call.
+    argument would go through the stack on every call.  For the same reason the
+    two inputs, which every neuron's loop reads, come before ``deltas`` and
+    ``next_outputs``: x86-64 passes the first six integer arguments in registers.
     """
     cdef Layer layer = Layer(n_in=n_in, n_out=n_out, activation=code)
     cdef floating* neuron
@@ -271,13 +279,13 @@ cdef inline void _sgd_step_ahead(
     """
     cdef Py_ssize_t k
     _step_layer(
-        weights + net.w_off[0], net.sizes[0], net.sizes[1], net.activations[0], x, l_rate, deltas + net.o_off[0],
-        decay, next_x, next_outputs + net.o_off[0], net.exact,
+        weights + net.w_off[0], net.sizes[0], net.sizes[1], net.activations[0], x, next_x, deltas + net.o_off[0],
+        next_outputs + net.o_off[0], l_rate, decay, net.exact,
     )
     for k in range(1, net.n_layers):
         _step_layer(
             weights + net.w_off[k], net.sizes[k], net.sizes[k + 1], net.activations[k], outputs + net.o_off[k - 1],
-            l_rate, deltas + net.o_off[k], decay, next_outputs + net.o_off[k - 1], next_outputs + net.o_off[k],
+            next_outputs + net.o_off[k - 1], deltas + net.o_off[k], next_outputs + net.o_off[k], l_rate, decay,
             net.exact,
         )
 
@@ -302,18 +310,9 @@ cdef inline void _row_gradient(
             neuron[n_in] = delta
 
 
-cdef void _optimizer_update(
-    const Network* net, floating* weights, const floating* grad, floating* state, const Schedule* schedule,
-    double rate, Py_ssize_t step,
-) noexcept nogil:
-    """``optimizer_step``, out of ``_train_online``'s loop: inlined there, it let gcc keep the optimizers' settings
-    in registers across the loop, which plain SGD's rows then saved and restored around every call."""
-    optimizer_step(net, weights, grad, state, schedule, rate, step)
-
-
 cdef inline Py_ssize_t _online_scratch(const Network* net) noexcept nogil:
-    """The values ``_train_online``'s scratch holds: each neuron's outputs for this row and the next, its
-    deltas, and a gradient."""
+    """The values ``_train_online``'s scratch holds: each neuron's delta, its outputs for this row and the next,
+    and a gradient."""
     return 3 * net.o_off[net.n_layers] + net.w_off[net.n_layers]
 
 
@@ -330,10 +329,12 @@ cdef void _train_online(
     pass and the update one after the other.
     """
     cdef Py_ssize_t n_neurons = net.o_off[net.n_layers]
-    cdef floating* outputs = scratch
+    # The deltas first, at the block's own address: at an offset, gcc rebuilt their addresses in the backward
+    # pass's loops from several values it had saved on the stack.
+    cdef floating* deltas = scratch
+    cdef floating* outputs = deltas + n_neurons
     cdef floating* next_outputs = outputs + n_neurons
-    cdef floating* deltas = next_outputs + n_neurons
-    cdef floating* grad = deltas + n_neurons
+    cdef floating* grad = next_outputs + n_neurons
     cdef const floating* X = <const floating*>data.X
     cdef const floating* Y = <const floating*>data.Y
     cdef const floating* sample_weight = <const floating*>data.sample_weight
@@ -348,25 +349,26 @@ cdef void _train_online(
     cdef Py_ssize_t n_epochs = schedule.n_epochs
     cdef double l2 = schedule.l2
     cdef Py_ssize_t step = schedule.steps_done
-    cdef bint sgd = schedule.optimizer == OPTIMIZER_SGD
     cdef Py_ssize_t epoch, t, r, following, next_first
     cdef const Py_ssize_t* order
     cdef const floating* x
     cdef double rate
     cdef floating decay, epoch_loss
-    for epoch in range(n_epochs):
-        order = orders + (epoch % n_orders) * n_rows
-        next_first = orders[((epoch + 1) % n_orders) * n_rows]  # the next epoch's first row
-        rate = rates[epoch]
-        decay = <floating>(rate * l2)
-        epoch_loss = 0.0
-        for t in range(n_rows):
-            r = order[t]
-            x = X + r * n_features
-            if not sgd or (epoch == 0 and t == 0):  # plain SGD has the other rows' outputs from the row before
-                _forward(net, weights, outputs, x)
-            epoch_loss += sample_weight[r] * _backward(net, weights, outputs, deltas, Y + r * n_outputs)
-            if sgd:
+    if schedule.optimizer == OPTIMIZER_SGD:
+        # A loop of its own: in one loop with the other optimizers, gcc kept their settings in registers
+        # across it, which every row then saved and restored around its calls.
+        if n_epochs > 0 and n_rows > 0:  # the first row's outputs; the others' come from the row before
+            _forward(net, weights, outputs, X + orders[0] * n_features)
+        for epoch in range(n_epochs):
+            order = orders + (epoch % n_orders) * n_rows
+            next_first = orders[((epoch + 1) % n_orders) * n_rows]  # the next epoch's first row
+            rate = rates[epoch]
+            decay = <floating>(rate * l2)
+            epoch_loss = 0.0
+            for t in range(n_rows):
+                r = order[t]
+                x = X + r * n_features
+                epoch_loss += sample_weight[r] * _backward(net, weights, outputs, deltas, Y + r * n_outputs)
                 # The row after this one (after the last of the call, a forward pass that goes unused).
                 following = order[t + 1] if t + 1 < n_rows else next_first
                 _sgd_step_ahead(
@@ -374,11 +376,21 @@ cdef void _train_online(
                     X + following * n_features, next_outputs,
                 )
                 outputs, next_outputs = next_outputs, outputs
-            else:
+            history[epoch] = epoch_loss
+    else:
+        for epoch in range(n_epochs):
+            order = orders + (epoch % n_orders) * n_rows
+            rate = rates[epoch]
+            epoch_loss = 0.0
+            for t in range(n_rows):
+                r = order[t]
+                x = X + r * n_features
+                _forward(net, weights, outputs, x)
+                epoch_loss += sample_weight[r] * _backward(net, weights, outputs, deltas, Y + r * n_outputs)
                 step += 1
                 _row_gradient(net, x, outputs, deltas, sample_weight[r], grad)
-                _optimizer_update(net, weights, grad, state, schedule, rate, step)
-        history[epoch] = epoch_loss
+                optimizer_step(net, weights, grad, state, schedule, rate, step)
+            history[epoch] = epoch_loss
 
 
 def forward_propagate(net, floating[::1] weights, signals, const floating[::1] x):
