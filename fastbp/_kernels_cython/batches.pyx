@@ -21,8 +21,8 @@ from fastbp._kernels_cython.constants cimport (
     ACTIVATION_TANH, LARGE_BLOCK, SMALL_BLOCK, compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
-    Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, optimizer_step, output_error,
-    schedule_settings, softmax,
+    Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step,
+    output_error, schedule_of, softmax,
 )
 
 from fastbp._constants import check_compiled
@@ -317,20 +317,13 @@ def train_batches(
 ):
     """Mini-batch training for ``len(history)`` epochs: one update per ``schedule.batch_size`` rows (the last may
     be short), each batch's products shared by up to ``n_threads`` threads."""
-    cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
-    cdef Network c_net = Network(
-        n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
-        exact=net.exact,
-    )
+    cdef Network c_net = network_of(net)
     cdef const floating[:, ::1] X = data.X, Y = data.Y
     cdef const floating[::1] sample_weight = data.sample_weight
     cdef Data c_data = Data(X=&X[0, 0], Y=&Y[0, 0], sample_weight=&sample_weight[0])
-    cdef const Py_ssize_t[:, ::1] orders = schedule.orders
-    cdef const double[::1] rates = schedule.rates
-    cdef Schedule c_schedule = schedule_settings(schedule)
-    c_schedule.orders, c_schedule.n_orders, c_schedule.n_visits = &orders[0, 0], orders.shape[0], orders.shape[1]
-    c_schedule.rates, c_schedule.n_epochs = &rates[0], history.shape[0]
-    cdef Py_ssize_t size = _batch_scratch(&c_net, min(c_schedule.batch_size, orders.shape[1])).size + weights.shape[0]
+    cdef Schedule c_schedule = schedule_of(schedule, history.shape[0])
+    cdef Py_ssize_t rows = min(c_schedule.batch_size, c_schedule.n_visits)
+    cdef Py_ssize_t size = _batch_scratch(&c_net, rows).size + weights.shape[0]
     cdef floating* scratch = <floating*>malloc(size * sizeof(floating))
     if scratch == NULL:
         raise MemoryError()
@@ -345,11 +338,7 @@ def train_batches(
 
 def batch_gradient(net, const floating[::1] weights, data, const Py_ssize_t[::1] rows, floating[::1] grad):
     """Mean weighted gradient of the loss over rows ``data.X[rows]``, into ``grad``; returns their loss sum."""
-    cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
-    cdef Network c_net = Network(
-        n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
-        exact=net.exact,
-    )
+    cdef Network c_net = network_of(net)
     cdef const floating[:, ::1] X = data.X, Y = data.Y
     cdef const floating[::1] sample_weight = data.sample_weight
     cdef Data c_data = Data(X=&X[0, 0], Y=&Y[0, 0], sample_weight=&sample_weight[0])

@@ -10,8 +10,8 @@ from libc.stdlib cimport free, malloc
 
 from fastbp._kernels_cython.constants cimport ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX, LANES, compiled_constants
 from fastbp._kernels_cython.primitives cimport (
-    Data, Layer, Network, Schedule, activation, bind_libm_exp, derivative, fast_sigmoid, floating, nth_layer,
-    output_error, schedule_settings, softmax,
+    Data, Layer, Network, Schedule, activation, bind_libm_exp, derivative, fast_sigmoid, floating, network_of,
+    nth_layer, output_error, schedule_settings, softmax,
 )
 
 from fastbp._constants import check_compiled
@@ -261,11 +261,7 @@ def train_lockstep(
     with fewer rows than the longest sits out the remaining steps with zero step
     and decay).
     """
-    cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
-    cdef Network c_net = Network(
-        n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
-        exact=net.exact,
-    )
+    cdef Network c_net = network_of(net)
     cdef const floating[:, ::1] X = data.X, Y = data.Y
     cdef const floating[::1] sample_weight = data.sample_weight
     cdef Data c_data = Data(X=&X[0, 0], Y=&Y[0, 0], sample_weight=&sample_weight[0])

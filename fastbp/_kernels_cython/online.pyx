@@ -15,8 +15,8 @@ from fastbp._kernels_cython.constants cimport (
     ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX, LANES, OPTIMIZER_SGD, compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
-    Data, Layer, Network, Schedule, activation, bind_libm_exp, derivative, fast_sigmoid, floating, nth_layer,
-    optimizer_step, output_error, schedule_settings, sigmoid, softmax,
+    Data, Layer, Network, Schedule, activation, bind_libm_exp, derivative, fast_sigmoid, floating, network_of,
+    nth_layer, optimizer_step, output_error, schedule_of, sigmoid, softmax,
 )
 
 from fastbp._constants import check_compiled
@@ -395,11 +395,7 @@ cdef void _train_online(
 
 def forward_propagate(net, floating[::1] weights, signals, const floating[::1] x):
     """Store every neuron's output for input row ``x`` in ``signals.outputs``."""
-    cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
-    cdef Network c_net = Network(
-        n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
-        exact=net.exact,
-    )
+    cdef Network c_net = network_of(net)
     cdef floating[::1] outputs = signals.outputs
     with nogil:
         _forward(&c_net, &weights[0], &outputs[0], &x[0])
@@ -407,11 +403,7 @@ def forward_propagate(net, floating[::1] weights, signals, const floating[::1] x
 
 def backward_propagate_error(net, floating[::1] weights, signals, const floating[::1] expected):
     """Store every neuron's error signal in ``signals.deltas``; return the row's loss."""
-    cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
-    cdef Network c_net = Network(
-        n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
-        exact=net.exact,
-    )
+    cdef Network c_net = network_of(net)
     cdef const floating[::1] outputs = signals.outputs
     cdef floating[::1] deltas = signals.deltas
     cdef floating row_loss
@@ -422,11 +414,7 @@ def backward_propagate_error(net, floating[::1] weights, signals, const floating
 
 def update_weights(net, floating[::1] weights, signals, const floating[::1] x, double l_rate):
     """One SGD step in place: ``w -= l_rate * delta * input``, first layer first (``l_rate`` in the weights' type)."""
-    cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
-    cdef Network c_net = Network(
-        n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
-        exact=net.exact,
-    )
+    cdef Network c_net = network_of(net)
     cdef const floating[::1] outputs = signals.outputs, deltas = signals.deltas
     with nogil:
         _sgd_step(&c_net, &weights[0], &x[0], &outputs[0], &deltas[0], <floating>l_rate, <floating>0.0)
@@ -434,19 +422,11 @@ def update_weights(net, floating[::1] weights, signals, const floating[::1] x, d
 
 def train_online(net, floating[::1] weights, floating[::1] optimizer_state, data, schedule, double[::1] history):
     """Online training (batch size 1) for ``len(history)`` epochs; plain SGD is the tutorial's update."""
-    cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
-    cdef Network c_net = Network(
-        n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
-        exact=net.exact,
-    )
+    cdef Network c_net = network_of(net)
     cdef const floating[:, ::1] X = data.X, Y = data.Y
     cdef const floating[::1] sample_weight = data.sample_weight
     cdef Data c_data = Data(X=&X[0, 0], Y=&Y[0, 0], sample_weight=&sample_weight[0])
-    cdef const Py_ssize_t[:, ::1] orders = schedule.orders
-    cdef const double[::1] rates = schedule.rates
-    cdef Schedule c_schedule = schedule_settings(schedule)
-    c_schedule.orders, c_schedule.n_orders, c_schedule.n_visits = &orders[0, 0], orders.shape[0], orders.shape[1]
-    c_schedule.rates, c_schedule.n_epochs = &rates[0], history.shape[0]
+    cdef Schedule c_schedule = schedule_of(schedule, history.shape[0])
     cdef floating* scratch = <floating*>malloc(_online_scratch(&c_net) * sizeof(floating))
     if scratch == NULL:
         raise MemoryError()
@@ -459,14 +439,10 @@ def train_online(net, floating[::1] weights, floating[::1] optimizer_state, data
 
 def predict_batch(net, const floating[::1] weights, const floating[:, ::1] X, floating[:, ::1] out):
     """Write the output layer's values for every row of ``X`` into ``out``."""
-    cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
-    cdef Network c_net = Network(
-        n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
-        exact=net.exact,
-    )
-    cdef Py_ssize_t last = o_off[c_net.n_layers - 1]
+    cdef Network c_net = network_of(net)
+    cdef Py_ssize_t last = c_net.o_off[c_net.n_layers - 1]
     cdef Py_ssize_t r, j
-    cdef floating* outputs = <floating*>malloc(o_off[c_net.n_layers] * sizeof(floating))
+    cdef floating* outputs = <floating*>malloc(c_net.o_off[c_net.n_layers] * sizeof(floating))
     if outputs == NULL:
         raise MemoryError()
     try:

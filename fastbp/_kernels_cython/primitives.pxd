@@ -67,6 +67,16 @@ cdef struct Schedule:
     Py_ssize_t steps_done
 
 
+cdef inline Network network_of(object net) except *:
+    """``net`` (a ``fastbp._backends.Network``, which the contract checked) as the kernels' struct: pointers into
+    its arrays, which ``net`` keeps alive for the call."""
+    cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
+    return Network(
+        n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
+        exact=net.exact,
+    )
+
+
 cdef inline Layer nth_layer(const Network* net, Py_ssize_t k) noexcept nogil:
     """Layer ``k`` of ``net``."""
     return Layer(n_in=net.sizes[k], n_out=net.sizes[k + 1], activation=net.activations[k])
@@ -79,6 +89,17 @@ cdef inline Schedule schedule_settings(object schedule) except *:
         optimizer=schedule.optimizer, momentum=schedule.momentum, l2=schedule.l2, beta1=schedule.beta1,
         beta2=schedule.beta2, epsilon=schedule.epsilon, steps_done=schedule.steps_done,
     )
+
+
+cdef inline Schedule schedule_of(object schedule, Py_ssize_t n_epochs) except *:
+    """``schedule`` (a ``fastbp._backends.Schedule`` of one row order per epoch) for ``n_epochs`` epochs, as the
+    kernels' struct: pointers into its arrays, which ``schedule`` keeps alive for the call."""
+    cdef const Py_ssize_t[:, ::1] orders = schedule.orders
+    cdef const double[::1] rates = schedule.rates
+    cdef Schedule settings = schedule_settings(schedule)
+    settings.orders, settings.n_orders, settings.n_visits = &orders[0, 0], orders.shape[0], orders.shape[1]
+    settings.rates, settings.n_epochs = &rates[0], n_epochs
+    return settings
 
 
 # libm's exp, or glibc's exp core where it has one (see fastbp._libm): a pointer of each module's own,
