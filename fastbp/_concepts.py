@@ -46,12 +46,6 @@ class Optimizer(Choice):
     option: bool = True
 
 
-@dataclass(frozen=True)
-class LayerKind(Choice):
-    #: Whether its layers have a block of weights (units by fan-in plus a bias) in the flat buffer.
-    weights: bool = True
-
-
 def _by_name(*choices):
     return {choice.name: choice for choice in choices}
 
@@ -95,8 +89,9 @@ INITS: dict[str, Choice] = _by_name(
     ),
 )
 
-LAYER_KINDS: dict[str, LayerKind] = _by_name(
-    LayerKind("dense", "fully connected: each unit weighs every input, plus a bias"),
+#: What a layer computes from the values the layer before puts out (its weights: fastbp._layout.Layer).
+LAYER_KINDS: dict[str, Choice] = _by_name(
+    Choice("dense", "fully connected: each unit weighs every input, plus a bias"),
 )
 
 
