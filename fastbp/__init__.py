@@ -1,4 +1,4 @@
-"""fastbp: small fully-connected networks trained by backpropagation, compiled.
+"""fastbp: small neural networks trained by backpropagation, compiled.
 
 >>> import fastbp
 >>> model = fastbp.train(X, y, hidden=(5,), epochs=500, lr=0.3, seed=1)
@@ -6,10 +6,11 @@
 >>> fastbp.MLPClassifier(hidden_layer_sizes=(32,)).fit(X, y)  # scikit-learn's API
 """
 
-from . import data, datasets, reference
+from . import data, datasets, layers, reference
 from ._api import Evaluation, SearchResult, evaluate, search, train, train_many
 from ._backends import BACKENDS, available_backends
 from ._model import Model, load
+from ._sequential import Sequential
 
 __version__ = "0.1.0"
 
@@ -32,10 +33,12 @@ __all__ = [
     "MLPRegressor",
     "Model",
     "SearchResult",
+    "Sequential",
     "available_backends",
     "data",
     "datasets",
     "evaluate",
+    "layers",
     "load",
     "reference",
     "search",

@@ -31,11 +31,14 @@ from ._validate import (
     as_count,
     as_features,
     as_flag,
+    as_inputs,
     as_labels,
     as_sample_weight,
     as_targets,
     feature_names_of,
+    image_shape_of,
 )
+from .layers import LayerSpec, declared_input_shape, takes_images
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ def train(
     callback: Callback | None = None,
     progress: bool = False,
     n_threads: int | None = None,
+    layers: Sequence[LayerSpec] | None = None,
 ) -> Model:
     """Train a network by backpropagation.
 
@@ -110,8 +114,9 @@ def train(
 
     Parameters
     ----------
-    X : array-like, shape (n_rows, n_features)
-        Numeric features; converted to a C-contiguous array of ``dtype``.
+    X : array-like, shape (n_rows, n_features) or (n_rows, height, width[, channels])
+        Numeric features, or channels-last images for ``layers`` that start with a
+        convolution or pooling; converted to a C-contiguous array of ``dtype``.
     y : array-like, shape (n_rows,) or (n_rows, n_targets)
         Class labels of any type, or for ``output="identity"`` (regression) the
         numeric targets.
@@ -198,6 +203,13 @@ def train(
         ``OMP_NUM_THREADS`` when set.  The weights are the same whatever the count.
         Online training (``batch_size=1``) is sequential; to use several cores, train
         several networks at once (:func:`evaluate` with ``n_jobs``).
+    layers : list of fastbp.layers layers, optional
+        The hidden layers, by Keras's names (:mod:`fastbp.layers`: ``Conv2D``,
+        ``MaxPooling2D``, ``Dropout``, ``Flatten``, ``Dense``, ``Activation``), instead
+        of ``hidden`` and ``activation``; the output layer follows from ``output``.
+        Such networks train by mini-batches (``batch_size=1`` included), cut into
+        chunks of rows whose gradients are summed in a fixed order, so the weights do
+        not depend on ``n_threads``; dropout's masks are drawn from ``seed``.
 
     Returns
     -------
@@ -230,7 +242,7 @@ def train(
         progress=progress, hidden=hidden, activation=activation, output=output, loss=loss, lr=lr,
         batch_size=batch_size, shuffle=shuffle, optimizer=optimizer, momentum=momentum, nesterov=nesterov, l2=l2,
         lr_schedule=lr_schedule, power_t=power_t, beta1=beta1, beta2=beta2, epsilon=epsilon, init=init, dtype=dtype,
-        backend=backend, exact=exact,
+        backend=backend, exact=exact, layers=layers,
     ).run(n_threads)  # fmt: skip
 
 
@@ -357,12 +369,12 @@ def _prepared(
     """Check :func:`train`'s arguments and initialise the network, drawing from ``seed`` as ``train`` does."""
     options = Options.create(**options)
     feature_names = feature_names_of(X)
-    X, targets, labels = as_training_data(X, y, options, classes)
+    X, targets, labels, input_shape = as_training_data(X, y, options, classes)
     weights_per_row = as_sample_weight(sample_weight, len(X), X.dtype)
     epochs = as_count(epochs, "epochs")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be a function of (epoch, loss), got {callback!r}")
-    trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed))
+    trainer = new_trainer(options, input_shape, targets.shape[1], RandomSource(seed))
     flat_targets = labels is None and np.ndim(y) == 1
     return _Training(
         trainer, X, targets, weights_per_row, epochs, labels, flat_targets, callback, as_flag(progress, "progress"),
@@ -412,27 +424,40 @@ def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray, n_threa
         )
 
 
-def as_training_data(X, y, options: Options, classes=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Features, the target matrix the kernels fit, and the class labels (None for regression)."""
+def as_training_data(
+    X, y, options: Options, classes=None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[int, ...]]:
+    """The kernels' feature matrix (images flattened), the target matrix they fit, the class labels (None for
+    regression), and the shape of one row of ``X`` (the network's input)."""
     dtype = np.dtype(options.dtype)
-    X = as_features(X, dtype=dtype)
+    if options.layers is None:
+        X = as_features(X, dtype=dtype)
+        input_shape = (X.shape[1],)
+    else:
+        input_shape = declared_input_shape(options.layers)
+        if input_shape is None:
+            input_shape = image_shape_of(X) if takes_images(options.layers) else (np.shape(X)[-1],)
+        X = as_inputs(X, input_shape, dtype)
     if options.output == "identity":
         if classes is not None:
             raise ValueError("classes applies to classifiers; output='identity' trains a regression on numeric y")
-        return X, as_targets(y, len(X), dtype), None
+        return X, as_targets(y, len(X), dtype), None, input_shape
     codes, classes = data.encode_labels(as_labels(y, len(X)), classes)
     targets = np.zeros((len(codes), len(classes)), dtype=dtype)
     targets[np.arange(len(codes)), codes] = 1.0
-    return X, targets, classes
+    return X, targets, classes, input_shape
 
 
-def new_trainer(options: Options, n_features: int, n_outputs: int, randomness: RandomSource) -> Trainer:
-    """A trainer for a freshly initialised network: the tutorial's init draws from the
-    ``random.Random`` stream, the others and shuffling from the ``numpy`` one."""
-    layout = options.layout(n_features, n_outputs)
+def new_trainer(
+    options: Options, input_shape: int | tuple[int, ...], n_outputs: int, randomness: RandomSource
+) -> Trainer:
+    """A trainer for a freshly initialised network on rows of ``input_shape``: the tutorial's init draws from
+    the ``random.Random`` stream, the others, the dropout seed and shuffling from the ``numpy`` one."""
+    layout = options.layout(input_shape, n_outputs)
     draws = randomness.python() if options.init == "tutorial" else randomness.numpy()
     weights = initial_weights(layout, options.init, draws, options.dtype)
-    return Trainer(options, layout, weights, randomness.numpy() if options.shuffle else None)
+    dropout_seed = int(randomness.numpy().integers(2**63)) if layout.dropout.any() else 0
+    return Trainer(options, layout, weights, randomness.numpy() if options.shuffle else None, dropout_seed)
 
 
 def train_many(

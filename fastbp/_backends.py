@@ -32,6 +32,14 @@ The kernels (model, then data, then schedule, then outputs):
   ``backward_propagate_error(net, weights, signals, expected) -> loss``,
   ``update_weights(net, weights, signals, x, l_rate)`` and
   ``batch_gradient(net, weights, data, rows, grad) -> loss``;
+* for networks with layers beyond dense ones (a backend whose ``layer_kinds`` has
+  them), :data:`LAYERED_KERNELS`: ``train_layered(net, weights, optimizer_state, data,
+  schedule, history, n_threads)`` (epochs of mini-batches, ``batch_size`` 1 included, each
+  batch cut into chunks of ``CHUNK_ROWS`` rows that threads share, the chunks' gradients
+  summed in order), ``predict_layered(net, weights, X, out)``, and
+  ``layered_gradient(net, weights, data, schedule, rows, grad) -> loss`` (one batch, as
+  update ``schedule.steps_done + 1``); :class:`Backend` sends such networks there from
+  ``train_online``, ``train_batches`` and ``predict_batch``;
 * with ``lockstep``, ``train_lockstep(net, weights, data, schedule, lengths, history)``:
   online plain SGD of many networks of one architecture at once, the network index the
   last axis of ``weights`` ``(n_weights, n_nets)``; network ``k`` visits rows
@@ -75,6 +83,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ._concepts import LayerKindCode
+from ._constants import GEOMETRY_FIELDS
 
 #: Backend names, fastest first, and the module holding each one's kernels.
 BACKENDS = {
@@ -93,6 +102,8 @@ KERNELS = ("train_online", "train_batches", "predict_batch")
 STEP_KERNELS = ("forward_propagate", "backward_propagate_error", "update_weights", "batch_gradient")
 #: The kernel a backend with ``lockstep`` provides as well.
 LOCKSTEP_KERNEL = "train_lockstep"
+#: The kernels of networks with layers beyond dense ones, which a backend whose ``layer_kinds`` has them provides.
+LAYERED_KERNELS = ("train_layered", "predict_layered", "layered_gradient")
 
 
 class Network(NamedTuple):
@@ -109,6 +120,8 @@ class Network(NamedTuple):
     sizes: np.ndarray  # (n_layers + 1,)
     w_off: np.ndarray  # (n_layers + 1,)
     o_off: np.ndarray  # (n_layers + 1,)
+    geometry: np.ndarray  # (n_layers, len(GEOMETRY_FIELDS)): shapes and windows
+    dropout: np.ndarray  # float64 (n_layers,): each layer's dropout rate (0 but in dropout layers)
     #: True: the tutorial's arithmetic (inputs summed in order, libm's exp); False: the fast mode.
     exact: bool
 
@@ -134,6 +147,7 @@ class Schedule(NamedTuple):
     beta2: float
     epsilon: float
     steps_done: int  # updates made before this call: Adam's bias correction counts them
+    seed: int = 0  # in [0, 2**63): keys the dropout masks, with the update's number and the row
 
 
 class Signals(NamedTuple):
@@ -227,23 +241,28 @@ class Backend:
         self.module = module
         self.capabilities: Capabilities = module.CAPABILITIES
         self._kind_codes = frozenset(int(LayerKindCode[kind.upper()]) for kind in self.capabilities.layer_kinds)
-        self._checked: Network | None = None  # the network last checked: a model's calls pass the same one
+        # The network last checked and whether it is layered, in one tuple that threads replace whole: a model's
+        # calls pass the same network.
+        self._checked: tuple[Network | None, bool] = (None, False)
 
     def __repr__(self) -> str:
         return f"<fastbp backend {self.name!r}>"
 
     def train_online(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> None:
-        self._check_training(net, weights, optimizer_state, data, schedule, history)
+        if self._check_training(net, weights, optimizer_state, data, schedule, history):
+            self._run("train_layered", net, weights, optimizer_state, data, _typed(schedule), history, 1)
+            return
         self._run("train_online", net, weights, optimizer_state, data, _typed(schedule), history)
 
     def train_batches(
         self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, n_threads: int
     ) -> None:
-        self._check_training(net, weights, optimizer_state, data, schedule, history)
-        self._run("train_batches", net, weights, optimizer_state, data, _typed(schedule), history, int(n_threads))
+        layered = self._check_training(net, weights, optimizer_state, data, schedule, history)
+        kernel = "train_layered" if layered else "train_batches"
+        self._run(kernel, net, weights, optimizer_state, data, _typed(schedule), history, int(n_threads))
 
     def train_lockstep(self, net: Network, weights, data: Data, schedule: Schedule, lengths, history) -> None:
-        self._check_network(net)
+        self._check_dense(net)
         n_nets = weights.shape[1] if isinstance(weights, np.ndarray) and weights.ndim == 2 else 0
         _expect(weights, weights.dtype, (int(net.w_off[-1]), n_nets), "weights")
         _check_data(net, data, weights.dtype)
@@ -255,27 +274,40 @@ class Backend:
         self._run("train_lockstep", net, weights, data, _typed(schedule), lengths, history)
 
     def predict_batch(self, net: Network, weights, X, out) -> None:
-        self._check_weights(net, weights)
+        layered = self._check_weights(net, weights)
         _expect(X, weights.dtype, (len(X), int(net.sizes[0])), "X")
         _expect(out, weights.dtype, (len(X), int(net.sizes[-1])), "out")
-        self._run("predict_batch", net, weights, X, out)
+        self._run("predict_layered" if layered else "predict_batch", net, weights, X, out)
+
+    def layered_gradient(self, net: Network, weights, data: Data, schedule: Schedule, rows, grad) -> float:
+        self._check_weights(net, weights)
+        _check_data(net, data, weights.dtype)
+        if len(rows) == 0:
+            raise ValueError("kernel arguments do not fit together: rows is empty")
+        _expect(rows, np.intp, (len(rows),), "rows")
+        _expect(grad, weights.dtype, weights.shape, "grad")
+        return self._run("layered_gradient", net, weights, data, _typed(schedule), rows, grad)
 
     def forward_propagate(self, net: Network, weights, signals: Signals, x) -> None:
+        self._check_dense(net)
         self._check_signals(net, weights, signals)
         _expect(x, weights.dtype, (int(net.sizes[0]),), "x")
         self._run("forward_propagate", net, weights, signals, x)
 
     def backward_propagate_error(self, net: Network, weights, signals: Signals, expected) -> float:
+        self._check_dense(net)
         self._check_signals(net, weights, signals)
         _expect(expected, weights.dtype, (int(net.sizes[-1]),), "expected")
         return self._run("backward_propagate_error", net, weights, signals, expected)
 
     def update_weights(self, net: Network, weights, signals: Signals, x, l_rate: float) -> None:
+        self._check_dense(net)
         self._check_signals(net, weights, signals)
         _expect(x, weights.dtype, (int(net.sizes[0]),), "x")
         self._run("update_weights", net, weights, signals, x, float(l_rate))
 
     def batch_gradient(self, net: Network, weights, data: Data, rows, grad) -> float:
+        self._check_dense(net)
         self._check_weights(net, weights)
         _check_data(net, data, weights.dtype)
         if len(rows) == 0:
@@ -284,15 +316,19 @@ class Backend:
         _expect(grad, weights.dtype, weights.shape, "grad")
         return self._run("batch_gradient", net, weights, data, rows, grad)
 
-    def _check_network(self, net: Network) -> None:
-        """Its arrays intp and of one length, its layers of kinds this backend runs, ``exact`` a bool."""
-        if net is self._checked:
-            return
+    def _check_network(self, net: Network) -> bool:
+        """Its arrays intp and of one length, its layers of kinds this backend runs, ``exact`` a bool; returns
+        whether it has layers beyond dense ones (which run the layered kernels)."""
+        checked, layered = self._checked
+        if net is checked:
+            return layered
         n_layers = len(net.kinds)
         for field in ("kinds", "activations"):
             _expect(getattr(net, field), np.intp, (n_layers,), f"net.{field}")
         for field in ("sizes", "w_off", "o_off"):
             _expect(getattr(net, field), np.intp, (n_layers + 1,), f"net.{field}")
+        _expect(net.geometry, np.intp, (n_layers, len(GEOMETRY_FIELDS)), "net.geometry")
+        _expect(net.dropout, np.float64, (n_layers,), "net.dropout")
         if type(net.exact) is not bool:  # another type would make Numba compile the kernels again
             raise TypeError(f"net.exact must be True or False, got {net.exact!r}")
         unknown = set(net.kinds.tolist()) - self._kind_codes
@@ -300,22 +336,30 @@ class Backend:
             names = {int(code): code.name.lower() for code in LayerKindCode}
             kinds = ", ".join(names.get(code, f"code {code}") for code in sorted(unknown))
             raise ValueError(f"the {self.name!r} backend does not run layers of kind {kinds}")
-        self._checked = net
+        layered = bool((net.kinds != LayerKindCode.DENSE).any())
+        self._checked = (net, layered)
+        return layered
 
-    def _check_weights(self, net: Network, weights) -> None:
-        self._check_network(net)
+    def _check_dense(self, net: Network) -> None:
+        """Refuse a network with layers beyond dense ones, for the kernels that run dense layers only."""
+        if self._check_network(net):
+            raise ValueError("these kernels run dense layers only: train layered networks by train_batches")
+
+    def _check_weights(self, net: Network, weights) -> bool:
+        layered = self._check_network(net)
         dtype = getattr(weights, "dtype", None)
         if dtype not in (np.float64, np.float32):
             raise ValueError(f"kernel arguments do not fit together: weights must be float64 or float32, not {dtype}")
         _expect(weights, dtype, (int(net.w_off[-1]),), "weights")
+        return layered
 
     def _check_signals(self, net: Network, weights, signals: Signals) -> None:
         self._check_weights(net, weights)
         for field in ("outputs", "deltas"):
             _expect(getattr(signals, field), weights.dtype, (int(net.o_off[-1]),), field)
 
-    def _check_training(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history):
-        self._check_weights(net, weights)
+    def _check_training(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> bool:
+        layered = self._check_weights(net, weights)
         _check_data(net, data, weights.dtype)
         _expect(optimizer_state, weights.dtype, (2 * len(weights),), "optimizer_state")
         _expect(history, np.float64, (len(history),), "history")
@@ -324,6 +368,9 @@ class Backend:
         _expect(schedule.rates, np.float64, history.shape, "rates")
         if not schedule.batch_size >= 1 or orders.size == 0:
             raise ValueError("kernel arguments do not fit together: the schedule has no rows or no batch size")
+        if not 0 <= schedule.seed < 2**63:
+            raise ValueError(f"kernel arguments do not fit together: the seed {schedule.seed} is not in [0, 2**63)")
+        return layered
 
     def _run(self, name: str, *args):
         """Call kernel ``name``, compiling it afresh if its disk cache cannot be read.
@@ -354,7 +401,7 @@ class Backend:
 #: ``l2``) would make Numba compile the kernels again.
 _SCHEDULE_TYPES = {
     "batch_size": int, "optimizer": int, "momentum": float, "l2": float, "beta1": float, "beta2": float,
-    "epsilon": float, "steps_done": int,
+    "epsilon": float, "steps_done": int, "seed": int,
 }  # fmt: skip
 
 

@@ -92,6 +92,14 @@ INITS: dict[str, Choice] = _by_name(
 #: What a layer computes from the values the layer before puts out (its weights: fastbp._layout.Layer).
 LAYER_KINDS: dict[str, Choice] = _by_name(
     Choice("dense", "fully connected: each unit weighs every input, plus a bias"),
+    Choice("conv2d", "a 2-D convolution of channels-last images: each filter weighs a window of every channel"),
+    Choice("max_pool2d", "the largest value of each window of each channel (the window's size is its stride)"),
+    Choice(
+        "dropout",
+        "in training, zeroes each value with probability ``rate`` and scales the rest by "
+        "``1 / (1 - rate)``; in prediction, passes values on",
+    ),
+    Choice("flatten", "passes an image's values on as one vector, in channels-last order"),
 )
 
 

@@ -5,6 +5,7 @@ from this module when it is built (``setup.py``) and compared with it on import.
 """
 
 import math
+from enum import IntEnum
 
 #: Slope of the leaky relu for negative activations (PyTorch's default).
 LEAKY_SLOPE = 0.01
@@ -49,6 +50,37 @@ def block_size(batch_rows):
     return SMALL_BLOCK if batch_rows <= SMALL_BLOCK else LARGE_BLOCK
 
 
+#: The layered kernels (networks with convolution, pooling or dropout) cut each batch into chunks of this many
+#: rows, whose gradients are summed in chunk order: the same sums whichever thread computes each chunk.
+CHUNK_ROWS = 16
+
+#: What the kernels know of each layer's shape, one row of ``Network.geometry`` per layer, in this order: its
+#: weight block (``units`` rows of ``fan_in`` weights and a bias), its input and output images (height, width,
+#: channels; a vector of ``n`` values is ``(1, 1, n)``), and its window: size, stride, and the zero padding
+#: before the first row and column.
+GEOMETRY_FIELDS = (
+    "units", "fan_in", "in_h", "in_w", "in_c", "out_h", "out_w", "out_c",
+    "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_top", "pad_left",
+)  # fmt: skip
+#: The columns of ``Network.geometry`` by name, for the Numba kernels (the Cython ones get ``GEOMETRY_...``).
+Geometry = IntEnum("Geometry", [(field.upper(), column) for column, field in enumerate(GEOMETRY_FIELDS)])
+
+#: Dropout's masks come from a counter-based generator, SplitMix64 (Steele, Lea and Flood, 2014): the stream
+#: of a row is seeded by the training's seed, the update's number and the row's index, and a unit's draw is
+#: the stream's value at the unit's index, so no random state is shared or carried between threads.
+SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
+SPLITMIX_MIX1 = 0xBF58476D1CE4E5B9
+SPLITMIX_MIX2 = 0x94D049BB133111EB
+
+
+def splitmix64(z: int) -> int:
+    """SplitMix64's output function of the 64-bit state ``z`` (the kernels compute it alike)."""
+    mask = (1 << 64) - 1
+    z = ((z ^ (z >> 30)) * SPLITMIX_MIX1) & mask
+    z = ((z ^ (z >> 27)) * SPLITMIX_MIX2) & mask
+    return z ^ (z >> 31)
+
+
 def compiled_constants() -> dict:
     """Every constant the compiled kernels build in, by the name the Cython extension gives it.
 
@@ -64,8 +96,9 @@ def compiled_constants() -> dict:
     }
     names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI")
-    names += ("EXP_LN2_LO", "EXP_TAYLOR")
-    return {**codes, **{name: globals()[name] for name in names}}
+    names += ("EXP_LN2_LO", "EXP_TAYLOR", "CHUNK_ROWS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1", "SPLITMIX_MIX2")
+    geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
+    return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}
 
 
 def check_compiled(compiled: dict, module: str) -> None:

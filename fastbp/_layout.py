@@ -13,6 +13,7 @@ tutorial's ``initialize_network``.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,29 +30,196 @@ _ACTIVATION_CODES = {code.name.lower(): int(code) for code in ActivationCode}
 #: The most weights a network may have: 16 GiB of float64, far past a "small" network,
 #: and far below where the kernels' offsets could overflow.
 MAX_WEIGHTS = 2**31
+#: The most values a network may compute for one row (its layers' inputs together): training keeps those of a
+#: chunk of rows at once, a few GiB at this limit.
+MAX_VALUES = 2**26
+
+
+#: A layer's input or output: a vector ``(n,)``, or a channels-last image ``(height, width, channels)``.
+Shape = tuple[int, ...]
+
+
+def as_image(shape: Shape) -> tuple[int, int, int]:
+    """``shape`` as the kernels see it: a vector of ``n`` values is a ``(1, 1, n)`` image."""
+    return (1, 1, shape[0]) if len(shape) == 1 else shape
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer: its kind and activation, the values it takes and puts out, and its weight block."""
+    """One layer: its kind and activation, the shapes it takes and puts out, its weight block and its window.
+
+    A layer with weights keeps ``units`` rows of ``fan_in`` weights and a bias: a dense
+    layer's unit weighs every input; a convolution's unit is a filter, weighing a
+    ``kernel`` window of every input channel in ``(kernel_h, kernel_w, channel)``
+    order, which is Keras's kernel ``(kh, kw, c_in, c_out)`` transposed to
+    ``(c_out, kh * kw * c_in)``.
+    """
 
     kind: str
     activation: str
-    n_in: int
-    n_out: int
+    in_shape: Shape
+    out_shape: Shape
     #: Rows of its weight block, one per unit (0: no weights).
-    units: int
+    units: int = 0
     #: Weights per unit before its bias.
-    fan_in: int
+    fan_in: int = 0
+    #: The window of a convolution or a pooling: its size and its stride; a convolution's padding, "valid" (none)
+    #: or "same" (zeros around the image, so that the output has ``ceil(size / stride)`` rows and columns).
+    kernel: tuple[int, int] = (1, 1)
+    strides: tuple[int, int] = (1, 1)
+    padding: str = "valid"
+    #: Dropout's probability of zeroing a value.
+    rate: float = 0.0
 
     @classmethod
     def dense(cls, n_in: int, n_out: int, activation: str) -> Layer:
         """A fully connected layer: each of its ``n_out`` units weighs all ``n_in`` inputs, plus a bias."""
-        return cls("dense", activation, n_in, n_out, units=n_out, fan_in=n_in)
+        return cls("dense", activation, (n_in,), (n_out,), units=n_out, fan_in=n_in)
+
+    @classmethod
+    def conv2d(
+        cls, in_shape: Shape, filters: int, kernel: tuple[int, int], strides: tuple[int, int], padding: str,
+        activation: str,
+    ) -> Layer:  # fmt: skip
+        """``filters`` filters of ``kernel`` over an image, moved by ``strides``, with ``padding``."""
+        height, width, channels = _image(in_shape, "a convolution")
+        if filters < 1:
+            raise ValueError(f"a convolution needs at least one filter, got {filters}")
+        if padding not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        if padding == "valid" and (kernel[0] > height or kernel[1] > width):
+            raise ValueError(f"a {kernel[0]}x{kernel[1]} kernel is larger than its {height}x{width} input")
+        sizes = [
+            (size - k) // stride + 1 if padding == "valid" else -(-size // stride)
+            for size, k, stride in zip((height, width), kernel, strides)
+        ]
+        return cls(
+            "conv2d", activation, in_shape, (*sizes, filters), units=filters, fan_in=kernel[0] * kernel[1] * channels,
+            kernel=tuple(kernel), strides=tuple(strides), padding=padding,
+        )  # fmt: skip
+
+    @classmethod
+    def max_pool2d(cls, in_shape: Shape, pool: tuple[int, int]) -> Layer:
+        """The largest value of each ``pool`` window of each channel, windows side by side (stride ``pool``);
+        rows and columns past the last whole window are dropped (floor mode)."""
+        height, width, channels = _image(in_shape, "a max pooling")
+        if pool[0] > height or pool[1] > width:
+            raise ValueError(f"a {pool[0]}x{pool[1]} pool is larger than its {height}x{width} input")
+        out_shape = (height // pool[0], width // pool[1], channels)
+        return cls("max_pool2d", "identity", in_shape, out_shape, kernel=tuple(pool), strides=tuple(pool))
+
+    @classmethod
+    def dropout(cls, in_shape: Shape, rate: float) -> Layer:
+        """Zeroes each value with probability ``rate`` in training (scaling the others by ``1 / (1 - rate)``)."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"a dropout rate must be in [0, 1), got {rate}")
+        return cls("dropout", "identity", in_shape, in_shape, rate=float(rate))
+
+    @classmethod
+    def flatten(cls, in_shape: Shape) -> Layer:
+        """An image's values as one vector, channels-last (row by row, each pixel's channels together)."""
+        return cls("flatten", "identity", in_shape, (math.prod(in_shape),))
+
+    @property
+    def n_in(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def n_out(self) -> int:
+        return math.prod(self.out_shape)
+
+    @property
+    def fan_out(self) -> int:
+        """The values each input feeds (Glorot's initialisation weighs it): every unit of a dense layer, every
+        filter at every offset of a convolution's window."""
+        return self.units * self.kernel[0] * self.kernel[1]
 
     @property
     def n_weights(self) -> int:
         return self.units * (self.fan_in + 1)
+
+    @property
+    def geometry(self) -> tuple[int, ...]:
+        """Its row of ``Network.geometry`` (:data:`fastbp._constants.GEOMETRY_FIELDS`).
+
+        "Same" padding splits the zeros a window needs as TensorFlow and Keras do: the
+        odd one after the image.
+        """
+        in_image, out_image = as_image(self.in_shape), as_image(self.out_shape)
+        pads = [
+            max((out - 1) * stride + k - size, 0) // 2 if self.padding == "same" else 0
+            for size, out, k, stride in zip(in_image[:2], out_image[:2], self.kernel, self.strides)
+        ]
+        return (self.units, self.fan_in, *in_image, *out_image, *self.kernel, *self.strides, *pads)
+
+    def config(self) -> dict:
+        """What rebuilds it from its input shape (:meth:`from_config`), as JSON values: for model files."""
+        settings = {
+            "dense": {"units": self.units},
+            "conv2d": {"filters": self.units, "kernel": self.kernel, "strides": self.strides, "padding": self.padding},
+            "max_pool2d": {"pool": self.kernel},
+            "dropout": {"rate": self.rate},
+            "flatten": {},
+        }[self.kind]
+        return {"kind": self.kind, "activation": self.activation, **settings}
+
+    @classmethod
+    def from_config(cls, in_shape: Shape, config: dict) -> Layer:
+        """The layer ``config`` describes, taking rows of ``in_shape``, every value checked."""
+        if not isinstance(config, dict) or config.get("kind") not in LAYER_KINDS:
+            raise ValueError(f"{config!r} does not describe a layer")
+        kind, activation = config["kind"], config.get("activation")
+        if activation not in ACTIVATIONS or (kind in _WEIGHTLESS and activation != "identity"):
+            raise ValueError(f"a {kind} layer cannot have activation {activation!r}")
+        expected = {"kind", "activation", *_SETTINGS[kind]}
+        if set(config) != expected:
+            raise ValueError(f"a {kind} layer is described by {sorted(expected)}, got {sorted(config)}")
+        if kind == "dense":
+            if len(in_shape) != 1:
+                raise ValueError(f"a dense layer takes vectors, got shape {in_shape}")
+            return cls.dense(in_shape[0], _count(config["units"]), activation)
+        if kind == "conv2d":
+            return cls.conv2d(
+                in_shape, _count(config["filters"]), _counts(config["kernel"]), _counts(config["strides"]),
+                config["padding"], activation,
+            )  # fmt: skip
+        if kind == "max_pool2d":
+            return cls.max_pool2d(in_shape, _counts(config["pool"]))
+        if kind == "dropout":
+            if not isinstance(config["rate"], float | int) or isinstance(config["rate"], bool):
+                raise ValueError(f"a dropout rate must be a number, got {config['rate']!r}")
+            return cls.dropout(in_shape, config["rate"])
+        return cls.flatten(in_shape)
+
+
+#: What describes a layer of each kind beside its kind and activation (:meth:`Layer.config`).
+_SETTINGS = {
+    "dense": ("units",),
+    "conv2d": ("filters", "kernel", "strides", "padding"),
+    "max_pool2d": ("pool",),
+    "dropout": ("rate",),
+    "flatten": (),
+}
+#: The kinds whose values pass on without an activation of their own.
+_WEIGHTLESS = ("max_pool2d", "dropout", "flatten")
+
+
+def _count(value) -> int:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{value!r} is not a positive integer")
+    return value
+
+
+def _counts(value) -> tuple[int, int]:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"{value!r} is not two positive integers")
+    return _count(value[0]), _count(value[1])
+
+
+def _image(shape: Shape, what: str) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ValueError(f"{what} takes images (height, width, channels), got values of shape {shape}")
+    return shape
 
 
 @dataclass(frozen=True)
@@ -66,6 +234,9 @@ class Layout:
     o_off: np.ndarray = field(init=False, repr=False, compare=False)
     kinds: np.ndarray = field(init=False, repr=False, compare=False)
     acts: np.ndarray = field(init=False, repr=False, compare=False)
+    #: Each layer's shapes and window (``(n_layers, len(GEOMETRY_FIELDS))`` intp), and dropout rate (float64).
+    geometry: np.ndarray = field(init=False, repr=False, compare=False)
+    dropout: np.ndarray = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_sizes(cls, sizes: Sequence[int], activations: Sequence[str] | None = None) -> Layout:
@@ -90,9 +261,12 @@ class Layout:
             if layer.activation not in ACTIVATIONS:
                 raise ValueError(f"unknown activation {layer.activation!r}: choose from {tuple(ACTIVATIONS)}")
         for before, after in zip(layers, layers[1:]):
-            if before.n_out != after.n_in:
-                raise ValueError(f"a layer puts out {before.n_out} values but the next takes {after.n_in}")
+            if before.out_shape != after.in_shape:
+                raise ValueError(f"a layer puts out shape {before.out_shape} but the next takes {after.in_shape}")
         _check_weight_count(sum(layer.n_weights for layer in layers), "layers", layers)
+        n_values = sum(layer.n_in for layer in layers)
+        if n_values > MAX_VALUES:
+            raise ValueError(f"the layers compute {n_values} values per row, more than fastbp's {MAX_VALUES}")
         return cls(layers)
 
     def __post_init__(self):
@@ -107,10 +281,12 @@ class Layout:
             "o_off": o_off,
             "kinds": [_KIND_CODES[layer.kind] for layer in self.layers],
             "acts": [_ACTIVATION_CODES[layer.activation] for layer in self.layers],
+            "geometry": [layer.geometry for layer in self.layers],
         }
         for name, values in arrays.items():
             object.__setattr__(self, name, np.array(values, dtype=np.intp))
-        arrays = (self.kinds, self.acts, self.sizes, self.w_off, self.o_off)
+        object.__setattr__(self, "dropout", np.array([layer.rate for layer in self.layers], dtype=np.float64))
+        arrays = (self.kinds, self.acts, self.sizes, self.w_off, self.o_off, self.geometry, self.dropout)
         object.__setattr__(self, "_networks", (Network(*arrays, False), Network(*arrays, True)))
 
     def __reduce__(self):
@@ -129,6 +305,16 @@ class Layout:
     @property
     def n_neurons(self) -> int:
         return int(self.o_off[-1])
+
+    @property
+    def input_shape(self) -> Shape:
+        """The shape of one row of the data it takes: ``(n_features,)`` or ``(height, width, channels)``."""
+        return self.layers[0].in_shape
+
+    @property
+    def dense_only(self) -> bool:
+        """Whether every layer is dense: such networks run the kernels of every training mode."""
+        return all(layer.kind == "dense" for layer in self.layers)
 
     @property
     def activations(self) -> tuple[str, ...]:
@@ -162,7 +348,8 @@ def initial_weights(
     draw each layer's weights from ``rng`` (a ``numpy.random.Generator``), taking
     ``n_in`` as its fan-in and ``n_out`` as its units, and start the biases at zero;
     ``"sklearn"`` draws the biases too, with ``f`` 2 when the first layer is sigmoid
-    and 6 otherwise, for every layer.  ``None`` gives each layer the scheme its
+    and 6 otherwise, for every layer.  A convolution's fan-in is its window over every
+    input channel, and its fan-out the window times its filters (as in Keras).  ``None`` gives each layer the scheme its
     activation names (He for relu layers, Glorot for the others).
     """
     if init == "tutorial":
@@ -173,14 +360,14 @@ def initial_weights(
     sklearn_factor = 2.0 if layout.activations[0] == "sigmoid" else 6.0
     layers = [layer for layer in layout.layers if layer.units]
     for block, layer in zip(layout.layer_views(weights), layers):
-        n_out, n_in = block.shape[0], block.shape[1] - 1
+        units, fan_in, fan_out = layer.units, layer.fan_in, layer.fan_out
         scheme = init or ACTIVATIONS[layer.activation].init
         if scheme == "sklearn":
-            limit = np.sqrt(sklearn_factor / (n_in + n_out))
+            limit = np.sqrt(sklearn_factor / (fan_in + fan_out))
             block[:] = rng.uniform(-limit, limit, block.shape)
         elif scheme == "he":
-            block[:, :n_in] = rng.normal(0.0, np.sqrt(2.0 / n_in), (n_out, n_in))
+            block[:, :fan_in] = rng.normal(0.0, np.sqrt(2.0 / fan_in), (units, fan_in))
         else:
-            limit = np.sqrt(6.0 / (n_in + n_out))
-            block[:, :n_in] = rng.uniform(-limit, limit, (n_out, n_in))
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            block[:, :fan_in] = rng.uniform(-limit, limit, (units, fan_in))
     return weights

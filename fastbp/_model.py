@@ -1,13 +1,17 @@
 """A trained network, and the file format that keeps it.
 
 Model files are ``.npz`` archives read with ``allow_pickle=False``, so a file from
-an untrusted source can never run code.  Format ``fastbp.model``, version 1, holds:
+an untrusted source can never run code.  Format ``fastbp.model`` holds:
 
 =================  ================================================================
 ``format``         the string ``"fastbp.model"``
-``version``        1; a file from a newer fastbp is refused with a clear message
-``sizes``          int64 layer sizes: inputs, hidden layers, outputs
-``activations``    each layer's activation name, the output layer's last
+``version``        1 for networks of dense layers, 2 for networks with other kinds of
+                   layer; a file from a newer fastbp is refused with a clear message
+``sizes``          (version 1) int64 layer sizes: inputs, hidden layers, outputs
+``activations``    (version 1) each layer's activation name, the output layer's last
+``input_shape``    (version 2) int64, the shape of one input row
+``layers``         (version 2) each layer's settings as JSON (``Layer.config``), the
+                   output layer's last
 ``weights``        the flat parameter buffer (float64 or float32, see :mod:`fastbp._layout`)
 ``classes``        the label of each output (numbers, strings or booleans); absent for regression
 ``flat_targets``   whether a regression was trained on 1-D ``y`` (``predict`` returns 1-D)
@@ -32,13 +36,14 @@ from numpy.typing import ArrayLike
 from ._backends import BACKENDS, available_backends, get_backend
 from ._concepts import HIDDEN_ACTIVATIONS, OUTPUTS
 from ._files import replaced_atomically
-from ._layout import Layout
+from ._layout import Layer, Layout
 from ._parallel import as_threads, row_chunks, run_chunks
 from ._training import check_outputs
-from ._validate import DTYPES, as_features, feature_names_of
+from ._validate import DTYPES, as_inputs, feature_names_of
 
 FORMAT = "fastbp.model"
-VERSION = 1
+#: The versions this fastbp reads, and writes: 1 where every layer is dense (so older fastbp reads those).
+VERSIONS = (1, 2)
 
 
 class Model:
@@ -128,6 +133,11 @@ class Model:
         return self._layout.activations
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one row it takes: ``(n_features,)``, or an image's ``(height, width, channels)``."""
+        return self._layout.input_shape
+
+    @property
     def dtype(self) -> np.dtype:
         """The precision of the weights and of every computation (float64 or float32)."""
         return self._weights.dtype
@@ -166,7 +176,7 @@ class Model:
         """
         n_threads = as_threads(n_threads)
         self._check_feature_names(X)
-        X = as_features(X, n_features=self.sizes[0], dtype=self.dtype)
+        X = as_inputs(X, self.input_shape, dtype=self.dtype)
         layout = self._layout
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
         backend = get_backend(self.backend)
@@ -242,11 +252,18 @@ class Model:
         path : str or path-like
             The file to write (replaced if it exists).
         """
+        layout = self._layout
+        if layout.dense_only:
+            network = {"sizes": np.array(self.sizes, dtype=np.int64), "activations": np.array(self.activations)}
+        else:
+            network = {
+                "input_shape": np.array(self.input_shape, dtype=np.int64),
+                "layers": np.array(json.dumps([layer.config() for layer in layout.layers])),
+            }
         arrays = {
             "format": np.array(FORMAT),
-            "version": np.array(VERSION),
-            "sizes": np.array(self.sizes, dtype=np.int64),
-            "activations": np.array(self.activations),
+            "version": np.array(1 if layout.dense_only else 2),
+            **network,
             "weights": self._weights,
             "flat_targets": np.array(self._flat_targets),
             "history": np.asarray(self.history, dtype=np.float64),
@@ -264,7 +281,8 @@ class Model:
 
 
 def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
-    """Read a model written by :meth:`Model.save`.
+    """Read a model written by :meth:`Model.save` (or :meth:`fastbp.Sequential.save`, which gives a
+    :class:`fastbp.Sequential` back).
 
     The archive is read without unpickling, so a file from an untrusted source cannot
     run code, and every field is checked before the model is built.
@@ -307,8 +325,39 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
         return _model_from_arrays(arrays, backend)
     except KeyError as missing:
         raise ValueError(f"{path} is not a valid fastbp model file: it has no {missing.args[0]!r} field") from None
-    except (TypeError, ValueError, RecursionError) as error:
+    except (TypeError, ValueError, RecursionError, AttributeError) as error:
         raise ValueError(f"{path} is not a valid fastbp model file: {error}") from None
+
+
+def _layout_of(arrays: dict) -> Layout:
+    """A version 1 file's network: dense layers of ``sizes``."""
+    sizes = arrays["sizes"]
+    if sizes.ndim != 1 or len(sizes) < 3 or sizes.dtype.kind != "i":
+        raise ValueError(f"layer sizes {sizes.tolist()} are not a network's")
+    activations = [str(name) for name in arrays["activations"].tolist()]
+    if any(name not in HIDDEN_ACTIVATIONS for name in activations[:-1]) or activations[-1:][0] not in OUTPUTS:
+        raise ValueError(f"activations {activations} are not a network's")
+    return Layout.from_sizes(sizes.tolist(), activations)
+
+
+def _layered_layout_of(arrays: dict) -> Layout:
+    """A version 2 file's network: each layer rebuilt from its settings and checked as it was when trained."""
+    shape = arrays["input_shape"]
+    if shape.ndim != 1 or len(shape) not in (1, 3) or shape.dtype.kind != "i" or (shape < 1).any():
+        raise ValueError(f"its input shape {shape.tolist()} is not a row's")
+    configs = json.loads(str(arrays["layers"]))
+    if not isinstance(configs, list) or not configs:
+        raise ValueError("its layers are not a list of layers")
+    layers, shape = [], tuple(shape.tolist())
+    for config in configs:
+        layers.append(Layer.from_config(shape, config))
+        shape = layers[-1].out_shape
+    *hidden, last = layers
+    if last.kind != "dense" or last.activation not in OUTPUTS:
+        raise ValueError("its last layer is not an output layer")
+    if any(layer.activation not in HIDDEN_ACTIVATIONS for layer in hidden):
+        raise ValueError("a hidden layer has an output layer's activation")
+    return Layout.from_layers(layers)
 
 
 def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
@@ -318,16 +367,10 @@ def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
     if arrays["version"].dtype.kind != "i" or arrays["version"].shape != ():
         raise ValueError(f"its version {arrays['version']!r} is not a whole number")
     version = int(arrays["version"])
-    if version != VERSION:
-        newer = " (written by a newer fastbp: upgrade fastbp to read it)" if version > VERSION else ""
-        raise ValueError(f"format version {version} is not {VERSION}{newer}")
-    sizes = arrays["sizes"]
-    if sizes.ndim != 1 or len(sizes) < 3 or sizes.dtype.kind != "i":
-        raise ValueError(f"layer sizes {sizes.tolist()} are not a network's")
-    activations = [str(name) for name in arrays["activations"].tolist()]
-    if any(name not in HIDDEN_ACTIVATIONS for name in activations[:-1]) or activations[-1:][0] not in OUTPUTS:
-        raise ValueError(f"activations {activations} are not a network's")
-    layout = Layout.from_sizes(sizes.tolist(), activations)
+    if version not in VERSIONS:
+        newer = " (written by a newer fastbp: upgrade fastbp to read it)" if version > max(VERSIONS) else ""
+        raise ValueError(f"format version {version} is not one of {VERSIONS}{newer}")
+    layout = _layout_of(arrays) if version == 1 else _layered_layout_of(arrays)
     weights = arrays["weights"]
     if weights.dtype.newbyteorder("=") not in DTYPES or not np.isfinite(weights).all():
         raise ValueError("its weights are not finite float64 or float32 numbers")
@@ -347,7 +390,7 @@ def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
     trained_by = str(arrays["backend"])
     if backend is None:
         backend = trained_by if trained_by in available_backends() else "auto"
-    return Model(
+    model = Model(
         layout,
         weights,
         classes,
@@ -357,3 +400,8 @@ def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
         options=options,
         feature_names=None if feature_names is None else feature_names.tolist(),
     )
+    if "sequential" in options:  # saved by a fastbp.Sequential: it is one again
+        from ._sequential import from_model
+
+        return from_model(model)
+    return model

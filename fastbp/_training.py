@@ -24,6 +24,7 @@ typically from a huge ``lr``.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -34,7 +35,7 @@ from numpy.typing import DTypeLike
 from ._backends import Data, Schedule, get_backend
 from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS, OUTPUTS, OptimizerCode
 from ._constants import RPROP_DELTA_ZERO
-from ._layout import Layout
+from ._layout import Layer, Layout
 from ._parallel import MIN_BATCH_WORK_FOR_THREADS, kernel_threads, one_blas_thread
 from ._validate import (
     as_choice,
@@ -45,6 +46,7 @@ from ._validate import (
     as_non_negative,
     as_positive,
 )
+from .layers import LayerSpec, build_layers
 
 #: Weight updates per kernel call when training: tens of milliseconds of compiled work.
 CHUNK_WORK = 10_000_000
@@ -79,6 +81,8 @@ class Options:
     dtype: str = "float64"
     backend: str = "auto"
     exact: bool = True
+    #: The hidden layers as :mod:`fastbp.layers` describes them, instead of ``hidden`` and ``activation``.
+    layers: tuple[LayerSpec, ...] | None = None
 
     @classmethod
     def create(
@@ -104,9 +108,19 @@ class Options:
         dtype: DTypeLike = np.float64,
         backend: str = "auto",
         exact: bool | None = None,
+        layers: Sequence[LayerSpec] | None = None,
     ) -> Options:
         """Check every setting, and refuse combinations whose parts would be silently ignored."""
-        hidden = as_layer_sizes(hidden)
+        if layers is not None:
+            if (hidden, activation) != ((5,), "sigmoid"):
+                raise ValueError("hidden and activation describe dense hidden layers: with layers, list them there")
+            if isinstance(layers, str) or not isinstance(layers, Sequence):
+                raise TypeError(f"layers must be a list of fastbp.layers layers, got {layers!r}")
+            for position, spec in enumerate(layers):
+                if not isinstance(spec, LayerSpec):
+                    raise TypeError(f"layer {position}: {spec!r} is not a fastbp.layers layer")
+            layers, hidden, activation = tuple(layers), (), ()
+        hidden = as_layer_sizes(hidden) if layers is None else ()
         output = as_choice(output, "output", tuple(OUTPUTS))
         losses = OUTPUTS[output].losses
         loss = losses[0] if loss is None else as_choice(loss, "loss", losses, f"with {output=}")
@@ -135,7 +149,7 @@ class Options:
             exact = init == "tutorial" or backend == "reference"
         return cls(
             hidden=hidden,
-            activation=_as_activations(activation, len(hidden)),
+            activation=() if layers is not None else _as_activations(activation, len(hidden)),
             output=output,
             loss=loss,
             lr=as_positive(lr, "lr"),
@@ -154,15 +168,30 @@ class Options:
             dtype=as_dtype(dtype).name,
             backend=backend,
             exact=as_flag(exact, "exact"),
+            layers=layers,
         )
 
     def to_dict(self) -> dict:
         """The options as plain JSON values: a shallow copy, since every field is immutable (``asdict``'s deep
         copy is a noticeable part of a small network's ``train``)."""
-        return {**vars(self), "hidden": list(self.hidden), "activation": list(self.activation)}
+        options = {**vars(self), "hidden": list(self.hidden), "activation": list(self.activation)}
+        if self.layers is None:
+            del options["layers"]
+        else:
+            options["layers"] = [{"class_name": type(spec).__name__, **spec.get_config()} for spec in self.layers]
+        return options
 
-    def layout(self, n_features: int, n_outputs: int) -> Layout:
-        return Layout.from_sizes((n_features, *self.hidden, n_outputs), (*self.activation, self.output))
+    def layout(self, input_shape: int | tuple[int, ...], n_outputs: int) -> Layout:
+        """The network for rows of ``input_shape`` (a number of features, or an image's shape) and ``n_outputs``."""
+        if self.layers is None:
+            n_features = input_shape if isinstance(input_shape, int) else math.prod(input_shape)
+            return Layout.from_sizes((n_features, *self.hidden, n_outputs), (*self.activation, self.output))
+        shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+        hidden = build_layers(self.layers, shape)
+        last = hidden[-1].out_shape if hidden else shape
+        if len(last) != 1:
+            raise ValueError(f"the last hidden layer puts out images of shape {last}: end the layers with a Flatten")
+        return Layout.from_layers([*hidden, Layer.dense(last[0], n_outputs, self.output)])
 
     @property
     def optimizer_code(self) -> OptimizerCode:
@@ -171,11 +200,13 @@ class Options:
             return OptimizerCode.NESTEROV if self.nesterov else OptimizerCode.MOMENTUM
         return OptimizerCode[self.optimizer.upper()]
 
-    def schedule(self, orders: np.ndarray, rates: np.ndarray, batch_size: int, steps_done: int) -> Schedule:
+    def schedule(
+        self, orders: np.ndarray, rates: np.ndarray, batch_size: int, steps_done: int, seed: int = 0
+    ) -> Schedule:
         """The kernels' schedule: rows ``orders``, rates ``rates``, and these options' optimizer."""
         return Schedule(
             orders, rates, int(batch_size), int(self.optimizer_code), self.momentum, self.l2, self.beta1, self.beta2,
-            self.epsilon, int(steps_done),
+            self.epsilon, int(steps_done), int(seed),
         )  # fmt: skip
 
 
@@ -193,7 +224,14 @@ class Trainer:
     arrays are kept, so a trainer pickles.
     """
 
-    def __init__(self, options: Options, layout: Layout, weights: np.ndarray, shuffle: np.random.Generator | None):
+    def __init__(
+        self,
+        options: Options,
+        layout: Layout,
+        weights: np.ndarray,
+        shuffle: np.random.Generator | None,
+        dropout_seed: int = 0,
+    ):
         self.options = options
         self.layout = layout
         self.weights = weights
@@ -202,7 +240,8 @@ class Trainer:
         if options.optimizer == "rprop":
             self.state[: layout.n_weights] = RPROP_DELTA_ZERO
         self.shuffle = shuffle
-        self.steps = 0  # updates so far: Adam's bias correction counts them
+        self.dropout_seed = dropout_seed  # keys the dropout masks, with each update's number and each row
+        self.steps = 0  # updates so far: Adam's bias correction and the dropout masks count them
         self.rows_seen = 0  # rows trained so far: the invscaling schedule counts them
 
     def __setstate__(self, state: dict) -> None:
@@ -216,11 +255,11 @@ class Trainer:
 
         The network, its dtype and the optimizer (whose memory is kept) must not change.
         """
-        fixed = ("hidden", "activation", "output", "loss", "dtype", "optimizer")
+        fixed = ("hidden", "activation", "layers", "output", "loss", "dtype", "optimizer")
         changed = [name for name in fixed if getattr(options, name) != getattr(self.options, name)]
         if changed:
             raise ValueError(f"continuing a training cannot change {', '.join(changed)}")
-        trainer = Trainer(options, self.layout, self.weights, shuffle)
+        trainer = Trainer(options, self.layout, self.weights, shuffle, self.dropout_seed)
         trainer.state, trainer.steps, trainer.rows_seen = self.state, self.steps, self.rows_seen
         return trainer
 
@@ -265,7 +304,7 @@ class Trainer:
                 rates, orders = self.epoch_rates(len(part), n_rows), self.epoch_orders(len(part), n_rows)
                 if rows is not None:
                     orders = rows[orders]
-                schedule = options.schedule(orders, rates, batch_size, self.steps)
+                schedule = options.schedule(orders, rates, batch_size, self.steps, self.dropout_seed)
                 if batch_size == 1:
                     backend.train_online(net, self.weights, self.state, data, schedule, part)
                 else:

@@ -86,6 +86,46 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
     return kernel_array(X, dtype, "X")
 
 
+def as_inputs(X, input_shape: tuple[int, ...], dtype: np.dtype = DTYPES[0]) -> np.ndarray:
+    """Rows of ``input_shape`` as the kernels' ``(n_rows, n_values)`` matrix (:func:`as_features`' checks).
+
+    An image shape ``(height, width, channels)`` takes ``(n, height, width, channels)``
+    arrays, ``(n, height, width)`` ones for one channel, or rows already flattened
+    channels-last ``(n, height * width * channels)``.
+    """
+    if len(input_shape) == 1:
+        return as_features(X, n_features=input_shape[0], dtype=dtype)
+    shape = np.shape(X) if not hasattr(X, "nnz") else ()
+    flat = (math.prod(input_shape),)
+    accepted = (input_shape, input_shape[:2] if input_shape[2] == 1 else None, flat)
+    if len(shape) < 2 or tuple(shape[1:]) not in accepted:
+        raise ValueError(
+            f"X has shape {shape}, but the first layer takes images of shape {input_shape}: pass an array "
+            f"(n_images, {', '.join(map(str, input_shape))})"
+        )
+    return as_features(_small_integers_as(np.asarray(X), dtype).reshape(shape[0], -1), dtype=dtype)
+
+
+def image_shape_of(X) -> tuple[int, int, int]:
+    """The shape of one image of ``X``: ``(n, height, width, channels)``, or ``(n, height, width)`` for one
+    channel."""
+    shape = np.shape(X) if not hasattr(X, "nnz") else ()
+    if len(shape) == 4:
+        return tuple(shape[1:])
+    if len(shape) == 3:
+        return (*shape[1:], 1)
+    raise ValueError(
+        f"the first layer takes images, so X must be (n_images, height, width, channels) or (n_images, height, "
+        f"width), got shape {shape}"
+    )
+
+
+def _small_integers_as(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Pixels of 8 or 16 bits converted straight to ``dtype`` (every such integer is exact in float32), not
+    through float64: an image data set is large."""
+    return values.astype(dtype) if values.dtype.kind in "iu" and values.dtype.itemsize <= 2 else values
+
+
 def _all_finite(values: np.ndarray) -> bool:
     """Whether every value is finite: its minimum and maximum are (both are NaN where any value is),
     two passes without the temporary array of ``np.isfinite``."""

@@ -27,7 +27,7 @@ from fastbp._concepts import (
     OptimizerCode,
 )
 from fastbp._constants import LEAKY_SLOPE, compiled_constants
-from fastbp._layout import Layout, initial_weights
+from fastbp._layout import Layer, Layout, initial_weights
 from fastbp._training import Options
 
 
@@ -106,7 +106,13 @@ def test_every_layer_kind_and_activation_builds_a_layout():
     for activation in ACTIVATIONS:
         layout = Layout.from_sizes((3, 2), [activation])
         assert layout.kinds.tolist() == [LayerKindCode.DENSE] and layout.activations == (activation,)
-    assert list(LAYER_KINDS) == ["dense"]
+    image = (6, 6, 2)
+    conv = Layer.conv2d(image, 3, (3, 3), (1, 1), "valid", "relu")
+    pool = Layer.max_pool2d(conv.out_shape, (2, 2))
+    drop = Layer.dropout(pool.out_shape, 0.5)
+    flat = Layer.flatten(drop.out_shape)
+    layout = Layout.from_layers([conv, pool, drop, flat, Layer.dense(flat.n_out, 2, "softmax")])
+    assert sorted(LayerKindCode(code).name.lower() for code in layout.kinds.tolist()) == sorted(LAYER_KINDS)
 
 
 def test_the_command_line_offers_every_choice():

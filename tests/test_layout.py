@@ -30,10 +30,10 @@ def test_a_layout_is_its_sequence_of_layers():
     assert [layer.n_weights for layer in layout.layers] == [15, 8]
     net = layout.network(exact=False)
     assert net.exact is False and net.w_off is layout.w_off and net.activations is layout.acts
-    with pytest.raises(ValueError, match="a layer puts out 3 values but the next takes 2"):
+    with pytest.raises(ValueError, match=r"a layer puts out shape \(3,\) but the next takes \(2,\)"):
         Layout.from_layers([Layer.dense(4, 3, "tanh"), Layer.dense(2, 2, "softmax")])
     with pytest.raises(ValueError, match="unknown layer kind 'conv'"):
-        Layout.from_layers([Layer("conv", "relu", 4, 3, units=3, fan_in=4)])
+        Layout.from_layers([Layer("conv", "relu", (4,), (3,), units=3, fan_in=4)])
     with pytest.raises(ValueError, match="unknown activation 'no_such_activation'"):
         Layout.from_sizes((2, 2), ["no_such_activation"])
 

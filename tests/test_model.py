@@ -113,7 +113,8 @@ def rewrite(path, **changes):
     "changes, message",
     [
         ({"format": np.array("something.else")}, "format is not 'fastbp.model'"),
-        ({"version": np.array(2)}, "written by a newer fastbp"),
+        ({"version": np.array(3)}, "written by a newer fastbp"),
+        ({"version": np.array(2)}, "has no .input_shape. field"),
         ({"weights": None}, "weights"),
         ({"weights": np.zeros(3)}, "12 values"),
         ({"weights": np.full(12, np.nan)}, "not finite"),

@@ -2,7 +2,8 @@
 
 Its modules, one family each: ``primitives`` (activations, exp, softmax, losses,
 optimizers), ``online`` (one row at a time), ``lockstep`` (many networks at once),
-``batches`` (mini-batches by BLAS); ``llvm`` holds the LLVM intrinsics and the
+``batches`` (mini-batches by BLAS), ``layered`` (networks with convolutions, pooling
+and dropout); ``llvm`` holds the LLVM intrinsics and the
 binding to the C library's exp, ``config`` the compiler options.  ``fastmath`` stays
 off, so the exact kernels agree bit for bit with :mod:`fastbp.reference`.
 
@@ -18,12 +19,13 @@ from pathlib import Path
 
 from .. import _concepts, _constants, _libm
 from .._backends import Capabilities
-from . import batches, llvm, lockstep, online, primitives
+from . import batches, layered, llvm, lockstep, online, primitives
 from .batches import MAX_THREADS, PARALLEL_LOCK, batch_gradient, train_batches
+from .layered import layered_gradient, predict_layered, train_layered
 from .lockstep import train_lockstep
 from .online import backward_propagate_error, forward_propagate, predict_batch, train_online, update_weights
 
-_MODULES = (primitives, online, lockstep, batches)
+_MODULES = (primitives, online, lockstep, batches, layered)
 #: The sources every kernel is built from.
 _SOURCES = (*_MODULES, llvm, _concepts, _constants, _libm)
 
@@ -67,7 +69,7 @@ def _clear_stale_cache() -> None:
 _clear_stale_cache()
 
 CAPABILITIES = Capabilities(
-    layer_kinds=("dense",),
+    layer_kinds=tuple(_concepts.LAYER_KINDS),
     steps=True,
     lockstep=True,
     releases_gil=True,
@@ -82,8 +84,11 @@ __all__ = [
     "backward_propagate_error",
     "batch_gradient",
     "forward_propagate",
+    "layered_gradient",
     "predict_batch",
+    "predict_layered",
     "train_batches",
+    "train_layered",
     "train_lockstep",
     "train_online",
     "update_weights",

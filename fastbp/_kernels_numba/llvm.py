@@ -6,7 +6,10 @@
   one LLVM vector: Numba keeps LLVM's SLP vectoriser off, which would otherwise leave
   them as scalar code;
 * ``libm_exp`` is ``math.exp`` calling the C library's exp directly (see
-  :mod:`fastbp._libm`).
+  :mod:`fastbp._libm`);
+* ``blas_sgemm`` and ``blas_dgemm`` are BLAS's matrix products, the very functions the
+  Cython backend calls (scipy's ``cython_blas``), bound by address like the C library's
+  exp so the kernels that call them can be cached; they take their pointers as integers.
 """
 
 import math
@@ -15,7 +18,7 @@ import llvmlite.binding
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import get_cython_function_address, intrinsic, overload
 
 from .._constants import LANES
 from .._libm import libm_address
@@ -129,3 +132,15 @@ def _libm_exp(x):
     if function is None:
         return lambda x: math.exp(x)
     return lambda x: function(x)
+
+
+def _blas_function(name: str) -> types.ExternalFunction:
+    """BLAS's ``name`` from scipy's ``cython_blas``, every argument (all are pointers in Fortran's convention)
+    an integer address."""
+    symbol = f"fastbp_blas_{name}"
+    llvmlite.binding.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_blas", name))
+    return types.ExternalFunction(symbol, types.void(*[types.uintp] * 13))
+
+
+blas_sgemm = _blas_function("sgemm")
+blas_dgemm = _blas_function("dgemm")

@@ -29,6 +29,7 @@ from .._constants import (
     RPROP_DELTA_MAX,
     RPROP_DELTA_MIN,
     RPROP_INCREASE,
+    Geometry,
 )
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .llvm import bits, from_bits, libm_exp
@@ -165,7 +166,8 @@ def optimizer_step(net, weights, grad, optimizer_state, schedule, rate, step):
         adam_rate = dt(rate * math.sqrt(1.0 - schedule.beta2**step) / (1.0 - schedule.beta1**step))
     l_rate = dt(rate)
     for k in range(net.sizes.shape[0] - 1):
-        start, n_in, n_out = np.uintp(net.w_off[k]), np.uintp(net.sizes[k]), np.uintp(net.sizes[k + 1])
+        start = np.uintp(net.w_off[k])
+        n_in, n_out = np.uintp(net.geometry[k, Geometry.FAN_IN]), np.uintp(net.geometry[k, Geometry.UNITS])
         for j in range(n_out):
             neuron = start + j * (n_in + ONE)
             for i in range(n_in + ONE):

@@ -1,0 +1,463 @@
+"""The Numba backend's kernels for layered networks: convolutions, max pooling, dropout and flatten beside
+dense layers, trained by mini-batches.
+
+A batch is cut into chunks of ``CHUNK_ROWS`` rows.  A chunk runs forward and then
+backward layer by layer, into a gradient buffer of its own; the chunks' gradients
+are then summed in chunk order, so the weights do not depend on which thread ran
+which chunk.  Each thread takes every ``n_slots``-th chunk with scratch of its own.
+
+Layer ``k``'s values for a chunk form a ``(rows, sizes[k] + 1)`` matrix whose last
+column is ones, so that products include the biases; an image's values are
+channels-last.  A dense layer multiplies the chunk's rows at once, and a
+convolution each row's windows, gathered into a ``(positions, fan_in + 1)`` matrix
+("im2col"), by BLAS's gemm, called exactly as the Cython backend calls it, so the
+two agree bit for bit.  Pooling, dropout and flatten are loops.
+
+Each layer's error signals ``dL/dz`` (``z`` its values before its activation) go
+down the network in two alternating buffers: the layer in hand's and the layer
+below's.  Dropout keeps a value unless its draw (``_dropout_draw``) is below the
+rate, and scales the kept ones by ``1 / (1 - rate)``.
+"""
+
+import numpy as np
+from numba import get_num_threads, njit, prange, set_num_threads
+
+from .._concepts import ActivationCode, LayerKindCode
+from .._constants import CHUNK_ROWS, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, Geometry
+from .batches import MAX_THREADS, _variant
+from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
+from .llvm import blas_dgemm, blas_sgemm
+from .primitives import activation, derivative, optimizer_step, output_error, softmax
+
+#: gemm's ``op``: the matrix as it is stored, or transposed (Fortran's characters).
+AS_IS = ord("N")
+TRANSPOSED = ord("T")
+
+GAMMA = np.uint64(SPLITMIX_GAMMA)
+MIX1 = np.uint64(SPLITMIX_MIX1)
+MIX2 = np.uint64(SPLITMIX_MIX2)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _gemm(op_a, a, op_b, b, c, beta, shape, blas):
+    """Row-major ``c = op_a(a) @ op_b(b) + beta * c``, ``shape`` being ``(m, n, k)`` (``c`` is ``m x n``).
+
+    Each matrix is ``(buffer, start, leading dimension)``.  BLAS is column-major,
+    where a row-major matrix reads as its transpose, so this computes
+    ``c.T = op_b(b).T @ op_a(a).T``.  ``blas`` is the caller's ``(int32[8],
+    floats[2])``: Fortran passes every argument by address, and these stay alive
+    across the call.  The characters are int32 whose first byte is the character
+    (little-endian, as every platform fastbp builds on).
+    """
+    ints, scalars = blas
+    m, n, k = shape
+    a_buffer, a_start, lda = a
+    b_buffer, b_start, ldb = b
+    c_buffer, c_start, ldc = c
+    ints[0], ints[1], ints[2] = n, m, k
+    ints[3], ints[4], ints[5] = ldb, lda, ldc
+    ints[6], ints[7] = op_b, op_a
+    scalars[0] = 1.0
+    scalars[1] = beta
+    size = np.uintp(c_buffer.itemsize)
+    at = ints.ctypes.data
+    four = np.uintp(4)
+    arguments = (
+        at + np.uintp(6) * four, at + np.uintp(7) * four, at, at + four, at + np.uintp(2) * four,
+        scalars.ctypes.data, b_buffer.ctypes.data + np.uintp(b_start) * size, at + np.uintp(3) * four,
+        a_buffer.ctypes.data + np.uintp(a_start) * size, at + np.uintp(4) * four, scalars.ctypes.data + size,
+        c_buffer.ctypes.data + np.uintp(c_start) * size, at + np.uintp(5) * four,
+    )  # fmt: skip
+    if c_buffer.itemsize == 4:
+        blas_sgemm(*arguments)
+    else:
+        blas_dgemm(*arguments)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _mix(z):
+    """SplitMix64's output function of the 64-bit state ``z``."""
+    z = (z ^ (z >> np.uint64(30))) * MIX1
+    z = (z ^ (z >> np.uint64(27))) * MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _row_stream(seed, step, row):
+    """The state from which the dropout draws of ``row`` at update ``step`` follow."""
+    return _mix(_mix(np.uint64(seed) + np.uint64(step) * GAMMA) + np.uint64(row) * GAMMA)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _dropout_draw(stream, unit):
+    """The draw in [0, 1) of the ``unit``-th value of a row's ``stream``: SplitMix64's value at that place."""
+    return np.float64(_mix(stream + (np.uint64(unit) + np.uint64(1)) * GAMMA) >> np.uint64(11)) * 2.0**-53
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _scratch(net, n_slots, dt):
+    """Each slot's scratch: ``(values, v_off, errors, patches, patch_errors, products, blas_ints, blas_floats)``.
+
+    ``values[slot]`` holds layer ``k``'s ``(CHUNK_ROWS, sizes[k] + 1)`` matrix from
+    ``v_off[k]``; ``errors[slot]`` two sides of ``CHUNK_ROWS * widest`` error
+    signals; ``patches`` and ``patch_errors`` one row's windows of the largest
+    convolution and their errors; ``products`` a layer's weighted sums.
+    """
+    sizes, geometry = net.sizes, net.geometry
+    n_layers = sizes.shape[0] - 1
+    v_off = np.zeros(n_layers + 2, dtype=np.intp)
+    widest = 0
+    for k in range(n_layers + 1):
+        v_off[k + 1] = v_off[k] + CHUNK_ROWS * (sizes[k] + 1)
+        widest = max(widest, sizes[k] + 1)
+    n_patches, n_patch_errors = 1, 1
+    for k in range(n_layers):
+        if net.kinds[k] == LayerKindCode.CONV2D:
+            positions = geometry[k, Geometry.OUT_H] * geometry[k, Geometry.OUT_W]
+            n_patches = max(n_patches, positions * (geometry[k, Geometry.FAN_IN] + 1))
+            n_patch_errors = max(n_patch_errors, positions * geometry[k, Geometry.FAN_IN])
+    return (
+        np.empty((n_slots, v_off[n_layers + 1]), dtype=dt),
+        v_off,
+        np.empty((n_slots, 2, CHUNK_ROWS * widest), dtype=dt),
+        np.empty((n_slots, n_patches), dtype=dt),
+        np.empty((n_slots, n_patch_errors), dtype=dt),
+        np.empty((n_slots, CHUNK_ROWS * widest), dtype=dt),
+        np.empty((n_slots, 8), dtype=np.int32),
+        np.empty((n_slots, 2), dtype=dt),
+    )
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _gather_windows(values, start, g, patches):
+    """One row's image at ``values[start:]`` as its convolution's windows, a ``(positions, fan_in + 1)`` matrix
+    in ``patches``: each window's values in ``(kernel row, kernel column, channel)`` order, zero where it
+    overhangs the image, then a one."""
+    in_h, in_w, in_c = g[Geometry.IN_H], g[Geometry.IN_W], g[Geometry.IN_C]
+    kernel_h, kernel_w = g[Geometry.KERNEL_H], g[Geometry.KERNEL_W]
+    width = g[Geometry.FAN_IN] + 1
+    for oy in range(g[Geometry.OUT_H]):
+        for ox in range(g[Geometry.OUT_W]):
+            window = (oy * g[Geometry.OUT_W] + ox) * width
+            for ky in range(kernel_h):
+                y = oy * g[Geometry.STRIDE_H] + ky - g[Geometry.PAD_TOP]
+                for kx in range(kernel_w):
+                    x = ox * g[Geometry.STRIDE_W] + kx - g[Geometry.PAD_LEFT]
+                    to = window + (ky * kernel_w + kx) * in_c
+                    if 0 <= y < in_h and 0 <= x < in_w:
+                        source = start + (y * in_w + x) * in_c
+                        for c in range(in_c):
+                            patches[to + c] = values[source + c]
+                    else:
+                        for c in range(in_c):
+                            patches[to + c] = 0.0
+            patches[window + width - 1] = 1.0
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _scatter_windows(patch_errors, g, below, start):
+    """The reverse of ``_gather_windows``: each window's errors ``(positions, fan_in)`` added into the image
+    at ``below[start:]`` where the window reads it, windows in order."""
+    in_h, in_w, in_c = g[Geometry.IN_H], g[Geometry.IN_W], g[Geometry.IN_C]
+    kernel_h, kernel_w, fan_in = g[Geometry.KERNEL_H], g[Geometry.KERNEL_W], g[Geometry.FAN_IN]
+    below[start : start + in_h * in_w * in_c] = 0.0
+    for oy in range(g[Geometry.OUT_H]):
+        for ox in range(g[Geometry.OUT_W]):
+            window = (oy * g[Geometry.OUT_W] + ox) * fan_in
+            for ky in range(kernel_h):
+                y = oy * g[Geometry.STRIDE_H] + ky - g[Geometry.PAD_TOP]
+                if y < 0 or y >= in_h:
+                    continue
+                for kx in range(kernel_w):
+                    x = ox * g[Geometry.STRIDE_W] + kx - g[Geometry.PAD_LEFT]
+                    if x < 0 or x >= in_w:
+                        continue
+                    source = window + (ky * kernel_w + kx) * in_c
+                    to = start + (y * in_w + x) * in_c
+                    for c in range(in_c):
+                        below[to + c] += patch_errors[source + c]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _window_max(values, start, g, oy, ox, c):
+    """Where in ``values`` the largest value of pooling window ``(oy, ox)`` of channel ``c`` is (the first
+    one, scanning rows then columns), for the image at ``values[start:]``."""
+    in_w, in_c = g[Geometry.IN_W], g[Geometry.IN_C]
+    best = start + ((oy * g[Geometry.STRIDE_H]) * in_w + ox * g[Geometry.STRIDE_W]) * in_c + c
+    for dy in range(g[Geometry.KERNEL_H]):
+        for dx in range(g[Geometry.KERNEL_W]):
+            at = start + ((oy * g[Geometry.STRIDE_H] + dy) * in_w + ox * g[Geometry.STRIDE_W] + dx) * in_c + c
+            if values[at] > values[best]:
+                best = at
+    return best
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _forward(net, weights, k, chunk, scratch, slot, training):
+    """Layer ``k``'s values for the ``chunk`` ``(rows, seed, step)`` (its data rows, the dropout seed and the
+    update's number), from the layer below's; ``training`` applies dropout."""
+    dt = weights.dtype.type
+    values_all, v_off, _, patches_all, _, products_all, blas_ints, blas_floats = scratch
+    values, patches, products = values_all[slot], patches_all[slot], products_all[slot]
+    blas = (blas_ints[slot], blas_floats[slot])
+    rows, seed, step = chunk
+    n_rows = rows.shape[0]
+    n_in, n_out, code, kind = net.sizes[k], net.sizes[k + 1], net.activations[k], net.kinds[k]
+    g = net.geometry[k]
+    inputs, outputs = v_off[k], v_off[k + 1]
+    if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
+        units, width = g[Geometry.UNITS], g[Geometry.FAN_IN] + 1
+        layer = (weights, net.w_off[k], width)
+        if kind == LayerKindCode.DENSE:
+            _gemm(AS_IS, (values, inputs, n_in + 1), TRANSPOSED, layer, (products, 0, units), 0.0,
+                  (n_rows, units, width), blas)  # fmt: skip
+        for s in range(n_rows):
+            if kind == LayerKindCode.CONV2D:
+                positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
+                _gather_windows(values, inputs + s * (n_in + 1), g, patches)
+                _gemm(AS_IS, (patches, 0, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
+                      (positions, units, width), blas)  # fmt: skip
+            out = outputs + s * (n_out + 1)
+            for j in range(n_out):
+                value = products[s * n_out + j]
+                values[out + j] = value if code == ActivationCode.SOFTMAX else activation(value, code, dt)
+            if code == ActivationCode.SOFTMAX:
+                softmax(values, out, n_out, dt)
+            values[out + n_out] = 1.0
+        return
+    for s in range(n_rows):
+        source, out = inputs + s * (n_in + 1), outputs + s * (n_out + 1)
+        if kind == LayerKindCode.MAX_POOL2D:
+            channels = g[Geometry.IN_C]
+            for oy in range(g[Geometry.OUT_H]):
+                for ox in range(g[Geometry.OUT_W]):
+                    for c in range(channels):
+                        values[out + (oy * g[Geometry.OUT_W] + ox) * channels + c] = values[
+                            _window_max(values, source, g, oy, ox, c)
+                        ]
+        elif kind == LayerKindCode.DROPOUT and training and net.dropout[k] > 0.0:
+            rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
+            stream = _row_stream(seed, step, rows[s])
+            for j in range(n_out):
+                keep = _dropout_draw(stream, net.o_off[k] + j) >= rate
+                values[out + j] = values[source + j] * scale if keep else dt(0.0)
+        else:  # flatten, and dropout outside training: the values as they are
+            for j in range(n_out):
+                values[out + j] = values[source + j]
+        values[out + n_out] = 1.0
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _backward(net, weights, k, chunk, scratch, slot, grad, side):
+    """Layer ``k``'s gradient into ``grad`` (accumulated), and, but for the first layer, the error signals of
+    the layer below into the other side of the errors, from the layer's own at ``side``."""
+    dt = weights.dtype.type
+    values_all, v_off, errors_all, patches_all, patch_errors_all, _, blas_ints, blas_floats = scratch
+    values, patches, patch_errors = values_all[slot], patches_all[slot], patch_errors_all[slot]
+    errors, below = errors_all[slot, side], errors_all[slot, 1 - side]
+    blas = (blas_ints[slot], blas_floats[slot])
+    rows, seed, step = chunk
+    n_rows = rows.shape[0]
+    n_in, n_out, kind = net.sizes[k], net.sizes[k + 1], net.kinds[k]
+    g = net.geometry[k]
+    inputs = v_off[k]
+    if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
+        units, fan_in = g[Geometry.UNITS], g[Geometry.FAN_IN]
+        layer, layer_grad = (weights, net.w_off[k], fan_in + 1), (grad, net.w_off[k], fan_in + 1)
+        if kind == LayerKindCode.DENSE:
+            _gemm(TRANSPOSED, (errors, 0, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 1.0,
+                  (units, fan_in + 1, n_rows), blas)  # fmt: skip
+            if k > 0:
+                _gemm(AS_IS, (errors, 0, units), AS_IS, layer, (below, 0, n_in), 0.0, (n_rows, n_in, units), blas)
+        else:
+            positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
+            for s in range(n_rows):
+                _gather_windows(values, inputs + s * (n_in + 1), g, patches)
+                _gemm(TRANSPOSED, (errors, s * n_out, units), AS_IS, (patches, 0, fan_in + 1), layer_grad, 1.0,
+                      (units, fan_in + 1, positions), blas)  # fmt: skip
+                if k > 0:
+                    _gemm(AS_IS, (errors, s * n_out, units), AS_IS, layer, (patch_errors, 0, fan_in), 0.0,
+                          (positions, fan_in, units), blas)  # fmt: skip
+                    _scatter_windows(patch_errors, g, below, s * n_in)
+    elif k > 0:
+        for s in range(n_rows):
+            source, at = inputs + s * (n_in + 1), s * n_in
+            if kind == LayerKindCode.MAX_POOL2D:
+                below[at : at + n_in] = 0.0
+                channels = g[Geometry.IN_C]
+                for oy in range(g[Geometry.OUT_H]):
+                    for ox in range(g[Geometry.OUT_W]):
+                        for c in range(channels):
+                            largest = _window_max(values, source, g, oy, ox, c) - source
+                            below[at + largest] += errors[s * n_out + (oy * g[Geometry.OUT_W] + ox) * channels + c]
+            elif kind == LayerKindCode.DROPOUT and net.dropout[k] > 0.0:
+                rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
+                stream = _row_stream(seed, step, rows[s])
+                for j in range(n_out):
+                    keep = _dropout_draw(stream, net.o_off[k] + j) >= rate
+                    below[at + j] = errors[s * n_out + j] * scale if keep else dt(0.0)
+            else:
+                for j in range(n_out):
+                    below[at + j] = errors[s * n_out + j]
+    if k > 0 and net.activations[k - 1] != ActivationCode.IDENTITY:
+        code = net.activations[k - 1]
+        for s in range(n_rows):
+            for j in range(n_in):
+                below[s * n_in + j] *= derivative(values[inputs + s * (n_in + 1) + j], code, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
+    """The chunk's share of the batch's mean gradient, into ``grad`` (zeroed first); returns its weighted loss.
+
+    ``batch_rows`` is the whole batch's row count, which the mean divides by.
+    """
+    dt = weights.dtype.type
+    X, Y, sample_weight = data.X, data.Y, data.sample_weight
+    values, v_off, errors = scratch[0][slot], scratch[1], scratch[2][slot]
+    rows = chunk[0]
+    n_layers = net.sizes.shape[0] - 1
+    n_features, n_outputs = net.sizes[0], net.sizes[n_layers]
+    for s in range(rows.shape[0]):
+        values[s * (n_features + 1) : (s + 1) * (n_features + 1) - 1] = X[rows[s]]
+        values[(s + 1) * (n_features + 1) - 1] = 1.0
+    for k in range(n_layers):
+        _forward(net, weights, k, chunk, scratch, slot, True)
+    code = net.activations[n_layers - 1]
+    outputs = v_off[n_layers]
+    side = 0
+    chunk_loss = dt(0.0)
+    for s in range(rows.shape[0]):
+        r = rows[s]
+        row_loss = dt(0.0)
+        scale = sample_weight[r] / dt(batch_rows)
+        for j in range(n_outputs):
+            loss, delta = output_error(values[outputs + s * (n_outputs + 1) + j], Y[r, j], code, dt)
+            row_loss += loss
+            errors[side, s * n_outputs + j] = delta * scale
+        chunk_loss += sample_weight[r] * row_loss
+    grad[:] = 0.0
+    for k in range(n_layers - 1, -1, -1):
+        _backward(net, weights, k, chunk, scratch, slot, grad, side)
+        side = 1 - side
+    return chunk_loss
+
+
+def _batch_tasks(net, weights, data, batch, scratch, chunk_grads, chunk_losses, seed, step):
+    """The gradients and losses of the chunks of ``batch`` (data rows), each into its own buffer; slot ``t``
+    (a thread's scratch) takes chunks ``t``, ``t + n_slots``, ..."""
+    n_slots = scratch[0].shape[0]
+    n_chunks = -(-batch.shape[0] // CHUNK_ROWS)
+    for slot in prange(min(n_slots, n_chunks)):
+        for c in range(slot, n_chunks, n_slots):
+            first = c * CHUNK_ROWS
+            chunk = (batch[first : min(first + CHUNK_ROWS, batch.shape[0])], seed, step)
+            chunk_losses[c] = _chunk_gradient(net, weights, data, chunk, batch.shape[0], scratch, slot, chunk_grads[c])
+
+
+_batch_chunks = njit(**NUMBA_OPTIONS)(_batch_tasks)
+_batch_chunks_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_batch_tasks, "_on_threads"))
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _batch_gradient(net, weights, data, batch, scratch, chunk_grads, chunk_losses, seed, step, grad):
+    """The batch's mean gradient into ``grad``: its chunks' gradients summed in chunk order; returns its loss."""
+    _batch_chunks(net, weights, data, batch, scratch, chunk_grads, chunk_losses, seed, step)
+    n_chunks = -(-batch.shape[0] // CHUNK_ROWS)
+    grad[:] = chunk_grads[0]
+    loss = chunk_losses[0]
+    for c in range(1, n_chunks):
+        grad += chunk_grads[c]
+        loss += chunk_losses[c]
+    return loss
+
+
+@njit(**NUMBA_OPTIONS)
+def layered_gradient(net, weights, data, schedule, rows, grad):
+    """The mean gradient of the loss over rows ``data.X[rows]`` (one batch, update ``steps_done + 1`` of
+    ``schedule.seed``'s dropout) into ``grad``; returns their weighted loss sum."""
+    scratch = _scratch(net, 1, weights.dtype)
+    n_chunks = -(-rows.shape[0] // CHUNK_ROWS)
+    chunk_grads = np.empty((n_chunks, weights.shape[0]), dtype=weights.dtype)
+    chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
+    step = schedule.steps_done + 1
+    return _batch_gradient(net, weights, data, rows, scratch, chunk_grads, chunk_losses, schedule.seed, step, grad)
+
+
+def _train(net, weights, optimizer_state, data, schedule, history, n_slots):
+    """Mini-batch training for ``len(history)`` epochs, the chunks of each batch shared by ``n_slots`` threads."""
+    orders = schedule.orders
+    n_rows = orders.shape[1]
+    batch_size = min(schedule.batch_size, n_rows)
+    n_chunks = -(-batch_size // CHUNK_ROWS)
+    scratch = _scratch(net, min(n_slots, n_chunks), weights.dtype)
+    chunk_grads = np.empty((n_chunks, weights.shape[0]), dtype=weights.dtype)
+    chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
+    grad = np.empty_like(weights)
+    step = schedule.steps_done
+    for epoch in range(history.shape[0]):
+        order = orders[epoch % orders.shape[0]]
+        epoch_loss = 0.0
+        for start in range(0, n_rows, batch_size):
+            batch = order[start : min(start + batch_size, n_rows)]
+            step += 1
+            epoch_loss += _batch_gradient(
+                net, weights, data, batch, scratch, chunk_grads, chunk_losses, schedule.seed, step, grad
+            )
+            optimizer_step(net, weights, grad, optimizer_state, schedule, schedule.rates[epoch], step)
+        history[epoch] = epoch_loss
+
+
+_train_on_one_thread = njit(**NUMBA_OPTIONS)(_train)
+_train_on_threads = njit(**NUMBA_OPTIONS)(
+    _variant(
+        _train,
+        "_on_threads",
+        _batch_gradient=njit(**NUMBA_INLINED_OPTIONS)(
+            _variant(_batch_gradient.py_func, "_on_threads", _batch_chunks=_batch_chunks_on_threads)
+        ),
+    )
+)
+
+
+def train_layered(net, weights, optimizer_state, data, schedule, history, n_threads):
+    """Mini-batch training of a layered network for ``len(history)`` epochs on up to ``n_threads`` threads.
+
+    A Python function, because Numba's thread count is set from Python (see
+    ``batches.train_batches``).
+    """
+    if n_threads <= 1:
+        _train_on_one_thread(net, weights, optimizer_state, data, schedule, history, 1)
+        return
+    previous = get_num_threads()
+    n_threads = min(n_threads, MAX_THREADS)
+    set_num_threads(n_threads)
+    try:
+        _train_on_threads(net, weights, optimizer_state, data, schedule, history, n_threads)
+    finally:
+        set_num_threads(previous)
+
+
+@njit(**NUMBA_OPTIONS)
+def predict_layered(net, weights, X, out):
+    """The output layer's values for every row of ``X`` into ``out`` (dropout passes values on)."""
+    scratch = _scratch(net, 1, weights.dtype)
+    values, v_off = scratch[0][0], scratch[1]
+    n_layers = net.sizes.shape[0] - 1
+    n_features, n_outputs = net.sizes[0], net.sizes[n_layers]
+    all_rows = np.arange(X.shape[0])
+    for first in range(0, X.shape[0], CHUNK_ROWS):
+        rows = all_rows[first : min(first + CHUNK_ROWS, X.shape[0])]
+        for s in range(rows.shape[0]):
+            values[s * (n_features + 1) : (s + 1) * (n_features + 1) - 1] = X[rows[s]]
+            values[(s + 1) * (n_features + 1) - 1] = 1.0
+        chunk = (rows, 0, 0)
+        for k in range(n_layers):
+            _forward(net, weights, k, chunk, scratch, 0, False)
+        for s in range(rows.shape[0]):
+            at = v_off[n_layers] + s * (n_outputs + 1)
+            out[rows[s]] = values[at : at + n_outputs]
+
+
+#: The compiled functions behind each kernel that is a Python function.
+DISPATCHERS = {"train_layered": (_train_on_one_thread, _train_on_threads)}

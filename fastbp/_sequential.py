@@ -1,0 +1,497 @@
+"""A Keras-style model: ``Sequential`` layers, ``compile``, ``fit``, ``evaluate``, ``predict`` and ``summary``.
+
+It is a thin shell over fastbp's one training engine (:class:`fastbp._training.Trainer`,
+the same as :func:`fastbp.train`'s): the last ``Dense`` layer (with the ``Activation``
+after it, if any) becomes the output layer, the others the hidden layers, and each
+``fit`` continues the same trainer, its optimizer's memory and its counters.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ._api import new_trainer
+from ._constants import LOG_FLOOR
+from ._layout import as_image
+from ._model import Model
+from ._parallel import as_threads
+from ._training import Options, Trainer, check_finite
+from ._validate import RandomSource, as_count, as_inputs, image_shape_of
+from .layers import Activation, Dense, Input, LayerSpec, activation_name, declared_input_shape, takes_images
+
+#: Keras's loss names, as fastbp's losses.
+LOSSES = {
+    "categorical_crossentropy": "cross_entropy",
+    "sparse_categorical_crossentropy": "cross_entropy",
+    "mse": "mse",
+    "mean_squared_error": "mse",
+}
+#: The output activations fastbp trains, by Keras's names.
+OUTPUT_ACTIVATIONS = {"softmax": "softmax", "sigmoid": "sigmoid", "identity": "identity"}
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Keras's ``Adam`` optimizer and its defaults (as fastbp's ``optimizer="adam"``)."""
+
+    learning_rate: float = 0.001
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+    def options(self) -> dict:
+        return {"optimizer": "adam", "lr": self.learning_rate, "beta1": self.beta_1, "beta2": self.beta_2,
+                "epsilon": self.epsilon}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Keras's ``SGD`` optimizer and its defaults (as fastbp's ``optimizer="sgd"``)."""
+
+    learning_rate: float = 0.01
+    momentum: float = 0.0
+    nesterov: bool = False
+
+    def options(self) -> dict:
+        return {"optimizer": "sgd", "lr": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+
+
+@dataclass
+class History:
+    """What ``fit`` returns, as Keras's: ``history`` maps each metric to its value per epoch."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epoch: list[int] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+
+class Sequential:
+    """A stack of :mod:`fastbp.layers` layers, trained with Keras's methods by fastbp's kernels.
+
+    Parameters
+    ----------
+    layers : list of fastbp.layers layers, optional
+        The layers in order; the last ``Dense`` (with an ``Activation`` after it, if
+        any) is the output layer: softmax, sigmoid or linear.
+    seed : int or None
+        Seeds the initial weights (Keras's ``glorot_uniform``, biases zero), the
+        shuffling and the dropout masks: the same seed gives the same weights, on
+        any number of threads.  (Keras seeds these with ``keras.utils.set_random_seed``.)
+    name : str
+        Shown by ``summary``.
+    """
+
+    def __init__(self, layers: Sequence[LayerSpec] | None = None, *, seed: int | None = None, name: str = "sequential"):
+        self.layers: list[LayerSpec] = []
+        self.name = name
+        self._random = RandomSource(seed)
+        self._compiled: dict | None = None
+        self._trainer: Trainer | None = None
+        for layer in layers or ():
+            self.add(layer)
+
+    def add(self, layer: LayerSpec) -> None:
+        """Append ``layer`` (before the model is built)."""
+        if not isinstance(layer, LayerSpec):
+            raise TypeError(f"{layer!r} is not a fastbp.layers layer")
+        if self._trainer is not None:
+            raise ValueError("the model is built: layers cannot be added any more")
+        self.layers.append(layer)
+
+    def compile(
+        self,
+        optimizer: str | Adam | SGD = "adam",
+        loss: str = "categorical_crossentropy",
+        metrics: Sequence[str] | None = None,
+        *,
+        dtype: str = "float32",
+        backend: str = "auto",
+    ) -> None:
+        """Choose the optimizer (``"adam"``, ``"sgd"`` or an ``Adam``/``SGD`` with settings), the loss
+        (``"categorical_crossentropy"`` or ``"sparse_categorical_crossentropy"`` for a softmax output, which
+        both take integer or one-hot labels; ``"mse"``), the metrics (``"accuracy"``), and fastbp's precision
+        (float32, Keras's, by default) and backend."""
+        if isinstance(optimizer, str):
+            if optimizer not in OPTIMIZERS:
+                raise ValueError(f"unknown optimizer {optimizer!r}: fastbp offers {tuple(OPTIMIZERS)}")
+            optimizer = OPTIMIZERS[optimizer]()
+        if not isinstance(optimizer, Adam | SGD):
+            raise TypeError(f"optimizer must be a name or a fastbp Adam or SGD, got {optimizer!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}: fastbp offers {tuple(LOSSES)}")
+        metrics = list(metrics or [])
+        for metric in metrics:
+            if metric not in ("accuracy", "acc"):
+                raise ValueError(f"unknown metric {metric!r}: fastbp offers 'accuracy'")
+        self._compiled = {"optimizer": optimizer, "loss": loss, "metrics": metrics, "dtype": dtype, "backend": backend}
+        hidden, units, output = self._output_layer()
+        Options.create(layers=hidden, output=output, loss=LOSSES[loss], dtype=dtype, backend=backend,
+                       **optimizer.options())  # fmt: skip
+
+    def _output_layer(self) -> tuple[list[LayerSpec], int, str]:
+        """The hidden layers, and the output layer's units and activation (fastbp's name)."""
+        specs = list(self.layers)
+        activation = None
+        if specs and isinstance(specs[-1], Activation):
+            activation = specs.pop().activation
+        if not specs or not isinstance(specs[-1], Dense):
+            raise ValueError("the last layer must be a Dense layer (with its activation, or an Activation after it)")
+        last = specs.pop()
+        if activation is not None and last.activation not in (None, "linear"):
+            raise ValueError(f"the last Dense layer has activation {last.activation!r} and an Activation after it")
+        name = activation_name(activation if activation is not None else last.activation, "the output layer")
+        if name not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"the output layer's activation must be softmax, sigmoid or linear, got {name!r}")
+        return specs, last.units, name
+
+    def _options(self, batch_size: int | None = None, shuffle: bool = False) -> Options:
+        if self._compiled is None:
+            raise RuntimeError("compile the model before training or evaluating it: model.compile(...)")
+        settings = self._compiled
+        hidden, _, output = self._output_layer()
+        return Options.create(
+            layers=hidden, output=output, loss=LOSSES[settings["loss"]], dtype=settings["dtype"],
+            backend=settings["backend"], batch_size=batch_size, shuffle=shuffle, init="glorot",
+            **settings["optimizer"].options(),
+        )  # fmt: skip
+
+    @property
+    def built(self) -> bool:
+        return self._trainer is not None
+
+    def build(self, input_shape: Sequence[int] | None = None) -> None:
+        """Initialise the weights for input rows of ``input_shape`` (Keras's ``(None, ...)`` is accepted), or
+        the shape the first layer declares."""
+        if input_shape is not None:
+            shape = tuple(input_shape)
+            input_shape = shape[1:] if shape and shape[0] is None else shape
+        self._ensure_built(input_shape, self._options())
+
+    def _ensure_built(self, input_shape, options: Options) -> None:
+        if self._trainer is not None:
+            return
+        shape = input_shape or declared_input_shape([spec for spec in self.layers if not isinstance(spec, Input)]
+                                                    ) or self._input_declared()  # fmt: skip
+        if shape is None:
+            raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
+        _, units, _ = self._output_layer()
+        self._trainer = new_trainer(options, tuple(shape), units, self._random)
+
+    def _input_declared(self):
+        for spec in self.layers:
+            if spec.input_shape is not None:
+                return spec.input_shape
+        return None
+
+    def _input_shape_of(self, x) -> tuple[int, ...]:
+        if self._trainer is not None:
+            return self._trainer.layout.input_shape
+        declared = self._input_declared()
+        if declared is not None:
+            return declared
+        return image_shape_of(x) if takes_images(self.layers) else (np.shape(x)[-1],)
+
+    def fit(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        batch_size: int | None = None,
+        epochs: int = 1,
+        verbose: int | str = "auto",
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        shuffle: bool = True,
+        *,
+        n_threads: int | None = None,
+    ) -> History:
+        """Train for ``epochs`` epochs of batches of ``batch_size`` rows (Keras's default 32), in a fresh order
+        each epoch when ``shuffle``; report each epoch's mean loss (over its batches, with dropout, as Keras
+        does), its metrics over the training data, and on ``validation_data`` after each epoch.
+
+        ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over the epochs and a line per epoch, 2 the
+        lines only.  Returns a :class:`History`.
+        """
+        batch_size = 32 if batch_size is None else batch_size
+        epochs = as_count(epochs, "epochs")
+        verbose = 1 if verbose == "auto" else verbose
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        options = self._options(batch_size, shuffle)
+        X = as_inputs(x, self._input_shape_of(x), np.dtype(options.dtype))
+        targets = self._targets(y, len(X), options)
+        validation = None
+        if validation_data is not None:
+            if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            validation = validation_data
+        self._ensure_built(self._input_shape_of(x), options)
+        shuffling = self._trainer.shuffle or (self._random.numpy() if shuffle else None)
+        self._trainer = self._trainer.continued(options, shuffling if shuffle else None)
+        sample_weight = np.ones(len(X), dtype=X.dtype)
+        history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose})
+        threads = as_threads(n_threads)
+        bar = _epoch_bar(epochs, verbose == 1)
+        for epoch in range(epochs):
+            started = time.perf_counter()
+            losses = self._trainer.run(X, targets, sample_weight, 1, n_threads=threads)
+            check_finite(losses, self._trainer.weights, epoch)
+            logs = {"loss": float(losses[0]) / len(X)}
+            if self._compiled["metrics"]:
+                logs["accuracy"] = self._accuracy(self._forward(X, threads), targets)
+            if validation is not None:
+                val = self._scores(*validation, threads)
+                logs.update({f"val_{name}": value for name, value in val.items()})
+            for name, value in logs.items():
+                history.history.setdefault(name, []).append(value)
+            history.epoch.append(epoch)
+            if verbose:
+                seconds = time.perf_counter() - started
+                steps = history.params["steps"]
+                line = " - ".join(f"{name}: {value:.4f}" for name, value in sorted(logs.items()))
+                bar.write(f"Epoch {epoch + 1}/{epochs}\n{steps}/{steps} - {seconds:.0f}s - "
+                          f"{1000 * seconds / steps:.0f}ms/step - {line}")  # fmt: skip
+                bar.update(1)
+        bar.close()
+        return history
+
+    def _targets(self, y, n_rows: int, options: Options) -> np.ndarray:
+        """The target matrix of ``y``: integer class labels or one-hot rows for a classifier, values for a
+        linear output."""
+        _, units, output = self._output_layer()
+        dtype = np.dtype(options.dtype)
+        values = np.asarray(y)
+        if len(values) != n_rows:
+            raise ValueError(f"y has {len(values)} rows, x has {n_rows}")
+        if output == "identity":
+            values = values.reshape(n_rows, -1) if values.ndim == 1 else values
+            if values.shape != (n_rows, units) or values.dtype.kind not in "biuf" or not np.isfinite(values).all():
+                raise ValueError(f"y must be {units} finite number(s) per row, got shape {values.shape}")
+            return np.require(values.astype(dtype), requirements=["C", "W"])
+        labels = _labels(values, units)
+        targets = np.zeros((n_rows, units), dtype=dtype)
+        targets[np.arange(n_rows), labels] = 1.0
+        return targets
+
+    def _forward(self, X: np.ndarray, n_threads: int) -> np.ndarray:
+        return self._model().forward(X, n_threads=n_threads)
+
+    def _model(self) -> Model:
+        """The network as a :class:`fastbp.Model`, sharing the trainer's weights."""
+        if self._trainer is None:
+            raise ValueError("the model is not built yet: fit it, or call build(input_shape)")
+        trainer = self._trainer
+        _, units, output = self._output_layer()
+        classes = None if output == "identity" else np.arange(units)
+        options = {**trainer.options.to_dict(), "sequential": self.get_config()}
+        return Model(trainer.layout, trainer.weights, classes, np.zeros(0), trainer.backend, options=options)
+
+    @staticmethod
+    def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
+        return float(np.mean(np.argmax(outputs, axis=1) == np.argmax(targets, axis=1)))
+
+    def _scores(self, x, y, n_threads: int) -> dict[str, float]:
+        """The loss (the mean over rows) and the metrics on ``x`` and ``y``."""
+        model = self._model()
+        X = as_inputs(x, model.input_shape, model.dtype)
+        targets = self._targets(y, len(X), self._trainer.options)
+        outputs = model.forward(X, n_threads=n_threads).astype(np.float64)
+        if self._trainer.options.loss == "cross_entropy":
+            loss = -np.sum(targets * np.log(np.maximum(outputs, LOG_FLOOR))) / len(X)
+        else:
+            loss = np.sum((targets - outputs) ** 2) / len(X)
+        scores = {"loss": float(loss)}
+        if self._compiled["metrics"]:
+            scores["accuracy"] = self._accuracy(outputs, targets)
+        return scores
+
+    def evaluate(
+        self, x: ArrayLike, y: ArrayLike, batch_size: int | None = None, verbose: int | str = "auto", *,
+        n_threads: int | None = None,
+    ) -> float | list[float]:  # fmt: skip
+        """The loss on ``x`` and ``y`` (the mean over rows), then each metric: a list when there are metrics,
+        as Keras returns.  ``batch_size`` and ``verbose`` are accepted for Keras's sake."""
+        if self._compiled is None:
+            raise RuntimeError("compile the model before evaluating it: model.compile(...)")
+        scores = self._scores(x, y, as_threads(n_threads))
+        if verbose not in (0, "auto", 1, 2):
+            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        if verbose:
+            print(" - ".join(f"{name}: {value:.4f}" for name, value in sorted(scores.items())))
+        return list(scores.values()) if len(scores) > 1 else scores["loss"]
+
+    def predict(
+        self, x: ArrayLike, batch_size: int | None = None, verbose: int | str = 0, *, n_threads: int | None = None
+    ) -> np.ndarray:
+        """The output layer's values for each row of ``x`` (class probabilities for a softmax); the predicted
+        classes are ``predict(x).argmax(axis=1)``.  ``batch_size`` and ``verbose`` are accepted for Keras's
+        sake."""
+        return self._forward(x, as_threads(n_threads))
+
+    def count_params(self) -> int:
+        return self._trainer.layout.n_weights if self._trainer is not None else sum(p for _, _, p in self._rows())
+
+    def _rows(self) -> list[tuple[str, tuple[int, ...], int]]:
+        """Each layer's name (Keras's way: ``conv2d``, ``conv2d_1``, ...), output shape and parameter count."""
+        shape = self._trainer.layout.input_shape if self._trainer is not None else self._input_declared()
+        if shape is None:
+            raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
+        counts: dict[str, int] = {}
+        rows = []
+        for spec in self.layers:
+            if isinstance(spec, Input):
+                continue
+            layer = spec.build(shape) if not isinstance(spec, Activation) else None
+            base = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(spec).__name__).lstrip("_")
+            base = base.replace("_2_d", "2d").replace("2_d", "2d")
+            name = base if base not in counts else f"{base}_{counts[base]}"
+            counts[base] = counts.get(base, 0) + 1
+            shape = layer.out_shape if layer is not None else shape
+            rows.append((f"{name} ({type(spec).__name__})", shape, layer.n_weights if layer is not None else 0))
+        return rows
+
+    def summary(self, print_fn=None) -> None:
+        """Print each layer's name, output shape and parameter count, and the total, as Keras's summary."""
+        rows = self._rows()
+        total = sum(params for _, _, params in rows)
+        width = max(32, *(len(name) + 2 for name, _, _ in rows))
+        rule = width + 36
+        lines = [
+            f'Model: "{self.name}"',
+            "_" * rule,
+            f" {'Layer (type)':<{width}}{'Output Shape':<26}Param #",
+            "=" * rule,
+        ]
+        for name, shape, params in rows:
+            lines.append(f" {name:<{width}}{str((None, *shape)):<26}{params:,}")
+        lines += ["=" * rule, f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0",
+                  "_" * rule]  # fmt: skip
+        (print_fn or print)("\n".join(lines))
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Each layer's weights as Keras orders them: a convolution's kernel ``(kh, kw, c_in, c_out)`` and bias,
+        a dense layer's kernel ``(n_in, n_out)`` and bias (copies)."""
+        layout, weights = self._built_layout(), []
+        for layer, block in zip(
+            [layer for layer in layout.layers if layer.units], layout.layer_views(self._trainer.weights)
+        ):
+            kernel = block[:, :-1].T
+            if layer.kind == "conv2d":
+                kernel = kernel.reshape(*layer.kernel, as_image(layer.in_shape)[2], layer.units)
+            weights += [kernel.copy(), block[:, -1].copy()]
+        return weights
+
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
+        """Set every layer's weights from arrays in ``get_weights``' order and shapes (Keras's)."""
+        layout = self._built_layout()
+        current = self.get_weights()
+        if len(weights) != len(current):
+            raise ValueError(f"{len(weights)} arrays given, the model has {len(current)}")
+        for given, expected in zip(weights, current):
+            if np.shape(given) != expected.shape:
+                raise ValueError(f"an array of shape {np.shape(given)} given where {expected.shape} is expected")
+            if not np.isfinite(np.asarray(given, dtype=np.float64)).all():
+                raise ValueError("the weights must be finite")
+        blocks = layout.layer_views(self._trainer.weights)
+        for k, block in enumerate(blocks):
+            kernel, bias = np.asarray(weights[2 * k]), np.asarray(weights[2 * k + 1])
+            block[:, :-1] = kernel.reshape(-1, block.shape[0]).T
+            block[:, -1] = bias
+
+    def _built_layout(self):
+        if self._trainer is None:
+            raise ValueError("the model is not built yet: fit it, or call build(input_shape)")
+        return self._trainer.layout
+
+    def get_config(self) -> dict:
+        """The layers' settings and the compile settings, as JSON values (kept in model files)."""
+        compiled = None
+        if self._compiled is not None:
+            optimizer = self._compiled["optimizer"]
+            compiled = {**self._compiled, "optimizer": {"class_name": type(optimizer).__name__, **vars(optimizer)}}
+        return {
+            "name": self.name,
+            "layers": [{"class_name": type(spec).__name__, **spec.get_config()} for spec in self.layers],
+            "compile": compiled,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model to ``path`` in fastbp's model-file format; ``fastbp.load`` gives back a ``Sequential``
+        that predicts the same and can be trained further (with a fresh optimizer)."""
+        self._model().save(path)
+
+
+def _labels(values: np.ndarray, units: int) -> np.ndarray:
+    """Class indices from integer labels in ``[0, units)`` or one-hot rows of ``units`` columns."""
+    if values.ndim == 2 and values.shape[1] == units and units > 1:
+        one_hot = values.dtype.kind in "biuf" and np.isin(values, (0, 1)).all() and (values.sum(axis=1) == 1).all()
+        if not one_hot:
+            raise ValueError("y's rows must be one-hot (a single 1, the rest 0), or pass integer labels")
+        return np.argmax(values, axis=1)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if (
+        values.ndim != 1
+        or values.dtype.kind not in "iub"
+        and not (values.dtype.kind == "f" and np.isfinite(values).all() and (values == np.round(values)).all())
+    ):
+        raise ValueError(f"y must be integer class labels or one-hot rows of {units} columns, got shape {values.shape}")
+    labels = values.astype(np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= units):
+        raise ValueError(f"y's labels must be in [0, {units}) for an output layer of {units} units, got "
+                         f"{labels.min()} to {labels.max()}")  # fmt: skip
+    return labels
+
+
+def _epoch_bar(epochs: int, enabled: bool):
+    """A tqdm bar over the epochs (its ``write`` prints above it), or a stand-in that prints only."""
+    if enabled:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=epochs, unit="epoch", file=sys.stderr)
+    return _Lines()
+
+
+class _Lines:
+    def write(self, text: str) -> None:
+        print(text)
+
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def from_model(model: Model) -> Sequential:
+    """The ``Sequential`` a model file saved from one describes, with the file's weights."""
+    from . import layers
+
+    config = model.options["sequential"]
+    specs = []
+    for entry in config["layers"]:
+        entry = dict(entry)
+        cls = layers.LAYER_CLASSES.get(entry.pop("class_name", None))
+        if cls is None:
+            raise ValueError(f"unknown layer {entry!r}")
+        specs.append(cls(**entry))
+    sequential = Sequential(specs, name=config["name"])
+    compiled = config.get("compile")
+    if compiled:
+        optimizer = dict(compiled["optimizer"])
+        optimizer_class = {"Adam": Adam, "SGD": SGD}[optimizer.pop("class_name")]
+        sequential.compile(optimizer_class(**optimizer), compiled["loss"], compiled["metrics"],
+                           dtype=compiled["dtype"], backend=compiled["backend"])  # fmt: skip
+    options = sequential._options()
+    if options.dtype != model.dtype.name or sequential._output_layer()[1] != model.sizes[-1]:
+        raise ValueError("its Sequential settings do not match its network")
+    sequential._trainer = Trainer(options, model._layout, np.array(model.weights), None)
+    return sequential

@@ -1,0 +1,260 @@
+"""Layers by Keras's names, for :class:`fastbp.Sequential` and ``fastbp.train(X, y, layers=[...])``.
+
+Each is a small description (its settings, checked when it is made); given the shape
+of what comes in, it builds the layer the kernels run (:class:`fastbp._layout.Layer`).
+Images are channels-last, ``(height, width, channels)``, as Keras's default.  Where
+fastbp differs from Keras: ``Activation`` joins the layer before it (a convolution or
+dense layer, through any pooling or flatten between them), a dense layer takes vectors
+only (put a ``Flatten`` before it), pooling's stride is its size and its padding
+"valid", and ``"leaky_relu"`` has fastbp's slope of 0.01 (Keras's is 0.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from numbers import Integral, Real
+
+from ._concepts import HIDDEN_ACTIVATIONS
+from ._layout import Layer as KernelLayer
+from ._layout import Shape
+
+#: Keras's activation names that fastbp spells otherwise.
+KERAS_ACTIVATIONS = {"linear": "identity", None: "identity"}
+#: What an Activation layer may pass through to reach the layer it joins: a max pooling commutes with every
+#: activation fastbp has, as they never decrease; flatten only reorders.
+_TRANSPARENT = ("max_pool2d", "flatten")
+
+
+def activation_name(name: str | None, where: str) -> str:
+    """fastbp's name of a Keras activation (``None`` and ``"linear"`` are ``"identity"``)."""
+    resolved = KERAS_ACTIVATIONS.get(name, name)
+    if resolved not in (*HIDDEN_ACTIVATIONS, "softmax"):
+        choices = ", ".join(repr(choice) for choice in (*HIDDEN_ACTIVATIONS, "softmax", "linear", None))
+        raise ValueError(f"{where}: unknown activation {name!r}; choose from {choices}")
+    return resolved
+
+
+def _pair(value, name: str, where: str) -> tuple[int, int]:
+    """A size or stride given as one positive integer or two."""
+    pair = (value, value) if isinstance(value, Integral) else tuple(value) if isinstance(value, Sequence) else ()
+    if len(pair) != 2 or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in pair):
+        raise ValueError(f"{where}: {name} must be a positive integer or two, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _shape(value, where: str) -> Shape | None:
+    if value is None:
+        return None
+    shape = tuple(value) if isinstance(value, Sequence) else (value,)
+    if len(shape) not in (1, 3) or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in shape):
+        raise ValueError(f"{where}: input_shape must be (n_features,) or (height, width, channels), got {value!r}")
+    return tuple(int(n) for n in shape)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What every layer shares: the shape of one input row it may declare (``input_shape``, Keras's)."""
+
+    input_shape: Shape | None = field(default=None, kw_only=True)
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_shape", _shape(self.input_shape, self._where()))
+
+    def _where(self) -> str:
+        return type(self).__name__
+
+    def build(self, in_shape: Shape) -> KernelLayer:
+        """The layer the kernels run, taking rows of ``in_shape``."""
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """Its settings by Keras's names, as JSON values."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class Dense(LayerSpec):
+    """A fully connected layer of ``units`` units (Keras's ``Dense``); its input must be a vector."""
+
+    units: int
+    activation: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.units, Integral) or isinstance(self.units, bool) or self.units < 1:
+            raise ValueError(f"Dense: units must be a positive integer, got {self.units!r}")
+        object.__setattr__(self, "units", int(self.units))
+        activation_name(self.activation, "Dense")
+
+    def build(self, in_shape: Shape) -> KernelLayer:
+        if len(in_shape) != 1:
+            raise ValueError(f"Dense takes vectors, but its input is an image of shape {in_shape}: put a Flatten first")
+        return KernelLayer.dense(in_shape[0], self.units, activation_name(self.activation, "Dense"))
+
+
+@dataclass(frozen=True)
+class Conv2D(LayerSpec):
+    """``filters`` 2-D convolution filters of ``kernel_size`` over channels-last images (Keras's ``Conv2D``).
+
+    ``padding="valid"`` uses whole windows only; ``"same"`` pads zeros so the output has
+    ``ceil(size / stride)`` rows and columns.
+    """
+
+    filters: int
+    kernel_size: int | tuple[int, int]
+    strides: int | tuple[int, int] = (1, 1)
+    padding: str = "valid"
+    activation: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.filters, Integral) or isinstance(self.filters, bool) or self.filters < 1:
+            raise ValueError(f"Conv2D: filters must be a positive integer, got {self.filters!r}")
+        object.__setattr__(self, "filters", int(self.filters))
+        object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "kernel_size", "Conv2D"))
+        object.__setattr__(self, "strides", _pair(self.strides, "strides", "Conv2D"))
+        if self.padding not in ("valid", "same"):
+            raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {self.padding!r}")
+        if activation_name(self.activation, "Conv2D") == "softmax":
+            raise ValueError("Conv2D: softmax is an output layer's activation; use it on the last Dense layer")
+
+    def build(self, in_shape: Shape) -> KernelLayer:
+        activation = activation_name(self.activation, "Conv2D")
+        return KernelLayer.conv2d(in_shape, self.filters, self.kernel_size, self.strides, self.padding, activation)
+
+
+@dataclass(frozen=True)
+class MaxPooling2D(LayerSpec):
+    """The largest value of each ``pool_size`` window of each channel (Keras's ``MaxPooling2D``).
+
+    The windows lie side by side (``strides`` must be ``None`` or ``pool_size``), and
+    rows and columns past the last whole window are dropped (``padding="valid"``).
+    """
+
+    pool_size: int | tuple[int, int] = (2, 2)
+    strides: int | tuple[int, int] | None = None
+    padding: str = "valid"
+
+    def __post_init__(self):
+        super().__post_init__()
+        object.__setattr__(self, "pool_size", _pair(self.pool_size, "pool_size", "MaxPooling2D"))
+        if self.strides is not None and _pair(self.strides, "strides", "MaxPooling2D") != self.pool_size:
+            raise ValueError(f"MaxPooling2D: strides must be None or pool_size {self.pool_size}, got {self.strides!r}")
+        object.__setattr__(self, "strides", None)
+        if self.padding != "valid":
+            raise ValueError(f"MaxPooling2D: fastbp pools whole windows only (padding='valid'), got {self.padding!r}")
+
+    def build(self, in_shape: Shape) -> KernelLayer:
+        return KernelLayer.max_pool2d(in_shape, self.pool_size)
+
+
+@dataclass(frozen=True)
+class Dropout(LayerSpec):
+    """Zeroes each value with probability ``rate`` in training and scales the rest by ``1 / (1 - rate)``;
+    passes values on in prediction (Keras's ``Dropout``).  The masks are drawn from the training's seed,
+    the update's number, the row and the unit, so they do not depend on threads."""
+
+    rate: float
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.rate, Real) or isinstance(self.rate, bool) or not 0.0 <= self.rate < 1.0:
+            raise ValueError(f"Dropout: rate must be a number in [0, 1), got {self.rate!r}")
+        object.__setattr__(self, "rate", float(self.rate))
+
+    def build(self, in_shape: Shape) -> KernelLayer:
+        return KernelLayer.dropout(in_shape, self.rate)
+
+
+@dataclass(frozen=True)
+class Flatten(LayerSpec):
+    """An image's values as one vector, channels-last (Keras's ``Flatten``)."""
+
+    def build(self, in_shape: Shape) -> KernelLayer:
+        return KernelLayer.flatten(in_shape)
+
+
+@dataclass(frozen=True)
+class Activation(LayerSpec):
+    """Applies ``activation`` to the layer before (Keras's ``Activation``); fastbp joins it to that layer."""
+
+    activation: str | None
+
+    def __post_init__(self):
+        super().__post_init__()
+        activation_name(self.activation, "Activation")
+
+
+@dataclass(frozen=True)
+class Input(LayerSpec):
+    """The shape of one input row, ``(n_features,)`` or ``(height, width, channels)`` (Keras's ``Input``)."""
+
+    shape: Shape
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_shape", _shape(self.shape, "Input"))
+        object.__setattr__(self, "shape", self.input_shape)
+
+
+#: The layer classes by name, for rebuilding a model from its configuration.
+LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPooling2D, Dropout, Flatten, Activation, Input)}
+
+
+def declared_input_shape(specs: Sequence[LayerSpec]) -> Shape | None:
+    """The input shape the first layer declares, if any (later declarations must agree: ``build_layers``)."""
+    return specs[0].input_shape if specs else None
+
+
+def takes_images(specs: Sequence[LayerSpec]) -> bool:
+    """Whether the first layer that needs a shape needs an image (a convolution or pooling)."""
+    for spec in specs:
+        if isinstance(spec, Conv2D | MaxPooling2D):
+            return True
+        if isinstance(spec, Dense):
+            return False
+    return False
+
+
+def build_layers(specs: Sequence[LayerSpec], input_shape: Shape) -> list[KernelLayer]:
+    """The kernels' layers for ``specs`` on rows of ``input_shape``, each ``Activation`` joined to the layer
+    it follows; a ValueError names the layer (by position and class) and the shapes for anything that
+    cannot work."""
+    layers: list[KernelLayer] = []
+    shape = input_shape
+    for position, spec in enumerate(specs):
+        where = f"layer {position} ({type(spec).__name__})"
+        if not isinstance(spec, LayerSpec):
+            raise TypeError(f"{where}: {spec!r} is not a fastbp.layers layer")
+        if spec.input_shape is not None and spec.input_shape != shape:
+            raise ValueError(f"{where}: it declares input_shape {spec.input_shape}, but its input has shape {shape}")
+        try:
+            if isinstance(spec, Input):
+                continue
+            if isinstance(spec, Activation):
+                _join_activation(layers, activation_name(spec.activation, "Activation"))
+                continue
+            layer = spec.build(shape)
+            if layer.activation == "softmax":
+                raise ValueError("softmax is the output layer's activation, not a hidden layer's")
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        layers.append(layer)
+        shape = layer.out_shape
+    return layers
+
+
+def _join_activation(layers: list[KernelLayer], activation: str) -> None:
+    """Give ``activation`` to the last layer with weights, reached through layers it commutes with."""
+    for position in range(len(layers) - 1, -1, -1):
+        layer = layers[position]
+        if layer.units:
+            if layer.activation != "identity":
+                raise ValueError(f"the layer before already has activation {layer.activation!r}")
+            if activation == "softmax":
+                raise ValueError("softmax is the output layer's activation, not a hidden layer's")
+            layers[position] = replace(layer, activation=activation)
+            return
+        if layer.kind not in _TRANSPARENT:
+            break
+    raise ValueError("an Activation must follow a Conv2D or Dense layer (through pooling or Flatten only)")
