@@ -46,12 +46,13 @@ REPO_ROOT = BENCHES.parent
 #: Workloads in the order the table lists them.
 GROUPS = [
     "W1-wheat-seeds", "W2-digits-online", "W2-digits-batch32", "W3-mnist-online", "W3-mnist-batch32",
-    "W3-mnist-batch128", "predict", "startup",
+    "W3-mnist-batch128", "W4-cnn-batch128", "predict", "startup",
 ]  # fmt: skip
 #: Parallel workloads (bench_parallel.py), in the order their own table lists them: one thread or job
 #: against every core, per backend.
 PARALLEL_GROUPS = [
-    "parallel-predict", "parallel-W3-batch128", "parallel-W3-batch32", "parallel-cv-wheat", "parallel-cv-digits",
+    "parallel-predict", "parallel-W3-batch128", "parallel-W3-batch32", "parallel-W4-cnn-batch128", "parallel-cv-wheat",
+    "parallel-cv-digits",
 ]  # fmt: skip
 #: Lockstep workloads (bench_lockstep.py), in the order their table lists them: the same networks trained one at a
 #: time and in lockstep, per backend.
@@ -59,7 +60,9 @@ LOCKSTEP_GROUPS = ["lockstep-wheat-cv", "lockstep-wheat-grid", "lockstep-wheat-g
 #: The lockstep aim: lockstep's speed-up over one network at a time with the fastest single-network kernel.
 LOCKSTEP_AIM = 3.0
 THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-LIBRARIES = ["fastbp", "numpy", "scipy", "numba", "Cython", "scikit-learn", "torch", "pytest-benchmark"]
+LIBRARIES = [
+    "fastbp", "numpy", "scipy", "numba", "Cython", "scikit-learn", "torch", "tensorflow", "keras", "pytest-benchmark",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,9 @@ def target(row: Row, members: list[Row]) -> str:
         if row.dtype == "float64":
             return speedup(row, peer(members, "scikit-learn"), 1, f"scikit-learn batch {size}")
         return speedup(row, peer(members, "PyTorch"), 1, f"PyTorch batch {size}")
+    if group == "W4-cnn-batch128":
+        torch = speedup(row, peer(members, "PyTorch"), 3, "PyTorch eager (aim 4x)")
+        return f"{torch}; {speedup(row, peer(members, 'Keras'), 2, 'Keras')}"
     if group == "startup":
         if row.cache == "cold":
             return "none (stated in docs/performance.md)"

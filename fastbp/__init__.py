@@ -6,7 +6,7 @@
 >>> fastbp.MLPClassifier(hidden_layer_sizes=(32,)).fit(X, y)  # scikit-learn's API
 """
 
-from . import data, datasets, layers, reference
+from . import data, datasets, layers, optimizers, reference
 from ._api import Evaluation, SearchResult, evaluate, search, train, train_many
 from ._backends import BACKENDS, available_backends
 from ._model import Model, load
@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "layers",
     "load",
+    "optimizers",
     "reference",
     "search",
     "train",

@@ -25,6 +25,7 @@ from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
 from ._validate import RandomSource, as_count, as_inputs, image_shape_of
 from .layers import Activation, Dense, Input, LayerSpec, activation_name, declared_input_shape, takes_images
+from .optimizers import SGD, Adam
 
 #: Keras's loss names, as fastbp's losses.
 LOSSES = {
@@ -35,32 +36,6 @@ LOSSES = {
 }
 #: The output activations fastbp trains, by Keras's names.
 OUTPUT_ACTIVATIONS = {"softmax": "softmax", "sigmoid": "sigmoid", "identity": "identity"}
-
-
-@dataclass(frozen=True)
-class Adam:
-    """Keras's ``Adam`` optimizer and its defaults (as fastbp's ``optimizer="adam"``)."""
-
-    learning_rate: float = 0.001
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-
-    def options(self) -> dict:
-        return {"optimizer": "adam", "lr": self.learning_rate, "beta1": self.beta_1, "beta2": self.beta_2,
-                "epsilon": self.epsilon}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class SGD:
-    """Keras's ``SGD`` optimizer and its defaults (as fastbp's ``optimizer="sgd"``)."""
-
-    learning_rate: float = 0.01
-    momentum: float = 0.0
-    nesterov: bool = False
-
-    def options(self) -> dict:
-        return {"optimizer": "sgd", "lr": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}
