@@ -307,6 +307,19 @@ class Layout:
         return int(self.o_off[-1])
 
     @property
+    def work_per_row(self) -> int:
+        """About how many multiply-adds a row's forward pass takes: a dense layer's weights, a convolution's
+        weights at every position, a value per value for the others.  For networks of dense layers it is
+        ``n_weights``; the Python layer sizes its kernel calls and its thread splits by it."""
+        work = 0
+        for layer in self.layers:
+            if layer.kind == "conv2d":
+                work += math.prod(as_image(layer.out_shape)[:2]) * layer.n_weights
+            else:
+                work += layer.n_weights if layer.units else layer.n_in
+        return work if not self.dense_only else self.n_weights
+
+    @property
     def input_shape(self) -> Shape:
         """The shape of one row of the data it takes: ``(n_features,)`` or ``(height, width, channels)``."""
         return self.layers[0].in_shape

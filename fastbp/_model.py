@@ -187,7 +187,7 @@ class Model:
         def predict_rows(rows: slice) -> None:
             backend.predict_batch(net, self._weights, X[rows], out[rows])
 
-        run_chunks(predict_rows, row_chunks(len(X), layout.n_weights, n_threads))
+        run_chunks(predict_rows, row_chunks(len(X), layout.work_per_row, n_threads))
         return check_outputs(out)
 
     def _check_feature_names(self, X) -> None:

@@ -9,7 +9,6 @@ after it, if any) becomes the output layer, the others the hidden layers, and ea
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -192,7 +191,7 @@ class Sequential:
         each epoch when ``shuffle``; report each epoch's mean loss (over its batches, with dropout, as Keras
         does), its metrics over the training data, and on ``validation_data`` after each epoch.
 
-        ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over the epochs and a line per epoch, 2 the
+        ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over each epoch and a line per epoch, 2 the
         lines only.  Returns a :class:`History`.
         """
         batch_size = 32 if batch_size is None else batch_size
@@ -214,10 +213,11 @@ class Sequential:
         sample_weight = np.ones(len(X), dtype=X.dtype)
         history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose})
         threads = as_threads(n_threads)
-        bar = _epoch_bar(epochs, verbose == 1)
         for epoch in range(epochs):
             started = time.perf_counter()
-            losses = self._trainer.run(X, targets, sample_weight, 1, n_threads=threads)
+            if verbose:
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            losses = self._trainer.run(X, targets, sample_weight, 1, n_threads=threads, progress=verbose == 1)
             check_finite(losses, self._trainer.weights, epoch)
             logs = {"loss": float(losses[0]) / len(X)}
             if self._compiled["metrics"]:
@@ -232,10 +232,7 @@ class Sequential:
                 seconds = time.perf_counter() - started
                 steps = history.params["steps"]
                 line = " - ".join(f"{name}: {value:.4f}" for name, value in sorted(logs.items()))
-                bar.write(f"Epoch {epoch + 1}/{epochs}\n{steps}/{steps} - {seconds:.0f}s - "
-                          f"{1000 * seconds / steps:.0f}ms/step - {line}")  # fmt: skip
-                bar.update(1)
-        bar.close()
+                print(f"{steps}/{steps} - {seconds:.0f}s - {1000 * seconds / steps:.0f}ms/step - {line}", flush=True)
         return history
 
     def _targets(self, y, n_rows: int, options: Options) -> np.ndarray:
@@ -424,26 +421,6 @@ def _labels(values: np.ndarray, units: int) -> np.ndarray:
         raise ValueError(f"y's labels must be in [0, {units}) for an output layer of {units} units, got "
                          f"{labels.min()} to {labels.max()}")  # fmt: skip
     return labels
-
-
-def _epoch_bar(epochs: int, enabled: bool):
-    """A tqdm bar over the epochs (its ``write`` prints above it), or a stand-in that prints only."""
-    if enabled:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=epochs, unit="epoch", file=sys.stderr)
-    return _Lines()
-
-
-class _Lines:
-    def write(self, text: str) -> None:
-        print(text)
-
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def from_model(model: Model) -> Sequential:

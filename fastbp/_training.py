@@ -5,7 +5,9 @@ once.  A :class:`Trainer` owns a network's weights and its optimizer's memory an
 counters, so training can continue where it stopped (``warm_start``, ``partial_fit``).
 Epochs run inside the kernels, in chunks of about :data:`CHUNK_WORK` weight updates
 (tens of milliseconds): between chunks Ctrl-C is honoured, a diverged run stops, the
-progress bar moves, and shuffled row orders for the next chunk are drawn.
+progress bar moves, and shuffled row orders for the next chunk are drawn.  A layered
+network (convolutions, pooling, dropout) runs each epoch in parts of whole batches of
+about that much arithmetic, which give the same updates as one call.
 
 Numerical faults are reported, never returned as results.  The kernels compute in
 IEEE arithmetic and keep the limits where they exist: sigmoid and tanh saturate,
@@ -32,7 +34,7 @@ from numbers import Integral
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._backends import Data, Schedule, get_backend
+from ._backends import Backend, Data, Network, Schedule, get_backend
 from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS, OUTPUTS, OptimizerCode
 from ._constants import RPROP_DELTA_ZERO
 from ._layout import Layer, Layout
@@ -291,12 +293,16 @@ class Trainer:
         n_rows = len(X) if rows is None else len(rows)
         batch_size = n_rows if options.optimizer == "rprop" else min(options.batch_size or 1, n_rows)
         steps_per_epoch = -(-n_rows // batch_size)
-        chunk = 1 if callback is not None else max(1, CHUNK_WORK // (n_rows * layout.n_weights))
-        net, data = layout.network(options.exact), Data(X, Y, sample_weight)
+        work = layout.work_per_row
+        # Networks of dense layers run chunks of epochs; a layered network's epoch runs in parts of whole batches.
+        chunk = 1 if callback is not None or not layout.dense_only else max(1, CHUNK_WORK // (n_rows * work))
         history = np.zeros(epochs)
         # Threads share a batch's products only where a step has enough arithmetic to be worth it.
-        threads = kernel_threads(n_threads) if batch_size * layout.n_weights >= MIN_BATCH_WORK_FOR_THREADS else 1
-        threads = min(threads, backend.capabilities.max_threads)
+        threads = kernel_threads(n_threads) if batch_size * work >= MIN_BATCH_WORK_FOR_THREADS else 1
+        train = _KernelCall(
+            backend, layout.network(options.exact), self.weights, self.state, Data(X, Y, sample_weight), batch_size,
+            min(threads, backend.capabilities.max_threads),
+        )  # fmt: skip
         done = 0
         with _progress_bar(epochs, progress) as bar:
             while done < epochs:
@@ -304,19 +310,34 @@ class Trainer:
                 rates, orders = self.epoch_rates(len(part), n_rows), self.epoch_orders(len(part), n_rows)
                 if rows is not None:
                     orders = rows[orders]
-                schedule = options.schedule(orders, rates, batch_size, self.steps, self.dropout_seed)
-                if batch_size == 1:
-                    backend.train_online(net, self.weights, self.state, data, schedule, part)
+                if layout.dense_only:
+                    train(options.schedule(orders, rates, batch_size, self.steps, self.dropout_seed), part)
+                    self.advance(len(part), n_rows, steps_per_epoch)
+                    bar.update(len(part))
                 else:
-                    with one_blas_thread(), _parallel_lock(backend, threads):
-                        backend.train_batches(net, self.weights, self.state, data, schedule, part, threads)
-                self.advance(len(part), n_rows, steps_per_epoch)
+                    part[0] = self._epoch_in_parts(train, orders, rates, max(1, CHUNK_WORK // work), bar)
                 check_finite(part, self.weights, done)
                 done += len(part)
-                bar.update(len(part))
                 if callback is not None and callback(done - 1, float(part[-1])):
                     return history[:done]
         return history
+
+    def _epoch_in_parts(self, train: _KernelCall, orders: np.ndarray, rates: np.ndarray, rows: int, bar) -> float:
+        """One epoch of a layered network in kernel calls of whole batches, of about ``rows`` rows: the same
+        batches and updates as one call, and between calls Ctrl-C is honoured and the progress bar moves.
+        Returns the epoch's loss."""
+        n_rows, batch_size = orders.shape[1], train.batch_size
+        part_rows = max(1, rows // batch_size) * batch_size
+        loss = np.zeros(1)
+        total = 0.0
+        for start in range(0, n_rows, part_rows):
+            visits = np.ascontiguousarray(orders[:, start : start + part_rows])
+            train(self.options.schedule(visits, rates, batch_size, self.steps, self.dropout_seed), loss)
+            self.steps += -(-visits.shape[1] // batch_size)
+            self.rows_seen += visits.shape[1]
+            total += loss[0]
+            bar.update(visits.shape[1] / n_rows)
+        return total
 
     def epoch_rates(self, n_epochs: int, n_rows: int) -> np.ndarray:
         """The learning rate of each of the next ``n_epochs`` epochs over ``n_rows`` rows (float64)."""
@@ -338,6 +359,27 @@ class Trainer:
         """Count ``n_epochs`` epochs trained, for the schedules and Adam's bias correction."""
         self.steps += n_epochs * steps_per_epoch
         self.rows_seen += n_epochs * n_rows
+
+
+@dataclass(frozen=True)
+class _KernelCall:
+    """One network's training kernel, its data and threads: called with a schedule and the history to fill."""
+
+    backend: Backend
+    net: Network
+    weights: np.ndarray
+    state: np.ndarray
+    data: Data
+    batch_size: int
+    threads: int
+
+    def __call__(self, schedule: Schedule, history: np.ndarray) -> None:
+        backend, net, weights, state, data = self.backend, self.net, self.weights, self.state, self.data
+        if self.batch_size == 1:
+            backend.train_online(net, weights, state, data, schedule, history)
+        else:
+            with one_blas_thread(), _parallel_lock(backend, self.threads):
+                backend.train_batches(net, weights, state, data, schedule, history, self.threads)
 
 
 def _parallel_lock(backend, threads: int) -> contextlib.AbstractContextManager:

@@ -27,7 +27,7 @@ from .._constants import CHUNK_ROWS, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX
 from .batches import MAX_THREADS, _variant
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .llvm import blas_dgemm, blas_sgemm
-from .primitives import activation, derivative, optimizer_step, output_error, softmax
+from .primitives import ONE, activation, derivative, optimizer_step, output_error, softmax
 
 #: gemm's ``op``: the matrix as it is stored, or transposed (Fortran's characters).
 AS_IS = ord("N")
@@ -96,12 +96,15 @@ def _dropout_draw(stream, unit):
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _scratch(net, n_slots, dt):
-    """Each slot's scratch: ``(values, v_off, errors, patches, patch_errors, products, blas_ints, blas_floats)``.
+    """Each slot's scratch: ``(values, v_off, errors, patches, patch_errors, products, blas_ints, blas_floats,
+    winners, win_off)``.
 
     ``values[slot]`` holds layer ``k``'s ``(CHUNK_ROWS, sizes[k] + 1)`` matrix from
     ``v_off[k]``; ``errors[slot]`` two sides of ``CHUNK_ROWS * widest`` error
     signals; ``patches`` and ``patch_errors`` one row's windows of the largest
-    convolution and their errors; ``products`` a layer's weighted sums.
+    convolution and their errors; ``products`` a layer's weighted sums;
+    ``winners[slot]`` holds a pooling layer ``k``'s ``(CHUNK_ROWS, sizes[k + 1])``
+    winners (where in its input each output's maximum is) from ``win_off[k]``.
     """
     sizes, geometry = net.sizes, net.geometry
     n_layers = sizes.shape[0] - 1
@@ -111,7 +114,10 @@ def _scratch(net, n_slots, dt):
         v_off[k + 1] = v_off[k] + CHUNK_ROWS * (sizes[k] + 1)
         widest = max(widest, sizes[k] + 1)
     n_patches, n_patch_errors = 1, 1
+    win_off = np.zeros(n_layers + 1, dtype=np.intp)
     for k in range(n_layers):
+        pooling = net.kinds[k] == LayerKindCode.MAX_POOL2D
+        win_off[k + 1] = win_off[k] + (CHUNK_ROWS * sizes[k + 1] if pooling else 0)
         if net.kinds[k] == LayerKindCode.CONV2D:
             positions = geometry[k, Geometry.OUT_H] * geometry[k, Geometry.OUT_W]
             n_patches = max(n_patches, positions * (geometry[k, Geometry.FAN_IN] + 1))
@@ -125,7 +131,24 @@ def _scratch(net, n_slots, dt):
         np.empty((n_slots, CHUNK_ROWS * widest), dtype=dt),
         np.empty((n_slots, 8), dtype=np.int32),
         np.empty((n_slots, 2), dtype=dt),
+        np.empty((n_slots, max(win_off[n_layers], 1)), dtype=np.uintp),
+        win_off,
     )
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _window(g):
+    """A layer's geometry row as unsigned integers ``(in_h, in_w, in_c, out_h, out_w, kernel_h, kernel_w,
+    stride_h, stride_w, pad_top, pad_left, fan_in)``.  The loops index with unsigned integers throughout:
+    Numba checks a signed index for a negative value (to wrap it around) on every access, which keeps loops
+    from vectorising; and a window position before the image wraps to a huge one, so one comparison with
+    the image's size tells it is outside."""
+    return (
+        np.uintp(g[Geometry.IN_H]), np.uintp(g[Geometry.IN_W]), np.uintp(g[Geometry.IN_C]),
+        np.uintp(g[Geometry.OUT_H]), np.uintp(g[Geometry.OUT_W]), np.uintp(g[Geometry.KERNEL_H]),
+        np.uintp(g[Geometry.KERNEL_W]), np.uintp(g[Geometry.STRIDE_H]), np.uintp(g[Geometry.STRIDE_W]),
+        np.uintp(g[Geometry.PAD_TOP]), np.uintp(g[Geometry.PAD_LEFT]), np.uintp(g[Geometry.FAN_IN]),
+    )  # fmt: skip
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -133,44 +156,43 @@ def _gather_windows(values, start, g, patches):
     """One row's image at ``values[start:]`` as its convolution's windows, a ``(positions, fan_in + 1)`` matrix
     in ``patches``: each window's values in ``(kernel row, kernel column, channel)`` order, zero where it
     overhangs the image, then a one."""
-    in_h, in_w, in_c = g[Geometry.IN_H], g[Geometry.IN_W], g[Geometry.IN_C]
-    kernel_h, kernel_w = g[Geometry.KERNEL_H], g[Geometry.KERNEL_W]
-    width = g[Geometry.FAN_IN] + 1
-    for oy in range(g[Geometry.OUT_H]):
-        for ox in range(g[Geometry.OUT_W]):
-            window = (oy * g[Geometry.OUT_W] + ox) * width
+    in_h, in_w, in_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, fan_in = _window(g)
+    start, width = np.uintp(start), fan_in + ONE
+    for oy in range(out_h):
+        for ox in range(out_w):
+            window = (oy * out_w + ox) * width
             for ky in range(kernel_h):
-                y = oy * g[Geometry.STRIDE_H] + ky - g[Geometry.PAD_TOP]
+                y = oy * stride_h + ky - pad_top
                 for kx in range(kernel_w):
-                    x = ox * g[Geometry.STRIDE_W] + kx - g[Geometry.PAD_LEFT]
+                    x = ox * stride_w + kx - pad_left
                     to = window + (ky * kernel_w + kx) * in_c
-                    if 0 <= y < in_h and 0 <= x < in_w:
+                    if y < in_h and x < in_w:
                         source = start + (y * in_w + x) * in_c
                         for c in range(in_c):
                             patches[to + c] = values[source + c]
                     else:
                         for c in range(in_c):
                             patches[to + c] = 0.0
-            patches[window + width - 1] = 1.0
+            patches[window + fan_in] = 1.0
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _scatter_windows(patch_errors, g, below, start):
     """The reverse of ``_gather_windows``: each window's errors ``(positions, fan_in)`` added into the image
     at ``below[start:]`` where the window reads it, windows in order."""
-    in_h, in_w, in_c = g[Geometry.IN_H], g[Geometry.IN_W], g[Geometry.IN_C]
-    kernel_h, kernel_w, fan_in = g[Geometry.KERNEL_H], g[Geometry.KERNEL_W], g[Geometry.FAN_IN]
+    in_h, in_w, in_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, fan_in = _window(g)
+    start = np.uintp(start)
     below[start : start + in_h * in_w * in_c] = 0.0
-    for oy in range(g[Geometry.OUT_H]):
-        for ox in range(g[Geometry.OUT_W]):
-            window = (oy * g[Geometry.OUT_W] + ox) * fan_in
+    for oy in range(out_h):
+        for ox in range(out_w):
+            window = (oy * out_w + ox) * fan_in
             for ky in range(kernel_h):
-                y = oy * g[Geometry.STRIDE_H] + ky - g[Geometry.PAD_TOP]
-                if y < 0 or y >= in_h:
+                y = oy * stride_h + ky - pad_top
+                if y >= in_h:
                     continue
                 for kx in range(kernel_w):
-                    x = ox * g[Geometry.STRIDE_W] + kx - g[Geometry.PAD_LEFT]
-                    if x < 0 or x >= in_w:
+                    x = ox * stride_w + kx - pad_left
+                    if x >= in_w:
                         continue
                     source = window + (ky * kernel_w + kx) * in_c
                     to = start + (y * in_w + x) * in_c
@@ -179,17 +201,70 @@ def _scatter_windows(patch_errors, g, below, start):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _window_max(values, start, g, oy, ox, c):
-    """Where in ``values`` the largest value of pooling window ``(oy, ox)`` of channel ``c`` is (the first
-    one, scanning rows then columns), for the image at ``values[start:]``."""
-    in_w, in_c = g[Geometry.IN_W], g[Geometry.IN_C]
-    best = start + ((oy * g[Geometry.STRIDE_H]) * in_w + ox * g[Geometry.STRIDE_W]) * in_c + c
-    for dy in range(g[Geometry.KERNEL_H]):
-        for dx in range(g[Geometry.KERNEL_W]):
-            at = start + ((oy * g[Geometry.STRIDE_H] + dy) * in_w + ox * g[Geometry.STRIDE_W] + dx) * in_c + c
-            if values[at] > values[best]:
-                best = at
-    return best
+def _activate(sums, start, values, to, n, code, dt):
+    """``values[to : to + n]`` = the activation ``code`` of ``sums[start : start + n]`` (softmax: the sums as
+    they are, for ``softmax`` to normalise).  One loop per activation, its code a constant, so that each
+    compiles to vector instructions without a branch per value."""
+    start, to = np.uintp(start), np.uintp(to)
+    n = np.uintp(n)
+    if code == ActivationCode.RELU:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.RELU, dt)
+    elif code == ActivationCode.LEAKY_RELU:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.LEAKY_RELU, dt)
+    elif code == ActivationCode.SIGMOID:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.SIGMOID, dt)
+    elif code == ActivationCode.TANH:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.TANH, dt)
+    else:  # identity and softmax
+        for j in range(n):
+            values[to + j] = sums[start + j]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _scale_by_slopes(errors, start, values, at, n, code, dt):
+    """``errors[start : start + n]`` times the slopes of activation ``code`` at the outputs ``values[at:]``,
+    one loop per activation as in ``_activate``."""
+    start, at = np.uintp(start), np.uintp(at)
+    n = np.uintp(n)
+    if code == ActivationCode.RELU:
+        for j in range(n):
+            errors[start + j] *= derivative(values[at + j], ActivationCode.RELU, dt)
+    elif code == ActivationCode.LEAKY_RELU:
+        for j in range(n):
+            errors[start + j] *= derivative(values[at + j], ActivationCode.LEAKY_RELU, dt)
+    elif code == ActivationCode.SIGMOID:
+        for j in range(n):
+            errors[start + j] *= derivative(values[at + j], ActivationCode.SIGMOID, dt)
+    elif code == ActivationCode.TANH:
+        for j in range(n):
+            errors[start + j] *= derivative(values[at + j], ActivationCode.TANH, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _pool(values, source, out, g, winners, at):
+    """One row's max pooling: from the image at ``values[source:]`` into ``values[out:]``, and where in the
+    image each maximum is into ``winners[at:]`` (the first one, scanning each window's rows then columns)."""
+    _, in_w, channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
+    source, out, at = np.uintp(source), np.uintp(out), np.uintp(at)
+    for oy in range(out_h):
+        for ox in range(out_w):
+            to = (oy * out_w + ox) * channels
+            corner = ((oy * stride_h) * in_w + ox * stride_w) * channels
+            for c in range(channels):
+                values[out + to + c] = values[source + corner + c]
+                winners[at + to + c] = corner + c
+            for dy in range(kernel_h):
+                for dx in range(kernel_w):
+                    place = corner + (dy * in_w + dx) * channels
+                    for c in range(channels):  # contiguous, and selects rather than branches: it vectorises
+                        value, best = values[source + place + c], values[out + to + c]
+                        better = value > best
+                        values[out + to + c] = value if better else best
+                        winners[at + to + c] = place + c if better else winners[at + to + c]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -197,8 +272,8 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     """Layer ``k``'s values for the ``chunk`` ``(rows, seed, step)`` (its data rows, the dropout seed and the
     update's number), from the layer below's; ``training`` applies dropout."""
     dt = weights.dtype.type
-    values_all, v_off, _, patches_all, _, products_all, blas_ints, blas_floats = scratch
-    values, patches, products = values_all[slot], patches_all[slot], products_all[slot]
+    values_all, v_off, _, patches_all, _, products_all, blas_ints, blas_floats, winners_all, win_off = scratch
+    values, patches, products, winners = values_all[slot], patches_all[slot], products_all[slot], winners_all[slot]
     blas = (blas_ints[slot], blas_floats[slot])
     rows, seed, step = chunk
     n_rows = rows.shape[0]
@@ -218,9 +293,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
                 _gemm(AS_IS, (patches, 0, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
                       (positions, units, width), blas)  # fmt: skip
             out = outputs + s * (n_out + 1)
-            for j in range(n_out):
-                value = products[s * n_out + j]
-                values[out + j] = value if code == ActivationCode.SOFTMAX else activation(value, code, dt)
+            _activate(products, s * n_out, values, out, n_out, code, dt)
             if code == ActivationCode.SOFTMAX:
                 softmax(values, out, n_out, dt)
             values[out + n_out] = 1.0
@@ -228,13 +301,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     for s in range(n_rows):
         source, out = inputs + s * (n_in + 1), outputs + s * (n_out + 1)
         if kind == LayerKindCode.MAX_POOL2D:
-            channels = g[Geometry.IN_C]
-            for oy in range(g[Geometry.OUT_H]):
-                for ox in range(g[Geometry.OUT_W]):
-                    for c in range(channels):
-                        values[out + (oy * g[Geometry.OUT_W] + ox) * channels + c] = values[
-                            _window_max(values, source, g, oy, ox, c)
-                        ]
+            _pool(values, source, out, g, winners, win_off[k] + s * n_out)
         elif kind == LayerKindCode.DROPOUT and training and net.dropout[k] > 0.0:
             rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
             stream = _row_stream(seed, step, rows[s])
@@ -252,8 +319,15 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     """Layer ``k``'s gradient into ``grad`` (accumulated), and, but for the first layer, the error signals of
     the layer below into the other side of the errors, from the layer's own at ``side``."""
     dt = weights.dtype.type
-    values_all, v_off, errors_all, patches_all, patch_errors_all, _, blas_ints, blas_floats = scratch
-    values, patches, patch_errors = values_all[slot], patches_all[slot], patch_errors_all[slot]
+    values_all, v_off, errors_all, patches_all, patch_errors_all, _, blas_ints, blas_floats, winners_all, win_off = (
+        scratch
+    )
+    values, patches, patch_errors, winners = (
+        values_all[slot],
+        patches_all[slot],
+        patch_errors_all[slot],
+        winners_all[slot],
+    )
     errors, below = errors_all[slot, side], errors_all[slot, 1 - side]
     blas = (blas_ints[slot], blas_floats[slot])
     rows, seed, step = chunk
@@ -281,15 +355,12 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                     _scatter_windows(patch_errors, g, below, s * n_in)
     elif k > 0:
         for s in range(n_rows):
-            source, at = inputs + s * (n_in + 1), s * n_in
-            if kind == LayerKindCode.MAX_POOL2D:
+            at = s * n_in
+            if kind == LayerKindCode.MAX_POOL2D:  # each error to its window's maximum
                 below[at : at + n_in] = 0.0
-                channels = g[Geometry.IN_C]
-                for oy in range(g[Geometry.OUT_H]):
-                    for ox in range(g[Geometry.OUT_W]):
-                        for c in range(channels):
-                            largest = _window_max(values, source, g, oy, ox, c) - source
-                            below[at + largest] += errors[s * n_out + (oy * g[Geometry.OUT_W] + ox) * channels + c]
+                won = win_off[k] + s * n_out
+                for j in range(n_out):
+                    below[at + winners[won + j]] += errors[s * n_out + j]
             elif kind == LayerKindCode.DROPOUT and net.dropout[k] > 0.0:
                 rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
                 stream = _row_stream(seed, step, rows[s])
@@ -300,10 +371,8 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                 for j in range(n_out):
                     below[at + j] = errors[s * n_out + j]
     if k > 0 and net.activations[k - 1] != ActivationCode.IDENTITY:
-        code = net.activations[k - 1]
         for s in range(n_rows):
-            for j in range(n_in):
-                below[s * n_in + j] *= derivative(values[inputs + s * (n_in + 1) + j], code, dt)
+            _scale_by_slopes(below, s * n_in, values, inputs + s * (n_in + 1), n_in, net.activations[k - 1], dt)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
