@@ -22,7 +22,7 @@ from setuptools.errors import CCompilerError, ExecError, PlatformError
 
 PACKAGE = Path(__file__).resolve().parent / "fastbp"
 KERNELS = PACKAGE / "_kernels_cython"
-MODULES = ("online", "lockstep", "batches")
+MODULES = ("online", "lockstep", "batches", "layered")
 # The exact kernels must not let the C compiler fuse a * b + c into one FMA
 # (the rounding would differ from the reference); fast-math is never enabled.
 # -fno-trapping-math changes no value, only the promise to keep floating-point exception
@@ -123,6 +123,11 @@ def write_constants() -> None:
     where its text changed: an unchanged one keeps its time, so nothing is rebuilt."""
     enum, definitions, declarations, entries = [], [], [], []
     for name, value in compiled_constants().items():
+        if type(value) is int and value >= 2**31:  # a 64-bit pattern: too wide for a C enum
+            definitions.append(f"    static const unsigned long long FASTBP_{name} = {value}ULL;")
+            declarations.append(f'    const unsigned long long {name} "FASTBP_{name}"')
+            entries.append(f'        "{name}": {name},')
+            continue
         if type(value) is int:
             enum.append(f"    {name} = {value}")
             entries.append(f'        "{name}": {name},')

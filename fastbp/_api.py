@@ -36,9 +36,8 @@ from ._validate import (
     as_sample_weight,
     as_targets,
     feature_names_of,
-    image_shape_of,
 )
-from .layers import LayerSpec, declared_input_shape, takes_images
+from .layers import LayerSpec, input_shape_of
 
 
 @dataclass(frozen=True)
@@ -434,9 +433,7 @@ def as_training_data(
         X = as_features(X, dtype=dtype)
         input_shape = (X.shape[1],)
     else:
-        input_shape = declared_input_shape(options.layers)
-        if input_shape is None:
-            input_shape = image_shape_of(X) if takes_images(options.layers) else (np.shape(X)[-1],)
+        input_shape = input_shape_of(options.layers, X)
         X = as_inputs(X, input_shape, dtype)
     if options.output == "identity":
         if classes is not None:
@@ -620,7 +617,9 @@ def evaluate(
 
 
 #: The training options every entry point passes on to Options.create.
-_OPTION_NAMES = tuple(inspect.signature(Options.create).parameters)
+#: The options of the functions that train many networks (train_many, evaluate, search): those of networks of
+#: dense layers; layered networks (``layers``) train by :func:`train` and :class:`fastbp.Sequential`.
+_OPTION_NAMES = tuple(name for name in inspect.signature(Options.create).parameters if name != "layers")
 
 
 def _check_option_names(options: dict, function: str, extra: tuple[str, ...]) -> None:

@@ -7,7 +7,7 @@ an untrusted source can never run code.  Format ``fastbp.model`` holds:
 ``format``         the string ``"fastbp.model"``
 ``version``        1 for networks of dense layers, 2 for networks with other kinds of
                    layer; a file from a newer fastbp is refused with a clear message
-``sizes``          (version 1) int64 layer sizes: inputs, hidden layers, outputs
+``sizes``          (version 1) int64 layer sizes: inputs, hidden layers (if any), outputs
 ``activations``    (version 1) each layer's activation name, the output layer's last
 ``input_shape``    (version 2) int64, the shape of one input row
 ``layers``         (version 2) each layer's settings as JSON (``Layer.config``), the
@@ -332,7 +332,7 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
 def _layout_of(arrays: dict) -> Layout:
     """A version 1 file's network: dense layers of ``sizes``."""
     sizes = arrays["sizes"]
-    if sizes.ndim != 1 or len(sizes) < 3 or sizes.dtype.kind != "i":
+    if sizes.ndim != 1 or len(sizes) < 2 or sizes.dtype.kind != "i":
         raise ValueError(f"layer sizes {sizes.tolist()} are not a network's")
     activations = [str(name) for name in arrays["activations"].tolist()]
     if any(name not in HIDDEN_ACTIVATIONS for name in activations[:-1]) or activations[-1:][0] not in OUTPUTS:

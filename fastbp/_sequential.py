@@ -17,13 +17,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from ._api import new_trainer
+from ._backends import get_backend
+from ._concepts import OUTPUTS
 from ._constants import LOG_FLOOR
 from ._layout import as_image
 from ._model import Model
 from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
-from ._validate import RandomSource, as_count, as_inputs, image_shape_of
-from .layers import Activation, Dense, Input, LayerSpec, activation_name, declared_input_shape, takes_images
+from ._validate import RandomSource, as_count, as_inputs
+from .layers import Activation, Dense, Input, LayerSpec, activation_name, as_row_shape, input_shape_of
 from .optimizers import SGD, Adam
 
 #: Keras's loss names, as fastbp's losses.
@@ -107,10 +109,14 @@ class Sequential:
         for metric in metrics:
             if metric not in ("accuracy", "acc"):
                 raise ValueError(f"unknown metric {metric!r}: fastbp offers 'accuracy'")
-        self._compiled = {"optimizer": optimizer, "loss": loss, "metrics": metrics, "dtype": dtype, "backend": backend}
-        hidden, units, output = self._output_layer()
+        hidden, _, output = self._output_layer()
+        if LOSSES[loss] not in OUTPUTS[output].losses:
+            fits = [name for name, ours in LOSSES.items() if ours in OUTPUTS[output].losses]
+            raise ValueError(f"loss {loss!r} does not fit a {output} output layer: use {' or '.join(map(repr, fits))}")
+        get_backend(backend)  # an unknown or missing backend is refused now, not at the first fit
         Options.create(layers=hidden, output=output, loss=LOSSES[loss], dtype=dtype, backend=backend,
                        **optimizer.options())  # fmt: skip
+        self._compiled = {"optimizer": optimizer, "loss": loss, "metrics": metrics, "dtype": dtype, "backend": backend}
 
     def _output_layer(self) -> tuple[list[LayerSpec], int, str]:
         """The hidden layers, and the output layer's units and activation (fastbp's name)."""
@@ -148,32 +154,24 @@ class Sequential:
         the shape the first layer declares."""
         if input_shape is not None:
             shape = tuple(input_shape)
-            input_shape = shape[1:] if shape and shape[0] is None else shape
+            input_shape = as_row_shape(shape[1:] if shape and shape[0] is None else shape, "build")
         self._ensure_built(input_shape, self._options())
 
     def _ensure_built(self, input_shape, options: Options) -> None:
         if self._trainer is not None:
             return
-        shape = input_shape or declared_input_shape([spec for spec in self.layers if not isinstance(spec, Input)]
-                                                    ) or self._input_declared()  # fmt: skip
+        shape = input_shape or self._input_declared()
         if shape is None:
             raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
         _, units, _ = self._output_layer()
         self._trainer = new_trainer(options, tuple(shape), units, self._random)
 
-    def _input_declared(self):
-        for spec in self.layers:
-            if spec.input_shape is not None:
-                return spec.input_shape
-        return None
+    def _input_declared(self) -> tuple[int, ...] | None:
+        """The input shape the layers declare (the first declaration; ``build_layers`` checks the others)."""
+        return next((spec.input_shape for spec in self.layers if spec.input_shape is not None), None)
 
     def _input_shape_of(self, x) -> tuple[int, ...]:
-        if self._trainer is not None:
-            return self._trainer.layout.input_shape
-        declared = self._input_declared()
-        if declared is not None:
-            return declared
-        return image_shape_of(x) if takes_images(self.layers) else (np.shape(x)[-1],)
+        return self._trainer.layout.input_shape if self._trainer is not None else input_shape_of(self.layers, x)
 
     def fit(
         self,
@@ -439,11 +437,14 @@ def from_model(model: Model) -> Sequential:
     compiled = config.get("compile")
     if compiled:
         optimizer = dict(compiled["optimizer"])
-        optimizer_class = {"Adam": Adam, "SGD": SGD}[optimizer.pop("class_name")]
+        optimizer_class = {"Adam": Adam, "SGD": SGD}.get(optimizer.pop("class_name", None))
+        if optimizer_class is None:
+            raise ValueError(f"its optimizer {compiled['optimizer']!r} is not one fastbp has")
         sequential.compile(optimizer_class(**optimizer), compiled["loss"], compiled["metrics"],
                            dtype=compiled["dtype"], backend=compiled["backend"])  # fmt: skip
     options = sequential._options()
-    if options.dtype != model.dtype.name or sequential._output_layer()[1] != model.sizes[-1]:
-        raise ValueError("its Sequential settings do not match its network")
+    _, units, _ = sequential._output_layer()
+    if options.dtype != model.dtype.name or options.layout(model.input_shape, units) != model._layout:
+        raise ValueError("its Sequential settings do not describe its network")
     sequential._trainer = Trainer(options, model._layout, np.array(model.weights), None)
     return sequential

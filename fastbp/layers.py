@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from numbers import Integral, Real
 
+import numpy as np
+
 from ._concepts import HIDDEN_ACTIVATIONS
 from ._layout import Layer as KernelLayer
 from ._layout import Shape
+from ._validate import image_shape_of
 
 #: Keras's activation names that fastbp spells otherwise.
 KERAS_ACTIVATIONS = {"linear": "identity", None: "identity"}
@@ -43,13 +46,16 @@ def _pair(value, name: str, where: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _shape(value, where: str) -> Shape | None:
+def as_row_shape(value, where: str) -> Shape | None:
+    """A row's shape: ``(n_features,)``, ``(height, width, channels)``, or ``(height, width)`` for one channel."""
     if value is None:
         return None
     shape = tuple(value) if isinstance(value, Sequence) else (value,)
-    if len(shape) not in (1, 3) or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in shape):
-        raise ValueError(f"{where}: input_shape must be (n_features,) or (height, width, channels), got {value!r}")
-    return tuple(int(n) for n in shape)
+    if len(shape) not in (1, 2, 3) or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in shape):
+        raise ValueError(
+            f"{where}: input_shape must be (n_features,), (height, width) or (height, width, channels), got {value!r}"
+        )
+    return tuple(int(n) for n in shape) + ((1,) if len(shape) == 2 else ())
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class LayerSpec:
     input_shape: Shape | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
-        object.__setattr__(self, "input_shape", _shape(self.input_shape, self._where()))
+        object.__setattr__(self, "input_shape", as_row_shape(self.input_shape, self._where()))
 
     def _where(self) -> str:
         return type(self).__name__
@@ -193,7 +199,7 @@ class Input(LayerSpec):
     shape: Shape
 
     def __post_init__(self):
-        object.__setattr__(self, "input_shape", _shape(self.shape, "Input"))
+        object.__setattr__(self, "input_shape", as_row_shape(self.shape, "Input"))
         object.__setattr__(self, "shape", self.input_shape)
 
 
@@ -201,19 +207,18 @@ class Input(LayerSpec):
 LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPooling2D, Dropout, Flatten, Activation, Input)}
 
 
-def declared_input_shape(specs: Sequence[LayerSpec]) -> Shape | None:
-    """The input shape the first layer declares, if any (later declarations must agree: ``build_layers``)."""
-    return specs[0].input_shape if specs else None
-
-
-def takes_images(specs: Sequence[LayerSpec]) -> bool:
-    """Whether the first layer that needs a shape needs an image (a convolution or pooling)."""
+def input_shape_of(specs: Sequence[LayerSpec], X) -> Shape:
+    """The shape of one input row: the one the layers declare, else ``X``'s, read as images where the first
+    layer that needs a shape takes them (a convolution or pooling; a Flatten of arrays of images)."""
     for spec in specs:
-        if isinstance(spec, Conv2D | MaxPooling2D):
-            return True
-        if isinstance(spec, Dense):
-            return False
-    return False
+        if spec.input_shape is not None:
+            return spec.input_shape
+    for spec in specs:
+        if isinstance(spec, Conv2D | MaxPooling2D) or (isinstance(spec, Flatten) and np.ndim(X) > 2):
+            return image_shape_of(X)
+        if isinstance(spec, Dense | Flatten):
+            break
+    return (np.shape(X)[-1],) if np.ndim(X) else ()
 
 
 def build_layers(specs: Sequence[LayerSpec], input_shape: Shape) -> list[KernelLayer]:

@@ -56,9 +56,9 @@ def test_a_continued_trainer_keeps_its_memory_but_not_a_different_network(wheat)
 
     X, y = wheat
     options = Options.create(hidden=3, optimizer="adam", lr=0.01)
-    X, Y, _ = as_training_data(X, y, options)
+    X, Y, _, input_shape = as_training_data(X, y, options)
     weights = np.ones(len(X))
-    trainer = new_trainer(options, X.shape[1], Y.shape[1], RandomSource(5))
+    trainer = new_trainer(options, input_shape, Y.shape[1], RandomSource(5))
     trainer.run(X, Y, weights, 2)
     slower = trainer.continued(Options.create(hidden=3, optimizer="adam", lr=0.001), None)
     assert slower.steps == trainer.steps and slower.state is trainer.state and slower.weights is trainer.weights

@@ -13,9 +13,9 @@ from libc.string cimport memcpy
 
 from fastbp._kernels_cython.constants cimport (
     ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
-    ACTIVATION_TANH, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_SHIFT, EXP_TAYLOR, LEAKY_SLOPE, LOG_FLOOR,
-    OPTIMIZER_ADAM, OPTIMIZER_MOMENTUM, OPTIMIZER_NESTEROV, OPTIMIZER_RPROP, OPTIMIZER_SGD, RPROP_DECREASE,
-    RPROP_DELTA_MAX, RPROP_DELTA_MIN, RPROP_INCREASE,
+    ACTIVATION_TANH, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_SHIFT, EXP_TAYLOR, GEOMETRY_FAN_IN, GEOMETRY_UNITS,
+    LEAKY_SLOPE, LOG_FLOOR, OPTIMIZER_ADAM, OPTIMIZER_MOMENTUM, OPTIMIZER_NESTEROV, OPTIMIZER_RPROP, OPTIMIZER_SGD,
+    RPROP_DECREASE, RPROP_DELTA_MAX, RPROP_DELTA_MIN, RPROP_INCREASE,
 )
 
 ctypedef fused floating:
@@ -24,12 +24,18 @@ ctypedef fused floating:
 
 
 cdef struct Network:
-    # fastbp._backends.Network, its intp arrays as pointers.
+    # fastbp._backends.Network, its arrays as pointers.
     Py_ssize_t n_layers
     const Py_ssize_t* sizes
     const Py_ssize_t* w_off
     const Py_ssize_t* o_off
     const Py_ssize_t* activations
+    const Py_ssize_t* kinds
+    # Layer k's row of the geometry (fastbp._constants.GEOMETRY_FIELDS, columns GEOMETRY_...) starts at
+    # geometry + k * geometry_stride.
+    const Py_ssize_t* geometry
+    Py_ssize_t geometry_stride
+    const double* dropout  # each layer's dropout rate
     bint exact  # the tutorial's arithmetic (inputs summed in order, libm's exp), or the fast mode
 
 
@@ -65,14 +71,19 @@ cdef struct Schedule:
     double beta2
     double epsilon
     Py_ssize_t steps_done
+    uint64_t seed  # keys the dropout masks
 
 
 cdef inline Network network_of(object net) except *:
     """``net`` (a ``fastbp._backends.Network``, which the contract checked) as the kernels' struct: pointers into
     its arrays, which ``net`` keeps alive for the call."""
     cdef const Py_ssize_t[::1] sizes = net.sizes, w_off = net.w_off, o_off = net.o_off, acts = net.activations
+    cdef const Py_ssize_t[::1] kinds = net.kinds
+    cdef const Py_ssize_t[:, ::1] geometry = net.geometry
+    cdef const double[::1] dropout = net.dropout
     return Network(
         n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
+        kinds=&kinds[0], geometry=&geometry[0, 0], geometry_stride=geometry.shape[1], dropout=&dropout[0],
         exact=net.exact,
     )
 
@@ -88,6 +99,7 @@ cdef inline Schedule schedule_settings(object schedule) except *:
         orders=NULL, n_orders=0, n_visits=0, rates=NULL, n_epochs=0, batch_size=schedule.batch_size,
         optimizer=schedule.optimizer, momentum=schedule.momentum, l2=schedule.l2, beta1=schedule.beta1,
         beta2=schedule.beta2, epsilon=schedule.epsilon, steps_done=schedule.steps_done,
+        seed=<uint64_t><long long>schedule.seed,  # as Numba's np.uint64 of the int64 seed
     )
 
 
@@ -300,7 +312,8 @@ cdef inline void _optimizer_loop(
 ) noexcept nogil:
     """``optimizer_step``'s loop for one optimizer."""
     cdef Py_ssize_t n_w = net.w_off[net.n_layers]
-    cdef Py_ssize_t i, j, k, p, n_in, neuron
+    cdef Py_ssize_t i, j, k, p, n_in, n_out, neuron
+    cdef const Py_ssize_t* geometry
     cdef floating l2 = <floating>schedule.l2
     cdef floating momentum = <floating>schedule.momentum
     cdef floating beta1 = <floating>schedule.beta1
@@ -314,8 +327,10 @@ cdef inline void _optimizer_loop(
             rate * sqrt(1.0 - _power(schedule.beta2, step)) / (1.0 - _power(schedule.beta1, step))
         )
     for k in range(net.n_layers):
-        n_in = net.sizes[k]
-        for j in range(net.sizes[k + 1]):
+        # A layer's weight block: units rows of fan_in weights and a bias (none for a layer without weights).
+        geometry = net.geometry + k * net.geometry_stride
+        n_in, n_out = geometry[GEOMETRY_FAN_IN], geometry[GEOMETRY_UNITS]
+        for j in range(n_out):
             neuron = net.w_off[k] + j * (n_in + 1)
             for i in range(n_in + 1):
                 p = neuron + i

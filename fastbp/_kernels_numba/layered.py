@@ -509,23 +509,30 @@ def train_layered(net, weights, optimizer_state, data, schedule, history, n_thre
 
 @njit(**NUMBA_OPTIONS)
 def predict_layered(net, weights, X, out):
-    """The output layer's values for every row of ``X`` into ``out`` (dropout passes values on)."""
+    """The output layer's values for every row of ``X`` into ``out`` (dropout passes values on).
+
+    Every chunk is a whole ``CHUNK_ROWS`` rows, the last one filled up with copies of
+    its last row: BLAS rounds a product's rows alike only within products of one
+    shape, so each row's outputs do not depend on the rows predicted with it (nor on
+    how many threads share them).
+    """
     scratch = _scratch(net, 1, weights.dtype)
     values, v_off = scratch[0][0], scratch[1]
     n_layers = net.sizes.shape[0] - 1
     n_features, n_outputs = net.sizes[0], net.sizes[n_layers]
-    all_rows = np.arange(X.shape[0])
+    rows = np.empty(CHUNK_ROWS, dtype=np.intp)
     for first in range(0, X.shape[0], CHUNK_ROWS):
-        rows = all_rows[first : min(first + CHUNK_ROWS, X.shape[0])]
-        for s in range(rows.shape[0]):
+        real = min(CHUNK_ROWS, X.shape[0] - first)
+        for s in range(CHUNK_ROWS):
+            rows[s] = first + min(s, real - 1)
             values[s * (n_features + 1) : (s + 1) * (n_features + 1) - 1] = X[rows[s]]
             values[(s + 1) * (n_features + 1) - 1] = 1.0
         chunk = (rows, 0, 0)
         for k in range(n_layers):
             _forward(net, weights, k, chunk, scratch, 0, False)
-        for s in range(rows.shape[0]):
+        for s in range(real):
             at = v_off[n_layers] + s * (n_outputs + 1)
-            out[rows[s]] = values[at : at + n_outputs]
+            out[first + s] = values[at : at + n_outputs]
 
 
 #: The compiled functions behind each kernel that is a Python function.

@@ -1,0 +1,690 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The Cython backend's kernels for layered networks: convolutions, max pooling, dropout and flatten beside dense
+layers, trained by mini-batches.
+
+The same kernels and arithmetic as :mod:`fastbp._kernels_numba.layered`, operation by
+operation, so the two agree bit for bit: a batch is cut into chunks of ``CHUNK_ROWS``
+rows, each run forward and backward into a gradient buffer of its own by one slot
+(an OpenMP thread's scratch: slot ``t`` takes chunks ``t``, ``t + n_slots``, ...), and
+the chunks' gradients are then summed in chunk order, so the thread count never
+changes a result.  Dense layers and convolutions (a row's windows gathered into a
+``(positions, fan_in + 1)`` matrix) multiply by BLAS's gemm, called with the very
+arguments the Numba backend passes; pooling, dropout and flatten are loops.  Some loops
+run in another order than Numba's where no value can change: a pooling takes the
+largest values of all channels of a window side by side (each channel's still the
+first largest in its window), and a kernel row that lies inside the image is copied,
+or its errors added, as one stretch.
+"""
+
+from cython.parallel cimport prange
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free, malloc
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+from fastbp._kernels_cython.constants cimport (
+    ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
+    ACTIVATION_TANH, CHUNK_ROWS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H, GEOMETRY_IN_W, GEOMETRY_KERNEL_H,
+    GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT, GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H,
+    GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LAYER_CONV2D, LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA,
+    SPLITMIX_MIX1, SPLITMIX_MIX2, compiled_constants,
+)
+from fastbp._kernels_cython.primitives cimport (
+    Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step,
+    output_error, schedule_of, schedule_settings, softmax,
+)
+
+from fastbp._constants import check_compiled
+from fastbp._libm import libm_address
+
+check_compiled(compiled_constants(), __name__)
+bind_libm_exp(libm_address("exp"))
+
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define FASTBP_LAYERED_OPENMP 1
+    #else
+    #define FASTBP_LAYERED_OPENMP 0
+    #endif
+    """
+    int FASTBP_LAYERED_OPENMP
+
+#: ``2**-53``: a draw's 53 bits as a fraction of one.
+cdef double DRAW_UNIT = 1.0 / 9007199254740992.0
+
+
+cdef struct Parts:
+    # Where the parts of one slot's scratch start (see _parts), in values of the weights' type.
+    const Py_ssize_t* v_off  # layer k's (CHUNK_ROWS, sizes[k] + 1) values from v_off[k], the inputs' first
+    Py_ssize_t errors  # two sides of side_size error signals: the layer in hand's and the layer below's
+    Py_ssize_t side_size
+    Py_ssize_t patches  # one row's windows of the largest convolution, (positions, fan_in + 1)
+    Py_ssize_t patch_errors  # their errors, (positions, fan_in)
+    Py_ssize_t products  # a layer's weighted sums for the chunk
+    Py_ssize_t size  # its values in all
+
+
+cdef struct Chunk:
+    # Rows rows[:n_rows] of a batch, trained as update `step` of the dropout seed `seed`.
+    const Py_ssize_t* rows
+    Py_ssize_t n_rows
+    uint64_t seed
+    Py_ssize_t step
+
+
+cdef struct Buffers:
+    # One call's scratch: n_slots slots of parts.size values, then n_chunks gradients and losses, then a gradient.
+    Parts parts
+    Py_ssize_t n_slots
+    Py_ssize_t n_chunks
+    Py_ssize_t n_weights
+    void* block  # the floats, of the weights' type
+    Py_ssize_t* v_off
+
+
+cdef inline void _gemm(
+    char op_a, const floating* a, int lda, char op_b, const floating* b, int ldb, floating beta, floating* c, int ldc,
+    int m, int n, int k,
+) noexcept nogil:
+    """Row-major ``c = op_a(a) @ op_b(b) + beta * c`` (``c`` is ``m x n``, the products' inner size ``k``), as the
+    Numba backend's ``_gemm``: BLAS is column-major, where a row-major matrix reads as its transpose, so this
+    computes ``c.T = op_b(b).T @ op_a(a).T``."""
+    cdef floating one = 1.0
+    if floating is float:
+        sgemm(&op_b, &op_a, &n, &m, &k, &one, <float*>b, &ldb, <float*>a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&op_b, &op_a, &n, &m, &k, &one, <double*>b, &ldb, <double*>a, &lda, &beta, c, &ldc)
+
+
+cdef inline uint64_t _mix(uint64_t z) noexcept nogil:
+    """SplitMix64's output function of the 64-bit state ``z``."""
+    z = (z ^ (z >> 30)) * SPLITMIX_MIX1
+    z = (z ^ (z >> 27)) * SPLITMIX_MIX2
+    return z ^ (z >> 31)
+
+
+cdef inline uint64_t _row_stream(uint64_t seed, Py_ssize_t step, Py_ssize_t row) noexcept nogil:
+    """The state from which the dropout draws of ``row`` at update ``step`` follow."""
+    return _mix(_mix(seed + <uint64_t>step * SPLITMIX_GAMMA) + <uint64_t>row * SPLITMIX_GAMMA)
+
+
+cdef inline double _dropout_draw(uint64_t stream, Py_ssize_t unit) noexcept nogil:
+    """The draw in [0, 1) of the ``unit``-th value of a row's ``stream``: SplitMix64's value at that place."""
+    return <double>(_mix(stream + (<uint64_t>unit + 1) * SPLITMIX_GAMMA) >> 11) * DRAW_UNIT
+
+
+cdef Parts _parts(const Network* net, Py_ssize_t* v_off) noexcept nogil:
+    """The parts of one slot's scratch, writing each layer's values' start into ``v_off`` (``n_layers + 2``)."""
+    cdef Py_ssize_t n_layers = net.n_layers
+    cdef Py_ssize_t widest = 0
+    cdef Py_ssize_t n_patches = 1
+    cdef Py_ssize_t n_patch_errors = 1
+    cdef Py_ssize_t k, positions
+    cdef const Py_ssize_t* g
+    cdef Parts parts
+    v_off[0] = 0
+    for k in range(n_layers + 1):
+        v_off[k + 1] = v_off[k] + CHUNK_ROWS * (net.sizes[k] + 1)
+        widest = max(widest, net.sizes[k] + 1)
+    for k in range(n_layers):
+        if net.kinds[k] == LAYER_CONV2D:
+            g = net.geometry + k * net.geometry_stride
+            positions = g[GEOMETRY_OUT_H] * g[GEOMETRY_OUT_W]
+            n_patches = max(n_patches, positions * (g[GEOMETRY_FAN_IN] + 1))
+            n_patch_errors = max(n_patch_errors, positions * g[GEOMETRY_FAN_IN])
+    parts.v_off = v_off
+    parts.side_size = CHUNK_ROWS * widest
+    parts.errors = v_off[n_layers + 1]
+    parts.patches = parts.errors + 2 * parts.side_size
+    parts.patch_errors = parts.patches + n_patches
+    parts.products = parts.patch_errors + n_patch_errors
+    parts.size = parts.products + parts.side_size
+    return parts
+
+
+cdef struct Window:
+    # A convolution's or a pooling's geometry (its row of Network.geometry) as values of its own, which the
+    # compiler keeps in registers (a pointer into the geometry would be read again after every store of a float).
+    Py_ssize_t in_h
+    Py_ssize_t in_w
+    Py_ssize_t in_c
+    Py_ssize_t out_h
+    Py_ssize_t out_w
+    Py_ssize_t kernel_h
+    Py_ssize_t kernel_w
+    Py_ssize_t stride_h
+    Py_ssize_t stride_w
+    Py_ssize_t pad_top
+    Py_ssize_t pad_left
+    Py_ssize_t fan_in
+
+
+cdef inline Window _window(const Py_ssize_t* g) noexcept nogil:
+    return Window(
+        in_h=g[GEOMETRY_IN_H], in_w=g[GEOMETRY_IN_W], in_c=g[GEOMETRY_IN_C], out_h=g[GEOMETRY_OUT_H],
+        out_w=g[GEOMETRY_OUT_W], kernel_h=g[GEOMETRY_KERNEL_H], kernel_w=g[GEOMETRY_KERNEL_W],
+        stride_h=g[GEOMETRY_STRIDE_H], stride_w=g[GEOMETRY_STRIDE_W], pad_top=g[GEOMETRY_PAD_TOP],
+        pad_left=g[GEOMETRY_PAD_LEFT], fan_in=g[GEOMETRY_FAN_IN],
+    )
+
+
+cdef inline void _gather_windows(const floating* image, Window w, floating* patches) noexcept nogil:
+    """One row's ``image`` as its convolution's windows, a ``(positions, fan_in + 1)`` matrix in ``patches``:
+    each window's values in ``(kernel row, kernel column, channel)`` order, zero where it overhangs the image,
+    then a one.  A kernel row that lies inside the image is one stretch of it, copied at once."""
+    cdef Py_ssize_t width = w.fan_in + 1
+    cdef Py_ssize_t stretch = w.kernel_w * w.in_c
+    cdef Py_ssize_t oy, ox, ky, kx, y, x, left, c, i, to
+    cdef floating* window
+    cdef const floating* source
+    for oy in range(w.out_h):
+        for ox in range(w.out_w):
+            window = patches + (oy * w.out_w + ox) * width
+            left = ox * w.stride_w - w.pad_left
+            for ky in range(w.kernel_h):
+                y = oy * w.stride_h + ky - w.pad_top
+                to = ky * stretch
+                if y < 0 or y >= w.in_h:
+                    for i in range(stretch):
+                        window[to + i] = 0.0
+                elif left >= 0 and left + w.kernel_w <= w.in_w:
+                    source = image + (y * w.in_w + left) * w.in_c
+                    for i in range(stretch):
+                        window[to + i] = source[i]
+                else:
+                    for kx in range(w.kernel_w):
+                        x = left + kx
+                        if 0 <= x < w.in_w:
+                            source = image + (y * w.in_w + x) * w.in_c
+                            for c in range(w.in_c):
+                                window[to + kx * w.in_c + c] = source[c]
+                        else:
+                            for c in range(w.in_c):
+                                window[to + kx * w.in_c + c] = 0.0
+            window[width - 1] = 1.0
+
+
+cdef inline void _scatter_windows(const floating* patch_errors, Window w, floating* below) noexcept nogil:
+    """The reverse of ``_gather_windows``: each window's errors ``(positions, fan_in)`` added into the image's
+    ``below`` where the window reads it, windows in order (a kernel row inside the image at once: its values
+    go to distinct places, each added to in the same order)."""
+    cdef Py_ssize_t stretch = w.kernel_w * w.in_c
+    cdef Py_ssize_t oy, ox, ky, kx, y, x, left, c, i
+    cdef const floating* window
+    cdef const floating* source
+    cdef floating* to
+    for i in range(w.in_h * w.in_w * w.in_c):
+        below[i] = 0.0
+    for oy in range(w.out_h):
+        for ox in range(w.out_w):
+            window = patch_errors + (oy * w.out_w + ox) * w.fan_in
+            left = ox * w.stride_w - w.pad_left
+            for ky in range(w.kernel_h):
+                y = oy * w.stride_h + ky - w.pad_top
+                if y < 0 or y >= w.in_h:
+                    continue
+                source = window + ky * stretch
+                if left >= 0 and left + w.kernel_w <= w.in_w:
+                    to = below + (y * w.in_w + left) * w.in_c
+                    for i in range(stretch):
+                        to[i] += source[i]
+                    continue
+                for kx in range(w.kernel_w):
+                    x = left + kx
+                    if x < 0 or x >= w.in_w:
+                        continue
+                    to = below + (y * w.in_w + x) * w.in_c
+                    for c in range(w.in_c):
+                        to[c] += source[kx * w.in_c + c]
+
+
+cdef inline void _pool_row(const floating* image, Window w, floating* out) noexcept nogil:
+    """The largest value of each pooling window of each channel of one row's ``image`` into ``out``: each
+    channel's first value of the window, replaced by every later one (rows, then columns) that is greater,
+    the channels side by side (the value ``_window_max`` finds)."""
+    cdef Py_ssize_t oy, ox, dy, dx, c
+    cdef floating* largest
+    cdef const floating* source
+    cdef floating value, top
+    for oy in range(w.out_h):
+        for ox in range(w.out_w):
+            largest = out + (oy * w.out_w + ox) * w.in_c
+            source = image + (oy * w.stride_h * w.in_w + ox * w.stride_w) * w.in_c
+            for c in range(w.in_c):
+                largest[c] = source[c]
+            for dy in range(w.kernel_h):
+                for dx in range(w.kernel_w):
+                    source = image + ((oy * w.stride_h + dy) * w.in_w + ox * w.stride_w + dx) * w.in_c
+                    for c in range(w.in_c):
+                        value, top = source[c], largest[c]
+                        largest[c] = value if value > top else top  # stored either way: a loop that vectorises
+
+
+cdef inline Py_ssize_t _window_max(
+    const floating* image, Window w, Py_ssize_t oy, Py_ssize_t ox, Py_ssize_t c
+) noexcept nogil:
+    """Where in ``image`` the largest value of pooling window ``(oy, ox)`` of channel ``c`` is (the first one,
+    scanning rows then columns)."""
+    cdef Py_ssize_t top = oy * w.stride_h, left = ox * w.stride_w
+    cdef Py_ssize_t best = (top * w.in_w + left) * w.in_c + c
+    cdef floating largest = image[best]
+    cdef Py_ssize_t dy, dx, at
+    for dy in range(w.kernel_h):
+        for dx in range(w.kernel_w):
+            at = ((top + dy) * w.in_w + left + dx) * w.in_c + c
+            if image[at] > largest:
+                best, largest = at, image[at]
+    return best
+
+
+cdef inline void _activate_row(floating* out, const floating* sums, Py_ssize_t n, Py_ssize_t code) noexcept nogil:
+    """``out[j] = activation(sums[j], code)`` for ``j < n`` (a softmax's sums as they are, for ``softmax``).
+
+    The code is tested once, outside the loop, which then vectorises where the
+    activation does (relu, leaky relu, identity).
+    """
+    if code == ACTIVATION_SIGMOID:
+        _activate_row_as(out, sums, n, ACTIVATION_SIGMOID)
+    elif code == ACTIVATION_TANH:
+        _activate_row_as(out, sums, n, ACTIVATION_TANH)
+    elif code == ACTIVATION_RELU:
+        _activate_row_as(out, sums, n, ACTIVATION_RELU)
+    elif code == ACTIVATION_LEAKY_RELU:
+        _activate_row_as(out, sums, n, ACTIVATION_LEAKY_RELU)
+    else:  # identity, and the softmax's sums
+        _activate_row_as(out, sums, n, ACTIVATION_IDENTITY)
+
+
+cdef inline void _activate_row_as(
+    floating* out, const floating* sums, Py_ssize_t n, Py_ssize_t code
+) noexcept nogil:
+    """``_activate_row``'s loop for one code."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        out[j] = activation(sums[j], code)
+
+
+cdef inline void _derive_row(
+    floating* errors, const floating* outputs, Py_ssize_t n, Py_ssize_t code
+) noexcept nogil:
+    """``errors[j] *= derivative(outputs[j], code)`` for ``j < n``, the code tested once, outside the loop (as
+    ``_activate_row``)."""
+    if code == ACTIVATION_SIGMOID:
+        _derive_row_as(errors, outputs, n, ACTIVATION_SIGMOID)
+    elif code == ACTIVATION_TANH:
+        _derive_row_as(errors, outputs, n, ACTIVATION_TANH)
+    elif code == ACTIVATION_RELU:
+        _derive_row_as(errors, outputs, n, ACTIVATION_RELU)
+    elif code == ACTIVATION_LEAKY_RELU:
+        _derive_row_as(errors, outputs, n, ACTIVATION_LEAKY_RELU)
+    else:
+        _derive_row_as(errors, outputs, n, code)
+
+
+cdef inline void _derive_row_as(
+    floating* errors, const floating* outputs, Py_ssize_t n, Py_ssize_t code
+) noexcept nogil:
+    """``_derive_row``'s loop for one code."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        errors[j] *= derivative(outputs[j], code)
+
+
+cdef void _forward(
+    const Network* net, const floating* weights, Py_ssize_t k, const Chunk* chunk, floating* slot,
+    const Parts* parts, bint training,
+) noexcept nogil:
+    """Layer ``k``'s values for the ``chunk`` from the layer below's, in the ``slot``'s scratch; ``training``
+    applies dropout."""
+    cdef floating* values = slot
+    cdef floating* patches = slot + parts.patches
+    cdef floating* products = slot + parts.products
+    cdef Py_ssize_t n_rows = chunk.n_rows
+    cdef Py_ssize_t n_in = net.sizes[k], n_out = net.sizes[k + 1], code = net.activations[k], kind = net.kinds[k]
+    cdef const Py_ssize_t* g = net.geometry + k * net.geometry_stride
+    cdef Window w = _window(g)
+    cdef Py_ssize_t inputs = parts.v_off[k], outputs = parts.v_off[k + 1]
+    cdef const floating* layer = weights + net.w_off[k]
+    cdef Py_ssize_t s, j, units, width, positions
+    cdef floating* out
+    cdef const floating* source
+    cdef double rate
+    cdef floating scale
+    cdef uint64_t stream
+    if kind == LAYER_DENSE or kind == LAYER_CONV2D:
+        units, width = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN] + 1
+        if kind == LAYER_DENSE:
+            _gemm(c'N', values + inputs, n_in + 1, c'T', layer, width, 0.0, products, units, n_rows, units, width)
+        for s in range(n_rows):
+            if kind == LAYER_CONV2D:
+                positions = w.out_h * w.out_w
+                _gather_windows(values + inputs + s * (n_in + 1), w, patches)
+                _gemm(
+                    c'N', patches, width, c'T', layer, width, 0.0, products + s * n_out, units, positions, units, width
+                )
+            out = values + outputs + s * (n_out + 1)
+            _activate_row(out, products + s * n_out, n_out, code)
+            if code == ACTIVATION_SOFTMAX:
+                softmax(out, n_out)
+            out[n_out] = 1.0
+        return
+    for s in range(n_rows):
+        source = values + inputs + s * (n_in + 1)
+        out = values + outputs + s * (n_out + 1)
+        if kind == LAYER_MAX_POOL2D:
+            _pool_row(source, w, out)
+        elif kind == LAYER_DROPOUT and training and net.dropout[k] > 0.0:
+            rate = net.dropout[k]
+            scale = <floating>(1.0 / (1.0 - rate))
+            stream = _row_stream(chunk.seed, chunk.step, chunk.rows[s])
+            for j in range(n_out):
+                out[j] = source[j] * scale if _dropout_draw(stream, net.o_off[k] + j) >= rate else <floating>0.0
+        else:  # flatten, and dropout outside training: the values as they are
+            for j in range(n_out):
+                out[j] = source[j]
+        out[n_out] = 1.0
+
+
+cdef void _backward(
+    const Network* net, const floating* weights, Py_ssize_t k, const Chunk* chunk, floating* slot,
+    const Parts* parts, floating* grad, Py_ssize_t side,
+) noexcept nogil:
+    """Layer ``k``'s gradient into ``grad`` (accumulated), and, but for the first layer, the error signals of the
+    layer below into the other side of the errors, from the layer's own at ``side``."""
+    cdef const floating* values = slot
+    cdef floating* patches = slot + parts.patches
+    cdef floating* patch_errors = slot + parts.patch_errors
+    cdef const floating* errors = slot + parts.errors + side * parts.side_size
+    cdef floating* below = slot + parts.errors + (1 - side) * parts.side_size
+    cdef Py_ssize_t n_rows = chunk.n_rows
+    cdef Py_ssize_t n_in = net.sizes[k], n_out = net.sizes[k + 1], kind = net.kinds[k]
+    cdef const Py_ssize_t* g = net.geometry + k * net.geometry_stride
+    cdef Window w = _window(g)
+    cdef Py_ssize_t inputs = parts.v_off[k]
+    cdef const floating* layer = weights + net.w_off[k]
+    cdef floating* layer_grad = grad + net.w_off[k]
+    cdef Py_ssize_t s, j, oy, ox, c, units, fan_in, positions, code
+    cdef const floating* source
+    cdef const floating* row_errors
+    cdef floating* row_below
+    cdef double rate
+    cdef floating scale
+    cdef uint64_t stream
+    if kind == LAYER_DENSE or kind == LAYER_CONV2D:
+        units, fan_in = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN]
+        if kind == LAYER_DENSE:
+            _gemm(
+                c'T', errors, units, c'N', values + inputs, n_in + 1, 1.0, layer_grad, fan_in + 1, units, fan_in + 1,
+                n_rows,
+            )
+            if k > 0:
+                _gemm(c'N', errors, units, c'N', layer, fan_in + 1, 0.0, below, n_in, n_rows, n_in, units)
+        else:
+            positions = w.out_h * w.out_w
+            for s in range(n_rows):
+                _gather_windows(values + inputs + s * (n_in + 1), w, patches)
+                _gemm(
+                    c'T', errors + s * n_out, units, c'N', patches, fan_in + 1, 1.0, layer_grad, fan_in + 1, units,
+                    fan_in + 1, positions,
+                )
+                if k > 0:
+                    _gemm(
+                        c'N', errors + s * n_out, units, c'N', layer, fan_in + 1, 0.0, patch_errors, fan_in, positions,
+                        fan_in, units,
+                    )
+                    _scatter_windows(patch_errors, w, below + s * n_in)
+    elif k > 0:
+        for s in range(n_rows):
+            source = values + inputs + s * (n_in + 1)
+            row_errors = errors + s * n_out
+            row_below = below + s * n_in
+            if kind == LAYER_MAX_POOL2D:
+                for j in range(n_in):
+                    row_below[j] = 0.0
+                for oy in range(w.out_h):
+                    for ox in range(w.out_w):
+                        for c in range(w.in_c):
+                            row_below[_window_max(source, w, oy, ox, c)] += row_errors[(oy * w.out_w + ox) * w.in_c + c]
+            elif kind == LAYER_DROPOUT and net.dropout[k] > 0.0:
+                rate = net.dropout[k]
+                scale = <floating>(1.0 / (1.0 - rate))
+                stream = _row_stream(chunk.seed, chunk.step, chunk.rows[s])
+                for j in range(n_out):
+                    row_below[j] = (
+                        row_errors[j] * scale if _dropout_draw(stream, net.o_off[k] + j) >= rate else <floating>0.0
+                    )
+            else:
+                for j in range(n_out):
+                    row_below[j] = row_errors[j]
+    if k > 0 and net.activations[k - 1] != ACTIVATION_IDENTITY:
+        code = net.activations[k - 1]
+        for s in range(n_rows):
+            _derive_row(below + s * n_in, values + inputs + s * (n_in + 1), n_in, code)
+
+
+cdef floating _chunk_gradient(
+    const Network* net, const floating* weights, const Data* data, Chunk chunk, Py_ssize_t batch_rows,
+    floating* slot, const Parts* parts, floating* grad,
+) noexcept nogil:
+    """The ``chunk``'s share of the batch's mean gradient, into ``grad`` (zeroed first), in the ``slot``'s
+    scratch; returns its weighted loss.
+
+    ``batch_rows`` is the whole batch's row count, which the mean divides by.
+    """
+    cdef const floating* X = <const floating*>data.X
+    cdef const floating* Y = <const floating*>data.Y
+    cdef const floating* sample_weight = <const floating*>data.sample_weight
+    cdef Py_ssize_t n_layers = net.n_layers
+    cdef Py_ssize_t n_features = net.sizes[0], n_outputs = net.sizes[n_layers]
+    cdef Py_ssize_t n_weights = net.w_off[n_layers]
+    cdef Py_ssize_t code = net.activations[n_layers - 1]
+    cdef const floating* outputs = slot + parts.v_off[n_layers]
+    cdef floating* errors = slot + parts.errors  # side 0
+    cdef Py_ssize_t s, i, j, k, r, side
+    cdef floating chunk_loss = 0.0
+    cdef floating row_loss, scale, delta
+    for s in range(chunk.n_rows):
+        r = chunk.rows[s]
+        for i in range(n_features):
+            slot[s * (n_features + 1) + i] = X[r * n_features + i]
+        slot[s * (n_features + 1) + n_features] = 1.0
+    for k in range(n_layers):
+        _forward(net, weights, k, &chunk, slot, parts, True)
+    for s in range(chunk.n_rows):
+        r = chunk.rows[s]
+        row_loss = 0.0
+        scale = sample_weight[r] / <floating>batch_rows
+        for j in range(n_outputs):
+            row_loss += output_error(outputs[s * (n_outputs + 1) + j], Y[r * n_outputs + j], code, &delta)
+            errors[s * n_outputs + j] = delta * scale
+        chunk_loss += sample_weight[r] * row_loss
+    for i in range(n_weights):
+        grad[i] = 0.0
+    side = 0
+    for k in range(n_layers - 1, -1, -1):
+        _backward(net, weights, k, &chunk, slot, parts, grad, side)
+        side = 1 - side
+    return chunk_loss
+
+
+cdef floating _batch_gradient(
+    const Network* net, const floating* weights, const Data* data, const Py_ssize_t* batch, Py_ssize_t batch_rows,
+    uint64_t seed, Py_ssize_t step, const Buffers* buffers, floating* grad, int n_threads,
+) noexcept nogil:
+    """The batch's mean gradient into ``grad``: its chunks' gradients (each slot's, slot ``t`` taking chunks
+    ``t``, ``t + n_slots``, ...; up to ``n_threads`` threads) summed in chunk order; returns its loss."""
+    cdef floating* block = <floating*>buffers.block
+    cdef Py_ssize_t n_slots = buffers.n_slots, n_weights = buffers.n_weights
+    cdef Py_ssize_t n_chunks = (batch_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
+    cdef Py_ssize_t n_active = min(n_slots, n_chunks)
+    cdef floating* chunk_grads = block + n_slots * buffers.parts.size
+    cdef floating* chunk_losses = chunk_grads + buffers.n_chunks * n_weights
+    cdef Py_ssize_t slot, c, i, first
+    cdef floating loss
+    for slot in prange(
+        n_active, schedule="static", num_threads=n_threads, use_threads_if=n_threads > 1 and n_active > 1
+    ):
+        c = slot
+        while c < n_chunks:
+            first = c * CHUNK_ROWS
+            chunk_losses[c] = _chunk_gradient(
+                net, weights, data, Chunk(rows=batch + first, n_rows=min(CHUNK_ROWS, batch_rows - first), seed=seed,
+                step=step), batch_rows, block + slot * buffers.parts.size, &buffers.parts, chunk_grads + c * n_weights,
+            )
+            c = c + n_slots
+    for i in range(n_weights):
+        grad[i] = chunk_grads[i]
+    loss = chunk_losses[0]
+    for c in range(1, n_chunks):
+        for i in range(n_weights):
+            grad[i] += chunk_grads[c * n_weights + i]
+        loss += chunk_losses[c]
+    return loss
+
+
+cdef void _train(
+    const Network* net, floating* weights, floating* state, const Data* data, const Schedule* schedule,
+    double* history, const Buffers* buffers, int n_threads,
+) noexcept nogil:
+    """Mini-batch training for ``schedule.n_epochs`` epochs, the chunks of each batch shared by up to
+    ``n_threads`` threads."""
+    cdef Py_ssize_t n_rows = schedule.n_visits
+    cdef Py_ssize_t batch_size = min(schedule.batch_size, n_rows)
+    cdef floating* grad = (
+        <floating*>buffers.block + buffers.n_slots * buffers.parts.size + buffers.n_chunks * (buffers.n_weights + 1)
+    )
+    cdef Py_ssize_t step = schedule.steps_done
+    cdef Py_ssize_t epoch, start
+    cdef const Py_ssize_t* order
+    cdef double epoch_loss  # in float64, as the Numba kernel's sum of its batches' losses
+    for epoch in range(schedule.n_epochs):
+        order = schedule.orders + (epoch % schedule.n_orders) * n_rows
+        epoch_loss = 0.0
+        start = 0
+        while start < n_rows:
+            step += 1
+            epoch_loss += _batch_gradient(
+                net, weights, data, order + start, min(batch_size, n_rows - start), schedule.seed, step, buffers,
+                grad, n_threads,
+            )
+            optimizer_step(net, weights, grad, state, schedule, schedule.rates[epoch], step)
+            start += batch_size
+        history[epoch] = epoch_loss
+
+
+cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_slots, Py_ssize_t item) except *:
+    """Scratch for batches of up to ``batch_rows`` rows on ``n_slots`` slots (at most one per chunk), of floats of
+    ``item`` bytes: the slots, each chunk's gradient, each chunk's loss, then a gradient.  Freed by ``_free``."""
+    cdef Buffers buffers
+    cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
+    buffers.n_chunks = (batch_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
+    buffers.n_slots = max(1, min(n_slots, buffers.n_chunks))
+    buffers.n_weights = n_weights
+    buffers.block = NULL
+    buffers.v_off = <Py_ssize_t*>malloc((net.n_layers + 2) * sizeof(Py_ssize_t))
+    if buffers.v_off == NULL:
+        raise MemoryError()
+    buffers.parts = _parts(net, buffers.v_off)
+    buffers.block = malloc(
+        (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 1) + n_weights) * item
+    )
+    if buffers.block == NULL:
+        free(buffers.v_off)
+        raise MemoryError()
+    return buffers
+
+
+cdef void _free(Buffers* buffers) noexcept:
+    free(buffers.block)
+    free(buffers.v_off)
+
+
+def train_layered(
+    net, floating[::1] weights, floating[::1] optimizer_state, data, schedule, double[::1] history, int n_threads
+):
+    """Mini-batch training of a layered network for ``len(history)`` epochs, each batch's chunks shared by up to
+    ``n_threads`` threads."""
+    cdef Network c_net = network_of(net)
+    cdef const floating[:, ::1] X = data.X, Y = data.Y
+    cdef const floating[::1] sample_weight = data.sample_weight
+    cdef Data c_data = Data(X=&X[0, 0], Y=&Y[0, 0], sample_weight=&sample_weight[0])
+    cdef Schedule c_schedule = schedule_of(schedule, history.shape[0])
+    cdef Py_ssize_t batch_rows = min(c_schedule.batch_size, c_schedule.n_visits)
+    cdef Buffers buffers
+    if not FASTBP_LAYERED_OPENMP or n_threads < 1:
+        n_threads = 1
+    buffers = _buffers(&c_net, batch_rows, n_threads, sizeof(floating))
+    try:
+        with nogil:
+            _train(
+                &c_net, &weights[0], &optimizer_state[0], &c_data, &c_schedule, &history[0], &buffers, n_threads
+            )
+    finally:
+        _free(&buffers)
+
+
+def layered_gradient(net, const floating[::1] weights, data, schedule, const Py_ssize_t[::1] rows, floating[::1] grad):
+    """The mean gradient of the loss over rows ``data.X[rows]`` (one batch, update ``steps_done + 1`` of
+    ``schedule.seed``'s dropout) into ``grad``; returns their weighted loss sum."""
+    cdef Network c_net = network_of(net)
+    cdef const floating[:, ::1] X = data.X, Y = data.Y
+    cdef const floating[::1] sample_weight = data.sample_weight
+    cdef Data c_data = Data(X=&X[0, 0], Y=&Y[0, 0], sample_weight=&sample_weight[0])
+    cdef Schedule c_schedule = schedule_settings(schedule)
+    cdef Buffers buffers = _buffers(&c_net, rows.shape[0], 1, sizeof(floating))
+    cdef floating loss
+    try:
+        with nogil:
+            loss = _batch_gradient(
+                &c_net, &weights[0], &c_data, &rows[0], rows.shape[0], c_schedule.seed, c_schedule.steps_done + 1,
+                &buffers, &grad[0], 1,
+            )
+    finally:
+        _free(&buffers)
+    return loss
+
+
+def predict_layered(net, const floating[::1] weights, const floating[:, ::1] X, floating[:, ::1] out):
+    """The output layer's values for every row of ``X`` into ``out`` (dropout passes values on); every chunk is
+    a whole ``CHUNK_ROWS`` rows, as in the Numba backend's ``predict_layered``."""
+    cdef Network c_net = network_of(net)
+    cdef Buffers buffers
+    if X.shape[0] == 0:
+        return
+    buffers = _buffers(&c_net, CHUNK_ROWS, 1, sizeof(floating))
+    try:
+        with nogil:
+            _predict(&c_net, &weights[0], &X[0, 0], X.shape[0], &out[0, 0], &buffers)
+    finally:
+        _free(&buffers)
+
+
+cdef void _predict(
+    const Network* net, const floating* weights, const floating* X, Py_ssize_t n_rows, floating* out,
+    const Buffers* buffers,
+) noexcept nogil:
+    """``predict_layered``'s work: chunk after chunk of ``CHUNK_ROWS`` rows, the last filled up with copies of its
+    last row, so that every product has the same shape."""
+    cdef floating* slot = <floating*>buffers.block
+    cdef Py_ssize_t n_layers = net.n_layers
+    cdef Py_ssize_t n_features = net.sizes[0], n_outputs = net.sizes[n_layers]
+    cdef const floating* outputs = slot + buffers.parts.v_off[n_layers]
+    cdef Py_ssize_t first, s, i, j, k, real, row
+    cdef Chunk chunk
+    chunk.rows, chunk.seed, chunk.step = NULL, 0, 0
+    chunk.n_rows = CHUNK_ROWS
+    first = 0
+    while first < n_rows:
+        real = min(CHUNK_ROWS, n_rows - first)
+        for s in range(CHUNK_ROWS):
+            row = first + min(s, real - 1)
+            for i in range(n_features):
+                slot[s * (n_features + 1) + i] = X[row * n_features + i]
+            slot[s * (n_features + 1) + n_features] = 1.0
+        for k in range(n_layers):
+            _forward(net, weights, k, &chunk, slot, &buffers.parts, False)
+        for s in range(real):
+            for j in range(n_outputs):
+                out[(first + s) * n_outputs + j] = outputs[s * (n_outputs + 1) + j]
+        first += CHUNK_ROWS

@@ -1,0 +1,604 @@
+"""fastbp.Sequential, Keras's API: summary, compile, fit's History, evaluate, predict, weights and model files."""
+
+import json
+
+import numpy as np
+import pytest
+from test_layers import require_layered
+
+import fastbp
+import fastbp._model
+from fastbp._sequential import SGD, Adam
+from fastbp.layers import Activation, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
+
+
+@pytest.fixture(params=["numba", "cython"])
+def layered_backend(request):
+    """Every compiled backend, skipped where it does not run layered networks (yet)."""
+    return require_layered(request.param)
+
+
+def notebook_layers(input_shape=(28, 28, 1)):
+    """The founding notebook's network, with its Activation layers."""
+    return [
+        Conv2D(32, (3, 3), padding="valid", input_shape=input_shape),
+        Activation("relu"),
+        MaxPooling2D(pool_size=(2, 2)),
+        Conv2D(32, (3, 3)),
+        Activation("relu"),
+        MaxPooling2D(pool_size=(2, 2)),
+        Flatten(),
+        Dense(128),
+        Activation("relu"),
+        Dropout(0.5),
+        Dense(10),
+        Activation("softmax"),
+    ]
+
+
+def small_layers(input_shape=(6, 5, 2), classes=3):
+    """A small network of every layer kind, on images of ``input_shape``."""
+    return [
+        Conv2D(3, (3, 2), padding="same", activation="relu", input_shape=input_shape),
+        MaxPooling2D(2),
+        Flatten(),
+        Dense(8),
+        Activation("tanh"),
+        Dropout(0.25),
+        Dense(classes, activation="softmax"),
+    ]
+
+
+def small_data(n=30, shape=(6, 5, 2), classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, *shape)), rng.integers(0, classes, n)
+
+
+def compiled(layers, backend, seed=0, **options):
+    model = fastbp.Sequential(layers, seed=seed)
+    model.compile(**{"optimizer": "adam", "metrics": ["accuracy"], "dtype": "float64", "backend": backend, **options})
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# summary
+
+
+def test_summary_of_the_notebooks_network_is_keras():
+    model = fastbp.Sequential(notebook_layers())
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    rows = [
+        ("conv2d (Conv2D)", "(None, 26, 26, 32)", "320"),
+        ("activation (Activation)", "(None, 26, 26, 32)", "0"),
+        ("max_pooling2d (MaxPooling2D)", "(None, 13, 13, 32)", "0"),
+        ("conv2d_1 (Conv2D)", "(None, 11, 11, 32)", "9,248"),
+        ("activation_1 (Activation)", "(None, 11, 11, 32)", "0"),
+        ("max_pooling2d_1 (MaxPooling2D)", "(None, 5, 5, 32)", "0"),
+        ("flatten (Flatten)", "(None, 800)", "0"),
+        ("dense (Dense)", "(None, 128)", "102,528"),
+        ("activation_2 (Activation)", "(None, 128)", "0"),
+        ("dropout (Dropout)", "(None, 128)", "0"),
+        ("dense_1 (Dense)", "(None, 10)", "1,290"),
+        ("activation_3 (Activation)", "(None, 10)", "0"),
+    ]
+    layer_lines = [line.split() for line in text.splitlines() if line.startswith(" ") and "(None" in line]
+    assert len(layer_lines) == len(rows)
+    for words, (name, shape, params) in zip(layer_lines, rows, strict=True):
+        assert " ".join(words[:2]) == name
+        assert " ".join(words[2:-1]) == shape
+        assert words[-1] == params
+    assert "Total params: 113,386" in text
+    assert "Trainable params: 113,386" in text
+    assert "Non-trainable params: 0" in text
+    assert text.startswith('Model: "sequential"')
+    # Keras's count: each convolution (3 * 3 * c_in + 1) * 32, each dense layer (n_in + 1) * n_out.
+    assert model.count_params() == (9 + 1) * 32 + (9 * 32 + 1) * 32 + (800 + 1) * 128 + (128 + 1) * 10 == 113_386
+
+
+def test_count_params_before_and_after_building(layered_backend):
+    model = compiled(notebook_layers(), layered_backend)
+    before = model.count_params()
+    model.build()
+    assert model.built
+    assert before == model.count_params() == sum(w.size for w in model.get_weights()) == 113_386
+
+
+def test_the_notebooks_network_predicts_ten_probabilities_per_image(layered_backend):
+    model = fastbp.Sequential(notebook_layers(), seed=0)
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"], backend=layered_backend)
+    model.build()
+    images = np.random.default_rng(8).random((5, 28, 28, 1)).astype("float32")
+    probabilities = model.predict(images)
+    assert probabilities.shape == (5, 10) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(model.predict(images[:, :, :, 0]), probabilities)  # one channel: (n, 28, 28)
+
+
+def test_summary_with_an_input_layer_and_with_a_built_model():
+    declared = fastbp.Sequential([Input((28, 28, 1)), *notebook_layers(input_shape=None)])
+    assert declared.count_params() == 113_386
+    lines = []
+    declared.summary(print_fn=lines.append)
+    assert "Total params: 113,386" in lines[0]
+    built = fastbp.Sequential(notebook_layers(input_shape=None))
+    built.compile()
+    built.build((None, 28, 28, 1))
+    assert built.count_params() == 113_386
+
+
+def test_summary_without_an_input_shape_is_refused():
+    model = fastbp.Sequential(notebook_layers(input_shape=None))
+    with pytest.raises(ValueError, match="input shape"):
+        model.summary()
+    with pytest.raises(ValueError, match="input shape"):
+        model.count_params()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# fit, evaluate, predict
+
+
+def test_fit_returns_a_history_of_every_metric_per_epoch(layered_backend):
+    x, y = small_data()
+    x_val, y_val = small_data(n=11, seed=1)
+    model = compiled(small_layers(), layered_backend)
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, validation_data=(x_val, y_val))
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(values) == 3 for values in history.history.values())
+    assert history.epoch == [0, 1, 2]
+    assert history.params["epochs"] == 3 and history.params["steps"] == 4
+    assert all(np.isfinite(value) for values in history.history.values() for value in values)
+    # After the last epoch: the validation scores are evaluate's, the accuracy is over the whole training set.
+    val_loss, val_accuracy = model.evaluate(x_val, y_val, verbose=0)
+    assert history.history["val_loss"][-1] == pytest.approx(val_loss, rel=1e-12)
+    assert history.history["val_accuracy"][-1] == val_accuracy
+    assert history.history["accuracy"][-1] == np.mean(model.predict(x).argmax(axis=1) == y)
+    more = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert set(more.history) == {"loss", "accuracy"} and len(more.history["loss"]) == 2
+
+
+def test_evaluate_returns_the_mean_cross_entropy_and_accuracy(layered_backend):
+    x, y = small_data()
+    model = compiled(small_layers(), layered_backend)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    probabilities = model.predict(x)
+    assert probabilities.shape == (30, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-12)
+    assert (probabilities > 0).all()
+    loss, accuracy = model.evaluate(x, y, verbose=0)
+    assert loss == pytest.approx(-np.mean(np.log(probabilities[np.arange(30), y])), rel=1e-12)
+    assert accuracy == np.mean(probabilities.argmax(axis=1) == y)
+    bare = compiled(small_layers(), layered_backend, metrics=None)
+    bare.build()
+    bare.set_weights(model.get_weights())
+    result = bare.evaluate(x, y, verbose=0)
+    assert isinstance(result, float) and result == pytest.approx(loss, rel=1e-12)
+
+
+def test_evaluate_prints_its_scores_unless_silent(layered_backend, capsys):
+    x, y = small_data()
+    model = compiled(small_layers(), layered_backend)
+    model.build()
+    model.evaluate(x, y, verbose=0)
+    assert capsys.readouterr().out == ""
+    loss, accuracy = model.evaluate(x, y)
+    assert capsys.readouterr().out.strip() == f"accuracy: {accuracy:.4f} - loss: {loss:.4f}"
+    model.fit(x, y, epochs=2, verbose=2)
+    out = capsys.readouterr().out
+    assert "Epoch 1/2" in out and "Epoch 2/2" in out and "1/1" in out
+
+
+def test_history_loss_is_the_loss_before_the_update(layered_backend):
+    # One batch, no dropout, plain SGD: the epoch's loss is the loss at the starting weights, evaluate's.
+    x, y = small_data()
+    layers = [layer for layer in small_layers() if not isinstance(layer, Dropout)]
+    model = compiled(layers, layered_backend, optimizer=SGD(learning_rate=0.1))
+    model.build()
+    before, _ = model.evaluate(x, y, verbose=0)
+    history = model.fit(x, y, batch_size=64, epochs=1, verbose=0, shuffle=False)
+    assert history.history["loss"][0] == pytest.approx(before, rel=1e-12)
+    assert model.evaluate(x, y, verbose=0)[0] < before
+
+
+def test_mean_squared_error_of_a_linear_output(layered_backend):
+    rng = np.random.default_rng(3)
+    x, targets = rng.random((20, 6, 5, 2)), rng.normal(size=(20, 2))
+    layers = [Conv2D(2, 2, activation="tanh", input_shape=(6, 5, 2)), Flatten(), Dense(2)]
+    model = compiled(layers, layered_backend, loss="mse", metrics=None, optimizer=SGD(learning_rate=0.05))
+    history = model.fit(x, targets, batch_size=5, epochs=4, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+    outputs = model.predict(x)
+    assert model.evaluate(x, targets, verbose=0) == pytest.approx(np.mean(np.sum((targets - outputs) ** 2, axis=1)))
+    flat = compiled([*layers[:-1], Dense(1)], layered_backend, loss="mean_squared_error", metrics=None)
+    assert len(flat.fit(x, targets[:, 0], epochs=1, verbose=0).history["loss"]) == 1
+
+
+@pytest.mark.parametrize("loss", ["categorical_crossentropy", "sparse_categorical_crossentropy"])
+def test_integer_and_one_hot_labels_train_identically(layered_backend, loss):
+    x, y = small_data()
+    x_val, y_val = small_data(n=9, seed=2)
+    results = []
+    for labels, val_labels, name in [
+        (y, y_val, loss),
+        (np.eye(3)[y], np.eye(3, dtype=int)[y_val], loss),
+        (y.astype(float), y_val.reshape(-1, 1), "sparse_categorical_crossentropy"),
+        (np.eye(3, dtype=bool)[y], y_val, "categorical_crossentropy"),
+    ]:
+        model = compiled(small_layers(), layered_backend, seed=4, loss=name)
+        history = model.fit(x, labels, batch_size=7, epochs=2, verbose=0, validation_data=(x_val, val_labels))
+        results.append((model.get_weights(), history.history))
+    weights, history = results[0]
+    for other_weights, other_history in results[1:]:
+        for got, want in zip(other_weights, weights, strict=True):
+            np.testing.assert_array_equal(got, want)
+        assert other_history == history
+
+
+def test_the_same_seed_fits_the_same_weights_and_other_seeds_do_not(layered_backend):
+    x, y = small_data()
+
+    def fitted(seed):
+        model = compiled(small_layers(), layered_backend, seed=seed, dtype="float32")
+        model.fit(x, y, epochs=2, verbose=0)
+        return model.get_weights()
+
+    first, again, other = fitted(1), fitted(1), fitted(2)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# get_weights and set_weights
+
+
+def test_weights_have_keras_shapes_and_round_trip(layered_backend):
+    model = compiled(notebook_layers(), layered_backend)
+    model.build()
+    weights = model.get_weights()
+    assert [w.shape for w in weights] == [
+        (3, 3, 1, 32), (32,), (3, 3, 32, 32), (32,), (800, 128), (128,), (128, 10), (10,),
+    ]  # fmt: skip
+    assert all(not bias.any() for bias in weights[1::2])  # Keras's zero biases
+    limit = np.sqrt(6 / (800 + 128))  # glorot_uniform
+    assert np.abs(weights[4]).max() <= limit and np.abs(weights[4]).max() > 0.9 * limit
+    rng = np.random.default_rng(5)
+    new = [rng.normal(size=w.shape) for w in weights]
+    model.set_weights(new)
+    for got, want in zip(model.get_weights(), new, strict=True):
+        np.testing.assert_array_equal(got, want)
+    model.get_weights()[0][:] = 0.0  # copies
+    np.testing.assert_array_equal(model.get_weights()[0], new[0])
+
+
+def test_set_weights_refuses_what_does_not_fit_and_changes_nothing(layered_backend):
+    model = compiled(small_layers(), layered_backend)
+    with pytest.raises(ValueError, match="not built"):
+        model.set_weights([])
+    model.build()
+    weights = model.get_weights()
+    fresh = [w + 1.0 for w in weights]  # arrays that fit: none may be written when another is refused
+    kernel = fresh[0]
+    bad_inputs = {
+        "too few": (fresh[:-1], r"5 arrays given, the model has 6"),
+        "too many": ([*fresh, fresh[-1]], r"7 arrays given, the model has 6"),
+        "transposed kernel": ([kernel.transpose(3, 2, 0, 1), *fresh[1:]], r"shape \(3, 2, 3, 2\).*\(3, 2, 2, 3\)"),
+        "flat bias": ([kernel, fresh[1].reshape(1, -1), *fresh[2:]], r"shape \(1, 3\) given where \(3,\)"),
+        "nan": ([*fresh[:-1], np.full(3, np.nan)], "finite"),
+        "infinity": ([np.where(kernel > 1, np.inf, kernel), *fresh[1:]], "finite"),
+    }
+    for name, (given, message) in bad_inputs.items():
+        with pytest.raises(ValueError, match=message):
+            model.set_weights(given)
+        for got, want in zip(model.get_weights(), weights, strict=True):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_weights_move_between_models_and_dtypes(layered_backend):
+    x, _ = small_data()
+    source = compiled(small_layers(), layered_backend, seed=1)
+    source.build()
+    target = compiled(small_layers(), layered_backend, seed=2, dtype="float32")
+    target.build()
+    target.set_weights(source.get_weights())
+    np.testing.assert_allclose(target.predict(x), source.predict(x), rtol=1e-5, atol=1e-6)
+    assert target.get_weights()[0].dtype == np.float32
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model files
+
+
+def trained_small(backend, **options):
+    x, y = small_data()
+    model = compiled(small_layers(), backend, seed=3, **options)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    return model, x, y
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_and_load_give_the_same_sequential(layered_backend, tmp_path, dtype):
+    model, x, y = trained_small(layered_backend, dtype=dtype)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = fastbp.load(path)
+    assert isinstance(loaded, fastbp.Sequential)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+    for got, want in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        assert got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(got, want)
+    assert loaded.get_config() == model.get_config()
+    lines, loaded_lines = [], []
+    model.summary(print_fn=lines.append)
+    loaded.summary(print_fn=loaded_lines.append)
+    assert loaded_lines == lines
+    with np.load(path, allow_pickle=False) as archive:
+        assert int(archive["version"]) == 2
+        assert str(archive["format"]) == "fastbp.model"
+        assert [layer["kind"] for layer in json.loads(str(archive["layers"]))] == [
+            "conv2d", "max_pool2d", "flatten", "dense", "dropout", "dense",
+        ]  # fmt: skip
+        assert archive["input_shape"].tolist() == [6, 5, 2]
+    history = loaded.fit(x, y, batch_size=8, epochs=1, verbose=0)  # trains on, with a fresh optimizer
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_dense_only_sequential_is_saved_as_version_1(layered_backend, tmp_path):
+    rng = np.random.default_rng(6)
+    x, y = rng.random((20, 4)), rng.integers(0, 3, 20)
+    model = compiled([Dense(5, activation="relu", input_shape=(4,)), Dense(3, activation="softmax")], layered_backend)
+    model.fit(x, y, epochs=2, verbose=0)
+    path = tmp_path / "dense.npz"
+    model.save(path)
+    with np.load(path, allow_pickle=False) as archive:
+        assert int(archive["version"]) == 1
+        assert archive["sizes"].tolist() == [4, 5, 3]
+    loaded = fastbp.load(path)
+    assert isinstance(loaded, fastbp.Sequential)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+def test_a_reader_of_version_1_only_refuses_layered_files(layered_backend, tmp_path, monkeypatch):
+    model, x, _ = trained_small(layered_backend)
+    model.save(tmp_path / "layered.npz")
+    dense = compiled([Dense(5, input_shape=(4,)), Dense(3, activation="softmax")], layered_backend)
+    dense.build()
+    dense.save(tmp_path / "dense.npz")
+    monkeypatch.setattr(fastbp._model, "VERSIONS", (1,))
+    with pytest.raises(ValueError, match="format version 2 is not one of \\(1,\\).*written by a newer fastbp"):
+        fastbp.load(tmp_path / "layered.npz")
+    assert isinstance(fastbp.load(tmp_path / "dense.npz"), fastbp.Sequential)
+
+
+def test_a_network_of_one_dense_layer_loads_back(layered_backend, tmp_path):
+    rng = np.random.default_rng(7)
+    x, y = rng.random((20, 4)), rng.integers(0, 3, 20)
+    model = compiled([Dense(3, activation="softmax", input_shape=(4,))], layered_backend)
+    model.fit(x, y, epochs=2, verbose=0)
+    model.save(tmp_path / "one.npz")
+    np.testing.assert_array_equal(fastbp.load(tmp_path / "one.npz").predict(x), model.predict(x))
+
+
+def tampered(path, tmp_path, change_layers=None, change_sequential=None, **fields):
+    """A copy of the model file at ``path`` with its layers JSON, its Sequential configuration or other fields
+    changed."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    if change_layers is not None:
+        layers = json.loads(str(arrays["layers"]))
+        change_layers(layers)
+        arrays["layers"] = np.array(json.dumps(layers))
+    if change_sequential is not None:
+        options = json.loads(str(arrays["options"]))
+        change_sequential(options["sequential"])
+        arrays["options"] = np.array(json.dumps(options))
+    arrays.update(fields)
+    copy = tmp_path / "tampered.npz"
+    np.savez(copy, **arrays)
+    return copy
+
+
+def _set(key, value, position=0):
+    def change(layers):
+        layers[position][key] = value
+
+    return change
+
+
+TAMPERED_LAYERS = {
+    "negative filters": _set("filters", -3),
+    "zero filters": _set("filters", 0),
+    "boolean filters": _set("filters", True),
+    "fractional filters": _set("filters", 2.5),
+    "huge filters": _set("filters", 10**12),
+    "huge kernel": _set("kernel", [10**9, 10**9]),
+    "a kernel its weights do not fit": _set("kernel", [7, 3]),
+    "valid kernel larger than its input": lambda layers: layers[0].update(kernel=[7, 3], padding="valid"),
+    "negative strides": _set("strides", [-1, 1]),
+    "unknown padding": _set("padding", "full"),
+    "unknown kind": _set("kind", "conv3d"),
+    "unknown activation": _set("activation", "swish"),
+    "softmax on a hidden layer": _set("activation", "softmax"),
+    "an activation on pooling": _set("activation", "relu", position=1),
+    "pool of zero": _set("pool", [0, 2], position=1),
+    "dropout rate of one": _set("rate", 1.0, position=4),
+    "dropout rate as text": _set("rate", "0.5", position=4),
+    "huge dense layer": _set("units", 10**12, position=3),
+    "a missing setting": lambda layers: layers[0].pop("strides"),
+    "an extra setting": _set("dilation", [2, 2]),
+    "no output layer": lambda layers: layers.pop(),
+    "a null layer": lambda layers: layers.__setitem__(0, None),
+}
+
+
+@pytest.mark.parametrize("change", TAMPERED_LAYERS.values(), ids=TAMPERED_LAYERS.keys())
+def test_tampered_layers_are_refused(layered_backend, tmp_path, change):
+    model, _, _ = trained_small(layered_backend)
+    model.save(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match="not a valid fastbp model file"):
+        fastbp.load(tampered(tmp_path / "model.npz", tmp_path, change_layers=change))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"input_shape": np.array([10**6, 10**6, 2])},
+        {"input_shape": np.array([6, 5])},
+        {"input_shape": np.array([6, -5, 2])},
+        {"layers": np.array("[")},
+        {"layers": np.array("{}")},
+    ],
+    ids=["huge input", "input of rank 2", "negative input", "not JSON", "not a list"],
+)
+def test_tampered_shapes_and_json_are_refused(layered_backend, tmp_path, fields):
+    model, _, _ = trained_small(layered_backend)
+    model.save(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match="not a valid fastbp model file"):
+        fastbp.load(tampered(tmp_path / "model.npz", tmp_path, **fields))
+
+
+TAMPERED_SETTINGS = {
+    "negative filters": lambda config: config["layers"][0].update(filters=-3),
+    "unknown class": lambda config: config["layers"][0].update(class_name="Conv3D"),
+    "unknown setting": lambda config: config["layers"][0].update(bogus=1),
+    "no output layer": lambda config: config["layers"].pop(),
+    "unknown dtype": lambda config: config["compile"].update(dtype="float16"),
+    "unknown optimizer": lambda config: config["compile"]["optimizer"].update(class_name="RMSprop"),
+}
+
+
+@pytest.mark.parametrize("change", TAMPERED_SETTINGS.values(), ids=TAMPERED_SETTINGS.keys())
+def test_tampered_sequential_settings_are_refused(layered_backend, tmp_path, change):
+    model, _, _ = trained_small(layered_backend)
+    model.save(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match="not a valid fastbp model file"):
+        fastbp.load(tampered(tmp_path / "model.npz", tmp_path, change_sequential=change))
+
+
+def test_layers_that_disagree_with_the_sequential_settings_are_refused(layered_backend, tmp_path):
+    model, _, _ = trained_small(layered_backend)
+    model.save(tmp_path / "model.npz")
+    with pytest.raises(ValueError):
+        fastbp.load(tampered(tmp_path / "model.npz", tmp_path, change_layers=_set("activation", "tanh")))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_fit_and_evaluate_before_compile_are_refused():
+    x, y = small_data()
+    model = fastbp.Sequential(small_layers())
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(x, y, verbose=0)
+    with pytest.raises(RuntimeError, match="compile"):
+        model.evaluate(x, y, verbose=0)
+    with pytest.raises(RuntimeError, match="compile"):
+        model.build()
+    with pytest.raises(ValueError, match="not built"):
+        model.predict(x)
+    with pytest.raises(ValueError, match="not built"):
+        model.get_weights()
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"optimizer": "rmsprop"}, ValueError, "unknown optimizer 'rmsprop'"),
+        ({"optimizer": object()}, TypeError, "optimizer must be"),
+        ({"loss": "hinge"}, ValueError, "unknown loss 'hinge'"),
+        ({"metrics": ["auc"]}, ValueError, "unknown metric 'auc'"),
+        # fastbp trains a softmax by the cross-entropy only, and says so in Keras's names
+        ({"loss": "mse"}, ValueError, "loss 'mse' does not fit a softmax output layer: use 'categorical_crossentropy'"),
+        ({"dtype": "float16"}, ValueError, "dtype must be float64 or float32"),
+        ({"optimizer": Adam(learning_rate=-1.0)}, ValueError, "lr must be positive"),
+        ({"optimizer": SGD(momentum=1.5)}, ValueError, "momentum"),
+    ],
+)
+def test_compile_refuses_unknown_settings(options, error, message):
+    model = fastbp.Sequential(small_layers())
+    with pytest.raises(error, match=message):
+        model.compile(**options)
+
+
+def test_an_unknown_backend_is_refused_when_compiling():
+    model = fastbp.Sequential(small_layers())
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
+        model.compile(backend="tensorflow")
+    with pytest.raises(RuntimeError, match="compile the model"):
+        model.fit(*small_data(), verbose=0)
+    assert not model.built
+
+
+@pytest.mark.parametrize(
+    "last, message",
+    [
+        ([Flatten()], "the last layer must be a Dense layer"),
+        ([Flatten(), Dense(3, activation="softmax"), Dropout(0.5)], "the last layer must be a Dense layer"),
+        ([Flatten(), Dense(3, activation="relu")], "output layer's activation must be softmax, sigmoid or linear"),
+        ([Flatten(), Dense(3), Activation("tanh")], "output layer's activation must be softmax, sigmoid or linear"),
+        ([Flatten(), Dense(3, activation="sigmoid"), Activation("softmax")], "has activation 'sigmoid' and an"),
+    ],
+)
+def test_compile_refuses_a_network_without_an_output_layer(last, message):
+    model = fastbp.Sequential([Conv2D(2, 3, input_shape=(6, 5, 2)), *last])
+    with pytest.raises(ValueError, match=message):
+        model.compile()
+
+
+def test_layers_are_fixed_once_built_and_must_be_layers(layered_backend):
+    model = compiled(small_layers(), layered_backend)
+    with pytest.raises(TypeError, match="not a fastbp.layers layer"):
+        model.add("Dense(3)")
+    model.build()
+    with pytest.raises(ValueError, match="built"):
+        model.add(Dense(3))
+
+
+def test_fit_refuses_bad_arguments(layered_backend):
+    x, y = small_data()
+    model = compiled(small_layers(), layered_backend)
+    for kwargs, message in [
+        ({"epochs": -1}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"verbose": 3}, "verbose"),
+        ({"validation_data": (x,)}, "validation_data"),
+        ({"n_threads": 0}, "n_threads"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model.fit(x, y, **kwargs)
+
+
+def test_a_network_that_starts_with_flatten_takes_images(layered_backend):
+    x, y = small_data(shape=(6, 5))
+    model = compiled([Flatten(), Dense(8, activation="relu"), Dense(3, activation="softmax")], layered_backend)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert model.predict(x).shape == (30, 3)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The notebook's cell on Fashion-MNIST
+
+
+@pytest.mark.slow
+def test_notebooks_cell_learns_fashion_mnist(shared_data):
+    (x_train, y_train), (x_test, y_test) = fastbp.datasets.load_fashion_mnist(
+        path=shared_data / "fashion-mnist", download=False
+    )
+    x_train = x_train.reshape(-1, 28, 28, 1).astype("float32")[:6000] / 255
+    x_test = x_test.reshape(-1, 28, 28, 1).astype("float32")[:1000] / 255
+    y_train, y_test = y_train[:6000], y_test[:1000]
+    model = fastbp.Sequential(notebook_layers(), seed=1)
+    model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+    # Batches of 32: at 128 (47 updates an epoch) two epochs of 6,000 images end near 75% in fastbp and in
+    # PyTorch alike, too close to the threshold.
+    history = model.fit(x_train, y_train, batch_size=32, epochs=2, verbose=0, validation_data=(x_test, y_test))
+    assert history.history["loss"][1] < history.history["loss"][0]
+    predicted = np.argmax(model.predict(x_test), axis=1)
+    accuracy = np.mean(predicted == y_test)
+    assert accuracy > 0.75
+    assert history.history["val_accuracy"][-1] == accuracy
