@@ -286,6 +286,7 @@ class Backend:
             raise ValueError("kernel arguments do not fit together: rows is empty")
         _expect(rows, np.intp, (len(rows),), "rows")
         _expect(grad, weights.dtype, weights.shape, "grad")
+        _check_seed(schedule)
         return self._run("layered_gradient", net, weights, data, _typed(schedule), rows, grad)
 
     def forward_propagate(self, net: Network, weights, signals: Signals, x) -> None:
@@ -368,8 +369,7 @@ class Backend:
         _expect(schedule.rates, np.float64, history.shape, "rates")
         if not schedule.batch_size >= 1 or orders.size == 0:
             raise ValueError("kernel arguments do not fit together: the schedule has no rows or no batch size")
-        if not 0 <= schedule.seed < 2**63:
-            raise ValueError(f"kernel arguments do not fit together: the seed {schedule.seed} is not in [0, 2**63)")
+        _check_seed(schedule)
         return layered
 
     def _run(self, name: str, *args):
@@ -427,6 +427,12 @@ def _expect(array, dtype, shape: tuple, name: str) -> None:
         f"kernel arguments do not fit together: {name} must be a C-contiguous, writeable {np.dtype(dtype).name} "
         f"array of shape {shape}, got {got}"
     )
+
+
+def _check_seed(schedule: Schedule) -> None:
+    """The dropout seed is a non-negative int64: another would make Numba compile the kernels again."""
+    if not 0 <= schedule.seed < 2**63:
+        raise ValueError(f"kernel arguments do not fit together: the seed {schedule.seed} is not in [0, 2**63)")
 
 
 def _check_data(net: Network, data: Data, dtype) -> None:

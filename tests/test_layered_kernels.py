@@ -310,6 +310,17 @@ def test_the_seed_keys_the_dropout_masks(compiled_backend):
     assert_same_bits(plain[0][0], plain[1][0])
 
 
+@pytest.mark.parametrize("seed", [-1, 2**63])
+def test_a_seed_outside_int64s_non_negative_range_is_refused_by_every_layered_kernel(compiled_backend, seed):
+    layout = NETWORKS["flatten-dense-dropout-softmax"]()
+    weights, data = case_data(layout, np.float64, weighted=False)
+    schedule = make_schedule(N_ROWS, seed=seed)
+    with pytest.raises(ValueError, match="seed"):
+        train(compiled_backend, layout, weights, data, schedule, 1)
+    with pytest.raises(ValueError, match="seed"):
+        gradient(compiled_backend, layout, weights, data, schedule, np.arange(N_ROWS, dtype=np.intp))
+
+
 def dropout_mask(backend, n_units, rate, *, row=0, seed=5, steps_done=0):
     """The units that dropout keeps of ``row`` in update ``steps_done + 1`` of ``seed``: a dropout layer on the
     inputs (all ones) of a dense layer, whose weights' gradient is each kept input, scaled, times the error."""
