@@ -107,8 +107,7 @@ def test_cnn_training_on_one_thread(library, backend, fashion, size, timed, asse
         fit = lambda: fit_fastbp(x, y, backend, size.epochs, 1)  # noqa: E731
         described = {"implementation": f"fastbp {backend} float32", "path": "layered kernels", "backend": backend}
     elif library == "PyTorch":
-        import torch
-
+        torch = pytest.importorskip("torch", reason="PyTorch is an optional peer: install torch to compare with it")
         torch.set_num_threads(1)
         fit = lambda: fit_torch(x, y, size.epochs)  # noqa: E731
         described = {"implementation": "PyTorch CPU eager float32", "path": "torch.optim.Adam loop"}
