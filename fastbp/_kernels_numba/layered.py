@@ -157,22 +157,29 @@ def _gather_windows(values, start, g, patches):
     in ``patches``: each window's values in ``(kernel row, kernel column, channel)`` order, zero where it
     overhangs the image, then a one."""
     in_h, in_w, in_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, fan_in = _window(g)
-    start, width = np.uintp(start), fan_in + ONE
+    start, width, run = np.uintp(start), fan_in + ONE, kernel_w * in_c
     for oy in range(out_h):
         for ox in range(out_w):
             window = (oy * out_w + ox) * width
+            x0 = ox * stride_w - pad_left
+            inside = x0 < in_w and x0 + kernel_w <= in_w  # the window's rows lie wholly inside (x0 >= 0 unsigned)
             for ky in range(kernel_h):
                 y = oy * stride_h + ky - pad_top
+                to = window + ky * run
+                if y < in_h and inside:  # the kernel row's values are contiguous in the image
+                    source = start + (y * in_w + x0) * in_c
+                    for i in range(run):
+                        patches[to + i] = values[source + i]
+                    continue
                 for kx in range(kernel_w):
-                    x = ox * stride_w + kx - pad_left
-                    to = window + (ky * kernel_w + kx) * in_c
+                    x = x0 + kx
                     if y < in_h and x < in_w:
                         source = start + (y * in_w + x) * in_c
                         for c in range(in_c):
-                            patches[to + c] = values[source + c]
+                            patches[to + kx * in_c + c] = values[source + c]
                     else:
                         for c in range(in_c):
-                            patches[to + c] = 0.0
+                            patches[to + kx * in_c + c] = 0.0
             patches[window + fan_in] = 1.0
 
 
@@ -181,23 +188,30 @@ def _scatter_windows(patch_errors, g, below, start):
     """The reverse of ``_gather_windows``: each window's errors ``(positions, fan_in)`` added into the image
     at ``below[start:]`` where the window reads it, windows in order."""
     in_h, in_w, in_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, fan_in = _window(g)
-    start = np.uintp(start)
+    start, run = np.uintp(start), kernel_w * in_c
     below[start : start + in_h * in_w * in_c] = 0.0
     for oy in range(out_h):
         for ox in range(out_w):
             window = (oy * out_w + ox) * fan_in
+            x0 = ox * stride_w - pad_left
+            inside = x0 < in_w and x0 + kernel_w <= in_w
             for ky in range(kernel_h):
                 y = oy * stride_h + ky - pad_top
                 if y >= in_h:
                     continue
+                source = window + ky * run
+                if inside:  # the kernel row's errors land on contiguous values of the image
+                    to = start + (y * in_w + x0) * in_c
+                    for i in range(run):
+                        below[to + i] += patch_errors[source + i]
+                    continue
                 for kx in range(kernel_w):
-                    x = ox * stride_w + kx - pad_left
+                    x = x0 + kx
                     if x >= in_w:
                         continue
-                    source = window + (ky * kernel_w + kx) * in_c
                     to = start + (y * in_w + x) * in_c
                     for c in range(in_c):
-                        below[to + c] += patch_errors[source + c]
+                        below[to + c] += patch_errors[source + kx * in_c + c]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
