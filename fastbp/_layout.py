@@ -263,8 +263,11 @@ class Layout:
         for before, after in zip(layers, layers[1:]):
             if before.out_shape != after.in_shape:
                 raise ValueError(f"a layer puts out shape {before.out_shape} but the next takes {after.in_shape}")
-        _check_weight_count(sum(layer.n_weights for layer in layers), "layers", layers)
-        n_values = sum(layer.n_in for layer in layers)
+        shapes = tuple(layer.out_shape for layer in layers)
+        _check_weight_count(sum(layer.n_weights for layer in layers), "layers putting out", shapes)
+        # A convolution also gathers each row's windows, its positions times its fan-in.
+        n_values = sum(layer.n_in + (layer.n_weights // layer.units * math.prod(as_image(layer.out_shape)[:2])
+                                     if layer.kind == "conv2d" else 0) for layer in layers)  # fmt: skip
         if n_values > MAX_VALUES:
             raise ValueError(f"the layers compute {n_values} values per row, more than fastbp's {MAX_VALUES}")
         return cls(layers)

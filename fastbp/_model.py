@@ -280,9 +280,9 @@ class Model:
             np.savez(file, **arrays)
 
 
-def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
-    """Read a model written by :meth:`Model.save` (or :meth:`fastbp.Sequential.save`, which gives a
-    :class:`fastbp.Sequential` back).
+def load(path: str | os.PathLike, *, backend: str | None = None, as_model: bool = False) -> Model:
+    """Read a model written by :meth:`Model.save`, or by :meth:`fastbp.Sequential.save`, which gives a
+    :class:`fastbp.Sequential` back (unless ``as_model``).
 
     The archive is read without unpickling, so a file from an untrusted source cannot
     run code, and every field is checked before the model is built.
@@ -295,10 +295,16 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
         The kernels that predict (default: the one that trained it, or the fastest
         available if that one is missing here); every backend computes the same
         outputs.
+    as_model : bool
+        Give a file saved by a ``Sequential`` back as a :class:`Model` (whose
+        ``predict`` gives labels and ``predict_proba`` probabilities), as the command
+        line reads it.
 
     Returns
     -------
-    Model
+    Model or fastbp.Sequential
+        A ``Sequential`` (with a fresh optimizer, and unseeded shuffling and dropout
+        should it be trained further) for a file it saved, unless ``as_model``.
 
     Raises
     ------
@@ -322,7 +328,7 @@ def load(path: str | os.PathLike, *, backend: str | None = None) -> Model:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable fastbp model file: {error}") from None
     try:
-        return _model_from_arrays(arrays, backend)
+        return _model_from_arrays(arrays, backend, as_model)
     except KeyError as missing:
         raise ValueError(f"{path} is not a valid fastbp model file: it has no {missing.args[0]!r} field") from None
     except (TypeError, ValueError, RecursionError, AttributeError) as error:
@@ -360,7 +366,7 @@ def _layered_layout_of(arrays: dict) -> Layout:
     return Layout.from_layers(layers)
 
 
-def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
+def _model_from_arrays(arrays: dict, backend: str | None, as_model: bool) -> Model:
     """The model the arrays describe, every field checked (the kernels trust what they are given)."""
     if str(arrays.get("format", "")) != FORMAT:
         raise ValueError(f"its format is not {FORMAT!r}")
@@ -400,8 +406,11 @@ def _model_from_arrays(arrays: dict, backend: str | None) -> Model:
         options=options,
         feature_names=None if feature_names is None else feature_names.tolist(),
     )
-    if "sequential" in options:  # saved by a fastbp.Sequential: it is one again
-        from ._sequential import from_model
+    if "sequential" not in options or as_model:
+        return model
+    from ._sequential import from_model  # saved by a fastbp.Sequential: it is one again
 
+    try:
         return from_model(model)
-    return model
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"its Sequential settings are not valid: {error}") from None

@@ -26,7 +26,7 @@ from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
 from ._validate import RandomSource, as_count, as_inputs
 from .layers import Activation, Dense, Input, LayerSpec, activation_name, as_row_shape, input_shape_of
-from .optimizers import SGD, Adam
+from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam
 
 #: Keras's loss names, as fastbp's losses.
 LOSSES = {
@@ -36,10 +36,7 @@ LOSSES = {
     "mean_squared_error": "mse",
 }
 #: The output activations fastbp trains, by Keras's names.
-OUTPUT_ACTIVATIONS = {"softmax": "softmax", "sigmoid": "sigmoid", "identity": "identity"}
-
-
-OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "identity")
 
 
 @dataclass
@@ -105,18 +102,30 @@ class Sequential:
             raise TypeError(f"optimizer must be a name or a fastbp Adam or SGD, got {optimizer!r}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}: fastbp offers {tuple(LOSSES)}")
-        metrics = list(metrics or [])
+        metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
+        hidden, _, output = self._output_layer()
         for metric in metrics:
             if metric not in ("accuracy", "acc"):
                 raise ValueError(f"unknown metric {metric!r}: fastbp offers 'accuracy'")
-        hidden, _, output = self._output_layer()
+            if output == "identity":
+                raise ValueError("accuracy needs a softmax or sigmoid output layer: a linear one has no classes")
         if LOSSES[loss] not in OUTPUTS[output].losses:
             fits = [name for name, ours in LOSSES.items() if ours in OUTPUTS[output].losses]
             raise ValueError(f"loss {loss!r} does not fit a {output} output layer: use {' or '.join(map(repr, fits))}")
         get_backend(backend)  # an unknown or missing backend is refused now, not at the first fit
-        Options.create(layers=hidden, output=output, loss=LOSSES[loss], dtype=dtype, backend=backend,
-                       **optimizer.options())  # fmt: skip
-        self._compiled = {"optimizer": optimizer, "loss": loss, "metrics": metrics, "dtype": dtype, "backend": backend}
+        options = Options.create(layers=hidden, output=output, loss=LOSSES[loss], dtype=dtype, backend=backend,
+                                 **optimizer.options())  # fmt: skip
+        if self._trainer is not None:
+            # Compiling a built model again, as in Keras, keeps its weights and starts a fresh optimizer.
+            if options.dtype != self._trainer.options.dtype:
+                raise ValueError(
+                    f"the model is built in {self._trainer.options.dtype}: compile cannot change its dtype"
+                )
+            trainer = self._trainer
+            self._trainer = Trainer(options, trainer.layout, trainer.weights, trainer.shuffle, trainer.dropout_seed)
+        self._compiled = {
+            "optimizer": optimizer, "loss": loss, "metrics": metrics, "dtype": options.dtype, "backend": backend,
+        }  # fmt: skip
 
     def _output_layer(self) -> tuple[list[LayerSpec], int, str]:
         """The hidden layers, and the output layer's units and activation (fastbp's name)."""
@@ -147,6 +156,7 @@ class Sequential:
 
     @property
     def built(self) -> bool:
+        """Whether the weights exist: after ``build`` or the first ``fit``."""
         return self._trainer is not None
 
     def build(self, input_shape: Sequence[int] | None = None) -> None:
@@ -198,14 +208,14 @@ class Sequential:
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         options = self._options(batch_size, shuffle)
-        X = as_inputs(x, self._input_shape_of(x), np.dtype(options.dtype))
-        targets = self._targets(y, len(X), options)
+        shape = self._input_shape_of(x)
+        X, targets = self._data(x, y, shape, options)
         validation = None
-        if validation_data is not None:
+        if validation_data is not None:  # checked before anything trains
             if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
-            validation = validation_data
-        self._ensure_built(self._input_shape_of(x), options)
+            validation = self._data(*validation_data, shape, options)
+        self._ensure_built(shape, options)
         shuffling = self._trainer.shuffle or (self._random.numpy() if shuffle else None)
         self._trainer = self._trainer.continued(options, shuffling if shuffle else None)
         sample_weight = np.ones(len(X), dtype=X.dtype)
@@ -233,14 +243,24 @@ class Sequential:
                 print(f"{steps}/{steps} - {seconds:.0f}s - {1000 * seconds / steps:.0f}ms/step - {line}", flush=True)
         return history
 
+    def _data(self, x, y, shape: tuple[int, ...], options: Options) -> tuple[np.ndarray, np.ndarray]:
+        """``x`` as the kernels' rows of ``shape``, and ``y`` as their targets (:meth:`_targets`)."""
+        X = as_inputs(x, shape, np.dtype(options.dtype))
+        return X, self._targets(y, len(X), options)
+
     def _targets(self, y, n_rows: int, options: Options) -> np.ndarray:
-        """The target matrix of ``y``: integer class labels or one-hot rows for a classifier, values for a
-        linear output."""
+        """The target matrix of ``y``: integer class labels or one-hot rows for a softmax; 0/1 values for one
+        sigmoid unit (a binary classifier), else class labels; values for a linear output."""
         _, units, output = self._output_layer()
         dtype = np.dtype(options.dtype)
         values = np.asarray(y)
-        if len(values) != n_rows:
-            raise ValueError(f"y has {len(values)} rows, x has {n_rows}")
+        if values.ndim == 0 or len(values) != n_rows:
+            raise ValueError(f"y has {len(values) if values.ndim else 'no'} rows, x has {n_rows}")
+        if output == "sigmoid" and units == 1:
+            flat = values.reshape(n_rows, -1)
+            if flat.shape[1] != 1 or values.dtype.kind not in "biuf" or not np.isin(flat, (0, 1)).all():
+                raise ValueError(f"y must be 0 or 1 for one sigmoid output unit, got shape {values.shape}")
+            return np.require(flat.astype(dtype), requirements=["C", "W"])
         if output == "identity":
             values = values.reshape(n_rows, -1) if values.ndim == 1 else values
             if values.shape != (n_rows, units) or values.dtype.kind not in "biuf" or not np.isfinite(values).all():
@@ -256,8 +276,7 @@ class Sequential:
 
     def _model(self) -> Model:
         """The network as a :class:`fastbp.Model`, sharing the trainer's weights."""
-        if self._trainer is None:
-            raise ValueError("the model is not built yet: fit it, or call build(input_shape)")
+        self._built_layout()
         trainer = self._trainer
         _, units, output = self._output_layer()
         classes = None if output == "identity" else np.arange(units)
@@ -266,14 +285,14 @@ class Sequential:
 
     @staticmethod
     def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
+        """The share of rows whose class is right: the largest output's, or one sigmoid unit's above 0.5."""
+        if outputs.shape[1] == 1:
+            return float(np.mean((outputs[:, 0] > 0.5) == (targets[:, 0] > 0.5)))
         return float(np.mean(np.argmax(outputs, axis=1) == np.argmax(targets, axis=1)))
 
-    def _scores(self, x, y, n_threads: int) -> dict[str, float]:
-        """The loss (the mean over rows) and the metrics on ``x`` and ``y``."""
-        model = self._model()
-        X = as_inputs(x, model.input_shape, model.dtype)
-        targets = self._targets(y, len(X), self._trainer.options)
-        outputs = model.forward(X, n_threads=n_threads).astype(np.float64)
+    def _scores(self, X: np.ndarray, targets: np.ndarray, n_threads: int) -> dict[str, float]:
+        """The loss (the mean over rows) and the metrics on checked rows ``X`` and their ``targets``."""
+        outputs = self._model().forward(X, n_threads=n_threads).astype(np.float64)
         if self._trainer.options.loss == "cross_entropy":
             loss = -np.sum(targets * np.log(np.maximum(outputs, LOG_FLOOR))) / len(X)
         else:
@@ -291,9 +310,10 @@ class Sequential:
         as Keras returns.  ``batch_size`` and ``verbose`` are accepted for Keras's sake."""
         if self._compiled is None:
             raise RuntimeError("compile the model before evaluating it: model.compile(...)")
-        scores = self._scores(x, y, as_threads(n_threads))
         if verbose not in (0, "auto", 1, 2):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        layout = self._built_layout()
+        scores = self._scores(*self._data(x, y, layout.input_shape, self._trainer.options), as_threads(n_threads))
         if verbose:
             print(" - ".join(f"{name}: {value:.4f}" for name, value in sorted(scores.items())))
         return list(scores.values()) if len(scores) > 1 else scores["loss"]
@@ -307,6 +327,7 @@ class Sequential:
         return self._forward(x, as_threads(n_threads))
 
     def count_params(self) -> int:
+        """The number of weights and biases (known once the input shape is)."""
         return self._trainer.layout.n_weights if self._trainer is not None else sum(p for _, _, p in self._rows())
 
     def _rows(self) -> list[tuple[str, tuple[int, ...], int]]:
@@ -321,7 +342,7 @@ class Sequential:
                 continue
             layer = spec.build(shape) if not isinstance(spec, Activation) else None
             base = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(spec).__name__).lstrip("_")
-            base = base.replace("_2_d", "2d").replace("2_d", "2d")
+            base = base.replace("2_d", "2d")
             name = base if base not in counts else f"{base}_{counts[base]}"
             counts[base] = counts.get(base, 0) + 1
             shape = layer.out_shape if layer is not None else shape
@@ -437,11 +458,12 @@ def from_model(model: Model) -> Sequential:
     compiled = config.get("compile")
     if compiled:
         optimizer = dict(compiled["optimizer"])
-        optimizer_class = {"Adam": Adam, "SGD": SGD}.get(optimizer.pop("class_name", None))
+        optimizer_class = BY_CLASS_NAME.get(optimizer.pop("class_name", None))
         if optimizer_class is None:
             raise ValueError(f"its optimizer {compiled['optimizer']!r} is not one fastbp has")
+        # The backend that load chose predicts (the one that trained it may be missing here).
         sequential.compile(optimizer_class(**optimizer), compiled["loss"], compiled["metrics"],
-                           dtype=compiled["dtype"], backend=compiled["backend"])  # fmt: skip
+                           dtype=compiled["dtype"], backend=model.backend)  # fmt: skip
     options = sequential._options()
     _, units, _ = sequential._output_layer()
     if options.dtype != model.dtype.name or options.layout(model.input_shape, units) != model._layout:

@@ -121,6 +121,11 @@ class Options:
             for position, spec in enumerate(layers):
                 if not isinstance(spec, LayerSpec):
                     raise TypeError(f"layer {position}: {spec!r} is not a fastbp.layers layer")
+            if optimizer == "rprop":
+                raise ValueError(
+                    "rprop trains on all the rows at once, which a network with layers would hold a gradient per "
+                    "16 rows for: use optimizer='adam' or 'sgd' with a batch_size"
+                )
             layers, hidden, activation = tuple(layers), (), ()
         hidden = as_layer_sizes(hidden) if layers is None else ()
         output = as_choice(output, "output", tuple(OUTPUTS))

@@ -93,9 +93,11 @@ def as_inputs(X, input_shape: tuple[int, ...], dtype: np.dtype = DTYPES[0]) -> n
     arrays, ``(n, height, width)`` ones for one channel, or rows already flattened
     channels-last ``(n, height * width * channels)``.
     """
-    if len(input_shape) == 1:
-        return as_features(X, n_features=input_shape[0], dtype=dtype)
-    shape = np.shape(X) if not hasattr(X, "nnz") else ()
+    if len(input_shape) == 1 or hasattr(X, "nnz"):  # a sparse matrix: as_features says what to do
+        return as_features(X, n_features=math.prod(input_shape), dtype=dtype)
+    shape = np.shape(X)
+    if len(shape) >= 1 and shape[0] == 0:
+        raise ValueError(f"X must have at least one row, got shape {shape}")
     flat = (math.prod(input_shape),)
     accepted = (input_shape, input_shape[:2] if input_shape[2] == 1 else None, flat)
     if len(shape) < 2 or tuple(shape[1:]) not in accepted:

@@ -376,7 +376,7 @@ def _plot_learning_curves(figure_class, histories: list[np.ndarray], loss: str, 
 
 def _predict(args: argparse.Namespace) -> int:
     """Predict each row of a CSV with a saved model, scaling its features by the bounds stored with it."""
-    model = load(args.model)
+    model = load(args.model, as_model=True)
     X = data.load_features(args.data, model.sizes[0])
     bounds = model.options.get(MINMAX)
     if bounds is not None:

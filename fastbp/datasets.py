@@ -53,6 +53,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ._files import replaced_atomically
+from ._validate import as_flag
 from .data import load_csv
 
 UCI_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/00236/seeds_dataset.txt"
@@ -386,6 +387,7 @@ def _load_idx_data_set(
     data_set: IdxDataSet, path: str | PathLike | None, cache_dir: str | PathLike | None, download: bool
 ) -> Split:
     """The four IDX files of ``data_set`` from the folder ``path``, else from the cache (downloaded if need be)."""
+    download = as_flag(download, "download")
     if path is not None:
         folder = Path(path)
         if not folder.is_dir():

@@ -40,7 +40,7 @@ def activation_name(name: str | None, where: str) -> str:
 
 def _pair(value, name: str, where: str) -> tuple[int, int]:
     """A size or stride given as one positive integer or two."""
-    pair = (value, value) if isinstance(value, Integral) else tuple(value) if isinstance(value, Sequence) else ()
+    pair = (value, value) if isinstance(value, Integral) else tuple(np.ravel(value)) if np.ndim(value) == 1 else ()
     if len(pair) != 2 or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in pair):
         raise ValueError(f"{where}: {name} must be a positive integer or two, got {value!r}")
     return int(pair[0]), int(pair[1])
@@ -208,16 +208,13 @@ LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPooling2D, Drop
 
 
 def input_shape_of(specs: Sequence[LayerSpec], X) -> Shape:
-    """The shape of one input row: the one the layers declare, else ``X``'s, read as images where the first
-    layer that needs a shape takes them (a convolution or pooling; a Flatten of arrays of images)."""
+    """The shape of one input row: the one the layers declare, else ``X``'s: images where ``X`` holds them, or
+    where the first layer is a convolution or pooling (so that a matrix gets a clear error)."""
     for spec in specs:
         if spec.input_shape is not None:
             return spec.input_shape
-    for spec in specs:
-        if isinstance(spec, Conv2D | MaxPooling2D) or (isinstance(spec, Flatten) and np.ndim(X) > 2):
-            return image_shape_of(X)
-        if isinstance(spec, Dense | Flatten):
-            break
+    if np.ndim(X) > 2 or any(isinstance(spec, Conv2D | MaxPooling2D) for spec in specs[:1]):
+        return image_shape_of(X)  # a layer that cannot take images says so, naming their shape
     return (np.shape(X)[-1],) if np.ndim(X) else ()
 
 

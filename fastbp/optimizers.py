@@ -6,7 +6,9 @@ Keras's argument names and default settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from ._validate import as_finite, as_flag
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,9 @@ class Adam:
     beta_1: float = 0.9
     beta_2: float = 0.999
     epsilon: float = 1e-7
+
+    def __post_init__(self):
+        _as_plain_values(self)
 
     def options(self) -> dict:
         return {"optimizer": "adam", "lr": self.learning_rate, "beta1": self.beta_1, "beta2": self.beta_2,
@@ -31,5 +36,22 @@ class SGD:
     momentum: float = 0.0
     nesterov: bool = False
 
+    def __post_init__(self):
+        _as_plain_values(self)
+
     def options(self) -> dict:
         return {"optimizer": "sgd", "lr": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+def _as_plain_values(optimizer) -> None:
+    """Its settings as Python floats and bools (numpy scalars would not go into a model file's JSON); their
+    ranges are checked by :func:`fastbp.train`'s options when the model is compiled."""
+    for field in fields(optimizer):
+        value = getattr(optimizer, field.name)
+        plain = as_flag(value, field.name) if field.type in (bool, "bool") else as_finite(value, field.name)
+        object.__setattr__(optimizer, field.name, plain)
+
+
+#: The optimizers by the names ``compile`` takes, and by their class names (model files keep those).
+OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+BY_CLASS_NAME = {cls.__name__: cls for cls in OPTIMIZERS.values()}

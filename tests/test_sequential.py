@@ -8,6 +8,7 @@ from test_layers import require_layered
 
 import fastbp
 import fastbp._model
+from fastbp import cli
 from fastbp._sequential import SGD, Adam
 from fastbp.layers import Activation, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
 
@@ -602,3 +603,83 @@ def test_notebooks_cell_learns_fashion_mnist(shared_data):
     accuracy = np.mean(predicted == y_test)
     assert accuracy > 0.75
     assert history.history["val_accuracy"][-1] == accuracy
+
+
+# What a review of the first version found, each checked here.
+
+
+def test_bad_validation_data_is_refused_before_anything_trains():
+    x, y = small_data()
+    model = fastbp.Sequential(small_layers(), seed=1)
+    model.compile(metrics=["accuracy"])
+    with pytest.raises(ValueError, match="y has 3 rows, x has 5"):
+        model.fit(x, y, validation_data=(x[:5], y[:3]), verbose=0)
+    assert not model.built
+
+
+def test_compiling_a_built_model_again_keeps_its_weights_and_starts_a_fresh_optimizer():
+    x, y = small_data()
+    model = fastbp.Sequential(small_layers(), seed=1)
+    model.compile()
+    model.fit(x, y, verbose=0)
+    weights = model.get_weights()
+    model.compile(optimizer="sgd", dtype=np.float32)  # a numpy dtype, as numpy users write it
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
+    model.fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="compile cannot change its dtype"):
+        model.compile(dtype="float64")
+
+
+def test_numpy_settings_go_into_the_model_file(tmp_path):
+    x, y = small_data()
+    model = fastbp.Sequential(small_layers(), seed=1)
+    model.compile(optimizer=Adam(learning_rate=np.float32(0.01)), dtype=np.float32, metrics="accuracy")
+    model.fit(x, y, verbose=0)
+    model.save(tmp_path / "m.npz")
+    assert fastbp.load(tmp_path / "m.npz").evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+
+
+def test_one_sigmoid_unit_is_a_binary_classifier_and_a_linear_output_has_no_accuracy():
+    x, y = small_data()
+    binary = fastbp.Sequential([*small_layers()[:-1], Dense(1, activation="sigmoid")], seed=1)
+    binary.compile(loss="mse", metrics=["accuracy"])
+    history = binary.fit(x, (y > 0).astype(int), epochs=2, verbose=0)
+    outputs = binary.predict(x)
+    assert history.history["accuracy"][-1] == np.mean((outputs[:, 0] > 0.5) == (y > 0))
+    with pytest.raises(ValueError, match="0 or 1"):
+        binary.fit(x, y + 2, verbose=0)
+    linear = fastbp.Sequential([*small_layers()[:-1], Dense(2)])
+    with pytest.raises(ValueError, match="accuracy needs a softmax or sigmoid output"):
+        linear.compile(loss="mse", metrics=["accuracy"])
+
+
+def test_a_sequential_file_loads_as_a_model_too_and_the_command_line_predicts_from_it(tmp_path, capsys):
+    x, y = small_data()
+    model = fastbp.Sequential(small_layers(), seed=1)
+    model.compile()
+    model.fit(x, y, verbose=0)
+    model.save(tmp_path / "m.npz")
+    plain = fastbp.load(tmp_path / "m.npz", as_model=True, backend="numba")
+    assert isinstance(plain, fastbp.Model) and plain.backend == "numba"
+    assert (plain.predict(x) == model.predict(x).argmax(axis=1)).all()
+    assert fastbp.load(tmp_path / "m.npz", backend="numba")._trainer.backend == "numba"
+    np.savetxt(tmp_path / "rows.csv", x.reshape(len(x), -1), delimiter=",")
+    assert cli.main(["predict", str(tmp_path / "m.npz"), str(tmp_path / "rows.csv")]) in (0, None)
+    printed = capsys.readouterr().out.split()
+    assert [int(label) for label in printed] == plain.predict(x).tolist()
+
+
+def test_a_file_whose_sequential_settings_are_broken_is_refused_as_invalid(tmp_path):
+    x, y = small_data()
+    model = fastbp.Sequential(small_layers(), seed=1)
+    model.compile()
+    model.fit(x, y, verbose=0)
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as archive:
+        arrays = dict(archive)
+    options = json.loads(str(arrays["options"]))
+    options["sequential"]["compile"] = None
+    arrays["options"] = np.array(json.dumps(options))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="Sequential settings are not valid"):
+        fastbp.load(tmp_path / "bad.npz")
