@@ -36,6 +36,7 @@ from ._validate import (
     as_sample_weight,
     as_targets,
     feature_names_of,
+    one_hot,
 )
 from .layers import LayerSpec, input_shape_of
 
@@ -440,9 +441,7 @@ def as_training_data(
             raise ValueError("classes applies to classifiers; output='identity' trains a regression on numeric y")
         return X, as_targets(y, len(X), dtype), None, input_shape
     codes, classes = data.encode_labels(as_labels(y, len(X)), classes)
-    targets = np.zeros((len(codes), len(classes)), dtype=dtype)
-    targets[np.arange(len(codes)), codes] = 1.0
-    return X, targets, classes, input_shape
+    return X, one_hot(codes, len(classes), dtype), classes, input_shape
 
 
 def new_trainer(

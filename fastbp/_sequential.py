@@ -24,7 +24,7 @@ from ._layout import as_image
 from ._model import Model
 from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
-from ._validate import RandomSource, as_count, as_inputs
+from ._validate import RandomSource, as_count, as_inputs, one_hot
 from .layers import Activation, Dense, Input, LayerSpec, activation_name, as_row_shape, input_shape_of
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam
 
@@ -267,9 +267,7 @@ class Sequential:
                 raise ValueError(f"y must be {units} finite number(s) per row, got shape {values.shape}")
             return np.require(values.astype(dtype), requirements=["C", "W"])
         labels = _labels(values, units)
-        targets = np.zeros((n_rows, units), dtype=dtype)
-        targets[np.arange(n_rows), labels] = 1.0
-        return targets
+        return one_hot(labels, units, dtype)
 
     def _forward(self, X: np.ndarray, n_threads: int) -> np.ndarray:
         return self._model().forward(X, n_threads=n_threads)

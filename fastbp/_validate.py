@@ -205,6 +205,13 @@ def as_targets(y, n_rows: int, dtype: np.dtype) -> np.ndarray:
     return kernel_array(targets.reshape(n_rows, -1), dtype, "y")
 
 
+def one_hot(codes: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
+    """The ``(len(codes), n_classes)`` target matrix of class indices ``codes``: a 1 in each row's class."""
+    targets = np.zeros((len(codes), n_classes), dtype=dtype)
+    targets[np.arange(len(codes)), codes] = 1.0
+    return targets
+
+
 def as_sample_weight(sample_weight, n_rows: int, dtype: np.dtype) -> np.ndarray:
     if sample_weight is None:
         return np.ones(n_rows, dtype=dtype)

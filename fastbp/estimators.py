@@ -34,7 +34,7 @@ from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS
 from ._model import Model
 from ._parallel import as_threads
 from ._training import Options, Trainer
-from ._validate import RandomSource, as_dtype, kernel_array, refuse_unsafe_features
+from ._validate import RandomSource, as_dtype, kernel_array, one_hot, refuse_unsafe_features
 
 #: The hidden activations by the names scikit-learn gives them (its "logistic" is the sigmoid), and fastbp's own.
 ACTIVATIONS = {"logistic" if name == "sigmoid" else name: name for name in HIDDEN_ACTIVATIONS}
@@ -563,9 +563,7 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
                 )
         else:
             self.classes_ = labels
-        targets = np.zeros((len(y), len(self.classes_)), dtype=dtype)
-        targets[np.arange(len(y)), np.searchsorted(self.classes_, y)] = 1.0
-        return targets
+        return one_hot(np.searchsorted(self.classes_, y), len(self.classes_), dtype)
 
     def _weigh_classes(self, weights, y, targets, incremental: bool) -> np.ndarray:
         if self.class_weight is None:

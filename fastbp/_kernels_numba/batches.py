@@ -229,21 +229,23 @@ _train_batches_on_threads = njit(**NUMBA_OPTIONS)(
 )
 
 
-def train_batches(net, weights, optimizer_state, data, schedule, history, n_threads):
-    """Mini-batch training for ``len(history)`` epochs on up to ``n_threads`` threads (at most MAX_THREADS).
-
-    A Python function, because Numba's thread count is set from Python: a kernel
-    that set it could not be cached.
-    """
-    if n_threads <= 1:
-        _train_batches_on_one_thread(net, weights, optimizer_state, data, schedule, history)
-        return
-    previous = get_num_threads()  # the calling thread's setting, given back afterwards
+def on_threads(n_threads: int, kernel, *args) -> None:
+    """``kernel(*args)`` with Numba's thread count set to ``n_threads`` (at most MAX_THREADS), the calling
+    thread's setting given back afterwards.  Set from Python: a kernel that set it could not be cached."""
+    previous = get_num_threads()
     set_num_threads(min(n_threads, MAX_THREADS))
     try:
-        _train_batches_on_threads(net, weights, optimizer_state, data, schedule, history)
+        kernel(*args)
     finally:
         set_num_threads(previous)
+
+
+def train_batches(net, weights, optimizer_state, data, schedule, history, n_threads):
+    """Mini-batch training for ``len(history)`` epochs on up to ``n_threads`` threads (at most MAX_THREADS)."""
+    if n_threads <= 1:
+        _train_batches_on_one_thread(net, weights, optimizer_state, data, schedule, history)
+    else:
+        on_threads(n_threads, _train_batches_on_threads, net, weights, optimizer_state, data, schedule, history)
 
 
 #: The compiled functions behind each kernel that is a Python function.

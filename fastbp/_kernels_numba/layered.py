@@ -20,11 +20,11 @@ rate, and scales the kept ones by ``1 / (1 - rate)``.
 """
 
 import numpy as np
-from numba import get_num_threads, njit, prange, set_num_threads
+from numba import njit, prange
 
 from .._concepts import ActivationCode, LayerKindCode
 from .._constants import CHUNK_ROWS, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, Geometry
-from .batches import MAX_THREADS, _variant
+from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .llvm import blas_dgemm, blas_sgemm
 from .primitives import ONE, activation, derivative, optimizer_step, output_error, softmax
@@ -504,21 +504,13 @@ _train_on_threads = njit(**NUMBA_OPTIONS)(
 
 
 def train_layered(net, weights, optimizer_state, data, schedule, history, n_threads):
-    """Mini-batch training of a layered network for ``len(history)`` epochs on up to ``n_threads`` threads.
-
-    A Python function, because Numba's thread count is set from Python (see
-    ``batches.train_batches``).
-    """
+    """Mini-batch training of a layered network for ``len(history)`` epochs on up to ``n_threads`` threads
+    (at most MAX_THREADS), each with a slot of scratch."""
     if n_threads <= 1:
         _train_on_one_thread(net, weights, optimizer_state, data, schedule, history, 1)
-        return
-    previous = get_num_threads()
-    n_threads = min(n_threads, MAX_THREADS)
-    set_num_threads(n_threads)
-    try:
-        _train_on_threads(net, weights, optimizer_state, data, schedule, history, n_threads)
-    finally:
-        set_num_threads(previous)
+    else:
+        n_slots = min(n_threads, MAX_THREADS)
+        on_threads(n_slots, _train_on_threads, net, weights, optimizer_state, data, schedule, history, n_slots)
 
 
 @njit(**NUMBA_OPTIONS)
