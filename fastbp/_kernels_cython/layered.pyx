@@ -169,10 +169,36 @@ cdef inline Window _window(const Py_ssize_t* g) noexcept nogil:
     )
 
 
+cdef inline bint _pooled(const Network* net, Py_ssize_t k) noexcept nogil:
+    """Whether layer ``k`` is a convolution that a max pooling reads (see ``_region``)."""
+    return net.kinds[k] == LAYER_CONV2D and k + 1 < net.n_layers and net.kinds[k + 1] == LAYER_MAX_POOL2D
+
+
+cdef inline Window _region(const Network* net, Py_ssize_t k) noexcept nogil:
+    """Layer ``k``'s window, its outputs cut to those that are computed: for a convolution that a pooling reads,
+    the rows and columns the pooling's windows cover (those past its last whole window are never used)."""
+    cdef Window w = _window(net.geometry + k * net.geometry_stride)
+    cdef const Py_ssize_t* above
+    if _pooled(net, k):
+        above = net.geometry + (k + 1) * net.geometry_stride
+        w.out_h = above[GEOMETRY_OUT_H] * above[GEOMETRY_KERNEL_H]
+        w.out_w = above[GEOMETRY_OUT_W] * above[GEOMETRY_KERNEL_W]
+    return w
+
+
+cdef inline Window _pooling(const Network* net, Py_ssize_t k) noexcept nogil:
+    """Pooling layer ``k``'s window, its input as wide as the layer below computes it (``_region``)."""
+    cdef Window w = _window(net.geometry + k * net.geometry_stride)
+    if k > 0 and _pooled(net, k - 1):
+        w.in_w = w.out_w * w.kernel_w
+    return w
+
+
 cdef inline void _gather_windows(const floating* image, Window w, floating* patches) noexcept nogil:
-    """One row's ``image`` as its convolution's windows, a ``(positions, fan_in + 1)`` matrix in ``patches``:
-    each window's values in ``(kernel row, kernel column, channel)`` order, zero where it overhangs the image,
-    then a one.  A kernel row that lies inside the image is one stretch of it, copied at once."""
+    """One row's ``image`` as the windows of its convolution's ``w.out_h x w.out_w`` outputs, a ``(positions,
+    fan_in + 1)`` matrix in ``patches``: each window's values in ``(kernel row, kernel column, channel)`` order,
+    zero where it overhangs the image, then a one.  A kernel row that lies inside the image is one stretch of
+    it, copied at once."""
     cdef Py_ssize_t width = w.fan_in + 1
     cdef Py_ssize_t stretch = w.kernel_w * w.in_c
     cdef Py_ssize_t oy, ox, ky, kx, y, x, left, c, i, to
@@ -237,6 +263,35 @@ cdef inline void _scatter_windows(const floating* patch_errors, Window w, floati
                     to = below + (y * w.in_w + x) * w.in_c
                     for c in range(w.in_c):
                         to[c] += source[kx * w.in_c + c]
+
+
+cdef inline void _add_window(
+    floating* below, Window w, Py_ssize_t oy, Py_ssize_t ox, const floating* kernel, floating error
+) noexcept nogil:
+    """``error`` times the ``kernel`` added into the image ``below`` where output ``(oy, ox)``'s window reads
+    it: one output's error passed down to its inputs (a kernel row inside the image at once)."""
+    cdef Py_ssize_t stretch = w.kernel_w * w.in_c
+    cdef Py_ssize_t left = ox * w.stride_w - w.pad_left
+    cdef Py_ssize_t ky, kx, y, x, c, i
+    cdef const floating* source
+    cdef floating* to
+    for ky in range(w.kernel_h):
+        y = oy * w.stride_h + ky - w.pad_top
+        if y < 0 or y >= w.in_h:
+            continue
+        source = kernel + ky * stretch
+        if left >= 0 and left + w.kernel_w <= w.in_w:
+            to = below + (y * w.in_w + left) * w.in_c
+            for i in range(stretch):
+                to[i] += error * source[i]
+            continue
+        for kx in range(w.kernel_w):
+            x = left + kx
+            if x < 0 or x >= w.in_w:
+                continue
+            to = below + (y * w.in_w + x) * w.in_c
+            for c in range(w.in_c):
+                to[c] += error * source[kx * w.in_c + c]
 
 
 cdef inline void _pool_row(const floating* image, Window w, floating* out) noexcept nogil:
@@ -343,10 +398,12 @@ cdef void _forward(
     cdef Py_ssize_t n_rows = chunk.n_rows
     cdef Py_ssize_t n_in = net.sizes[k], n_out = net.sizes[k + 1], code = net.activations[k], kind = net.kinds[k]
     cdef const Py_ssize_t* g = net.geometry + k * net.geometry_stride
-    cdef Window w = _window(g)
+    cdef Window w = _region(net, k) if kind == LAYER_CONV2D else _pooling(net, k)
     cdef Py_ssize_t inputs = parts.v_off[k], outputs = parts.v_off[k + 1]
     cdef const floating* layer = weights + net.w_off[k]
-    cdef Py_ssize_t s, j, units, width, positions
+    cdef Py_ssize_t s, j, units, width
+    cdef Py_ssize_t positions = w.out_h * w.out_w
+    cdef Py_ssize_t n_computed = positions * g[GEOMETRY_UNITS] if kind == LAYER_CONV2D else n_out
     cdef floating* out
     cdef const floating* source
     cdef double rate
@@ -358,13 +415,12 @@ cdef void _forward(
             _gemm(c'N', values + inputs, n_in + 1, c'T', layer, width, 0.0, products, units, n_rows, units, width)
         for s in range(n_rows):
             if kind == LAYER_CONV2D:
-                positions = w.out_h * w.out_w
                 _gather_windows(values + inputs + s * (n_in + 1), w, patches)
                 _gemm(
                     c'N', patches, width, c'T', layer, width, 0.0, products + s * n_out, units, positions, units, width
                 )
             out = values + outputs + s * (n_out + 1)
-            _activate_row(out, products + s * n_out, n_out, code)
+            _activate_row(out, products + s * n_out, n_computed, code)
             if code == ACTIVATION_SOFTMAX:
                 softmax(out, n_out)
             out[n_out] = 1.0
@@ -400,11 +456,16 @@ cdef void _backward(
     cdef Py_ssize_t n_rows = chunk.n_rows
     cdef Py_ssize_t n_in = net.sizes[k], n_out = net.sizes[k + 1], kind = net.kinds[k]
     cdef const Py_ssize_t* g = net.geometry + k * net.geometry_stride
-    cdef Window w = _window(g)
-    cdef Py_ssize_t inputs = parts.v_off[k]
+    cdef Window w = _region(net, k) if kind == LAYER_CONV2D else _pooling(net, k)
+    cdef Window above
+    cdef Py_ssize_t inputs = parts.v_off[k], outputs = parts.v_off[k + 1]
     cdef const floating* layer = weights + net.w_off[k]
     cdef floating* layer_grad = grad + net.w_off[k]
-    cdef Py_ssize_t s, j, oy, ox, c, units, fan_in, positions, code
+    cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
+    cdef Py_ssize_t s, i, j, oy, ox, c, units, fan_in, positions, code, position
+    cdef floating error
+    cdef floating* unit_grad
+    cdef const floating* window
     cdef const floating* source
     cdef const floating* row_errors
     cdef floating* row_below
@@ -420,6 +481,33 @@ cdef void _backward(
             )
             if k > 0:
                 _gemm(c'N', errors, units, c'N', layer, fan_in + 1, 0.0, below, n_in, n_rows, n_in, units)
+        elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)
+            above = _pooling(net, k + 1)
+            for s in range(n_rows):
+                _gather_windows(values + inputs + s * (n_in + 1), w, patches)
+                if k > 0:
+                    for i in range(n_in):
+                        below[s * n_in + i] = 0.0
+                source = values + outputs + s * (n_out + 1)
+                row_errors = errors + s * net.sizes[k + 2]
+                j = 0
+                for oy in range(above.out_h):
+                    for ox in range(above.out_w):
+                        for c in range(units):
+                            error = row_errors[j]
+                            j += 1
+                            if error == 0.0:
+                                continue
+                            position = _window_max(source, above, oy, ox, c) // units
+                            unit_grad = layer_grad + c * (fan_in + 1)
+                            window = patches + position * (fan_in + 1)
+                            for i in range(fan_in + 1):
+                                unit_grad[i] += error * window[i]
+                            if k > 0:
+                                _add_window(
+                                    below + s * n_in, w, position // w.out_w, position % w.out_w,
+                                    layer + c * (fan_in + 1), error,
+                                )
         else:
             positions = w.out_h * w.out_w
             for s in range(n_rows):
@@ -434,6 +522,11 @@ cdef void _backward(
                         fan_in, units,
                     )
                     _scatter_windows(patch_errors, w, below + s * n_in)
+    elif pooling_a_convolution:  # each error as the convolution's at its window's maximum (see above)
+        for s in range(n_rows):
+            for j in range(n_out):
+                below[s * n_out + j] = errors[s * n_out + j]
+            _derive_row(below + s * n_out, values + outputs + s * (n_out + 1), n_out, net.activations[k - 1])
     elif k > 0:
         for s in range(n_rows):
             source = values + inputs + s * (n_in + 1)
@@ -457,7 +550,7 @@ cdef void _backward(
             else:
                 for j in range(n_out):
                     row_below[j] = row_errors[j]
-    if k > 0 and net.activations[k - 1] != ACTIVATION_IDENTITY:
+    if k > 0 and net.activations[k - 1] != ACTIVATION_IDENTITY and not pooling_a_convolution:
         code = net.activations[k - 1]
         for s in range(n_rows):
             _derive_row(below + s * n_in, values + inputs + s * (n_in + 1), n_in, code)

@@ -152,11 +152,32 @@ def _window(g):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _gather_windows(values, start, g, patches):
-    """One row's image at ``values[start:]`` as its convolution's windows, a ``(positions, fan_in + 1)`` matrix
-    in ``patches``: each window's values in ``(kernel row, kernel column, channel)`` order, zero where it
-    overhangs the image, then a one."""
-    in_h, in_w, in_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, fan_in = _window(g)
+def _pooled(net, k):
+    """Whether layer ``k`` is a convolution that a max pooling reads (see ``_region``)."""
+    n_layers = net.kinds.shape[0]
+    return net.kinds[k] == LayerKindCode.CONV2D and k + 1 < n_layers and net.kinds[k + 1] == LayerKindCode.MAX_POOL2D
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _region(net, k):
+    """The rows and columns of convolution ``k``'s outputs that are computed: where a pooling above reads (the
+    rows and columns past its last whole window are never used), else all."""
+    if _pooled(net, k):
+        above = net.geometry[k + 1]
+        return (
+            np.uintp(above[Geometry.OUT_H] * above[Geometry.KERNEL_H]),
+            np.uintp(above[Geometry.OUT_W] * above[Geometry.KERNEL_W]),
+        )
+    return np.uintp(net.geometry[k, Geometry.OUT_H]), np.uintp(net.geometry[k, Geometry.OUT_W])
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _gather_windows(values, start, g, region, patches):
+    """One row's image at ``values[start:]`` as the windows of its convolution's outputs in ``region`` (rows,
+    columns), a ``(positions, fan_in + 1)`` matrix in ``patches``: each window's values in ``(kernel row,
+    kernel column, channel)`` order, zero where it overhangs the image, then a one."""
+    in_h, in_w, in_c, _, _, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, fan_in = _window(g)
+    out_h, out_w = region
     start, width, run = np.uintp(start), fan_in + ONE, kernel_w * in_c
     for oy in range(out_h):
         for ox in range(out_w):
@@ -215,6 +236,33 @@ def _scatter_windows(patch_errors, g, below, start):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _add_window(below, start, g, oy, ox, weights, at, error):
+    """``error`` times the kernel at ``weights[at:]`` added into the image at ``below[start:]`` where output
+    ``(oy, ox)``'s window reads it: one output's error passed down to its inputs."""
+    in_h, in_w, in_c, _, _, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, _ = _window(g)
+    start, at, run = np.uintp(start), np.uintp(at), kernel_w * in_c
+    x0 = ox * stride_w - pad_left
+    inside = x0 < in_w and x0 + kernel_w <= in_w
+    for ky in range(kernel_h):
+        y = oy * stride_h + ky - pad_top
+        if y >= in_h:
+            continue
+        source = at + ky * run
+        if inside:
+            to = start + (y * in_w + x0) * in_c
+            for i in range(run):
+                below[to + i] += error * weights[source + i]
+            continue
+        for kx in range(kernel_w):
+            x = x0 + kx
+            if x >= in_w:
+                continue
+            to = start + (y * in_w + x) * in_c
+            for c in range(in_c):
+                below[to + c] += error * weights[source + kx * in_c + c]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _activate(sums, start, values, to, n, code, dt):
     """``values[to : to + n]`` = the activation ``code`` of ``sums[start : start + n]`` (softmax: the sums as
     they are, for ``softmax`` to normalise).  One loop per activation, its code a constant, so that each
@@ -259,11 +307,12 @@ def _scale_by_slopes(errors, start, values, at, n, code, dt):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _pool(values, source, out, g, winners, at):
-    """One row's max pooling: from the image at ``values[source:]`` into ``values[out:]``, and where in the
-    image each maximum is into ``winners[at:]`` (the first one, scanning each window's rows then columns)."""
-    _, in_w, channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
-    source, out, at = np.uintp(source), np.uintp(out), np.uintp(at)
+def _pool(values, source, in_w, out, g, winners, at):
+    """One row's max pooling: from the image at ``values[source:]``, ``in_w`` values wide, into
+    ``values[out:]``, and where in the image each maximum is into ``winners[at:]`` (the first one, scanning
+    each window's rows then columns)."""
+    _, _, channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
+    source, in_w, out, at = np.uintp(source), np.uintp(in_w), np.uintp(out), np.uintp(at)
     for oy in range(out_h):
         for ox in range(out_w):
             to = (oy * out_w + ox) * channels
@@ -297,17 +346,19 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
         units, width = g[Geometry.UNITS], g[Geometry.FAN_IN] + 1
         layer = (weights, net.w_off[k], width)
+        region = _region(net, k)
+        positions = region[0] * region[1]
+        n_computed = positions * units if kind == LayerKindCode.CONV2D else n_out
         if kind == LayerKindCode.DENSE:
             _gemm(AS_IS, (values, inputs, n_in + 1), TRANSPOSED, layer, (products, 0, units), 0.0,
                   (n_rows, units, width), blas)  # fmt: skip
         for s in range(n_rows):
             if kind == LayerKindCode.CONV2D:
-                positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
-                _gather_windows(values, inputs + s * (n_in + 1), g, patches)
+                _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
                 _gemm(AS_IS, (patches, 0, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
                       (positions, units, width), blas)  # fmt: skip
             out = outputs + s * (n_out + 1)
-            _activate(products, s * n_out, values, out, n_out, code, dt)
+            _activate(products, s * n_out, values, out, n_computed, code, dt)
             if code == ActivationCode.SOFTMAX:
                 softmax(values, out, n_out, dt)
             values[out + n_out] = 1.0
@@ -315,7 +366,8 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     for s in range(n_rows):
         source, out = inputs + s * (n_in + 1), outputs + s * (n_out + 1)
         if kind == LayerKindCode.MAX_POOL2D:
-            _pool(values, source, out, g, winners, win_off[k] + s * n_out)
+            in_w = g[Geometry.OUT_W] * g[Geometry.KERNEL_W] if k > 0 and _pooled(net, k - 1) else g[Geometry.IN_W]
+            _pool(values, source, in_w, out, g, winners, win_off[k] + s * n_out)
         elif kind == LayerKindCode.DROPOUT and training and net.dropout[k] > 0.0:
             rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
             stream = _row_stream(seed, step, rows[s])
@@ -348,7 +400,8 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     n_rows = rows.shape[0]
     n_in, n_out, kind = net.sizes[k], net.sizes[k + 1], net.kinds[k]
     g = net.geometry[k]
-    inputs = v_off[k]
+    inputs, outputs = v_off[k], v_off[k + 1]
+    pooling_a_convolution = kind == LayerKindCode.MAX_POOL2D and k > 0 and _pooled(net, k - 1)
     if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
         units, fan_in = g[Geometry.UNITS], g[Geometry.FAN_IN]
         layer, layer_grad = (weights, net.w_off[k], fan_in + 1), (grad, net.w_off[k], fan_in + 1)
@@ -357,16 +410,39 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                   (units, fan_in + 1, n_rows), blas)  # fmt: skip
             if k > 0:
                 _gemm(AS_IS, (errors, 0, units), AS_IS, layer, (below, 0, n_in), 0.0, (n_rows, n_in, units), blas)
+        elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)
+            region = _region(net, k)
+            n_pooled, width, won = np.uintp(net.sizes[k + 2]), np.uintp(fan_in) + ONE, np.uintp(win_off[k + 1])
+            for s in range(n_rows):
+                _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
+                if k > 0:
+                    below[s * n_in : (s + 1) * n_in] = 0.0
+                row = np.uintp(s) * n_pooled
+                for j in range(n_pooled):
+                    error = errors[row + j]
+                    if error == 0.0:
+                        continue
+                    position = winners[won + row + j] // np.uintp(units)
+                    unit = np.uintp(net.w_off[k]) + (j % np.uintp(units)) * width
+                    for i in range(width):
+                        grad[unit + i] += error * patches[position * width + i]
+                    if k > 0:
+                        _add_window(below, s * n_in, g, position // region[1], position % region[1], weights, unit,
+                                    error)  # fmt: skip
         else:
             positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
             for s in range(n_rows):
-                _gather_windows(values, inputs + s * (n_in + 1), g, patches)
+                _gather_windows(values, inputs + s * (n_in + 1), g, _region(net, k), patches)
                 _gemm(TRANSPOSED, (errors, s * n_out, units), AS_IS, (patches, 0, fan_in + 1), layer_grad, 1.0,
                       (units, fan_in + 1, positions), blas)  # fmt: skip
                 if k > 0:
                     _gemm(AS_IS, (errors, s * n_out, units), AS_IS, layer, (patch_errors, 0, fan_in), 0.0,
                           (positions, fan_in, units), blas)  # fmt: skip
                     _scatter_windows(patch_errors, g, below, s * n_in)
+    elif pooling_a_convolution:  # each error as the convolution's at its window's maximum (see above)
+        for s in range(n_rows):
+            below[s * n_out : (s + 1) * n_out] = errors[s * n_out : (s + 1) * n_out]
+            _scale_by_slopes(below, s * n_out, values, outputs + s * (n_out + 1), n_out, net.activations[k - 1], dt)
     elif k > 0:
         for s in range(n_rows):
             at = s * n_in
@@ -384,7 +460,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             else:
                 for j in range(n_out):
                     below[at + j] = errors[s * n_out + j]
-    if k > 0 and net.activations[k - 1] != ActivationCode.IDENTITY:
+    if k > 0 and net.activations[k - 1] != ActivationCode.IDENTITY and not pooling_a_convolution:
         for s in range(n_rows):
             _scale_by_slopes(below, s * n_in, values, inputs + s * (n_in + 1), n_in, net.activations[k - 1], dt)
 
