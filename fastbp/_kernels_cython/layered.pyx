@@ -9,7 +9,9 @@ rows, each run forward and backward into a gradient buffer of its own by one slo
 the chunks' gradients are then summed in chunk order, so the thread count never
 changes a result.  Dense layers and convolutions (a row's windows gathered into a
 ``(positions, fan_in + 1)`` matrix) multiply by BLAS's gemm, called with the very
-arguments the Numba backend passes; pooling, dropout and flatten are loops.  Some loops
+arguments the Numba backend passes; pooling, dropout and flatten are loops.  A
+convolution that a max pooling reads is computed only where the pooling's windows read
+it and trained from the pooling's errors alone, as in the Numba backend.  Some loops
 run in another order than Numba's where no value can change: a pooling takes the
 largest values of all channels of a window side by side (each channel's still the
 first largest in its window), and a kernel row that lies inside the image is copied,

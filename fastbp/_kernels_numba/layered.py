@@ -13,6 +13,13 @@ convolution each row's windows, gathered into a ``(positions, fan_in + 1)`` matr
 ("im2col"), by BLAS's gemm, called exactly as the Cython backend calls it, so the
 two agree bit for bit.  Pooling, dropout and flatten are loops.
 
+A convolution that a max pooling reads ("pooled", ``_region``) is computed only where
+the pooling's windows read it, and trained from the pooling's errors alone: each,
+times the activation's slope at its window's maximum, adds the maximum's window of
+inputs times the error into its filter's gradient, and the filter times the error into
+those inputs' errors.  This skips the products of the errors the pooling drops (three
+in four for 2x2 pooling).
+
 Each layer's error signals ``dL/dz`` (``z`` its values before its activation) go
 down the network in two alternating buffers: the layer in hand's and the layer
 below's.  Dropout keeps a value unless its draw (``_dropout_draw``) is below the
