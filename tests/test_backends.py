@@ -2,6 +2,7 @@
 what each backend declares, and the checks that the bundles fit together."""
 
 import dataclasses
+import importlib
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from kernel_bundles import schedule, signals
 
 import fastbp
 from fastbp import _backends
+from fastbp import _kernels_cython as cython_kernels
 from fastbp._backends import KERNELS, LOCKSTEP_KERNEL, STEP_KERNELS, Data
 from fastbp._layout import Layout
 
@@ -52,6 +54,37 @@ def test_training_with_cython_in_a_fresh_process_compiles_nothing(tmp_path):
     # Run outside the checkout, so that the installed package (with its extension) is imported.
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def _cython_results() -> list[np.ndarray]:
+    """Weights and outputs of every family of the Cython backend's kernels on small data: online (exact and
+    fast mode), lockstep, mini-batches (float64 and float32) and a layered network."""
+    from fastbp.layers import Conv2D, Dropout, Flatten, MaxPooling2D
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(48, 5)), rng.integers(0, 3, 48)
+    results = []
+    for options in ({"exact": True}, {"exact": False}, {"batch_size": 16}, {"batch_size": 16, "dtype": np.float32}):
+        model = fastbp.train(X, y, hidden=(6,), epochs=3, seed=0, backend="cython", optimizer="adam", **options)
+        results += [model.weights, model.predict_proba(X)]
+    results += [model.weights for model in fastbp.train_many(X, y, seeds=range(8), epochs=3, backend="cython")]
+    images = rng.random((40, 9, 9, 2), dtype=np.float32)
+    layers = [Conv2D(4, 3, activation="relu"), MaxPooling2D(2), Conv2D(3, 2, padding="same"), Flatten(), Dropout(0.3)]
+    model = fastbp.train(images, y[:40], layers=layers, output="softmax", optimizer="adam", lr=0.01, batch_size=20,
+                         epochs=2, seed=0, dtype=np.float32, backend="cython")  # fmt: skip
+    return [*results, model.weights, model.predict_proba(images)]
+
+
+@pytest.mark.skipif(not cython_kernels.AVX2, reason="the Cython kernels are not built for AVX2 here")
+def test_the_cython_kernels_built_for_avx2_give_the_bits_of_those_built_for_every_processor(monkeypatch):
+    avx2 = _cython_results()
+    for family in ("online", "lockstep", "batches", "layered"):
+        for name, kernel in vars(importlib.import_module(f"fastbp._kernels_cython.{family}")).items():
+            if hasattr(cython_kernels, name) and callable(kernel):
+                monkeypatch.setattr(cython_kernels, name, kernel)
+    assert cython_kernels.train_layered.__module__ == "fastbp._kernels_cython.layered"
+    baseline = _cython_results()
+    assert all(np.array_equal(a, b) for a, b in zip(avx2, baseline, strict=True))
 
 
 @pytest.mark.parametrize("name", _backends.BACKENDS)

@@ -9,15 +9,52 @@ fast-math and without fused multiply-adds, so the two agree bit for bit.  Their
 constants are generated from :mod:`fastbp._concepts` and :mod:`fastbp._constants`
 when the extension is built, and each module refuses to import if they differ from
 those modules now (a stale build).
+
+On x86-64 each module is also built for processors with AVX2 (``<module>_avx2``, from
+the same source, with vectors twice as wide and still no fused multiply-adds: the same
+bits), and imported instead where the processor has AVX2; ``FASTBP_CYTHON_AVX2=0`` in
+the environment keeps the modules built for every processor.
 """
+
+import importlib
+import os
+from types import ModuleType
 
 from .._backends import Capabilities
 from .._concepts import LAYER_KINDS
 from .._parallel import usable_cores
-from .batches import OPENMP, batch_gradient, train_batches
-from .layered import layered_gradient, predict_layered, train_layered
-from .lockstep import train_lockstep
-from .online import backward_propagate_error, forward_propagate, predict_batch, train_online, update_weights
+from .batches import PROCESSOR_HAS_AVX2
+
+#: Whether the ``_avx2`` builds are imported, where they were built.
+AVX2 = PROCESSOR_HAS_AVX2 and os.environ.get("FASTBP_CYTHON_AVX2", "1") != "0"
+
+
+def _family(name: str) -> ModuleType:
+    """Kernel module ``name``: its AVX2 build where :data:`AVX2` says so and the build exists, else its build
+    for every processor."""
+    if AVX2:
+        try:
+            return importlib.import_module(f"{__name__}.{name}_avx2")
+        except ImportError:
+            pass
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+_online, _lockstep, _batches, _layered = (_family(name) for name in ("online", "lockstep", "batches", "layered"))
+OPENMP = _batches.OPENMP
+batch_gradient, train_batches = _batches.batch_gradient, _batches.train_batches
+layered_gradient, predict_layered, train_layered = (
+    _layered.layered_gradient,
+    _layered.predict_layered,
+    _layered.train_layered,
+)
+train_lockstep = _lockstep.train_lockstep
+backward_propagate_error, forward_propagate, update_weights = (
+    _online.backward_propagate_error,
+    _online.forward_propagate,
+    _online.update_weights,
+)
+predict_batch, train_online = _online.predict_batch, _online.train_online
 
 CAPABILITIES = Capabilities(
     layer_kinds=tuple(LAYER_KINDS),
@@ -28,6 +65,7 @@ CAPABILITIES = Capabilities(
 )
 
 __all__ = [
+    "AVX2",
     "CAPABILITIES",
     "OPENMP",
     "backward_propagate_error",

@@ -46,6 +46,21 @@ cdef extern from *:
 OPENMP = bool(FASTBP_OPENMP)
 
 
+cdef extern from *:
+    """
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+    static int fastbp_processor_has_avx2(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2"); }
+    #else
+    static int fastbp_processor_has_avx2(void) { return 0; }
+    #endif
+    """
+    int fastbp_processor_has_avx2()
+
+#: Whether this processor (and its operating system) runs AVX2's instructions, for which the ``_avx2`` builds
+#: of the modules are compiled.
+PROCESSOR_HAS_AVX2 = bool(fastbp_processor_has_avx2())
+
+
 cdef struct Product:
     # The shape of a matrix product: (rows, inner) @ (inner, cols).
     int rows

@@ -235,43 +235,22 @@ cdef inline void _gather_windows(const floating* image, Window w, floating* patc
 
 cdef inline void _scatter_windows(const floating* patch_errors, Window w, floating* below) noexcept nogil:
     """The reverse of ``_gather_windows``: each window's errors ``(positions, fan_in)`` added into the image's
-    ``below`` where the window reads it, windows in order (a kernel row inside the image at once: its values
-    go to distinct places, each added to in the same order)."""
-    cdef Py_ssize_t stretch = w.kernel_w * w.in_c
-    cdef Py_ssize_t oy, ox, ky, kx, y, x, left, c, i
-    cdef const floating* window
-    cdef const floating* source
-    cdef floating* to
+    ``below`` where the window reads it, windows in order."""
+    cdef Py_ssize_t oy, ox, i
     for i in range(w.in_h * w.in_w * w.in_c):
         below[i] = 0.0
     for oy in range(w.out_h):
         for ox in range(w.out_w):
-            window = patch_errors + (oy * w.out_w + ox) * w.fan_in
-            left = ox * w.stride_w - w.pad_left
-            for ky in range(w.kernel_h):
-                y = oy * w.stride_h + ky - w.pad_top
-                if y < 0 or y >= w.in_h:
-                    continue
-                source = window + ky * stretch
-                if left >= 0 and left + w.kernel_w <= w.in_w:
-                    to = below + (y * w.in_w + left) * w.in_c
-                    for i in range(stretch):
-                        to[i] += source[i]
-                    continue
-                for kx in range(w.kernel_w):
-                    x = left + kx
-                    if x < 0 or x >= w.in_w:
-                        continue
-                    to = below + (y * w.in_w + x) * w.in_c
-                    for c in range(w.in_c):
-                        to[c] += source[kx * w.in_c + c]
+            _add_window(below, w, oy, ox, patch_errors + (oy * w.out_w + ox) * w.fan_in, 1.0)
 
 
 cdef inline void _add_window(
     floating* below, Window w, Py_ssize_t oy, Py_ssize_t ox, const floating* kernel, floating error
 ) noexcept nogil:
     """``error`` times the ``kernel`` added into the image ``below`` where output ``(oy, ox)``'s window reads
-    it: one output's error passed down to its inputs (a kernel row inside the image at once)."""
+    it: one output's error passed down to its inputs (a kernel row inside the image at once: its values go to
+    distinct places, each added to in the same order).  ``_scatter_windows`` passes ``1.0``: ``x * 1.0`` is
+    ``x`` exactly."""
     cdef Py_ssize_t stretch = w.kernel_w * w.in_c
     cdef Py_ssize_t left = ox * w.stride_w - w.pad_left
     cdef Py_ssize_t ky, kx, y, x, c, i

@@ -215,37 +215,18 @@ def _gather_windows(values, start, g, region, patches):
 def _scatter_windows(patch_errors, g, below, start):
     """The reverse of ``_gather_windows``: each window's errors ``(positions, fan_in)`` added into the image
     at ``below[start:]`` where the window reads it, windows in order."""
-    in_h, in_w, in_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, fan_in = _window(g)
-    start, run = np.uintp(start), kernel_w * in_c
+    in_h, in_w, in_c, out_h, out_w, _, _, _, _, _, _, fan_in = _window(g)
     below[start : start + in_h * in_w * in_c] = 0.0
     for oy in range(out_h):
         for ox in range(out_w):
-            window = (oy * out_w + ox) * fan_in
-            x0 = ox * stride_w - pad_left
-            inside = x0 < in_w and x0 + kernel_w <= in_w
-            for ky in range(kernel_h):
-                y = oy * stride_h + ky - pad_top
-                if y >= in_h:
-                    continue
-                source = window + ky * run
-                if inside:  # the kernel row's errors land on contiguous values of the image
-                    to = start + (y * in_w + x0) * in_c
-                    for i in range(run):
-                        below[to + i] += patch_errors[source + i]
-                    continue
-                for kx in range(kernel_w):
-                    x = x0 + kx
-                    if x >= in_w:
-                        continue
-                    to = start + (y * in_w + x) * in_c
-                    for c in range(in_c):
-                        below[to + c] += patch_errors[source + kx * in_c + c]
+            _add_window(below, start, g, oy, ox, patch_errors, (oy * out_w + ox) * fan_in, below.dtype.type(1.0))
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _add_window(below, start, g, oy, ox, weights, at, error):
     """``error`` times the kernel at ``weights[at:]`` added into the image at ``below[start:]`` where output
-    ``(oy, ox)``'s window reads it: one output's error passed down to its inputs."""
+    ``(oy, ox)``'s window reads it: one output's error passed down to its inputs.  ``_scatter_windows`` passes
+    ``1.0``: ``x * 1.0`` is ``x`` exactly."""
     in_h, in_w, in_c, _, _, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, _ = _window(g)
     start, at, run = np.uintp(start), np.uintp(at), kernel_w * in_c
     x0 = ox * stride_w - pad_left
