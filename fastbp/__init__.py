@@ -11,6 +11,7 @@ from ._api import Evaluation, SearchResult, evaluate, search, train, train_many
 from ._backends import BACKENDS, available_backends
 from ._model import Model, load
 from ._sequential import Sequential
+from ._training import NonFiniteError
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "MLPClassifier",
     "MLPRegressor",
     "Model",
+    "NonFiniteError",
     "SearchResult",
     "Sequential",
     "available_backends",

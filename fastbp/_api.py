@@ -25,7 +25,7 @@ from ._concepts import documented
 from ._layout import initial_weights
 from ._model import Model
 from ._parallel import as_threads
-from ._training import Callback, Options, Trainer, check_finite
+from ._training import Callback, NonFiniteError, Options, Trainer, check_finite
 from ._validate import (
     RandomSource,
     as_count,
@@ -221,9 +221,10 @@ def train(
     ValueError, TypeError
         An input or option is invalid (checked before any kernel runs; the message
         names it).
-    FloatingPointError
+    NonFiniteError
         The loss or the weights became infinite or NaN (the message names the
-        epoch), or a layer's weighted sums overflowed.
+        epoch), or a layer's weighted sums overflowed: a ``FloatingPointError``,
+        and a ``ValueError`` too.
 
     Warns
     -----
@@ -324,7 +325,7 @@ def _models(outcomes: list[_Outcome], label: str, stacklevel: int = 3) -> list[M
         for category, message in caught:
             warnings.warn(f"{label} {k}: {message}", category, stacklevel=stacklevel)
         if isinstance(model, FloatingPointError):
-            raise FloatingPointError(f"{label} {k}: {model}")
+            raise NonFiniteError(f"{label} {k}: {model}")
         models.append(model)
     return models
 

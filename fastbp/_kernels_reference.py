@@ -11,7 +11,7 @@ Where it differs from the compiled backends: the tutorial's sigmoid,
 ``1.0 / (1.0 + math.exp(-activation))``, raises ``OverflowError`` for an
 activation below about -709 (``exp`` of more than about 709.78), where the
 compiled kernels' ``exp`` overflows to inf and the sigmoid saturates to 0.0.
-Training and prediction report it as a ``FloatingPointError`` that says so
+Training and prediction report it as a ``NonFiniteError`` (a ``FloatingPointError``) that says so
 (scale the features, lower ``lr``, or use a compiled backend).  Activations
 above that point give the same results bit for bit.
 """
@@ -23,18 +23,19 @@ import numpy as np
 from . import reference
 from ._backends import Capabilities
 from ._concepts import ActivationCode, OptimizerCode
+from ._training import NonFiniteError
 
 CAPABILITIES = Capabilities(layer_kinds=("dense",), steps=False, lockstep=False, releases_gil=False, max_threads=1)
 
 
 @contextmanager
-def _exp_overflow_as_floating_point_error():
+def _exp_overflow_as_non_finite_error():
     """The tutorial's ``math.exp`` overflows below an activation of about -709, where the
     compiled kernels saturate to 0; report it as the numerical failure it is."""
     try:
         yield
     except OverflowError as error:
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"the reference backend's sigmoid overflowed ({error}): an activation fell below about -709; "
             "scale the features or lower lr, or use a compiled backend, which saturates instead"
         ) from None
@@ -67,7 +68,7 @@ def train_online(net, weights, optimizer_state, data, schedule, history):
     labels = np.argmax(data.Y, axis=1).tolist()
     rows = [features + [label] for features, label in zip(data.X.tolist(), labels)]
     epoch_rows = [[rows[r] for r in order] for order in schedule.orders.tolist()]
-    with _exp_overflow_as_floating_point_error():
+    with _exp_overflow_as_non_finite_error():
         for epoch in range(len(history)):
             train = epoch_rows[epoch % len(epoch_rows)]
             history[epoch] = reference.train_network(network, train, float(schedule.rates[epoch]), 1, sizes[-1])[0]
@@ -83,6 +84,6 @@ def predict_batch(net, weights, X, out):
     """Write the output layer's values for every row of ``X`` into ``out``."""
     _require_tutorial_network(net, weights)
     network = reference.unpack(weights, tuple(net.sizes.tolist()))
-    with _exp_overflow_as_floating_point_error():
+    with _exp_overflow_as_non_finite_error():
         for r, row in enumerate(X.tolist()):
             out[r] = reference.forward_propagate(network, row)

@@ -15,7 +15,7 @@ and a softmax whose largest logit is infinite gives that entry (or the tied ones
 all the probability.  Where a layer's weighted sum overflows into ``inf - inf``
 or ``0 * inf`` the value is ``nan`` (relu passes it on rather than hiding it as
 0), and the Python layer refuses it: a training whose loss or weights stop being
-finite raises ``FloatingPointError`` naming the epoch (:func:`check_finite`,
+finite raises :class:`NonFiniteError` naming the epoch (:func:`check_finite`,
 after every chunk), and :func:`check_outputs` does the same for predictions.
 :func:`fastbp.train` warns (``_warn_if_saturated``: a forward pass over a few rows,
 and over every row only if those are all stuck) when training ends with every
@@ -262,12 +262,24 @@ class Trainer:
 
         The network, its dtype and the optimizer (whose memory is kept) must not change.
         """
-        fixed = ("hidden", "activation", "layers", "output", "loss", "dtype", "optimizer")
-        changed = [name for name in fixed if getattr(options, name) != getattr(self.options, name)]
+        trainer = self.restarted(options, shuffle, fixed=("optimizer",))
+        trainer.state, trainer.steps = self.state, self.steps
+        return trainer
+
+    def restarted(
+        self, options: Options, shuffle: np.random.Generator | None, *, fixed: tuple[str, ...] = ()
+    ) -> Trainer:
+        """A trainer that goes on from this one's weights and rows seen with a fresh optimizer (its memory and
+        update count anew, as scikit-learn's ``warm_start`` fit does), which may be another one.
+
+        The network and its dtype (and the options named in ``fixed``) must not change.
+        """
+        network = ("hidden", "activation", "layers", "output", "loss", "dtype", *fixed)
+        changed = [name for name in network if getattr(options, name) != getattr(self.options, name)]
         if changed:
             raise ValueError(f"continuing a training cannot change {', '.join(changed)}")
         trainer = Trainer(options, self.layout, self.weights, shuffle, self.dropout_seed)
-        trainer.state, trainer.steps, trainer.rows_seen = self.state, self.steps, self.rows_seen
+        trainer.rows_seen = self.rows_seen
         return trainer
 
     def run(
@@ -413,6 +425,14 @@ class _NoBar:
         pass
 
 
+class NonFiniteError(FloatingPointError, ValueError):
+    """A training or prediction whose numbers left the float range (``inf`` or ``nan``).
+
+    A ``FloatingPointError``, and a ``ValueError`` as well, which is what scikit-learn
+    raises for a diverged network and what code written for it catches.
+    """
+
+
 #: What to do about a training whose numbers left the float range.
 _DIVERGED_ADVICE = "try a smaller lr, or scale the features (a layer's weighted sums may overflow)"
 
@@ -420,17 +440,17 @@ _DIVERGED_ADVICE = "try a smaller lr, or scale the features (a layer's weighted 
 def check_finite(history: np.ndarray, weights: np.ndarray, first_epoch: int) -> None:
     """Refuse to return a diverged network as if it were trained.
 
-    Raises ``FloatingPointError`` naming the first epoch (counted from 0 in this
+    Raises :class:`NonFiniteError` naming the first epoch (counted from 0 in this
     run) whose loss is ``nan`` or infinite, or the chunk's last epoch when only
     the weights stopped being finite.
     """
     bad = np.flatnonzero(~np.isfinite(history))
     if len(bad):
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"training diverged at epoch {first_epoch + bad[0]}: the loss became {history[bad[0]]}; {_DIVERGED_ADVICE}"
         )
     if not np.isfinite(weights).all():
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"training diverged by epoch {first_epoch + len(history) - 1}: some weights are not finite; "
             f"{_DIVERGED_ADVICE}"
         )
@@ -441,14 +461,14 @@ def check_outputs(outputs: np.ndarray) -> np.ndarray:
 
     The features and weights are finite (both are checked), so a ``nan`` or
     infinite output means a layer's weighted sums overflowed the float range
-    (features around 1e300, or 1e38 in float32): ``FloatingPointError`` says so
+    (features around 1e300, or 1e38 in float32): :class:`NonFiniteError` says so
     and names the first such row, instead of returning meaningless numbers.
     """
     finite = np.isfinite(outputs)
     if not finite.all():
         rows = np.flatnonzero(~finite.all(axis=1))
         limit = np.finfo(outputs.dtype).max
-        raise FloatingPointError(
+        raise NonFiniteError(
             f"the network's outputs are not finite for {len(rows)} of {len(outputs)} rows (the first is row "
             f"{rows[0]}): a layer's weighted sums overflowed the {outputs.dtype} range (about {limit:.1e}); "
             "scale the features"

@@ -33,18 +33,24 @@ from ._backends import COMPILED
 from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS
 from ._model import Model
 from ._parallel import as_threads
-from ._training import Options, Trainer
+from ._training import NonFiniteError, Options, Trainer
 from ._validate import RandomSource, as_dtype, kernel_array, one_hot, refuse_unsafe_features
 
 #: The hidden activations by the names scikit-learn gives them (its "logistic" is the sigmoid), and fastbp's own.
 ACTIVATIONS = {"logistic" if name == "sigmoid" else name: name for name in HIDDEN_ACTIVATIONS}
-#: fastbp's options that a continued network keeps, and the parameters that set them.
+#: fastbp's options that a continued network keeps, and the parameters that set them (the solver only where its
+#: memory is kept: across ``partial_fit`` calls; a ``warm_start`` fit starts a new one).
 FIXED_WHEN_CONTINUING = {
     "hidden": "hidden_layer_sizes",
     "activation": "activation",
-    "optimizer": "solver",
     "dtype": "dtype",
 }
+#: The precisions the estimators train in, the first for features of any other type.
+FLOAT_DTYPES = (np.float64, np.float32)
+#: scikit-learn's message for a network whose weights stopped being finite.
+NON_FINITE_WEIGHTS = (
+    "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
+)
 #: scikit-learn's "adaptive" schedule stops dividing the learning rate by 5 once it is this small.
 SMALLEST_ADAPTIVE_RATE = 1e-6
 
@@ -75,10 +81,11 @@ class _MultilayerPerceptron(BaseEstimator):
         "beta_2": [Interval(Real, 0, 1, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), OneOf(Real, {np.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
         # The reference backend trains only the tutorial's sigmoid network, never these outputs.
         "backend": [StrOptions({"auto", *COMPILED})],
         "init": [StrOptions(set(INITS)), None],
-        "dtype": "no_validation",  # checked by fastbp.train's rules (float64 or float32)
+        "dtype": "no_validation",  # None, or checked by fastbp.train's rules (float64 or float32)
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     }
 
@@ -99,7 +106,7 @@ class _MultilayerPerceptron(BaseEstimator):
         Parameters
         ----------
         X : array-like, shape (n_rows, n_features)
-            Numeric features (float32 and float64 are kept; others converted).
+            Numeric features, trained on in ``dtype`` (``None``: float32 stays float32, others become float64).
         y : array-like, shape (n_rows,) or (n_rows, n_targets)
             Class labels, or regression targets.
         sample_weight : array-like, shape (n_rows,), optional
@@ -129,10 +136,13 @@ class _MultilayerPerceptron(BaseEstimator):
             )
 
     def _fit(self, X, y, sample_weight, *, incremental: bool):
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
         continuing = hasattr(self, "_trainer") and (incremental or self.warm_start)
-        dtype = as_dtype(self.dtype)
+        dtype = self._dtype(continuing)
         refuse_unsafe_features(X)
-        X, y = validate_data(self, X, y, reset=not continuing, dtype=dtype, **self._y_checks)
+        X, y = validate_data(self, X, y, reset=not continuing, dtype=dtype or FLOAT_DTYPES, **self._y_checks)
+        dtype = dtype or X.dtype
         X = kernel_array(X, dtype, "X")
         targets = self._targets(y, dtype, continuing=continuing, incremental=incremental)
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
@@ -143,11 +153,13 @@ class _MultilayerPerceptron(BaseEstimator):
         if not weights.any():
             raise ValueError("the sample weights of the rows trained on are all zero")
         weight_mean = weights.mean()
-        options = self._options(len(X), weight_mean)
+        options = self._options(len(X), weight_mean, dtype)
         weights = kernel_array(weights / weight_mean, dtype, "sample_weight")
         if continuing:
-            adaptive = self.solver == "sgd" and self.learning_rate == "adaptive"
-            trainer = _continued(self._trainer, options, targets.shape[1], seed, keep_rate=incremental and adaptive)
+            keep_rate = incremental and self.solver == "sgd" and self.learning_rate == "adaptive"
+            trainer = _continued(
+                self._trainer, options, targets.shape[1], seed, incremental=incremental, keep_rate=keep_rate
+            )
         else:
             trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed))
             self._start_counters(trainer)
@@ -158,8 +170,16 @@ class _MultilayerPerceptron(BaseEstimator):
         self._publish(trainer)
         return self
 
-    def _options(self, n_rows: int, weight_mean: float) -> Options:
-        """fastbp's training options for these parameters, on ``n_rows`` rows of mean sample weight ``weight_mean``.
+    def _dtype(self, continuing: bool) -> np.dtype | None:
+        """The precision to train in: ``dtype``'s; else a continued network's; else ``None``, for the input's
+        (float32 stays float32, anything else becomes float64, as scikit-learn's parameters follow ``X``)."""
+        if self.dtype is not None:
+            return as_dtype(self.dtype)
+        return np.dtype(self._trainer.options.dtype) if continuing else None
+
+    def _options(self, n_rows: int, weight_mean: float, dtype: np.dtype) -> Options:
+        """fastbp's training options for these parameters, on ``n_rows`` rows of mean sample weight ``weight_mean``,
+        in ``dtype``.
 
         scikit-learn adds ``alpha * w`` to the batch's gradient summed over rows (times
         their weights) and divides both by the batch's total weight; fastbp divides the
@@ -188,7 +208,7 @@ class _MultilayerPerceptron(BaseEstimator):
             beta2=self.beta_2,
             epsilon=self.epsilon,
             init=self.init,
-            dtype=self.dtype,
+            dtype=dtype,
             backend=self.backend,
         )
 
@@ -205,7 +225,9 @@ class _MultilayerPerceptron(BaseEstimator):
         """The rows to train on, and with ``early_stopping`` the held-out ``(X, y, sample_weight)`` it scores."""
         if not self.early_stopping:
             return X, targets, weights, None
-        stratify = y if is_classifier(self) and len(self.classes_) == 2 else None  # as scikit-learn: binary only
+        # As scikit-learn: binary problems only, by whether each label is the second class (its messages name the
+        # classes True and False).
+        stratify = (y == self.classes_[1]).reshape(-1, 1) if is_classifier(self) and len(self.classes_) == 2 else None
         train, held_out = train_test_split(
             np.arange(len(X)), test_size=self.validation_fraction, random_state=random_state, stratify=stratify
         )
@@ -241,7 +263,13 @@ class _MultilayerPerceptron(BaseEstimator):
             for _ in range(1 if incremental else self.max_iter):
                 # At the weights each batch starts from; the epoch's first stand in for all (exact for one batch).
                 penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
-                summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=n_threads)[0])
+                try:
+                    summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=n_threads)[0])
+                except NonFiniteError as error:
+                    if not self.early_stopping:
+                        raise NonFiniteError(f"{NON_FINITE_WEIGHTS} ({error})") from error
+                    self._record_divergence()  # the best weights so far are the result, as in scikit-learn
+                    break
                 self.n_iter_ += 1
                 self.t_ = trainer.rows_seen
                 self._summed_losses.append(summed_loss)
@@ -262,6 +290,15 @@ class _MultilayerPerceptron(BaseEstimator):
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
 
+    def _record_divergence(self) -> None:
+        """With early stopping, an epoch whose weights stopped being finite: a ``nan`` loss and validation score,
+        and no more epochs (scikit-learn trains on with ``nan`` weights until ``max_iter``, to the same end)."""
+        self.n_iter_ += 1
+        self.loss_ = np.nan
+        self.loss_curve_.append(self.loss_)
+        self._summed_losses.append(np.nan)
+        self.validation_scores_.append(np.nan)
+
     def _count_no_improvement(self, trainer: Trainer, validation) -> None:
         """Count epochs without progress by ``tol``: in the validation score with early stopping, else in the loss."""
         if validation is None:
@@ -273,8 +310,12 @@ class _MultilayerPerceptron(BaseEstimator):
             return
         X, y, weights = validation
         network = Model(trainer.layout, trainer.weights, None, np.empty(0), trainer.backend)
-        outputs = network.forward(X, n_threads=self.n_threads)
-        score = self._score_function(y, self._predictions(outputs), sample_weight=weights)
+        try:
+            outputs = network.forward(X, n_threads=self.n_threads)
+        except NonFiniteError:  # outputs past the float range: no score, as scikit-learn's nan
+            score = np.nan
+        else:
+            score = float(self._score_function(y, self._predictions(outputs), sample_weight=weights))
         self.validation_scores_.append(score)
         if self.verbose:
             print(f"Validation score: {score:f}")
@@ -339,14 +380,17 @@ class _MultilayerPerceptron(BaseEstimator):
         """The output units' values for each row of ``X``, after scikit-learn's input checks."""
         check_is_fitted(self)
         refuse_unsafe_features(X)
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
         return self.model_.forward(X, n_threads=self.n_threads)
 
 
-def _without_early_stopping(estimator: _MultilayerPerceptron) -> bool:
-    """``partial_fit`` exists only without early stopping: one epoch on a chunk has no validation split to watch."""
-    if estimator.early_stopping:
-        raise AttributeError("partial_fit does not support early_stopping=True")
+def _stochastic_solver(estimator: _MultilayerPerceptron) -> bool:
+    """``partial_fit`` exists for the solvers that train epoch by epoch, as in scikit-learn (not for its
+    ``"lbfgs"``)."""
+    if estimator.solver == "lbfgs":
+        raise AttributeError(
+            f"partial_fit is only available for stochastic optimizers. {estimator.solver} is not stochastic."
+        )
     return True
 
 
@@ -360,18 +404,19 @@ def _squared_coefficients(trainer: Trainer) -> float:
         return sum(float(np.square(block[:, :-1]).sum()) for block in trainer.layout.layer_views(trainer.weights))
 
 
-def _continued(previous: Trainer, options: Options, n_outputs: int, seed: int, *, keep_rate: bool) -> Trainer:
-    """A trainer that goes on from ``previous``: its weights, optimizer memory, counters and shuffling stream.
+def _continued(
+    previous: Trainer, options: Options, n_outputs: int, seed: int, *, incremental: bool, keep_rate: bool
+) -> Trainer:
+    """A trainer that goes on from ``previous``: its weights, counters and shuffling stream, and with
+    ``incremental`` (``partial_fit``) its optimizer's memory, else a fresh optimizer (``warm_start``), as in
+    scikit-learn.
 
-    The parameters may have changed since (``set_params``), but not the network or the
-    optimizer whose memory is kept.  ``keep_rate`` keeps a rate the adaptive schedule
-    lowered, as scikit-learn's ``partial_fit`` does.
+    The parameters may have changed since (``set_params``), but not the network, nor
+    the optimizer whose memory is kept.  ``keep_rate`` keeps a rate the adaptive
+    schedule lowered, as scikit-learn's ``partial_fit`` does.
     """
-    changed = [
-        param
-        for name, param in FIXED_WHEN_CONTINUING.items()
-        if getattr(options, name) != getattr(previous.options, name)
-    ]
+    fixed = {**FIXED_WHEN_CONTINUING, "optimizer": "solver"} if incremental else FIXED_WHEN_CONTINUING
+    changed = [param for name, param in fixed.items() if getattr(options, name) != getattr(previous.options, name)]
     if changed:
         raise ValueError(
             f"warm_start and partial_fit continue the network trained before, so {', '.join(changed)} cannot "
@@ -384,7 +429,7 @@ def _continued(previous: Trainer, options: Options, n_outputs: int, seed: int, *
     shuffle = None
     if options.shuffle:
         shuffle = previous.shuffle if previous.shuffle is not None else np.random.default_rng(seed)
-    return previous.continued(options, shuffle)
+    return previous.continued(options, shuffle) if incremental else previous.restarted(options, shuffle)
 
 
 def _store_params(estimator: BaseEstimator, params: dict) -> None:
@@ -416,8 +461,10 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         The initial weights: ``"sklearn"`` draws them as scikit-learn does (uniform,
         Glorot's bound), though not the same numbers; the others as
         :func:`fastbp.train` does.
-    dtype : np.float64 or np.float32
-        The precision of training and predicting.
+    dtype : np.float64, np.float32 or None
+        The precision of training and predicting; ``None``: the features', as in
+        scikit-learn (float32 ``X`` trains in float32, any other in float64; a
+        continued network keeps its own).
     n_threads : int or None
         Threads for mini-batch training and prediction; ``None``: every core, or
         ``FASTBP_NUM_THREADS``/``OMP_NUM_THREADS``.  The results are the same for any
@@ -437,16 +484,20 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     -----
     Where it differs from scikit-learn:
 
-    - There is no ``"lbfgs"`` solver and no ``max_fun``.
+    - There is no ``"lbfgs"`` solver yet; ``max_fun``, which only it uses, is accepted
+      (so that scikit-learn's parameters carry over) and checked.
     - Every problem, binary too, has one softmax output per class (``n_outputs_`` is the
       number of classes, ``out_activation_`` is ``"softmax"``); no multilabel targets.
     - ``sample_weight`` (times ``class_weight``) is rescaled to mean 1 over the rows
       trained on, and each batch's gradient is the mean of the rows' weighted gradients:
       scikit-learn divides their sum by the batch's total weight instead, which is the
       same for a single batch and on average for mini-batches.
-    - ``warm_start`` continues the optimizer's memory (Adam's moments, the momentum) as
-      well as the weights, as ``partial_fit`` does.  With ``early_stopping=True`` there
-      is no ``partial_fit`` (scikit-learn's raises an error), and ``momentum`` is below 1.
+    - ``momentum`` is below 1.
+    - A run whose weights stop being finite raises :class:`fastbp.NonFiniteError` (a
+      ``ValueError``) with scikit-learn's message; with ``early_stopping=True`` it ends
+      at that epoch with the best weights so far and ``nan`` for the epoch's loss and
+      validation score, where scikit-learn trains on with ``nan`` weights until
+      ``max_iter`` (to the same weights).
     - ``loss_curve_``'s L2 term uses the weights each epoch starts from for all its batches.
     """
 
@@ -483,15 +534,16 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        max_fun=15000,
         class_weight=None,
         backend="auto",
         init="sklearn",
-        dtype=np.float64,
+        dtype=None,
         n_threads=None,
     ):
         _store_params(self, locals())
 
-    @available_if(_without_early_stopping)
+    @available_if(_stochastic_solver)
     def partial_fit(
         self,
         X: ArrayLike,
@@ -630,14 +682,15 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
+        max_fun=15000,
         backend="auto",
         init="sklearn",
-        dtype=np.float64,
+        dtype=None,
         n_threads=None,
     ):
         _store_params(self, locals())
 
-    @available_if(_without_early_stopping)
+    @available_if(_stochastic_solver)
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> MLPRegressor:
         """Train one epoch on the chunk ``X``, ``y``, continuing the network.
 

@@ -258,8 +258,9 @@ def test_a_diverged_run_is_refused_naming_the_epoch(backend, monkeypatch):
 
     monkeypatch.setattr(fastbp._backends.get_backend(backend), "train_online", diverging)
     X, y = data.tutorial_toy()
-    with pytest.raises(FloatingPointError, match="diverged at epoch 1"):
+    with pytest.raises(FloatingPointError, match="diverged at epoch 1") as raised:
         fastbp.train(X, y, epochs=3, backend=backend)
+    assert isinstance(raised.value, fastbp.NonFiniteError) and isinstance(raised.value, ValueError)
 
 
 def test_reference_overflow_is_reported_while_compiled_backends_saturate(backend):

@@ -65,7 +65,9 @@ def datasets(draw, min_rows=4, max_rows=12, n_classes=3):
 def _estimator(kind: str, backend: str, **params):
     from fastbp import MLPClassifier, MLPRegressor
 
-    base = {"hidden_layer_sizes": (3,), "max_iter": 3, "random_state": 0, "backend": backend}
+    # float64 whatever the features' type, so that every layout of them trains the same network (dtype=None would
+    # train float32 features in float32: test_estimators checks that).
+    base = {"hidden_layer_sizes": (3,), "max_iter": 3, "random_state": 0, "backend": backend, "dtype": np.float64}
     cls = MLPClassifier if kind == "classifier" else MLPRegressor
     return cls(**{**base, **params})
 
