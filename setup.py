@@ -136,8 +136,8 @@ cdef inline dict compiled_constants():
 
 def write_constants() -> None:
     """Generate ``constants.pxd``: the integers as a C enum, the floats as C constants (``repr`` of a float reads
-    back as the same double), and ``compiled_constants()``, which returns them all by name.  It is written only
-    where its text changed: an unchanged one keeps its time, so nothing is rebuilt."""
+    back as the same double), and ``compiled_constants()``, which returns them all by name (written only where
+    its text changed)."""
     enum, definitions, declarations, entries = [], [], [], []
     for name, value in compiled_constants().items():
         if type(value) is int and value >= 2**31:  # a 64-bit pattern: too wide for a C enum
@@ -156,7 +156,12 @@ def write_constants() -> None:
         entries.append(f'        "{name}": {f"tuple({name})" if length else name},')
     lists = {"enum": enum, "definitions": definitions, "declarations": declarations, "entries": entries}
     text = CONSTANTS_PXD.format(**{key: "\n".join(lines) for key, lines in lists.items()})
-    path = KERNELS / "constants.pxd"
+    _write_if_changed(KERNELS / "constants.pxd", text)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` unless it holds that text already: an unchanged file keeps its time, so nothing
+    that depends on it is rebuilt."""
     if not path.is_file() or path.read_text() != text:
         path.write_text(text)
 
@@ -170,15 +175,12 @@ include "{name}.pyx"
 
 def write_avx2_sources() -> list[str]:
     """Generate ``<module>_avx2.pyx`` for each module (its compiler directives, then its source included) where
-    the machine is x86-64, written only where its text changed as ``constants.pxd``; returns their module names."""
+    the machine is x86-64; returns their module names."""
     if platform.machine().lower() not in AVX2_MACHINES:
         return []
     for name in MODULES:
         directives = (KERNELS / f"{name}.pyx").read_text().splitlines()[0]
-        text = AVX2_PYX.format(directives=directives, name=name)
-        path = KERNELS / f"{name}{AVX2_SUFFIX}.pyx"
-        if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
+        _write_if_changed(KERNELS / f"{name}{AVX2_SUFFIX}.pyx", AVX2_PYX.format(directives=directives, name=name))
     return [f"{name}{AVX2_SUFFIX}" for name in MODULES]
 
 
