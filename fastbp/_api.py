@@ -131,13 +131,16 @@ def train(
         <<losses>>: the squared error for sigmoid and identity outputs, the
         cross-entropy for softmax ones; ``None`` picks the one that fits ``output``.
     epochs : int
-        Passes over the training rows (0 returns the initial network).
+        Passes over the training rows (0 returns the initial network).  For
+        ``"lbfgs"``, the most iterations (each evaluating the loss over every row
+        once or more), which end sooner once it converges: no gradient component
+        above 1e-4, or the loss no longer falling.
     lr : float
-        Learning rate, positive (unused by ``"rprop"``).
+        Learning rate, positive (unused by ``"rprop"`` and ``"lbfgs"``).
     batch_size : int or None
         Rows per update, the gradient being their mean.  ``None``: 1 (online, the
-        tutorial's) for ``"sgd"`` and ``"adam"``, every row for ``"rprop"``, a
-        full-batch method.  Larger than the data means the whole data.
+        tutorial's) for ``"sgd"`` and ``"adam"``, every row for ``"rprop"`` and
+        ``"lbfgs"``, full-batch methods.  Larger than the data means the whole data.
     shuffle : bool
         Visit the rows in a fresh random order each epoch (from ``seed``) instead
         of in the order given.
@@ -446,13 +449,19 @@ def as_training_data(
 
 
 def new_trainer(
-    options: Options, input_shape: int | tuple[int, ...], n_outputs: int, randomness: RandomSource
+    options: Options,
+    input_shape: int | tuple[int, ...],
+    n_outputs: int,
+    randomness: RandomSource,
+    weights: np.ndarray | None = None,
 ) -> Trainer:
     """A trainer for a freshly initialised network on rows of ``input_shape``: the tutorial's init draws from
-    the ``random.Random`` stream, the others, the dropout seed and shuffling from the ``numpy`` one."""
+    the ``random.Random`` stream, the others, the dropout seed and shuffling from the ``numpy`` one; or, given
+    ``weights`` (drawn elsewhere, as the estimators draw scikit-learn's), from those."""
     layout = options.layout(input_shape, n_outputs)
-    draws = randomness.python() if options.init == "tutorial" else randomness.numpy()
-    weights = initial_weights(layout, options.init, draws, options.dtype)
+    if weights is None:
+        draws = randomness.python() if options.init == "tutorial" else randomness.numpy()
+        weights = initial_weights(layout, options.init, draws, options.dtype)
     dropout_seed = int(randomness.numpy().integers(2**63)) if layout.dropout.any() else 0
     return Trainer(options, layout, weights, randomness.numpy() if options.shuffle else None, dropout_seed)
 

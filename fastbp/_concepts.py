@@ -41,9 +41,20 @@ class Output(Choice):
 
 
 @dataclass(frozen=True)
+class Loss(Choice):
+    #: What the kernels report per row (a training's ``history``) over the loss whose gradient they take: the
+    #: tutorial's sum of squares is twice the half that the squared error's gradient comes from.
+    reported_scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class Optimizer(Choice):
     #: Whether it is a value of the ``optimizer`` option; momentum and Nesterov's are ``"sgd"`` with ``momentum``.
     option: bool = True
+    #: Whether each step takes the gradient over every row (no batch size, no shuffling).
+    full_batch: bool = False
+    #: Whether the kernels apply its updates (else Python drives it, the kernels computing the gradients).
+    in_kernels: bool = True
 
 
 def _by_name(*choices):
@@ -59,9 +70,9 @@ ACTIVATIONS: dict[str, Activation] = _by_name(
     Activation("softmax", "``exp(a) / sum(exp(a))`` over the layer", hidden=False),
 )
 
-LOSSES: dict[str, Choice] = _by_name(
-    Choice("mse", "``0.5 * sum((output - target)**2)`` per row"),
-    Choice("cross_entropy", "``-sum(target * log(p))`` per row"),
+LOSSES: dict[str, Loss] = _by_name(
+    Loss("mse", "``0.5 * sum((output - target)**2)`` per row", reported_scale=2.0),
+    Loss("cross_entropy", "``-sum(target * log(p))`` per row"),
 )
 
 OUTPUTS: dict[str, Output] = _by_name(
@@ -75,7 +86,13 @@ OPTIMIZERS: dict[str, Optimizer] = _by_name(
     Optimizer("momentum", "SGD with momentum, ``v = momentum * v - lr * g; w += v``", option=False),
     Optimizer("nesterov", "SGD with Nesterov's momentum, ``w += momentum * v - lr * g``", option=False),
     Optimizer("adam", "Adam, as scikit-learn implements it (``beta1``, ``beta2``, ``epsilon``)"),
-    Optimizer("rprop", "iRprop-, a full-batch method, with FANN's constants"),
+    Optimizer("rprop", "iRprop-, a full-batch method, with FANN's constants", full_batch=True),
+    Optimizer(
+        "lbfgs",
+        "L-BFGS (SciPy's L-BFGS-B), a full-batch quasi-Newton method: scikit-learn's solver of that name",
+        full_batch=True,
+        in_kernels=False,
+    ),
 )
 
 INITS: dict[str, Choice] = _by_name(
@@ -111,7 +128,7 @@ def _codes(name: str, choices: dict) -> type[IntEnum]:
 
 
 ActivationCode = _codes("ActivationCode", ACTIVATIONS)
-OptimizerCode = _codes("OptimizerCode", OPTIMIZERS)
+OptimizerCode = _codes("OptimizerCode", [name for name, optimizer in OPTIMIZERS.items() if optimizer.in_kernels])
 LayerKindCode = _codes("LayerKindCode", LAYER_KINDS)
 
 #: The names that each option takes.

@@ -354,14 +354,18 @@ def _check_weight_count(total: int, what: str, which) -> None:
 
 
 def initial_weights(
-    layout: Layout, init: str | None, rng: random.Random | np.random.Generator, dtype: DTypeLike = np.float64
+    layout: Layout,
+    init: str | None,
+    rng: random.Random | np.random.Generator | np.random.RandomState,
+    dtype: DTypeLike = np.float64,
 ) -> np.ndarray:
     """A fresh flat weight buffer of ``dtype``.
 
     ``"tutorial"`` draws ``rng.random()`` (a ``random.Random``) for every weight in
     buffer order: layer by layer, unit by unit, bias last, exactly as
     ``initialize_network`` does.  The other schemes (:data:`fastbp._concepts.INITS`)
-    draw each layer's weights from ``rng`` (a ``numpy.random.Generator``), taking
+    draw each layer's weights from ``rng`` (a ``numpy.random.Generator``, or a
+    ``RandomState``, with which ``"sklearn"`` draws scikit-learn's numbers), taking
     ``n_in`` as its fan-in and ``n_out`` as its units, and start the biases at zero;
     ``"sklearn"`` draws the biases too, with ``f`` 2 when the first layer is sigmoid
     and 6 otherwise, for every layer.  A convolution's fan-in is its window over every
@@ -378,9 +382,10 @@ def initial_weights(
     for block, layer in zip(layout.layer_views(weights), layers):
         units, fan_in, fan_out = layer.units, layer.fan_in, layer.fan_out
         scheme = init or ACTIVATIONS[layer.activation].init
-        if scheme == "sklearn":
+        if scheme == "sklearn":  # in scikit-learn's order: the (fan_in, units) coefficients, then the biases
             limit = np.sqrt(sklearn_factor / (fan_in + fan_out))
-            block[:] = rng.uniform(-limit, limit, block.shape)
+            block[:, :fan_in] = rng.uniform(-limit, limit, (fan_in, units)).T
+            block[:, fan_in] = rng.uniform(-limit, limit, units)
         elif scheme == "he":
             block[:, :fan_in] = rng.normal(0.0, np.sqrt(2.0 / fan_in), (units, fan_in))
         else:

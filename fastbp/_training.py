@@ -7,7 +7,8 @@ Epochs run inside the kernels, in chunks of about :data:`CHUNK_WORK` weight upda
 (tens of milliseconds): between chunks Ctrl-C is honoured, a diverged run stops, the
 progress bar moves, and shuffled row orders for the next chunk are drawn.  A layered
 network (convolutions, pooling, dropout) runs each epoch in parts of whole batches of
-about that much arithmetic, which give the same updates as one call.
+about that much arithmetic, which give the same updates as one call.  L-BFGS
+(:meth:`Trainer.minimize`) is SciPy's, driving the kernels' full-batch gradient.
 
 Numerical faults are reported, never returned as results.  The kernels compute in
 IEEE arithmetic and keep the limits where they exist: sigmoid and tanh saturate,
@@ -35,7 +36,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._backends import Backend, Data, Network, Schedule, get_backend
-from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS, OUTPUTS, OptimizerCode
+from ._concepts import HIDDEN_ACTIVATIONS, INITS, LOSSES, OPTIMIZER_OPTIONS, OPTIMIZERS, OUTPUTS, OptimizerCode
 from ._constants import RPROP_DELTA_ZERO
 from ._layout import Layer, Layout
 from ._parallel import MIN_BATCH_WORK_FOR_THREADS, kernel_threads, one_blas_thread
@@ -54,6 +55,11 @@ from .layers import LayerSpec, build_layers
 CHUNK_WORK = 10_000_000
 
 LR_SCHEDULES = ("constant", "invscaling")
+
+#: L-BFGS's limits when :func:`fastbp.train` runs it: the most evaluations of the loss, and the gradient
+#: component below which it has converged (scikit-learn's defaults of ``max_fun`` and ``tol``).
+LBFGS_MAX_FUN = 15000
+LBFGS_TOL = 1e-4
 
 #: Called after each epoch with its index and loss; returning True stops training.
 Callback = Callable[[int, float], "bool | None"]
@@ -121,10 +127,10 @@ class Options:
             for position, spec in enumerate(layers):
                 if not isinstance(spec, LayerSpec):
                     raise TypeError(f"layer {position}: {spec!r} is not a fastbp.layers layer")
-            if optimizer == "rprop":
+            if optimizer in OPTIMIZERS and OPTIMIZERS[optimizer].full_batch:
                 raise ValueError(
-                    "rprop trains on all the rows at once, which a network with layers would hold a gradient per "
-                    "16 rows for: use optimizer='adam' or 'sgd' with a batch_size"
+                    f"{optimizer} trains on all the rows at once, which a network with layers would hold a gradient "
+                    "per 16 rows for: use optimizer='adam' or 'sgd' with a batch_size"
                 )
             layers, hidden, activation = tuple(layers), (), ()
         hidden = as_layer_sizes(hidden) if layers is None else ()
@@ -132,11 +138,12 @@ class Options:
         losses = OUTPUTS[output].losses
         loss = losses[0] if loss is None else as_choice(loss, "loss", losses, f"with {output=}")
         optimizer = as_choice(optimizer, "optimizer", OPTIMIZER_OPTIONS)
+        full_batch = OPTIMIZERS[optimizer].full_batch
         if batch_size is not None:
             if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-            if optimizer == "rprop":
-                raise ValueError("rprop is a full-batch method: leave batch_size=None")
+            if full_batch:
+                raise ValueError(f"{optimizer} is a full-batch method: leave batch_size=None")
         momentum, nesterov = as_fraction(momentum, "momentum"), as_flag(nesterov, "nesterov")
         lr_schedule = as_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
         shuffle = as_flag(shuffle, "shuffle")
@@ -146,8 +153,8 @@ class Options:
             raise ValueError("nesterov=True needs a momentum above 0")
         if optimizer != "sgd" and lr_schedule != "constant":
             raise ValueError(f"lr_schedule applies to optimizer='sgd' (as in scikit-learn), not {optimizer!r}")
-        if optimizer == "rprop" and shuffle:
-            raise ValueError("rprop trains on the whole data at once, so shuffle would change nothing")
+        if full_batch and shuffle:
+            raise ValueError(f"{optimizer} trains on the whole data at once, so shuffle would change nothing")
         if init is not None and init not in INITS:
             raise ValueError(f"init must be None or one of {tuple(INITS)}, got {init!r}")
         if not isinstance(backend, str):
@@ -305,10 +312,12 @@ class Trainer:
         sees each epoch's weights and may stop training by returning True; the
         history then ends at that epoch.
         """
+        if not OPTIMIZERS[self.options.optimizer].in_kernels:
+            return self.minimize(X, Y, sample_weight, epochs, callback=callback, progress=progress, rows=rows).history
         backend = get_backend(self.backend)
         options, layout = self.options, self.layout
         n_rows = len(X) if rows is None else len(rows)
-        batch_size = n_rows if options.optimizer == "rprop" else min(options.batch_size or 1, n_rows)
+        batch_size = n_rows if OPTIMIZERS[options.optimizer].full_batch else min(options.batch_size or 1, n_rows)
         steps_per_epoch = -(-n_rows // batch_size)
         work = layout.work_per_row
         # Networks of dense layers run chunks of epochs; a layered network's epoch runs in parts of whole batches.
@@ -338,6 +347,61 @@ class Trainer:
                 if callback is not None and callback(done - 1, float(part[-1])):
                     return history[:done]
         return history
+
+    def minimize(
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        sample_weight: np.ndarray,
+        max_iter: int,
+        *,
+        max_fun: int = LBFGS_MAX_FUN,
+        tol: float = LBFGS_TOL,
+        callback: Callback | None = None,
+        progress: bool = False,
+        rows: np.ndarray | None = None,
+    ) -> Minimized:
+        """Train by L-BFGS (SciPy's L-BFGS-B over the flat weights) for up to ``max_iter`` iterations and
+        ``max_fun`` evaluations, stopping sooner once no projected gradient component exceeds ``tol``.
+
+        The objective is the mean over the rows of their weighted losses (the loss whose
+        gradient the kernels take, see ``LOSSES``) plus ``0.5 * l2 * sum(w**2)`` over
+        the weights but the biases: its gradient is the one a full batch's update
+        would apply.  Each evaluation is one call of the backend's ``batch_gradient``
+        kernel over all the rows; L-BFGS's own arithmetic, on vectors of the weights'
+        length, is SciPy's, in float64 whatever the network's dtype.  ``callback``,
+        ``progress`` and ``rows`` are those of :meth:`run`, an iteration counting as
+        an epoch, whose loss (the kernels' weighted sum) goes to the history.
+        """
+        from scipy.optimize import minimize
+
+        backend = get_backend(self.backend)
+        if not backend.capabilities.steps:
+            raise ValueError(f"the {backend.name!r} backend has no batch_gradient kernel for L-BFGS")
+        objective = _Objective(self, backend, Data(X, Y, sample_weight), rows)
+        accepted = self.weights.astype(np.float64)
+        history = []
+
+        def iteration_done(intermediate_result) -> None:
+            nonlocal accepted
+            accepted = intermediate_result.x.copy()
+            history.append(objective.summed_loss(accepted))
+            bar.update(1)
+            if callback is not None and callback(len(history) - 1, history[-1]):
+                raise StopIteration
+
+        options = {"maxiter": max_iter, "maxfun": max_fun, "gtol": tol}
+        try:
+            with _progress_bar(max_iter, progress) as bar, one_blas_thread():
+                result = minimize(objective, accepted, jac=True, method="L-BFGS-B", callback=iteration_done,
+                                  options=options)  # fmt: skip
+            accepted = result.x
+            loss = objective.summed_loss(accepted)
+        finally:  # an interrupted run keeps the last iteration's weights, not those a line search was trying
+            self.weights[:] = accepted
+        history = np.array(history, dtype=np.float64)
+        check_finite(np.append(history, loss), self.weights, 0)
+        return Minimized(history, int(result.nit), result.status == 0, str(result.message), loss)
 
     def _epoch_in_parts(self, train: _KernelCall, orders: np.ndarray, rates: np.ndarray, rows: int, bar) -> float:
         """One epoch of a layered network in kernel calls of whole batches, of about ``rows`` rows: the same
@@ -376,6 +440,61 @@ class Trainer:
         """Count ``n_epochs`` epochs trained, for the schedules and Adam's bias correction."""
         self.steps += n_epochs * steps_per_epoch
         self.rows_seen += n_epochs * n_rows
+
+
+@dataclass(frozen=True)
+class Minimized:
+    """How an L-BFGS training (:meth:`Trainer.minimize`) ended."""
+
+    #: The loss after each iteration: the rows' weighted sum that the kernels report, as an epoch's.
+    history: np.ndarray
+    #: Iterations run (a callback that stops training counts the iteration it stopped after).
+    iterations: int
+    #: Whether the gradient fell below the tolerance, or the objective stopped changing (SciPy's status 0).
+    converged: bool
+    #: SciPy's reason for stopping.
+    message: str
+    #: The loss at the final weights, as ``history``'s.
+    loss: float
+
+
+class _Objective:
+    """A trainer's L-BFGS objective and its gradient at float64 weights ``w``, from one ``batch_gradient`` call.
+
+    Evaluating writes ``w`` into the trainer's weights.  The last evaluation is kept,
+    so the loss of the point L-BFGS accepts is not computed twice.
+    """
+
+    def __init__(self, trainer: Trainer, backend: Backend, data: Data, rows: np.ndarray | None):
+        self.trainer, self.backend, self.data = trainer, backend, data
+        self.net = trainer.layout.network(trainer.options.exact)
+        self.rows = np.arange(len(data.X), dtype=np.intp) if rows is None else rows
+        self.grad = np.empty_like(trainer.weights)
+        self.decayed = np.zeros(trainer.layout.n_weights, dtype=bool)  # the weights L2 decays: all but biases
+        for block in trainer.layout.layer_views(self.decayed):
+            block[:, :-1] = True
+        self.l2 = trainer.options.l2
+        self.scale = 1.0 / (LOSSES[trainer.options.loss].reported_scale * len(self.rows))
+        self.last_w: np.ndarray | None = None
+        self.last_loss = np.nan
+
+    def __call__(self, w: np.ndarray) -> tuple[float, np.ndarray]:
+        weights = self.trainer.weights
+        weights[:] = w
+        with np.errstate(over="ignore", invalid="ignore"):  # a diverging step gives inf, which L-BFGS backs off
+            loss = float(self.backend.batch_gradient(self.net, weights, self.data, self.rows, self.grad))
+            grad = self.grad.astype(np.float64)
+            decayed = w[self.decayed]
+            grad[self.decayed] += self.l2 * decayed
+            value = loss * self.scale + 0.5 * self.l2 * float(decayed @ decayed)
+        self.last_w, self.last_loss = w.copy(), loss
+        return value, grad
+
+    def summed_loss(self, w: np.ndarray) -> float:
+        """The rows' weighted loss sum, as the kernels report it, at ``w``."""
+        if self.last_w is None or not np.array_equal(w, self.last_w):
+            self(w)
+        return self.last_loss
 
 
 @dataclass(frozen=True)

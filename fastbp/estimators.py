@@ -4,8 +4,9 @@ They are drop-in replacements for :mod:`sklearn.neural_network`'s estimators of 
 same names: the same parameters with the same defaults, the same fitted attributes,
 and the same training loop as scikit-learn's stochastic solvers (``loss_curve_``,
 stopping after ``n_iter_no_change`` epochs without improvement, early stopping on a
-validation split, the ``"adaptive"`` learning rate), while every epoch runs in
-fastbp's kernels.  Where they differ from scikit-learn, the class docstrings say so.
+validation split, the ``"adaptive"`` learning rate) and its L-BFGS, while every epoch,
+and every evaluation of the loss, runs in fastbp's kernels.  Where they differ from
+scikit-learn, the class docstrings say so.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 
 from ._api import new_trainer
 from ._backends import COMPILED
-from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS
+from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS, OPTIMIZERS
+from ._layout import initial_weights
 from ._model import Model
 from ._parallel import as_threads
 from ._training import NonFiniteError, Options, Trainer
@@ -120,11 +122,6 @@ class _MultilayerPerceptron(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _check_params(self) -> None:
-        if self.solver == "lbfgs":
-            raise ValueError(
-                "solver='lbfgs' is not available: fastbp trains by backpropagation epochs in compiled kernels; "
-                "use solver='adam', 'sgd' or fastbp's full-batch 'rprop'"
-            )
         self._validate_params()
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
@@ -148,6 +145,7 @@ class _MultilayerPerceptron(BaseEstimator):
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         weights = self._weigh_classes(weights, y, targets, incremental)
         random_state = check_random_state(self.random_state)
+        initial = None if continuing else self._initial_weights(X.shape[1], targets.shape[1], dtype, random_state)
         seed = int(random_state.randint(np.iinfo(np.int32).max))
         X, targets, weights, validation = self._split(X, y, targets, weights, random_state)
         if not weights.any():
@@ -161,14 +159,28 @@ class _MultilayerPerceptron(BaseEstimator):
                 self._trainer, options, targets.shape[1], seed, incremental=incremental, keep_rate=keep_rate
             )
         else:
-            trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed))
+            trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed), initial)
             self._start_counters(trainer)
         self._trainer = trainer
-        self._train_epochs(trainer, X, targets, weights, validation, incremental=incremental)
-        if self.early_stopping:
+        if self.solver == "lbfgs":
+            self._train_lbfgs(trainer, X, targets, weights)
+        else:
+            self._train_epochs(trainer, X, targets, weights, validation, incremental=incremental)
+        if self._early_stopping:
             trainer.weights[:] = self._best_weights
         self._publish(trainer)
         return self
+
+    def _initial_weights(self, n_features: int, n_outputs: int, dtype: np.dtype, random_state) -> np.ndarray | None:
+        """A new network's weights, drawn from ``random_state`` before anything else, as scikit-learn's
+        ``_initialize`` draws them: with ``init="sklearn"`` its very numbers.  (``"tutorial"`` draws from
+        ``random.Random``, in ``new_trainer``.)"""
+        if self.init == "tutorial":
+            return None
+        architecture = Options.create(
+            hidden=self.hidden_layer_sizes, activation=ACTIVATIONS[self.activation], output=self._output
+        )
+        return initial_weights(architecture.layout(n_features, n_outputs), self.init, random_state, dtype)
 
     def _dtype(self, continuing: bool) -> np.dtype | None:
         """The precision to train in: ``dtype``'s; else a continued network's; else ``None``, for the input's
@@ -189,15 +201,15 @@ class _MultilayerPerceptron(BaseEstimator):
         weights are all equal.  Momentum and the learning-rate schedule apply to
         ``"sgd"`` only, as there.
         """
-        rprop, sgd = self.solver == "rprop", self.solver == "sgd"
-        batch_size = n_rows if rprop else self._batch_size(n_rows)
+        full_batch, sgd = OPTIMIZERS[self.solver].full_batch, self.solver == "sgd"
+        batch_size = n_rows if full_batch else self._batch_size(n_rows)
         return Options.create(
             hidden=self.hidden_layer_sizes,
             activation=ACTIVATIONS[self.activation],
             output=self._output,
             lr=self.learning_rate_init,
-            batch_size=None if rprop else batch_size,
-            shuffle=self.shuffle and not rprop,  # a full batch has no order to shuffle
+            batch_size=None if full_batch else batch_size,
+            shuffle=self.shuffle and not full_batch,  # a full batch has no order to shuffle
             optimizer=self.solver,
             momentum=self.momentum if sgd else 0.0,
             nesterov=sgd and self.nesterovs_momentum and self.momentum > 0,
@@ -223,7 +235,7 @@ class _MultilayerPerceptron(BaseEstimator):
 
     def _split(self, X, y, targets, weights, random_state):
         """The rows to train on, and with ``early_stopping`` the held-out ``(X, y, sample_weight)`` it scores."""
-        if not self.early_stopping:
+        if not self._early_stopping:
             return X, targets, weights, None
         # As scikit-learn: binary problems only, by whether each label is the second class (its messages name the
         # classes True and False).
@@ -237,14 +249,20 @@ class _MultilayerPerceptron(BaseEstimator):
             )
         return X[train], targets[train], weights[train], (X[held_out], y[held_out], weights[held_out])
 
+    @property
+    def _early_stopping(self) -> bool:
+        """Whether a validation split stops training: ``early_stopping`` applies to the stochastic solvers only,
+        as in scikit-learn."""
+        return self.early_stopping and self.solver != "lbfgs"
+
     def _start_counters(self, trainer: Trainer) -> None:
         """Fresh loss curve and stopping state, as scikit-learn's ``_initialize``."""
         self.loss_curve_ = []
         self._summed_losses = []
         self._no_improvement_count = 0
         # Only early stopping returns to the best weights; otherwise a copy would only make pickles larger.
-        self._best_weights = trainer.weights.copy() if self.early_stopping else None
-        if self.early_stopping:
+        self._best_weights = trainer.weights.copy() if self._early_stopping else None
+        if self._early_stopping:
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
         else:
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
@@ -289,6 +307,51 @@ class _MultilayerPerceptron(BaseEstimator):
                     )
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
+
+    def _train_lbfgs(self, trainer: Trainer, X, targets, weights) -> None:
+        """scikit-learn's ``_fit_lbfgs``: L-BFGS over all the rows, for up to ``max_iter`` iterations and
+        ``max_fun`` evaluations of the loss, until no gradient component exceeds ``tol``.
+
+        ``loss_curve_`` gets the loss after each iteration (scikit-learn keeps none for
+        this solver), ``loss_`` the final one; both add ``alpha``'s penalty, which over
+        all the rows is ``0.5 * l2 * sum(coefs**2)`` (see ``_options``).
+        """
+        n_iter = 0
+
+        def iteration_done(_iteration: int, summed_loss: float) -> None:
+            nonlocal n_iter
+            n_iter += 1
+            self._summed_losses.append(summed_loss)
+            self.loss_curve_.append(self._lbfgs_loss(trainer, summed_loss, targets.shape))
+            if self.verbose:
+                print(f"Iteration {len(self.loss_curve_)}, loss = {self.loss_curve_[-1]:.8f}")
+
+        try:
+            result = trainer.minimize(
+                X, targets, weights, self.max_iter, max_fun=self.max_fun, tol=self.tol, callback=iteration_done
+            )
+        except NonFiniteError as error:
+            raise NonFiniteError(f"{NON_FINITE_WEIGHTS} ({error})") from error
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=4)
+            self.n_iter_ = n_iter
+            self.loss_ = self.loss_curve_[-1] if n_iter else np.nan
+            return
+        self.n_iter_ = min(result.iterations, self.max_iter)
+        self.loss_ = self._lbfgs_loss(trainer, result.loss, targets.shape)
+        if not result.converged:
+            advice = ""
+            if self.n_iter_ == self.max_iter:
+                advice = f"\nIncrease the number of iterations to improve the convergence (max_iter={self.max_iter})."
+            warnings.warn(
+                f"lbfgs failed to converge after {self.n_iter_} iteration(s): {result.message}{advice}",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+
+    def _lbfgs_loss(self, trainer: Trainer, summed_loss: float, targets_shape: tuple[int, int]) -> float:
+        """scikit-learn's ``loss_`` at the trainer's weights, from the kernels' summed loss there."""
+        return self._mean_loss(summed_loss, targets_shape) + 0.5 * trainer.options.l2 * _squared_coefficients(trainer)
 
     def _record_divergence(self) -> None:
         """With early stopping, an epoch whose weights stopped being finite: a ``nan`` loss and validation score,
@@ -450,16 +513,18 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     ----------
     activation : {"relu", "identity", "logistic", "tanh", "leaky_relu"}
         scikit-learn's, and fastbp's ``"leaky_relu"`` (slope 0.01).
-    solver : {"adam", "sgd", "rprop"}
-        scikit-learn's stochastic solvers, and fastbp's ``"rprop"`` (iRprop-, full
-        batch: ``batch_size``, ``shuffle`` and ``learning_rate_init`` do not apply).
+    solver : {"adam", "sgd", "lbfgs", "rprop"}
+        scikit-learn's solvers, and fastbp's ``"rprop"`` (iRprop-, full batch:
+        ``batch_size``, ``shuffle`` and ``learning_rate_init`` do not apply).
+        ``"lbfgs"`` is SciPy's L-BFGS-B, as in scikit-learn, each evaluation of the
+        loss and its gradient one call into the compiled kernels.
     class_weight : dict, "balanced" or None
         Weights of the classes, as in :class:`sklearn.linear_model.LogisticRegression`.
     backend : {"auto", "cython", "numba"}
         The compiled kernels that train and predict.
     init : {"sklearn", None, "glorot", "he", "tutorial"}
-        The initial weights: ``"sklearn"`` draws them as scikit-learn does (uniform,
-        Glorot's bound), though not the same numbers; the others as
+        The initial weights: ``"sklearn"`` draws scikit-learn's (uniform, Glorot's
+        bound; for the same ``random_state``, the same numbers); the others as
         :func:`fastbp.train` does.
     dtype : np.float64, np.float32 or None
         The precision of training and predicting; ``None``: the features', as in
@@ -484,8 +549,6 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     -----
     Where it differs from scikit-learn:
 
-    - There is no ``"lbfgs"`` solver yet; ``max_fun``, which only it uses, is accepted
-      (so that scikit-learn's parameters carry over) and checked.
     - Every problem, binary too, has one softmax output per class (``n_outputs_`` is the
       number of classes, ``out_activation_`` is ``"softmax"``); no multilabel targets.
     - ``sample_weight`` (times ``class_weight``) is rescaled to mean 1 over the rows
@@ -498,7 +561,10 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
       at that epoch with the best weights so far and ``nan`` for the epoch's loss and
       validation score, where scikit-learn trains on with ``nan`` weights until
       ``max_iter`` (to the same weights).
-    - ``loss_curve_``'s L2 term uses the weights each epoch starts from for all its batches.
+    - ``loss_curve_``'s L2 term uses the weights each epoch starts from for all its batches;
+      with ``"lbfgs"``, ``loss_curve_`` holds each iteration's loss (scikit-learn keeps none).
+    - With several targets, ``"lbfgs"`` minimises the squared error summed over them
+      (scikit-learn's gradient, while its objective divides by their number).
     """
 
     _parameter_constraints: dict = {

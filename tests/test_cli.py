@@ -157,7 +157,7 @@ def bad_inputs(toy_csv, tmp_path):
         "not a model": (["predict", toy_csv, toy_csv], "is not a fastbp model file: it is not a complete .npz archive"),
         "missing model": (["predict", "missing.npz", toy_csv], "missing.npz: no such model file"),
         "malformed size": (["train", toy_csv, "--hidden", "5,x"], "not a comma-separated list of integers"),
-        "unknown choice": (["train", toy_csv, "--optimizer", "lbfgs"], "invalid choice: 'lbfgs'"),
+        "unknown choice": (["train", toy_csv, "--optimizer", "newton"], "invalid choice: 'newton'"),
         "one class": (["train", "one-class.csv"], "a classifier needs two classes or more"),
         "long field": (["train", "long-field.csv"], "long-field.csv, line 1: field larger than field limit"),
         "not utf-8": (["train", "latin1.csv"], "latin1.csv is not UTF-8 text"),

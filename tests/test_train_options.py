@@ -29,6 +29,8 @@ MODES = {
     "rprop-identity-weights": {"optimizer": "rprop", "activation": "identity", "sample_weight": "varied"},
     "regression": {"output": "identity", "activation": "tanh", "lr": 0.05},
     "regression-batch-adam": {"output": "identity", "batch_size": 10, "optimizer": "adam", "lr": 0.01},
+    "lbfgs-relu-l2-weights": {"optimizer": "lbfgs", "activation": "relu", "l2": 1e-3, "sample_weight": "varied"},
+    "lbfgs-tanh-softmax": {"optimizer": "lbfgs", "output": "softmax", "activation": "tanh"},
 }
 
 
@@ -287,3 +289,62 @@ def test_the_reference_backend_refuses_the_fast_mode():
     X, y = data.tutorial_toy()  # two inputs: the sums' order is the same, the sigmoid's exp is not
     with pytest.raises(ValueError, match="libm's exp"):
         fastbp.train(X, y, epochs=1, exact=False, backend="reference")
+
+
+def penalised_mean_loss(model: fastbp.Model, X, Y, l2: float) -> float:
+    """L-BFGS's objective from the model's predictions alone: the mean cross-entropy (softmax) or half squared
+    error (otherwise) over the rows, plus ``0.5 * l2`` times the squared weights but the biases."""
+    outputs = model.forward(X)
+    if model.activations[-1] == "softmax":
+        losses = -np.log(outputs[Y == 1])
+    else:
+        losses = 0.5 * np.square(outputs - Y).sum(axis=1)
+    return losses.mean() + 0.5 * l2 * sum(np.square(block[:, :-1]).sum() for block in model.layers)
+
+
+@pytest.mark.parametrize("output", ["softmax", "identity"])
+def test_lbfgs_stops_where_the_penalised_mean_loss_is_flat(compiled_backend, wheat, output):
+    """Central differences of the objective, computed from predictions, vanish where L-BFGS says it converged;
+    and each iteration's history entry is the kernels' summed loss of the network at that point."""
+    X, labels = wheat
+    classes = np.unique(labels)
+    Y = (labels[:, None] == classes).astype(float) if output == "softmax" else np.c_[np.sin(3 * X[:, 0]), X[:, 1]]
+    l2 = 1e-2
+    options = {"hidden": 3, "activation": "tanh", "output": output, "optimizer": "lbfgs", "l2": l2, "seed": 2,
+               "backend": compiled_backend}  # fmt: skip
+    model = fastbp.train(X, labels if output == "softmax" else Y, epochs=3000, **options)
+    assert 10 < len(model.history) < 3000  # converged before the iteration limit
+    scale = 1.0 if output == "softmax" else 2.0  # the kernels report the squared error's sum, not its half
+    objective = penalised_mean_loss(model, X, Y, l2)
+    penalty = 0.5 * l2 * sum(np.square(block[:, :-1]).sum() for block in model.layers)
+    assert model.history[-1] == pytest.approx(scale * len(X) * (objective - penalty), rel=1e-9)
+    layout = Layout.from_sizes(model.sizes, model.activations)
+    weights, step = model.weights.copy(), 1e-6
+    gradient = np.empty_like(weights)
+    for i in range(len(weights)):
+        probes = []
+        for sign in (1, -1):
+            moved = weights.copy()
+            moved[i] += sign * step
+            probe = fastbp.Model(layout, moved, model.classes, model.history, compiled_backend)
+            probes.append(penalised_mean_loss(probe, X, Y, l2))
+        gradient[i] = (probes[0] - probes[1]) / (2 * step)
+    assert np.abs(gradient).max() < 1e-3
+
+
+def test_lbfgs_through_train_is_deterministic_and_stops_at_a_callback(compiled_backend, wheat):
+    X, y = wheat
+    options = {"hidden": 4, "output": "softmax", "optimizer": "lbfgs", "epochs": 40, "seed": 7,
+               "backend": compiled_backend}  # fmt: skip
+    first, second = fastbp.train(X, y, **options), fastbp.train(X, y, **options)
+    np.testing.assert_array_equal(first.weights, second.weights)
+    seen = []
+    stopped = fastbp.train(X, y, callback=lambda epoch, loss: seen.append((epoch, loss)) or epoch == 4, **options)
+    assert [epoch for epoch, _ in seen] == [0, 1, 2, 3, 4] and len(stopped.history) == 5
+    np.testing.assert_array_equal(stopped.history, first.history[:5])
+    assert [loss for _, loss in seen] == stopped.history.tolist()
+
+
+def test_lbfgs_refuses_layered_networks():
+    with pytest.raises(ValueError, match="lbfgs trains on all the rows at once"):
+        fastbp.train(np.zeros((4, 6, 6)), [0, 1, 0, 1], optimizer="lbfgs", layers=[fastbp.layers.Flatten()])
