@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _lockstep as lockstep
 from . import data
-from ._concepts import documented
+from ._concepts import OUTPUTS, documented
 from ._layout import initial_weights
 from ._model import Model
 from ._parallel import as_threads
@@ -118,8 +118,8 @@ def train(
         Numeric features, or channels-last images for ``layers`` that start with a
         convolution or pooling; converted to a C-contiguous array of ``dtype``.
     y : array-like, shape (n_rows,) or (n_rows, n_targets)
-        Class labels of any type, or for ``output="identity"`` (regression) the
-        numeric targets.
+        Class labels of any type, or for ``output="identity"`` or ``"exp"``
+        (regression) the numeric targets.
     hidden : int or sequence of int
         Neurons in each hidden layer.
     activation : str or sequence of str
@@ -396,10 +396,10 @@ def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray, n_threa
     Saturated means the slope ``o * (1 - o)``, which scales every sigmoid output's
     delta, is below the dtype's epsilon: the gradient has vanished (about
     ``|a| > 36`` in float64, ``|a| > 16`` in float32) and the network no longer
-    learns, which is how a sigmoid network ends when ``lr`` is far too large.  A
-    softmax still passes ``p - t`` back, so it counts as stuck only when it is also
-    certain and wrong about some row (weights blown up by a huge ``lr``), not when
-    it is merely confident.
+    learns, which is how a sigmoid network ends when ``lr`` is far too large.  The
+    cross-entropy still passes ``p - t`` back, so such outputs count as stuck only
+    when they are also certain and wrong about some row (weights blown up by a huge
+    ``lr``), not when they are merely confident.
 
     A few rows spread over the data are checked first, and the rest only when all of
     those are saturated: a healthy network is cleared at almost no cost, where a
@@ -416,8 +416,8 @@ def _warn_if_saturated(model: Model, X: np.ndarray, targets: np.ndarray, n_threa
         return
     out = model.forward(X, n_threads=n_threads)
     stuck = (out * (1 - out) < epsilon).all()
-    if output == "softmax":
-        stuck = stuck and ((out * targets).sum(axis=1) < epsilon).any()
+    if model.options["loss"] == "cross_entropy":
+        stuck = stuck and (np.abs(out - targets) > 1 - epsilon).any()
     if stuck:
         warnings.warn(
             f"training ended at epoch {len(model.history) - 1} with every {output} output saturated at 0 or 1 "
@@ -440,10 +440,15 @@ def as_training_data(
     else:
         input_shape = input_shape_of(options.layers, X)
         X = as_inputs(X, input_shape, dtype)
-    if options.output == "identity":
+    if not OUTPUTS[options.output].classifies:
         if classes is not None:
-            raise ValueError("classes applies to classifiers; output='identity' trains a regression on numeric y")
-        return X, as_targets(y, len(X), dtype), None, input_shape
+            raise ValueError(
+                f"classes applies to classifiers; output={options.output!r} trains a regression on numeric y"
+            )
+        targets = as_targets(y, len(X), dtype)
+        if options.loss == "poisson" and (targets < 0).any():
+            raise ValueError("y has negative values: the Poisson loss takes counts or rates, 0 or more")
+        return X, targets, None, input_shape
     codes, classes = data.encode_labels(as_labels(y, len(X)), classes)
     return X, one_hot(codes, len(classes), dtype), classes, input_shape
 
@@ -655,8 +660,9 @@ def _evaluation_data(X, y, seed, protocol: str, classes, train_options: dict):
 def _check_evaluation_options(protocol: str, train_options: dict) -> None:
     if protocol != "tutorial":
         raise ValueError(f"protocol must be 'tutorial', got {protocol!r}")
-    if train_options.get("output") == "identity":
-        raise ValueError("evaluate scores classifiers by accuracy; output='identity' trains a regression")
+    output = train_options.get("output", "sigmoid")
+    if output in OUTPUTS and not OUTPUTS[output].classifies:
+        raise ValueError(f"evaluate scores classifiers by accuracy; output={output!r} trains a regression")
     if train_options.get("sample_weight") is not None:
         raise ValueError("evaluate does not take sample_weight: it could not follow the rows into the folds")
 

@@ -48,11 +48,13 @@ The kernels (model, then data, then schedule, then outputs):
 
 Epoch ``e`` of a call visits rows ``schedule.orders[e % len(orders)]`` at rate
 ``schedule.rates[e]``, and ``history[e]`` receives its loss summed over the rows,
-each row's weighted by its sample weight: the squared error
-``sum((target - output)**2)`` (the tutorial's), or the cross-entropy
-``-sum(target * log(p))`` for a softmax output.  The gradient is that of
-``0.5 * sum((output - target)**2)`` (whose delta is the tutorial's) or of the
-cross-entropy, times the row's weight, averaged over the batch.
+each row's weighted by its sample weight, by ``net.loss`` (``LOSSES``): the squared
+error ``sum((target - output)**2)`` (the tutorial's), the cross-entropy
+(``-sum(target * log(p))`` over a softmax, each unit's binary cross-entropy over
+sigmoid units) or half the Poisson deviance.  The gradient is that of
+``0.5 * sum((output - target)**2)`` (whose delta is the tutorial's) or of the other
+losses as they are, whose delta paired with their output units (softmax or sigmoid,
+exp) is ``output - target``, times the row's weight, averaged over the batch.
 
 Kernels mutate their buffers in place and trust their inputs' values, which
 :mod:`fastbp._validate` checks; the checks here only make sure the bundles fit
@@ -82,7 +84,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._concepts import LayerKindCode
+from ._concepts import LayerKindCode, LossCode
 from ._constants import GEOMETRY_FIELDS
 
 #: Backend names, fastest first, and the module holding each one's kernels.
@@ -124,6 +126,8 @@ class Network(NamedTuple):
     dropout: np.ndarray  # float64 (n_layers,): each layer's dropout rate (0 but in dropout layers)
     #: True: the tutorial's arithmetic (inputs summed in order, libm's exp); False: the fast mode.
     exact: bool
+    #: The loss training takes the gradient of (a ``LossCode``); prediction does not read it.
+    loss: int
 
 
 class Data(NamedTuple):
@@ -332,6 +336,8 @@ class Backend:
         _expect(net.dropout, np.float64, (n_layers,), "net.dropout")
         if type(net.exact) is not bool:  # another type would make Numba compile the kernels again
             raise TypeError(f"net.exact must be True or False, got {net.exact!r}")
+        if type(net.loss) is not int or net.loss not in set(LossCode):
+            raise ValueError(f"net.loss must be a LossCode, got {net.loss!r}")
         unknown = set(net.kinds.tolist()) - self._kind_codes
         if unknown:
             names = {int(code): code.name.lower() for code in LayerKindCode}

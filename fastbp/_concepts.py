@@ -68,17 +68,26 @@ ACTIVATIONS: dict[str, Activation] = _by_name(
     Activation("leaky_relu", f"``a`` where ``a > 0``, else ``{LEAKY_SLOPE} * a``", init="he"),
     Activation("identity", "``a``"),
     Activation("softmax", "``exp(a) / sum(exp(a))`` over the layer", hidden=False),
+    Activation("exp", "``exp(a)``, a positive rate", hidden=False),
 )
 
 LOSSES: dict[str, Loss] = _by_name(
     Loss("mse", "``0.5 * sum((output - target)**2)`` per row", reported_scale=2.0),
-    Loss("cross_entropy", "``-sum(target * log(p))`` per row"),
+    Loss(
+        "cross_entropy",
+        "``-sum(target * log(p))`` per row over a softmax; over sigmoid units, each one's binary cross-entropy "
+        "``-(target * log(p) + (1 - target) * log(1 - p))``, summed",
+    ),
+    Loss("poisson", "half the Poisson deviance, ``sum(target * log(target / output) - target + output)`` per row"),
 )
 
 OUTPUTS: dict[str, Output] = _by_name(
-    Output("sigmoid", "one sigmoid unit per class, the tutorial's", losses=("mse",)),
+    Output("sigmoid", "one sigmoid unit per class, the tutorial's", losses=("mse", "cross_entropy")),
     Output("softmax", "a softmax over the classes", losses=("cross_entropy",)),
     Output("identity", "one identity unit per target: a regression", losses=("mse",), classifies=False),
+    Output(
+        "exp", "one exponential unit per target: a regression of counts or rates", losses=("poisson",), classifies=False
+    ),
 )
 
 OPTIMIZERS: dict[str, Optimizer] = _by_name(
@@ -128,6 +137,7 @@ def _codes(name: str, choices: dict) -> type[IntEnum]:
 
 
 ActivationCode = _codes("ActivationCode", ACTIVATIONS)
+LossCode = _codes("LossCode", LOSSES)
 OptimizerCode = _codes("OptimizerCode", [name for name, optimizer in OPTIMIZERS.items() if optimizer.in_kernels])
 LayerKindCode = _codes("LayerKindCode", LAYER_KINDS)
 

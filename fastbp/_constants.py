@@ -87,13 +87,10 @@ def compiled_constants() -> dict:
     The extension's are generated from this when it is built (``setup.py``), and
     :func:`check_compiled` compares them with it when the extension is imported.
     """
-    from ._concepts import ActivationCode, LayerKindCode, OptimizerCode
+    from ._concepts import ActivationCode, LayerKindCode, LossCode, OptimizerCode
 
-    codes = {
-        f"{prefix}_{member.name}": int(member)
-        for prefix, enum in (("ACTIVATION", ActivationCode), ("OPTIMIZER", OptimizerCode), ("LAYER", LayerKindCode))
-        for member in enum
-    }
+    enums = (("ACTIVATION", ActivationCode), ("LOSS", LossCode), ("OPTIMIZER", OptimizerCode), ("LAYER", LayerKindCode))
+    codes = {f"{prefix}_{member.name}": int(member) for prefix, enum in enums for member in enum}
     names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI")
     names += ("EXP_LN2_LO", "EXP_TAYLOR", "CHUNK_ROWS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1", "SPLITMIX_MIX2")

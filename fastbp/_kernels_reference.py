@@ -22,7 +22,7 @@ import numpy as np
 
 from . import reference
 from ._backends import Capabilities
-from ._concepts import ActivationCode, OptimizerCode
+from ._concepts import ActivationCode, LossCode, OptimizerCode
 from ._training import NonFiniteError
 
 CAPABILITIES = Capabilities(layer_kinds=("dense",), steps=False, lockstep=False, releases_gil=False, max_threads=1)
@@ -43,9 +43,9 @@ def _exp_overflow_as_non_finite_error():
 
 def _require_tutorial_network(net, weights) -> None:
     """The tutorial's network: sigmoid layers in float64, computed in its exact arithmetic."""
-    if weights.dtype != np.float64 or (net.activations != ActivationCode.SIGMOID).any():
+    if weights.dtype != np.float64 or (net.activations != ActivationCode.SIGMOID).any() or net.loss != LossCode.MSE:
         raise ValueError(
-            "the reference backend runs only the tutorial's network (sigmoid layers, float64); "
+            "the reference backend runs only the tutorial's network (sigmoid layers, squared error, float64); "
             "use backend='cython' or 'numba'"
         )
     if not net.exact:  # the fast mode's sums (from 8 inputs) and its sigmoid's exp are not the tutorial's

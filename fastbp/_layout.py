@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._backends import Network
-from ._concepts import ACTIVATIONS, INITS, LAYER_KINDS, ActivationCode, LayerKindCode
+from ._concepts import ACTIVATIONS, INITS, LAYER_KINDS, OUTPUTS, ActivationCode, LayerKindCode, LossCode
 
 _KIND_CODES = {code.name.lower(): int(code) for code in LayerKindCode}
 _ACTIVATION_CODES = {code.name.lower(): int(code) for code in ActivationCode}
@@ -290,16 +290,26 @@ class Layout:
             object.__setattr__(self, name, np.array(values, dtype=np.intp))
         object.__setattr__(self, "dropout", np.array([layer.rate for layer in self.layers], dtype=np.float64))
         arrays = (self.kinds, self.acts, self.sizes, self.w_off, self.o_off, self.geometry, self.dropout)
-        object.__setattr__(self, "_networks", (Network(*arrays, False), Network(*arrays, True)))
+        output = OUTPUTS.get(self.layers[-1].activation)
+        losses = output.losses if output is not None else ("mse",)  # the tests' networks ending in hidden units
+        networks = {(exact, loss): Network(*arrays, exact, int(LossCode[loss.upper()])) for exact in (False, True)
+                    for loss in losses}  # fmt: skip
+        object.__setattr__(self, "_networks", networks)
+        object.__setattr__(self, "_default_loss", losses[0])
 
     def __reduce__(self):
         # The layers alone: the arrays are made again where the layout is unpickled, writeable as the kernels
         # take them, even from a read-only memory map.
         return Layout, (self.layers,)
 
-    def network(self, exact: bool) -> Network:
-        """The description the kernels take, computing in the exact arithmetic or the fast mode."""
-        return self._networks[bool(exact)]
+    def network(self, exact: bool, loss: str | None = None) -> Network:
+        """The description the kernels take, computing in the exact arithmetic or the fast mode, and training
+        with ``loss`` (one of the output units' ``OUTPUTS[...].losses``; ``None``: their first, as prediction
+        takes, which never reads it)."""
+        key = (bool(exact), loss or self._default_loss)
+        if key not in self._networks:
+            raise ValueError(f"a network with {self.layers[-1].activation} outputs does not train with loss {loss!r}")
+        return self._networks[key]
 
     @property
     def n_weights(self) -> int:

@@ -60,7 +60,7 @@ def run(
     lengths = np.array([len(positions) for positions in rows], dtype=np.intp)
     longest = int(lengths.max())
     weights = np.ascontiguousarray(np.stack([trainer.weights for trainer in trainers], axis=1))
-    net, data = layout.network(options.exact), Data(X, Y, sample_weight)
+    net, data = layout.network(options.exact, options.loss), Data(X, Y, sample_weight)
     history = np.zeros((epochs, n_nets))
     chunk = max(1, CHUNK_WORK // (n_nets * longest * layout.n_weights))
     done = 0

@@ -56,7 +56,7 @@ class Model:
     ----------
     classes : ndarray or None
         The label of each output neuron, in order; ``None`` for a regression
-        network (``output="identity"``), which predicts the outputs themselves.
+        network (``output="identity"`` or ``"exp"``), which predicts the outputs themselves.
     history : ndarray of float64, shape (epochs,)
         Each epoch's loss summed over the training rows (each weighted by its
         sample weight): the tutorial's sum of squared errors
@@ -217,7 +217,7 @@ class Model:
             For a regression model, which has no classes.
         """
         if self.classes is None:
-            raise TypeError("a regression model (output='identity') has no class probabilities; use predict")
+            raise TypeError("a regression model (identity or exp outputs) has no class probabilities; use predict")
         outputs = self.forward(X, n_threads=n_threads)
         if self.activations[-1] == "softmax":
             return outputs

@@ -32,11 +32,24 @@ from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam
 LOSSES = {
     "categorical_crossentropy": "cross_entropy",
     "sparse_categorical_crossentropy": "cross_entropy",
+    "binary_crossentropy": "cross_entropy",
     "mse": "mse",
     "mean_squared_error": "mse",
 }
+#: The output activation each of Keras's cross-entropies takes (fastbp's is the categorical one over a softmax,
+#: each unit's binary one over sigmoid units).
+CROSS_ENTROPY_OUTPUTS = {
+    "categorical_crossentropy": "softmax",
+    "sparse_categorical_crossentropy": "softmax",
+    "binary_crossentropy": "sigmoid",
+}
 #: The output activations fastbp trains, by Keras's names.
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "identity")
+
+
+def _fits(loss: str, output: str) -> bool:
+    """Whether Keras's ``loss`` trains an output layer of activation ``output`` in fastbp."""
+    return LOSSES[loss] in OUTPUTS[output].losses and CROSS_ENTROPY_OUTPUTS.get(loss, output) == output
 
 
 @dataclass
@@ -109,8 +122,8 @@ class Sequential:
                 raise ValueError(f"unknown metric {metric!r}: fastbp offers 'accuracy'")
             if output == "identity":
                 raise ValueError("accuracy needs a softmax or sigmoid output layer: a linear one has no classes")
-        if LOSSES[loss] not in OUTPUTS[output].losses:
-            fits = [name for name, ours in LOSSES.items() if ours in OUTPUTS[output].losses]
+        if not _fits(loss, output):
+            fits = [name for name in LOSSES if _fits(name, output)]
             raise ValueError(f"loss {loss!r} does not fit a {output} output layer: use {' or '.join(map(repr, fits))}")
         get_backend(backend)  # an unknown or missing backend is refused now, not at the first fit
         options = Options.create(layers=hidden, output=output, loss=LOSSES[loss], dtype=dtype, backend=backend,
@@ -293,6 +306,8 @@ class Sequential:
         outputs = self._model().forward(X, n_threads=n_threads).astype(np.float64)
         if self._trainer.options.loss == "cross_entropy":
             loss = -np.sum(targets * np.log(np.maximum(outputs, LOG_FLOOR))) / len(X)
+            if self._trainer.options.output == "sigmoid":  # each unit's binary cross-entropy
+                loss -= np.sum((1 - targets) * np.log(np.maximum(1 - outputs, LOG_FLOOR))) / len(X)
         else:
             loss = np.sum((targets - outputs) ** 2) / len(X)
         scores = {"loss": float(loss)}

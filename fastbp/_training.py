@@ -326,7 +326,8 @@ class Trainer:
         # Threads share a batch's products only where a step has enough arithmetic to be worth it.
         threads = kernel_threads(n_threads) if batch_size * work >= MIN_BATCH_WORK_FOR_THREADS else 1
         train = _KernelCall(
-            backend, layout.network(options.exact), self.weights, self.state, Data(X, Y, sample_weight), batch_size,
+            backend, layout.network(options.exact, options.loss), self.weights, self.state, Data(X, Y, sample_weight),
+            batch_size,
             min(threads, backend.capabilities.max_threads),
         )  # fmt: skip
         done = 0
@@ -467,7 +468,7 @@ class _Objective:
 
     def __init__(self, trainer: Trainer, backend: Backend, data: Data, rows: np.ndarray | None):
         self.trainer, self.backend, self.data = trainer, backend, data
-        self.net = trainer.layout.network(trainer.options.exact)
+        self.net = trainer.layout.network(trainer.options.exact, trainer.options.loss)
         self.rows = np.arange(len(data.X), dtype=np.intp) if rows is None else rows
         self.grad = np.empty_like(trainer.weights)
         self.decayed = np.zeros(trainer.layout.n_weights, dtype=bool)  # the weights L2 decays: all but biases

@@ -197,7 +197,7 @@ def as_targets(y, n_rows: int, dtype: np.dtype) -> np.ndarray:
     try:
         targets = np.asarray(y, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("y must be numeric for output='identity' (regression)") from None
+        raise ValueError("y must be numeric for a regression (output='identity' or 'exp')") from None
     if targets.ndim not in (1, 2) or len(targets) != n_rows or targets.size == 0:
         raise ValueError(f"y must have shape ({n_rows},) or ({n_rows}, n_targets), got {targets.shape}")
     if not np.isfinite(targets).all():

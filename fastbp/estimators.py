@@ -21,12 +21,18 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_clas
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._param_validation import Options as OneOf
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classification_targets, unique_labels
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call,
+    check_classification_targets,
+    type_of_target,
+    unique_labels,
+)
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
 from ._api import new_trainer
@@ -36,7 +42,7 @@ from ._layout import initial_weights
 from ._model import Model
 from ._parallel import as_threads
 from ._training import NonFiniteError, Options, Trainer
-from ._validate import RandomSource, as_dtype, kernel_array, one_hot, refuse_unsafe_features
+from ._validate import RandomSource, as_dtype, kernel_array, refuse_unsafe_features
 
 #: The hidden activations by the names scikit-learn gives them (its "logistic" is the sigmoid), and fastbp's own.
 ACTIVATIONS = {"logistic" if name == "sigmoid" else name: name for name in HIDDEN_ACTIVATIONS}
@@ -53,6 +59,10 @@ FLOAT_DTYPES = (np.float64, np.float32)
 NON_FINITE_WEIGHTS = (
     "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
 )
+#: The regressor's losses by scikit-learn's names: the output units and the loss they train with, fastbp's.
+REGRESSION_LOSSES = {"squared_error": ("identity", "mse"), "poisson": ("exp", "poisson")}
+#: scikit-learn's names of output units where they differ from fastbp's (``out_activation_``).
+SCIKIT_LEARN_OUTPUTS = {"sigmoid": "logistic"}
 #: scikit-learn's "adaptive" schedule stops dividing the learning rate by 5 once it is this small.
 SMALLEST_ADAPTIVE_RATE = 1e-6
 
@@ -91,10 +101,12 @@ class _MultilayerPerceptron(BaseEstimator):
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
     }
 
-    #: The output units and the score that early stopping watches; set by each estimator.
-    _output: str
+    #: The score that early stopping watches, and scikit-learn's checks of ``y``; set by each estimator.
     _score_function: staticmethod
     _y_checks: dict
+    #: The output units and their loss, fastbp's names, as ``_targets`` sets them for the targets of a fit.
+    _output: str
+    _loss: str
 
     def fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> _MultilayerPerceptron:
         """Train the network on ``X`` and ``y`` for up to ``max_iter`` epochs (continuing it with ``warm_start``).
@@ -135,13 +147,23 @@ class _MultilayerPerceptron(BaseEstimator):
     def _fit(self, X, y, sample_weight, *, incremental: bool):
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
-        continuing = hasattr(self, "_trainer") and (incremental or self.warm_start)
-        dtype = self._dtype(continuing)
+        # A network goes on from the last fit's, or from coefs_ and intercepts_ assigned before any (as
+        # scikit-learn's own tests set one up).
+        assigned = not hasattr(self, "_trainer") and hasattr(self, "coefs_")
+        continuing = (hasattr(self, "_trainer") or assigned) and (incremental or self.warm_start)
+        dtype = self._dtype(continuing and not assigned)
         refuse_unsafe_features(X)
-        X, y = validate_data(self, X, y, reset=not continuing, dtype=dtype or FLOAT_DTYPES, **self._y_checks)
+        X, y = validate_data(self, X, y, reset=not continuing, dtype=dtype or FLOAT_DTYPES, multi_output=True,
+                             **self._y_checks)  # fmt: skip
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
         dtype = dtype or X.dtype
         X = kernel_array(X, dtype, "X")
         targets = self._targets(y, dtype, continuing=continuing, incremental=incremental)
+        if continuing and assigned:
+            self._trainer = self._assigned_network(X.shape[1], targets.shape[1], dtype)
+        elif continuing:
+            self._read_back_weights()
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         weights = self._weigh_classes(weights, y, targets, incremental)
         random_state = check_random_state(self.random_state)
@@ -160,6 +182,7 @@ class _MultilayerPerceptron(BaseEstimator):
             )
         else:
             trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed), initial)
+        if not continuing or assigned:
             self._start_counters(trainer)
         self._trainer = trainer
         if self.solver == "lbfgs":
@@ -177,10 +200,46 @@ class _MultilayerPerceptron(BaseEstimator):
         ``random.Random``, in ``new_trainer``.)"""
         if self.init == "tutorial":
             return None
-        architecture = Options.create(
-            hidden=self.hidden_layer_sizes, activation=ACTIVATIONS[self.activation], output=self._output
-        )
-        return initial_weights(architecture.layout(n_features, n_outputs), self.init, random_state, dtype)
+        return initial_weights(self._architecture(dtype).layout(n_features, n_outputs), self.init, random_state, dtype)
+
+    def _architecture(self, dtype: np.dtype) -> Options:
+        """The network these parameters describe (its layers, output units and loss), with fastbp's other
+        options at their defaults."""
+        return Options.create(
+            hidden=self.hidden_layer_sizes, activation=ACTIVATIONS[self.activation], output=self._output,
+            loss=self._loss, dtype=dtype, backend=self.backend,
+        )  # fmt: skip
+
+    def _assigned_network(self, n_features: int, n_outputs: int, dtype: np.dtype) -> Trainer:
+        """A network of the weights assigned to ``coefs_`` and ``intercepts_``, for the architecture the
+        parameters and the data give."""
+        options = self._architecture(dtype)
+        layout = options.layout(n_features, n_outputs)
+        trainer = Trainer(options, layout, np.zeros(layout.n_weights, dtype=dtype), None)
+        self._read_back_weights(trainer)
+        return trainer
+
+    def _read_back_weights(self, trainer: Trainer | None = None) -> None:
+        """Copy into the network's weights every array of ``coefs_`` and ``intercepts_`` that is not a view of
+        them (one assigned, or unpickled); the next fit makes them views again.
+
+        So assigning them (or writing into them) changes predictions and further
+        training, as in scikit-learn, whose weights are those arrays.
+        """
+        trainer = trainer or self._trainer
+        coefs, intercepts = _weight_views(trainer)
+        for name, current, views in (("coefs_", self.coefs_, coefs), ("intercepts_", self.intercepts_, intercepts)):
+            if len(current) != len(views):
+                raise ValueError(f"{name} has {len(current)} arrays, for a network of {len(views)} layers")
+            for layer, (array, view) in enumerate(zip(current, views)):
+                if _is_view(array, view):
+                    continue
+                array = np.asarray(array)
+                if array.shape != view.shape:
+                    raise ValueError(f"{name}[{layer}] has shape {array.shape}, where the network takes {view.shape}")
+                if not np.isfinite(array).all():
+                    raise ValueError(f"{name}[{layer}] has NaN or infinite values")
+                view[...] = array
 
     def _dtype(self, continuing: bool) -> np.dtype | None:
         """The precision to train in: ``dtype``'s; else a continued network's; else ``None``, for the input's
@@ -207,6 +266,7 @@ class _MultilayerPerceptron(BaseEstimator):
             hidden=self.hidden_layer_sizes,
             activation=ACTIVATIONS[self.activation],
             output=self._output,
+            loss=self._loss,
             lr=self.learning_rate_init,
             batch_size=None if full_batch else batch_size,
             shuffle=self.shuffle and not full_batch,  # a full batch has no order to shuffle
@@ -237,9 +297,9 @@ class _MultilayerPerceptron(BaseEstimator):
         """The rows to train on, and with ``early_stopping`` the held-out ``(X, y, sample_weight)`` it scores."""
         if not self._early_stopping:
             return X, targets, weights, None
-        # As scikit-learn: binary problems only, by whether each label is the second class (its messages name the
-        # classes True and False).
-        stratify = (y == self.classes_[1]).reshape(-1, 1) if is_classifier(self) and len(self.classes_) == 2 else None
+        # As scikit-learn: classifiers of one output only (binary problems), by whether each label is the second
+        # class (its messages name the classes True and False).
+        stratify = targets > 0.5 if is_classifier(self) and targets.shape[1] == 1 else None
         train, held_out = train_test_split(
             np.arange(len(X)), test_size=self.validation_fraction, random_state=random_state, stratify=stratify
         )
@@ -407,10 +467,11 @@ class _MultilayerPerceptron(BaseEstimator):
         return False
 
     def _publish(self, trainer: Trainer) -> None:
-        """The fitted attributes, from a copy of the trainer's weights."""
+        """The fitted attributes, all over the trainer's weights: ``coefs_`` and ``intercepts_`` are views of
+        them, and ``model_`` shares them."""
         self.model_ = Model(
             trainer.layout,
-            trainer.weights.copy(),
+            trainer.weights,
             self._model_classes(),
             np.array(self._summed_losses),
             trainer.backend,
@@ -418,12 +479,10 @@ class _MultilayerPerceptron(BaseEstimator):
             options=trainer.options.to_dict(),
             feature_names=getattr(self, "feature_names_in_", None),
         )
-        layers = self.model_.layers
-        self.coefs_ = [block[:, :-1].T.copy() for block in layers]
-        self.intercepts_ = [block[:, -1].copy() for block in layers]
+        self.coefs_, self.intercepts_ = _weight_views(trainer)
         self.n_layers_ = len(self.model_.sizes)
         self.n_outputs_ = self.model_.sizes[-1]
-        self.out_activation_ = self._output
+        self.out_activation_ = SCIKIT_LEARN_OUTPUTS.get(self._output, self._output)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """The most probable class of each row, or the predicted targets.
@@ -444,6 +503,7 @@ class _MultilayerPerceptron(BaseEstimator):
         check_is_fitted(self)
         refuse_unsafe_features(X)
         X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+        self._read_back_weights()
         return self.model_.forward(X, n_threads=self.n_threads)
 
 
@@ -455,6 +515,24 @@ def _stochastic_solver(estimator: _MultilayerPerceptron) -> bool:
             f"partial_fit is only available for stochastic optimizers. {estimator.solver} is not stochastic."
         )
     return True
+
+
+def _weight_views(trainer: Trainer) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """scikit-learn's ``coefs_`` (``(n_in, n_out)`` per layer) and ``intercepts_`` as views of the trainer's
+    weights."""
+    blocks = trainer.layout.layer_views(trainer.weights)
+    return [block[:, :-1].T for block in blocks], [block[:, -1] for block in blocks]
+
+
+def _is_view(array, view: np.ndarray) -> bool:
+    """Whether ``array`` is ``view``: the same memory, shape, strides and type."""
+    return (
+        isinstance(array, np.ndarray)
+        and array.__array_interface__["data"] == view.__array_interface__["data"]
+        and array.shape == view.shape
+        and array.strides == view.strides
+        and array.dtype == view.dtype
+    )
 
 
 def _squared_coefficients(trainer: Trainer) -> float:
@@ -503,7 +581,8 @@ def _store_params(estimator: BaseEstimator, params: dict) -> None:
 
 
 class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
-    """A multi-layer perceptron classifier trained by fastbp: softmax outputs and cross-entropy.
+    """A multi-layer perceptron classifier trained by fastbp: logistic output units for two classes or multilabel
+    targets, a softmax for more classes, with the cross-entropy.
 
     A drop-in replacement for :class:`sklearn.neural_network.MLPClassifier`, with its
     parameters, defaults and fitted attributes: see it for those not listed here.  The
@@ -539,8 +618,12 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     ----------
     model_ : Model
         The fitted network, as :func:`fastbp.train` returns one (e.g. to
-        ``model_.save(path)``).
-    classes_, coefs_, intercepts_, loss_, loss_curve_, n_iter_, t_ : various
+        ``model_.save(path)``), sharing the estimator's weights.
+    coefs_, intercepts_ : list of ndarray
+        As in scikit-learn, the network's weights themselves: writing into them, or
+        assigning new arrays of their shapes, changes the predictions and the training
+        that follows.
+    classes_, loss_, loss_, loss_curve_, n_iter_, t_ : various
         As in scikit-learn, with ``best_loss_``, ``validation_scores_``,
         ``best_validation_score_``, ``n_features_in_``, ``feature_names_in_``,
         ``n_layers_``, ``n_outputs_`` and ``out_activation_``.
@@ -549,8 +632,10 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     -----
     Where it differs from scikit-learn:
 
-    - Every problem, binary too, has one softmax output per class (``n_outputs_`` is the
-      number of classes, ``out_activation_`` is ``"softmax"``); no multilabel targets.
+    - No sparse input yet.
+    - ``model_`` of a network with logistic outputs (two classes, multilabel targets)
+      puts out their probabilities (its ``classes`` is ``None``); ``predict`` gives the
+      labels.
     - ``sample_weight`` (times ``class_weight``) is rescaled to mean 1 over the rows
       trained on, and each batch's gradient is the mean of the rows' weighted gradients:
       scikit-learn divides their sum by the batch's total weight instead, which is the
@@ -571,7 +656,6 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         **_MultilayerPerceptron._parameter_constraints,
         "class_weight": [dict, StrOptions({"balanced"}), None],
     }
-    _output = "softmax"
     _score_function = staticmethod(accuracy_score)
     _y_checks: dict = {}
 
@@ -639,7 +723,7 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         return self._fit(X, y, sample_weight, incremental=True)
 
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
-        """Class probabilities, columns in the order of ``classes_``.
+        """Class probabilities, columns in the order of ``classes_`` (multilabel: each label's own).
 
         Parameters
         ----------
@@ -649,64 +733,94 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         -------
         ndarray, shape (n_rows, n_classes)
         """
-        return self._outputs(X)
+        outputs = self._outputs(X)
+        if self._label_binarizer.y_type_ == "binary":  # one logistic unit: the second class's probability
+            return np.hstack([1 - outputs, outputs])
+        return outputs
 
     def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """The logarithm of :meth:`predict_proba`."""
         return np.log(self.predict_proba(X))
 
     def _predictions(self, outputs: np.ndarray) -> np.ndarray:
-        return self.classes_[np.argmax(outputs, axis=1)]
+        return self._label_binarizer.inverse_transform(outputs)
 
     @staticmethod
     def _mean_loss(summed_loss: float, targets_shape: tuple[int, int]) -> float:
-        """scikit-learn's log loss, the mean cross-entropy per row, from fastbp's (weighted) sum."""
+        """scikit-learn's log loss, the mean cross-entropy per row (summed over a multilabel problem's labels),
+        from fastbp's (weighted) sum."""
         return summed_loss / targets_shape[0]
 
     def _targets(self, y, dtype, *, continuing: bool, incremental: bool) -> np.ndarray:
-        """One-hot targets, after setting ``classes_`` (fit) or checking ``y`` against them (continuing)."""
+        """scikit-learn's binarized targets (``LabelBinarizer``'s: a column of whether each label is the second
+        class for two classes, a column per class for more, a multilabel problem's indicator matrix as it
+        is), after setting ``classes_`` (a new network) or checking ``y`` against them (continuing).
+
+        Two classes and multilabel targets train logistic output units with the binary
+        cross-entropy, more classes a softmax, as in scikit-learn.
+        """
         check_classification_targets(y)
+        if type_of_target(y) == "multiclass-multioutput":  # refused in scikit-learn's words
+            raise ValueError(
+                "Multioutput target data is not supported: y must hold one label per row, or be a multilabel "
+                "indicator matrix of 0s and 1s"
+            )
+        if incremental and not hasattr(self, "_label_binarizer"):  # the first partial_fit: classes_ are `classes`
+            multilabel = type_of_target(y).startswith("multilabel")
+            self._label_binarizer = LabelBinarizer().fit(y if multilabel else self.classes_)
         labels = unique_labels(y)
-        if incremental:
+        if not hasattr(self, "classes_") or not (self.warm_start or incremental):  # scikit-learn's rule
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        elif incremental:
             unseen = np.setdiff1d(labels, self.classes_)
             if len(unseen):
                 raise ValueError(
                     f"`y` has classes not in `self.classes_`: {unseen}; `self.classes_` has {self.classes_}"
                 )
-        elif continuing:
-            if set(labels) != set(self.classes_):
-                raise ValueError(
-                    "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
-                    f"Previously got {self.classes_}, `y` has {labels}"
-                )
-        else:
-            self.classes_ = labels
-        return one_hot(np.searchsorted(self.classes_, y), len(self.classes_), dtype)
+        elif set(labels) != set(self.classes_):
+            raise ValueError(
+                "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
+                f"Previously got {self.classes_}, `y` has {labels}"
+            )
+        self._output = "softmax" if self._label_binarizer.y_type_ == "multiclass" else "sigmoid"
+        self._loss = "cross_entropy"
+        return kernel_array(self._label_binarizer.transform(y), dtype, "y")
 
     def _weigh_classes(self, weights, y, targets, incremental: bool) -> np.ndarray:
         if self.class_weight is None:
             return weights
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            raise ValueError("class_weight is not supported for multilabel targets: use sample_weight")
         if incremental and self.class_weight == "balanced":
             raise ValueError(
                 "class_weight='balanced' is not supported for partial_fit: one chunk does not show the classes' "
                 "frequencies. Pass compute_class_weight('balanced', classes=classes, y=y) of a large enough "
                 "sample of y as class_weight instead."
             )
-        return weights * (targets @ compute_class_weight(self.class_weight, classes=self.classes_, y=y))
+        class_weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        return weights * class_weights[np.searchsorted(self.classes_, y)]
 
-    def _model_classes(self) -> np.ndarray:
-        # Plain numbers or strings rather than objects, which model files cannot hold.
-        return np.array(self.classes_.tolist())
+    def _model_classes(self) -> np.ndarray | None:
+        """``model_``'s labels: a softmax's classes, as plain numbers or strings (model files hold no objects);
+        ``None`` for logistic units, which ``model_`` puts out as they are (each unit's probability)."""
+        return np.array(self.classes_.tolist()) if self._output == "softmax" else None
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
 
 
 class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
-    """A multi-layer perceptron regressor trained by fastbp: identity outputs and squared error.
+    """A multi-layer perceptron regressor trained by fastbp: identity outputs and squared error, or exponential
+    outputs and half the Poisson deviance (``loss="poisson"``, for counts or rates).
 
     A drop-in replacement for :class:`sklearn.neural_network.MLPRegressor` (see it for
     the parameters and attributes), with fastbp's parameters and the differences that
-    :class:`MLPClassifier` lists, where they concern regression; ``loss`` is
-    ``"squared_error"`` only.  One output per column of ``y``: a 1-D ``y`` (or one
-    column) gives 1-D predictions, several columns give 2-D ones.
+    :class:`MLPClassifier` lists, where they concern regression.  One output per column
+    of ``y``: a 1-D ``y`` (or one column) gives 1-D predictions, several columns give
+    2-D ones.
 
     Attributes
     ----------
@@ -716,11 +830,10 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
 
     _parameter_constraints: dict = {
         **_MultilayerPerceptron._parameter_constraints,
-        "loss": [StrOptions({"squared_error"})],
+        "loss": [StrOptions(set(REGRESSION_LOSSES))],
     }
-    _output = "identity"
     _score_function = staticmethod(r2_score)
-    _y_checks = {"multi_output": True, "y_numeric": True}
+    _y_checks = {"y_numeric": True}
 
     def __init__(
         self,
@@ -779,15 +892,18 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
     def _predictions(self, outputs: np.ndarray) -> np.ndarray:
         return outputs[:, 0] if outputs.shape[1] == 1 else outputs
 
-    @staticmethod
-    def _mean_loss(summed_loss: float, targets_shape: tuple[int, int]) -> float:
-        """scikit-learn's squared loss, half the mean over rows and outputs, from fastbp's sum of squares."""
+    def _mean_loss(self, summed_loss: float, targets_shape: tuple[int, int]) -> float:
+        """scikit-learn's loss from fastbp's (weighted) sum: the squared loss is half the mean over rows and
+        outputs of the squares, the Poisson loss the mean over rows of the half deviances summed over outputs."""
+        if self.loss == "poisson":
+            return summed_loss / targets_shape[0]
         return summed_loss / (2 * targets_shape[0] * targets_shape[1])
 
     def _targets(self, y, dtype, *, continuing: bool, incremental: bool) -> np.ndarray:
-        """The targets as a matrix of ``dtype``; a single column is treated as 1-D ``y``, with a warning."""
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
+        """The targets as a matrix of ``dtype``; with the Poisson loss, counts or rates (no negative ones)."""
+        self._output, self._loss = REGRESSION_LOSSES[self.loss]
+        if self._loss == "poisson" and (y < 0).any():
+            raise ValueError("loss='poisson' needs targets of 0 or more (counts or rates); y has negative values")
         return kernel_array(np.asarray(y, dtype=np.float64).reshape(len(y), -1), dtype, "y")
 
     def _weigh_classes(self, weights, y, targets, incremental: bool) -> np.ndarray:

@@ -24,6 +24,7 @@ from fastbp._concepts import (
     OUTPUTS,
     ActivationCode,
     LayerKindCode,
+    LossCode,
     OptimizerCode,
 )
 from fastbp._constants import LEAKY_SLOPE, compiled_constants
@@ -44,6 +45,7 @@ ORACLES = {
     "leaky_relu": lambda a: np.where(a > 0, a, LEAKY_SLOPE * a),
     "identity": lambda a: a,
     "softmax": softmax,
+    "exp": np.exp,
 }
 
 
@@ -69,6 +71,7 @@ def test_codes_are_positions_and_the_compiled_constants_carry_them_all():
     assert "lbfgs" not in kernel_optimizers  # SciPy drives it; the kernels only compute its gradients
     for choices, codes, prefix in (
         (ACTIVATIONS, ActivationCode, "ACTIVATION"),
+        (LOSSES, LossCode, "LOSS"),
         (kernel_optimizers, OptimizerCode, "OPTIMIZER"),
         (LAYER_KINDS, LayerKindCode, "LAYER"),
     ):

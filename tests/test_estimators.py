@@ -74,11 +74,7 @@ SCIKIT_LEARN_TESTS_NOT_PASSED = {
     "(test_warm_start_continues_the_weights_with_a_new_optimizer checks that the invscaling rate goes on)",
     "test_adaptive_learning_rate": "it reads scikit-learn's private _optimizer "
     "(test_stops_when_the_loss_stalls_as_scikit_learn_does checks the lowered rate)",
-    "test_fit": "it sets a network by assigning coefs_ before partial_fit, with one logistic output for two classes",
-    "test_multilabel_classification": "multilabel targets are not supported yet",
-    "test_predict_proba_multilabel": "multilabel targets are not supported yet",
     "test_sparse_matrices": "sparse input is not supported yet",
-    "test_mlp_vs_poisson_glm_equivalent": "loss='poisson' is not supported yet",
 }
 
 
@@ -413,6 +409,95 @@ def test_pickles_and_clones(compiled_backend, tmp_path):
     loaded = fastbp.load(tmp_path / "model.npz")
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
+def lbfgs_pair(estimator, X, y, **params):
+    """fastbp's estimator and scikit-learn's, fitted by 10 L-BFGS iterations from the same initial weights."""
+    params = {"hidden_layer_sizes": (6,), "activation": "tanh", "solver": "lbfgs", "max_iter": 10, "random_state": 2,
+              **params}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return estimator(**params).fit(X, y), getattr(neural_network, estimator.__name__)(**params).fit(X, y)
+
+
+def assert_same_network(ours, theirs, rtol=1e-7):
+    assert (ours.n_outputs_, ours.out_activation_) == (theirs.n_outputs_, theirs.out_activation_)
+    for mine, sklearns in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(mine, sklearns, rtol=rtol, atol=rtol * 1e-2)
+
+
+def test_two_classes_and_multilabel_targets_train_logistic_units_as_scikit_learn():
+    """One logistic unit for two classes, one per label for multilabel targets, with the binary cross-entropy:
+    scikit-learn's network, probabilities, labels and loss."""
+    X, labels = standardized_iris()
+    binary = np.array(["no", "yes"])[(labels == 2).astype(int)]
+    multilabel = np.c_[labels == 0, X[:, 0] > 0, X[:, 1] > 0.5].astype(int)
+    for y, n_outputs in ((binary, 1), (multilabel, 3)):
+        ours, theirs = lbfgs_pair(MLPClassifier, X, y)
+        assert ours.n_outputs_ == n_outputs and ours.out_activation_ == "logistic"
+        assert_same_network(ours, theirs)
+        assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9)
+        np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-6)
+        np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+        np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+    assert ours.predict_proba(X).shape == (len(X), 3) and ours.score(X, multilabel) > 0.8  # each label's own
+    # Three classes or more keep the softmax.
+    assert lbfgs_pair(MLPClassifier, X, labels)[0].out_activation_ == "softmax"
+    with pytest.raises(ValueError, match="multilabel"):
+        MLPClassifier(class_weight="balanced").fit(X, multilabel)
+    # partial_fit of multilabel chunks, the labels' count from the first chunk.
+    chunked = MLPClassifier((6,), solver="sgd", random_state=0)
+    for start in range(0, len(X), 50):
+        chunked.partial_fit(X[start : start + 50], multilabel[start : start + 50], classes=[0, 1, 2])
+    assert chunked.n_outputs_ == 3 and chunked.predict(X).shape == multilabel.shape
+
+
+def test_the_poisson_loss_trains_an_exponential_output_as_scikit_learn():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    y = rng.poisson(np.exp(0.5 * X[:, 0] - 0.3 * X[:, 1]))
+    ours, theirs = lbfgs_pair(MLPRegressor, X, y, loss="poisson")
+    assert ours.out_activation_ == "exp"
+    assert_same_network(ours, theirs)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9) and (ours.predict(X) > 0).all()
+    with pytest.raises(ValueError, match="negative"):
+        MLPRegressor(loss="poisson").fit(X, y - 1.0)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_assigned_or_edited_coefs_and_intercepts_are_the_networks_weights(compiled_backend):
+    """As in scikit-learn, whose weights are those arrays: writing into them or assigning new ones changes the
+    predictions and the training that follows, also after unpickling."""
+    X, y = standardized_iris()
+    params = {"hidden_layer_sizes": (5,), "solver": "sgd", "momentum": 0.0, "learning_rate_init": 0.1,
+              "max_iter": 3, "random_state": 0, "shuffle": False}  # fmt: skip
+    model = MLPClassifier(backend=compiled_backend, **params).fit(X, y)
+    model.coefs_[0][:] = 0.0  # every hidden unit then puts out its bias alone: one output for every row
+    assert np.ptp(model.predict_proba(X), axis=0).max() == 0
+    rng = np.random.default_rng(1)
+    chosen = (
+        [rng.normal(size=coefs.shape) for coefs in model.coefs_],
+        [rng.normal(size=b.shape) for b in model.intercepts_],
+    )
+    restored = pickle.loads(pickle.dumps(model))
+    theirs = neural_network.MLPClassifier(**params).fit(X, y)
+    for network in (model, restored, theirs):
+        network.coefs_, network.intercepts_ = ([a.copy() for a in arrays] for arrays in chosen)
+    hidden = np.maximum(X @ chosen[0][0] + chosen[1][0], 0)
+    logits = hidden @ chosen[0][1] + chosen[1][1]
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    for network in (model, restored):
+        np.testing.assert_allclose(network.predict_proba(X), expected, rtol=1e-12)
+        network.partial_fit(X, y)  # one epoch of plain SGD from the assigned weights, as scikit-learn's
+    theirs.partial_fit(X, y)
+    assert_same_network(model, theirs, rtol=1e-10)
+    assert_same_network(restored, theirs, rtol=1e-10)
+    model.intercepts_ = model.intercepts_[:1]
+    with pytest.raises(ValueError, match="intercepts_ has 1 arrays, for a network of 2 layers"):
+        model.predict(X)
+    model.intercepts_, model.coefs_[1] = theirs.intercepts_, np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"coefs_\[1\] has shape \(4, 3\), where the network takes \(5, 3\)"):
+        model.predict(X)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 from kernel_bundles import schedule, signals
+from scipy.special import xlogy
 
 import fastbp
 from fastbp import reference
@@ -164,6 +165,10 @@ def test_flat_random_fill_is_the_tutorial_initialisation():
 DEPTHS = [(3, 4, 3), (4, 5, 3, 3), (3, 4, 5, 3, 2)]
 
 
+#: Every output with each of its losses.
+OUTPUT_LOSSES = [(output, loss) for output in OUTPUTS for loss in OUTPUTS[output].losses]
+
+
 def general_case(sizes, hidden, output, seed=0, n_rows=7, dtype=np.float64):
     """A random network with the given activations, rows, targets fitting the output and sample weights."""
     rng = np.random.default_rng(seed)
@@ -172,54 +177,61 @@ def general_case(sizes, hidden, output, seed=0, n_rows=7, dtype=np.float64):
     X = rng.uniform(-1, 1, (n_rows, sizes[0])).astype(dtype)
     if output == "identity":
         Y = rng.normal(size=(n_rows, sizes[-1])).astype(dtype)
+    elif output == "exp":
+        Y = rng.poisson(1.5, size=(n_rows, sizes[-1])).astype(dtype)  # counts, zeros among them
     else:
         Y = np.eye(sizes[-1], dtype=dtype)[rng.integers(0, sizes[-1], n_rows)]
     return layout, weights, X, Y, rng.uniform(0.5, 2.0, n_rows).astype(dtype)
 
 
-def mean_loss(kernels, layout, weights, X, Y, sample_weight):
+def mean_loss(kernels, layout, weights, X, Y, sample_weight, loss="mse"):
     """The documented loss, computed in numpy from the forward pass alone."""
     out = np.zeros(Y.shape, dtype=weights.dtype)
     kernels.predict_batch(layout.network(exact=True), weights, X, out)
-    if layout.activations[-1] == "softmax":
+    if loss == "poisson":
+        per_row = np.sum(xlogy(Y, Y) - xlogy(Y, out) - Y + out, axis=1)
+    elif loss == "cross_entropy" and layout.activations[-1] == "sigmoid":
+        per_row = -np.sum(Y * np.log(out) + (1 - Y) * np.log(1 - out), axis=1)
+    elif loss == "cross_entropy":
         per_row = -np.sum(Y * np.log(out), axis=1)
     else:
         per_row = 0.5 * np.sum((out - Y) ** 2, axis=1)
     return np.sum(sample_weight * per_row) / len(X)
 
 
-def batch_gradient(kernels, layout, weights, X, Y, sample_weight):
+def batch_gradient(kernels, layout, weights, X, Y, sample_weight, loss=None):
     grad = np.zeros(layout.n_weights, dtype=weights.dtype)
     rows = np.arange(len(X), dtype=np.intp)
-    loss = kernels.batch_gradient(layout.network(exact=True), weights, Data(X, Y, sample_weight), rows, grad)
-    return grad, loss
+    net = layout.network(exact=True, loss=loss)
+    return grad, kernels.batch_gradient(net, weights, Data(X, Y, sample_weight), rows, grad)
 
 
 @pytest.mark.parametrize("sizes", DEPTHS, ids=["1-hidden", "2-hidden", "3-hidden"])
-@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize(("output", "loss"), OUTPUT_LOSSES)
 @pytest.mark.parametrize("hidden", HIDDEN_ACTIVATIONS)
-def test_batch_gradient_equals_central_differences(kernels, sizes, hidden, output):
+def test_batch_gradient_equals_central_differences(kernels, sizes, hidden, output, loss):
     layout, weights, X, Y, sample_weight = general_case(sizes, hidden, output)
-    grad, loss = batch_gradient(kernels, layout, weights, X, Y, sample_weight)
-    numeric = central_differences(lambda w: mean_loss(kernels, layout, w, X, Y, sample_weight), weights)
+    grad, summed = batch_gradient(kernels, layout, weights, X, Y, sample_weight, loss)
+    numeric = central_differences(lambda w: mean_loss(kernels, layout, w, X, Y, sample_weight, loss), weights)
     assert np.linalg.norm(grad - numeric) / np.linalg.norm(numeric) < 1e-6
     # The returned loss is the history's: twice the mean loss for squared error, per row, summed.
-    factor = 1.0 if output == "softmax" else 2.0
-    assert loss == pytest.approx(factor * len(X) * mean_loss(kernels, layout, weights, X, Y, sample_weight), rel=1e-12)
+    factor = 2.0 if loss == "mse" else 1.0
+    expected = factor * len(X) * mean_loss(kernels, layout, weights, X, Y, sample_weight, loss)
+    assert summed == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize(("output", "loss"), OUTPUT_LOSSES)
 @pytest.mark.parametrize("hidden", HIDDEN_ACTIVATIONS)
-def test_online_updates_follow_the_batch_gradient_of_one_row(kernels, hidden, output):
+def test_online_updates_follow_the_batch_gradient_of_one_row(kernels, hidden, output, loss):
     """Plain SGD (the tutorial's fused update) and the general update path both step by -rate * gradient."""
     layout, weights, X, Y, sample_weight = general_case((4, 5, 3, 3), hidden, output)
-    grad, _ = batch_gradient(kernels, layout, weights, X[:1], Y[:1], sample_weight[:1])
+    grad, _ = batch_gradient(kernels, layout, weights, X[:1], Y[:1], sample_weight[:1], loss)
     # Momentum 0: the momentum optimizer is plain SGD through the general path.
     for optimizer in ("sgd", "momentum"):
         updated, state = weights.copy(), np.zeros(2 * layout.n_weights)
         one_row = schedule([[0]], [0.1], optimizer=optimizer)
         kernels.train_online(
-            layout.network(exact=True), updated, state, Data(X, Y, sample_weight), one_row, np.zeros(1)
+            layout.network(exact=True, loss=loss), updated, state, Data(X, Y, sample_weight), one_row, np.zeros(1)
         )
         np.testing.assert_allclose((weights - updated) / 0.1, grad, rtol=1e-9, atol=1e-12)
 
@@ -246,7 +258,7 @@ def reference_optimizer(name, weights, grad, state, step, rate, momentum, l2, be
     return weights - np.sign(g) * state["delta"]
 
 
-@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", [name for name, optimizer in OPTIMIZERS.items() if optimizer.in_kernels])
 def test_full_batch_training_follows_the_optimizers(kernels, optimizer):
     layout, weights, X, Y, sample_weight = general_case((4, 5, 3), "tanh", "softmax", n_rows=9)
     momentum, l2, rate, epochs = 0.8, 0.01, 0.2, 6

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fastbp._backends import COMPILED, Data, Schedule, available_backends, get_backend
-from fastbp._concepts import OptimizerCode
+from fastbp._concepts import LOSSES, OUTPUTS, OptimizerCode
 from fastbp._constants import GEOMETRY_FIELDS
 from fastbp._layout import Layer, Layout
 
@@ -90,6 +90,9 @@ NETWORKS = {
         conv((4, 5, 1), 2, (2, 2), activation="tanh"), flatten, dense(3, "tanh"), dropout(0.0)
     ),
     "dense-then-dropout-last": lambda: stack(Layer.dense(6, 5, "sigmoid"), dropout(0.5)),
+    "conv-pool-exp-output": lambda: stack(
+        conv((5, 5, 1), 2, (2, 2), activation="relu"), pool((2, 2)), flatten, dense(2, "exp")
+    ),  # fmt: skip
 }
 
 # (network, dtype, optimizer, batch size, threads, l2, sample weights): every network, optimizer, dtype, batch
@@ -110,6 +113,7 @@ CASES = [
     ("conv-softmax-output", np.float64, "momentum", 1, 2, 0.0, True),
     ("conv-sigmoid-output-s2", np.float32, "rprop", 5, 2, 0.01, True),
     ("conv-sigmoid-output-s2", np.float64, "sgd", 17, 1, 0.0, False),
+    ("conv-pool-exp-output", np.float64, "adam", 17, 2, 0.0, True),
     ("dropout-zero-rate-last", np.float32, "adam", 40, 1, 0.01, True),
     ("dense-then-dropout-last", np.float64, "nesterov", 17, 2, 0.01, True),
 ]
@@ -215,9 +219,10 @@ def test_ties_in_a_pooling_window_go_to_the_first_largest_value_in_both_backends
 
 
 def fd_gradient(backend, layout, weights, data, schedule, rows, indices, step=1e-6):
-    """Central differences of the batch's mean loss (half the squared error, or the cross-entropy) at
-    ``weights[indices]``, the dropout masks those of update ``steps_done + 1``."""
-    factor = (1.0 if layout.activations[-1] == "softmax" else 0.5) / len(rows)
+    """Central differences of the batch's mean loss (half the squared error, the cross-entropy or the Poisson
+    deviance: the output's first loss) at ``weights[indices]``, the dropout masks those of update
+    ``steps_done + 1``."""
+    factor = 1.0 / (LOSSES[OUTPUTS[layout.layers[-1].activation].losses[0]].reported_scale * len(rows))
     numeric = []
     for i in indices:
         plus, minus = weights.copy(), weights.copy()
@@ -246,7 +251,7 @@ GRADIENT_NETWORKS = {
         dropout(0.3),
         dense(3, "softmax"),
     ),
-    "flatten": lambda: stack(conv((3, 4, 3), 2, (1, 2), activation="leaky_relu"), flatten, dense(2, "identity")),
+    "flatten": lambda: stack(conv((3, 4, 3), 2, (1, 2), activation="leaky_relu"), flatten, dense(2, "exp")),
     "dense": lambda: stack(Layer.dense(5, 4, "tanh"), dense(3, "sigmoid"), dropout(0.25), dense(2, "softmax")),
 }
 
@@ -378,6 +383,7 @@ def numpy_forward(layout, weights, X):
     functions = {
         "sigmoid": lambda a: 1.0 / (1.0 + np.exp(-a)), "tanh": np.tanh, "relu": lambda a: np.maximum(a, 0.0),
         "leaky_relu": lambda a: np.where(a > 0, a, 0.01 * a), "identity": lambda a: a, "softmax": softmax,
+        "exp": np.exp,
     }  # fmt: skip
     values = X.reshape(len(X), *layout.layers[0].in_shape)
     for layer, start in zip(layout.layers, layout.w_off.tolist()):

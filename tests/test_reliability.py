@@ -205,12 +205,12 @@ DATA_CASES = {
         lambda data, X, y: (X, np.full_like(y, data.draw(st.integers(0, 5)))),
         dict.fromkeys(FITS),
     ),
-    "2d-labels": (
-        lambda data, X, y: (X, np.stack([y, y], axis=1)),
+    "2d-labels": (  # of three labels or more: not a multilabel indicator matrix, which the classifier takes
+        lambda data, X, y: (X, np.stack([y, y + 2, y + 4], axis=1)),
         {
             "train": r"y must be 1-D",
             "evaluate": r"y must be 1-D",
-            "classifier": r"y should be a 1d array",
+            "classifier": r"Multioutput target data is not supported",
             "regressor": None,
         },
     ),

@@ -648,6 +648,16 @@ def test_one_sigmoid_unit_is_a_binary_classifier_and_a_linear_output_has_no_accu
     assert history.history["accuracy"][-1] == np.mean((outputs[:, 0] > 0.5) == (y > 0))
     with pytest.raises(ValueError, match="0 or 1"):
         binary.fit(x, y + 2, verbose=0)
+    # Keras's binary cross-entropy: each sigmoid unit's, its mean over the rows the loss evaluate reports.
+    labels = (y > 0).astype(int)
+    logistic = fastbp.Sequential([*small_layers()[:-1], Dense(1, activation="sigmoid")], seed=1)
+    logistic.compile(loss="binary_crossentropy", metrics=["accuracy"])
+    logistic.fit(x, labels, epochs=2, verbose=0)
+    p = logistic.predict(x)[:, 0].astype(np.float64)
+    loss, _ = logistic.evaluate(x, labels, verbose=0)
+    assert loss == pytest.approx(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)), rel=1e-5)
+    with pytest.raises(ValueError, match="does not fit a sigmoid output layer: use 'binary_crossentropy' or"):
+        logistic.compile(loss="categorical_crossentropy")
     linear = fastbp.Sequential([*small_layers()[:-1], Dense(2)])
     with pytest.raises(ValueError, match="accuracy needs a softmax or sigmoid output"):
         linear.compile(loss="mse", metrics=["accuracy"])

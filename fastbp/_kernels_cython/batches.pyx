@@ -283,7 +283,7 @@ cdef floating _batch_gradient(
         row_loss = 0.0
         scale = sample_weight[r] / <floating>b
         for j in range(n_out):
-            row_loss += output_error(outputs[s * (n_out + 1) + j], Y[r * n_out + j], code, &delta)
+            row_loss += output_error(outputs[s * (n_out + 1) + j], Y[r * n_out + j], code, net.loss, &delta)
             deltas[s * n_out + j] = delta * scale
             deltas_t[j * b + s] = delta * scale
         total_loss += sample_weight[r] * row_loss

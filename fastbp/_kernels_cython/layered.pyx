@@ -24,8 +24,8 @@ from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastbp._kernels_cython.constants cimport (
-    ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
-    ACTIVATION_TANH, CHUNK_ROWS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H, GEOMETRY_IN_W, GEOMETRY_KERNEL_H,
+    ACTIVATION_EXP, ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID,
+    ACTIVATION_SOFTMAX, ACTIVATION_TANH, CHUNK_ROWS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H, GEOMETRY_IN_W, GEOMETRY_KERNEL_H,
     GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT, GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H,
     GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LAYER_CONV2D, LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA,
     SPLITMIX_MIX1, SPLITMIX_MIX2, compiled_constants,
@@ -328,6 +328,8 @@ cdef inline void _activate_row(floating* out, const floating* sums, Py_ssize_t n
         _activate_row_as(out, sums, n, ACTIVATION_RELU)
     elif code == ACTIVATION_LEAKY_RELU:
         _activate_row_as(out, sums, n, ACTIVATION_LEAKY_RELU)
+    elif code == ACTIVATION_EXP:
+        _activate_row_as(out, sums, n, ACTIVATION_EXP)
     else:  # identity, and the softmax's sums
         _activate_row_as(out, sums, n, ACTIVATION_IDENTITY)
 
@@ -570,7 +572,9 @@ cdef floating _chunk_gradient(
         row_loss = 0.0
         scale = sample_weight[r] / <floating>batch_rows
         for j in range(n_outputs):
-            row_loss += output_error(outputs[s * (n_outputs + 1) + j], Y[r * n_outputs + j], code, &delta)
+            row_loss += output_error(
+                outputs[s * (n_outputs + 1) + j], Y[r * n_outputs + j], code, net.loss, &delta
+            )
             errors[s * n_outputs + j] = delta * scale
         chunk_loss += sample_weight[r] * row_loss
     for i in range(n_weights):

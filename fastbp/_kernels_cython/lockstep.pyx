@@ -205,7 +205,7 @@ cdef void _train_lockstep(
             for j in range(n_outputs):
                 for k in range(n_nets):
                     row_loss[k] += output_error(
-                        own_out[j * n_nets + k], targets[j * n_nets + k], code, &own[j * n_nets + k]
+                        own_out[j * n_nets + k], targets[j * n_nets + k], code, net.loss, &own[j * n_nets + k]
                     )
             for k in range(n_nets):
                 if t < lengths[k]:

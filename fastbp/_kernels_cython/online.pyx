@@ -116,7 +116,9 @@ cdef inline floating _backward(
     cdef floating error
     cdef floating row_loss = 0.0
     for j in range(net.sizes[last + 1]):
-        row_loss += output_error(outputs[own + j], expected[j], net.activations[last], &deltas[own + j])
+        row_loss += output_error(
+            outputs[own + j], expected[j], net.activations[last], net.loss, &deltas[own + j]
+        )
     for k in range(last - 1, -1, -1):
         block = weights + net.w_off[k + 1]
         downstream = deltas + net.o_off[k + 1]

@@ -12,9 +12,9 @@ from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
 from fastbp._kernels_cython.constants cimport (
-    ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
+    ACTIVATION_EXP, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
     ACTIVATION_TANH, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_SHIFT, EXP_TAYLOR, GEOMETRY_FAN_IN, GEOMETRY_UNITS,
-    LEAKY_SLOPE, LOG_FLOOR, OPTIMIZER_ADAM, OPTIMIZER_MOMENTUM, OPTIMIZER_NESTEROV, OPTIMIZER_RPROP, OPTIMIZER_SGD,
+    LEAKY_SLOPE, LOG_FLOOR, LOSS_MSE, LOSS_POISSON, OPTIMIZER_ADAM, OPTIMIZER_MOMENTUM, OPTIMIZER_NESTEROV, OPTIMIZER_RPROP, OPTIMIZER_SGD,
     RPROP_DECREASE, RPROP_DELTA_MAX, RPROP_DELTA_MIN, RPROP_INCREASE,
 )
 
@@ -37,6 +37,7 @@ cdef struct Network:
     Py_ssize_t geometry_stride
     const double* dropout  # each layer's dropout rate
     bint exact  # the tutorial's arithmetic (inputs summed in order, libm's exp), or the fast mode
+    Py_ssize_t loss  # the loss training takes the gradient of (LOSS_...)
 
 
 cdef struct Layer:
@@ -84,7 +85,7 @@ cdef inline Network network_of(object net) except *:
     return Network(
         n_layers=sizes.shape[0] - 1, sizes=&sizes[0], w_off=&w_off[0], o_off=&o_off[0], activations=&acts[0],
         kinds=&kinds[0], geometry=&geometry[0, 0], geometry_stride=geometry.shape[1], dropout=&dropout[0],
-        exact=net.exact,
+        exact=net.exact, loss=net.loss,
     )
 
 
@@ -227,6 +228,8 @@ cdef inline floating activation(floating a, Py_ssize_t code) noexcept nogil:
         return <floating>0.0 if a <= <floating>0.0 else a
     if code == ACTIVATION_LEAKY_RELU:
         return a if a > <floating>0.0 else <floating>LEAKY_SLOPE * a
+    if code == ACTIVATION_EXP:
+        return _exp(a)
     return a  # identity
 
 
@@ -271,15 +274,26 @@ cdef inline void softmax(floating* values, Py_ssize_t n) noexcept nogil:
         values[j] /= total
 
 
-cdef inline floating output_error(floating output, floating target, Py_ssize_t code, floating* delta) noexcept nogil:
-    """One output neuron's loss (the cross-entropy for a softmax, else the squared error); its delta into ``delta``."""
-    cdef floating diff
-    if code == ACTIVATION_SOFTMAX:
-        delta[0] = output - target
-        return -target * _log(_max(output, <floating>LOG_FLOOR)) if target != <floating>0.0 else <floating>0.0
-    diff = target - output
-    delta[0] = (output - target) * derivative(output, code)
-    return diff * diff
+cdef inline floating output_error(
+    floating output, floating target, Py_ssize_t code, Py_ssize_t loss_code, floating* delta
+) noexcept nogil:
+    """One output neuron's loss by ``loss_code``, as the Numba backend's ``output_error``; its delta into
+    ``delta``."""
+    cdef floating diff, loss, other
+    cdef floating floor = <floating>LOG_FLOOR
+    if loss_code == LOSS_MSE:
+        diff = target - output
+        delta[0] = (output - target) * derivative(output, code)
+        return diff * diff
+    delta[0] = output - target
+    if loss_code == LOSS_POISSON:
+        loss = target * (_log(target) - _log(_max(output, floor))) if target != <floating>0.0 else <floating>0.0
+        return loss - target + output
+    loss = -target * _log(_max(output, floor)) if target != <floating>0.0 else <floating>0.0
+    other = <floating>1.0 - target  # a sigmoid unit's second class
+    if code != ACTIVATION_SOFTMAX and other != <floating>0.0:
+        loss -= other * _log(_max(<floating>1.0 - output, floor))
+    return loss
 
 
 cdef inline void optimizer_step(

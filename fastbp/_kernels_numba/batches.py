@@ -167,7 +167,7 @@ def _batch_gradient(net, weights, data, rows, grad, scratch):
         row_loss = dt(0.0)
         scale = sample_weight[r] / dt(b)
         for j in range(n_out):
-            loss, delta = output_error(outputs[s, j], Y[r, j], code, dt)
+            loss, delta = output_error(outputs[s, j], Y[r, j], code, net.loss, dt)
             row_loss += loss
             deltas[0, s * n_out + j] = delta * scale
             deltas_t[0, j * b + s] = delta * scale

@@ -269,6 +269,9 @@ def _activate(sums, start, values, to, n, code, dt):
     elif code == ActivationCode.TANH:
         for j in range(n):
             values[to + j] = activation(sums[start + j], ActivationCode.TANH, dt)
+    elif code == ActivationCode.EXP:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.EXP, dt)
     else:  # identity and softmax
         for j in range(n):
             values[to + j] = sums[start + j]
@@ -479,7 +482,7 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
         row_loss = dt(0.0)
         scale = sample_weight[r] / dt(batch_rows)
         for j in range(n_outputs):
-            loss, delta = output_error(values[outputs + s * (n_outputs + 1) + j], Y[r, j], code, dt)
+            loss, delta = output_error(values[outputs + s * (n_outputs + 1) + j], Y[r, j], code, net.loss, dt)
             row_loss += loss
             errors[side, s * n_outputs + j] = delta * scale
         chunk_loss += sample_weight[r] * row_loss

@@ -121,7 +121,7 @@ def train_lockstep(net, weights, data, schedule, lengths, history):
             row_loss[:] = dt(0.0)
             for j in range(n_outputs):
                 for m in range(n_nets):
-                    loss, deltas[own + j, m] = output_error(outputs[own + j, m], targets[j, m], code, dt)
+                    loss, deltas[own + j, m] = output_error(outputs[own + j, m], targets[j, m], code, net.loss, dt)
                     row_loss[m] += loss
             for m in range(n_nets):
                 if t < lengths[m]:

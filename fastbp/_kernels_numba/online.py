@@ -100,7 +100,7 @@ def _backward(net, weights, outputs, deltas, expected):
     row_loss = dt(0.0)
     code = net.activations[last]
     for j in range(np.uintp(sizes[last + 1])):
-        loss, deltas[own + j] = output_error(outputs[own + j], expected[j], code, dt)
+        loss, deltas[own + j] = output_error(outputs[own + j], expected[j], code, net.loss, dt)
         row_loss += loss
     for k in range(last - 1, -1, -1):
         block, own, downstream = np.uintp(net.w_off[k + 1]), np.uintp(o_off[k]), np.uintp(o_off[k + 1])

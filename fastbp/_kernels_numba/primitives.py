@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .._concepts import ActivationCode, OptimizerCode
+from .._concepts import ActivationCode, LossCode, OptimizerCode
 from .._constants import (
     EXP_LN2_HI,
     EXP_LN2_LO,
@@ -88,6 +88,8 @@ def activation(a, code, dt):
         return dt(0.0) if a <= dt(0.0) else a
     if code == ActivationCode.LEAKY_RELU:
         return a if a > dt(0.0) else dt(LEAKY_SLOPE) * a
+    if code == ActivationCode.EXP:
+        return libm_exp(a)
     return a  # identity
 
 
@@ -135,13 +137,25 @@ def softmax(values, off, n, dt):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def output_error(output, target, code, dt):
-    """``(loss, delta)`` of one output neuron: the cross-entropy for a softmax, else the squared error."""
-    if code == ActivationCode.SOFTMAX:
-        loss = -target * math.log(max(output, dt(LOG_FLOOR))) if target != dt(0.0) else dt(0.0)
-        return loss, output - target
-    diff = target - output
-    return diff * diff, (output - target) * derivative(output, code, dt)
+def output_error(output, target, code, loss_code, dt):
+    """``(loss, delta)`` of one output neuron of activation ``code``, by loss ``loss_code`` (see ``LOSSES``).
+
+    The cross-entropy and the Poisson deviance come with the outputs whose delta is
+    ``output - target`` (softmax or sigmoid; exp); their logarithms take probabilities
+    and rates floored at ``LOG_FLOOR``, and a zero target's term is 0.
+    """
+    if loss_code == LossCode.MSE:
+        diff = target - output
+        return diff * diff, (output - target) * derivative(output, code, dt)
+    floor = dt(LOG_FLOOR)
+    if loss_code == LossCode.POISSON:
+        loss = target * (math.log(target) - math.log(max(output, floor))) if target != dt(0.0) else dt(0.0)
+        return loss - target + output, output - target
+    loss = -target * math.log(max(output, floor)) if target != dt(0.0) else dt(0.0)
+    other = dt(1.0) - target  # a sigmoid unit's second class
+    if code != ActivationCode.SOFTMAX and other != dt(0.0):
+        loss -= other * math.log(max(dt(1.0) - output, floor))
+    return loss, output - target
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
