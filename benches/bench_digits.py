@@ -11,11 +11,19 @@ tutorial's, bit for bit; the fast mode: eight interleaved partial sums and fastb
 own exp for the sigmoid, which vectorise), its
 mini-batches the BLAS kernel.  Initial weights differ between libraries (each draws
 its own), so the checks are on learning, not on equal weights.
+
+``W2-digits-lbfgs``: the scikit-learn estimators with ``solver="lbfgs"`` (SciPy's
+L-BFGS-B, its loss and gradient over all rows per evaluation), fastbp's against
+scikit-learn's own, from the same initial weights (``random_state``), so both take
+the same iterations, as far as rounding lets them.
 """
+
+import warnings
 
 import numpy as np
 import pytest
-from conftest import fastbp_modes
+from conftest import COMPILED, fastbp_modes
+from sklearn.exceptions import ConvergenceWarning
 
 import fastbp
 
@@ -57,3 +65,29 @@ def bench_digits_fastbp(timed, size, digits, assert_learned, describe_fastbp, co
 def bench_digits_peer(bench_peer, size, digits, batch_size, library):
     X, y = rows(digits, size)
     bench_peer(library, X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size, epochs=size.epochs)
+
+
+LBFGS = {"hidden_layer_sizes": (32,), "activation": "logistic", "solver": "lbfgs", "random_state": 0}
+
+
+@pytest.mark.benchmark(group="W2-digits-lbfgs")
+@pytest.mark.parametrize("library", [*COMPILED, "scikit-learn"])
+def bench_digits_lbfgs(timed, size, digits, assert_learned, library):
+    from sklearn import neural_network
+
+    X, y = rows(digits, size)
+    if library == "scikit-learn":
+        estimator, info = neural_network.MLPClassifier, {"library": library, "implementation": "scikit-learn"}
+    else:
+        estimator = fastbp.MLPClassifier
+        estimator(**LBFGS, max_iter=1, backend=library).fit(X[:64], y[:64])  # warm up: load or compile the kernels
+        info = {"library": "fastbp", "implementation": f"fastbp {library} float64", "path": "batch_gradient kernel"}
+    params = {**LBFGS, "max_iter": size.epochs, **({} if library == "scikit-learn" else {"backend": library})}
+
+    def fit():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return estimator(**params).fit(X, y)
+
+    model = timed(fit, samples=len(X) * size.epochs, slow=library == "scikit-learn", **info)
+    assert_learned(model.predict(X), y)

@@ -55,8 +55,11 @@ class Model:
     Attributes
     ----------
     classes : ndarray or None
-        The label of each output neuron, in order; ``None`` for a regression
-        network (``output="identity"`` or ``"exp"``), which predicts the outputs themselves.
+        The label of each output neuron, in order, or two labels for a single
+        sigmoid unit (the probability of the second, as a binary classifier of
+        scikit-learn's has); ``None`` for a regression network (``output="identity"``
+        or ``"exp"``, or logistic units of a multilabel classifier), which predicts
+        the outputs themselves.
     history : ndarray of float64, shape (epochs,)
         Each epoch's loss summed over the training rows (each weighted by its
         sample weight): the tutorial's sum of squared errors
@@ -94,7 +97,7 @@ class Model:
                 f"weights must be a contiguous float64 or float32 array of {layout.n_weights} values "
                 f"for layer sizes {tuple(layout.sizes.tolist())}"
             )
-        if classes is not None and len(classes) != layout.sizes[-1]:
+        if classes is not None and len(classes) != layout.sizes[-1] and not _binary(layout, classes):
             raise ValueError(f"classes has {len(classes)} labels for {layout.sizes[-1]} outputs")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
@@ -205,7 +208,8 @@ class Model:
 
         A softmax output is returned as it is; sigmoid outputs (the tutorial's) are
         scaled to sum to one per row, and a row whose outputs all underflow to zero
-        gets equal probabilities.  ``X`` and ``n_threads`` as for :meth:`forward`.
+        gets equal probabilities; a single sigmoid unit for two classes gives
+        ``1 - p`` and ``p``.  ``X`` and ``n_threads`` as for :meth:`forward`.
 
         Returns
         -------
@@ -221,6 +225,8 @@ class Model:
         outputs = self.forward(X, n_threads=n_threads)
         if self.activations[-1] == "softmax":
             return outputs
+        if _binary(self._layout, self.classes):  # the unit's probability is the second class's
+            return np.hstack([1 - outputs, outputs])
         total = outputs.sum(axis=1, keepdims=True)
         positive = total > 0
         return np.where(positive, outputs / np.where(positive, total, 1.0), 1.0 / outputs.shape[1])
@@ -233,12 +239,15 @@ class Model:
         Returns
         -------
         ndarray, shape (n_rows,) or (n_rows, n_targets)
-            Classifiers: the label of the largest output per row (the first on ties).
+            Classifiers: the label of the largest output per row (the first on ties);
+            for a single sigmoid unit, the second label where it is above 0.5.
             Regression: the outputs, shaped like the training targets.
         """
         outputs = self.forward(X, n_threads=n_threads)
         if self.classes is None:
             return outputs[:, 0] if self._flat_targets else outputs
+        if _binary(self._layout, self.classes):
+            return self.classes[(outputs[:, 0] > 0.5).astype(np.intp)]
         return self.classes[np.argmax(outputs, axis=1)]
 
     def save(self, path: str | os.PathLike) -> None:
@@ -414,3 +423,8 @@ def _model_from_arrays(arrays: dict, backend: str | None, as_model: bool) -> Mod
         return from_model(model)
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
         raise ValueError(f"its Sequential settings are not valid: {error}") from None
+
+
+def _binary(layout: Layout, classes: np.ndarray | None) -> bool:
+    """Whether the network is one sigmoid unit for two ``classes``: the probability of the second."""
+    return classes is not None and len(classes) == 2 and layout.sizes[-1] == 1 and layout.activations[-1] == "sigmoid"

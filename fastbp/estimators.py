@@ -633,9 +633,8 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     Where it differs from scikit-learn:
 
     - No sparse input yet.
-    - ``model_`` of a network with logistic outputs (two classes, multilabel targets)
-      puts out their probabilities (its ``classes`` is ``None``); ``predict`` gives the
-      labels.
+    - ``model_`` of a multilabel classifier puts out each label's probability (its
+      ``classes`` is ``None``); ``predict`` gives the indicator matrix.
     - ``sample_weight`` (times ``class_weight``) is rescaled to mean 1 over the rows
       trained on, and each batch's gradient is the mean of the rows' weighted gradients:
       scikit-learn divides their sum by the batch's total weight instead, which is the
@@ -802,9 +801,11 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         return weights * class_weights[np.searchsorted(self.classes_, y)]
 
     def _model_classes(self) -> np.ndarray | None:
-        """``model_``'s labels: a softmax's classes, as plain numbers or strings (model files hold no objects);
-        ``None`` for logistic units, which ``model_`` puts out as they are (each unit's probability)."""
-        return np.array(self.classes_.tolist()) if self._output == "softmax" else None
+        """``model_``'s labels, as plain numbers or strings (model files hold no objects): every class, for a
+        softmax or one logistic unit; ``None`` for a multilabel problem's units, which ``model_`` puts out as
+        they are (each label's probability)."""
+        multilabel = self._label_binarizer.y_type_ == "multilabel-indicator"
+        return None if multilabel else np.array(self.classes_.tolist())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

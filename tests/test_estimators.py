@@ -426,9 +426,9 @@ def assert_same_network(ours, theirs, rtol=1e-7):
         np.testing.assert_allclose(mine, sklearns, rtol=rtol, atol=rtol * 1e-2)
 
 
-def test_two_classes_and_multilabel_targets_train_logistic_units_as_scikit_learn():
+def test_two_classes_and_multilabel_targets_train_logistic_units_as_scikit_learn(tmp_path):
     """One logistic unit for two classes, one per label for multilabel targets, with the binary cross-entropy:
-    scikit-learn's network, probabilities, labels and loss."""
+    scikit-learn's network, probabilities, labels and loss; a binary model_ in a file predicts the same."""
     X, labels = standardized_iris()
     binary = np.array(["no", "yes"])[(labels == 2).astype(int)]
     multilabel = np.c_[labels == 0, X[:, 0] > 0, X[:, 1] > 0.5].astype(int)
@@ -440,6 +440,11 @@ def test_two_classes_and_multilabel_targets_train_logistic_units_as_scikit_learn
         np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-6)
         np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
         np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+        if n_outputs == 1:
+            ours.model_.save(tmp_path / "binary.npz")
+            loaded = fastbp.load(tmp_path / "binary.npz")
+            np.testing.assert_array_equal(loaded.predict(X), ours.predict(X))
+            np.testing.assert_array_equal(loaded.predict_proba(X), ours.predict_proba(X))
     assert ours.predict_proba(X).shape == (len(X), 3) and ours.score(X, multilabel) > 0.8  # each label's own
     # Three classes or more keep the softmax.
     assert lbfgs_pair(MLPClassifier, X, labels)[0].out_activation_ == "softmax"
