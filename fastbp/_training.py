@@ -313,6 +313,8 @@ class Trainer:
         history then ends at that epoch.
         """
         if not OPTIMIZERS[self.options.optimizer].in_kernels:
+            if epochs == 0:  # SciPy's L-BFGS-B takes a step even with maxiter=0
+                return np.zeros(0)
             return self.minimize(X, Y, sample_weight, epochs, callback=callback, progress=progress, rows=rows).history
         backend = get_backend(self.backend)
         options, layout = self.options, self.layout

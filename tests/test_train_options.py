@@ -343,6 +343,11 @@ def test_lbfgs_through_train_is_deterministic_and_stops_at_a_callback(compiled_b
     assert [epoch for epoch, _ in seen] == [0, 1, 2, 3, 4] and len(stopped.history) == 5
     np.testing.assert_array_equal(stopped.history, first.history[:5])
     assert [loss for _, loss in seen] == stopped.history.tolist()
+    untrained = fastbp.train(X, y, **{**options, "epochs": 0})  # the initial network, as any optimizer's
+    assert len(untrained.history) == 0
+    np.testing.assert_array_equal(
+        untrained.weights, fastbp.train(X, y, **{**options, "optimizer": "sgd", "epochs": 0}).weights
+    )
 
 
 def test_lbfgs_refuses_layered_networks():
