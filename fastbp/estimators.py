@@ -184,6 +184,8 @@ class _MultilayerPerceptron(BaseEstimator):
             trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed), initial)
         if not continuing or assigned:
             self._start_counters(trainer)
+        elif self._early_stopping != (self.validation_scores_ is not None):  # set_params changed the rule
+            self._start_stopping_rule(trainer)
         self._trainer = trainer
         if self.solver == "lbfgs":
             self._train_lbfgs(trainer, X, targets, weights)
@@ -319,6 +321,11 @@ class _MultilayerPerceptron(BaseEstimator):
         """Fresh loss curve and stopping state, as scikit-learn's ``_initialize``."""
         self.loss_curve_ = []
         self._summed_losses = []
+        self._start_stopping_rule(trainer)
+
+    def _start_stopping_rule(self, trainer: Trainer) -> None:
+        """Fresh state for the rule that stops training: the validation score with early stopping, else the
+        loss (also where a continued fit's ``early_stopping`` changed, which scikit-learn cannot follow)."""
         self._no_improvement_count = 0
         # Only early stopping returns to the best weights; otherwise a copy would only make pickles larger.
         self._best_weights = trainer.weights.copy() if self._early_stopping else None

@@ -338,6 +338,24 @@ def test_early_stopping_keeps_the_best_validated_weights(compiled_backend):
         model.partial_fit(X, y)  # one epoch on a chunk has no validation split (scikit-learn's error)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_warm_start_fits_follow_a_changed_stopping_rule_or_solver(compiled_backend):
+    """set_params between warm_start fits may switch early stopping on or off, or change to L-BFGS (which has
+    no early stopping) and back: each fit keeps the state its own rule needs."""
+    X, y = standardized_iris()
+    model = MLPClassifier((5,), max_iter=4, warm_start=True, random_state=0, backend=compiled_backend).fit(X, y)
+    weights = model.coefs_[0].copy()
+    model.set_params(early_stopping=True).fit(X, y)
+    assert len(model.validation_scores_) == 4 and model.best_loss_ is None
+    assert not np.array_equal(model.coefs_[0], weights)  # went on from the first fit's weights
+    model.set_params(early_stopping=False).fit(X, y)
+    assert model.validation_scores_ is None and model.best_loss_ == min(model.loss_curve_[-4:])
+    model.set_params(solver="lbfgs", early_stopping=True).fit(X, y)
+    assert model.n_iter_ == 4 and model.validation_scores_ is None
+    model.set_params(solver="adam").fit(X, y)
+    assert len(model.validation_scores_) == 4 and len(model.loss_curve_) == 20
+
+
 @pytest.mark.parametrize("solver, learning_rate", [("sgd", "constant"), ("sgd", "invscaling"), ("adam", "constant")])
 def test_warm_start_continues_the_weights_with_a_new_optimizer(solver, learning_rate, compiled_backend):
     # As scikit-learn: each fit starts its optimizer anew. Plain SGD has no memory (and the invscaling rate
