@@ -33,6 +33,7 @@ from ._validate import (
     as_flag,
     as_inputs,
     as_labels,
+    as_rates,
     as_sample_weight,
     as_targets,
     feature_names_of,
@@ -128,8 +129,10 @@ def train(
     output : <<output_names>>
         Output units: <<outputs>>.
     loss : <<loss_names>> or None
-        <<losses>>: the squared error for sigmoid and identity outputs, the
-        cross-entropy for softmax ones; ``None`` picks the one that fits ``output``.
+        <<losses>>.  ``None`` picks the first that fits ``output``: the squared
+        error for sigmoid and identity outputs (sigmoid ones take the
+        cross-entropy too), the cross-entropy for softmax ones, the Poisson
+        deviance for exp ones.
     epochs : int
         Passes over the training rows (0 returns the initial network).  For
         ``"lbfgs"``, the most iterations (each evaluating the loss over every row
@@ -446,9 +449,7 @@ def as_training_data(
                 f"classes applies to classifiers; output={options.output!r} trains a regression on numeric y"
             )
         targets = as_targets(y, len(X), dtype)
-        if options.loss == "poisson" and (targets < 0).any():
-            raise ValueError("y has negative values: the Poisson loss takes counts or rates, 0 or more")
-        return X, targets, None, input_shape
+        return X, as_rates(targets) if options.loss == "poisson" else targets, None, input_shape
     codes, classes = data.encode_labels(as_labels(y, len(X)), classes)
     return X, one_hot(codes, len(classes), dtype), classes, input_shape
 

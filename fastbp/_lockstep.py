@@ -31,7 +31,8 @@ def can_run(trainers: list[Trainer]) -> bool:
     same = dataclasses.replace(first, lr=1.0)
     return (
         len(trainers) >= MIN_NETWORKS
-        and first.optimizer_code == OptimizerCode.SGD
+        and first.optimizer == "sgd"
+        and first.optimizer_code == OptimizerCode.SGD  # without momentum
         and (first.batch_size or 1) == 1
         and get_backend(trainers[0].backend).capabilities.lockstep
         and all(dataclasses.replace(trainer.options, lr=1.0) == same for trainer in trainers)

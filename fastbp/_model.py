@@ -63,8 +63,9 @@ class Model:
     history : ndarray of float64, shape (epochs,)
         Each epoch's loss summed over the training rows (each weighted by its
         sample weight): the tutorial's sum of squared errors
-        ``sum((target - output)**2)`` for ``"mse"``, the cross-entropy
-        ``-sum(target * log(p))`` for ``"cross_entropy"``.
+        ``sum((target - output)**2)`` for ``"mse"``, the cross-entropy for
+        ``"cross_entropy"`` (of a softmax, or each sigmoid unit's binary one),
+        half the Poisson deviance for ``"poisson"``; with L-BFGS, one per iteration.
     backend : str
         The backend that trained the model, also used to predict.
     options : dict
@@ -221,12 +222,15 @@ class Model:
             For a regression model, which has no classes.
         """
         if self.classes is None:
-            raise TypeError("a regression model (identity or exp outputs) has no class probabilities; use predict")
+            raise TypeError(
+                "this model has no classes (a regression, or a multilabel classifier's units), so no class "
+                "probabilities: use predict"
+            )
         outputs = self.forward(X, n_threads=n_threads)
         if self.activations[-1] == "softmax":
             return outputs
-        if _binary(self._layout, self.classes):  # the unit's probability is the second class's
-            return np.hstack([1 - outputs, outputs])
+        if _binary(self._layout, self.classes):
+            return two_classes(outputs)
         total = outputs.sum(axis=1, keepdims=True)
         positive = total > 0
         return np.where(positive, outputs / np.where(positive, total, 1.0), 1.0 / outputs.shape[1])
@@ -428,3 +432,8 @@ def _model_from_arrays(arrays: dict, backend: str | None, as_model: bool) -> Mod
 def _binary(layout: Layout, classes: np.ndarray | None) -> bool:
     """Whether the network is one sigmoid unit for two ``classes``: the probability of the second."""
     return classes is not None and len(classes) == 2 and layout.sizes[-1] == 1 and layout.activations[-1] == "sigmoid"
+
+
+def two_classes(outputs: np.ndarray) -> np.ndarray:
+    """The probabilities of two classes from one sigmoid unit's outputs, the second class's."""
+    return np.hstack([1 - outputs, outputs])

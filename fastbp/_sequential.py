@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy.special import xlogy
 
 from ._api import new_trainer
 from ._backends import get_backend
@@ -105,8 +106,8 @@ class Sequential:
     ) -> None:
         """Choose the optimizer (``"adam"``, ``"sgd"`` or an ``Adam``/``SGD`` with settings), the loss
         (``"categorical_crossentropy"`` or ``"sparse_categorical_crossentropy"`` for a softmax output, which
-        both take integer or one-hot labels; ``"mse"``), the metrics (``"accuracy"``), and fastbp's precision
-        (float32, Keras's, by default) and backend."""
+        both take integer or one-hot labels; ``"binary_crossentropy"`` for sigmoid units; ``"mse"``), the
+        metrics (``"accuracy"``), and fastbp's precision (float32, Keras's, by default) and backend."""
         if isinstance(optimizer, str):
             if optimizer not in OPTIMIZERS:
                 raise ValueError(f"unknown optimizer {optimizer!r}: fastbp offers {tuple(OPTIMIZERS)}")
@@ -290,7 +291,8 @@ class Sequential:
         self._built_layout()
         trainer = self._trainer
         _, units, output = self._output_layer()
-        classes = None if output == "identity" else np.arange(units)
+        # One sigmoid unit classifies two classes, 0 and 1 (the unit's probability is the second's).
+        classes = None if output == "identity" else np.arange(2 if units == 1 else units)
         options = {**trainer.options.to_dict(), "sequential": self.get_config()}
         return Model(trainer.layout, trainer.weights, classes, np.zeros(0), trainer.backend, options=options)
 
@@ -305,9 +307,12 @@ class Sequential:
         """The loss (the mean over rows) and the metrics on checked rows ``X`` and their ``targets``."""
         outputs = self._model().forward(X, n_threads=n_threads).astype(np.float64)
         if self._trainer.options.loss == "cross_entropy":
-            loss = -np.sum(targets * np.log(np.maximum(outputs, LOG_FLOOR))) / len(X)
-            if self._trainer.options.output == "sigmoid":  # each unit's binary cross-entropy
-                loss -= np.sum((1 - targets) * np.log(np.maximum(1 - outputs, LOG_FLOOR))) / len(X)
+            if self._trainer.options.output == "sigmoid":  # each unit's binary one, clipped as the kernels clip it
+                eps = np.finfo(self._trainer.options.dtype).eps
+                p = np.clip(outputs, eps, 1 - eps)
+                loss = -np.sum(xlogy(targets, p) + xlogy(1 - targets, 1 - p)) / len(X)
+            else:
+                loss = -np.sum(targets * np.log(np.maximum(outputs, LOG_FLOOR))) / len(X)
         else:
             loss = np.sum((targets - outputs) ** 2) / len(X)
         scores = {"loss": float(loss)}

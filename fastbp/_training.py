@@ -210,6 +210,8 @@ class Options:
     @property
     def optimizer_code(self) -> OptimizerCode:
         """The kernels' optimizer: ``"sgd"`` with momentum is momentum's, or Nesterov's."""
+        if not OPTIMIZERS[self.optimizer].in_kernels:
+            raise ValueError(f"{self.optimizer} is driven from Python: the kernels have no code for it")
         if self.optimizer == "sgd" and self.momentum:
             return OptimizerCode.NESTEROV if self.nesterov else OptimizerCode.MOMENTUM
         return OptimizerCode[self.optimizer.upper()]

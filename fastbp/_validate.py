@@ -205,6 +205,13 @@ def as_targets(y, n_rows: int, dtype: np.dtype) -> np.ndarray:
     return kernel_array(targets.reshape(n_rows, -1), dtype, "y")
 
 
+def as_rates(targets: np.ndarray) -> np.ndarray:
+    """The Poisson loss's targets, checked: counts or rates, none negative (its logarithm needs them so)."""
+    if (targets < 0).any():
+        raise ValueError("y has negative values: the Poisson loss takes counts or rates, 0 or more")
+    return targets
+
+
 def one_hot(codes: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
     """The ``(len(codes), n_classes)`` target matrix of class indices ``codes``: a 1 in each row's class."""
     targets = np.zeros((len(codes), n_classes), dtype=dtype)

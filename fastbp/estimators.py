@@ -39,10 +39,10 @@ from ._api import new_trainer
 from ._backends import COMPILED
 from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS, OPTIMIZERS
 from ._layout import initial_weights
-from ._model import Model
+from ._model import Model, two_classes
 from ._parallel import as_threads
 from ._training import NonFiniteError, Options, Trainer
-from ._validate import RandomSource, as_dtype, kernel_array, refuse_unsafe_features
+from ._validate import RandomSource, as_dtype, as_rates, kernel_array, refuse_unsafe_features
 
 #: The hidden activations by the names scikit-learn gives them (its "logistic" is the sigmoid), and fastbp's own.
 ACTIVATIONS = {"logistic" if name == "sigmoid" else name: name for name in HIDDEN_ACTIVATIONS}
@@ -51,6 +51,7 @@ ACTIVATIONS = {"logistic" if name == "sigmoid" else name: name for name in HIDDE
 FIXED_WHEN_CONTINUING = {
     "hidden": "hidden_layer_sizes",
     "activation": "activation",
+    "loss": "loss",
     "dtype": "dtype",
 }
 #: The precisions the estimators train in, the first for features of any other type.
@@ -205,12 +206,16 @@ class _MultilayerPerceptron(BaseEstimator):
         return initial_weights(self._architecture(dtype).layout(n_features, n_outputs), self.init, random_state, dtype)
 
     def _architecture(self, dtype: np.dtype) -> Options:
-        """The network these parameters describe (its layers, output units and loss), with fastbp's other
-        options at their defaults."""
-        return Options.create(
-            hidden=self.hidden_layer_sizes, activation=ACTIVATIONS[self.activation], output=self._output,
-            loss=self._loss, dtype=dtype, backend=self.backend,
-        )  # fmt: skip
+        """The network these parameters describe (its layers, output units and loss) and its solver, with
+        fastbp's other options at their defaults."""
+        return Options.create(optimizer=self.solver, **self._network_settings(dtype))
+
+    def _network_settings(self, dtype: np.dtype) -> dict:
+        """fastbp's options that describe the network: its layers, output units, loss, precision and kernels."""
+        return {
+            "hidden": self.hidden_layer_sizes, "activation": ACTIVATIONS[self.activation], "output": self._output,
+            "loss": self._loss, "dtype": dtype, "backend": self.backend,
+        }  # fmt: skip
 
     def _assigned_network(self, n_features: int, n_outputs: int, dtype: np.dtype) -> Trainer:
         """A network of the weights assigned to ``coefs_`` and ``intercepts_``, for the architecture the
@@ -265,10 +270,7 @@ class _MultilayerPerceptron(BaseEstimator):
         full_batch, sgd = OPTIMIZERS[self.solver].full_batch, self.solver == "sgd"
         batch_size = n_rows if full_batch else self._batch_size(n_rows)
         return Options.create(
-            hidden=self.hidden_layer_sizes,
-            activation=ACTIVATIONS[self.activation],
-            output=self._output,
-            loss=self._loss,
+            **self._network_settings(dtype),
             lr=self.learning_rate_init,
             batch_size=None if full_batch else batch_size,
             shuffle=self.shuffle and not full_batch,  # a full batch has no order to shuffle
@@ -282,8 +284,6 @@ class _MultilayerPerceptron(BaseEstimator):
             beta2=self.beta_2,
             epsilon=self.epsilon,
             init=self.init,
-            dtype=dtype,
-            backend=self.backend,
         )
 
     def _batch_size(self, n_rows: int) -> int:
@@ -310,6 +310,14 @@ class _MultilayerPerceptron(BaseEstimator):
                 "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
             )
         return X[train], targets[train], weights[train], (X[held_out], y[held_out], weights[held_out])
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        # One weight buffer for model_ and the trainer, as fitted: unpickled from a memory map (joblib's), each
+        # took a copy of its own.
+        trainer, model = state.get("_trainer"), state.get("model_")
+        if trainer is not None and model is not None and model._weights is not trainer.weights:
+            model._weights = trainer.weights
 
     @property
     def _early_stopping(self) -> bool:
@@ -384,6 +392,7 @@ class _MultilayerPerceptron(BaseEstimator):
         all the rows is ``0.5 * l2 * sum(coefs**2)`` (see ``_options``).
         """
         n_iter = 0
+        self.t_ = trainer.rows_seen  # L-BFGS counts no rows (scikit-learn's stays 0)
 
         def iteration_done(_iteration: int, summed_loss: float) -> None:
             nonlocal n_iter
@@ -600,10 +609,10 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     activation : {"relu", "identity", "logistic", "tanh", "leaky_relu"}
         scikit-learn's, and fastbp's ``"leaky_relu"`` (slope 0.01).
     solver : {"adam", "sgd", "lbfgs", "rprop"}
-        scikit-learn's solvers, and fastbp's ``"rprop"`` (iRprop-, full batch:
-        ``batch_size``, ``shuffle`` and ``learning_rate_init`` do not apply).
-        ``"lbfgs"`` is SciPy's L-BFGS-B, as in scikit-learn, each evaluation of the
-        loss and its gradient one call into the compiled kernels.
+        scikit-learn's solvers, and fastbp's ``"rprop"`` (iRprop-).  ``"lbfgs"`` is
+        SciPy's L-BFGS-B, as in scikit-learn, each evaluation of the loss and its
+        gradient one call into the compiled kernels.  Both are full-batch methods:
+        ``batch_size``, ``shuffle`` and ``learning_rate_init`` do not apply.
     class_weight : dict, "balanced" or None
         Weights of the classes, as in :class:`sklearn.linear_model.LogisticRegression`.
     backend : {"auto", "cython", "numba"}
@@ -617,7 +626,8 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         scikit-learn (float32 ``X`` trains in float32, any other in float64; a
         continued network keeps its own).
     n_threads : int or None
-        Threads for mini-batch training and prediction; ``None``: every core, or
+        Threads for mini-batch training and prediction (``"lbfgs"`` computes its
+        gradients on one); ``None``: every core, or
         ``FASTBP_NUM_THREADS``/``OMP_NUM_THREADS``.  The results are the same for any
         count.
 
@@ -630,7 +640,7 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         As in scikit-learn, the network's weights themselves: writing into them, or
         assigning new arrays of their shapes, changes the predictions and the training
         that follows.
-    classes_, loss_, loss_, loss_curve_, n_iter_, t_ : various
+    classes_, loss_, loss_curve_, n_iter_, t_ : various
         As in scikit-learn, with ``best_loss_``, ``validation_scores_``,
         ``best_validation_score_``, ``n_features_in_``, ``feature_names_in_``,
         ``n_layers_``, ``n_outputs_`` and ``out_activation_``.
@@ -654,8 +664,6 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
       ``max_iter`` (to the same weights).
     - ``loss_curve_``'s L2 term uses the weights each epoch starts from for all its batches;
       with ``"lbfgs"``, ``loss_curve_`` holds each iteration's loss (scikit-learn keeps none).
-    - With several targets, ``"lbfgs"`` minimises the squared error summed over them
-      (scikit-learn's gradient, while its objective divides by their number).
     """
 
     _parameter_constraints: dict = {
@@ -740,9 +748,7 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         ndarray, shape (n_rows, n_classes)
         """
         outputs = self._outputs(X)
-        if self._label_binarizer.y_type_ == "binary":  # one logistic unit: the second class's probability
-            return np.hstack([1 - outputs, outputs])
-        return outputs
+        return two_classes(outputs) if self._label_binarizer.y_type_ == "binary" else outputs
 
     def predict_log_proba(self, X: ArrayLike) -> np.ndarray:
         """The logarithm of :meth:`predict_proba`."""
@@ -828,7 +834,9 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
     the parameters and attributes), with fastbp's parameters and the differences that
     :class:`MLPClassifier` lists, where they concern regression.  One output per column
     of ``y``: a 1-D ``y`` (or one column) gives 1-D predictions, several columns give
-    2-D ones.
+    2-D ones.  With several targets, ``"lbfgs"`` minimises the squared error summed
+    over them (scikit-learn's gradient, while its objective divides by their number).
+    ``loss="poisson"`` refuses negative targets, where scikit-learn's loss turns ``nan``.
 
     Attributes
     ----------
@@ -910,9 +918,8 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
     def _targets(self, y, dtype, *, continuing: bool, incremental: bool) -> np.ndarray:
         """The targets as a matrix of ``dtype``; with the Poisson loss, counts or rates (no negative ones)."""
         self._output, self._loss = REGRESSION_LOSSES[self.loss]
-        if self._loss == "poisson" and (y < 0).any():
-            raise ValueError("loss='poisson' needs targets of 0 or more (counts or rates); y has negative values")
-        return kernel_array(np.asarray(y, dtype=np.float64).reshape(len(y), -1), dtype, "y")
+        targets = kernel_array(np.asarray(y, dtype=np.float64).reshape(len(y), -1), dtype, "y")
+        return as_rates(targets) if self._loss == "poisson" else targets
 
     def _weigh_classes(self, weights, y, targets, incremental: bool) -> np.ndarray:
         return weights

@@ -172,7 +172,7 @@ def test_lbfgs_takes_scikit_learns_iterations(estimator, params, compiled_backen
         theirs = getattr(neural_network, estimator.__name__)(**params).fit(X, y, **fit)
     for mine, sklearns in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
         np.testing.assert_allclose(mine, sklearns, rtol=1e-7, atol=1e-9)
-    assert ours.n_iter_ == theirs.n_iter_ == len(ours.loss_curve_)
+    assert ours.n_iter_ == theirs.n_iter_ == len(ours.loss_curve_) and ours.t_ == theirs.t_ == 0
     assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9) and ours.loss_curve_[-1] == pytest.approx(ours.loss_)
     assert np.all(np.diff(ours.loss_curve_) < 0)  # each iteration's line search lowers the objective
 
@@ -515,6 +515,10 @@ def test_assigned_or_edited_coefs_and_intercepts_are_the_networks_weights(compil
     theirs.partial_fit(X, y)
     assert_same_network(model, theirs, rtol=1e-10)
     assert_same_network(restored, theirs, rtol=1e-10)
+    assigned = MLPClassifier(solver="adam", **{k: v for k, v in params.items() if k != "solver"})
+    assigned.coefs_, assigned.intercepts_ = ([a.copy() for a in arrays] for arrays in chosen)
+    assigned.partial_fit(X, y, classes=[0, 1, 2])  # Adam from assigned weights: scikit-learn sets a network so
+    assert assigned.n_iter_ == 1 and not np.array_equal(assigned.coefs_[0], chosen[0][0])
     model.intercepts_ = model.intercepts_[:1]
     with pytest.raises(ValueError, match="intercepts_ has 1 arrays, for a network of 2 layers"):
         model.predict(X)

@@ -220,6 +220,24 @@ def test_batch_gradient_equals_central_differences(kernels, sizes, hidden, outpu
     assert summed == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_saturated_sigmoid_units_cross_entropy_is_clipped_as_scikit_learns(kernels, dtype):
+    """The probability is clipped to [eps, 1 - eps]: a unit certain and wrong costs -log(eps), the same at any
+    larger weighted sum, rather than jumping once 1 - p rounds to 0."""
+    from sklearn.neural_network._base import binary_log_loss
+
+    layout = Layout.from_sizes((1, 1), ["sigmoid"])
+    net = layout.network(exact=True, loss="cross_entropy")
+    X, Y, rows = np.ones((1, 1), dtype), np.zeros((1, 1), dtype), np.zeros(1, dtype=np.intp)
+    for weight in (10.0, 17.0, 40.0, 800.0):
+        weights = np.array([weight, 0.0], dtype)
+        out = np.zeros((1, 1), dtype)
+        kernels.predict_batch(net, weights, X, out)
+        loss = kernels.batch_gradient(net, weights, Data(X, Y, np.ones(1, dtype)), rows, np.zeros(2, dtype))
+        assert loss == pytest.approx(binary_log_loss(Y, out), rel=1e-5)
+        assert loss <= -np.log(np.finfo(dtype).eps) * (1 + 1e-6)
+
+
 @pytest.mark.parametrize(("output", "loss"), OUTPUT_LOSSES)
 @pytest.mark.parametrize("hidden", HIDDEN_ACTIVATIONS)
 def test_online_updates_follow_the_batch_gradient_of_one_row(kernels, hidden, output, loss):

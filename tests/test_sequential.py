@@ -639,7 +639,7 @@ def test_numpy_settings_go_into_the_model_file(tmp_path):
     assert fastbp.load(tmp_path / "m.npz").evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
 
 
-def test_one_sigmoid_unit_is_a_binary_classifier_and_a_linear_output_has_no_accuracy():
+def test_one_sigmoid_unit_is_a_binary_classifier_and_a_linear_output_has_no_accuracy(tmp_path):
     x, y = small_data()
     binary = fastbp.Sequential([*small_layers()[:-1], Dense(1, activation="sigmoid")], seed=1)
     binary.compile(loss="mse", metrics=["accuracy"])
@@ -658,6 +658,10 @@ def test_one_sigmoid_unit_is_a_binary_classifier_and_a_linear_output_has_no_accu
     assert loss == pytest.approx(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)), rel=1e-5)
     with pytest.raises(ValueError, match="does not fit a sigmoid output layer: use 'binary_crossentropy' or"):
         logistic.compile(loss="categorical_crossentropy")
+    logistic.save(tmp_path / "binary.npz")  # a model file of one unit for the classes 0 and 1
+    loaded = fastbp.load(tmp_path / "binary.npz", as_model=True)
+    np.testing.assert_array_equal(loaded.predict(x), (p > 0.5).astype(int))
+    np.testing.assert_allclose(loaded.predict_proba(x)[:, 1], p, rtol=1e-6)
     linear = fastbp.Sequential([*small_layers()[:-1], Dense(2)])
     with pytest.raises(ValueError, match="accuracy needs a softmax or sigmoid output"):
         linear.compile(loss="mse", metrics=["accuracy"])

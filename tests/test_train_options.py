@@ -350,6 +350,15 @@ def test_lbfgs_through_train_is_deterministic_and_stops_at_a_callback(compiled_b
     )
 
 
+def test_many_lbfgs_trainings_run_one_by_one(wheat):
+    """train_many and evaluate group trainings in lockstep only for online plain SGD: L-BFGS ones run alone."""
+    X, y = wheat
+    options = {"hidden": 3, "output": "softmax", "optimizer": "lbfgs", "epochs": 5}
+    models = fastbp.train_many(X, y, seeds=range(8), **options)
+    for seed, model in zip(range(8), models):
+        np.testing.assert_array_equal(model.weights, fastbp.train(X, y, seed=seed, **options).weights)
+
+
 def test_lbfgs_refuses_layered_networks():
     with pytest.raises(ValueError, match="lbfgs trains on all the rows at once"):
         fastbp.train(np.zeros((4, 6, 6)), [0, 1, 0, 1], optimizer="lbfgs", layers=[fastbp.layers.Flatten()])

@@ -7,6 +7,7 @@
 # non-finite values), so the two backends agree bit for bit.  The float buffers are all float32 or all
 # float64 (the fused type `floating`) and the arithmetic stays in that type.
 
+from libc.float cimport DBL_EPSILON, FLT_EPSILON
 from libc.math cimport INFINITY, expf, isinf, log, logf, pow, sqrt, sqrtf, tanh, tanhf
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
@@ -279,8 +280,9 @@ cdef inline floating output_error(
 ) noexcept nogil:
     """One output neuron's loss by ``loss_code``, as the Numba backend's ``output_error``; its delta into
     ``delta``."""
-    cdef floating diff, loss, other
+    cdef floating diff, loss, other, p
     cdef floating floor = <floating>LOG_FLOOR
+    cdef floating eps = <floating>(FLT_EPSILON if floating is float else DBL_EPSILON)
     if loss_code == LOSS_MSE:
         diff = target - output
         delta[0] = (output - target) * derivative(output, code)
@@ -289,10 +291,13 @@ cdef inline floating output_error(
     if loss_code == LOSS_POISSON:
         loss = target * (_log(target) - _log(_max(output, floor))) if target != <floating>0.0 else <floating>0.0
         return loss - target + output
-    loss = -target * _log(_max(output, floor)) if target != <floating>0.0 else <floating>0.0
-    other = <floating>1.0 - target  # a sigmoid unit's second class
-    if code != ACTIVATION_SOFTMAX and other != <floating>0.0:
-        loss -= other * _log(_max(<floating>1.0 - output, floor))
+    if code == ACTIVATION_SOFTMAX:
+        return -target * _log(_max(output, floor)) if target != <floating>0.0 else <floating>0.0
+    p = _min(_max(output, eps), <floating>1.0 - eps)
+    other = <floating>1.0 - target  # the unit's second class
+    loss = -target * _log(p) if target != <floating>0.0 else <floating>0.0
+    if other != <floating>0.0:
+        loss -= other * _log(<floating>1.0 - p)
     return loss
 
 

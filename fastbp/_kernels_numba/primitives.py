@@ -141,8 +141,11 @@ def output_error(output, target, code, loss_code, dt):
     """``(loss, delta)`` of one output neuron of activation ``code``, by loss ``loss_code`` (see ``LOSSES``).
 
     The cross-entropy and the Poisson deviance come with the outputs whose delta is
-    ``output - target`` (softmax or sigmoid; exp); their logarithms take probabilities
-    and rates floored at ``LOG_FLOOR``, and a zero target's term is 0.
+    ``output - target`` (softmax or sigmoid; exp), and a zero target's term is 0.  A
+    softmax's probabilities and exp's rates are floored at ``LOG_FLOOR`` in the
+    logarithm; a sigmoid unit's probability is clipped to ``[eps, 1 - eps]`` (the
+    dtype's epsilon) as scikit-learn clips it, so a saturated unit's loss stays near
+    ``-log(eps)`` rather than jumping to ``-log(LOG_FLOOR)`` once ``1 - p`` rounds to 0.
     """
     if loss_code == LossCode.MSE:
         diff = target - output
@@ -151,10 +154,14 @@ def output_error(output, target, code, loss_code, dt):
     if loss_code == LossCode.POISSON:
         loss = target * (math.log(target) - math.log(max(output, floor))) if target != dt(0.0) else dt(0.0)
         return loss - target + output, output - target
-    loss = -target * math.log(max(output, floor)) if target != dt(0.0) else dt(0.0)
-    other = dt(1.0) - target  # a sigmoid unit's second class
-    if code != ActivationCode.SOFTMAX and other != dt(0.0):
-        loss -= other * math.log(max(dt(1.0) - output, floor))
+    if code == ActivationCode.SOFTMAX:
+        return (-target * math.log(max(output, floor)) if target != dt(0.0) else dt(0.0)), output - target
+    eps = dt(np.finfo(dt).eps)
+    p = min(max(output, eps), dt(1.0) - eps)
+    other = dt(1.0) - target  # the unit's second class
+    loss = -target * math.log(p) if target != dt(0.0) else dt(0.0)
+    if other != dt(0.0):
+        loss -= other * math.log(dt(1.0) - p)
     return loss, output - target
 
 
