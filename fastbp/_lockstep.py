@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 
 from ._backends import Data, get_backend
-from ._concepts import LayerKindCode, OptimizerCode
+from ._concepts import LayerKindCode
 from ._training import CHUNK_WORK, Trainer
 
 #: Fewer networks than this train faster one at a time: each lockstep step has a fixed cost (gathering the
@@ -32,7 +32,7 @@ def can_run(trainers: list[Trainer]) -> bool:
     return (
         len(trainers) >= MIN_NETWORKS
         and first.optimizer == "sgd"
-        and first.optimizer_code == OptimizerCode.SGD  # without momentum
+        and not first.momentum
         and (first.batch_size or 1) == 1
         and get_backend(trainers[0].backend).capabilities.lockstep
         and all(dataclasses.replace(trainer.options, lr=1.0) == same for trainer in trainers)

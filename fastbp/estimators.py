@@ -391,12 +391,10 @@ class _MultilayerPerceptron(BaseEstimator):
         this solver), ``loss_`` the final one; both add ``alpha``'s penalty, which over
         all the rows is ``0.5 * l2 * sum(coefs**2)`` (see ``_options``).
         """
-        n_iter = 0
+        first = len(self.loss_curve_)  # a warm_start fit's curve goes on
         self.t_ = trainer.rows_seen  # L-BFGS counts no rows (scikit-learn's stays 0)
 
         def iteration_done(_iteration: int, summed_loss: float) -> None:
-            nonlocal n_iter
-            n_iter += 1
             self._summed_losses.append(summed_loss)
             self.loss_curve_.append(self._lbfgs_loss(trainer, summed_loss, targets.shape))
             if self.verbose:
@@ -410,8 +408,8 @@ class _MultilayerPerceptron(BaseEstimator):
             raise NonFiniteError(f"{NON_FINITE_WEIGHTS} ({error})") from error
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
-            self.n_iter_ = n_iter
-            self.loss_ = self.loss_curve_[-1] if n_iter else np.nan
+            self.n_iter_ = len(self.loss_curve_) - first
+            self.loss_ = self.loss_curve_[-1] if self.n_iter_ else np.nan
             return
         self.n_iter_ = min(result.iterations, self.max_iter)
         self.loss_ = self._lbfgs_loss(trainer, result.loss, targets.shape)
@@ -542,13 +540,7 @@ def _weight_views(trainer: Trainer) -> tuple[list[np.ndarray], list[np.ndarray]]
 
 def _is_view(array, view: np.ndarray) -> bool:
     """Whether ``array`` is ``view``: the same memory, shape, strides and type."""
-    return (
-        isinstance(array, np.ndarray)
-        and array.__array_interface__["data"] == view.__array_interface__["data"]
-        and array.shape == view.shape
-        and array.strides == view.strides
-        and array.dtype == view.dtype
-    )
+    return isinstance(array, np.ndarray) and array.__array_interface__ == view.__array_interface__
 
 
 def _squared_coefficients(trainer: Trainer) -> float:
