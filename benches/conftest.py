@@ -85,6 +85,16 @@ SIZES = {
         "quick": Size(rows=2000, epochs=1, rounds=2, slow_rounds=2),
         "smoke": Size(rows=512, epochs=4, rounds=1, slow_rounds=1),
     },
+    "W5-tfidf-sgd": {  # 20,000 x 50,000 at 0.2% (smoke: 2,000 columns); dense runs on the first 1,000 rows
+        "full": Size(rows=20_000, epochs=1, rounds=5, slow_rounds=1),
+        "quick": Size(rows=5_000, epochs=1, rounds=2, slow_rounds=1),
+        "smoke": Size(rows=300, epochs=1, rounds=1, slow_rounds=1),
+    },
+    "W5-tfidf-adam": {
+        "full": Size(rows=20_000, epochs=2, rounds=3, slow_rounds=1),
+        "quick": Size(rows=5_000, epochs=3, rounds=1, slow_rounds=1),
+        "smoke": Size(rows=300, epochs=30, rounds=1, slow_rounds=1),
+    },
     "predict": {
         "full": Size(rows=100_000, epochs=1, rounds=10, slow_rounds=10),
         "quick": Size(rows=100_000, epochs=1, rounds=3, slow_rounds=3),

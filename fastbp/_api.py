@@ -25,6 +25,7 @@ from ._concepts import OUTPUTS, documented
 from ._layout import initial_weights
 from ._model import Model
 from ._parallel import as_threads
+from ._sparse import SparseFeatures
 from ._training import Callback, NonFiniteError, Options, Trainer, check_finite
 from ._validate import (
     RandomSource,
@@ -347,7 +348,8 @@ def _run_together(trainings: list[_Training]) -> list[_Outcome]:
     """
     first = trainings[0]
     together = (
-        lockstep.can_run([training.trainer for training in trainings])
+        not isinstance(first.X, SparseFeatures)  # the lockstep kernels take dense rows
+        and lockstep.can_run([training.trainer for training in trainings])
         and all(training.epochs == first.epochs for training in trainings)
         and not any(training.callback or training.progress for training in trainings)
     )

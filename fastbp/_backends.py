@@ -32,6 +32,14 @@ The kernels (model, then data, then schedule, then outputs):
   ``backward_propagate_error(net, weights, signals, expected) -> loss``,
   ``update_weights(net, weights, signals, x, l_rate)`` and
   ``batch_gradient(net, weights, data, rows, grad) -> loss``;
+* with ``sparse``, :data:`SPARSE_KERNELS` for rows given as :class:`SparseRows` (CSR),
+  networks of dense layers only: ``train_sparse(net, weights, optimizer_state, data,
+  schedule, history)`` (epochs of ``batch_size`` rows, 1 included, on one thread),
+  ``predict_sparse(net, weights, X, out)`` and ``sparse_gradient(net, weights, data,
+  rows, grad) -> loss``; the first layer's work follows the nonzeros, and plain SGD
+  without L2 moves only the weights of a batch's nonzero inputs (and the biases).
+  :class:`Backend` sends sparse rows there from ``train_online``, ``train_batches``,
+  ``predict_batch`` and ``batch_gradient``;
 * for networks with layers beyond dense ones (a backend whose ``layer_kinds`` has
   them), :data:`LAYERED_KERNELS`: ``train_layered(net, weights, optimizer_state, data,
   schedule, history, n_threads)`` (epochs of mini-batches, ``batch_size`` 1 included, each
@@ -104,6 +112,8 @@ KERNELS = ("train_online", "train_batches", "predict_batch")
 STEP_KERNELS = ("forward_propagate", "backward_propagate_error", "update_weights", "batch_gradient")
 #: The kernel a backend with ``lockstep`` provides as well.
 LOCKSTEP_KERNEL = "train_lockstep"
+#: The kernels of sparse rows, which a backend with ``sparse`` provides.
+SPARSE_KERNELS = ("train_sparse", "predict_sparse", "sparse_gradient")
 #: The kernels of networks with layers beyond dense ones, which a backend whose ``layer_kinds`` has them provides.
 LAYERED_KERNELS = ("train_layered", "predict_layered", "layered_gradient")
 
@@ -130,10 +140,19 @@ class Network(NamedTuple):
     loss: int
 
 
+class SparseRows(NamedTuple):
+    """Rows of features in compressed sparse row form (CSR): row ``r``'s nonzero values are
+    ``values[indptr[r] : indptr[r + 1]]``, in the columns ``indices[indptr[r] : indptr[r + 1]]``."""
+
+    indptr: np.ndarray  # intp (n_rows + 1,), non-decreasing
+    indices: np.ndarray  # intp (indptr[-1],): each in [0, n_features)
+    values: np.ndarray  # (indptr[-1],): the weights' dtype
+
+
 class Data(NamedTuple):
     """The rows a kernel trains on, all of the weights' dtype."""
 
-    X: np.ndarray  # (n_rows, n_features)
+    X: np.ndarray | SparseRows  # (n_rows, n_features), dense or sparse
     Y: np.ndarray  # (n_rows, n_outputs): one-hot labels, or regression targets
     sample_weight: np.ndarray  # (n_rows,)
 
@@ -171,6 +190,8 @@ class Capabilities:
     steps: bool
     #: Provides :data:`LOCKSTEP_KERNEL`.
     lockstep: bool
+    #: Provides :data:`SPARSE_KERNELS`.
+    sparse: bool
     #: Its kernels release the GIL, so Python threads running them share the cores.
     releases_gil: bool
     #: The most threads ``train_batches`` shares a batch between.
@@ -255,21 +276,28 @@ class Backend:
     def train_online(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> None:
         if self._check_training(net, weights, optimizer_state, data, schedule, history):
             self._run("train_layered", net, weights, optimizer_state, data, _typed(schedule), history, 1)
-            return
-        self._run("train_online", net, weights, optimizer_state, data, _typed(schedule), history)
+        elif isinstance(data.X, SparseRows):
+            self._run("train_sparse", net, weights, optimizer_state, data, _typed(schedule), history)
+        else:
+            self._run("train_online", net, weights, optimizer_state, data, _typed(schedule), history)
 
     def train_batches(
         self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, n_threads: int
     ) -> None:
         layered = self._check_training(net, weights, optimizer_state, data, schedule, history)
+        if isinstance(data.X, SparseRows):
+            self._run("train_sparse", net, weights, optimizer_state, data, _typed(schedule), history)
+            return
         kernel = "train_layered" if layered else "train_batches"
         self._run(kernel, net, weights, optimizer_state, data, _typed(schedule), history, int(n_threads))
 
     def train_lockstep(self, net: Network, weights, data: Data, schedule: Schedule, lengths, history) -> None:
         self._check_dense(net)
+        if isinstance(data.X, SparseRows):
+            raise ValueError("the lockstep kernels take dense rows only: train networks on sparse rows one by one")
         n_nets = weights.shape[1] if isinstance(weights, np.ndarray) and weights.ndim == 2 else 0
         _expect(weights, weights.dtype, (int(net.w_off[-1]), n_nets), "weights")
-        _check_data(net, data, weights.dtype)
+        self._check_data(net, data, weights.dtype, False)
         _expect(lengths, np.intp, (n_nets,), "lengths")
         _expect(history, np.float64, (len(history), n_nets), "history")
         orders = schedule.orders
@@ -279,13 +307,14 @@ class Backend:
 
     def predict_batch(self, net: Network, weights, X, out) -> None:
         layered = self._check_weights(net, weights)
-        _expect(X, weights.dtype, (len(X), int(net.sizes[0])), "X")
-        _expect(out, weights.dtype, (len(X), int(net.sizes[-1])), "out")
-        self._run("predict_layered" if layered else "predict_batch", net, weights, X, out)
+        n_rows = self._check_features(net, X, weights.dtype, layered)
+        _expect(out, weights.dtype, (n_rows, int(net.sizes[-1])), "out")
+        kernel = "predict_sparse" if isinstance(X, SparseRows) else "predict_layered" if layered else "predict_batch"
+        self._run(kernel, net, weights, X, out)
 
     def layered_gradient(self, net: Network, weights, data: Data, schedule: Schedule, rows, grad) -> float:
         self._check_weights(net, weights)
-        _check_data(net, data, weights.dtype)
+        self._check_data(net, data, weights.dtype, True)
         if len(rows) == 0:
             raise ValueError("kernel arguments do not fit together: rows is empty")
         _expect(rows, np.intp, (len(rows),), "rows")
@@ -314,12 +343,13 @@ class Backend:
     def batch_gradient(self, net: Network, weights, data: Data, rows, grad) -> float:
         self._check_dense(net)
         self._check_weights(net, weights)
-        _check_data(net, data, weights.dtype)
+        self._check_data(net, data, weights.dtype, False)
         if len(rows) == 0:
             raise ValueError("kernel arguments do not fit together: rows is empty")
         _expect(rows, np.intp, (len(rows),), "rows")
         _expect(grad, weights.dtype, weights.shape, "grad")
-        return self._run("batch_gradient", net, weights, data, rows, grad)
+        kernel = "sparse_gradient" if isinstance(data.X, SparseRows) else "batch_gradient"
+        return self._run(kernel, net, weights, data, rows, grad)
 
     def _check_network(self, net: Network) -> bool:
         """Its arrays intp and of one length, its layers of kinds this backend runs, ``exact`` a bool; returns
@@ -367,7 +397,7 @@ class Backend:
 
     def _check_training(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> bool:
         layered = self._check_weights(net, weights)
-        _check_data(net, data, weights.dtype)
+        self._check_data(net, data, weights.dtype, layered)
         _expect(optimizer_state, weights.dtype, (2 * len(weights),), "optimizer_state")
         _expect(history, np.float64, (len(history),), "history")
         orders = schedule.orders
@@ -377,6 +407,31 @@ class Backend:
             raise ValueError("kernel arguments do not fit together: the schedule has no rows or no batch size")
         _check_seed(schedule)
         return layered
+
+    def _check_features(self, net: Network, X, dtype, layered: bool) -> int:
+        """Dense rows of the network's inputs, or sparse rows for a backend with ``sparse`` and a network of
+        dense layers (their columns in range is :mod:`fastbp._validate`'s to check); returns the row count."""
+        if not isinstance(X, SparseRows):
+            n_rows = len(X) if isinstance(X, np.ndarray) else 0
+            _expect(X, dtype, (n_rows, int(net.sizes[0])), "X")
+            return n_rows
+        if not self.capabilities.sparse:
+            raise ValueError(f"the {self.name!r} backend has no kernels for sparse rows")
+        if layered:
+            raise ValueError("sparse rows train and run networks of dense layers only")
+        n_rows = len(X.indptr) - 1 if isinstance(X.indptr, np.ndarray) else -1
+        _expect(X.indptr, np.intp, (max(n_rows, 0) + 1,), "X.indptr")
+        n_values = len(X.indices) if isinstance(X.indices, np.ndarray) else 0
+        _expect(X.indices, np.intp, (n_values,), "X.indices")
+        _expect(X.values, dtype, (n_values,), "X.values")
+        if not 0 <= X.indptr[0] <= X.indptr[-1] <= n_values:
+            raise ValueError("kernel arguments do not fit together: X.indptr points outside X.indices")
+        return n_rows
+
+    def _check_data(self, net: Network, data: Data, dtype, layered: bool) -> None:
+        n_rows = self._check_features(net, data.X, dtype, layered)
+        _expect(data.Y, dtype, (n_rows, int(net.sizes[-1])), "Y")
+        _expect(data.sample_weight, dtype, (n_rows,), "sample_weight")
 
     def _run(self, name: str, *args):
         """Call kernel ``name``, compiling it afresh if its disk cache cannot be read.
@@ -439,10 +494,3 @@ def _check_seed(schedule: Schedule) -> None:
     """The dropout seed is a non-negative int64: another would make Numba compile the kernels again."""
     if not 0 <= schedule.seed < 2**63:
         raise ValueError(f"kernel arguments do not fit together: the seed {schedule.seed} is not in [0, 2**63)")
-
-
-def _check_data(net: Network, data: Data, dtype) -> None:
-    n_rows = len(data.X)
-    _expect(data.X, dtype, (n_rows, int(net.sizes[0])), "X")
-    _expect(data.Y, dtype, (n_rows, int(net.sizes[-1])), "Y")
-    _expect(data.sample_weight, dtype, (n_rows,), "sample_weight")

@@ -25,7 +25,9 @@ from ._backends import Capabilities
 from ._concepts import ActivationCode, LossCode, OptimizerCode
 from ._training import NonFiniteError
 
-CAPABILITIES = Capabilities(layer_kinds=("dense",), steps=False, lockstep=False, releases_gil=False, max_threads=1)
+CAPABILITIES = Capabilities(
+    layer_kinds=("dense",), steps=False, lockstep=False, sparse=False, releases_gil=False, max_threads=1
+)
 
 
 @contextmanager

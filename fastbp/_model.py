@@ -38,6 +38,7 @@ from ._concepts import HIDDEN_ACTIVATIONS, OUTPUTS
 from ._files import replaced_atomically
 from ._layout import Layer, Layout
 from ._parallel import as_threads, row_chunks, run_chunks
+from ._sparse import kernel_rows
 from ._training import check_outputs
 from ._validate import DTYPES, as_inputs, feature_names_of
 
@@ -189,7 +190,7 @@ class Model:
             n_threads = 1  # threads would only take turns
 
         def predict_rows(rows: slice) -> None:
-            backend.predict_batch(net, self._weights, X[rows], out[rows])
+            backend.predict_batch(net, self._weights, kernel_rows(X[rows], backend, layout.dense_only), out[rows])
 
         run_chunks(predict_rows, row_chunks(len(X), layout.work_per_row, n_threads))
         return check_outputs(out)

@@ -40,6 +40,7 @@ from ._concepts import HIDDEN_ACTIVATIONS, INITS, LOSSES, OPTIMIZER_OPTIONS, OPT
 from ._constants import RPROP_DELTA_ZERO
 from ._layout import Layer, Layout
 from ._parallel import MIN_BATCH_WORK_FOR_THREADS, kernel_threads, one_blas_thread
+from ._sparse import SparseFeatures, kernel_rows
 from ._validate import (
     as_choice,
     as_dtype,
@@ -293,7 +294,7 @@ class Trainer:
 
     def run(
         self,
-        X: np.ndarray,
+        X: np.ndarray | SparseFeatures,
         Y: np.ndarray,
         sample_weight: np.ndarray,
         epochs: int,
@@ -330,7 +331,8 @@ class Trainer:
         # Threads share a batch's products only where a step has enough arithmetic to be worth it.
         threads = kernel_threads(n_threads) if batch_size * work >= MIN_BATCH_WORK_FOR_THREADS else 1
         train = _KernelCall(
-            backend, layout.network(options.exact, options.loss), self.weights, self.state, Data(X, Y, sample_weight),
+            backend, layout.network(options.exact, options.loss), self.weights, self.state,
+            Data(kernel_rows(X, backend, layout.dense_only), Y, sample_weight),
             batch_size,
             min(threads, backend.capabilities.max_threads),
         )  # fmt: skip
@@ -355,7 +357,7 @@ class Trainer:
 
     def minimize(
         self,
-        X: np.ndarray,
+        X: np.ndarray | SparseFeatures,
         Y: np.ndarray,
         sample_weight: np.ndarray,
         max_iter: int,
@@ -383,7 +385,8 @@ class Trainer:
         backend = get_backend(self.backend)
         if not backend.capabilities.steps:
             raise ValueError(f"the {backend.name!r} backend has no batch_gradient kernel for L-BFGS")
-        objective = _Objective(self, backend, Data(X, Y, sample_weight), rows)
+        data = Data(kernel_rows(X, backend, self.layout.dense_only), Y, sample_weight)
+        objective = _Objective(self, backend, data, rows)
         accepted = self.weights.astype(np.float64)
         history = []
 
@@ -473,7 +476,7 @@ class _Objective:
     def __init__(self, trainer: Trainer, backend: Backend, data: Data, rows: np.ndarray | None):
         self.trainer, self.backend, self.data = trainer, backend, data
         self.net = trainer.layout.network(trainer.options.exact, trainer.options.loss)
-        self.rows = np.arange(len(data.X), dtype=np.intp) if rows is None else rows
+        self.rows = np.arange(len(data.Y), dtype=np.intp) if rows is None else rows
         self.grad = np.empty_like(trainer.weights)
         self.decayed = np.zeros(trainer.layout.n_weights, dtype=bool)  # the weights L2 decays: all but biases
         for block in trainer.layout.layer_views(self.decayed):

@@ -11,6 +11,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from ._sparse import SparseFeatures, is_sparse
+
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
@@ -60,10 +62,11 @@ def as_dtype(dtype) -> np.dtype:
     return resolved
 
 
-def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -> np.ndarray:
-    """``X`` as a finite, C-contiguous matrix of ``dtype``, or a clear error."""
-    if hasattr(X, "toarray") and hasattr(X, "nnz"):  # scipy.sparse, which numpy would make an array of objects
-        raise TypeError("X must be a dense array, got a sparse matrix: pass X.toarray()")
+def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -> np.ndarray | SparseFeatures:
+    """``X`` as a finite, C-contiguous matrix of ``dtype`` (sparse input: as :class:`SparseFeatures`), or a clear
+    error."""
+    if is_sparse(X) or isinstance(X, SparseFeatures):
+        return SparseFeatures.of(X, dtype, n_features)
     refuse_unsafe_features(X)
     if getattr(X, "dtype", np.dtype(float)).kind in "cUS":  # complex would lose its imaginary part; text is no feature
         raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}")
@@ -93,7 +96,7 @@ def as_inputs(X, input_shape: tuple[int, ...], dtype: np.dtype = DTYPES[0]) -> n
     arrays, ``(n, height, width)`` ones for one channel, or rows already flattened
     channels-last ``(n, height * width * channels)``.
     """
-    if len(input_shape) == 1 or hasattr(X, "nnz"):  # a sparse matrix: as_features says what to do
+    if len(input_shape) == 1 or is_sparse(X) or isinstance(X, SparseFeatures):  # rows already flat
         return as_features(X, n_features=math.prod(input_shape), dtype=dtype)
     shape = np.shape(X)
     if len(shape) >= 1 and shape[0] == 0:
@@ -111,7 +114,7 @@ def as_inputs(X, input_shape: tuple[int, ...], dtype: np.dtype = DTYPES[0]) -> n
 def image_shape_of(X) -> tuple[int, int, int]:
     """The shape of one image of ``X``: ``(n, height, width, channels)``, or ``(n, height, width)`` for one
     channel."""
-    shape = np.shape(X) if not hasattr(X, "nnz") else ()
+    shape = np.shape(X) if not (is_sparse(X) or isinstance(X, SparseFeatures)) else ()
     if len(shape) == 4:
         return tuple(shape[1:])
     if len(shape) == 3:

@@ -42,7 +42,7 @@ from ._layout import initial_weights
 from ._model import Model, two_classes
 from ._parallel import as_threads
 from ._training import NonFiniteError, Options, Trainer
-from ._validate import RandomSource, as_dtype, as_rates, kernel_array, refuse_unsafe_features
+from ._validate import RandomSource, as_dtype, as_features, as_rates, kernel_array, refuse_unsafe_features
 
 #: The hidden activations by the names scikit-learn gives them (its "logistic" is the sigmoid), and fastbp's own.
 ACTIVATIONS = {"logistic" if name == "sigmoid" else name: name for name in HIDDEN_ACTIVATIONS}
@@ -56,6 +56,9 @@ FIXED_WHEN_CONTINUING = {
 }
 #: The precisions the estimators train in, the first for features of any other type.
 FLOAT_DTYPES = (np.float64, np.float32)
+#: The scipy.sparse formats taken as they are (others are converted to the first): rows of either train with
+#: the first layer's work following the nonzeros.
+SPARSE_FORMATS = ("csr", "csc")
 #: scikit-learn's message for a network whose weights stopped being finite.
 NON_FINITE_WEIGHTS = (
     "Solver produced non-finite parameter weights. The input data may contain large values and need to be preprocessed."
@@ -155,11 +158,11 @@ class _MultilayerPerceptron(BaseEstimator):
         dtype = self._dtype(continuing and not assigned)
         refuse_unsafe_features(X)
         X, y = validate_data(self, X, y, reset=not continuing, dtype=dtype or FLOAT_DTYPES, multi_output=True,
-                             **self._y_checks)  # fmt: skip
+                             accept_sparse=SPARSE_FORMATS, **self._y_checks)  # fmt: skip
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         dtype = dtype or X.dtype
-        X = kernel_array(X, dtype, "X")
+        X = as_features(X, dtype=dtype)
         targets = self._targets(y, dtype, continuing=continuing, incremental=incremental)
         if continuing and assigned:
             self._trainer = self._assigned_network(X.shape[1], targets.shape[1], dtype)
@@ -310,6 +313,11 @@ class _MultilayerPerceptron(BaseEstimator):
                 "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
             )
         return X[train], targets[train], weights[train], (X[held_out], y[held_out], weights[held_out])
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -516,7 +524,7 @@ class _MultilayerPerceptron(BaseEstimator):
         """The output units' values for each row of ``X``, after scikit-learn's input checks."""
         check_is_fitted(self)
         refuse_unsafe_features(X)
-        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES)
+        X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES, accept_sparse=SPARSE_FORMATS)
         self._read_back_weights()
         return self.model_.forward(X, n_threads=self.n_threads)
 
@@ -641,7 +649,6 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     -----
     Where it differs from scikit-learn:
 
-    - No sparse input yet.
     - ``model_`` of a multilabel classifier puts out each label's probability (its
       ``classes`` is ``None``); ``predict`` gives the indicator matrix.
     - ``sample_weight`` (times ``class_weight``) is rescaled to mean 1 over the rows

@@ -74,7 +74,6 @@ SCIKIT_LEARN_TESTS_NOT_PASSED = {
     "(test_warm_start_continues_the_weights_with_a_new_optimizer checks that the invscaling rate goes on)",
     "test_adaptive_learning_rate": "it reads scikit-learn's private _optimizer "
     "(test_stops_when_the_loss_stalls_as_scikit_learn_does checks the lowered rate)",
-    "test_sparse_matrices": "sparse input is not supported yet",
 }
 
 

@@ -20,7 +20,15 @@ from pathlib import Path
 from .. import _concepts, _constants, _libm
 from .._backends import Capabilities
 from . import batches, layered, llvm, lockstep, online, primitives
-from .batches import MAX_THREADS, PARALLEL_LOCK, batch_gradient, train_batches
+from .batches import (
+    MAX_THREADS,
+    PARALLEL_LOCK,
+    batch_gradient,
+    predict_sparse,
+    sparse_gradient,
+    train_batches,
+    train_sparse,
+)
 from .layered import layered_gradient, predict_layered, train_layered
 from .lockstep import train_lockstep
 from .online import backward_propagate_error, forward_propagate, predict_batch, train_online, update_weights
@@ -72,6 +80,7 @@ CAPABILITIES = Capabilities(
     layer_kinds=tuple(_concepts.LAYER_KINDS),
     steps=True,
     lockstep=True,
+    sparse=True,
     releases_gil=True,
     max_threads=MAX_THREADS,
     parallel_lock=PARALLEL_LOCK,
@@ -87,9 +96,12 @@ __all__ = [
     "layered_gradient",
     "predict_batch",
     "predict_layered",
+    "predict_sparse",
+    "sparse_gradient",
     "train_batches",
     "train_layered",
     "train_lockstep",
     "train_online",
+    "train_sparse",
     "update_weights",
 ]

@@ -6,6 +6,13 @@ whole gradient block, bias column included.  The products are cut into blocks of
 ``block_size(b)`` neurons or rows, which threads share (``prange``); each block is
 computed the same way whichever thread takes it, so the result does not depend on
 the thread count.
+
+Sparse rows (CSR) go through the same layers but the first, whose work follows the
+rows' nonzeros: each nonzero adds its value times its input's weights to the row's
+weighted sums, and its input's weights are the ones its gradient reaches.  For that
+the first layer's weights are read input-major, ``(sizes[0] + 1, sizes[1])`` with the
+biases last: a transposed copy, or the buffer's own block transposed in place while
+``train_sparse`` runs (its optimizer's memory too, so every update stays elementwise).
 """
 
 import threading
@@ -14,7 +21,7 @@ import types
 import numpy as np
 from numba import config, get_num_threads, njit, prange, set_num_threads
 
-from .._concepts import ActivationCode
+from .._concepts import ActivationCode, OptimizerCode
 from .._constants import block_size as _block_size
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .primitives import activation, derivative, optimizer_step, output_error, softmax
@@ -22,6 +29,11 @@ from .primitives import activation, derivative, optimizer_step, output_error, so
 block_size = njit(**NUMBA_INLINED_OPTIONS)(_block_size)
 #: The most threads ``train_batches`` may start (Numba's NUMBA_NUM_THREADS, fixed when the process starts).
 MAX_THREADS = config.NUMBA_NUM_THREADS
+#: The fields of a ``Network`` that hold one entry per layer (or per layer and one more), whose tail from the
+#: second entry describes the layers above the first.
+UPPER_LAYER_FIELDS = ("kinds", "activations", "sizes", "w_off", "o_off", "geometry", "dropout")
+#: Sparse rows predicted per forward pass of ``predict_sparse``.
+PREDICT_CHUNK_ROWS = 64
 #: Held while ``train_batches`` runs on several threads: Numba's fallback threading layer (workqueue) aborts
 #: the process if two threads launch parallel loops at once.
 PARALLEL_LOCK = threading.Lock()
@@ -34,24 +46,25 @@ def _matrix(buffer, start, n_rows, n_cols):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _batch_buffers(net, batch_size, dt):
+def _batch_buffers(net, batch_size, dt, first):
     """Scratch for batches of up to ``batch_size`` rows: ``(activations, a_off, products, deltas, deltas_t)``.
 
     Layer ``k``'s activation matrix starts at ``a_off[k]`` and has room for
     ``batch_size`` rows (a shorter last batch uses its first rows), its last column
     ones.  ``products`` holds a layer's weighted sums, block after block of
     ``block_size`` columns, or its errors; ``deltas`` and ``deltas_t`` (the same,
-    transposed) have two sides: the layer in hand and the layer below.
+    transposed) have two sides: the layer in hand and the layer below.  Matrix
+    products start at layer ``first``: 1 for sparse rows, whose input matrix is
+    never formed (``a_off[0] == a_off[1]``).
     """
     sizes = net.sizes
     widest = 0
     total = 0
-    for k in range(sizes.shape[0]):
+    for k in range(first, sizes.shape[0]):
         widest = max(widest, sizes[k] + 1)
         total += sizes[k] + 1
-    a_off = np.empty(sizes.shape[0], dtype=np.intp)
-    a_off[0] = 0
-    for k in range(sizes.shape[0] - 1):
+    a_off = np.zeros(sizes.shape[0], dtype=np.intp)
+    for k in range(first, sizes.shape[0] - 1):
         a_off[k + 1] = a_off[k] + batch_size * (sizes[k] + 1)
     activations = np.empty(batch_size * total, dtype=dt)
     products = np.empty(batch_size * widest, dtype=dt)
@@ -132,23 +145,13 @@ _backward_layer_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_back
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _batch_gradient(net, weights, data, rows, grad, scratch):
-    """Mean weighted gradient over rows ``data.X[rows]`` into ``grad``; returns the rows' weighted loss sum.
-
-    ``scratch`` comes from ``_batch_buffers`` for at least ``len(rows)`` rows.
-    """
+def _forward_layers(net, weights, scratch, b, first):
+    """The forward pass of layers ``first ...`` over a batch of ``b`` rows, from layer ``first``'s inputs."""
     dt = weights.dtype.type
-    X, Y, sample_weight = data.X, data.Y, data.sample_weight
     sizes, w_off, acts = net.sizes, net.w_off, net.activations
-    activations, a_off, products, deltas, deltas_t = scratch
-    b = rows.shape[0]
+    activations, a_off, products, _, _ = scratch
     size = block_size(b)
-    n_layers = sizes.shape[0] - 1
-    inputs = _matrix(activations, 0, b, sizes[0] + 1)
-    for s in range(b):
-        inputs[s, : sizes[0]] = X[rows[s]]
-        inputs[s, sizes[0]] = dt(1.0)
-    for k in range(n_layers):
+    for k in range(first, sizes.shape[0] - 1):
         n_in, n_out, code = sizes[k], sizes[k + 1], acts[k]
         layer = weights[w_off[k] : w_off[k] + n_out * (n_in + 1)]
         inputs = _matrix(activations, a_off[k], b, n_in + 1)
@@ -159,7 +162,17 @@ def _batch_gradient(net, weights, data, rows, grad, scratch):
                 softmax(activations, a_off[k + 1] + s * (n_out + 1), n_out, dt)
             out[s, n_out] = dt(1.0)
 
-    n_out, code = sizes[n_layers], acts[n_layers - 1]
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _output_deltas(net, data, rows, scratch):
+    """The output layer's error signals for rows ``rows`` (side 0 of the deltas), each times its row's weight
+    over the batch's size; returns the rows' weighted loss sum."""
+    Y, sample_weight = data.Y, data.sample_weight
+    activations, a_off, _, deltas, deltas_t = scratch
+    dt = activations.dtype.type
+    b = rows.shape[0]
+    n_layers = net.sizes.shape[0] - 1
+    n_out, code = net.sizes[n_layers], net.activations[n_layers - 1]
     outputs = _matrix(activations, a_off[n_layers], b, n_out + 1)
     total_loss = dt(0.0)
     for s in range(b):
@@ -172,8 +185,19 @@ def _batch_gradient(net, weights, data, rows, grad, scratch):
             deltas[0, s * n_out + j] = delta * scale
             deltas_t[0, j * b + s] = delta * scale
         total_loss += sample_weight[r] * row_loss
+    return total_loss
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _backward_layers(net, weights, grad, scratch, b, first):
+    """The backward pass of layers ``first ...`` from the output's deltas: their gradient blocks into ``grad``,
+    and the error signals of each layer below down to layer ``first - 1``'s; returns the side of the deltas
+    that holds the lowest layer's."""
+    sizes, w_off, acts = net.sizes, net.w_off, net.activations
+    activations, a_off, products, deltas, deltas_t = scratch
+    size = block_size(b)
     side = 0
-    for k in range(n_layers - 1, -1, -1):
+    for k in range(sizes.shape[0] - 2, first - 1, -1):
         n_in, n_out = sizes[k], sizes[k + 1]
         layer = weights[w_off[k] : w_off[k] + n_out * (n_in + 1)]
         layer_grad = grad[w_off[k] : w_off[k] + n_out * (n_in + 1)]
@@ -183,13 +207,33 @@ def _batch_gradient(net, weights, data, rows, grad, scratch):
         shape = (b, n_in, n_out, size)
         _backward_layer(layer, inputs, layer_grad, products, deltas, deltas_t, side, shape, code_below, n_tasks)
         side = 1 - side
+    return side
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _batch_gradient(net, weights, data, rows, grad, scratch):
+    """Mean weighted gradient over rows ``data.X[rows]`` into ``grad``; returns the rows' weighted loss sum.
+
+    ``scratch`` comes from ``_batch_buffers`` for at least ``len(rows)`` rows.
+    """
+    dt = weights.dtype.type
+    X, n_in = data.X, net.sizes[0]
+    activations, a_off, _, _, _ = scratch
+    b = rows.shape[0]
+    inputs = _matrix(activations, 0, b, n_in + 1)
+    for s in range(b):
+        inputs[s, :n_in] = X[rows[s]]
+        inputs[s, n_in] = dt(1.0)
+    _forward_layers(net, weights, scratch, b, 0)
+    total_loss = _output_deltas(net, data, rows, scratch)
+    _backward_layers(net, weights, grad, scratch, b, 0)
     return total_loss
 
 
 @njit(**NUMBA_OPTIONS)
 def batch_gradient(net, weights, data, rows, grad):
     """Mean weighted gradient of the loss over rows ``data.X[rows]``, into ``grad``; returns their loss sum."""
-    scratch = _batch_buffers(net, rows.shape[0], weights.dtype)
+    scratch = _batch_buffers(net, rows.shape[0], weights.dtype, 0)
     return _batch_gradient(net, weights, data, rows, grad, scratch)
 
 
@@ -198,7 +242,7 @@ def _train_batches(net, weights, optimizer_state, data, schedule, history):
     orders = schedule.orders
     n_rows = orders.shape[1]
     batch_size = min(schedule.batch_size, n_rows)
-    scratch = _batch_buffers(net, batch_size, weights.dtype)
+    scratch = _batch_buffers(net, batch_size, weights.dtype, 0)
     grad = np.empty_like(weights)
     step = schedule.steps_done
     for epoch in range(history.shape[0]):
@@ -221,12 +265,211 @@ _train_batches_on_threads = njit(**NUMBA_OPTIONS)(
             _variant(
                 _batch_gradient.py_func,
                 "_on_threads",
-                _forward_layer=_forward_layer_on_threads,
-                _backward_layer=_backward_layer_on_threads,
+                _forward_layers=njit(**NUMBA_INLINED_OPTIONS)(
+                    _variant(_forward_layers.py_func, "_on_threads", _forward_layer=_forward_layer_on_threads)
+                ),
+                _backward_layers=njit(**NUMBA_INLINED_OPTIONS)(
+                    _variant(_backward_layers.py_func, "_on_threads", _backward_layer=_backward_layer_on_threads)
+                ),
             )
         ),
     )
 )
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _transpose_block(buffer, start, n_rows, n_cols, swap):
+    """Rewrite ``buffer``'s ``(n_rows, n_cols)`` block at ``start`` as its ``(n_cols, n_rows)`` transpose, in
+    place, through ``swap`` (room for the block)."""
+    n = n_rows * n_cols
+    swap[:n] = buffer[start : start + n]
+    for i in range(n_rows):
+        for j in range(n_cols):
+            buffer[start + j * n_rows + i] = swap[i * n_cols + j]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _input_major_copy(net, weights):
+    """A copy of the first layer's weights, input-major ``(sizes[0] + 1, sizes[1])``, biases last."""
+    n_in, units = net.sizes[0], net.sizes[1]
+    copy = np.empty((n_in + 1) * units, dtype=weights.dtype)
+    copy[:] = weights[: (n_in + 1) * units]
+    swap = np.empty_like(copy)
+    _transpose_block(copy, 0, units, n_in + 1, swap)
+    return copy.reshape(n_in + 1, units)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _sparse_first_layer(net, first_layer, X, rows, scratch):
+    """The first layer's outputs for sparse rows ``X[rows]``, from its input-major weights ``first_layer``:
+    the biases, plus each nonzero times its input's weights, then the activation."""
+    dt = first_layer.dtype.type
+    indptr, indices, values = X
+    activations, a_off, _, _, _ = scratch
+    n_in, units, code = net.sizes[0], net.sizes[1], net.activations[0]
+    out = _matrix(activations, a_off[1], rows.shape[0], units + 1)
+    for s in range(rows.shape[0]):
+        r = rows[s]
+        for j in range(units):
+            out[s, j] = first_layer[n_in, j]
+        for p in range(indptr[r], indptr[r + 1]):
+            weights, value = first_layer[indices[p]], values[p]
+            for j in range(units):
+                out[s, j] += value * weights[j]
+        if code == ActivationCode.SOFTMAX:
+            softmax(activations, a_off[1] + s * (units + 1), units, dt)
+        else:
+            for j in range(units):
+                out[s, j] = activation(out[s, j], code, dt)
+        out[s, units] = dt(1.0)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _sparse_forward(net, first_layer, weights, X, rows, scratch):
+    """Every layer's outputs for sparse rows ``X[rows]`` (the first layer's weights input-major)."""
+    _sparse_first_layer(net, first_layer, X, rows, scratch)
+    _forward_layers(net, weights, scratch, rows.shape[0], 1)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _sparse_gradient(net, first_layer, weights, data, rows, grad, scratch):
+    """``_batch_gradient`` for sparse rows, but the first layer's gradient: the other layers' blocks go into
+    ``grad``; returns the rows' weighted loss sum and the first layer's error signals ``(b * sizes[1],)``."""
+    _sparse_forward(net, first_layer, weights, data.X, rows, scratch)
+    total_loss = _output_deltas(net, data, rows, scratch)
+    side = _backward_layers(net, weights, grad, scratch, rows.shape[0], 1)
+    return total_loss, scratch[3][side]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _sparse_first_gradient(net, X, rows, deltas, first_grad):
+    """The first layer's gradient for sparse rows ``X[rows]``, input-major into ``first_grad``, from its error
+    signals ``deltas``: each nonzero's value times them, summed into its input's row; their sums the biases'."""
+    n_in, units = net.sizes[0], net.sizes[1]
+    indptr, indices, values = X
+    first_grad[:] = 0.0
+    for s in range(rows.shape[0]):
+        r = rows[s]
+        row_deltas = deltas[s * units : (s + 1) * units]
+        for p in range(indptr[r], indptr[r + 1]):
+            grad, value = first_grad[indices[p]], values[p]
+            for j in range(units):
+                grad[j] += row_deltas[j] * value
+        for j in range(units):
+            first_grad[n_in, j] += row_deltas[j]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _sparse_first_sgd(net, X, rows, deltas, first_layer, rate):
+    """Plain SGD without L2 on the first layer: only the weights of the rows' nonzero inputs, and the biases,
+    move (by ``rate`` times ``_sparse_first_gradient``'s terms)."""
+    n_in, units = net.sizes[0], net.sizes[1]
+    indptr, indices, values = X
+    for s in range(rows.shape[0]):
+        r = rows[s]
+        row_deltas = deltas[s * units : (s + 1) * units]
+        for p in range(indptr[r], indptr[r + 1]):
+            weights, value = first_layer[indices[p]], values[p]
+            for j in range(units):
+                weights[j] -= rate * (row_deltas[j] * value)
+        for j in range(units):
+            first_layer[n_in, j] -= rate * row_deltas[j]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _add_decay(net, weights, grad, l2):
+    """Add ``l2`` times each weight, but the biases, to its gradient, the first layer's input-major (its biases
+    its last row)."""
+    for p in range(net.sizes[0] * net.sizes[1]):
+        grad[p] += l2 * weights[p]
+    for k in range(1, net.sizes.shape[0] - 1):
+        n_in, n_out, start = net.sizes[k], net.sizes[k + 1], net.w_off[k]
+        for j in range(n_out):
+            neuron = start + j * (n_in + 1)
+            for i in range(n_in):
+                grad[neuron + i] += l2 * weights[neuron + i]
+
+
+@njit(**NUMBA_OPTIONS)
+def _train_sparse(net, upper, weights, optimizer_state, data, schedule, undecayed, history):
+    """``train_sparse`` with ``upper``, the network's layers above the first (for plain SGD's step, which moves
+    the first layer's weights itself), and ``undecayed``, the schedule without L2, which the other optimizers'
+    gradient gets here (their step then updates the transposed first layer elementwise, as any other)."""
+    dt = weights.dtype.type
+    orders = schedule.orders
+    n_rows, n_w = orders.shape[1], weights.shape[0]
+    batch_size = min(schedule.batch_size, n_rows)
+    scratch = _batch_buffers(net, batch_size, weights.dtype, 1)
+    grad = np.empty_like(weights)
+    n_in, units = net.sizes[0], net.sizes[1]
+    first_layer, first_grad = _matrix(weights, 0, n_in + 1, units), _matrix(grad, 0, n_in + 1, units)
+    plain = schedule.optimizer == OptimizerCode.SGD and schedule.l2 == 0.0
+    stateful = schedule.optimizer != OptimizerCode.SGD
+    swap = np.empty((n_in + 1) * units, dtype=weights.dtype)
+    _transpose_block(weights, 0, units, n_in + 1, swap)
+    if stateful:
+        _transpose_block(optimizer_state, 0, units, n_in + 1, swap)
+        _transpose_block(optimizer_state, n_w, units, n_in + 1, swap)
+    step = schedule.steps_done
+    for epoch in range(history.shape[0]):
+        order = orders[epoch % orders.shape[0]]
+        rate = schedule.rates[epoch]
+        epoch_loss = dt(0.0)
+        for start in range(0, n_rows, batch_size):
+            rows = order[start : min(start + batch_size, n_rows)]
+            loss, deltas = _sparse_gradient(net, first_layer, weights, data, rows, grad, scratch)
+            epoch_loss += loss
+            step += 1
+            if plain:
+                _sparse_first_sgd(net, data.X, rows, deltas, first_layer, dt(rate))
+                optimizer_step(upper, weights, grad, optimizer_state, schedule, rate, step)
+            else:
+                _sparse_first_gradient(net, data.X, rows, deltas, first_grad)
+                if schedule.l2 != 0.0:
+                    _add_decay(net, weights, grad, dt(schedule.l2))
+                optimizer_step(net, weights, grad, optimizer_state, undecayed, rate, step)
+        history[epoch] = epoch_loss
+    _transpose_block(weights, 0, n_in + 1, units, swap)
+    if stateful:
+        _transpose_block(optimizer_state, 0, n_in + 1, units, swap)
+        _transpose_block(optimizer_state, n_w, n_in + 1, units, swap)
+
+
+def train_sparse(net, weights, optimizer_state, data, schedule, history):
+    """Training on sparse rows (``data.X`` a ``SparseRows``) for ``len(history)`` epochs: one update per
+    ``batch_size`` rows, on one thread."""
+    upper = net._replace(**{field: getattr(net, field)[1:] for field in UPPER_LAYER_FIELDS})
+    _train_sparse(net, upper, weights, optimizer_state, data, schedule, schedule._replace(l2=0.0), history)
+
+
+@njit(**NUMBA_OPTIONS)
+def sparse_gradient(net, weights, data, rows, grad):
+    """``batch_gradient`` for sparse rows (``data.X`` a ``SparseRows``)."""
+    n_in, units = net.sizes[0], net.sizes[1]
+    scratch = _batch_buffers(net, rows.shape[0], weights.dtype, 1)
+    first_layer = _input_major_copy(net, weights)
+    total_loss, deltas = _sparse_gradient(net, first_layer, weights, data, rows, grad, scratch)
+    first_grad = np.empty((n_in + 1) * units, dtype=weights.dtype)
+    _sparse_first_gradient(net, data.X, rows, deltas, first_grad.reshape(n_in + 1, units))
+    swap = np.empty_like(first_grad)
+    _transpose_block(first_grad, 0, n_in + 1, units, swap)
+    grad[: first_grad.shape[0]] = first_grad
+    return total_loss
+
+
+@njit(**NUMBA_OPTIONS)
+def predict_sparse(net, weights, X, out):
+    """The output layer's values for every sparse row of ``X`` (a ``SparseRows``), into ``out``."""
+    n_rows = out.shape[0]
+    chunk = min(n_rows, PREDICT_CHUNK_ROWS)
+    scratch = _batch_buffers(net, chunk, weights.dtype, 1)
+    first_layer = _input_major_copy(net, weights)
+    n_layers, n_out = net.sizes.shape[0] - 1, out.shape[1]
+    for start in range(0, n_rows, chunk):
+        rows = np.arange(start, min(start + chunk, n_rows))
+        _sparse_forward(net, first_layer, weights, X, rows, scratch)
+        outputs = _matrix(scratch[0], scratch[1][n_layers], rows.shape[0], n_out + 1)
+        out[start : start + rows.shape[0]] = outputs[:, :n_out]
 
 
 def on_threads(n_threads: int, kernel, *args) -> None:
@@ -249,4 +492,7 @@ def train_batches(net, weights, optimizer_state, data, schedule, history, n_thre
 
 
 #: The compiled functions behind each kernel that is a Python function.
-DISPATCHERS = {"train_batches": (_train_batches_on_one_thread, _train_batches_on_threads)}
+DISPATCHERS = {
+    "train_batches": (_train_batches_on_one_thread, _train_batches_on_threads),
+    "train_sparse": (_train_sparse,),
+}
