@@ -42,7 +42,10 @@ MINI_BATCH_SAMPLE_WEIGHTS = (
 def expected_failed_checks(estimator) -> dict[str, str]:
     if estimator.solver in ("rprop", "lbfgs") or estimator.batch_size == "auto":
         return {}
-    return {"check_sample_weight_equivalence_on_dense_data": MINI_BATCH_SAMPLE_WEIGHTS}
+    return {
+        "check_sample_weight_equivalence_on_dense_data": MINI_BATCH_SAMPLE_WEIGHTS,
+        "check_sample_weight_equivalence_on_sparse_data": MINI_BATCH_SAMPLE_WEIGHTS,
+    }
 
 
 @pytest.mark.slow
