@@ -267,6 +267,20 @@ class Trainer:
         self.weights = np.require(self.weights, requirements=["C", "W"])
         self.state = np.require(self.state, requirements=["C", "W"])
 
+    def snapshot(self) -> tuple:
+        """Copies of what training changes (weights, optimizer memory, counters, options, the shuffling
+        stream's state), for :meth:`restore`."""
+        shuffling = None if self.shuffle is None else self.shuffle.bit_generator.state
+        return self.weights.copy(), self.state.copy(), self.steps, self.rows_seen, self.options, shuffling
+
+    def restore(self, snapshot: tuple) -> None:
+        """Go back to a :meth:`snapshot`, in place (arrays that share the weights see them)."""
+        weights, state, self.steps, self.rows_seen, self.options, shuffling = snapshot
+        self.weights[:] = weights
+        self.state[:] = state
+        if shuffling is not None:
+            self.shuffle.bit_generator.state = shuffling
+
     def continued(self, options: Options, shuffle: np.random.Generator | None) -> Trainer:
         """A trainer that goes on from this one under new settings: the same weights, memory and counters.
 

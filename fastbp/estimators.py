@@ -362,6 +362,8 @@ class _MultilayerPerceptron(BaseEstimator):
         self.n_iter_ = 0
         try:
             for _ in range(1 if incremental else self.max_iter):
+                # Ctrl-C may land anywhere in an epoch: the estimator then goes back to where the epoch began.
+                epoch_start = self._bookkeeping(), trainer.snapshot()
                 # At the weights each batch starts from; the epoch's first stand in for all (exact for one batch).
                 penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
                 try:
@@ -389,7 +391,23 @@ class _MultilayerPerceptron(BaseEstimator):
                         stacklevel=4,
                     )
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.", stacklevel=4)
+            bookkeeping, snapshot = epoch_start
+            trainer.restore(snapshot)
+            self.__dict__.update(bookkeeping)
+            warnings.warn(
+                "Training interrupted by user: the network is the one of the last complete epoch.", stacklevel=4
+            )
+
+    #: The attributes an epoch's bookkeeping changes (with the trainer's weights, memory and counters).
+    _EPOCH_ATTRIBUTES = (
+        "n_iter_", "t_", "loss_", "loss_curve_", "_summed_losses", "validation_scores_", "best_validation_score_",
+        "best_loss_", "_no_improvement_count", "_best_weights",
+    )  # fmt: skip
+
+    def _bookkeeping(self) -> dict:
+        """Copies of the attributes an epoch changes, to go back to."""
+        saved = {name: getattr(self, name) for name in self._EPOCH_ATTRIBUTES if hasattr(self, name)}
+        return {name: value.copy() if isinstance(value, list | np.ndarray) else value for name, value in saved.items()}
 
     def _train_lbfgs(self, trainer: Trainer, X, targets, weights) -> None:
         """scikit-learn's ``_fit_lbfgs``: L-BFGS over all the rows, for up to ``max_iter`` iterations and
@@ -810,6 +828,8 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
                 "sample of y as class_weight instead."
             )
         class_weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        if not (np.isfinite(class_weights) & (class_weights >= 0)).all():
+            raise ValueError(f"class_weight must be finite and non-negative, got {self.class_weight!r}")
         return weights * class_weights[np.searchsorted(self.classes_, y)]
 
     def _model_classes(self) -> np.ndarray | None:

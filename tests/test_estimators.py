@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastbp
+from fastbp._training import Trainer
 from fastbp.estimators import MLPClassifier, MLPRegressor
 
 COMPILED_BACKENDS = [name for name in fastbp.available_backends() if name != "reference"]
@@ -665,3 +666,54 @@ def test_partial_fit_passes_over_chunks_equal_fit_on_all_rows(
     for a, b in zip(whole.coefs_ + whole.intercepts_, streamed.coefs_ + streamed.intercepts_):
         assert np.array_equal(a, b)
     assert np.array_equal(streamed.predict(X), whole.predict(X))
+
+
+def test_negative_class_weights_are_refused():
+    X, y = np.eye(6), np.arange(6) % 2
+    with pytest.raises(ValueError, match="class_weight must be finite and non-negative"):
+        MLPClassifier(class_weight={0: -1.0, 1: 1.0}, max_iter=2).fit(X, y)
+
+
+@pytest.mark.parametrize(("early_stopping", "incremental"), [(False, False), (True, False), (False, True)])
+def test_an_interrupted_fit_is_the_fit_of_its_complete_epochs(monkeypatch, early_stopping, incremental):
+    """Ctrl-C inside an epoch (after its kernels ran) leaves the estimator as after the epoch before: its weights,
+    loss_curve_ and t_ those of a fit that many epochs long, n_iter_ its epochs; and a later fit works."""
+    X, y = make_classification(n_samples=60, n_features=5, random_state=0)
+    settings = dict(hidden_layer_sizes=(4,), solver="adam", batch_size=16, shuffle=True, random_state=0)
+    settings.update(early_stopping=early_stopping, validation_fraction=0.2, backend="numba")
+    epochs = 1 if incremental else 3
+    completed = MLPClassifier(max_iter=max(epochs - 1, 1), **settings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if incremental:
+            completed.partial_fit(X, y, classes=[0, 1])
+        else:
+            completed.fit(X, y)
+    run = Trainer.run
+    calls = []
+
+    def interrupted_run(self, *args, **kwargs):
+        history = run(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == epochs + (1 if incremental else 0):
+            raise KeyboardInterrupt
+        return history
+
+    monkeypatch.setattr(Trainer, "run", interrupted_run)
+    estimator = MLPClassifier(max_iter=5, **settings)
+    with pytest.warns(UserWarning, match="interrupted"):
+        if incremental:  # the second partial_fit is interrupted
+            estimator.partial_fit(X, y, classes=[0, 1]).partial_fit(X, y)
+        else:
+            estimator.fit(X, y)
+    for coef, expected in zip(estimator.coefs_, completed.coefs_, strict=True):
+        np.testing.assert_array_equal(coef, expected)
+    assert estimator.loss_curve_ == completed.loss_curve_
+    assert estimator.t_ == completed.t_
+    assert estimator.n_iter_ == (0 if incremental else completed.n_iter_)  # a partial_fit's epochs, as scikit-learn
+    np.testing.assert_array_equal(estimator.predict_proba(X), completed.predict_proba(X))
+    monkeypatch.setattr(Trainer, "run", run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator.fit(X, y)
+    assert estimator.n_iter_ == 5 or early_stopping
