@@ -453,6 +453,11 @@ def as_training_data(
         targets = as_targets(y, len(X), dtype)
         return X, as_rates(targets) if options.loss == "poisson" else targets, None, input_shape
     codes, classes = data.encode_labels(as_labels(y, len(X)), classes)
+    if len(classes) < 2:
+        raise ValueError(
+            f"y has one class only ({classes.tolist()[0]!r}): a classifier needs samples of at least 2 classes, "
+            "or classes= naming the others"
+        )
     return X, one_hot(codes, len(classes), dtype), classes, input_shape
 
 

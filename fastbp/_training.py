@@ -341,7 +341,7 @@ class Trainer:
         work = layout.work_per_row
         # Networks of dense layers run chunks of epochs; a layered network's epoch runs in parts of whole batches.
         chunk = 1 if callback is not None or not layout.dense_only else max(1, CHUNK_WORK // (n_rows * work))
-        history = np.zeros(epochs)
+        parts = []  # each chunk's losses: the history grows with the epochs that run, which a callback may cut short
         # Threads share a batch's products only where a step has enough arithmetic to be worth it.
         threads = kernel_threads(n_threads) if batch_size * work >= MIN_BATCH_WORK_FOR_THREADS else 1
         train = _KernelCall(
@@ -353,7 +353,8 @@ class Trainer:
         done = 0
         with _progress_bar(epochs, progress) as bar:
             while done < epochs:
-                part = history[done : done + chunk]
+                part = np.zeros(min(chunk, epochs - done))
+                parts.append(part)
                 rates, orders = self.epoch_rates(len(part), n_rows), self.epoch_orders(len(part), n_rows)
                 if rows is not None:
                     orders = rows[orders]
@@ -366,8 +367,8 @@ class Trainer:
                 check_finite(part, self.weights, done)
                 done += len(part)
                 if callback is not None and callback(done - 1, float(part[-1])):
-                    return history[:done]
-        return history
+                    break
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     def minimize(
         self,

@@ -74,6 +74,8 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
         X = np.asarray(X)
         if X.dtype not in DTYPES:  # float64 and float32 stay as they are, and are not copied
             X = X.astype(np.float64)
+    except OverflowError:  # Python integers beyond the float range
+        raise ValueError("X has numbers too large for float64") from None
     except (TypeError, ValueError) as error:
         if _has_missing(X):
             raise ValueError("X has missing values (None or pandas' NA): fill them or drop those rows") from None
@@ -184,13 +186,27 @@ def as_labels(y, n_rows: int) -> np.ndarray:
         raise ValueError(f"X has {n_rows} rows but y has {len(labels)} labels")
     if labels.dtype.kind in "US" and not isinstance(y, np.ndarray) and not all(isinstance(v, str) for v in y):
         raise ValueError("y mixes strings with other labels; give labels of one type")
-    if labels.dtype.kind == "f" and np.isnan(labels).any():
-        raise ValueError(f"y has a missing label (NaN) at row {int(np.flatnonzero(np.isnan(labels))[0])}")
+    missing = _missing_labels(labels)
+    if missing.any():
+        raise ValueError(f"y has a missing label (NaN) at row {int(np.flatnonzero(missing)[0])}")
     if labels.dtype.kind == "f" and not np.all(np.mod(labels, 1) == 0):
         raise ValueError(
             "y has non-integer numbers: a classifier needs class labels (use output='identity' for regression)"
         )
     return labels
+
+
+def _missing_labels(labels: np.ndarray) -> np.ndarray:
+    """Which labels are missing: NaN (of any float type, in an array of objects too), None or pandas' NA."""
+    if labels.dtype.kind == "f":
+        return np.isnan(labels)
+    if labels.dtype.kind != "O":
+        return np.zeros(len(labels), dtype=bool)
+    return np.array(
+        [label is None or type(label).__name__ == "NAType" or (isinstance(label, Real) and label != label)
+         for label in labels.tolist()],
+        dtype=bool,
+    )  # fmt: skip
 
 
 def as_targets(y, n_rows: int, dtype: np.dtype) -> np.ndarray:
@@ -199,6 +215,8 @@ def as_targets(y, n_rows: int, dtype: np.dtype) -> np.ndarray:
         raise ValueError("y has complex numbers: a regression's targets must be real")
     try:
         targets = np.asarray(y, dtype=np.float64)
+    except OverflowError:
+        raise ValueError("y has numbers too large for float64") from None
     except (TypeError, ValueError):
         raise ValueError("y must be numeric for a regression (output='identity' or 'exp')") from None
     if targets.ndim not in (1, 2) or len(targets) != n_rows or targets.size == 0:
@@ -227,8 +245,8 @@ def as_sample_weight(sample_weight, n_rows: int, dtype: np.dtype) -> np.ndarray:
         return np.ones(n_rows, dtype=dtype)
     try:
         weights = np.asarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("sample_weight must be numeric") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("sample_weight must be numeric and within the float64 range") from None
     if weights.shape != (n_rows,):
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
     if not np.isfinite(weights).all() or (weights < 0).any() or not weights.any():

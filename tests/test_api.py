@@ -156,7 +156,14 @@ BAD_INPUTS = [
     (GOOD_X.astype(str), GOOD_Y, {}, ValueError, "X must be numeric"),
     (GOOD_X + 1j, GOOD_Y, {}, ValueError, "X must be numeric"),
     (GOOD_X, [0, 1, "a", 0, 1, 0, 1, 0, 1, 0], {}, ValueError, "mixes strings"),
-    (GOOD_X, np.array([0, 1, "a", 0, 1, 0, 1, 0, 1, None], dtype=object), {}, ValueError, "cannot be sorted"),
+    (
+        GOOD_X,
+        np.array([0, 1, "a", 0, 1, 0, 1, 0, 1, None], dtype=object),
+        {},
+        ValueError,
+        r"missing label .NaN. at row 9",
+    ),
+    (GOOD_X, np.array([0, 1, "a", 0, 1, 0, 1, 0, 1, 0], dtype=object), {}, ValueError, "cannot be sorted"),
     (GOOD_X, GOOD_Y + 0.5, {}, ValueError, "non-integer"),
     (GOOD_X, GOOD_Y, {"hidden": 0}, ValueError, "hidden"),
     (GOOD_X, GOOD_Y, {"hidden": (3, -1)}, ValueError, "hidden"),
@@ -213,6 +220,12 @@ BAD_INPUTS = [
     (GOOD_X, GOOD_Y, {"optimizer": "rprop", "shuffle": True}, ValueError, "shuffle would change nothing"),
     (GOOD_X, GOOD_Y * 1e300, {"output": "identity", "dtype": np.float32}, ValueError, "y has values too large"),
     (GOOD_X, GOOD_Y, {"sample_weight": np.full(10, 1e300), "dtype": np.float32}, ValueError, "sample_weight has"),
+    (GOOD_X, np.zeros(10, dtype=int), {}, ValueError, r"y has one class only \(0\)"),
+    (GOOD_X, np.array([0, 1, float("nan"), *[0, 1] * 3, 0], dtype=object), {}, ValueError, "missing label.*row 2"),
+    (GOOD_X, np.array(["a", "b", None, *["a", "b"] * 3, "a"], dtype=object), {}, ValueError, "missing label.*row 2"),
+    (GOOD_X.tolist()[:9] + [[10**400, 1]], GOOD_Y, {}, ValueError, "X has numbers too large for float64"),
+    (GOOD_X, [*GOOD_Y[:9].tolist(), 10**400], {"output": "identity"}, ValueError, "y has numbers too large"),
+    (GOOD_X, GOOD_Y, {"sample_weight": [10**400] + [1] * 9}, ValueError, "within the float64 range"),
 ]
 
 
@@ -222,6 +235,19 @@ BAD_INPUTS = [
 def test_bad_input_raises_a_clear_error(backend, X, y, options, error, message):
     with pytest.raises(error, match=message):
         fastbp.train(X, y, **{"backend": backend, **options})
+
+
+def test_one_class_trains_where_classes_names_more(backend):
+    X, y = data.tutorial_toy()
+    model = fastbp.train(X, np.zeros(len(X), dtype=int), classes=[0, 1], epochs=2, seed=0, backend=backend)
+    assert model.classes.tolist() == [0, 1] and model.sizes[-1] == 2
+
+
+def test_the_history_grows_with_the_epochs_a_callback_lets_run(compiled_backend):
+    """Epochs far beyond memory, stopped by the callback: no history is allocated for the epochs never run."""
+    X, y = data.tutorial_toy()
+    model = fastbp.train(X, y, epochs=10**12, callback=lambda epoch, loss: epoch == 2, backend=compiled_backend)
+    assert model.history.shape == (3,)
 
 
 def test_prediction_checks_its_input(backend):
