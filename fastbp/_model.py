@@ -1,7 +1,9 @@
 """A trained network, and the file format that keeps it.
 
-Model files are ``.npz`` archives read with ``allow_pickle=False``, so a file from
-an untrusted source can never run code.  Format ``fastbp.model`` holds:
+Model files are ``.npz`` archives.  They are read without unpickling, so a file from
+an untrusted source can never run code, and each field is read only once its size is
+known to be within its cap (``FIELD_BYTES`` and those beside it), so a hostile file
+cannot exhaust memory either.  Format ``fastbp.model`` holds:
 
 =================  ================================================================
 ``format``         the string ``"fastbp.model"``
@@ -26,16 +28,14 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ._backends import BACKENDS, available_backends, get_backend
 from ._concepts import HIDDEN_ACTIVATIONS, OUTPUTS
-from ._files import replaced_atomically
+from ._files import NpzArchive, open_regular, replaced_atomically
 from ._layout import Layer, Layout
 from ._parallel import as_threads, row_chunks, run_chunks
 from ._sparse import kernel_rows
@@ -45,6 +45,14 @@ from ._validate import DTYPES, as_inputs, feature_names_of
 FORMAT = "fastbp.model"
 #: The versions this fastbp reads, and writes: 1 where every layer is dense (so older fastbp reads those).
 VERSIONS = (1, 2)
+#: The most bytes :func:`load` reads for a field whose size does not grow with the network (its format, version,
+#: description, backend, flat_targets): room for the settings of thousands of layers.
+FIELD_BYTES = 2**24
+#: The most bytes of ``history``: 2**24 epochs.
+HISTORY_BYTES = 2**27
+#: Bytes per input and per output that ``classes``, ``feature_names`` and ``options`` (which may keep a
+#: per-feature scaling) may take on top of :data:`FIELD_BYTES`: a name or label of a thousand characters each.
+UNIT_BYTES = 2**12
 
 
 class Model:
@@ -259,12 +267,21 @@ class Model:
         """Write the model to ``path``, an ``.npz`` archive that :func:`fastbp.load` reads.
 
         The file appears whole or not at all: it is written under a temporary name
-        beside ``path`` and then renamed over it.
+        beside ``path``, ``.NAME.XXXXXXXXXXXX.tmp``, and then renamed over it.  A save
+        that fails or is interrupted removes that file; only one killed outright
+        (``kill -9``, a power cut) leaves it behind, safe to delete.
 
         Parameters
         ----------
         path : str or path-like
             The file to write (replaced if it exists).
+
+        Raises
+        ------
+        IsADirectoryError, ValueError
+            ``path`` is a folder, or a device, a FIFO or a socket, which are never replaced.
+        FileNotFoundError
+            ``path``'s folder does not exist.
         """
         layout = self._layout
         if layout.dense_only:
@@ -299,7 +316,9 @@ def load(path: str | os.PathLike, *, backend: str | None = None, as_model: bool 
     :class:`fastbp.Sequential` back (unless ``as_model``).
 
     The archive is read without unpickling, so a file from an untrusted source cannot
-    run code, and every field is checked before the model is built.
+    run code; only a regular file is read, each field's size is checked against what
+    its network needs before it is read, and every field is checked before the model
+    is built, so a hostile file cannot exhaust memory or time either.
 
     Parameters
     ----------
@@ -323,49 +342,52 @@ def load(path: str | os.PathLike, *, backend: str | None = None, as_model: bool 
     Raises
     ------
     ValueError
-        The file is not a valid fastbp model: truncated, tampered, foreign or from a
-        newer fastbp (the message says which).
+        ``path`` is not a valid fastbp model file: truncated, damaged, tampered, too
+        large for its network, foreign, from a newer fastbp, or a device or a FIFO
+        (the message names the file and says which).
     FileNotFoundError, IsADirectoryError
         There is no file at ``path``.
     """
     if backend is not None:
         get_backend(backend)  # an unknown name is the caller's mistake, not the file's
-    if Path(path).is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not a model file")
-    if not zipfile.is_zipfile(path):
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such model file")
-        raise ValueError(f"{path} is not a fastbp model file: it is not a complete .npz archive")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path} is not a readable fastbp model file: {error}") from None
-    try:
-        return _model_from_arrays(arrays, backend, as_model)
-    except KeyError as missing:
-        raise ValueError(f"{path} is not a valid fastbp model file: it has no {missing.args[0]!r} field") from None
-    except (TypeError, ValueError, RecursionError, AttributeError) as error:
-        raise ValueError(f"{path} is not a valid fastbp model file: {error}") from None
+        file = open_regular(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such model file") from None
+    with file:
+        try:
+            archive = NpzArchive(file)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a fastbp model file: {error}") from error
+        with archive:
+            try:
+                return _model_from_archive(archive, backend, as_model)
+            except KeyError as missing:
+                raise ValueError(
+                    f"{path} is not a valid fastbp model file: it has no {missing.args[0]!r} field"
+                ) from missing
+            except (TypeError, ValueError, RecursionError, AttributeError, IndexError, OverflowError) as error:
+                raise ValueError(f"{path} is not a valid fastbp model file: {error}") from error
 
 
-def _layout_of(arrays: dict) -> Layout:
+def _layout_of(archive: NpzArchive) -> Layout:
     """A version 1 file's network: dense layers of ``sizes``."""
-    sizes = arrays["sizes"]
+    sizes = archive.read("sizes", FIELD_BYTES)
     if sizes.ndim != 1 or len(sizes) < 2 or sizes.dtype.kind != "i":
         raise ValueError(f"layer sizes {sizes.tolist()} are not a network's")
-    activations = [str(name) for name in arrays["activations"].tolist()]
-    if any(name not in HIDDEN_ACTIVATIONS for name in activations[:-1]) or activations[-1:][0] not in OUTPUTS:
-        raise ValueError(f"activations {activations} are not a network's")
-    return Layout.from_sizes(sizes.tolist(), activations)
+    activations = archive.read("activations", FIELD_BYTES)
+    names = [str(name) for name in activations.tolist()] if activations.ndim == 1 else []
+    if not names or any(name not in HIDDEN_ACTIVATIONS for name in names[:-1]) or names[-1] not in OUTPUTS:
+        raise ValueError(f"activations {activations.tolist()} are not a network's")
+    return Layout.from_sizes(sizes.tolist(), names)
 
 
-def _layered_layout_of(arrays: dict) -> Layout:
+def _layered_layout_of(archive: NpzArchive) -> Layout:
     """A version 2 file's network: each layer rebuilt from its settings and checked as it was when trained."""
-    shape = arrays["input_shape"]
+    shape = archive.read("input_shape", FIELD_BYTES)
     if shape.ndim != 1 or len(shape) not in (1, 3) or shape.dtype.kind != "i" or (shape < 1).any():
         raise ValueError(f"its input shape {shape.tolist()} is not a row's")
-    configs = json.loads(str(arrays["layers"]))
+    configs = json.loads(str(archive.read("layers", FIELD_BYTES)))
     if not isinstance(configs, list) or not configs:
         raise ValueError("its layers are not a list of layers")
     layers, shape = [], tuple(shape.tolist())
@@ -380,41 +402,50 @@ def _layered_layout_of(arrays: dict) -> Layout:
     return Layout.from_layers(layers)
 
 
-def _model_from_arrays(arrays: dict, backend: str | None, as_model: bool) -> Model:
-    """The model the arrays describe, every field checked (the kernels trust what they are given)."""
-    if str(arrays.get("format", "")) != FORMAT:
+def _model_from_archive(archive: NpzArchive, backend: str | None, as_model: bool) -> Model:
+    """The model the archive describes, every field checked (the kernels trust what they are given).
+
+    The fields that describe the network are read first, so that the others are refused unread when they
+    take more than that network needs.
+    """
+    if "format" not in archive or str(archive.read("format", FIELD_BYTES)) != FORMAT:
         raise ValueError(f"its format is not {FORMAT!r}")
-    if arrays["version"].dtype.kind != "i" or arrays["version"].shape != ():
-        raise ValueError(f"its version {arrays['version']!r} is not a whole number")
-    version = int(arrays["version"])
+    version = archive.read("version", FIELD_BYTES)
+    if version.dtype.kind != "i" or version.shape != ():
+        raise ValueError(f"its version {version!r} is not a whole number")
+    version = int(version)
     if version not in VERSIONS:
         newer = " (written by a newer fastbp: upgrade fastbp to read it)" if version > max(VERSIONS) else ""
         raise ValueError(f"format version {version} is not one of {VERSIONS}{newer}")
-    layout = _layout_of(arrays) if version == 1 else _layered_layout_of(arrays)
-    weights = arrays["weights"]
+    layout = _layout_of(archive) if version == 1 else _layered_layout_of(archive)
+    per_unit_bytes = FIELD_BYTES + UNIT_BYTES * (int(layout.sizes[0]) + int(layout.sizes[-1]))
+    weights = archive.read("weights", layout.n_weights * np.dtype(np.float64).itemsize)
     if weights.dtype.newbyteorder("=") not in DTYPES or not np.isfinite(weights).all():
         raise ValueError("its weights are not finite float64 or float32 numbers")
-    weights = np.require(weights.astype(weights.dtype.newbyteorder("=")), requirements=["C", "W"])
-    classes = arrays.get("classes")
+    weights = np.require(weights.astype(weights.dtype.newbyteorder("="), copy=False), requirements=["C", "W"])
+    classes = archive.read("classes", per_unit_bytes) if "classes" in archive else None
     if classes is not None and (classes.ndim != 1 or classes.dtype.kind not in "biufUS"):
         raise ValueError("its classes are not a list of numbers, strings or booleans")
-    flat_targets = arrays["flat_targets"]
+    flat_targets = archive.read("flat_targets", FIELD_BYTES)
     if flat_targets.dtype != bool or flat_targets.shape != ():
         raise ValueError("its flat_targets is not a boolean")
-    options = json.loads(str(arrays["options"]))
+    options = json.loads(str(archive.read("options", per_unit_bytes)))
     if not isinstance(options, dict):
         raise ValueError("its options are not a JSON object")
-    feature_names = arrays.get("feature_names")
+    feature_names = archive.read("feature_names", per_unit_bytes) if "feature_names" in archive else None
     if feature_names is not None and (feature_names.ndim != 1 or feature_names.dtype.kind != "U"):
         raise ValueError("its feature_names are not a list of strings")
-    trained_by = str(arrays["backend"])
+    history = archive.read("history", HISTORY_BYTES)
+    if history.ndim != 1 or history.dtype.kind not in "iuf":
+        raise ValueError("its history is not a list of numbers")
+    trained_by = str(archive.read("backend", FIELD_BYTES))
     if backend is None:
         backend = trained_by if trained_by in available_backends() else "auto"
     model = Model(
         layout,
         weights,
         classes,
-        np.asarray(arrays["history"], dtype=np.float64),
+        history.astype(np.float64, copy=False),
         get_backend(backend).name,
         flat_targets=bool(flat_targets),
         options=options,
@@ -427,7 +458,7 @@ def _model_from_arrays(arrays: dict, backend: str | None, as_model: bool) -> Mod
     try:
         return from_model(model)
     except (KeyError, RuntimeError, TypeError, ValueError) as error:
-        raise ValueError(f"its Sequential settings are not valid: {error}") from None
+        raise ValueError(f"its Sequential settings are not valid: {error}") from error
 
 
 def _binary(layout: Layout, classes: np.ndarray | None) -> bool:

@@ -14,7 +14,10 @@ backend, ``prange`` in Numba's), in blocks whose size depends on the batch alone
 BLAS then runs on one thread inside them (OpenBLAS splits products differently for
 different thread counts, which changes their rounding).
 GNU OpenMP cannot start threads in a child forked from a process that has used it,
-so a forked child trains on one thread (the same numbers, only slower).
+so a forked child trains on one thread (the same numbers, only slower).  A child has
+only the thread that forked, so the locks that the parent's other threads held at the
+fork are freed in it; if their trainings had BLAS on one thread, the child's first
+mini-batch training gives back the thread count as it ends.
 
 OpenMP's threads spin between parallel regions by default, which on a machine
 whose cores are all busy (several trainings, joblib or Dask workers) slows every
@@ -30,10 +33,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
+
+from ._backends import BACKENDS
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when an OpenMP runtime loads; children inherit it
 
@@ -112,13 +118,15 @@ def one_blas_thread() -> Iterator[None]:
     on one thread too.)  threadpoolctl finds the libraries, but its own limits are
     not used: for OpenBLAS they do nothing when called from a thread other than the
     first one that set a limit, which would leave a training in a worker thread on
-    every BLAS thread.
+    every BLAS thread.  A child forked while blocks were open keeps what they found,
+    and gives it back as its own last block leaves.
     """
     global _blas_users, _blas_original
     with _blas_lock:
         if _blas_users == 0:
             libraries = [library for library in _blas_controller().lib_controllers if library.user_api == "blas"]
-            _blas_original = [(library, library.get_num_threads()) for library in libraries]
+            if not _blas_original:
+                _blas_original = [(library, library.get_num_threads()) for library in libraries]
             for library in libraries:
                 _set_threads(library, 1)
         _blas_users += 1
@@ -130,6 +138,7 @@ def one_blas_thread() -> Iterator[None]:
             if _blas_users == 0:
                 for library, count in _blas_original:
                     _set_threads(library, count)
+                _blas_original = []
 
 
 def _set_threads(library, count: int) -> None:
@@ -148,15 +157,43 @@ def _blas_controller():
 
 
 _blas = None
-_blas_original: list = []
+_blas_original: list = []  # (library, count) pairs to give back while BLAS is on one thread, else empty
 _blas_users = 0
 _blas_lock = threading.Lock()
 _forked = False
 
 
+def _before_fork() -> None:
+    """Wait for any thread changing BLAS's thread count (briefly), so that no child copies a change half made."""
+    _blas_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _blas_lock.release()
+
+
 def _after_fork_in_child() -> None:
-    global _forked
+    """Free what the parent's other threads held at the fork: they do not exist in the child.
+
+    A lock they held would never be released, and the child's first training that takes it would wait
+    forever.  The BLAS lock is held by this thread (see ``_before_fork``); a backend's parallel lock may be
+    held by a training, freed here in place, since other modules refer to it (a ``threading.Lock`` may be
+    released by any thread, and fastbp's threads never fork while inside one).  The open blocks of
+    :func:`one_blas_thread` will not close: the child's own last block gives their BLAS setting back.
+    """
+    global _forked, _blas_users
     _forked = True
+    _blas_users = 0
+    _blas_lock.release()
+    for lock in _backend_locks():
+        if lock.locked():
+            lock.release()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+def _backend_locks() -> list[threading.Lock]:
+    """The ``parallel_lock`` of every backend imported so far (importing none)."""
+    capabilities = (getattr(sys.modules.get(module), "CAPABILITIES", None) for module in BACKENDS.values())
+    return [lock for declared in capabilities if (lock := getattr(declared, "parallel_lock", None)) is not None]
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

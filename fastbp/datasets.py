@@ -30,6 +30,8 @@ the SHA-256 of the ``.gz`` file:
   https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/.  Debian's
   ``dataset-fashion-mnist`` package ships these files without the file name in their gzip
   headers (each is shorter by just that), so their SHA-256s differ; they are accepted too.
+
+A source that has not delivered a file within ``DEADLINE`` seconds (15 minutes) is given up for the next.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import http.client
 import io
 import os
 import tempfile
+import time
 import urllib.request
 import zlib
 from collections.abc import Mapping
@@ -61,6 +64,10 @@ MIRROR_URL = "https://raw.githubusercontent.com/jbrownlee/Datasets/master/wheat-
 URLS = (UCI_URL, MIRROR_URL)
 FILENAME = "wheat-seeds.csv"
 TIMEOUT = 10.0  # seconds, for the connection and for each read
+# Seconds one file's download may take in all, so that a source trickling bytes faster than TIMEOUT cannot
+# hold a loader forever.  The largest file downloaded, Fashion-MNIST's training images (26.4 MB), arrives
+# within it at 240 kbit/s, a slow mobile link; a source slower than that is given up for the next.
+DEADLINE = 900.0
 MAX_BYTES = 1 << 20  # the file is about 9 KB: a source sending more than 1 MiB is sending something else
 SHAPE = (210, 7)
 # SHA-256 of the parsed content in canonical form (see _content_sha256): the float64
@@ -191,7 +198,8 @@ def load_wheat_seeds(
     FileNotFoundError
         ``download=False`` and there is no cached copy.
     DownloadError
-        (an ``OSError``) No source could be downloaded and verified, e.g. when offline.
+        (an ``OSError``) No source could be downloaded and verified, e.g. when offline or when every
+        source is too slow (see ``DEADLINE``).
     """
     if path is not None:
         try:
@@ -259,7 +267,7 @@ def load_mnist(
         ``path`` lacks one of the four files, or ``download=False`` and the cache lacks one.
     DownloadError
         (an ``OSError``) A missing file could not be downloaded and verified from any source,
-        e.g. when offline.
+        e.g. when offline or when every source is too slow (see ``DEADLINE``).
     """
     if path is not None and Path(path).is_file():
         return _read_mnist_5k(Path(path))
@@ -300,7 +308,7 @@ def load_fashion_mnist(
         ``path`` is a file, not a folder.
     DownloadError
         (an ``OSError``) A missing file could not be downloaded and verified from any source,
-        e.g. when offline.
+        e.g. when offline or when every source is too slow (see ``DEADLINE``).
     """
     return _load_idx_data_set(FASHION_MNIST, path, cache_dir, download)
 
@@ -372,14 +380,25 @@ def _download(url: str, target: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fetch(url: str, out: BinaryIO, max_bytes: int) -> None:
-    """Write the body at ``url`` to ``out``; ValueError past ``max_bytes``, OSError when the network fails."""
+    """Write the body at ``url`` to ``out``; ValueError past ``max_bytes``, OSError when the network fails.
+
+    The download is given up (TimeoutError) once it has taken ``DEADLINE`` seconds in all, as the next
+    bytes arrive; a source that sends nothing more fails sooner, by ``TIMEOUT``.
+    """
+    deadline = time.monotonic() + DEADLINE
     request = urllib.request.Request(url, headers={"User-Agent": "fastbp"})
     with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
         size = 0
-        while chunk := response.read(65536):
+        # read1 returns whatever one read of the socket gives, so the deadline is checked however few bytes come.
+        while chunk := response.read1(65536):
             size += len(chunk)
             if size > max_bytes:
                 raise ValueError(f"the response is larger than {max_bytes} bytes, so not the data")
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"the download was too slow: it exceeded the deadline of {DEADLINE:g} seconds "
+                    f"with {size} bytes received"
+                )
             out.write(chunk)
 
 

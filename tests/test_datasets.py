@@ -11,6 +11,7 @@ import http.server
 import socket
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -66,15 +67,23 @@ def tampered(text: str) -> str:
     return "15.27," + text[len("15.26,") :]
 
 
+TRICKLE_INTERVAL = 0.05  # seconds between the bytes of a trickled response
+
+
 @pytest.fixture
 def server():
-    """A real HTTP server on loopback: ``routes`` maps a path to the bytes served, ``requests`` logs every GET."""
-    routes, requests = {}, []
+    """A real HTTP server on loopback: ``routes`` maps a path to the bytes served, ``requests`` logs every GET.
+
+    ``trickles`` maps a path to bytes served one every ``TRICKLE_INTERVAL`` seconds: a stalled
+    source that still sends often enough for no read to time out.
+    """
+    routes, trickles, requests = {}, {}, []
+    stopping = threading.Event()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             requests.append(self.path)
-            body = routes.get(self.path)
+            body = routes.get(self.path, trickles.get(self.path))
             if body is None:
                 self.send_error(404)
                 return
@@ -82,8 +91,14 @@ def server():
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             try:
-                self.wfile.write(body)
-            except ConnectionError:  # the client stopped reading (the oversized response)
+                if self.path not in trickles:
+                    self.wfile.write(body)
+                    return
+                for start in range(len(body)):
+                    self.wfile.write(body[start : start + 1])
+                    if stopping.wait(TRICKLE_INTERVAL):
+                        return
+            except ConnectionError:  # the client stopped reading (the oversized or trickled response)
                 pass
 
         def log_message(self, *args):
@@ -92,9 +107,10 @@ def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    httpd.routes, httpd.requests = routes, requests
+    httpd.routes, httpd.trickles, httpd.requests = routes, trickles, requests
     httpd.url = lambda path: f"http://127.0.0.1:{httpd.server_address[1]}{path}"
     yield httpd
+    stopping.set()
     httpd.shutdown()
     httpd.server_close()
     thread.join()
@@ -102,6 +118,29 @@ def server():
 
 def cached_files(cache):
     return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def finishes_within(seconds, load):
+    """``load()``'s result, or its error raised here; the test fails if ``load`` runs past ``seconds``.
+
+    A download that never ends then fails its test instead of stopping the whole run.
+    """
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = load()
+        except Exception as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"the loader was still downloading after {seconds} s: no overall deadline stopped it")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def test_the_checksum_is_that_of_the_shared_copy(shared_data):
@@ -214,18 +253,21 @@ def test_oversized_download_is_refused(monkeypatch, tmp_path, server):
     assert cached_files(cache) == []
 
 
-@pytest.mark.parametrize("first", ["closed-port", "http-404", "tampered"])
+@pytest.mark.parametrize("first", ["closed-port", "http-404", "tampered", "trickling"])
 def test_the_mirror_is_tried_when_the_first_source_fails(monkeypatch, tmp_path, server, shared_text, first):
     server.routes["/mirror.csv"] = comma_space(shared_text).encode()
     server.routes["/tampered.txt"] = tampered(shared_text).encode()
+    server.trickles["/trickling.txt"] = shared_text.encode()  # the right data, but it would take minutes
     first_url = {
         "closed-port": closed_port_url(),
         "http-404": server.url("/missing.txt"),
         "tampered": server.url("/tampered.txt"),
+        "trickling": server.url("/trickling.txt"),
     }[first]
     monkeypatch.setattr(datasets, "URLS", (first_url, server.url("/mirror.csv")))
+    monkeypatch.setattr(datasets, "DEADLINE", 1.0)
     cache = tmp_path / "cache"
-    X, _ = datasets.load_wheat_seeds(cache_dir=cache)
+    X, _ = finishes_within(20, lambda: datasets.load_wheat_seeds(cache_dir=cache))
     assert X.shape == (210, 7)
     assert server.requests[-1] == "/mirror.csv"
     np.testing.assert_array_equal(data.load_csv(cache / "wheat-seeds.csv")[0], X)
@@ -255,6 +297,21 @@ def test_a_server_that_never_answers_times_out(monkeypatch, tmp_path):
         with pytest.raises(datasets.DownloadError, match="timed out"):
             datasets.load_wheat_seeds(cache_dir=tmp_path / "cache")
     assert cached_files(tmp_path / "cache") == []
+
+
+def test_a_source_too_slow_for_the_deadline_is_given_up_with_a_clear_error(monkeypatch, tmp_path, server, shared_text):
+    server.trickles["/seeds"] = shared_text.encode()  # a byte every TRICKLE_INTERVAL: no single read times out
+    monkeypatch.setattr(datasets, "URLS", (server.url("/seeds"),))
+    monkeypatch.setattr(datasets, "DEADLINE", 1.0)
+    cache = tmp_path / "cache"
+    start = time.monotonic()
+    with pytest.raises(datasets.DownloadError) as raised:
+        finishes_within(20, lambda: datasets.load_wheat_seeds(cache_dir=cache))
+    assert 1.0 <= time.monotonic() - start < 1.0 + datasets.TIMEOUT
+    message = str(raised.value)
+    assert f"({server.url('/seeds')}: the download was too slow: it exceeded the deadline of 1 seconds " in message
+    assert f"download {server.url('/seeds')}, then save it as {cache / 'wheat-seeds.csv'}" in message
+    assert cached_files(cache) == []
 
 
 def test_download_false_without_a_cached_copy_raises_file_not_found(monkeypatch, tmp_path, server):
@@ -426,19 +483,22 @@ def test_idx_cache_defaults_to_fastbp_data_dir(monkeypatch, tmp_path, server, sm
     assert len(server.requests) == 4
 
 
-@pytest.mark.parametrize("first", ["closed-port", "http-404", "tampered"])
+@pytest.mark.parametrize("first", ["closed-port", "http-404", "tampered", "trickling"])
 def test_idx_mirror_is_tried_when_the_first_source_fails(monkeypatch, tmp_path, server, small, first):
     arrays, files = small
     server.routes.update({f"/good/{name}": data for name, data in files.items()})
     server.routes.update({f"/tampered/{name}": data[:-1] + bytes([data[-1] ^ 1]) for name, data in files.items()})
+    server.trickles.update({f"/trickling/{name}": data for name, data in files.items()})
     first_url = {
         "closed-port": closed_port_url().rsplit("/", 1)[0] + "/",
         "http-404": server.url("/missing/"),
         "tampered": server.url("/tampered/"),
+        "trickling": server.url("/trickling/"),
     }[first]
     describe(monkeypatch, "MNIST", files, urls=[first_url, server.url("/good/")])
+    monkeypatch.setattr(datasets, "DEADLINE", 1.0)
     cache = tmp_path / "cache"
-    assert_split(datasets.load_mnist(cache_dir=cache), arrays)
+    assert_split(finishes_within(20, lambda: datasets.load_mnist(cache_dir=cache)), arrays)
     assert sorted(path for path in server.requests if path.startswith("/good/")) == sorted(
         f"/good/{name}" for name in datasets.IDX_FILES
     )

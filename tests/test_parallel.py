@@ -5,8 +5,11 @@ must see the kernels really share the work: with the default, small batches run 
 one thread whatever ``n_threads`` says.
 """
 
+import collections
 import os
+import signal
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -175,6 +178,157 @@ def test_a_child_forked_after_threaded_training_trains_on_one_thread(compiled_ba
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert np.load(path).tobytes() == expected.tobytes()
+
+
+FORKS = 150  # for each backend
+HELD_EVERY = 4  # every fourth fork is made while a thread holds one of fastbp's locks
+CHILDREN_AT_ONCE = 4
+CHILD_TIMEOUT = 10.0  # seconds: a child takes a fraction of one; one that runs past this has hung
+LOCK_HELD = 0.02  # seconds
+
+
+def _fork(child) -> int:
+    """Fork; the child runs ``child()`` and exits with the status it returns (3 if it raises), never returning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12 warns about fork in threaded processes
+        pid = os.fork()
+    if pid == 0:
+        status = 3
+        try:
+            status = child()
+        finally:
+            os._exit(status)
+    return pid
+
+
+def _fork_holding(lock, child) -> int:
+    """``_fork(child)`` just after another thread takes ``lock``, which it holds for ``LOCK_HELD`` seconds
+    (fastbp may make the fork wait for it)."""
+    held = threading.Event()
+
+    def hold():
+        with lock:
+            held.set()
+            time.sleep(LOCK_HELD)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        return _fork(child)
+    finally:
+        holder.join()
+
+
+def _reap(running: dict, outcomes: collections.Counter, at_most: int) -> None:
+    """Wait until at most ``at_most`` of the ``running`` children (pid: deadline) remain, counting each one's
+    exit status in ``outcomes``; a child past its deadline is killed and counted as ``"hung"``."""
+    while len(running) > at_most:
+        for pid, deadline in list(running.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                outcomes[os.waitstatus_to_exitcode(status)] += 1
+            elif time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                outcomes["hung"] += 1
+            else:
+                continue
+            del running[pid]
+        time.sleep(0.001)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork exists on POSIX systems only")
+def test_children_forked_while_threads_train_and_hold_locks_never_hang(compiled_backend, always_threaded):
+    """A child has only the thread that forked: a lock another thread of the parent held at the fork must be
+    free in it, or its first mini-batch training waits forever.  Children are forked while two threads train
+    by mini-batches and predict, some while a thread holds fastbp's BLAS lock or the backend's parallel lock;
+    each trains and predicts (on one thread), and must get the parent's bits."""
+    from fastbp._backends import get_backend
+
+    X, y = _data()
+    options = dict(epochs=2, seed=3, backend=compiled_backend, **MINI_BATCH_CASES["softmax, two blocks per layer"])
+    model = fastbp.train(X, y, n_threads=2, **options)
+    expected = model.weights.tobytes(), model.forward(X, n_threads=2).tobytes()
+
+    def locks():
+        """The locks the child's code would take now (the BLAS lock by its module's current name)."""
+        backend_lock = get_backend(compiled_backend).capabilities.parallel_lock
+        return [lock for lock in (_parallel._blas_lock, backend_lock) if lock is not None]
+
+    def result():
+        trained = fastbp.train(X, y, n_threads=2, **options)
+        return trained.weights.tobytes(), trained.forward(X, n_threads=2).tobytes()
+
+    def child():
+        """0: the parent's bits; 1: other bits; 2: a lock is still held after training."""
+        same = result() == expected
+        held = any(lock.locked() for lock in locks())
+        return 2 if held else 0 if same else 1
+
+    stop, parent_results = threading.Event(), []
+
+    def keep_training():
+        while not stop.is_set():
+            parent_results.append(result() == expected)
+
+    trainers = [threading.Thread(target=keep_training) for _ in range(2)]
+    for thread in trainers:
+        thread.start()
+    running, outcomes = {}, collections.Counter()
+    try:
+        for k in range(FORKS):
+            _reap(running, outcomes, CHILDREN_AT_ONCE - 1)
+            if k % HELD_EVERY == HELD_EVERY - 1:
+                held = locks()
+                pid = _fork_holding(held[k // HELD_EVERY % len(held)], child)
+            else:
+                pid = _fork(child)
+            running[pid] = time.monotonic() + CHILD_TIMEOUT
+        _reap(running, outcomes, 0)
+    finally:
+        stop.set()
+        for thread in trainers:
+            thread.join()
+        for pid in running:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert outcomes == {0: FORKS}, "0: the parent's bits; 1: other bits; 2: a lock left held; 3: an error"
+    assert parent_results and all(parent_results)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork exists on POSIX systems only")
+def test_a_child_forked_while_blas_is_on_one_thread_gives_the_count_back_after_training():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"]
+
+    X, y = _data(n_rows=40, n_classes=3)
+    fastbp.train(X, y, batch_size=8, epochs=1)
+    before = blas_threads()
+    inside, leave = threading.Event(), threading.Event()
+
+    def open_block():
+        with _parallel.one_blas_thread():
+            inside.set()
+            leave.wait()
+
+    def child():
+        fastbp.train(X, y, batch_size=8, epochs=1)
+        return 0 if blas_threads() == before else 1
+
+    thread = threading.Thread(target=open_block)
+    thread.start()
+    inside.wait()
+    try:
+        pid = _fork(child)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        leave.set()
+        thread.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert blas_threads() == before
 
 
 @pytest.mark.parametrize("init", ["tutorial", None])

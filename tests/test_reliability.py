@@ -54,11 +54,13 @@ ESTIMATOR_NAMES = {"lr": "learning_rate_init", "epochs": "max_iter", "hidden": "
 
 @st.composite
 def datasets(draw, min_rows=4, max_rows=12, n_classes=3):
-    """A finite feature matrix of moderate values and integer class labels, one per row."""
+    """A finite feature matrix of moderate values and integer class labels, one per row, of two classes at least
+    (training refuses one)."""
     n_rows = draw(st.integers(min_rows, max_rows))
     n_features = draw(st.integers(1, 4))
     X = draw(arrays(np.float64, (n_rows, n_features), elements=st.floats(-4, 4, width=32)))
     y = draw(arrays(np.int64, n_rows, elements=st.integers(0, n_classes - 1)))
+    y[:2] = (0, 1)
     return X, y
 
 

@@ -2,13 +2,13 @@
 
 Its extension modules, one family each, share the arithmetic of ``primitives.pxd``:
 ``online`` (one row at a time), ``lockstep`` (many networks at once), ``batches``
-(mini-batches by BLAS, shared between OpenMP threads) and ``layered`` (networks with
-convolutions, pooling and dropout: mini-batches cut into chunks that OpenMP threads
-share).  They follow the Numba backend operation by operation and are built without
-fast-math and without fused multiply-adds, so the two agree bit for bit.  Their
-constants are generated from :mod:`fastbp._concepts` and :mod:`fastbp._constants`
-when the extension is built, and each module refuses to import if they differ from
-those modules now (a stale build).
+(mini-batches by BLAS, shared between OpenMP threads; sparse rows, on one thread)
+and ``layered`` (networks with convolutions, pooling and dropout: mini-batches cut
+into chunks that OpenMP threads share).  They follow the Numba backend operation by
+operation and are built without fast-math and without fused multiply-adds, so the two
+agree bit for bit.  Their constants are generated from :mod:`fastbp._concepts` and
+:mod:`fastbp._constants` when the extension is built, and each module refuses to
+import if they differ from those modules now (a stale build).
 
 On x86-64 each module is also built for processors with AVX2 (``<module>_avx2``, from
 the same source, with vectors twice as wide and still no fused multiply-adds: the same
@@ -43,6 +43,7 @@ def _family(name: str) -> ModuleType:
 _online, _lockstep, _batches, _layered = (_family(name) for name in ("online", "lockstep", "batches", "layered"))
 OPENMP = _batches.OPENMP
 batch_gradient, train_batches = _batches.batch_gradient, _batches.train_batches
+predict_sparse, sparse_gradient, train_sparse = _batches.predict_sparse, _batches.sparse_gradient, _batches.train_sparse
 layered_gradient, predict_layered, train_layered = (
     _layered.layered_gradient,
     _layered.predict_layered,
@@ -60,6 +61,7 @@ CAPABILITIES = Capabilities(
     layer_kinds=tuple(LAYER_KINDS),
     steps=True,
     lockstep=True,
+    sparse=True,
     releases_gil=True,
     max_threads=usable_cores() if OPENMP else 1,  # without OpenMP its mini-batch kernels run on one thread
 )
@@ -74,9 +76,12 @@ __all__ = [
     "layered_gradient",
     "predict_batch",
     "predict_layered",
+    "predict_sparse",
+    "sparse_gradient",
     "train_batches",
     "train_layered",
     "train_lockstep",
     "train_online",
+    "train_sparse",
     "update_weights",
 ]

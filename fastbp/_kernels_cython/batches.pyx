@@ -10,15 +10,24 @@ same way whichever thread takes it, so the result does not depend on the thread
 count.  The ``gemm`` calls are those that the Numba backend's ``np.dot`` makes,
 block for block, so the two agree bit for bit, except where ``np.dot`` takes a
 vector product instead (a block of one row or of one neuron).
+
+Sparse rows (CSR) go through the same layers but the first, whose work follows the
+rows' nonzeros: each nonzero adds its value times its input's weights to the row's
+weighted sums, and its input's weights are the ones its gradient reaches.  For that
+the first layer's weights are read input-major, ``(sizes[0] + 1, sizes[1])`` with the
+biases last: a transposed copy, or the buffer's own block transposed in place while
+``train_sparse`` runs (its optimizer's memory too, so every update stays elementwise).
+The sparse kernels run on one thread, in the Numba backend's order of operations.
 """
 
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastbp._kernels_cython.constants cimport (
     ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
-    ACTIVATION_TANH, LARGE_BLOCK, SMALL_BLOCK, compiled_constants,
+    ACTIVATION_TANH, LARGE_BLOCK, OPTIMIZER_SGD, SMALL_BLOCK, compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
     Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step,
@@ -59,6 +68,20 @@ cdef extern from *:
 #: Whether this processor (and its operating system) runs AVX2's instructions, for which the ``_avx2`` builds
 #: of the modules are compiled.
 PROCESSOR_HAS_AVX2 = bool(fastbp_processor_has_avx2())
+
+
+# Sparse rows predicted per forward pass of predict_sparse: the Numba backend's PREDICT_CHUNK_ROWS, since the
+# chunk's row count sets the blocks of its products.
+cdef enum:
+    PREDICT_CHUNK_ROWS = 64
+
+
+cdef struct SparseRows:
+    # fastbp._backends.SparseRows: row r's nonzero values (of the weights' type, which each fused function casts
+    # them to) are values[indptr[r]:indptr[r + 1]], in the columns indices[indptr[r]:indptr[r + 1]].
+    const Py_ssize_t* indptr
+    const Py_ssize_t* indices
+    const void* values
 
 
 cdef struct Product:
@@ -112,20 +135,22 @@ cdef inline void _matmul(
         )
 
 
-cdef BatchScratch _batch_scratch(const Network* net, Py_ssize_t capacity) noexcept nogil:
-    """The parts of one scratch block for batches of up to ``capacity`` rows.
+cdef BatchScratch _batch_scratch(const Network* net, Py_ssize_t capacity, Py_ssize_t first) noexcept nogil:
+    """The parts of one scratch block for batches of up to ``capacity`` rows whose matrix products start at layer
+    ``first`` (1 for sparse rows, whose input matrix is never formed).
 
-    It holds each layer's ``(rows, n + 1)`` activation matrix from its start,
-    inputs first (the last column ones); the ``products`` of a layer (its weighted
-    sums, block after block of ``_block_size`` columns, or its errors); and two
-    sides of ``deltas`` and of ``deltas_t`` (the same transposed), ``side_size``
-    apart: one for the layer in hand, one for the layer below.
+    It holds the ``(rows, n + 1)`` activation matrix of each layer's inputs from
+    layer ``first`` on, then the output layer's, from its start (the last column
+    ones); the ``products`` of a layer (its weighted sums, block after block of
+    ``_block_size`` columns, or its errors); and two sides of ``deltas`` and of
+    ``deltas_t`` (the same transposed), ``side_size`` apart: one for the layer in
+    hand, one for the layer below.
     """
     cdef Py_ssize_t k
     cdef Py_ssize_t widest = 0
     cdef Py_ssize_t total = 0
     cdef BatchScratch parts
-    for k in range(net.n_layers + 1):
+    for k in range(first, net.n_layers + 1):
         widest = max(widest, net.sizes[k] + 1)
         total += net.sizes[k] + 1
     parts.side_size = capacity * widest
@@ -237,38 +262,23 @@ cdef void _backward_block(
             below_t[j * b + s] = value
 
 
-cdef floating _batch_gradient(
-    const Network* net, const floating* weights, const Data* data, const Py_ssize_t* rows, Py_ssize_t b,
-    floating* grad, floating* scratch, const BatchScratch* parts, int n_threads,
+cdef floating* _forward_layers(
+    const Network* net, const floating* weights, floating* scratch, const BatchScratch* parts, Py_ssize_t b,
+    Py_ssize_t first, int n_threads,
 ) noexcept nogil:
-    """Mean weighted gradient over the ``b`` rows ``X[rows]`` into ``grad``; returns their weighted loss sum.
-
-    ``scratch`` holds ``parts`` (``_batch_scratch``) for at least ``b`` rows, whose
-    products ``n_threads`` threads share.
-    """
-    cdef const floating* X = <const floating*>data.X
-    cdef const floating* Y = <const floating*>data.Y
-    cdef const floating* sample_weight = <const floating*>data.sample_weight
-    cdef floating* deltas = scratch + parts.deltas  # side 0
-    cdef floating* deltas_t = scratch + parts.deltas_t
-    cdef Py_ssize_t n_layers = net.n_layers
+    """The forward pass of layers ``first ...`` over a batch of ``b`` rows, from layer ``first``'s inputs at the
+    start of ``scratch`` (``parts``), each layer's outputs after its inputs, each layer's products shared by
+    ``n_threads`` threads; returns the output layer's activation matrix."""
     cdef LayerPass layer
-    cdef Py_ssize_t i, j, k, r, s, n_in, n_out, code, task, n_tasks
+    cdef Py_ssize_t k, s, n_out, code, task, n_tasks
     cdef floating* inputs
-    cdef floating* outputs = scratch  # the rows with their ones, then each layer's outputs in turn
-    cdef floating total_loss = 0.0
-    cdef floating row_loss, scale, delta
+    cdef floating* outputs = scratch
     layer.rows, layer.size, layer.side = b, _block_size(b), 0
-    n_in = net.sizes[0]
-    for s in range(b):
-        for i in range(n_in):
-            outputs[s * (n_in + 1) + i] = X[rows[s] * n_in + i]
-        outputs[s * (n_in + 1) + n_in] = 1.0
-    for k in range(n_layers):
+    for k in range(first, net.n_layers):
         layer.n_in, layer.n_out, layer.activation = net.sizes[k], net.sizes[k + 1], net.activations[k]
-        n_in, n_out, code = layer.n_in, layer.n_out, layer.activation
+        n_out, code = layer.n_out, layer.activation
         inputs = outputs
-        outputs = inputs + b * (n_in + 1)
+        outputs = inputs + b * (layer.n_in + 1)
         n_tasks = _blocks(n_out, layer.size)
         for task in prange(n_tasks, num_threads=n_threads, use_threads_if=n_threads > 1 and n_tasks > 1):
             _forward_block(weights + net.w_off[k], inputs, outputs, &layer, scratch + parts.products, task)
@@ -276,8 +286,24 @@ cdef floating _batch_gradient(
             if code == ACTIVATION_SOFTMAX:
                 softmax(outputs + s * (n_out + 1), n_out)
             outputs[s * (n_out + 1) + n_out] = 1.0
+    return outputs
 
-    n_out, code = net.sizes[n_layers], net.activations[n_layers - 1]
+
+cdef floating _output_deltas(
+    const Network* net, const Data* data, const Py_ssize_t* rows, Py_ssize_t b, const floating* outputs,
+    floating* scratch, const BatchScratch* parts,
+) noexcept nogil:
+    """The output layer's error signals for the ``b`` rows ``rows`` (side 0 of the deltas), from its activation
+    matrix ``outputs``, each times its row's weight over the batch's size; returns the rows' weighted loss sum."""
+    cdef const floating* Y = <const floating*>data.Y
+    cdef const floating* sample_weight = <const floating*>data.sample_weight
+    cdef floating* deltas = scratch + parts.deltas
+    cdef floating* deltas_t = scratch + parts.deltas_t
+    cdef Py_ssize_t n_out = net.sizes[net.n_layers]
+    cdef Py_ssize_t code = net.activations[net.n_layers - 1]
+    cdef Py_ssize_t j, r, s
+    cdef floating total_loss = 0.0
+    cdef floating row_loss, scale, delta
     for s in range(b):
         r = rows[s]
         row_loss = 0.0
@@ -287,7 +313,22 @@ cdef floating _batch_gradient(
             deltas[s * n_out + j] = delta * scale
             deltas_t[j * b + s] = delta * scale
         total_loss += sample_weight[r] * row_loss
-    for k in range(n_layers - 1, -1, -1):
+    return total_loss
+
+
+cdef Py_ssize_t _backward_layers(
+    const Network* net, const floating* weights, floating* grad, const floating* outputs, floating* scratch,
+    const BatchScratch* parts, Py_ssize_t b, Py_ssize_t first, int n_threads,
+) noexcept nogil:
+    """The backward pass of layers ``first ...`` from the output's deltas (``outputs`` the output layer's
+    activation matrix): their gradient blocks into ``grad``, and the error signals of each layer below down to
+    layer ``first - 1``'s, each layer's products shared by ``n_threads`` threads; returns the side of the deltas
+    that holds the lowest layer's."""
+    cdef LayerPass layer
+    cdef Py_ssize_t k, task, n_tasks
+    cdef const floating* inputs
+    layer.rows, layer.size, layer.side = b, _block_size(b), 0
+    for k in range(net.n_layers - 1, first - 1, -1):
         layer.n_in, layer.n_out = net.sizes[k], net.sizes[k + 1]
         layer.activation = net.activations[k - 1] if k > 0 else 0
         inputs = outputs - b * (layer.n_in + 1)
@@ -296,6 +337,30 @@ cdef floating _batch_gradient(
             _backward_block(weights + net.w_off[k], inputs, grad + net.w_off[k], &layer, scratch, parts, task)
         layer.side = 1 - layer.side
         outputs = inputs
+    return layer.side
+
+
+cdef floating _batch_gradient(
+    const Network* net, const floating* weights, const Data* data, const Py_ssize_t* rows, Py_ssize_t b,
+    floating* grad, floating* scratch, const BatchScratch* parts, int n_threads,
+) noexcept nogil:
+    """Mean weighted gradient over the ``b`` rows ``X[rows]`` into ``grad``; returns their weighted loss sum.
+
+    ``scratch`` holds ``parts`` (``_batch_scratch`` from layer 0) for at least
+    ``b`` rows, whose products ``n_threads`` threads share.
+    """
+    cdef const floating* X = <const floating*>data.X
+    cdef Py_ssize_t n_in = net.sizes[0]
+    cdef Py_ssize_t i, s
+    cdef floating* outputs
+    cdef floating total_loss
+    for s in range(b):  # the input matrix: the rows with their ones
+        for i in range(n_in):
+            scratch[s * (n_in + 1) + i] = X[rows[s] * n_in + i]
+        scratch[s * (n_in + 1) + n_in] = 1.0
+    outputs = _forward_layers(net, weights, scratch, parts, b, 0, n_threads)
+    total_loss = _output_deltas(net, data, rows, b, outputs, scratch, parts)
+    _backward_layers(net, weights, grad, outputs, scratch, parts, b, 0, n_threads)
     return total_loss
 
 
@@ -304,10 +369,10 @@ cdef void _train_batches(
     double* history, floating* scratch, int n_threads,
 ) noexcept nogil:
     """Mini-batch training for ``schedule.n_epochs`` epochs: one update per ``batch_size`` rows (the last may be
-    short).  ``scratch`` holds ``_batch_scratch`` for ``batch_size`` rows, then a gradient."""
+    short).  ``scratch`` holds ``_batch_scratch`` for ``batch_size`` rows from layer 0, then a gradient."""
     cdef Py_ssize_t n_rows = schedule.n_visits
     cdef Py_ssize_t batch_size = min(schedule.batch_size, n_rows)
-    cdef BatchScratch parts = _batch_scratch(net, batch_size)
+    cdef BatchScratch parts = _batch_scratch(net, batch_size, 0)
     cdef floating* grad = scratch + parts.size
     cdef Py_ssize_t step = schedule.steps_done
     cdef Py_ssize_t epoch, start
@@ -338,7 +403,7 @@ def train_batches(
     cdef Data c_data = Data(X=&X[0, 0], Y=&Y[0, 0], sample_weight=&sample_weight[0])
     cdef Schedule c_schedule = schedule_of(schedule, history.shape[0])
     cdef Py_ssize_t rows = min(c_schedule.batch_size, c_schedule.n_visits)
-    cdef Py_ssize_t size = _batch_scratch(&c_net, rows).size + weights.shape[0]
+    cdef Py_ssize_t size = _batch_scratch(&c_net, rows, 0).size + weights.shape[0]
     cdef floating* scratch = <floating*>malloc(size * sizeof(floating))
     if scratch == NULL:
         raise MemoryError()
@@ -357,7 +422,7 @@ def batch_gradient(net, const floating[::1] weights, data, const Py_ssize_t[::1]
     cdef const floating[:, ::1] X = data.X, Y = data.Y
     cdef const floating[::1] sample_weight = data.sample_weight
     cdef Data c_data = Data(X=&X[0, 0], Y=&Y[0, 0], sample_weight=&sample_weight[0])
-    cdef BatchScratch parts = _batch_scratch(&c_net, rows.shape[0])
+    cdef BatchScratch parts = _batch_scratch(&c_net, rows.shape[0], 0)
     cdef floating* scratch = <floating*>malloc(parts.size * sizeof(floating))
     cdef floating total_loss
     if scratch == NULL:
@@ -370,3 +435,332 @@ def batch_gradient(net, const floating[::1] weights, data, const Py_ssize_t[::1]
     finally:
         free(scratch)
     return total_loss
+
+
+cdef SparseRows _sparse_rows_of(object X, const void* values) except *:
+    """``X`` (a ``fastbp._backends.SparseRows``, which the contract checked) as the kernels' struct, ``values``
+    its values' data: pointers into its arrays, which ``X`` keeps alive for the call."""
+    cdef const Py_ssize_t[::1] indptr = X.indptr, indices = X.indices
+    return SparseRows(indptr=&indptr[0], indices=&indices[0], values=values)
+
+
+cdef Network _upper_layers(const Network* net) noexcept nogil:
+    """The layers of ``net`` above the first, as a network of their own (whose weights' offsets still count from
+    the start of the whole buffer)."""
+    cdef Network upper = net[0]
+    upper.n_layers -= 1
+    upper.sizes += 1
+    upper.w_off += 1
+    upper.o_off += 1
+    upper.activations += 1
+    upper.kinds += 1
+    upper.geometry += net.geometry_stride
+    upper.dropout += 1
+    return upper
+
+
+cdef void _transposed(const floating* block, Py_ssize_t n_rows, Py_ssize_t n_cols, floating* out) noexcept nogil:
+    """The ``(n_rows, n_cols)`` matrix ``block`` transposed into ``out``, ``(n_cols, n_rows)``."""
+    cdef Py_ssize_t i, j
+    for i in range(n_rows):
+        for j in range(n_cols):
+            out[j * n_rows + i] = block[i * n_cols + j]
+
+
+cdef void _transpose_block(floating* block, Py_ssize_t n_rows, Py_ssize_t n_cols, floating* swap) noexcept nogil:
+    """Rewrite the ``(n_rows, n_cols)`` matrix ``block`` as its ``(n_cols, n_rows)`` transpose, in place, through
+    ``swap`` (room for the block)."""
+    memcpy(swap, block, n_rows * n_cols * sizeof(floating))
+    _transposed(swap, n_rows, n_cols, block)
+
+
+cdef void _sparse_first_layer(
+    const Network* net, const floating* first_layer, const SparseRows* X, const Py_ssize_t* rows, Py_ssize_t b,
+    floating* outputs,
+) noexcept nogil:
+    """The first layer's outputs for the ``b`` sparse rows ``X[rows]`` into ``outputs`` (``(b, sizes[1] + 1)``),
+    from its input-major weights ``first_layer``: the biases, plus each nonzero times its input's weights, then
+    the activation."""
+    cdef const floating* values = <const floating*>X.values
+    cdef Py_ssize_t n_in = net.sizes[0]
+    cdef Py_ssize_t units = net.sizes[1]
+    cdef Py_ssize_t code = net.activations[0]
+    cdef Py_ssize_t j, p, s
+    cdef floating* row
+    cdef const floating* weights
+    cdef floating value
+    for s in range(b):
+        row = outputs + s * (units + 1)
+        for j in range(units):
+            row[j] = first_layer[n_in * units + j]
+        for p in range(X.indptr[rows[s]], X.indptr[rows[s] + 1]):
+            weights, value = first_layer + X.indices[p] * units, values[p]
+            for j in range(units):
+                row[j] += value * weights[j]
+        if code == ACTIVATION_SOFTMAX:
+            softmax(row, units)
+        else:
+            _activate_row(row, row, units, code)
+        row[units] = 1.0
+
+
+cdef floating* _sparse_forward(
+    const Network* net, const floating* first_layer, const floating* weights, const SparseRows* X,
+    const Py_ssize_t* rows, Py_ssize_t b, floating* scratch, const BatchScratch* parts,
+) noexcept nogil:
+    """Every layer's outputs for the ``b`` sparse rows ``X[rows]`` (the first layer's weights input-major), in
+    ``scratch`` (``parts``, from layer 1); returns the output layer's activation matrix."""
+    _sparse_first_layer(net, first_layer, X, rows, b, scratch)
+    return _forward_layers(net, weights, scratch, parts, b, 1, 1)
+
+
+cdef floating _sparse_gradient(
+    const Network* net, const floating* first_layer, const floating* weights, const Data* data,
+    const SparseRows* X, const Py_ssize_t* rows, Py_ssize_t b, floating* grad, floating* scratch,
+    const BatchScratch* parts, floating** first_deltas,
+) noexcept nogil:
+    """``_batch_gradient`` for the ``b`` sparse rows ``X[rows]``, but the first layer's gradient: the other
+    layers' blocks go into ``grad``, ``first_deltas`` is pointed at the first layer's error signals
+    (``(b, sizes[1])``); returns the rows' weighted loss sum."""
+    cdef floating* outputs = _sparse_forward(net, first_layer, weights, X, rows, b, scratch, parts)
+    cdef floating total_loss = _output_deltas(net, data, rows, b, outputs, scratch, parts)
+    cdef Py_ssize_t side = _backward_layers(net, weights, grad, outputs, scratch, parts, b, 1, 1)
+    first_deltas[0] = scratch + parts.deltas + side * parts.side_size
+    return total_loss
+
+
+cdef void _sparse_first_gradient(
+    const Network* net, const SparseRows* X, const Py_ssize_t* rows, Py_ssize_t b, const floating* deltas,
+    floating* first_grad,
+) noexcept nogil:
+    """The first layer's gradient for the ``b`` sparse rows ``X[rows]``, input-major into ``first_grad``, from its
+    error signals ``deltas``: each nonzero's value times them, summed into its input's row; their sums the
+    biases'."""
+    cdef const floating* values = <const floating*>X.values
+    cdef Py_ssize_t n_in = net.sizes[0]
+    cdef Py_ssize_t units = net.sizes[1]
+    cdef Py_ssize_t j, p, s
+    cdef const floating* row_deltas
+    cdef floating* grad
+    cdef floating value
+    for p in range((n_in + 1) * units):
+        first_grad[p] = 0.0
+    for s in range(b):
+        row_deltas = deltas + s * units
+        for p in range(X.indptr[rows[s]], X.indptr[rows[s] + 1]):
+            grad, value = first_grad + X.indices[p] * units, values[p]
+            for j in range(units):
+                grad[j] += row_deltas[j] * value
+        for j in range(units):
+            first_grad[n_in * units + j] += row_deltas[j]
+
+
+cdef void _sparse_first_sgd(
+    const Network* net, const SparseRows* X, const Py_ssize_t* rows, Py_ssize_t b, const floating* deltas,
+    floating* first_layer, floating rate,
+) noexcept nogil:
+    """Plain SGD without L2 on the first layer (input-major ``first_layer``): only the weights of the ``b`` rows'
+    nonzero inputs, and the biases, move (by ``rate`` times ``_sparse_first_gradient``'s terms)."""
+    cdef const floating* values = <const floating*>X.values
+    cdef Py_ssize_t n_in = net.sizes[0]
+    cdef Py_ssize_t units = net.sizes[1]
+    cdef Py_ssize_t j, p, s
+    cdef const floating* row_deltas
+    cdef floating* weights
+    cdef floating value
+    for s in range(b):
+        row_deltas = deltas + s * units
+        for p in range(X.indptr[rows[s]], X.indptr[rows[s] + 1]):
+            weights, value = first_layer + X.indices[p] * units, values[p]
+            for j in range(units):
+                weights[j] -= rate * (row_deltas[j] * value)
+        for j in range(units):
+            first_layer[n_in * units + j] -= rate * row_deltas[j]
+
+
+cdef void _add_decay(const Network* net, const floating* weights, floating* grad, floating l2) noexcept nogil:
+    """Add ``l2`` times each weight, but the biases, to its gradient, the first layer's input-major (its biases
+    its last row)."""
+    cdef Py_ssize_t i, j, k, p, n_in, n_out, neuron
+    for p in range(net.sizes[0] * net.sizes[1]):
+        grad[p] += l2 * weights[p]
+    for k in range(1, net.n_layers):
+        n_in, n_out = net.sizes[k], net.sizes[k + 1]
+        for j in range(n_out):
+            neuron = net.w_off[k] + j * (n_in + 1)
+            for i in range(n_in):
+                grad[neuron + i] += l2 * weights[neuron + i]
+
+
+cdef void _train_sparse(
+    const Network* net, floating* weights, floating* state, const Data* data, const SparseRows* X,
+    const Schedule* schedule, double* history, floating* scratch,
+) noexcept nogil:
+    """Training on the sparse rows ``X`` for ``schedule.n_epochs`` epochs: one update per ``batch_size`` rows,
+    the first layer's weights (and, but for plain SGD, its optimizer's memory) input-major meanwhile.
+
+    Plain SGD without L2 moves the first layer's weights itself and steps the
+    layers above; the other optimizers get the whole gradient, L2 added here, and
+    step the transposed first layer elementwise as any other.  ``scratch`` holds
+    ``_batch_scratch`` for ``batch_size`` rows from layer 1, then a gradient, then
+    room for the first layer's weights.
+    """
+    cdef Py_ssize_t n_rows = schedule.n_visits
+    cdef Py_ssize_t batch_size = min(schedule.batch_size, n_rows)
+    cdef BatchScratch parts = _batch_scratch(net, batch_size, 1)
+    cdef Py_ssize_t n_w = net.w_off[net.n_layers]
+    cdef Py_ssize_t n_in = net.sizes[0]
+    cdef Py_ssize_t units = net.sizes[1]
+    cdef floating* grad = scratch + parts.size
+    cdef floating* swap = grad + n_w
+    cdef bint plain = schedule.optimizer == OPTIMIZER_SGD and schedule.l2 == 0.0
+    cdef bint stateful = schedule.optimizer != OPTIMIZER_SGD
+    cdef Network upper = _upper_layers(net)
+    cdef Schedule undecayed = schedule[0]
+    cdef Py_ssize_t step = schedule.steps_done
+    cdef Py_ssize_t b, epoch, start
+    cdef const Py_ssize_t* order
+    cdef floating* deltas
+    cdef floating epoch_loss
+    cdef double rate
+    undecayed.l2 = 0.0
+    _transpose_block(weights, units, n_in + 1, swap)
+    if stateful:
+        _transpose_block(state, units, n_in + 1, swap)
+        _transpose_block(state + n_w, units, n_in + 1, swap)
+    for epoch in range(schedule.n_epochs):
+        order = schedule.orders + (epoch % schedule.n_orders) * n_rows
+        rate = schedule.rates[epoch]
+        epoch_loss = 0.0
+        start = 0
+        while start < n_rows:
+            b = min(batch_size, n_rows - start)
+            epoch_loss += _sparse_gradient(
+                net, weights, weights, data, X, order + start, b, grad, scratch, &parts, &deltas
+            )
+            step += 1
+            if plain:
+                _sparse_first_sgd(net, X, order + start, b, deltas, weights, <floating>rate)
+                optimizer_step(&upper, weights, grad, state, schedule, rate, step)
+            else:
+                _sparse_first_gradient(net, X, order + start, b, deltas, grad)
+                if schedule.l2 != 0.0:
+                    _add_decay(net, weights, grad, <floating>schedule.l2)
+                optimizer_step(net, weights, grad, state, &undecayed, rate, step)
+            start += batch_size
+        history[epoch] = epoch_loss
+    _transpose_block(weights, n_in + 1, units, swap)
+    if stateful:
+        _transpose_block(state, n_in + 1, units, swap)
+        _transpose_block(state + n_w, n_in + 1, units, swap)
+
+
+cdef void _predict_sparse(
+    const Network* net, const floating* weights, const SparseRows* X, floating* out, Py_ssize_t n_rows,
+    Py_ssize_t* rows, floating* scratch,
+) noexcept nogil:
+    """The output layer's values for the ``n_rows`` sparse rows of ``X`` into ``out``, ``PREDICT_CHUNK_ROWS``
+    rows per forward pass: ``rows`` has room for a pass's row numbers, ``scratch`` holds ``_batch_scratch`` for
+    that many rows (``n_rows`` if fewer) from layer 1, then room for the first layer's weights."""
+    cdef Py_ssize_t chunk = min(n_rows, <Py_ssize_t>PREDICT_CHUNK_ROWS)
+    cdef BatchScratch parts = _batch_scratch(net, chunk, 1)
+    cdef Py_ssize_t n_in = net.sizes[0]
+    cdef Py_ssize_t units = net.sizes[1]
+    cdef Py_ssize_t n_out = net.sizes[net.n_layers]
+    cdef floating* first_layer = scratch + parts.size
+    cdef const floating* outputs
+    cdef Py_ssize_t b, j, s, start
+    _transposed(weights, units, n_in + 1, first_layer)
+    start = 0
+    while start < n_rows:
+        b = min(chunk, n_rows - start)
+        for s in range(b):
+            rows[s] = start + s
+        outputs = _sparse_forward(net, first_layer, weights, X, rows, b, scratch, &parts)
+        for s in range(b):
+            for j in range(n_out):
+                out[(start + s) * n_out + j] = outputs[s * (n_out + 1) + j]
+        start += chunk
+
+
+def train_sparse(net, floating[::1] weights, floating[::1] optimizer_state, data, schedule, double[::1] history):
+    """Training on sparse rows (``data.X`` a ``SparseRows``) for ``len(history)`` epochs: one update per
+    ``schedule.batch_size`` rows, on one thread."""
+    cdef Network c_net = network_of(net)
+    cdef const floating[::1] values = data.X.values
+    cdef SparseRows c_X = _sparse_rows_of(data.X, &values[0])
+    cdef const floating[:, ::1] Y = data.Y
+    cdef const floating[::1] sample_weight = data.sample_weight
+    cdef Data c_data = Data(X=NULL, Y=&Y[0, 0], sample_weight=&sample_weight[0])
+    cdef Schedule c_schedule = schedule_of(schedule, history.shape[0])
+    cdef Py_ssize_t rows = min(c_schedule.batch_size, c_schedule.n_visits)
+    cdef Py_ssize_t first_block = (c_net.sizes[0] + 1) * c_net.sizes[1]
+    cdef Py_ssize_t size = _batch_scratch(&c_net, rows, 1).size + weights.shape[0] + first_block
+    cdef floating* scratch = <floating*>malloc(size * sizeof(floating))
+    if scratch == NULL:
+        raise MemoryError()
+    try:
+        with nogil:
+            _train_sparse(
+                &c_net, &weights[0], &optimizer_state[0], &c_data, &c_X, &c_schedule, &history[0], scratch
+            )
+    finally:
+        free(scratch)
+
+
+def sparse_gradient(net, const floating[::1] weights, data, const Py_ssize_t[::1] rows, floating[::1] grad):
+    """``batch_gradient`` for sparse rows (``data.X`` a ``SparseRows``)."""
+    cdef Network c_net = network_of(net)
+    cdef const floating[::1] values = data.X.values
+    cdef SparseRows c_X = _sparse_rows_of(data.X, &values[0])
+    cdef const floating[:, ::1] Y = data.Y
+    cdef const floating[::1] sample_weight = data.sample_weight
+    cdef Data c_data = Data(X=NULL, Y=&Y[0, 0], sample_weight=&sample_weight[0])
+    cdef Py_ssize_t n_in = c_net.sizes[0]
+    cdef Py_ssize_t units = c_net.sizes[1]
+    cdef BatchScratch parts = _batch_scratch(&c_net, rows.shape[0], 1)
+    cdef floating* scratch = <floating*>malloc((parts.size + 2 * (n_in + 1) * units) * sizeof(floating))
+    cdef floating* first_layer
+    cdef floating* first_grad
+    cdef floating* deltas
+    cdef floating total_loss
+    if scratch == NULL:
+        raise MemoryError()
+    first_layer = scratch + parts.size
+    first_grad = first_layer + (n_in + 1) * units
+    try:
+        with nogil:
+            _transposed(&weights[0], units, n_in + 1, first_layer)
+            total_loss = _sparse_gradient(
+                &c_net, first_layer, &weights[0], &c_data, &c_X, &rows[0], rows.shape[0], &grad[0], scratch,
+                &parts, &deltas,
+            )
+            _sparse_first_gradient(&c_net, &c_X, &rows[0], rows.shape[0], deltas, first_grad)
+            _transposed(first_grad, n_in + 1, units, &grad[0])
+    finally:
+        free(scratch)
+    return total_loss
+
+
+def predict_sparse(net, const floating[::1] weights, X, floating[:, ::1] out):
+    """The output layer's values for every sparse row of ``X`` (a ``SparseRows``), into ``out``."""
+    cdef Network c_net = network_of(net)
+    cdef const floating[::1] values = X.values
+    cdef SparseRows c_X = _sparse_rows_of(X, &values[0])
+    cdef Py_ssize_t n_rows = out.shape[0]
+    cdef Py_ssize_t chunk = min(n_rows, <Py_ssize_t>PREDICT_CHUNK_ROWS)
+    cdef Py_ssize_t size = _batch_scratch(&c_net, chunk, 1).size + (c_net.sizes[0] + 1) * c_net.sizes[1]
+    cdef floating* scratch
+    cdef Py_ssize_t* rows
+    if n_rows == 0:
+        return
+    scratch = <floating*>malloc(size * sizeof(floating))
+    rows = <Py_ssize_t*>malloc(chunk * sizeof(Py_ssize_t))
+    try:
+        if scratch == NULL or rows == NULL:
+            raise MemoryError()
+        with nogil:
+            _predict_sparse(&c_net, &weights[0], &c_X, &out[0, 0], n_rows, rows, scratch)
+    finally:
+        free(rows)
+        free(scratch)

@@ -461,7 +461,7 @@ def sparse_gradient(net, weights, data, rows, grad):
 def predict_sparse(net, weights, X, out):
     """The output layer's values for every sparse row of ``X`` (a ``SparseRows``), into ``out``."""
     n_rows = out.shape[0]
-    chunk = min(n_rows, PREDICT_CHUNK_ROWS)
+    chunk = max(1, min(n_rows, PREDICT_CHUNK_ROWS))  # no rows: no chunk runs
     scratch = _batch_buffers(net, chunk, weights.dtype, 1)
     first_layer = _input_major_copy(net, weights)
     n_layers, n_out = net.sizes.shape[0] - 1, out.shape[1]
