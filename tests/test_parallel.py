@@ -164,18 +164,13 @@ def test_a_child_forked_after_threaded_training_trains_on_one_thread(compiled_ba
     options = dict(epochs=2, seed=3, backend=compiled_backend, **MINI_BATCH_CASES["softmax, two blocks per layer"])
     expected = fastbp.train(X, y, n_threads=2, **options).weights  # the parent has started its threads
     path = tmp_path / "child.npy"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12 warns about fork in threaded processes
-        pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            assert _parallel.kernel_threads(2) == 1
-            np.save(path, fastbp.train(X, y, n_threads=2, **options).weights)
-            status = 0
-        finally:
-            os._exit(status)
-    _, status = os.waitpid(pid, 0)
+
+    def child() -> int:
+        assert _parallel.kernel_threads(2) == 1
+        np.save(path, fastbp.train(X, y, n_threads=2, **options).weights)
+        return 0
+
+    _, status = os.waitpid(_fork(child), 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert np.load(path).tobytes() == expected.tobytes()
 

@@ -529,53 +529,40 @@ cdef floating _sparse_gradient(
     return total_loss
 
 
-cdef void _sparse_first_gradient(
+cdef void _scatter_first(
+    const Network* net, const SparseRows* X, const Py_ssize_t* rows, Py_ssize_t b, const floating* deltas,
+    floating* first, floating factor,
+) noexcept nogil:
+    """Add ``factor`` times the first layer's gradient terms for the ``b`` sparse rows ``X[rows]`` into ``first``
+    (input-major): each nonzero's value times the layer's error signals ``deltas`` into its input's row, the
+    signals themselves into the biases' row.  Into zeros with factor 1 it is the gradient; into the weights with
+    factor ``-rate``, plain SGD's step, which moves only the rows' inputs' weights and the biases."""
+    cdef const floating* values = <const floating*>X.values
+    cdef Py_ssize_t n_in = net.sizes[0]
+    cdef Py_ssize_t units = net.sizes[1]
+    cdef Py_ssize_t j, p, s
+    cdef const floating* row_deltas
+    cdef floating* target
+    cdef floating value
+    for s in range(b):
+        row_deltas = deltas + s * units
+        for p in range(X.indptr[rows[s]], X.indptr[rows[s] + 1]):
+            target, value = first + X.indices[p] * units, values[p]
+            for j in range(units):
+                target[j] += factor * (row_deltas[j] * value)
+        for j in range(units):
+            first[n_in * units + j] += factor * row_deltas[j]
+
+
+cdef void _first_gradient(
     const Network* net, const SparseRows* X, const Py_ssize_t* rows, Py_ssize_t b, const floating* deltas,
     floating* first_grad,
 ) noexcept nogil:
-    """The first layer's gradient for the ``b`` sparse rows ``X[rows]``, input-major into ``first_grad``, from its
-    error signals ``deltas``: each nonzero's value times them, summed into its input's row; their sums the
-    biases'."""
-    cdef const floating* values = <const floating*>X.values
-    cdef Py_ssize_t n_in = net.sizes[0]
-    cdef Py_ssize_t units = net.sizes[1]
-    cdef Py_ssize_t j, p, s
-    cdef const floating* row_deltas
-    cdef floating* grad
-    cdef floating value
-    for p in range((n_in + 1) * units):
+    """The first layer's gradient for the ``b`` sparse rows ``X[rows]``, input-major into ``first_grad``."""
+    cdef Py_ssize_t p
+    for p in range((net.sizes[0] + 1) * net.sizes[1]):
         first_grad[p] = 0.0
-    for s in range(b):
-        row_deltas = deltas + s * units
-        for p in range(X.indptr[rows[s]], X.indptr[rows[s] + 1]):
-            grad, value = first_grad + X.indices[p] * units, values[p]
-            for j in range(units):
-                grad[j] += row_deltas[j] * value
-        for j in range(units):
-            first_grad[n_in * units + j] += row_deltas[j]
-
-
-cdef void _sparse_first_sgd(
-    const Network* net, const SparseRows* X, const Py_ssize_t* rows, Py_ssize_t b, const floating* deltas,
-    floating* first_layer, floating rate,
-) noexcept nogil:
-    """Plain SGD without L2 on the first layer (input-major ``first_layer``): only the weights of the ``b`` rows'
-    nonzero inputs, and the biases, move (by ``rate`` times ``_sparse_first_gradient``'s terms)."""
-    cdef const floating* values = <const floating*>X.values
-    cdef Py_ssize_t n_in = net.sizes[0]
-    cdef Py_ssize_t units = net.sizes[1]
-    cdef Py_ssize_t j, p, s
-    cdef const floating* row_deltas
-    cdef floating* weights
-    cdef floating value
-    for s in range(b):
-        row_deltas = deltas + s * units
-        for p in range(X.indptr[rows[s]], X.indptr[rows[s] + 1]):
-            weights, value = first_layer + X.indices[p] * units, values[p]
-            for j in range(units):
-                weights[j] -= rate * (row_deltas[j] * value)
-        for j in range(units):
-            first_layer[n_in * units + j] -= rate * row_deltas[j]
+    _scatter_first(net, X, rows, b, deltas, first_grad, 1.0)
 
 
 cdef void _add_decay(const Network* net, const floating* weights, floating* grad, floating l2) noexcept nogil:
@@ -640,10 +627,10 @@ cdef void _train_sparse(
             )
             step += 1
             if plain:
-                _sparse_first_sgd(net, X, order + start, b, deltas, weights, <floating>rate)
+                _scatter_first(net, X, order + start, b, deltas, weights, -<floating>rate)
                 optimizer_step(&upper, weights, grad, state, schedule, rate, step)
             else:
-                _sparse_first_gradient(net, X, order + start, b, deltas, grad)
+                _first_gradient(net, X, order + start, b, deltas, grad)
                 if schedule.l2 != 0.0:
                     _add_decay(net, weights, grad, <floating>schedule.l2)
                 optimizer_step(net, weights, grad, state, &undecayed, rate, step)
@@ -735,7 +722,7 @@ def sparse_gradient(net, const floating[::1] weights, data, const Py_ssize_t[::1
                 &c_net, first_layer, &weights[0], &c_data, &c_X, &rows[0], rows.shape[0], &grad[0], scratch,
                 &parts, &deltas,
             )
-            _sparse_first_gradient(&c_net, &c_X, &rows[0], rows.shape[0], deltas, first_grad)
+            _first_gradient(&c_net, &c_X, &rows[0], rows.shape[0], deltas, first_grad)
             _transposed(first_grad, n_in + 1, units, &grad[0])
     finally:
         free(scratch)

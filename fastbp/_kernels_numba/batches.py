@@ -342,38 +342,29 @@ def _sparse_gradient(net, first_layer, weights, data, rows, grad, scratch):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _sparse_first_gradient(net, X, rows, deltas, first_grad):
-    """The first layer's gradient for sparse rows ``X[rows]``, input-major into ``first_grad``, from its error
-    signals ``deltas``: each nonzero's value times them, summed into its input's row; their sums the biases'."""
+def _scatter_first(net, X, rows, deltas, first, factor):
+    """Add ``factor`` times the first layer's gradient terms for sparse rows ``X[rows]`` into ``first``
+    (input-major): each nonzero's value times the layer's error signals ``deltas`` into its input's row, the
+    signals themselves into the biases' row.  Into zeros with factor 1 it is the gradient; into the weights with
+    factor ``-rate``, plain SGD's step, which moves only the rows' inputs' weights and the biases."""
     n_in, units = net.sizes[0], net.sizes[1]
     indptr, indices, values = X
-    first_grad[:] = 0.0
     for s in range(rows.shape[0]):
         r = rows[s]
         row_deltas = deltas[s * units : (s + 1) * units]
         for p in range(indptr[r], indptr[r + 1]):
-            grad, value = first_grad[indices[p]], values[p]
+            target, value = first[indices[p]], values[p]
             for j in range(units):
-                grad[j] += row_deltas[j] * value
+                target[j] += factor * (row_deltas[j] * value)
         for j in range(units):
-            first_grad[n_in, j] += row_deltas[j]
+            first[n_in, j] += factor * row_deltas[j]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _sparse_first_sgd(net, X, rows, deltas, first_layer, rate):
-    """Plain SGD without L2 on the first layer: only the weights of the rows' nonzero inputs, and the biases,
-    move (by ``rate`` times ``_sparse_first_gradient``'s terms)."""
-    n_in, units = net.sizes[0], net.sizes[1]
-    indptr, indices, values = X
-    for s in range(rows.shape[0]):
-        r = rows[s]
-        row_deltas = deltas[s * units : (s + 1) * units]
-        for p in range(indptr[r], indptr[r + 1]):
-            weights, value = first_layer[indices[p]], values[p]
-            for j in range(units):
-                weights[j] -= rate * (row_deltas[j] * value)
-        for j in range(units):
-            first_layer[n_in, j] -= rate * row_deltas[j]
+def _first_gradient(net, X, rows, deltas, first_grad):
+    """The first layer's gradient for sparse rows ``X[rows]``, input-major into ``first_grad``."""
+    first_grad[:] = 0.0
+    _scatter_first(net, X, rows, deltas, first_grad, first_grad.dtype.type(1.0))
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -421,10 +412,10 @@ def _train_sparse(net, upper, weights, optimizer_state, data, schedule, undecaye
             epoch_loss += loss
             step += 1
             if plain:
-                _sparse_first_sgd(net, data.X, rows, deltas, first_layer, dt(rate))
+                _scatter_first(net, data.X, rows, deltas, first_layer, -dt(rate))
                 optimizer_step(upper, weights, grad, optimizer_state, schedule, rate, step)
             else:
-                _sparse_first_gradient(net, data.X, rows, deltas, first_grad)
+                _first_gradient(net, data.X, rows, deltas, first_grad)
                 if schedule.l2 != 0.0:
                     _add_decay(net, weights, grad, dt(schedule.l2))
                 optimizer_step(net, weights, grad, optimizer_state, undecayed, rate, step)
@@ -450,7 +441,7 @@ def sparse_gradient(net, weights, data, rows, grad):
     first_layer = _input_major_copy(net, weights)
     total_loss, deltas = _sparse_gradient(net, first_layer, weights, data, rows, grad, scratch)
     first_grad = np.empty((n_in + 1) * units, dtype=weights.dtype)
-    _sparse_first_gradient(net, data.X, rows, deltas, first_grad.reshape(n_in + 1, units))
+    _first_gradient(net, data.X, rows, deltas, first_grad.reshape(n_in + 1, units))
     swap = np.empty_like(first_grad)
     _transpose_block(first_grad, 0, n_in + 1, units, swap)
     grad[: first_grad.shape[0]] = first_grad
