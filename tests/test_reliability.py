@@ -155,7 +155,7 @@ DATA_CASES = {
     ),
     "single-row": (
         lambda data, X, y: (X[:1], y[:1]),
-        {"train": None, "evaluate": r"folds=2 is more than the 1 rows", "classifier": None, "regressor": None},
+        {"train": r"one class", "evaluate": r"folds=2 is more than the 1 rows", "classifier": None, "regressor": None},
     ),
     "1d-features": (
         lambda data, X, y: (X[:, 0], y),
