@@ -2,8 +2,9 @@
 
 The extensions are optional: if they cannot be compiled (no C compiler, no Cython,
 no SciPy, whose ``cython_blas`` gives the mini-batch kernels BLAS), the install
-still succeeds with a warning, the Numba backend works as before,
-and ``backend="cython"`` raises an ImportError saying the extension is missing.
+still succeeds, with a warning that says what that costs and how to fix it: the
+Numba backend works as before, ``backend="auto"`` picks it (and warns once per
+process), and ``backend="cython"`` raises an ImportError saying the extension is missing.
 
 The constants the kernels build in are generated from ``fastbp._constants`` into
 ``fastbp/_kernels_cython/constants.pxd`` by every build, never typed twice.
@@ -51,22 +52,52 @@ AVX2_SUFFIX = "_avx2"
 AVX2_FLAGS = ["-mavx2"]
 AVX2_MACHINES = ("x86_64", "amd64")
 BUILD_ERRORS = (CCompilerError, ExecError, PlatformError, ValueError)
-WARNING = (
-    "the Cython extension {name} could not be built ({error}); fastbp is installed without it: "
-    "the 'numba' backend works, backend='cython' will raise ImportError"
-)
+MISSING_BACKEND = """
+********************************************************************************
+WARNING: fastbp is built without its compiled Cython backend:
+{reason}.
+fastbp still works, but starts slower: backend="auto" (the default) picks the
+Numba backend instead, which compiles its kernels on first use (10-17 s; then
+cached on disk where Numba can write), and backend="cython" raises ImportError.
+To build the Cython backend, install a C compiler (gcc or clang; on Windows,
+Microsoft C++ Build Tools), then reinstall fastbp:
+    pip install --force-reinstall --no-cache-dir --no-deps fastbp
+(in a source checkout: pip install . or pip install -e .).
+********************************************************************************
+"""
+
+
+def announce_missing_backend(reason: str) -> None:
+    """Say, where pip shows a build's output (``pip install -v``, or the build log), that the Cython backend is
+    missing, what that costs, and how to build it."""
+    print(MISSING_BACKEND.format(reason=reason), file=sys.stderr)
 
 
 class OptionalBuildExt(build_ext):
-    """``build_ext`` that adds gcc/clang flags and turns a failed compile into a warning."""
+    """``build_ext`` that adds gcc/clang flags and turns failed compiles into one warning at the end."""
+
+    def initialize_options(self):
+        super().initialize_options()
+        self.failed = {}  # extension name -> the error that stopped its build
 
     def run(self):
         try:
             super().run()
         except BUILD_ERRORS as error:
-            warnings.warn(WARNING.format(name="fastbp._kernels_cython", error=error), stacklevel=1)
+            self.failed["fastbp._kernels_cython"] = error
+        missing = [name for name in self.failed if not name.endswith(AVX2_SUFFIX)]
+        if missing:
+            announce_missing_backend(f"{', '.join(missing)} could not be compiled ({self.failed[missing[0]]})")
+            return
+        for name, error in self.failed.items():  # AVX2 builds only
+            warnings.warn(
+                f"{name} could not be built ({error}): processors with AVX2 will run the modules built for every "
+                "x86-64 processor",
+                stacklevel=1,
+            )
 
     def build_extension(self, ext):
+        openmp_error = None
         if self.compiler.compiler_type in ("unix", "mingw32", "cygwin"):
             ext.extra_compile_args = [*ext.extra_compile_args, *GCC_LIKE_FLAGS]
             if ext.name.endswith(AVX2_SUFFIX):
@@ -76,7 +107,7 @@ class OptionalBuildExt(build_ext):
                 self._build_with(ext, OPENMP_FLAGS)
                 return
             except BUILD_ERRORS as error:
-                warnings.warn(f"building {ext.name} without OpenMP ({error}): it will use one thread", stacklevel=1)
+                openmp_error = error
         elif ext.name.endswith(AVX2_SUFFIX):  # another compiler: the modules built for every processor will do
             return
         try:
@@ -86,7 +117,10 @@ class OptionalBuildExt(build_ext):
             stale = self.get_ext_fullpath(ext.name)
             if os.path.exists(stale):
                 os.remove(stale)
-            warnings.warn(WARNING.format(name=ext.name, error=error), stacklevel=1)
+            self.failed[ext.name] = error
+            return
+        if openmp_error is not None:
+            warnings.warn(f"building {ext.name} without OpenMP ({openmp_error}): it will use one thread", stacklevel=1)
 
     def _build_with(self, ext, flags):
         """Build ``ext`` with ``flags`` added to its compile and link options, leaving ``ext`` as it was."""
@@ -189,7 +223,7 @@ def extensions():
         import scipy.linalg.cython_blas  # noqa: F401  (cimported by the kernels)
         from Cython.Build import cythonize
     except ImportError as error:
-        warnings.warn(WARNING.format(name="fastbp._kernels_cython", error=error), stacklevel=1)
+        announce_missing_backend(f"Cython or SciPy is missing at build time ({error})")
         return []
     write_constants()
     names = [*MODULES, *write_avx2_sources()]

@@ -9,16 +9,19 @@ Each workload is one benchmark group holding both runs per compiled backend, so
 - ``parallel-W3-batch128`` and ``parallel-W3-batch32``: W3's mini-batch training
   (``bench_mnist_shape.py``'s network and data) with ``fastbp.train(n_threads=...)``.
 - ``parallel-cv-wheat`` (the tutorial's wheat seeds experiment, 5 folds x 500 epochs) and
-  ``parallel-cv-digits`` (5 folds of W2's network): ``fastbp.evaluate(n_jobs=...)``, whose
-  folds train in joblib's worker processes.
+  ``parallel-cv-digits`` (5 folds of W2's network): ``fastbp.evaluate`` with ``n_jobs=1``
+  and ``n_jobs=-1``, whose folds train on threads, one network per job.
+- ``parallel-grid-wheat``: ``fastbp.search`` over 8 learning rates x 5 folds of the wheat
+  seeds (40 networks in lockstep), ``n_jobs=1`` and ``-1``: the lockstep group cut into
+  one part per thread (on up to 5 cores: each part needs 8 networks).
 
 Every parallel run must give the bits of the one-thread run: the same predictions,
-the same weights, the same scores.  joblib's workers start (and import fastbp) in a
-warm-up call, outside the timing, as they do once per session in use.
+the same weights, the same scores.
 """
 
 import numpy as np
 import pytest
+from bench_lockstep import RATES
 from bench_train import FOLDS, SORTED_SCORES, TUTORIAL
 
 import fastbp
@@ -34,6 +37,10 @@ DIGITS_NETWORK = {"hidden": 32, "activation": "sigmoid", "output": "softmax", "i
 def workers(name):
     """Parametrize ``name`` over one worker and every core."""
     return pytest.mark.parametrize(name, [1, CORES], ids=["one", f"all{CORES}"])
+
+
+#: ``n_jobs`` of evaluate and search: one job, and joblib's every core.
+JOBS = pytest.mark.parametrize("n_jobs", [1, -1], ids=["one", f"all{CORES}"])
 
 
 def describe(backend, count, kind, workload):
@@ -113,11 +120,11 @@ def bench_parallel_train(timed, size, mnist_shape, assert_learned, compiled_back
 
 
 def timed_evaluate(timed, X, y, backend, n_jobs, workload, samples, **options):
-    """Time ``fastbp.evaluate`` on ``n_jobs`` jobs after starting joblib's workers; return its result."""
+    """Time ``fastbp.evaluate`` on ``n_jobs`` jobs after a warm-up that loads the kernels; return its result."""
     every = max(1, len(X) // 50)  # a few rows of every class
-    fastbp.evaluate(X[::every], y[::every], folds=FOLDS, epochs=1, backend=backend, n_jobs=n_jobs)  # start workers
-    info = describe(backend, n_jobs, "jobs", workload)
-    info["path"] = "evaluate: folds in joblib's worker processes" if n_jobs > 1 else "evaluate: folds in turn"
+    fastbp.evaluate(X[::every], y[::every], folds=FOLDS, epochs=1, backend=backend, n_jobs=n_jobs)
+    info = describe(backend, CORES if n_jobs == -1 else n_jobs, "jobs", workload)
+    info["path"] = "evaluate: folds on threads, one per job" if n_jobs != 1 else "evaluate: folds in turn"
     return timed(
         lambda: fastbp.evaluate(X, y, folds=FOLDS, backend=backend, n_jobs=n_jobs, **options),
         samples=samples,
@@ -126,7 +133,7 @@ def timed_evaluate(timed, X, y, backend, n_jobs, workload, samples, **options):
 
 
 @pytest.mark.benchmark(group="parallel-cv-wheat")
-@workers("n_jobs")
+@JOBS
 def bench_parallel_cv_wheat(timed, size, wheat, compiled_backend, n_jobs):
     X, y = wheat
     workload = f"wheat seeds CV, 7-5-3, {FOLDS} folds x {size.epochs} epochs"
@@ -138,7 +145,7 @@ def bench_parallel_cv_wheat(timed, size, wheat, compiled_backend, n_jobs):
 
 
 @pytest.mark.benchmark(group="parallel-cv-digits")
-@workers("n_jobs")
+@JOBS
 def bench_parallel_cv_digits(timed, size, digits, compiled_backend, n_jobs):
     X, y = digits[0][: size.rows], digits[1][: size.rows]
     workload = f"digits CV, 64-32-10 online, {FOLDS} folds x {size.epochs} epochs"
@@ -146,6 +153,25 @@ def bench_parallel_cv_digits(timed, size, digits, compiled_backend, n_jobs):
     options = {**DIGITS_NETWORK, "epochs": size.epochs, "seed": 1}
     result = timed_evaluate(timed, X, y, compiled_backend, n_jobs, workload, samples, **options)
     assert result.mean >= 50, f"cross-validated accuracy {result.mean:.1f}% on ten classes"
-    if n_jobs > 1:
+    if n_jobs != 1:
         serial = fastbp.evaluate(X, y, folds=FOLDS, backend=compiled_backend, n_jobs=1, **options)
         assert result.scores == serial.scores, "jobs changed the scores"
+
+
+@pytest.mark.benchmark(group="parallel-grid-wheat")
+@JOBS
+def bench_parallel_grid_wheat(timed, size, wheat, compiled_backend, n_jobs):
+    X, y = wheat
+    grid, options = {"lr": RATES}, {"folds": FOLDS, "seed": TUTORIAL["seed"], "hidden": 5, "backend": compiled_backend}
+    fastbp.search(X, y, grid, epochs=1, n_jobs=n_jobs, **options)  # warm up: load the kernels
+    workload = f"wheat seeds grid, 7-5-3, {len(RATES)} learning rates x {FOLDS} folds x {size.epochs} epochs"
+    info = describe(compiled_backend, CORES if n_jobs == -1 else n_jobs, "jobs", workload)
+    info["path"] = "search: jobs on threads" if n_jobs != 1 else "search: lockstep on one thread"
+    samples = len(X) * (FOLDS - 1) // FOLDS * size.epochs * FOLDS * len(RATES)
+    result = timed(
+        lambda: fastbp.search(X, y, grid, epochs=size.epochs, n_jobs=n_jobs, **options), samples=samples, **info
+    )
+    assert max(result.means) > 80, f"the best point's cross-validated accuracy is {max(result.means):.1f}%"
+    if n_jobs != 1:
+        serial = fastbp.search(X, y, grid, epochs=size.epochs, n_jobs=1, **options)
+        assert result == serial, "jobs changed the scores"

@@ -131,6 +131,11 @@ SIZES = {
         "quick": Size(rows=None, epochs=5, rounds=2, slow_rounds=2),
         "smoke": Size(rows=300, epochs=1, rounds=1, slow_rounds=1),
     },
+    "parallel-grid-wheat": {  # 8 learning rates x 5 folds, 40 networks in lockstep (~0.2 s a round on one thread)
+        "full": Size(rows=None, epochs=500, rounds=7, slow_rounds=7),
+        "quick": Size(rows=None, epochs=100, rounds=3, slow_rounds=3),
+        "smoke": Size(rows=None, epochs=10, rounds=1, slow_rounds=1),
+    },
     # bench_lockstep.py: many networks in lockstep against one at a time, same work, side by side.
     "lockstep-wheat-cv": {  # the tutorial's 5 folds x 500 epochs (~45 ms a round one at a time)
         "full": Size(rows=None, epochs=500, rounds=15, slow_rounds=15),

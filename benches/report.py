@@ -52,7 +52,7 @@ GROUPS = [
 #: against every core, per backend.
 PARALLEL_GROUPS = [
     "parallel-predict", "parallel-W3-batch128", "parallel-W3-batch32", "parallel-W4-cnn-batch128", "parallel-cv-wheat",
-    "parallel-cv-digits",
+    "parallel-cv-digits", "parallel-grid-wheat",
 ]  # fmt: skip
 #: Lockstep workloads (bench_lockstep.py), in the order their table lists them: the same networks trained one at a
 #: time and in lockstep, per backend.
@@ -234,8 +234,8 @@ def parallel_table(rows: list[Row]) -> list[str]:
     lines += [
         "",
         "speed-up: the one-worker time over the parallel time, both measured in this run on the same work and",
-        "data; threads: Model.predict / fastbp.train(n_threads=...); jobs: fastbp.evaluate(n_jobs=...), joblib's",
-        "processes (already started). The parallel runs give the one-worker run's bits, checked by the benchmarks.",
+        "data; threads: Model.predict / fastbp.train(n_threads=...); jobs: fastbp.evaluate / search(n_jobs=...),",
+        "on threads. The parallel runs give the one-worker run's bits, checked by the benchmarks.",
     ]
     return lines
 

@@ -8,7 +8,7 @@
 
 from . import data, datasets, layers, optimizers, reference
 from ._api import Evaluation, SearchResult, evaluate, search, train, train_many
-from ._backends import BACKENDS, available_backends
+from ._backends import BACKENDS, InstallWarning, available_backends
 from ._model import Model, load
 from ._sequential import Sequential
 from ._training import NonFiniteError
@@ -30,6 +30,7 @@ def __getattr__(name: str):
 __all__ = [
     "BACKENDS",
     "Evaluation",
+    "InstallWarning",
     "MLPClassifier",
     "MLPRegressor",
     "Model",

@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 import itertools
 import random
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,16 +25,16 @@ from . import data
 from ._concepts import OUTPUTS, documented
 from ._layout import initial_weights
 from ._model import Model
-from ._parallel import as_threads
+from ._parallel import as_threads, job_workers, run_jobs
 from ._sparse import SparseFeatures
-from ._training import Callback, NonFiniteError, Options, Trainer, check_finite
+from ._training import Callback, NonFiniteError, Options, ProgressBar, Trainer, check_finite
 from ._validate import (
     RandomSource,
     as_count,
     as_features,
-    as_flag,
     as_inputs,
     as_labels,
+    as_progress,
     as_rates,
     as_sample_weight,
     as_targets,
@@ -104,7 +105,7 @@ def train(
     backend: str = "auto",
     exact: bool | None = None,
     callback: Callback | None = None,
-    progress: bool = False,
+    progress: bool | ProgressBar = False,
     n_threads: int | None = None,
     layers: Sequence[LayerSpec] | None = None,
 ) -> Model:
@@ -135,7 +136,7 @@ def train(
         cross-entropy too), the cross-entropy for softmax ones, the Poisson
         deviance for exp ones.
     epochs : int
-        Passes over the training rows (0 returns the initial network).  For
+        Passes over the training rows, at least one.  For
         ``"lbfgs"``, the most iterations (each evaluating the loss over every row
         once or more), which end sooner once it converges: no gradient component
         above 1e-4, or the loss no longer falling.
@@ -202,8 +203,11 @@ def train(
         ``callback(epoch, loss)`` after every epoch (counted from 0); returning True
         stops training there, and ``history`` ends with that epoch.  Without one,
         epochs run in compiled chunks that never return to Python in between.
-    progress : bool
-        Show a progress bar over the epochs (tqdm).
+    progress : bool or progress bar
+        Show a progress bar over the epochs (tqdm), or advance one of the
+        caller's by the epochs as they run (anything with ``update(n)``, such as
+        a ``tqdm`` shared by several trainings).  Either moves with each call into
+        the kernels, tens of milliseconds of work, not with each epoch.
     n_threads : int or None
         Threads for mini-batch training and for the forward pass that checks the
         trained network: ``None`` is every core, or ``FASTBP_NUM_THREADS`` /
@@ -271,9 +275,10 @@ class _Training:
     classes: np.ndarray | None
     flat_targets: bool
     callback: Callback | None
-    progress: bool
+    progress: bool | ProgressBar
     feature_names: tuple[str, ...] | None = None
     rows: np.ndarray | None = None
+    seed: int | None = None  # the integer seed the network was drawn from; None when none was, or a generator
 
     def run(self, n_threads: int | None = None) -> Model:
         n_threads = as_threads(n_threads)
@@ -289,9 +294,9 @@ class _Training:
             return self.X, self.targets, self.sample_weight
         return self.X[self.rows], self.targets[self.rows], self.sample_weight[self.rows]
 
-    def sibling(self, trainer: Trainer, rows: np.ndarray | None) -> _Training:
-        """The same data and settings for another network, on ``rows`` of the shared arrays."""
-        return dataclasses.replace(self, trainer=trainer, rows=rows)
+    def sibling(self, trainer: Trainer, rows: np.ndarray | None, seed=None) -> _Training:
+        """The same data and settings for another network (drawn from ``seed``), on ``rows`` of the shared arrays."""
+        return dataclasses.replace(self, trainer=trainer, rows=rows, seed=_integer_seed(seed))
 
     def finish(self, history: np.ndarray, n_threads: int = 1) -> Model:
         """The trained model, once the trainer has run: refused if it diverged, with a warning if it is stuck."""
@@ -299,7 +304,8 @@ class _Training:
         check_finite(history, trainer.weights, 0)
         model = Model(
             trainer.layout, trainer.weights, self.classes, history, trainer.backend,
-            flat_targets=self.flat_targets, options=trainer.options.to_dict(), feature_names=self.feature_names,
+            flat_targets=self.flat_targets, options={**trainer.options.to_dict(), "epochs": self.epochs,
+            "seed": self.seed}, feature_names=self.feature_names,
         )  # fmt: skip
         if len(history):
             X, targets, _ = self.trained_rows()
@@ -309,16 +315,25 @@ class _Training:
 
 #: A training's end: its model, or the divergence that stopped it; and the warnings it raised.
 _Outcome = tuple["Model | FloatingPointError", list[tuple[type[Warning], str]]]
+#: A training run by a job: its trainer (whose weights it trained, sent back from a worker process) and its
+#: history, or the divergence that stopped it.
+_Trained = tuple[Trainer, "np.ndarray | FloatingPointError"]
+
+#: Held while a training's warnings are recorded: ``warnings.catch_warnings`` swaps process-wide state, which
+#: two threads recording at once would leave crossed (the one that leaves last putting back the other's record).
+#: The record is brief (a forward pass over a few rows), and still takes what other threads warn meanwhile.
+_RECORDING = threading.Lock()
 
 
-def _outcome(training: _Training, history: np.ndarray | None = None) -> _Outcome:
-    """Run a training (or finish it, from ``history``), keeping its warnings and its divergence to pass on:
-    a worker process would lose them, and a grid search scores a diverged network instead of stopping.
-    Each network trains on one thread: many networks are the parallelism."""
-    with warnings.catch_warnings(record=True) as caught:
+def _outcome(training: _Training, history: np.ndarray | FloatingPointError) -> _Outcome:
+    """Finish a training from its ``history``, keeping its warnings and its divergence to pass on: a grid
+    search scores a diverged network instead of stopping."""
+    if isinstance(history, FloatingPointError):
+        return history, []
+    with _RECORDING, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            model = training.run(n_threads=1) if history is None else training.finish(history)
+            model = training.finish(history)
         except FloatingPointError as error:
             model = error
     return model, [(warning.category, str(warning.message)) for warning in caught]
@@ -337,24 +352,71 @@ def _models(outcomes: list[_Outcome], label: str, stacklevel: int = 3) -> list[M
     return models
 
 
-def _run_together(trainings: list[_Training]) -> list[_Outcome]:
-    """Run the trainings, in lockstep where they allow it (:mod:`fastbp._lockstep`), else one by one.
+def _run_together(trainings: list[_Training], n_jobs: int | None = None) -> list[_Outcome]:
+    """Run the trainings, in lockstep where they allow it (:func:`_together`), and finish them here, in order.
 
-    Lockstep needs enough networks to pay (``lockstep.MIN_NETWORKS``), online plain
-    SGD, the same settings but the learning rate, the same epochs, and no callback
-    or progress bar; each network gets the bits it would get alone either way.
-    Trainings on one data set share its arrays (each network its rows); separate
-    arrays are concatenated into one.
+    ``n_jobs`` None or 1: on this thread.  Otherwise as joblib's jobs
+    (:func:`fastbp._parallel.run_jobs`), on threads unless a ``joblib.parallel_config``
+    names processes or a Dask cluster (the kernels release the GIL; processes would be
+    started and sent the data).  Each job is a part of a lockstep group or one
+    training (:func:`_jobs`), every network on one kernel thread: the jobs are the
+    parallelism.  The jobs send back trainers and histories, and the models are
+    finished here, where their warnings are recorded (a job on a thread could not
+    record its own: the record is process-wide).  Each network gets the bits it would
+    get alone either way.
     """
+    if n_jobs is None or n_jobs == 1:
+        jobs = _jobs(trainings, 1)
+        done = [_trained([trainings[k] for k in job]) for job in jobs]
+    else:
+        jobs = _jobs(trainings, job_workers(n_jobs))
+        done = run_jobs(_trained, [[trainings[k] for k in job] for job in jobs], n_jobs)
+    outcomes: list = [None] * len(trainings)
+    for job, results in zip(jobs, done, strict=True):
+        for position, (trainer, history) in zip(job, results, strict=True):
+            outcomes[position] = _outcome(dataclasses.replace(trainings[position], trainer=trainer), history)
+    return outcomes
+
+
+def _jobs(trainings: list[_Training], workers: int) -> list[list[int]]:
+    """Positions of the trainings that each job runs.
+
+    A lockstep group (:func:`_lockstep_groups`) large enough to give every worker
+    ``lockstep.MIN_NETWORKS`` networks or more is cut into one part per worker; any
+    other training is a job of its own, which keeps every worker busy: lockstep gains
+    1.2 to 1.9x over one network at a time (docs' performance page), two workers up to 2x.
+    """
+    jobs = []
+    for group in _lockstep_groups(trainings):
+        if len(group) >= workers * lockstep.MIN_NETWORKS and _together([trainings[k] for k in group]):
+            bounds = [len(group) * part // workers for part in range(workers + 1)]
+            jobs += [group[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+        else:
+            jobs += [[position] for position in group]
+    return jobs
+
+
+def _together(trainings: list[_Training]) -> bool:
+    """Whether the trainings run in lockstep: enough networks to pay (``lockstep.MIN_NETWORKS``), online plain
+    SGD, the same settings but the learning rate, the same epochs, dense rows, and no callback or progress bar."""
     first = trainings[0]
-    together = (
+    return (
         not isinstance(first.X, SparseFeatures)  # the lockstep kernels take dense rows
         and lockstep.can_run([training.trainer for training in trainings])
         and all(training.epochs == first.epochs for training in trainings)
         and not any(training.callback or training.progress for training in trainings)
     )
-    if not together:
-        return [_outcome(training) for training in trainings]
+
+
+def _trained(trainings: list[_Training]) -> list[_Trained]:
+    """Train, in one lockstep kernel call where :func:`_together` allows, else one after the other: what a job runs.
+
+    Trainings on one data set share its arrays (each network its rows); separate
+    arrays are concatenated into one.
+    """
+    if not _together(trainings):
+        return [(training.trainer, _history(training)) for training in trainings]
+    first = trainings[0]
     shared = all(
         training.X is first.X and training.targets is first.targets and training.sample_weight is first.sample_weight
         for training in trainings
@@ -369,7 +431,18 @@ def _run_together(trainings: list[_Training]) -> list[_Outcome]:
         rows = [np.arange(start, stop, dtype=np.intp) for start, stop in zip(bounds[:-1], bounds[1:])]
     trainers = [training.trainer for training in trainings]
     histories = lockstep.run(trainers, X, targets, sample_weight, rows, first.epochs)
-    return [_outcome(training, history) for training, history in zip(trainings, histories, strict=True)]
+    return list(zip(trainers, histories, strict=True))
+
+
+def _history(training: _Training) -> np.ndarray | FloatingPointError:
+    """Run one training on one kernel thread: its history, or the divergence that stopped it."""
+    try:
+        return training.trainer.run(
+            training.X, training.targets, training.sample_weight, training.epochs,
+            callback=training.callback, progress=training.progress, rows=training.rows,
+        )  # fmt: skip
+    except FloatingPointError as error:
+        return error
 
 
 def _prepared(
@@ -380,15 +453,20 @@ def _prepared(
     feature_names = feature_names_of(X)
     X, targets, labels, input_shape = as_training_data(X, y, options, classes)
     weights_per_row = as_sample_weight(sample_weight, len(X), X.dtype)
-    epochs = as_count(epochs, "epochs")
+    epochs = as_count(epochs, "epochs", positive=True)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be a function of (epoch, loss), got {callback!r}")
     trainer = new_trainer(options, input_shape, targets.shape[1], RandomSource(seed))
     flat_targets = labels is None and np.ndim(y) == 1
     return _Training(
-        trainer, X, targets, weights_per_row, epochs, labels, flat_targets, callback, as_flag(progress, "progress"),
-        feature_names,
+        trainer, X, targets, weights_per_row, epochs, labels, flat_targets, callback, as_progress(progress),
+        feature_names, seed=_integer_seed(seed),
     )  # fmt: skip
+
+
+def _integer_seed(seed) -> int | None:
+    """``seed`` as a model's options record it: an integer, or None for no seed or a generator's state."""
+    return int(seed) if isinstance(seed, Integral) and not isinstance(seed, bool) else None
 
 
 #: How many rows, spread over the data, clear a network of being stuck before all rows are checked.
@@ -552,12 +630,12 @@ def train_many(
         raise ValueError(f"X has {len(X)} rows but y has {y.size if y.ndim == 0 else len(y)}")
     first = _prepared(X, y, seed=seeds[0], lr=rates[0], classes=classes, sample_weight=sample_weight, **train_options)
     first.feature_names = feature_names
-    trainings = [first.sibling(first.trainer, row_orders[0])]
+    trainings = [first.sibling(first.trainer, row_orders[0], seeds[0])]
     settings = {name: value for name, value in train_options.items() if name != "epochs"}
     for seed, rate, rows in zip(seeds[1:], rates[1:], row_orders[1:], strict=True):
         options = Options.create(**{**settings, "lr": rate})
         trainer = new_trainer(options, X.shape[1], first.targets.shape[1], RandomSource(seed))
-        trainings.append(first.sibling(trainer, rows))
+        trainings.append(first.sibling(trainer, rows, seed))
     return _models(_run_together(trainings), "network")
 
 
@@ -592,11 +670,13 @@ def evaluate(
     even if a training set lacks one.  ``train_options`` are passed to :func:`train`.
 
     ``n_jobs=None`` (or 1) trains the folds on one core, in lockstep where the
-    options allow and there are enough of them (as :func:`train_many`).  Otherwise the folds train in parallel
-    through joblib, with its meaning of ``n_jobs`` (``-1`` is every core), inside
-    any ``joblib.parallel_config`` context (a Dask cluster, say).  Every fold's
-    network is initialised here, in fold order, before any trains, so every way
-    gives the same scores; warnings raised while training are re-raised here.
+    options allow and there are enough of them (as :func:`train_many`).  Otherwise the
+    folds train in parallel through joblib, with its meaning of ``n_jobs`` (``-1`` is
+    every core): on threads of this process (the kernels release the GIL), unless a
+    ``joblib.parallel_config`` context names a backend of processes (``"loky"``) or a
+    Dask cluster (``"dask"``).  Every fold's network is initialised here, in fold
+    order, before any trains, so every way gives the same scores; the trained
+    networks' warnings are re-raised here.
 
     Parameters
     ----------
@@ -617,25 +697,23 @@ def evaluate(
         ``None`` or 1: one core; otherwise joblib's count (``-1``: every core).
     **train_options
         :func:`train`'s other options, but ``sample_weight`` and ``n_threads`` (each
-        fold trains on one thread).
+        fold trains on one thread); a ``callback`` runs on the thread of its fold's job.
 
     Returns
     -------
     Evaluation
         Each fold's accuracy, and the Zero Rule baseline's.
     """
-    if n_jobs is not None and (not isinstance(n_jobs, Integral) or isinstance(n_jobs, bool) or n_jobs == 0):
-        raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}")
+    _check_n_jobs(n_jobs)
     _check_option_names(train_options, "evaluate", extra=("epochs", "callback", "progress", "sample_weight"))
     X, y, classes, rng = _evaluation_data(X, y, seed, protocol, classes, train_options)
     split, trainings = _fold_trainings(X, y, folds, rng, classes, train_options)
-    if n_jobs is None or n_jobs == 1:
-        outcomes = _run_together(trainings)
-    else:
-        from joblib import Parallel, delayed
+    return _scored(X, y, split, _models(_run_together(trainings, n_jobs), "fold"))
 
-        outcomes = Parallel(n_jobs=n_jobs)(delayed(_outcome)(training) for training in trainings)
-    return _scored(X, y, split, _models(outcomes, "fold"))
+
+def _check_n_jobs(n_jobs) -> None:
+    if n_jobs is not None and (not isinstance(n_jobs, Integral) or isinstance(n_jobs, bool) or n_jobs == 0):
+        raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}")
 
 
 #: The training options every entry point passes on to Options.create.
@@ -751,6 +829,7 @@ def search(
     folds: int = 5,
     seed: int = 1,
     classes: ArrayLike | None = None,
+    n_jobs: int | None = None,
     **train_options,
 ) -> SearchResult:
     """Cross-validate every point of a grid of :func:`train` options, training whole groups of networks at once.
@@ -761,7 +840,10 @@ def search(
     **train_options, **point)``: the same split and the same initial networks for
     every point.  The networks of all points that differ only in ``lr`` (and all
     their folds) train together in lockstep where the options allow it (see
-    :func:`train_many`).  A point whose network diverges scores nan, with a warning.
+    :func:`train_many`).  ``n_jobs`` shares the networks between joblib's jobs as
+    :func:`evaluate` shares its folds (threads by default), a large lockstep group
+    cut into one part per job, with the same results.  A point whose network
+    diverges scores nan, with a warning.
 
     Parameters
     ----------
@@ -778,6 +860,8 @@ def search(
         Seeds the split and the initial networks, the same for every point.
     classes : sequence, optional
         Labels in output-neuron order (default: the sorted labels of ``y``).
+    n_jobs : int or None
+        ``None`` or 1: one core; otherwise joblib's count (``-1``: every core).
     **train_options
         :func:`train`'s other options (but ``sample_weight`` and ``n_threads``),
         shared by every point; a point's own override them.
@@ -791,6 +875,7 @@ def search(
     if isinstance(seed, bool) or not isinstance(seed, Integral):
         raise TypeError(f"search's seed must be an integer (every grid point uses the same split), got {seed!r}")
     seed = int(seed)
+    _check_n_jobs(n_jobs)
     _check_option_names(train_options, "search", extra=("epochs", "callback", "progress"))
     X, y, classes, _ = _evaluation_data(X, y, seed, "tutorial", classes, train_options)
     splits, trainings, owners, data_by_dtype = [], [], [], {}
@@ -805,10 +890,7 @@ def search(
         splits.append(split)
         trainings += point_trainings
         owners += [(index, fold) for fold in range(len(point_trainings))]
-    outcomes: list = [None] * len(trainings)
-    for group in _lockstep_groups(trainings):
-        for position, outcome in zip(group, _run_together([trainings[k] for k in group]), strict=True):
-            outcomes[position] = outcome
+    outcomes = _run_together(trainings, n_jobs)
     evaluations = []
     for index, (point, split) in enumerate(zip(points, splits, strict=True)):
         mine = [outcome for outcome, (owner, _) in zip(outcomes, owners, strict=True) if owner == index]

@@ -75,7 +75,10 @@ mini-batch kernels multiply whole batches by BLAS, in blocks whose size depends 
 batch's row count alone, so the thread count never changes a result.
 
 Compiled backends are imported on first use, so a broken one does not stop the
-others from working, and asking for it raises an error that says why.
+others from working, and asking for it raises an error that says why.  Where
+``"auto"`` passes over one, or a backend declares a ``first_use_warning`` (the
+Numba backend, where it cannot cache its kernels on disk), an
+:class:`InstallWarning` says so, once per process.
 """
 
 from __future__ import annotations
@@ -203,6 +206,13 @@ class Capabilities:
     #: With ``clear_disk_cache``: whether the kernel of that name has not run yet in this process (so it may be
     #: reading the cache now).
     not_yet_run: Callable[[str], bool] | None = None
+    #: What its install costs (kernels that cannot be cached, say): given once, the first time it is used.
+    first_use_warning: str | None = None
+
+
+class InstallWarning(RuntimeWarning):
+    """fastbp works, but its install costs time: the Cython extension is missing, or the Numba kernels cannot
+    be cached on disk."""
 
 
 def get_backend(name: str) -> Backend:
@@ -210,48 +220,85 @@ def get_backend(name: str) -> Backend:
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string, got {name!r}")
     if name == "auto":
-        for candidate in COMPILED:
-            if _try_import(candidate) is not None:
-                return _loaded(candidate)
-        raise ImportError(f"no compiled backend could be imported (tried {', '.join(COMPILED)})")
+        return _loaded(_auto())
     if name not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {tuple(BACKENDS)}, got {name!r}")
-    module_name = BACKENDS[name]
     try:
-        importlib.import_module(module_name)
+        importlib.import_module(BACKENDS[name])
     except ImportError as error:
-        if name in _EXTENSIONS and error.name is not None and error.name.startswith(module_name):
-            package = Path(__file__).parent
-            reason = (
-                f"the compiled extension {module_name} is missing from {package} "
-                "(reinstall with a C compiler, or build it in a source checkout with 'pip install -e .')"
-            )
-        else:
-            reason = str(error)
-        raise ImportError(f"the {name!r} backend is not available: {reason}") from error
+        raise ImportError(f"the {name!r} backend is not available: {_why(name, error)}") from error
     return _loaded(name)
 
 
 def available_backends() -> list[str]:
     """Names of the backends whose kernels import on this machine."""
-    return [name for name in BACKENDS if _try_import(name) is not None]
+    return [name for name in BACKENDS if is_available(name)]
 
 
-def _try_import(name: str) -> ModuleType | None:
+def is_available(name: str) -> bool:
+    """Whether ``name`` is a backend whose kernels import on this machine (importing only that one)."""
     try:
-        return importlib.import_module(BACKENDS[name])
-    except ImportError:
-        return None
+        importlib.import_module(BACKENDS[name])
+    except (ImportError, KeyError):
+        return False
+    return True
+
+
+def _auto() -> str:
+    """The first of :data:`COMPILED` that imports; passing over a faster one warns, once per process, since
+    the next one costs a compile on first use."""
+    passed_over = []
+    for candidate in COMPILED:
+        try:
+            importlib.import_module(BACKENDS[candidate])
+        except ImportError as error:
+            passed_over.append(f"the {candidate!r} backend is not available: {_why(candidate, error)}")
+            continue
+        if passed_over:
+            _warn_once(
+                "auto",
+                f"{'; '.join(passed_over)}.  backend='auto' uses the {candidate!r} backend instead, which compiles its "
+                "kernels on first use (10-17 s; then cached on disk where Numba can write).",
+            )
+        return candidate
+    raise ImportError(f"no compiled backend could be imported (tried {', '.join(COMPILED)})")
+
+
+def _why(name: str, error: ImportError) -> str:
+    """Why backend ``name`` did not import, and the fix where its compiled extension is missing."""
+    module_name = BACKENDS[name]
+    if name in _EXTENSIONS and error.name is not None and error.name.startswith(module_name):
+        return (
+            f"the compiled extension {module_name} is missing from {Path(__file__).parent} (install a C compiler, "
+            "then reinstall fastbp: 'pip install --force-reinstall --no-cache-dir --no-deps fastbp', or "
+            "'pip install -e .' in a source checkout)"
+        )
+    return str(error)
 
 
 _LOADED: dict[str, Backend] = {}
+_WARNED: set[str] = set()
+_WARNED_LOCK = threading.Lock()
 
 
 def _loaded(name: str) -> Backend:
-    """The one :class:`Backend` of ``name`` (imported), which every caller shares."""
+    """The one :class:`Backend` of ``name`` (imported), which every caller shares; the first call gives the
+    capabilities' ``first_use_warning``, if any."""
     if name not in _LOADED:
-        _LOADED.setdefault(name, Backend(name, importlib.import_module(BACKENDS[name])))
+        backend = _LOADED.setdefault(name, Backend(name, importlib.import_module(BACKENDS[name])))
+        if backend.capabilities.first_use_warning is not None:
+            _warn_once(name, backend.capabilities.first_use_warning)
     return _LOADED[name]
+
+
+def _warn_once(key: str, message: str) -> None:
+    """Give an :class:`InstallWarning` unless one of ``key`` was given in this process, pointing at the caller of
+    :func:`get_backend`."""
+    with _WARNED_LOCK:
+        if key in _WARNED:
+            return
+        _WARNED.add(key)
+    warnings.warn(message, InstallWarning, stacklevel=4)
 
 
 #: What a damaged Numba cache file raises when the dispatcher unpickles it (Numba 0.68 does not catch it).

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ._backends import BACKENDS, available_backends, get_backend
+from ._backends import BACKENDS, get_backend, is_available
 from ._concepts import HIDDEN_ACTIVATIONS, OUTPUTS
 from ._files import NpzArchive, open_regular, replaced_atomically
 from ._layout import Layer, Layout
@@ -78,7 +78,10 @@ class Model:
     backend : str
         The backend that trained the model, also used to predict.
     options : dict
-        The training options, as :func:`fastbp.train` names them (kept in model files).
+        The training options, as :func:`fastbp.train` names them (kept in model files),
+        with the ``epochs`` asked for (``history`` has those that ran) and the ``seed``:
+        the integer the weights were drawn from, or None when there was none or it was
+        a random generator (whose state is not recorded).
     feature_names : tuple of str or None
         The columns of the DataFrame the model was trained on: data to predict that
         has columns must have these, in this order.
@@ -263,6 +266,23 @@ class Model:
             return self.classes[(outputs[:, 0] > 0.5).astype(np.intp)]
         return self.classes[np.argmax(outputs, axis=1)]
 
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """How well the model predicts ``y`` from ``X``, as scikit-learn's estimators score.
+
+        A classifier's accuracy (the fraction of rows whose label it predicts; for a
+        multilabel classifier's units, of rows whose every label it predicts, each
+        unit above 0.5 meaning yes); a regression's coefficient of determination R²
+        (averaged over the targets).  ``sample_weight`` weights each row.
+        """
+        from sklearn.metrics import accuracy_score, r2_score
+
+        if self.classes is not None:
+            return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
+        outputs = self.predict(X)
+        if self.activations[-1] == "sigmoid" and self.options.get("loss") == "cross_entropy":
+            return float(accuracy_score(y, (outputs > 0.5).astype(np.asarray(y).dtype), sample_weight=sample_weight))
+        return float(r2_score(y, outputs, sample_weight=sample_weight))
+
     def save(self, path: str | os.PathLike) -> None:
         """Write the model to ``path``, an ``.npz`` archive that :func:`fastbp.load` reads.
 
@@ -440,7 +460,7 @@ def _model_from_archive(archive: NpzArchive, backend: str | None, as_model: bool
         raise ValueError("its history is not a list of numbers")
     trained_by = str(archive.read("backend", FIELD_BYTES))
     if backend is None:
-        backend = trained_by if trained_by in available_backends() else "auto"
+        backend = trained_by if is_available(trained_by) else "auto"
     model = Model(
         layout,
         weights,

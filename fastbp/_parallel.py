@@ -1,4 +1,5 @@
-"""Threads: how many to use, prediction over row chunks, and the settings the mini-batch kernels need.
+"""Threads: how many to use, prediction over row chunks, many trainings as jobs, and the settings the
+mini-batch kernels need.
 
 Prediction splits the rows into one contiguous chunk per thread and runs the
 backend's kernel on each chunk in its own Python thread.  The compiled kernels
@@ -6,6 +7,11 @@ release the GIL, so the threads run on separate cores, and every row's outputs a
 computed by the same code whichever chunk it falls in: the result does not depend on
 the number of threads.  Plain threads rather than OpenMP or Numba's parallel loops:
 one implementation serves every backend, and no OpenMP runtime is involved.
+
+Many trainings (the folds of a cross-validation, the points of a grid) run as joblib's
+jobs (:func:`run_jobs`), on threads too unless a ``joblib.parallel_config`` names
+processes or a Dask cluster: each training's kernels run on one thread, so as many jobs
+as cores keep every core busy without taking turns.
 
 Mini-batch training cannot return to Python between steps, so its kernels share
 each batch's matrix products between threads themselves (OpenMP in the Cython
@@ -35,9 +41,10 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from numbers import Integral
+from typing import TypeVar
 
 from ._backends import BACKENDS
 
@@ -50,6 +57,9 @@ MIN_WORK_PER_THREAD = 2**18
 MIN_BATCH_WORK_FOR_THREADS = 2**23
 #: Environment variables that set the default thread count, the first one set winning.
 THREAD_VARIABLES = ("FASTBP_NUM_THREADS", "OMP_NUM_THREADS")
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def as_threads(n_threads: int | None) -> int:
@@ -100,6 +110,39 @@ def run_chunks(work: Callable[[slice], None], chunks: list[slice]) -> None:
         work(chunks[0])  # the calling thread takes the first chunk
         for future in pending:
             future.result()
+
+
+def job_workers(n_jobs: int) -> int:
+    """How many workers joblib runs ``n_jobs`` jobs on (``-1``: every core), in the backend :func:`run_jobs` uses."""
+    from joblib.parallel import get_active_backend
+
+    backend, _ = get_active_backend(prefer="threads")
+    return backend.effective_n_jobs(n_jobs)
+
+
+def run_jobs(work: Callable[[Item], Result], items: Sequence[Item], n_jobs: int) -> list[Result]:
+    """``[work(item) for item in items]`` as joblib's ``n_jobs`` jobs; errors propagate.
+
+    The jobs run on threads (joblib's ``prefer="threads"``), unless a
+    ``joblib.parallel_config`` names another backend (``"loky"``'s processes, a Dask
+    cluster), which runs them through ``joblib.Parallel``.  Threads run in a pool here:
+    ``joblib.Parallel`` collects its results by waking every 10 ms, which costs as much as
+    training all the folds of a small cross-validation.
+    """
+    from joblib import Parallel, delayed
+    from joblib.parallel import ThreadingBackend, get_active_backend
+
+    backend, _ = get_active_backend(prefer="threads")
+    if not isinstance(backend, ThreadingBackend):
+        return Parallel(n_jobs=n_jobs, prefer="threads")(delayed(work)(item) for item in items)
+    workers = min(backend.effective_n_jobs(n_jobs), len(items))
+    if workers <= 1:
+        return [work(item) for item in items]
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastbp-job")
+    try:
+        return list(pool.map(work, items))
+    finally:  # after an error or Ctrl-C, the jobs not yet started never start
+        pool.shutdown(cancel_futures=True)
 
 
 def kernel_threads(n_threads: int) -> int:

@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -314,7 +315,7 @@ class Trainer:
         epochs: int,
         *,
         callback: Callback | None = None,
-        progress: bool = False,
+        progress: bool | ProgressBar = False,
         n_threads: int = 1,
         rows: np.ndarray | None = None,
     ) -> np.ndarray:
@@ -380,7 +381,7 @@ class Trainer:
         max_fun: int = LBFGS_MAX_FUN,
         tol: float = LBFGS_TOL,
         callback: Callback | None = None,
-        progress: bool = False,
+        progress: bool | ProgressBar = False,
         rows: np.ndarray | None = None,
     ) -> Minimized:
         """Train by L-BFGS (SciPy's L-BFGS-B over the flat weights) for up to ``max_iter`` iterations and
@@ -547,10 +548,19 @@ def _parallel_lock(backend, threads: int) -> contextlib.AbstractContextManager:
     return lock if lock is not None and threads > 1 else contextlib.nullcontext()
 
 
-def _progress_bar(epochs: int, enabled: bool):
-    """A tqdm bar over epochs, or a stand-in that does nothing when disabled."""
-    if not enabled:
+class ProgressBar(Protocol):
+    """A progress bar of the caller's that training advances by the epochs it runs (tqdm's has this)."""
+
+    def update(self, n: int) -> object: ...
+
+
+def _progress_bar(epochs: int, progress: bool | ProgressBar):
+    """A tqdm bar over epochs, the caller's bar (left open: it may count other work too), or a stand-in that
+    does nothing when ``progress`` is False."""
+    if progress is False:
         return _NoBar()
+    if progress is not True:
+        return contextlib.nullcontext(progress)
     from tqdm.auto import tqdm
 
     return tqdm(total=epochs, unit="epoch")

@@ -254,9 +254,9 @@ def as_sample_weight(sample_weight, n_rows: int, dtype: np.dtype) -> np.ndarray:
     return kernel_array(weights, dtype, "sample_weight")
 
 
-def as_count(value, name: str) -> int:
-    if not isinstance(value, Integral) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+def as_count(value, name: str, *, positive: bool = False) -> int:
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < int(positive):
+        raise ValueError(f"{name} must be a {'positive' if positive else 'non-negative'} integer, got {value!r}")
     return int(value)
 
 
@@ -301,6 +301,15 @@ def as_fraction(value, name: str) -> float:
     if not 0 <= as_finite(value, name) < 1:
         raise ValueError(f"{name} must be in [0, 1), got {value!r}")
     return float(value)
+
+
+def as_progress(value):
+    """``progress``: a flag, or a progress bar of the caller's (anything with ``update(n)``, such as tqdm's)."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if callable(getattr(value, "update", None)):
+        return value
+    raise TypeError(f"progress must be True, False or a progress bar with an update(n) method, got {value!r}")
 
 
 def as_flag(value, name: str) -> bool:

@@ -1,7 +1,9 @@
 """The ``fastbp`` command line: ``demo`` (the default), ``train`` and ``predict``.
 
-``fastbp train DATA.csv`` cross-validates a classifier on a CSV whose last column is
-the label, as :func:`fastbp.data.load_csv` reads it.  Features are min-max scaled by
+``fastbp train DATA.csv`` cross-validates a classifier on a CSV of numeric features
+and a label, read by :func:`fastbp.data.read_table`: a header row and the delimiter are
+detected (or given by ``--header``/``--no-header`` and ``--delimiter``), and ``--label``
+names the label's column (default: the last).  Features are min-max scaled by
 the bounds of each fold's training rows, or with ``--tutorial`` by those of the whole
 data set (the tutorial's protocol, which then gives the same scores as
 :func:`fastbp.evaluate`).  ``--save MODEL.npz`` keeps a model trained on all the
@@ -22,6 +24,7 @@ import inspect
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,8 +32,9 @@ import numpy as np
 
 from . import __version__, data
 from ._api import Evaluation, evaluate, train
-from ._backends import BACKENDS, COMPILED, get_backend
+from ._backends import BACKENDS, get_backend
 from ._concepts import HIDDEN_ACTIVATIONS, INITS, LOSSES, OPTIMIZER_OPTIONS, OUTPUTS
+from ._files import replaced_atomically
 from ._model import load
 from ._training import Options
 from ._validate import RandomSource, as_count
@@ -53,16 +57,23 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
     args = _parser().parse_args(argv)
-    try:
-        return args.command(args)
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # the reader left, as `fastbp predict ... | head` does: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the flush at exit
-        return 1
-    except (ValueError, TypeError, OSError, FloatingPointError, ImportError, MemoryError) as error:
-        print(f"fastbp: error: {_one_line(error)}", file=sys.stderr)
-        return 1
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.command(args)
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:  # the reader left, as `fastbp predict ... | head` does: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the flush at exit
+            return 1
+        except (ValueError, TypeError, OSError, FloatingPointError, ImportError, MemoryError) as error:
+            print(f"fastbp: error: {_one_line(error)}", file=sys.stderr)
+            return 1
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the command line's one ``fastbp: warning:`` line, without the source line of its origin."""
+    print(f"fastbp: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,10 +95,15 @@ def _parser() -> argparse.ArgumentParser:
     train_parser = commands.add_parser(
         "train",
         help="cross-validate a classifier on a CSV file, and optionally save one trained on all of it",
-        description="Cross-validate a classifier on DATA (CSV, the label in the last column) and print each "
-        "fold's accuracy, the mean, and the Zero Rule baseline on the same folds.",
+        description="Cross-validate a classifier on DATA (CSV: numeric features and a label, by default in the "
+        "last column) and print each fold's accuracy, the mean, and the Zero Rule baseline on the same folds.",
     )
-    train_parser.add_argument("data", metavar="DATA.csv", help="rows of numeric features, then the label")
+    train_parser.add_argument("data", metavar="DATA.csv", help="rows of numeric features and a label")
+    _add_table_options(
+        train_parser,
+        label_help="the label's column: its name in the header, or its index from 0 "
+        "(negative from the end; default: -1, the last)",
+    )
     _add_train_options(train_parser)
     train_parser.set_defaults(command=_train)
 
@@ -96,12 +112,19 @@ def _parser() -> argparse.ArgumentParser:
         help="predict the rows of a CSV file with a saved model",
         description="Predict each row of DATA with a model saved by 'fastbp train --save', scaling the features "
         "by the bounds stored with it (a model saved from Python, which has none, gets them as they are).  "
-        "DATA holds as many features as the model takes, optionally followed by a label column (ignored).  "
+        "DATA holds as many features as the model takes, and may hold a label column too (ignored).  "
         "Writes one prediction per row, as CSV.",
     )
     predict.add_argument("model", metavar="MODEL.npz", help="a model file")
     predict.add_argument("data", metavar="DATA.csv", help="rows of numeric features, with or without the label")
-    predict.add_argument("--output", metavar="PRED.csv", help="write the predictions here (default: stdout)")
+    _add_table_options(
+        predict,
+        label_help="where DATA's label column is, if it has one (ignored): its name in the "
+        "header, or its index from 0 (negative from the end; default: -1, the last)",
+    )
+    predict.add_argument("--predictions", metavar="PRED.csv", help="write the predictions here (default: stdout)")
+    # The old spelling, which 'train --output' (output units) made confusing: still read, with a warning.
+    predict.add_argument("--output", dest="old_predictions", help=argparse.SUPPRESS)
     predict.set_defaults(command=_predict)
     return parser
 
@@ -127,6 +150,23 @@ def _add_backend_option(parser: argparse.ArgumentParser, *, defaults: bool) -> N
         default="auto" if defaults else argparse.SUPPRESS,
         choices=["auto", *BACKENDS],
         help="kernels to run (default: auto, the fastest compiled ones)",
+    )
+
+
+def _add_table_options(parser: argparse.ArgumentParser, *, label_help: str) -> None:
+    """How to read DATA: :func:`fastbp.data.read_table`'s options, detected by default."""
+    table = parser.add_argument_group("reading DATA (detected by csv.Sniffer unless given)")
+    table.add_argument("--label", type=_column, default=-1, metavar="COLUMN", help=label_help)
+    table.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        help="whether the first row names the columns (default: detected; --label NAME implies one)",
+    )
+    table.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        metavar="CHAR",
+        help="the character between fields, or 'tab' (default: detected among , ; tab and |)",
     )
 
 
@@ -202,6 +242,21 @@ def _layer_sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
 
 
+def _column(text: str) -> int | str:
+    """``--label``: an integer is a column's index, anything else its name."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _delimiter(text: str) -> str:
+    delimiter = "\t" if text in ("tab", "\\t") else text
+    if len(delimiter) != 1:
+        raise argparse.ArgumentTypeError(f"not one character: {text!r}")
+    return delimiter
+
+
 def _names(text: str) -> str | tuple[str, ...]:
     names = tuple(text.split(","))
     return names[0] if len(names) == 1 else names
@@ -215,12 +270,7 @@ def _one_line(error: Exception) -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     """The main job: the tutorial's toy run, then the wine cross-validation timed against the reference."""
-    backend = get_backend(args.backend).name
-    if args.backend == "auto" and backend != COMPILED[0]:
-        try:
-            get_backend(COMPILED[0])
-        except ImportError as error:
-            print(f"note: {error}; using {backend}")
+    backend = get_backend(args.backend).name  # "auto" warns where it passes over a backend that did not import
 
     X, y = data.tutorial_toy()
     print(f"fastbp {__version__}: the tutorial's toy data, 2-2-2 network, lr 0.5, 20 epochs, seed 1")
@@ -273,8 +323,8 @@ def _train(args: argparse.Namespace) -> int:
         "init": "tutorial" if args.tutorial else args.init, "backend": args.backend,
     }  # fmt: skip
     Options.create(**network)
-    options = {**network, "epochs": as_count(args.epochs, "--epochs")}
-    X, y = data.load_csv(args.data)
+    options = {**network, "epochs": as_count(args.epochs, "--epochs", positive=True)}
+    X, y = data.read_table(args.data, label=args.label, header=args.header, delimiter=args.delimiter)
     whole = data.minmax_bounds(X)
     _, classes = data.encode_labels(y)
     if len(classes) < 2:
@@ -292,15 +342,12 @@ def _train(args: argparse.Namespace) -> int:
     scores, baseline_scores, histories = [], [], []
     n_trainings = len(split) + (args.save is not None)
     with _progress_bar(args.epochs * n_trainings, shown=not args.quiet and sys.stderr.isatty()) as bar:
-        callback = _epoch_counter(bar)
         for k, test in enumerate(split):
             fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
             bounds = whole if args.tutorial else data.minmax_bounds(X[fit])
             bar.set_description(f"fold {k + 1}/{len(split)}")
-            model = train(
-                data.minmax_normalize(X[fit], bounds), y[fit], seed=rng, classes=classes,
-                callback=callback, **options,
-            )  # fmt: skip
+            model = train(data.minmax_normalize(X[fit], bounds), y[fit], seed=rng, classes=classes, progress=bar,
+                          **options)  # fmt: skip
             scores.append(data.accuracy(y[test], model.predict(data.minmax_normalize(X[test], bounds))))
             baseline_scores.append(data.accuracy(y[test], data.zero_rule(y[fit], len(test))))
             histories.append(model.history)
@@ -309,10 +356,7 @@ def _train(args: argparse.Namespace) -> int:
         bar.write(f"mean accuracy: {result.mean:.3f}% (Zero Rule baseline: {result.baseline_mean:.3f}%)", sys.stdout)
         if args.save is not None:
             bar.set_description("all rows")
-            model = train(
-                data.minmax_normalize(X, whole), y, seed=args.seed, classes=classes,
-                callback=callback, **options,
-            )  # fmt: skip
+            model = train(data.minmax_normalize(X, whole), y, seed=args.seed, classes=classes, progress=bar, **options)
             model.options[MINMAX] = {"min": whole[0].tolist(), "max": whole[1].tolist()}
             model.save(args.save)
             bar.write(f"saved the model trained on all {len(X)} rows to {args.save}", sys.stdout)
@@ -322,33 +366,41 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Abandoned(Exception):
+    """Raised inside :func:`replaced_atomically` to leave it without replacing the file."""
+
+
 def _check_writable(path: str | None) -> None:
-    """Refuse an output path that could not be written, before any training."""
+    """Refuse an output path that could not be written, before any training.
+
+    Opening the save's temporary file and abandoning it runs every check the save
+    will (a regular file or nothing yet, in a folder that exists) and proves the
+    folder writable, leaving ``path`` as it was.
+    """
     if path is None:
         return
-    if Path(path).is_dir():
-        raise IsADirectoryError(f"{path} is a folder: give a file name")
-    if not Path(path).parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: the folder {Path(path).parent} does not exist")
+    try:
+        with replaced_atomically(path):
+            raise _Abandoned
+    except _Abandoned:
+        pass
+    except OSError as error:
+        if error.strerror is None:  # the save's own refusals, which name the path
+            raise
+        # The temporary file beside path could not be made: say so of path, not of that file.
+        raise type(error)(f"cannot write {path}: {error.strerror} (in the folder {Path(path).parent})") from None
 
 
 def _progress_bar(total: int, *, shown: bool):
-    """A tqdm bar over every epoch of every fold, on stderr; a do-nothing one when not ``shown``."""
+    """A tqdm bar over every epoch of every fold, on stderr; a do-nothing one when not ``shown``.
+
+    Each training advances it after each call into the kernels (chunks of epochs of
+    tens of milliseconds), never after each epoch: a call per epoch would cost a tiny
+    network more than its training.
+    """
     from tqdm import tqdm
 
     return tqdm(total=total, unit="epoch", file=sys.stderr, disable=not shown)
-
-
-def _epoch_counter(bar):
-    """A callback that moves the bar on by each epoch, or None for a hidden bar, so that training
-    then runs in compiled chunks instead of returning to Python after every epoch."""
-    if bar.disable:
-        return None
-
-    def count(epoch: int, loss: float) -> None:
-        bar.update()  # returns True when it redraws, which would stop training: return None instead
-
-    return count
 
 
 def _matplotlib_figure():
@@ -376,8 +428,13 @@ def _plot_learning_curves(figure_class, histories: list[np.ndarray], loss: str, 
 
 def _predict(args: argparse.Namespace) -> int:
     """Predict each row of a CSV with a saved model, scaling its features by the bounds stored with it."""
+    if args.old_predictions is not None:
+        print("fastbp: warning: predict's --output is deprecated: use --predictions", file=sys.stderr)
+    output = args.predictions or args.old_predictions
     model = load(args.model, as_model=True)
-    X = data.load_features(args.data, model.sizes[0])
+    X = data.read_table_features(
+        args.data, model.sizes[0], label=args.label, header=args.header, delimiter=args.delimiter
+    )
     bounds = model.options.get(MINMAX)
     if bounds is not None:
         if not isinstance(bounds, dict) or bounds.keys() != {"min", "max"}:
@@ -385,6 +442,6 @@ def _predict(args: argparse.Namespace) -> int:
         X = data.minmax_normalize(X, (bounds["min"], bounds["max"]))
     predictions = model.predict(X)
     rows = predictions[:, np.newaxis] if predictions.ndim == 1 else predictions
-    with open(args.output, "w", newline="") if args.output else contextlib.nullcontext(sys.stdout) as handle:
+    with open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as handle:
         csv.writer(handle, lineterminator="\n").writerows(rows.tolist())
     return 0

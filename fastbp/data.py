@@ -4,6 +4,9 @@ Each helper follows the tutorial's procedure so that fastbp reproduces its
 published figures, with the gaps a real user would hit filled in: blank lines
 and padded fields are tolerated, label order is explicit, constant columns do
 not divide by zero, and bad input raises an error that says what is wrong.
+:func:`load_csv` reads the tutorial's files (no header, commas, the label last);
+:func:`read_table` reads CSV files as people write them (a header row or not, any
+delimiter, quoted fields, the label in any column), as the command line does.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import csv
 import itertools
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from numbers import Integral
 from os import PathLike
 
@@ -60,8 +63,7 @@ def load_features(path: str | PathLike, n_features: int, *, delimiter: str | Non
     -------
     X : ndarray of float64, shape (n_rows, n_features)
     """
-    if not isinstance(n_features, Integral) or isinstance(n_features, bool) or n_features < 1:
-        raise ValueError(f"n_features must be a positive integer, got {n_features!r}")
+    _check_n_features(n_features)
     features, n_fields = [], None
     for line_number, fields in _csv_rows(path, delimiter):
         if n_fields is None:
@@ -79,23 +81,219 @@ def load_features(path: str | PathLike, n_features: int, *, delimiter: str | Non
     return np.array(features, dtype=np.float64)
 
 
+def _check_n_features(n_features: int) -> None:
+    if not isinstance(n_features, Integral) or isinstance(n_features, bool) or n_features < 1:
+        raise ValueError(f"n_features must be a positive integer, got {n_features!r}")
+
+
+def read_table(
+    path: str | PathLike, *, label: int | str = -1, header: bool | None = None, delimiter: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a CSV file as people write them: numeric features and a class label, in any column, with or
+    without a header row, with any delimiter, quoted fields or not.
+
+    What is not given is detected (see Notes).  As in :func:`load_csv`, blank lines are
+    skipped, spaces around fields are ignored, and a UTF-8 byte order mark is tolerated.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    label : int or str
+        The label's column: its index (from 0; negative ones count from the end, so the
+        default -1 is the last column) or its name in the header row.
+    header : bool or None
+        Whether the first row names the columns; None detects it.  A label given by
+        name means there is one.
+    delimiter : str or None
+        The one character between fields; None detects it among ``,``, ``;``, tab and ``|``.
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n_rows, n_features)
+        The other columns, in the file's order.
+    y : ndarray of str, shape (n_rows,)
+        The labels as written in the file.
+
+    Notes
+    -----
+    Detection reads the first lines (:data:`SNIFF_CHARS` characters) with the standard
+    library's :class:`csv.Sniffer`: ``sniff`` finds the delimiter and the quoting, and a
+    file it cannot tell (one column, say) is read as comma-separated.  The first row is a
+    header when none of its feature fields is a number, data when all of them are (so a
+    data row is never dropped), and otherwise what ``Sniffer.has_header`` judges from
+    the first rows' column types.
+    """
+    return _read_table(path, label, header, delimiter, n_features=None)
+
+
+def read_table_features(
+    path: str | PathLike,
+    n_features: int,
+    *,
+    label: int | str = -1,
+    header: bool | None = None,
+    delimiter: str | None = None,
+) -> np.ndarray:
+    """Read the rows a model with ``n_features`` inputs is to predict from a file :func:`read_table` reads.
+
+    The first row decides, as in :func:`load_features`: ``n_features`` fields are all
+    features; ``n_features + 1`` hold a label too, in the column ``label`` names, which
+    is ignored.  ``header`` and ``delimiter`` are detected as :func:`read_table` does.
+
+    Returns
+    -------
+    X : ndarray of float64, shape (n_rows, n_features)
+    """
+    _check_n_features(n_features)
+    X, _ = _read_table(path, label, header, delimiter, n_features=n_features)
+    return X
+
+
+#: The delimiters :func:`read_table` tells apart when it is not given one.
+DELIMITERS = ",;\t|"
+#: How much of a file :class:`csv.Sniffer` reads to detect the delimiter and a header: whole lines, up to this
+#: many characters (the first line, whatever its length).
+SNIFF_CHARS = 2**16
+
+
+def _read_table(path, label, header, delimiter, n_features: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`read_table`, whose rows always hold a label, and :func:`read_table_features`, whose rows hold one
+    when they have ``n_features + 1`` fields (y is then None without one)."""
+    if isinstance(label, bool) or not isinstance(label, (Integral, str)):
+        raise TypeError(f"label must be a column's index or name, got {label!r}")
+    if header is not None and not isinstance(header, bool):
+        raise TypeError(f"header must be True, False or None (detect it), got {header!r}")
+    if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n'):
+        raise ValueError(f"delimiter must be one character, not a quote or a line break, got {delimiter!r}")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        lines = _bounded_lines(handle, path)
+        sample = _sample(lines)
+        dialect = _dialect("".join(sample), delimiter)
+        # Fields are stripped anyway; skipping the spaces first also reads a quoted field after ", ".
+        rows = _fields(path, csv.reader(itertools.chain(sample, lines), dialect, skipinitialspace=True))
+        first = next(rows, None)
+        if first is None:
+            raise ValueError(f"{path}: no data rows (the file is empty)")
+        line_number, fields = first
+        width = len(fields)
+        if n_features is None and width < 2:
+            raise ValueError(f"{path}, line {line_number}: need at least one feature and a label")
+        if n_features is not None and width not in (n_features, n_features + 1):
+            raise ValueError(
+                f"{path}, line {line_number}: {width} fields, expected {n_features} features "
+                f"(or {n_features + 1} fields, one a label)"
+            )
+        labelled = n_features is None or width == n_features + 1
+        if header is None:
+            header = _starts_with_header(fields, label if labelled else None, "".join(sample), dialect)
+        names = fields if header else None
+        columns = [f"column {name!r}" for name in names] if names else [f"column {k + 1}" for k in range(width)]
+        column = _label_column(label, names, width, path) if labelled else None
+        label_column = columns.pop(column) if column is not None else None
+        features, labels = [], []
+        for line_number, fields in rows if header else itertools.chain([first], rows):
+            if len(fields) != width:
+                raise ValueError(f"{path}, line {line_number}: {len(fields)} fields, expected {width}")
+            if column is not None:
+                labels.append(fields.pop(column))
+                if not labels[-1]:
+                    raise ValueError(f"{path}, line {line_number}: the label ({label_column}) is empty")
+            features.append(_numbers(fields, path, line_number, columns))
+    if not features:
+        raise ValueError(f"{path}: a header row and no data rows")
+    return np.array(features, dtype=np.float64), np.array(labels) if column is not None else None
+
+
+def _sample(lines: Iterator[str]) -> list[str]:
+    """The first lines, whole, up to :data:`SNIFF_CHARS` characters (the first one at least)."""
+    sample, size = [], 0
+    for line in lines:
+        sample.append(line)
+        size += len(line)
+        if size >= SNIFF_CHARS:
+            break
+    return sample
+
+
+def _dialect(sample: str, delimiter: str | None) -> type[csv.Dialect]:
+    """The CSV dialect with ``delimiter``, or the one :class:`csv.Sniffer` finds in ``sample``."""
+    if delimiter is None:
+        try:
+            return csv.Sniffer().sniff(sample, DELIMITERS)
+        except csv.Error:  # one column, or no delimiter used consistently: the ragged rows are reported later
+            delimiter = ","
+    return type("given", (csv.excel,), {"delimiter": delimiter})
+
+
+class _KnownDialectSniffer(csv.Sniffer):
+    """A :class:`csv.Sniffer` whose ``has_header`` reads the sample in a dialect already decided: it would
+    otherwise sniff one of its own, ignoring a delimiter the caller gave."""
+
+    def __init__(self, dialect: type[csv.Dialect]):
+        super().__init__()
+        self.dialect = dialect
+
+    def sniff(self, sample: str, delimiters: str | None = None) -> type[csv.Dialect]:
+        return self.dialect
+
+
+def _starts_with_header(fields: list[str], label: int | str | None, sample: str, dialect: type[csv.Dialect]) -> bool:
+    """Whether the first row (``fields``) names the columns, the label being in column ``label`` (None: none)."""
+    if isinstance(label, str):
+        return True  # only a header has names
+    if label is not None:
+        k = label % len(fields)  # an index out of range is refused once the header is known
+        fields = fields[:k] + fields[k + 1 :]
+    numbers = [_is_number(field) for field in fields]
+    if all(numbers):
+        return False  # has_header calls a single row of numbers a header
+    if not any(numbers):
+        return True
+    try:
+        return _KnownDialectSniffer(dialect).has_header(sample)
+    except csv.Error:  # a sample that breaks the CSV rules: reading it will say where
+        return False
+
+
+def _label_column(label: int | str, names: list[str] | None, width: int, path: str | PathLike) -> int:
+    """The index of the label's column in rows of ``width`` fields, whose header is ``names`` (None: none)."""
+    if isinstance(label, str):
+        if names is None:
+            raise ValueError(f"{path}: the label column is given by name, {label!r}, but the file has no header row")
+        if names.count(label) != 1:
+            header = ", ".join(map(repr, names[:10])) + (", ..." if len(names) > 10 else "")
+            several = "more than one column" if label in names else "no column"
+            raise ValueError(f"{path}: the header names {several} {label!r} (it has {header})")
+        return names.index(label)
+    if not -width <= label < width:
+        raise ValueError(
+            f"{path}: label column {label} is out of range: the rows have {width} fields "
+            f"(columns 0 to {width - 1}, or -{width} to -1 from the end)"
+        )
+    return int(label) % width
+
+
 def _csv_rows(path: str | PathLike, delimiter: str | None) -> Iterator[tuple[int, list[str]]]:
+    """Each non-blank row's number and its fields, split as :func:`load_csv` says ``delimiter`` splits them."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        lines = _bounded_lines(handle, path)
+        yield from _fields(
+            path, csv.reader(lines, delimiter=delimiter) if delimiter is not None else map(str.split, lines)
+        )
+
+
+def _fields(path: str | PathLike, rows: Iterable[list[str]]) -> Iterator[tuple[int, list[str]]]:
     """Each non-blank row's number and its fields, stripped of surrounding spaces.
 
-    A file that is not UTF-8 text, or whose fields break the CSV rules, raises
-    ``ValueError`` naming the file (and the line, where there is one).
+    A row that breaks the CSV rules raises ``ValueError`` naming the file and the line.
     """
     line_number = 0
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            text = _bounded_lines(handle, path)
-            lines = csv.reader(text, delimiter=delimiter) if delimiter is not None else map(str.split, text)
-            for line_number, row in enumerate(lines, start=1):
-                fields = [field.strip() for field in row]
-                if any(fields):
-                    yield line_number, fields
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+        for line_number, row in enumerate(rows, start=1):
+            fields = [field.strip() for field in row]
+            if any(fields):
+                yield line_number, fields
     except csv.Error as error:
         raise ValueError(f"{path}, line {line_number + 1}: {error}") from None
 
@@ -106,8 +304,12 @@ MAX_LINE = 2**24
 
 
 def _bounded_lines(handle, path: str | PathLike) -> Iterator[str]:
+    """The lines of the text file ``handle``; ``ValueError`` naming the file for one that is not UTF-8 text."""
     for line_number in itertools.count(1):
-        line = handle.readline(MAX_LINE + 1)
+        try:
+            line = handle.readline(MAX_LINE + 1)
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
         if not line:
             return
         if len(line) > MAX_LINE:
@@ -115,11 +317,25 @@ def _bounded_lines(handle, path: str | PathLike) -> Iterator[str]:
         yield line
 
 
-def _numbers(fields: list[str], path: str | PathLike, line_number: int) -> list[float]:
+def _numbers(
+    fields: list[str], path: str | PathLike, line_number: int, columns: Sequence[str] | None = None
+) -> list[float]:
+    """The fields as floats; ``ValueError`` naming the line and the column of the first that is not a number
+    (``columns[k]`` describes field k's; by default it is ``column k + 1``)."""
     try:
         return [float(field) for field in fields]
-    except ValueError as error:
-        raise ValueError(f"{path}, line {line_number}: non-numeric feature ({error})") from None
+    except ValueError:
+        k = next(k for k, field in enumerate(fields) if not _is_number(field))
+        column = columns[k] if columns is not None else f"column {k + 1}"
+        raise ValueError(f"{path}, line {line_number}: non-numeric feature {fields[k]!r} in {column}") from None
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
 
 
 def encode_labels(y: Sequence, classes: Sequence | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
 """fastbp.train and fastbp.evaluate, for every backend, against the tutorial's figures."""
 
+import json
 import os
 import random
 import subprocess
@@ -11,6 +12,7 @@ from test_reference import TOY_EPOCH_ERRORS
 
 import fastbp
 from fastbp import data, reference
+from fastbp._api import _prepared
 
 SORTED_SCORES = [90.47619047619048, 92.85714285714286, 97.61904761904762, 92.85714285714286, 92.85714285714286]
 PUBLISHED_SCORES = [92.85714285714286, 92.85714285714286, 97.61904761904762, 92.85714285714286, 90.47619047619048]
@@ -107,11 +109,23 @@ def test_training_in_chunks_equals_training_in_one_call(backend, wheat, monkeypa
     np.testing.assert_array_equal(chunked.history, whole.history)
 
 
-def test_zero_epochs_returns_the_initial_network(backend):
+def test_options_record_the_epochs_and_seed_that_train_the_model_again(compiled_backend, wheat):
+    X, y = wheat
+    model = fastbp.train(X, y, hidden=(4, 3), output="softmax", optimizer="adam", batch_size=8, lr=0.01, epochs=6,
+                         seed=np.int64(5), backend=compiled_backend)  # fmt: skip
+    assert (model.options["epochs"], model.options["seed"]) == (6, 5)
+    again = fastbp.train(X, y, **json.loads(json.dumps(model.options)))  # as a model file keeps them
+    np.testing.assert_array_equal(again.weights, model.weights)
+    stopped = fastbp.train(X, y, epochs=6, seed=np.random.default_rng(5), callback=lambda epoch, loss: epoch == 1)
+    assert (stopped.options["epochs"], stopped.options["seed"], len(stopped.history)) == (6, None, 2)
+    many = fastbp.train_many(X, y, seeds=[3, 4], epochs=2)
+    assert [network.options["seed"] for network in many] == [3, 4]
+
+
+def test_training_starts_from_the_tutorials_initial_network(backend):
     X, y = data.tutorial_toy()
-    model = fastbp.train(X, y, hidden=1, epochs=0, seed=1, init="tutorial", backend=backend)
-    assert model.history.shape == (0,)
-    assert model.weights.tolist() == [
+    initial = _prepared(X, y, hidden=1, seed=1, init="tutorial", backend=backend).trainer.weights
+    assert initial.tolist() == [
         *[0.13436424411240122, 0.8474337369372327, 0.763774618976614],  # the tutorial's hidden neuron
         *[0.2550690257394217, 0.49543508709194095, 0.4494910647887381, 0.651592972722763],  # its outputs
     ]
@@ -212,6 +226,7 @@ BAD_INPUTS = [
     (GOOD_X, np.full(10, np.nan), {"output": "identity"}, ValueError, "y contains NaN"),
     (GOOD_X, GOOD_Y, {"seed": np.random.RandomState(0)}, TypeError, "seed"),
     (GOOD_X, GOOD_Y, {"seed": -1}, ValueError, "seed must be a non-negative integer"),
+    (GOOD_X, GOOD_Y, {"epochs": 0}, ValueError, "epochs must be a positive integer, got 0"),
     (GOOD_X, GOOD_Y, {"callback": "print"}, TypeError, "callback must be a function"),
     (GOOD_X, GOOD_Y, {"hidden": 10**11}, ValueError, "more than fastbp's"),
     (GOOD_X, GOOD_Y, {"nesterov": True}, ValueError, "nesterov=True needs a momentum"),

@@ -31,11 +31,13 @@ def test_auto_prefers_the_ahead_of_time_backend():
 
 def test_a_missing_extension_is_reported_and_numba_takes_over(monkeypatch):
     monkeypatch.setitem(_backends.BACKENDS, "cython", "fastbp._kernels_not_built")
+    monkeypatch.setattr(_backends, "_WARNED", set())
     with pytest.raises(ImportError, match="compiled extension fastbp._kernels_not_built is missing"):
         _backends.get_backend("cython")
     assert "cython" not in fastbp.available_backends()
     X, y = fastbp.data.tutorial_toy()
-    assert fastbp.train(X, y, epochs=1).backend == "numba"
+    with pytest.warns(fastbp.InstallWarning, match="uses the 'numba' backend instead"):
+        assert fastbp.train(X, y, epochs=1).backend == "numba"
 
 
 def test_unknown_backend_names_are_rejected():

@@ -4,6 +4,7 @@ Every command runs in a subprocess from a temporary directory, so that the insta
 package (with its compiled extension) is imported, as a user's shell would.
 """
 
+import io
 import os
 import random
 import shutil
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import data
+from fastbp import cli, data
 
 pytestmark = pytest.mark.slow  # every command runs in a process of its own
 
@@ -107,10 +108,52 @@ def test_saved_model_predicts_as_it_did_in_training(run, shared_data, tmp_path):
 
     features_only = tmp_path / "features.csv"
     features_only.write_text("".join(",".join(map(repr, row)) + "\n" for row in X.tolist()))
-    done = run("predict", "model.npz", features_only, "--output", "predictions.csv")
+    done = run("predict", "model.npz", features_only, "--predictions", "predictions.csv")
     assert done.returncode == 0, done.stderr
-    assert done.stdout == ""
+    assert done.stdout == "" and done.stderr == ""
     assert (tmp_path / "predictions.csv").read_text().splitlines() == expected
+
+    done = run("predict", "model.npz", features_only, "--output", "old.csv")  # the old spelling still works
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "fastbp: warning: predict's --output is deprecated: use --predictions\n"
+    assert (tmp_path / "old.csv").read_text().splitlines() == expected
+
+
+def test_train_and_predict_read_a_header_and_the_label_by_name(run, tmp_path):
+    sklearn = pytest.importorskip("sklearn.datasets")
+    frame = sklearn.load_breast_cancer(as_frame=True).frame  # 30 named features, then "target"
+    frame.to_csv(tmp_path / "bc.csv", index=False)
+    options = ["--hidden", "4", "--epochs", "3", "--folds", "2"]
+    by_name = run("train", "bc.csv", "--label", "target", *options, "--save", "model.npz")
+    assert by_name.returncode == 0, by_name.stderr
+    assert by_name.stdout.startswith("bc.csv: 569 rows, 30 features, 2 classes; 2-fold cross-validation")
+    detected = run("train", "bc.csv", *options)  # the header detected, the label the last column
+    forced = run("train", "bc.csv", "--header", "--delimiter", ",", "--label", "30", *options)
+    assert detected.stdout == forced.stdout == by_name.stdout.rsplit("saved the model", 1)[0]
+
+    # The label moved to the first column, and the features alone, predict the same.
+    frame[["target", *frame.columns[:-1]]].to_csv(tmp_path / "label-first.csv", index=False, sep=";")
+    frame.drop(columns="target").to_csv(tmp_path / "features.csv", index=False, sep="\t")
+    label_first = run("predict", "model.npz", "label-first.csv", "--label", "target")
+    features = run("predict", "model.npz", "features.csv")
+    assert label_first.returncode == 0 and features.returncode == 0, label_first.stderr + features.stderr
+    assert label_first.stdout == features.stdout and len(features.stdout.splitlines()) == 569
+
+
+def test_train_reads_semicolons_tabs_and_quoted_fields_alike(run, toy_csv, tmp_path):
+    X, y = data.tutorial_toy()
+    rows = [[*map(str, features), f"class {label}"] for features, label in zip(X.tolist(), y)]
+    (tmp_path / "semicolons.csv").write_text("x;y;class\n" + "".join(";".join(row) + "\n" for row in rows))
+    (tmp_path / "tabs.tsv").write_text("".join("\t".join(row) + "\n" for row in rows))
+    (tmp_path / "quoted.csv").write_text("".join(",".join(f'"{field}"' for field in row) + "\n" for row in rows))
+    options = ["--hidden", "2", "--epochs", "20", "--folds", "2"]
+    expected = run("train", toy_csv, *options)
+    assert expected.returncode == 0, expected.stderr
+    for name in ("semicolons.csv", "tabs.tsv", "quoted.csv"):
+        done = run("train", name, *options)
+        assert done.returncode == 0, done.stderr
+        assert fold_scores(done.stdout) == fold_scores(expected.stdout)
+        assert "10 rows, 2 features, 2 classes" in done.stdout
 
 
 def test_plot_draws_a_png_of_the_learning_curves(run, toy_csv, tmp_path):
@@ -146,10 +189,20 @@ def bad_inputs(toy_csv, tmp_path):
     (tmp_path / "long-field.csv").write_text("1" * 200_000 + ",a\n")
     (tmp_path / "latin1.csv").write_bytes("1.0,caf\xe9\n".encode("latin-1"))
     (tmp_path / "folder").mkdir()
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header-only.csv").write_text("x,y,label\n")
+    (tmp_path / "ragged.csv").write_text("x,y,label\n1,2,a\n3,4\n")
+    (tmp_path / "named.csv").write_text("x,y,label\n1,2,a\n3,4,b\n")
     return {
         "missing file": (["train", "missing.csv"], "missing.csv: No such file or directory"),
-        "text feature": (["train", "text.csv"], "line 2: non-numeric feature"),
-        "negative epochs": (["train", toy_csv, "--epochs", "-1"], "epochs must be a non-negative integer"),
+        "text feature": (["train", "text.csv"], "text.csv, line 2: non-numeric feature 'heavy' in column 2"),
+        "empty file": (["train", "empty.csv"], "empty.csv: no data rows (the file is empty)"),
+        "header only": (["train", "header-only.csv"], "header-only.csv: a header row and no data rows"),
+        "ragged rows": (["train", "ragged.csv"], "ragged.csv, line 3: 2 fields, expected 3"),
+        "unknown label": (["train", "named.csv", "--label", "class"], "the header names no column 'class'"),
+        "label index": (["train", "named.csv", "--label", "3"], "label column 3 is out of range"),
+        "long delimiter": (["train", "named.csv", "--delimiter", ";;"], "--delimiter: not one character: ';;'"),
+        "no epochs": (["train", toy_csv, "--epochs", "0"], "epochs must be a positive integer"),
         "no hidden neurons": (["train", toy_csv, "--hidden", "0"], "hidden must be a positive integer"),
         "lr nan": (["train", toy_csv, "--lr", "nan"], "lr must be a finite number, got nan"),
         "one fold": (["train", toy_csv, "--folds", "1"], "folds must be an integer >= 2"),
@@ -161,7 +214,7 @@ def bad_inputs(toy_csv, tmp_path):
         "one class": (["train", "one-class.csv"], "a classifier needs two classes or more"),
         "long field": (["train", "long-field.csv"], "long-field.csv, line 1: field larger than field limit"),
         "not utf-8": (["train", "latin1.csv"], "latin1.csv is not UTF-8 text"),
-        "plot to a folder": (["train", toy_csv, "--plot", "folder"], "folder is a folder: give a file name"),
+        "plot to a folder": (["train", toy_csv, "--plot", "folder"], "cannot write folder: it is a folder"),
         "save nowhere": (["train", toy_csv, "--save", "none/m.npz"], "the folder none does not exist"),
         "huge network": (["train", toy_csv, "--hidden", "100000000000"], "more than fastbp's"),
     }
@@ -169,7 +222,8 @@ def bad_inputs(toy_csv, tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing file", "text feature", "negative epochs", "no hidden neurons", "lr nan", "one fold", "tutorial init",
+    ["missing file", "text feature", "empty file", "header only", "ragged rows", "unknown label", "label index",
+     "long delimiter", "no epochs", "no hidden neurons", "lr nan", "one fold", "tutorial init",
      "not a model", "missing model", "malformed size", "unknown choice", "one class", "long field", "not utf-8",
      "plot to a folder", "save nowhere", "huge network"],
 )  # fmt: skip
@@ -186,10 +240,7 @@ def test_predict_rejects_rows_of_the_wrong_width(run, toy_csv, tmp_path):
     (tmp_path / "wide.csv").write_text("1,2,3,4\n")
     done = run("predict", "model.npz", "wide.csv")
     assert done.returncode == 1
-    assert (
-        done.stderr
-        == "fastbp: error: wide.csv, line 1: 4 fields, expected 2 features (or 3 fields, the last a label)\n"
-    )
+    assert done.stderr == "fastbp: error: wide.csv, line 1: 4 fields, expected 2 features (or 3 fields, one a label)\n"
 
 
 def _run_on_a_terminal(command: list[str], cwd) -> tuple[str, str]:
@@ -234,3 +285,74 @@ def test_python_m_fastbp_runs_the_same_command(run, toy_csv, tmp_path):
     module = subprocess.run([sys.executable, "-m", "fastbp", *args], cwd=tmp_path, capture_output=True, text=True)
     assert module.returncode == 0, module.stderr
     assert module.stdout == run(*args).stdout
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so that ``fastbp train`` shows its progress bar there."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_moves_with_the_kernels_chunks_not_every_epoch(toy_csv, tmp_path, monkeypatch):
+    # A callback makes the kernels return to Python after every epoch, which costs tiny runs more than training:
+    # each training advances the bar itself, after each chunk of epochs.
+    callbacks = []
+
+    def recording_train(*args, **kwargs):
+        callbacks.append(kwargs.get("callback"))
+        assert callable(kwargs["progress"].update)
+        return fastbp.train(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "train", recording_train)
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "toy.csv", "--epochs", "40", "--folds", "2", "--save", "model.npz"]) == 0
+    assert callbacks == [None, None, None]  # two folds and the saved model
+    assert "120/120 [" in sys.stderr.getvalue()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.npz", "toy.csv"]  # no file left by checks
+
+
+@pytest.fixture
+def untrainable(monkeypatch):
+    """Training that fails the test: a refused ``--save`` must be refused before any."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("trained before checking --save")
+
+    monkeypatch.setattr(cli, "train", refuse)
+
+
+def test_save_to_a_read_only_folder_is_refused_before_training(untrainable, toy_csv, tmp_path, monkeypatch, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes to read-only folders")
+    (tmp_path / "read-only").mkdir(mode=0o555)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "toy.csv", "--save", "read-only/model.npz"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == "fastbp: error: cannot write read-only/model.npz: Permission denied (in the folder read-only)\n"
+    assert list((tmp_path / "read-only").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("missing/model.npz", "cannot write missing/model.npz: the folder missing does not exist"),
+        ("folder", "cannot write folder: it is a folder"),
+        ("fifo", "cannot write fifo: it is a FIFO, not a regular file"),
+    ],
+)
+def test_save_where_no_file_can_be_written_is_refused_before_training(
+    untrainable, toy_csv, tmp_path, monkeypatch, capsys, target, message
+):
+    (tmp_path / "folder").mkdir()
+    if target == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("FIFOs are POSIX's")
+        os.mkfifo(tmp_path / "fifo")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "toy.csv", "--save", target]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == f"fastbp: error: {message}\n"

@@ -80,6 +80,142 @@ def test_load_features_rejects_malformed_files(tmp_path, text, message):
         data.load_features(path, 2)
 
 
+def test_read_table_reads_a_header_and_the_label_by_name_or_as_the_last_column(tmp_path):
+    sklearn = pytest.importorskip("sklearn.datasets")
+    frame = sklearn.load_breast_cancer(as_frame=True).frame  # 30 named features, then "target"
+    path = tmp_path / "bc.csv"
+    frame.to_csv(path, index=False)
+    X, y = data.read_table(path, label="target")
+    assert X.dtype == np.float64
+    np.testing.assert_array_equal(X, frame.drop(columns="target").to_numpy())
+    assert y.tolist() == frame["target"].astype(str).tolist()
+    for by_default in (data.read_table(path), data.read_table(path, label=-1, header=True, delimiter=",")):
+        np.testing.assert_array_equal(by_default[0], X)
+        np.testing.assert_array_equal(by_default[1], y)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x;y;label\n1.5;2.25;a\n3;4.5;b\n",  # semicolons, decimal points
+        "x\ty\tlabel\n1.5\t2.25\ta\n3\t4.5\tb\n",
+        "x|y|label\n1.5|2.25|a\n3|4.5|b\n",
+        '"x","y","label"\n"1.5","2.25","a"\n"3","4.5","b"\n',
+        '"1.5", "2.25", "a"\n\n"3", "4.5", "b"\n',  # quoted after a space, a blank line, no header
+        "\ufeff1.5,2.25,a\r\n3,4.5,b",  # a byte order mark, Windows line ends, no final one
+    ],
+)
+def test_read_table_detects_the_delimiter_quotes_and_header(tmp_path, text):
+    path = tmp_path / "d.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    X, y = data.read_table(path)
+    np.testing.assert_array_equal(X, [[1.5, 2.25], [3.0, 4.5]])
+    assert y.tolist() == ["a", "b"]
+
+
+def test_read_table_takes_the_label_from_any_column(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("class;x;y\na;1;2\nb;3;4\n")
+    for label in ("class", 0, -3):
+        X, y = data.read_table(path, label=label)
+        np.testing.assert_array_equal(X, [[1.0, 2.0], [3.0, 4.0]])
+        assert y.tolist() == ["a", "b"]
+    with pytest.raises(ValueError, match=r"line 2: non-numeric feature 'a' in column 'class'"):
+        data.read_table(path, label="y")
+
+
+def test_read_table_header_can_be_forced_either_way(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("1,2,3\n4,5,a\n6,7,b\n")  # a header of numbers looks like data
+    X, y = data.read_table(path, header=True)
+    np.testing.assert_array_equal(X, [[4.0, 5.0], [6.0, 7.0]])
+    assert data.read_table(path, label="3")[1].tolist() == ["a", "b"]
+    assert data.read_table(path)[1].tolist() == ["3", "a", "b"]
+    path.write_text("x,y,label\n1,2,a\n")
+    with pytest.raises(ValueError, match=r"line 1: non-numeric feature 'x' in column 1"):
+        data.read_table(path, header=False)
+
+
+@pytest.mark.parametrize(
+    "text, rows",
+    [
+        ("1,2,a\n", 1),  # csv.Sniffer.has_header takes a lone row for a header
+        ("x,label\n1,aaaaa\n2,bbbbb\n", 2),  # and misses this one, whose labels are as long as "label"
+        ("1.5,2,x\n3,4,y\n", 2),  # a file of numbers but the labels
+    ],
+)
+def test_read_table_never_takes_a_row_of_numbers_for_a_header_nor_names_for_data(tmp_path, text, rows):
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    assert len(data.read_table(path)[0]) == rows
+
+
+def test_read_table_keeps_a_given_delimiter_when_detecting_the_header(tmp_path):
+    path = tmp_path / "d.csv"
+    # csv.Sniffer prefers the commas; read with semicolons, the first row is a header by its column types.
+    path.write_text("x;2020;ab,cd\n1;2;a,bb\n3;4;c,dd\n5;6;e,ff\n")
+    X, y = data.read_table(path, delimiter=";")
+    np.testing.assert_array_equal(X, [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    assert y.tolist() == ["a,bb", "c,dd", "e,ff"]
+
+
+@pytest.mark.parametrize(
+    "text, options, message",
+    [
+        ("", {}, "no data rows \\(the file is empty\\)"),
+        ("\n \n", {}, "no data rows \\(the file is empty\\)"),
+        ("x,y,label\n", {}, "a header row and no data rows"),
+        ("x,y,label\n1,2,a\n", {"label": "class"}, "the header names no column 'class' \\(it has 'x', 'y', 'label'\\)"),
+        ("x,y,x\n1,2,a\n", {"label": "x"}, "the header names more than one column 'x'"),
+        ("1,2,a\n", {"label": "label", "header": False}, "given by name, 'label', but the file has no header row"),
+        ("1,2,a\n", {"label": "label"}, "the header names no column 'label' \\(it has '1', '2', 'a'\\)"),
+        ("1,2,a\n", {"label": 3}, "label column 3 is out of range: the rows have 3 fields"),
+        ("1,2,a\n", {"label": -4}, "label column -4 is out of range"),
+        ("x,y,label\n1,2,a\n3,4\n", {}, "line 3: 2 fields, expected 3"),
+        ("1,2,a\n3,4,b,c\n", {}, "line 2: 4 fields, expected 3"),
+        ("x,y,label\n1,2,a\n3,?,b\n", {}, "line 3: non-numeric feature '\\?' in column 'y'"),
+        ("x,y,label\n1,2,a\n3,,b\n", {}, "line 3: non-numeric feature '' in column 'y'"),
+        ("x,y,label\n1,2,\n", {}, "line 2: the label \\(column 'label'\\) is empty"),
+        ("1\n2\n", {}, "line 1: need at least one feature and a label"),
+    ],
+)
+def test_read_table_rejects_malformed_files(tmp_path, text, options, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        data.read_table(path, **options)
+
+
+@pytest.mark.parametrize(
+    "options, error, message",
+    [
+        ({"delimiter": ";;"}, ValueError, "one character"),
+        ({"delimiter": '"'}, ValueError, "not a quote"),
+        ({"label": 1.0}, TypeError, "label must be a column's index or name"),
+        ({"label": True}, TypeError, "label must be"),
+        ({"header": "yes"}, TypeError, "header must be True, False or None"),
+    ],
+)
+def test_read_table_rejects_bad_options(tmp_path, options, error, message):
+    path = tmp_path / "d.csv"
+    path.write_text("1,2,a\n")
+    with pytest.raises(error, match=message):
+        data.read_table(path, **options)
+
+
+def test_read_table_features_reads_rows_with_or_without_their_label(tmp_path):
+    labelled, without, one_column = tmp_path / "labelled.csv", tmp_path / "features.csv", tmp_path / "one.csv"
+    labelled.write_text("class;x;y\na;1.5;2\nb;3;4.25\n")
+    without.write_text("x\ty\n1.5\t2\n3\t4.25\n")
+    np.testing.assert_array_equal(data.read_table_features(labelled, 2, label="class"), [[1.5, 2.0], [3.0, 4.25]])
+    np.testing.assert_array_equal(data.read_table_features(labelled, 2, label=0), [[1.5, 2.0], [3.0, 4.25]])
+    np.testing.assert_array_equal(data.read_table_features(without, 2, label="class"), [[1.5, 2.0], [3.0, 4.25]])
+    one_column.write_text("1.5\n2\n")  # nothing for csv.Sniffer to find: read as comma-separated
+    np.testing.assert_array_equal(data.read_table_features(one_column, 1), [[1.5], [2.0]])
+    with pytest.raises(ValueError, match="line 1: 3 fields, expected 1 features \\(or 2 fields, one a label\\)"):
+        data.read_table_features(labelled, 1)
+
+
 def test_encode_labels_sorts_by_default_and_takes_an_explicit_mapping():
     codes, classes = data.encode_labels(["2", "1", "3", "1"])
     assert codes.tolist() == [1, 0, 2, 0] and classes.tolist() == ["1", "2", "3"]

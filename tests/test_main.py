@@ -60,7 +60,9 @@ def test_demo_takes_its_options_before_or_after_the_command(capsys, args):
 
 def test_main_job_says_when_it_falls_back_from_a_missing_extension(monkeypatch, capsys):
     monkeypatch.setitem(_backends.BACKENDS, "cython", "fastbp._kernels_not_built")
+    monkeypatch.setattr(_backends, "_WARNED", set())
     assert main(["--skip-reference"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("note: the 'cython' backend is not available: the compiled extension")
+    out, err = capsys.readouterr()
+    assert err.startswith("fastbp: warning: the 'cython' backend is not available: the compiled extension")
+    assert err.count("\n") == 1 and "uses the 'numba' backend instead" in err
     assert "numba backend: " in out

@@ -472,3 +472,32 @@ def test_predict_on_a_hostile_file_prints_one_error_line(tmp_path, valid_members
     assert cli.main(["predict", str(path), str(rows)]) == 1
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith(f"fastbp: error: {path} is not a valid fastbp model file: ")
+
+
+def test_score_is_a_classifiers_accuracy_and_a_regressions_r2(compiled_backend, wheat):
+    X, y = wheat
+    classifier = fastbp.train(X, y, hidden=3, epochs=5, seed=2, backend=compiled_backend)
+    predicted = classifier.predict(X)
+    assert 0.3 < classifier.score(X, y) < 1  # partly trained: a score that counts wrong rows too
+    assert classifier.score(X, y) == np.mean(predicted == y)
+    weights = np.arange(len(y)) % 3
+    assert classifier.score(X, y, sample_weight=weights) == pytest.approx(
+        np.sum(weights * (predicted == y)) / np.sum(weights)
+    )
+
+    targets = np.column_stack([X[:, 0] - X[:, 1], X[:, 2]])
+    regression = fastbp.train(X, targets, hidden=3, output="identity", lr=0.01, epochs=5, seed=2)
+    residuals = ((targets - regression.predict(X)) ** 2).sum(axis=0)
+    totals = ((targets - targets.mean(axis=0)) ** 2).sum(axis=0)
+    assert regression.score(X, targets) == pytest.approx(np.mean(1 - residuals / totals))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_multilabel_classifiers_units_score_every_label_of_a_row(wheat):
+    X, y = wheat
+    labels = np.column_stack([y == y[0], X[:, 0] > np.median(X[:, 0])]).astype(int)
+    estimator = fastbp.MLPClassifier(hidden_layer_sizes=(4,), max_iter=20, random_state=0).fit(X, labels)
+    units = estimator.model_
+    assert units.classes is None
+    assert units.score(X, labels) == np.mean(((units.predict(X) > 0.5) == labels).all(axis=1))
+    assert units.score(X, labels) == estimator.score(X, labels)

@@ -1,4 +1,5 @@
-"""Threads and processes: every thread count gives the same bits, parallel folds give the serial scores.
+"""Threads and processes: every thread count gives the same bits, and the jobs of evaluate and search (threads,
+or processes) train the serial networks.
 
 The networks here are small, so the work thresholds are lowered where a test
 must see the kernels really share the work: with the default, small batches run on
@@ -6,7 +7,10 @@ one thread whatever ``n_threads`` says.
 """
 
 import collections
+import contextlib
+import functools
 import os
+import re
 import signal
 import threading
 import time
@@ -16,7 +20,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _parallel, _training
+from fastbp import _api, _parallel, _training
 
 THREAD_COUNTS = (1, 2, 3, 5)
 
@@ -326,38 +330,226 @@ def test_a_child_forked_while_blas_is_on_one_thread_gives_the_count_back_after_t
     assert blas_threads() == before
 
 
+def test_blas_limits_opened_by_several_threads_hold_until_the_last_leaves(compiled_backend):
+    """Blocks of ``one_blas_thread`` overlapping in any order, one nested in another in the same thread: BLAS
+    stays on one thread while any is open, and gets its own count back when the last leaves (not the one that
+    a block entered while another was open found)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return [library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"]
+
+    X, y = _data(n_rows=40, n_classes=3)
+    fastbp.train(X, y, batch_size=8, epochs=1, backend=compiled_backend)  # loads the BLAS the kernels call
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(count == 2 for count in before)
+        first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+        seen = []
+
+        def first():
+            with _parallel.one_blas_thread():
+                first_in.set()
+                second_in.wait()
+                seen.append(blas_threads())
+            first_out.set()
+
+        def second():
+            first_in.wait()
+            with _parallel.one_blas_thread():
+                second_in.set()
+                first_out.wait()
+                seen.append(blas_threads())  # the first block has left; this one is still open
+                with _parallel.one_blas_thread():
+                    seen.append(blas_threads())
+                seen.append(blas_threads())
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert seen == [[1] * len(before)] * 4
+        assert blas_threads() == before
+
+
+#: joblib's backend for evaluate's and search's jobs: None keeps fastbp's default (threads); "loky" is a
+#: ``parallel_config`` asking for worker processes instead.
+JOBLIB_BACKENDS = [None, "loky"]
+
+
+def _in_joblib_backend(name: str | None):
+    """``joblib.parallel_config(backend=name)``, or no context for None."""
+    from joblib import parallel_config
+
+    return parallel_config(backend=name) if name else contextlib.nullcontext()
+
+
+@pytest.mark.parametrize("joblib_backend", JOBLIB_BACKENDS)
 @pytest.mark.parametrize("init", ["tutorial", None])
-def test_evaluate_in_parallel_equals_the_serial_run(compiled_backend, wheat, init):
+def test_evaluate_in_parallel_equals_the_serial_run(compiled_backend, wheat, init, joblib_backend):
     X, y = wheat
     options = dict(folds=4, seed=2, epochs=20, init=init, backend=compiled_backend)
     serial = fastbp.evaluate(X, y, **options)
-    for n_jobs in (2, -1):
-        parallel = fastbp.evaluate(X, y, n_jobs=n_jobs, **options)
-        assert parallel.scores == serial.scores
-        assert parallel.baseline_scores == serial.baseline_scores
+    with _in_joblib_backend(joblib_backend):
+        for n_jobs in (2, -1):
+            parallel = fastbp.evaluate(X, y, n_jobs=n_jobs, **options)
+            assert parallel.scores == serial.scores
+            assert parallel.baseline_scores == serial.baseline_scores
 
 
-def test_evaluate_in_threads_equals_the_serial_run(wheat):
-    from joblib import parallel_config
+#: What the jobs run: online networks one per job (4 folds: too few for lockstep), a lockstep group cut into a
+#: part per job (16 folds on 2 jobs), mini-batches (BLAS, on one thread in every job) and L-BFGS.
+JOB_CASES = {
+    "online, one per job": dict(folds=4, epochs=20, init="tutorial"),
+    "lockstep, a part per job": dict(folds=16, epochs=20, shuffle=True, l2=0.001),
+    "mini-batches": dict(folds=3, epochs=5, shuffle=True, batch_size=8, hidden=(40,), momentum=0.9, lr=0.05),
+    "l-bfgs": dict(folds=3, epochs=10, optimizer="lbfgs", hidden=(6,)),
+}
 
+
+def _fold_networks(X, y, n_jobs, folds, **options) -> list[fastbp.Model]:
+    """The networks that ``evaluate(X, y, folds=folds, seed=3, n_jobs=n_jobs, **options)`` trains."""
+    X, y, classes, rng = _api._evaluation_data(X, y, 3, "tutorial", None, options)
+    _, trainings = _api._fold_trainings(X, y, folds, rng, classes, options)
+    return _api._models(_api._run_together(trainings, n_jobs), "fold")
+
+
+@pytest.mark.parametrize("joblib_backend", JOBLIB_BACKENDS)
+@pytest.mark.parametrize("case", JOB_CASES)
+def test_jobs_train_the_serial_networks_bit_for_bit(compiled_backend, wheat, case, joblib_backend):
     X, y = wheat
-    options = dict(folds=3, seed=1, epochs=10, shuffle=True, batch_size=4)
-    serial = fastbp.evaluate(X, y, **options)
-    with parallel_config(backend="threading"):
-        assert fastbp.evaluate(X, y, n_jobs=2, **options).scores == serial.scores
+    options = dict(backend=compiled_backend, **JOB_CASES[case])
+    serial = _fold_networks(X, y, None, **options)
+    with _in_joblib_backend(joblib_backend):
+        parallel = _fold_networks(X, y, 2, **options)
+    for alone, in_a_job in zip(serial, parallel, strict=True):
+        assert in_a_job.weights.tobytes() == alone.weights.tobytes()
+        assert in_a_job.history.tobytes() == alone.history.tobytes()
 
 
-def test_evaluate_passes_on_the_warnings_of_its_folds(wheat):
+def test_jobs_cut_a_lockstep_group_into_a_part_per_worker_and_run_other_trainings_alone(wheat):
+    def jobs(workers, folds=16, **options):
+        X, y, classes, rng = _api._evaluation_data(*wheat, 3, "tutorial", None, options)
+        return _api._jobs(_api._fold_trainings(X, y, folds, rng, classes, options)[1], workers)
+
+    assert jobs(1) == [list(range(16))]  # one core: one lockstep call
+    assert jobs(2) == [list(range(8)), list(range(8, 16))]
+    assert jobs(3) == [[k] for k in range(16)]  # too few networks to give 3 workers a part worth lockstep each
+    assert jobs(2, batch_size=4) == [[k] for k in range(16)]  # mini-batches do not train in lockstep
+    assert jobs(1, folds=5) == [[k] for k in range(5)]
+
+
+@pytest.mark.parametrize("joblib_backend", JOBLIB_BACKENDS)
+def test_search_in_parallel_equals_the_serial_search(compiled_backend, wheat, joblib_backend):
+    """Two lockstep groups of 16 networks (a part per job) and 16 networks in mini-batches (one per job)."""
     X, y = wheat
-    with pytest.warns(RuntimeWarning, match=r"fold \d: training ended .* saturated"):
-        fastbp.evaluate(X, y, folds=2, epochs=3, lr=1e6, n_jobs=2)
+    grid = {"hidden": [3, 5], "lr": [0.1, 0.3, 0.5, 0.7]}
+    options = dict(folds=4, seed=3, epochs=15, backend=compiled_backend)
+    serial = fastbp.search(X, y, grid, **options)
+    batches = fastbp.search(X, y, {"lr": [0.1, 0.3, 0.5, 0.7]}, batch_size=8, **options)
+    with _in_joblib_backend(joblib_backend):
+        assert fastbp.search(X, y, grid, n_jobs=2, **options).evaluations == serial.evaluations
+        assert fastbp.search(X, y, {"lr": [0.1, 0.3, 0.5, 0.7]}, batch_size=8, n_jobs=-1, **options) == batches
+    assert len(set(serial.means)) > 1  # the points do differ, so their order is checked
+
+
+def test_jobs_train_each_network_on_one_kernel_thread(wheat, always_threaded, monkeypatch):
+    """The jobs are the parallelism: a job's mini-batches asking the kernels for every core too would put
+    n_jobs x cores threads on the cores."""
+    from fastbp._backends import Backend
+
+    asked = []
+    original = Backend.train_batches
+
+    def train_batches(self, *arguments):
+        asked.append(arguments[-1])
+        return original(self, *arguments)
+
+    monkeypatch.setattr(Backend, "train_batches", train_batches)
+    X, y = wheat
+    fastbp.evaluate(X, y, folds=3, epochs=2, batch_size=16, hidden=(40,), n_jobs=-1)
+    assert len(asked) == 3 and set(asked) == {1}
+
+
+def test_a_failing_job_stops_the_jobs_not_yet_started():
+    ran = []
+
+    def work(item):
+        if item == 0:
+            raise FloatingPointError("job 0")
+        time.sleep(0.05)
+        ran.append(item)
+
+    with pytest.raises(FloatingPointError, match="job 0"):
+        _parallel.run_jobs(work, range(20), 2)
+    assert len(ran) < 5
+
+
+def _record_where(folder, epoch: int, loss: float) -> None:
+    """A training callback: leave a file named after the process and the thread that it runs on."""
+    (folder / f"{os.getpid()}-{threading.get_ident()}").touch()
+
+
+@pytest.mark.parametrize("joblib_backend", JOBLIB_BACKENDS)
+def test_jobs_run_on_threads_unless_a_parallel_config_names_processes(wheat, tmp_path, joblib_backend):
+    X, y = wheat
+    with _in_joblib_backend(joblib_backend):
+        fastbp.evaluate(X, y, folds=3, epochs=2, n_jobs=2, callback=functools.partial(_record_where, tmp_path))
+    where = [name.split("-") for name in os.listdir(tmp_path)]
+    processes = {int(pid) for pid, _ in where}
+    if joblib_backend is None:  # threads of this process, other than the calling one
+        assert processes == {os.getpid()}
+        assert str(threading.get_ident()) not in {thread for _, thread in where}
+    else:
+        assert os.getpid() not in processes
+
+
+def _saturated(caught) -> list[str]:
+    """The folds named by the warnings of saturated networks among ``caught``, sorted."""
+    found = [re.match(r"fold (\d+): training ended .* saturated", str(warning.message)) for warning in caught]
+    return sorted(match.group(1) for match in found if match)
+
+
+@pytest.mark.parametrize("joblib_backend", [None, "threading", "loky"])
+def test_evaluate_passes_on_each_folds_warnings_once(wheat, joblib_backend):
+    """``warnings.catch_warnings`` swaps process-wide state: jobs on threads recording their own warnings would
+    cross their records, one fold's warnings lost or under another's label, later warnings going nowhere."""
+    X, y = wheat
+    for _ in range(3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with _in_joblib_backend(joblib_backend):
+                fastbp.evaluate(X, y, folds=4, epochs=1000, lr=1e6, n_jobs=2)
+            warnings.warn("after evaluate", UserWarning, stacklevel=1)
+        assert _saturated(caught) == ["0", "1", "2", "3"]
+        assert [str(warning.message) for warning in caught][-1] == "after evaluate"
+
+
+def test_evaluations_in_several_threads_at_once_pass_on_every_folds_warnings(wheat):
+    X, y = wheat
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        threads = [
+            threading.Thread(target=fastbp.evaluate, args=(X, y), kwargs=dict(folds=3, epochs=1000, lr=1e6))
+            for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        warnings.warn("after evaluate", UserWarning, stacklevel=1)
+    assert _saturated(caught) == ["0"] * 4 + ["1"] * 4 + ["2"] * 4
+    assert [str(warning.message) for warning in caught][-1] == "after evaluate"
 
 
 @pytest.mark.parametrize("bad", [0, 1.5, "2", True])
-def test_evaluate_refuses_bad_job_counts(wheat, bad):
+def test_evaluate_and_search_refuse_bad_job_counts(wheat, bad):
     X, y = wheat
     with pytest.raises(ValueError, match="n_jobs"):
         fastbp.evaluate(X, y, epochs=1, n_jobs=bad)
+    with pytest.raises(ValueError, match="n_jobs"):
+        fastbp.search(X, y, {"lr": [0.1]}, epochs=1, n_jobs=bad)
 
 
 def test_estimators_predict_the_same_for_any_thread_count(compiled_backend, always_threaded):

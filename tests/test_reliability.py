@@ -276,7 +276,7 @@ OPTION_CASES = {
         r"(finite|range)",
     ),
     "lr-not-a-number": ("lr", st.sampled_from(["0.1", None, [0.1]]), FLOAT_OPTION_ENTRIES, r"(number|float)"),
-    "epochs-negative": ("epochs", st.integers(max_value=-1), FLOAT_OPTION_ENTRIES, r"(non-negative|range)"),
+    "epochs-not-positive": ("epochs", st.integers(max_value=0), FLOAT_OPTION_ENTRIES, r"(positive|range)"),
     "epochs-not-integer": ("epochs", st.sampled_from([2.5, "3", None]), FLOAT_OPTION_ENTRIES, r"int"),
     "hidden-not-positive": ("hidden", st.integers(max_value=0), FLOAT_OPTION_ENTRIES, r"(positive|range|> 0)"),
     "hidden-layer-not-positive": (
@@ -483,7 +483,7 @@ CLI_CASES = {
     "ragged-rows": ([*TOY_ROWS, "1.0,1"], [], r"line 7.*fields", 1),
     "lr-not-positive": (TOY_ROWS, ["--lr", "0"], r"lr must be positive", 1),
     "lr-not-finite": (TOY_ROWS, ["--lr", "nan"], r"lr must be a finite number", 1),
-    "epochs-negative": (TOY_ROWS, ["--epochs", "-1"], r"epochs must be a non-negative integer", 1),
+    "epochs-not-positive": (TOY_ROWS, ["--epochs", "0"], r"epochs must be a positive integer", 1),
     "hidden-not-positive": (TOY_ROWS, ["--hidden", "3,0"], r"hidden must be a positive", 1),
     "activation-unknown": (TOY_ROWS, ["--activation", "no_such_activation"], r"activation must be one of", 1),
     "backend-unknown": (TOY_ROWS, ["--backend", "fortran"], r"--backend.*invalid choice", 2),

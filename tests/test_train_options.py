@@ -9,6 +9,7 @@ from sklearn.model_selection import train_test_split
 
 import fastbp
 from fastbp import _backends, data
+from fastbp._api import _prepared
 from fastbp._layout import Layout, initial_weights
 
 COMPILED = [name for name in fastbp.available_backends() if name != "reference"]
@@ -32,6 +33,11 @@ MODES = {
     "lbfgs-relu-l2-weights": {"optimizer": "lbfgs", "activation": "relu", "l2": 1e-3, "sample_weight": "varied"},
     "lbfgs-tanh-softmax": {"optimizer": "lbfgs", "output": "softmax", "activation": "tanh"},
 }
+
+
+def _initial_network(X, y, **options) -> np.ndarray:
+    """The weights training starts from: what ``fastbp.train`` draws before its first epoch."""
+    return _prepared(X, y, **options).trainer.weights
 
 
 def mode_data(options, wheat, dtype=np.float64):
@@ -174,11 +180,11 @@ def test_training_in_chunks_equals_one_call_with_state_shuffles_and_schedules(co
 
 def test_default_init_is_he_or_glorot_from_a_numpy_generator(wheat):
     X, y = wheat
-    model = fastbp.train(X, y, hidden=(6, 4), activation="relu", output="softmax", epochs=0, seed=11)
+    model = _initial_network(X, y, hidden=(6, 4), activation="relu", output="softmax", seed=11)
     layout = Layout.from_sizes((7, 6, 4, 3), ["relu", "relu", "softmax"])
-    np.testing.assert_array_equal(model.weights, initial_weights(layout, None, np.random.default_rng(11)))
-    tutorial = fastbp.train(X, y, hidden=5, epochs=0, seed=11, init="tutorial")
-    np.testing.assert_array_equal(tutorial.weights, initial_weights(Layout.from_sizes((7, 5, 3)), "tutorial",
+    np.testing.assert_array_equal(model, initial_weights(layout, None, np.random.default_rng(11)))
+    tutorial = _initial_network(X, y, hidden=5, seed=11, init="tutorial")
+    np.testing.assert_array_equal(tutorial, initial_weights(Layout.from_sizes((7, 5, 3)), "tutorial",
                                                                     random.Random(11)))  # fmt: skip
     generator = fastbp.train(X, y, epochs=2, seed=np.random.default_rng(11))
     np.testing.assert_array_equal(generator.weights, fastbp.train(X, y, epochs=2, seed=11).weights)
@@ -219,12 +225,12 @@ def test_the_reference_backend_shuffles_and_schedules_like_the_kernels(compiled_
 def test_init_schemes_through_train(wheat, init):
     """Explicit schemes apply to every layer; the default gives leaky relu layers He and the output Glorot."""
     X, y = wheat
-    model = fastbp.train(X, y, hidden=(6, 4), activation="leaky_relu", init=init, epochs=0, seed=4)
+    model = _initial_network(X, y, hidden=(6, 4), activation="leaky_relu", init=init, seed=4)
     layout = Layout.from_sizes((7, 6, 4, 3), ["leaky_relu", "leaky_relu", "sigmoid"])
-    np.testing.assert_array_equal(model.weights, initial_weights(layout, init, np.random.default_rng(4)))
+    np.testing.assert_array_equal(model, initial_weights(layout, init, np.random.default_rng(4)))
     if init is None:
         he = initial_weights(layout, "he", np.random.default_rng(4))
-        np.testing.assert_array_equal(model.layers[0], layout.layer_views(he)[0])
+        np.testing.assert_array_equal(layout.layer_views(model)[0], layout.layer_views(he)[0])
 
 
 def test_classes_give_outputs_for_labels_the_data_lacks(compiled_backend, wheat):
@@ -343,10 +349,8 @@ def test_lbfgs_through_train_is_deterministic_and_stops_at_a_callback(compiled_b
     assert [epoch for epoch, _ in seen] == [0, 1, 2, 3, 4] and len(stopped.history) == 5
     np.testing.assert_array_equal(stopped.history, first.history[:5])
     assert [loss for _, loss in seen] == stopped.history.tolist()
-    untrained = fastbp.train(X, y, **{**options, "epochs": 0})  # the initial network, as any optimizer's
-    assert len(untrained.history) == 0
-    np.testing.assert_array_equal(
-        untrained.weights, fastbp.train(X, y, **{**options, "optimizer": "sgd", "epochs": 0}).weights
+    np.testing.assert_array_equal(  # the initial network, as any optimizer's
+        _initial_network(X, y, **options), _initial_network(X, y, **{**options, "optimizer": "sgd"})
     )
 
 

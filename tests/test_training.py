@@ -41,13 +41,34 @@ def test_progress_bar_runs_on_stderr_and_changes_nothing(wheat, capsys):
         fastbp.train(X, y, epochs=1, progress="yes")
 
 
+class _Tally:
+    """A caller's progress bar: what training advanced it by."""
+
+    def __init__(self):
+        self.steps = []
+
+    def update(self, n):
+        self.steps.append(n)
+
+
+@pytest.mark.parametrize("batch_size", [None, 50])
+def test_a_callers_bar_advances_by_chunks_of_epochs(compiled_backend, wheat, batch_size):
+    X, y = wheat
+    bar = _Tally()
+    options = {"epochs": 2000, "seed": 4, "backend": compiled_backend, "batch_size": batch_size}
+    shared = fastbp.train(X, y, progress=bar, **options)
+    np.testing.assert_array_equal(shared.weights, fastbp.train(X, y, **options).weights)
+    assert sum(bar.steps) == 2000
+    assert len(bar.steps) < 100  # a tiny network's epochs run in chunks, not one call each
+
+
 def test_options_are_checked_once_and_kept_as_plain_json(wheat):
     options = Options.create(hidden=(4, 3), activation="tanh", output="softmax", dtype=np.float32)
     assert options.activation == ("tanh", "tanh") and options.loss == "cross_entropy"
     assert options.to_dict()["dtype"] == "float32" and options.to_dict()["hidden"] == [4, 3]
     X, y = wheat
     model = fastbp.train(X, y, hidden=(4, 3), activation="tanh", output="softmax", dtype=np.float32, epochs=1)
-    assert model.options == options.to_dict()
+    assert model.options == {**options.to_dict(), "epochs": 1, "seed": None}
 
 
 def test_a_continued_trainer_keeps_its_memory_but_not_a_different_network(wheat):

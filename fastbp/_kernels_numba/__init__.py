@@ -10,7 +10,9 @@ off, so the exact kernels agree bit for bit with :mod:`fastbp.reference`.
 Kernels are cached on disk, so a second process loads them instead of compiling.
 Numba checks a cached kernel against its own source file only, while the kernels
 inline functions from the other modules: so the cache is cleared here whenever any
-source the kernels are built from has changed since it was written.
+source the kernels are built from has changed since it was written.  Where Numba can
+write its cache nowhere, the kernels are compiled in memory (:mod:`.config`), and
+its capabilities' ``first_use_warning`` says so the first time the backend is used.
 """
 
 import hashlib
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from .. import _concepts, _constants, _libm
 from .._backends import Capabilities
-from . import batches, layered, llvm, lockstep, online, primitives
+from . import batches, config, layered, llvm, lockstep, online, primitives
 from .batches import (
     MAX_THREADS,
     PARALLEL_LOCK,
@@ -86,6 +88,7 @@ CAPABILITIES = Capabilities(
     parallel_lock=PARALLEL_LOCK,
     clear_disk_cache=_clear_disk_cache,
     not_yet_run=_not_yet_run,
+    first_use_warning=config.NO_CACHE_WARNING,
 )
 
 __all__ = [
