@@ -166,7 +166,7 @@ def _add_table_options(parser: argparse.ArgumentParser, *, label_help: str) -> N
         "--delimiter",
         type=_delimiter,
         metavar="CHAR",
-        help="the character between fields, or 'tab' (default: detected among , ; tab and |)",
+        help="the character between fields, or 'tab' (default: detected among comma, semicolon, tab and vertical bar)",
     )
 
 
