@@ -518,7 +518,8 @@ def test_bad_input_to_cli_predict(tmp_path):
     for name, rows, expected in [
         ("too-many-features", ["1,2,3,4"], r"fields"),
         ("nan-features", ["nan,1"], r"NaN"),
-        ("text-features", ["a,1"], r"line 1"),
+        ("text-features", ["0.5,1", "a,1"], r"line 2"),
+        ("header-only", ["a,1"], r"a header row and no data rows"),
     ]:
         (tmp_path / f"{name}.csv").write_text("".join(row + "\n" for row in rows))
         finished = _fastbp("predict", "model.npz", f"{name}.csv", cwd=tmp_path)
