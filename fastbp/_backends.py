@@ -42,9 +42,10 @@ The kernels (model, then data, then schedule, then outputs):
   ``predict_batch`` and ``batch_gradient``;
 * for networks with layers beyond dense ones (a backend whose ``layer_kinds`` has
   them), :data:`LAYERED_KERNELS`: ``train_layered(net, weights, optimizer_state, data,
-  schedule, history, n_threads)`` (epochs of mini-batches, ``batch_size`` 1 included, each
-  batch cut into chunks of ``CHUNK_ROWS`` rows that threads share, the chunks' gradients
-  summed in order), ``predict_layered(net, weights, X, out)``, and
+  schedule, history, right, n_threads)`` (epochs of mini-batches, ``batch_size`` 1 included,
+  each batch cut into chunks of ``CHUNK_ROWS`` rows that threads share, the chunks'
+  gradients summed in order; ``right[e]`` receives how many rows of epoch ``e`` the
+  training passes classed right, as ``Sequential``'s accuracy counts), ``predict_layered(net, weights, X, out)``, and
   ``layered_gradient(net, weights, data, schedule, rows, grad) -> loss`` (one batch, as
   update ``schedule.steps_done + 1``); :class:`Backend` sends such networks there from
   ``train_online``, ``train_batches`` and ``predict_batch``;
@@ -320,23 +321,30 @@ class Backend:
     def __repr__(self) -> str:
         return f"<fastbp backend {self.name!r}>"
 
-    def train_online(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> None:
-        if self._check_training(net, weights, optimizer_state, data, schedule, history):
-            self._run("train_layered", net, weights, optimizer_state, data, _typed(schedule), history, 1)
+    def train_online(
+        self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, right=None
+    ) -> None:
+        if self._check_training(net, weights, optimizer_state, data, schedule, history, right):
+            right = np.zeros(len(history)) if right is None else right
+            self._run("train_layered", net, weights, optimizer_state, data, _typed(schedule), history, right, 1)
         elif isinstance(data.X, SparseRows):
             self._run("train_sparse", net, weights, optimizer_state, data, _typed(schedule), history)
         else:
             self._run("train_online", net, weights, optimizer_state, data, _typed(schedule), history)
 
     def train_batches(
-        self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, n_threads: int
-    ) -> None:
-        layered = self._check_training(net, weights, optimizer_state, data, schedule, history)
+        self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, n_threads: int,
+        right=None,
+    ) -> None:  # fmt: skip
+        layered = self._check_training(net, weights, optimizer_state, data, schedule, history, right)
         if isinstance(data.X, SparseRows):
             self._run("train_sparse", net, weights, optimizer_state, data, _typed(schedule), history)
-            return
-        kernel = "train_layered" if layered else "train_batches"
-        self._run(kernel, net, weights, optimizer_state, data, _typed(schedule), history, int(n_threads))
+        elif layered:
+            right = np.zeros(len(history)) if right is None else right
+            self._run("train_layered", net, weights, optimizer_state, data, _typed(schedule), history, right,
+                      int(n_threads))  # fmt: skip
+        else:
+            self._run("train_batches", net, weights, optimizer_state, data, _typed(schedule), history, int(n_threads))
 
     def train_lockstep(self, net: Network, weights, data: Data, schedule: Schedule, lengths, history) -> None:
         self._check_dense(net)
@@ -442,11 +450,19 @@ class Backend:
         for field in ("outputs", "deltas"):
             _expect(getattr(signals, field), weights.dtype, (int(net.o_off[-1]),), field)
 
-    def _check_training(self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history) -> bool:
+    def _check_training(
+        self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, right=None
+    ) -> bool:
+        """Check a training call's arguments; returns whether the network is layered.  ``right`` (each epoch's
+        rows classed right) is counted by the layered kernels only."""
         layered = self._check_weights(net, weights)
         self._check_data(net, data, weights.dtype, layered)
         _expect(optimizer_state, weights.dtype, (2 * len(weights),), "optimizer_state")
         _expect(history, np.float64, (len(history),), "history")
+        if right is not None:
+            if not layered or isinstance(data.X, SparseRows):
+                raise ValueError("kernel arguments do not fit together: only layered networks count rows right")
+            _expect(right, np.float64, history.shape, "right")
         orders = schedule.orders
         _expect(orders, np.intp, (len(orders), orders.shape[-1] if orders.ndim == 2 else -1), "orders")
         _expect(schedule.rates, np.float64, history.shape, "rates")

@@ -54,6 +54,10 @@ def block_size(batch_rows):
 #: rows, whose gradients are summed in chunk order: the same sums whichever thread computes each chunk.
 CHUNK_ROWS = 16
 
+#: The most filters of a first convolution that the layered kernels compute fused with its pooling (its
+#: transposed weights, ten per filter, live on the stack of the Cython kernel; the notebook's layer has 32).
+FUSED_MAX_UNITS = 64
+
 #: What the kernels know of each layer's shape, one row of ``Network.geometry`` per layer, in this order: its
 #: weight block (``units`` rows of ``fan_in`` weights and a bias), its input and output images (height, width,
 #: channels; a vector of ``n`` values is ``(1, 1, n)``), and its window: size, stride, and the zero padding
@@ -93,7 +97,8 @@ def compiled_constants() -> dict:
     codes = {f"{prefix}_{member.name}": int(member) for prefix, enum in enums for member in enum}
     names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI")
-    names += ("EXP_LN2_LO", "EXP_TAYLOR", "CHUNK_ROWS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1", "SPLITMIX_MIX2")
+    names += ("EXP_LN2_LO", "EXP_TAYLOR", "CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
+    names += ("SPLITMIX_MIX2",)
     geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
     return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}
 

@@ -210,8 +210,10 @@ class Sequential:
         n_threads: int | None = None,
     ) -> History:
         """Train for ``epochs`` epochs of batches of ``batch_size`` rows (Keras's default 32), in a fresh order
-        each epoch when ``shuffle``; report each epoch's mean loss (over its batches, with dropout, as Keras
-        does), its metrics over the training data, and on ``validation_data`` after each epoch.
+        each epoch when ``shuffle``; report each epoch's mean loss and accuracy over its batches as they
+        trained (with dropout, each batch before its update, as Keras does; a network of dense layers alone
+        measures its accuracy over the training data after the epoch), and the loss and metrics on
+        ``validation_data`` after each epoch.
 
         ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over each epoch and a line per epoch, 2 the
         lines only.  Returns a :class:`History`.
@@ -239,11 +241,14 @@ class Sequential:
             started = time.perf_counter()
             if verbose:
                 print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-            losses = self._trainer.run(X, targets, sample_weight, 1, n_threads=threads, progress=verbose == 1)
+            right: list[int] = []
+            losses = self._trainer.run(
+                X, targets, sample_weight, 1, n_threads=threads, progress=verbose == 1, right=right
+            )
             check_finite(losses, self._trainer.weights, epoch)
             logs = {"loss": float(losses[0]) / len(X)}
-            if self._compiled["metrics"]:
-                logs["accuracy"] = self._accuracy(self._forward(X, threads), targets)
+            if self._compiled["metrics"]:  # as Keras: over the epoch's training passes (a dense network's: after)
+                logs["accuracy"] = right[0] / len(X) if right else self._accuracy(self._forward(X, threads), targets)
             if validation is not None:
                 val = self._scores(*validation, threads)
                 logs.update({f"val_{name}": value for name, value in val.items()})

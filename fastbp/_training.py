@@ -318,8 +318,14 @@ class Trainer:
         progress: bool | ProgressBar = False,
         n_threads: int = 1,
         rows: np.ndarray | None = None,
+        right: list[int] | None = None,
     ) -> np.ndarray:
         """Train ``epochs`` epochs on validated arrays; return each epoch's loss.
+
+        ``right``, for a layered network: a list to which each epoch's count of rows
+        that its training passes classed right is appended (each row's outputs as the
+        batch trained on them, dropout and all, before its update: Keras's training
+        accuracy).
 
         ``rows`` (intp indices) trains on those rows of the arrays only, as if they had
         been copied out in that order: many trainings on parts of one data set share it.
@@ -364,7 +370,9 @@ class Trainer:
                     self.advance(len(part), n_rows, steps_per_epoch)
                     bar.update(len(part))
                 else:
-                    part[0] = self._epoch_in_parts(train, orders, rates, max(1, CHUNK_WORK // work), bar)
+                    part[0], counted = self._epoch_in_parts(train, orders, rates, max(1, CHUNK_WORK // work), bar)
+                    if right is not None:
+                        right.append(counted)
                 check_finite(part, self.weights, done)
                 done += len(part)
                 if callback is not None and callback(done - 1, float(part[-1])):
@@ -427,22 +435,25 @@ class Trainer:
         check_finite(np.append(history, loss), self.weights, 0)
         return Minimized(history, int(result.nit), result.status == 0, str(result.message), loss)
 
-    def _epoch_in_parts(self, train: _KernelCall, orders: np.ndarray, rates: np.ndarray, rows: int, bar) -> float:
+    def _epoch_in_parts(
+        self, train: _KernelCall, orders: np.ndarray, rates: np.ndarray, rows: int, bar
+    ) -> tuple[float, int]:
         """One epoch of a layered network in kernel calls of whole batches, of about ``rows`` rows: the same
         batches and updates as one call, and between calls Ctrl-C is honoured and the progress bar moves.
-        Returns the epoch's loss."""
+        Returns the epoch's loss and how many rows its training passes classed right."""
         n_rows, batch_size = orders.shape[1], train.batch_size
         part_rows = max(1, rows // batch_size) * batch_size
-        loss = np.zeros(1)
-        total = 0.0
+        loss, right = np.zeros(1), np.zeros(1)
+        total, total_right = 0.0, 0
         for start in range(0, n_rows, part_rows):
             visits = np.ascontiguousarray(orders[:, start : start + part_rows])
-            train(self.options.schedule(visits, rates, batch_size, self.steps, self.dropout_seed), loss)
+            train(self.options.schedule(visits, rates, batch_size, self.steps, self.dropout_seed), loss, right)
             self.steps += -(-visits.shape[1] // batch_size)
             self.rows_seen += visits.shape[1]
             total += loss[0]
+            total_right += int(right[0])
             bar.update(visits.shape[1] / n_rows)
-        return total
+        return total, total_right
 
     def epoch_rates(self, n_epochs: int, n_rows: int) -> np.ndarray:
         """The learning rate of each of the next ``n_epochs`` epochs over ``n_rows`` rows (float64)."""
@@ -523,7 +534,8 @@ class _Objective:
 
 @dataclass(frozen=True)
 class _KernelCall:
-    """One network's training kernel, its data and threads: called with a schedule and the history to fill."""
+    """One network's training kernel, its data and threads: called with a schedule and the history to fill
+    (and, for a layered network, each epoch's rows classed right)."""
 
     backend: Backend
     net: Network
@@ -533,13 +545,14 @@ class _KernelCall:
     batch_size: int
     threads: int
 
-    def __call__(self, schedule: Schedule, history: np.ndarray) -> None:
+    def __call__(self, schedule: Schedule, history: np.ndarray, right: np.ndarray | None = None) -> None:
+        """Train; ``right`` (layered networks only) receives each epoch's rows classed right."""
         backend, net, weights, state, data = self.backend, self.net, self.weights, self.state, self.data
         if self.batch_size == 1:
-            backend.train_online(net, weights, state, data, schedule, history)
+            backend.train_online(net, weights, state, data, schedule, history, right)
         else:
             with one_blas_thread(), _parallel_lock(backend, self.threads):
-                backend.train_batches(net, weights, state, data, schedule, history, self.threads)
+                backend.train_batches(net, weights, state, data, schedule, history, self.threads, right)
 
 
 def _parallel_lock(backend, threads: int) -> contextlib.AbstractContextManager:

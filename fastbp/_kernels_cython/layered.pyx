@@ -25,7 +25,8 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastbp._kernels_cython.constants cimport (
     ACTIVATION_EXP, ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID,
-    ACTIVATION_SOFTMAX, ACTIVATION_TANH, CHUNK_ROWS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H, GEOMETRY_IN_W, GEOMETRY_KERNEL_H,
+    ACTIVATION_SOFTMAX, ACTIVATION_TANH, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H,
+    GEOMETRY_IN_W, GEOMETRY_KERNEL_H,
     GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT, GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H,
     GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LAYER_CONV2D, LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA,
     SPLITMIX_MIX1, SPLITMIX_MIX2, compiled_constants,
@@ -194,6 +195,78 @@ cdef inline Window _pooling(const Network* net, Py_ssize_t k) noexcept nogil:
     if k > 0 and _pooled(net, k - 1):
         w.in_w = w.out_w * w.kernel_w
     return w
+
+
+cdef inline bint _fused(const Network* net, Py_ssize_t k) noexcept nogil:
+    """Whether layer ``k`` is computed together with the max pooling above it (``_conv_pool_row``): the first
+    layer, a relu convolution of one-channel images by at most ``FUSED_MAX_UNITS`` 3x3 kernels, stride 1, no
+    padding, that a pooling reads (the founding notebook's first layer)."""
+    cdef const Py_ssize_t* g = net.geometry
+    return (
+        k == 0 and _pooled(net, 0) and net.activations[0] == ACTIVATION_RELU and g[GEOMETRY_IN_C] == 1
+        and g[GEOMETRY_KERNEL_H] == 3 and g[GEOMETRY_KERNEL_W] == 3 and g[GEOMETRY_STRIDE_H] == 1
+        and g[GEOMETRY_STRIDE_W] == 1 and g[GEOMETRY_PAD_TOP] == 0 and g[GEOMETRY_PAD_LEFT] == 0
+        and g[GEOMETRY_UNITS] <= FUSED_MAX_UNITS
+    )
+
+
+cdef inline void _transposed_kernels(const floating* layer, Py_ssize_t units, floating* kernels) noexcept nogil:
+    """A fused convolution's weights ``(units, 10)`` as ``(10, units)`` in ``kernels``: each input's weights for
+    all the filters side by side, for loops over the filters."""
+    cdef Py_ssize_t u, i
+    for u in range(units):
+        for i in range(10):
+            kernels[i * units + u] = layer[u * 10 + i]
+
+
+cdef inline void _conv_pool_row(
+    const floating* image, Py_ssize_t in_w, floating* conv, floating* pooled, Window pool, const floating* layer,
+    Py_ssize_t units,
+) noexcept nogil:
+    """One row's fused first layer (``_fused``) and its pooling, as the Numba backend's ``_conv_pool_row``: each
+    output of the convolution that the pooling ``pool`` reads, its 9 pixels of the one-channel ``image`` times
+    each filter's weights (``layer``, transposed into an array of the stack, which no store can alias, so the
+    loop over the filters vectorises) summed in the kernel's order, then its bias, then relu, into ``conv``
+    (which the backward pass searches for each window's maximum); each window's largest into ``pooled``."""
+    cdef floating kernels[10 * FUSED_MAX_UNITS]
+    cdef Py_ssize_t region_w = pool.out_w * pool.kernel_w
+    cdef Py_ssize_t oy, ox, dy, dx, y, x, u
+    cdef const floating* top
+    cdef const floating* middle
+    cdef const floating* bottom
+    cdef floating* outputs
+    cdef floating* largest
+    cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, total, value, best
+    cdef bint first
+    _transposed_kernels(layer, units, kernels)
+    for oy in range(pool.out_h):
+        for ox in range(pool.out_w):
+            largest = pooled + (oy * pool.out_w + ox) * units
+            for dy in range(pool.kernel_h):
+                for dx in range(pool.kernel_w):
+                    y, x = oy * pool.stride_h + dy, ox * pool.stride_w + dx
+                    top = image + y * in_w + x
+                    middle = top + in_w
+                    bottom = middle + in_w
+                    p0, p1, p2 = top[0], top[1], top[2]
+                    p3, p4, p5 = middle[0], middle[1], middle[2]
+                    p6, p7, p8 = bottom[0], bottom[1], bottom[2]
+                    outputs = conv + (y * region_w + x) * units
+                    first = dy == 0 and dx == 0
+                    for u in range(units):  # the filters side by side: it vectorises
+                        total = p0 * kernels[u] + p1 * kernels[units + u]
+                        total += p2 * kernels[2 * units + u]
+                        total += p3 * kernels[3 * units + u]
+                        total += p4 * kernels[4 * units + u]
+                        total += p5 * kernels[5 * units + u]
+                        total += p6 * kernels[6 * units + u]
+                        total += p7 * kernels[7 * units + u]
+                        total += p8 * kernels[8 * units + u]
+                        total += kernels[9 * units + u]
+                        value = activation(total, ACTIVATION_RELU)
+                        outputs[u] = value
+                        best = largest[u]
+                        largest[u] = value if first | (value > best) else best  # no branch: it vectorises
 
 
 cdef inline void _gather_windows(const floating* image, Window w, floating* patches) noexcept nogil:
@@ -392,6 +465,19 @@ cdef void _forward(
     cdef double rate
     cdef floating scale
     cdef uint64_t stream
+    cdef Py_ssize_t n_pooled
+    if k == 1 and _fused(net, 0):  # computed with the convolution below
+        return
+    if _fused(net, k):
+        units, n_pooled = g[GEOMETRY_UNITS], net.sizes[k + 2]
+        for s in range(n_rows):
+            out = values + parts.v_off[k + 2] + s * (n_pooled + 1)
+            _conv_pool_row(
+                values + inputs + s * (n_in + 1), w.in_w, values + outputs + s * (n_out + 1), out, _pooling(net, k + 1),
+                layer, units,
+            )
+            out[n_pooled] = 1.0
+        return
     if kind == LAYER_DENSE or kind == LAYER_CONV2D:
         units, width = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN] + 1
         if kind == LAYER_DENSE:
@@ -445,12 +531,14 @@ cdef void _backward(
     cdef const floating* layer = weights + net.w_off[k]
     cdef floating* layer_grad = grad + net.w_off[k]
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
-    cdef Py_ssize_t s, i, j, oy, ox, c, units, fan_in, positions, code, position
+    cdef Py_ssize_t s, i, j, oy, ox, c, ky, kx, units, fan_in, positions, code, position
     cdef floating error
     cdef floating* unit_grad
     cdef const floating* window
+    cdef const floating* image
     cdef const floating* source
     cdef const floating* row_errors
+    cdef bint fused
     cdef floating* row_below
     cdef double rate
     cdef floating scale
@@ -466,8 +554,11 @@ cdef void _backward(
                 _gemm(c'N', errors, units, c'N', layer, fan_in + 1, 0.0, below, n_in, n_rows, n_in, units)
         elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)
             above = _pooling(net, k + 1)
+            fused = _fused(net, k)
             for s in range(n_rows):
-                _gather_windows(values + inputs + s * (n_in + 1), w, patches)
+                image = values + inputs + s * (n_in + 1)
+                if not fused:  # a fused layer's windows are read from its one-channel image where they lie
+                    _gather_windows(image, w, patches)
                 if k > 0:
                     for i in range(n_in):
                         below[s * n_in + i] = 0.0
@@ -483,6 +574,13 @@ cdef void _backward(
                                 continue
                             position = _window_max(source, above, oy, ox, c) // units
                             unit_grad = layer_grad + c * (fan_in + 1)
+                            if fused:
+                                window = image + (position // w.out_w) * w.in_w + position % w.out_w
+                                for ky in range(3):
+                                    for kx in range(3):
+                                        unit_grad[ky * 3 + kx] += error * window[ky * w.in_w + kx]
+                                unit_grad[9] += error  # the bias's input is 1: error * 1 is error exactly
+                                continue
                             window = patches + position * (fan_in + 1)
                             for i in range(fan_in + 1):
                                 unit_grad[i] += error * window[i]
@@ -539,12 +637,27 @@ cdef void _backward(
             _derive_row(below + s * n_in, values + inputs + s * (n_in + 1), n_in, code)
 
 
+cdef inline bint _is_right(const floating* outputs, const floating* target, Py_ssize_t n) noexcept nogil:
+    """Whether a row's class is right, as ``Sequential``'s accuracy counts it: one unit's output on its target's
+    side of 0.5, else the (first) largest output where the target's (first) largest is."""
+    cdef Py_ssize_t j, guess = 0, truth = 0
+    if n == 1:
+        return (outputs[0] > 0.5) == (target[0] > 0.5)
+    for j in range(1, n):
+        if outputs[j] > outputs[guess]:
+            guess = j
+        if target[j] > target[truth]:
+            truth = j
+    return guess == truth
+
+
 cdef floating _chunk_gradient(
     const Network* net, const floating* weights, const Data* data, Chunk chunk, Py_ssize_t batch_rows,
-    floating* slot, const Parts* parts, floating* grad,
+    floating* slot, const Parts* parts, floating* grad, floating* right,
 ) noexcept nogil:
     """The ``chunk``'s share of the batch's mean gradient, into ``grad`` (zeroed first), in the ``slot``'s
-    scratch; returns its weighted loss.
+    scratch; returns its weighted loss, and writes how many of its rows the forward pass classed right
+    (``_is_right``) into ``right``.
 
     ``batch_rows`` is the whole batch's row count, which the mean divides by.
     """
@@ -560,6 +673,7 @@ cdef floating _chunk_gradient(
     cdef Py_ssize_t s, i, j, k, r, side
     cdef floating chunk_loss = 0.0
     cdef floating row_loss, scale, delta
+    cdef Py_ssize_t n_right = 0
     for s in range(chunk.n_rows):
         r = chunk.rows[s]
         for i in range(n_features):
@@ -577,6 +691,8 @@ cdef floating _chunk_gradient(
             )
             errors[s * n_outputs + j] = delta * scale
         chunk_loss += sample_weight[r] * row_loss
+        n_right += _is_right(outputs + s * (n_outputs + 1), Y + r * n_outputs, n_outputs)
+    right[0] = <floating>n_right
     for i in range(n_weights):
         grad[i] = 0.0
     side = 0
@@ -588,16 +704,18 @@ cdef floating _chunk_gradient(
 
 cdef floating _batch_gradient(
     const Network* net, const floating* weights, const Data* data, const Py_ssize_t* batch, Py_ssize_t batch_rows,
-    uint64_t seed, Py_ssize_t step, const Buffers* buffers, floating* grad, int n_threads,
+    uint64_t seed, Py_ssize_t step, const Buffers* buffers, floating* grad, int n_threads, Py_ssize_t* right,
 ) noexcept nogil:
     """The batch's mean gradient into ``grad``: its chunks' gradients (each slot's, slot ``t`` taking chunks
-    ``t``, ``t + n_slots``, ...; up to ``n_threads`` threads) summed in chunk order; returns its loss."""
+    ``t``, ``t + n_slots``, ...; up to ``n_threads`` threads) summed in chunk order; returns its loss, and adds
+    the rows its forward passes classed right to ``right``."""
     cdef floating* block = <floating*>buffers.block
     cdef Py_ssize_t n_slots = buffers.n_slots, n_weights = buffers.n_weights
     cdef Py_ssize_t n_chunks = (batch_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
     cdef Py_ssize_t n_active = min(n_slots, n_chunks)
     cdef floating* chunk_grads = block + n_slots * buffers.parts.size
     cdef floating* chunk_losses = chunk_grads + buffers.n_chunks * n_weights
+    cdef floating* chunk_rights = chunk_losses + buffers.n_chunks
     cdef Py_ssize_t slot, c, i, first
     cdef floating loss
     for slot in prange(
@@ -609,6 +727,7 @@ cdef floating _batch_gradient(
             chunk_losses[c] = _chunk_gradient(
                 net, weights, data, Chunk(rows=batch + first, n_rows=min(CHUNK_ROWS, batch_rows - first), seed=seed,
                 step=step), batch_rows, block + slot * buffers.parts.size, &buffers.parts, chunk_grads + c * n_weights,
+                chunk_rights + c,
             )
             c = c + n_slots
     for i in range(n_weights):
@@ -618,42 +737,48 @@ cdef floating _batch_gradient(
         for i in range(n_weights):
             grad[i] += chunk_grads[c * n_weights + i]
         loss += chunk_losses[c]
+    for c in range(n_chunks):
+        right[0] += <Py_ssize_t>chunk_rights[c]
     return loss
 
 
 cdef void _train(
     const Network* net, floating* weights, floating* state, const Data* data, const Schedule* schedule,
-    double* history, const Buffers* buffers, int n_threads,
+    double* history, double* right, const Buffers* buffers, int n_threads,
 ) noexcept nogil:
     """Mini-batch training for ``schedule.n_epochs`` epochs, the chunks of each batch shared by up to
-    ``n_threads`` threads."""
+    ``n_threads`` threads; each epoch's loss into ``history``, its rows classed right into ``right``."""
     cdef Py_ssize_t n_rows = schedule.n_visits
     cdef Py_ssize_t batch_size = min(schedule.batch_size, n_rows)
     cdef floating* grad = (
-        <floating*>buffers.block + buffers.n_slots * buffers.parts.size + buffers.n_chunks * (buffers.n_weights + 1)
+        <floating*>buffers.block + buffers.n_slots * buffers.parts.size + buffers.n_chunks * (buffers.n_weights + 2)
     )
     cdef Py_ssize_t step = schedule.steps_done
     cdef Py_ssize_t epoch, start
     cdef const Py_ssize_t* order
     cdef double epoch_loss  # in float64, as the Numba kernel's sum of its batches' losses
+    cdef Py_ssize_t epoch_right
     for epoch in range(schedule.n_epochs):
         order = schedule.orders + (epoch % schedule.n_orders) * n_rows
         epoch_loss = 0.0
+        epoch_right = 0
         start = 0
         while start < n_rows:
             step += 1
             epoch_loss += _batch_gradient(
                 net, weights, data, order + start, min(batch_size, n_rows - start), schedule.seed, step, buffers,
-                grad, n_threads,
+                grad, n_threads, &epoch_right,
             )
             optimizer_step(net, weights, grad, state, schedule, schedule.rates[epoch], step)
             start += batch_size
         history[epoch] = epoch_loss
+        right[epoch] = <double>epoch_right
 
 
 cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_slots, Py_ssize_t item) except *:
     """Scratch for batches of up to ``batch_rows`` rows on ``n_slots`` slots (at most one per chunk), of floats of
-    ``item`` bytes: the slots, each chunk's gradient, each chunk's loss, then a gradient.  Freed by ``_free``."""
+    ``item`` bytes: the slots, each chunk's gradient, each chunk's loss and rows classed right, then a gradient.
+    Freed by ``_free``."""
     cdef Buffers buffers
     cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
     buffers.n_chunks = (batch_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
@@ -665,7 +790,7 @@ cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_sl
         raise MemoryError()
     buffers.parts = _parts(net, buffers.v_off)
     buffers.block = malloc(
-        (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 1) + n_weights) * item
+        (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights) * item
     )
     if buffers.block == NULL:
         free(buffers.v_off)
@@ -679,10 +804,12 @@ cdef void _free(Buffers* buffers) noexcept:
 
 
 def train_layered(
-    net, floating[::1] weights, floating[::1] optimizer_state, data, schedule, double[::1] history, int n_threads
+    net, floating[::1] weights, floating[::1] optimizer_state, data, schedule, double[::1] history,
+    double[::1] right, int n_threads,
 ):
     """Mini-batch training of a layered network for ``len(history)`` epochs, each batch's chunks shared by up to
-    ``n_threads`` threads."""
+    ``n_threads`` threads; each epoch's loss into ``history``, and how many of its rows the training passes
+    classed right into ``right``."""
     cdef Network c_net = network_of(net)
     cdef const floating[:, ::1] X = data.X, Y = data.Y
     cdef const floating[::1] sample_weight = data.sample_weight
@@ -696,7 +823,8 @@ def train_layered(
     try:
         with nogil:
             _train(
-                &c_net, &weights[0], &optimizer_state[0], &c_data, &c_schedule, &history[0], &buffers, n_threads
+                &c_net, &weights[0], &optimizer_state[0], &c_data, &c_schedule, &history[0], &right[0], &buffers,
+                n_threads,
             )
     finally:
         _free(&buffers)
@@ -712,11 +840,12 @@ def layered_gradient(net, const floating[::1] weights, data, schedule, const Py_
     cdef Schedule c_schedule = schedule_settings(schedule)
     cdef Buffers buffers = _buffers(&c_net, rows.shape[0], 1, sizeof(floating))
     cdef floating loss
+    cdef Py_ssize_t right = 0
     try:
         with nogil:
             loss = _batch_gradient(
                 &c_net, &weights[0], &c_data, &rows[0], rows.shape[0], c_schedule.seed, c_schedule.steps_done + 1,
-                &buffers, &grad[0], 1,
+                &buffers, &grad[0], 1, &right,
             )
     finally:
         _free(&buffers)

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._concepts import ActivationCode, LayerKindCode
-from .._constants import CHUNK_ROWS, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, Geometry
+from .._constants import CHUNK_ROWS, FUSED_MAX_UNITS, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, Geometry
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .llvm import blas_dgemm, blas_sgemm
@@ -176,6 +176,72 @@ def _region(net, k):
             np.uintp(above[Geometry.OUT_W] * above[Geometry.KERNEL_W]),
         )
     return np.uintp(net.geometry[k, Geometry.OUT_H]), np.uintp(net.geometry[k, Geometry.OUT_W])
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _fused(net, k):
+    """Whether layer ``k`` is computed together with the max pooling above it (``_conv_pool_row``): the first
+    layer, a relu convolution of one-channel images by at most ``FUSED_MAX_UNITS`` 3x3 kernels, stride 1, no
+    padding, that a pooling reads (the founding notebook's first layer; the Cython kernel holds its weights on
+    the stack)."""
+    if k != 0 or not _pooled(net, 0) or net.activations[0] != ActivationCode.RELU:
+        return False
+    g = net.geometry[0]
+    return (
+        g[Geometry.IN_C] == 1 and g[Geometry.KERNEL_H] == 3 and g[Geometry.KERNEL_W] == 3
+        and g[Geometry.STRIDE_H] == 1 and g[Geometry.STRIDE_W] == 1 and g[Geometry.PAD_TOP] == 0
+        and g[Geometry.PAD_LEFT] == 0 and g[Geometry.UNITS] <= FUSED_MAX_UNITS
+    )  # fmt: skip
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _transposed_kernels(weights, start, units, kernels):
+    """A fused convolution's weights ``(units, 10)`` at ``weights[start:]`` as ``(10, units)`` in ``kernels``:
+    each input's weights for all the filters side by side, for loops over the filters."""
+    units = np.uintp(units)
+    for u in range(units):
+        for i in range(np.uintp(10)):
+            kernels[i * units + u] = weights[np.uintp(start) + u * np.uintp(10) + i]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _conv_pool_row(values, image, in_w, pooled, pool, kernels, units, winners, at, dt):
+    """One row's fused first layer (``_fused``) and its pooling: each output of the convolution that the
+    pooling ``pool`` reads is computed where the pooling takes it, its 9 pixels of the one-channel image at
+    ``values[image:]`` (``in_w`` wide) times each filter's weights in ``kernels`` (``_transposed_kernels``),
+    summed in the kernel's order, then its bias, then relu; the window's largest into ``values[pooled:]`` and
+    where it is (as ``_pool`` writes it) into ``winners[at:]``.  The convolution's own outputs are not
+    stored: nothing reads them."""
+    _, _, _, out_h, out_w, pool_h, pool_w, stride_h, stride_w, _, _, _ = _window(pool)
+    image, in_w, pooled, at, units = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(at), np.uintp(units)
+    region_w = out_w * pool_w
+    for oy in range(out_h):
+        for ox in range(out_w):
+            to = (oy * out_w + ox) * units
+            for dy in range(pool_h):
+                for dx in range(pool_w):
+                    y, x = oy * stride_h + dy, ox * stride_w + dx
+                    top, middle = image + y * in_w + x, image + (y + ONE) * in_w + x
+                    bottom = middle + in_w
+                    p0, p1, p2 = values[top], values[top + ONE], values[top + np.uintp(2)]
+                    p3, p4, p5 = values[middle], values[middle + ONE], values[middle + np.uintp(2)]
+                    p6, p7, p8 = values[bottom], values[bottom + ONE], values[bottom + np.uintp(2)]
+                    place = (y * region_w + x) * units
+                    first = dy == 0 and dx == 0
+                    for u in range(units):  # the filters side by side: it vectorises
+                        total = p0 * kernels[u] + p1 * kernels[units + u]
+                        total += p2 * kernels[np.uintp(2) * units + u]
+                        total += p3 * kernels[np.uintp(3) * units + u]
+                        total += p4 * kernels[np.uintp(4) * units + u]
+                        total += p5 * kernels[np.uintp(5) * units + u]
+                        total += p6 * kernels[np.uintp(6) * units + u]
+                        total += p7 * kernels[np.uintp(7) * units + u]
+                        total += p8 * kernels[np.uintp(8) * units + u]
+                        total += kernels[np.uintp(9) * units + u]
+                        value, best = activation(total, ActivationCode.RELU, dt), values[pooled + to + u]
+                        better = first or value > best
+                        values[pooled + to + u] = value if better else best
+                        winners[at + to + u] = place + u if better else winners[at + to + u]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -334,6 +400,17 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     n_in, n_out, code, kind = net.sizes[k], net.sizes[k + 1], net.activations[k], net.kinds[k]
     g = net.geometry[k]
     inputs, outputs = v_off[k], v_off[k + 1]
+    if k == 1 and _fused(net, 0):  # computed with the convolution below
+        return
+    if _fused(net, k):
+        units, n_pooled, pooled = g[Geometry.UNITS], net.sizes[k + 2], v_off[k + 2]
+        kernels = np.empty(10 * units, dtype=weights.dtype)
+        _transposed_kernels(weights, net.w_off[k], units, kernels)
+        for s in range(n_rows):
+            _conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
+                           net.geometry[k + 1], kernels, units, winners, win_off[k + 1] + s * n_pooled, dt)  # fmt: skip
+            values[pooled + s * (n_pooled + 1) + n_pooled] = 1.0
+        return
     if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
         units, width = g[Geometry.UNITS], g[Geometry.FAN_IN] + 1
         layer = (weights, net.w_off[k], width)
@@ -404,8 +481,11 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
         elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)
             region = _region(net, k)
             n_pooled, width, won = np.uintp(net.sizes[k + 2]), np.uintp(fan_in) + ONE, np.uintp(win_off[k + 1])
+            fused, in_w = _fused(net, k), np.uintp(g[Geometry.IN_W])
             for s in range(n_rows):
-                _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
+                image = np.uintp(inputs + s * (n_in + 1))
+                if not fused:  # a fused layer's windows are read from its one-channel image where they lie
+                    _gather_windows(values, image, g, region, patches)
                 if k > 0:
                     below[s * n_in : (s + 1) * n_in] = 0.0
                 row = np.uintp(s) * n_pooled
@@ -415,6 +495,13 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                         continue
                     position = winners[won + row + j] // np.uintp(units)
                     unit = np.uintp(net.w_off[k]) + (j % np.uintp(units)) * width
+                    if fused:
+                        corner = image + (position // region[1]) * in_w + position % region[1]
+                        for ky in range(np.uintp(3)):
+                            for kx in range(np.uintp(3)):
+                                grad[unit + ky * np.uintp(3) + kx] += error * values[corner + ky * in_w + kx]
+                        grad[unit + np.uintp(9)] += error  # the bias's input is 1: error * 1 is error exactly
+                        continue
                     for i in range(width):
                         grad[unit + i] += error * patches[position * width + i]
                     if k > 0:
@@ -457,8 +544,25 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _is_right(values, at, Y, r, n):
+    """Whether a row's class is right, as ``Sequential``'s accuracy counts it: one unit's output
+    ``values[at]`` on its target's side of 0.5, else the (first) largest output where the target's (first)
+    largest is."""
+    if n == 1:
+        return (values[at] > 0.5) == (Y[r, 0] > 0.5)
+    guess, truth = 0, 0
+    for j in range(1, n):
+        if values[at + j] > values[at + guess]:
+            guess = j
+        if Y[r, j] > Y[r, truth]:
+            truth = j
+    return guess == truth
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
-    """The chunk's share of the batch's mean gradient, into ``grad`` (zeroed first); returns its weighted loss.
+    """The chunk's share of the batch's mean gradient, into ``grad`` (zeroed first); returns its weighted loss
+    and how many of its rows the forward pass classed right (``_is_right``).
 
     ``batch_rows`` is the whole batch's row count, which the mean divides by.
     """
@@ -477,6 +581,7 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
     outputs = v_off[n_layers]
     side = 0
     chunk_loss = dt(0.0)
+    n_right = 0
     for s in range(rows.shape[0]):
         r = rows[s]
         row_loss = dt(0.0)
@@ -486,23 +591,26 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
             row_loss += loss
             errors[side, s * n_outputs + j] = delta * scale
         chunk_loss += sample_weight[r] * row_loss
+        n_right += _is_right(values, outputs + s * (n_outputs + 1), Y, r, n_outputs)
     grad[:] = 0.0
     for k in range(n_layers - 1, -1, -1):
         _backward(net, weights, k, chunk, scratch, slot, grad, side)
         side = 1 - side
-    return chunk_loss
+    return chunk_loss, n_right
 
 
-def _batch_tasks(net, weights, data, batch, scratch, chunk_grads, chunk_losses, seed, step):
-    """The gradients and losses of the chunks of ``batch`` (data rows), each into its own buffer; slot ``t``
-    (a thread's scratch) takes chunks ``t``, ``t + n_slots``, ..."""
+def _batch_tasks(net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step):
+    """The gradients, losses and rows classed right of the chunks of ``batch`` (data rows), each into its own
+    place; slot ``t`` (a thread's scratch) takes chunks ``t``, ``t + n_slots``, ..."""
     n_slots = scratch[0].shape[0]
     n_chunks = -(-batch.shape[0] // CHUNK_ROWS)
     for slot in prange(min(n_slots, n_chunks)):
         for c in range(slot, n_chunks, n_slots):
             first = c * CHUNK_ROWS
             chunk = (batch[first : min(first + CHUNK_ROWS, batch.shape[0])], seed, step)
-            chunk_losses[c] = _chunk_gradient(net, weights, data, chunk, batch.shape[0], scratch, slot, chunk_grads[c])
+            chunk_losses[c], chunk_rights[c] = _chunk_gradient(
+                net, weights, data, chunk, batch.shape[0], scratch, slot, chunk_grads[c]
+            )
 
 
 _batch_chunks = njit(**NUMBA_OPTIONS)(_batch_tasks)
@@ -510,16 +618,17 @@ _batch_chunks_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_batch_
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _batch_gradient(net, weights, data, batch, scratch, chunk_grads, chunk_losses, seed, step, grad):
-    """The batch's mean gradient into ``grad``: its chunks' gradients summed in chunk order; returns its loss."""
-    _batch_chunks(net, weights, data, batch, scratch, chunk_grads, chunk_losses, seed, step)
+def _batch_gradient(net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step, grad):
+    """The batch's mean gradient into ``grad``: its chunks' gradients summed in chunk order; returns its loss
+    and how many of its rows the forward passes classed right."""
+    _batch_chunks(net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step)
     n_chunks = -(-batch.shape[0] // CHUNK_ROWS)
     grad[:] = chunk_grads[0]
     loss = chunk_losses[0]
     for c in range(1, n_chunks):
         grad += chunk_grads[c]
         loss += chunk_losses[c]
-    return loss
+    return loss, chunk_rights[:n_chunks].sum()
 
 
 @njit(**NUMBA_OPTIONS)
@@ -530,12 +639,17 @@ def layered_gradient(net, weights, data, schedule, rows, grad):
     n_chunks = -(-rows.shape[0] // CHUNK_ROWS)
     chunk_grads = np.empty((n_chunks, weights.shape[0]), dtype=weights.dtype)
     chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
+    chunk_rights = np.empty(n_chunks, dtype=np.intp)
     step = schedule.steps_done + 1
-    return _batch_gradient(net, weights, data, rows, scratch, chunk_grads, chunk_losses, schedule.seed, step, grad)
+    loss, _ = _batch_gradient(
+        net, weights, data, rows, scratch, chunk_grads, chunk_losses, chunk_rights, schedule.seed, step, grad
+    )
+    return loss
 
 
-def _train(net, weights, optimizer_state, data, schedule, history, n_slots):
-    """Mini-batch training for ``len(history)`` epochs, the chunks of each batch shared by ``n_slots`` threads."""
+def _train(net, weights, optimizer_state, data, schedule, history, right, n_slots):
+    """Mini-batch training for ``len(history)`` epochs, the chunks of each batch shared by ``n_slots`` threads;
+    each epoch's loss into ``history``, its rows classed right into ``right``."""
     orders = schedule.orders
     n_rows = orders.shape[1]
     batch_size = min(schedule.batch_size, n_rows)
@@ -543,19 +657,23 @@ def _train(net, weights, optimizer_state, data, schedule, history, n_slots):
     scratch = _scratch(net, min(n_slots, n_chunks), weights.dtype)
     chunk_grads = np.empty((n_chunks, weights.shape[0]), dtype=weights.dtype)
     chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
+    chunk_rights = np.empty(n_chunks, dtype=np.intp)
     grad = np.empty_like(weights)
     step = schedule.steps_done
     for epoch in range(history.shape[0]):
         order = orders[epoch % orders.shape[0]]
-        epoch_loss = 0.0
+        epoch_loss, epoch_right = 0.0, 0
         for start in range(0, n_rows, batch_size):
             batch = order[start : min(start + batch_size, n_rows)]
             step += 1
-            epoch_loss += _batch_gradient(
-                net, weights, data, batch, scratch, chunk_grads, chunk_losses, schedule.seed, step, grad
+            loss, n_right = _batch_gradient(
+                net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, schedule.seed, step, grad
             )
+            epoch_loss += loss
+            epoch_right += n_right
             optimizer_step(net, weights, grad, optimizer_state, schedule, schedule.rates[epoch], step)
         history[epoch] = epoch_loss
+        right[epoch] = epoch_right
 
 
 _train_on_one_thread = njit(**NUMBA_OPTIONS)(_train)
@@ -570,14 +688,14 @@ _train_on_threads = njit(**NUMBA_OPTIONS)(
 )
 
 
-def train_layered(net, weights, optimizer_state, data, schedule, history, n_threads):
+def train_layered(net, weights, optimizer_state, data, schedule, history, right, n_threads):
     """Mini-batch training of a layered network for ``len(history)`` epochs on up to ``n_threads`` threads
-    (at most MAX_THREADS), each with a slot of scratch."""
+    (at most MAX_THREADS), each with a slot of scratch; each epoch's rows classed right into ``right``."""
     if n_threads <= 1:
-        _train_on_one_thread(net, weights, optimizer_state, data, schedule, history, 1)
+        _train_on_one_thread(net, weights, optimizer_state, data, schedule, history, right, 1)
     else:
         n_slots = min(n_threads, MAX_THREADS)
-        on_threads(n_slots, _train_on_threads, net, weights, optimizer_state, data, schedule, history, n_slots)
+        on_threads(n_slots, _train_on_threads, net, weights, optimizer_state, data, schedule, history, right, n_slots)
 
 
 @njit(**NUMBA_OPTIONS)
