@@ -549,10 +549,10 @@ class _KernelCall:
         """Train; ``right`` (layered networks only) receives each epoch's rows classed right."""
         backend, net, weights, state, data = self.backend, self.net, self.weights, self.state, self.data
         if self.batch_size == 1:
-            backend.train_online(net, weights, state, data, schedule, history, right)
+            backend.train_online(net, weights, state, data, schedule, history, right=right)
         else:
             with one_blas_thread(), _parallel_lock(backend, self.threads):
-                backend.train_batches(net, weights, state, data, schedule, history, self.threads, right)
+                backend.train_batches(net, weights, state, data, schedule, history, self.threads, right=right)
 
 
 def _parallel_lock(backend, threads: int) -> contextlib.AbstractContextManager:

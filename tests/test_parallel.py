@@ -462,9 +462,9 @@ def test_jobs_train_each_network_on_one_kernel_thread(wheat, always_threaded, mo
     asked = []
     original = Backend.train_batches
 
-    def train_batches(self, *arguments):
+    def train_batches(self, *arguments, **options):
         asked.append(arguments[-1])
-        return original(self, *arguments)
+        return original(self, *arguments, **options)
 
     monkeypatch.setattr(Backend, "train_batches", train_batches)
     X, y = wheat

@@ -128,10 +128,10 @@ class Recorder:
         return getattr(self.backend, name)
 
     def record(self, name):
-        def call(net, weights, optimizer_state, data, schedule, *rest):
+        def call(net, weights, optimizer_state, data, schedule, *rest, **options):
             self.orders.append(schedule.orders.copy())
             self.rates.append(schedule.rates.copy())
-            return getattr(self.backend, name)(net, weights, optimizer_state, data, schedule, *rest)
+            return getattr(self.backend, name)(net, weights, optimizer_state, data, schedule, *rest, **options)
 
         return call
 
