@@ -11,7 +11,8 @@ changes a result.  Dense layers and convolutions (a row's windows gathered into 
 ``(positions, fan_in + 1)`` matrix) multiply by BLAS's gemm, called with the very
 arguments the Numba backend passes; pooling, dropout and flatten are loops.  A
 convolution that a max pooling reads is computed only where the pooling's windows read
-it and trained from the pooling's errors alone, as in the Numba backend.  Some loops
+it and trained from the pooling's errors alone, and the notebook's first layer is
+computed inside its pooling's loop, as in the Numba backend.  Some loops
 run in another order than Numba's where no value can change: a pooling takes the
 largest values of all channels of a window side by side (each channel's still the
 first largest in its window), and a kernel row that lies inside the image is copied,

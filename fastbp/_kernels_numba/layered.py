@@ -18,7 +18,8 @@ the pooling's windows read it, and trained from the pooling's errors alone: each
 times the activation's slope at its window's maximum, adds the maximum's window of
 inputs times the error into its filter's gradient, and the filter times the error into
 those inputs' errors.  This skips the products of the errors the pooling drops (three
-in four for 2x2 pooling).
+in four for 2x2 pooling).  The notebook's first layer (``_fused``) is computed inside
+its pooling's loop, and its backward pass reads each maximum's pixels from the image.
 
 Each layer's error signals ``dL/dz`` (``z`` its values before its activation) go
 down the network in two alternating buffers: the layer in hand's and the layer
