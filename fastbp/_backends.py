@@ -45,7 +45,8 @@ The kernels (model, then data, then schedule, then outputs):
   schedule, history, right, n_threads)`` (epochs of mini-batches, ``batch_size`` 1 included,
   each batch cut into chunks of ``CHUNK_ROWS`` rows that threads share, the chunks'
   gradients summed in order; ``right[e]`` receives how many rows of epoch ``e`` the
-  training passes classed right, as ``Sequential``'s accuracy counts), ``predict_layered(net, weights, X, out)``, and
+  training passes classed right, as ``Sequential``'s accuracy counts),
+  ``predict_layered(net, weights, X, out)``, and
   ``layered_gradient(net, weights, data, schedule, rows, grad) -> loss`` (one batch, as
   update ``schedule.steps_done + 1``); :class:`Backend` sends such networks there from
   ``train_online``, ``train_batches`` and ``predict_batch``;

@@ -221,15 +221,14 @@ cdef inline void _transposed_kernels(const floating* layer, Py_ssize_t units, fl
 
 
 cdef inline void _conv_pool_row(
-    const floating* image, Py_ssize_t in_w, floating* conv, floating* pooled, Window pool, const floating* layer,
+    const floating* image, Py_ssize_t in_w, floating* conv, floating* pooled, Window pool, const floating* kernels,
     Py_ssize_t units,
 ) noexcept nogil:
     """One row's fused first layer (``_fused``) and its pooling, as the Numba backend's ``_conv_pool_row``: each
     output of the convolution that the pooling ``pool`` reads, its 9 pixels of the one-channel ``image`` times
-    each filter's weights (``layer``, transposed into an array of the stack, which no store can alias, so the
-    loop over the filters vectorises) summed in the kernel's order, then its bias, then relu, into ``conv``
-    (which the backward pass searches for each window's maximum); each window's largest into ``pooled``."""
-    cdef floating kernels[10 * FUSED_MAX_UNITS]
+    each filter's weights in ``kernels`` (``_transposed_kernels``) summed in the kernel's order, then its bias,
+    then relu, into ``conv`` (which the backward pass searches for each window's maximum); each window's
+    largest into ``pooled``."""
     cdef Py_ssize_t region_w = pool.out_w * pool.kernel_w
     cdef Py_ssize_t oy, ox, dy, dx, y, x, u
     cdef const floating* top
@@ -239,7 +238,6 @@ cdef inline void _conv_pool_row(
     cdef floating* largest
     cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, total, value, best
     cdef bint first
-    _transposed_kernels(layer, units, kernels)
     for oy in range(pool.out_h):
         for ox in range(pool.out_w):
             largest = pooled + (oy * pool.out_w + ox) * units
@@ -467,15 +465,19 @@ cdef void _forward(
     cdef floating scale
     cdef uint64_t stream
     cdef Py_ssize_t n_pooled
+    # A fused layer's weights, transposed: on the stack, where no store of the outputs can alias them (gcc
+    # then vectorises the loop over the filters; in the slot's scratch it left it scalar).
+    cdef floating kernels[10 * FUSED_MAX_UNITS]
     if k == 1 and _fused(net, 0):  # computed with the convolution below
         return
     if _fused(net, k):
         units, n_pooled = g[GEOMETRY_UNITS], net.sizes[k + 2]
+        _transposed_kernels(layer, units, kernels)
         for s in range(n_rows):
             out = values + parts.v_off[k + 2] + s * (n_pooled + 1)
             _conv_pool_row(
                 values + inputs + s * (n_in + 1), w.in_w, values + outputs + s * (n_out + 1), out, _pooling(net, k + 1),
-                layer, units,
+                kernels, units,
             )
             out[n_pooled] = 1.0
         return
