@@ -211,22 +211,33 @@ cdef inline bint _fused(const Network* net, Py_ssize_t k) noexcept nogil:
     )
 
 
-cdef inline void _transposed_kernels(const floating* layer, Py_ssize_t units, floating* kernels) noexcept nogil:
-    """A fused convolution's weights ``(units, 10)`` as ``(10, units)`` in ``kernels``: each input's weights for
-    all the filters side by side, for loops over the filters."""
+cdef inline void _side_by_side(
+    const floating* layer, Py_ssize_t units, floating (*columns)[FUSED_MAX_UNITS]
+) noexcept nogil:
+    """A fused convolution's weights (or their gradient) ``(units, 10)`` as ``columns[i][u]``: each input's weights
+    for all the filters side by side, for loops over the filters.  The columns are C arrays of their own, which
+    gcc knows apart, so that such loops vectorise."""
     cdef Py_ssize_t u, i
     for u in range(units):
         for i in range(10):
-            kernels[i * units + u] = layer[u * 10 + i]
+            columns[i][u] = layer[u * 10 + i]
+
+
+cdef inline void _one_by_one(floating (*columns)[FUSED_MAX_UNITS], Py_ssize_t units, floating* layer) noexcept nogil:
+    """The reverse of ``_side_by_side``."""
+    cdef Py_ssize_t u, i
+    for u in range(units):
+        for i in range(10):
+            layer[u * 10 + i] = columns[i][u]
 
 
 cdef inline void _conv_pool_row(
-    const floating* image, Py_ssize_t in_w, floating* conv, floating* pooled, Window pool, const floating* kernels,
+    const floating* image, Py_ssize_t in_w, floating* conv, floating* pooled, Window pool, const floating (*kernels)[FUSED_MAX_UNITS],
     Py_ssize_t units,
 ) noexcept nogil:
     """One row's fused first layer (``_fused``) and its pooling, as the Numba backend's ``_conv_pool_row``: each
     output of the convolution that the pooling ``pool`` reads, its 9 pixels of the one-channel ``image`` times
-    each filter's weights in ``kernels`` (``_transposed_kernels``) summed in the kernel's order, then its bias,
+    each filter's weights in ``kernels`` (``_side_by_side``) summed in the kernel's order, then its bias,
     then relu, into ``conv`` (which the backward pass searches for each window's maximum); each window's
     largest into ``pooled``."""
     cdef Py_ssize_t region_w = pool.out_w * pool.kernel_w
@@ -253,19 +264,77 @@ cdef inline void _conv_pool_row(
                     outputs = conv + (y * region_w + x) * units
                     first = dy == 0 and dx == 0
                     for u in range(units):  # the filters side by side: it vectorises
-                        total = p0 * kernels[u] + p1 * kernels[units + u]
-                        total += p2 * kernels[2 * units + u]
-                        total += p3 * kernels[3 * units + u]
-                        total += p4 * kernels[4 * units + u]
-                        total += p5 * kernels[5 * units + u]
-                        total += p6 * kernels[6 * units + u]
-                        total += p7 * kernels[7 * units + u]
-                        total += p8 * kernels[8 * units + u]
-                        total += kernels[9 * units + u]
+                        total = p0 * kernels[0][u] + p1 * kernels[1][u]
+                        total += p2 * kernels[2][u]
+                        total += p3 * kernels[3][u]
+                        total += p4 * kernels[4][u]
+                        total += p5 * kernels[5][u]
+                        total += p6 * kernels[6][u]
+                        total += p7 * kernels[7][u]
+                        total += p8 * kernels[8][u]
+                        total += kernels[9][u]
                         value = activation(total, ACTIVATION_RELU)
                         outputs[u] = value
                         best = largest[u]
                         largest[u] = value if first | (value > best) else best  # no branch: it vectorises
+
+
+cdef inline void _fused_gradient_row(
+    const floating* image, Py_ssize_t in_w, const floating* conv, const floating* errors, Window pool,
+    Py_ssize_t units, floating (*sums)[FUSED_MAX_UNITS], floating (*picked)[FUSED_MAX_UNITS], floating* largest,
+) noexcept nogil:
+    """One row's share of a fused first layer's gradient (``_fused``), added into ``sums`` (each input's sums for all the
+    filters side by side, as ``_side_by_side`` lays out the weights), as the Numba backend's ``_fused_gradient_row``: each pooling window's
+    error of each filter times the 9 pixels under the window's maximum (found in ``conv`` as ``_window_argmax``
+    finds it), and the error into the bias's sum; the filters side by side, each pixel picked by a select.  A
+    zero error adds zeros, which leave a sum as it is, so the sums are those of adding one error at a time."""
+    cdef Py_ssize_t region_w = pool.out_w * pool.kernel_w
+    cdef Py_ssize_t oy, ox, dy, dx, y, x, u
+    cdef const floating* top
+    cdef const floating* middle
+    cdef const floating* bottom
+    cdef const floating* outputs
+    cdef const floating* error
+    cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, value
+    cdef bint first, won
+    for oy in range(pool.out_h):
+        for ox in range(pool.out_w):
+            for dy in range(pool.kernel_h):
+                for dx in range(pool.kernel_w):
+                    y, x = oy * pool.stride_h + dy, ox * pool.stride_w + dx
+                    top = image + y * in_w + x
+                    middle = top + in_w
+                    bottom = middle + in_w
+                    p0, p1, p2 = top[0], top[1], top[2]
+                    p3, p4, p5 = middle[0], middle[1], middle[2]
+                    p6, p7, p8 = bottom[0], bottom[1], bottom[2]
+                    outputs = conv + (y * region_w + x) * units
+                    first = dy == 0 and dx == 0
+                    for u in range(units):  # selects, not branches: it vectorises
+                        value = outputs[u]
+                        won = first | (value > largest[u])
+                        largest[u] = value if won else largest[u]
+                        picked[0][u] = p0 if won else picked[0][u]
+                        picked[1][u] = p1 if won else picked[1][u]
+                        picked[2][u] = p2 if won else picked[2][u]
+                        picked[3][u] = p3 if won else picked[3][u]
+                        picked[4][u] = p4 if won else picked[4][u]
+                        picked[5][u] = p5 if won else picked[5][u]
+                        picked[6][u] = p6 if won else picked[6][u]
+                        picked[7][u] = p7 if won else picked[7][u]
+                        picked[8][u] = p8 if won else picked[8][u]
+            error = errors + (oy * pool.out_w + ox) * units
+            for u in range(units):
+                sums[0][u] += error[u] * picked[0][u]
+                sums[1][u] += error[u] * picked[1][u]
+                sums[2][u] += error[u] * picked[2][u]
+                sums[3][u] += error[u] * picked[3][u]
+                sums[4][u] += error[u] * picked[4][u]
+                sums[5][u] += error[u] * picked[5][u]
+                sums[6][u] += error[u] * picked[6][u]
+                sums[7][u] += error[u] * picked[7][u]
+                sums[8][u] += error[u] * picked[8][u]
+                sums[9][u] += error[u]  # the bias's input is 1: error * 1 is error exactly
 
 
 cdef inline void _gather_windows(const floating* image, Window w, floating* patches) noexcept nogil:
@@ -350,7 +419,7 @@ cdef inline void _add_window(
 cdef inline void _pool_row(const floating* image, Window w, floating* out) noexcept nogil:
     """The largest value of each pooling window of each channel of one row's ``image`` into ``out``: each
     channel's first value of the window, replaced by every later one (rows, then columns) that is greater,
-    the channels side by side (the value ``_window_max`` finds)."""
+    the channels side by side (the value ``_window_argmax`` finds)."""
     cdef Py_ssize_t oy, ox, dy, dx, c
     cdef floating* largest
     cdef const floating* source
@@ -369,20 +438,24 @@ cdef inline void _pool_row(const floating* image, Window w, floating* out) noexc
                         largest[c] = value if value > top else top  # stored either way: a loop that vectorises
 
 
-cdef inline Py_ssize_t _window_max(
+cdef struct Cell:
+    # A place in an image: its row and column.
+    Py_ssize_t y
+    Py_ssize_t x
+
+
+cdef inline Cell _window_argmax(
     const floating* image, Window w, Py_ssize_t oy, Py_ssize_t ox, Py_ssize_t c
 ) noexcept nogil:
     """Where in ``image`` the largest value of pooling window ``(oy, ox)`` of channel ``c`` is (the first one,
-    scanning rows then columns)."""
-    cdef Py_ssize_t top = oy * w.stride_h, left = ox * w.stride_w
-    cdef Py_ssize_t best = (top * w.in_w + left) * w.in_c + c
-    cdef floating largest = image[best]
-    cdef Py_ssize_t dy, dx, at
-    for dy in range(w.kernel_h):
-        for dx in range(w.kernel_w):
-            at = ((top + dy) * w.in_w + left + dx) * w.in_c + c
-            if image[at] > largest:
-                best, largest = at, image[at]
+    scanning rows then columns): its row and column, which the caller needs without dividing an index."""
+    cdef Cell best = Cell(y=oy * w.stride_h, x=ox * w.stride_w)
+    cdef floating largest = image[(best.y * w.in_w + best.x) * w.in_c + c]
+    cdef Py_ssize_t y, x
+    for y in range(oy * w.stride_h, oy * w.stride_h + w.kernel_h):
+        for x in range(ox * w.stride_w, ox * w.stride_w + w.kernel_w):
+            if image[(y * w.in_w + x) * w.in_c + c] > largest:
+                best.y, best.x, largest = y, x, image[(y * w.in_w + x) * w.in_c + c]
     return best
 
 
@@ -467,12 +540,12 @@ cdef void _forward(
     cdef Py_ssize_t n_pooled
     # A fused layer's weights, transposed: on the stack, where no store of the outputs can alias them (gcc
     # then vectorises the loop over the filters; in the slot's scratch it left it scalar).
-    cdef floating kernels[10 * FUSED_MAX_UNITS]
+    cdef floating kernels[10][FUSED_MAX_UNITS]
     if k == 1 and _fused(net, 0):  # computed with the convolution below
         return
     if _fused(net, k):
         units, n_pooled = g[GEOMETRY_UNITS], net.sizes[k + 2]
-        _transposed_kernels(layer, units, kernels)
+        _side_by_side(layer, units, kernels)
         for s in range(n_rows):
             out = values + parts.v_off[k + 2] + s * (n_pooled + 1)
             _conv_pool_row(
@@ -534,18 +607,22 @@ cdef void _backward(
     cdef const floating* layer = weights + net.w_off[k]
     cdef floating* layer_grad = grad + net.w_off[k]
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
-    cdef Py_ssize_t s, i, j, oy, ox, c, ky, kx, units, fan_in, positions, code, position
+    cdef Py_ssize_t s, i, j, oy, ox, c, units, fan_in, positions, code
     cdef floating error
     cdef floating* unit_grad
     cdef const floating* window
-    cdef const floating* image
     cdef const floating* source
     cdef const floating* row_errors
-    cdef bint fused
+    cdef Cell cell
     cdef floating* row_below
     cdef double rate
     cdef floating scale
     cdef uint64_t stream
+    # A fused layer's gradient, transposed, with each filter's pixels under its maxima and the maxima: on the
+    # stack, where no store can alias them (as ``_forward``'s ``kernels``).
+    cdef floating sums[10][FUSED_MAX_UNITS]
+    cdef floating picked[9][FUSED_MAX_UNITS]
+    cdef floating largest[FUSED_MAX_UNITS]
     if kind == LAYER_DENSE or kind == LAYER_CONV2D:
         units, fan_in = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN]
         if kind == LAYER_DENSE:
@@ -555,13 +632,18 @@ cdef void _backward(
             )
             if k > 0:
                 _gemm(c'N', errors, units, c'N', layer, fan_in + 1, 0.0, below, n_in, n_rows, n_in, units)
+        elif _fused(net, k):  # the filters side by side, in sums of their own (see ``_fused_gradient_row``)
+            _side_by_side(layer_grad, units, sums)
+            for s in range(n_rows):
+                _fused_gradient_row(
+                    values + inputs + s * (n_in + 1), w.in_w, values + outputs + s * (n_out + 1),
+                    errors + s * net.sizes[k + 2], _pooling(net, k + 1), units, sums, picked, largest,
+                )
+            _one_by_one(sums, units, layer_grad)
         elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)
             above = _pooling(net, k + 1)
-            fused = _fused(net, k)
             for s in range(n_rows):
-                image = values + inputs + s * (n_in + 1)
-                if not fused:  # a fused layer's windows are read from its one-channel image where they lie
-                    _gather_windows(image, w, patches)
+                _gather_windows(values + inputs + s * (n_in + 1), w, patches)
                 if k > 0:
                     for i in range(n_in):
                         below[s * n_in + i] = 0.0
@@ -575,23 +657,13 @@ cdef void _backward(
                             j += 1
                             if error == 0.0:
                                 continue
-                            position = _window_max(source, above, oy, ox, c) // units
+                            cell = _window_argmax(source, above, oy, ox, c)
                             unit_grad = layer_grad + c * (fan_in + 1)
-                            if fused:
-                                window = image + (position // w.out_w) * w.in_w + position % w.out_w
-                                for ky in range(3):
-                                    for kx in range(3):
-                                        unit_grad[ky * 3 + kx] += error * window[ky * w.in_w + kx]
-                                unit_grad[9] += error  # the bias's input is 1: error * 1 is error exactly
-                                continue
-                            window = patches + position * (fan_in + 1)
+                            window = patches + (cell.y * w.out_w + cell.x) * (fan_in + 1)
                             for i in range(fan_in + 1):
                                 unit_grad[i] += error * window[i]
                             if k > 0:
-                                _add_window(
-                                    below + s * n_in, w, position // w.out_w, position % w.out_w,
-                                    layer + c * (fan_in + 1), error,
-                                )
+                                _add_window(below + s * n_in, w, cell.y, cell.x, layer + c * (fan_in + 1), error)
         else:
             positions = w.out_h * w.out_w
             for s in range(n_rows):
@@ -622,7 +694,8 @@ cdef void _backward(
                 for oy in range(w.out_h):
                     for ox in range(w.out_w):
                         for c in range(w.in_c):
-                            row_below[_window_max(source, w, oy, ox, c)] += row_errors[(oy * w.out_w + ox) * w.in_c + c]
+                            cell = _window_argmax(source, w, oy, ox, c)
+                            row_below[(cell.y * w.in_w + cell.x) * w.in_c + c] += row_errors[(oy * w.out_w + ox) * w.in_c + c]
             elif kind == LAYER_DROPOUT and net.dropout[k] > 0.0:
                 rate = net.dropout[k]
                 scale = <floating>(1.0 / (1.0 - rate))
