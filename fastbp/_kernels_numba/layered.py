@@ -41,6 +41,10 @@ from .primitives import ONE, activation, derivative, optimizer_step, output_erro
 AS_IS = ord("N")
 TRANSPOSED = ord("T")
 
+#: A pooled convolution's maximum's row and column in one winner (``_pool``): the row's shift, the column's mask.
+CELL_SHIFT = np.uintp(32)
+CELL_MASK = np.uintp(2**32 - 1)
+
 GAMMA = np.uint64(SPLITMIX_GAMMA)
 MIX1 = np.uint64(SPLITMIX_MIX1)
 MIX2 = np.uint64(SPLITMIX_MIX2)
@@ -195,21 +199,36 @@ def _fused(net, k):
     )  # fmt: skip
 
 
+#: The stride of the columns of ``_side_by_side``: a constant, so that LLVM sees the columns apart and the loops
+#: over the filters that store into several of them vectorise (a stride of ``units`` would need a check of
+#: each pair of columns at run time).
+COLUMN = np.uintp(FUSED_MAX_UNITS)
+
+
 @njit(**NUMBA_INLINED_OPTIONS)
-def _transposed_kernels(weights, start, units, kernels):
-    """A fused convolution's weights ``(units, 10)`` at ``weights[start:]`` as ``(10, units)`` in ``kernels``:
-    each input's weights for all the filters side by side, for loops over the filters."""
-    units = np.uintp(units)
+def _side_by_side(weights, start, units, columns):
+    """A fused convolution's weights (or their gradient) ``(units, 10)`` at ``weights[start:]`` as columns: input
+    ``i``'s weights for all the filters side by side from ``columns[i * COLUMN]``, for loops over the filters."""
+    start, units = np.uintp(start), np.uintp(units)
     for u in range(units):
         for i in range(np.uintp(10)):
-            kernels[i * units + u] = weights[np.uintp(start) + u * np.uintp(10) + i]
+            columns[i * COLUMN + u] = weights[start + u * np.uintp(10) + i]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _one_by_one(columns, units, weights, start):
+    """The reverse of ``_side_by_side``."""
+    start, units = np.uintp(start), np.uintp(units)
+    for u in range(units):
+        for i in range(np.uintp(10)):
+            weights[start + u * np.uintp(10) + i] = columns[i * COLUMN + u]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _conv_pool_row(values, image, in_w, pooled, pool, kernels, units, winners, at, dt):
     """One row's fused first layer (``_fused``) and its pooling: each output of the convolution that the
     pooling ``pool`` reads is computed where the pooling takes it, its 9 pixels of the one-channel image at
-    ``values[image:]`` (``in_w`` wide) times each filter's weights in ``kernels`` (``_transposed_kernels``),
+    ``values[image:]`` (``in_w`` wide) times each filter's weights in ``kernels`` (``_side_by_side``),
     summed in the kernel's order, then its bias, then relu; the window's largest into ``values[pooled:]`` and
     where it is (as ``_pool`` writes it) into ``winners[at:]``.  The convolution's own outputs are not
     stored: nothing reads them."""
@@ -230,19 +249,68 @@ def _conv_pool_row(values, image, in_w, pooled, pool, kernels, units, winners, a
                     place = (y * region_w + x) * units
                     first = dy == 0 and dx == 0
                     for u in range(units):  # the filters side by side: it vectorises
-                        total = p0 * kernels[u] + p1 * kernels[units + u]
-                        total += p2 * kernels[np.uintp(2) * units + u]
-                        total += p3 * kernels[np.uintp(3) * units + u]
-                        total += p4 * kernels[np.uintp(4) * units + u]
-                        total += p5 * kernels[np.uintp(5) * units + u]
-                        total += p6 * kernels[np.uintp(6) * units + u]
-                        total += p7 * kernels[np.uintp(7) * units + u]
-                        total += p8 * kernels[np.uintp(8) * units + u]
-                        total += kernels[np.uintp(9) * units + u]
+                        total = p0 * kernels[u] + p1 * kernels[COLUMN + u]
+                        total += p2 * kernels[np.uintp(2) * COLUMN + u]
+                        total += p3 * kernels[np.uintp(3) * COLUMN + u]
+                        total += p4 * kernels[np.uintp(4) * COLUMN + u]
+                        total += p5 * kernels[np.uintp(5) * COLUMN + u]
+                        total += p6 * kernels[np.uintp(6) * COLUMN + u]
+                        total += p7 * kernels[np.uintp(7) * COLUMN + u]
+                        total += p8 * kernels[np.uintp(8) * COLUMN + u]
+                        total += kernels[np.uintp(9) * COLUMN + u]
                         value, best = activation(total, ActivationCode.RELU, dt), values[pooled + to + u]
                         better = first or value > best
                         values[pooled + to + u] = value if better else best
                         winners[at + to + u] = place + u if better else winners[at + to + u]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _fused_gradient_row(values, image, in_w, errors, at, pool, units, winners, won, sums, picked):
+    """One row's share of a fused first layer's gradient (``_fused``), added into ``sums`` (columns, as
+    ``_side_by_side`` lays out the weights): each pooling window's error of each filter (its ``pool``'s errors
+    at ``errors[at:]``) times the 9 pixels of the image at ``values[image:]`` under the window's maximum
+    (``winners[won:]``, as ``_conv_pool_row`` writes them), picked into ``picked`` by a select, and the error
+    into the bias's sum; the filters side by side.  A zero error adds zeros, which leave a sum as it is, so the
+    sums are those of adding one error at a time."""
+    _, _, _, out_h, out_w, pool_h, pool_w, stride_h, stride_w, _, _, _ = _window(pool)
+    image, in_w, at, won, units = np.uintp(image), np.uintp(in_w), np.uintp(at), np.uintp(won), np.uintp(units)
+    region_w = out_w * pool_w
+    for oy in range(out_h):
+        for ox in range(out_w):
+            to = (oy * out_w + ox) * units
+            for dy in range(pool_h):
+                for dx in range(pool_w):
+                    y, x = oy * stride_h + dy, ox * stride_w + dx
+                    top, middle = image + y * in_w + x, image + (y + ONE) * in_w + x
+                    bottom = middle + in_w
+                    p0, p1, p2 = values[top], values[top + ONE], values[top + np.uintp(2)]
+                    p3, p4, p5 = values[middle], values[middle + ONE], values[middle + np.uintp(2)]
+                    p6, p7, p8 = values[bottom], values[bottom + ONE], values[bottom + np.uintp(2)]
+                    place = (y * region_w + x) * units
+                    first = dy == 0 and dx == 0
+                    for u in range(units):  # selects, not branches: it vectorises
+                        won_here = first or winners[won + to + u] == place + u
+                        picked[u] = p0 if won_here else picked[u]
+                        picked[COLUMN + u] = p1 if won_here else picked[COLUMN + u]
+                        picked[np.uintp(2) * COLUMN + u] = p2 if won_here else picked[np.uintp(2) * COLUMN + u]
+                        picked[np.uintp(3) * COLUMN + u] = p3 if won_here else picked[np.uintp(3) * COLUMN + u]
+                        picked[np.uintp(4) * COLUMN + u] = p4 if won_here else picked[np.uintp(4) * COLUMN + u]
+                        picked[np.uintp(5) * COLUMN + u] = p5 if won_here else picked[np.uintp(5) * COLUMN + u]
+                        picked[np.uintp(6) * COLUMN + u] = p6 if won_here else picked[np.uintp(6) * COLUMN + u]
+                        picked[np.uintp(7) * COLUMN + u] = p7 if won_here else picked[np.uintp(7) * COLUMN + u]
+                        picked[np.uintp(8) * COLUMN + u] = p8 if won_here else picked[np.uintp(8) * COLUMN + u]
+            for u in range(units):
+                error = errors[at + to + u]
+                sums[u] += error * picked[u]
+                sums[COLUMN + u] += error * picked[COLUMN + u]
+                sums[np.uintp(2) * COLUMN + u] += error * picked[np.uintp(2) * COLUMN + u]
+                sums[np.uintp(3) * COLUMN + u] += error * picked[np.uintp(3) * COLUMN + u]
+                sums[np.uintp(4) * COLUMN + u] += error * picked[np.uintp(4) * COLUMN + u]
+                sums[np.uintp(5) * COLUMN + u] += error * picked[np.uintp(5) * COLUMN + u]
+                sums[np.uintp(6) * COLUMN + u] += error * picked[np.uintp(6) * COLUMN + u]
+                sums[np.uintp(7) * COLUMN + u] += error * picked[np.uintp(7) * COLUMN + u]
+                sums[np.uintp(8) * COLUMN + u] += error * picked[np.uintp(8) * COLUMN + u]
+                sums[np.uintp(9) * COLUMN + u] += error  # the bias's input is 1: error * 1 is error exactly
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -365,27 +433,29 @@ def _scale_by_slopes(errors, start, values, at, n, code, dt):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _pool(values, source, in_w, out, g, winners, at):
+def _pool(values, source, in_w, out, g, winners, at, cells):
     """One row's max pooling: from the image at ``values[source:]``, ``in_w`` values wide, into
     ``values[out:]``, and where in the image each maximum is into ``winners[at:]`` (the first one, scanning
-    each window's rows then columns)."""
+    each window's rows then columns): its index, or, where ``cells`` (the image is a pooled convolution's
+    outputs), its row and column as ``y << CELL_SHIFT | x``, which the convolution's backward pass reads
+    without dividing an index."""
     _, _, channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
     source, in_w, out, at = np.uintp(source), np.uintp(in_w), np.uintp(out), np.uintp(at)
     for oy in range(out_h):
         for ox in range(out_w):
             to = (oy * out_w + ox) * channels
             corner = ((oy * stride_h) * in_w + ox * stride_w) * channels
-            for c in range(channels):
-                values[out + to + c] = values[source + corner + c]
-                winners[at + to + c] = corner + c
             for dy in range(kernel_h):
                 for dx in range(kernel_w):
                     place = corner + (dy * in_w + dx) * channels
+                    cell = (oy * stride_h + dy) << CELL_SHIFT | (ox * stride_w + dx)
+                    first = dy == 0 and dx == 0
                     for c in range(channels):  # contiguous, and selects rather than branches: it vectorises
                         value, best = values[source + place + c], values[out + to + c]
-                        better = value > best
+                        better = first or value > best
                         values[out + to + c] = value if better else best
-                        winners[at + to + c] = place + c if better else winners[at + to + c]
+                        mark = cell if cells else place + c
+                        winners[at + to + c] = mark if better else winners[at + to + c]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -405,8 +475,8 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         return
     if _fused(net, k):
         units, n_pooled, pooled = g[Geometry.UNITS], net.sizes[k + 2], v_off[k + 2]
-        kernels = np.empty(10 * units, dtype=weights.dtype)
-        _transposed_kernels(weights, net.w_off[k], units, kernels)
+        kernels = np.empty(10 * FUSED_MAX_UNITS, dtype=weights.dtype)
+        _side_by_side(weights, net.w_off[k], units, kernels)
         for s in range(n_rows):
             _conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
                            net.geometry[k + 1], kernels, units, winners, win_off[k + 1] + s * n_pooled, dt)  # fmt: skip
@@ -435,8 +505,9 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     for s in range(n_rows):
         source, out = inputs + s * (n_in + 1), outputs + s * (n_out + 1)
         if kind == LayerKindCode.MAX_POOL2D:
-            in_w = g[Geometry.OUT_W] * g[Geometry.KERNEL_W] if k > 0 and _pooled(net, k - 1) else g[Geometry.IN_W]
-            _pool(values, source, in_w, out, g, winners, win_off[k] + s * n_out)
+            cells = k > 0 and _pooled(net, k - 1)
+            in_w = g[Geometry.OUT_W] * g[Geometry.KERNEL_W] if cells else g[Geometry.IN_W]
+            _pool(values, source, in_w, out, g, winners, win_off[k] + s * n_out, cells)
         elif kind == LayerKindCode.DROPOUT and training and net.dropout[k] > 0.0:
             rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
             stream = _row_stream(seed, step, rows[s])
@@ -479,35 +550,39 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                   (units, fan_in + 1, n_rows), blas)  # fmt: skip
             if k > 0:
                 _gemm(AS_IS, (errors, 0, units), AS_IS, layer, (below, 0, n_in), 0.0, (n_rows, n_in, units), blas)
+        elif _fused(net, k):  # the filters side by side, in sums of their own (see ``_fused_gradient_row``)
+            sums = np.empty(10 * FUSED_MAX_UNITS, dtype=weights.dtype)
+            picked = np.empty(9 * FUSED_MAX_UNITS, dtype=weights.dtype)
+            _side_by_side(grad, net.w_off[k], units, sums)
+            n_pooled = net.sizes[k + 2]
+            for s in range(n_rows):
+                _fused_gradient_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], errors, s * n_pooled,
+                                    net.geometry[k + 1], units, winners, win_off[k + 1] + s * n_pooled, sums,
+                                    picked)  # fmt: skip
+            _one_by_one(sums, units, grad, net.w_off[k])
         elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)
             region = _region(net, k)
             n_pooled, width, won = np.uintp(net.sizes[k + 2]), np.uintp(fan_in) + ONE, np.uintp(win_off[k + 1])
-            fused, in_w = _fused(net, k), np.uintp(g[Geometry.IN_W])
+            units = np.uintp(units)
             for s in range(n_rows):
-                image = np.uintp(inputs + s * (n_in + 1))
-                if not fused:  # a fused layer's windows are read from its one-channel image where they lie
-                    _gather_windows(values, image, g, region, patches)
+                _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
                 if k > 0:
                     below[s * n_in : (s + 1) * n_in] = 0.0
                 row = np.uintp(s) * n_pooled
-                for j in range(n_pooled):
-                    error = errors[row + j]
-                    if error == 0.0:
-                        continue
-                    position = winners[won + row + j] // np.uintp(units)
-                    unit = np.uintp(net.w_off[k]) + (j % np.uintp(units)) * width
-                    if fused:
-                        corner = image + (position // region[1]) * in_w + position % region[1]
-                        for ky in range(np.uintp(3)):
-                            for kx in range(np.uintp(3)):
-                                grad[unit + ky * np.uintp(3) + kx] += error * values[corner + ky * in_w + kx]
-                        grad[unit + np.uintp(9)] += error  # the bias's input is 1: error * 1 is error exactly
-                        continue
-                    for i in range(width):
-                        grad[unit + i] += error * patches[position * width + i]
-                    if k > 0:
-                        _add_window(below, s * n_in, g, position // region[1], position % region[1], weights, unit,
-                                    error)  # fmt: skip
+                for window in range(n_pooled // units):
+                    for c in range(units):
+                        j = row + window * units + c
+                        error = errors[j]
+                        if error == 0.0:
+                            continue
+                        cell = winners[won + j]
+                        y, x = cell >> CELL_SHIFT, cell & CELL_MASK
+                        unit = np.uintp(net.w_off[k]) + c * width
+                        position = y * region[1] + x
+                        for i in range(width):
+                            grad[unit + i] += error * patches[position * width + i]
+                        if k > 0:
+                            _add_window(below, s * n_in, g, y, x, weights, unit, error)
         else:
             positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
             for s in range(n_rows):
