@@ -54,6 +54,10 @@ def block_size(batch_rows):
 #: rows, whose gradients are summed in chunk order: the same sums whichever thread computes each chunk.
 CHUNK_ROWS = 16
 
+#: Sparse rows predicted per forward pass of ``predict_sparse``: the chunk's row count sets the blocks of its
+#: products, so both backends take the same.
+PREDICT_CHUNK_ROWS = 64
+
 #: The most filters of a first convolution that the layered kernels compute fused with its pooling (its
 #: transposed weights, ten per filter, live on the stack of the Cython kernel; the notebook's layer has 32).
 FUSED_MAX_UNITS = 64
@@ -98,7 +102,7 @@ def compiled_constants() -> dict:
     names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI")
     names += ("EXP_LN2_LO", "EXP_TAYLOR", "CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
-    names += ("SPLITMIX_MIX2",)
+    names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS")
     geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
     return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}
 

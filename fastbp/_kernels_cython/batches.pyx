@@ -27,7 +27,7 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastbp._kernels_cython.constants cimport (
     ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
-    ACTIVATION_TANH, LARGE_BLOCK, OPTIMIZER_SGD, SMALL_BLOCK, compiled_constants,
+    ACTIVATION_TANH, LARGE_BLOCK, OPTIMIZER_SGD, PREDICT_CHUNK_ROWS, SMALL_BLOCK, compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
     Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step,
@@ -68,12 +68,6 @@ cdef extern from *:
 #: Whether this processor (and its operating system) runs AVX2's instructions, for which the ``_avx2`` builds
 #: of the modules are compiled.
 PROCESSOR_HAS_AVX2 = bool(fastbp_processor_has_avx2())
-
-
-# Sparse rows predicted per forward pass of predict_sparse: the Numba backend's PREDICT_CHUNK_ROWS, since the
-# chunk's row count sets the blocks of its products.
-cdef enum:
-    PREDICT_CHUNK_ROWS = 64
 
 
 cdef struct SparseRows:

@@ -22,6 +22,7 @@ import numpy as np
 from numba import config, get_num_threads, njit, prange, set_num_threads
 
 from .._concepts import ActivationCode, OptimizerCode
+from .._constants import PREDICT_CHUNK_ROWS
 from .._constants import block_size as _block_size
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .primitives import activation, derivative, optimizer_step, output_error, softmax
@@ -32,8 +33,6 @@ MAX_THREADS = config.NUMBA_NUM_THREADS
 #: The fields of a ``Network`` that hold one entry per layer (or per layer and one more), whose tail from the
 #: second entry describes the layers above the first.
 UPPER_LAYER_FIELDS = ("kinds", "activations", "sizes", "w_off", "o_off", "geometry", "dropout")
-#: Sparse rows predicted per forward pass of ``predict_sparse``.
-PREDICT_CHUNK_ROWS = 64
 #: Held while ``train_batches`` runs on several threads: Numba's fallback threading layer (workqueue) aborts
 #: the process if two threads launch parallel loops at once.
 PARALLEL_LOCK = threading.Lock()
