@@ -42,7 +42,10 @@ import hashlib
 import http.client
 import io
 import os
+import socket
+import ssl
 import tempfile
+import threading
 import time
 import urllib.request
 import zlib
@@ -382,24 +385,71 @@ def _download(url: str, target: Path) -> tuple[np.ndarray, np.ndarray]:
 def _fetch(url: str, out: BinaryIO, max_bytes: int) -> None:
     """Write the body at ``url`` to ``out``; ValueError past ``max_bytes``, OSError when the network fails.
 
-    The download is given up (TimeoutError) once it has taken ``DEADLINE`` seconds in all, as the next
-    bytes arrive; a source that sends nothing more fails sooner, by ``TIMEOUT``.
+    The download is given up (TimeoutError) once it has taken ``DEADLINE`` seconds in all, its status line and
+    headers included (``_opener_shutting_at``); a source that sends nothing more fails sooner, by ``TIMEOUT``.
     """
     deadline = time.monotonic() + DEADLINE
+    timers: list[threading.Timer] = []
     request = urllib.request.Request(url, headers={"User-Agent": "fastbp"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-        size = 0
-        # read1 returns whatever one read of the socket gives, so the deadline is checked however few bytes come.
-        while chunk := response.read1(65536):
-            size += len(chunk)
-            if size > max_bytes:
-                raise ValueError(f"the response is larger than {max_bytes} bytes, so not the data")
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"the download was too slow: it exceeded the deadline of {DEADLINE:g} seconds "
-                    f"with {size} bytes received"
-                )
-            out.write(chunk)
+    size = 0
+
+    def too_slow() -> TimeoutError:
+        return TimeoutError(
+            f"the download was too slow: it exceeded the deadline of {DEADLINE:g} seconds with {size} bytes received"
+        )
+
+    try:
+        with _opener_shutting_at(deadline, timers).open(request, timeout=TIMEOUT) as response:
+            # read1 returns whatever one read of the socket gives, so the deadline is checked however few bytes come.
+            while chunk := response.read1(65536):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ValueError(f"the response is larger than {max_bytes} bytes, so not the data")
+                if time.monotonic() > deadline:
+                    raise too_slow()
+                out.write(chunk)
+    except (OSError, http.client.HTTPException):
+        if time.monotonic() >= deadline:  # the connection was shut at the deadline
+            raise too_slow() from None
+        raise
+    finally:
+        for timer in timers:
+            timer.cancel()
+    if time.monotonic() >= deadline:  # shut at the deadline between two reads: what came is not all there is
+        raise too_slow()
+
+
+def _opener_shutting_at(deadline: float, timers: list[threading.Timer]) -> urllib.request.OpenerDirector:
+    """An opener whose HTTP and HTTPS connections are shut at ``deadline`` (``time.monotonic()``), each by a
+    timer it appends to ``timers``: urllib reads a response's status line and headers before it returns it,
+    and ``TIMEOUT`` bounds each read, not all of them, so a source trickling its headers could hold it forever."""
+
+    def shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):  # closed already
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def shutting(connection_class: type[http.client.HTTPConnection]) -> type[http.client.HTTPConnection]:
+        class Connection(connection_class):
+            def connect(self) -> None:
+                super().connect()
+                timer = threading.Timer(max(0.0, deadline - time.monotonic()), shut, (self.sock,))
+                timer.daemon = True
+                timers.append(timer)
+                timer.start()
+
+        return Connection
+
+    plain, secure = shutting(http.client.HTTPConnection), shutting(http.client.HTTPSConnection)
+
+    class PlainHandler(urllib.request.HTTPHandler):
+        def http_open(self, request):
+            return self.do_open(plain, request)
+
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, request):
+            return self.do_open(secure, request, context=ssl.create_default_context())
+
+    return urllib.request.build_opener(PlainHandler, SecureHandler)
 
 
 def _load_idx_data_set(

@@ -314,6 +314,40 @@ def test_a_source_too_slow_for_the_deadline_is_given_up_with_a_clear_error(monke
     assert cached_files(cache) == []
 
 
+def test_a_source_trickling_its_headers_is_given_up_at_the_deadline(monkeypatch, tmp_path):
+    stopping = threading.Event()
+
+    def trickle(listener):  # a status line, then one endless header, a byte every TRICKLE_INTERVAL
+        connection, _ = listener.accept()
+        with connection:
+            head = b"HTTP/1.0 200 OK\r\nX-Padding: "
+            sent = 0
+            while not stopping.wait(TRICKLE_INTERVAL):
+                try:
+                    connection.sendall(head[sent : sent + 1] if sent < len(head) else b"a")
+                except OSError:  # the client shut the connection
+                    return
+                sent += 1
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        thread = threading.Thread(target=trickle, args=(listener,), daemon=True)
+        thread.start()
+        monkeypatch.setattr(datasets, "URLS", (f"http://127.0.0.1:{listener.getsockname()[1]}/seeds",))
+        monkeypatch.setattr(datasets, "DEADLINE", 1.0)
+        start = time.monotonic()
+        try:
+            too_slow = "exceeded the deadline of 1 seconds with 0 bytes received"
+            with pytest.raises(datasets.DownloadError, match=too_slow):
+                finishes_within(20, lambda: datasets.load_wheat_seeds(cache_dir=tmp_path / "cache"))
+            assert 1.0 <= time.monotonic() - start < 1.0 + datasets.TIMEOUT
+        finally:
+            stopping.set()
+            thread.join()
+    assert cached_files(tmp_path / "cache") == []
+
+
 def test_download_false_without_a_cached_copy_raises_file_not_found(monkeypatch, tmp_path, server):
     monkeypatch.setattr(datasets, "URLS", (server.url("/seeds"),))
     cache = tmp_path / "cache"
