@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from fastbp._backends import is_available
 from fastbp._parallel import usable_cores
 
 BENCHES = Path(__file__).resolve().parent
@@ -374,8 +375,16 @@ def _versions() -> list[str]:
         try:
             versions.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
+            versions.append(f"{name} ({_why_missing(name)})")
     return versions
+
+
+def _why_missing(name: str) -> str:
+    """What a library that has no installed version means here: pip builds fastbp's Cython backend with Cython
+    in an isolated environment it then discards, so the backend can be there without Cython."""
+    if name == "Cython" and is_available("cython"):
+        return "not installed here; fastbp's Cython backend is built (pip builds it in an isolated environment)"
+    return "not installed"
 
 
 def _blas() -> str:
