@@ -232,26 +232,28 @@ cdef inline void _one_by_one(floating (*columns)[FUSED_MAX_UNITS], Py_ssize_t un
 
 
 cdef inline void _conv_pool_row(
-    const floating* image, Py_ssize_t in_w, floating* conv, floating* pooled, Window pool, const floating (*kernels)[FUSED_MAX_UNITS],
-    Py_ssize_t units,
+    const floating* image, Py_ssize_t in_w, floating* pooled, floating* places, Window pool,
+    const floating (*kernels)[FUSED_MAX_UNITS], Py_ssize_t units,
 ) noexcept nogil:
     """One row's fused first layer (``_fused``) and its pooling, as the Numba backend's ``_conv_pool_row``: each
     output of the convolution that the pooling ``pool`` reads, its 9 pixels of the one-channel ``image`` times
     each filter's weights in ``kernels`` (``_side_by_side``) summed in the kernel's order, then its bias,
-    then relu, into ``conv`` (which the backward pass searches for each window's maximum); each window's
-    largest into ``pooled``."""
-    cdef Py_ssize_t region_w = pool.out_w * pool.kernel_w
+    then relu, is compared with its window's largest at once; each window's largest into ``pooled``, and where
+    in the window it is (``dy * kernel_w + dx``, the first largest) into ``places``, as a float: the filters'
+    loop then vectorises, as it would not with integers beside the floats.  The convolution's own outputs are
+    not stored: nothing reads them."""
     cdef Py_ssize_t oy, ox, dy, dx, y, x, u
     cdef const floating* top
     cdef const floating* middle
     cdef const floating* bottom
-    cdef floating* outputs
     cdef floating* largest
-    cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, total, value, best
-    cdef bint first
+    cdef floating* where
+    cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, total, value, best, place
+    cdef bint first, better
     for oy in range(pool.out_h):
         for ox in range(pool.out_w):
             largest = pooled + (oy * pool.out_w + ox) * units
+            where = places + (oy * pool.out_w + ox) * units
             for dy in range(pool.kernel_h):
                 for dx in range(pool.kernel_w):
                     y, x = oy * pool.stride_h + dy, ox * pool.stride_w + dx
@@ -261,7 +263,7 @@ cdef inline void _conv_pool_row(
                     p0, p1, p2 = top[0], top[1], top[2]
                     p3, p4, p5 = middle[0], middle[1], middle[2]
                     p6, p7, p8 = bottom[0], bottom[1], bottom[2]
-                    outputs = conv + (y * region_w + x) * units
+                    place = <floating>(dy * pool.kernel_w + dx)
                     first = dy == 0 and dx == 0
                     for u in range(units):  # the filters side by side: it vectorises
                         total = p0 * kernels[0][u] + p1 * kernels[1][u]
@@ -274,31 +276,32 @@ cdef inline void _conv_pool_row(
                         total += p8 * kernels[8][u]
                         total += kernels[9][u]
                         value = activation(total, ACTIVATION_RELU)
-                        outputs[u] = value
                         best = largest[u]
-                        largest[u] = value if first | (value > best) else best  # no branch: it vectorises
+                        better = first | (value > best)  # selects, not branches: it vectorises
+                        largest[u] = value if better else best
+                        where[u] = place if better else where[u]
 
 
 cdef inline void _fused_gradient_row(
-    const floating* image, Py_ssize_t in_w, const floating* conv, const floating* errors, Window pool,
-    Py_ssize_t units, floating (*sums)[FUSED_MAX_UNITS], floating (*picked)[FUSED_MAX_UNITS], floating* largest,
+    const floating* image, Py_ssize_t in_w, const floating* places, const floating* errors, Window pool,
+    Py_ssize_t units, floating (*sums)[FUSED_MAX_UNITS], floating (*picked)[FUSED_MAX_UNITS],
 ) noexcept nogil:
     """One row's share of a fused first layer's gradient (``_fused``), added into ``sums`` (each input's sums for all the
     filters side by side, as ``_side_by_side`` lays out the weights), as the Numba backend's ``_fused_gradient_row``: each pooling window's
-    error of each filter times the 9 pixels under the window's maximum (found in ``conv`` as ``_window_argmax``
-    finds it), and the error into the bias's sum; the filters side by side, each pixel picked by a select.  A
+    error of each filter times the 9 pixels under the window's maximum (at its place in ``places``, as
+    ``_conv_pool_row`` writes them), and the error into the bias's sum; the filters side by side, each pixel picked by a select.  A
     zero error adds zeros, which leave a sum as it is, so the sums are those of adding one error at a time."""
-    cdef Py_ssize_t region_w = pool.out_w * pool.kernel_w
     cdef Py_ssize_t oy, ox, dy, dx, y, x, u
     cdef const floating* top
     cdef const floating* middle
     cdef const floating* bottom
-    cdef const floating* outputs
+    cdef const floating* where
     cdef const floating* error
-    cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, value
-    cdef bint first, won
+    cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, place
+    cdef bint won
     for oy in range(pool.out_h):
         for ox in range(pool.out_w):
+            where = places + (oy * pool.out_w + ox) * units
             for dy in range(pool.kernel_h):
                 for dx in range(pool.kernel_w):
                     y, x = oy * pool.stride_h + dy, ox * pool.stride_w + dx
@@ -308,12 +311,9 @@ cdef inline void _fused_gradient_row(
                     p0, p1, p2 = top[0], top[1], top[2]
                     p3, p4, p5 = middle[0], middle[1], middle[2]
                     p6, p7, p8 = bottom[0], bottom[1], bottom[2]
-                    outputs = conv + (y * region_w + x) * units
-                    first = dy == 0 and dx == 0
+                    place = <floating>(dy * pool.kernel_w + dx)
                     for u in range(units):  # selects, not branches: it vectorises
-                        value = outputs[u]
-                        won = first | (value > largest[u])
-                        largest[u] = value if won else largest[u]
+                        won = where[u] == place
                         picked[0][u] = p0 if won else picked[0][u]
                         picked[1][u] = p1 if won else picked[1][u]
                         picked[2][u] = p2 if won else picked[2][u]
@@ -549,7 +549,7 @@ cdef void _forward(
         for s in range(n_rows):
             out = values + parts.v_off[k + 2] + s * (n_pooled + 1)
             _conv_pool_row(
-                values + inputs + s * (n_in + 1), w.in_w, values + outputs + s * (n_out + 1), out, _pooling(net, k + 1),
+                values + inputs + s * (n_in + 1), w.in_w, out, values + outputs + s * (n_out + 1), _pooling(net, k + 1),
                 kernels, units,
             )
             out[n_pooled] = 1.0
@@ -618,11 +618,10 @@ cdef void _backward(
     cdef double rate
     cdef floating scale
     cdef uint64_t stream
-    # A fused layer's gradient, transposed, with each filter's pixels under its maxima and the maxima: on the
-    # stack, where no store can alias them (as ``_forward``'s ``kernels``).
+    # A fused layer's gradient, transposed, with each filter's pixels under its maxima: on the stack, where no
+    # store can alias them (as ``_forward``'s ``kernels``).
     cdef floating sums[10][FUSED_MAX_UNITS]
     cdef floating picked[9][FUSED_MAX_UNITS]
-    cdef floating largest[FUSED_MAX_UNITS]
     if kind == LAYER_DENSE or kind == LAYER_CONV2D:
         units, fan_in = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN]
         if kind == LAYER_DENSE:
@@ -637,7 +636,7 @@ cdef void _backward(
             for s in range(n_rows):
                 _fused_gradient_row(
                     values + inputs + s * (n_in + 1), w.in_w, values + outputs + s * (n_out + 1),
-                    errors + s * net.sizes[k + 2], _pooling(net, k + 1), units, sums, picked, largest,
+                    errors + s * net.sizes[k + 2], _pooling(net, k + 1), units, sums, picked,
                 )
             _one_by_one(sums, units, layer_grad)
         elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)

@@ -225,16 +225,17 @@ def _one_by_one(columns, units, weights, start):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _conv_pool_row(values, image, in_w, pooled, pool, kernels, units, winners, at, dt):
+def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, dt):
     """One row's fused first layer (``_fused``) and its pooling: each output of the convolution that the
     pooling ``pool`` reads is computed where the pooling takes it, its 9 pixels of the one-channel image at
     ``values[image:]`` (``in_w`` wide) times each filter's weights in ``kernels`` (``_side_by_side``),
     summed in the kernel's order, then its bias, then relu; the window's largest into ``values[pooled:]`` and
-    where it is (as ``_pool`` writes it) into ``winners[at:]``.  The convolution's own outputs are not
-    stored: nothing reads them."""
+    where in the window it is (``dy * kernel_w + dx``, the first largest) into ``values[places:]``, as a
+    float, which selects beside the values without widening.  The convolution's own outputs are not stored:
+    nothing reads them."""
     _, _, _, out_h, out_w, pool_h, pool_w, stride_h, stride_w, _, _, _ = _window(pool)
-    image, in_w, pooled, at, units = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(at), np.uintp(units)
-    region_w = out_w * pool_w
+    image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
+    units = np.uintp(units)
     for oy in range(out_h):
         for ox in range(out_w):
             to = (oy * out_w + ox) * units
@@ -246,7 +247,7 @@ def _conv_pool_row(values, image, in_w, pooled, pool, kernels, units, winners, a
                     p0, p1, p2 = values[top], values[top + ONE], values[top + np.uintp(2)]
                     p3, p4, p5 = values[middle], values[middle + ONE], values[middle + np.uintp(2)]
                     p6, p7, p8 = values[bottom], values[bottom + ONE], values[bottom + np.uintp(2)]
-                    place = (y * region_w + x) * units
+                    place = dt(dy * pool_w + dx)
                     first = dy == 0 and dx == 0
                     for u in range(units):  # the filters side by side: it vectorises
                         total = p0 * kernels[u] + p1 * kernels[COLUMN + u]
@@ -261,20 +262,20 @@ def _conv_pool_row(values, image, in_w, pooled, pool, kernels, units, winners, a
                         value, best = activation(total, ActivationCode.RELU, dt), values[pooled + to + u]
                         better = first or value > best
                         values[pooled + to + u] = value if better else best
-                        winners[at + to + u] = place + u if better else winners[at + to + u]
+                        values[places + to + u] = place if better else values[places + to + u]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _fused_gradient_row(values, image, in_w, errors, at, pool, units, winners, won, sums, picked):
+def _fused_gradient_row(values, image, in_w, places, errors, at, pool, units, sums, picked, dt):
     """One row's share of a fused first layer's gradient (``_fused``), added into ``sums`` (columns, as
     ``_side_by_side`` lays out the weights): each pooling window's error of each filter (its ``pool``'s errors
     at ``errors[at:]``) times the 9 pixels of the image at ``values[image:]`` under the window's maximum
-    (``winners[won:]``, as ``_conv_pool_row`` writes them), picked into ``picked`` by a select, and the error
-    into the bias's sum; the filters side by side.  A zero error adds zeros, which leave a sum as it is, so the
-    sums are those of adding one error at a time."""
+    (at its place in ``values[places:]``, as ``_conv_pool_row`` writes it), picked into ``picked`` by a
+    select, and the error into the bias's sum; the filters side by side.  A zero error adds zeros, which leave
+    a sum as it is, so the sums are those of adding one error at a time."""
     _, _, _, out_h, out_w, pool_h, pool_w, stride_h, stride_w, _, _, _ = _window(pool)
-    image, in_w, at, won, units = np.uintp(image), np.uintp(in_w), np.uintp(at), np.uintp(won), np.uintp(units)
-    region_w = out_w * pool_w
+    image, in_w, places, at = np.uintp(image), np.uintp(in_w), np.uintp(places), np.uintp(at)
+    units = np.uintp(units)
     for oy in range(out_h):
         for ox in range(out_w):
             to = (oy * out_w + ox) * units
@@ -286,10 +287,9 @@ def _fused_gradient_row(values, image, in_w, errors, at, pool, units, winners, w
                     p0, p1, p2 = values[top], values[top + ONE], values[top + np.uintp(2)]
                     p3, p4, p5 = values[middle], values[middle + ONE], values[middle + np.uintp(2)]
                     p6, p7, p8 = values[bottom], values[bottom + ONE], values[bottom + np.uintp(2)]
-                    place = (y * region_w + x) * units
-                    first = dy == 0 and dx == 0
+                    place = dt(dy * pool_w + dx)
                     for u in range(units):  # selects, not branches: it vectorises
-                        won_here = first or winners[won + to + u] == place + u
+                        won_here = values[places + to + u] == place
                         picked[u] = p0 if won_here else picked[u]
                         picked[COLUMN + u] = p1 if won_here else picked[COLUMN + u]
                         picked[np.uintp(2) * COLUMN + u] = p2 if won_here else picked[np.uintp(2) * COLUMN + u]
@@ -479,7 +479,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         _side_by_side(weights, net.w_off[k], units, kernels)
         for s in range(n_rows):
             _conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
-                           net.geometry[k + 1], kernels, units, winners, win_off[k + 1] + s * n_pooled, dt)  # fmt: skip
+                           outputs + s * (n_out + 1), net.geometry[k + 1], kernels, units, dt)  # fmt: skip
             values[pooled + s * (n_pooled + 1) + n_pooled] = 1.0
         return
     if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
@@ -556,9 +556,8 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             _side_by_side(grad, net.w_off[k], units, sums)
             n_pooled = net.sizes[k + 2]
             for s in range(n_rows):
-                _fused_gradient_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], errors, s * n_pooled,
-                                    net.geometry[k + 1], units, winners, win_off[k + 1] + s * n_pooled, sums,
-                                    picked)  # fmt: skip
+                _fused_gradient_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], outputs + s * (n_out + 1),
+                                    errors, s * n_pooled, net.geometry[k + 1], units, sums, picked, dt)  # fmt: skip
             _one_by_one(sums, units, grad, net.w_off[k])
         elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)
             region = _region(net, k)
