@@ -240,20 +240,20 @@ cdef inline void _conv_pool_row(
     each filter's weights in ``kernels`` (``_side_by_side``) summed in the kernel's order, then its bias,
     then relu, is compared with its window's largest at once; each window's largest into ``pooled``, and where
     in the window it is (``dy * kernel_w + dx``, the first largest) into ``places``, as a float: the filters'
-    loop then vectorises, as it would not with integers beside the floats.  The convolution's own outputs are
-    not stored: nothing reads them."""
+    loop then vectorises, as it would not with integers beside the floats (nor with the places stored into the
+    scratch in it, which gcc cannot tell from ``pooled``: they are kept on the stack until the window is done).
+    The convolution's own outputs are not stored: nothing reads them."""
     cdef Py_ssize_t oy, ox, dy, dx, y, x, u
     cdef const floating* top
     cdef const floating* middle
     cdef const floating* bottom
     cdef floating* largest
-    cdef floating* where
+    cdef floating where[FUSED_MAX_UNITS]
     cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, total, value, best, place
     cdef bint first, better
     for oy in range(pool.out_h):
         for ox in range(pool.out_w):
             largest = pooled + (oy * pool.out_w + ox) * units
-            where = places + (oy * pool.out_w + ox) * units
             for dy in range(pool.kernel_h):
                 for dx in range(pool.kernel_w):
                     y, x = oy * pool.stride_h + dy, ox * pool.stride_w + dx
@@ -280,6 +280,8 @@ cdef inline void _conv_pool_row(
                         better = first | (value > best)  # selects, not branches: it vectorises
                         largest[u] = value if better else best
                         where[u] = place if better else where[u]
+            for u in range(units):
+                places[(oy * pool.out_w + ox) * units + u] = where[u]
 
 
 cdef inline void _fused_gradient_row(

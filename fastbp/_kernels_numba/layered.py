@@ -225,14 +225,15 @@ def _one_by_one(columns, units, weights, start):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, dt):
+def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, where, dt):
     """One row's fused first layer (``_fused``) and its pooling: each output of the convolution that the
     pooling ``pool`` reads is computed where the pooling takes it, its 9 pixels of the one-channel image at
     ``values[image:]`` (``in_w`` wide) times each filter's weights in ``kernels`` (``_side_by_side``),
     summed in the kernel's order, then its bias, then relu; the window's largest into ``values[pooled:]`` and
     where in the window it is (``dy * kernel_w + dx``, the first largest) into ``values[places:]``, as a
-    float, which selects beside the values without widening.  The convolution's own outputs are not stored:
-    nothing reads them."""
+    float, which selects beside the values without widening (kept in ``where`` until the window is done: LLVM
+    cannot tell two stores into ``values`` apart, and leaves a loop with both scalar).  The convolution's own
+    outputs are not stored: nothing reads them."""
     _, _, _, out_h, out_w, pool_h, pool_w, stride_h, stride_w, _, _, _ = _window(pool)
     image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
     units = np.uintp(units)
@@ -262,7 +263,9 @@ def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, dt
                         value, best = activation(total, ActivationCode.RELU, dt), values[pooled + to + u]
                         better = first or value > best
                         values[pooled + to + u] = value if better else best
-                        values[places + to + u] = place if better else values[places + to + u]
+                        where[u] = place if better else where[u]
+            for u in range(units):
+                values[places + to + u] = where[u]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -476,10 +479,11 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     if _fused(net, k):
         units, n_pooled, pooled = g[Geometry.UNITS], net.sizes[k + 2], v_off[k + 2]
         kernels = np.empty(10 * FUSED_MAX_UNITS, dtype=weights.dtype)
+        where = np.empty(FUSED_MAX_UNITS, dtype=weights.dtype)
         _side_by_side(weights, net.w_off[k], units, kernels)
         for s in range(n_rows):
             _conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
-                           outputs + s * (n_out + 1), net.geometry[k + 1], kernels, units, dt)  # fmt: skip
+                           outputs + s * (n_out + 1), net.geometry[k + 1], kernels, units, where, dt)  # fmt: skip
             values[pooled + s * (n_pooled + 1) + n_pooled] = 1.0
         return
     if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
