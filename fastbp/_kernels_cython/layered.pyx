@@ -288,11 +288,12 @@ cdef inline void _fused_gradient_row(
     const floating* image, Py_ssize_t in_w, const floating* places, const floating* errors, Window pool,
     Py_ssize_t units, floating (*sums)[FUSED_MAX_UNITS], floating (*picked)[FUSED_MAX_UNITS],
 ) noexcept nogil:
-    """One row's share of a fused first layer's gradient (``_fused``), added into ``sums`` (each input's sums for all the
-    filters side by side, as ``_side_by_side`` lays out the weights), as the Numba backend's ``_fused_gradient_row``: each pooling window's
-    error of each filter times the 9 pixels under the window's maximum (at its place in ``places``, as
-    ``_conv_pool_row`` writes them), and the error into the bias's sum; the filters side by side, each pixel picked by a select.  A
-    zero error adds zeros, which leave a sum as it is, so the sums are those of adding one error at a time."""
+    """One row's share of a fused first layer's gradient (``_fused``), added into ``sums`` (each input's sums
+    for all the filters side by side, as ``_side_by_side`` lays out the weights), as the Numba backend's
+    ``_fused_gradient_row``: each pooling window's error of each filter times the 9 pixels under the window's
+    maximum (at its place in ``places``, as ``_conv_pool_row`` writes them), and the error into the bias's sum;
+    the filters side by side, each pixel picked by a select.  A zero error adds zeros, which leave a sum as it
+    is, so the sums are those of adding one error at a time."""
     cdef Py_ssize_t oy, ox, dy, dx, y, x, u
     cdef const floating* top
     cdef const floating* middle
@@ -454,10 +455,12 @@ cdef inline Cell _window_argmax(
     cdef Cell best = Cell(y=oy * w.stride_h, x=ox * w.stride_w)
     cdef floating largest = image[(best.y * w.in_w + best.x) * w.in_c + c]
     cdef Py_ssize_t y, x
+    cdef floating value
     for y in range(oy * w.stride_h, oy * w.stride_h + w.kernel_h):
         for x in range(ox * w.stride_w, ox * w.stride_w + w.kernel_w):
-            if image[(y * w.in_w + x) * w.in_c + c] > largest:
-                best.y, best.x, largest = y, x, image[(y * w.in_w + x) * w.in_c + c]
+            value = image[(y * w.in_w + x) * w.in_c + c]
+            if value > largest:
+                best.y, best.x, largest = y, x, value
     return best
 
 
@@ -696,7 +699,8 @@ cdef void _backward(
                     for ox in range(w.out_w):
                         for c in range(w.in_c):
                             cell = _window_argmax(source, w, oy, ox, c)
-                            row_below[(cell.y * w.in_w + cell.x) * w.in_c + c] += row_errors[(oy * w.out_w + ox) * w.in_c + c]
+                            j = (oy * w.out_w + ox) * w.in_c + c
+                            row_below[(cell.y * w.in_w + cell.x) * w.in_c + c] += row_errors[j]
             elif kind == LAYER_DROPOUT and net.dropout[k] > 0.0:
                 rate = net.dropout[k]
                 scale = <floating>(1.0 / (1.0 - rate))
