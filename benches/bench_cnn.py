@@ -90,8 +90,25 @@ def fit_torch(x, y, epochs, layout="channels-last"):
     return predict
 
 
-def fit_keras(x, y, epochs):
+def keras_on_one_thread():
+    """Keras 3 with TensorFlow's thread pools cut to one thread each (``OMP_NUM_THREADS`` does not reach them);
+    TensorFlow takes the setting only before it first runs an operation."""
     keras = pytest.importorskip("keras", reason="Keras is an optional peer: install tensorflow-cpu to compare")
+    tensorflow = pytest.importorskip("tensorflow", reason="Keras's peer here is TensorFlow-CPU: install it")
+    threading = tensorflow.config.threading
+    if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) != (1, 1):
+        try:
+            threading.set_intra_op_parallelism_threads(1)
+            threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pytest.skip("TensorFlow was started on every thread before this benchmark: run it in its own process")
+    return keras
+
+
+def keras_network(x, y):
+    """The cell's network in Keras, compiled and traced: ``fit`` builds its training graph on its first batch, a
+    cost paid once per model (about as long as a few hundred images' training), which the timing leaves out."""
+    keras = keras_on_one_thread()
     keras.utils.set_random_seed(0)
     layers = keras.layers
     model = keras.Sequential([
@@ -100,6 +117,11 @@ def fit_keras(x, y, epochs):
         layers.Dense(128, activation="relu"), layers.Dropout(0.5), layers.Dense(10, activation="softmax"),
     ])  # fmt: skip
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, epochs=1, verbose=0, shuffle=False)
+    return model
+
+
+def fit_keras(model, x, y, epochs):
     model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, shuffle=False)
     return lambda batch: model.predict(batch, verbose=0).argmax(axis=1)
 
@@ -121,16 +143,17 @@ def test_cnn_training_on_one_thread(library, backend, fashion, size, timed, asse
         fit = lambda: fit_torch(x, y, size.epochs, layout)  # noqa: E731
         described = {"implementation": f"PyTorch CPU eager float32, {layout}", "path": "torch.optim.Adam loop"}
     else:
-        fit = lambda: fit_keras(x, y, size.epochs)  # noqa: E731
-        described = {"implementation": "Keras 3 TensorFlow-CPU float32", "path": "model.fit"}
+        fit = lambda model: fit_keras(model, x, y, size.epochs)  # noqa: E731
+        described = {"implementation": "Keras 3 TensorFlow-CPU float32", "path": "model.fit, traced"}
+    setup = None
     if library == "fastbp":
         fit_fastbp(x[:BATCH], y[:BATCH], backend, 1, 1)  # compiled and warm
     elif library == "Keras":
-        fit_keras(x[:BATCH], y[:BATCH], 1)
+        setup = lambda: ((keras_network(x, y),), {})  # noqa: E731
     else:
         fit_torch(x[:BATCH], y[:BATCH], 1, layout)
-    predict = timed(fit, samples=len(x) * size.epochs, library=library, dtype="float32", batch_size=BATCH,
-                    threads=1, **described)  # fmt: skip
+    predict = timed(fit, samples=len(x) * size.epochs, setup=setup, library=library, dtype="float32",
+                    batch_size=BATCH, threads=1, **described)  # fmt: skip
     if size.rows >= 1024:
         assert_learned(predict(x), y)
 

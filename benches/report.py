@@ -64,6 +64,8 @@ THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"
 LIBRARIES = [
     "fastbp", "numpy", "scipy", "numba", "Cython", "scikit-learn", "torch", "tensorflow", "keras", "pytest-benchmark",
 ]  # fmt: skip
+#: The distributions a library installs under: TensorFlow's CPU-only build is ``tensorflow-cpu``.
+DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu")}
 
 
 @dataclass(frozen=True)
@@ -372,11 +374,17 @@ def _cpu() -> tuple[str, str]:
 def _versions() -> list[str]:
     versions = []
     for name in LIBRARIES:
-        try:
-            versions.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{name} ({_why_missing(name)})")
+        installed = [(each, _version(each)) for each in DISTRIBUTIONS.get(name, (name,))]
+        found = [f"{each} {version}" for each, version in installed if version is not None]
+        versions.append(", ".join(found) if found else f"{name} ({_why_missing(name)})")
     return versions
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _why_missing(name: str) -> str:
