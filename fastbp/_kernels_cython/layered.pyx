@@ -231,6 +231,17 @@ cdef inline void _one_by_one(floating (*columns)[FUSED_MAX_UNITS], Py_ssize_t un
             layer[u * 10 + i] = columns[i][u]
 
 
+cdef inline void _nine_pixels(
+    const floating* image, Py_ssize_t in_w, Py_ssize_t y, Py_ssize_t x, floating* pixels
+) noexcept nogil:
+    """The 3x3 pixels from row ``y``, column ``x`` of the one-channel ``image`` (``in_w`` wide) into
+    ``pixels``, row by row: the window of a fused first layer's output (``_fused``)."""
+    cdef Py_ssize_t dy, dx
+    for dy in range(3):
+        for dx in range(3):
+            pixels[dy * 3 + dx] = image[(y + dy) * in_w + x + dx]
+
+
 cdef inline void _conv_pool_row(
     const floating* image, Py_ssize_t in_w, floating* pooled, floating* places, Window pool,
     const floating (*kernels)[FUSED_MAX_UNITS], Py_ssize_t units,
@@ -243,37 +254,29 @@ cdef inline void _conv_pool_row(
     loop then vectorises, as it would not with integers beside the floats (nor with the places stored into the
     scratch in it, which gcc cannot tell from ``pooled``: they are kept on the stack until the window is done).
     The convolution's own outputs are not stored: nothing reads them."""
-    cdef Py_ssize_t oy, ox, dy, dx, y, x, u
-    cdef const floating* top
-    cdef const floating* middle
-    cdef const floating* bottom
+    cdef Py_ssize_t oy, ox, dy, dx, u
     cdef floating* largest
     cdef floating where[FUSED_MAX_UNITS]
-    cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, total, value, best, place
+    cdef floating p[9]
+    cdef floating total, value, best, place
     cdef bint first, better
     for oy in range(pool.out_h):
         for ox in range(pool.out_w):
             largest = pooled + (oy * pool.out_w + ox) * units
             for dy in range(pool.kernel_h):
                 for dx in range(pool.kernel_w):
-                    y, x = oy * pool.stride_h + dy, ox * pool.stride_w + dx
-                    top = image + y * in_w + x
-                    middle = top + in_w
-                    bottom = middle + in_w
-                    p0, p1, p2 = top[0], top[1], top[2]
-                    p3, p4, p5 = middle[0], middle[1], middle[2]
-                    p6, p7, p8 = bottom[0], bottom[1], bottom[2]
+                    _nine_pixels(image, in_w, oy * pool.stride_h + dy, ox * pool.stride_w + dx, p)
                     place = <floating>(dy * pool.kernel_w + dx)
                     first = dy == 0 and dx == 0
                     for u in range(units):  # the filters side by side: it vectorises
-                        total = p0 * kernels[0][u] + p1 * kernels[1][u]
-                        total += p2 * kernels[2][u]
-                        total += p3 * kernels[3][u]
-                        total += p4 * kernels[4][u]
-                        total += p5 * kernels[5][u]
-                        total += p6 * kernels[6][u]
-                        total += p7 * kernels[7][u]
-                        total += p8 * kernels[8][u]
+                        total = p[0] * kernels[0][u] + p[1] * kernels[1][u]
+                        total += p[2] * kernels[2][u]
+                        total += p[3] * kernels[3][u]
+                        total += p[4] * kernels[4][u]
+                        total += p[5] * kernels[5][u]
+                        total += p[6] * kernels[6][u]
+                        total += p[7] * kernels[7][u]
+                        total += p[8] * kernels[8][u]
                         total += kernels[9][u]
                         value = activation(total, ACTIVATION_RELU)
                         best = largest[u]
@@ -294,38 +297,30 @@ cdef inline void _fused_gradient_row(
     maximum (at its place in ``places``, as ``_conv_pool_row`` writes them), and the error into the bias's sum;
     the filters side by side, each pixel picked by a select.  A zero error adds zeros, which leave a sum as it
     is, so the sums are those of adding one error at a time."""
-    cdef Py_ssize_t oy, ox, dy, dx, y, x, u
-    cdef const floating* top
-    cdef const floating* middle
-    cdef const floating* bottom
+    cdef Py_ssize_t oy, ox, dy, dx, u
     cdef const floating* where
     cdef const floating* error
-    cdef floating p0, p1, p2, p3, p4, p5, p6, p7, p8, place
+    cdef floating p[9]
+    cdef floating place
     cdef bint won
     for oy in range(pool.out_h):
         for ox in range(pool.out_w):
             where = places + (oy * pool.out_w + ox) * units
             for dy in range(pool.kernel_h):
                 for dx in range(pool.kernel_w):
-                    y, x = oy * pool.stride_h + dy, ox * pool.stride_w + dx
-                    top = image + y * in_w + x
-                    middle = top + in_w
-                    bottom = middle + in_w
-                    p0, p1, p2 = top[0], top[1], top[2]
-                    p3, p4, p5 = middle[0], middle[1], middle[2]
-                    p6, p7, p8 = bottom[0], bottom[1], bottom[2]
+                    _nine_pixels(image, in_w, oy * pool.stride_h + dy, ox * pool.stride_w + dx, p)
                     place = <floating>(dy * pool.kernel_w + dx)
                     for u in range(units):  # selects, not branches: it vectorises
                         won = where[u] == place
-                        picked[0][u] = p0 if won else picked[0][u]
-                        picked[1][u] = p1 if won else picked[1][u]
-                        picked[2][u] = p2 if won else picked[2][u]
-                        picked[3][u] = p3 if won else picked[3][u]
-                        picked[4][u] = p4 if won else picked[4][u]
-                        picked[5][u] = p5 if won else picked[5][u]
-                        picked[6][u] = p6 if won else picked[6][u]
-                        picked[7][u] = p7 if won else picked[7][u]
-                        picked[8][u] = p8 if won else picked[8][u]
+                        picked[0][u] = p[0] if won else picked[0][u]
+                        picked[1][u] = p[1] if won else picked[1][u]
+                        picked[2][u] = p[2] if won else picked[2][u]
+                        picked[3][u] = p[3] if won else picked[3][u]
+                        picked[4][u] = p[4] if won else picked[4][u]
+                        picked[5][u] = p[5] if won else picked[5][u]
+                        picked[6][u] = p[6] if won else picked[6][u]
+                        picked[7][u] = p[7] if won else picked[7][u]
+                        picked[8][u] = p[8] if won else picked[8][u]
             error = errors + (oy * pool.out_w + ox) * units
             for u in range(units):
                 sums[0][u] += error[u] * picked[0][u]

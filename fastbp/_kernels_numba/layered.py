@@ -116,7 +116,8 @@ def _scratch(net, n_slots, dt):
     signals; ``patches`` and ``patch_errors`` one row's windows of the largest
     convolution and their errors; ``products`` a layer's weighted sums;
     ``winners[slot]`` holds a pooling layer ``k``'s ``(CHUNK_ROWS, sizes[k + 1])``
-    winners (where in its input each output's maximum is) from ``win_off[k]``.
+    winners (where in its input each output's maximum is) from ``win_off[k]``, but for
+    a fused layer's pooling, which keeps its places among the values (``_conv_pool_row``).
     """
     sizes, geometry = net.sizes, net.geometry
     n_layers = sizes.shape[0] - 1
@@ -128,7 +129,7 @@ def _scratch(net, n_slots, dt):
     n_patches, n_patch_errors = 1, 1
     win_off = np.zeros(n_layers + 1, dtype=np.intp)
     for k in range(n_layers):
-        pooling = net.kinds[k] == LayerKindCode.MAX_POOL2D
+        pooling = net.kinds[k] == LayerKindCode.MAX_POOL2D and not (k == 1 and _fused(net, 0))
         win_off[k + 1] = win_off[k] + (CHUNK_ROWS * sizes[k + 1] if pooling else 0)
         if net.kinds[k] == LayerKindCode.CONV2D:
             positions = geometry[k, Geometry.OUT_H] * geometry[k, Geometry.OUT_W]
@@ -225,6 +226,20 @@ def _one_by_one(columns, units, weights, start):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _nine_pixels(values, image, in_w, y, x):
+    """The 3x3 pixels from row ``y``, column ``x`` of the one-channel image at ``values[image:]`` (``in_w``
+    wide), row by row: the window of a fused first layer's output (``_fused``)."""
+    top = image + y * in_w + x
+    middle = top + in_w
+    bottom = middle + in_w
+    return (
+        values[top], values[top + ONE], values[top + np.uintp(2)],
+        values[middle], values[middle + ONE], values[middle + np.uintp(2)],
+        values[bottom], values[bottom + ONE], values[bottom + np.uintp(2)],
+    )  # fmt: skip
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, where, dt):
     """One row's fused first layer (``_fused``) and its pooling: each output of the convolution that the
     pooling ``pool`` reads is computed where the pooling takes it, its 9 pixels of the one-channel image at
@@ -242,12 +257,9 @@ def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, wh
             to = (oy * out_w + ox) * units
             for dy in range(pool_h):
                 for dx in range(pool_w):
-                    y, x = oy * stride_h + dy, ox * stride_w + dx
-                    top, middle = image + y * in_w + x, image + (y + ONE) * in_w + x
-                    bottom = middle + in_w
-                    p0, p1, p2 = values[top], values[top + ONE], values[top + np.uintp(2)]
-                    p3, p4, p5 = values[middle], values[middle + ONE], values[middle + np.uintp(2)]
-                    p6, p7, p8 = values[bottom], values[bottom + ONE], values[bottom + np.uintp(2)]
+                    p0, p1, p2, p3, p4, p5, p6, p7, p8 = _nine_pixels(
+                        values, image, in_w, oy * stride_h + dy, ox * stride_w + dx
+                    )
                     place = dt(dy * pool_w + dx)
                     first = dy == 0 and dx == 0
                     for u in range(units):  # the filters side by side: it vectorises
@@ -284,12 +296,9 @@ def _fused_gradient_row(values, image, in_w, places, errors, at, pool, units, su
             to = (oy * out_w + ox) * units
             for dy in range(pool_h):
                 for dx in range(pool_w):
-                    y, x = oy * stride_h + dy, ox * stride_w + dx
-                    top, middle = image + y * in_w + x, image + (y + ONE) * in_w + x
-                    bottom = middle + in_w
-                    p0, p1, p2 = values[top], values[top + ONE], values[top + np.uintp(2)]
-                    p3, p4, p5 = values[middle], values[middle + ONE], values[middle + np.uintp(2)]
-                    p6, p7, p8 = values[bottom], values[bottom + ONE], values[bottom + np.uintp(2)]
+                    p0, p1, p2, p3, p4, p5, p6, p7, p8 = _nine_pixels(
+                        values, image, in_w, oy * stride_h + dy, ox * stride_w + dx
+                    )
                     place = dt(dy * pool_w + dx)
                     for u in range(units):  # selects, not branches: it vectorises
                         won_here = values[places + to + u] == place
