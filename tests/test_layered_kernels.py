@@ -107,6 +107,11 @@ NETWORKS = {
         dropout(0.5),
         dense(2, "sigmoid"),
     ),
+    # More channels than a pooling's window takes at a time in the Cython kernels (64): a pooled convolution's and
+    # a pooling's poolings.
+    "conv-c70-relu-pool2x2-pool2x2-softmax": lambda: stack(
+        conv((5, 5, 2), 70, (1, 1), activation="relu"), pool((2, 2)), pool((2, 2)), flatten, dense(2, "softmax")
+    ),
 }
 
 # (network, dtype, optimizer, batch size, threads, l2, sample weights): every network, optimizer, dtype, batch
@@ -134,6 +139,8 @@ CASES = [
     ("first-k3-c1-relu-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.0, False),
     ("first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid", np.float32, "momentum", 40, 2, 0.0, True),
     ("first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid", np.float64, "adam", 17, 1, 0.01, False),
+    ("conv-c70-relu-pool2x2-pool2x2-softmax", np.float32, "adam", 17, 2, 0.0, True),
+    ("conv-c70-relu-pool2x2-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.01, False),
 ]
 
 
@@ -262,6 +269,7 @@ GRADIENT_NETWORKS = {
         dense(3, "softmax"),
     ),
     "max_pool2d": lambda: stack(conv((6, 5, 1), 2, (2, 2)), pool((2, 2)), pool((2, 1)), flatten, dense(2, "sigmoid")),
+    "max_pool2d-over-70-channels": NETWORKS["conv-c70-relu-pool2x2-pool2x2-softmax"],
     "max_pool2d-over-the-first-relu-convolution": lambda: stack(
         conv((7, 8, 1), 3, (3, 3), activation="relu"), pool((2, 2)), flatten, dense(2, "softmax")
     ),

@@ -26,7 +26,7 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastbp._kernels_cython.constants cimport (
     ACTIVATION_EXP, ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID,
-    ACTIVATION_SOFTMAX, ACTIVATION_TANH, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H,
+    ACTIVATION_SOFTMAX, ACTIVATION_TANH, CELL_SHIFT, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H,
     GEOMETRY_IN_W, GEOMETRY_KERNEL_H,
     GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT, GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H,
     GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LAYER_CONV2D, LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA,
@@ -54,6 +54,12 @@ cdef extern from *:
     """
     int FASTBP_LAYERED_OPENMP
 
+cdef enum:
+    PLACES_BLOCK = 64  # the channels a pooling's window takes at a time (``_pool_row``): its places' stack arrays
+
+#: A pooled convolution's maximum's column, below its row (``CELL_SHIFT``).
+cdef Py_ssize_t COLUMN_MASK = (<Py_ssize_t>1 << CELL_SHIFT) - 1
+
 #: ``2**-53``: a draw's 53 bits as a fraction of one.
 cdef double DRAW_UNIT = 1.0 / 9007199254740992.0
 
@@ -66,6 +72,8 @@ cdef struct Parts:
     Py_ssize_t patches  # one row's windows of the largest convolution, (positions, fan_in + 1)
     Py_ssize_t patch_errors  # their errors, (positions, fan_in)
     Py_ssize_t products  # a layer's weighted sums for the chunk
+    Py_ssize_t winners  # where each pooling's maxima are, integers: (CHUNK_ROWS, sizes[k + 1]) from win_off[k]
+    const Py_ssize_t* win_off
     Py_ssize_t size  # its values in all
 
 
@@ -118,20 +126,27 @@ cdef inline double _dropout_draw(uint64_t stream, Py_ssize_t unit) noexcept nogi
     return <double>(_mix(stream + (<uint64_t>unit + 1) * SPLITMIX_GAMMA) >> 11) * DRAW_UNIT
 
 
-cdef Parts _parts(const Network* net, Py_ssize_t* v_off) noexcept nogil:
-    """The parts of one slot's scratch, writing each layer's values' start into ``v_off`` (``n_layers + 2``)."""
+cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py_ssize_t item) noexcept nogil:
+    """The parts of one slot's scratch of floats of ``item`` bytes, writing each layer's values' start into
+    ``v_off`` (``n_layers + 2``) and each pooling's winners' start into ``win_off`` (``n_layers + 1``; a fused
+    layer's pooling keeps its places among the values instead, see ``_conv_pool_row``)."""
     cdef Py_ssize_t n_layers = net.n_layers
     cdef Py_ssize_t widest = 0
     cdef Py_ssize_t n_patches = 1
     cdef Py_ssize_t n_patch_errors = 1
     cdef Py_ssize_t k, positions
+    cdef Py_ssize_t per_winner = sizeof(Py_ssize_t) // item
+    cdef bint pooling
     cdef const Py_ssize_t* g
     cdef Parts parts
     v_off[0] = 0
     for k in range(n_layers + 1):
         v_off[k + 1] = v_off[k] + CHUNK_ROWS * (net.sizes[k] + 1)
         widest = max(widest, net.sizes[k] + 1)
+    win_off[0] = 0
     for k in range(n_layers):
+        pooling = net.kinds[k] == LAYER_MAX_POOL2D and not (k == 1 and _fused(net, 0))
+        win_off[k + 1] = win_off[k] + (CHUNK_ROWS * net.sizes[k + 1] if pooling else 0)
         if net.kinds[k] == LAYER_CONV2D:
             g = net.geometry + k * net.geometry_stride
             positions = g[GEOMETRY_OUT_H] * g[GEOMETRY_OUT_W]
@@ -143,7 +158,10 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off) noexcept nogil:
     parts.patches = parts.errors + 2 * parts.side_size
     parts.patch_errors = parts.patches + n_patches
     parts.products = parts.patch_errors + n_patch_errors
-    parts.size = parts.products + parts.side_size
+    # The winners start, and the slot ends, on a multiple of per_winner floats: aligned for the integers.
+    parts.winners = (parts.products + parts.side_size + per_winner - 1) // per_winner * per_winner
+    parts.win_off = win_off
+    parts.size = parts.winners + win_off[n_layers] * per_winner
     return parts
 
 
@@ -414,49 +432,52 @@ cdef inline void _add_window(
                 to[c] += error * source[kx * w.in_c + c]
 
 
-cdef inline void _pool_row(const floating* image, Window w, floating* out) noexcept nogil:
+cdef inline void _pool_row(
+    const floating* image, Window w, floating* out, Py_ssize_t* winners, bint cells, bint training
+) noexcept nogil:
     """The largest value of each pooling window of each channel of one row's ``image`` into ``out``: each
     channel's first value of the window, replaced by every later one (rows, then columns) that is greater,
-    the channels side by side (the value ``_window_argmax`` finds)."""
-    cdef Py_ssize_t oy, ox, dy, dx, c
+    the channels side by side; where in the image each is into ``winners``, as the Numba backend's ``_pool``:
+    its index, or, where ``cells`` (the image is a pooled convolution's outputs), its row and column as
+    ``y << CELL_SHIFT | x``, only in ``training`` (nothing reads them after a prediction).  The window's rows
+    and columns wait as floats on the stack, ``PLACES_BLOCK`` channels at a time, until the window is done:
+    integers beside the floats, or stores beside ``out``'s, would leave the loop over the channels scalar."""
+    cdef Py_ssize_t oy, ox, dy, dx, c, block, start, n, y, x, at
     cdef floating* largest
     cdef const floating* source
-    cdef floating value, top
+    cdef floating value, top, row, column
+    cdef bint greater
+    cdef floating rows[PLACES_BLOCK]
+    cdef floating columns[PLACES_BLOCK]
     for oy in range(w.out_h):
         for ox in range(w.out_w):
-            largest = out + (oy * w.out_w + ox) * w.in_c
-            source = image + (oy * w.stride_h * w.in_w + ox * w.stride_w) * w.in_c
-            for c in range(w.in_c):
-                largest[c] = source[c]
-            for dy in range(w.kernel_h):
-                for dx in range(w.kernel_w):
-                    source = image + ((oy * w.stride_h + dy) * w.in_w + ox * w.stride_w + dx) * w.in_c
-                    for c in range(w.in_c):
-                        value, top = source[c], largest[c]
-                        largest[c] = value if value > top else top  # stored either way: a loop that vectorises
-
-
-cdef struct Cell:
-    # A place in an image: its row and column.
-    Py_ssize_t y
-    Py_ssize_t x
-
-
-cdef inline Cell _window_argmax(
-    const floating* image, Window w, Py_ssize_t oy, Py_ssize_t ox, Py_ssize_t c
-) noexcept nogil:
-    """Where in ``image`` the largest value of pooling window ``(oy, ox)`` of channel ``c`` is (the first one,
-    scanning rows then columns): its row and column, which the caller needs without dividing an index."""
-    cdef Cell best = Cell(y=oy * w.stride_h, x=ox * w.stride_w)
-    cdef floating largest = image[(best.y * w.in_w + best.x) * w.in_c + c]
-    cdef Py_ssize_t y, x
-    cdef floating value
-    for y in range(oy * w.stride_h, oy * w.stride_h + w.kernel_h):
-        for x in range(ox * w.stride_w, ox * w.stride_w + w.kernel_w):
-            value = image[(y * w.in_w + x) * w.in_c + c]
-            if value > largest:
-                best.y, best.x, largest = y, x, value
-    return best
+            at = (oy * w.out_w + ox) * w.in_c
+            for block in range((w.in_c + PLACES_BLOCK - 1) // PLACES_BLOCK):
+                start = block * PLACES_BLOCK
+                n = min(PLACES_BLOCK, w.in_c - start)
+                largest = out + at + start
+                source = image + (oy * w.stride_h * w.in_w + ox * w.stride_w) * w.in_c + start
+                for c in range(n):
+                    largest[c] = source[c]
+                    rows[c] = 0.0
+                    columns[c] = 0.0
+                for dy in range(w.kernel_h):
+                    for dx in range(w.kernel_w):
+                        source = image + ((oy * w.stride_h + dy) * w.in_w + ox * w.stride_w + dx) * w.in_c + start
+                        row, column = <floating>dy, <floating>dx
+                        for c in range(n):  # selects, not branches, stored either way: it vectorises
+                            value, top = source[c], largest[c]
+                            greater = value > top
+                            largest[c] = value if greater else top
+                            if training:  # unswitched: prediction runs the loop without the places
+                                rows[c] = row if greater else rows[c]
+                                columns[c] = column if greater else columns[c]
+                if not training:
+                    continue
+                for c in range(n):
+                    y = oy * w.stride_h + <Py_ssize_t>rows[c]
+                    x = ox * w.stride_w + <Py_ssize_t>columns[c]
+                    winners[at + start + c] = y << CELL_SHIFT | x if cells else (y * w.in_w + x) * w.in_c + start + c
 
 
 cdef inline void _activate_row(floating* out, const floating* sums, Py_ssize_t n, Py_ssize_t code) noexcept nogil:
@@ -523,6 +544,7 @@ cdef void _forward(
     cdef floating* values = slot
     cdef floating* patches = slot + parts.patches
     cdef floating* products = slot + parts.products
+    cdef Py_ssize_t* winners = <Py_ssize_t*>(slot + parts.winners)
     cdef Py_ssize_t n_rows = chunk.n_rows
     cdef Py_ssize_t n_in = net.sizes[k], n_out = net.sizes[k + 1], code = net.activations[k], kind = net.kinds[k]
     cdef const Py_ssize_t* g = net.geometry + k * net.geometry_stride
@@ -574,7 +596,7 @@ cdef void _forward(
         source = values + inputs + s * (n_in + 1)
         out = values + outputs + s * (n_out + 1)
         if kind == LAYER_MAX_POOL2D:
-            _pool_row(source, w, out)
+            _pool_row(source, w, out, winners + parts.win_off[k] + s * n_out, k > 0 and _pooled(net, k - 1), training)
         elif kind == LAYER_DROPOUT and training and net.dropout[k] > 0.0:
             rate = net.dropout[k]
             scale = <floating>(1.0 / (1.0 - rate))
@@ -596,24 +618,24 @@ cdef void _backward(
     cdef const floating* values = slot
     cdef floating* patches = slot + parts.patches
     cdef floating* patch_errors = slot + parts.patch_errors
+    cdef const Py_ssize_t* winners = <const Py_ssize_t*>(slot + parts.winners)
     cdef const floating* errors = slot + parts.errors + side * parts.side_size
     cdef floating* below = slot + parts.errors + (1 - side) * parts.side_size
     cdef Py_ssize_t n_rows = chunk.n_rows
     cdef Py_ssize_t n_in = net.sizes[k], n_out = net.sizes[k + 1], kind = net.kinds[k]
     cdef const Py_ssize_t* g = net.geometry + k * net.geometry_stride
     cdef Window w = _region(net, k) if kind == LAYER_CONV2D else _pooling(net, k)
-    cdef Window above
     cdef Py_ssize_t inputs = parts.v_off[k], outputs = parts.v_off[k + 1]
     cdef const floating* layer = weights + net.w_off[k]
     cdef floating* layer_grad = grad + net.w_off[k]
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
-    cdef Py_ssize_t s, i, j, oy, ox, c, units, fan_in, positions, code
+    cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code
     cdef floating error
     cdef floating* unit_grad
     cdef const floating* window
-    cdef const floating* source
     cdef const floating* row_errors
-    cdef Cell cell
+    cdef const Py_ssize_t* row_winners
+    cdef Py_ssize_t y, x, won, window_index
     cdef floating* row_below
     cdef double rate
     cdef floating scale
@@ -640,29 +662,27 @@ cdef void _backward(
                 )
             _one_by_one(sums, units, layer_grad)
         elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)
-            above = _pooling(net, k + 1)
             for s in range(n_rows):
                 _gather_windows(values + inputs + s * (n_in + 1), w, patches)
                 if k > 0:
                     for i in range(n_in):
                         below[s * n_in + i] = 0.0
-                source = values + outputs + s * (n_out + 1)
                 row_errors = errors + s * net.sizes[k + 2]
+                row_winners = winners + parts.win_off[k + 1] + s * net.sizes[k + 2]
                 j = 0
-                for oy in range(above.out_h):
-                    for ox in range(above.out_w):
-                        for c in range(units):
-                            error = row_errors[j]
-                            j += 1
-                            if error == 0.0:
-                                continue
-                            cell = _window_argmax(source, above, oy, ox, c)
-                            unit_grad = layer_grad + c * (fan_in + 1)
-                            window = patches + (cell.y * w.out_w + cell.x) * (fan_in + 1)
-                            for i in range(fan_in + 1):
-                                unit_grad[i] += error * window[i]
-                            if k > 0:
-                                _add_window(below + s * n_in, w, cell.y, cell.x, layer + c * (fan_in + 1), error)
+                for window_index in range(net.sizes[k + 2] // units):
+                    for c in range(units):
+                        error, won = row_errors[j], row_winners[j]
+                        j += 1
+                        if error == 0.0:
+                            continue
+                        y, x = won >> CELL_SHIFT, won & COLUMN_MASK
+                        unit_grad = layer_grad + c * (fan_in + 1)
+                        window = patches + (y * w.out_w + x) * (fan_in + 1)
+                        for i in range(fan_in + 1):
+                            unit_grad[i] += error * window[i]
+                        if k > 0:
+                            _add_window(below + s * n_in, w, y, x, layer + c * (fan_in + 1), error)
         else:
             positions = w.out_h * w.out_w
             for s in range(n_rows):
@@ -684,18 +704,14 @@ cdef void _backward(
             _derive_row(below + s * n_out, values + outputs + s * (n_out + 1), n_out, net.activations[k - 1])
     elif k > 0:
         for s in range(n_rows):
-            source = values + inputs + s * (n_in + 1)
             row_errors = errors + s * n_out
             row_below = below + s * n_in
             if kind == LAYER_MAX_POOL2D:
                 for j in range(n_in):
                     row_below[j] = 0.0
-                for oy in range(w.out_h):
-                    for ox in range(w.out_w):
-                        for c in range(w.in_c):
-                            cell = _window_argmax(source, w, oy, ox, c)
-                            j = (oy * w.out_w + ox) * w.in_c + c
-                            row_below[(cell.y * w.in_w + cell.x) * w.in_c + c] += row_errors[j]
+                row_winners = winners + parts.win_off[k] + s * n_out
+                for j in range(n_out):
+                    row_below[row_winners[j]] += row_errors[j]
             elif kind == LAYER_DROPOUT and net.dropout[k] > 0.0:
                 rate = net.dropout[k]
                 scale = <floating>(1.0 / (1.0 - rate))
@@ -861,10 +877,10 @@ cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_sl
     buffers.n_slots = max(1, min(n_slots, buffers.n_chunks))
     buffers.n_weights = n_weights
     buffers.block = NULL
-    buffers.v_off = <Py_ssize_t*>malloc((net.n_layers + 2) * sizeof(Py_ssize_t))
+    buffers.v_off = <Py_ssize_t*>malloc((2 * net.n_layers + 3) * sizeof(Py_ssize_t))  # and win_off after
     if buffers.v_off == NULL:
         raise MemoryError()
-    buffers.parts = _parts(net, buffers.v_off)
+    buffers.parts = _parts(net, buffers.v_off, buffers.v_off + net.n_layers + 2, item)
     buffers.block = malloc(
         (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights) * item
     )

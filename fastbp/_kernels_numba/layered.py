@@ -31,7 +31,15 @@ import numpy as np
 from numba import njit, prange
 
 from .._concepts import ActivationCode, LayerKindCode
-from .._constants import CHUNK_ROWS, FUSED_MAX_UNITS, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, Geometry
+from .._constants import (
+    CELL_SHIFT,
+    CHUNK_ROWS,
+    FUSED_MAX_UNITS,
+    SPLITMIX_GAMMA,
+    SPLITMIX_MIX1,
+    SPLITMIX_MIX2,
+    Geometry,
+)
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .llvm import blas_dgemm, blas_sgemm
@@ -42,8 +50,8 @@ AS_IS = ord("N")
 TRANSPOSED = ord("T")
 
 #: A pooled convolution's maximum's row and column in one winner (``_pool``): the row's shift, the column's mask.
-CELL_SHIFT = np.uintp(32)
-CELL_MASK = np.uintp(2**32 - 1)
+ROW_SHIFT = np.uintp(CELL_SHIFT)
+COLUMN_MASK = np.uintp(2**CELL_SHIFT - 1)
 
 GAMMA = np.uint64(SPLITMIX_GAMMA)
 MIX1 = np.uint64(SPLITMIX_MIX1)
@@ -449,7 +457,7 @@ def _pool(values, source, in_w, out, g, winners, at, cells):
     """One row's max pooling: from the image at ``values[source:]``, ``in_w`` values wide, into
     ``values[out:]``, and where in the image each maximum is into ``winners[at:]`` (the first one, scanning
     each window's rows then columns): its index, or, where ``cells`` (the image is a pooled convolution's
-    outputs), its row and column as ``y << CELL_SHIFT | x``, which the convolution's backward pass reads
+    outputs), its row and column as ``y << ROW_SHIFT | x``, which the convolution's backward pass reads
     without dividing an index."""
     _, _, channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
     source, in_w, out, at = np.uintp(source), np.uintp(in_w), np.uintp(out), np.uintp(at)
@@ -460,7 +468,7 @@ def _pool(values, source, in_w, out, g, winners, at, cells):
             for dy in range(kernel_h):
                 for dx in range(kernel_w):
                     place = corner + (dy * in_w + dx) * channels
-                    cell = (oy * stride_h + dy) << CELL_SHIFT | (ox * stride_w + dx)
+                    cell = (oy * stride_h + dy) << ROW_SHIFT | (ox * stride_w + dx)
                     first = dy == 0 and dx == 0
                     for c in range(channels):  # contiguous, and selects rather than branches: it vectorises
                         value, best = values[source + place + c], values[out + to + c]
@@ -588,7 +596,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                         if error == 0.0:
                             continue
                         cell = winners[won + j]
-                        y, x = cell >> CELL_SHIFT, cell & CELL_MASK
+                        y, x = cell >> ROW_SHIFT, cell & COLUMN_MASK
                         unit = np.uintp(net.w_off[k]) + c * width
                         position = y * region[1] + x
                         for i in range(width):
