@@ -478,7 +478,10 @@ def _pool(values, source, in_w, out, g, winners, at, cells):
                         winners[at + to + c] = mark if better else winners[at + to + c]
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+# A layer's passes are compiled on their own rather than inlined: called once per layer and chunk, the call costs
+# nothing, and training on one thread or several, the gradient and prediction share one compilation of each
+# (inlined, every caller compiled copies of its own, most of the layered kernels' first compilation).
+@njit(**NUMBA_OPTIONS)
 def _forward(net, weights, k, chunk, scratch, slot, training):
     """Layer ``k``'s values for the ``chunk`` ``(rows, seed, step)`` (its data rows, the dropout seed and the
     update's number), from the layer below's; ``training`` applies dropout."""
@@ -541,7 +544,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         values[out + n_out] = 1.0
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     """Layer ``k``'s gradient into ``grad`` (accumulated), and, but for the first layer, the error signals of
     the layer below into the other side of the errors, from the layer's own at ``side``."""
