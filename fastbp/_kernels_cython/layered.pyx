@@ -144,7 +144,7 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py
         widest = max(widest, net.sizes[k] + 1)
     win_off[0] = 0
     for k in range(n_layers):
-        pooling = net.kinds[k] == LAYER_MAX_POOL2D and not (k == 1 and _fused(net, 0))
+        pooling = net.kinds[k] == LAYER_MAX_POOL2D and not _pooled_with_the_first(net, k)
         win_off[k + 1] = win_off[k] + (CHUNK_ROWS * net.sizes[k + 1] if pooling else 0)
         if net.kinds[k] == LAYER_CONV2D:
             g = net.geometry + k * net.geometry_stride
@@ -226,6 +226,12 @@ cdef inline bint _fused(const Network* net, Py_ssize_t k) noexcept nogil:
         and g[GEOMETRY_STRIDE_W] == 1 and g[GEOMETRY_PAD_TOP] == 0 and g[GEOMETRY_PAD_LEFT] == 0
         and g[GEOMETRY_UNITS] <= FUSED_MAX_UNITS
     )
+
+
+cdef inline bint _pooled_with_the_first(const Network* net, Py_ssize_t k) noexcept nogil:
+    """Whether layer ``k`` is the pooling of a fused first layer (``_fused``): computed in its loop, its places
+    kept among the values, no winners of its own."""
+    return k == 1 and _fused(net, 0)
 
 
 cdef inline void _side_by_side(
@@ -562,7 +568,7 @@ cdef void _forward(
     # A fused layer's weights, transposed: on the stack, where no store of the outputs can alias them (gcc
     # then vectorises the loop over the filters; in the slot's scratch it left it scalar).
     cdef floating kernels[10][FUSED_MAX_UNITS]
-    if k == 1 and _fused(net, 0):  # computed with the convolution below
+    if _pooled_with_the_first(net, k):  # computed with the convolution below
         return
     if _fused(net, k):
         units, n_pooled = g[GEOMETRY_UNITS], net.sizes[k + 2]

@@ -137,7 +137,7 @@ def _scratch(net, n_slots, dt):
     n_patches, n_patch_errors = 1, 1
     win_off = np.zeros(n_layers + 1, dtype=np.intp)
     for k in range(n_layers):
-        pooling = net.kinds[k] == LayerKindCode.MAX_POOL2D and not (k == 1 and _fused(net, 0))
+        pooling = net.kinds[k] == LayerKindCode.MAX_POOL2D and not _pooled_with_the_first(net, k)
         win_off[k + 1] = win_off[k] + (CHUNK_ROWS * sizes[k + 1] if pooling else 0)
         if net.kinds[k] == LayerKindCode.CONV2D:
             positions = geometry[k, Geometry.OUT_H] * geometry[k, Geometry.OUT_W]
@@ -212,6 +212,13 @@ def _fused(net, k):
 #: over the filters that store into several of them vectorise (a stride of ``units`` would need a check of
 #: each pair of columns at run time).
 COLUMN = np.uintp(FUSED_MAX_UNITS)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _pooled_with_the_first(net, k):
+    """Whether layer ``k`` is the pooling of a fused first layer (``_fused``): computed in its loop, its places
+    kept among the values, no winners of its own."""
+    return k == 1 and _fused(net, 0)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -457,7 +464,7 @@ def _pool(values, source, in_w, out, g, winners, at, cells):
     """One row's max pooling: from the image at ``values[source:]``, ``in_w`` values wide, into
     ``values[out:]``, and where in the image each maximum is into ``winners[at:]`` (the first one, scanning
     each window's rows then columns): its index, or, where ``cells`` (the image is a pooled convolution's
-    outputs), its row and column as ``y << ROW_SHIFT | x``, which the convolution's backward pass reads
+    outputs), its row and column as ``y << CELL_SHIFT | x``, which the convolution's backward pass reads
     without dividing an index."""
     _, _, channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
     source, in_w, out, at = np.uintp(source), np.uintp(in_w), np.uintp(out), np.uintp(at)
@@ -494,7 +501,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     n_in, n_out, code, kind = net.sizes[k], net.sizes[k + 1], net.activations[k], net.kinds[k]
     g = net.geometry[k]
     inputs, outputs = v_off[k], v_off[k + 1]
-    if k == 1 and _fused(net, 0):  # computed with the convolution below
+    if _pooled_with_the_first(net, k):  # computed with the convolution below
         return
     if _fused(net, k):
         units, n_pooled, pooled = g[Geometry.UNITS], net.sizes[k + 2], v_off[k + 2]
