@@ -9,12 +9,13 @@ process), and ``backend="cython"`` raises an ImportError saying the extension is
 The constants the kernels build in are generated from ``fastbp._constants`` into
 ``fastbp/_kernels_cython/constants.pxd`` by every build, never typed twice.
 
-On x86-64 each module is built twice: for every x86-64 processor (whose vector unit,
-SSE2, is four floats wide), and as ``<module>_avx2`` (generated ``<module>_avx2.pyx``,
-which includes the module's source) for processors with AVX2, eight floats wide;
-``fastbp._kernels_cython`` imports the second where the processor has AVX2.  The C
-compiler may not fuse multiplies and adds in either (see ``GCC_LIKE_FLAGS``), so both
-give the same bits.
+On x86-64 the modules are also built for wider vectors (``VECTOR_BUILDS``): each for
+every x86-64 processor (whose vector unit, SSE2, is four floats wide) and as
+``<module>_avx2`` (generated ``<module>_avx2.pyx``, which includes the module's source)
+for processors with AVX2, eight floats wide; the layered kernels also as
+``layered_avx512`` for those with AVX-512, sixteen.  ``fastbp._kernels_cython`` imports
+the widest build of each module that the processor runs.  The C compiler may not fuse
+multiplies and adds in any of them (see ``GCC_LIKE_FLAGS``), so all give the same bits.
 """
 
 import importlib
@@ -24,6 +25,7 @@ import sys
 import types
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -46,11 +48,31 @@ MATH_LIBRARY = ["m"]
 # OpenMP lets the mini-batch kernels share a batch's products between threads; without it
 # (a compiler that lacks it) the extensions build anyway and run them on one thread.
 OPENMP_FLAGS = ["-fopenmp"]
-# The AVX2 builds: gcc and clang target AVX2's vector instructions in their loops (still without fused
-# multiply-adds), on x86-64 only.
-AVX2_SUFFIX = "_avx2"
-AVX2_FLAGS = ["-mavx2"]
-AVX2_MACHINES = ("x86_64", "amd64")
+
+
+# The vector builds, on x86-64 only, by suffix: the instructions' name, the flags that make gcc and clang target
+# them in their loops (still without fused multiply-adds), and the modules built so. AVX2 for every module;
+# AVX-512 (F, CD, BW, DQ and VL, as x86-64-v4, with 512-bit vectors preferred: gcc's tuning for these
+# processors stops at 256 bits otherwise) for the layered kernels alone, whose loops over 32 filters or
+# channels it runs faster; the online kernels' short loops over a layer run slower in it (see the
+# performance page).
+class VectorBuild(NamedTuple):
+    """A vector build: the instructions' name, gcc's and clang's flags for them, the modules built so."""
+
+    instructions: str
+    flags: list[str]
+    modules: tuple[str, ...]
+
+
+VECTOR_BUILDS = {
+    "_avx2": VectorBuild("AVX2", ["-mavx2"], MODULES),
+    "_avx512": VectorBuild(
+        "AVX-512",
+        ["-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mprefer-vector-width=512"],
+        ("layered",),
+    ),
+}
+VECTOR_MACHINES = ("x86_64", "amd64")
 BUILD_ERRORS = (CCompilerError, ExecError, PlatformError, ValueError)
 MISSING_BACKEND = """
 ********************************************************************************
@@ -85,14 +107,15 @@ class OptionalBuildExt(build_ext):
             super().run()
         except BUILD_ERRORS as error:
             self.failed["fastbp._kernels_cython"] = error
-        missing = [name for name in self.failed if not name.endswith(AVX2_SUFFIX)]
+        missing = [name for name in self.failed if _vector_build(name) is None]
         if missing:
             announce_missing_backend(f"{', '.join(missing)} could not be compiled ({self.failed[missing[0]]})")
             return
-        for name, error in self.failed.items():  # AVX2 builds only
+        for name, error in self.failed.items():  # vector builds only
+            instructions = VECTOR_BUILDS[_vector_build(name)].instructions
             warnings.warn(
-                f"{name} could not be built ({error}): processors with AVX2 will run the modules built for every "
-                "x86-64 processor",
+                f"{name} could not be built ({error}): processors with {instructions} will run a module built for "
+                "narrower vectors",
                 stacklevel=1,
             )
 
@@ -100,15 +123,15 @@ class OptionalBuildExt(build_ext):
         openmp_error = None
         if self.compiler.compiler_type in ("unix", "mingw32", "cygwin"):
             ext.extra_compile_args = [*ext.extra_compile_args, *GCC_LIKE_FLAGS]
-            if ext.name.endswith(AVX2_SUFFIX):
-                ext.extra_compile_args = [*ext.extra_compile_args, *AVX2_FLAGS]
+            if _vector_build(ext.name) is not None:
+                ext.extra_compile_args = [*ext.extra_compile_args, *VECTOR_BUILDS[_vector_build(ext.name)].flags]
             ext.libraries = [*ext.libraries, *MATH_LIBRARY]
             try:
                 self._build_with(ext, OPENMP_FLAGS)
                 return
             except BUILD_ERRORS as error:
                 openmp_error = error
-        elif ext.name.endswith(AVX2_SUFFIX):  # another compiler: the modules built for every processor will do
+        elif _vector_build(ext.name) is not None:  # another compiler: the modules built for every processor will do
             return
         try:
             super().build_extension(ext)
@@ -200,22 +223,31 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-AVX2_PYX = """{directives}
-# Generated by setup.py at every build: {name}.pyx's kernels, compiled for processors with AVX2. Do not edit.
+VECTOR_PYX = """{directives}
+# Generated by setup.py at every build: {name}.pyx's kernels, compiled for processors with {vectors}. Do not edit.
 
 include "{name}.pyx"
 """
 
 
-def write_avx2_sources() -> list[str]:
-    """Generate ``<module>_avx2.pyx`` for each module (its compiler directives, then its source included) where
-    the machine is x86-64; returns their module names."""
-    if platform.machine().lower() not in AVX2_MACHINES:
+def _vector_build(name: str) -> str | None:
+    """The suffix of the vector build that extension or module ``name`` is, or None."""
+    return next((suffix for suffix in VECTOR_BUILDS if name.endswith(suffix)), None)
+
+
+def write_vector_sources() -> list[str]:
+    """Generate ``<module><suffix>.pyx`` for each module and vector build (its compiler directives, then its
+    source included) where the machine is x86-64; returns their module names."""
+    if platform.machine().lower() not in VECTOR_MACHINES:
         return []
-    for name in MODULES:
-        directives = (KERNELS / f"{name}.pyx").read_text().splitlines()[0]
-        _write_if_changed(KERNELS / f"{name}{AVX2_SUFFIX}.pyx", AVX2_PYX.format(directives=directives, name=name))
-    return [f"{name}{AVX2_SUFFIX}" for name in MODULES]
+    names = []
+    for suffix, build in VECTOR_BUILDS.items():
+        for name in build.modules:
+            directives = (KERNELS / f"{name}.pyx").read_text().splitlines()[0]
+            text = VECTOR_PYX.format(directives=directives, name=name, vectors=build.instructions)
+            _write_if_changed(KERNELS / f"{name}{suffix}.pyx", text)
+            names.append(f"{name}{suffix}")
+    return names
 
 
 def extensions():
@@ -226,7 +258,7 @@ def extensions():
         announce_missing_backend(f"Cython or SciPy is missing at build time ({error})")
         return []
     write_constants()
-    names = [*MODULES, *write_avx2_sources()]
+    names = [*MODULES, *write_vector_sources()]
     modules = [Extension(f"fastbp._kernels_cython.{name}", [f"fastbp/_kernels_cython/{name}.pyx"]) for name in names]
     return cythonize(modules, compiler_directives={"language_level": 3})
 

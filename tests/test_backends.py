@@ -3,6 +3,7 @@ what each backend declares, and the checks that the bundles fit together."""
 
 import dataclasses
 import importlib
+import importlib.util
 import subprocess
 import sys
 import threading
@@ -60,8 +61,9 @@ def test_training_with_cython_in_a_fresh_process_compiles_nothing(tmp_path):
 
 def _cython_results() -> list[np.ndarray]:
     """Weights and outputs of every family of the Cython backend's kernels on small data: online (exact and
-    fast mode), lockstep, mini-batches (float64 and float32) and a layered network."""
-    from fastbp.layers import Conv2D, Dropout, Flatten, MaxPooling2D
+    fast mode), lockstep, mini-batches (float64 and float32) and two layered networks (the second, the
+    notebook's kind: a fused first layer and a pooled convolution of 32 filters each)."""
+    from fastbp.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(48, 5)), rng.integers(0, 3, 48)
@@ -70,23 +72,53 @@ def _cython_results() -> list[np.ndarray]:
         model = fastbp.train(X, y, hidden=(6,), epochs=3, seed=0, backend="cython", optimizer="adam", **options)
         results += [model.weights, model.predict_proba(X)]
     results += [model.weights for model in fastbp.train_many(X, y, seeds=range(8), epochs=3, backend="cython")]
-    images = rng.random((40, 9, 9, 2), dtype=np.float32)
-    layers = [Conv2D(4, 3, activation="relu"), MaxPooling2D(2), Conv2D(3, 2, padding="same"), Flatten(), Dropout(0.3)]
-    model = fastbp.train(images, y[:40], layers=layers, output="softmax", optimizer="adam", lr=0.01, batch_size=20,
-                         epochs=2, seed=0, dtype=np.float32, backend="cython")  # fmt: skip
-    return [*results, model.weights, model.predict_proba(images)]
+    networks = {
+        (9, 9, 2): [Conv2D(4, 3, activation="relu"), MaxPooling2D(2), Conv2D(3, 2, padding="same"), Flatten(),
+                    Dropout(0.3)],
+        (14, 14, 1): [Conv2D(32, 3, activation="relu"), MaxPooling2D(2), Conv2D(32, 3, activation="relu"),
+                      MaxPooling2D(2), Flatten(), Dense(16, activation="relu")],
+    }  # fmt: skip
+    for shape, layers in networks.items():
+        images = rng.random((40, *shape), dtype=np.float32)
+        model = fastbp.train(images, y[:40], layers=layers, output="softmax", optimizer="adam", lr=0.01,
+                             batch_size=20, epochs=2, seed=0, dtype=np.float32, backend="cython")  # fmt: skip
+        results += [model.weights, model.predict_proba(images)]
+    return results
 
 
-@pytest.mark.skipif(not cython_kernels.AVX2, reason="the Cython kernels are not built for AVX2 here")
-def test_the_cython_kernels_built_for_avx2_give_the_bits_of_those_built_for_every_processor(monkeypatch):
-    avx2 = _cython_results()
+def _use_build(monkeypatch, suffix: str) -> None:
+    """Point the Cython backend's kernels at its modules built with ``suffix`` (``""``: for every processor),
+    those that were built so."""
     for family in ("online", "lockstep", "batches", "layered"):
-        for name, kernel in vars(importlib.import_module(f"fastbp._kernels_cython.{family}")).items():
+        try:
+            module = importlib.import_module(f"fastbp._kernels_cython.{family}{suffix}")
+        except ImportError:
+            continue
+        for name, kernel in vars(module).items():
             if hasattr(cython_kernels, name) and callable(kernel):
                 monkeypatch.setattr(cython_kernels, name, kernel)
+
+
+@pytest.mark.parametrize(
+    "suffix, instructions, runs",
+    [("_avx2", "AVX2", cython_kernels.AVX2), ("_avx512", "AVX-512", cython_kernels.AVX512)],
+    ids=["avx2", "avx512"],
+)
+def test_the_cython_kernels_built_for_wider_vectors_give_the_bits_of_those_built_for_every_processor(
+    monkeypatch, suffix, instructions, runs
+):
+    if not runs:
+        pytest.skip(f"this processor does not run {instructions} (or the environment turns its builds off)")
+    layered = f"fastbp._kernels_cython.layered{suffix}"
+    if importlib.util.find_spec(layered) is None:
+        pytest.skip(f"the Cython kernels are not built for {instructions} here")
+    _use_build(monkeypatch, suffix)
+    assert cython_kernels.train_layered.__module__ == layered
+    wide = _cython_results()
+    _use_build(monkeypatch, "")
     assert cython_kernels.train_layered.__module__ == "fastbp._kernels_cython.layered"
     baseline = _cython_results()
-    assert all(np.array_equal(a, b) for a, b in zip(avx2, baseline, strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(wide, baseline, strict=True))
 
 
 @pytest.mark.parametrize("name", _backends.BACKENDS)

@@ -11,9 +11,10 @@ agree bit for bit.  Their constants are generated from :mod:`fastbp._concepts` a
 import if they differ from those modules now (a stale build).
 
 On x86-64 each module is also built for processors with AVX2 (``<module>_avx2``, from
-the same source, with vectors twice as wide and still no fused multiply-adds: the same
-bits), and imported instead where the processor has AVX2; ``FASTBP_CYTHON_AVX2=0`` in
-the environment keeps the modules built for every processor.
+the same source, with vectors twice as wide) and with AVX-512 (``<module>_avx512``, four
+times as wide), still without fused multiply-adds: the same bits.  The widest build the
+processor runs is imported; ``FASTBP_CYTHON_AVX512=0`` in the environment stops at AVX2,
+``FASTBP_CYTHON_AVX2=0`` keeps the modules built for every processor.
 """
 
 import importlib
@@ -23,20 +24,24 @@ from types import ModuleType
 from .._backends import Capabilities
 from .._concepts import LAYER_KINDS
 from .._parallel import usable_cores
-from .batches import PROCESSOR_HAS_AVX2
+from .batches import PROCESSOR_HAS_AVX2, PROCESSOR_HAS_AVX512
 
-#: Whether the ``_avx2`` builds are imported, where they were built.
+#: Whether the ``_avx2`` builds may be imported (where they were built): the processor runs them, and
+#: ``FASTBP_CYTHON_AVX2`` is not ``0``.
 AVX2 = PROCESSOR_HAS_AVX2 and os.environ.get("FASTBP_CYTHON_AVX2", "1") != "0"
+#: Whether the ``_avx512`` builds may be imported, likewise (``FASTBP_CYTHON_AVX512``), and never without AVX2's.
+AVX512 = AVX2 and PROCESSOR_HAS_AVX512 and os.environ.get("FASTBP_CYTHON_AVX512", "1") != "0"
 
 
 def _family(name: str) -> ModuleType:
-    """Kernel module ``name``: its AVX2 build where :data:`AVX2` says so and the build exists, else its build
-    for every processor."""
-    if AVX2:
-        try:
-            return importlib.import_module(f"{__name__}.{name}_avx2")
-        except ImportError:
-            pass
+    """Kernel module ``name``: its widest vector build that :data:`AVX512` and :data:`AVX2` allow and that
+    exists, else its build for every processor."""
+    for suffix, allowed in (("_avx512", AVX512), ("_avx2", AVX2)):
+        if allowed:
+            try:
+                return importlib.import_module(f"{__name__}.{name}{suffix}")
+            except ImportError:
+                pass
     return importlib.import_module(f"{__name__}.{name}")
 
 
@@ -68,6 +73,7 @@ CAPABILITIES = Capabilities(
 
 __all__ = [
     "AVX2",
+    "AVX512",
     "CAPABILITIES",
     "OPENMP",
     "backward_propagate_error",

@@ -59,15 +59,24 @@ cdef extern from *:
     """
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
     static int fastbp_processor_has_avx2(void) { __builtin_cpu_init(); return __builtin_cpu_supports("avx2"); }
+    static int fastbp_processor_has_avx512(void) {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd")
+            && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")
+            && __builtin_cpu_supports("avx512vl");
+    }
     #else
     static int fastbp_processor_has_avx2(void) { return 0; }
+    static int fastbp_processor_has_avx512(void) { return 0; }
     #endif
     """
     int fastbp_processor_has_avx2()
+    int fastbp_processor_has_avx512()
 
 #: Whether this processor (and its operating system) runs AVX2's instructions, for which the ``_avx2`` builds
-#: of the modules are compiled.
+#: of the modules are compiled, and AVX-512's (those of the ``_avx512`` builds: F, CD, BW, DQ and VL).
 PROCESSOR_HAS_AVX2 = bool(fastbp_processor_has_avx2())
+PROCESSOR_HAS_AVX512 = bool(fastbp_processor_has_avx512())
 
 
 cdef struct SparseRows:
