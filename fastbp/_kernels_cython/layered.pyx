@@ -16,11 +16,12 @@ computed inside its pooling's loop, as in the Numba backend.  Some loops
 run in another order than Numba's where no value can change: a pooling takes the
 largest values of all channels of a window side by side (each channel's still the
 first largest in its window), and a kernel row that lies inside the image is copied,
-or its errors added, as one stretch.
+or its errors added, as one stretch.  A pooled convolution's backward pass works on its
+filters and their gradient copied into rows padded to whole cache lines, the same values.
 """
 
 from cython.parallel cimport prange
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -62,6 +63,11 @@ cdef Py_ssize_t COLUMN_MASK = (<Py_ssize_t>1 << CELL_SHIFT) - 1
 #: ``2**-53``: a draw's 53 bits as a fraction of one.
 cdef double DRAW_UNIT = 1.0 / 9007199254740992.0
 
+cdef enum:
+    # A cache line's bytes, and the widest vector's (AVX-512's): the scratch's block starts on a multiple of it,
+    # as do its filters' rows (see Parts.filters), so that no vector of them straddles two lines.
+    LINE_BYTES = 64
+
 
 cdef struct Parts:
     # Where the parts of one slot's scratch start (see _parts), in values of the weights' type.
@@ -71,6 +77,11 @@ cdef struct Parts:
     Py_ssize_t patches  # one row's windows of the largest convolution, (positions, fan_in + 1)
     Py_ssize_t patch_errors  # their errors, (positions, fan_in)
     Py_ssize_t products  # a layer's weighted sums for the chunk
+    # A pooled convolution's filters, and their gradient, each row padded to a whole number of cache lines
+    # (_line_width): the backward pass's loops over a filter then load and store whole vectors, where its rows
+    # in the weights (fan_in + 1 apart) would make most of them straddle two lines.
+    Py_ssize_t filters
+    Py_ssize_t filter_grads
     Py_ssize_t winners  # where each pooling's maxima are, integers: (CHUNK_ROWS, sizes[k + 1]) from win_off[k]
     const Py_ssize_t* win_off
     Py_ssize_t size  # its values in all
@@ -90,7 +101,8 @@ cdef struct Buffers:
     Py_ssize_t n_slots
     Py_ssize_t n_chunks
     Py_ssize_t n_weights
-    void* block  # the floats, of the weights' type
+    void* block  # the floats, of the weights' type, from the first multiple of LINE_BYTES in the allocation
+    void* allocation
     Py_ssize_t* v_off
 
 
@@ -125,14 +137,22 @@ cdef inline double _dropout_draw(uint64_t stream, Py_ssize_t unit) noexcept nogi
     return <double>(_mix(stream + (<uint64_t>unit + 1) * SPLITMIX_GAMMA) >> 11) * DRAW_UNIT
 
 
+cdef inline Py_ssize_t _line_width(Py_ssize_t n, Py_ssize_t item) noexcept nogil:
+    """``n`` floats of ``item`` bytes rounded up to whole cache lines (``LINE_BYTES``), in floats."""
+    cdef Py_ssize_t line = LINE_BYTES // item
+    return (n + line - 1) // line * line
+
+
 cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py_ssize_t item) noexcept nogil:
     """The parts of one slot's scratch of floats of ``item`` bytes, writing each layer's values' start into
     ``v_off`` (``n_layers + 2``) and each pooling's winners' start into ``win_off`` (``n_layers + 1``; a fused
-    layer's pooling keeps its places among the values instead, see ``_conv_pool_row``)."""
+    layer's pooling keeps its places among the values instead, see ``_conv_pool_row``).  The filters, and the
+    slot's size, start on whole cache lines."""
     cdef Py_ssize_t n_layers = net.n_layers
     cdef Py_ssize_t widest = 0
     cdef Py_ssize_t n_patches = 1
     cdef Py_ssize_t n_patch_errors = 1
+    cdef Py_ssize_t n_filters = 0
     cdef Py_ssize_t k, positions
     cdef Py_ssize_t per_winner = sizeof(Py_ssize_t) // item
     cdef bint pooling
@@ -151,16 +171,20 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py
             positions = g[GEOMETRY_OUT_H] * g[GEOMETRY_OUT_W]
             n_patches = max(n_patches, positions * (g[GEOMETRY_FAN_IN] + 1))
             n_patch_errors = max(n_patch_errors, positions * g[GEOMETRY_FAN_IN])
+            if _pooled(net, k) and not _fused(net, k):
+                n_filters = max(n_filters, g[GEOMETRY_UNITS] * _line_width(g[GEOMETRY_FAN_IN] + 1, item))
     parts.v_off = v_off
     parts.side_size = CHUNK_ROWS * widest
     parts.errors = v_off[n_layers + 1]
     parts.patches = parts.errors + 2 * parts.side_size
     parts.patch_errors = parts.patches + n_patches
     parts.products = parts.patch_errors + n_patch_errors
-    # The winners start, and the slot ends, on a multiple of per_winner floats: aligned for the integers.
-    parts.winners = (parts.products + parts.side_size + per_winner - 1) // per_winner * per_winner
+    parts.filters = _line_width(parts.products + parts.side_size, item)
+    parts.filter_grads = parts.filters + n_filters
+    # The winners start on a whole line: aligned for the integers.
+    parts.winners = parts.filter_grads + n_filters
     parts.win_off = win_off
-    parts.size = parts.winners + win_off[n_layers] * per_winner
+    parts.size = _line_width(parts.winners + win_off[n_layers] * per_winner, item)
     return parts
 
 
@@ -252,6 +276,17 @@ cdef inline void _one_by_one(floating (*columns)[FUSED_MAX_UNITS], Py_ssize_t un
     for u in range(units):
         for i in range(10):
             layer[u * 10 + i] = columns[i][u]
+
+
+cdef inline void _copy_rows(
+    const floating* source, Py_ssize_t source_stride, floating* to, Py_ssize_t to_stride, Py_ssize_t n_rows,
+    Py_ssize_t n,
+) noexcept nogil:
+    """``n_rows`` rows of ``n`` values, ``source_stride`` apart in ``source``, into ``to``, ``to_stride`` apart."""
+    cdef Py_ssize_t r, i
+    for r in range(n_rows):
+        for i in range(n):
+            to[r * to_stride + i] = source[r * source_stride + i]
 
 
 cdef inline void _nine_pixels(
@@ -623,6 +658,8 @@ cdef void _backward(
     cdef const floating* values = slot
     cdef floating* patches = slot + parts.patches
     cdef floating* patch_errors = slot + parts.patch_errors
+    cdef floating* filters = slot + parts.filters
+    cdef floating* filter_grads = slot + parts.filter_grads
     cdef const Py_ssize_t* winners = <const Py_ssize_t*>(slot + parts.winners)
     cdef const floating* errors = slot + parts.errors + side * parts.side_size
     cdef floating* below = slot + parts.errors + (1 - side) * parts.side_size
@@ -634,7 +671,7 @@ cdef void _backward(
     cdef const floating* layer = weights + net.w_off[k]
     cdef floating* layer_grad = grad + net.w_off[k]
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
-    cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code
+    cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width
     cdef floating error
     cdef floating* unit_grad
     cdef const floating* window
@@ -667,6 +704,12 @@ cdef void _backward(
                 )
             _one_by_one(sums, units, layer_grad)
         elif _pooled(net, k):  # errors only at the maxima the pooling above took (its ``below``)
+            # The filters and their gradient at whole cache lines a row (Parts.filters); the gradient is copied
+            # back afterwards, the same sums.
+            width = _line_width(fan_in + 1, sizeof(floating))
+            _copy_rows(layer_grad, fan_in + 1, filter_grads, width, units, fan_in + 1)
+            if k > 0:
+                _copy_rows(layer, fan_in + 1, filters, width, units, fan_in + 1)
             for s in range(n_rows):
                 _gather_windows(values + inputs + s * (n_in + 1), w, patches)
                 if k > 0:
@@ -682,12 +725,13 @@ cdef void _backward(
                         if error == 0.0:
                             continue
                         y, x = won >> CELL_SHIFT, won & COLUMN_MASK
-                        unit_grad = layer_grad + c * (fan_in + 1)
+                        unit_grad = filter_grads + c * width
                         window = patches + (y * w.out_w + x) * (fan_in + 1)
                         for i in range(fan_in + 1):
                             unit_grad[i] += error * window[i]
                         if k > 0:
-                            _add_window(below + s * n_in, w, y, x, layer + c * (fan_in + 1), error)
+                            _add_window(below + s * n_in, w, y, x, filters + c * width, error)
+            _copy_rows(filter_grads, width, layer_grad, fan_in + 1, units, fan_in + 1)
         else:
             positions = w.out_h * w.out_w
             for s in range(n_rows):
@@ -881,22 +925,23 @@ cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_sl
     buffers.n_chunks = (batch_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
     buffers.n_slots = max(1, min(n_slots, buffers.n_chunks))
     buffers.n_weights = n_weights
-    buffers.block = NULL
+    buffers.block = buffers.allocation = NULL
     buffers.v_off = <Py_ssize_t*>malloc((2 * net.n_layers + 3) * sizeof(Py_ssize_t))  # and win_off after
     if buffers.v_off == NULL:
         raise MemoryError()
     buffers.parts = _parts(net, buffers.v_off, buffers.v_off + net.n_layers + 2, item)
-    buffers.block = malloc(
-        (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights) * item
+    buffers.allocation = malloc(
+        (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights) * item + LINE_BYTES
     )
-    if buffers.block == NULL:
+    if buffers.allocation == NULL:
         free(buffers.v_off)
         raise MemoryError()
+    buffers.block = <void*>((<uintptr_t>buffers.allocation + LINE_BYTES - 1) // LINE_BYTES * LINE_BYTES)
     return buffers
 
 
 cdef void _free(Buffers* buffers) noexcept:
-    free(buffers.block)
+    free(buffers.allocation)
     free(buffers.v_off)
 
 
