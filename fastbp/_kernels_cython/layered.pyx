@@ -67,6 +67,9 @@ cdef enum:
     # A cache line's bytes, and the widest vector's (AVX-512's): the scratch's block starts on a multiple of it,
     # as do its filters' rows (see Parts.filters), so that no vector of them straddles two lines.
     LINE_BYTES = 64
+    # A pooled convolution's gradient takes the errors of this many pooling windows at a time, filter by
+    # filter (_add_terms).
+    WINDOWS_AT_ONCE = 4
 
 
 cdef struct Parts:
@@ -287,6 +290,31 @@ cdef inline void _copy_rows(
     for r in range(n_rows):
         for i in range(n):
             to[r * to_stride + i] = source[r * source_stride + i]
+
+
+cdef inline void _add_terms(
+    floating* sums, const floating* terms, const floating** rows, Py_ssize_t n_terms, Py_ssize_t n
+) noexcept nogil:
+    """``sums[i] += terms[t] * rows[t][i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1``
+    (``WINDOWS_AT_ONCE`` at most) in turn: the additions of one at a time, with each sum loaded and stored once."""
+    cdef Py_ssize_t i
+    cdef floating a = terms[0], b = terms[1], c = terms[2], d = terms[3]
+    cdef const floating* ra = rows[0]
+    cdef const floating* rb = rows[1]
+    cdef const floating* rc = rows[2]
+    cdef const floating* rd = rows[3]
+    if n_terms == 4:
+        for i in range(n):
+            sums[i] = sums[i] + a * ra[i] + b * rb[i] + c * rc[i] + d * rd[i]
+    elif n_terms == 3:
+        for i in range(n):
+            sums[i] = sums[i] + a * ra[i] + b * rb[i] + c * rc[i]
+    elif n_terms == 2:
+        for i in range(n):
+            sums[i] = sums[i] + a * ra[i] + b * rb[i]
+    elif n_terms == 1:
+        for i in range(n):
+            sums[i] = sums[i] + a * ra[i]
 
 
 cdef inline void _nine_pixels(
@@ -671,7 +699,9 @@ cdef void _backward(
     cdef const floating* layer = weights + net.w_off[k]
     cdef floating* layer_grad = grad + net.w_off[k]
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
-    cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width
+    cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width, n_windows, group, first, n_terms
+    cdef floating terms[WINDOWS_AT_ONCE]
+    cdef const floating* term_rows[WINDOWS_AT_ONCE]
     cdef floating error
     cdef floating* unit_grad
     cdef const floating* window
@@ -717,20 +747,32 @@ cdef void _backward(
                         below[s * n_in + i] = 0.0
                 row_errors = errors + s * net.sizes[k + 2]
                 row_winners = winners + parts.win_off[k + 1] + s * net.sizes[k + 2]
-                j = 0
-                for window_index in range(net.sizes[k + 2] // units):
+                n_windows = net.sizes[k + 2] // units
+                if k > 0:  # each error times its filter into its window's inputs, windows in order
+                    for j in range(n_windows * units):
+                        if row_errors[j] != 0.0:
+                            won = row_winners[j]
+                            _add_window(
+                                below + s * n_in, w, won >> CELL_SHIFT, won & COLUMN_MASK, filters + (j % units) * width,
+                                row_errors[j],
+                            )
+                # Each error times its window into its filter's gradient: a few windows' errors for one filter at
+                # a time, in the windows' order, so that each sum is loaded and stored once for them all.
+                for group in range((n_windows + WINDOWS_AT_ONCE - 1) // WINDOWS_AT_ONCE):
+                    first = group * WINDOWS_AT_ONCE
                     for c in range(units):
-                        error, won = row_errors[j], row_winners[j]
-                        j += 1
-                        if error == 0.0:
-                            continue
-                        y, x = won >> CELL_SHIFT, won & COLUMN_MASK
-                        unit_grad = filter_grads + c * width
-                        window = patches + (y * w.out_w + x) * (fan_in + 1)
-                        for i in range(fan_in + 1):
-                            unit_grad[i] += error * window[i]
-                        if k > 0:
-                            _add_window(below + s * n_in, w, y, x, filters + c * width, error)
+                        n_terms = 0
+                        for window_index in range(first, min(first + WINDOWS_AT_ONCE, n_windows)):
+                            j = window_index * units + c
+                            if row_errors[j] == 0.0:
+                                continue
+                            won = row_winners[j]
+                            terms[n_terms] = row_errors[j]
+                            term_rows[n_terms] = patches + (
+                                ((won >> CELL_SHIFT) * w.out_w + (won & COLUMN_MASK)) * (fan_in + 1)
+                            )
+                            n_terms += 1
+                        _add_terms(filter_grads + c * width, terms, term_rows, n_terms, fan_in + 1)
             _copy_rows(filter_grads, width, layer_grad, fan_in + 1, units, fan_in + 1)
         else:
             positions = w.out_h * w.out_w
