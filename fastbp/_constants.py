@@ -62,6 +62,11 @@ PREDICT_CHUNK_ROWS = 64
 #: transposed weights, ten per filter, live on the stack of the Cython kernel; the notebook's layer has 32).
 FUSED_MAX_UNITS = 64
 
+#: A pooled convolution's backward pass adds the errors of this many pooling windows at a time into each filter's
+#: gradient, each sum loaded and stored once for them, in the windows' order (the sums of one at a time). The
+#: kernels spell out one loop for each count up to it.
+WINDOWS_AT_ONCE = 4
+
 #: A max pooling of a pooled convolution's outputs keeps where each maximum is as its row shifted by this many
 #: bits, or'd with its column: the convolution's backward pass reads both without dividing an index.
 CELL_SHIFT = 32
@@ -106,7 +111,7 @@ def compiled_constants() -> dict:
     names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI")
     names += ("EXP_LN2_LO", "EXP_TAYLOR", "CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
-    names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT")
+    names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINDOWS_AT_ONCE")
     geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
     return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}
 

@@ -30,7 +30,8 @@ from fastbp._kernels_cython.constants cimport (
     ACTIVATION_SOFTMAX, ACTIVATION_TANH, CELL_SHIFT, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C,
     GEOMETRY_IN_H, GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W,
     GEOMETRY_PAD_LEFT, GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LAYER_CONV2D,
-    LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, compiled_constants,
+    LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINDOWS_AT_ONCE,
+    compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
     Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step,
@@ -67,9 +68,6 @@ cdef enum:
     # A cache line's bytes, and the widest vector's (AVX-512's): the scratch's block starts on a multiple of it,
     # as do its filters' rows (see Parts.filters), so that no vector of them straddles two lines.
     LINE_BYTES = 64
-    # A pooled convolution's gradient takes the errors of this many pooling windows at a time, filter by
-    # filter (_add_terms).
-    WINDOWS_AT_ONCE = 4
 
 
 cdef struct Parts:

@@ -38,6 +38,7 @@ from .._constants import (
     SPLITMIX_GAMMA,
     SPLITMIX_MIX1,
     SPLITMIX_MIX2,
+    WINDOWS_AT_ONCE,
     Geometry,
 )
 from .batches import MAX_THREADS, _variant, on_threads
@@ -413,6 +414,27 @@ def _add_window(below, start, g, oy, ox, weights, at, error):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _add_terms(sums, at, terms, starts, n_terms, rows, n):
+    """``sums[at + i] += terms[t] * rows[starts[t] + i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1``
+    (``WINDOWS_AT_ONCE`` at most) in turn: the additions of one at a time, with each sum loaded and stored once."""
+    at, n = np.uintp(at), np.uintp(n)
+    a, b, c, d = terms
+    ra, rb, rc, rd = starts
+    if n_terms == 4:
+        for i in range(n):
+            sums[at + i] = sums[at + i] + a * rows[ra + i] + b * rows[rb + i] + c * rows[rc + i] + d * rows[rd + i]
+    elif n_terms == 3:
+        for i in range(n):
+            sums[at + i] = sums[at + i] + a * rows[ra + i] + b * rows[rb + i] + c * rows[rc + i]
+    elif n_terms == 2:
+        for i in range(n):
+            sums[at + i] = sums[at + i] + a * rows[ra + i] + b * rows[rb + i]
+    elif n_terms == 1:
+        for i in range(n):
+            sums[at + i] = sums[at + i] + a * rows[ra + i]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _activate(sums, start, values, to, n, code, dt):
     """``values[to : to + n]`` = the activation ``code`` of ``sums[start : start + n]`` (softmax: the sums as
     they are, for ``softmax`` to normalise).  One loop per activation, its code a constant, so that each
@@ -594,25 +616,41 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             region = _region(net, k)
             n_pooled, width, won = np.uintp(net.sizes[k + 2]), np.uintp(fan_in) + ONE, np.uintp(win_off[k + 1])
             units = np.uintp(units)
+            n_windows = n_pooled // units
             for s in range(n_rows):
                 _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
-                if k > 0:
-                    below[s * n_in : (s + 1) * n_in] = 0.0
                 row = np.uintp(s) * n_pooled
-                for window in range(n_pooled // units):
+                if k > 0:  # each error times its filter into its window's inputs, windows in order
+                    below[s * n_in : (s + 1) * n_in] = 0.0
+                    for j in range(row, row + n_pooled):
+                        if errors[j] != 0.0:
+                            cell = winners[won + j]
+                            unit = np.uintp(net.w_off[k]) + (j - row) % units * width
+                            _add_window(below, s * n_in, g, cell >> ROW_SHIFT, cell & COLUMN_MASK, weights, unit,
+                                        errors[j])  # fmt: skip
+                # Each error times its window into its filter's gradient: a few windows' errors for one filter at
+                # a time, in the windows' order, so that each sum is loaded and stored once for them all.
+                for first in range(0, n_windows, WINDOWS_AT_ONCE):
                     for c in range(units):
-                        j = row + window * units + c
-                        error = errors[j]
-                        if error == 0.0:
-                            continue
-                        cell = winners[won + j]
-                        y, x = cell >> ROW_SHIFT, cell & COLUMN_MASK
-                        unit = np.uintp(net.w_off[k]) + c * width
-                        position = y * region[1] + x
-                        for i in range(width):
-                            grad[unit + i] += error * patches[position * width + i]
-                        if k > 0:
-                            _add_window(below, s * n_in, g, y, x, weights, unit, error)
+                        n_terms, term_a, term_b, term_c, term_d = 0, dt(0.0), dt(0.0), dt(0.0), dt(0.0)
+                        start_a = start_b = start_c = start_d = np.uintp(0)
+                        for window in range(first, min(first + WINDOWS_AT_ONCE, n_windows)):
+                            j = row + window * units + c
+                            if errors[j] == 0.0:
+                                continue
+                            cell = winners[won + j]
+                            start = ((cell >> ROW_SHIFT) * region[1] + (cell & COLUMN_MASK)) * width
+                            if n_terms == 0:
+                                term_a, start_a = errors[j], start
+                            elif n_terms == 1:
+                                term_b, start_b = errors[j], start
+                            elif n_terms == 2:
+                                term_c, start_c = errors[j], start
+                            else:
+                                term_d, start_d = errors[j], start
+                            n_terms += 1
+                        _add_terms(grad, np.uintp(net.w_off[k]) + c * width, (term_a, term_b, term_c, term_d),
+                                   (start_a, start_b, start_c, start_d), n_terms, patches, width)  # fmt: skip
         else:
             positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
             for s in range(n_rows):
