@@ -64,7 +64,7 @@ FUSED_MAX_UNITS = 64
 
 #: A pooled convolution's backward pass adds the errors of this many pooling windows at a time into each filter's
 #: gradient, each sum loaded and stored once for them, in the windows' order (the sums of one at a time). The
-#: kernels spell out one loop for each count up to it.
+#: kernels spell out a loop for each count from 1 to 4 (``_add_terms``), so it is at most 4.
 WINDOWS_AT_ONCE = 4
 
 #: A max pooling of a pooled convolution's outputs keeps where each maximum is as its row shifted by this many

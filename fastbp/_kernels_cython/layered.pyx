@@ -700,12 +700,9 @@ cdef void _backward(
     cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width, n_windows, group, first, n_terms
     cdef floating terms[WINDOWS_AT_ONCE]
     cdef const floating* term_rows[WINDOWS_AT_ONCE]
-    cdef floating error
-    cdef floating* unit_grad
-    cdef const floating* window
     cdef const floating* row_errors
     cdef const Py_ssize_t* row_winners
-    cdef Py_ssize_t y, x, won, window_index
+    cdef Py_ssize_t won, window_index
     cdef floating* row_below
     cdef double rate
     cdef floating scale
