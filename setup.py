@@ -50,12 +50,6 @@ MATH_LIBRARY = ["m"]
 OPENMP_FLAGS = ["-fopenmp"]
 
 
-# The vector builds, on x86-64 only, by suffix: the instructions' name, the flags that make gcc and clang target
-# them in their loops (still without fused multiply-adds), and the modules built so. AVX2 for every module;
-# AVX-512 (F, CD, BW, DQ and VL, as x86-64-v4, with 512-bit vectors preferred: gcc's tuning for these
-# processors stops at 256 bits otherwise) for the layered kernels alone, whose loops over 32 filters or
-# channels it runs faster; the online kernels' short loops over a layer run slower in it (see the
-# performance page).
 class VectorBuild(NamedTuple):
     """A vector build: the instructions' name, gcc's and clang's flags for them, the modules built so."""
 
@@ -64,6 +58,11 @@ class VectorBuild(NamedTuple):
     modules: tuple[str, ...]
 
 
+# The vector builds, on x86-64 only, by suffix: the flags make gcc and clang target the instructions in their
+# loops (still without fused multiply-adds). AVX2 for every module; AVX-512 (F, CD, BW, DQ and VL, as x86-64-v4,
+# with 512-bit vectors preferred: gcc's tuning for these processors stops at 256 bits otherwise) for the
+# layered kernels alone, whose loops over 32 filters or channels it runs faster; the online kernels' short
+# loops over a layer run slower in it (see the performance page).
 VECTOR_BUILDS = {
     "_avx2": VectorBuild("AVX2", ["-mavx2"], MODULES),
     "_avx512": VectorBuild(
@@ -121,17 +120,18 @@ class OptionalBuildExt(build_ext):
 
     def build_extension(self, ext):
         openmp_error = None
+        vectors = _vector_build(ext.name)
         if self.compiler.compiler_type in ("unix", "mingw32", "cygwin"):
             ext.extra_compile_args = [*ext.extra_compile_args, *GCC_LIKE_FLAGS]
-            if _vector_build(ext.name) is not None:
-                ext.extra_compile_args = [*ext.extra_compile_args, *VECTOR_BUILDS[_vector_build(ext.name)].flags]
+            if vectors is not None:
+                ext.extra_compile_args = [*ext.extra_compile_args, *VECTOR_BUILDS[vectors].flags]
             ext.libraries = [*ext.libraries, *MATH_LIBRARY]
             try:
                 self._build_with(ext, OPENMP_FLAGS)
                 return
             except BUILD_ERRORS as error:
                 openmp_error = error
-        elif _vector_build(ext.name) is not None:  # another compiler: the modules built for every processor will do
+        elif vectors is not None:  # another compiler: the modules built for every processor will do
             return
         try:
             super().build_extension(ext)

@@ -296,11 +296,19 @@ cdef inline void _add_terms(
     """``sums[i] += terms[t] * rows[t][i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1``
     (``WINDOWS_AT_ONCE`` at most) in turn: the additions of one at a time, with each sum loaded and stored once."""
     cdef Py_ssize_t i
-    cdef floating a = terms[0], b = terms[1], c = terms[2], d = terms[3]
-    cdef const floating* ra = rows[0]
-    cdef const floating* rb = rows[1]
-    cdef const floating* rc = rows[2]
-    cdef const floating* rd = rows[3]
+    cdef floating a = 0.0, b = 0.0, c = 0.0, d = 0.0
+    cdef const floating* ra = NULL
+    cdef const floating* rb = NULL
+    cdef const floating* rc = NULL
+    cdef const floating* rd = NULL
+    if n_terms > 0:  # only the terms given are read: the callers' arrays past them are not set
+        a, ra = terms[0], rows[0]
+    if n_terms > 1:
+        b, rb = terms[1], rows[1]
+    if n_terms > 2:
+        c, rc = terms[2], rows[2]
+    if n_terms > 3:
+        d, rd = terms[3], rows[3]
     if n_terms == 4:
         for i in range(n):
             sums[i] = sums[i] + a * ra[i] + b * rb[i] + c * rc[i] + d * rd[i]
