@@ -291,9 +291,9 @@ cdef inline void _copy_rows(
 
 
 cdef inline void _add_terms(
-    floating* sums, const floating* terms, const floating** rows, Py_ssize_t n_terms, Py_ssize_t n
+    floating* sums, const floating* terms, const floating** rows, Py_ssize_t offset, Py_ssize_t n_terms, Py_ssize_t n
 ) noexcept nogil:
-    """``sums[i] += terms[t] * rows[t][i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1``
+    """``sums[i] += terms[t] * rows[t][offset + i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1``
     (``WINDOWS_AT_ONCE`` at most) in turn: the additions of one at a time, with each sum loaded and stored once."""
     cdef Py_ssize_t i
     cdef floating a = 0.0, b = 0.0, c = 0.0, d = 0.0
@@ -302,13 +302,13 @@ cdef inline void _add_terms(
     cdef const floating* rc = NULL
     cdef const floating* rd = NULL
     if n_terms > 0:  # only the terms given are read: the callers' arrays past them are not set
-        a, ra = terms[0], rows[0]
+        a, ra = terms[0], rows[0] + offset
     if n_terms > 1:
-        b, rb = terms[1], rows[1]
+        b, rb = terms[1], rows[1] + offset
     if n_terms > 2:
-        c, rc = terms[2], rows[2]
+        c, rc = terms[2], rows[2] + offset
     if n_terms > 3:
-        d, rd = terms[3], rows[3]
+        d, rd = terms[3], rows[3] + offset
     if n_terms == 4:
         for i in range(n):
             sums[i] = sums[i] + a * ra[i] + b * rb[i] + c * rc[i] + d * rd[i]
@@ -707,6 +707,16 @@ cdef void _backward(
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
     cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width, n_windows, group, first, n_terms
     cdef floating terms[WINDOWS_AT_ONCE]
+    cdef Py_ssize_t nonzero[PLACES_BLOCK]
+    # Whether every window of the convolution lies inside its image: its gradient then reads the windows there.
+    cdef bint inside = (
+        w.pad_top == 0 and w.pad_left == 0 and (w.out_h - 1) * w.stride_h + w.kernel_h <= w.in_h
+        and (w.out_w - 1) * w.stride_w + w.kernel_w <= w.in_w
+    )
+    cdef Py_ssize_t stretch = w.kernel_w * w.in_c
+    cdef const floating* image
+    cdef floating one = 1.0
+    cdef const floating* ones[WINDOWS_AT_ONCE]
     cdef const floating* term_rows[WINDOWS_AT_ONCE]
     cdef const floating* row_errors
     cdef const Py_ssize_t* row_winners
@@ -719,6 +729,8 @@ cdef void _backward(
     # store can alias them (as ``_forward``'s ``kernels``).
     cdef floating sums[10][FUSED_MAX_UNITS]
     cdef floating picked[9][FUSED_MAX_UNITS]
+    for i in range(WINDOWS_AT_ONCE):
+        ones[i] = &one
     if kind == LAYER_DENSE or kind == LAYER_CONV2D:
         units, fan_in = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN]
         if kind == LAYER_DENSE:
@@ -744,7 +756,9 @@ cdef void _backward(
             if k > 0:
                 _copy_rows(layer, fan_in + 1, filters, width, units, fan_in + 1)
             for s in range(n_rows):
-                _gather_windows(values + inputs + s * (n_in + 1), w, patches)
+                image = values + inputs + s * (n_in + 1)
+                if not inside:
+                    _gather_windows(image, w, patches)
                 if k > 0:
                     for i in range(n_in):
                         below[s * n_in + i] = 0.0
@@ -752,13 +766,20 @@ cdef void _backward(
                 row_winners = winners + parts.win_off[k + 1] + s * net.sizes[k + 2]
                 n_windows = net.sizes[k + 2] // units
                 if k > 0:  # each error times its filter into its window's inputs, windows in order
-                    for j in range(n_windows * units):
-                        if row_errors[j] != 0.0:
-                            won = row_winners[j]
-                            _add_window(
-                                below + s * n_in, w, won >> CELL_SHIFT, won & COLUMN_MASK, filters + (j % units) * width,
-                                row_errors[j],
-                            )
+                    for window_index in range(n_windows):
+                        for group in range((units + PLACES_BLOCK - 1) // PLACES_BLOCK):
+                            first = group * PLACES_BLOCK
+                            n_terms = 0
+                            for c in range(first, min(first + PLACES_BLOCK, units)):
+                                nonzero[n_terms] = c
+                                n_terms += row_errors[window_index * units + c] != 0.0
+                            for i in range(n_terms):
+                                j = window_index * units + nonzero[i]
+                                won = row_winners[j]
+                                _add_window(
+                                    below + s * n_in, w, won >> CELL_SHIFT, won & COLUMN_MASK,
+                                    filters + nonzero[i] * width, row_errors[j],
+                                )
                 # Each error times its window into its filter's gradient: a few windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
                 for group in range((n_windows + WINDOWS_AT_ONCE - 1) // WINDOWS_AT_ONCE):
@@ -771,11 +792,24 @@ cdef void _backward(
                                 continue
                             won = row_winners[j]
                             terms[n_terms] = row_errors[j]
-                            term_rows[n_terms] = patches + (
-                                ((won >> CELL_SHIFT) * w.out_w + (won & COLUMN_MASK)) * (fan_in + 1)
-                            )
+                            if inside:
+                                term_rows[n_terms] = image + (
+                                    ((won >> CELL_SHIFT) * w.stride_h * w.in_w + (won & COLUMN_MASK) * w.stride_w) * w.in_c
+                                )
+                            else:
+                                term_rows[n_terms] = patches + (
+                                    ((won >> CELL_SHIFT) * w.out_w + (won & COLUMN_MASK)) * (fan_in + 1)
+                                )
                             n_terms += 1
-                        _add_terms(filter_grads + c * width, terms, term_rows, n_terms, fan_in + 1)
+                        if inside:
+                            for i in range(w.kernel_h):
+                                _add_terms(
+                                    filter_grads + c * width + i * stretch, terms, term_rows, i * w.in_w * w.in_c,
+                                    n_terms, stretch,
+                                )
+                            _add_terms(filter_grads + c * width + fan_in, terms, ones, 0, n_terms, 1)
+                        else:
+                            _add_terms(filter_grads + c * width, terms, term_rows, 0, n_terms, fan_in + 1)
             _copy_rows(filter_grads, width, layer_grad, fan_in + 1, units, fan_in + 1)
         else:
             positions = w.out_h * w.out_w

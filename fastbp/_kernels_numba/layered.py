@@ -194,6 +194,19 @@ def _region(net, k):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _inside(g, region):
+    """Whether every window of convolution ``g`` whose outputs ``region`` (rows, columns) are computed lies
+    inside its image: its gradient then reads the windows there, not gathered."""
+    in_h, in_w, _, _, _, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, _ = _window(g)
+    return (
+        pad_top == 0
+        and pad_left == 0
+        and (region[0] - ONE) * stride_h + kernel_h <= in_h
+        and (region[1] - ONE) * stride_w + kernel_w <= in_w
+    )
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _fused(net, k):
     """Whether layer ``k`` is computed together with the max pooling above it (``_conv_pool_row``): the first
     layer, a relu convolution of one-channel images by at most ``FUSED_MAX_UNITS`` 3x3 kernels, stride 1, no
@@ -617,15 +630,28 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             n_pooled, width, won = np.uintp(net.sizes[k + 2]), np.uintp(fan_in) + ONE, np.uintp(win_off[k + 1])
             units = np.uintp(units)
             n_windows = n_pooled // units
+            _, in_w, in_c, _, _, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
+            inside = _inside(g, region)
+            stretch, row_step = kernel_w * in_c, in_w * in_c
+            nonzero = np.empty(units, dtype=np.uintp)
+            ones, zero = np.ones(1, dtype=weights.dtype), np.uintp(0)
             for s in range(n_rows):
-                _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
+                image = np.uintp(inputs + s * (n_in + 1))
+                if not inside:
+                    _gather_windows(values, image, g, region, patches)
                 row = np.uintp(s) * n_pooled
                 if k > 0:  # each error times its filter into its window's inputs, windows in order
                     below[s * n_in : (s + 1) * n_in] = 0.0
-                    for j in range(row, row + n_pooled):
-                        if errors[j] != 0.0:
+                    for window in range(n_windows):
+                        first = row + window * units
+                        n_nonzero = 0
+                        for c in range(units):  # the filters with an error, listed without a branch
+                            nonzero[n_nonzero] = c
+                            n_nonzero += errors[first + c] != 0.0
+                        for i in range(n_nonzero):
+                            j = first + nonzero[i]
                             cell = winners[won + j]
-                            unit = np.uintp(net.w_off[k]) + (j - row) % units * width
+                            unit = np.uintp(net.w_off[k]) + nonzero[i] * width
                             _add_window(below, s * n_in, g, cell >> ROW_SHIFT, cell & COLUMN_MASK, weights, unit,
                                         errors[j])  # fmt: skip
                 # Each error times its window into its filter's gradient: a few windows' errors for one filter at
@@ -638,8 +664,11 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                             j = row + window * units + c
                             if errors[j] == 0.0:
                                 continue
-                            cell = winners[won + j]
-                            start = ((cell >> ROW_SHIFT) * region[1] + (cell & COLUMN_MASK)) * width
+                            y, x = winners[won + j] >> ROW_SHIFT, winners[won + j] & COLUMN_MASK
+                            if inside:
+                                start = image + (y * stride_h * in_w + x * stride_w) * in_c
+                            else:
+                                start = (y * region[1] + x) * width
                             if n_terms == 0:
                                 term_a, start_a = errors[j], start
                             elif n_terms == 1:
@@ -649,8 +678,16 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                             else:
                                 term_d, start_d = errors[j], start
                             n_terms += 1
-                        _add_terms(grad, np.uintp(net.w_off[k]) + c * width, (term_a, term_b, term_c, term_d),
-                                   (start_a, start_b, start_c, start_d), n_terms, patches, width)  # fmt: skip
+                        terms, at = (term_a, term_b, term_c, term_d), np.uintp(net.w_off[k]) + c * width
+                        if inside:
+                            for ky in range(kernel_h):
+                                shift = ky * row_step
+                                _add_terms(grad, at + ky * stretch, terms,
+                                           (start_a + shift, start_b + shift, start_c + shift, start_d + shift),
+                                           n_terms, values, stretch)  # fmt: skip
+                            _add_terms(grad, at + fan_in, terms, (zero, zero, zero, zero), n_terms, ones, ONE)
+                        else:
+                            _add_terms(grad, at, terms, (start_a, start_b, start_c, start_d), n_terms, patches, width)
         else:
             positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
             for s in range(n_rows):
