@@ -67,6 +67,11 @@ FUSED_MAX_UNITS = 64
 #: kernels spell out a loop for each count from 1 to 4 (``_add_terms``), so it is at most 4.
 WINDOWS_AT_ONCE = 4
 
+#: A convolution computed by Winograd's F(2x2, 3x3) transforms this many rows of a chunk at a time and multiplies
+#: them by one gemm per plane: with more rows the transformed windows and their products outgrow the L2 cache, with
+#: fewer the gemms are too small to pay for their calls.  Both backends take the same, so the gemms are the same.
+WINOGRAD_ROWS = 4
+
 #: A max pooling of a pooled convolution's outputs keeps where each maximum is as its row shifted by this many
 #: bits, or'd with its column: the convolution's backward pass reads both without dividing an index.
 CELL_SHIFT = 32
@@ -111,7 +116,7 @@ def compiled_constants() -> dict:
     names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI")
     names += ("EXP_LN2_LO", "EXP_TAYLOR", "CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
-    names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINDOWS_AT_ONCE")
+    names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINDOWS_AT_ONCE", "WINOGRAD_ROWS")
     geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
     return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}
 

@@ -107,6 +107,18 @@ NETWORKS = {
         dropout(0.5),
         dense(2, "sigmoid"),
     ),
+    # 3x3 kernels, stride 1, no padding, outputs in whole 2x2 tiles: computed by Winograd's F(2x2, 3x3), pooled
+    # (the notebook's second layer), over one channel, and over more channels and filters than the Cython
+    # kernels' transforms take at a time (16).
+    "winograd-k3-c3-tanh-pool2x2-softmax": lambda: stack(
+        conv((8, 7, 3), 4, (3, 3)), pool((2, 2)), flatten, dense(3, "softmax")
+    ),  # fmt: skip
+    "winograd-k3-c1-sigmoid-then-c18-relu-sigmoid": lambda: stack(
+        conv((8, 8, 1), 18, (3, 3), activation="sigmoid"),
+        convolve(17, (3, 3), activation="relu"),
+        flatten,
+        dense(2, "sigmoid"),
+    ),
     # More channels than a pooling's window takes at a time in the Cython kernels (64): a pooled convolution's and
     # a pooling's poolings.
     "conv-c70-relu-pool2x2-pool2x2-softmax": lambda: stack(
@@ -139,6 +151,10 @@ CASES = [
     ("first-k3-c1-relu-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.0, False),
     ("first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid", np.float32, "momentum", 40, 2, 0.0, True),
     ("first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid", np.float64, "adam", 17, 1, 0.01, False),
+    ("winograd-k3-c3-tanh-pool2x2-softmax", np.float32, "adam", 17, 2, 0.01, True),
+    ("winograd-k3-c3-tanh-pool2x2-softmax", np.float64, "momentum", 5, 1, 0.0, False),
+    ("winograd-k3-c1-sigmoid-then-c18-relu-sigmoid", np.float32, "sgd", 40, 2, 0.0, False),
+    ("winograd-k3-c1-sigmoid-then-c18-relu-sigmoid", np.float64, "adam", 17, 1, 0.01, True),
     ("conv-c70-relu-pool2x2-pool2x2-softmax", np.float32, "adam", 17, 2, 0.0, True),
     ("conv-c70-relu-pool2x2-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.01, False),
 ]
@@ -269,6 +285,8 @@ GRADIENT_NETWORKS = {
         dense(3, "softmax"),
     ),
     "max_pool2d": lambda: stack(conv((6, 5, 1), 2, (2, 2)), pool((2, 2)), pool((2, 1)), flatten, dense(2, "sigmoid")),
+    "conv2d-by-winograd": NETWORKS["winograd-k3-c3-tanh-pool2x2-softmax"],
+    "conv2d-by-winograd-unpooled": NETWORKS["winograd-k3-c1-sigmoid-then-c18-relu-sigmoid"],
     "max_pool2d-over-70-channels": NETWORKS["conv-c70-relu-pool2x2-pool2x2-softmax"],
     "max_pool2d-over-the-first-relu-convolution": lambda: stack(
         conv((7, 8, 1), 3, (3, 3), activation="relu"), pool((2, 2)), flatten, dense(2, "softmax")

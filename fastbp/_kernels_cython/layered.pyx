@@ -9,7 +9,10 @@ rows, each run forward and backward into a gradient buffer of its own by one slo
 the chunks' gradients are then summed in chunk order, so the thread count never
 changes a result.  Dense layers and convolutions (a row's windows gathered into a
 ``(positions, fan_in + 1)`` matrix) multiply by BLAS's gemm, called with the very
-arguments the Numba backend passes; pooling, dropout and flatten are loops.  A
+arguments the Numba backend passes; a 3x3 convolution of stride 1 without padding is
+computed by Winograd's F(2x2, 3x3) (``_winograd``), its transforms loops and its
+products gemms, the same operations as the Numba backend's; pooling, dropout and
+flatten are loops.  A
 convolution that a max pooling reads is computed only where the pooling's windows read
 it and trained from the pooling's errors alone, and the notebook's first layer is
 computed inside its pooling's loop, as in the Numba backend.  Some loops
@@ -30,7 +33,7 @@ from fastbp._kernels_cython.constants cimport (
     ACTIVATION_SOFTMAX, ACTIVATION_TANH, CELL_SHIFT, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C,
     GEOMETRY_IN_H, GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W,
     GEOMETRY_PAD_LEFT, GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LAYER_CONV2D,
-    LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINDOWS_AT_ONCE,
+    LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINDOWS_AT_ONCE, WINOGRAD_ROWS,
     compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
@@ -56,6 +59,7 @@ cdef extern from *:
     int FASTBP_LAYERED_OPENMP
 
 cdef enum:
+    WINOGRAD_BLOCK = 16  # the channels a Winograd transform takes at a time: its stack arrays
     PLACES_BLOCK = 64  # the channels a pooling's window takes at a time (``_pool_row``): its places' stack arrays
 
 #: A pooled convolution's maximum's column, below its row (``CELL_SHIFT``).
@@ -83,6 +87,11 @@ cdef struct Parts:
     # in the weights (fan_in + 1 apart) would make most of them straddle two lines.
     Py_ssize_t filters
     Py_ssize_t filter_grads
+    # A Winograd convolution's (_winograd) transformed filters (16, in_c, units), its rows' transformed windows
+    # (16, WINOGRAD_ROWS * tiles, in_c) and their products (16, WINOGRAD_ROWS * tiles, units).
+    Py_ssize_t winograd_filters
+    Py_ssize_t winograd_windows
+    Py_ssize_t winograd_products
     Py_ssize_t winners  # where each pooling's maxima are, integers: (CHUNK_ROWS, sizes[k + 1]) from win_off[k]
     const Py_ssize_t* win_off
     Py_ssize_t size  # its values in all
@@ -154,7 +163,8 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py
     cdef Py_ssize_t n_patches = 1
     cdef Py_ssize_t n_patch_errors = 1
     cdef Py_ssize_t n_filters = 0
-    cdef Py_ssize_t k, positions
+    cdef Py_ssize_t n_winograd_filters = 0, n_winograd_windows = 0, n_winograd_products = 0
+    cdef Py_ssize_t k, positions, tiles
     cdef Py_ssize_t per_winner = sizeof(Py_ssize_t) // item
     cdef bint pooling
     cdef const Py_ssize_t* g
@@ -174,6 +184,11 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py
             n_patch_errors = max(n_patch_errors, positions * g[GEOMETRY_FAN_IN])
             if _pooled(net, k) and not _fused(net, k):
                 n_filters = max(n_filters, g[GEOMETRY_UNITS] * _line_width(g[GEOMETRY_FAN_IN] + 1, item))
+            if _winograd(net, k):
+                tiles = WINOGRAD_ROWS * _tiles(net, k)
+                n_winograd_filters = max(n_winograd_filters, 16 * g[GEOMETRY_IN_C] * g[GEOMETRY_UNITS])
+                n_winograd_windows = max(n_winograd_windows, 16 * tiles * g[GEOMETRY_IN_C])
+                n_winograd_products = max(n_winograd_products, 16 * tiles * g[GEOMETRY_UNITS])
     parts.v_off = v_off
     parts.side_size = CHUNK_ROWS * widest
     parts.errors = v_off[n_layers + 1]
@@ -183,7 +198,10 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py
     parts.filters = _line_width(parts.products + parts.side_size, item)
     parts.filter_grads = parts.filters + n_filters
     # The winners start on a whole line: aligned for the integers.
-    parts.winners = parts.filter_grads + n_filters
+    parts.winograd_filters = _line_width(parts.filter_grads + n_filters, item)
+    parts.winograd_windows = _line_width(parts.winograd_filters + n_winograd_filters, item)
+    parts.winograd_products = _line_width(parts.winograd_windows + n_winograd_windows, item)
+    parts.winners = _line_width(parts.winograd_products + n_winograd_products, item)
     parts.win_off = win_off
     parts.size = _line_width(parts.winners + win_off[n_layers] * per_winner, item)
     return parts
@@ -257,6 +275,141 @@ cdef inline bint _pooled_with_the_first(const Network* net, Py_ssize_t k) noexce
     """Whether layer ``k`` is the pooling of a fused first layer (``_fused``): computed in its loop, its places
     kept among the values, no winners of its own."""
     return k == 1 and _fused(net, 0)
+
+
+cdef inline bint _winograd(const Network* net, Py_ssize_t k) noexcept nogil:
+    """Whether layer ``k`` is a convolution computed by Winograd's F(2x2, 3x3): 3x3 kernels, stride 1, every
+    window inside the image, its computed outputs (``_region``) in whole 2x2 tiles, not fused (``_fused``)."""
+    cdef Window w
+    if net.kinds[k] != LAYER_CONV2D or _fused(net, k):
+        return False
+    w = _region(net, k)
+    return (
+        w.kernel_h == 3 and w.kernel_w == 3 and w.stride_h == 1 and w.stride_w == 1 and w.pad_top == 0
+        and w.pad_left == 0 and w.out_h + 2 <= w.in_h and w.out_w + 2 <= w.in_w and w.out_h % 2 == 0
+        and w.out_w % 2 == 0
+    )
+
+
+cdef inline Py_ssize_t _tiles(const Network* net, Py_ssize_t k) noexcept nogil:
+    """A Winograd convolution's 2x2 tiles of outputs in one row."""
+    cdef Window w = _region(net, k)
+    return (w.out_h // 2) * (w.out_w // 2)
+
+
+cdef void _winograd_filters(const floating* layer, Py_ssize_t units, Py_ssize_t in_c, floating* U) noexcept nogil:
+    """Each 3x3 kernel ``g`` of the ``layer`` as ``G g G^T`` (4x4), into ``U``: plane ``i * 4 + j`` an
+    ``(in_c, units)`` matrix."""
+    cdef Py_ssize_t co, ci, x, i, width = 9 * in_c + 1, plane = in_c * units
+    cdef floating half = 0.5
+    cdef floating g0, g1, g2
+    cdef floating t[4][3]
+    cdef floating* to
+    for co in range(units):
+        for ci in range(in_c):
+            for x in range(3):
+                g0 = layer[co * width + x * in_c + ci]
+                g1 = layer[co * width + (3 + x) * in_c + ci]
+                g2 = layer[co * width + (6 + x) * in_c + ci]
+                t[0][x] = g0
+                t[1][x] = (g0 + g1 + g2) * half
+                t[2][x] = (g0 - g1 + g2) * half
+                t[3][x] = g2
+            for i in range(4):
+                to = U + i * 4 * plane + ci * units + co
+                to[0] = t[i][0]
+                to[plane] = (t[i][0] + t[i][1] + t[i][2]) * half
+                to[2 * plane] = (t[i][0] - t[i][1] + t[i][2]) * half
+                to[3 * plane] = t[i][2]
+
+
+cdef inline void _copy_block(floating* to, const floating* source, Py_ssize_t n) noexcept nogil:
+    """``n`` values (``WINOGRAD_BLOCK`` at most) from ``source`` into ``to``: a whole block in a loop of a
+    constant count, which gcc turns into vector moves (with a count it does not know, into a slow string copy)."""
+    cdef Py_ssize_t c
+    if n == WINOGRAD_BLOCK:
+        for c in range(WINOGRAD_BLOCK):
+            to[c] = source[c]
+    else:
+        for c in range(n):
+            to[c] = source[c]
+
+
+cdef void _winograd_windows(
+    const floating* image, Window w, floating* V, Py_ssize_t plane, Py_ssize_t first
+) noexcept nogil:
+    """One row's 4x4 windows of each 2x2 tile of outputs as ``B^T d B``, into ``V`` from tile ``first`` on:
+    plane ``i * 4 + j`` (``plane`` values apart) a ``(tiles, in_c)`` matrix."""
+    cdef Py_ssize_t ty, tx, i, j, c, start, n, tile, block
+    cdef Py_ssize_t tiles_w = w.out_w // 2
+    cdef const floating* corner
+    cdef const floating* source
+    cdef floating* to
+    cdef floating d[16][WINOGRAD_BLOCK]
+    cdef floating v[16][WINOGRAD_BLOCK]
+    cdef floating t0, t1, t2, t3
+    for ty in range(w.out_h // 2):
+        for tx in range(tiles_w):
+            tile = first + ty * tiles_w + tx
+            corner = image + (2 * ty * w.in_w + 2 * tx) * w.in_c
+            for block in range((w.in_c + WINOGRAD_BLOCK - 1) // WINOGRAD_BLOCK):
+                start = block * WINOGRAD_BLOCK
+                n = min(<Py_ssize_t>WINOGRAD_BLOCK, w.in_c - start)
+                for i in range(4):
+                    for j in range(4):
+                        _copy_block(d[i * 4 + j], corner + (i * w.in_w + j) * w.in_c + start, n)
+                for c in range(WINOGRAD_BLOCK):  # stack arrays only: it vectorises
+                    for j in range(4):
+                        t0 = d[j][c] - d[8 + j][c]
+                        t1 = d[4 + j][c] + d[8 + j][c]
+                        t2 = d[8 + j][c] - d[4 + j][c]
+                        t3 = d[4 + j][c] - d[12 + j][c]
+                        d[j][c], d[4 + j][c], d[8 + j][c], d[12 + j][c] = t0, t1, t2, t3
+                    for i in range(4):
+                        v[i * 4][c] = d[i * 4][c] - d[i * 4 + 2][c]
+                        v[i * 4 + 1][c] = d[i * 4 + 1][c] + d[i * 4 + 2][c]
+                        v[i * 4 + 2][c] = d[i * 4 + 2][c] - d[i * 4 + 1][c]
+                        v[i * 4 + 3][c] = d[i * 4 + 1][c] - d[i * 4 + 3][c]
+                for i in range(16):
+                    _copy_block(V + i * plane + tile * w.in_c + start, v[i], n)
+
+
+cdef void _winograd_outputs(
+    const floating* M, Py_ssize_t plane, Py_ssize_t first, Window w, Py_ssize_t units, const floating* layer,
+    floating* out,
+) noexcept nogil:
+    """One row's outputs from the products ``M`` of its tiles from tile ``first`` on (plane ``i * 4 + j``
+    ``plane`` values apart, each ``(tiles, units)``): each tile's ``A^T m A`` plus the bias, into ``out``
+    ``(out_h, out_w, units)``."""
+    cdef Py_ssize_t ty, tx, i, j, c, start, n, tile, block, width = 9 * w.in_c + 1
+    cdef Py_ssize_t tiles_w = w.out_w // 2
+    cdef const floating* source
+    cdef floating* to
+    cdef floating m[16][WINOGRAD_BLOCK]
+    cdef floating y[4][WINOGRAD_BLOCK]
+    cdef floating bias[WINOGRAD_BLOCK]
+    cdef floating s0, s1
+    for ty in range(w.out_h // 2):
+        for tx in range(tiles_w):
+            tile = first + ty * tiles_w + tx
+            for block in range((units + WINOGRAD_BLOCK - 1) // WINOGRAD_BLOCK):
+                start = block * WINOGRAD_BLOCK
+                n = min(<Py_ssize_t>WINOGRAD_BLOCK, units - start)
+                for c in range(n):
+                    bias[c] = layer[(start + c) * width + width - 1]
+                for i in range(16):
+                    _copy_block(m[i], M + i * plane + tile * units + start, n)
+                for c in range(WINOGRAD_BLOCK):  # stack arrays only: it vectorises
+                    for j in range(4):
+                        s0 = m[j][c] + m[4 + j][c] + m[8 + j][c]
+                        s1 = m[4 + j][c] - m[8 + j][c] - m[12 + j][c]
+                        m[j][c], m[4 + j][c] = s0, s1
+                    for i in range(2):
+                        y[i * 2][c] = m[i * 4][c] + m[i * 4 + 1][c] + m[i * 4 + 2][c] + bias[c]
+                        y[i * 2 + 1][c] = m[i * 4 + 1][c] - m[i * 4 + 2][c] - m[i * 4 + 3][c] + bias[c]
+                for i in range(2):
+                    for j in range(2):
+                        _copy_block(out + ((2 * ty + i) * w.out_w + 2 * tx + j) * units + start, y[i * 2 + j], n)
 
 
 cdef inline void _side_by_side(
@@ -609,6 +762,37 @@ cdef inline void _derive_row_as(
         errors[j] *= derivative(outputs[j], code)
 
 
+cdef void _winograd_products(
+    const Network* net, Py_ssize_t k, const floating* layer, const floating* inputs, Py_ssize_t n_rows,
+    floating* slot, const Parts* parts, floating* products,
+) noexcept nogil:
+    """Winograd convolution ``k``'s outputs of the chunk's ``n_rows`` rows (values ``n_in + 1`` apart from
+    ``inputs``) into ``products``: its filters transformed once, then ``WINOGRAD_ROWS`` rows at a time, their
+    windows transformed, one gemm per plane, and the products transformed back."""
+    cdef Window w = _region(net, k)
+    cdef const Py_ssize_t* g = net.geometry + k * net.geometry_stride
+    cdef Py_ssize_t units = g[GEOMETRY_UNITS], in_c = w.in_c, n_in = net.sizes[k], n_out = net.sizes[k + 1]
+    cdef Py_ssize_t tiles = _tiles(net, k), first, r, rows, i, group
+    cdef floating* U = slot + parts.winograd_filters
+    cdef floating* V = slot + parts.winograd_windows
+    cdef floating* M = slot + parts.winograd_products
+    cdef Py_ssize_t u_plane = in_c * units, v_plane, m_plane
+    _winograd_filters(layer, units, in_c, U)
+    for group in range((n_rows + WINOGRAD_ROWS - 1) // WINOGRAD_ROWS):
+        first = group * WINOGRAD_ROWS
+        rows = min(<Py_ssize_t>WINOGRAD_ROWS, n_rows - first)
+        v_plane, m_plane = rows * tiles * in_c, rows * tiles * units
+        for r in range(rows):
+            _winograd_windows(inputs + (first + r) * (n_in + 1), w, V, v_plane, r * tiles)
+        for i in range(16):
+            _gemm(
+                c'N', V + i * v_plane, in_c, c'N', U + i * u_plane, units, 0.0, M + i * m_plane, units, rows * tiles,
+                units, in_c,
+            )
+        for r in range(rows):
+            _winograd_outputs(M, m_plane, r * tiles, w, units, layer, products + (first + r) * n_out)
+
+
 cdef void _forward(
     const Network* net, const floating* weights, Py_ssize_t k, const Chunk* chunk, floating* slot,
     const Parts* parts, bint training,
@@ -634,6 +818,7 @@ cdef void _forward(
     cdef floating scale
     cdef uint64_t stream
     cdef Py_ssize_t n_pooled
+    cdef bint winograd
     # A fused layer's weights, transposed: on the stack, where no store of the outputs can alias them (gcc
     # then vectorises the loop over the filters; in the slot's scratch it left it scalar).
     cdef floating kernels[10][FUSED_MAX_UNITS]
@@ -654,8 +839,11 @@ cdef void _forward(
         units, width = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN] + 1
         if kind == LAYER_DENSE:
             _gemm(c'N', values + inputs, n_in + 1, c'T', layer, width, 0.0, products, units, n_rows, units, width)
+        winograd = _winograd(net, k)
+        if winograd:
+            _winograd_products(net, k, layer, values + inputs, n_rows, slot, parts, products)
         for s in range(n_rows):
-            if kind == LAYER_CONV2D:
+            if kind == LAYER_CONV2D and not winograd:
                 _gather_windows(values + inputs + s * (n_in + 1), w, patches)
                 _gemm(
                     c'N', patches, width, c'T', layer, width, 0.0, products + s * n_out, units, positions, units, width

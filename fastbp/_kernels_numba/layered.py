@@ -11,7 +11,12 @@ column is ones, so that products include the biases; an image's values are
 channels-last.  A dense layer multiplies the chunk's rows at once, and a
 convolution each row's windows, gathered into a ``(positions, fan_in + 1)`` matrix
 ("im2col"), by BLAS's gemm, called exactly as the Cython backend calls it, so the
-two agree bit for bit.  Pooling, dropout and flatten are loops.
+two agree bit for bit.  A 3x3 convolution of stride 1 without padding whose outputs
+come in whole 2x2 tiles is computed by Winograd's F(2x2, 3x3) instead (``_winograd``):
+each tile's 4x4 window and each kernel transformed, their products summed over the
+channels by one gemm per element of the 4x4, and transformed back, with 16 products of
+a channel's window and kernel per tile where the windows' products take 36.  Pooling,
+dropout and flatten are loops.
 
 A convolution that a max pooling reads ("pooled", ``_region``) is computed only where
 the pooling's windows read it, and trained from the pooling's errors alone: each,
@@ -39,6 +44,7 @@ from .._constants import (
     SPLITMIX_MIX1,
     SPLITMIX_MIX2,
     WINDOWS_AT_ONCE,
+    WINOGRAD_ROWS,
     Geometry,
 )
 from .batches import MAX_THREADS, _variant, on_threads
@@ -118,7 +124,7 @@ def _dropout_draw(stream, unit):
 @njit(**NUMBA_INLINED_OPTIONS)
 def _scratch(net, n_slots, dt):
     """Each slot's scratch: ``(values, v_off, errors, patches, patch_errors, products, blas_ints, blas_floats,
-    winners, win_off)``.
+    winners, win_off, winograd)``.
 
     ``values[slot]`` holds layer ``k``'s ``(CHUNK_ROWS, sizes[k] + 1)`` matrix from
     ``v_off[k]``; ``errors[slot]`` two sides of ``CHUNK_ROWS * widest`` error
@@ -126,7 +132,8 @@ def _scratch(net, n_slots, dt):
     convolution and their errors; ``products`` a layer's weighted sums;
     ``winners[slot]`` holds a pooling layer ``k``'s ``(CHUNK_ROWS, sizes[k + 1])``
     winners (where in its input each output's maximum is) from ``win_off[k]``, but for
-    a fused layer's pooling, which keeps its places among the values (``_conv_pool_row``).
+    a fused layer's pooling, which keeps its places among the values (``_conv_pool_row``);
+    ``winograd[slot]`` a Winograd convolution's transforms (``_winograd_parts``).
     """
     sizes, geometry = net.sizes, net.geometry
     n_layers = sizes.shape[0] - 1
@@ -135,7 +142,7 @@ def _scratch(net, n_slots, dt):
     for k in range(n_layers + 1):
         v_off[k + 1] = v_off[k] + CHUNK_ROWS * (sizes[k] + 1)
         widest = max(widest, sizes[k] + 1)
-    n_patches, n_patch_errors = 1, 1
+    n_patches, n_patch_errors, n_winograd = 1, 1, 1
     win_off = np.zeros(n_layers + 1, dtype=np.intp)
     for k in range(n_layers):
         pooling = net.kinds[k] == LayerKindCode.MAX_POOL2D and not _pooled_with_the_first(net, k)
@@ -144,6 +151,9 @@ def _scratch(net, n_slots, dt):
             positions = geometry[k, Geometry.OUT_H] * geometry[k, Geometry.OUT_W]
             n_patches = max(n_patches, positions * (geometry[k, Geometry.FAN_IN] + 1))
             n_patch_errors = max(n_patch_errors, positions * geometry[k, Geometry.FAN_IN])
+        if _winograd(net, k):
+            n_filters, n_windows, n_products = _winograd_parts(net, k)
+            n_winograd = max(n_winograd, n_filters + n_windows + n_products)
     return (
         np.empty((n_slots, v_off[n_layers + 1]), dtype=dt),
         v_off,
@@ -155,6 +165,7 @@ def _scratch(net, n_slots, dt):
         np.empty((n_slots, 2), dtype=dt),
         np.empty((n_slots, max(win_off[n_layers], 1)), dtype=np.uintp),
         win_off,
+        np.empty((n_slots, n_winograd), dtype=dt),
     )
 
 
@@ -204,6 +215,160 @@ def _inside(g, region):
         and (region[0] - ONE) * stride_h + kernel_h <= in_h
         and (region[1] - ONE) * stride_w + kernel_w <= in_w
     )
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd(net, k):
+    """Whether layer ``k`` is a convolution computed by Winograd's F(2x2, 3x3): 3x3 kernels, stride 1, every
+    window inside the image, its computed outputs (``_region``) in whole 2x2 tiles, not fused (``_fused``)."""
+    if net.kinds[k] != LayerKindCode.CONV2D or _fused(net, k):
+        return False
+    g = net.geometry[k]
+    out_h, out_w = _region(net, k)
+    return (
+        g[Geometry.KERNEL_H] == 3 and g[Geometry.KERNEL_W] == 3 and g[Geometry.STRIDE_H] == 1
+        and g[Geometry.STRIDE_W] == 1 and g[Geometry.PAD_TOP] == 0 and g[Geometry.PAD_LEFT] == 0
+        and out_h + 2 <= g[Geometry.IN_H] and out_w + 2 <= g[Geometry.IN_W] and out_h % 2 == 0 and out_w % 2 == 0
+    )  # fmt: skip
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_parts(net, k):
+    """The sizes of a Winograd convolution's transformed filters ``(16, in_c, units)``, its rows' transformed
+    windows ``(16, WINOGRAD_ROWS * tiles, in_c)`` and their products ``(16, WINOGRAD_ROWS * tiles, units)``, one
+    after the other in a slot's ``winograd`` scratch."""
+    units, in_c = net.geometry[k, Geometry.UNITS], net.geometry[k, Geometry.IN_C]
+    out_h, out_w = _region(net, k)
+    tiles = WINOGRAD_ROWS * np.intp(out_h // np.uintp(2)) * np.intp(out_w // np.uintp(2))
+    return 16 * in_c * units, 16 * tiles * in_c, 16 * tiles * units
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_filter_row(U, to, plane, a, b, c, half):
+    """A row ``(a, b, c)`` of ``G g`` times ``G^T``: four values, ``plane`` apart from ``U[to]``."""
+    U[to] = a
+    U[to + plane] = (a + b + c) * half
+    U[to + np.uintp(2) * plane] = (a - b + c) * half
+    U[to + np.uintp(3) * plane] = c
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_filters(weights, start, units, in_c, U, dt):
+    """Each 3x3 kernel ``g`` of the layer at ``weights[start:]`` as ``G g G^T`` (4x4), into ``U``: plane
+    ``i * 4 + j`` an ``(in_c, units)`` matrix."""
+    start, units, in_c = np.uintp(start), np.uintp(units), np.uintp(in_c)
+    width, plane, half = np.uintp(9) * in_c + ONE, in_c * units, dt(0.5)
+    for co in range(units):
+        for ci in range(in_c):
+            at = start + co * width + ci
+            g00, g01, g02 = weights[at], weights[at + in_c], weights[at + np.uintp(2) * in_c]
+            at += np.uintp(3) * in_c
+            g10, g11, g12 = weights[at], weights[at + in_c], weights[at + np.uintp(2) * in_c]
+            at += np.uintp(3) * in_c
+            g20, g21, g22 = weights[at], weights[at + in_c], weights[at + np.uintp(2) * in_c]
+            to = ci * units + co
+            _winograd_filter_row(U, to, plane, g00, g01, g02, half)
+            _winograd_filter_row(
+                U, to + np.uintp(4) * plane, plane, (g00 + g10 + g20) * half, (g01 + g11 + g21) * half,
+                (g02 + g12 + g22) * half, half,
+            )  # fmt: skip
+            _winograd_filter_row(
+                U, to + np.uintp(8) * plane, plane, (g00 - g10 + g20) * half, (g01 - g11 + g21) * half,
+                (g02 - g12 + g22) * half, half,
+            )  # fmt: skip
+            _winograd_filter_row(U, to + np.uintp(12) * plane, plane, g20, g21, g22, half)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_window_row(V, to, plane, a, b, c, d):
+    """A row ``(a, b, c, d)`` of ``B^T d`` times ``B``: four values, ``plane`` apart from ``V[to]``."""
+    V[to] = a - c
+    V[to + plane] = b + c
+    V[to + np.uintp(2) * plane] = c - b
+    V[to + np.uintp(3) * plane] = b - d
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_windows(values, image, g, region, V, at, plane, first):
+    """One row's 4x4 windows (its image at ``values[image:]``) of each 2x2 tile of outputs as ``B^T d B``, into
+    ``V[at:]`` from tile ``first`` on: plane ``i * 4 + j`` (``plane`` values apart) a ``(tiles, in_c)``
+    matrix."""
+    _, in_w, in_c, _, _, _, _, _, _, _, _, _ = _window(g)
+    image, at, plane, first = np.uintp(image), np.uintp(at), np.uintp(plane), np.uintp(first)
+    tiles_w, row = region[1] // np.uintp(2), in_w * in_c
+    two, three = np.uintp(2), np.uintp(3)
+    for ty in range(region[0] // two):
+        for tx in range(tiles_w):
+            corner = image + (two * ty * in_w + two * tx) * in_c
+            to = at + (first + ty * tiles_w + tx) * in_c
+            for c in range(in_c):
+                r0, r1, r2, r3 = corner + c, corner + row + c, corner + two * row + c, corner + three * row + c
+                d00, d01, d02, d03 = values[r0], values[r0 + in_c], values[r0 + two * in_c], values[r0 + three * in_c]
+                d10, d11, d12, d13 = values[r1], values[r1 + in_c], values[r1 + two * in_c], values[r1 + three * in_c]
+                d20, d21, d22, d23 = values[r2], values[r2 + in_c], values[r2 + two * in_c], values[r2 + three * in_c]
+                d30, d31, d32, d33 = values[r3], values[r3 + in_c], values[r3 + two * in_c], values[r3 + three * in_c]
+                v = to + c
+                _winograd_window_row(V, v, plane, d00 - d20, d01 - d21, d02 - d22, d03 - d23)
+                _winograd_window_row(V, v + np.uintp(4) * plane, plane, d10 + d20, d11 + d21, d12 + d22, d13 + d23)
+                _winograd_window_row(V, v + np.uintp(8) * plane, plane, d20 - d10, d21 - d11, d22 - d12, d23 - d13)
+                _winograd_window_row(V, v + np.uintp(12) * plane, plane, d10 - d30, d11 - d31, d12 - d32, d13 - d33)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_outputs(M, at, plane, first, region, units, weights, start, fan_in, products, out):
+    """One row's outputs from the products at ``M[at:]`` of its tiles from tile ``first`` on (plane ``i * 4 + j``
+    ``plane`` values apart, each ``(tiles, units)``): each tile's ``A^T m A`` plus the bias (the layer's at
+    ``weights[start:]``), into ``products[out:]`` ``(out_h, out_w, units)``."""
+    at, plane, first, units, start = np.uintp(at), np.uintp(plane), np.uintp(first), np.uintp(units), np.uintp(start)
+    out, width = np.uintp(out), np.uintp(fan_in) + ONE
+    two, three = np.uintp(2), np.uintp(3)
+    out_w, tiles_w = region[1], region[1] // two
+    for ty in range(region[0] // two):
+        for tx in range(tiles_w):
+            source = at + (first + ty * tiles_w + tx) * units
+            top = out + (two * ty * out_w + two * tx) * units
+            bottom = top + out_w * units
+            for co in range(units):
+                m = source + co
+                bias = weights[start + co * width + width - ONE]
+                s00 = M[m] + M[m + np.uintp(4) * plane] + M[m + np.uintp(8) * plane]
+                s01 = M[m + plane] + M[m + np.uintp(5) * plane] + M[m + np.uintp(9) * plane]
+                s02 = M[m + two * plane] + M[m + np.uintp(6) * plane] + M[m + np.uintp(10) * plane]
+                s03 = M[m + three * plane] + M[m + np.uintp(7) * plane] + M[m + np.uintp(11) * plane]
+                s10 = M[m + np.uintp(4) * plane] - M[m + np.uintp(8) * plane] - M[m + np.uintp(12) * plane]
+                s11 = M[m + np.uintp(5) * plane] - M[m + np.uintp(9) * plane] - M[m + np.uintp(13) * plane]
+                s12 = M[m + np.uintp(6) * plane] - M[m + np.uintp(10) * plane] - M[m + np.uintp(14) * plane]
+                s13 = M[m + np.uintp(7) * plane] - M[m + np.uintp(11) * plane] - M[m + np.uintp(15) * plane]
+                products[top + co] = s00 + s01 + s02 + bias
+                products[top + units + co] = s01 - s02 - s03 + bias
+                products[bottom + co] = s10 + s11 + s12 + bias
+                products[bottom + units + co] = s11 - s12 - s13 + bias
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_products(net, k, weights, values, inputs, n_rows, winograd, products, blas, dt):
+    """Winograd convolution ``k``'s outputs of the chunk's ``n_rows`` rows (values ``n_in + 1`` apart from
+    ``values[inputs:]``) into ``products``: its filters transformed once, then ``WINOGRAD_ROWS`` rows at a
+    time, their windows transformed, one gemm per plane, and the products transformed back."""
+    g = net.geometry[k]
+    units, in_c, n_in, n_out = g[Geometry.UNITS], g[Geometry.IN_C], net.sizes[k], net.sizes[k + 1]
+    region = _region(net, k)
+    tiles = np.intp(region[0] // np.uintp(2)) * np.intp(region[1] // np.uintp(2))
+    n_filters, n_windows, _ = _winograd_parts(net, k)
+    _winograd_filters(weights, net.w_off[k], units, in_c, winograd, dt)
+    for first in range(0, n_rows, WINOGRAD_ROWS):
+        rows = min(WINOGRAD_ROWS, n_rows - first)
+        v_plane, m_plane = rows * tiles * in_c, rows * tiles * units
+        for r in range(rows):
+            _winograd_windows(values, inputs + (first + r) * (n_in + 1), g, region, winograd, n_filters, v_plane,
+                              r * tiles)  # fmt: skip
+        for i in range(16):
+            _gemm(AS_IS, (winograd, n_filters + i * v_plane, in_c), AS_IS, (winograd, i * in_c * units, units),
+                  (winograd, n_filters + n_windows + i * m_plane, units), 0.0, (rows * tiles, units, in_c),
+                  blas)  # fmt: skip
+        for r in range(rows):
+            _winograd_outputs(winograd, n_filters + n_windows, m_plane, r * tiles, region, units, weights,
+                              net.w_off[k], g[Geometry.FAN_IN], products, (first + r) * n_out)  # fmt: skip
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -528,7 +693,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     """Layer ``k``'s values for the ``chunk`` ``(rows, seed, step)`` (its data rows, the dropout seed and the
     update's number), from the layer below's; ``training`` applies dropout."""
     dt = weights.dtype.type
-    values_all, v_off, _, patches_all, _, products_all, blas_ints, blas_floats, winners_all, win_off = scratch
+    values_all, v_off, _, patches_all, _, products_all, blas_ints, blas_floats, winners_all, win_off, winograd = scratch
     values, patches, products, winners = values_all[slot], patches_all[slot], products_all[slot], winners_all[slot]
     blas = (blas_ints[slot], blas_floats[slot])
     rows, seed, step = chunk
@@ -557,8 +722,11 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         if kind == LayerKindCode.DENSE:
             _gemm(AS_IS, (values, inputs, n_in + 1), TRANSPOSED, layer, (products, 0, units), 0.0,
                   (n_rows, units, width), blas)  # fmt: skip
+        by_winograd = _winograd(net, k)
+        if by_winograd:
+            _winograd_products(net, k, weights, values, inputs, n_rows, winograd[slot], products, blas, dt)
         for s in range(n_rows):
-            if kind == LayerKindCode.CONV2D:
+            if kind == LayerKindCode.CONV2D and not by_winograd:
                 _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
                 _gemm(AS_IS, (patches, 0, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
                       (positions, units, width), blas)  # fmt: skip
@@ -591,7 +759,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     """Layer ``k``'s gradient into ``grad`` (accumulated), and, but for the first layer, the error signals of
     the layer below into the other side of the errors, from the layer's own at ``side``."""
     dt = weights.dtype.type
-    values_all, v_off, errors_all, patches_all, patch_errors_all, _, blas_ints, blas_floats, winners_all, win_off = (
+    values_all, v_off, errors_all, patches_all, patch_errors_all, _, blas_ints, blas_floats, winners_all, win_off, _ = (
         scratch
     )
     values, patches, patch_errors, winners = (
