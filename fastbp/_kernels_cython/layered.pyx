@@ -11,7 +11,7 @@ changes a result.  Dense layers and convolutions (a row's windows gathered into 
 ``(positions, fan_in + 1)`` matrix) multiply by BLAS's gemm, called with the very
 arguments the Numba backend passes; a 3x3 convolution of stride 1 without padding is
 computed by Winograd's F(2x2, 3x3) (``_winograd``), its transforms loops and its
-products gemms, the same operations as the Numba backend's; pooling, dropout and
+products gemms, operation by operation the Numba backend's; pooling, dropout and
 flatten are loops.  A
 convolution that a max pooling reads is computed only where the pooling's windows read
 it and trained from the pooling's errors alone, and the notebook's first layer is
@@ -33,8 +33,8 @@ from fastbp._kernels_cython.constants cimport (
     ACTIVATION_SOFTMAX, ACTIVATION_TANH, CELL_SHIFT, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C,
     GEOMETRY_IN_H, GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W,
     GEOMETRY_PAD_LEFT, GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LAYER_CONV2D,
-    LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINDOWS_AT_ONCE, WINOGRAD_ROWS,
-    compiled_constants,
+    LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINDOWS_AT_ONCE,
+    WINOGRAD_ROWS, compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
     Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step,
@@ -60,7 +60,9 @@ cdef extern from *:
 
 cdef enum:
     WINOGRAD_BLOCK = 16  # the channels a Winograd transform takes at a time: its stack arrays
-    PLACES_BLOCK = 64  # the channels a pooling's window takes at a time (``_pool_row``): its places' stack arrays
+    # The channels a pooling's window takes at a time (``_pool_row``: its places' stack arrays), and the filters
+    # whose nonzero errors a pooled convolution's backward pass lists at a time.
+    PLACES_BLOCK = 64
 
 #: A pooled convolution's maximum's column, below its row (``CELL_SHIFT``).
 cdef Py_ssize_t COLUMN_MASK = (<Py_ssize_t>1 << CELL_SHIFT) - 1
@@ -335,6 +337,15 @@ cdef inline void _copy_block(floating* to, const floating* source, Py_ssize_t n)
             to[c] = source[c]
 
 
+cdef inline void _load_block(floating* block, const floating* source, Py_ssize_t n) noexcept nogil:
+    """``n`` values from ``source`` into a stack ``block`` of ``WINOGRAD_BLOCK``, the rest zeros: the transforms
+    run over whole blocks (a constant count: vector code), and read no value left unset."""
+    cdef Py_ssize_t c
+    _copy_block(block, source, n)
+    for c in range(n, WINOGRAD_BLOCK):
+        block[c] = 0.0
+
+
 cdef void _winograd_windows(
     const floating* image, Window w, floating* V, Py_ssize_t plane, Py_ssize_t first
 ) noexcept nogil:
@@ -357,7 +368,7 @@ cdef void _winograd_windows(
                 n = min(<Py_ssize_t>WINOGRAD_BLOCK, w.in_c - start)
                 for i in range(4):
                     for j in range(4):
-                        _copy_block(d[i * 4 + j], corner + (i * w.in_w + j) * w.in_c + start, n)
+                        _load_block(d[i * 4 + j], corner + (i * w.in_w + j) * w.in_c + start, n)
                 for c in range(WINOGRAD_BLOCK):  # stack arrays only: it vectorises
                     for j in range(4):
                         t0 = d[j][c] - d[8 + j][c]
@@ -395,10 +406,10 @@ cdef void _winograd_outputs(
             for block in range((units + WINOGRAD_BLOCK - 1) // WINOGRAD_BLOCK):
                 start = block * WINOGRAD_BLOCK
                 n = min(<Py_ssize_t>WINOGRAD_BLOCK, units - start)
-                for c in range(n):
-                    bias[c] = layer[(start + c) * width + width - 1]
+                for c in range(WINOGRAD_BLOCK):
+                    bias[c] = layer[(start + c) * width + width - 1] if c < n else 0.0
                 for i in range(16):
-                    _copy_block(m[i], M + i * plane + tile * units + start, n)
+                    _load_block(m[i], M + i * plane + tile * units + start, n)
                 for c in range(WINOGRAD_BLOCK):  # stack arrays only: it vectorises
                     for j in range(4):
                         s0 = m[j][c] + m[4 + j][c] + m[8 + j][c]
