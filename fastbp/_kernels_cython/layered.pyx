@@ -279,6 +279,14 @@ cdef inline bint _pooled_with_the_first(const Network* net, Py_ssize_t k) noexce
     return k == 1 and _fused(net, 0)
 
 
+cdef inline bint _inside(Window w) noexcept nogil:
+    """Whether every window of a convolution's outputs ``w`` (as ``_region`` cuts them) lies inside its image."""
+    return (
+        w.pad_top == 0 and w.pad_left == 0 and (w.out_h - 1) * w.stride_h + w.kernel_h <= w.in_h
+        and (w.out_w - 1) * w.stride_w + w.kernel_w <= w.in_w
+    )
+
+
 cdef inline bint _winograd(const Network* net, Py_ssize_t k) noexcept nogil:
     """Whether layer ``k`` is a convolution computed by Winograd's F(2x2, 3x3): 3x3 kernels, stride 1, every
     window inside the image, its computed outputs (``_region``) in whole 2x2 tiles, not fused (``_fused``)."""
@@ -287,9 +295,8 @@ cdef inline bint _winograd(const Network* net, Py_ssize_t k) noexcept nogil:
         return False
     w = _region(net, k)
     return (
-        w.kernel_h == 3 and w.kernel_w == 3 and w.stride_h == 1 and w.stride_w == 1 and w.pad_top == 0
-        and w.pad_left == 0 and w.out_h + 2 <= w.in_h and w.out_w + 2 <= w.in_w and w.out_h % 2 == 0
-        and w.out_w % 2 == 0
+        w.kernel_h == 3 and w.kernel_w == 3 and w.stride_h == 1 and w.stride_w == 1 and _inside(w)
+        and w.out_h % 2 == 0 and w.out_w % 2 == 0
     )
 
 
@@ -907,11 +914,7 @@ cdef void _backward(
     cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width, n_windows, group, first, n_terms
     cdef floating terms[WINDOWS_AT_ONCE]
     cdef Py_ssize_t nonzero[PLACES_BLOCK]
-    # Whether every window of the convolution lies inside its image: its gradient then reads the windows there.
-    cdef bint inside = (
-        w.pad_top == 0 and w.pad_left == 0 and (w.out_h - 1) * w.stride_h + w.kernel_h <= w.in_h
-        and (w.out_w - 1) * w.stride_w + w.kernel_w <= w.in_w
-    )
+    cdef bint inside = _inside(w)  # a convolution's gradient then reads the windows in the image
     cdef Py_ssize_t stretch = w.kernel_w * w.in_c
     cdef const floating* image
     cdef floating one = 1.0

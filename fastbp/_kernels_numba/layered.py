@@ -223,12 +223,10 @@ def _winograd(net, k):
     window inside the image, its computed outputs (``_region``) in whole 2x2 tiles, not fused (``_fused``)."""
     if net.kinds[k] != LayerKindCode.CONV2D or _fused(net, k):
         return False
-    g = net.geometry[k]
-    out_h, out_w = _region(net, k)
+    g, region = net.geometry[k], _region(net, k)
     return (
         g[Geometry.KERNEL_H] == 3 and g[Geometry.KERNEL_W] == 3 and g[Geometry.STRIDE_H] == 1
-        and g[Geometry.STRIDE_W] == 1 and g[Geometry.PAD_TOP] == 0 and g[Geometry.PAD_LEFT] == 0
-        and out_h + 2 <= g[Geometry.IN_H] and out_w + 2 <= g[Geometry.IN_W] and out_h % 2 == 0 and out_w % 2 == 0
+        and g[Geometry.STRIDE_W] == 1 and _inside(g, region) and region[0] % 2 == 0 and region[1] % 2 == 0
     )  # fmt: skip
 
 
