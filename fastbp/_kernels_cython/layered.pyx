@@ -361,8 +361,6 @@ cdef void _winograd_windows(
     cdef Py_ssize_t ty, tx, i, j, c, start, n, tile, block
     cdef Py_ssize_t tiles_w = w.out_w // 2
     cdef const floating* corner
-    cdef const floating* source
-    cdef floating* to
     cdef floating d[16][WINOGRAD_BLOCK]
     cdef floating v[16][WINOGRAD_BLOCK]
     cdef floating t0, t1, t2, t3
@@ -401,8 +399,6 @@ cdef void _winograd_outputs(
     ``(out_h, out_w, units)``."""
     cdef Py_ssize_t ty, tx, i, j, c, start, n, tile, block, width = 9 * w.in_c + 1
     cdef Py_ssize_t tiles_w = w.out_w // 2
-    cdef const floating* source
-    cdef floating* to
     cdef floating m[16][WINOGRAD_BLOCK]
     cdef floating y[4][WINOGRAD_BLOCK]
     cdef floating bias[WINOGRAD_BLOCK]
@@ -913,7 +909,8 @@ cdef void _backward(
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
     cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width, n_windows, group, first, n_terms
     cdef floating terms[WINDOWS_AT_ONCE]
-    cdef Py_ssize_t nonzero[PLACES_BLOCK]
+    cdef Py_ssize_t nonzero[PLACES_BLOCK]  # the filters of a window with a nonzero error, and how many
+    cdef Py_ssize_t n_nonzero
     cdef bint inside = _inside(w)  # a convolution's gradient then reads the windows in the image
     cdef Py_ssize_t stretch = w.kernel_w * w.in_c
     cdef const floating* image
@@ -971,11 +968,11 @@ cdef void _backward(
                     for window_index in range(n_windows):
                         for group in range((units + PLACES_BLOCK - 1) // PLACES_BLOCK):
                             first = group * PLACES_BLOCK
-                            n_terms = 0
-                            for c in range(first, min(first + PLACES_BLOCK, units)):
-                                nonzero[n_terms] = c
-                                n_terms += row_errors[window_index * units + c] != 0.0
-                            for i in range(n_terms):
+                            n_nonzero = 0
+                            for c in range(first, min(first + PLACES_BLOCK, units)):  # listed without a branch
+                                nonzero[n_nonzero] = c
+                                n_nonzero += row_errors[window_index * units + c] != 0.0
+                            for i in range(n_nonzero):
                                 j = window_index * units + nonzero[i]
                                 won = row_winners[j]
                                 _add_window(
