@@ -89,14 +89,17 @@ cdef struct Parts:
     # in the weights (fan_in + 1 apart) would make most of them straddle two lines.
     Py_ssize_t filters
     Py_ssize_t filter_grads
-    # A Winograd convolution's (_winograd) transformed filters (16, in_c, units), its rows' transformed windows
-    # (16, WINOGRAD_ROWS * tiles, in_c) and their products (16, WINOGRAD_ROWS * tiles, units).
-    Py_ssize_t winograd_filters
+    # A Winograd convolution's (_winograd) rows' transformed windows (16, WINOGRAD_ROWS * tiles, in_c) and their
+    # products (16, WINOGRAD_ROWS * tiles, units).
     Py_ssize_t winograd_windows
     Py_ssize_t winograd_products
     Py_ssize_t winners  # where each pooling's maxima are, integers: (CHUNK_ROWS, sizes[k + 1]) from win_off[k]
     const Py_ssize_t* win_off
     Py_ssize_t size  # its values in all
+    # Not in a slot: each Winograd convolution's transformed filters (16, in_c, units) from u_off[k] in the
+    # weights' transforms (_transform), n_transformed values in all, which the slots share.
+    const Py_ssize_t* u_off
+    Py_ssize_t n_transformed
 
 
 cdef struct Chunk:
@@ -108,12 +111,14 @@ cdef struct Chunk:
 
 
 cdef struct Buffers:
-    # One call's scratch: n_slots slots of parts.size values, then n_chunks gradients and losses, then a gradient.
+    # One call's scratch: n_slots slots of parts.size values, then n_chunks gradients and losses, a gradient and
+    # the weights' transforms.
     Parts parts
     Py_ssize_t n_slots
     Py_ssize_t n_chunks
     Py_ssize_t n_weights
     void* block  # the floats, of the weights' type, from the first multiple of LINE_BYTES in the allocation
+    void* transformed  # the weights' transforms (Parts.u_off), after the gradient
     void* allocation
     Py_ssize_t* v_off
 
@@ -155,9 +160,12 @@ cdef inline Py_ssize_t _line_width(Py_ssize_t n, Py_ssize_t item) noexcept nogil
     return (n + line - 1) // line * line
 
 
-cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py_ssize_t item) noexcept nogil:
+cdef Parts _parts(
+    const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py_ssize_t* u_off, Py_ssize_t item
+) noexcept nogil:
     """The parts of one slot's scratch of floats of ``item`` bytes, writing each layer's values' start into
-    ``v_off`` (``n_layers + 2``) and each pooling's winners' start into ``win_off`` (``n_layers + 1``; a fused
+    ``v_off`` (``n_layers + 2``), each Winograd convolution's transformed filters' start into ``u_off``
+    (``n_layers``) and each pooling's winners' start into ``win_off`` (``n_layers + 1``; a fused
     layer's pooling keeps its places among the values instead, see ``_conv_pool_row``).  The filters, and the
     slot's size, start on whole cache lines."""
     cdef Py_ssize_t n_layers = net.n_layers
@@ -165,7 +173,7 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py
     cdef Py_ssize_t n_patches = 1
     cdef Py_ssize_t n_patch_errors = 1
     cdef Py_ssize_t n_filters = 0
-    cdef Py_ssize_t n_winograd_filters = 0, n_winograd_windows = 0, n_winograd_products = 0
+    cdef Py_ssize_t n_transformed = 0, n_winograd_windows = 0, n_winograd_products = 0
     cdef Py_ssize_t k, positions, tiles
     cdef Py_ssize_t per_winner = sizeof(Py_ssize_t) // item
     cdef bint pooling
@@ -177,6 +185,7 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py
         widest = max(widest, net.sizes[k] + 1)
     win_off[0] = 0
     for k in range(n_layers):
+        u_off[k] = n_transformed
         pooling = net.kinds[k] == LAYER_MAX_POOL2D and not _pooled_with_the_first(net, k)
         win_off[k + 1] = win_off[k] + (CHUNK_ROWS * net.sizes[k + 1] if pooling else 0)
         if net.kinds[k] == LAYER_CONV2D:
@@ -188,7 +197,7 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py
                 n_filters = max(n_filters, g[GEOMETRY_UNITS] * _line_width(g[GEOMETRY_FAN_IN] + 1, item))
             if _winograd(net, k):
                 tiles = WINOGRAD_ROWS * _tiles(net, k)
-                n_winograd_filters = max(n_winograd_filters, 16 * g[GEOMETRY_IN_C] * g[GEOMETRY_UNITS])
+                n_transformed += 16 * g[GEOMETRY_IN_C] * g[GEOMETRY_UNITS]
                 n_winograd_windows = max(n_winograd_windows, 16 * tiles * g[GEOMETRY_IN_C])
                 n_winograd_products = max(n_winograd_products, 16 * tiles * g[GEOMETRY_UNITS])
     parts.v_off = v_off
@@ -200,12 +209,13 @@ cdef Parts _parts(const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py
     parts.filters = _line_width(parts.products + parts.side_size, item)
     parts.filter_grads = parts.filters + n_filters
     # The winners start on a whole line: aligned for the integers.
-    parts.winograd_filters = _line_width(parts.filter_grads + n_filters, item)
-    parts.winograd_windows = _line_width(parts.winograd_filters + n_winograd_filters, item)
+    parts.winograd_windows = _line_width(parts.filter_grads + n_filters, item)
     parts.winograd_products = _line_width(parts.winograd_windows + n_winograd_windows, item)
     parts.winners = _line_width(parts.winograd_products + n_winograd_products, item)
     parts.win_off = win_off
     parts.size = _line_width(parts.winners + win_off[n_layers] * per_winner, item)
+    parts.u_off = u_off
+    parts.n_transformed = n_transformed
     return parts
 
 
@@ -330,6 +340,20 @@ cdef void _winograd_filters(const floating* layer, Py_ssize_t units, Py_ssize_t 
                 to[plane] = (t[i][0] + t[i][1] + t[i][2]) * half
                 to[2 * plane] = (t[i][0] - t[i][1] + t[i][2]) * half
                 to[3 * plane] = t[i][2]
+
+
+cdef void _transform(
+    const Network* net, const floating* weights, const Parts* parts, floating* transformed
+) noexcept nogil:
+    """The weights' transforms: each Winograd convolution's filters (``_winograd_filters``) into ``transformed``
+    from ``parts.u_off[k]``.  Done once for a batch's chunks (or a prediction's) instead of once per chunk: a few
+    percent of the training's time."""
+    cdef Py_ssize_t k
+    cdef const Py_ssize_t* g
+    for k in range(net.n_layers):
+        if _winograd(net, k):
+            g = net.geometry + k * net.geometry_stride
+            _winograd_filters(weights + net.w_off[k], g[GEOMETRY_UNITS], g[GEOMETRY_IN_C], transformed + parts.u_off[k])
 
 
 cdef inline void _copy_block(floating* to, const floating* source, Py_ssize_t n) noexcept nogil:
@@ -777,21 +801,19 @@ cdef inline void _derive_row_as(
 
 
 cdef void _winograd_products(
-    const Network* net, Py_ssize_t k, const floating* layer, const floating* inputs, Py_ssize_t n_rows,
-    floating* slot, const Parts* parts, floating* products,
+    const Network* net, Py_ssize_t k, const floating* layer, const floating* U, const floating* inputs,
+    Py_ssize_t n_rows, floating* slot, const Parts* parts, floating* products,
 ) noexcept nogil:
     """Winograd convolution ``k``'s outputs of the chunk's ``n_rows`` rows (values ``n_in + 1`` apart from
-    ``inputs``) into ``products``: its filters transformed once, then ``WINOGRAD_ROWS`` rows at a time, their
+    ``inputs``) into ``products``, from its transformed filters ``U``: ``WINOGRAD_ROWS`` rows at a time, their
     windows transformed, one gemm per plane, and the products transformed back."""
     cdef Window w = _region(net, k)
     cdef const Py_ssize_t* g = net.geometry + k * net.geometry_stride
     cdef Py_ssize_t units = g[GEOMETRY_UNITS], in_c = w.in_c, n_in = net.sizes[k], n_out = net.sizes[k + 1]
     cdef Py_ssize_t tiles = _tiles(net, k), first, r, rows, i, group
-    cdef floating* U = slot + parts.winograd_filters
     cdef floating* V = slot + parts.winograd_windows
     cdef floating* M = slot + parts.winograd_products
     cdef Py_ssize_t u_plane = in_c * units, v_plane, m_plane
-    _winograd_filters(layer, units, in_c, U)
     for group in range((n_rows + WINOGRAD_ROWS - 1) // WINOGRAD_ROWS):
         first = group * WINOGRAD_ROWS
         rows = min(<Py_ssize_t>WINOGRAD_ROWS, n_rows - first)
@@ -808,11 +830,11 @@ cdef void _winograd_products(
 
 
 cdef void _forward(
-    const Network* net, const floating* weights, Py_ssize_t k, const Chunk* chunk, floating* slot,
-    const Parts* parts, bint training,
+    const Network* net, const floating* weights, const floating* transformed, Py_ssize_t k, const Chunk* chunk,
+    floating* slot, const Parts* parts, bint training,
 ) noexcept nogil:
-    """Layer ``k``'s values for the ``chunk`` from the layer below's, in the ``slot``'s scratch; ``training``
-    applies dropout."""
+    """Layer ``k``'s values for the ``chunk`` from the layer below's, in the ``slot``'s scratch, with the weights'
+    transforms ``transformed`` (``_transform``); ``training`` applies dropout."""
     cdef floating* values = slot
     cdef floating* patches = slot + parts.patches
     cdef floating* products = slot + parts.products
@@ -855,7 +877,9 @@ cdef void _forward(
             _gemm(c'N', values + inputs, n_in + 1, c'T', layer, width, 0.0, products, units, n_rows, units, width)
         winograd = _winograd(net, k)
         if winograd:
-            _winograd_products(net, k, layer, values + inputs, n_rows, slot, parts, products)
+            _winograd_products(
+                net, k, layer, transformed + parts.u_off[k], values + inputs, n_rows, slot, parts, products
+            )
         for s in range(n_rows):
             if kind == LAYER_CONV2D and not winograd:
                 _gather_windows(values + inputs + s * (n_in + 1), w, patches)
@@ -1071,11 +1095,11 @@ cdef inline bint _is_right(const floating* outputs, const floating* target, Py_s
 
 
 cdef floating _chunk_gradient(
-    const Network* net, const floating* weights, const Data* data, Chunk chunk, Py_ssize_t batch_rows,
-    floating* slot, const Parts* parts, floating* grad, floating* right,
+    const Network* net, const floating* weights, const floating* transformed, const Data* data, Chunk chunk,
+    Py_ssize_t batch_rows, floating* slot, const Parts* parts, floating* grad, floating* right,
 ) noexcept nogil:
     """The ``chunk``'s share of the batch's mean gradient, into ``grad`` (zeroed first), in the ``slot``'s
-    scratch; returns its weighted loss, and writes how many of its rows the forward pass classed right
+    scratch, with the weights' transforms ``transformed``; returns its weighted loss, and writes how many of its rows the forward pass classed right
     (``_is_right``) into ``right``.
 
     ``batch_rows`` is the whole batch's row count, which the mean divides by.
@@ -1099,7 +1123,7 @@ cdef floating _chunk_gradient(
             slot[s * (n_features + 1) + i] = X[r * n_features + i]
         slot[s * (n_features + 1) + n_features] = 1.0
     for k in range(n_layers):
-        _forward(net, weights, k, &chunk, slot, parts, True)
+        _forward(net, weights, transformed, k, &chunk, slot, parts, True)
     for s in range(chunk.n_rows):
         r = chunk.rows[s]
         row_loss = 0.0
@@ -1137,6 +1161,8 @@ cdef floating _batch_gradient(
     cdef floating* chunk_rights = chunk_losses + buffers.n_chunks
     cdef Py_ssize_t slot, c, i, first
     cdef floating loss
+    cdef const floating* transformed = <const floating*>buffers.transformed
+    _transform(net, weights, &buffers.parts, <floating*>buffers.transformed)
     for slot in prange(
         n_active, schedule="static", num_threads=n_threads, use_threads_if=n_threads > 1 and n_active > 1
     ):
@@ -1144,7 +1170,7 @@ cdef floating _batch_gradient(
         while c < n_chunks:
             first = c * CHUNK_ROWS
             chunk_losses[c] = _chunk_gradient(
-                net, weights, data, Chunk(rows=batch + first, n_rows=min(CHUNK_ROWS, batch_rows - first), seed=seed,
+                net, weights, transformed, data, Chunk(rows=batch + first, n_rows=min(CHUNK_ROWS, batch_rows - first), seed=seed,
                 step=step), batch_rows, block + slot * buffers.parts.size, &buffers.parts, chunk_grads + c * n_weights,
                 chunk_rights + c,
             )
@@ -1196,7 +1222,8 @@ cdef void _train(
 
 cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_slots, Py_ssize_t item) except *:
     """Scratch for batches of up to ``batch_rows`` rows on ``n_slots`` slots (at most one per chunk), of floats of
-    ``item`` bytes: the slots, each chunk's gradient, each chunk's loss and rows classed right, then a gradient.
+    ``item`` bytes: the slots, each chunk's gradient, each chunk's loss and rows classed right, a gradient, then
+    the weights' transforms.
     Freed by ``_free``."""
     cdef Buffers buffers
     cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
@@ -1204,17 +1231,24 @@ cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_sl
     buffers.n_slots = max(1, min(n_slots, buffers.n_chunks))
     buffers.n_weights = n_weights
     buffers.block = buffers.allocation = NULL
-    buffers.v_off = <Py_ssize_t*>malloc((2 * net.n_layers + 3) * sizeof(Py_ssize_t))  # and win_off after
+    buffers.v_off = <Py_ssize_t*>malloc((3 * net.n_layers + 3) * sizeof(Py_ssize_t))  # win_off, u_off after
     if buffers.v_off == NULL:
         raise MemoryError()
-    buffers.parts = _parts(net, buffers.v_off, buffers.v_off + net.n_layers + 2, item)
+    buffers.parts = _parts(
+        net, buffers.v_off, buffers.v_off + net.n_layers + 2, buffers.v_off + 2 * net.n_layers + 3, item
+    )
     buffers.allocation = malloc(
-        (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights) * item + LINE_BYTES
+        (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights
+         + buffers.parts.n_transformed) * item + LINE_BYTES
     )
     if buffers.allocation == NULL:
         free(buffers.v_off)
         raise MemoryError()
     buffers.block = <void*>((<uintptr_t>buffers.allocation + LINE_BYTES - 1) // LINE_BYTES * LINE_BYTES)
+    buffers.transformed = <void*>(
+        <char*>buffers.block
+        + (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights) * item
+    )
     return buffers
 
 
@@ -1294,6 +1328,7 @@ cdef void _predict(
     """``predict_layered``'s work: chunk after chunk of ``CHUNK_ROWS`` rows, the last filled up with copies of its
     last row, so that every product has the same shape."""
     cdef floating* slot = <floating*>buffers.block
+    cdef const floating* transformed = <const floating*>buffers.transformed
     cdef Py_ssize_t n_layers = net.n_layers
     cdef Py_ssize_t n_features = net.sizes[0], n_outputs = net.sizes[n_layers]
     cdef const floating* outputs = slot + buffers.parts.v_off[n_layers]
@@ -1301,6 +1336,7 @@ cdef void _predict(
     cdef Chunk chunk
     chunk.rows, chunk.seed, chunk.step = NULL, 0, 0
     chunk.n_rows = CHUNK_ROWS
+    _transform(net, weights, &buffers.parts, <floating*>buffers.transformed)
     first = 0
     while first < n_rows:
         real = min(CHUNK_ROWS, n_rows - first)
@@ -1310,7 +1346,7 @@ cdef void _predict(
                 slot[s * (n_features + 1) + i] = X[row * n_features + i]
             slot[s * (n_features + 1) + n_features] = 1.0
         for k in range(n_layers):
-            _forward(net, weights, k, &chunk, slot, &buffers.parts, False)
+            _forward(net, weights, transformed, k, &chunk, slot, &buffers.parts, False)
         for s in range(real):
             for j in range(n_outputs):
                 out[(first + s) * n_outputs + j] = outputs[s * (n_outputs + 1) + j]

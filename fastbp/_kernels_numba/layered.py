@@ -124,7 +124,7 @@ def _dropout_draw(stream, unit):
 @njit(**NUMBA_INLINED_OPTIONS)
 def _scratch(net, n_slots, dt):
     """Each slot's scratch: ``(values, v_off, errors, patches, patch_errors, products, blas_ints, blas_floats,
-    winners, win_off, winograd)``.
+    winners, win_off, winograd, u_off, transformed)``.
 
     ``values[slot]`` holds layer ``k``'s ``(CHUNK_ROWS, sizes[k] + 1)`` matrix from
     ``v_off[k]``; ``errors[slot]`` two sides of ``CHUNK_ROWS * widest`` error
@@ -133,7 +133,9 @@ def _scratch(net, n_slots, dt):
     ``winners[slot]`` holds a pooling layer ``k``'s ``(CHUNK_ROWS, sizes[k + 1])``
     winners (where in its input each output's maximum is) from ``win_off[k]``, but for
     a fused layer's pooling, which keeps its places among the values (``_conv_pool_row``);
-    ``winograd[slot]`` a Winograd convolution's transforms (``_winograd_parts``).
+    ``winograd[slot]`` a Winograd convolution's transformed windows and their products
+    (``_winograd_parts``); ``transformed``, which the slots share, the weights' transforms
+    (``_transform``): each Winograd convolution's transformed filters from ``u_off[k]``.
     """
     sizes, geometry = net.sizes, net.geometry
     n_layers = sizes.shape[0] - 1
@@ -144,6 +146,7 @@ def _scratch(net, n_slots, dt):
         widest = max(widest, sizes[k] + 1)
     n_patches, n_patch_errors, n_winograd = 1, 1, 1
     win_off = np.zeros(n_layers + 1, dtype=np.intp)
+    u_off = np.zeros(n_layers + 1, dtype=np.intp)
     for k in range(n_layers):
         pooling = net.kinds[k] == LayerKindCode.MAX_POOL2D and not _pooled_with_the_first(net, k)
         win_off[k + 1] = win_off[k] + (CHUNK_ROWS * sizes[k + 1] if pooling else 0)
@@ -151,9 +154,11 @@ def _scratch(net, n_slots, dt):
             positions = geometry[k, Geometry.OUT_H] * geometry[k, Geometry.OUT_W]
             n_patches = max(n_patches, positions * (geometry[k, Geometry.FAN_IN] + 1))
             n_patch_errors = max(n_patch_errors, positions * geometry[k, Geometry.FAN_IN])
+        u_off[k + 1] = u_off[k]
         if _winograd(net, k):
             n_filters, n_windows, n_products = _winograd_parts(net, k)
-            n_winograd = max(n_winograd, n_filters + n_windows + n_products)
+            n_winograd = max(n_winograd, n_windows + n_products)
+            u_off[k + 1] += n_filters
     return (
         np.empty((n_slots, v_off[n_layers + 1]), dtype=dt),
         v_off,
@@ -166,6 +171,8 @@ def _scratch(net, n_slots, dt):
         np.empty((n_slots, max(win_off[n_layers], 1)), dtype=np.uintp),
         win_off,
         np.empty((n_slots, n_winograd), dtype=dt),
+        u_off,
+        np.empty(max(u_off[n_layers], 1), dtype=dt),
     )
 
 
@@ -232,9 +239,10 @@ def _winograd(net, k):
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _winograd_parts(net, k):
-    """The sizes of a Winograd convolution's transformed filters ``(16, in_c, units)``, its rows' transformed
-    windows ``(16, WINOGRAD_ROWS * tiles, in_c)`` and their products ``(16, WINOGRAD_ROWS * tiles, units)``, one
-    after the other in a slot's ``winograd`` scratch."""
+    """The sizes of a Winograd convolution's transformed filters ``(16, in_c, units)`` (in the weights'
+    transforms, ``_transform``), its rows' transformed windows ``(16, WINOGRAD_ROWS * tiles, in_c)`` and their
+    products ``(16, WINOGRAD_ROWS * tiles, units)``, the last two one after the other in a slot's ``winograd``
+    scratch."""
     units, in_c = net.geometry[k, Geometry.UNITS], net.geometry[k, Geometry.IN_C]
     out_h, out_w = _region(net, k)
     tiles = WINOGRAD_ROWS * np.intp(out_h // np.uintp(2)) * np.intp(out_w // np.uintp(2))
@@ -275,6 +283,25 @@ def _winograd_filters(weights, start, units, in_c, U, dt):
                 (g02 - g12 + g22) * half, half,
             )  # fmt: skip
             _winograd_filter_row(U, to + np.uintp(12) * plane, plane, g20, g21, g22, half)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _transform(net, weights, scratch):
+    """The weights' transforms: each Winograd convolution's filters (``_winograd_filters``) into the scratch's
+    ``transformed`` from ``u_off[k]``.  Done once for a batch's chunks (or a prediction's) instead of once per
+    chunk: a few percent of the training's time."""
+    u_off, transformed = scratch[11], scratch[12]
+    for k in range(net.kinds.shape[0]):
+        if _winograd(net, k):
+            g = net.geometry[k]
+            _winograd_filters(
+                weights,
+                net.w_off[k],
+                g[Geometry.UNITS],
+                g[Geometry.IN_C],
+                transformed[u_off[k] :],
+                weights.dtype.type,
+            )
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -344,29 +371,27 @@ def _winograd_outputs(M, at, plane, first, region, units, weights, start, fan_in
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _winograd_products(net, k, weights, values, inputs, n_rows, winograd, products, blas, dt):
+def _winograd_products(net, k, weights, transformed, u_at, values, inputs, n_rows, winograd, products, blas):
     """Winograd convolution ``k``'s outputs of the chunk's ``n_rows`` rows (values ``n_in + 1`` apart from
-    ``values[inputs:]``) into ``products``: its filters transformed once, then ``WINOGRAD_ROWS`` rows at a
-    time, their windows transformed, one gemm per plane, and the products transformed back."""
+    ``values[inputs:]``) into ``products``, from its transformed filters (``transformed`` from ``u_at``):
+    ``WINOGRAD_ROWS`` rows at a time, their windows transformed, one gemm per plane, and the products
+    transformed back."""
     g = net.geometry[k]
     units, in_c, n_in, n_out = g[Geometry.UNITS], g[Geometry.IN_C], net.sizes[k], net.sizes[k + 1]
     region = _region(net, k)
     tiles = np.intp(region[0] // np.uintp(2)) * np.intp(region[1] // np.uintp(2))
-    n_filters, n_windows, _ = _winograd_parts(net, k)
-    _winograd_filters(weights, net.w_off[k], units, in_c, winograd, dt)
+    _, n_windows, _ = _winograd_parts(net, k)
     for first in range(0, n_rows, WINOGRAD_ROWS):
         rows = min(WINOGRAD_ROWS, n_rows - first)
         v_plane, m_plane = rows * tiles * in_c, rows * tiles * units
         for r in range(rows):
-            _winograd_windows(values, inputs + (first + r) * (n_in + 1), g, region, winograd, n_filters, v_plane,
-                              r * tiles)  # fmt: skip
+            _winograd_windows(values, inputs + (first + r) * (n_in + 1), g, region, winograd, 0, v_plane, r * tiles)
         for i in range(16):
-            _gemm(AS_IS, (winograd, n_filters + i * v_plane, in_c), AS_IS, (winograd, i * in_c * units, units),
-                  (winograd, n_filters + n_windows + i * m_plane, units), 0.0, (rows * tiles, units, in_c),
-                  blas)  # fmt: skip
+            _gemm(AS_IS, (winograd, i * v_plane, in_c), AS_IS, (transformed, u_at + i * in_c * units, units),
+                  (winograd, n_windows + i * m_plane, units), 0.0, (rows * tiles, units, in_c), blas)  # fmt: skip
         for r in range(rows):
-            _winograd_outputs(winograd, n_filters + n_windows, m_plane, r * tiles, region, units, weights,
-                              net.w_off[k], g[Geometry.FAN_IN], products, (first + r) * n_out)  # fmt: skip
+            _winograd_outputs(winograd, n_windows, m_plane, r * tiles, region, units, weights, net.w_off[k],
+                              g[Geometry.FAN_IN], products, (first + r) * n_out)  # fmt: skip
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -691,7 +716,8 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     """Layer ``k``'s values for the ``chunk`` ``(rows, seed, step)`` (its data rows, the dropout seed and the
     update's number), from the layer below's; ``training`` applies dropout."""
     dt = weights.dtype.type
-    values_all, v_off, _, patches_all, _, products_all, blas_ints, blas_floats, winners_all, win_off, winograd = scratch
+    values_all, v_off, _, patches_all, _, products_all, blas_ints, blas_floats, winners_all, win_off = scratch[:10]
+    winograd, u_off, transformed = scratch[10:]
     values, patches, products, winners = values_all[slot], patches_all[slot], products_all[slot], winners_all[slot]
     blas = (blas_ints[slot], blas_floats[slot])
     rows, seed, step = chunk
@@ -722,7 +748,9 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
                   (n_rows, units, width), blas)  # fmt: skip
         by_winograd = _winograd(net, k)
         if by_winograd:
-            _winograd_products(net, k, weights, values, inputs, n_rows, winograd[slot], products, blas, dt)
+            _winograd_products(
+                net, k, weights, transformed, u_off[k], values, inputs, n_rows, winograd[slot], products, blas
+            )
         for s in range(n_rows):
             if kind == LayerKindCode.CONV2D and not by_winograd:
                 _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
@@ -757,8 +785,8 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     """Layer ``k``'s gradient into ``grad`` (accumulated), and, but for the first layer, the error signals of
     the layer below into the other side of the errors, from the layer's own at ``side``."""
     dt = weights.dtype.type
-    values_all, v_off, errors_all, patches_all, patch_errors_all, _, blas_ints, blas_floats, winners_all, win_off, _ = (
-        scratch
+    values_all, v_off, errors_all, patches_all, patch_errors_all, _, blas_ints, blas_floats, winners_all, win_off = (
+        scratch[:10]
     )
     values, patches, patch_errors, winners = (
         values_all[slot],
@@ -968,6 +996,7 @@ _batch_chunks_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_batch_
 def _batch_gradient(net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step, grad):
     """The batch's mean gradient into ``grad``: its chunks' gradients summed in chunk order; returns its loss
     and how many of its rows the forward passes classed right."""
+    _transform(net, weights, scratch)
     _batch_chunks(net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step)
     n_chunks = -(-batch.shape[0] // CHUNK_ROWS)
     grad[:] = chunk_grads[0]
@@ -1059,6 +1088,7 @@ def predict_layered(net, weights, X, out):
     n_layers = net.sizes.shape[0] - 1
     n_features, n_outputs = net.sizes[0], net.sizes[n_layers]
     rows = np.empty(CHUNK_ROWS, dtype=np.intp)
+    _transform(net, weights, scratch)
     for first in range(0, X.shape[0], CHUNK_ROWS):
         real = min(CHUNK_ROWS, X.shape[0] - first)
         for s in range(CHUNK_ROWS):
