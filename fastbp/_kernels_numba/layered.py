@@ -457,15 +457,32 @@ def _nine_pixels(values, image, in_w, y, x):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _fused_output(p, kernels, u, dt):
+    """Filter ``u``'s output of a fused first layer (``_fused``) at the 9 pixels ``p``: their products with its
+    weights in ``kernels`` (``_side_by_side``) summed in the kernel's order, then its bias, then relu."""
+    total = p[0] * kernels[u] + p[1] * kernels[COLUMN + u]
+    total += p[2] * kernels[np.uintp(2) * COLUMN + u]
+    total += p[3] * kernels[np.uintp(3) * COLUMN + u]
+    total += p[4] * kernels[np.uintp(4) * COLUMN + u]
+    total += p[5] * kernels[np.uintp(5) * COLUMN + u]
+    total += p[6] * kernels[np.uintp(6) * COLUMN + u]
+    total += p[7] * kernels[np.uintp(7) * COLUMN + u]
+    total += p[8] * kernels[np.uintp(8) * COLUMN + u]
+    total += kernels[np.uintp(9) * COLUMN + u]
+    return activation(total, ActivationCode.RELU, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, where, dt):
     """One row's fused first layer (``_fused``) and its pooling: each output of the convolution that the
-    pooling ``pool`` reads is computed where the pooling takes it, its 9 pixels of the one-channel image at
-    ``values[image:]`` (``in_w`` wide) times each filter's weights in ``kernels`` (``_side_by_side``),
-    summed in the kernel's order, then its bias, then relu; the window's largest into ``values[pooled:]`` and
-    where in the window it is (``dy * kernel_w + dx``, the first largest) into ``values[places:]``, as a
-    float, which selects beside the values without widening (kept in ``where`` until the window is done: LLVM
-    cannot tell two stores into ``values`` apart, and leaves a loop with both scalar).  The convolution's own
-    outputs are not stored: nothing reads them."""
+    pooling ``pool`` reads (``_fused_output``, of the one-channel image at ``values[image:]``, ``in_w`` wide)
+    is compared with its window's largest; the window's largest into ``values[pooled:]`` and where in the
+    window it is (``dy * kernel_w + dx``, the first largest) into ``values[places:]``, as a float, which
+    selects beside the values without widening; one output at a time for all the filters, the places so far
+    kept in ``where`` until the window is done (LLVM cannot tell two stores into ``values`` apart in a loop
+    that also loads from it, and leaves it scalar).  The Cython kernel takes 2x2 windows a window at a time
+    (the same comparisons in the same order); written so here, LLVM's code ran 3% slower.  The
+    convolution's own outputs are not stored: nothing reads them."""
     _, _, _, out_h, out_w, pool_h, pool_w, stride_h, stride_w, _, _, _ = _window(pool)
     image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
     units = np.uintp(units)
@@ -474,22 +491,11 @@ def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, wh
             to = (oy * out_w + ox) * units
             for dy in range(pool_h):
                 for dx in range(pool_w):
-                    p0, p1, p2, p3, p4, p5, p6, p7, p8 = _nine_pixels(
-                        values, image, in_w, oy * stride_h + dy, ox * stride_w + dx
-                    )
+                    p = _nine_pixels(values, image, in_w, oy * stride_h + dy, ox * stride_w + dx)
                     place = dt(dy * pool_w + dx)
                     first = dy == 0 and dx == 0
                     for u in range(units):  # the filters side by side: it vectorises
-                        total = p0 * kernels[u] + p1 * kernels[COLUMN + u]
-                        total += p2 * kernels[np.uintp(2) * COLUMN + u]
-                        total += p3 * kernels[np.uintp(3) * COLUMN + u]
-                        total += p4 * kernels[np.uintp(4) * COLUMN + u]
-                        total += p5 * kernels[np.uintp(5) * COLUMN + u]
-                        total += p6 * kernels[np.uintp(6) * COLUMN + u]
-                        total += p7 * kernels[np.uintp(7) * COLUMN + u]
-                        total += p8 * kernels[np.uintp(8) * COLUMN + u]
-                        total += kernels[np.uintp(9) * COLUMN + u]
-                        value, best = activation(total, ActivationCode.RELU, dt), values[pooled + to + u]
+                        value, best = _fused_output(p, kernels, u, dt), values[pooled + to + u]
                         better = first or value > best
                         values[pooled + to + u] = value if better else best
                         where[u] = place if better else where[u]
