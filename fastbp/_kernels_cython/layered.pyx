@@ -610,6 +610,41 @@ cdef inline void _conv_pool_row(
                 places[(oy * pool.out_w + ox) * units + u] = where[u]
 
 
+cdef inline void _pick_pixels(
+    floating (*picked)[FUSED_MAX_UNITS], const floating* p, bint won, Py_ssize_t u
+) noexcept nogil:
+    """The 9 pixels ``p`` into filter ``u``'s column of ``picked`` where ``won``, by selects (not branches: the
+    loops over the filters that call it vectorise)."""
+    picked[0][u] = p[0] if won else picked[0][u]
+    picked[1][u] = p[1] if won else picked[1][u]
+    picked[2][u] = p[2] if won else picked[2][u]
+    picked[3][u] = p[3] if won else picked[3][u]
+    picked[4][u] = p[4] if won else picked[4][u]
+    picked[5][u] = p[5] if won else picked[5][u]
+    picked[6][u] = p[6] if won else picked[6][u]
+    picked[7][u] = p[7] if won else picked[7][u]
+    picked[8][u] = p[8] if won else picked[8][u]
+
+
+cdef inline void _add_picked(
+    floating (*sums)[FUSED_MAX_UNITS], const floating (*picked)[FUSED_MAX_UNITS], const floating* error,
+    Py_ssize_t units,
+) noexcept nogil:
+    """Each filter's ``error`` times its ``picked`` pixels, and the error, into its ``sums``."""
+    cdef Py_ssize_t u
+    for u in range(units):
+        sums[0][u] += error[u] * picked[0][u]
+        sums[1][u] += error[u] * picked[1][u]
+        sums[2][u] += error[u] * picked[2][u]
+        sums[3][u] += error[u] * picked[3][u]
+        sums[4][u] += error[u] * picked[4][u]
+        sums[5][u] += error[u] * picked[5][u]
+        sums[6][u] += error[u] * picked[6][u]
+        sums[7][u] += error[u] * picked[7][u]
+        sums[8][u] += error[u] * picked[8][u]
+        sums[9][u] += error[u]  # the bias's input is 1: error * 1 is error exactly
+
+
 cdef inline void _fused_gradient_row(
     const floating* image, Py_ssize_t in_w, const floating* places, const floating* errors, Window pool,
     Py_ssize_t units, floating (*sums)[FUSED_MAX_UNITS], floating (*picked)[FUSED_MAX_UNITS],
@@ -620,42 +655,30 @@ cdef inline void _fused_gradient_row(
     maximum (at its place in ``places``, as ``_conv_pool_row`` writes them), and the error into the bias's sum;
     the filters side by side, each pixel picked by a select.  A zero error adds zeros, which leave a sum as it
     is, so the sums are those of adding one error at a time."""
-    cdef Py_ssize_t oy, ox, dy, dx, u
+    cdef Py_ssize_t oy, ox, dy, dx, u, i
     cdef const floating* where
-    cdef const floating* error
-    cdef floating p[9]
+    cdef floating p[4][9]
     cdef floating place
-    cdef bint won
     for oy in range(pool.out_h):
         for ox in range(pool.out_w):
             where = places + (oy * pool.out_w + ox) * units
-            for dy in range(pool.kernel_h):
-                for dx in range(pool.kernel_w):
-                    _nine_pixels(image, in_w, oy * pool.stride_h + dy, ox * pool.stride_w + dx, p)
-                    place = <floating>(dy * pool.kernel_w + dx)
-                    for u in range(units):  # selects, not branches: it vectorises
-                        won = where[u] == place
-                        picked[0][u] = p[0] if won else picked[0][u]
-                        picked[1][u] = p[1] if won else picked[1][u]
-                        picked[2][u] = p[2] if won else picked[2][u]
-                        picked[3][u] = p[3] if won else picked[3][u]
-                        picked[4][u] = p[4] if won else picked[4][u]
-                        picked[5][u] = p[5] if won else picked[5][u]
-                        picked[6][u] = p[6] if won else picked[6][u]
-                        picked[7][u] = p[7] if won else picked[7][u]
-                        picked[8][u] = p[8] if won else picked[8][u]
-            error = errors + (oy * pool.out_w + ox) * units
-            for u in range(units):
-                sums[0][u] += error[u] * picked[0][u]
-                sums[1][u] += error[u] * picked[1][u]
-                sums[2][u] += error[u] * picked[2][u]
-                sums[3][u] += error[u] * picked[3][u]
-                sums[4][u] += error[u] * picked[4][u]
-                sums[5][u] += error[u] * picked[5][u]
-                sums[6][u] += error[u] * picked[6][u]
-                sums[7][u] += error[u] * picked[7][u]
-                sums[8][u] += error[u] * picked[8][u]
-                sums[9][u] += error[u]  # the bias's input is 1: error * 1 is error exactly
+            if _two_by_two(pool):  # a window's four outputs' pixels picked in one pass over the filters
+                for i in range(4):
+                    _nine_pixels(image, in_w, oy * 2 + i // 2, ox * 2 + i % 2, p[i])
+                for u in range(units):
+                    place = where[u]
+                    _pick_pixels(picked, p[0], True, u)
+                    _pick_pixels(picked, p[1], place == 1.0, u)
+                    _pick_pixels(picked, p[2], place == 2.0, u)
+                    _pick_pixels(picked, p[3], place == 3.0, u)
+            else:
+                for dy in range(pool.kernel_h):
+                    for dx in range(pool.kernel_w):
+                        _nine_pixels(image, in_w, oy * pool.stride_h + dy, ox * pool.stride_w + dx, p[0])
+                        place = <floating>(dy * pool.kernel_w + dx)
+                        for u in range(units):
+                            _pick_pixels(picked, p[0], where[u] == place, u)
+            _add_picked(sums, picked, errors + (oy * pool.out_w + ox) * units, units)
 
 
 cdef inline void _gather_windows(const floating* image, Window w, floating* patches) noexcept nogil:
