@@ -481,8 +481,8 @@ def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, wh
     selects beside the values without widening; one output at a time for all the filters, the places so far
     kept in ``where`` until the window is done (LLVM cannot tell two stores into ``values`` apart in a loop
     that also loads from it, and leaves it scalar).  The Cython kernel takes 2x2 windows a window at a time
-    (the same comparisons in the same order); written so here, LLVM's code ran 3% slower.  The
-    convolution's own outputs are not stored: nothing reads them."""
+    (the same comparisons in the same order), and its gradient picks pixels so; written so here, each ran
+    slower.  The convolution's own outputs are not stored: nothing reads them."""
     _, _, _, out_h, out_w, pool_h, pool_w, stride_h, stride_w, _, _, _ = _window(pool)
     image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
     units = np.uintp(units)
