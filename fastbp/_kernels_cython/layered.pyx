@@ -346,14 +346,15 @@ cdef void _transform(
     const Network* net, const floating* weights, const Parts* parts, floating* transformed
 ) noexcept nogil:
     """The weights' transforms: each Winograd convolution's filters (``_winograd_filters``) into ``transformed``
-    from ``parts.u_off[k]``.  Done once for a batch's chunks (or a prediction's) instead of once per chunk: a few
-    percent of the training's time."""
+    from ``parts.u_off[k]``, once for a batch's chunks (or a prediction's), which all read them."""
     cdef Py_ssize_t k
     cdef const Py_ssize_t* g
     for k in range(net.n_layers):
         if _winograd(net, k):
             g = net.geometry + k * net.geometry_stride
-            _winograd_filters(weights + net.w_off[k], g[GEOMETRY_UNITS], g[GEOMETRY_IN_C], transformed + parts.u_off[k])
+            _winograd_filters(
+                weights + net.w_off[k], g[GEOMETRY_UNITS], g[GEOMETRY_IN_C], transformed + parts.u_off[k]
+            )
 
 
 cdef inline void _copy_block(floating* to, const floating* source, Py_ssize_t n) noexcept nogil:
@@ -557,11 +558,10 @@ cdef inline void _conv_pool_row(
     largest; each window's largest into ``pooled``, and where in the window it is (``dy * kernel_w + dx``, the
     first largest) into ``places``, as a float: the filters' loop then vectorises, as it would not with integers
     beside the floats.  For 2x2 windows (``_two_by_two``) each filter's four outputs are compared in registers,
-    a window at a time (7% faster); otherwise one output at a time for all the filters, the largest and places
-    so far in ``pooled`` and on the stack (stored into the scratch in that loop, which also loads from
-    ``pooled``, gcc could not tell the two apart and left it scalar).
-    The same comparisons in the same order either way.  The convolution's own outputs are not stored: nothing
-    reads them."""
+    a window at a time, each largest and place stored once; otherwise one output at a time for all the filters,
+    the largest and places so far in ``pooled`` and on the stack (stored into the scratch in that loop, which
+    also loads from ``pooled``, gcc could not tell the two apart and left it scalar).  The same comparisons in
+    the same order either way.  The convolution's own outputs are not stored: nothing reads them."""
     cdef Py_ssize_t oy, ox, dy, dx, u, i
     cdef floating* largest
     cdef floating* window_places
@@ -1162,8 +1162,8 @@ cdef floating _chunk_gradient(
     Py_ssize_t batch_rows, floating* slot, const Parts* parts, floating* grad, floating* right,
 ) noexcept nogil:
     """The ``chunk``'s share of the batch's mean gradient, into ``grad`` (zeroed first), in the ``slot``'s
-    scratch, with the weights' transforms ``transformed``; returns its weighted loss, and writes how many of its rows the forward pass classed right
-    (``_is_right``) into ``right``.
+    scratch, with the weights' transforms ``transformed``; returns its weighted loss, and writes how many of its
+    rows the forward pass classed right (``_is_right``) into ``right``.
 
     ``batch_rows`` is the whole batch's row count, which the mean divides by.
     """
@@ -1233,8 +1233,9 @@ cdef floating _batch_gradient(
         while c < n_chunks:
             first = c * CHUNK_ROWS
             chunk_losses[c] = _chunk_gradient(
-                net, weights, transformed, data, Chunk(rows=batch + first, n_rows=min(CHUNK_ROWS, batch_rows - first), seed=seed,
-                step=step), batch_rows, block + slot * buffers.parts.size, &buffers.parts, chunk_grads + c * n_weights,
+                net, weights, transformed, data,
+                Chunk(rows=batch + first, n_rows=min(CHUNK_ROWS, batch_rows - first), seed=seed, step=step),
+                batch_rows, block + slot * buffers.parts.size, &buffers.parts, chunk_grads + c * n_weights,
                 chunk_rights + c,
             )
             c = c + n_slots

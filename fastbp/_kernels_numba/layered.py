@@ -288,8 +288,7 @@ def _winograd_filters(weights, start, units, in_c, U, dt):
 @njit(**NUMBA_INLINED_OPTIONS)
 def _transform(net, weights, scratch):
     """The weights' transforms: each Winograd convolution's filters (``_winograd_filters``) into the scratch's
-    ``transformed`` from ``u_off[k]``.  Done once for a batch's chunks (or a prediction's) instead of once per
-    chunk: a few percent of the training's time."""
+    ``transformed`` from ``u_off[k]``, once for a batch's chunks (or a prediction's), which all read them."""
     u_off, transformed = scratch[11], scratch[12]
     for k in range(net.kinds.shape[0]):
         if _winograd(net, k):
