@@ -576,7 +576,9 @@ cdef inline void _conv_pool_row(
                 window_places = places + (oy * pool.out_w + ox) * units
                 for i in range(4):
                     _nine_pixels(image, in_w, oy * 2 + i // 2, ox * 2 + i % 2, p[i])
-                for u in range(units):  # the filters side by side: it vectorises
+                # The filters side by side: it vectorises.  The three comparisons are written out: as a loop over
+                # the outputs, gcc's code for the loop over the filters ran slower.
+                for u in range(units):
                     best, place = _fused_output(p[0], kernels, u), 0.0
                     value = _fused_output(p[1], kernels, u)
                     better = value > best  # selects, not branches
@@ -1291,6 +1293,7 @@ cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_sl
     Freed by ``_free``."""
     cdef Buffers buffers
     cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
+    cdef Py_ssize_t before_transforms  # the values of the slots, the chunks' gradients and losses and a gradient
     buffers.n_chunks = (batch_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
     buffers.n_slots = max(1, min(n_slots, buffers.n_chunks))
     buffers.n_weights = n_weights
@@ -1301,18 +1304,13 @@ cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_sl
     buffers.parts = _parts(
         net, buffers.v_off, buffers.v_off + net.n_layers + 2, buffers.v_off + 2 * net.n_layers + 3, item
     )
-    buffers.allocation = malloc(
-        (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights
-         + buffers.parts.n_transformed) * item + LINE_BYTES
-    )
+    before_transforms = buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights
+    buffers.allocation = malloc((before_transforms + buffers.parts.n_transformed) * item + LINE_BYTES)
     if buffers.allocation == NULL:
         free(buffers.v_off)
         raise MemoryError()
     buffers.block = <void*>((<uintptr_t>buffers.allocation + LINE_BYTES - 1) // LINE_BYTES * LINE_BYTES)
-    buffers.transformed = <void*>(
-        <char*>buffers.block
-        + (buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights) * item
-    )
+    buffers.transformed = <void*>(<char*>buffers.block + before_transforms * item)
     return buffers
 
 

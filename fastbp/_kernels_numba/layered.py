@@ -313,18 +313,17 @@ def _winograd_window_row(V, to, plane, a, b, c, d):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _winograd_windows(values, image, g, region, V, at, plane, first):
+def _winograd_windows(values, image, g, region, V, plane, first):
     """One row's 4x4 windows (its image at ``values[image:]``) of each 2x2 tile of outputs as ``B^T d B``, into
-    ``V[at:]`` from tile ``first`` on: plane ``i * 4 + j`` (``plane`` values apart) a ``(tiles, in_c)``
-    matrix."""
+    ``V`` from tile ``first`` on: plane ``i * 4 + j`` (``plane`` values apart) a ``(tiles, in_c)`` matrix."""
     _, in_w, in_c, _, _, _, _, _, _, _, _, _ = _window(g)
-    image, at, plane, first = np.uintp(image), np.uintp(at), np.uintp(plane), np.uintp(first)
+    image, plane, first = np.uintp(image), np.uintp(plane), np.uintp(first)
     tiles_w, row = region[1] // np.uintp(2), in_w * in_c
     two, three = np.uintp(2), np.uintp(3)
     for ty in range(region[0] // two):
         for tx in range(tiles_w):
             corner = image + (two * ty * in_w + two * tx) * in_c
-            to = at + (first + ty * tiles_w + tx) * in_c
+            to = (first + ty * tiles_w + tx) * in_c
             for c in range(in_c):
                 r0, r1, r2, r3 = corner + c, corner + row + c, corner + two * row + c, corner + three * row + c
                 d00, d01, d02, d03 = values[r0], values[r0 + in_c], values[r0 + two * in_c], values[r0 + three * in_c]
@@ -384,7 +383,7 @@ def _winograd_products(net, k, weights, transformed, u_at, values, inputs, n_row
         rows = min(WINOGRAD_ROWS, n_rows - first)
         v_plane, m_plane = rows * tiles * in_c, rows * tiles * units
         for r in range(rows):
-            _winograd_windows(values, inputs + (first + r) * (n_in + 1), g, region, winograd, 0, v_plane, r * tiles)
+            _winograd_windows(values, inputs + (first + r) * (n_in + 1), g, region, winograd, v_plane, r * tiles)
         for i in range(16):
             _gemm(AS_IS, (winograd, i * v_plane, in_c), AS_IS, (transformed, u_at + i * in_c * units, units),
                   (winograd, n_windows + i * m_plane, units), 0.0, (rows * tiles, units, in_c), blas)  # fmt: skip
