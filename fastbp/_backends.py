@@ -43,7 +43,7 @@ The kernels (model, then data, then schedule, then outputs):
 * for networks with layers beyond dense ones (a backend whose ``layer_kinds`` has
   them), :data:`LAYERED_KERNELS`: ``train_layered(net, weights, optimizer_state, data,
   schedule, history, right, n_threads)`` (epochs of mini-batches, ``batch_size`` 1 included,
-  each batch cut into chunks of ``CHUNK_ROWS`` rows that threads share, the chunks'
+  each batch cut into chunks of ``chunk_rows(batch_size)`` rows that threads share, the chunks'
   gradients summed in order; ``right[e]`` receives how many rows of epoch ``e`` the
   training passes classed right, as ``Sequential``'s accuracy counts),
   ``predict_layered(net, weights, X, out)``, and

@@ -50,9 +50,24 @@ def block_size(batch_rows):
     return SMALL_BLOCK if batch_rows <= SMALL_BLOCK else LARGE_BLOCK
 
 
-#: The layered kernels (networks with convolution, pooling or dropout) cut each batch into chunks of this many
-#: rows, whose gradients are summed in chunk order: the same sums whichever thread computes each chunk.
+#: The layered kernels (networks with convolution, pooling or dropout) cut each batch into chunks of
+#: :func:`chunk_rows` rows, whose gradients are summed in chunk order: the same sums whichever thread computes each
+#: chunk.  They predict in chunks of ``CHUNK_ROWS``.
 CHUNK_ROWS = 16
+LARGE_CHUNK_ROWS = 32
+
+
+def chunk_rows(batch_rows):
+    """Rows per chunk of a layered network's batches of ``batch_rows`` rows (the last, shorter batch of an epoch
+    is cut alike).
+
+    Each chunk costs work of its own whatever its rows: its gradient zeroed, summed into the batch's, and a
+    dense layer's gradient read and written by its gemm.  Batches of four large chunks or more take large ones,
+    which halve that work; smaller batches take chunks of ``CHUNK_ROWS``, so that two threads, or four, still
+    share them.  It depends on the batch's size alone, never on the thread count, so results do not either.
+    """
+    return LARGE_CHUNK_ROWS if batch_rows >= 4 * LARGE_CHUNK_ROWS else CHUNK_ROWS
+
 
 #: Sparse rows predicted per forward pass of ``predict_sparse``: the chunk's row count sets the blocks of its
 #: products, so both backends take the same.
@@ -114,8 +129,8 @@ def compiled_constants() -> dict:
     enums = (("ACTIVATION", ActivationCode), ("LOSS", LossCode), ("OPTIMIZER", OptimizerCode), ("LAYER", LayerKindCode))
     codes = {f"{prefix}_{member.name}": int(member) for prefix, enum in enums for member in enum}
     names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
-    names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI")
-    names += ("EXP_LN2_LO", "EXP_TAYLOR", "CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
+    names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI", "EXP_LN2_LO")
+    names += ("EXP_TAYLOR", "CHUNK_ROWS", "LARGE_CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
     names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINDOWS_AT_ONCE", "WINOGRAD_ROWS")
     geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
     return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}

@@ -132,7 +132,7 @@ class Options:
             if optimizer in OPTIMIZERS and OPTIMIZERS[optimizer].full_batch:
                 raise ValueError(
                     f"{optimizer} trains on all the rows at once, which a network with layers would hold a gradient "
-                    "per 16 rows for: use optimizer='adam' or 'sgd' with a batch_size"
+                    "per 32 rows for: use optimizer='adam' or 'sgd' with a batch_size"
                 )
             layers, hidden, activation = tuple(layers), (), ()
         hidden = as_layer_sizes(hidden) if layers is None else ()

@@ -9,7 +9,7 @@ import pytest
 
 from fastbp._backends import COMPILED, Data, Schedule, available_backends, get_backend
 from fastbp._concepts import LOSSES, OUTPUTS, OptimizerCode
-from fastbp._constants import GEOMETRY_FIELDS
+from fastbp._constants import GEOMETRY_FIELDS, chunk_rows
 from fastbp._layout import Layer, Layout
 
 COMPILED = [name for name in COMPILED if name in available_backends()]
@@ -354,6 +354,45 @@ def test_trained_weights_do_not_depend_on_the_thread_count(compiled_backend, dty
     for n_threads in (2, 3):
         for a, b in zip(one, train(compiled_backend, layout, weights, data, schedule, n_threads)):
             assert_same_bits(a, b)
+
+
+LARGE_BATCH_NETWORKS = [
+    "first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid",
+    "winograd-k3-c3-tanh-pool2x2-softmax",
+]
+
+
+@pytest.mark.skipif(len(COMPILED) < 2, reason="needs both compiled backends")
+@pytest.mark.parametrize("network", LARGE_BATCH_NETWORKS)
+def test_batches_of_large_chunks_agree_bit_for_bit_at_any_thread_count(network):
+    """Batches of 150 rows are cut into chunks of 32 (``chunk_rows``), the last of 22; an epoch of 170 rows ends
+    with a batch of 20, one chunk."""
+    assert chunk_rows(150) == 32 and chunk_rows(127) == 16
+    layout = NETWORKS[network]()
+    weights, data = case_data(layout, np.float32, weighted=True, n_rows=170)
+    schedule = make_schedule(170, batch_size=150, optimizer="adam", steps_done=2)
+    rows = np.arange(150, dtype=np.intp)[::-1].copy()
+    results = [
+        (*gradient(backend, layout, weights, data, schedule, rows), *train(backend, layout, weights, data, schedule, n))
+        for backend in ("numba", "cython")
+        for n in (1, 2)
+    ]
+    for result in results[1:]:
+        for a, b in zip(results[0], result):
+            assert_same_bits(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("network", LARGE_BATCH_NETWORKS)
+def test_a_batch_of_large_chunks_has_the_mean_of_its_rows_gradients(compiled_backend, network):
+    """Every row of every chunk counts once, with its own dropout: the batch's gradient is the mean of the
+    gradients of its rows taken one at a time (in float64, up to rounding)."""
+    layout = NETWORKS[network]()
+    weights, data = case_data(layout, np.float64, weighted=True, n_rows=140)
+    schedule = make_schedule(140, steps_done=4)
+    rows = np.random.default_rng(5).choice(140, 130, replace=False)  # chunks of 32, the last of 2
+    _, grad = gradient(compiled_backend, layout, weights, data, schedule, rows)
+    singles = [gradient(compiled_backend, layout, weights, data, schedule, rows[i : i + 1])[1] for i in range(130)]
+    np.testing.assert_allclose(grad, np.mean(singles, axis=0), rtol=1e-9, atol=1e-12 * np.abs(grad).max())
 
 
 def test_train_online_trains_a_layered_network_by_its_batches_on_one_thread(compiled_backend):

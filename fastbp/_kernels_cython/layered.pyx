@@ -3,7 +3,7 @@
 layers, trained by mini-batches.
 
 The same kernels and arithmetic as :mod:`fastbp._kernels_numba.layered`, operation by
-operation, so the two agree bit for bit: a batch is cut into chunks of ``CHUNK_ROWS``
+operation, so the two agree bit for bit: a batch is cut into chunks of ``_chunk_rows``
 rows, each run forward and backward into a gradient buffer of its own by one slot
 (an OpenMP thread's scratch: slot ``t`` takes chunks ``t``, ``t + n_slots``, ...), and
 the chunks' gradients are then summed in chunk order, so the thread count never
@@ -29,12 +29,12 @@ from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastbp._kernels_cython.constants cimport (
-    ACTIVATION_EXP, ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID,
-    ACTIVATION_SOFTMAX, ACTIVATION_TANH, CELL_SHIFT, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C,
-    GEOMETRY_IN_H, GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W,
-    GEOMETRY_PAD_LEFT, GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LAYER_CONV2D,
-    LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINDOWS_AT_ONCE,
-    WINOGRAD_ROWS, compiled_constants,
+    ACTIVATION_EXP, ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
+    ACTIVATION_TANH, CELL_SHIFT, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H,
+    GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT,
+    GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LARGE_CHUNK_ROWS, LAYER_CONV2D, LAYER_DENSE,
+    LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINDOWS_AT_ONCE, WINOGRAD_ROWS,
+    compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
     Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step,
@@ -78,7 +78,7 @@ cdef enum:
 
 cdef struct Parts:
     # Where the parts of one slot's scratch start (see _parts), in values of the weights' type.
-    const Py_ssize_t* v_off  # layer k's (CHUNK_ROWS, sizes[k] + 1) values from v_off[k], the inputs' first
+    const Py_ssize_t* v_off  # layer k's (rows, sizes[k] + 1) values from v_off[k], the inputs' first
     Py_ssize_t errors  # two sides of side_size error signals: the layer in hand's and the layer below's
     Py_ssize_t side_size
     Py_ssize_t patches  # one row's windows of the largest convolution, (positions, fan_in + 1)
@@ -93,7 +93,7 @@ cdef struct Parts:
     # products (16, WINOGRAD_ROWS * tiles, units).
     Py_ssize_t winograd_windows
     Py_ssize_t winograd_products
-    Py_ssize_t winners  # where each pooling's maxima are, integers: (CHUNK_ROWS, sizes[k + 1]) from win_off[k]
+    Py_ssize_t winners  # where each pooling's maxima are, integers: (rows, sizes[k + 1]) from win_off[k]
     const Py_ssize_t* win_off
     Py_ssize_t size  # its values in all
     # Not in a slot: each Winograd convolution's transformed filters (16, in_c, units) from u_off[k] in the
@@ -111,9 +111,10 @@ cdef struct Chunk:
 
 
 cdef struct Buffers:
-    # One call's scratch: n_slots slots of parts.size values, then n_chunks gradients and losses, a gradient and
-    # the weights' transforms.
+    # One call's scratch: n_slots slots of parts.size values for chunks of chunk_rows rows, then n_chunks
+    # gradients and losses, a gradient and the weights' transforms.
     Parts parts
+    Py_ssize_t chunk_rows
     Py_ssize_t n_slots
     Py_ssize_t n_chunks
     Py_ssize_t n_weights
@@ -160,10 +161,15 @@ cdef inline Py_ssize_t _line_width(Py_ssize_t n, Py_ssize_t item) noexcept nogil
     return (n + line - 1) // line * line
 
 
+cdef inline Py_ssize_t _chunk_rows(Py_ssize_t batch_rows) noexcept nogil:
+    """Rows per chunk of batches of ``batch_rows`` rows: ``fastbp._constants.chunk_rows``."""
+    return LARGE_CHUNK_ROWS if batch_rows >= 4 * LARGE_CHUNK_ROWS else CHUNK_ROWS
+
+
 cdef Parts _parts(
-    const Network* net, Py_ssize_t* v_off, Py_ssize_t* win_off, Py_ssize_t* u_off, Py_ssize_t item
+    const Network* net, Py_ssize_t rows, Py_ssize_t* v_off, Py_ssize_t* win_off, Py_ssize_t* u_off, Py_ssize_t item
 ) noexcept nogil:
-    """The parts of one slot's scratch of floats of ``item`` bytes, writing each layer's values' start into
+    """The parts of one slot's scratch for chunks of ``rows`` rows, of floats of ``item`` bytes, writing each layer's values' start into
     ``v_off`` (``n_layers + 2``), each Winograd convolution's transformed filters' start into ``u_off``
     (``n_layers``) and each pooling's winners' start into ``win_off`` (``n_layers + 1``; a fused
     layer's pooling keeps its places among the values instead, see ``_conv_pool_row``).  The filters, and the
@@ -181,13 +187,13 @@ cdef Parts _parts(
     cdef Parts parts
     v_off[0] = 0
     for k in range(n_layers + 1):
-        v_off[k + 1] = v_off[k] + CHUNK_ROWS * (net.sizes[k] + 1)
+        v_off[k + 1] = v_off[k] + rows * (net.sizes[k] + 1)
         widest = max(widest, net.sizes[k] + 1)
     win_off[0] = 0
     for k in range(n_layers):
         u_off[k] = n_transformed
         pooling = net.kinds[k] == LAYER_MAX_POOL2D and not _pooled_with_the_first(net, k)
-        win_off[k + 1] = win_off[k] + (CHUNK_ROWS * net.sizes[k + 1] if pooling else 0)
+        win_off[k + 1] = win_off[k] + (rows * net.sizes[k + 1] if pooling else 0)
         if net.kinds[k] == LAYER_CONV2D:
             g = net.geometry + k * net.geometry_stride
             positions = g[GEOMETRY_OUT_H] * g[GEOMETRY_OUT_W]
@@ -201,7 +207,7 @@ cdef Parts _parts(
                 n_winograd_windows = max(n_winograd_windows, 16 * tiles * g[GEOMETRY_IN_C])
                 n_winograd_products = max(n_winograd_products, 16 * tiles * g[GEOMETRY_UNITS])
     parts.v_off = v_off
-    parts.side_size = CHUNK_ROWS * widest
+    parts.side_size = rows * widest
     parts.errors = v_off[n_layers + 1]
     parts.patches = parts.errors + 2 * parts.side_size
     parts.patch_errors = parts.patches + n_patches
@@ -1219,7 +1225,8 @@ cdef floating _batch_gradient(
     the rows its forward passes classed right to ``right``."""
     cdef floating* block = <floating*>buffers.block
     cdef Py_ssize_t n_slots = buffers.n_slots, n_weights = buffers.n_weights
-    cdef Py_ssize_t n_chunks = (batch_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
+    cdef Py_ssize_t chunk_rows = buffers.chunk_rows
+    cdef Py_ssize_t n_chunks = (batch_rows + chunk_rows - 1) // chunk_rows
     cdef Py_ssize_t n_active = min(n_slots, n_chunks)
     cdef floating* chunk_grads = block + n_slots * buffers.parts.size
     cdef floating* chunk_losses = chunk_grads + buffers.n_chunks * n_weights
@@ -1233,10 +1240,10 @@ cdef floating _batch_gradient(
     ):
         c = slot
         while c < n_chunks:
-            first = c * CHUNK_ROWS
+            first = c * chunk_rows
             chunk_losses[c] = _chunk_gradient(
                 net, weights, transformed, data,
-                Chunk(rows=batch + first, n_rows=min(CHUNK_ROWS, batch_rows - first), seed=seed, step=step),
+                Chunk(rows=batch + first, n_rows=min(chunk_rows, batch_rows - first), seed=seed, step=step),
                 batch_rows, block + slot * buffers.parts.size, &buffers.parts, chunk_grads + c * n_weights,
                 chunk_rights + c,
             )
@@ -1287,14 +1294,15 @@ cdef void _train(
 
 
 cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_slots, Py_ssize_t item) except *:
-    """Scratch for batches of up to ``batch_rows`` rows on ``n_slots`` slots (at most one per chunk), of floats of
-    ``item`` bytes: the slots, each chunk's gradient, each chunk's loss and rows classed right, a gradient, then
-    the weights' transforms.
+    """Scratch for batches of up to ``batch_rows`` rows (cut into chunks of ``_chunk_rows(batch_rows)`` rows) on
+    ``n_slots`` slots (at most one per chunk), of floats of ``item`` bytes: the slots, each chunk's gradient, each
+    chunk's loss and rows classed right, a gradient, then the weights' transforms.
     Freed by ``_free``."""
     cdef Buffers buffers
     cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
     cdef Py_ssize_t before_transforms  # the values of the slots, the chunks' gradients and losses and a gradient
-    buffers.n_chunks = (batch_rows + CHUNK_ROWS - 1) // CHUNK_ROWS
+    buffers.chunk_rows = _chunk_rows(batch_rows)
+    buffers.n_chunks = (batch_rows + buffers.chunk_rows - 1) // buffers.chunk_rows
     buffers.n_slots = max(1, min(n_slots, buffers.n_chunks))
     buffers.n_weights = n_weights
     buffers.block = buffers.allocation = NULL
@@ -1302,7 +1310,7 @@ cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_sl
     if buffers.v_off == NULL:
         raise MemoryError()
     buffers.parts = _parts(
-        net, buffers.v_off, buffers.v_off + net.n_layers + 2, buffers.v_off + 2 * net.n_layers + 3, item
+        net, buffers.chunk_rows, buffers.v_off, buffers.v_off + net.n_layers + 2, buffers.v_off + 2 * net.n_layers + 3, item
     )
     before_transforms = buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights
     buffers.allocation = malloc((before_transforms + buffers.parts.n_transformed) * item + LINE_BYTES)

@@ -1,7 +1,8 @@
 """The Numba backend's kernels for layered networks: convolutions, max pooling, dropout and flatten beside
 dense layers, trained by mini-batches.
 
-A batch is cut into chunks of ``CHUNK_ROWS`` rows.  A chunk runs forward and then
+A batch is cut into chunks of ``chunk_rows(batch_size)`` rows (``fastbp._constants``;
+predictions into chunks of ``CHUNK_ROWS``).  A chunk runs forward and then
 backward layer by layer, into a gradient buffer of its own; the chunks' gradients
 are then summed in chunk order, so the weights do not depend on which thread ran
 which chunk.  Each thread takes every ``n_slots``-th chunk with scratch of its own.
@@ -46,11 +47,14 @@ from .._constants import (
     WINDOWS_AT_ONCE,
     WINOGRAD_ROWS,
     Geometry,
+    chunk_rows,
 )
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .llvm import blas_dgemm, blas_sgemm
 from .primitives import ONE, activation, derivative, optimizer_step, output_error, softmax
+
+_chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
 
 #: gemm's ``op``: the matrix as it is stored, or transposed (Fortran's characters).
 AS_IS = ord("N")
@@ -122,15 +126,15 @@ def _dropout_draw(stream, unit):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _scratch(net, n_slots, dt):
-    """Each slot's scratch: ``(values, v_off, errors, patches, patch_errors, products, blas_ints, blas_floats,
-    winners, win_off, winograd, u_off, transformed)``.
+def _scratch(net, n_slots, rows, dt):
+    """Each slot's scratch for chunks of ``rows`` rows: ``(values, v_off, errors, patches, patch_errors,
+    products, blas_ints, blas_floats, winners, win_off, winograd, u_off, transformed)``.
 
-    ``values[slot]`` holds layer ``k``'s ``(CHUNK_ROWS, sizes[k] + 1)`` matrix from
-    ``v_off[k]``; ``errors[slot]`` two sides of ``CHUNK_ROWS * widest`` error
+    ``values[slot]`` holds layer ``k``'s ``(rows, sizes[k] + 1)`` matrix from
+    ``v_off[k]``; ``errors[slot]`` two sides of ``rows * widest`` error
     signals; ``patches`` and ``patch_errors`` one row's windows of the largest
     convolution and their errors; ``products`` a layer's weighted sums;
-    ``winners[slot]`` holds a pooling layer ``k``'s ``(CHUNK_ROWS, sizes[k + 1])``
+    ``winners[slot]`` holds a pooling layer ``k``'s ``(rows, sizes[k + 1])``
     winners (where in its input each output's maximum is) from ``win_off[k]``, but for
     a fused layer's pooling, which keeps its places among the values (``_conv_pool_row``);
     ``winograd[slot]`` a Winograd convolution's transformed windows and their products
@@ -142,14 +146,14 @@ def _scratch(net, n_slots, dt):
     v_off = np.zeros(n_layers + 2, dtype=np.intp)
     widest = 0
     for k in range(n_layers + 1):
-        v_off[k + 1] = v_off[k] + CHUNK_ROWS * (sizes[k] + 1)
+        v_off[k + 1] = v_off[k] + rows * (sizes[k] + 1)
         widest = max(widest, sizes[k] + 1)
     n_patches, n_patch_errors, n_winograd = 1, 1, 1
     win_off = np.zeros(n_layers + 1, dtype=np.intp)
     u_off = np.zeros(n_layers + 1, dtype=np.intp)
     for k in range(n_layers):
         pooling = net.kinds[k] == LayerKindCode.MAX_POOL2D and not _pooled_with_the_first(net, k)
-        win_off[k + 1] = win_off[k] + (CHUNK_ROWS * sizes[k + 1] if pooling else 0)
+        win_off[k + 1] = win_off[k] + (rows * sizes[k + 1] if pooling else 0)
         if net.kinds[k] == LayerKindCode.CONV2D:
             positions = geometry[k, Geometry.OUT_H] * geometry[k, Geometry.OUT_W]
             n_patches = max(n_patches, positions * (geometry[k, Geometry.FAN_IN] + 1))
@@ -162,10 +166,10 @@ def _scratch(net, n_slots, dt):
     return (
         np.empty((n_slots, v_off[n_layers + 1]), dtype=dt),
         v_off,
-        np.empty((n_slots, 2, CHUNK_ROWS * widest), dtype=dt),
+        np.empty((n_slots, 2, rows * widest), dtype=dt),
         np.empty((n_slots, n_patches), dtype=dt),
         np.empty((n_slots, n_patch_errors), dtype=dt),
-        np.empty((n_slots, CHUNK_ROWS * widest), dtype=dt),
+        np.empty((n_slots, rows * widest), dtype=dt),
         np.empty((n_slots, 8), dtype=np.int32),
         np.empty((n_slots, 2), dtype=dt),
         np.empty((n_slots, max(win_off[n_layers], 1)), dtype=np.uintp),
@@ -978,15 +982,15 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
     return chunk_loss, n_right
 
 
-def _batch_tasks(net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step):
-    """The gradients, losses and rows classed right of the chunks of ``batch`` (data rows), each into its own
-    place; slot ``t`` (a thread's scratch) takes chunks ``t``, ``t + n_slots``, ..."""
+def _batch_tasks(net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step):
+    """The gradients, losses and rows classed right of the chunks of ``per_chunk`` rows of ``batch`` (data rows),
+    each into its own place; slot ``t`` (a thread's scratch) takes chunks ``t``, ``t + n_slots``, ..."""
     n_slots = scratch[0].shape[0]
-    n_chunks = -(-batch.shape[0] // CHUNK_ROWS)
+    n_chunks = -(-batch.shape[0] // per_chunk)
     for slot in prange(min(n_slots, n_chunks)):
         for c in range(slot, n_chunks, n_slots):
-            first = c * CHUNK_ROWS
-            chunk = (batch[first : min(first + CHUNK_ROWS, batch.shape[0])], seed, step)
+            first = c * per_chunk
+            chunk = (batch[first : min(first + per_chunk, batch.shape[0])], seed, step)
             chunk_losses[c], chunk_rights[c] = _chunk_gradient(
                 net, weights, data, chunk, batch.shape[0], scratch, slot, chunk_grads[c]
             )
@@ -997,12 +1001,14 @@ _batch_chunks_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_batch_
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _batch_gradient(net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step, grad):
-    """The batch's mean gradient into ``grad``: its chunks' gradients summed in chunk order; returns its loss
-    and how many of its rows the forward passes classed right."""
+def _batch_gradient(
+    net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step, grad
+):
+    """The batch's mean gradient into ``grad``: its chunks' (of ``per_chunk`` rows) gradients summed in chunk
+    order; returns its loss and how many of its rows the forward passes classed right."""
     _transform(net, weights, scratch)
-    _batch_chunks(net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step)
-    n_chunks = -(-batch.shape[0] // CHUNK_ROWS)
+    _batch_chunks(net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step)
+    n_chunks = -(-batch.shape[0] // per_chunk)
     grad[:] = chunk_grads[0]
     loss = chunk_losses[0]
     for c in range(1, n_chunks):
@@ -1015,14 +1021,15 @@ def _batch_gradient(net, weights, data, batch, scratch, chunk_grads, chunk_losse
 def layered_gradient(net, weights, data, schedule, rows, grad):
     """The mean gradient of the loss over rows ``data.X[rows]`` (one batch, update ``steps_done + 1`` of
     ``schedule.seed``'s dropout) into ``grad``; returns their weighted loss sum."""
-    scratch = _scratch(net, 1, weights.dtype)
-    n_chunks = -(-rows.shape[0] // CHUNK_ROWS)
+    per_chunk = _chunk_rows(rows.shape[0])
+    scratch = _scratch(net, 1, per_chunk, weights.dtype)
+    n_chunks = -(-rows.shape[0] // per_chunk)
     chunk_grads = np.empty((n_chunks, weights.shape[0]), dtype=weights.dtype)
     chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
     chunk_rights = np.empty(n_chunks, dtype=np.intp)
     step = schedule.steps_done + 1
     loss, _ = _batch_gradient(
-        net, weights, data, rows, scratch, chunk_grads, chunk_losses, chunk_rights, schedule.seed, step, grad
+        net, weights, data, rows, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, schedule.seed, step, grad
     )
     return loss
 
@@ -1033,8 +1040,9 @@ def _train(net, weights, optimizer_state, data, schedule, history, right, n_slot
     orders = schedule.orders
     n_rows = orders.shape[1]
     batch_size = min(schedule.batch_size, n_rows)
-    n_chunks = -(-batch_size // CHUNK_ROWS)
-    scratch = _scratch(net, min(n_slots, n_chunks), weights.dtype)
+    per_chunk = _chunk_rows(batch_size)
+    n_chunks = -(-batch_size // per_chunk)
+    scratch = _scratch(net, min(n_slots, n_chunks), per_chunk, weights.dtype)
     chunk_grads = np.empty((n_chunks, weights.shape[0]), dtype=weights.dtype)
     chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
     chunk_rights = np.empty(n_chunks, dtype=np.intp)
@@ -1047,7 +1055,18 @@ def _train(net, weights, optimizer_state, data, schedule, history, right, n_slot
             batch = order[start : min(start + batch_size, n_rows)]
             step += 1
             loss, n_right = _batch_gradient(
-                net, weights, data, batch, scratch, chunk_grads, chunk_losses, chunk_rights, schedule.seed, step, grad
+                net,
+                weights,
+                data,
+                batch,
+                per_chunk,
+                scratch,
+                chunk_grads,
+                chunk_losses,
+                chunk_rights,
+                schedule.seed,
+                step,
+                grad,
             )
             epoch_loss += loss
             epoch_right += n_right
@@ -1087,7 +1106,7 @@ def predict_layered(net, weights, X, out):
     shape, so each row's outputs do not depend on the rows predicted with it (nor on
     how many threads share them).
     """
-    scratch = _scratch(net, 1, weights.dtype)
+    scratch = _scratch(net, 1, CHUNK_ROWS, weights.dtype)
     values, v_off = scratch[0][0], scratch[1]
     n_layers = net.sizes.shape[0] - 1
     n_features, n_outputs = net.sizes[0], net.sizes[n_layers]
