@@ -124,6 +124,23 @@ NETWORKS = {
     "conv-c70-relu-pool2x2-pool2x2-softmax": lambda: stack(
         conv((5, 5, 2), 70, (1, 1), activation="relu"), pool((2, 2)), pool((2, 2)), flatten, dense(2, "softmax")
     ),
+    # A pooled convolution over 45 channels: kernel rows of 135 values, so that the Cython kernels' backward pass
+    # adds errors in its registers six vectors at a time, two at a time and one value at a time (in float32 and
+    # float64, 16 bytes to 64 a vector); with its windows inside the image, and overhanging it.
+    "c45-then-k3-relu-pool2x2-softmax": lambda: stack(
+        conv((6, 6, 2), 45, (1, 1)),
+        convolve(4, (3, 3), activation="relu"),
+        pool((2, 2)),
+        flatten,
+        dense(3, "softmax"),
+    ),  # fmt: skip
+    "c45-then-same-k3-relu-pool2x2-sigmoid": lambda: stack(
+        conv((5, 5, 2), 45, (1, 1)),
+        convolve(3, (3, 3), padding="same", activation="relu"),
+        pool((2, 2)),
+        flatten,
+        dense(2, "sigmoid"),
+    ),  # fmt: skip
 }
 
 # (network, dtype, optimizer, batch size, threads, l2, sample weights): every network, optimizer, dtype, batch
@@ -157,6 +174,10 @@ CASES = [
     ("winograd-k3-c1-sigmoid-then-c18-relu-sigmoid", np.float64, "adam", 17, 1, 0.01, True),
     ("conv-c70-relu-pool2x2-pool2x2-softmax", np.float32, "adam", 17, 2, 0.0, True),
     ("conv-c70-relu-pool2x2-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.01, False),
+    ("c45-then-k3-relu-pool2x2-softmax", np.float32, "adam", 17, 2, 0.0, True),
+    ("c45-then-k3-relu-pool2x2-softmax", np.float64, "momentum", 5, 1, 0.01, False),
+    ("c45-then-same-k3-relu-pool2x2-sigmoid", np.float32, "sgd", 40, 1, 0.01, False),
+    ("c45-then-same-k3-relu-pool2x2-sigmoid", np.float64, "adam", 17, 2, 0.0, True),
 ]
 
 

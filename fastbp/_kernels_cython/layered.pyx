@@ -33,7 +33,7 @@ from fastbp._kernels_cython.constants cimport (
     ACTIVATION_TANH, CELL_SHIFT, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H,
     GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT,
     GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LARGE_CHUNK_ROWS, LAYER_CONV2D, LAYER_DENSE,
-    LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINDOWS_AT_ONCE, WINOGRAD_ROWS,
+    LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINOGRAD_ROWS,
     compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
@@ -58,11 +58,85 @@ cdef extern from *:
     """
     int FASTBP_LAYERED_OPENMP
 
+
+cdef extern from *:
+    """
+    /* to[i] = (...((to[i] + scales[0] * rows[0][offset + i]) + scales[1] * rows[1][offset + i]) ...) for i < n:
+       the additions of one term at a time, each sum kept in a register across all the terms.  GCC's and clang's
+       vector extensions give the registers (as wide as the build's widest: 64, 32 or 16 bytes), six at a time,
+       so that six sums' additions overlap; gcc's vectorised loops over i would load and store each sum once per
+       term instead.  Other compilers take the plain loop, the same arithmetic. */
+    #if defined(__GNUC__) || defined(__clang__)
+    #if defined(__AVX512F__)
+    #define FASTBP_VECTOR_BYTES 64
+    #elif defined(__AVX__)
+    #define FASTBP_VECTOR_BYTES 32
+    #else
+    #define FASTBP_VECTOR_BYTES 16
+    #endif
+    #define FASTBP_ADD_SCALED(NAME, T)                                                                              \
+    typedef T NAME##_vector __attribute__((vector_size(FASTBP_VECTOR_BYTES), aligned(sizeof(T)), may_alias));      \
+    static inline void NAME(T* to, const T** rows, const T* scales, Py_ssize_t n_terms, Py_ssize_t offset,          \
+                            Py_ssize_t n) {                                                                         \
+        typedef NAME##_vector V;                                                                                    \
+        const Py_ssize_t lanes = FASTBP_VECTOR_BYTES / sizeof(T);                                                   \
+        Py_ssize_t i = 0, t;                                                                                        \
+        for (; i + 6 * lanes <= n; i += 6 * lanes) {                                                                \
+            V* sums = (V*)(to + i);                                                                                  \
+            V a = sums[0], b = sums[1], c = sums[2], d = sums[3], e = sums[4], f = sums[5];                         \
+            for (t = 0; t < n_terms; t++) {                                                                         \
+                const V* r = (const V*)(rows[t] + offset + i);                                                      \
+                T s = scales[t];                                                                                    \
+                a = a + s * r[0]; b = b + s * r[1]; c = c + s * r[2];                                               \
+                d = d + s * r[3]; e = e + s * r[4]; f = f + s * r[5];                                               \
+            }                                                                                                       \
+            sums[0] = a; sums[1] = b; sums[2] = c; sums[3] = d; sums[4] = e; sums[5] = f;                           \
+        }                                                                                                           \
+        for (; i + 2 * lanes <= n; i += 2 * lanes) {                                                                \
+            V* sums = (V*)(to + i);                                                                                  \
+            V a = sums[0], b = sums[1];                                                                             \
+            for (t = 0; t < n_terms; t++) {                                                                         \
+                const V* r = (const V*)(rows[t] + offset + i);                                                      \
+                T s = scales[t];                                                                                    \
+                a = a + s * r[0]; b = b + s * r[1];                                                                 \
+            }                                                                                                       \
+            sums[0] = a; sums[1] = b;                                                                               \
+        }                                                                                                           \
+        for (; i < n; i++) {                                                                                        \
+            T a = to[i];                                                                                            \
+            for (t = 0; t < n_terms; t++) a = a + scales[t] * rows[t][offset + i];                                 \
+            to[i] = a;                                                                                              \
+        }                                                                                                           \
+    }
+    #else
+    #define FASTBP_ADD_SCALED(NAME, T)                                                                              \
+    static void NAME(T* to, const T** rows, const T* scales, Py_ssize_t n_terms, Py_ssize_t offset, Py_ssize_t n) { \
+        Py_ssize_t i, t;                                                                                            \
+        for (i = 0; i < n; i++) {                                                                                   \
+            T a = to[i];                                                                                            \
+            for (t = 0; t < n_terms; t++) a = a + scales[t] * rows[t][offset + i];                                 \
+            to[i] = a;                                                                                              \
+        }                                                                                                           \
+    }
+    #endif
+    FASTBP_ADD_SCALED(fastbp_add_scaled_float, float)
+    FASTBP_ADD_SCALED(fastbp_add_scaled_double, double)
+    """
+    void fastbp_add_scaled_float(
+        float* to, const float** rows, const float* scales, Py_ssize_t n_terms, Py_ssize_t offset, Py_ssize_t n
+    ) noexcept nogil
+    void fastbp_add_scaled_double(
+        double* to, const double** rows, const double* scales, Py_ssize_t n_terms, Py_ssize_t offset, Py_ssize_t n
+    ) noexcept nogil
+
 cdef enum:
     WINOGRAD_BLOCK = 16  # the channels a Winograd transform takes at a time: its stack arrays
     # The channels a pooling's window takes at a time (``_pool_row``: its places' stack arrays), and the filters
     # whose nonzero errors a pooled convolution's backward pass lists at a time.
     PLACES_BLOCK = 64
+    # The pooling windows whose errors a pooled convolution's backward pass adds into a filter's gradient at a
+    # time (_add_scaled's terms).
+    TERMS_BLOCK = 64
 
 #: A pooled convolution's maximum's column, below its row (``CELL_SHIFT``).
 cdef Py_ssize_t COLUMN_MASK = (<Py_ssize_t>1 << CELL_SHIFT) - 1
@@ -488,37 +562,16 @@ cdef inline void _copy_rows(
             to[r * to_stride + i] = source[r * source_stride + i]
 
 
-cdef inline void _add_terms(
-    floating* sums, const floating* terms, const floating** rows, Py_ssize_t offset, Py_ssize_t n_terms, Py_ssize_t n
+cdef inline void _add_scaled(
+    floating* sums, const floating** rows, const floating* scales, Py_ssize_t n_terms, Py_ssize_t offset,
+    Py_ssize_t n,
 ) noexcept nogil:
-    """``sums[i] += terms[t] * rows[t][offset + i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1``
-    (``WINDOWS_AT_ONCE`` at most) in turn: the additions of one at a time, with each sum loaded and stored once."""
-    cdef Py_ssize_t i
-    cdef floating a = 0.0, b = 0.0, c = 0.0, d = 0.0
-    cdef const floating* ra = NULL
-    cdef const floating* rb = NULL
-    cdef const floating* rc = NULL
-    cdef const floating* rd = NULL
-    if n_terms > 0:  # only the terms given are read: the callers' arrays past them are not set
-        a, ra = terms[0], rows[0] + offset
-    if n_terms > 1:
-        b, rb = terms[1], rows[1] + offset
-    if n_terms > 2:
-        c, rc = terms[2], rows[2] + offset
-    if n_terms > 3:
-        d, rd = terms[3], rows[3] + offset
-    if n_terms == 4:
-        for i in range(n):
-            sums[i] = sums[i] + a * ra[i] + b * rb[i] + c * rc[i] + d * rd[i]
-    elif n_terms == 3:
-        for i in range(n):
-            sums[i] = sums[i] + a * ra[i] + b * rb[i] + c * rc[i]
-    elif n_terms == 2:
-        for i in range(n):
-            sums[i] = sums[i] + a * ra[i] + b * rb[i]
-    elif n_terms == 1:
-        for i in range(n):
-            sums[i] = sums[i] + a * ra[i]
+    """``sums[i] += scales[t] * rows[t][offset + i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1`` in turn:
+    the additions of one at a time, each sum loaded and stored once for them all (``fastbp_add_scaled_*``)."""
+    if floating is float:
+        fastbp_add_scaled_float(sums, rows, scales, n_terms, offset, n)
+    else:
+        fastbp_add_scaled_double(sums, rows, scales, n_terms, offset, n)
 
 
 cdef inline void _nine_pixels(
@@ -1003,18 +1056,20 @@ cdef void _backward(
     cdef floating* layer_grad = grad + net.w_off[k]
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
     cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width, n_windows, group, first, n_terms
-    cdef floating terms[WINDOWS_AT_ONCE]
+    cdef floating terms[TERMS_BLOCK]
     cdef Py_ssize_t nonzero[PLACES_BLOCK]  # the filters of a window with a nonzero error, and how many
     cdef Py_ssize_t n_nonzero
     cdef bint inside = _inside(w)  # a convolution's gradient then reads the windows in the image
     cdef Py_ssize_t stretch = w.kernel_w * w.in_c
     cdef const floating* image
     cdef floating one = 1.0
-    cdef const floating* ones[WINDOWS_AT_ONCE]
-    cdef const floating* term_rows[WINDOWS_AT_ONCE]
+    cdef const floating* ones[TERMS_BLOCK]
+    cdef const floating* term_rows[TERMS_BLOCK]
     cdef const floating* row_errors
     cdef const Py_ssize_t* row_winners
-    cdef Py_ssize_t won, window_index
+    cdef Py_ssize_t won, window_index, ky
+    cdef const floating* kernel
+    cdef floating* to
     cdef floating* row_below
     cdef double rate
     cdef floating scale
@@ -1023,7 +1078,7 @@ cdef void _backward(
     # store can alias them (as ``_forward``'s ``kernels``).
     cdef floating sums[10][FUSED_MAX_UNITS]
     cdef floating picked[9][FUSED_MAX_UNITS]
-    for i in range(WINDOWS_AT_ONCE):
+    for i in range(TERMS_BLOCK):
         ones[i] = &one
     if kind == LAYER_DENSE or kind == LAYER_CONV2D:
         units, fan_in = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN]
@@ -1070,17 +1125,29 @@ cdef void _backward(
                             for i in range(n_nonzero):
                                 j = window_index * units + nonzero[i]
                                 won = row_winners[j]
-                                _add_window(
-                                    below + s * n_in, w, won >> CELL_SHIFT, won & COLUMN_MASK,
-                                    filters + nonzero[i] * width, row_errors[j],
-                                )
-                # Each error times its window into its filter's gradient: a few windows' errors for one filter at
+                                if not inside:
+                                    _add_window(
+                                        below + s * n_in, w, won >> CELL_SHIFT, won & COLUMN_MASK,
+                                        filters + nonzero[i] * width, row_errors[j],
+                                    )
+                                    continue
+                                # _add_window's additions, each kernel row's with its sums in registers
+                                kernel = filters + nonzero[i] * width
+                                to = below + s * n_in + (
+                                    ((won >> CELL_SHIFT) * w.stride_h - w.pad_top) * w.in_w
+                                    + (won & COLUMN_MASK) * w.stride_w - w.pad_left
+                                ) * w.in_c
+                                for ky in range(w.kernel_h):
+                                    _add_scaled(
+                                        to + ky * w.in_w * w.in_c, &kernel, row_errors + j, 1, ky * stretch, stretch
+                                    )
+                # Each error times its window into its filter's gradient: many windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
-                for group in range((n_windows + WINDOWS_AT_ONCE - 1) // WINDOWS_AT_ONCE):
-                    first = group * WINDOWS_AT_ONCE
+                for group in range((n_windows + TERMS_BLOCK - 1) // TERMS_BLOCK):
+                    first = group * TERMS_BLOCK
                     for c in range(units):
                         n_terms = 0
-                        for window_index in range(first, min(first + WINDOWS_AT_ONCE, n_windows)):
+                        for window_index in range(first, min(first + TERMS_BLOCK, n_windows)):
                             j = window_index * units + c
                             if row_errors[j] == 0.0:
                                 continue
@@ -1097,13 +1164,13 @@ cdef void _backward(
                             n_terms += 1
                         if inside:
                             for i in range(w.kernel_h):
-                                _add_terms(
-                                    filter_grads + c * width + i * stretch, terms, term_rows, i * w.in_w * w.in_c,
-                                    n_terms, stretch,
+                                _add_scaled(
+                                    filter_grads + c * width + i * stretch, term_rows, terms, n_terms,
+                                    i * w.in_w * w.in_c, stretch,
                                 )
-                            _add_terms(filter_grads + c * width + fan_in, terms, ones, 0, n_terms, 1)
+                            _add_scaled(filter_grads + c * width + fan_in, ones, terms, n_terms, 0, 1)
                         else:
-                            _add_terms(filter_grads + c * width, terms, term_rows, 0, n_terms, fan_in + 1)
+                            _add_scaled(filter_grads + c * width, term_rows, terms, n_terms, 0, fan_in + 1)
             _copy_rows(filter_grads, width, layer_grad, fan_in + 1, units, fan_in + 1)
         else:
             positions = w.out_h * w.out_w
