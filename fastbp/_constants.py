@@ -77,11 +77,6 @@ PREDICT_CHUNK_ROWS = 64
 #: transposed weights, ten per filter, live on the stack of the Cython kernel; the notebook's layer has 32).
 FUSED_MAX_UNITS = 64
 
-#: A pooled convolution's backward pass adds the errors of this many pooling windows at a time into each filter's
-#: gradient, each sum loaded and stored once for them, in the windows' order (the sums of one at a time). The
-#: kernels spell out a loop for each count from 1 to 4 (``_add_terms``), so it is at most 4.
-WINDOWS_AT_ONCE = 4
-
 #: A convolution computed by Winograd's F(2x2, 3x3) transforms this many rows of a chunk at a time and multiplies
 #: them by one gemm per plane: with more rows the transformed windows and their products outgrow the L2 cache, with
 #: fewer the gemms are too small to pay for their calls.  Both backends take the same, so the gemms are the same.
@@ -131,7 +126,7 @@ def compiled_constants() -> dict:
     names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI", "EXP_LN2_LO")
     names += ("EXP_TAYLOR", "CHUNK_ROWS", "LARGE_CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
-    names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINDOWS_AT_ONCE", "WINOGRAD_ROWS")
+    names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINOGRAD_ROWS")
     geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
     return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}
 

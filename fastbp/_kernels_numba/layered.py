@@ -44,7 +44,6 @@ from .._constants import (
     SPLITMIX_GAMMA,
     SPLITMIX_MIX1,
     SPLITMIX_MIX2,
-    WINDOWS_AT_ONCE,
     WINOGRAD_ROWS,
     Geometry,
     chunk_rows,
@@ -63,6 +62,11 @@ TRANSPOSED = ord("T")
 #: A pooled convolution's maximum's row and column in one winner (``_pool``): the row's shift, the column's mask.
 ROW_SHIFT = np.uintp(CELL_SHIFT)
 COLUMN_MASK = np.uintp(2**CELL_SHIFT - 1)
+
+#: A pooled convolution's backward pass adds the errors of this many pooling windows at a time into each filter's
+#: gradient, each sum loaded and stored once for them, in the windows' order (the sums of one at a time).
+#: ``_add_terms`` spells out a loop for each count from 1 to 4, so it is at most 4.
+WINDOWS_AT_ONCE = 4
 
 GAMMA = np.uint64(SPLITMIX_GAMMA)
 MIX1 = np.uint64(SPLITMIX_MIX1)
