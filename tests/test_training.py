@@ -5,6 +5,7 @@ import pytest
 
 import fastbp
 from fastbp._training import Options
+from fastbp.layers import Conv2D, Dropout, Flatten, MaxPooling2D
 
 
 def test_callback_sees_every_epoch_and_its_loss(compiled_backend, wheat):
@@ -87,3 +88,31 @@ def test_a_continued_trainer_keeps_its_memory_but_not_a_different_network(wheat)
         trainer.continued(Options.create(hidden=4, optimizer="adam"), None)
     with pytest.raises(ValueError, match="cannot change optimizer"):
         trainer.continued(Options.create(hidden=3), None)
+
+
+def test_a_layered_network_trains_alike_in_a_kernel_call_per_batch_or_per_epoch(compiled_backend, monkeypatch):
+    """An epoch of 300 rows in batches of 128 ends with a batch of 44, which is cut into chunks as the others are
+    (``chunk_rows`` of the batch size), whether the epoch runs in one kernel call or in one call per batch."""
+    rng = np.random.default_rng(0)
+    images, y = rng.random((300, 8, 8, 1), dtype=np.float32), rng.integers(0, 3, 300)
+    layers = [Conv2D(4, 3, activation="relu"), MaxPooling2D(2), Flatten(), Dropout(0.25)]
+    models = []
+    for work in (1, 10**12):  # a kernel call per batch, then one per epoch
+        monkeypatch.setattr(fastbp._training, "CHUNK_WORK", work)
+        models.append(
+            fastbp.train(
+                images,
+                y,
+                layers=layers,
+                output="softmax",
+                optimizer="adam",
+                lr=0.01,
+                batch_size=128,
+                epochs=2,
+                seed=0,
+                dtype=np.float32,
+                backend=compiled_backend,
+            )  # fmt: skip
+        )
+    np.testing.assert_array_equal(models[0].weights, models[1].weights)
+    np.testing.assert_array_equal(models[0].history, models[1].history)

@@ -1360,15 +1360,17 @@ cdef void _train(
         right[epoch] = <double>epoch_right
 
 
-cdef Buffers _buffers(const Network* net, Py_ssize_t batch_rows, Py_ssize_t n_slots, Py_ssize_t item) except *:
-    """Scratch for batches of up to ``batch_rows`` rows (cut into chunks of ``_chunk_rows(batch_rows)`` rows) on
-    ``n_slots`` slots (at most one per chunk), of floats of ``item`` bytes: the slots, each chunk's gradient, each
-    chunk's loss and rows classed right, a gradient, then the weights' transforms.
+cdef Buffers _buffers(
+    const Network* net, Py_ssize_t batch_rows, Py_ssize_t chunk_rows, Py_ssize_t n_slots, Py_ssize_t item
+) except *:
+    """Scratch for batches of up to ``batch_rows`` rows cut into chunks of ``chunk_rows`` rows, on ``n_slots``
+    slots (at most one per chunk), of floats of ``item`` bytes: the slots, each chunk's gradient, each chunk's loss
+    and rows classed right, a gradient, then the weights' transforms.
     Freed by ``_free``."""
     cdef Buffers buffers
     cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
     cdef Py_ssize_t before_transforms  # the values of the slots, the chunks' gradients and losses and a gradient
-    buffers.chunk_rows = _chunk_rows(batch_rows)
+    buffers.chunk_rows = chunk_rows
     buffers.n_chunks = (batch_rows + buffers.chunk_rows - 1) // buffers.chunk_rows
     buffers.n_slots = max(1, min(n_slots, buffers.n_chunks))
     buffers.n_weights = n_weights
@@ -1410,7 +1412,9 @@ def train_layered(
     cdef Buffers buffers
     if not FASTBP_LAYERED_OPENMP or n_threads < 1:
         n_threads = 1
-    buffers = _buffers(&c_net, batch_rows, n_threads, sizeof(floating))
+    # Chunks of the schedule's batch size's rows, even where this call's rows are fewer (the last part of an epoch
+    # that the Python layer runs in parts): the same chunks as in one call.
+    buffers = _buffers(&c_net, batch_rows, _chunk_rows(c_schedule.batch_size), n_threads, sizeof(floating))
     try:
         with nogil:
             _train(
@@ -1429,7 +1433,7 @@ def layered_gradient(net, const floating[::1] weights, data, schedule, const Py_
     cdef const floating[::1] sample_weight = data.sample_weight
     cdef Data c_data = Data(X=&X[0, 0], Y=&Y[0, 0], sample_weight=&sample_weight[0])
     cdef Schedule c_schedule = schedule_settings(schedule)
-    cdef Buffers buffers = _buffers(&c_net, rows.shape[0], 1, sizeof(floating))
+    cdef Buffers buffers = _buffers(&c_net, rows.shape[0], _chunk_rows(rows.shape[0]), 1, sizeof(floating))
     cdef floating loss
     cdef Py_ssize_t right = 0
     try:
@@ -1450,7 +1454,7 @@ def predict_layered(net, const floating[::1] weights, const floating[:, ::1] X, 
     cdef Buffers buffers
     if X.shape[0] == 0:
         return
-    buffers = _buffers(&c_net, CHUNK_ROWS, 1, sizeof(floating))
+    buffers = _buffers(&c_net, CHUNK_ROWS, CHUNK_ROWS, 1, sizeof(floating))
     try:
         with nogil:
             _predict(&c_net, &weights[0], &X[0, 0], X.shape[0], &out[0, 0], &buffers)

@@ -1044,7 +1044,9 @@ def _train(net, weights, optimizer_state, data, schedule, history, right, n_slot
     orders = schedule.orders
     n_rows = orders.shape[1]
     batch_size = min(schedule.batch_size, n_rows)
-    per_chunk = _chunk_rows(batch_size)
+    # Chunks of the schedule's batch size's rows, even where this call's rows are fewer (the last part of an epoch
+    # that the Python layer runs in parts): the same chunks as in one call.
+    per_chunk = _chunk_rows(schedule.batch_size)
     n_chunks = -(-batch_size // per_chunk)
     scratch = _scratch(net, min(n_slots, n_chunks), per_chunk, weights.dtype)
     chunk_grads = np.empty((n_chunks, weights.shape[0]), dtype=weights.dtype)
