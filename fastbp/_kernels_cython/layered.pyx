@@ -243,11 +243,11 @@ cdef inline Py_ssize_t _chunk_rows(Py_ssize_t batch_rows) noexcept nogil:
 cdef Parts _parts(
     const Network* net, Py_ssize_t rows, Py_ssize_t* v_off, Py_ssize_t* win_off, Py_ssize_t* u_off, Py_ssize_t item
 ) noexcept nogil:
-    """The parts of one slot's scratch for chunks of ``rows`` rows, of floats of ``item`` bytes, writing each layer's values' start into
-    ``v_off`` (``n_layers + 2``), each Winograd convolution's transformed filters' start into ``u_off``
-    (``n_layers``) and each pooling's winners' start into ``win_off`` (``n_layers + 1``; a fused
-    layer's pooling keeps its places among the values instead, see ``_conv_pool_row``).  The filters, and the
-    slot's size, start on whole cache lines."""
+    """The parts of one slot's scratch for chunks of ``rows`` rows, of floats of ``item`` bytes, writing each
+    layer's values' start into ``v_off`` (``n_layers + 2``), each Winograd convolution's transformed filters'
+    start into ``u_off`` (``n_layers``) and each pooling's winners' start into ``win_off`` (``n_layers + 1``; a
+    fused layer's pooling keeps its places among the values instead, see ``_conv_pool_row``).  The filters, and
+    the slot's size, start on whole cache lines."""
     cdef Py_ssize_t n_layers = net.n_layers
     cdef Py_ssize_t widest = 0
     cdef Py_ssize_t n_patches = 1
@@ -1379,7 +1379,8 @@ cdef Buffers _buffers(
     if buffers.v_off == NULL:
         raise MemoryError()
     buffers.parts = _parts(
-        net, buffers.chunk_rows, buffers.v_off, buffers.v_off + net.n_layers + 2, buffers.v_off + 2 * net.n_layers + 3, item
+        net, buffers.chunk_rows, buffers.v_off, buffers.v_off + net.n_layers + 2, buffers.v_off + 2 * net.n_layers + 3,
+        item,
     )
     before_transforms = buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights
     buffers.allocation = malloc((before_transforms + buffers.parts.n_transformed) * item + LINE_BYTES)
