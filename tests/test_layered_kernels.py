@@ -133,14 +133,14 @@ NETWORKS = {
         pool((2, 2)),
         flatten,
         dense(3, "softmax"),
-    ),  # fmt: skip
+    ),
     "c45-then-same-k3-relu-pool2x2-sigmoid": lambda: stack(
         conv((5, 5, 2), 45, (1, 1)),
         convolve(3, (3, 3), padding="same", activation="relu"),
         pool((2, 2)),
         flatten,
         dense(2, "sigmoid"),
-    ),  # fmt: skip
+    ),
 }
 
 # (network, dtype, optimizer, batch size, threads, l2, sample weights): every network, optimizer, dtype, batch

@@ -794,12 +794,12 @@ cdef inline void _add_window(
     floating* below, Window w, Py_ssize_t oy, Py_ssize_t ox, const floating* kernel, floating error
 ) noexcept nogil:
     """``error`` times the ``kernel`` added into the image ``below`` where output ``(oy, ox)``'s window reads
-    it: one output's error passed down to its inputs (a kernel row inside the image at once: its values go to
-    distinct places, each added to in the same order).  ``_scatter_windows`` passes ``1.0``: ``x * 1.0`` is
-    ``x`` exactly."""
+    it: one output's error passed down to its inputs (a kernel row inside the image at once, its sums in
+    registers (``_add_scaled``): its values go to distinct places, each added to in the same order).
+    ``_scatter_windows`` passes ``1.0``: ``x * 1.0`` is ``x`` exactly."""
     cdef Py_ssize_t stretch = w.kernel_w * w.in_c
     cdef Py_ssize_t left = ox * w.stride_w - w.pad_left
-    cdef Py_ssize_t ky, kx, y, x, c, i
+    cdef Py_ssize_t ky, kx, y, x, c
     cdef const floating* source
     cdef floating* to
     for ky in range(w.kernel_h):
@@ -808,9 +808,7 @@ cdef inline void _add_window(
             continue
         source = kernel + ky * stretch
         if left >= 0 and left + w.kernel_w <= w.in_w:
-            to = below + (y * w.in_w + left) * w.in_c
-            for i in range(stretch):
-                to[i] += error * source[i]
+            _add_scaled(below + (y * w.in_w + left) * w.in_c, &source, &error, 1, 0, stretch)
             continue
         for kx in range(w.kernel_w):
             x = left + kx
@@ -1067,9 +1065,7 @@ cdef void _backward(
     cdef const floating* term_rows[TERMS_BLOCK]
     cdef const floating* row_errors
     cdef const Py_ssize_t* row_winners
-    cdef Py_ssize_t won, window_index, ky
-    cdef const floating* kernel
-    cdef floating* to
+    cdef Py_ssize_t won, window_index
     cdef floating* row_below
     cdef double rate
     cdef floating scale
@@ -1125,22 +1121,10 @@ cdef void _backward(
                             for i in range(n_nonzero):
                                 j = window_index * units + nonzero[i]
                                 won = row_winners[j]
-                                if not inside:
-                                    _add_window(
-                                        below + s * n_in, w, won >> CELL_SHIFT, won & COLUMN_MASK,
-                                        filters + nonzero[i] * width, row_errors[j],
-                                    )
-                                    continue
-                                # _add_window's additions, each kernel row's with its sums in registers
-                                kernel = filters + nonzero[i] * width
-                                to = below + s * n_in + (
-                                    ((won >> CELL_SHIFT) * w.stride_h - w.pad_top) * w.in_w
-                                    + (won & COLUMN_MASK) * w.stride_w - w.pad_left
-                                ) * w.in_c
-                                for ky in range(w.kernel_h):
-                                    _add_scaled(
-                                        to + ky * w.in_w * w.in_c, &kernel, row_errors + j, 1, ky * stretch, stretch
-                                    )
+                                _add_window(
+                                    below + s * n_in, w, won >> CELL_SHIFT, won & COLUMN_MASK,
+                                    filters + nonzero[i] * width, row_errors[j],
+                                )
                 # Each error times its window into its filter's gradient: many windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
                 for group in range((n_windows + TERMS_BLOCK - 1) // TERMS_BLOCK):
@@ -1371,7 +1355,7 @@ cdef Buffers _buffers(
     cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
     cdef Py_ssize_t before_transforms  # the values of the slots, the chunks' gradients and losses and a gradient
     buffers.chunk_rows = chunk_rows
-    buffers.n_chunks = (batch_rows + buffers.chunk_rows - 1) // buffers.chunk_rows
+    buffers.n_chunks = (batch_rows + chunk_rows - 1) // chunk_rows
     buffers.n_slots = max(1, min(n_slots, buffers.n_chunks))
     buffers.n_weights = n_weights
     buffers.block = buffers.allocation = NULL

@@ -1060,20 +1060,8 @@ def _train(net, weights, optimizer_state, data, schedule, history, right, n_slot
         for start in range(0, n_rows, batch_size):
             batch = order[start : min(start + batch_size, n_rows)]
             step += 1
-            loss, n_right = _batch_gradient(
-                net,
-                weights,
-                data,
-                batch,
-                per_chunk,
-                scratch,
-                chunk_grads,
-                chunk_losses,
-                chunk_rights,
-                schedule.seed,
-                step,
-                grad,
-            )
+            loss, n_right = _batch_gradient(net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses,
+                                            chunk_rights, schedule.seed, step, grad)  # fmt: skip
             epoch_loss += loss
             epoch_right += n_right
             optimizer_step(net, weights, grad, optimizer_state, schedule, schedule.rates[epoch], step)
