@@ -82,6 +82,12 @@ FUSED_MAX_UNITS = 64
 #: fewer the gemms are too small to pay for their calls.  Both backends take the same, so the gemms are the same.
 WINOGRAD_ROWS = 4
 
+#: A pooled convolution's backward pass adds its errors into its inputs' a pooling window at a time, for up to this
+#: many filters at a time: the filters whose maximum is at the same place of the window (in the order each place is
+#: first met, the filters in order within it) are added together, each input's sum kept in a register for them
+#: all.  Both backends group alike, so their sums are the same.
+GROUPED_FILTERS = 64
+
 #: A max pooling of a pooled convolution's outputs keeps where each maximum is as its row shifted by this many
 #: bits, or'd with its column: the convolution's backward pass reads both without dividing an index.
 CELL_SHIFT = 32
@@ -126,7 +132,7 @@ def compiled_constants() -> dict:
     names = ("LANES", "SMALL_BLOCK", "LARGE_BLOCK", "LEAKY_SLOPE", "LOG_FLOOR", "RPROP_INCREASE", "RPROP_DECREASE")
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI", "EXP_LN2_LO")
     names += ("EXP_TAYLOR", "CHUNK_ROWS", "LARGE_CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
-    names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINOGRAD_ROWS")
+    names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINOGRAD_ROWS", "GROUPED_FILTERS")
     geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
     return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}
 

@@ -32,8 +32,9 @@ from fastbp._kernels_cython.constants cimport (
     ACTIVATION_EXP, ACTIVATION_IDENTITY, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
     ACTIVATION_TANH, CELL_SHIFT, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H,
     GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT,
-    GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, LARGE_CHUNK_ROWS, LAYER_CONV2D, LAYER_DENSE,
-    LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2, WINOGRAD_ROWS,
+    GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, GROUPED_FILTERS, LARGE_CHUNK_ROWS,
+    LAYER_CONV2D, LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2,
+    WINOGRAD_ROWS,
     compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
@@ -61,11 +62,12 @@ cdef extern from *:
 
 cdef extern from *:
     """
-    /* to[i] = (...((to[i] + scales[0] * rows[0][offset + i]) + scales[1] * rows[1][offset + i]) ...) for i < n:
-       the additions of one term at a time, each sum kept in a register across all the terms.  GCC's and clang's
-       vector extensions give the registers (as wide as the build's widest: 64, 32 or 16 bytes), six at a time,
-       so that six sums' additions overlap; gcc's vectorised loops over i would load and store each sum once per
-       term instead.  Other compilers take the plain loop, the same arithmetic. */
+    /* to[r * to_step + i] = (...((to[r * to_step + i] + scales[0] * rows[0][offset + r * row_step + i])
+       + scales[1] * rows[1][offset + r * row_step + i]) ...) for r < n_rows, i < n: the additions of one term at a
+       time, each sum kept in a register across all the terms.  GCC's and clang's vector extensions give the
+       registers (as wide as the build's widest: 64, 32 or 16 bytes), six at a time, so that six sums' additions
+       overlap; gcc's vectorised loops over i would load and store each sum once per term instead.  Other compilers
+       take the plain loop, the same arithmetic. */
     #if defined(__GNUC__) || defined(__clang__)
     #if defined(__AVX512F__)
     #define FASTBP_VECTOR_BYTES 64
@@ -74,65 +76,74 @@ cdef extern from *:
     #else
     #define FASTBP_VECTOR_BYTES 16
     #endif
-    #define FASTBP_ADD_SCALED(NAME, T)                                                                              \
-    typedef T NAME##_vector __attribute__((vector_size(FASTBP_VECTOR_BYTES), aligned(sizeof(T)), may_alias));      \
-    static inline void NAME(T* to, const T** rows, const T* scales, Py_ssize_t n_terms, Py_ssize_t offset,          \
-                            Py_ssize_t n) {                                                                         \
-        typedef NAME##_vector V;                                                                                    \
-        const Py_ssize_t lanes = FASTBP_VECTOR_BYTES / sizeof(T);                                                   \
-        Py_ssize_t i = 0, t;                                                                                        \
-        for (; i + 6 * lanes <= n; i += 6 * lanes) {                                                                \
-            V* sums = (V*)(to + i);                                                                                  \
-            V a = sums[0], b = sums[1], c = sums[2], d = sums[3], e = sums[4], f = sums[5];                         \
-            for (t = 0; t < n_terms; t++) {                                                                         \
-                const V* r = (const V*)(rows[t] + offset + i);                                                      \
-                T s = scales[t];                                                                                    \
-                a = a + s * r[0]; b = b + s * r[1]; c = c + s * r[2];                                               \
-                d = d + s * r[3]; e = e + s * r[4]; f = f + s * r[5];                                               \
-            }                                                                                                       \
-            sums[0] = a; sums[1] = b; sums[2] = c; sums[3] = d; sums[4] = e; sums[5] = f;                           \
-        }                                                                                                           \
-        for (; i + 2 * lanes <= n; i += 2 * lanes) {                                                                \
-            V* sums = (V*)(to + i);                                                                                  \
-            V a = sums[0], b = sums[1];                                                                             \
-            for (t = 0; t < n_terms; t++) {                                                                         \
-                const V* r = (const V*)(rows[t] + offset + i);                                                      \
-                T s = scales[t];                                                                                    \
-                a = a + s * r[0]; b = b + s * r[1];                                                                 \
-            }                                                                                                       \
-            sums[0] = a; sums[1] = b;                                                                               \
-        }                                                                                                           \
-        for (; i < n; i++) {                                                                                        \
-            T a = to[i];                                                                                            \
-            for (t = 0; t < n_terms; t++) a = a + scales[t] * rows[t][offset + i];                                 \
-            to[i] = a;                                                                                              \
-        }                                                                                                           \
+    #define FASTBP_ADD_SCALED(NAME, T)                                                                                 \
+    typedef T NAME##_vector __attribute__((vector_size(FASTBP_VECTOR_BYTES), aligned(sizeof(T)), may_alias));          \
+    static inline void NAME##_row(T* to, const T** rows, const T* scales, Py_ssize_t n_terms, Py_ssize_t offset,       \
+                                  Py_ssize_t n) {                                                                      \
+        typedef NAME##_vector V;                                                                                       \
+        const Py_ssize_t lanes = FASTBP_VECTOR_BYTES / sizeof(T);                                                      \
+        Py_ssize_t i = 0, t;                                                                                           \
+        for (; i + 6 * lanes <= n; i += 6 * lanes) {                                                                   \
+            V* sums = (V*)(to + i);                                                                                    \
+            V a = sums[0], b = sums[1], c = sums[2], d = sums[3], e = sums[4], f = sums[5];                            \
+            for (t = 0; t < n_terms; t++) {                                                                            \
+                const V* r = (const V*)(rows[t] + offset + i);                                                         \
+                T s = scales[t];                                                                                       \
+                a = a + s * r[0]; b = b + s * r[1]; c = c + s * r[2];                                                  \
+                d = d + s * r[3]; e = e + s * r[4]; f = f + s * r[5];                                                  \
+            }                                                                                                          \
+            sums[0] = a; sums[1] = b; sums[2] = c; sums[3] = d; sums[4] = e; sums[5] = f;                              \
+        }                                                                                                              \
+        for (; i + 2 * lanes <= n; i += 2 * lanes) {                                                                   \
+            V* sums = (V*)(to + i);                                                                                    \
+            V a = sums[0], b = sums[1];                                                                                \
+            for (t = 0; t < n_terms; t++) {                                                                            \
+                const V* r = (const V*)(rows[t] + offset + i);                                                         \
+                T s = scales[t];                                                                                       \
+                a = a + s * r[0]; b = b + s * r[1];                                                                    \
+            }                                                                                                          \
+            sums[0] = a; sums[1] = b;                                                                                  \
+        }                                                                                                              \
+        for (; i < n; i++) {                                                                                           \
+            T a = to[i];                                                                                               \
+            for (t = 0; t < n_terms; t++) a = a + scales[t] * rows[t][offset + i];                                     \
+            to[i] = a;                                                                                                 \
+        }                                                                                                              \
+    }                                                                                                                  \
+    static inline void NAME(T* to, Py_ssize_t to_step, const T** rows, const T* scales, Py_ssize_t n_terms,            \
+                            Py_ssize_t offset, Py_ssize_t row_step, Py_ssize_t n_rows, Py_ssize_t n) {                 \
+        Py_ssize_t r;                                                                                                  \
+        for (r = 0; r < n_rows; r++) NAME##_row(to + r * to_step, rows, scales, n_terms, offset + r * row_step, n);    \
     }
     #else
-    #define FASTBP_ADD_SCALED(NAME, T)                                                                              \
-    static void NAME(T* to, const T** rows, const T* scales, Py_ssize_t n_terms, Py_ssize_t offset, Py_ssize_t n) { \
-        Py_ssize_t i, t;                                                                                            \
-        for (i = 0; i < n; i++) {                                                                                   \
-            T a = to[i];                                                                                            \
-            for (t = 0; t < n_terms; t++) a = a + scales[t] * rows[t][offset + i];                                 \
-            to[i] = a;                                                                                              \
-        }                                                                                                           \
+    #define FASTBP_ADD_SCALED(NAME, T)                                                                                 \
+    static void NAME(T* to, Py_ssize_t to_step, const T** rows, const T* scales, Py_ssize_t n_terms,                   \
+                     Py_ssize_t offset, Py_ssize_t row_step, Py_ssize_t n_rows, Py_ssize_t n) {                        \
+        Py_ssize_t r, i, t;                                                                                            \
+        for (r = 0; r < n_rows; r++) {                                                                                 \
+            for (i = 0; i < n; i++) {                                                                                  \
+                T a = to[r * to_step + i];                                                                             \
+                for (t = 0; t < n_terms; t++) a = a + scales[t] * rows[t][offset + r * row_step + i];                  \
+                to[r * to_step + i] = a;                                                                               \
+            }                                                                                                          \
+        }                                                                                                              \
     }
     #endif
     FASTBP_ADD_SCALED(fastbp_add_scaled_float, float)
     FASTBP_ADD_SCALED(fastbp_add_scaled_double, double)
     """
     void fastbp_add_scaled_float(
-        float* to, const float** rows, const float* scales, Py_ssize_t n_terms, Py_ssize_t offset, Py_ssize_t n
+        float* to, Py_ssize_t to_step, const float** rows, const float* scales, Py_ssize_t n_terms, Py_ssize_t offset,
+        Py_ssize_t row_step, Py_ssize_t n_rows, Py_ssize_t n,
     ) noexcept nogil
     void fastbp_add_scaled_double(
-        double* to, const double** rows, const double* scales, Py_ssize_t n_terms, Py_ssize_t offset, Py_ssize_t n
+        double* to, Py_ssize_t to_step, const double** rows, const double* scales, Py_ssize_t n_terms,
+        Py_ssize_t offset, Py_ssize_t row_step, Py_ssize_t n_rows, Py_ssize_t n,
     ) noexcept nogil
 
 cdef enum:
     WINOGRAD_BLOCK = 16  # the channels a Winograd transform takes at a time: its stack arrays
-    # The channels a pooling's window takes at a time (``_pool_row``: its places' stack arrays), and the filters
-    # whose nonzero errors a pooled convolution's backward pass lists at a time.
+    # The channels a pooling's window takes at a time (``_pool_row``: its places' stack arrays).
     PLACES_BLOCK = 64
     # The pooling windows whose errors a pooled convolution's backward pass adds into a filter's gradient at a
     # time (_add_scaled's terms).
@@ -563,15 +574,16 @@ cdef inline void _copy_rows(
 
 
 cdef inline void _add_scaled(
-    floating* sums, const floating** rows, const floating* scales, Py_ssize_t n_terms, Py_ssize_t offset,
-    Py_ssize_t n,
+    floating* sums, Py_ssize_t sums_step, const floating** rows, const floating* scales, Py_ssize_t n_terms,
+    Py_ssize_t offset, Py_ssize_t row_step, Py_ssize_t n_rows, Py_ssize_t n,
 ) noexcept nogil:
-    """``sums[i] += scales[t] * rows[t][offset + i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1`` in turn:
-    the additions of one at a time, each sum loaded and stored once for them all (``fastbp_add_scaled_*``)."""
+    """``sums[r * sums_step + i] += scales[t] * rows[t][offset + r * row_step + i]`` for ``r < n_rows`` and
+    ``i < n``, for ``t`` from 0 to ``n_terms - 1`` in turn: the additions of one at a time, each sum loaded and
+    stored once for them all (``fastbp_add_scaled_*``)."""
     if floating is float:
-        fastbp_add_scaled_float(sums, rows, scales, n_terms, offset, n)
+        fastbp_add_scaled_float(sums, sums_step, rows, scales, n_terms, offset, row_step, n_rows, n)
     else:
-        fastbp_add_scaled_double(sums, rows, scales, n_terms, offset, n)
+        fastbp_add_scaled_double(sums, sums_step, rows, scales, n_terms, offset, row_step, n_rows, n)
 
 
 cdef inline void _nine_pixels(
@@ -783,40 +795,74 @@ cdef inline void _scatter_windows(const floating* patch_errors, Window w, floati
     """The reverse of ``_gather_windows``: each window's errors ``(positions, fan_in)`` added into the image's
     ``below`` where the window reads it, windows in order."""
     cdef Py_ssize_t oy, ox, i
+    cdef floating one = 1.0
+    cdef const floating* window
     for i in range(w.in_h * w.in_w * w.in_c):
         below[i] = 0.0
     for oy in range(w.out_h):
         for ox in range(w.out_w):
-            _add_window(below, w, oy, ox, patch_errors + (oy * w.out_w + ox) * w.fan_in, 1.0)
+            window = patch_errors + (oy * w.out_w + ox) * w.fan_in
+            _add_window(below, w, oy, ox, &window, &one, 1)
+
+
+cdef inline void _add_grouped(
+    floating* below, Window w, const floating* filters, Py_ssize_t width, const floating* errors,
+    const Py_ssize_t* winners, Py_ssize_t first, Py_ssize_t last,
+) noexcept nogil:
+    """Filters ``first`` to ``last - 1``'s ``errors`` at one pooling window, each times its filter (rows
+    ``width`` apart in ``filters``), added into the image ``below`` where the window's maximum (``winners``)
+    reads it, as the Numba backend's ``_add_grouped``: the filters whose maximum is at the same place
+    together, places in the order the filters first meet them (``GROUPED_FILTERS``)."""
+    cdef Py_ssize_t left[GROUPED_FILTERS]  # the filters with an error not yet added
+    cdef const floating* kernels[GROUPED_FILTERS]
+    cdef floating scales[GROUPED_FILTERS]
+    cdef Py_ssize_t n_left = 0, n_rest, n_terms, i, c, cell
+    cdef bint same
+    for c in range(first, last):  # listed without a branch
+        left[n_left] = c
+        n_left += errors[c] != 0.0
+    while n_left > 0:
+        cell = winners[left[0]]
+        n_terms = n_rest = 0
+        for i in range(n_left):  # those at the first one's place to the terms, the others left
+            c = left[i]
+            same = winners[c] == cell
+            kernels[n_terms] = filters + c * width
+            scales[n_terms] = errors[c]
+            n_terms += same
+            left[n_rest] = c
+            n_rest += not same
+        n_left = n_rest
+        _add_window(below, w, cell >> CELL_SHIFT, cell & COLUMN_MASK, kernels, scales, n_terms)
 
 
 cdef inline void _add_window(
-    floating* below, Window w, Py_ssize_t oy, Py_ssize_t ox, const floating* kernel, floating error
+    floating* below, Window w, Py_ssize_t oy, Py_ssize_t ox, const floating** kernels, const floating* scales,
+    Py_ssize_t n_terms,
 ) noexcept nogil:
-    """``error`` times the ``kernel`` added into the image ``below`` where output ``(oy, ox)``'s window reads
-    it: one output's error passed down to its inputs (a kernel row inside the image at once, its sums in
-    registers (``_add_scaled``): its values go to distinct places, each added to in the same order).
-    ``_scatter_windows`` passes ``1.0``: ``x * 1.0`` is ``x`` exactly."""
-    cdef Py_ssize_t stretch = w.kernel_w * w.in_c
-    cdef Py_ssize_t left = ox * w.stride_w - w.pad_left
-    cdef Py_ssize_t ky, kx, y, x, c
-    cdef const floating* source
-    cdef floating* to
-    for ky in range(w.kernel_h):
-        y = oy * w.stride_h + ky - w.pad_top
-        if y < 0 or y >= w.in_h:
-            continue
-        source = kernel + ky * stretch
-        if left >= 0 and left + w.kernel_w <= w.in_w:
-            _add_scaled(below + (y * w.in_w + left) * w.in_c, &source, &error, 1, 0, stretch)
-            continue
-        for kx in range(w.kernel_w):
-            x = left + kx
-            if x < 0 or x >= w.in_w:
-                continue
-            to = below + (y * w.in_w + x) * w.in_c
-            for c in range(w.in_c):
-                to[c] += error * source[kx * w.in_c + c]
+    """Each of ``n_terms`` kernels times its scale added into the image ``below`` where output ``(oy, ox)``'s
+    window reads it, kernels in turn (``_add_scaled``): errors passed down to their inputs.  Where the window's
+    columns lie inside the image, its rows inside it go at once, a row one stretch.  ``_scatter_windows``
+    passes a scale of ``1.0``: ``x * 1.0`` is ``x`` exactly."""
+    cdef Py_ssize_t stretch = w.kernel_w * w.in_c, image_row = w.in_w * w.in_c
+    cdef Py_ssize_t left = ox * w.stride_w - w.pad_left, top = oy * w.stride_h - w.pad_top
+    cdef Py_ssize_t first = max(0, -top), last = min(w.kernel_h, w.in_h - top)  # the kernel rows inside
+    cdef Py_ssize_t ky, kx, x
+    if first >= last:
+        return
+    if left >= 0 and left + w.kernel_w <= w.in_w:
+        _add_scaled(
+            below + ((top + first) * w.in_w + left) * w.in_c, image_row, kernels, scales, n_terms, first * stretch,
+            stretch, last - first, stretch,
+        )
+        return
+    for kx in range(w.kernel_w):
+        x = left + kx
+        if 0 <= x < w.in_w:
+            _add_scaled(
+                below + ((top + first) * w.in_w + x) * w.in_c, image_row, kernels, scales, n_terms,
+                first * stretch + kx * w.in_c, stretch, last - first, w.in_c,
+            )
 
 
 cdef inline void _pool_row(
@@ -897,29 +943,29 @@ cdef inline void _activate_row_as(
 
 
 cdef inline void _derive_row(
-    floating* errors, const floating* outputs, Py_ssize_t n, Py_ssize_t code
+    floating* to, const floating* errors, const floating* outputs, Py_ssize_t n, Py_ssize_t code
 ) noexcept nogil:
-    """``errors[j] *= derivative(outputs[j], code)`` for ``j < n``, the code tested once, outside the loop (as
-    ``_activate_row``)."""
+    """``to[j] = errors[j] * derivative(outputs[j], code)`` for ``j < n`` (``to`` may be ``errors``), the code
+    tested once, outside the loop (as ``_activate_row``)."""
     if code == ACTIVATION_SIGMOID:
-        _derive_row_as(errors, outputs, n, ACTIVATION_SIGMOID)
+        _derive_row_as(to, errors, outputs, n, ACTIVATION_SIGMOID)
     elif code == ACTIVATION_TANH:
-        _derive_row_as(errors, outputs, n, ACTIVATION_TANH)
+        _derive_row_as(to, errors, outputs, n, ACTIVATION_TANH)
     elif code == ACTIVATION_RELU:
-        _derive_row_as(errors, outputs, n, ACTIVATION_RELU)
+        _derive_row_as(to, errors, outputs, n, ACTIVATION_RELU)
     elif code == ACTIVATION_LEAKY_RELU:
-        _derive_row_as(errors, outputs, n, ACTIVATION_LEAKY_RELU)
+        _derive_row_as(to, errors, outputs, n, ACTIVATION_LEAKY_RELU)
     else:
-        _derive_row_as(errors, outputs, n, code)
+        _derive_row_as(to, errors, outputs, n, code)
 
 
 cdef inline void _derive_row_as(
-    floating* errors, const floating* outputs, Py_ssize_t n, Py_ssize_t code
+    floating* to, const floating* errors, const floating* outputs, Py_ssize_t n, Py_ssize_t code
 ) noexcept nogil:
     """``_derive_row``'s loop for one code."""
     cdef Py_ssize_t j
     for j in range(n):
-        errors[j] *= derivative(outputs[j], code)
+        to[j] = errors[j] * derivative(outputs[j], code)
 
 
 cdef void _winograd_products(
@@ -1055,8 +1101,6 @@ cdef void _backward(
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
     cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width, n_windows, group, first, n_terms
     cdef floating terms[TERMS_BLOCK]
-    cdef Py_ssize_t nonzero[PLACES_BLOCK]  # the filters of a window with a nonzero error, and how many
-    cdef Py_ssize_t n_nonzero
     cdef bint inside = _inside(w)  # a convolution's gradient then reads the windows in the image
     cdef Py_ssize_t stretch = w.kernel_w * w.in_c
     cdef const floating* image
@@ -1079,8 +1123,8 @@ cdef void _backward(
     if kind == LAYER_DENSE or kind == LAYER_CONV2D:
         units, fan_in = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN]
         if kind == LAYER_DENSE:
-            _gemm(
-                c'T', errors, units, c'N', values + inputs, n_in + 1, 1.0, layer_grad, fan_in + 1, units, fan_in + 1,
+            _gemm(  # the chunk's gradient of the layer (zeroed for the other layers only: ``_chunk_gradient``)
+                c'T', errors, units, c'N', values + inputs, n_in + 1, 0.0, layer_grad, fan_in + 1, units, fan_in + 1,
                 n_rows,
             )
             if k > 0:
@@ -1110,21 +1154,14 @@ cdef void _backward(
                 row_errors = errors + s * net.sizes[k + 2]
                 row_winners = winners + parts.win_off[k + 1] + s * net.sizes[k + 2]
                 n_windows = net.sizes[k + 2] // units
-                if k > 0:  # each error times its filter into its window's inputs, windows in order
+                if k > 0:  # each window's errors times their filters into its inputs, windows in order
                     for window_index in range(n_windows):
-                        for group in range((units + PLACES_BLOCK - 1) // PLACES_BLOCK):
-                            first = group * PLACES_BLOCK
-                            n_nonzero = 0
-                            for c in range(first, min(first + PLACES_BLOCK, units)):  # listed without a branch
-                                nonzero[n_nonzero] = c
-                                n_nonzero += row_errors[window_index * units + c] != 0.0
-                            for i in range(n_nonzero):
-                                j = window_index * units + nonzero[i]
-                                won = row_winners[j]
-                                _add_window(
-                                    below + s * n_in, w, won >> CELL_SHIFT, won & COLUMN_MASK,
-                                    filters + nonzero[i] * width, row_errors[j],
-                                )
+                        for group in range((units + GROUPED_FILTERS - 1) // GROUPED_FILTERS):
+                            first = group * GROUPED_FILTERS
+                            _add_grouped(
+                                below + s * n_in, w, filters, width, row_errors + window_index * units,
+                                row_winners + window_index * units, first, min(first + GROUPED_FILTERS, units),
+                            )
                 # Each error times its window into its filter's gradient: many windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
                 for group in range((n_windows + TERMS_BLOCK - 1) // TERMS_BLOCK):
@@ -1138,8 +1175,8 @@ cdef void _backward(
                             won = row_winners[j]
                             terms[n_terms] = row_errors[j]
                             if inside:
-                                term_rows[n_terms] = image + (
-                                    ((won >> CELL_SHIFT) * w.stride_h * w.in_w + (won & COLUMN_MASK) * w.stride_w) * w.in_c
+                                term_rows[n_terms] = image + w.in_c * (
+                                    (won >> CELL_SHIFT) * w.stride_h * w.in_w + (won & COLUMN_MASK) * w.stride_w
                                 )
                             else:
                                 term_rows[n_terms] = patches + (
@@ -1147,14 +1184,13 @@ cdef void _backward(
                                 )
                             n_terms += 1
                         if inside:
-                            for i in range(w.kernel_h):
-                                _add_scaled(
-                                    filter_grads + c * width + i * stretch, term_rows, terms, n_terms,
-                                    i * w.in_w * w.in_c, stretch,
-                                )
-                            _add_scaled(filter_grads + c * width + fan_in, ones, terms, n_terms, 0, 1)
+                            _add_scaled(
+                                filter_grads + c * width, stretch, term_rows, terms, n_terms, 0, w.in_w * w.in_c,
+                                w.kernel_h, stretch,
+                            )
+                            _add_scaled(filter_grads + c * width + fan_in, 0, ones, terms, n_terms, 0, 0, 1, 1)
                         else:
-                            _add_scaled(filter_grads + c * width, term_rows, terms, n_terms, 0, fan_in + 1)
+                            _add_scaled(filter_grads + c * width, 0, term_rows, terms, n_terms, 0, 0, 1, fan_in + 1)
             _copy_rows(filter_grads, width, layer_grad, fan_in + 1, units, fan_in + 1)
         else:
             positions = w.out_h * w.out_w
@@ -1172,9 +1208,10 @@ cdef void _backward(
                     _scatter_windows(patch_errors, w, below + s * n_in)
     elif pooling_a_convolution:  # each error as the convolution's at its window's maximum (see above)
         for s in range(n_rows):
-            for j in range(n_out):
-                below[s * n_out + j] = errors[s * n_out + j]
-            _derive_row(below + s * n_out, values + outputs + s * (n_out + 1), n_out, net.activations[k - 1])
+            _derive_row(
+                below + s * n_out, errors + s * n_out, values + outputs + s * (n_out + 1), n_out,
+                net.activations[k - 1],
+            )
     elif k > 0:
         for s in range(n_rows):
             row_errors = errors + s * n_out
@@ -1199,7 +1236,7 @@ cdef void _backward(
     if k > 0 and net.activations[k - 1] != ACTIVATION_IDENTITY and not pooling_a_convolution:
         code = net.activations[k - 1]
         for s in range(n_rows):
-            _derive_row(below + s * n_in, values + inputs + s * (n_in + 1), n_in, code)
+            _derive_row(below + s * n_in, below + s * n_in, values + inputs + s * (n_in + 1), n_in, code)
 
 
 cdef inline bint _is_right(const floating* outputs, const floating* target, Py_ssize_t n) noexcept nogil:
@@ -1220,7 +1257,7 @@ cdef floating _chunk_gradient(
     const Network* net, const floating* weights, const floating* transformed, const Data* data, Chunk chunk,
     Py_ssize_t batch_rows, floating* slot, const Parts* parts, floating* grad, floating* right,
 ) noexcept nogil:
-    """The ``chunk``'s share of the batch's mean gradient, into ``grad`` (zeroed first), in the ``slot``'s
+    """The ``chunk``'s share of the batch's mean gradient, into ``grad`` (overwritten), in the ``slot``'s
     scratch, with the weights' transforms ``transformed``; returns its weighted loss, and writes how many of its
     rows the forward pass classed right (``_is_right``) into ``right``.
 
@@ -1231,7 +1268,6 @@ cdef floating _chunk_gradient(
     cdef const floating* sample_weight = <const floating*>data.sample_weight
     cdef Py_ssize_t n_layers = net.n_layers
     cdef Py_ssize_t n_features = net.sizes[0], n_outputs = net.sizes[n_layers]
-    cdef Py_ssize_t n_weights = net.w_off[n_layers]
     cdef Py_ssize_t code = net.activations[n_layers - 1]
     cdef const floating* outputs = slot + parts.v_off[n_layers]
     cdef floating* errors = slot + parts.errors  # side 0
@@ -1258,8 +1294,10 @@ cdef floating _chunk_gradient(
         chunk_loss += sample_weight[r] * row_loss
         n_right += _is_right(outputs + s * (n_outputs + 1), Y + r * n_outputs, n_outputs)
     right[0] = <floating>n_right
-    for i in range(n_weights):
-        grad[i] = 0.0
+    for k in range(n_layers):  # a dense layer's gemm writes its gradient instead (``beta`` 0)
+        if net.kinds[k] != LAYER_DENSE:
+            for i in range(net.w_off[k], net.w_off[k + 1]):
+                grad[i] = 0.0
     side = 0
     for k in range(n_layers - 1, -1, -1):
         _backward(net, weights, k, &chunk, slot, parts, grad, side)

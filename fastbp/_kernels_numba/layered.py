@@ -41,6 +41,7 @@ from .._constants import (
     CELL_SHIFT,
     CHUNK_ROWS,
     FUSED_MAX_UNITS,
+    GROUPED_FILTERS,
     SPLITMIX_GAMMA,
     SPLITMIX_MIX1,
     SPLITMIX_MIX2,
@@ -599,6 +600,30 @@ def _scatter_windows(patch_errors, g, below, start):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _add_grouped(below, start, g, weights, filters, width, errors, winners, at, won, first, last, left):
+    """Filters ``first`` to ``last - 1``'s errors at one pooling window (``errors[at:]``), each times its filter
+    (rows ``width`` apart from ``weights[filters:]``), added into the image at ``below[start:]`` where the window's
+    maximum (``winners[won:]``) reads it: the filters whose maximum is at the same place together, places in the
+    order the filters first meet them (``GROUPED_FILTERS``), as the Cython backend sums them; ``left`` is
+    scratch."""
+    n_left = 0
+    for c in range(first, last):  # the filters with an error, listed without a branch
+        left[n_left] = c
+        n_left += errors[at + c] != 0.0
+    while n_left > 0:
+        cell, n_rest = winners[won + left[0]], 0
+        for i in range(n_left):  # those at the first one's place added, the others left
+            c = left[i]
+            if winners[won + c] == cell:
+                _add_window(below, start, g, cell >> ROW_SHIFT, cell & COLUMN_MASK, weights, filters + c * width,
+                            errors[at + c])  # fmt: skip
+            else:
+                left[n_rest] = c
+                n_rest += 1
+        n_left = n_rest
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _add_window(below, start, g, oy, ox, weights, at, error):
     """``error`` times the kernel at ``weights[at:]`` added into the image at ``below[start:]`` where output
     ``(oy, ox)``'s window reads it: one output's error passed down to its inputs.  ``_scatter_windows`` passes
@@ -818,7 +843,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
         units, fan_in = g[Geometry.UNITS], g[Geometry.FAN_IN]
         layer, layer_grad = (weights, net.w_off[k], fan_in + 1), (grad, net.w_off[k], fan_in + 1)
         if kind == LayerKindCode.DENSE:
-            _gemm(TRANSPOSED, (errors, 0, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 1.0,
+            _gemm(TRANSPOSED, (errors, 0, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 0.0,
                   (units, fan_in + 1, n_rows), blas)  # fmt: skip
             if k > 0:
                 _gemm(AS_IS, (errors, 0, units), AS_IS, layer, (below, 0, n_in), 0.0, (n_rows, n_in, units), blas)
@@ -839,27 +864,20 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             _, in_w, in_c, _, _, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
             inside = _inside(g, region)
             stretch, row_step = kernel_w * in_c, in_w * in_c
-            nonzero = np.empty(units, dtype=np.uintp)
+            left = np.empty(GROUPED_FILTERS, dtype=np.uintp)
             ones, zero = np.ones(1, dtype=weights.dtype), np.uintp(0)
             for s in range(n_rows):
                 image = np.uintp(inputs + s * (n_in + 1))
                 if not inside:
                     _gather_windows(values, image, g, region, patches)
                 row = np.uintp(s) * n_pooled
-                if k > 0:  # each error times its filter into its window's inputs, windows in order
+                if k > 0:  # each window's errors times their filters into its inputs, windows in order
                     below[s * n_in : (s + 1) * n_in] = 0.0
                     for window in range(n_windows):
-                        first = row + window * units
-                        n_nonzero = 0
-                        for c in range(units):  # the filters with an error, listed without a branch
-                            nonzero[n_nonzero] = c
-                            n_nonzero += errors[first + c] != 0.0
-                        for i in range(n_nonzero):
-                            j = first + nonzero[i]
-                            cell = winners[won + j]
-                            unit = np.uintp(net.w_off[k]) + nonzero[i] * width
-                            _add_window(below, s * n_in, g, cell >> ROW_SHIFT, cell & COLUMN_MASK, weights, unit,
-                                        errors[j])  # fmt: skip
+                        for first in range(0, units, GROUPED_FILTERS):
+                            _add_grouped(below, s * n_in, g, weights, np.uintp(net.w_off[k]), width, errors, winners,
+                                         row + window * units, won + row + window * units, first,
+                                         min(first + GROUPED_FILTERS, units), left)  # fmt: skip
                 # Each error times its window into its filter's gradient: a few windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
                 for first in range(0, n_windows, WINDOWS_AT_ONCE):
@@ -948,7 +966,7 @@ def _is_right(values, at, Y, r, n):
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
-    """The chunk's share of the batch's mean gradient, into ``grad`` (zeroed first); returns its weighted loss
+    """The chunk's share of the batch's mean gradient, into ``grad`` (overwritten); returns its weighted loss
     and how many of its rows the forward pass classed right (``_is_right``).
 
     ``batch_rows`` is the whole batch's row count, which the mean divides by.
@@ -979,7 +997,9 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
             errors[side, s * n_outputs + j] = delta * scale
         chunk_loss += sample_weight[r] * row_loss
         n_right += _is_right(values, outputs + s * (n_outputs + 1), Y, r, n_outputs)
-    grad[:] = 0.0
+    for k in range(n_layers):  # a dense layer's gemm writes its gradient instead (``beta`` 0)
+        if net.kinds[k] != LayerKindCode.DENSE:
+            grad[net.w_off[k] : net.w_off[k + 1]] = 0.0
     for k in range(n_layers - 1, -1, -1):
         _backward(net, weights, k, chunk, scratch, slot, grad, side)
         side = 1 - side
