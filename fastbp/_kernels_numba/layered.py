@@ -64,10 +64,11 @@ TRANSPOSED = ord("T")
 ROW_SHIFT = np.uintp(CELL_SHIFT)
 COLUMN_MASK = np.uintp(2**CELL_SHIFT - 1)
 
-#: A pooled convolution's backward pass adds the errors of this many pooling windows at a time into each filter's
-#: gradient, each sum loaded and stored once for them, in the windows' order (the sums of one at a time).
-#: ``_add_terms`` spells out a loop for each count from 1 to 4, so it is at most 4.
-WINDOWS_AT_ONCE = 4
+#: A pooled convolution's backward pass adds this many terms at a time (``_add_terms``), each sum loaded and stored
+#: once for them, in turn (the sums of one at a time): the errors of that many pooling windows into each filter's
+#: gradient, and of that many filters into their window's inputs.  ``_add_terms`` spells out a loop for each count
+#: from 1 to 4, so it is at most 4.
+TERMS_AT_ONCE = 4
 
 GAMMA = np.uint64(SPLITMIX_GAMMA)
 MIX1 = np.uint64(SPLITMIX_MIX1)
@@ -596,65 +597,73 @@ def _scatter_windows(patch_errors, g, below, start):
     below[start : start + in_h * in_w * in_c] = 0.0
     for oy in range(out_h):
         for ox in range(out_w):
-            _add_window(below, start, g, oy, ox, patch_errors, (oy * out_w + ox) * fan_in, below.dtype.type(1.0))
+            one, at = below.dtype.type(1.0), np.uintp((oy * out_w + ox) * fan_in)
+            _add_window(below, start, g, oy, ox, patch_errors, (one, one, one, one), (at, at, at, at), 1)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _add_grouped(below, start, g, weights, filters, width, errors, winners, at, won, first, last, left):
+def _add_grouped(below, start, g, weights, filters, width, errors, winners, at, won, first, last, lists):
     """Filters ``first`` to ``last - 1``'s errors at one pooling window (``errors[at:]``), each times its filter
     (rows ``width`` apart from ``weights[filters:]``), added into the image at ``below[start:]`` where the window's
     maximum (``winners[won:]``) reads it: the filters whose maximum is at the same place together, places in the
-    order the filters first meet them (``GROUPED_FILTERS``), as the Cython backend sums them; ``left`` is
-    scratch."""
+    order the filters first meet them (``GROUPED_FILTERS``), as the Cython backend sums them.  ``lists`` is
+    scratch: the filters left, and those of the place in hand."""
+    left, group = lists[0], lists[1]
     n_left = 0
     for c in range(first, last):  # the filters with an error, listed without a branch
         left[n_left] = c
         n_left += errors[at + c] != 0.0
     while n_left > 0:
-        cell, n_rest = winners[won + left[0]], 0
-        for i in range(n_left):  # those at the first one's place added, the others left
+        cell, n_rest, n_group = winners[won + left[0]], 0, 0
+        for i in range(n_left):  # those at the first one's place to the group, the others left
             c = left[i]
             if winners[won + c] == cell:
-                _add_window(below, start, g, cell >> ROW_SHIFT, cell & COLUMN_MASK, weights, filters + c * width,
-                            errors[at + c])  # fmt: skip
+                group[n_group] = c
+                n_group += 1
             else:
                 left[n_rest] = c
                 n_rest += 1
         n_left = n_rest
+        for f in range(0, n_group, TERMS_AT_ONCE):
+            count = min(n_group - f, TERMS_AT_ONCE)
+            a, b, c, d = group[f], group[f + min(1, count - 1)], group[f + min(2, count - 1)], group[f + count - 1]
+            terms = (errors[at + a], errors[at + b], errors[at + c], errors[at + d])
+            starts = (filters + a * width, filters + b * width, filters + c * width, filters + d * width)
+            _add_window(below, start, g, cell >> ROW_SHIFT, cell & COLUMN_MASK, weights, terms, starts, count)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _add_window(below, start, g, oy, ox, weights, at, error):
-    """``error`` times the kernel at ``weights[at:]`` added into the image at ``below[start:]`` where output
-    ``(oy, ox)``'s window reads it: one output's error passed down to its inputs.  ``_scatter_windows`` passes
-    ``1.0``: ``x * 1.0`` is ``x`` exactly."""
+def _add_window(below, start, g, oy, ox, kernels, terms, starts, n_terms):
+    """The ``n_terms`` (up to ``TERMS_AT_ONCE``) ``terms`` times their kernels (at ``kernels[starts[t]:]``) added
+    into the image at ``below[start:]`` where output ``(oy, ox)``'s window reads it, kernels in turn
+    (``_add_terms``): errors passed down to their inputs.  ``_scatter_windows`` passes terms of ``1.0``:
+    ``x * 1.0`` is ``x`` exactly."""
     in_h, in_w, in_c, _, _, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, _ = _window(g)
-    start, at, run = np.uintp(start), np.uintp(at), kernel_w * in_c
+    start, run = np.uintp(start), kernel_w * in_c
     x0 = ox * stride_w - pad_left
     inside = x0 < in_w and x0 + kernel_w <= in_w
     for ky in range(kernel_h):
         y = oy * stride_h + ky - pad_top
         if y >= in_h:
             continue
-        source = at + ky * run
+        s = ky * run
         if inside:
-            to = start + (y * in_w + x0) * in_c
-            for i in range(run):
-                below[to + i] += error * weights[source + i]
+            shifted = (starts[0] + s, starts[1] + s, starts[2] + s, starts[3] + s)
+            _add_terms(below, start + (y * in_w + x0) * in_c, terms, shifted, n_terms, kernels, run)
             continue
         for kx in range(kernel_w):
             x = x0 + kx
             if x >= in_w:
                 continue
-            to = start + (y * in_w + x) * in_c
-            for c in range(in_c):
-                below[to + c] += error * weights[source + kx * in_c + c]
+            shift = s + kx * in_c
+            shifted = (starts[0] + shift, starts[1] + shift, starts[2] + shift, starts[3] + shift)
+            _add_terms(below, start + (y * in_w + x) * in_c, terms, shifted, n_terms, kernels, in_c)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _add_terms(sums, at, terms, starts, n_terms, rows, n):
     """``sums[at + i] += terms[t] * rows[starts[t] + i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1``
-    (``WINDOWS_AT_ONCE`` at most) in turn: the additions of one at a time, with each sum loaded and stored once."""
+    (``TERMS_AT_ONCE`` at most) in turn: the additions of one at a time, with each sum loaded and stored once."""
     at, n = np.uintp(at), np.uintp(n)
     a, b, c, d = terms
     ra, rb, rc, rd = starts
@@ -864,7 +873,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             _, in_w, in_c, _, _, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
             inside = _inside(g, region)
             stretch, row_step = kernel_w * in_c, in_w * in_c
-            left = np.empty(GROUPED_FILTERS, dtype=np.uintp)
+            lists = np.empty((2, GROUPED_FILTERS), dtype=np.uintp)
             ones, zero = np.ones(1, dtype=weights.dtype), np.uintp(0)
             for s in range(n_rows):
                 image = np.uintp(inputs + s * (n_in + 1))
@@ -877,14 +886,14 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                         for first in range(0, units, GROUPED_FILTERS):
                             _add_grouped(below, s * n_in, g, weights, np.uintp(net.w_off[k]), width, errors, winners,
                                          row + window * units, won + row + window * units, first,
-                                         min(first + GROUPED_FILTERS, units), left)  # fmt: skip
+                                         min(first + GROUPED_FILTERS, units), lists)  # fmt: skip
                 # Each error times its window into its filter's gradient: a few windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
-                for first in range(0, n_windows, WINDOWS_AT_ONCE):
+                for first in range(0, n_windows, TERMS_AT_ONCE):
                     for c in range(units):
                         n_terms, term_a, term_b, term_c, term_d = 0, dt(0.0), dt(0.0), dt(0.0), dt(0.0)
                         start_a = start_b = start_c = start_d = np.uintp(0)
-                        for window in range(first, min(first + WINDOWS_AT_ONCE, n_windows)):
+                        for window in range(first, min(first + TERMS_AT_ONCE, n_windows)):
                             j = row + window * units + c
                             if errors[j] == 0.0:
                                 continue
