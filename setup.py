@@ -40,7 +40,10 @@ MODULES = ("online", "lockstep", "batches", "layered")
 # flags: it lets gcc turn the selects of fastbp's exp into vector code (lockstep's sigmoid).
 # -fno-jump-tables keeps the tests of an activation code a chain of branches, which gcc hoists out of
 # the loops over a layer so that they vectorise; a jump table would stay inside them, scalar.
-GCC_LIKE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-jump-tables"]
+# -fno-math-errno changes no value either (a square root is correctly rounded whether or not a negative
+# argument sets errno): without it, every sqrt tests its argument and may call the C library to set errno,
+# which keeps the loops that take one (Adam's, RMSprop's steps) scalar.
+GCC_LIKE_FLAGS = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fno-jump-tables", "-fno-math-errno"]
 # Linked against libm, the kernels' libm functions (expf, tanh, log; exp where fastbp._libm finds
 # no exp core) bind to glibc's current symbols; left unlinked, the loader binds them to the oldest,
 # compatibility wrappers (exp@GLIBC_2.2.5) that check errno around every call. The values are the same.

@@ -61,8 +61,8 @@ def chunk_rows(batch_rows):
     """Rows per chunk of a layered network's batches of ``batch_rows`` rows (the last, shorter batch of an epoch
     is cut alike).
 
-    Each chunk costs work of its own whatever its rows: its gradient zeroed, summed into the batch's, and a
-    dense layer's gradient read and written by its gemm.  Batches of four large chunks or more take large ones,
+    Each chunk costs work of its own whatever its rows: its gradient written (a dense layer's by its gemm, the
+    others' zeroed first) and summed into the batch's.  Batches of four large chunks or more take large ones,
     which halve that work; smaller batches take chunks of ``CHUNK_ROWS``, so that two threads, or four, still
     share them.  It depends on the batch's size alone, never on the thread count, so results do not either.
     """
