@@ -124,6 +124,11 @@ NETWORKS = {
     "conv-c70-relu-pool2x2-pool2x2-softmax": lambda: stack(
         conv((5, 5, 2), 70, (1, 1), activation="relu"), pool((2, 2)), pool((2, 2)), flatten, dense(2, "softmax")
     ),
+    # A pooled convolution of more filters than its backward pass groups at a time (64): its errors go into its
+    # inputs in two blocks of filters.
+    "c2-then-c70-k2-relu-pool2x2-softmax": lambda: stack(
+        conv((4, 4, 2), 3, (1, 1)), convolve(70, (2, 2), activation="relu"), pool((2, 2)), flatten, dense(2, "softmax")
+    ),
     # A pooled convolution over 45 channels: kernel rows of 135 values, so that the Cython kernels' backward pass
     # adds errors in its registers six vectors at a time, two at a time and one value at a time (in float32 and
     # float64, 16 bytes to 64 a vector); with its windows inside the image, and overhanging it.
@@ -174,6 +179,8 @@ CASES = [
     ("winograd-k3-c1-sigmoid-then-c18-relu-sigmoid", np.float64, "adam", 17, 1, 0.01, True),
     ("conv-c70-relu-pool2x2-pool2x2-softmax", np.float32, "adam", 17, 2, 0.0, True),
     ("conv-c70-relu-pool2x2-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.01, False),
+    ("c2-then-c70-k2-relu-pool2x2-softmax", np.float32, "adam", 17, 2, 0.01, True),
+    ("c2-then-c70-k2-relu-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.0, False),
     ("c45-then-k3-relu-pool2x2-softmax", np.float32, "adam", 17, 2, 0.0, True),
     ("c45-then-k3-relu-pool2x2-softmax", np.float64, "momentum", 5, 1, 0.01, False),
     ("c45-then-same-k3-relu-pool2x2-sigmoid", np.float32, "sgd", 40, 1, 0.01, False),
@@ -309,6 +316,7 @@ GRADIENT_NETWORKS = {
     "conv2d-by-winograd": NETWORKS["winograd-k3-c3-tanh-pool2x2-softmax"],
     "conv2d-by-winograd-unpooled": NETWORKS["winograd-k3-c1-sigmoid-then-c18-relu-sigmoid"],
     "max_pool2d-over-70-channels": NETWORKS["conv-c70-relu-pool2x2-pool2x2-softmax"],
+    "conv2d-pooled-with-70-filters": NETWORKS["c2-then-c70-k2-relu-pool2x2-softmax"],
     "max_pool2d-over-the-first-relu-convolution": lambda: stack(
         conv((7, 8, 1), 3, (3, 3), activation="relu"), pool((2, 2)), flatten, dense(2, "softmax")
     ),
