@@ -82,10 +82,10 @@ FUSED_MAX_UNITS = 64
 #: fewer the gemms are too small to pay for their calls.  Both backends take the same, so the gemms are the same.
 WINOGRAD_ROWS = 4
 
-#: A pooled convolution's backward pass adds its errors into its inputs' a pooling window at a time, for up to this
-#: many filters at a time: the filters whose maximum is at the same place of the window (in the order each place is
-#: first met, the filters in order within it) are added together, each input's sum kept in a register for them
-#: all.  Both backends group alike, so their sums are the same.
+#: A pooled convolution's backward pass adds its errors into its inputs a pooling window at a time, up to this
+#: many filters at a time: the filters whose maximum is at the same place of the window (places in the order they
+#: are first met, the filters in order within each) are added together, so that each input's sum is loaded and
+#: stored once for them.  Both backends group alike, so their sums are the same.
 GROUPED_FILTERS = 64
 
 #: A max pooling of a pooled convolution's outputs keeps where each maximum is as its row shifted by this many

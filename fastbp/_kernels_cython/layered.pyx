@@ -1081,8 +1081,9 @@ cdef void _backward(
     const Network* net, const floating* weights, Py_ssize_t k, const Chunk* chunk, floating* slot,
     const Parts* parts, floating* grad, Py_ssize_t side,
 ) noexcept nogil:
-    """Layer ``k``'s gradient into ``grad`` (accumulated), and, but for the first layer, the error signals of the
-    layer below into the other side of the errors, from the layer's own at ``side``."""
+    """Layer ``k``'s gradient into ``grad`` (a dense layer's written, the others' added), and, but for the first
+    layer, the error signals of the layer below into the other side of the errors, from the layer's own at
+    ``side``."""
     cdef const floating* values = slot
     cdef floating* patches = slot + parts.patches
     cdef floating* patch_errors = slot + parts.patch_errors

@@ -595,9 +595,10 @@ def _scatter_windows(patch_errors, g, below, start):
     at ``below[start:]`` where the window reads it, windows in order."""
     in_h, in_w, in_c, out_h, out_w, _, _, _, _, _, _, fan_in = _window(g)
     below[start : start + in_h * in_w * in_c] = 0.0
+    one = below.dtype.type(1.0)
     for oy in range(out_h):
         for ox in range(out_w):
-            one, at = below.dtype.type(1.0), np.uintp((oy * out_w + ox) * fan_in)
+            at = np.uintp((oy * out_w + ox) * fan_in)
             _add_window(below, start, g, oy, ox, patch_errors, (one, one, one, one), (at, at, at, at), 1)
 
 
@@ -626,9 +627,11 @@ def _add_grouped(below, start, g, weights, filters, width, errors, winners, at, 
         n_left = n_rest
         for f in range(0, n_group, TERMS_AT_ONCE):
             count = min(n_group - f, TERMS_AT_ONCE)
-            a, b, c, d = group[f], group[f + min(1, count - 1)], group[f + min(2, count - 1)], group[f + count - 1]
-            terms = (errors[at + a], errors[at + b], errors[at + c], errors[at + d])
-            starts = (filters + a * width, filters + b * width, filters + c * width, filters + d * width)
+            # The group's next filters, up to four: fewer repeat the last, past the count _add_terms reads.
+            a, b = group[f], group[f + min(1, count - 1)]
+            d, e = group[f + min(2, count - 1)], group[f + min(3, count - 1)]
+            terms = (errors[at + a], errors[at + b], errors[at + d], errors[at + e])
+            starts = (filters + a * width, filters + b * width, filters + d * width, filters + e * width)
             _add_window(below, start, g, cell >> ROW_SHIFT, cell & COLUMN_MASK, weights, terms, starts, count)
 
 
@@ -828,8 +831,9 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
 
 @njit(**NUMBA_OPTIONS)
 def _backward(net, weights, k, chunk, scratch, slot, grad, side):
-    """Layer ``k``'s gradient into ``grad`` (accumulated), and, but for the first layer, the error signals of
-    the layer below into the other side of the errors, from the layer's own at ``side``."""
+    """Layer ``k``'s gradient into ``grad`` (a dense layer's written, the others' added), and, but for the first
+    layer, the error signals of the layer below into the other side of the errors, from the layer's own at
+    ``side``."""
     dt = weights.dtype.type
     values_all, v_off, errors_all, patches_all, patch_errors_all, _, blas_ints, blas_floats, winners_all, win_off = (
         scratch[:10]
