@@ -168,7 +168,9 @@ cdef struct Parts:
     Py_ssize_t side_size
     Py_ssize_t patches  # one row's windows of the largest convolution, (positions, fan_in + 1)
     Py_ssize_t patch_errors  # their errors, (positions, fan_in)
-    Py_ssize_t products  # a layer's weighted sums for the chunk
+    # A layer's weighted sums for the chunk (a dense layer's transposed, (units, rows)), and a dense layer's errors
+    # passed down, transposed.
+    Py_ssize_t products
     # A pooled convolution's filters, and their gradient, each row padded to a whole number of cache lines
     # (_line_width): the backward pass's loops over a filter then load and store whole vectors, where its rows
     # in the weights (fan_in + 1 apart) would make most of them straddle two lines.
@@ -407,30 +409,67 @@ cdef inline Py_ssize_t _tiles(const Network* net, Py_ssize_t k) noexcept nogil:
     return (w.out_h // 2) * (w.out_w // 2)
 
 
-cdef void _winograd_filters(const floating* layer, Py_ssize_t units, Py_ssize_t in_c, floating* U) noexcept nogil:
-    """Each 3x3 kernel ``g`` of the ``layer`` as ``G g G^T`` (4x4), into ``U``: plane ``i * 4 + j`` an
-    ``(in_c, units)`` matrix."""
-    cdef Py_ssize_t co, ci, x, i, width = 9 * in_c + 1, plane = in_c * units
+cdef inline void _winograd_kernel(
+    const floating* g, Py_ssize_t g_step, floating* to, Py_ssize_t to_step
+) noexcept nogil:
+    """A 3x3 kernel ``g`` (pixel ``y * 3 + x`` at ``g[(y * 3 + x) * g_step]``) as ``G g G^T`` (4x4), element
+    ``i * 4 + j`` into ``to[(i * 4 + j) * to_step]``."""
+    cdef Py_ssize_t x, i
     cdef floating half = 0.5
     cdef floating g0, g1, g2
     cdef floating t[4][3]
-    cdef floating* to
+    for x in range(3):
+        g0, g1, g2 = g[x * g_step], g[(3 + x) * g_step], g[(6 + x) * g_step]
+        t[0][x] = g0
+        t[1][x] = (g0 + g1 + g2) * half
+        t[2][x] = (g0 - g1 + g2) * half
+        t[3][x] = g2
+    for i in range(4):
+        to[i * 4 * to_step] = t[i][0]
+        to[(i * 4 + 1) * to_step] = (t[i][0] + t[i][1] + t[i][2]) * half
+        to[(i * 4 + 2) * to_step] = (t[i][0] - t[i][1] + t[i][2]) * half
+        to[(i * 4 + 3) * to_step] = t[i][2]
+
+
+cdef void _winograd_filters(const floating* layer, Py_ssize_t units, Py_ssize_t in_c, floating* U) noexcept nogil:
+    """Each 3x3 kernel of the ``layer`` as ``G g G^T`` (``_winograd_kernel``), into ``U``: plane ``i * 4 + j``
+    an ``(in_c, units)`` matrix."""
+    cdef Py_ssize_t co, ci, width = 9 * in_c + 1
     for co in range(units):
         for ci in range(in_c):
-            for x in range(3):
-                g0 = layer[co * width + x * in_c + ci]
-                g1 = layer[co * width + (3 + x) * in_c + ci]
-                g2 = layer[co * width + (6 + x) * in_c + ci]
-                t[0][x] = g0
-                t[1][x] = (g0 + g1 + g2) * half
-                t[2][x] = (g0 - g1 + g2) * half
-                t[3][x] = g2
-            for i in range(4):
-                to = U + i * 4 * plane + ci * units + co
-                to[0] = t[i][0]
-                to[plane] = (t[i][0] + t[i][1] + t[i][2]) * half
-                to[2 * plane] = (t[i][0] - t[i][1] + t[i][2]) * half
-                to[3 * plane] = t[i][2]
+            _winograd_kernel(layer + co * width + ci, in_c, U + ci * units + co, in_c * units)
+
+
+cdef inline void _winograd_in(floating* d, Py_ssize_t step, floating* v) noexcept nogil:
+    """A 4x4 window ``d`` (element ``i * 4 + j`` at ``d[(i * 4 + j) * step]``, overwritten) as ``B^T d B``, into
+    ``v`` (as far apart)."""
+    cdef Py_ssize_t i, j
+    cdef floating t0, t1, t2, t3
+    for j in range(4):
+        t0 = d[j * step] - d[(8 + j) * step]
+        t1 = d[(4 + j) * step] + d[(8 + j) * step]
+        t2 = d[(8 + j) * step] - d[(4 + j) * step]
+        t3 = d[(4 + j) * step] - d[(12 + j) * step]
+        d[j * step], d[(4 + j) * step], d[(8 + j) * step], d[(12 + j) * step] = t0, t1, t2, t3
+    for i in range(4):
+        v[i * 4 * step] = d[i * 4 * step] - d[(i * 4 + 2) * step]
+        v[(i * 4 + 1) * step] = d[(i * 4 + 1) * step] + d[(i * 4 + 2) * step]
+        v[(i * 4 + 2) * step] = d[(i * 4 + 2) * step] - d[(i * 4 + 1) * step]
+        v[(i * 4 + 3) * step] = d[(i * 4 + 1) * step] - d[(i * 4 + 3) * step]
+
+
+cdef inline void _winograd_out(floating* m, Py_ssize_t step, floating bias, floating* y) noexcept nogil:
+    """A 4x4 tile's products ``m`` (element ``i * 4 + j`` at ``m[(i * 4 + j) * step]``, overwritten) as
+    ``A^T m A`` plus ``bias``, the 2x2 outputs into ``y`` (as far apart), row by row."""
+    cdef Py_ssize_t i, j
+    cdef floating s0, s1
+    for j in range(4):
+        s0 = m[j * step] + m[(4 + j) * step] + m[(8 + j) * step]
+        s1 = m[(4 + j) * step] - m[(8 + j) * step] - m[(12 + j) * step]
+        m[j * step], m[(4 + j) * step] = s0, s1
+    for i in range(2):
+        y[i * 2 * step] = m[i * 4 * step] + m[(i * 4 + 1) * step] + m[(i * 4 + 2) * step] + bias
+        y[(i * 2 + 1) * step] = m[(i * 4 + 1) * step] - m[(i * 4 + 2) * step] - m[(i * 4 + 3) * step] + bias
 
 
 cdef void _transform(
@@ -479,7 +518,6 @@ cdef void _winograd_windows(
     cdef const floating* corner
     cdef floating d[16][WINOGRAD_BLOCK]
     cdef floating v[16][WINOGRAD_BLOCK]
-    cdef floating t0, t1, t2, t3
     for ty in range(w.out_h // 2):
         for tx in range(tiles_w):
             tile = first + ty * tiles_w + tx
@@ -491,17 +529,7 @@ cdef void _winograd_windows(
                     for j in range(4):
                         _load_block(d[i * 4 + j], corner + (i * w.in_w + j) * w.in_c + start, n)
                 for c in range(WINOGRAD_BLOCK):  # stack arrays only: it vectorises
-                    for j in range(4):
-                        t0 = d[j][c] - d[8 + j][c]
-                        t1 = d[4 + j][c] + d[8 + j][c]
-                        t2 = d[8 + j][c] - d[4 + j][c]
-                        t3 = d[4 + j][c] - d[12 + j][c]
-                        d[j][c], d[4 + j][c], d[8 + j][c], d[12 + j][c] = t0, t1, t2, t3
-                    for i in range(4):
-                        v[i * 4][c] = d[i * 4][c] - d[i * 4 + 2][c]
-                        v[i * 4 + 1][c] = d[i * 4 + 1][c] + d[i * 4 + 2][c]
-                        v[i * 4 + 2][c] = d[i * 4 + 2][c] - d[i * 4 + 1][c]
-                        v[i * 4 + 3][c] = d[i * 4 + 1][c] - d[i * 4 + 3][c]
+                    _winograd_in(&d[0][c], WINOGRAD_BLOCK, &v[0][c])
                 for i in range(16):
                     _copy_block(V + i * plane + tile * w.in_c + start, v[i], n)
 
@@ -518,7 +546,6 @@ cdef void _winograd_outputs(
     cdef floating m[16][WINOGRAD_BLOCK]
     cdef floating y[4][WINOGRAD_BLOCK]
     cdef floating bias[WINOGRAD_BLOCK]
-    cdef floating s0, s1
     for ty in range(w.out_h // 2):
         for tx in range(tiles_w):
             tile = first + ty * tiles_w + tx
@@ -530,13 +557,7 @@ cdef void _winograd_outputs(
                 for i in range(16):
                     _load_block(m[i], M + i * plane + tile * units + start, n)
                 for c in range(WINOGRAD_BLOCK):  # stack arrays only: it vectorises
-                    for j in range(4):
-                        s0 = m[j][c] + m[4 + j][c] + m[8 + j][c]
-                        s1 = m[4 + j][c] - m[8 + j][c] - m[12 + j][c]
-                        m[j][c], m[4 + j][c] = s0, s1
-                    for i in range(2):
-                        y[i * 2][c] = m[i * 4][c] + m[i * 4 + 1][c] + m[i * 4 + 2][c] + bias[c]
-                        y[i * 2 + 1][c] = m[i * 4 + 1][c] - m[i * 4 + 2][c] - m[i * 4 + 3][c] + bias[c]
+                    _winograd_out(&m[0][c], WINOGRAD_BLOCK, bias[c], &y[0][c])
                 for i in range(2):
                     for j in range(2):
                         _copy_block(out + ((2 * ty + i) * w.out_w + 2 * tx + j) * units + start, y[i * 2 + j], n)
@@ -552,6 +573,18 @@ cdef inline void _side_by_side(
     for u in range(units):
         for i in range(10):
             columns[i][u] = layer[u * 10 + i]
+
+
+cdef inline void _winograd_side_by_side(
+    const floating* layer, Py_ssize_t units, floating (*columns)[FUSED_MAX_UNITS]
+) noexcept nogil:
+    """A fused convolution's kernels (``units``, 10) as Winograd's ``G g G^T`` (``_winograd_kernel``) side by
+    side, as ``_side_by_side`` lays out the weights: element ``i`` of filter ``u``'s at ``columns[i][u]``, its
+    bias at ``columns[16][u]``."""
+    cdef Py_ssize_t u
+    for u in range(units):
+        _winograd_kernel(layer + u * 10, 1, &columns[0][u], FUSED_MAX_UNITS)
+        columns[16][u] = layer[u * 10 + 9]
 
 
 cdef inline void _one_by_one(floating (*columns)[FUSED_MAX_UNITS], Py_ssize_t units, floating* layer) noexcept nogil:
@@ -622,22 +655,29 @@ cdef inline bint _two_by_two(Window pool) noexcept nogil:
 
 cdef inline void _conv_pool_row(
     const floating* image, Py_ssize_t in_w, floating* pooled, floating* places, Window pool,
-    const floating (*kernels)[FUSED_MAX_UNITS], Py_ssize_t units,
+    const floating (*kernels)[FUSED_MAX_UNITS], const floating (*winograd)[FUSED_MAX_UNITS], Py_ssize_t units,
 ) noexcept nogil:
     """One row's fused first layer (``_fused``) and its pooling, as the Numba backend's ``_conv_pool_row``: each
-    output of the convolution that the pooling ``pool`` reads (``_fused_output``) is compared with its window's
-    largest; each window's largest into ``pooled``, and where in the window it is (``dy * kernel_w + dx``, the
-    first largest) into ``places``, as a float: the filters' loop then vectorises, as it would not with integers
-    beside the floats.  For 2x2 windows (``_two_by_two``) each filter's four outputs are compared in registers,
-    a window at a time, each largest and place stored once; otherwise one output at a time for all the filters,
-    the largest and places so far in ``pooled`` and on the stack (stored into the scratch in that loop, which
-    also loads from ``pooled``, gcc could not tell the two apart and left it scalar).  The same comparisons in
-    the same order either way.  The convolution's own outputs are not stored: nothing reads them."""
-    cdef Py_ssize_t oy, ox, dy, dx, u, i
+    output of the convolution that the pooling ``pool`` reads is compared with its window's largest; each
+    window's largest into ``pooled``, and where in the window it is (``dy * kernel_w + dx``, the first largest)
+    into ``places``, as a float: the filters' loop then vectorises, as it would not with integers beside the
+    floats.  For 2x2 windows (``_two_by_two``) each window is one tile of Winograd's F(2x2, 3x3): its 4x4
+    pixels transformed once (``_winograd_in``), then for all the filters side by side their 16 products with the
+    filters' transforms ``winograd`` (``_winograd_side_by_side``) transformed back (``_winograd_out``), relu, and
+    the four compared in registers, each largest and place stored once.  Otherwise one output at a time for all
+    the filters (``_fused_output``, of the weights ``kernels``), the largest and places so far in ``pooled``
+    and on the stack (stored into the scratch in that loop, which also loads from ``pooled``, gcc could not
+    tell the two apart and left it scalar).  The convolution's own outputs are not stored: nothing reads
+    them."""
+    cdef Py_ssize_t oy, ox, dy, dx, u, i, j
     cdef floating* largest
     cdef floating* window_places
     cdef floating where[FUSED_MAX_UNITS]
-    cdef floating p[4][9]
+    cdef floating p[9]
+    cdef floating d[16]
+    cdef floating v[16]
+    cdef floating m[16]
+    cdef floating y[4]
     cdef floating value, best, place
     cdef bint first, better
     if _two_by_two(pool):
@@ -646,23 +686,19 @@ cdef inline void _conv_pool_row(
                 largest = pooled + (oy * pool.out_w + ox) * units
                 window_places = places + (oy * pool.out_w + ox) * units
                 for i in range(4):
-                    _nine_pixels(image, in_w, oy * 2 + i // 2, ox * 2 + i % 2, p[i])
-                # The filters side by side: it vectorises.  The three comparisons are written out: as a loop over
-                # the outputs, gcc's code for the loop over the filters ran slower.
-                for u in range(units):
-                    best, place = _fused_output(p[0], kernels, u), 0.0
-                    value = _fused_output(p[1], kernels, u)
-                    better = value > best  # selects, not branches
-                    best = value if better else best
-                    place = 1.0 if better else place
-                    value = _fused_output(p[2], kernels, u)
-                    better = value > best
-                    best = value if better else best
-                    place = 2.0 if better else place
-                    value = _fused_output(p[3], kernels, u)
-                    better = value > best
-                    best = value if better else best
-                    place = 3.0 if better else place
+                    for j in range(4):
+                        d[i * 4 + j] = image[(2 * oy + i) * in_w + 2 * ox + j]
+                _winograd_in(d, 1, v)
+                for u in range(units):  # the filters side by side: it vectorises
+                    for i in range(16):
+                        m[i] = winograd[i][u] * v[i]
+                    _winograd_out(m, 1, winograd[16][u], y)
+                    best, place = activation(y[0], ACTIVATION_RELU), 0.0
+                    for i in range(1, 4):
+                        value = activation(y[i], ACTIVATION_RELU)
+                        better = value > best  # selects, not branches
+                        best = value if better else best
+                        place = <floating>i if better else place
                     largest[u] = best
                     window_places[u] = place
         return
@@ -671,11 +707,11 @@ cdef inline void _conv_pool_row(
             largest = pooled + (oy * pool.out_w + ox) * units
             for dy in range(pool.kernel_h):
                 for dx in range(pool.kernel_w):
-                    _nine_pixels(image, in_w, oy * pool.stride_h + dy, ox * pool.stride_w + dx, p[0])
+                    _nine_pixels(image, in_w, oy * pool.stride_h + dy, ox * pool.stride_w + dx, p)
                     place = <floating>(dy * pool.kernel_w + dx)
                     first = dy == 0 and dx == 0
                     for u in range(units):  # the filters side by side: it vectorises
-                        value, best = _fused_output(p[0], kernels, u), largest[u]
+                        value, best = _fused_output(p, kernels, u), largest[u]
                         better = first | (value > best)  # selects, not branches
                         largest[u] = value if better else best
                         where[u] = place if better else where[u]
@@ -1018,6 +1054,7 @@ cdef void _forward(
     cdef Py_ssize_t n_computed = positions * g[GEOMETRY_UNITS] if kind == LAYER_CONV2D else n_out
     cdef floating* out
     cdef const floating* source
+    cdef const floating* sums
     cdef double rate
     cdef floating scale
     cdef uint64_t stream
@@ -1026,36 +1063,45 @@ cdef void _forward(
     # A fused layer's weights, transposed: on the stack, where no store of the outputs can alias them (gcc
     # then vectorises the loop over the filters; in the slot's scratch it left it scalar).
     cdef floating kernels[10][FUSED_MAX_UNITS]
+    cdef floating winograd_kernels[17][FUSED_MAX_UNITS]
     if _pooled_with_the_first(net, k):  # computed with the convolution below
         return
     if _fused(net, k):
         units, n_pooled = g[GEOMETRY_UNITS], net.sizes[k + 2]
-        _side_by_side(layer, units, kernels)
+        if _two_by_two(_pooling(net, k + 1)):
+            _winograd_side_by_side(layer, units, winograd_kernels)
+        else:
+            _side_by_side(layer, units, kernels)
         for s in range(n_rows):
             out = values + parts.v_off[k + 2] + s * (n_pooled + 1)
             _conv_pool_row(
                 values + inputs + s * (n_in + 1), w.in_w, out, values + outputs + s * (n_out + 1), _pooling(net, k + 1),
-                kernels, units,
+                kernels, winograd_kernels, units,
             )
             out[n_pooled] = 1.0
         return
     if kind == LAYER_DENSE or kind == LAYER_CONV2D:
         units, width = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN] + 1
-        if kind == LAYER_DENSE:
-            _gemm(c'N', values + inputs, n_in + 1, c'T', layer, width, 0.0, products, units, n_rows, units, width)
+        if kind == LAYER_DENSE:  # the products transposed, (units, rows): BLAS's faster form of this product
+            _gemm(c'N', layer, width, c'T', values + inputs, n_in + 1, 0.0, products, n_rows, units, n_rows, width)
         winograd = _winograd(net, k)
         if winograd:
             _winograd_products(
                 net, k, layer, transformed + parts.u_off[k], values + inputs, n_rows, slot, parts, products
             )
         for s in range(n_rows):
-            if kind == LAYER_CONV2D and not winograd:
+            out = values + outputs + s * (n_out + 1)
+            sums = products + s * n_out
+            if kind == LAYER_DENSE:  # the row's sums from their column, activated where they land
+                for j in range(n_out):
+                    out[j] = products[j * n_rows + s]
+                sums = out
+            elif not winograd:
                 _gather_windows(values + inputs + s * (n_in + 1), w, patches)
                 _gemm(
                     c'N', patches, width, c'T', layer, width, 0.0, products + s * n_out, units, positions, units, width
                 )
-            out = values + outputs + s * (n_out + 1)
-            _activate_row(out, products + s * n_out, n_computed, code)
+            _activate_row(out, sums, n_computed, code)
             if code == ACTIVATION_SOFTMAX:
                 softmax(out, n_out)
             out[n_out] = 1.0
@@ -1087,6 +1133,7 @@ cdef void _backward(
     cdef const floating* values = slot
     cdef floating* patches = slot + parts.patches
     cdef floating* patch_errors = slot + parts.patch_errors
+    cdef floating* products = slot + parts.products
     cdef floating* filters = slot + parts.filters
     cdef floating* filter_grads = slot + parts.filter_grads
     cdef const Py_ssize_t* winners = <const Py_ssize_t*>(slot + parts.winners)
@@ -1128,8 +1175,11 @@ cdef void _backward(
                 c'T', errors, units, c'N', values + inputs, n_in + 1, 0.0, layer_grad, fan_in + 1, units, fan_in + 1,
                 n_rows,
             )
-            if k > 0:
-                _gemm(c'N', errors, units, c'N', layer, fan_in + 1, 0.0, below, n_in, n_rows, n_in, units)
+            if k > 0:  # transposed, (inputs, rows), in the forward pass's products: BLAS's faster form
+                _gemm(c'T', layer, fan_in + 1, c'T', errors, units, 0.0, products, n_rows, n_in, n_rows, units)
+                for s in range(n_rows):
+                    for i in range(n_in):
+                        below[s * n_in + i] = products[i * n_rows + s]
         elif _fused(net, k):  # the filters side by side, in sums of their own (see ``_fused_gradient_row``)
             _side_by_side(layer_grad, units, sums)
             for s in range(n_rows):

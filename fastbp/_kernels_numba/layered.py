@@ -139,7 +139,8 @@ def _scratch(net, n_slots, rows, dt):
     ``values[slot]`` holds layer ``k``'s ``(rows, sizes[k] + 1)`` matrix from
     ``v_off[k]``; ``errors[slot]`` two sides of ``rows * widest`` error
     signals; ``patches`` and ``patch_errors`` one row's windows of the largest
-    convolution and their errors; ``products`` a layer's weighted sums;
+    convolution and their errors; ``products`` a layer's weighted sums (a dense layer's
+    transposed), and a dense layer's errors passed down, transposed;
     ``winners[slot]`` holds a pooling layer ``k``'s ``(rows, sizes[k + 1])``
     winners (where in its input each output's maximum is) from ``win_off[k]``, but for
     a fused layer's pooling, which keeps its places among the values (``_conv_pool_row``);
@@ -269,30 +270,36 @@ def _winograd_filter_row(U, to, plane, a, b, c, half):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_kernel(weights, at, step, U, to, plane, dt):
+    """The 3x3 kernel at ``weights[at:]`` (pixel ``y * 3 + x`` at ``at + (y * 3 + x) * step``) as ``G g G^T``
+    (4x4), element ``i * 4 + j`` into ``U[to + (i * 4 + j) * plane]``."""
+    at, step, to, plane, half = np.uintp(at), np.uintp(step), np.uintp(to), np.uintp(plane), dt(0.5)
+    g00, g01, g02 = weights[at], weights[at + step], weights[at + np.uintp(2) * step]
+    at += np.uintp(3) * step
+    g10, g11, g12 = weights[at], weights[at + step], weights[at + np.uintp(2) * step]
+    at += np.uintp(3) * step
+    g20, g21, g22 = weights[at], weights[at + step], weights[at + np.uintp(2) * step]
+    _winograd_filter_row(U, to, plane, g00, g01, g02, half)
+    _winograd_filter_row(
+        U, to + np.uintp(4) * plane, plane, (g00 + g10 + g20) * half, (g01 + g11 + g21) * half,
+        (g02 + g12 + g22) * half, half,
+    )  # fmt: skip
+    _winograd_filter_row(
+        U, to + np.uintp(8) * plane, plane, (g00 - g10 + g20) * half, (g01 - g11 + g21) * half,
+        (g02 - g12 + g22) * half, half,
+    )  # fmt: skip
+    _winograd_filter_row(U, to + np.uintp(12) * plane, plane, g20, g21, g22, half)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _winograd_filters(weights, start, units, in_c, U, dt):
-    """Each 3x3 kernel ``g`` of the layer at ``weights[start:]`` as ``G g G^T`` (4x4), into ``U``: plane
-    ``i * 4 + j`` an ``(in_c, units)`` matrix."""
+    """Each 3x3 kernel of the layer at ``weights[start:]`` as ``G g G^T`` (``_winograd_kernel``), into ``U``:
+    plane ``i * 4 + j`` an ``(in_c, units)`` matrix."""
     start, units, in_c = np.uintp(start), np.uintp(units), np.uintp(in_c)
-    width, plane, half = np.uintp(9) * in_c + ONE, in_c * units, dt(0.5)
+    width = np.uintp(9) * in_c + ONE
     for co in range(units):
         for ci in range(in_c):
-            at = start + co * width + ci
-            g00, g01, g02 = weights[at], weights[at + in_c], weights[at + np.uintp(2) * in_c]
-            at += np.uintp(3) * in_c
-            g10, g11, g12 = weights[at], weights[at + in_c], weights[at + np.uintp(2) * in_c]
-            at += np.uintp(3) * in_c
-            g20, g21, g22 = weights[at], weights[at + in_c], weights[at + np.uintp(2) * in_c]
-            to = ci * units + co
-            _winograd_filter_row(U, to, plane, g00, g01, g02, half)
-            _winograd_filter_row(
-                U, to + np.uintp(4) * plane, plane, (g00 + g10 + g20) * half, (g01 + g11 + g21) * half,
-                (g02 + g12 + g22) * half, half,
-            )  # fmt: skip
-            _winograd_filter_row(
-                U, to + np.uintp(8) * plane, plane, (g00 - g10 + g20) * half, (g01 - g11 + g21) * half,
-                (g02 - g12 + g22) * half, half,
-            )  # fmt: skip
-            _winograd_filter_row(U, to + np.uintp(12) * plane, plane, g20, g21, g22, half)
+            _winograd_kernel(weights, start + co * width + ci, in_c, U, ci * units + co, in_c * units, dt)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -314,18 +321,38 @@ def _transform(net, weights, scratch):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _winograd_window_row(V, to, plane, a, b, c, d):
-    """A row ``(a, b, c, d)`` of ``B^T d`` times ``B``: four values, ``plane`` apart from ``V[to]``."""
-    V[to] = a - c
-    V[to + plane] = b + c
-    V[to + np.uintp(2) * plane] = c - b
-    V[to + np.uintp(3) * plane] = b - d
+def _winograd_window_row(a, b, c, d):
+    """A row ``(a, b, c, d)`` of ``B^T d`` times ``B``."""
+    return a - c, b + c, c - b, b - d
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_in(d):
+    """A 4x4 window ``d`` (16 values, row by row) as ``B^T d B``, row by row."""
+    d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33 = d
+    return (
+        _winograd_window_row(d00 - d20, d01 - d21, d02 - d22, d03 - d23)
+        + _winograd_window_row(d10 + d20, d11 + d21, d12 + d22, d13 + d23)
+        + _winograd_window_row(d20 - d10, d21 - d11, d22 - d12, d23 - d13)
+        + _winograd_window_row(d10 - d30, d11 - d31, d12 - d32, d13 - d33)
+    )
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_out(m, bias):
+    """A tile's 4x4 products ``m`` (16 values, row by row) as ``A^T m A`` plus ``bias``: its 2x2 outputs, row by
+    row."""
+    m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33 = m
+    s00, s01, s02, s03 = m00 + m10 + m20, m01 + m11 + m21, m02 + m12 + m22, m03 + m13 + m23
+    s10, s11, s12, s13 = m10 - m20 - m30, m11 - m21 - m31, m12 - m22 - m32, m13 - m23 - m33
+    return s00 + s01 + s02 + bias, s01 - s02 - s03 + bias, s10 + s11 + s12 + bias, s11 - s12 - s13 + bias
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _winograd_windows(values, image, g, region, V, plane, first):
-    """One row's 4x4 windows (its image at ``values[image:]``) of each 2x2 tile of outputs as ``B^T d B``, into
-    ``V`` from tile ``first`` on: plane ``i * 4 + j`` (``plane`` values apart) a ``(tiles, in_c)`` matrix."""
+    """One row's 4x4 windows (its image at ``values[image:]``) of each 2x2 tile of outputs as ``B^T d B``
+    (``_winograd_in``), into ``V`` from tile ``first`` on: plane ``i * 4 + j`` (``plane`` values apart) a
+    ``(tiles, in_c)`` matrix."""
     _, in_w, in_c, _, _, _, _, _, _, _, _, _ = _window(g)
     image, plane, first = np.uintp(image), np.uintp(plane), np.uintp(first)
     tiles_w, row = region[1] // np.uintp(2), in_w * in_c
@@ -336,25 +363,24 @@ def _winograd_windows(values, image, g, region, V, plane, first):
             to = (first + ty * tiles_w + tx) * in_c
             for c in range(in_c):
                 r0, r1, r2, r3 = corner + c, corner + row + c, corner + two * row + c, corner + three * row + c
-                d00, d01, d02, d03 = values[r0], values[r0 + in_c], values[r0 + two * in_c], values[r0 + three * in_c]
-                d10, d11, d12, d13 = values[r1], values[r1 + in_c], values[r1 + two * in_c], values[r1 + three * in_c]
-                d20, d21, d22, d23 = values[r2], values[r2 + in_c], values[r2 + two * in_c], values[r2 + three * in_c]
-                d30, d31, d32, d33 = values[r3], values[r3 + in_c], values[r3 + two * in_c], values[r3 + three * in_c]
-                v = to + c
-                _winograd_window_row(V, v, plane, d00 - d20, d01 - d21, d02 - d22, d03 - d23)
-                _winograd_window_row(V, v + np.uintp(4) * plane, plane, d10 + d20, d11 + d21, d12 + d22, d13 + d23)
-                _winograd_window_row(V, v + np.uintp(8) * plane, plane, d20 - d10, d21 - d11, d22 - d12, d23 - d13)
-                _winograd_window_row(V, v + np.uintp(12) * plane, plane, d10 - d30, d11 - d31, d12 - d32, d13 - d33)
+                v = _winograd_in((
+                    values[r0], values[r0 + in_c], values[r0 + two * in_c], values[r0 + three * in_c],
+                    values[r1], values[r1 + in_c], values[r1 + two * in_c], values[r1 + three * in_c],
+                    values[r2], values[r2 + in_c], values[r2 + two * in_c], values[r2 + three * in_c],
+                    values[r3], values[r3 + in_c], values[r3 + two * in_c], values[r3 + three * in_c],
+                ))  # fmt: skip
+                for i in range(16):
+                    V[to + c + np.uintp(i) * plane] = v[i]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _winograd_outputs(M, at, plane, first, region, units, weights, start, fan_in, products, out):
     """One row's outputs from the products at ``M[at:]`` of its tiles from tile ``first`` on (plane ``i * 4 + j``
-    ``plane`` values apart, each ``(tiles, units)``): each tile's ``A^T m A`` plus the bias (the layer's at
-    ``weights[start:]``), into ``products[out:]`` ``(out_h, out_w, units)``."""
+    ``plane`` values apart, each ``(tiles, units)``): each tile's ``A^T m A`` plus the bias (``_winograd_out``;
+    the layer's at ``weights[start:]``), into ``products[out:]`` ``(out_h, out_w, units)``."""
     at, plane, first, units, start = np.uintp(at), np.uintp(plane), np.uintp(first), np.uintp(units), np.uintp(start)
     out, width = np.uintp(out), np.uintp(fan_in) + ONE
-    two, three = np.uintp(2), np.uintp(3)
+    two = np.uintp(2)
     out_w, tiles_w = region[1], region[1] // two
     for ty in range(region[0] // two):
         for tx in range(tiles_w):
@@ -363,19 +389,17 @@ def _winograd_outputs(M, at, plane, first, region, units, weights, start, fan_in
             bottom = top + out_w * units
             for co in range(units):
                 m = source + co
-                bias = weights[start + co * width + width - ONE]
-                s00 = M[m] + M[m + np.uintp(4) * plane] + M[m + np.uintp(8) * plane]
-                s01 = M[m + plane] + M[m + np.uintp(5) * plane] + M[m + np.uintp(9) * plane]
-                s02 = M[m + two * plane] + M[m + np.uintp(6) * plane] + M[m + np.uintp(10) * plane]
-                s03 = M[m + three * plane] + M[m + np.uintp(7) * plane] + M[m + np.uintp(11) * plane]
-                s10 = M[m + np.uintp(4) * plane] - M[m + np.uintp(8) * plane] - M[m + np.uintp(12) * plane]
-                s11 = M[m + np.uintp(5) * plane] - M[m + np.uintp(9) * plane] - M[m + np.uintp(13) * plane]
-                s12 = M[m + np.uintp(6) * plane] - M[m + np.uintp(10) * plane] - M[m + np.uintp(14) * plane]
-                s13 = M[m + np.uintp(7) * plane] - M[m + np.uintp(11) * plane] - M[m + np.uintp(15) * plane]
-                products[top + co] = s00 + s01 + s02 + bias
-                products[top + units + co] = s01 - s02 - s03 + bias
-                products[bottom + co] = s10 + s11 + s12 + bias
-                products[bottom + units + co] = s11 - s12 - s13 + bias
+                y00, y01, y10, y11 = _winograd_out((
+                    M[m], M[m + plane], M[m + two * plane], M[m + np.uintp(3) * plane],
+                    M[m + np.uintp(4) * plane], M[m + np.uintp(5) * plane], M[m + np.uintp(6) * plane],
+                    M[m + np.uintp(7) * plane], M[m + np.uintp(8) * plane], M[m + np.uintp(9) * plane],
+                    M[m + np.uintp(10) * plane], M[m + np.uintp(11) * plane], M[m + np.uintp(12) * plane],
+                    M[m + np.uintp(13) * plane], M[m + np.uintp(14) * plane], M[m + np.uintp(15) * plane],
+                ), weights[start + co * width + width - ONE])  # fmt: skip
+                products[top + co] = y00
+                products[top + units + co] = y01
+                products[bottom + co] = y10
+                products[bottom + units + co] = y11
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -478,6 +502,73 @@ def _fused_output(p, kernels, u, dt):
     total += p[8] * kernels[np.uintp(8) * COLUMN + u]
     total += kernels[np.uintp(9) * COLUMN + u]
     return activation(total, ActivationCode.RELU, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _two_by_two(pool):
+    """Whether a pooling's windows (its geometry ``pool``) are 2x2 at a stride of 2: each the outputs of one tile
+    of a fused first layer computed by Winograd's F(2x2, 3x3) (``_winograd_conv_pool_row``)."""
+    return (
+        pool[Geometry.KERNEL_H] == 2 and pool[Geometry.KERNEL_W] == 2 and pool[Geometry.STRIDE_H] == 2
+        and pool[Geometry.STRIDE_W] == 2
+    )  # fmt: skip
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_side_by_side(weights, start, units, columns, dt):
+    """A fused convolution's kernels ``(units, 10)`` at ``weights[start:]`` as Winograd's ``G g G^T``
+    (``_winograd_kernel``) side by side: element ``i`` of filter ``u``'s at ``columns[i * COLUMN + u]``, its
+    bias at ``columns[16 * COLUMN + u]``."""
+    start, units = np.uintp(start), np.uintp(units)
+    for u in range(units):
+        _winograd_kernel(weights, start + u * np.uintp(10), ONE, columns, u, COLUMN, dt)
+        columns[np.uintp(16) * COLUMN + u] = weights[start + u * np.uintp(10) + np.uintp(9)]
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd, units, dt):
+    """``_conv_pool_row`` for 2x2 windows at a stride of 2 (``_two_by_two``), as the Cython kernel's: each
+    window one tile of Winograd's F(2x2, 3x3), its 4x4 pixels transformed once (``_winograd_in``), then for all
+    the filters side by side their 16 products with the filters' transforms ``winograd``
+    (``_winograd_side_by_side``) transformed back (``_winograd_out``), relu, and the four compared in turn."""
+    out_h, out_w = pool[Geometry.OUT_H], pool[Geometry.OUT_W]
+    image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
+    units, two = np.uintp(units), np.uintp(2)
+    relu = ActivationCode.RELU
+    for oy in range(out_h):
+        for ox in range(out_w):
+            to = (oy * out_w + ox) * units
+            r0 = image + two * oy * in_w + two * ox
+            r1, r2, r3 = r0 + in_w, r0 + two * in_w, r0 + np.uintp(3) * in_w
+            v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _winograd_in((
+                values[r0], values[r0 + ONE], values[r0 + two], values[r0 + np.uintp(3)],
+                values[r1], values[r1 + ONE], values[r1 + two], values[r1 + np.uintp(3)],
+                values[r2], values[r2 + ONE], values[r2 + two], values[r2 + np.uintp(3)],
+                values[r3], values[r3 + ONE], values[r3 + two], values[r3 + np.uintp(3)],
+            ))  # fmt: skip
+            for u in range(units):  # the filters side by side: it vectorises
+                y0, y1, y2, y3 = _winograd_out((
+                    winograd[u] * v0, winograd[COLUMN + u] * v1, winograd[two * COLUMN + u] * v2,
+                    winograd[np.uintp(3) * COLUMN + u] * v3, winograd[np.uintp(4) * COLUMN + u] * v4,
+                    winograd[np.uintp(5) * COLUMN + u] * v5, winograd[np.uintp(6) * COLUMN + u] * v6,
+                    winograd[np.uintp(7) * COLUMN + u] * v7, winograd[np.uintp(8) * COLUMN + u] * v8,
+                    winograd[np.uintp(9) * COLUMN + u] * v9, winograd[np.uintp(10) * COLUMN + u] * v10,
+                    winograd[np.uintp(11) * COLUMN + u] * v11, winograd[np.uintp(12) * COLUMN + u] * v12,
+                    winograd[np.uintp(13) * COLUMN + u] * v13, winograd[np.uintp(14) * COLUMN + u] * v14,
+                    winograd[np.uintp(15) * COLUMN + u] * v15,
+                ), winograd[np.uintp(16) * COLUMN + u])  # fmt: skip
+                best, place = activation(y0, relu, dt), dt(0.0)
+                value = activation(y1, relu, dt)
+                better = value > best  # selects, not branches
+                best, place = (value if better else best), (dt(1.0) if better else place)
+                value = activation(y2, relu, dt)
+                better = value > best
+                best, place = (value if better else best), (dt(2.0) if better else place)
+                value = activation(y3, relu, dt)
+                better = value > best
+                best, place = (value if better else best), (dt(3.0) if better else place)
+                values[pooled + to + u] = best
+                values[places + to + u] = place
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -777,13 +868,20 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     if _pooled_with_the_first(net, k):  # computed with the convolution below
         return
     if _fused(net, k):
-        units, n_pooled, pooled = g[Geometry.UNITS], net.sizes[k + 2], v_off[k + 2]
-        kernels = np.empty(10 * FUSED_MAX_UNITS, dtype=weights.dtype)
-        where = np.empty(FUSED_MAX_UNITS, dtype=weights.dtype)
-        _side_by_side(weights, net.w_off[k], units, kernels)
-        for s in range(n_rows):
-            _conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
-                           outputs + s * (n_out + 1), net.geometry[k + 1], kernels, units, where, dt)  # fmt: skip
+        units, n_pooled, pooled, pool = g[Geometry.UNITS], net.sizes[k + 2], v_off[k + 2], net.geometry[k + 1]
+        if _two_by_two(pool):
+            kernels = np.empty(17 * FUSED_MAX_UNITS, dtype=weights.dtype)
+            _winograd_side_by_side(weights, net.w_off[k], units, kernels, dt)
+            for s in range(n_rows):
+                _winograd_conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
+                                        outputs + s * (n_out + 1), pool, kernels, units, dt)  # fmt: skip
+        else:
+            kernels = np.empty(10 * FUSED_MAX_UNITS, dtype=weights.dtype)
+            where = np.empty(FUSED_MAX_UNITS, dtype=weights.dtype)
+            _side_by_side(weights, net.w_off[k], units, kernels)
+            for s in range(n_rows):
+                _conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
+                               outputs + s * (n_out + 1), pool, kernels, units, where, dt)  # fmt: skip
             values[pooled + s * (n_pooled + 1) + n_pooled] = 1.0
         return
     if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
@@ -792,21 +890,26 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         region = _region(net, k)
         positions = region[0] * region[1]
         n_computed = positions * units if kind == LayerKindCode.CONV2D else n_out
-        if kind == LayerKindCode.DENSE:
-            _gemm(AS_IS, (values, inputs, n_in + 1), TRANSPOSED, layer, (products, 0, units), 0.0,
-                  (n_rows, units, width), blas)  # fmt: skip
+        if kind == LayerKindCode.DENSE:  # the products transposed, (units, rows): BLAS's faster form of this product
+            _gemm(AS_IS, layer, TRANSPOSED, (values, inputs, n_in + 1), (products, 0, n_rows), 0.0,
+                  (units, n_rows, width), blas)  # fmt: skip
         by_winograd = _winograd(net, k)
         if by_winograd:
             _winograd_products(
                 net, k, weights, transformed, u_off[k], values, inputs, n_rows, winograd[slot], products, blas
             )
         for s in range(n_rows):
-            if kind == LayerKindCode.CONV2D and not by_winograd:
-                _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
-                _gemm(AS_IS, (patches, 0, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
-                      (positions, units, width), blas)  # fmt: skip
             out = outputs + s * (n_out + 1)
-            _activate(products, s * n_out, values, out, n_computed, code, dt)
+            if kind == LayerKindCode.DENSE:  # the row's sums from their column, activated where they land
+                for j in range(n_out):
+                    values[out + j] = products[j * n_rows + s]
+                _activate(values, out, values, out, n_computed, code, dt)
+            else:
+                if not by_winograd:
+                    _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
+                    _gemm(AS_IS, (patches, 0, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
+                          (positions, units, width), blas)  # fmt: skip
+                _activate(products, s * n_out, values, out, n_computed, code, dt)
             if code == ActivationCode.SOFTMAX:
                 softmax(values, out, n_out, dt)
             values[out + n_out] = 1.0
@@ -835,13 +938,15 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     layer, the error signals of the layer below into the other side of the errors, from the layer's own at
     ``side``."""
     dt = weights.dtype.type
-    values_all, v_off, errors_all, patches_all, patch_errors_all, _, blas_ints, blas_floats, winners_all, win_off = (
-        scratch[:10]
+    values_all, v_off, errors_all, patches_all, patch_errors_all, products_all, blas_ints, blas_floats, winners_all = (
+        scratch[:9]
     )
-    values, patches, patch_errors, winners = (
+    win_off = scratch[9]
+    values, patches, patch_errors, products, winners = (
         values_all[slot],
         patches_all[slot],
         patch_errors_all[slot],
+        products_all[slot],
         winners_all[slot],
     )
     errors, below = errors_all[slot, side], errors_all[slot, 1 - side]
@@ -858,8 +963,12 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
         if kind == LayerKindCode.DENSE:
             _gemm(TRANSPOSED, (errors, 0, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 0.0,
                   (units, fan_in + 1, n_rows), blas)  # fmt: skip
-            if k > 0:
-                _gemm(AS_IS, (errors, 0, units), AS_IS, layer, (below, 0, n_in), 0.0, (n_rows, n_in, units), blas)
+            if k > 0:  # transposed, (inputs, rows), in the forward pass's products: BLAS's faster form
+                _gemm(TRANSPOSED, layer, TRANSPOSED, (errors, 0, units), (products, 0, n_rows), 0.0,
+                      (n_in, n_rows, units), blas)  # fmt: skip
+                for s in range(n_rows):
+                    for i in range(n_in):
+                        below[s * n_in + i] = products[i * n_rows + s]
         elif _fused(net, k):  # the filters side by side, in sums of their own (see ``_fused_gradient_row``)
             sums = np.empty(10 * FUSED_MAX_UNITS, dtype=weights.dtype)
             picked = np.empty(9 * FUSED_MAX_UNITS, dtype=weights.dtype)
