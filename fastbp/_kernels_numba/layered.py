@@ -349,6 +349,15 @@ def _winograd_out(m, bias):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def _store_four(V, to, plane, a, b, c, d):
+    """``a``, ``b``, ``c`` and ``d`` into ``V``, ``plane`` apart from ``V[to]``."""
+    V[to] = a
+    V[to + plane] = b
+    V[to + np.uintp(2) * plane] = c
+    V[to + np.uintp(3) * plane] = d
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def _winograd_windows(values, image, g, region, V, plane, first):
     """One row's 4x4 windows (its image at ``values[image:]``) of each 2x2 tile of outputs as ``B^T d B``
     (``_winograd_in``), into ``V`` from tile ``first`` on: plane ``i * 4 + j`` (``plane`` values apart) a
@@ -363,14 +372,17 @@ def _winograd_windows(values, image, g, region, V, plane, first):
             to = (first + ty * tiles_w + tx) * in_c
             for c in range(in_c):
                 r0, r1, r2, r3 = corner + c, corner + row + c, corner + two * row + c, corner + three * row + c
-                v = _winograd_in((
+                v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _winograd_in((
                     values[r0], values[r0 + in_c], values[r0 + two * in_c], values[r0 + three * in_c],
                     values[r1], values[r1 + in_c], values[r1 + two * in_c], values[r1 + three * in_c],
                     values[r2], values[r2 + in_c], values[r2 + two * in_c], values[r2 + three * in_c],
                     values[r3], values[r3 + in_c], values[r3 + two * in_c], values[r3 + three * in_c],
                 ))  # fmt: skip
-                for i in range(16):
-                    V[to + c + np.uintp(i) * plane] = v[i]
+                v = to + c  # each element's plane (explicit stores: LLVM keeps a loop over a tuple's elements)
+                _store_four(V, v, plane, v0, v1, v2, v3)
+                _store_four(V, v + np.uintp(4) * plane, plane, v4, v5, v6, v7)
+                _store_four(V, v + np.uintp(8) * plane, plane, v8, v9, v10, v11)
+                _store_four(V, v + np.uintp(12) * plane, plane, v12, v13, v14, v15)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -526,30 +538,32 @@ def _winograd_side_by_side(weights, start, units, columns, dt):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd, units, dt):
+def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd, units, where, dt):
     """``_conv_pool_row`` for 2x2 windows at a stride of 2 (``_two_by_two``), as the Cython kernel's: each
     window one tile of Winograd's F(2x2, 3x3), its 4x4 pixels transformed once (``_winograd_in``), then for all
     the filters side by side their 16 products with the filters' transforms ``winograd``
-    (``_winograd_side_by_side``) transformed back (``_winograd_out``), relu, and the four compared in turn."""
+    (``_winograd_side_by_side``) transformed back (``_winograd_out``), relu, and the four compared in turn; the
+    places kept in ``where`` until the window is done (as ``_conv_pool_row``'s: with two stores into ``values``
+    LLVM leaves the loop scalar)."""
     out_h, out_w = pool[Geometry.OUT_H], pool[Geometry.OUT_W]
     image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
-    units, two = np.uintp(units), np.uintp(2)
+    units, two, three = np.uintp(units), np.uintp(2), np.uintp(3)
     relu = ActivationCode.RELU
     for oy in range(out_h):
         for ox in range(out_w):
             to = (oy * out_w + ox) * units
             r0 = image + two * oy * in_w + two * ox
-            r1, r2, r3 = r0 + in_w, r0 + two * in_w, r0 + np.uintp(3) * in_w
+            r1, r2, r3 = r0 + in_w, r0 + two * in_w, r0 + three * in_w
             v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _winograd_in((
-                values[r0], values[r0 + ONE], values[r0 + two], values[r0 + np.uintp(3)],
-                values[r1], values[r1 + ONE], values[r1 + two], values[r1 + np.uintp(3)],
-                values[r2], values[r2 + ONE], values[r2 + two], values[r2 + np.uintp(3)],
-                values[r3], values[r3 + ONE], values[r3 + two], values[r3 + np.uintp(3)],
+                values[r0], values[r0 + ONE], values[r0 + two], values[r0 + three],
+                values[r1], values[r1 + ONE], values[r1 + two], values[r1 + three],
+                values[r2], values[r2 + ONE], values[r2 + two], values[r2 + three],
+                values[r3], values[r3 + ONE], values[r3 + two], values[r3 + three],
             ))  # fmt: skip
             for u in range(units):  # the filters side by side: it vectorises
                 y0, y1, y2, y3 = _winograd_out((
                     winograd[u] * v0, winograd[COLUMN + u] * v1, winograd[two * COLUMN + u] * v2,
-                    winograd[np.uintp(3) * COLUMN + u] * v3, winograd[np.uintp(4) * COLUMN + u] * v4,
+                    winograd[three * COLUMN + u] * v3, winograd[np.uintp(4) * COLUMN + u] * v4,
                     winograd[np.uintp(5) * COLUMN + u] * v5, winograd[np.uintp(6) * COLUMN + u] * v6,
                     winograd[np.uintp(7) * COLUMN + u] * v7, winograd[np.uintp(8) * COLUMN + u] * v8,
                     winograd[np.uintp(9) * COLUMN + u] * v9, winograd[np.uintp(10) * COLUMN + u] * v10,
@@ -568,7 +582,9 @@ def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd,
                 better = value > best
                 best, place = (value if better else best), (dt(3.0) if better else place)
                 values[pooled + to + u] = best
-                values[places + to + u] = place
+                where[u] = place
+            for u in range(units):
+                values[places + to + u] = where[u]
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -869,15 +885,15 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         return
     if _fused(net, k):
         units, n_pooled, pooled, pool = g[Geometry.UNITS], net.sizes[k + 2], v_off[k + 2], net.geometry[k + 1]
+        where = np.empty(FUSED_MAX_UNITS, dtype=weights.dtype)
         if _two_by_two(pool):
             kernels = np.empty(17 * FUSED_MAX_UNITS, dtype=weights.dtype)
             _winograd_side_by_side(weights, net.w_off[k], units, kernels, dt)
             for s in range(n_rows):
                 _winograd_conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
-                                        outputs + s * (n_out + 1), pool, kernels, units, dt)  # fmt: skip
+                                        outputs + s * (n_out + 1), pool, kernels, units, where, dt)  # fmt: skip
         else:
             kernels = np.empty(10 * FUSED_MAX_UNITS, dtype=weights.dtype)
-            where = np.empty(FUSED_MAX_UNITS, dtype=weights.dtype)
             _side_by_side(weights, net.w_off[k], units, kernels)
             for s in range(n_rows):
                 _conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
