@@ -10,9 +10,9 @@ the chunks' gradients are then summed in chunk order, so the thread count never
 changes a result.  Dense layers and convolutions (a row's windows gathered into a
 ``(positions, fan_in + 1)`` matrix) multiply by BLAS's gemm, called with the very
 arguments the Numba backend passes; a 3x3 convolution of stride 1 without padding is
-computed by Winograd's F(2x2, 3x3) (``_winograd``), its transforms loops and its
-products gemms, operation by operation the Numba backend's; pooling, dropout and
-flatten are loops.  A
+computed by Winograd's F(2x2, 3x3) (``_winograd``), its transforms written once in C for
+vectors and single values (``fastbp_winograd_*``) and its products gemms, operation by
+operation the Numba backend's; pooling, dropout and flatten are loops.  A
 convolution that a max pooling reads is computed only where the pooling's windows read
 it and trained from the pooling's errors alone, and the notebook's first layer is
 computed inside its pooling's loop, as in the Numba backend.  Some loops
@@ -141,8 +141,92 @@ cdef extern from *:
         Py_ssize_t offset, Py_ssize_t row_step, Py_ssize_t n_rows, Py_ssize_t n,
     ) noexcept nogil
 
+cdef extern from *:
+    """
+    /* Winograd's F(2x2, 3x3) tile transforms of ``n`` channels side by side, channel ``c`` of pixel ``(i, j)`` of
+       the tile at ``source[i * row_step + j * column_step + c]``, element ``(i, j)`` of the transformed tile at
+       ``to[(i * 4 + j) * plane + c]`` (``_in``), or the reverse for ``_out``: its 4x4 products as ``A^T m A`` plus
+       the ``bias`` into the 2x2 outputs.  The arithmetic of one channel is written once (``FASTBP_WINOGRAD_*_TILE``)
+       and run on the vectors of GCC's and clang's extensions (as wide as ``FASTBP_VECTOR_BYTES``), then one channel
+       at a time: the same operations in the same order in every lane.  The vectors load and store the channels
+       where they are, which gcc's own vectorisation of the loop over them would not do (it cannot tell ``source``
+       and ``to`` apart). */
+    #define FASTBP_WINOGRAD_IN_TILE(X, source, row_step, column_step, to, plane)                                       \
+        do {                                                                                                           \
+            X d_[16];                                                                                                  \
+            int i_, j_;                                                                                                \
+            for (i_ = 0; i_ < 4; i_++)                                                                                 \
+                for (j_ = 0; j_ < 4; j_++)                                                                             \
+                    d_[i_ * 4 + j_] = *(const X*)((source) + i_ * (row_step) + j_ * (column_step));                    \
+            for (j_ = 0; j_ < 4; j_++) {                                                                               \
+                X t0_ = d_[j_] - d_[8 + j_], t1_ = d_[4 + j_] + d_[8 + j_];                                            \
+                X t2_ = d_[8 + j_] - d_[4 + j_], t3_ = d_[4 + j_] - d_[12 + j_];                                       \
+                d_[j_] = t0_; d_[4 + j_] = t1_; d_[8 + j_] = t2_; d_[12 + j_] = t3_;                                   \
+            }                                                                                                          \
+            for (i_ = 0; i_ < 4; i_++) {                                                                               \
+                *(X*)((to) + (i_ * 4) * (plane)) = d_[i_ * 4] - d_[i_ * 4 + 2];                                        \
+                *(X*)((to) + (i_ * 4 + 1) * (plane)) = d_[i_ * 4 + 1] + d_[i_ * 4 + 2];                                \
+                *(X*)((to) + (i_ * 4 + 2) * (plane)) = d_[i_ * 4 + 2] - d_[i_ * 4 + 1];                                \
+                *(X*)((to) + (i_ * 4 + 3) * (plane)) = d_[i_ * 4 + 1] - d_[i_ * 4 + 3];                                \
+            }                                                                                                          \
+        } while (0)
+    #define FASTBP_WINOGRAD_OUT_TILE(X, source, plane, bias, to, row_step, column_step)                                \
+        do {                                                                                                           \
+            X m_[16], b_ = *(const X*)(bias);                                                                          \
+            int i_, j_;                                                                                                \
+            for (i_ = 0; i_ < 16; i_++) m_[i_] = *(const X*)((source) + i_ * (plane));                                 \
+            for (j_ = 0; j_ < 4; j_++) {                                                                               \
+                X s0_ = m_[j_] + m_[4 + j_] + m_[8 + j_], s1_ = m_[4 + j_] - m_[8 + j_] - m_[12 + j_];                 \
+                m_[j_] = s0_; m_[4 + j_] = s1_;                                                                        \
+            }                                                                                                          \
+            for (i_ = 0; i_ < 2; i_++) {                                                                               \
+                *(X*)((to) + i_ * (row_step)) = m_[i_ * 4] + m_[i_ * 4 + 1] + m_[i_ * 4 + 2] + b_;                     \
+                *(X*)((to) + i_ * (row_step) + (column_step)) = m_[i_ * 4 + 1] - m_[i_ * 4 + 2] - m_[i_ * 4 + 3] + b_; \
+            }                                                                                                          \
+        } while (0)
+    #if defined(__GNUC__) || defined(__clang__)
+    #define FASTBP_WINOGRAD_VECTORS(T, V, lanes, TILE, ...)                                                            \
+        typedef T V __attribute__((vector_size(FASTBP_VECTOR_BYTES), aligned(sizeof(T)), may_alias));                 \
+        const Py_ssize_t lanes = FASTBP_VECTOR_BYTES / sizeof(T);                                                      \
+        for (; c + lanes <= n; c += lanes) TILE(V, __VA_ARGS__)
+    #else
+    #define FASTBP_WINOGRAD_VECTORS(T, V, lanes, TILE, ...)
+    #endif
+    #define FASTBP_WINOGRAD(NAME, T)                                                                                   \
+    static inline void NAME##_in(const T* source, Py_ssize_t row_step, Py_ssize_t column_step, T* to,                  \
+                                 Py_ssize_t plane, Py_ssize_t n) {                                                     \
+        Py_ssize_t c = 0;                                                                                              \
+        FASTBP_WINOGRAD_VECTORS(T, V, lanes, FASTBP_WINOGRAD_IN_TILE, source + c, row_step, column_step, to + c,      \
+                                plane);                                                                                \
+        for (; c < n; c++) FASTBP_WINOGRAD_IN_TILE(T, source + c, row_step, column_step, to + c, plane);              \
+    }                                                                                                                  \
+    static inline void NAME##_out(const T* source, Py_ssize_t plane, const T* bias, T* to, Py_ssize_t row_step,        \
+                                  Py_ssize_t column_step, Py_ssize_t n) {                                              \
+        Py_ssize_t c = 0;                                                                                              \
+        FASTBP_WINOGRAD_VECTORS(T, V, lanes, FASTBP_WINOGRAD_OUT_TILE, source + c, plane, bias + c, to + c, row_step, \
+                                column_step);                                                                          \
+        for (; c < n; c++) FASTBP_WINOGRAD_OUT_TILE(T, source + c, plane, bias + c, to + c, row_step, column_step);   \
+    }
+    FASTBP_WINOGRAD(fastbp_winograd_float, float)
+    FASTBP_WINOGRAD(fastbp_winograd_double, double)
+    """
+    void fastbp_winograd_float_in(
+        const float* source, Py_ssize_t row_step, Py_ssize_t column_step, float* to, Py_ssize_t plane, Py_ssize_t n
+    ) noexcept nogil
+    void fastbp_winograd_double_in(
+        const double* source, Py_ssize_t row_step, Py_ssize_t column_step, double* to, Py_ssize_t plane, Py_ssize_t n
+    ) noexcept nogil
+    void fastbp_winograd_float_out(
+        const float* source, Py_ssize_t plane, const float* bias, float* to, Py_ssize_t row_step,
+        Py_ssize_t column_step, Py_ssize_t n,
+    ) noexcept nogil
+    void fastbp_winograd_double_out(
+        const double* source, Py_ssize_t plane, const double* bias, double* to, Py_ssize_t row_step,
+        Py_ssize_t column_step, Py_ssize_t n,
+    ) noexcept nogil
+
 cdef enum:
-    WINOGRAD_BLOCK = 16  # the channels a Winograd transform takes at a time: its stack arrays
+    WINOGRAD_BLOCK = 16  # the filters whose biases a Winograd convolution's outputs gather at a time (on the stack)
     # The channels a pooling's window takes at a time (``_pool_row``: its places' stack arrays).
     PLACES_BLOCK = 64
     # The pooling windows whose errors a pooled convolution's backward pass adds into a filter's gradient at a
@@ -440,36 +524,29 @@ cdef void _winograd_filters(const floating* layer, Py_ssize_t units, Py_ssize_t 
             _winograd_kernel(layer + co * width + ci, in_c, U + ci * units + co, in_c * units)
 
 
-cdef inline void _winograd_in(floating* d, Py_ssize_t step, floating* v) noexcept nogil:
-    """A 4x4 window ``d`` (element ``i * 4 + j`` at ``d[(i * 4 + j) * step]``, overwritten) as ``B^T d B``, into
-    ``v`` (as far apart)."""
-    cdef Py_ssize_t i, j
-    cdef floating t0, t1, t2, t3
-    for j in range(4):
-        t0 = d[j * step] - d[(8 + j) * step]
-        t1 = d[(4 + j) * step] + d[(8 + j) * step]
-        t2 = d[(8 + j) * step] - d[(4 + j) * step]
-        t3 = d[(4 + j) * step] - d[(12 + j) * step]
-        d[j * step], d[(4 + j) * step], d[(8 + j) * step], d[(12 + j) * step] = t0, t1, t2, t3
-    for i in range(4):
-        v[i * 4 * step] = d[i * 4 * step] - d[(i * 4 + 2) * step]
-        v[(i * 4 + 1) * step] = d[(i * 4 + 1) * step] + d[(i * 4 + 2) * step]
-        v[(i * 4 + 2) * step] = d[(i * 4 + 2) * step] - d[(i * 4 + 1) * step]
-        v[(i * 4 + 3) * step] = d[(i * 4 + 1) * step] - d[(i * 4 + 3) * step]
+cdef inline void _winograd_in(
+    const floating* source, Py_ssize_t row_step, Py_ssize_t column_step, floating* to, Py_ssize_t plane,
+    Py_ssize_t n,
+) noexcept nogil:
+    """``n`` channels' 4x4 windows (channel ``c`` of pixel ``(i, j)`` at ``source[i * row_step + j * column_step +
+    c]``) as ``B^T d B``, element ``(i, j)`` into ``to[(i * 4 + j) * plane + c]`` (``fastbp_winograd_*``)."""
+    if floating is float:
+        fastbp_winograd_float_in(source, row_step, column_step, to, plane, n)
+    else:
+        fastbp_winograd_double_in(source, row_step, column_step, to, plane, n)
 
 
-cdef inline void _winograd_out(floating* m, Py_ssize_t step, floating bias, floating* y) noexcept nogil:
-    """A 4x4 tile's products ``m`` (element ``i * 4 + j`` at ``m[(i * 4 + j) * step]``, overwritten) as
-    ``A^T m A`` plus ``bias``, the 2x2 outputs into ``y`` (as far apart), row by row."""
-    cdef Py_ssize_t i, j
-    cdef floating s0, s1
-    for j in range(4):
-        s0 = m[j * step] + m[(4 + j) * step] + m[(8 + j) * step]
-        s1 = m[(4 + j) * step] - m[(8 + j) * step] - m[(12 + j) * step]
-        m[j * step], m[(4 + j) * step] = s0, s1
-    for i in range(2):
-        y[i * 2 * step] = m[i * 4 * step] + m[(i * 4 + 1) * step] + m[(i * 4 + 2) * step] + bias
-        y[(i * 2 + 1) * step] = m[(i * 4 + 1) * step] - m[(i * 4 + 2) * step] - m[(i * 4 + 3) * step] + bias
+cdef inline void _winograd_out(
+    const floating* source, Py_ssize_t plane, const floating* bias, floating* to, Py_ssize_t row_step,
+    Py_ssize_t column_step, Py_ssize_t n,
+) noexcept nogil:
+    """``n`` channels' 4x4 products (element ``(i, j)`` of channel ``c`` at ``source[(i * 4 + j) * plane + c]``) as
+    ``A^T m A`` plus ``bias[c]``, output ``(i, j)`` of the 2x2 into ``to[i * row_step + j * column_step + c]``
+    (``fastbp_winograd_*``)."""
+    if floating is float:
+        fastbp_winograd_float_out(source, plane, bias, to, row_step, column_step, n)
+    else:
+        fastbp_winograd_double_out(source, plane, bias, to, row_step, column_step, n)
 
 
 cdef void _transform(
@@ -487,51 +564,18 @@ cdef void _transform(
             )
 
 
-cdef inline void _copy_block(floating* to, const floating* source, Py_ssize_t n) noexcept nogil:
-    """``n`` values (``WINOGRAD_BLOCK`` at most) from ``source`` into ``to``: a whole block in a loop of a
-    constant count, which gcc turns into vector moves (with a count it does not know, into a slow string copy)."""
-    cdef Py_ssize_t c
-    if n == WINOGRAD_BLOCK:
-        for c in range(WINOGRAD_BLOCK):
-            to[c] = source[c]
-    else:
-        for c in range(n):
-            to[c] = source[c]
-
-
-cdef inline void _load_block(floating* block, const floating* source, Py_ssize_t n) noexcept nogil:
-    """``n`` values from ``source`` into a stack ``block`` of ``WINOGRAD_BLOCK``, the rest zeros: the transforms
-    run over whole blocks (a constant count: vector code), and read no value left unset."""
-    cdef Py_ssize_t c
-    _copy_block(block, source, n)
-    for c in range(n, WINOGRAD_BLOCK):
-        block[c] = 0.0
-
-
 cdef void _winograd_windows(
     const floating* image, Window w, floating* V, Py_ssize_t plane, Py_ssize_t first
 ) noexcept nogil:
-    """One row's 4x4 windows of each 2x2 tile of outputs as ``B^T d B``, into ``V`` from tile ``first`` on:
-    plane ``i * 4 + j`` (``plane`` values apart) a ``(tiles, in_c)`` matrix."""
-    cdef Py_ssize_t ty, tx, i, j, c, start, n, tile, block
-    cdef Py_ssize_t tiles_w = w.out_w // 2
-    cdef const floating* corner
-    cdef floating d[16][WINOGRAD_BLOCK]
-    cdef floating v[16][WINOGRAD_BLOCK]
+    """One row's 4x4 windows of each 2x2 tile of outputs as ``B^T d B`` (``_winograd_in``), into ``V`` from tile
+    ``first`` on: plane ``i * 4 + j`` (``plane`` values apart) a ``(tiles, in_c)`` matrix."""
+    cdef Py_ssize_t ty, tx, tile, tiles_w = w.out_w // 2
     for ty in range(w.out_h // 2):
         for tx in range(tiles_w):
             tile = first + ty * tiles_w + tx
-            corner = image + (2 * ty * w.in_w + 2 * tx) * w.in_c
-            for block in range((w.in_c + WINOGRAD_BLOCK - 1) // WINOGRAD_BLOCK):
-                start = block * WINOGRAD_BLOCK
-                n = min(<Py_ssize_t>WINOGRAD_BLOCK, w.in_c - start)
-                for i in range(4):
-                    for j in range(4):
-                        _load_block(d[i * 4 + j], corner + (i * w.in_w + j) * w.in_c + start, n)
-                for c in range(WINOGRAD_BLOCK):  # stack arrays only: it vectorises
-                    _winograd_in(&d[0][c], WINOGRAD_BLOCK, &v[0][c])
-                for i in range(16):
-                    _copy_block(V + i * plane + tile * w.in_c + start, v[i], n)
+            _winograd_in(
+                image + (2 * ty * w.in_w + 2 * tx) * w.in_c, w.in_w * w.in_c, w.in_c, V + tile * w.in_c, plane, w.in_c
+            )
 
 
 cdef void _winograd_outputs(
@@ -539,28 +583,23 @@ cdef void _winograd_outputs(
     floating* out,
 ) noexcept nogil:
     """One row's outputs from the products ``M`` of its tiles from tile ``first`` on (plane ``i * 4 + j``
-    ``plane`` values apart, each ``(tiles, units)``): each tile's ``A^T m A`` plus the bias, into ``out``
-    ``(out_h, out_w, units)``."""
-    cdef Py_ssize_t ty, tx, i, j, c, start, n, tile, block, width = 9 * w.in_c + 1
+    ``plane`` values apart, each ``(tiles, units)``): each tile's ``A^T m A`` plus the bias (``_winograd_out``),
+    into ``out`` ``(out_h, out_w, units)``; ``WINOGRAD_BLOCK`` filters at a time, their biases side by side."""
+    cdef Py_ssize_t ty, tx, c, start, n, tile, block, width = 9 * w.in_c + 1
     cdef Py_ssize_t tiles_w = w.out_w // 2
-    cdef floating m[16][WINOGRAD_BLOCK]
-    cdef floating y[4][WINOGRAD_BLOCK]
     cdef floating bias[WINOGRAD_BLOCK]
-    for ty in range(w.out_h // 2):
-        for tx in range(tiles_w):
-            tile = first + ty * tiles_w + tx
-            for block in range((units + WINOGRAD_BLOCK - 1) // WINOGRAD_BLOCK):
-                start = block * WINOGRAD_BLOCK
-                n = min(<Py_ssize_t>WINOGRAD_BLOCK, units - start)
-                for c in range(WINOGRAD_BLOCK):
-                    bias[c] = layer[(start + c) * width + width - 1] if c < n else 0.0
-                for i in range(16):
-                    _load_block(m[i], M + i * plane + tile * units + start, n)
-                for c in range(WINOGRAD_BLOCK):  # stack arrays only: it vectorises
-                    _winograd_out(&m[0][c], WINOGRAD_BLOCK, bias[c], &y[0][c])
-                for i in range(2):
-                    for j in range(2):
-                        _copy_block(out + ((2 * ty + i) * w.out_w + 2 * tx + j) * units + start, y[i * 2 + j], n)
+    for block in range((units + WINOGRAD_BLOCK - 1) // WINOGRAD_BLOCK):
+        start = block * WINOGRAD_BLOCK
+        n = min(<Py_ssize_t>WINOGRAD_BLOCK, units - start)
+        for c in range(n):
+            bias[c] = layer[(start + c) * width + width - 1]
+        for ty in range(w.out_h // 2):
+            for tx in range(tiles_w):
+                tile = first + ty * tiles_w + tx
+                _winograd_out(
+                    M + tile * units + start, plane, bias, out + (2 * ty * w.out_w + 2 * tx) * units + start,
+                    w.out_w * units, units, n,
+                )
 
 
 cdef inline void _side_by_side(
@@ -674,7 +713,6 @@ cdef inline void _conv_pool_row(
     cdef floating* window_places
     cdef floating where[FUSED_MAX_UNITS]
     cdef floating p[9]
-    cdef floating d[16]
     cdef floating v[16]
     cdef floating m[16]
     cdef floating y[4]
@@ -685,14 +723,11 @@ cdef inline void _conv_pool_row(
             for ox in range(pool.out_w):
                 largest = pooled + (oy * pool.out_w + ox) * units
                 window_places = places + (oy * pool.out_w + ox) * units
-                for i in range(4):
-                    for j in range(4):
-                        d[i * 4 + j] = image[(2 * oy + i) * in_w + 2 * ox + j]
-                _winograd_in(d, 1, v)
+                _winograd_in(image + 2 * oy * in_w + 2 * ox, in_w, 1, v, 1, 1)
                 for u in range(units):  # the filters side by side: it vectorises
                     for i in range(16):
                         m[i] = winograd[i][u] * v[i]
-                    _winograd_out(m, 1, winograd[16][u], y)
+                    _winograd_out(m, 1, &winograd[16][u], y, 2, 1, 1)
                     best, place = activation(y[0], ACTIVATION_RELU), 0.0
                     for i in range(1, 4):
                         value = activation(y[i], ACTIVATION_RELU)
@@ -910,12 +945,16 @@ cdef inline void _pool_row(
     its index, or, where ``cells`` (the image is a pooled convolution's outputs), its row and column as
     ``y << CELL_SHIFT | x``, only in ``training`` (nothing reads them after a prediction).  The window's rows
     and columns wait as floats on the stack, ``PLACES_BLOCK`` channels at a time, until the window is done:
-    integers beside the floats, or stores beside ``out``'s, would leave the loop over the channels scalar."""
+    integers beside the floats, or stores beside ``out``'s, would leave the loop over the channels scalar.  A 2x2
+    window at a stride of 2 (``_two_by_two``) is compared in registers, its largest value stored once; other
+    windows keep the largest so far in ``out``."""
     cdef Py_ssize_t oy, ox, dy, dx, c, block, start, n, y, x, at
     cdef floating* largest
     cdef const floating* source
     cdef floating value, top, row, column
-    cdef bint greater
+    cdef bint greater, two_by_two = _two_by_two(w)
+    cdef floating zero = 0.0, one = 1.0
+    cdef const floating* below
     cdef floating rows[PLACES_BLOCK]
     cdef floating columns[PLACES_BLOCK]
     for oy in range(w.out_h):
@@ -926,21 +965,44 @@ cdef inline void _pool_row(
                 n = min(PLACES_BLOCK, w.in_c - start)
                 largest = out + at + start
                 source = image + (oy * w.stride_h * w.in_w + ox * w.stride_w) * w.in_c + start
-                for c in range(n):
-                    largest[c] = source[c]
-                    rows[c] = 0.0
-                    columns[c] = 0.0
-                for dy in range(w.kernel_h):
-                    for dx in range(w.kernel_w):
-                        source = image + ((oy * w.stride_h + dy) * w.in_w + ox * w.stride_w + dx) * w.in_c + start
-                        row, column = <floating>dy, <floating>dx
-                        for c in range(n):  # selects, not branches, stored either way: it vectorises
-                            value, top = source[c], largest[c]
-                            greater = value > top
-                            largest[c] = value if greater else top
-                            if training:  # unswitched: prediction runs the loop without the places
-                                rows[c] = row if greater else rows[c]
-                                columns[c] = column if greater else columns[c]
+                if two_by_two:  # the window's four values compared in registers, each result stored once
+                    below = source + w.in_w * w.in_c
+                    for c in range(n):
+                        top, row, column = source[c], 0.0, 0.0
+                        value = source[w.in_c + c]
+                        greater = value > top
+                        top = value if greater else top
+                        column = one if greater else column
+                        value = below[c]
+                        greater = value > top
+                        top = value if greater else top
+                        row = one if greater else row
+                        column = zero if greater else column
+                        value = below[w.in_c + c]
+                        greater = value > top
+                        top = value if greater else top
+                        row = one if greater else row
+                        column = one if greater else column
+                        largest[c] = top
+                        if training:
+                            rows[c] = row
+                            columns[c] = column
+                else:
+                    for c in range(n):
+                        largest[c] = source[c]
+                        rows[c] = 0.0
+                        columns[c] = 0.0
+                    for dy in range(w.kernel_h):
+                        for dx in range(w.kernel_w):
+                            source = image + ((oy * w.stride_h + dy) * w.in_w + ox * w.stride_w + dx) * w.in_c + start
+                            row, column = <floating>dy, <floating>dx
+                            for c in range(n):  # selects, not branches, stored either way: it vectorises
+                                value, top = source[c], largest[c]
+                                greater = value > top
+                                largest[c] = value if greater else top
+                                if training:  # unswitched: prediction runs the loop without the places
+                                    rows[c] = row if greater else rows[c]
+                                    columns[c] = column if greater else columns[c]
                 if not training:
                     continue
                 for c in range(n):

@@ -839,14 +839,48 @@ def _scale_by_slopes(errors, start, values, at, n, code, dt):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _pool(values, source, in_w, out, g, winners, at, cells):
+def _pool(values, source, in_w, out, g, winners, at, cells, training):
     """One row's max pooling: from the image at ``values[source:]``, ``in_w`` values wide, into
-    ``values[out:]``, and where in the image each maximum is into ``winners[at:]`` (the first one, scanning
-    each window's rows then columns): its index, or, where ``cells`` (the image is a pooled convolution's
-    outputs), its row and column as ``y << CELL_SHIFT | x``, which the convolution's backward pass reads
-    without dividing an index."""
+    ``values[out:]``, and, in ``training`` (nothing reads them after a prediction), where in the image each
+    maximum is into ``winners[at:]`` (the first one, scanning each window's rows then columns): its index, or,
+    where ``cells`` (the image is a pooled convolution's outputs), its row and column as ``y << CELL_SHIFT | x``,
+    which the convolution's backward pass reads without dividing an index.  A 2x2 window at a stride of 2
+    (``_two_by_two``) is compared in registers, its largest stored once, as the Cython kernel's."""
     _, _, channels, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
     source, in_w, out, at = np.uintp(source), np.uintp(in_w), np.uintp(out), np.uintp(at)
+    if _two_by_two(g):
+        two = np.uintp(2)
+        dt = values.dtype.type
+        zero, one = dt(0.0), dt(1.0)
+        rows, columns = np.empty(channels, values.dtype), np.empty(channels, values.dtype)
+        for oy in range(out_h):
+            for ox in range(out_w):
+                to = (oy * out_w + ox) * channels
+                corner = (two * oy * in_w + two * ox) * channels
+                top, bottom = source + corner, source + corner + in_w * channels
+                for c in range(channels):  # the places as floats on the stack: it vectorises
+                    best, row, column = values[top + c], zero, zero
+                    value = values[top + channels + c]
+                    better = value > best
+                    best, column = (value, one) if better else (best, column)
+                    value = values[bottom + c]
+                    better = value > best
+                    best, row, column = (value, one, zero) if better else (best, row, column)
+                    value = values[bottom + channels + c]
+                    better = value > best
+                    best, row, column = (value, one, one) if better else (best, row, column)
+                    values[out + to + c] = best
+                    rows[c], columns[c] = row, column
+                if training:
+                    cell = (two * oy) << ROW_SHIFT | (two * ox)
+                    for c in range(channels):
+                        row, column = np.uintp(rows[c]), np.uintp(columns[c])
+                        winners[at + to + c] = (
+                            cell + (row << ROW_SHIFT) + column
+                            if cells
+                            else corner + (row * in_w + column) * channels + c
+                        )
+        return
     for oy in range(out_h):
         for ox in range(out_w):
             to = (oy * out_w + ox) * channels
@@ -860,8 +894,9 @@ def _pool(values, source, in_w, out, g, winners, at, cells):
                         value, best = values[source + place + c], values[out + to + c]
                         better = first or value > best
                         values[out + to + c] = value if better else best
-                        mark = cell if cells else place + c
-                        winners[at + to + c] = mark if better else winners[at + to + c]
+                        if training:
+                            mark = cell if cells else place + c
+                            winners[at + to + c] = mark if better else winners[at + to + c]
 
 
 # A layer's passes are compiled on their own rather than inlined: called once per layer and chunk, the call costs
@@ -935,7 +970,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         if kind == LayerKindCode.MAX_POOL2D:
             cells = k > 0 and _pooled(net, k - 1)
             in_w = g[Geometry.OUT_W] * g[Geometry.KERNEL_W] if cells else g[Geometry.IN_W]
-            _pool(values, source, in_w, out, g, winners, win_off[k] + s * n_out, cells)
+            _pool(values, source, in_w, out, g, winners, win_off[k] + s * n_out, cells, training)
         elif kind == LayerKindCode.DROPOUT and training and net.dropout[k] > 0.0:
             rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
             stream = _row_stream(seed, step, rows[s])
