@@ -858,7 +858,7 @@ def _pool(values, source, in_w, out, g, winners, at, cells, training):
                 to = (oy * out_w + ox) * channels
                 corner = (two * oy * in_w + two * ox) * channels
                 top, bottom = source + corner, source + corner + in_w * channels
-                for c in range(channels):  # the places as floats on the stack: it vectorises
+                for c in range(channels):  # the places as floats until the window is done: it vectorises
                     best, row, column = values[top + c], zero, zero
                     value = values[top + channels + c]
                     better = value > best
