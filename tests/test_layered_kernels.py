@@ -94,9 +94,14 @@ NETWORKS = {
         conv((5, 5, 1), 2, (2, 2), activation="relu"), pool((2, 2)), flatten, dense(2, "exp")
     ),  # fmt: skip
     # The founding notebook's first layer (one channel, 3x3 kernels, relu, then pooling), which the kernels
-    # compute fused with its pooling: pooled 2x2 over an odd width, and 3x2 under a second convolution.
+    # compute fused with its pooling: pooled 2x2 over an odd width; over more filters than a vector holds and a
+    # row of more windows than the Cython kernels' gradient lays out at a time (16); and 3x2 under a second
+    # convolution.
     "first-k3-c1-relu-pool2x2-softmax": lambda: stack(
         conv((8, 9, 1), 5, (3, 3), activation="relu"), pool((2, 2)), flatten, dense(3, "softmax")
+    ),
+    "first-k3-c1-f11-relu-pool2x2-wide-softmax": lambda: stack(
+        conv((6, 37, 1), 11, (3, 3), activation="relu"), pool((2, 2)), flatten, dense(2, "softmax")
     ),
     "first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid": lambda: stack(
         conv((11, 8, 1), 4, (3, 3), activation="relu"),
@@ -171,6 +176,8 @@ CASES = [
     ("dense-then-dropout-last", np.float64, "nesterov", 17, 2, 0.01, True),
     ("first-k3-c1-relu-pool2x2-softmax", np.float32, "adam", 17, 2, 0.01, True),
     ("first-k3-c1-relu-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.0, False),
+    ("first-k3-c1-f11-relu-pool2x2-wide-softmax", np.float32, "sgd", 17, 2, 0.0, False),
+    ("first-k3-c1-f11-relu-pool2x2-wide-softmax", np.float64, "nesterov", 5, 1, 0.01, True),
     ("first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid", np.float32, "momentum", 40, 2, 0.0, True),
     ("first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid", np.float64, "adam", 17, 1, 0.01, False),
     ("winograd-k3-c3-tanh-pool2x2-softmax", np.float32, "adam", 17, 2, 0.01, True),
