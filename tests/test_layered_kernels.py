@@ -94,14 +94,19 @@ NETWORKS = {
         conv((5, 5, 1), 2, (2, 2), activation="relu"), pool((2, 2)), flatten, dense(2, "exp")
     ),  # fmt: skip
     # The founding notebook's first layer (one channel, 3x3 kernels, relu, then pooling), which the kernels
-    # compute fused with its pooling: pooled 2x2 over an odd width; over more filters than a vector holds and a
-    # row of more windows than the Cython kernels' gradient lays out at a time (16); and 3x2 under a second
-    # convolution.
+    # compute fused with its pooling: pooled 2x2 over an odd width; under a second convolution (whose backward
+    # pass the Cython kernels run with the first two layers', row by row), pooled 2x2 over more filters than a
+    # vector holds and rows of more windows than the Cython kernels' gradient lays out at a time (16), and 3x2.
     "first-k3-c1-relu-pool2x2-softmax": lambda: stack(
         conv((8, 9, 1), 5, (3, 3), activation="relu"), pool((2, 2)), flatten, dense(3, "softmax")
     ),
-    "first-k3-c1-f11-relu-pool2x2-wide-softmax": lambda: stack(
-        conv((6, 37, 1), 11, (3, 3), activation="relu"), pool((2, 2)), flatten, dense(2, "softmax")
+    "first-k3-c1-f11-relu-pool2x2-wide-conv-relu-pool-softmax": lambda: stack(
+        conv((8, 37, 1), 11, (3, 3), activation="relu"),
+        pool((2, 2)),
+        convolve(3, (2, 2), activation="relu"),
+        pool((2, 2)),
+        flatten,
+        dense(2, "softmax"),
     ),
     "first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid": lambda: stack(
         conv((11, 8, 1), 4, (3, 3), activation="relu"),
@@ -176,8 +181,8 @@ CASES = [
     ("dense-then-dropout-last", np.float64, "nesterov", 17, 2, 0.01, True),
     ("first-k3-c1-relu-pool2x2-softmax", np.float32, "adam", 17, 2, 0.01, True),
     ("first-k3-c1-relu-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.0, False),
-    ("first-k3-c1-f11-relu-pool2x2-wide-softmax", np.float32, "sgd", 17, 2, 0.0, False),
-    ("first-k3-c1-f11-relu-pool2x2-wide-softmax", np.float64, "nesterov", 5, 1, 0.01, True),
+    ("first-k3-c1-f11-relu-pool2x2-wide-conv-relu-pool-softmax", np.float32, "sgd", 17, 2, 0.0, False),
+    ("first-k3-c1-f11-relu-pool2x2-wide-conv-relu-pool-softmax", np.float64, "nesterov", 5, 1, 0.01, True),
     ("first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid", np.float32, "momentum", 40, 2, 0.0, True),
     ("first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid", np.float64, "adam", 17, 1, 0.01, False),
     ("winograd-k3-c3-tanh-pool2x2-softmax", np.float32, "adam", 17, 2, 0.01, True),
@@ -327,6 +332,9 @@ GRADIENT_NETWORKS = {
     "max_pool2d-over-the-first-relu-convolution": lambda: stack(
         conv((7, 8, 1), 3, (3, 3), activation="relu"), pool((2, 2)), flatten, dense(2, "softmax")
     ),
+    "conv2d-over-the-first-relu-convolutions-pooling": NETWORKS[
+        "first-k3-c1-f11-relu-pool2x2-wide-conv-relu-pool-softmax"
+    ],
     "dropout": lambda: stack(
         conv((4, 4, 2), 2, (3, 3), padding="same", activation="sigmoid"),
         dropout(0.5),

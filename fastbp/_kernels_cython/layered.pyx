@@ -233,11 +233,12 @@ cdef extern from *:
        bias's (``sums[9]``): the same products and sums, in the same order, as one filter at a time.  A window's
        maximum is at place ``q`` (row ``q / 2``, column ``q % 2``, as ``places`` holds it), so pixel ``i`` under it
        is one of the 4 that the window's four outputs read there.  Those 4 are laid side by side once for a
-       stretch of ``FASTBP_FUSED_WINDOWS`` windows, and each lane of a vector of 8 filters takes its own by AVX2's
-       byte shuffle, at indexes ``4 q`` to ``4 q + 3``: one instruction where selects take three.  The filters'
-       sums stay in registers across the stretch.  Builds without AVX2 (and compilers other than GCC and clang)
-       have ``FASTBP_FUSED_PICKS`` 0, and ``_fused_gradient_row`` picks the pixels by selects in Cython; AVX-512
-       builds run the AVX2 code. */
+       stretch of ``FASTBP_FUSED_WINDOWS`` windows (stored 16 bytes at once, as they are loaded: smaller stores
+       would stall the loads), and each lane of a vector of 8 filters takes its own by AVX2's byte shuffle, at
+       indexes ``4 q`` to ``4 q + 3``: one instruction where selects take three.  The filters' sums stay in
+       registers across the stretch.  Builds without AVX2 (and compilers other than GCC and clang) have
+       ``FASTBP_FUSED_PICKS`` 0, and ``_fused_gradient_row`` picks the pixels by selects in Cython; AVX-512 builds
+       run the AVX2 code. */
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__AVX2__)
     #include <immintrin.h>
     #define FASTBP_FUSED_PICKS 1
@@ -257,8 +258,8 @@ cdef extern from *:
                 for (w = 0; w < n; w++)
                     for (i = 0; i < 9; i++) {
                         const float* top = image + (2 * oy + i / 3) * in_w + 2 * (first + w) + i % 3;
-                        pixels[w][i][0] = top[0]; pixels[w][i][1] = top[1];
-                        pixels[w][i][2] = top[in_w]; pixels[w][i][3] = top[in_w + 1];
+                        __m128 upper = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i*)top));
+                        _mm_storeu_ps(pixels[w][i], _mm_loadh_pi(upper, (const __m64*)(top + in_w)));
                     }
                 for (u = 0; u + lanes <= units; u += lanes) {
                     V s[10];
@@ -536,6 +537,17 @@ cdef inline bint _pooled_with_the_first(const Network* net, Py_ssize_t k) noexce
     """Whether layer ``k`` is the pooling of a fused first layer (``_fused``): computed in its loop, its places
     kept among the values, no winners of its own."""
     return k == 1 and _fused(net, 0)
+
+
+cdef inline bint _to_the_first(const Network* net, Py_ssize_t k) noexcept nogil:
+    """Whether layer ``k``'s backward pass also takes the two layers below it, row by row: a pooled convolution
+    over the pooling of a fused first layer (``_fused``), as the founding notebook's second layer.  A row's
+    errors passed down then go through the pooling's relu slopes and into the first layer's gradient at once,
+    in one row's scratch that stays in the cache, where each layer's own pass would go over the whole chunk's;
+    each gradient's sums are added in the same order."""
+    return (
+        k == 2 and _pooled(net, 2) and _pooled_with_the_first(net, 1) and net.activations[1] == ACTIVATION_IDENTITY
+    )
 
 
 cdef inline bint _inside(Window w) noexcept nogil:
@@ -1258,7 +1270,7 @@ cdef void _backward(
 ) noexcept nogil:
     """Layer ``k``'s gradient into ``grad`` (a dense layer's written, the others' added), and, but for the first
     layer, the error signals of the layer below into the other side of the errors, from the layer's own at
-    ``side``."""
+    ``side``; where ``_to_the_first``, the two layers below it as well."""
     cdef const floating* values = slot
     cdef floating* patches = slot + parts.patches
     cdef floating* patch_errors = slot + parts.patch_errors
@@ -1276,6 +1288,7 @@ cdef void _backward(
     cdef const floating* layer = weights + net.w_off[k]
     cdef floating* layer_grad = grad + net.w_off[k]
     cdef bint pooling_a_convolution = kind == LAYER_MAX_POOL2D and k > 0 and _pooled(net, k - 1)
+    cdef bint to_the_first = _to_the_first(net, k)
     cdef Py_ssize_t s, i, j, c, units, fan_in, positions, code, width, n_windows, group, first, n_terms
     cdef floating terms[TERMS_BLOCK]
     cdef bint inside = _inside(w)  # a convolution's gradient then reads the windows in the image
@@ -1324,13 +1337,16 @@ cdef void _backward(
             _copy_rows(layer_grad, fan_in + 1, filter_grads, width, units, fan_in + 1)
             if k > 0:
                 _copy_rows(layer, fan_in + 1, filters, width, units, fan_in + 1)
+            if to_the_first:  # the first layer's gradient side by side (see ``_fused_gradient_row``)
+                _side_by_side(grad + net.w_off[0], net.geometry[GEOMETRY_UNITS], sums)
             for s in range(n_rows):
                 image = values + inputs + s * (n_in + 1)
                 if not inside:
                     _gather_windows(image, w, patches)
+                row_below = below if to_the_first else below + s * n_in  # then one row's scratch for every row
                 if k > 0:
                     for i in range(n_in):
-                        below[s * n_in + i] = 0.0
+                        row_below[i] = 0.0
                 row_errors = errors + s * net.sizes[k + 2]
                 row_winners = winners + parts.win_off[k + 1] + s * net.sizes[k + 2]
                 n_windows = net.sizes[k + 2] // units
@@ -1339,30 +1355,33 @@ cdef void _backward(
                         for group in range((units + GROUPED_FILTERS - 1) // GROUPED_FILTERS):
                             first = group * GROUPED_FILTERS
                             _add_grouped(
-                                below + s * n_in, w, filters, width, row_errors + window_index * units,
+                                row_below, w, filters, width, row_errors + window_index * units,
                                 row_winners + window_index * units, first, min(first + GROUPED_FILTERS, units),
                             )
+                if to_the_first:  # the pooling's and the first layer's passes, this row's share
+                    _derive_row(row_below, row_below, image, n_in, net.activations[0])
+                    _fused_gradient_row(
+                        values + s * (net.sizes[0] + 1), _region(net, 0).in_w,
+                        values + parts.v_off[1] + s * (net.sizes[1] + 1), row_below, _pooling(net, 1),
+                        net.geometry[GEOMETRY_UNITS], sums, picked,
+                    )
                 # Each error times its window into its filter's gradient: many windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
                 for group in range((n_windows + TERMS_BLOCK - 1) // TERMS_BLOCK):
                     first = group * TERMS_BLOCK
                     for c in range(units):
                         n_terms = 0
-                        for window_index in range(first, min(first + TERMS_BLOCK, n_windows)):
+                        for window_index in range(first, min(first + TERMS_BLOCK, n_windows)):  # no branch
                             j = window_index * units + c
-                            if row_errors[j] == 0.0:
-                                continue
                             won = row_winners[j]
                             terms[n_terms] = row_errors[j]
-                            if inside:
-                                term_rows[n_terms] = image + w.in_c * (
+                            term_rows[n_terms] = (
+                                image + w.in_c * (
                                     (won >> CELL_SHIFT) * w.stride_h * w.in_w + (won & COLUMN_MASK) * w.stride_w
-                                )
-                            else:
-                                term_rows[n_terms] = patches + (
-                                    ((won >> CELL_SHIFT) * w.out_w + (won & COLUMN_MASK)) * (fan_in + 1)
-                                )
-                            n_terms += 1
+                                ) if inside
+                                else patches + ((won >> CELL_SHIFT) * w.out_w + (won & COLUMN_MASK)) * (fan_in + 1)
+                            )
+                            n_terms += row_errors[j] != 0.0  # the zero errors' terms overwritten, or left
                         if inside:
                             _add_scaled(
                                 filter_grads + c * width, stretch, term_rows, terms, n_terms, 0, w.in_w * w.in_c,
@@ -1372,6 +1391,8 @@ cdef void _backward(
                         else:
                             _add_scaled(filter_grads + c * width, 0, term_rows, terms, n_terms, 0, 0, 1, fan_in + 1)
             _copy_rows(filter_grads, width, layer_grad, fan_in + 1, units, fan_in + 1)
+            if to_the_first:
+                _one_by_one(sums, net.geometry[GEOMETRY_UNITS], grad + net.w_off[0])
         else:
             positions = w.out_h * w.out_w
             for s in range(n_rows):
@@ -1481,6 +1502,8 @@ cdef floating _chunk_gradient(
     side = 0
     for k in range(n_layers - 1, -1, -1):
         _backward(net, weights, k, &chunk, slot, parts, grad, side)
+        if _to_the_first(net, k):  # the layers below are done
+            break
         side = 1 - side
     return chunk_loss
 
