@@ -786,8 +786,11 @@ cdef inline void _conv_pool_row(
     into ``places``, as a float: the filters' loop then vectorises, as it would not with integers beside the
     floats.  For 2x2 windows (``_two_by_two``) each window is one tile of Winograd's F(2x2, 3x3): its 4x4
     pixels transformed once (``_winograd_in``), then for all the filters side by side their 16 products with the
-    filters' transforms ``winograd`` (``_winograd_side_by_side``) transformed back (``_winograd_out``), relu, and
-    the four compared in registers, each largest and place stored once.  Otherwise one output at a time for all
+    filters' transforms ``winograd`` (``_winograd_side_by_side``) transformed back (``_winograd_out``), the four
+    compared in registers, and relu taken once, of the largest, each largest and place stored once.  Relu keeps
+    the order, so the largest is the same value; only where all four are at most zero can its place differ
+    from the Numba backend's (the first of four zeros), and there the gradient multiplies by relu's zero slope,
+    so the pixels it picks add zeros either way.  Otherwise one output at a time for all
     the filters (``_fused_output``, of the weights ``kernels``), the largest and places so far in ``pooled``
     and on the stack (stored into the scratch in that loop, which also loads from ``pooled``, gcc could not
     tell the two apart and left it scalar).  The convolution's own outputs are not stored: nothing reads
@@ -812,13 +815,12 @@ cdef inline void _conv_pool_row(
                     for i in range(16):
                         m[i] = winograd[i][u] * v[i]
                     _winograd_out(m, 1, &winograd[16][u], y, 2, 1, 1)
-                    best, place = activation(y[0], ACTIVATION_RELU), 0.0
+                    best, place = y[0], 0.0
                     for i in range(1, 4):
-                        value = activation(y[i], ACTIVATION_RELU)
-                        better = value > best  # selects, not branches
-                        best = value if better else best
+                        better = y[i] > best  # selects, not branches
+                        best = y[i] if better else best
                         place = <floating>i if better else place
-                    largest[u] = best
+                    largest[u] = activation(best, ACTIVATION_RELU)
                     window_places[u] = place
         return
     for oy in range(pool.out_h):
