@@ -18,9 +18,11 @@ it and trained from the pooling's errors alone, and the notebook's first layer i
 computed inside its pooling's loop, as in the Numba backend.  Some loops
 run in another order than Numba's where no value can change: a pooling takes the
 largest values of all channels of a window side by side (each channel's still the
-first largest in its window), and a kernel row that lies inside the image is copied,
-or its errors added, as one stretch.  A pooled convolution's backward pass works on its
-filters and their gradient copied into rows padded to whole cache lines, the same values.
+first largest in its window), a kernel row that lies inside the image is copied,
+or its errors added, as one stretch, and the backward passes of the notebook's second
+convolution and the two layers below it run row by row (``_to_the_first``).  A pooled
+convolution's backward pass works on its filters and their gradient copied into rows
+padded to whole cache lines, the same values.
 """
 
 from cython.parallel cimport prange

@@ -596,8 +596,7 @@ def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, wh
     selects beside the values without widening; one output at a time for all the filters, the places so far
     kept in ``where`` until the window is done (LLVM cannot tell two stores into ``values`` apart in a loop
     that also loads from it, and leaves it scalar).  2x2 windows at a stride of 2 go through
-    ``_winograd_conv_pool_row`` instead.  The Cython kernel's gradient picks a 2x2 window's pixels in one pass;
-    written so here, it ran slower.  The convolution's own outputs are not stored: nothing reads them."""
+    ``_winograd_conv_pool_row`` instead.  The convolution's own outputs are not stored: nothing reads them."""
     _, _, _, out_h, out_w, pool_h, pool_w, stride_h, stride_w, _, _, _ = _window(pool)
     image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
     units = np.uintp(units)
