@@ -792,10 +792,10 @@ cdef inline void _conv_pool_row(
     compared in registers, and relu taken once, of the largest, each largest and place stored once.  Relu keeps
     the order, so the largest is the same value; only where all four are at most zero can its place differ
     from the Numba backend's (the first of four zeros), and there the gradient multiplies by relu's zero slope,
-    so the pixels it picks add zeros either way.  Otherwise one output at a time for all
-    the filters (``_fused_output``, of the weights ``kernels``), the largest and places so far in ``pooled``
-    and on the stack (stored into the scratch in that loop, which also loads from ``pooled``, gcc could not
-    tell the two apart and left it scalar).  The convolution's own outputs are not stored: nothing reads
+    so the pixels it picks add zeros either way.  Otherwise one output at a time for all the filters
+    (``_fused_output``, of the weights ``kernels``), the largest and places so far in ``pooled`` and on the
+    stack (stored into the scratch in that loop, which also loads from ``pooled``, gcc could not tell the two
+    apart and left it scalar).  The convolution's own outputs are not stored: nothing reads
     them."""
     cdef Py_ssize_t oy, ox, dy, dx, u, i, j
     cdef floating* largest
@@ -887,8 +887,8 @@ cdef inline void _fused_gradient_row(
     maximum (at its place in ``places``, as ``_conv_pool_row`` writes them), and the error into the bias's sum.
     In float, 2x2 windows at a stride of 2 (``_two_by_two``) go to ``fastbp_fused_gradient``, which picks the
     pixels by byte shuffles where the build has them; otherwise each filter's pixels are picked into ``picked``
-    by selects, the filters side by side.  A
-    zero error adds zeros, which leave a sum as it is, so the sums are those of adding one error at a time."""
+    by selects, the filters side by side.  A zero error adds zeros, which leave a sum as it is, so the sums are
+    those of adding one error at a time."""
     cdef Py_ssize_t oy, ox, dy, dx, u
     cdef const floating* where
     cdef floating p[9]
