@@ -51,7 +51,11 @@ NUMBA_OPTIONS = {
     "error_model": "numpy",
 }
 
-# For the per-row helpers: inlined at the Numba IR level, since LLVM alone leaves calls in the per-row loop.
+# For the helpers called in a loop per value, pixel or pooling window (an activation, a dropout draw, a Winograd
+# tile's transforms, a window's errors added into its inputs): inlined at the Numba IR level, since LLVM alone
+# leaves those calls in the loop.  A helper that does a whole row's or chunk's work is compiled once on its own
+# instead (plain ``NUMBA_OPTIONS``): Numba copies an inlined function's IR into every caller and types each
+# copy again, which took the layered kernels' first compilation to minutes.
 NUMBA_INLINED_OPTIONS = {**NUMBA_OPTIONS, "inline": "always"}
 
 # For the per-row kernels that allocate nothing: without Numba's reference counting (NRT, a private but

@@ -75,7 +75,7 @@ MIX1 = np.uint64(SPLITMIX_MIX1)
 MIX2 = np.uint64(SPLITMIX_MIX2)
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _gemm(op_a, a, op_b, b, c, beta, shape, blas):
     """Row-major ``c = op_a(a) @ op_b(b) + beta * c``, ``shape`` being ``(m, n, k)`` (``c`` is ``m x n``).
 
@@ -131,7 +131,7 @@ def _dropout_draw(stream, unit):
     return np.float64(_mix(stream + (np.uint64(unit) + np.uint64(1)) * GAMMA) >> np.uint64(11)) * 2.0**-53
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _scratch(net, n_slots, rows, dt):
     """Each slot's scratch for chunks of ``rows`` rows: ``(values, v_off, errors, patches, patch_errors,
     products, blas_ints, blas_floats, winners, win_off, winograd, u_off, transformed)``.
@@ -269,7 +269,7 @@ def _winograd_filter_row(U, to, plane, a, b, c, half):
     U[to + np.uintp(3) * plane] = c
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _winograd_kernel(weights, at, step, U, to, plane, dt):
     """The 3x3 kernel at ``weights[at:]`` (pixel ``y * 3 + x`` at ``at + (y * 3 + x) * step``) as ``G g G^T``
     (4x4), element ``i * 4 + j`` into ``U[to + (i * 4 + j) * plane]``."""
@@ -291,7 +291,7 @@ def _winograd_kernel(weights, at, step, U, to, plane, dt):
     _winograd_filter_row(U, to + np.uintp(12) * plane, plane, g20, g21, g22, half)
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _winograd_filters(weights, start, units, in_c, U, dt):
     """Each 3x3 kernel of the layer at ``weights[start:]`` as ``G g G^T`` (``_winograd_kernel``), into ``U``:
     plane ``i * 4 + j`` an ``(in_c, units)`` matrix."""
@@ -302,7 +302,7 @@ def _winograd_filters(weights, start, units, in_c, U, dt):
             _winograd_kernel(weights, start + co * width + ci, in_c, U, ci * units + co, in_c * units, dt)
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _transform(net, weights, scratch):
     """The weights' transforms: each Winograd convolution's filters (``_winograd_filters``) into the scratch's
     ``transformed`` from ``u_off[k]``, once for a batch's chunks (or a prediction's), which all read them."""
@@ -357,7 +357,7 @@ def _store_four(V, to, plane, a, b, c, d):
     V[to + np.uintp(3) * plane] = d
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _winograd_windows(values, image, g, region, V, plane, first):
     """One row's 4x4 windows (its image at ``values[image:]``) of each 2x2 tile of outputs as ``B^T d B``
     (``_winograd_in``), into ``V`` from tile ``first`` on: plane ``i * 4 + j`` (``plane`` values apart) a
@@ -385,7 +385,7 @@ def _winograd_windows(values, image, g, region, V, plane, first):
                 _store_four(V, v + np.uintp(12) * plane, plane, v12, v13, v14, v15)
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _winograd_outputs(M, at, plane, first, region, units, weights, start, fan_in, products, out):
     """One row's outputs from the products at ``M[at:]`` of its tiles from tile ``first`` on (plane ``i * 4 + j``
     ``plane`` values apart, each ``(tiles, units)``): each tile's ``A^T m A`` plus the bias (``_winograd_out``;
@@ -414,7 +414,7 @@ def _winograd_outputs(M, at, plane, first, region, units, weights, start, fan_in
                 products[bottom + units + co] = y11
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _winograd_products(net, k, weights, transformed, u_at, values, inputs, n_rows, winograd, products, blas):
     """Winograd convolution ``k``'s outputs of the chunk's ``n_rows`` rows (values ``n_in + 1`` apart from
     ``values[inputs:]``) into ``products``, from its transformed filters (``transformed`` from ``u_at``):
@@ -467,7 +467,7 @@ def _pooled_with_the_first(net, k):
     return k == 1 and _fused(net, 0)
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _side_by_side(weights, start, units, columns):
     """A fused convolution's weights (or their gradient) ``(units, 10)`` at ``weights[start:]`` as columns: input
     ``i``'s weights for all the filters side by side from ``columns[i * COLUMN]``, for loops over the filters."""
@@ -477,7 +477,7 @@ def _side_by_side(weights, start, units, columns):
             columns[i * COLUMN + u] = weights[start + u * np.uintp(10) + i]
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _one_by_one(columns, units, weights, start):
     """The reverse of ``_side_by_side``."""
     start, units = np.uintp(start), np.uintp(units)
@@ -526,7 +526,7 @@ def _two_by_two(pool):
     )  # fmt: skip
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _winograd_side_by_side(weights, start, units, columns, dt):
     """A fused convolution's kernels ``(units, 10)`` at ``weights[start:]`` as Winograd's ``G g G^T``
     (``_winograd_kernel``) side by side: element ``i`` of filter ``u``'s at ``columns[i * COLUMN + u]``, its
@@ -537,7 +537,7 @@ def _winograd_side_by_side(weights, start, units, columns, dt):
         columns[np.uintp(16) * COLUMN + u] = weights[start + u * np.uintp(10) + np.uintp(9)]
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd, units, where, dt):
     """``_conv_pool_row`` for 2x2 windows at a stride of 2 (``_two_by_two``), as the Cython kernel's: each
     window one tile of Winograd's F(2x2, 3x3), its 4x4 pixels transformed once (``_winograd_in``), then for all
@@ -587,7 +587,7 @@ def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd,
                 values[places + to + u] = where[u]
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, where, dt):
     """One row's fused first layer (``_fused``) and its pooling: each output of the convolution that the
     pooling ``pool`` reads (``_fused_output``, of the one-channel image at ``values[image:]``, ``in_w`` wide)
@@ -617,7 +617,7 @@ def _conv_pool_row(values, image, in_w, pooled, places, pool, kernels, units, wh
                 values[places + to + u] = where[u]
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _fused_gradient_row(values, image, in_w, places, errors, at, pool, units, sums, picked, dt):
     """One row's share of a fused first layer's gradient (``_fused``), added into ``sums`` (columns, as
     ``_side_by_side`` lays out the weights): each pooling window's error of each filter (its ``pool``'s errors
@@ -662,7 +662,7 @@ def _fused_gradient_row(values, image, in_w, places, errors, at, pool, units, su
                 sums[np.uintp(9) * COLUMN + u] += error  # the bias's input is 1: error * 1 is error exactly
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _gather_windows(values, start, g, region, patches):
     """One row's image at ``values[start:]`` as the windows of its convolution's outputs in ``region`` (rows,
     columns), a ``(positions, fan_in + 1)`` matrix in ``patches``: each window's values in ``(kernel row,
@@ -695,7 +695,7 @@ def _gather_windows(values, start, g, region, patches):
             patches[window + fan_in] = 1.0
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _scatter_windows(patch_errors, g, below, start):
     """The reverse of ``_gather_windows``: each window's errors ``(positions, fan_in)`` added into the image
     at ``below[start:]`` where the window reads it, windows in order."""
@@ -708,7 +708,7 @@ def _scatter_windows(patch_errors, g, below, start):
             _add_window(below, start, g, oy, ox, patch_errors, (one, one, one, one), (at, at, at, at), 1)
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _add_grouped(below, start, g, weights, filters, width, errors, winners, at, won, first, last, lists):
     """Filters ``first`` to ``last - 1``'s errors at one pooling window (``errors[at:]``), each times its filter
     (rows ``width`` apart from ``weights[filters:]``), added into the image at ``below[start:]`` where the window's
@@ -790,7 +790,7 @@ def _add_terms(sums, at, terms, starts, n_terms, rows, n):
             sums[at + i] = sums[at + i] + a * rows[ra + i]
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _activate(sums, start, values, to, n, code, dt):
     """``values[to : to + n]`` = the activation ``code`` of ``sums[start : start + n]`` (softmax: the sums as
     they are, for ``softmax`` to normalise).  One loop per activation, its code a constant, so that each
@@ -817,7 +817,7 @@ def _activate(sums, start, values, to, n, code, dt):
             values[to + j] = sums[start + j]
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _scale_by_slopes(errors, start, values, at, n, code, dt):
     """``errors[start : start + n]`` times the slopes of activation ``code`` at the outputs ``values[at:]``,
     one loop per activation as in ``_activate``."""
@@ -837,7 +837,7 @@ def _scale_by_slopes(errors, start, values, at, n, code, dt):
             errors[start + j] *= derivative(values[at + j], ActivationCode.TANH, dt)
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _pool(values, source, in_w, out, g, winners, at, cells, training):
     """One row's max pooling: from the image at ``values[source:]``, ``in_w`` values wide, into
     ``values[out:]``, and, in ``training`` (nothing reads them after a prediction), where in the image each
@@ -1120,7 +1120,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             _scale_by_slopes(below, s * n_in, values, inputs + s * (n_in + 1), n_in, net.activations[k - 1], dt)
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _is_right(values, at, Y, r, n):
     """Whether a row's class is right, as ``Sequential``'s accuracy counts it: one unit's output
     ``values[at]`` on its target's side of 0.5, else the (first) largest output where the target's (first)
@@ -1136,7 +1136,7 @@ def _is_right(values, at, Y, r, n):
     return guess == truth
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
     """The chunk's share of the batch's mean gradient, into ``grad`` (overwritten); returns its weighted loss
     and how many of its rows the forward pass classed right (``_is_right``).
@@ -1156,7 +1156,7 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
         _forward(net, weights, k, chunk, scratch, slot, True)
     code = net.activations[n_layers - 1]
     outputs = v_off[n_layers]
-    side = 0
+    side = np.intp(0)  # not a literal 0: _backward compiles once, for any side
     chunk_loss = dt(0.0)
     n_right = 0
     for s in range(rows.shape[0]):
@@ -1187,8 +1187,8 @@ def _batch_tasks(net, weights, data, batch, per_chunk, scratch, chunk_grads, chu
         for c in range(slot, n_chunks, n_slots):
             first = c * per_chunk
             chunk = (batch[first : min(first + per_chunk, batch.shape[0])], seed, step)
-            chunk_losses[c], chunk_rights[c] = _chunk_gradient(
-                net, weights, data, chunk, batch.shape[0], scratch, slot, chunk_grads[c]
+            chunk_losses[c], chunk_rights[c] = _chunk_gradient(  # the slot as an intp in both compilations
+                net, weights, data, chunk, batch.shape[0], scratch, np.intp(slot), chunk_grads[c]
             )
 
 
@@ -1196,7 +1196,7 @@ _batch_chunks = njit(**NUMBA_OPTIONS)(_batch_tasks)
 _batch_chunks_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_batch_tasks, "_on_threads"))
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
+@njit(**NUMBA_OPTIONS)
 def _batch_gradient(
     net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step, grad
 ):
