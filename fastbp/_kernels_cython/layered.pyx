@@ -28,6 +28,7 @@ padded to whole cache lines, the same values.
 from cython.parallel cimport prange
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastbp._kernels_cython.constants cimport (
@@ -40,7 +41,7 @@ from fastbp._kernels_cython.constants cimport (
     compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
-    Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step,
+    Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step_over,
     output_error, schedule_of, schedule_settings, softmax,
 )
 
@@ -358,14 +359,14 @@ cdef struct Chunk:
 
 cdef struct Buffers:
     # One call's scratch: n_slots slots of parts.size values for chunks of chunk_rows rows, then n_chunks
-    # gradients and losses, a gradient and the weights' transforms.
+    # gradients (the first also their sum), losses and rows classed right, and the weights' transforms.
     Parts parts
     Py_ssize_t chunk_rows
     Py_ssize_t n_slots
     Py_ssize_t n_chunks
     Py_ssize_t n_weights
     void* block  # the floats, of the weights' type, from the first multiple of LINE_BYTES in the allocation
-    void* transformed  # the weights' transforms (Parts.u_off), after the gradient
+    void* transformed  # the weights' transforms (Parts.u_off), after the chunks' rows classed right
     void* allocation
     Py_ssize_t* v_off
 
@@ -1512,22 +1513,28 @@ cdef floating _chunk_gradient(
     return chunk_loss
 
 
-cdef floating _batch_gradient(
+cdef inline Py_ssize_t _gradients_at(const Buffers* buffers) noexcept nogil:
+    """Where in ``block`` the chunks' gradients start, one after the other (the batch's is summed into the
+    first)."""
+    return buffers.n_slots * buffers.parts.size
+
+
+cdef floating _batch_chunks(
     const Network* net, const floating* weights, const Data* data, const Py_ssize_t* batch, Py_ssize_t batch_rows,
-    uint64_t seed, Py_ssize_t step, const Buffers* buffers, floating* grad, int n_threads, Py_ssize_t* right,
+    uint64_t seed, Py_ssize_t step, const Buffers* buffers, int n_threads, Py_ssize_t* right,
 ) noexcept nogil:
-    """The batch's mean gradient into ``grad``: its chunks' gradients (each slot's, slot ``t`` taking chunks
-    ``t``, ``t + n_slots``, ...; up to ``n_threads`` threads) summed in chunk order; returns its loss, and adds
-    the rows its forward passes classed right to ``right``."""
+    """The gradient of each of the batch's chunks into its place after the slots (slot ``t`` taking
+    chunks ``t``, ``t + n_slots``, ...; up to ``n_threads`` threads); returns the batch's loss (the chunks'
+    summed in chunk order), and adds the rows its forward passes classed right to ``right``."""
     cdef floating* block = <floating*>buffers.block
     cdef Py_ssize_t n_slots = buffers.n_slots, n_weights = buffers.n_weights
     cdef Py_ssize_t chunk_rows = buffers.chunk_rows
     cdef Py_ssize_t n_chunks = (batch_rows + chunk_rows - 1) // chunk_rows
     cdef Py_ssize_t n_active = min(n_slots, n_chunks)
-    cdef floating* chunk_grads = block + n_slots * buffers.parts.size
+    cdef floating* chunk_grads = block + _gradients_at(buffers)
     cdef floating* chunk_losses = chunk_grads + buffers.n_chunks * n_weights
     cdef floating* chunk_rights = chunk_losses + buffers.n_chunks
-    cdef Py_ssize_t slot, c, i, first
+    cdef Py_ssize_t slot, c, first
     cdef floating loss
     cdef const floating* transformed = <const floating*>buffers.transformed
     _transform(net, weights, &buffers.parts, <floating*>buffers.transformed)
@@ -1544,31 +1551,54 @@ cdef floating _batch_gradient(
                 chunk_rights + c,
             )
             c = c + n_slots
-    for i in range(n_weights):
-        grad[i] = chunk_grads[i]
     loss = chunk_losses[0]
     for c in range(1, n_chunks):
-        for i in range(n_weights):
-            grad[i] += chunk_grads[c * n_weights + i]
         loss += chunk_losses[c]
     for c in range(n_chunks):
         right[0] += <Py_ssize_t>chunk_rights[c]
     return loss
 
 
+cdef void _sum_chunks(
+    floating* grads, Py_ssize_t n_weights, Py_ssize_t n_chunks, Py_ssize_t first, Py_ssize_t last
+) noexcept nogil:
+    """Weights ``first`` to ``last`` of the chunks' gradients (``grads``, ``n_weights`` apart) summed in chunk
+    order into the first chunk's: the batch's mean gradient."""
+    cdef Py_ssize_t c, i
+    for c in range(1, n_chunks):
+        for i in range(first, last):
+            grads[i] += grads[c * n_weights + i]
+
+
+cdef void _step(
+    const Network* net, floating* weights, floating* state, const Schedule* schedule, double rate, Py_ssize_t step,
+    const Buffers* buffers, Py_ssize_t batch_rows, int n_threads,
+) noexcept nogil:
+    """The batch's chunks' gradients summed and applied by the optimizer, the weights cut into one range per slot
+    (whole cache lines; up to ``n_threads`` threads): each weight's sum and update are those of one thread, the
+    same bits, and no thread waits idle while another steps the optimizer alone."""
+    cdef Py_ssize_t n_chunks = (batch_rows + buffers.chunk_rows - 1) // buffers.chunk_rows
+    cdef Py_ssize_t n_ranges = buffers.n_slots, n_weights = buffers.n_weights
+    cdef Py_ssize_t r, first, last
+    cdef floating* grad = <floating*>buffers.block + _gradients_at(buffers)
+    cdef Py_ssize_t line = LINE_BYTES // sizeof(floating)
+    for r in prange(n_ranges, schedule="static", num_threads=n_threads, use_threads_if=n_ranges > 1):
+        first = r * n_weights // n_ranges // line * line
+        last = n_weights if r == n_ranges - 1 else (r + 1) * n_weights // n_ranges // line * line
+        _sum_chunks(grad, n_weights, n_chunks, first, last)
+        optimizer_step_over(net, weights, grad, state, schedule, rate, step, first, last)
+
+
 cdef void _train(
     const Network* net, floating* weights, floating* state, const Data* data, const Schedule* schedule,
     double* history, double* right, const Buffers* buffers, int n_threads,
 ) noexcept nogil:
-    """Mini-batch training for ``schedule.n_epochs`` epochs, the chunks of each batch shared by up to
-    ``n_threads`` threads; each epoch's loss into ``history``, its rows classed right into ``right``."""
+    """Mini-batch training for ``schedule.n_epochs`` epochs, the chunks of each batch and then its step shared by
+    up to ``n_threads`` threads; each epoch's loss into ``history``, its rows classed right into ``right``."""
     cdef Py_ssize_t n_rows = schedule.n_visits
     cdef Py_ssize_t batch_size = min(schedule.batch_size, n_rows)
-    cdef floating* grad = (
-        <floating*>buffers.block + buffers.n_slots * buffers.parts.size + buffers.n_chunks * (buffers.n_weights + 2)
-    )
     cdef Py_ssize_t step = schedule.steps_done
-    cdef Py_ssize_t epoch, start
+    cdef Py_ssize_t epoch, start, batch_rows
     cdef const Py_ssize_t* order
     cdef double epoch_loss  # in float64, as the Numba kernel's sum of its batches' losses
     cdef Py_ssize_t epoch_right
@@ -1579,11 +1609,11 @@ cdef void _train(
         start = 0
         while start < n_rows:
             step += 1
-            epoch_loss += _batch_gradient(
-                net, weights, data, order + start, min(batch_size, n_rows - start), schedule.seed, step, buffers,
-                grad, n_threads, &epoch_right,
+            batch_rows = min(batch_size, n_rows - start)
+            epoch_loss += _batch_chunks(
+                net, weights, data, order + start, batch_rows, schedule.seed, step, buffers, n_threads, &epoch_right
             )
-            optimizer_step(net, weights, grad, state, schedule, schedule.rates[epoch], step)
+            _step(net, weights, state, schedule, schedule.rates[epoch], step, buffers, batch_rows, n_threads)
             start += batch_size
         history[epoch] = epoch_loss
         right[epoch] = <double>epoch_right
@@ -1598,7 +1628,7 @@ cdef Buffers _buffers(
     Freed by ``_free``."""
     cdef Buffers buffers
     cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
-    cdef Py_ssize_t before_transforms  # the values of the slots, the chunks' gradients and losses and a gradient
+    cdef Py_ssize_t before_transforms  # the values of the slots, the chunks' gradients, losses and rows right
     buffers.chunk_rows = chunk_rows
     buffers.n_chunks = (batch_rows + chunk_rows - 1) // chunk_rows
     buffers.n_slots = max(1, min(n_slots, buffers.n_chunks))
@@ -1611,7 +1641,7 @@ cdef Buffers _buffers(
         net, buffers.chunk_rows, buffers.v_off, buffers.v_off + net.n_layers + 2, buffers.v_off + 2 * net.n_layers + 3,
         item,
     )
-    before_transforms = buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2) + n_weights
+    before_transforms = buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2)
     buffers.allocation = malloc((before_transforms + buffers.parts.n_transformed) * item + LINE_BYTES)
     if buffers.allocation == NULL:
         free(buffers.v_off)
@@ -1665,13 +1695,17 @@ def layered_gradient(net, const floating[::1] weights, data, schedule, const Py_
     cdef Schedule c_schedule = schedule_settings(schedule)
     cdef Buffers buffers = _buffers(&c_net, rows.shape[0], _chunk_rows(rows.shape[0]), 1, sizeof(floating))
     cdef floating loss
+    cdef floating* grads
     cdef Py_ssize_t right = 0
     try:
         with nogil:
-            loss = _batch_gradient(
+            loss = _batch_chunks(
                 &c_net, &weights[0], &c_data, &rows[0], rows.shape[0], c_schedule.seed, c_schedule.steps_done + 1,
-                &buffers, &grad[0], 1, &right,
+                &buffers, 1, &right,
             )
+            grads = <floating*>buffers.block + _gradients_at(&buffers)
+            _sum_chunks(grads, buffers.n_weights, buffers.n_chunks, 0, buffers.n_weights)
+            memcpy(&grad[0], grads, buffers.n_weights * sizeof(floating))
     finally:
         _free(&buffers)
     return loss

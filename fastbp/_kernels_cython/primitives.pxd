@@ -309,29 +309,40 @@ cdef inline void optimizer_step(
 
     The optimizers, their ``state`` (two buffers of ``len(weights)``) and the L2
     decay (biases excepted) are those of the Numba backend's ``optimizer_step``.
+    """
+    optimizer_step_over(net, weights, grad, state, schedule, rate, step, 0, net.w_off[net.n_layers])
+
+
+cdef inline void optimizer_step_over(
+    const Network* net, floating* weights, const floating* grad, floating* state, const Schedule* schedule,
+    double rate, Py_ssize_t step, Py_ssize_t first, Py_ssize_t last,
+) noexcept nogil:
+    """``optimizer_step`` on weights ``first`` to ``last`` (exclusive) alone: each weight's update reads only its
+    own gradient and state, so a step shared out in ranges gives every weight the same bits.
+
     Each optimizer gets a copy of the loop with its code a constant, so the
     compiler drops the other optimizers' branches from the loop over the weights
     and vectorises it.
     """
     if schedule.optimizer == OPTIMIZER_SGD:
-        _optimizer_loop(net, weights, grad, state, schedule, rate, step, OPTIMIZER_SGD)
+        _optimizer_loop(net, weights, grad, state, schedule, rate, step, first, last, OPTIMIZER_SGD)
     elif schedule.optimizer == OPTIMIZER_MOMENTUM:
-        _optimizer_loop(net, weights, grad, state, schedule, rate, step, OPTIMIZER_MOMENTUM)
+        _optimizer_loop(net, weights, grad, state, schedule, rate, step, first, last, OPTIMIZER_MOMENTUM)
     elif schedule.optimizer == OPTIMIZER_NESTEROV:
-        _optimizer_loop(net, weights, grad, state, schedule, rate, step, OPTIMIZER_NESTEROV)
+        _optimizer_loop(net, weights, grad, state, schedule, rate, step, first, last, OPTIMIZER_NESTEROV)
     elif schedule.optimizer == OPTIMIZER_ADAM:
-        _optimizer_loop(net, weights, grad, state, schedule, rate, step, OPTIMIZER_ADAM)
+        _optimizer_loop(net, weights, grad, state, schedule, rate, step, first, last, OPTIMIZER_ADAM)
     else:
-        _optimizer_loop(net, weights, grad, state, schedule, rate, step, OPTIMIZER_RPROP)
+        _optimizer_loop(net, weights, grad, state, schedule, rate, step, first, last, OPTIMIZER_RPROP)
 
 
 cdef inline void _optimizer_loop(
     const Network* net, floating* weights, const floating* grad, floating* state, const Schedule* schedule,
-    double rate, Py_ssize_t step, Py_ssize_t optimizer,
+    double rate, Py_ssize_t step, Py_ssize_t first, Py_ssize_t last, Py_ssize_t optimizer,
 ) noexcept nogil:
-    """``optimizer_step``'s loop for one optimizer."""
+    """``optimizer_step_over``'s loop for one optimizer."""
     cdef Py_ssize_t n_w = net.w_off[net.n_layers]
-    cdef Py_ssize_t i, j, k, p, n_in, n_out, neuron
+    cdef Py_ssize_t i, j, k, p, n_in, n_out, neuron, start, width
     cdef const Py_ssize_t* geometry
     cdef floating l2 = <floating>schedule.l2
     cdef floating momentum = <floating>schedule.momentum
@@ -346,12 +357,16 @@ cdef inline void _optimizer_loop(
             rate * sqrt(1.0 - _power(schedule.beta2, step)) / (1.0 - _power(schedule.beta1, step))
         )
     for k in range(net.n_layers):
-        # A layer's weight block: units rows of fan_in weights and a bias (none for a layer without weights).
+        if net.w_off[k + 1] <= first or net.w_off[k] >= last:
+            continue
+        # A layer's weight block: units rows of fan_in weights and a bias (none for a layer without weights); its
+        # rows and their weights that fall in first to last.
         geometry = net.geometry + k * net.geometry_stride
         n_in, n_out = geometry[GEOMETRY_FAN_IN], geometry[GEOMETRY_UNITS]
-        for j in range(n_out):
-            neuron = net.w_off[k] + j * (n_in + 1)
-            for i in range(n_in + 1):
+        start, width = net.w_off[k], n_in + 1
+        for j in range(max(first - start, 0) // width, min(n_out, (last - start + n_in) // width)):
+            neuron = start + j * width
+            for i in range(max(first - neuron, 0), min(width, last - neuron)):
                 p = neuron + i
                 g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
                 if optimizer == OPTIMIZER_SGD:

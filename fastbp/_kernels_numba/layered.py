@@ -52,7 +52,7 @@ from .._constants import (
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .llvm import blas_dgemm, blas_sgemm
-from .primitives import ONE, activation, derivative, optimizer_step, output_error, softmax
+from .primitives import ONE, activation, derivative, optimizer_step_over, output_error, softmax
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
 
@@ -1197,20 +1197,44 @@ _batch_chunks_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_batch_
 
 
 @njit(**NUMBA_OPTIONS)
-def _batch_gradient(
-    net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step, grad
-):
-    """The batch's mean gradient into ``grad``: its chunks' (of ``per_chunk`` rows) gradients summed in chunk
-    order; returns its loss and how many of its rows the forward passes classed right."""
+def _batch_gradient(net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step):
+    """The gradients of the batch's chunks (of ``per_chunk`` rows) into ``chunk_grads``; returns the batch's loss
+    (the chunks' summed in chunk order) and how many of its rows the forward passes classed right."""
     _transform(net, weights, scratch)
     _batch_chunks(net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step)
     n_chunks = -(-batch.shape[0] // per_chunk)
-    grad[:] = chunk_grads[0]
     loss = chunk_losses[0]
     for c in range(1, n_chunks):
-        grad += chunk_grads[c]
         loss += chunk_losses[c]
     return loss, chunk_rights[:n_chunks].sum()
+
+
+@njit(**NUMBA_OPTIONS)
+def _sum_chunks(chunk_grads, n_chunks, first, last):
+    """Weights ``first`` to ``last`` of the chunks' gradients summed in chunk order into the first chunk's: the
+    batch's mean gradient."""
+    grad = chunk_grads[0]
+    for c in range(1, n_chunks):
+        for i in range(first, last):
+            grad[i] += chunk_grads[c, i]
+
+
+def _step_tasks(net, weights, optimizer_state, schedule, rate, step, chunk_grads, n_chunks, n_ranges):
+    """The batch's chunks' gradients summed and applied by the optimizer, the weights cut into ``n_ranges``
+    ranges of whole cache lines (one per slot): each weight's sum and update are those of one thread, the same
+    bits, and no thread waits idle while another steps the optimizer alone."""
+    n_weights = weights.shape[0]
+    line = 64 // weights.itemsize
+    for r in prange(n_ranges):
+        at = np.intp(r)  # prange's index is unsigned on threads
+        first = at * n_weights // n_ranges // line * line
+        last = n_weights if at == n_ranges - 1 else (at + 1) * n_weights // n_ranges // line * line
+        _sum_chunks(chunk_grads, n_chunks, first, last)
+        optimizer_step_over(net, weights, chunk_grads[0], optimizer_state, schedule, rate, step, first, last)
+
+
+_step = njit(**NUMBA_OPTIONS)(_step_tasks)
+_step_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_step_tasks, "_on_threads"))
 
 
 @njit(**NUMBA_OPTIONS)
@@ -1225,14 +1249,16 @@ def layered_gradient(net, weights, data, schedule, rows, grad):
     chunk_rights = np.empty(n_chunks, dtype=np.intp)
     step = schedule.steps_done + 1
     loss, _ = _batch_gradient(
-        net, weights, data, rows, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, schedule.seed, step, grad
+        net, weights, data, rows, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, schedule.seed, step
     )
+    _sum_chunks(chunk_grads, n_chunks, 0, weights.shape[0])
+    grad[:] = chunk_grads[0]
     return loss
 
 
 def _train(net, weights, optimizer_state, data, schedule, history, right, n_slots):
-    """Mini-batch training for ``len(history)`` epochs, the chunks of each batch shared by ``n_slots`` threads;
-    each epoch's loss into ``history``, its rows classed right into ``right``."""
+    """Mini-batch training for ``len(history)`` epochs, the chunks of each batch and then its step shared by
+    ``n_slots`` threads; each epoch's loss into ``history``, its rows classed right into ``right``."""
     orders = schedule.orders
     n_rows = orders.shape[1]
     batch_size = min(schedule.batch_size, n_rows)
@@ -1240,11 +1266,11 @@ def _train(net, weights, optimizer_state, data, schedule, history, right, n_slot
     # that the Python layer runs in parts): the same chunks as in one call.
     per_chunk = _chunk_rows(schedule.batch_size)
     n_chunks = -(-batch_size // per_chunk)
-    scratch = _scratch(net, min(n_slots, n_chunks), per_chunk, weights.dtype)
+    n_slots = min(n_slots, n_chunks)
+    scratch = _scratch(net, n_slots, per_chunk, weights.dtype)
     chunk_grads = np.empty((n_chunks, weights.shape[0]), dtype=weights.dtype)
     chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
     chunk_rights = np.empty(n_chunks, dtype=np.intp)
-    grad = np.empty_like(weights)
     step = schedule.steps_done
     for epoch in range(history.shape[0]):
         order = orders[epoch % orders.shape[0]]
@@ -1253,10 +1279,11 @@ def _train(net, weights, optimizer_state, data, schedule, history, right, n_slot
             batch = order[start : min(start + batch_size, n_rows)]
             step += 1
             loss, n_right = _batch_gradient(net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses,
-                                            chunk_rights, schedule.seed, step, grad)  # fmt: skip
+                                            chunk_rights, schedule.seed, step)  # fmt: skip
             epoch_loss += loss
             epoch_right += n_right
-            optimizer_step(net, weights, grad, optimizer_state, schedule, schedule.rates[epoch], step)
+            _step(net, weights, optimizer_state, schedule, schedule.rates[epoch], step, chunk_grads,
+                  -(-batch.shape[0] // per_chunk), n_slots)  # fmt: skip
         history[epoch] = epoch_loss
         right[epoch] = epoch_right
 
@@ -1269,6 +1296,7 @@ _train_on_threads = njit(**NUMBA_OPTIONS)(
         _batch_gradient=njit(**NUMBA_INLINED_OPTIONS)(
             _variant(_batch_gradient.py_func, "_on_threads", _batch_chunks=_batch_chunks_on_threads)
         ),
+        _step=_step_on_threads,
     )
 )
 

@@ -176,6 +176,13 @@ def optimizer_step(net, weights, grad, optimizer_state, schedule, rate, step):
     bias-corrected rate; iRprop- (``rate`` unused), whose first buffer holds the step
     sizes and second the previous gradient.
     """
+    optimizer_step_over(net, weights, grad, optimizer_state, schedule, rate, step, 0, weights.shape[0])
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def optimizer_step_over(net, weights, grad, optimizer_state, schedule, rate, step, first, last):
+    """``optimizer_step`` on weights ``first`` to ``last`` (exclusive) alone: each weight's update reads only its
+    own gradient and state, so a step shared out in ranges gives every weight the same bits."""
     dt = weights.dtype.type
     state = optimizer_state
     optimizer = schedule.optimizer
@@ -187,13 +194,19 @@ def optimizer_step(net, weights, grad, optimizer_state, schedule, rate, step):
         adam_rate = dt(rate * math.sqrt(1.0 - schedule.beta2**step) / (1.0 - schedule.beta1**step))
     l_rate = dt(rate)
     for k in range(net.sizes.shape[0] - 1):
-        start = np.uintp(net.w_off[k])
-        n_in, n_out = np.uintp(net.geometry[k, Geometry.FAN_IN]), np.uintp(net.geometry[k, Geometry.UNITS])
-        for j in range(n_out):
-            neuron = start + j * (n_in + ONE)
-            for i in range(n_in + ONE):
-                p = neuron + i
-                g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
+        start = net.w_off[k]
+        if net.w_off[k + 1] <= first or start >= last:
+            continue
+        # The layer's rows of fan_in weights and a bias that fall in first to last, and their weights there; the
+        # indexes unsigned, so that Numba adds no wraparound test to the loop.
+        n_in, n_out = net.geometry[k, Geometry.FAN_IN], net.geometry[k, Geometry.UNITS]
+        width = n_in + 1
+        for j in range(max(first - start, 0) // width, min(n_out, (last - start + n_in) // width)):
+            neuron = start + j * width
+            row, u_in = np.uintp(neuron), np.uintp(n_in)
+            for i in range(np.uintp(max(first - neuron, 0)), np.uintp(min(width, last - neuron))):
+                p = row + i
+                g = grad[p] + l2 * weights[p] if i < u_in else grad[p]
                 if optimizer == OptimizerCode.SGD:
                     weights[p] -= l_rate * g
                 elif optimizer == OptimizerCode.MOMENTUM or optimizer == OptimizerCode.NESTEROV:
