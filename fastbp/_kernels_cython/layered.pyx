@@ -42,7 +42,7 @@ from fastbp._kernels_cython.constants cimport (
 )
 from fastbp._kernels_cython.primitives cimport (
     Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step_over,
-    output_error, schedule_of, schedule_settings, softmax,
+    output_error, row_start, schedule_of, schedule_settings, softmax,
 )
 
 from fastbp._constants import check_compiled
@@ -1574,17 +1574,16 @@ cdef void _step(
     const Network* net, floating* weights, floating* state, const Schedule* schedule, double rate, Py_ssize_t step,
     const Buffers* buffers, Py_ssize_t batch_rows, int n_threads,
 ) noexcept nogil:
-    """The batch's chunks' gradients summed and applied by the optimizer, the weights cut into one range per slot
-    (whole cache lines; up to ``n_threads`` threads): each weight's sum and update are those of one thread, the
-    same bits, and no thread waits idle while another steps the optimizer alone."""
+    """The batch's chunks' gradients summed and applied by the optimizer, the weights cut into one range of whole
+    rows per slot (up to ``n_threads`` threads): each weight's sum and update are those of one thread, the same
+    bits, and no thread waits idle while another steps the optimizer alone."""
     cdef Py_ssize_t n_chunks = (batch_rows + buffers.chunk_rows - 1) // buffers.chunk_rows
     cdef Py_ssize_t n_ranges = buffers.n_slots, n_weights = buffers.n_weights
     cdef Py_ssize_t r, first, last
     cdef floating* grad = <floating*>buffers.block + _gradients_at(buffers)
-    cdef Py_ssize_t line = LINE_BYTES // sizeof(floating)
     for r in prange(n_ranges, schedule="static", num_threads=n_threads, use_threads_if=n_ranges > 1):
-        first = r * n_weights // n_ranges // line * line
-        last = n_weights if r == n_ranges - 1 else (r + 1) * n_weights // n_ranges // line * line
+        first = row_start(net, r * n_weights // n_ranges)
+        last = row_start(net, (r + 1) * n_weights // n_ranges)
         _sum_chunks(grad, n_weights, n_chunks, first, last)
         optimizer_step_over(net, weights, grad, state, schedule, rate, step, first, last)
 

@@ -14,7 +14,7 @@ from libc.string cimport memcpy
 
 from fastbp._kernels_cython.constants cimport (
     ACTIVATION_EXP, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
-    ACTIVATION_TANH, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_SHIFT, EXP_TAYLOR, GEOMETRY_FAN_IN, GEOMETRY_UNITS,
+    ACTIVATION_TANH, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_SHIFT, EXP_TAYLOR, GEOMETRY_FAN_IN,
     LEAKY_SLOPE, LOG_FLOOR, LOSS_MSE, LOSS_POISSON, OPTIMIZER_ADAM, OPTIMIZER_MOMENTUM, OPTIMIZER_NESTEROV, OPTIMIZER_RPROP, OPTIMIZER_SGD,
     RPROP_DECREASE, RPROP_DELTA_MAX, RPROP_DELTA_MIN, RPROP_INCREASE,
 )
@@ -313,12 +313,24 @@ cdef inline void optimizer_step(
     optimizer_step_over(net, weights, grad, state, schedule, rate, step, 0, net.w_off[net.n_layers])
 
 
+cdef inline Py_ssize_t row_start(const Network* net, Py_ssize_t at) noexcept nogil:
+    """The first weight of the row (a unit's weights, then its bias) that weight ``at`` is in; ``at`` past the
+    last row."""
+    cdef Py_ssize_t k, width
+    for k in range(net.n_layers):
+        if at < net.w_off[k + 1]:
+            width = net.geometry[k * net.geometry_stride + GEOMETRY_FAN_IN] + 1
+            return net.w_off[k] + (at - net.w_off[k]) // width * width
+    return at
+
+
 cdef inline void optimizer_step_over(
     const Network* net, floating* weights, const floating* grad, floating* state, const Schedule* schedule,
     double rate, Py_ssize_t step, Py_ssize_t first, Py_ssize_t last,
 ) noexcept nogil:
-    """``optimizer_step`` on weights ``first`` to ``last`` (exclusive) alone: each weight's update reads only its
-    own gradient and state, so a step shared out in ranges gives every weight the same bits.
+    """``optimizer_step`` on weights ``first`` to ``last`` (exclusive) alone, each at the start of a unit's row
+    (``row_start``) or at the end: each weight's update reads only its own gradient and state, so a step shared
+    out in ranges gives every weight the same bits.
 
     Each optimizer gets a copy of the loop with its code a constant, so the
     compiler drops the other optimizers' branches from the loop over the weights
@@ -342,8 +354,7 @@ cdef inline void _optimizer_loop(
 ) noexcept nogil:
     """``optimizer_step_over``'s loop for one optimizer."""
     cdef Py_ssize_t n_w = net.w_off[net.n_layers]
-    cdef Py_ssize_t i, j, k, p, n_in, n_out, neuron, start, width
-    cdef const Py_ssize_t* geometry
+    cdef Py_ssize_t i, j, k, p, n_in, neuron, start, end
     cdef floating l2 = <floating>schedule.l2
     cdef floating momentum = <floating>schedule.momentum
     cdef floating beta1 = <floating>schedule.beta1
@@ -357,16 +368,15 @@ cdef inline void _optimizer_loop(
             rate * sqrt(1.0 - _power(schedule.beta2, step)) / (1.0 - _power(schedule.beta1, step))
         )
     for k in range(net.n_layers):
-        if net.w_off[k + 1] <= first or net.w_off[k] >= last:
+        start, end = net.w_off[k], net.w_off[k + 1]
+        if end <= first or start >= last:
             continue
         # A layer's weight block: units rows of fan_in weights and a bias (none for a layer without weights); its
-        # rows and their weights that fall in first to last.
-        geometry = net.geometry + k * net.geometry_stride
-        n_in, n_out = geometry[GEOMETRY_FAN_IN], geometry[GEOMETRY_UNITS]
-        start, width = net.w_off[k], n_in + 1
-        for j in range(max(first - start, 0) // width, min(n_out, (last - start + n_in) // width)):
-            neuron = start + j * width
-            for i in range(max(first - neuron, 0), min(width, last - neuron)):
+        # rows in first to last.
+        n_in = net.geometry[k * net.geometry_stride + GEOMETRY_FAN_IN]
+        for j in range((max(first, start) - start) // (n_in + 1), (min(last, end) - start) // (n_in + 1)):
+            neuron = start + j * (n_in + 1)
+            for i in range(n_in + 1):
                 p = neuron + i
                 g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
                 if optimizer == OPTIMIZER_SGD:

@@ -52,7 +52,7 @@ from .._constants import (
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .llvm import blas_dgemm, blas_sgemm
-from .primitives import ONE, activation, derivative, optimizer_step_over, output_error, softmax
+from .primitives import ONE, activation, derivative, optimizer_step_over, output_error, row_start, softmax
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
 
@@ -1221,14 +1221,13 @@ def _sum_chunks(chunk_grads, n_chunks, first, last):
 
 def _step_tasks(net, weights, optimizer_state, schedule, rate, step, chunk_grads, n_chunks, n_ranges):
     """The batch's chunks' gradients summed and applied by the optimizer, the weights cut into ``n_ranges``
-    ranges of whole cache lines (one per slot): each weight's sum and update are those of one thread, the same
-    bits, and no thread waits idle while another steps the optimizer alone."""
+    ranges of whole rows (one per slot): each weight's sum and update are those of one thread, the same bits, and
+    no thread waits idle while another steps the optimizer alone."""
     n_weights = weights.shape[0]
-    line = 64 // weights.itemsize
     for r in prange(n_ranges):
         at = np.intp(r)  # prange's index is unsigned on threads
-        first = at * n_weights // n_ranges // line * line
-        last = n_weights if at == n_ranges - 1 else (at + 1) * n_weights // n_ranges // line * line
+        first = row_start(net, at * n_weights // n_ranges)
+        last = row_start(net, (at + 1) * n_weights // n_ranges)
         _sum_chunks(chunk_grads, n_chunks, first, last)
         optimizer_step_over(net, weights, chunk_grads[0], optimizer_state, schedule, rate, step, first, last)
 

@@ -180,9 +180,21 @@ def optimizer_step(net, weights, grad, optimizer_state, schedule, rate, step):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def row_start(net, at):
+    """The first weight of the row (a unit's weights, then its bias) that weight ``at`` is in; ``at`` past the
+    last row."""
+    for k in range(net.sizes.shape[0] - 1):
+        if at < net.w_off[k + 1]:
+            width = net.geometry[k, Geometry.FAN_IN] + 1
+            return net.w_off[k] + (at - net.w_off[k]) // width * width
+    return at
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def optimizer_step_over(net, weights, grad, optimizer_state, schedule, rate, step, first, last):
-    """``optimizer_step`` on weights ``first`` to ``last`` (exclusive) alone: each weight's update reads only its
-    own gradient and state, so a step shared out in ranges gives every weight the same bits."""
+    """``optimizer_step`` on weights ``first`` to ``last`` (exclusive) alone, each at the start of a unit's row
+    (``row_start``) or at the end: each weight's update reads only its own gradient and state, so a step shared
+    out in ranges gives every weight the same bits."""
     dt = weights.dtype.type
     state = optimizer_state
     optimizer = schedule.optimizer
@@ -194,19 +206,17 @@ def optimizer_step_over(net, weights, grad, optimizer_state, schedule, rate, ste
         adam_rate = dt(rate * math.sqrt(1.0 - schedule.beta2**step) / (1.0 - schedule.beta1**step))
     l_rate = dt(rate)
     for k in range(net.sizes.shape[0] - 1):
-        start = net.w_off[k]
-        if net.w_off[k + 1] <= first or start >= last:
+        start, end = net.w_off[k], net.w_off[k + 1]
+        if end <= first or start >= last:
             continue
-        # The layer's rows of fan_in weights and a bias that fall in first to last, and their weights there; the
-        # indexes unsigned, so that Numba adds no wraparound test to the loop.
-        n_in, n_out = net.geometry[k, Geometry.FAN_IN], net.geometry[k, Geometry.UNITS]
-        width = n_in + 1
-        for j in range(max(first - start, 0) // width, min(n_out, (last - start + n_in) // width)):
-            neuron = start + j * width
-            row, u_in = np.uintp(neuron), np.uintp(n_in)
-            for i in range(np.uintp(max(first - neuron, 0)), np.uintp(min(width, last - neuron))):
-                p = row + i
-                g = grad[p] + l2 * weights[p] if i < u_in else grad[p]
+        # The layer's rows of fan_in weights and a bias in first to last, the indexes unsigned.
+        n_in = np.uintp(net.geometry[k, Geometry.FAN_IN])
+        width = n_in + ONE
+        for j in range(np.uintp(max(first, start) - start) // width, np.uintp(min(last, end) - start) // width):
+            neuron = np.uintp(start) + j * width
+            for i in range(width):
+                p = neuron + i
+                g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
                 if optimizer == OptimizerCode.SGD:
                     weights[p] -= l_rate * g
                 elif optimizer == OptimizerCode.MOMENTUM or optimizer == OptimizerCode.NESTEROV:
