@@ -56,9 +56,13 @@ from .primitives import ONE, activation, derivative, optimizer_step_over, output
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
 
-#: gemm's ``op``: the matrix as it is stored, or transposed (Fortran's characters).
-AS_IS = ord("N")
-TRANSPOSED = ord("T")
+#: gemm's ``op``: the matrix as it is stored, or transposed (Fortran's characters). Numba types a Python int
+#: constant by its value, and compiles a function once for each value passed: these and ``START`` are NumPy
+#: integers, so that ``_gemm`` compiles once per dtype.
+AS_IS = np.int32(ord("N"))
+TRANSPOSED = np.int32(ord("T"))
+#: A matrix's start at its buffer's first value.
+START = np.intp(0)
 
 #: A pooled convolution's maximum's row and column in one winner (``_pool``): the row's shift, the column's mask.
 ROW_SHIFT = np.uintp(CELL_SHIFT)
@@ -941,7 +945,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         positions = region[0] * region[1]
         n_computed = positions * units if kind == LayerKindCode.CONV2D else n_out
         if kind == LayerKindCode.DENSE:  # the products transposed, (units, rows): BLAS's faster form of this product
-            _gemm(AS_IS, layer, TRANSPOSED, (values, inputs, n_in + 1), (products, 0, n_rows), 0.0,
+            _gemm(AS_IS, layer, TRANSPOSED, (values, inputs, n_in + 1), (products, START, n_rows), 0.0,
                   (units, n_rows, width), blas)  # fmt: skip
         by_winograd = _winograd(net, k)
         if by_winograd:
@@ -957,8 +961,8 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
             else:
                 if not by_winograd:
                     _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
-                    _gemm(AS_IS, (patches, 0, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
-                          (positions, units, width), blas)  # fmt: skip
+                    _gemm(AS_IS, (patches, START, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
+                          (np.intp(positions), units, width), blas)  # fmt: skip
                 _activate(products, s * n_out, values, out, n_computed, code, dt)
             if code == ActivationCode.SOFTMAX:
                 softmax(values, out, n_out, dt)
@@ -1011,10 +1015,10 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
         units, fan_in = g[Geometry.UNITS], g[Geometry.FAN_IN]
         layer, layer_grad = (weights, net.w_off[k], fan_in + 1), (grad, net.w_off[k], fan_in + 1)
         if kind == LayerKindCode.DENSE:
-            _gemm(TRANSPOSED, (errors, 0, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 0.0,
+            _gemm(TRANSPOSED, (errors, START, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 0.0,
                   (units, fan_in + 1, n_rows), blas)  # fmt: skip
             if k > 0:  # transposed, (inputs, rows), in the forward pass's products: BLAS's faster form
-                _gemm(TRANSPOSED, layer, TRANSPOSED, (errors, 0, units), (products, 0, n_rows), 0.0,
+                _gemm(TRANSPOSED, layer, TRANSPOSED, (errors, START, units), (products, START, n_rows), 0.0,
                       (n_in, n_rows, units), blas)  # fmt: skip
                 for s in range(n_rows):
                     for i in range(n_in):
@@ -1041,7 +1045,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             for s in range(n_rows):
                 image = np.uintp(inputs + s * (n_in + 1))
                 if not inside:
-                    _gather_windows(values, image, g, region, patches)
+                    _gather_windows(values, np.intp(image), g, region, patches)  # an intp, as the forward pass's
                 row = np.uintp(s) * n_pooled
                 if k > 0:  # each window's errors times their filters into its inputs, windows in order
                     below[s * n_in : (s + 1) * n_in] = 0.0
@@ -1088,10 +1092,10 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
             for s in range(n_rows):
                 _gather_windows(values, inputs + s * (n_in + 1), g, _region(net, k), patches)
-                _gemm(TRANSPOSED, (errors, s * n_out, units), AS_IS, (patches, 0, fan_in + 1), layer_grad, 1.0,
+                _gemm(TRANSPOSED, (errors, s * n_out, units), AS_IS, (patches, START, fan_in + 1), layer_grad, 1.0,
                       (units, fan_in + 1, positions), blas)  # fmt: skip
                 if k > 0:
-                    _gemm(AS_IS, (errors, s * n_out, units), AS_IS, layer, (patch_errors, 0, fan_in), 0.0,
+                    _gemm(AS_IS, (errors, s * n_out, units), AS_IS, layer, (patch_errors, START, fan_in), 0.0,
                           (positions, fan_in, units), blas)  # fmt: skip
                     _scatter_windows(patch_errors, g, below, s * n_in)
     elif pooling_a_convolution:  # each error as the convolution's at its window's maximum (see above)
