@@ -284,6 +284,35 @@ def test_numba_and_cython_agree_bit_for_bit(network, dtype, optimizer, batch_siz
     assert np.all(np.isfinite(trained)) and not np.array_equal(trained, weights)
 
 
+@pytest.mark.skipif("numba" not in available_backends(), reason="needs the Numba backend")
+def test_numba_compiles_each_function_of_the_layered_kernels_once_per_dtype():
+    """Numba compiles a function once for each set of argument types it is called with, a Python int or bool
+    constant being a type of its own, and each compilation costs seconds on first use: training on one thread or
+    several, the gradient and prediction call every function behind them with one set of types per dtype.
+
+    A function lists the types it was called with only where its callers were compiled in this process: with an
+    empty disk cache (CI's), not where they were loaded from it.
+    """
+    from numba.core.registry import CPUDispatcher
+
+    from fastbp._kernels_numba import layered
+
+    layout = NETWORKS["first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid"]()
+    weights, data = case_data(layout, np.float32, weighted=False)
+    schedule = make_schedule(N_ROWS, batch_size=17, optimizer="adam")
+    for n_threads in (1, 2):
+        train("numba", layout, weights, data, schedule, n_threads)
+    gradient("numba", layout, weights, data, schedule, np.arange(17, dtype=np.intp))
+    predict("numba", layout, weights, data.X)
+    compiled = {name: value for name, value in vars(layered).items() if isinstance(value, CPUDispatcher)}
+    float32 = {
+        name: [sig for sig in dispatcher.signatures if "float32" in str(sig)] for name, dispatcher in compiled.items()
+    }
+    if not float32["_backward"]:
+        pytest.skip("the layered kernels were loaded from Numba's disk cache: the functions they call list no types")
+    assert {name: len(sigs) for name, sigs in float32.items() if len(sigs) > 1} == {}
+
+
 @pytest.mark.skipif(len(COMPILED) < 2, reason="needs both compiled backends")
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_ties_in_a_pooling_window_go_to_the_first_largest_value_in_both_backends(dtype):

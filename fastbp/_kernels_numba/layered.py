@@ -63,6 +63,10 @@ AS_IS = np.int32(ord("N"))
 TRANSPOSED = np.int32(ord("T"))
 #: A matrix's start at its buffer's first value.
 START = np.intp(0)
+#: The forward pass's mode, and one slot of scratch: NumPy values too, so that training and prediction share one
+#: compilation of the forward pass and of ``_scratch``.
+TRAINING, PREDICTING = np.bool_(True), np.bool_(False)
+ONE_SLOT = np.intp(1)
 
 #: A pooled convolution's maximum's row and column in one winner (``_pool``): the row's shift, the column's mask.
 ROW_SHIFT = np.uintp(CELL_SHIFT)
@@ -1157,7 +1161,7 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
         values[s * (n_features + 1) : (s + 1) * (n_features + 1) - 1] = X[rows[s]]
         values[(s + 1) * (n_features + 1) - 1] = 1.0
     for k in range(n_layers):
-        _forward(net, weights, k, chunk, scratch, slot, True)
+        _forward(net, weights, k, chunk, scratch, slot, TRAINING)
     code = net.activations[n_layers - 1]
     outputs = v_off[n_layers]
     side = np.intp(0)  # not a literal 0: _backward compiles once, for any side
@@ -1245,7 +1249,7 @@ def layered_gradient(net, weights, data, schedule, rows, grad):
     """The mean gradient of the loss over rows ``data.X[rows]`` (one batch, update ``steps_done + 1`` of
     ``schedule.seed``'s dropout) into ``grad``; returns their weighted loss sum."""
     per_chunk = _chunk_rows(rows.shape[0])
-    scratch = _scratch(net, 1, per_chunk, weights.dtype)
+    scratch = _scratch(net, ONE_SLOT, per_chunk, weights.dtype)
     n_chunks = -(-rows.shape[0] // per_chunk)
     chunk_grads = np.empty((n_chunks, weights.shape[0]), dtype=weights.dtype)
     chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
@@ -1254,7 +1258,7 @@ def layered_gradient(net, weights, data, schedule, rows, grad):
     loss, _ = _batch_gradient(
         net, weights, data, rows, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, schedule.seed, step
     )
-    _sum_chunks(chunk_grads, n_chunks, 0, weights.shape[0])
+    _sum_chunks(chunk_grads, n_chunks, np.intp(0), weights.shape[0])
     grad[:] = chunk_grads[0]
     return loss
 
@@ -1323,7 +1327,7 @@ def predict_layered(net, weights, X, out):
     shape, so each row's outputs do not depend on the rows predicted with it (nor on
     how many threads share them).
     """
-    scratch = _scratch(net, 1, CHUNK_ROWS, weights.dtype)
+    scratch = _scratch(net, ONE_SLOT, np.intp(CHUNK_ROWS), weights.dtype)
     values, v_off = scratch[0][0], scratch[1]
     n_layers = net.sizes.shape[0] - 1
     n_features, n_outputs = net.sizes[0], net.sizes[n_layers]
@@ -1335,9 +1339,9 @@ def predict_layered(net, weights, X, out):
             rows[s] = first + min(s, real - 1)
             values[s * (n_features + 1) : (s + 1) * (n_features + 1) - 1] = X[rows[s]]
             values[(s + 1) * (n_features + 1) - 1] = 1.0
-        chunk = (rows, 0, 0)
+        chunk = (rows, np.intp(0), np.intp(0))  # no dropout draws: seed and step unused
         for k in range(n_layers):
-            _forward(net, weights, k, chunk, scratch, 0, False)
+            _forward(net, weights, k, chunk, scratch, np.intp(0), PREDICTING)
         for s in range(real):
             at = v_off[n_layers] + s * (n_outputs + 1)
             out[first + s] = values[at : at + n_outputs]
