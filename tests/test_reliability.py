@@ -834,13 +834,10 @@ def test_processes_compiling_into_one_empty_cache_at_once_all_succeed_and_agree(
     assert weights[0].tobytes() == weights[1].tobytes() == weights[2].tobytes()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncate", "garble", "empty", "garble-nbc-only"])
-def test_a_corrupt_cache_is_recompiled_instead_of_failing(populated_cache, damage, tmp_path):
-    """Numba unpickles its cache without catching errors; fastbp clears an unreadable one and compiles afresh."""
-    source, weights = populated_cache
-    cache = tmp_path / "cache"
-    shutil.copytree(source, cache)
+CACHE_DAMAGES = ("truncate", "garble", "empty", "garble-nbc-only")
+
+
+def _damage(cache: Path, damage: str) -> None:
     damaged = [*cache.rglob("*.nbc")] if damage == "garble-nbc-only" else [*cache.rglob("*.nbi"), *cache.rglob("*.nbc")]
     for path in damaged:
         content = path.read_bytes()
@@ -850,9 +847,34 @@ def test_a_corrupt_cache_is_recompiled_instead_of_failing(populated_cache, damag
             path.write_bytes(bytes(b ^ 0x5A for b in content))
         else:
             path.write_bytes(b"")
-    process = _start_cached(cache, tmp_path / "weights.npy")
-    _finish(process)
-    assert np.load(tmp_path / "weights.npy").tobytes() == weights[0].tobytes()
+
+
+@pytest.fixture(scope="module")
+def runs_on_damaged_caches(populated_cache, tmp_path_factory):
+    """For each damage, a process run on a copy of the populated cache so damaged: its exit status, its error output
+    and where it saved its weights.  The processes run at once, each compiling afresh."""
+    source, _ = populated_cache
+    started = {}
+    for damage in CACHE_DAMAGES:
+        folder = tmp_path_factory.mktemp(f"damaged-{damage}")
+        shutil.copytree(source, folder / "cache")
+        _damage(folder / "cache", damage)
+        started[damage] = (_start_cached(folder / "cache", folder / "weights.npy"), folder / "weights.npy")
+    runs = {}
+    for damage, (process, weights) in started.items():
+        _, stderr = process.communicate(timeout=300)
+        runs[damage] = (process.returncode, stderr, weights)
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", CACHE_DAMAGES)
+def test_a_corrupt_cache_is_recompiled_instead_of_failing(populated_cache, runs_on_damaged_caches, damage):
+    """Numba unpickles its cache without catching errors; fastbp clears an unreadable one and compiles afresh."""
+    _, weights = populated_cache
+    returncode, stderr, saved = runs_on_damaged_caches[damage]
+    assert returncode == 0, stderr
+    assert np.load(saved).tobytes() == weights[0].tobytes()
 
 
 @pytest.mark.slow

@@ -1519,7 +1519,7 @@ cdef inline Py_ssize_t _gradients_at(const Buffers* buffers) noexcept nogil:
     return buffers.n_slots * buffers.parts.size
 
 
-cdef floating _batch_chunks(
+cdef floating _batch_gradient(
     const Network* net, const floating* weights, const Data* data, const Py_ssize_t* batch, Py_ssize_t batch_rows,
     uint64_t seed, Py_ssize_t step, const Buffers* buffers, int n_threads, Py_ssize_t* right,
 ) noexcept nogil:
@@ -1609,7 +1609,7 @@ cdef void _train(
         while start < n_rows:
             step += 1
             batch_rows = min(batch_size, n_rows - start)
-            epoch_loss += _batch_chunks(
+            epoch_loss += _batch_gradient(
                 net, weights, data, order + start, batch_rows, schedule.seed, step, buffers, n_threads, &epoch_right
             )
             _step(net, weights, state, schedule, schedule.rates[epoch], step, buffers, batch_rows, n_threads)
@@ -1698,7 +1698,7 @@ def layered_gradient(net, const floating[::1] weights, data, schedule, const Py_
     cdef Py_ssize_t right = 0
     try:
         with nogil:
-            loss = _batch_chunks(
+            loss = _batch_gradient(
                 &c_net, &weights[0], &c_data, &rows[0], rows.shape[0], c_schedule.seed, c_schedule.steps_done + 1,
                 &buffers, 1, &right,
             )
