@@ -32,7 +32,8 @@ step several times over; unless ``OMP_WAIT_POLICY`` is set, fastbp sets it to
 as it loads (it has no effect on one that some other library loaded earlier; child
 processes inherit it).  On a machine
 of its own, ``OMP_WAIT_POLICY=ACTIVE`` (or GNU's ``GOMP_SPINCOUNT=100000``) makes
-small batches faster on several threads.
+small batches faster on several threads.  The Cython backend's layered kernels wait at
+a barrier of their own instead, which spins briefly before it sleeps.
 """
 
 from __future__ import annotations

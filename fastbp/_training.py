@@ -7,7 +7,8 @@ Epochs run inside the kernels, in chunks of about :data:`CHUNK_WORK` weight upda
 (tens of milliseconds): between chunks Ctrl-C is honoured, a diverged run stops, the
 progress bar moves, and shuffled row orders for the next chunk are drawn.  A layered
 network (convolutions, pooling, dropout) runs each epoch in parts of whole batches of
-about that much arithmetic, which give the same updates as one call.  L-BFGS
+about :data:`LAYERED_CALL_WORK` multiply-adds, as long, which give the same updates as
+one call.  L-BFGS
 (:meth:`Trainer.minimize`) is SciPy's, driving the kernels' full-batch gradient.
 
 Numerical faults are reported, never returned as results.  The kernels compute in
@@ -55,6 +56,12 @@ from .layers import LayerSpec, build_layers
 
 #: Weight updates per kernel call when training: tens of milliseconds of compiled work.
 CHUNK_WORK = 10_000_000
+#: Multiply-adds (``work_per_row``) per kernel call of a layered network, in whole batches.  Its convolutions get
+#: through dozens of times as many a second as a dense network's updates (Winograd's products, computed only where
+#: the pooling reads, by BLAS), so this too is tens of milliseconds: five batches of 128 of the notebook's network.
+#: Each call starts the threads that share its batches (which then meet at a barrier that spins briefly); with a
+#: call per batch, those starts cost two threads 8% of their speed.
+LAYERED_CALL_WORK = 1_000_000_000
 
 LR_SCHEDULES = ("constant", "invscaling")
 
@@ -370,7 +377,8 @@ class Trainer:
                     self.advance(len(part), n_rows, steps_per_epoch)
                     bar.update(len(part))
                 else:
-                    part[0], counted = self._epoch_in_parts(train, orders, rates, max(1, CHUNK_WORK // work), bar)
+                    call_rows = max(1, LAYERED_CALL_WORK // work)
+                    part[0], counted = self._epoch_in_parts(train, orders, rates, call_rows, bar)
                     if right is not None:
                         right.append(counted)
                 check_finite(part, self.weights, done)

@@ -3,6 +3,9 @@ contract's :class:`fastbp._backends.Backend`: the compiled backends agree bit fo
 (central differences), the thread count and the dropout seed do what they say."""
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -427,6 +430,38 @@ def test_trained_weights_do_not_depend_on_the_thread_count(compiled_backend, dty
     for n_threads in (2, 3):
         for a, b in zip(one, train(compiled_backend, layout, weights, data, schedule, n_threads)):
             assert_same_bits(a, b)
+
+
+TEAM_SCRIPT = """
+import sys
+import numpy as np
+import fastbp
+from fastbp.layers import Conv2D, Dropout, Flatten, MaxPooling2D
+fastbp._training.MIN_BATCH_WORK_FOR_THREADS = 0  # threads for this small network's batches too
+rng = np.random.default_rng(0)
+images, y = rng.random((300, 8, 8, 1)), rng.integers(0, 3, 300)
+layers = [Conv2D(4, 3, activation="relu"), MaxPooling2D(2), Flatten(), Dropout(0.25)]
+model = fastbp.train(
+    images, y, layers=layers, output="softmax", optimizer="adam", batch_size=128, epochs=2, seed=0,
+    backend=sys.argv[1], n_threads=int(sys.argv[2]),
+)
+sys.stdout.write(model.weights.tobytes().hex())
+"""
+
+
+def test_a_training_on_fewer_threads_than_asked_for_gives_the_same_weights(compiled_backend):
+    """Where the OpenMP runtime starts fewer threads than asked for (here ``OMP_THREAD_LIMIT=1``), the threads
+    that do start share the chunks and the step among themselves: no thread waits for one that never came."""
+
+    def weights_in_a_process(n_threads, **environment):
+        finished = subprocess.run(
+            [sys.executable, "-c", TEAM_SCRIPT, compiled_backend, str(n_threads)],
+            capture_output=True, text=True, timeout=120, env={**os.environ, **environment},
+        )  # fmt: skip
+        assert finished.returncode == 0, finished.stderr
+        return finished.stdout
+
+    assert weights_in_a_process(2, OMP_THREAD_LIMIT="1") == weights_in_a_process(1)
 
 
 LARGE_BATCH_NETWORKS = [

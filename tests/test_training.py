@@ -98,7 +98,7 @@ def test_a_layered_network_trains_alike_in_a_kernel_call_per_batch_or_per_epoch(
     layers = [Conv2D(4, 3, activation="relu"), MaxPooling2D(2), Flatten(), Dropout(0.25)]
     models = []
     for work in (1, 10**12):  # a kernel call per batch, then one per epoch
-        monkeypatch.setattr(fastbp._training, "CHUNK_WORK", work)
+        monkeypatch.setattr(fastbp._training, "LAYERED_CALL_WORK", work)
         options = {"output": "softmax", "optimizer": "adam", "lr": 0.01, "batch_size": 128, "epochs": 2, "seed": 0}
         models.append(fastbp.train(images, y, layers=layers, dtype=np.float32, backend=compiled_backend, **options))
     np.testing.assert_array_equal(models[0].weights, models[1].weights)

@@ -5,9 +5,13 @@ layers, trained by mini-batches.
 The same kernels and arithmetic as :mod:`fastbp._kernels_numba.layered`, operation by
 operation, so the two agree bit for bit: a batch is cut into chunks of ``_chunk_rows``
 rows, each run forward and backward into a gradient buffer of its own by one slot
-(an OpenMP thread's scratch: slot ``t`` takes chunks ``t``, ``t + n_slots``, ...), and
+(an OpenMP thread's scratch: thread ``t`` of ``n`` takes chunks ``t``, ``t + n``, ...), and
 the chunks' gradients are then summed in chunk order, so the thread count never
-changes a result.  Dense layers and convolutions (a row's windows gathered into a
+changes a result.  A training call's threads share one OpenMP parallel region and meet
+twice a batch at a barrier of the module's own (``fastbp_barrier_wait``), which spins
+briefly before it sleeps: OpenMP's own waits sleep at once under fastbp's
+``OMP_WAIT_POLICY=PASSIVE``, and waking the threads at every batch cost two of them a
+tenth of their speed.  Dense layers and convolutions (a row's windows gathered into a
 ``(positions, fan_in + 1)`` matrix) multiply by BLAS's gemm, called with the very
 arguments the Numba backend passes; a 3x3 convolution of stride 1 without padding is
 computed by Winograd's F(2x2, 3x3) (``_winograd``), its transforms written once in C for
@@ -25,7 +29,7 @@ convolution's backward pass works on its filters and their gradient copied into 
 padded to whole cache lines, the same values.
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, threadid
 from libc.stdint cimport uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -61,6 +65,91 @@ cdef extern from *:
     #endif
     """
     int FASTBP_LAYERED_OPENMP
+
+
+cdef extern from *:
+    """
+    /* The threads of one training's parallel region meet twice a batch (its chunks' gradients done, its step
+       done) at this barrier.  A thread that arrives before the others spins for up to FASTBP_SPIN_NS
+       nanoseconds, which a batch's imbalance between threads rarely exceeds, then sleeps on a condition variable
+       until the last one arrives: no wake-up from sleep on an idle machine, and no core spun away for long where
+       another process needs it.  OpenMP's own barriers and regions sleep at once under OMP_WAIT_POLICY=PASSIVE,
+       fastbp's default (see fastbp._parallel). */
+    #include <pthread.h>
+    #include <time.h>
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fastbp_team_size(void) { return omp_get_num_threads(); }
+    #else
+    static int fastbp_team_size(void) { return 1; }
+    #endif
+    #if defined(__x86_64__) || defined(__i386__)
+    #define FASTBP_PAUSE() __builtin_ia32_pause()
+    #elif defined(__aarch64__)
+    #define FASTBP_PAUSE() __asm__ __volatile__("yield")
+    #else
+    #define FASTBP_PAUSE() ((void)0)
+    #endif
+    #define FASTBP_SPIN_NS 100000
+
+    typedef struct {
+        int arrived;  /* threads at the barrier in this round */
+        int round;  /* rounds completed: the last thread to arrive adds one */
+        int sleepers;
+        pthread_mutex_t lock;
+        pthread_cond_t woken;
+    } fastbp_barrier;
+
+    static void fastbp_barrier_init(fastbp_barrier* b) {
+        b->arrived = b->round = b->sleepers = 0;
+        pthread_mutex_init(&b->lock, NULL);
+        pthread_cond_init(&b->woken, NULL);
+    }
+
+    static void fastbp_barrier_destroy(fastbp_barrier* b) {
+        pthread_mutex_destroy(&b->lock);
+        pthread_cond_destroy(&b->woken);
+    }
+
+    static long long fastbp_now_ns(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+    }
+
+    /* Wait until all ``team`` threads have called this; what each wrote before it, every one reads after it. */
+    static void fastbp_barrier_wait(fastbp_barrier* b, int team) {
+        int round = __atomic_load_n(&b->round, __ATOMIC_ACQUIRE);
+        long long until;
+        int i;
+        if (__atomic_add_fetch(&b->arrived, 1, __ATOMIC_ACQ_REL) == team) {
+            __atomic_store_n(&b->arrived, 0, __ATOMIC_RELAXED);
+            pthread_mutex_lock(&b->lock);
+            __atomic_store_n(&b->round, round + 1, __ATOMIC_RELEASE);
+            if (b->sleepers) pthread_cond_broadcast(&b->woken);
+            pthread_mutex_unlock(&b->lock);
+            return;
+        }
+        until = fastbp_now_ns() + FASTBP_SPIN_NS;
+        do {
+            for (i = 0; i < 64; i++) {
+                if (__atomic_load_n(&b->round, __ATOMIC_ACQUIRE) != round) return;
+                FASTBP_PAUSE();
+            }
+        } while (fastbp_now_ns() < until);
+        pthread_mutex_lock(&b->lock);
+        b->sleepers++;
+        while (__atomic_load_n(&b->round, __ATOMIC_ACQUIRE) == round) pthread_cond_wait(&b->woken, &b->lock);
+        b->sleepers--;
+        pthread_mutex_unlock(&b->lock);
+    }
+    """
+    ctypedef struct fastbp_barrier:
+        pass
+    int fastbp_team_size() noexcept nogil
+    void fastbp_barrier_init(fastbp_barrier* barrier) noexcept nogil
+    void fastbp_barrier_destroy(fastbp_barrier* barrier) noexcept nogil
+    void fastbp_barrier_wait(fastbp_barrier* barrier, int team) noexcept nogil
 
 
 cdef extern from *:
@@ -344,7 +433,7 @@ cdef struct Parts:
     const Py_ssize_t* win_off
     Py_ssize_t size  # its values in all
     # Not in a slot: each Winograd convolution's transformed filters (16, in_c, units) from u_off[k] in the
-    # weights' transforms (_transform), n_transformed values in all, which the slots share.
+    # weights' transforms (_transform), n_transformed values in all, one set per slot.
     const Py_ssize_t* u_off
     Py_ssize_t n_transformed
 
@@ -359,14 +448,15 @@ cdef struct Chunk:
 
 cdef struct Buffers:
     # One call's scratch: n_slots slots of parts.size values for chunks of chunk_rows rows, then n_chunks
-    # gradients (the first also their sum), losses and rows classed right, and the weights' transforms.
+    # gradients (the first also their sum), losses and rows classed right, and each slot's weights' transforms
+    # (each thread transforms the weights itself, where one thread and a barrier more would make the others wait).
     Parts parts
     Py_ssize_t chunk_rows
     Py_ssize_t n_slots
     Py_ssize_t n_chunks
     Py_ssize_t n_weights
     void* block  # the floats, of the weights' type, from the first multiple of LINE_BYTES in the allocation
-    void* transformed  # the weights' transforms (Parts.u_off), after the chunks' rows classed right
+    void* transformed  # slot t's weights' transforms (Parts.u_off) from t * parts.n_transformed, after the rest
     void* allocation
     Py_ssize_t* v_off
 
@@ -640,7 +730,7 @@ cdef void _transform(
     const Network* net, const floating* weights, const Parts* parts, floating* transformed
 ) noexcept nogil:
     """The weights' transforms: each Winograd convolution's filters (``_winograd_filters``) into ``transformed``
-    from ``parts.u_off[k]``, once for a batch's chunks (or a prediction's), which all read them."""
+    from ``parts.u_off[k]``, once for a thread's chunks of a batch (or a prediction's), which all read them."""
     cdef Py_ssize_t k
     cdef const Py_ssize_t* g
     for k in range(net.n_layers):
@@ -1519,39 +1609,43 @@ cdef inline Py_ssize_t _gradients_at(const Buffers* buffers) noexcept nogil:
     return buffers.n_slots * buffers.parts.size
 
 
-cdef floating _batch_gradient(
+cdef void _chunk_gradients(
     const Network* net, const floating* weights, const Data* data, const Py_ssize_t* batch, Py_ssize_t batch_rows,
-    uint64_t seed, Py_ssize_t step, const Buffers* buffers, int n_threads, Py_ssize_t* right,
+    uint64_t seed, Py_ssize_t step, const Buffers* buffers, Py_ssize_t thread, Py_ssize_t team,
 ) noexcept nogil:
-    """The gradient of each of the batch's chunks into its place after the slots (slot ``t`` taking
-    chunks ``t``, ``t + n_slots``, ...; up to ``n_threads`` threads); returns the batch's loss (the chunks'
-    summed in chunk order), and adds the rows its forward passes classed right to ``right``."""
+    """Thread ``thread`` of ``team``'s share of the batch's chunks: chunks ``thread``, ``thread + team``, ...,
+    each's gradient into its place after the slots, its loss and rows classed right after those, in the thread's
+    slot of scratch and with the weights' transforms of its own."""
     cdef floating* block = <floating*>buffers.block
-    cdef Py_ssize_t n_slots = buffers.n_slots, n_weights = buffers.n_weights
-    cdef Py_ssize_t chunk_rows = buffers.chunk_rows
+    cdef Py_ssize_t n_weights = buffers.n_weights, chunk_rows = buffers.chunk_rows
     cdef Py_ssize_t n_chunks = (batch_rows + chunk_rows - 1) // chunk_rows
-    cdef Py_ssize_t n_active = min(n_slots, n_chunks)
     cdef floating* chunk_grads = block + _gradients_at(buffers)
     cdef floating* chunk_losses = chunk_grads + buffers.n_chunks * n_weights
     cdef floating* chunk_rights = chunk_losses + buffers.n_chunks
-    cdef Py_ssize_t slot, c, first
-    cdef floating loss
-    cdef const floating* transformed = <const floating*>buffers.transformed
-    _transform(net, weights, &buffers.parts, <floating*>buffers.transformed)
-    for slot in prange(
-        n_active, schedule="static", num_threads=n_threads, use_threads_if=n_threads > 1 and n_active > 1
-    ):
-        c = slot
-        while c < n_chunks:
-            first = c * chunk_rows
-            chunk_losses[c] = _chunk_gradient(
-                net, weights, transformed, data,
-                Chunk(rows=batch + first, n_rows=min(chunk_rows, batch_rows - first), seed=seed, step=step),
-                batch_rows, block + slot * buffers.parts.size, &buffers.parts, chunk_grads + c * n_weights,
-                chunk_rights + c,
-            )
-            c = c + n_slots
-    loss = chunk_losses[0]
+    cdef floating* transformed = <floating*>buffers.transformed + thread * buffers.parts.n_transformed
+    cdef Py_ssize_t c, first
+    _transform(net, weights, &buffers.parts, transformed)
+    c = thread
+    while c < n_chunks:
+        first = c * chunk_rows
+        chunk_losses[c] = _chunk_gradient(
+            net, weights, transformed, data,
+            Chunk(rows=batch + first, n_rows=min(chunk_rows, batch_rows - first), seed=seed, step=step),
+            batch_rows, block + thread * buffers.parts.size, &buffers.parts, chunk_grads + c * n_weights,
+            chunk_rights + c,
+        )
+        c = c + team
+
+
+cdef floating _batch_loss(
+    const floating* chunk_grads, const Buffers* buffers, Py_ssize_t n_chunks, Py_ssize_t* right
+) noexcept nogil:
+    """The batch's loss, its chunks' summed in chunk order (``chunk_grads`` the chunks' gradients, after which
+    their losses lie); adds the rows its forward passes classed right to ``right``."""
+    cdef const floating* chunk_losses = chunk_grads + buffers.n_chunks * buffers.n_weights
+    cdef const floating* chunk_rights = chunk_losses + buffers.n_chunks
+    cdef floating loss = chunk_losses[0]
+    cdef Py_ssize_t c
     for c in range(1, n_chunks):
         loss += chunk_losses[c]
     for c in range(n_chunks):
@@ -1570,34 +1664,24 @@ cdef void _sum_chunks(
             grads[i] += grads[c * n_weights + i]
 
 
-cdef void _step(
-    const Network* net, floating* weights, floating* state, const Schedule* schedule, double rate, Py_ssize_t step,
-    const Buffers* buffers, Py_ssize_t batch_rows, int n_threads,
-) noexcept nogil:
-    """The batch's chunks' gradients summed and applied by the optimizer, the weights cut into one range of whole
-    rows per slot (up to ``n_threads`` threads): each weight's sum and update are those of one thread, the same
-    bits, and no thread waits idle while another steps the optimizer alone."""
-    cdef Py_ssize_t n_chunks = (batch_rows + buffers.chunk_rows - 1) // buffers.chunk_rows
-    cdef Py_ssize_t n_ranges = buffers.n_slots, n_weights = buffers.n_weights
-    cdef Py_ssize_t r, first, last
-    cdef floating* grad = <floating*>buffers.block + _gradients_at(buffers)
-    for r in prange(n_ranges, schedule="static", num_threads=n_threads, use_threads_if=n_ranges > 1):
-        first = row_start(net, r * n_weights // n_ranges)
-        last = row_start(net, (r + 1) * n_weights // n_ranges)
-        _sum_chunks(grad, n_weights, n_chunks, first, last)
-        optimizer_step_over(net, weights, grad, state, schedule, rate, step, first, last)
-
-
-cdef void _train(
+cdef void _train_on_thread(
     const Network* net, floating* weights, floating* state, const Data* data, const Schedule* schedule,
-    double* history, double* right, const Buffers* buffers, int n_threads,
+    double* history, double* right, const Buffers* buffers, fastbp_barrier* barrier, Py_ssize_t thread,
+    Py_ssize_t team,
 ) noexcept nogil:
-    """Mini-batch training for ``schedule.n_epochs`` epochs, the chunks of each batch and then its step shared by
-    up to ``n_threads`` threads; each epoch's loss into ``history``, its rows classed right into ``right``."""
+    """Thread ``thread`` of ``team``'s part of ``_train``: each batch, its share of the chunks
+    (``_chunk_gradients``), then, once every thread's are done, the chunks' gradients summed and applied by the
+    optimizer over the thread's range of whole rows of the weights, until every thread's step is done.  Each
+    weight's sum and update are those of one thread, so the thread count never changes a result; thread 0 adds
+    up the losses and rows classed right."""
     cdef Py_ssize_t n_rows = schedule.n_visits
     cdef Py_ssize_t batch_size = min(schedule.batch_size, n_rows)
+    cdef Py_ssize_t n_weights = buffers.n_weights
+    cdef Py_ssize_t first = row_start(net, thread * n_weights // team)
+    cdef Py_ssize_t last = row_start(net, (thread + 1) * n_weights // team)
+    cdef floating* grads = <floating*>buffers.block + _gradients_at(buffers)
     cdef Py_ssize_t step = schedule.steps_done
-    cdef Py_ssize_t epoch, start, batch_rows
+    cdef Py_ssize_t epoch, start, batch_rows, n_chunks
     cdef const Py_ssize_t* order
     cdef double epoch_loss  # in float64, as the Numba kernel's sum of its batches' losses
     cdef Py_ssize_t epoch_right
@@ -1609,13 +1693,34 @@ cdef void _train(
         while start < n_rows:
             step += 1
             batch_rows = min(batch_size, n_rows - start)
-            epoch_loss += _batch_gradient(
-                net, weights, data, order + start, batch_rows, schedule.seed, step, buffers, n_threads, &epoch_right
-            )
-            _step(net, weights, state, schedule, schedule.rates[epoch], step, buffers, batch_rows, n_threads)
+            n_chunks = (batch_rows + buffers.chunk_rows - 1) // buffers.chunk_rows
+            _chunk_gradients(net, weights, data, order + start, batch_rows, schedule.seed, step, buffers, thread, team)
+            fastbp_barrier_wait(barrier, team)
+            _sum_chunks(grads, n_weights, n_chunks, first, last)
+            optimizer_step_over(net, weights, grads, state, schedule, schedule.rates[epoch], step, first, last)
+            if thread == 0:
+                epoch_loss += _batch_loss(grads, buffers, n_chunks, &epoch_right)
+            fastbp_barrier_wait(barrier, team)
             start += batch_size
-        history[epoch] = epoch_loss
-        right[epoch] = <double>epoch_right
+        if thread == 0:
+            history[epoch] = epoch_loss
+            right[epoch] = <double>epoch_right
+
+
+cdef void _train(
+    const Network* net, floating* weights, floating* state, const Data* data, const Schedule* schedule,
+    double* history, double* right, const Buffers* buffers,
+) noexcept nogil:
+    """Mini-batch training for ``schedule.n_epochs`` epochs on one OpenMP thread per slot, all in one parallel
+    region (``_train_on_thread``), the threads meeting at ``fastbp_barrier_wait`` twice a batch: each epoch's loss
+    into ``history``, its rows classed right into ``right``."""
+    cdef fastbp_barrier barrier
+    fastbp_barrier_init(&barrier)
+    with parallel(num_threads=buffers.n_slots, use_threads_if=buffers.n_slots > 1):
+        _train_on_thread(
+            net, weights, state, data, schedule, history, right, buffers, &barrier, threadid(), fastbp_team_size()
+        )
+    fastbp_barrier_destroy(&barrier)
 
 
 cdef Buffers _buffers(
@@ -1623,7 +1728,7 @@ cdef Buffers _buffers(
 ) except *:
     """Scratch for batches of up to ``batch_rows`` rows cut into chunks of ``chunk_rows`` rows, on ``n_slots``
     slots (at most one per chunk), of floats of ``item`` bytes: the slots, each chunk's gradient, each chunk's loss
-    and rows classed right, a gradient, then the weights' transforms.
+    and rows classed right, then each slot's weights' transforms.
     Freed by ``_free``."""
     cdef Buffers buffers
     cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
@@ -1641,7 +1746,9 @@ cdef Buffers _buffers(
         item,
     )
     before_transforms = buffers.n_slots * buffers.parts.size + buffers.n_chunks * (n_weights + 2)
-    buffers.allocation = malloc((before_transforms + buffers.parts.n_transformed) * item + LINE_BYTES)
+    buffers.allocation = malloc(
+        (before_transforms + buffers.n_slots * buffers.parts.n_transformed) * item + LINE_BYTES
+    )
     if buffers.allocation == NULL:
         free(buffers.v_off)
         raise MemoryError()
@@ -1676,10 +1783,7 @@ def train_layered(
     buffers = _buffers(&c_net, batch_rows, _chunk_rows(c_schedule.batch_size), n_threads, sizeof(floating))
     try:
         with nogil:
-            _train(
-                &c_net, &weights[0], &optimizer_state[0], &c_data, &c_schedule, &history[0], &right[0], &buffers,
-                n_threads,
-            )
+            _train(&c_net, &weights[0], &optimizer_state[0], &c_data, &c_schedule, &history[0], &right[0], &buffers)
     finally:
         _free(&buffers)
 
@@ -1698,11 +1802,12 @@ def layered_gradient(net, const floating[::1] weights, data, schedule, const Py_
     cdef Py_ssize_t right = 0
     try:
         with nogil:
-            loss = _batch_gradient(
+            _chunk_gradients(
                 &c_net, &weights[0], &c_data, &rows[0], rows.shape[0], c_schedule.seed, c_schedule.steps_done + 1,
-                &buffers, 1, &right,
+                &buffers, 0, 1,
             )
             grads = <floating*>buffers.block + _gradients_at(&buffers)
+            loss = _batch_loss(grads, &buffers, buffers.n_chunks, &right)
             _sum_chunks(grads, buffers.n_weights, buffers.n_chunks, 0, buffers.n_weights)
             memcpy(&grad[0], grads, buffers.n_weights * sizeof(floating))
     finally:
