@@ -74,15 +74,18 @@ cdef extern from *:
        nanoseconds, which a batch's imbalance between threads rarely exceeds, then sleeps on a condition variable
        until the last one arrives: no wake-up from sleep on an idle machine, and no core spun away for long where
        another process needs it.  OpenMP's own barriers and regions sleep at once under OMP_WAIT_POLICY=PASSIVE,
-       fastbp's default (see fastbp._parallel). */
-    #include <pthread.h>
-    #include <time.h>
+       fastbp's default (see fastbp._parallel).  Builds with OpenMP but without POSIX threads or GCC's atomics
+       wait at OpenMP's barrier instead; builds without OpenMP run one thread, which waits for none. */
     #ifdef _OPENMP
     #include <omp.h>
     static int fastbp_team_size(void) { return omp_get_num_threads(); }
     #else
     static int fastbp_team_size(void) { return 1; }
     #endif
+
+    #if defined(_OPENMP) && (defined(__GNUC__) || defined(__clang__)) && (defined(__unix__) || defined(__APPLE__))
+    #include <pthread.h>
+    #include <time.h>
     #if defined(__x86_64__) || defined(__i386__)
     #define FASTBP_PAUSE() __builtin_ia32_pause()
     #elif defined(__aarch64__)
@@ -143,6 +146,18 @@ cdef extern from *:
         b->sleepers--;
         pthread_mutex_unlock(&b->lock);
     }
+    #else
+    typedef struct { int unused; } fastbp_barrier;
+    static void fastbp_barrier_init(fastbp_barrier* b) { b->unused = 0; }
+    static void fastbp_barrier_destroy(fastbp_barrier* b) { (void)b; }
+    static void fastbp_barrier_wait(fastbp_barrier* b, int team) {
+        (void)b;
+        (void)team;
+    #ifdef _OPENMP
+        _Pragma("omp barrier")
+    #endif
+    }
+    #endif
     """
     ctypedef struct fastbp_barrier:
         pass
