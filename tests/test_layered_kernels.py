@@ -449,14 +449,14 @@ sys.stdout.write(model.weights.tobytes().hex())
 """
 
 
-def test_a_training_on_fewer_threads_than_asked_for_gives_the_same_weights(compiled_backend):
+def test_a_training_on_fewer_threads_than_asked_for_gives_the_same_weights(compiled_backend, tmp_path):
     """Where the OpenMP runtime starts fewer threads than asked for (here ``OMP_THREAD_LIMIT=1``), the threads
     that do start share the chunks and the step among themselves: no thread waits for one that never came."""
 
     def weights_in_a_process(n_threads, **environment):
-        finished = subprocess.run(
+        finished = subprocess.run(  # outside the checkout, whose fastbp may lack the installed one's extensions
             [sys.executable, "-c", TEAM_SCRIPT, compiled_backend, str(n_threads)],
-            capture_output=True, text=True, timeout=120, env={**os.environ, **environment},
+            capture_output=True, text=True, timeout=300, env={**os.environ, **environment}, cwd=tmp_path,
         )  # fmt: skip
         assert finished.returncode == 0, finished.stderr
         return finished.stdout
