@@ -55,7 +55,8 @@ NUMBA_OPTIONS = {
 # tile's transforms, a window's errors added into its inputs): inlined at the Numba IR level, since LLVM alone
 # leaves those calls in the loop.  A helper that does a whole row's or chunk's work is compiled once on its own
 # instead (plain ``NUMBA_OPTIONS``): Numba copies an inlined function's IR into every caller and types each
-# copy again, which took the layered kernels' first compilation to minutes.
+# copy again, which took the layered kernels' first compilation to minutes.  A thin wrapper around such helpers
+# is inlined again: compiled on its own, a function links in its callees and generates their machine code again.
 NUMBA_INLINED_OPTIONS = {**NUMBA_OPTIONS, "inline": "always"}
 
 # For the per-row kernels that allocate nothing: without Numba's reference counting (NRT, a private but

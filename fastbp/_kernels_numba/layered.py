@@ -1200,11 +1200,14 @@ def _batch_tasks(net, weights, data, batch, per_chunk, scratch, chunk_grads, chu
             )
 
 
-_batch_chunks = njit(**NUMBA_OPTIONS)(_batch_tasks)
+# The one-thread chain's thin wrappers, ``_batch_chunks`` and ``_batch_gradient``, are inlined into their callers
+# (``NUMBA_INLINED_OPTIONS``): a function compiled on its own generates machine code again for everything it
+# calls, which cost each wrapper 3 s of the first compilation.
+_batch_chunks = njit(**NUMBA_INLINED_OPTIONS)(_batch_tasks)
 _batch_chunks_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_batch_tasks, "_on_threads"))
 
 
-@njit(**NUMBA_OPTIONS)
+@njit(**NUMBA_INLINED_OPTIONS)
 def _batch_gradient(net, weights, data, batch, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, seed, step):
     """The gradients of the batch's chunks (of ``per_chunk`` rows) into ``chunk_grads``; returns the batch's loss
     (the chunks' summed in chunk order) and how many of its rows the forward passes classed right."""
