@@ -1201,8 +1201,7 @@ def _batch_tasks(net, weights, data, batch, per_chunk, scratch, chunk_grads, chu
 
 
 # The one-thread chain's thin wrappers, ``_batch_chunks`` and ``_batch_gradient``, are inlined into their callers
-# (``NUMBA_INLINED_OPTIONS``): a function compiled on its own generates machine code again for everything it
-# calls, which cost each wrapper 3 s of the first compilation.
+# (see ``NUMBA_INLINED_OPTIONS``): compiled on their own, each cost 3 s of the first compilation.
 _batch_chunks = njit(**NUMBA_INLINED_OPTIONS)(_batch_tasks)
 _batch_chunks_on_threads = njit(parallel=True, **NUMBA_OPTIONS)(_variant(_batch_tasks, "_on_threads"))
 
