@@ -8,6 +8,7 @@ after it, if any) becomes the output layer, the others the hidden layers, and ea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -215,8 +216,8 @@ class Sequential:
         measures its accuracy over the training data after the epoch), and the loss and metrics on
         ``validation_data`` after each epoch.
 
-        ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over each epoch and a line per epoch, 2 the
-        lines only.  Returns a :class:`History`.
+        ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over each epoch's steps (its batches, as Keras
+        counts them) and a line per epoch, 2 the lines only.  Returns a :class:`History`.
         """
         batch_size = 32 if batch_size is None else batch_size
         epochs = as_count(epochs, "epochs")
@@ -242,9 +243,8 @@ class Sequential:
             if verbose:
                 print(f"Epoch {epoch + 1}/{epochs}", flush=True)
             right: list[int] = []
-            losses = self._trainer.run(
-                X, targets, sample_weight, 1, n_threads=threads, progress=verbose == 1, right=right
-            )
+            with _StepBar(history.params["steps"]) if verbose == 1 else contextlib.nullcontext(False) as bar:
+                losses = self._trainer.run(X, targets, sample_weight, 1, n_threads=threads, progress=bar, right=right)
             check_finite(losses, self._trainer.weights, epoch)
             logs = {"loss": float(losses[0]) / len(X)}
             if self._compiled["metrics"]:  # as Keras: over the epoch's training passes (a dense network's: after)
@@ -441,6 +441,27 @@ class Sequential:
         """Write the model to ``path`` in fastbp's model-file format; ``fastbp.load`` gives back a ``Sequential``
         that predicts the same and can be trained further (with a fresh optimizer)."""
         self._model().save(path)
+
+
+class _StepBar:
+    """A progress bar over one epoch's ``steps`` batches, which training advances in epochs (its
+    ``ProgressBar``); it leaves nothing behind once closed, where the epoch's line follows."""
+
+    def __init__(self, steps: int):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=steps, unit="step", leave=False)
+        self._epochs = 0.0
+
+    def update(self, epochs: float) -> None:
+        self._epochs += epochs
+        self._bar.update(min(round(self._epochs * self._bar.total), self._bar.total) - self._bar.n)
+
+    def __enter__(self) -> _StepBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.close()
 
 
 def _labels(values: np.ndarray, units: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from test_layers import require_layered
 
 import fastbp
 import fastbp._model
+import fastbp._training
 from fastbp import cli
 from fastbp._sequential import SGD, Adam
 from fastbp.layers import Activation, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
@@ -189,6 +190,48 @@ def test_evaluate_prints_its_scores_unless_silent(layered_backend, capsys):
     model.fit(x, y, epochs=2, verbose=2)
     out = capsys.readouterr().out
     assert "Epoch 1/2" in out and "Epoch 2/2" in out and "1/1" in out
+
+
+class RecordingBar:
+    """tqdm's stand-in: what a bar was made with and advanced by."""
+
+    made = []
+
+    def __init__(self, total, unit, leave):
+        self.total, self.unit, self.leave, self.updates, self.closed = total, unit, leave, [], False
+        RecordingBar.made.append(self)
+
+    @property
+    def n(self):
+        return sum(self.updates)
+
+    def update(self, n):
+        self.updates.append(n)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("call_work", [1, 10**12], ids=["a-kernel-call-per-batch", "one-per-epoch"])
+@pytest.mark.parametrize("dense_only", [False, True], ids=["layered", "dense-only"])
+def test_verbose_fit_shows_a_bar_over_each_epochs_steps(layered_backend, monkeypatch, dense_only, call_work):
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    monkeypatch.setattr(fastbp._training, "LAYERED_CALL_WORK", call_work)
+    monkeypatch.setattr(RecordingBar, "made", [])
+    x, y = small_data(n=45)
+    if dense_only:  # the dense kernels, which run whole epochs
+        x, layers = x.reshape(45, -1), [Dense(4, activation="relu", input_shape=(60,)), Dense(3, activation="softmax")]
+    model = compiled(layers if dense_only else small_layers(), layered_backend)
+    model.fit(x, y, batch_size=8, epochs=2)  # verbose "auto": 1
+    bars = RecordingBar.made
+    assert len(bars) == 2  # one an epoch, each over its 6 steps (batches), counted whole, gone once closed
+    assert all(bar.total == 6 and bar.unit == "step" and not bar.leave and bar.closed for bar in bars)
+    assert all(bar.n == 6 and all(type(n) is int and n >= 0 for n in bar.updates) for bar in bars)
+    assert len(bars[0].updates) == (6 if call_work == 1 and not dense_only else 1)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=2)
+    assert len(RecordingBar.made) == 2
 
 
 def test_history_loss_is_the_loss_before_the_update(layered_backend):
