@@ -804,16 +804,18 @@ np.save(sys.argv[1], model.weights)
 
 
 def _start_cached(cache: Path, out: Path) -> subprocess.Popen:
+    """A process that trains with Numba's cache in ``cache`` and saves its weights to ``out``, its error output
+    into a file beside them (``_finish``): a pipe that nobody reads while several run could fill and stall it."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
     env.pop("FASTBP_NUMBA_CACHE", None)
-    return subprocess.Popen(
-        [sys.executable, "-c", CACHE_SCRIPT, str(out)], cwd=out.parent, env=env, stderr=subprocess.PIPE, text=True
-    )
+    with out.with_suffix(".stderr").open("w") as stderr:
+        return subprocess.Popen([sys.executable, "-c", CACHE_SCRIPT, str(out)], cwd=out.parent, env=env, stderr=stderr)
 
 
-def _finish(process: subprocess.Popen) -> None:
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr
+def _finish(process: subprocess.Popen, out: Path) -> tuple[int, str]:
+    """The exit status and error output of ``_start_cached``'s process that saves to ``out``, once it ends."""
+    process.wait(timeout=300)
+    return process.returncode, out.with_suffix(".stderr").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -821,9 +823,10 @@ def populated_cache(tmp_path_factory):
     """A Numba cache that several processes filled at once, compiling for the first time, and their weights."""
     folder = tmp_path_factory.mktemp("numba-cache")
     cache = folder / "cache"
-    processes = [_start_cached(cache, folder / f"weights{k}.npy") for k in range(3)]
-    for process in processes:
-        _finish(process)
+    outs = [folder / f"weights{k}.npy" for k in range(3)]
+    for process, out in [(_start_cached(cache, out), out) for out in outs]:
+        returncode, stderr = _finish(process, out)
+        assert returncode == 0, stderr
     return cache, [np.load(folder / f"weights{k}.npy") for k in range(3)]
 
 
@@ -862,8 +865,7 @@ def runs_on_damaged_caches(populated_cache, tmp_path_factory):
         started[damage] = (_start_cached(folder / "cache", folder / "weights.npy"), folder / "weights.npy")
     runs = {}
     for damage, (process, weights) in started.items():
-        _, stderr = process.communicate(timeout=300)
-        runs[damage] = (process.returncode, stderr, weights)
+        runs[damage] = (*_finish(process, weights), weights)
     return runs
 
 
@@ -887,8 +889,8 @@ def test_a_read_only_cache_directory_runs_uncached_instead_of_failing(populated_
     else:
         cache = tmp_path / "read-only"
         cache.mkdir(mode=0o555)
-    process = _start_cached(cache, tmp_path / "weights.npy")
-    _finish(process)
+    returncode, stderr = _finish(_start_cached(cache, tmp_path / "weights.npy"), tmp_path / "weights.npy")
+    assert returncode == 0, stderr
     assert np.load(tmp_path / "weights.npy").tobytes() == weights[0].tobytes()
 
 
