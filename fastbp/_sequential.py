@@ -9,6 +9,7 @@ after it, if any) becomes the output layer, the others the hidden layers, and ea
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from ._layout import as_image
 from ._model import Model
 from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
-from ._validate import RandomSource, as_count, as_inputs, one_hot
+from ._validate import RandomSource, as_count, as_finite, as_flag, as_inputs, one_hot
 from .layers import Activation, Dense, Input, LayerSpec, activation_name, as_row_shape, input_shape_of
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam
 
@@ -85,6 +86,8 @@ class Sequential:
         self._random = RandomSource(seed)
         self._compiled: dict | None = None
         self._trainer: Trainer | None = None
+        #: Set by a callback during ``fit`` to stop training after the epoch, as in Keras.
+        self.stop_training = False
         for layer in layers or ():
             self.add(layer)
 
@@ -205,6 +208,8 @@ class Sequential:
         batch_size: int | None = None,
         epochs: int = 1,
         verbose: int | str = "auto",
+        callbacks: Sequence[object] | None = None,
+        validation_split: float = 0.0,
         validation_data: tuple[ArrayLike, ArrayLike] | None = None,
         shuffle: bool = True,
         *,
@@ -214,16 +219,22 @@ class Sequential:
         each epoch when ``shuffle``; report each epoch's mean loss and accuracy over its batches as they
         trained (with dropout, each batch before its update, as Keras does; a network of dense layers alone
         measures its accuracy over the training data after the epoch), and the loss and metrics on
-        ``validation_data`` after each epoch.
+        ``validation_data`` after each epoch (or, without it, on the last ``validation_split`` of the rows, which
+        then do not train, as Keras takes them: before any shuffling).
 
         ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over each epoch's steps (its batches, as Keras
-        counts them) and a line per epoch, 2 the lines only.  Returns a :class:`History`.
+        counts them) and a line per epoch, 2 the lines only.  ``callbacks``: objects with any of Keras's
+        callback methods, which are called as Keras calls them, but for the per-batch ones (``set_model``,
+        ``set_params``, ``on_train_begin``, ``on_epoch_begin``, ``on_epoch_end`` with the epoch's logs,
+        ``on_train_end``); one that sets the model's ``stop_training`` stops training after that epoch, as
+        Keras's ``EarlyStopping`` does.  Returns a :class:`History`.
         """
         batch_size = 32 if batch_size is None else batch_size
         epochs = as_count(epochs, "epochs")
         verbose = 1 if verbose == "auto" else verbose
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        callbacks = _callbacks(callbacks)
         options = self._options(batch_size, shuffle)
         shape = self._input_shape_of(x)
         X, targets = self._data(x, y, shape, options)
@@ -232,13 +243,21 @@ class Sequential:
             if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
             validation = self._data(*validation_data, shape, options)
+        elif as_finite(validation_split, "validation_split"):
+            X, targets, validation = _split(X, targets, validation_split)
         self._ensure_built(shape, options)
         shuffling = self._trainer.shuffle or (self._random.numpy() if shuffle else None)
         self._trainer = self._trainer.continued(options, shuffling if shuffle else None)
         sample_weight = np.ones(len(X), dtype=X.dtype)
         history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose})
         threads = as_threads(n_threads)
+        self.stop_training = False
+        _call(callbacks, "set_model", self)
+        _call(callbacks, "set_params", dict(history.params))
+        _call(callbacks, "on_train_begin", {})
+        logs: dict[str, float] = {}
         for epoch in range(epochs):
+            _call(callbacks, "on_epoch_begin", epoch, {})
             started = time.perf_counter()
             if verbose:
                 print(f"Epoch {epoch + 1}/{epochs}", flush=True)
@@ -260,6 +279,10 @@ class Sequential:
                 steps = history.params["steps"]
                 line = " - ".join(f"{name}: {value:.4f}" for name, value in sorted(logs.items()))
                 print(f"{steps}/{steps} - {seconds:.0f}s - {1000 * seconds / steps:.0f}ms/step - {line}", flush=True)
+            _call(callbacks, "on_epoch_end", epoch, dict(logs))
+            if self.stop_training:
+                break
+        _call(callbacks, "on_train_end", dict(logs))
         return history
 
     def _data(self, x, y, shape: tuple[int, ...], options: Options) -> tuple[np.ndarray, np.ndarray]:
@@ -327,10 +350,11 @@ class Sequential:
 
     def evaluate(
         self, x: ArrayLike, y: ArrayLike, batch_size: int | None = None, verbose: int | str = "auto", *,
-        n_threads: int | None = None,
-    ) -> float | list[float]:  # fmt: skip
+        return_dict: bool = False, n_threads: int | None = None,
+    ) -> float | list[float] | dict[str, float]:  # fmt: skip
         """The loss on ``x`` and ``y`` (the mean over rows), then each metric: a list when there are metrics,
-        as Keras returns.  ``batch_size`` and ``verbose`` are accepted for Keras's sake."""
+        as Keras returns, or with ``return_dict`` a dict by their names (``loss``, ``accuracy``).
+        ``batch_size`` and ``verbose`` are accepted for Keras's sake."""
         if self._compiled is None:
             raise RuntimeError("compile the model before evaluating it: model.compile(...)")
         if verbose not in (0, "auto", 1, 2):
@@ -339,6 +363,8 @@ class Sequential:
         scores = self._scores(*self._data(x, y, layout.input_shape, self._trainer.options), as_threads(n_threads))
         if verbose:
             print(" - ".join(f"{name}: {value:.4f}" for name, value in sorted(scores.items())))
+        if as_flag(return_dict, "return_dict"):
+            return scores
         return list(scores.values()) if len(scores) > 1 else scores["loss"]
 
     def predict(
@@ -441,6 +467,37 @@ class Sequential:
         """Write the model to ``path`` in fastbp's model-file format; ``fastbp.load`` gives back a ``Sequential``
         that predicts the same and can be trained further (with a fresh optimizer)."""
         self._model().save(path)
+
+
+def _callbacks(callbacks) -> list:
+    """``fit``'s ``callbacks`` as a list, refused unless a list or tuple of them (or None)."""
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, list | tuple):
+        raise TypeError(f"callbacks must be a list of callback objects, got {type(callbacks).__name__}")
+    return list(callbacks)
+
+
+def _call(callbacks: list, method: str, *args) -> None:
+    """Each callback's ``method`` with ``args``, where it has one (Keras's callbacks have all of them)."""
+    for callback in callbacks:
+        function = getattr(callback, method, None)
+        if callable(function):
+            function(*args)
+
+
+def _split(X: np.ndarray, targets: np.ndarray, fraction: float):
+    """The rows before the last ``fraction`` of them, their targets, and those last rows with theirs, as Keras's
+    ``validation_split`` takes them (the first ``floor(n * (1 - fraction))`` rows train)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"validation_split must be in [0, 1), got {fraction!r}")
+    split_at = math.floor(len(X) * (1.0 - fraction))
+    if split_at in (0, len(X)):
+        raise ValueError(
+            f"{len(X)} rows cannot be split into training and validation rows by validation_split={fraction!r}: "
+            "give more rows or another fraction"
+        )
+    return X[:split_at], targets[:split_at], (X[split_at:], targets[split_at:])
 
 
 class _StepBar:

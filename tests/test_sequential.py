@@ -234,6 +234,111 @@ def test_verbose_fit_shows_a_bar_over_each_epochs_steps(layered_backend, monkeyp
     assert len(RecordingBar.made) == 2
 
 
+def test_validation_split_validates_on_the_last_rows_as_validation_data_would(layered_backend):
+    x, y = small_data(n=40)
+    split = compiled(small_layers(), layered_backend, seed=3)
+    history = split.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_split=0.25)
+    given = compiled(small_layers(), layered_backend, seed=3)
+    expected = given.fit(x[:30], y[:30], batch_size=8, epochs=2, verbose=0, validation_data=(x[30:], y[30:]))
+    assert history.history == expected.history and set(history.history) == {"loss", "accuracy", "val_loss",
+                                                                            "val_accuracy"}  # fmt: skip
+    assert all(np.array_equal(a, b) for a, b in zip(split.get_weights(), given.get_weights(), strict=True))
+    overridden = compiled(small_layers(), layered_backend, seed=3)
+    both = overridden.fit(x[:30], y[:30], batch_size=8, epochs=2, verbose=0, validation_data=(x[30:], y[30:]),
+                          validation_split=0.5)  # fmt: skip
+    assert both.history == expected.history  # validation_data wins, as in Keras
+
+
+@pytest.mark.parametrize(
+    ("fraction", "n", "error"),
+    [
+        (1.0, 40, r"validation_split must be in \[0, 1\), got 1.0"),
+        (-0.1, 40, r"validation_split must be in \[0, 1\), got -0.1"),
+        (float("nan"), 40, "validation_split must be a finite number"),
+        ("0.2", 40, "validation_split must be a finite number"),
+        (0.1, 1, r"1 rows cannot be split .* validation_split=0.1"),
+        (1e-17, 40, r"40 rows cannot be split .* validation_split=1e-17"),  # 1 - 1e-17 rounds to 1
+    ],
+)
+def test_a_validation_split_that_leaves_no_rows_to_train_or_validate_is_refused(fraction, n, error):
+    x, y = small_data(n=n)
+    model = compiled(small_layers(), "numba")
+    with pytest.raises(ValueError, match=error):
+        model.fit(x, y, epochs=1, verbose=0, validation_split=fraction)
+    assert model._trainer is None  # nothing built, nothing trained
+
+
+class Recorder:
+    """A callback that records Keras's calls, and stops training at the end of epoch ``stop_at``."""
+
+    def __init__(self, stop_at=None):
+        self.calls, self.stop_at = [], stop_at
+
+    def set_model(self, model):
+        self.model = model
+        self.calls.append("set_model")
+
+    def set_params(self, params):
+        self.calls.append(("set_params", params))
+
+    def on_train_begin(self, logs=None):
+        self.calls.append("on_train_begin")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("on_epoch_begin", epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("on_epoch_end", epoch, logs))
+        if epoch == self.stop_at:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("on_train_end", logs))
+
+
+def test_callbacks_are_called_as_keras_calls_them_and_may_stop_training(layered_backend):
+    x, y = small_data(n=40)
+    model = compiled(small_layers(), layered_backend)
+    recorder, bare = Recorder(stop_at=1), object()  # a callback may lack any of the methods
+    history = model.fit(x, y, batch_size=8, epochs=5, verbose=0, validation_split=0.2, callbacks=[bare, recorder])
+    logs = [{name: values[epoch] for name, values in history.history.items()} for epoch in range(2)]
+    assert history.epoch == [0, 1] and len(history.history["loss"]) == 2
+    assert recorder.calls == [
+        "set_model", ("set_params", {"epochs": 5, "steps": 4, "verbose": 0}), "on_train_begin",
+        ("on_epoch_begin", 0), ("on_epoch_end", 0, logs[0]), ("on_epoch_begin", 1), ("on_epoch_end", 1, logs[1]),
+        ("on_train_end", logs[1]),
+    ]  # fmt: skip
+    assert recorder.model is model and model.stop_training
+    assert len(model.fit(x, y, epochs=2, verbose=0, callbacks=(Recorder(),)).history["loss"]) == 2  # reset
+    with pytest.raises(TypeError, match="callbacks must be a list of callback objects, got Recorder"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=Recorder())
+
+
+def test_keras_early_stopping_stops_and_restores_the_best_weights(layered_backend):
+    keras = pytest.importorskip("keras", reason="needs Keras to run its own callback")
+    x, y = small_data(n=60)
+    model = compiled(small_layers(), layered_backend, optimizer=Adam(learning_rate=0.05))
+    weights_after = []
+    saver = type("Saver", (), {"on_epoch_end": lambda self, epoch, logs: weights_after.append(model.get_weights())})
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    history = model.fit(x, y, batch_size=8, epochs=30, verbose=0, validation_split=0.5, callbacks=[saver(), stopper])
+    losses = history.history["val_loss"]
+    assert len(losses) < 30 and stopper.stopped_epoch == len(losses) - 1
+    best = int(np.argmin(losses))
+    assert losses[-1] >= losses[best] and best == stopper.best_epoch
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights_after[best], strict=True))
+
+
+def test_evaluate_returns_its_scores_by_name_on_request(layered_backend):
+    x, y = small_data()
+    model = compiled(small_layers(), layered_backend)
+    model.fit(x, y, epochs=1, verbose=0)
+    loss, accuracy = model.evaluate(x, y, verbose=0)
+    assert model.evaluate(x, y, verbose=0, return_dict=True) == {"loss": loss, "accuracy": accuracy}
+    with pytest.raises(TypeError, match="return_dict must be True or False"):
+        model.evaluate(x, y, verbose=0, return_dict="yes")
+
+
 def test_history_loss_is_the_loss_before_the_update(layered_backend):
     # One batch, no dropout, plain SGD: the epoch's loss is the loss at the starting weights, evaluate's.
     x, y = small_data()
