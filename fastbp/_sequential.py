@@ -9,11 +9,12 @@ after it, if any) becomes the output layer, the others the hidden layers, and ea
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -92,11 +93,18 @@ class Sequential:
             self.add(layer)
 
     def add(self, layer: LayerSpec) -> None:
-        """Append ``layer`` (before the model is built)."""
+        """Append ``layer`` (before the model is built); one without a name is named after its class, as Keras
+        names it (``conv2d``, ``conv2d_1``, ...: ``model.layers`` holds that named copy)."""
         if not isinstance(layer, LayerSpec):
             raise TypeError(f"{layer!r} is not a fastbp.layers layer")
         if self._trainer is not None:
             raise ValueError("the model is built: layers cannot be added any more")
+        names = {spec.name for spec in self.layers}
+        if layer.name in names:
+            raise ValueError(f"the model has a layer named {layer.name!r} already: layer names must be unique")
+        if layer.name is None:
+            base = "input_layer" if isinstance(layer, Input) else _snake_case(type(layer).__name__)
+            layer = replace(layer, name=next(name for name in _numbered(base) if name not in names))
         self.layers.append(layer)
 
     def compile(
@@ -380,22 +388,17 @@ class Sequential:
         return self._trainer.layout.n_weights if self._trainer is not None else sum(p for _, _, p in self._rows())
 
     def _rows(self) -> list[tuple[str, tuple[int, ...], int]]:
-        """Each layer's name (Keras's way: ``conv2d``, ``conv2d_1``, ...), output shape and parameter count."""
+        """Each layer's name and class, output shape and parameter count."""
         shape = self._trainer.layout.input_shape if self._trainer is not None else self._input_declared()
         if shape is None:
             raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
-        counts: dict[str, int] = {}
         rows = []
         for spec in self.layers:
             if isinstance(spec, Input):
                 continue
             layer = spec.build(shape) if not isinstance(spec, Activation) else None
-            base = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(spec).__name__).lstrip("_")
-            base = base.replace("2_d", "2d")
-            name = base if base not in counts else f"{base}_{counts[base]}"
-            counts[base] = counts.get(base, 0) + 1
             shape = layer.out_shape if layer is not None else shape
-            rows.append((f"{name} ({type(spec).__name__})", shape, layer.n_weights if layer is not None else 0))
+            rows.append((f"{spec.name} ({type(spec).__name__})", shape, layer.n_weights if layer is not None else 0))
         return rows
 
     def summary(self, print_fn=None) -> None:
@@ -467,6 +470,17 @@ class Sequential:
         """Write the model to ``path`` in fastbp's model-file format; ``fastbp.load`` gives back a ``Sequential``
         that predicts the same and can be trained further (with a fresh optimizer)."""
         self._model().save(path)
+
+
+def _snake_case(class_name: str) -> str:
+    """A layer class's name as Keras names its layers: ``MaxPooling2D`` as ``max_pooling2d``."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in class_name).lstrip("_").replace("2_d", "2d")
+
+
+def _numbered(base: str):
+    """``base``, then ``base_1``, ``base_2``, ...: the names Keras gives layers of one class in turn."""
+    yield base
+    yield from (f"{base}_{k}" for k in itertools.count(1))
 
 
 def _callbacks(callbacks) -> list:

@@ -58,14 +58,25 @@ def as_row_shape(value, where: str) -> Shape | None:
     return tuple(int(n) for n in shape) + ((1,) if len(shape) == 2 else ())
 
 
+def _as_name(value, where: str) -> str | None:
+    """A layer's name: None (a ``Sequential`` then names it as Keras would) or a non-empty string."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ValueError(f"{where}: name must be a non-empty string, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class LayerSpec:
-    """What every layer shares: the shape of one input row it may declare (``input_shape``, Keras's)."""
+    """What every layer shares: the shape of one input row it may declare (``input_shape``, Keras's), and its
+    ``name`` (Keras's: unique in a model; a ``Sequential`` names a layer without one after its class,
+    ``dense``, ``dense_1``, ...)."""
 
     input_shape: Shape | None = field(default=None, kw_only=True)
+    name: str | None = field(default=None, kw_only=True)
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", as_row_shape(self.input_shape, self._where()))
+        _as_name(self.name, self._where())
 
     def _where(self) -> str:
         return type(self).__name__
@@ -75,8 +86,8 @@ class LayerSpec:
         raise NotImplementedError
 
     def get_config(self) -> dict:
-        """Its settings by Keras's names, as JSON values."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Its settings by Keras's names, as JSON values (its name only where it has one)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name" or self.name is not None}
 
 
 @dataclass(frozen=True)
@@ -201,6 +212,7 @@ class Input(LayerSpec):
     def __post_init__(self):
         object.__setattr__(self, "input_shape", as_row_shape(self.shape, "Input"))
         object.__setattr__(self, "shape", self.input_shape)
+        _as_name(self.name, "Input")
 
 
 #: The layer classes by name, for rebuilding a model from its configuration.

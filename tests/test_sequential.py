@@ -130,6 +130,29 @@ def test_summary_with_an_input_layer_and_with_a_built_model():
     assert built.count_params() == 113_386
 
 
+def test_layers_keep_their_names_and_the_others_are_named_as_keras_names_them(tmp_path):
+    model = fastbp.Sequential([Input((6, 5, 2)), Conv2D(3, 3, name="dense"), Flatten(), Dense(4, name="hidden"),
+                               Dense(3, activation="softmax")])  # fmt: skip
+    assert [layer.name for layer in model.layers] == ["input_layer", "dense", "flatten", "hidden", "dense_1"]
+    lines = []
+    model.summary(print_fn=lines.append)
+    rows = [line.split()[:2] for line in lines[0].splitlines() if line.split()[1:2] and line.split()[1][0] == "("]
+    assert rows[1:] == [["dense", "(Conv2D)"], ["flatten", "(Flatten)"], ["hidden", "(Dense)"], ["dense_1", "(Dense)"]]
+    model.compile(loss="sparse_categorical_crossentropy", backend="numba")
+    model.fit(*small_data(), epochs=1, verbose=0)
+    model.save(tmp_path / "named.npz")
+    assert [layer.name for layer in fastbp.load(tmp_path / "named.npz").layers] == [
+        layer.name for layer in model.layers
+    ]
+    with pytest.raises(ValueError, match="the model has a layer named 'hidden' already: layer names must be unique"):
+        fastbp.Sequential([Dense(4, name="hidden"), Dense(2, name="hidden")])
+    for bad in ("", 3):
+        with pytest.raises(ValueError, match=f"Dense: name must be a non-empty string, got {bad!r}"):
+            Dense(4, name=bad)
+    with pytest.raises(ValueError, match="Input: name must be a non-empty string"):
+        Input((3,), name="")
+
+
 def test_summary_without_an_input_shape_is_refused():
     model = fastbp.Sequential(notebook_layers(input_shape=None))
     with pytest.raises(ValueError, match="input shape"):
