@@ -80,7 +80,9 @@ def bench_digits_lbfgs(timed, size, digits, assert_learned, library):
         estimator, info = neural_network.MLPClassifier, {"library": library, "implementation": "scikit-learn"}
     else:
         estimator = fastbp.MLPClassifier
-        estimator(**LBFGS, max_iter=1, backend=library).fit(X[:64], y[:64])  # warm up: load or compile the kernels
+        with warnings.catch_warnings():  # warm up: load or compile the kernels (one iteration cannot converge)
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator(**LBFGS, max_iter=1, backend=library).fit(X[:64], y[:64])
         info = {"library": "fastbp", "implementation": f"fastbp {library} float64", "path": "batch_gradient kernel"}
     params = {**LBFGS, "max_iter": size.epochs, **({} if library == "scikit-learn" else {"backend": library})}
 
