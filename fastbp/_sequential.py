@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from numbers import Integral
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -82,7 +83,7 @@ class Sequential:
     """
 
     def __init__(self, layers: Sequence[LayerSpec] | None = None, *, seed: int | None = None, name: str = "sequential"):
-        self.layers: list[LayerSpec] = []
+        self._layers: list[LayerSpec] = []  # as added, an Input among them
         self.name = name
         self._random = RandomSource(seed)
         self._compiled: dict | None = None
@@ -99,13 +100,33 @@ class Sequential:
             raise TypeError(f"{layer!r} is not a fastbp.layers layer")
         if self._trainer is not None:
             raise ValueError("the model is built: layers cannot be added any more")
-        names = {spec.name for spec in self.layers}
+        names = {spec.name for spec in self._layers}
         if layer.name in names:
             raise ValueError(f"the model has a layer named {layer.name!r} already: layer names must be unique")
         if layer.name is None:
             base = "input_layer" if isinstance(layer, Input) else _snake_case(type(layer).__name__)
             layer = replace(layer, name=next(name for name in _numbered(base) if name not in names))
-        self.layers.append(layer)
+        self._layers.append(layer)
+
+    @property
+    def layers(self) -> list[LayerSpec]:
+        """The layers, named, as Keras lists them: without an ``Input``."""
+        return [spec for spec in self._layers if not isinstance(spec, Input)]
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> LayerSpec:
+        """The layer named ``name``, or at ``index`` of :attr:`layers` (one of the two), as Keras's ``get_layer``."""
+        layers = self.layers
+        if (name is None) == (index is None):
+            raise ValueError(f"give get_layer a layer's name or its index, not both or neither (name={name!r}, "
+                             f"index={index!r})")  # fmt: skip
+        if index is not None:
+            if not isinstance(index, Integral) or isinstance(index, bool) or not -len(layers) <= index < len(layers):
+                raise ValueError(f"index must be an integer in [{-len(layers)}, {len(layers)}), got {index!r}")
+            return layers[index]
+        found = next((spec for spec in layers if spec.name == name), None)
+        if found is None:
+            raise ValueError(f"no layer is named {name!r}; the layers are {[spec.name for spec in layers]}")
+        return found
 
     def compile(
         self,
@@ -155,7 +176,7 @@ class Sequential:
 
     def _output_layer(self) -> tuple[list[LayerSpec], int, str]:
         """The hidden layers, and the output layer's units and activation (fastbp's name)."""
-        specs = list(self.layers)
+        specs = list(self._layers)
         activation = None
         if specs and isinstance(specs[-1], Activation):
             activation = specs.pop().activation
@@ -204,10 +225,10 @@ class Sequential:
 
     def _input_declared(self) -> tuple[int, ...] | None:
         """The input shape the layers declare (the first declaration; ``build_layers`` checks the others)."""
-        return next((spec.input_shape for spec in self.layers if spec.input_shape is not None), None)
+        return next((spec.input_shape for spec in self._layers if spec.input_shape is not None), None)
 
     def _input_shape_of(self, x) -> tuple[int, ...]:
-        return self._trainer.layout.input_shape if self._trainer is not None else input_shape_of(self.layers, x)
+        return self._trainer.layout.input_shape if self._trainer is not None else input_shape_of(self._layers, x)
 
     def fit(
         self,
@@ -394,8 +415,6 @@ class Sequential:
             raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
         rows = []
         for spec in self.layers:
-            if isinstance(spec, Input):
-                continue
             layer = spec.build(shape) if not isinstance(spec, Activation) else None
             shape = layer.out_shape if layer is not None else shape
             rows.append((f"{spec.name} ({type(spec).__name__})", shape, layer.n_weights if layer is not None else 0))
@@ -462,7 +481,7 @@ class Sequential:
             compiled = {**self._compiled, "optimizer": {"class_name": type(optimizer).__name__, **vars(optimizer)}}
         return {
             "name": self.name,
-            "layers": [{"class_name": type(spec).__name__, **spec.get_config()} for spec in self.layers],
+            "layers": [{"class_name": type(spec).__name__, **spec.get_config()} for spec in self._layers],
             "compile": compiled,
         }
 

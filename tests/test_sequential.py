@@ -133,7 +133,7 @@ def test_summary_with_an_input_layer_and_with_a_built_model():
 def test_layers_keep_their_names_and_the_others_are_named_as_keras_names_them(tmp_path):
     model = fastbp.Sequential([Input((6, 5, 2)), Conv2D(3, 3, name="dense"), Flatten(), Dense(4, name="hidden"),
                                Dense(3, activation="softmax")])  # fmt: skip
-    assert [layer.name for layer in model.layers] == ["input_layer", "dense", "flatten", "hidden", "dense_1"]
+    assert [layer.name for layer in model.layers] == ["dense", "flatten", "hidden", "dense_1"]  # Input: not listed
     lines = []
     model.summary(print_fn=lines.append)
     rows = [line.split()[:2] for line in lines[0].splitlines() if line.split()[1:2] and line.split()[1][0] == "("]
@@ -144,6 +144,15 @@ def test_layers_keep_their_names_and_the_others_are_named_as_keras_names_them(tm
     assert [layer.name for layer in fastbp.load(tmp_path / "named.npz").layers] == [
         layer.name for layer in model.layers
     ]
+    assert model.get_layer("hidden") is model.layers[2] and model.get_layer(index=-1).name == "dense_1"
+    with pytest.raises(ValueError, match=r"no layer is named 'out'; the layers are \['dense', 'flatten'"):
+        model.get_layer("out")
+    for arguments in ({}, {"name": "hidden", "index": 0}):
+        with pytest.raises(ValueError, match="give get_layer a layer's name or its index, not both or neither"):
+            model.get_layer(**arguments)
+    for index in (4, -5, 1.0, True):
+        with pytest.raises(ValueError, match=r"index must be an integer in \[-4, 4\)"):
+            model.get_layer(index=index)
     with pytest.raises(ValueError, match="the model has a layer named 'hidden' already: layer names must be unique"):
         fastbp.Sequential([Dense(4, name="hidden"), Dense(2, name="hidden")])
     for bad in ("", 3):
