@@ -29,7 +29,7 @@ from ._layout import as_image
 from ._model import Model
 from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
-from ._validate import RandomSource, as_count, as_finite, as_flag, as_inputs, one_hot
+from ._validate import RandomSource, as_count, as_finite, as_flag, as_inputs, as_sample_weight, one_hot
 from .layers import Activation, Dense, Input, LayerSpec, activation_name, as_row_shape, input_shape_of
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam
 
@@ -241,6 +241,8 @@ class Sequential:
         validation_split: float = 0.0,
         validation_data: tuple[ArrayLike, ArrayLike] | None = None,
         shuffle: bool = True,
+        class_weight: dict[int, float] | None = None,
+        sample_weight: ArrayLike | None = None,
         *,
         n_threads: int | None = None,
     ) -> History:
@@ -256,7 +258,10 @@ class Sequential:
         callback methods, which are called as Keras calls them, but for the per-batch ones (``set_model``,
         ``set_params``, ``on_train_begin``, ``on_epoch_begin``, ``on_epoch_end`` with the epoch's logs,
         ``on_train_end``); one that sets the model's ``stop_training`` stops training after that epoch, as
-        Keras's ``EarlyStopping`` does.  Returns a :class:`History`.
+        Keras's ``EarlyStopping`` does.  ``sample_weight`` (one per row) or ``class_weight`` (by class label,
+        1 for the classes it leaves out; not both, as in Keras) scales each training row's loss and gradient;
+        the reported loss is the weighted sum over the rows' count, the accuracy and the validation unweighted.
+        Returns a :class:`History`.
         """
         batch_size = 32 if batch_size is None else batch_size
         epochs = as_count(epochs, "epochs")
@@ -267,17 +272,17 @@ class Sequential:
         options = self._options(batch_size, shuffle)
         shape = self._input_shape_of(x)
         X, targets = self._data(x, y, shape, options)
+        sample_weight = self._row_weights(targets, sample_weight, class_weight)
         validation = None
         if validation_data is not None:  # checked before anything trains
             if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
             validation = self._data(*validation_data, shape, options)
         elif as_finite(validation_split, "validation_split"):
-            X, targets, validation = _split(X, targets, validation_split)
+            X, targets, sample_weight, validation = _split(X, targets, sample_weight, validation_split)
         self._ensure_built(shape, options)
         shuffling = self._trainer.shuffle or (self._random.numpy() if shuffle else None)
         self._trainer = self._trainer.continued(options, shuffling if shuffle else None)
-        sample_weight = np.ones(len(X), dtype=X.dtype)
         history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose})
         threads = as_threads(n_threads)
         self.stop_training = False
@@ -313,6 +318,27 @@ class Sequential:
                 break
         _call(callbacks, "on_train_end", dict(logs))
         return history
+
+    def _row_weights(self, targets: np.ndarray, sample_weight, class_weight) -> np.ndarray:
+        """Each row's weight in training (of the targets' dtype): ``sample_weight``, or by the row's class from
+        ``class_weight`` as Keras maps them, or 1."""
+        if class_weight is None:
+            return as_sample_weight(sample_weight, len(targets), targets.dtype)
+        if sample_weight is not None:
+            raise ValueError("give fit sample_weight or class_weight, not both (as Keras)")
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"class_weight must be a dict of labels to weights, got {type(class_weight).__name__}")
+        _, units, output = self._output_layer()
+        if output == "identity":
+            raise ValueError("class_weight needs a softmax or sigmoid output, which classes; this one is linear")
+        n_classes = 2 if units == 1 else units
+        weights = np.ones(n_classes)
+        for label, weight in class_weight.items():
+            if not isinstance(label, Integral) or isinstance(label, bool) or not 0 <= label < n_classes:
+                raise ValueError(f"class_weight's classes must be labels in [0, {n_classes}), got {label!r}")
+            weights[label] = as_finite(weight, f"class_weight[{label}]")
+        classes = targets[:, 0].astype(np.intp) if units == 1 else targets.argmax(axis=1)
+        return as_sample_weight(weights[classes], len(targets), targets.dtype)
 
     def _data(self, x, y, shape: tuple[int, ...], options: Options) -> tuple[np.ndarray, np.ndarray]:
         """``x`` as the kernels' rows of ``shape``, and ``y`` as their targets (:meth:`_targets`)."""
@@ -519,9 +545,9 @@ def _call(callbacks: list, method: str, *args) -> None:
             function(*args)
 
 
-def _split(X: np.ndarray, targets: np.ndarray, fraction: float):
-    """The rows before the last ``fraction`` of them, their targets, and those last rows with theirs, as Keras's
-    ``validation_split`` takes them (the first ``floor(n * (1 - fraction))`` rows train)."""
+def _split(X: np.ndarray, targets: np.ndarray, weights: np.ndarray, fraction: float):
+    """The rows before the last ``fraction`` of them, their targets and weights, and those last rows with their
+    targets, as Keras's ``validation_split`` takes them (the first ``floor(n * (1 - fraction))`` rows train)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_split must be in [0, 1), got {fraction!r}")
     split_at = math.floor(len(X) * (1.0 - fraction))
@@ -530,7 +556,7 @@ def _split(X: np.ndarray, targets: np.ndarray, fraction: float):
             f"{len(X)} rows cannot be split into training and validation rows by validation_split={fraction!r}: "
             "give more rows or another fraction"
         )
-    return X[:split_at], targets[:split_at], (X[split_at:], targets[split_at:])
+    return X[:split_at], targets[:split_at], weights[:split_at], (X[split_at:], targets[split_at:])
 
 
 class _StepBar:

@@ -361,6 +361,46 @@ def test_keras_early_stopping_stops_and_restores_the_best_weights(layered_backen
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights_after[best], strict=True))
 
 
+def test_sample_and_class_weights_scale_each_rows_gradient(layered_backend):
+    """Under plain SGD a weight of 2 on every row is a doubled learning rate (both exact in floating point), and
+    class weights are the sample weights of each row's class."""
+    x, y = small_data(n=40)
+
+    def fitted(rate, **weights):
+        model = compiled(small_layers(), layered_backend, seed=2, optimizer=SGD(learning_rate=rate))
+        return model, model.fit(x, y, batch_size=8, epochs=2, verbose=0, **weights).history
+
+    doubled, history = fitted(0.2)
+    for weights in ({"sample_weight": np.full(40, 2.0)}, {"class_weight": {0: 2.0, 1: 2, 2: 2.0}}):
+        weighted, weighted_history = fitted(0.1, **weights)
+        assert all(np.array_equal(a, b) for a, b in zip(weighted.get_weights(), doubled.get_weights(), strict=True))
+        assert weighted_history["accuracy"] == history["accuracy"]
+    by_class, _ = fitted(0.1, class_weight={1: 3.0})  # the classes left out weigh 1
+    by_row, _ = fitted(0.1, sample_weight=np.where(y == 1, 3.0, 1.0))
+    assert all(np.array_equal(a, b) for a, b in zip(by_class.get_weights(), by_row.get_weights(), strict=True))
+    unweighted, _ = fitted(0.1)
+    assert not np.array_equal(by_class.get_weights()[0], unweighted.get_weights()[0])
+
+
+@pytest.mark.parametrize(
+    ("weights", "error", "message"),
+    [
+        ({"sample_weight": np.ones(30), "class_weight": {0: 1.0}}, ValueError, "sample_weight or class_weight, not"),
+        ({"class_weight": [1.0, 2.0, 3.0]}, TypeError, "class_weight must be a dict of labels to weights, got list"),
+        ({"class_weight": {3: 1.0}}, ValueError, r"class_weight's classes must be labels in \[0, 3\), got 3"),
+        ({"class_weight": {0: float("nan")}}, ValueError, r"class_weight\[0\] must be a finite number"),
+        ({"class_weight": {0: -1.0}}, ValueError, "sample_weight must be finite, non-negative and not all zero"),
+        ({"sample_weight": np.ones(29)}, ValueError, r"sample_weight must have shape \(30,\), got \(29,\)"),
+    ],
+)
+def test_bad_sample_or_class_weights_are_refused_before_training(weights, error, message):
+    x, y = small_data()
+    model = compiled(small_layers(), "numba")
+    with pytest.raises(error, match=message):
+        model.fit(x, y, epochs=1, verbose=0, **weights)
+    assert model._trainer is None
+
+
 def test_evaluate_returns_its_scores_by_name_on_request(layered_backend):
     x, y = small_data()
     model = compiled(small_layers(), layered_backend)
