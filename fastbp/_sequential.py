@@ -243,6 +243,7 @@ class Sequential:
         shuffle: bool = True,
         class_weight: dict[int, float] | None = None,
         sample_weight: ArrayLike | None = None,
+        initial_epoch: int = 0,
         *,
         n_threads: int | None = None,
     ) -> History:
@@ -261,10 +262,12 @@ class Sequential:
         Keras's ``EarlyStopping`` does.  ``sample_weight`` (one per row) or ``class_weight`` (by class label,
         1 for the classes it leaves out; not both, as in Keras) scales each training row's loss and gradient;
         the reported loss is the weighted sum over the rows' count, the accuracy and the validation unweighted.
-        Returns a :class:`History`.
+        ``initial_epoch``: the number of the first epoch, as Keras's (resuming a training: epochs
+        ``initial_epoch`` to ``epochs - 1`` run).  Returns a :class:`History`.
         """
         batch_size = 32 if batch_size is None else batch_size
         epochs = as_count(epochs, "epochs")
+        initial_epoch = as_count(initial_epoch, "initial_epoch")
         verbose = 1 if verbose == "auto" else verbose
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
@@ -290,7 +293,7 @@ class Sequential:
         _call(callbacks, "set_params", dict(history.params))
         _call(callbacks, "on_train_begin", {})
         logs: dict[str, float] = {}
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             _call(callbacks, "on_epoch_begin", epoch, {})
             started = time.perf_counter()
             if verbose:

@@ -401,6 +401,19 @@ def test_bad_sample_or_class_weights_are_refused_before_training(weights, error,
     assert model._trainer is None
 
 
+def test_initial_epoch_numbers_the_epochs_of_a_resumed_training(layered_backend, capsys):
+    x, y = small_data(n=40)
+    resumed, fresh = (compiled(small_layers(), layered_backend, seed=4) for _ in range(2))
+    history = resumed.fit(x, y, batch_size=8, epochs=3, initial_epoch=1, verbose=2)
+    assert history.epoch == [1, 2] and len(history.history["loss"]) == 2
+    out = capsys.readouterr().out
+    assert "Epoch 2/3" in out and "Epoch 3/3" in out and "Epoch 1/3" not in out
+    assert history.history == fresh.fit(x, y, batch_size=8, epochs=2, verbose=0).history
+    assert resumed.fit(x, y, epochs=1, initial_epoch=1, verbose=0).epoch == []
+    with pytest.raises(ValueError, match="initial_epoch must be a non-negative integer, got -1"):
+        resumed.fit(x, y, epochs=2, initial_epoch=-1, verbose=0)
+
+
 def test_evaluate_returns_its_scores_by_name_on_request(layered_backend):
     x, y = small_data()
     model = compiled(small_layers(), layered_backend)
