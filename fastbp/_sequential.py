@@ -90,6 +90,8 @@ class Sequential:
         self._trainer: Trainer | None = None
         #: Set by a callback during ``fit`` to stop training after the epoch, as in Keras.
         self.stop_training = False
+        #: The last ``fit``'s :class:`History`, as Keras keeps it (None before any).
+        self.history: History | None = None
         for layer in layers or ():
             self.add(layer)
 
@@ -320,6 +322,7 @@ class Sequential:
             if self.stop_training:
                 break
         _call(callbacks, "on_train_end", dict(logs))
+        self.history = history
         return history
 
     def _row_weights(self, targets: np.ndarray, sample_weight, class_weight) -> np.ndarray:

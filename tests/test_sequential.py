@@ -405,7 +405,7 @@ def test_initial_epoch_numbers_the_epochs_of_a_resumed_training(layered_backend,
     x, y = small_data(n=40)
     resumed, fresh = (compiled(small_layers(), layered_backend, seed=4) for _ in range(2))
     history = resumed.fit(x, y, batch_size=8, epochs=3, initial_epoch=1, verbose=2)
-    assert history.epoch == [1, 2] and len(history.history["loss"]) == 2
+    assert history.epoch == [1, 2] and len(history.history["loss"]) == 2 and resumed.history is history
     out = capsys.readouterr().out
     assert "Epoch 2/3" in out and "Epoch 3/3" in out and "Epoch 1/3" not in out
     assert history.history == fresh.fit(x, y, batch_size=8, epochs=2, verbose=0).history
