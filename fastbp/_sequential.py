@@ -343,8 +343,7 @@ class Sequential:
             if not isinstance(label, Integral) or isinstance(label, bool) or not 0 <= label < n_classes:
                 raise ValueError(f"class_weight's classes must be labels in [0, {n_classes}), got {label!r}")
             weights[label] = as_finite(weight, f"class_weight[{label}]")
-        classes = targets[:, 0].astype(np.intp) if units == 1 else targets.argmax(axis=1)
-        return as_sample_weight(weights[classes], len(targets), targets.dtype)
+        return as_sample_weight(weights[_classes(targets)], len(targets), targets.dtype)
 
     def _data(self, x, y, shape: tuple[int, ...], options: Options) -> tuple[np.ndarray, np.ndarray]:
         """``x`` as the kernels' rows of ``shape``, and ``y`` as their targets (:meth:`_targets`)."""
@@ -387,10 +386,8 @@ class Sequential:
 
     @staticmethod
     def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
-        """The share of rows whose class is right: the largest output's, or one sigmoid unit's above 0.5."""
-        if outputs.shape[1] == 1:
-            return float(np.mean((outputs[:, 0] > 0.5) == (targets[:, 0] > 0.5)))
-        return float(np.mean(np.argmax(outputs, axis=1) == np.argmax(targets, axis=1)))
+        """The share of rows whose class is right (:func:`_classes`)."""
+        return float(np.mean(_classes(outputs) == _classes(targets)))
 
     def _scores(self, X: np.ndarray, targets: np.ndarray, n_threads: int) -> dict[str, float]:
         """The loss (the mean over rows) and the metrics on checked rows ``X`` and their ``targets``."""
@@ -521,6 +518,12 @@ class Sequential:
         """Write the model to ``path`` in fastbp's model-file format; ``fastbp.load`` gives back a ``Sequential``
         that predicts the same and can be trained further (with a fresh optimizer)."""
         self._model().save(path)
+
+
+def _classes(values: np.ndarray) -> np.ndarray:
+    """Each row's class from a classifier's outputs or targets: the largest column's, or, in one sigmoid unit's
+    single column, 1 above 0.5."""
+    return (values[:, 0] > 0.5).astype(np.intp) if values.shape[1] == 1 else np.argmax(values, axis=1)
 
 
 def _snake_case(class_name: str) -> str:
