@@ -51,7 +51,7 @@ from .._constants import (
 )
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .llvm import blas_dgemm, blas_sgemm
+from .llvm import add_scaled, blas_dgemm, blas_sgemm
 from .primitives import ONE, activation, derivative, optimizer_step_over, output_error, row_start, softmax
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
@@ -72,11 +72,9 @@ ONE_SLOT = np.intp(1)
 ROW_SHIFT = np.uintp(CELL_SHIFT)
 COLUMN_MASK = np.uintp(2**CELL_SHIFT - 1)
 
-#: A pooled convolution's backward pass adds this many terms at a time (``_add_terms``), each sum loaded and stored
-#: once for them, in turn (the sums of one at a time): the errors of that many pooling windows into each filter's
-#: gradient, and of that many filters into their window's inputs.  ``_add_terms`` spells out a loop for each count
-#: from 1 to 4, so it is at most 4.
-TERMS_AT_ONCE = 4
+#: The pooling windows whose errors a pooled convolution's backward pass adds into a filter's gradient at a time
+#: (``add_scaled``'s terms), each sum loaded and stored once for them all.
+TERMS_BLOCK = 64
 
 GAMMA = np.uint64(SPLITMIX_GAMMA)
 MIX1 = np.uint64(SPLITMIX_MIX1)
@@ -709,93 +707,62 @@ def _scatter_windows(patch_errors, g, below, start):
     at ``below[start:]`` where the window reads it, windows in order."""
     in_h, in_w, in_c, out_h, out_w, _, _, _, _, _, _, fan_in = _window(g)
     below[start : start + in_h * in_w * in_c] = 0.0
-    one = below.dtype.type(1.0)
+    starts, ones = np.empty(1, dtype=np.uintp), np.ones(1, dtype=below.dtype)
     for oy in range(out_h):
         for ox in range(out_w):
-            at = np.uintp((oy * out_w + ox) * fan_in)
-            _add_window(below, start, g, oy, ox, patch_errors, (one, one, one, one), (at, at, at, at), 1)
+            starts[0] = (oy * out_w + ox) * fan_in
+            _add_window(below, start, g, oy, ox, patch_errors, starts, ones, 1)
 
 
 @njit(**NUMBA_OPTIONS)
-def _add_grouped(below, start, g, weights, filters, width, errors, winners, at, won, first, last, lists):
+def _add_grouped(below, start, g, weights, filters, width, errors, winners, at, won, first, last, lists, scales):
     """Filters ``first`` to ``last - 1``'s errors at one pooling window (``errors[at:]``), each times its filter
     (rows ``width`` apart from ``weights[filters:]``), added into the image at ``below[start:]`` where the window's
     maximum (``winners[won:]``) reads it: the filters whose maximum is at the same place together, places in the
-    order the filters first meet them (``GROUPED_FILTERS``), as the Cython backend sums them.  ``lists`` is
-    scratch: the filters left, and those of the place in hand."""
-    left, group = lists[0], lists[1]
+    order the filters first meet them (``GROUPED_FILTERS``), as the Cython backend sums them.  ``lists`` and
+    ``scales`` are scratch: the filters left, and the group's filters' starts and errors."""
+    left, starts = lists[0], lists[1]
     n_left = 0
     for c in range(first, last):  # the filters with an error, listed without a branch
         left[n_left] = c
         n_left += errors[at + c] != 0.0
     while n_left > 0:
-        cell, n_rest, n_group = winners[won + left[0]], 0, 0
+        cell, n_rest, n_terms = winners[won + left[0]], 0, 0
         for i in range(n_left):  # those at the first one's place to the group, the others left
             c = left[i]
-            if winners[won + c] == cell:
-                group[n_group] = c
-                n_group += 1
-            else:
-                left[n_rest] = c
-                n_rest += 1
+            same = winners[won + c] == cell
+            starts[n_terms] = filters + c * width
+            scales[n_terms] = errors[at + c]
+            n_terms += same
+            left[n_rest] = c
+            n_rest += not same
         n_left = n_rest
-        for f in range(0, n_group, TERMS_AT_ONCE):
-            count = min(n_group - f, TERMS_AT_ONCE)
-            # The group's next filters, up to four: fewer repeat the last, past the count _add_terms reads.
-            a, b = group[f], group[f + min(1, count - 1)]
-            d, e = group[f + min(2, count - 1)], group[f + min(3, count - 1)]
-            terms = (errors[at + a], errors[at + b], errors[at + d], errors[at + e])
-            starts = (filters + a * width, filters + b * width, filters + d * width, filters + e * width)
-            _add_window(below, start, g, cell >> ROW_SHIFT, cell & COLUMN_MASK, weights, terms, starts, count)
+        _add_window(below, start, g, cell >> ROW_SHIFT, cell & COLUMN_MASK, weights, starts, scales, n_terms)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _add_window(below, start, g, oy, ox, kernels, terms, starts, n_terms):
-    """The ``n_terms`` (up to ``TERMS_AT_ONCE``) ``terms`` times their kernels (at ``kernels[starts[t]:]``) added
-    into the image at ``below[start:]`` where output ``(oy, ox)``'s window reads it, kernels in turn
-    (``_add_terms``): errors passed down to their inputs.  ``_scatter_windows`` passes terms of ``1.0``:
-    ``x * 1.0`` is ``x`` exactly."""
-    in_h, in_w, in_c, _, _, kernel_h, kernel_w, stride_h, stride_w, pad_top, pad_left, _ = _window(g)
-    start, run = np.uintp(start), kernel_w * in_c
-    x0 = ox * stride_w - pad_left
-    inside = x0 < in_w and x0 + kernel_w <= in_w
-    for ky in range(kernel_h):
-        y = oy * stride_h + ky - pad_top
-        if y >= in_h:
-            continue
-        s = ky * run
-        if inside:
-            shifted = (starts[0] + s, starts[1] + s, starts[2] + s, starts[3] + s)
-            _add_terms(below, start + (y * in_w + x0) * in_c, terms, shifted, n_terms, kernels, run)
-            continue
-        for kx in range(kernel_w):
-            x = x0 + kx
-            if x >= in_w:
-                continue
-            shift = s + kx * in_c
-            shifted = (starts[0] + shift, starts[1] + shift, starts[2] + shift, starts[3] + shift)
-            _add_terms(below, start + (y * in_w + x) * in_c, terms, shifted, n_terms, kernels, in_c)
-
-
-@njit(**NUMBA_INLINED_OPTIONS)
-def _add_terms(sums, at, terms, starts, n_terms, rows, n):
-    """``sums[at + i] += terms[t] * rows[starts[t] + i]`` for ``i < n``, for ``t`` from 0 to ``n_terms - 1``
-    (``TERMS_AT_ONCE`` at most) in turn: the additions of one at a time, with each sum loaded and stored once."""
-    at, n = np.uintp(at), np.uintp(n)
-    a, b, c, d = terms
-    ra, rb, rc, rd = starts
-    if n_terms == 4:
-        for i in range(n):
-            sums[at + i] = sums[at + i] + a * rows[ra + i] + b * rows[rb + i] + c * rows[rc + i] + d * rows[rd + i]
-    elif n_terms == 3:
-        for i in range(n):
-            sums[at + i] = sums[at + i] + a * rows[ra + i] + b * rows[rb + i] + c * rows[rc + i]
-    elif n_terms == 2:
-        for i in range(n):
-            sums[at + i] = sums[at + i] + a * rows[ra + i] + b * rows[rb + i]
-    elif n_terms == 1:
-        for i in range(n):
-            sums[at + i] = sums[at + i] + a * rows[ra + i]
+def _add_window(below, start, g, oy, ox, kernels, starts, scales, n_terms):
+    """Each of ``n_terms`` kernels (at ``kernels[starts[t]:]``) times its scale added into the image at
+    ``below[start:]`` where output ``(oy, ox)``'s window reads it, kernels in turn (``add_scaled``): errors passed
+    down to their inputs.  Where the window's columns lie inside the image, its rows inside it go at once, a row
+    one stretch.  ``_scatter_windows`` passes a scale of ``1.0``: ``x * 1.0`` is ``x`` exactly."""
+    in_h, in_w, in_c = g[Geometry.IN_H], g[Geometry.IN_W], g[Geometry.IN_C]  # signed: rows may start above
+    kernel_h, kernel_w = g[Geometry.KERNEL_H], g[Geometry.KERNEL_W]
+    stretch, image_row = kernel_w * in_c, in_w * in_c
+    left = np.intp(ox) * g[Geometry.STRIDE_W] - g[Geometry.PAD_LEFT]
+    top = np.intp(oy) * g[Geometry.STRIDE_H] - g[Geometry.PAD_TOP]
+    first, last = max(0, -top), min(kernel_h, in_h - top)  # the kernel rows inside
+    if first >= last:
+        return
+    if left >= 0 and left + kernel_w <= in_w:
+        add_scaled(below, start + ((top + first) * in_w + left) * in_c, image_row, kernels, starts, first * stretch,
+                   scales, n_terms, stretch, last - first, stretch)  # fmt: skip
+        return
+    for kx in range(kernel_w):
+        x = left + kx
+        if 0 <= x < in_w:
+            add_scaled(below, start + ((top + first) * in_w + x) * in_c, image_row, kernels, starts,
+                       first * stretch + kx * in_c, scales, n_terms, stretch, last - first, in_c)  # fmt: skip
 
 
 @njit(**NUMBA_OPTIONS)
@@ -1045,7 +1012,9 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             inside = _inside(g, region)
             stretch, row_step = kernel_w * in_c, in_w * in_c
             lists = np.empty((2, GROUPED_FILTERS), dtype=np.uintp)
-            ones, zero = np.ones(1, dtype=weights.dtype), np.uintp(0)
+            scales = np.empty(max(GROUPED_FILTERS, TERMS_BLOCK), dtype=weights.dtype)
+            starts, zeros = np.empty(TERMS_BLOCK, dtype=np.uintp), np.zeros(TERMS_BLOCK, dtype=np.uintp)
+            ones = np.ones(1, dtype=weights.dtype)
             for s in range(n_rows):
                 image = np.uintp(inputs + s * (n_in + 1))
                 if not inside:
@@ -1057,41 +1026,28 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                         for first in range(0, units, GROUPED_FILTERS):
                             _add_grouped(below, s * n_in, g, weights, np.uintp(net.w_off[k]), width, errors, winners,
                                          row + window * units, won + row + window * units, first,
-                                         min(first + GROUPED_FILTERS, units), lists)  # fmt: skip
-                # Each error times its window into its filter's gradient: a few windows' errors for one filter at
+                                         min(first + GROUPED_FILTERS, units), lists, scales)  # fmt: skip
+                # Each error times its window into its filter's gradient: many windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
-                for first in range(0, n_windows, TERMS_AT_ONCE):
+                for first in range(0, n_windows, TERMS_BLOCK):
                     for c in range(units):
-                        n_terms, term_a, term_b, term_c, term_d = 0, dt(0.0), dt(0.0), dt(0.0), dt(0.0)
-                        start_a = start_b = start_c = start_d = np.uintp(0)
-                        for window in range(first, min(first + TERMS_AT_ONCE, n_windows)):
+                        n_terms = 0
+                        for window in range(first, min(first + TERMS_BLOCK, n_windows)):  # no branch
                             j = row + window * units + c
-                            if errors[j] == 0.0:
-                                continue
                             y, x = winners[won + j] >> ROW_SHIFT, winners[won + j] & COLUMN_MASK
+                            scales[n_terms] = errors[j]
                             if inside:
-                                start = image + (y * stride_h * in_w + x * stride_w) * in_c
+                                starts[n_terms] = image + (y * stride_h * in_w + x * stride_w) * in_c
                             else:
-                                start = (y * region[1] + x) * width
-                            if n_terms == 0:
-                                term_a, start_a = errors[j], start
-                            elif n_terms == 1:
-                                term_b, start_b = errors[j], start
-                            elif n_terms == 2:
-                                term_c, start_c = errors[j], start
-                            else:
-                                term_d, start_d = errors[j], start
-                            n_terms += 1
-                        terms, at = (term_a, term_b, term_c, term_d), np.uintp(net.w_off[k]) + c * width
+                                starts[n_terms] = (y * region[1] + x) * width
+                            n_terms += errors[j] != 0.0  # the zero errors' terms overwritten, or left
+                        at = np.uintp(net.w_off[k]) + c * width
                         if inside:
-                            for ky in range(kernel_h):
-                                shift = ky * row_step
-                                _add_terms(grad, at + ky * stretch, terms,
-                                           (start_a + shift, start_b + shift, start_c + shift, start_d + shift),
-                                           n_terms, values, stretch)  # fmt: skip
-                            _add_terms(grad, at + fan_in, terms, (zero, zero, zero, zero), n_terms, ones, ONE)
+                            add_scaled(grad, at, stretch, values, starts, 0, scales, n_terms, row_step, kernel_h,
+                                       stretch)  # fmt: skip
+                            add_scaled(grad, at + fan_in, 0, ones, zeros, 0, scales, n_terms, 0, 1, 1)
                         else:
-                            _add_terms(grad, at, terms, (start_a, start_b, start_c, start_d), n_terms, patches, width)
+                            add_scaled(grad, at, 0, patches, starts, 0, scales, n_terms, 0, 1, width)
         else:
             positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
             for s in range(n_rows):

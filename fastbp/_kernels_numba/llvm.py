@@ -5,6 +5,9 @@
 * ``lane_sums`` and ``stepped_lane_sums`` run the fast mode's ``LANES`` partial sums as
   one LLVM vector: Numba keeps LLVM's SLP vectoriser off, which would otherwise leave
   them as scalar code;
+* ``add_scaled`` adds many rows times their scales into one, each sum kept in a vector
+  register across all the rows, as the Cython backend's ``fastbp_add_scaled_*`` does:
+  LLVM's loop vectoriser would load and store each sum once per row instead;
 * ``libm_exp`` is ``math.exp`` calling the C library's exp directly (see
   :mod:`fastbp._libm`);
 * ``blas_sgemm`` and ``blas_dgemm`` are BLAS's matrix products, the very functions the
@@ -17,7 +20,7 @@ import math
 import llvmlite.binding
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import get_cython_function_address, intrinsic, overload
 
 from .._constants import LANES
@@ -102,6 +105,98 @@ def stepped_lane_sums(typingctx, weights, neuron, inputs, next_inputs, in_off, c
     """``lane_sums`` of ``next_inputs``, each weight first updated in place, ``w -= step * inputs[in_off + i]``."""
     signature = types.UniTuple(weights.dtype, LANES)(weights, neuron, inputs, next_inputs, in_off, count, step)
     return signature, _lane_sums_codegen(True)
+
+
+def _vector_bytes() -> int:
+    """The widest vector register of the processor that Numba compiles for, in bytes: 16 where Numba compiles
+    for a named processor (``NUMBA_CPU_NAME``, say ``generic`` for a portable cache), which wider vectors would
+    make spill."""
+    if config.CPU_NAME is not None:
+        return 16
+    features = llvmlite.binding.get_host_cpu_features()
+    return 64 if features.get("avx512f") else 32 if features.get("avx") else 16
+
+
+#: ``add_scaled``'s vectors, in bytes, and how many of them it keeps in registers at once.
+VECTOR_BYTES = _vector_bytes()
+SUMS_AT_ONCE = 6
+
+
+def _add_scaled_codegen(context, builder, signature, args):
+    """LLVM code for ``add_scaled``: rows of ``SUMS_AT_ONCE`` vectors of sums, then of two, then one sum at a
+    time, each loaded once, added to by every term in turn, and stored once."""
+    sums, at, sums_step, rows, starts, offset, scales, n_terms, row_step, n_rows, n = args
+    argument_types = signature.args
+    dtype = argument_types[0].dtype
+    scalar, align = context.get_value_type(dtype), dtype.bitwidth // 8
+    lanes = VECTOR_BYTES // align
+    vector = ir.VectorType(scalar, lanes)
+    at, sums_step, offset, n_terms, row_step, n_rows, n = (
+        context.cast(builder, value, argument_types[i], types.intp)
+        for i, value in ((1, at), (2, sums_step), (5, offset), (7, n_terms), (8, row_step), (9, n_rows), (10, n))
+    )
+    intp = at.type
+
+    def data(i, array):
+        return context.make_array(argument_types[i])(context, builder, array).data
+
+    sums_data, rows_data, starts_data, scales_data = data(0, sums), data(3, rows), data(4, starts), data(6, scales)
+
+    def load_vector(pointer):
+        return builder.load(builder.bitcast(pointer, vector.as_pointer()), align=align)
+
+    def splat(value):
+        one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+    def constant(value):
+        return ir.Constant(intp, value)
+
+    def add_terms(to, offset, count, width):
+        """``count`` stretches of ``width`` vectors (0: one value) from ``to`` on, each term's rows from
+        ``offset`` on: the sums in registers across the terms."""
+        slots = [cgutils.alloca_once(builder, vector if width else scalar) for _ in range(max(width, 1))]
+        size = width * lanes if width else 1
+        with cgutils.for_range(builder, count) as block:
+            first = builder.mul(block.index, constant(size))
+            places = [builder.gep(to, [builder.add(first, constant(q * lanes))]) for q in range(len(slots))]
+            for slot, place in zip(slots, places):
+                builder.store(load_vector(place) if width else builder.load(place), slot)
+            with cgutils.for_range(builder, n_terms) as term:
+                scale = builder.load(builder.gep(scales_data, [term.index]))
+                scales_ = splat(scale) if width else scale
+                start = context.cast(builder, builder.load(builder.gep(starts_data, [term.index])),
+                                     argument_types[4].dtype, types.intp)  # fmt: skip
+                source = builder.add(builder.add(start, offset), first)
+                for q, slot in enumerate(slots):
+                    pointer = builder.gep(rows_data, [builder.add(source, constant(q * lanes))])
+                    term_values = load_vector(pointer) if width else builder.load(pointer)
+                    builder.store(builder.fadd(builder.load(slot), builder.fmul(scales_, term_values)), slot)
+            for slot, place in zip(slots, places):
+                value = builder.load(slot)
+                builder.store(value, builder.bitcast(place, vector.as_pointer()) if width else place,
+                              align=align)  # fmt: skip
+        return builder.mul(count, constant(size))
+
+    with cgutils.for_range(builder, n_rows) as row:
+        to = builder.gep(sums_data, [builder.add(at, builder.mul(row.index, sums_step))])
+        shift = builder.add(offset, builder.mul(row.index, row_step))
+        done = constant(0)
+        for width in (SUMS_AT_ONCE, 2, 0):
+            size = constant(width * lanes if width else 1)
+            count = builder.sdiv(builder.sub(n, done), size)
+            added = add_terms(builder.gep(to, [done]), builder.add(shift, done), count, width)
+            done = builder.add(done, added)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def add_scaled(typingctx, sums, at, sums_step, rows, starts, offset, scales, n_terms, row_step, n_rows, n):
+    """``sums[at + r * sums_step + i] += scales[t] * rows[starts[t] + offset + r * row_step + i]`` for
+    ``r < n_rows`` and ``i < n``, for ``t`` from 0 to ``n_terms - 1`` in turn: the additions of one term at a
+    time (the bits of the plain loops), each sum loaded and stored once for them all."""
+    signature = types.void(sums, at, sums_step, rows, starts, offset, scales, n_terms, row_step, n_rows, n)
+    return signature, _add_scaled_codegen
 
 
 def _libm_function(name: str, signature):
