@@ -51,7 +51,7 @@ from .._constants import (
 )
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .llvm import add_scaled, blas_dgemm, blas_sgemm
+from .llvm import add_scaled, blas_dgemm, blas_sgemm, fused_gradient
 from .primitives import ONE, activation, derivative, optimizer_step_over, output_error, row_start, softmax
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
@@ -630,8 +630,12 @@ def _fused_gradient_row(values, image, in_w, places, errors, at, pool, units, su
     at ``errors[at:]``) times the 9 pixels of the image at ``values[image:]`` under the window's maximum
     (at its place in ``values[places:]``, as ``_conv_pool_row`` writes it), picked into ``picked`` by a
     select, and the error into the bias's sum; the filters side by side.  A zero error adds zeros, which leave
-    a sum as it is, so the sums are those of adding one error at a time."""
+    a sum as it is, so the sums are those of adding one error at a time.  2x2 windows at a stride of 2
+    (``_two_by_two``) go to ``fused_gradient``, which keeps the sums in registers."""
     _, _, _, out_h, out_w, pool_h, pool_w, stride_h, stride_w, _, _, _ = _window(pool)
+    if _two_by_two(pool):
+        fused_gradient(values, image, in_w, places, errors, at, out_h, out_w, units, sums, COLUMN)
+        return
     image, in_w, places, at = np.uintp(image), np.uintp(in_w), np.uintp(places), np.uintp(at)
     units = np.uintp(units)
     for oy in range(out_h):

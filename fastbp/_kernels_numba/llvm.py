@@ -8,6 +8,9 @@
 * ``add_scaled`` adds many rows times their scales into one, each sum kept in a vector
   register across all the rows, as the Cython backend's ``fastbp_add_scaled_*`` does:
   LLVM's loop vectoriser would load and store each sum once per row instead;
+* ``fused_gradient`` is a fused first layer's gradient for 2x2 pooling, its filters'
+  sums in vector registers across a whole image (as the Cython backend's
+  ``fastbp_fused_gradient``);
 * ``libm_exp`` is ``math.exp`` calling the C library's exp directly (see
   :mod:`fastbp._libm`);
 * ``blas_sgemm`` and ``blas_dgemm`` are BLAS's matrix products, the very functions the
@@ -197,6 +200,93 @@ def add_scaled(typingctx, sums, at, sums_step, rows, starts, offset, scales, n_t
     time (the bits of the plain loops), each sum loaded and stored once for them all."""
     signature = types.void(sums, at, sums_step, rows, starts, offset, scales, n_terms, row_step, n_rows, n)
     return signature, _add_scaled_codegen
+
+
+def _fused_gradient_codegen(context, builder, signature, args):
+    """LLVM code for ``fused_gradient``: a vector of filters at a time (then one), their 10 sums loaded once,
+    added to at every window in turn, and stored once; each window's maximum's pixels picked by selects on
+    its place."""
+    values, image, in_w, places, errors, at, out_h, out_w, units, sums, sums_step = args
+    argument_types = signature.args
+    dtype = argument_types[0].dtype
+    scalar, align = context.get_value_type(dtype), dtype.bitwidth // 8
+    image, in_w, places, at, out_h, out_w, units, sums_step = (
+        context.cast(builder, value, argument_types[i], types.intp)
+        for i, value in ((1, image), (2, in_w), (3, places), (5, at), (6, out_h), (7, out_w), (8, units),
+                         (10, sums_step))
+    )  # fmt: skip
+    intp = image.type
+    values_data, errors_data, sums_data = (
+        context.make_array(argument_types[i])(context, builder, array).data
+        for i, array in ((0, values), (4, errors), (9, sums))
+    )
+
+    def constant(value):
+        return ir.Constant(intp, value)
+
+    def filters(first, count, lanes):
+        """``count`` blocks of ``lanes`` filters from ``first`` on (``lanes`` 1: scalars)."""
+        kind = ir.VectorType(scalar, lanes) if lanes > 1 else scalar
+
+        def load(pointer):
+            return builder.load(builder.bitcast(pointer, kind.as_pointer()), align=align)
+
+        def splat(value):
+            if lanes == 1:
+                return value
+            one = builder.insert_element(ir.Constant(kind, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+        slots = [cgutils.alloca_once(builder, kind) for _ in range(10)]
+        with cgutils.for_range(builder, count) as block:
+            u = builder.add(first, builder.mul(block.index, constant(lanes)))
+            columns = [builder.gep(sums_data, [builder.add(builder.mul(constant(i), sums_step), u)]) for i in range(10)]
+            for slot, column in zip(slots, columns):
+                builder.store(load(column), slot)
+            with cgutils.for_range(builder, out_h) as row:
+                with cgutils.for_range(builder, out_w) as column:
+                    window = builder.add(builder.mul(row.index, out_w), column.index)
+                    here = builder.add(builder.mul(window, units), u)
+                    error = load(builder.gep(errors_data, [builder.add(at, here)]))
+                    place = load(builder.gep(values_data, [builder.add(places, here)]))
+                    at_place = [builder.fcmp_ordered("==", place, splat(ir.Constant(scalar, q))) for q in (1, 2, 3)]
+                    corner = builder.add(
+                        image, builder.add(builder.mul(builder.mul(row.index, constant(2)), in_w),
+                                           builder.mul(column.index, constant(2)))
+                    )  # fmt: skip
+                    for i in range(9):
+                        top = builder.add(corner, builder.add(builder.mul(constant(i // 3), in_w), constant(i % 3)))
+                        bottom = builder.add(top, in_w)
+                        pixels = [
+                            splat(builder.load(builder.gep(values_data, [where])))
+                            for where in (top, builder.add(top, constant(1)), bottom, builder.add(bottom, constant(1)))
+                        ]
+                        picked = pixels[0]
+                        for q in (1, 2, 3):
+                            picked = builder.select(at_place[q - 1], pixels[q], picked)
+                        builder.store(builder.fadd(builder.load(slots[i]), builder.fmul(error, picked)), slots[i])
+                    builder.store(builder.fadd(builder.load(slots[9]), error), slots[9])
+            for slot, column in zip(slots, columns):
+                builder.store(builder.load(slot), builder.bitcast(column, kind.as_pointer()), align=align)
+
+    lanes = VECTOR_BYTES // align
+    blocks = builder.sdiv(units, constant(lanes))
+    filters(constant(0), blocks, lanes)
+    done = builder.mul(blocks, constant(lanes))
+    filters(done, builder.sub(units, done), 1)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def fused_gradient(typingctx, values, image, in_w, places, errors, at, out_h, out_w, units, sums, sums_step):
+    """A fused first layer's gradient for one row, when its pooling's windows are 2x2 at a stride of 2: for each
+    window in order, each filter's error (``errors[at + window * units + u]``) times the 9 pixels under the
+    window's maximum (of the one-channel image at ``values[image:]``, ``in_w`` wide; the maximum's place ``q``,
+    row ``q // 2`` and column ``q % 2`` of the window, at ``values[places + window * units + u]``) added into
+    the filter's sums (pixel ``i``'s at ``sums[i * sums_step + u]``), and the error into the bias's
+    (``i = 9``): the products and sums, in their order, of one filter at a time."""
+    signature = types.void(values, image, in_w, places, errors, at, out_h, out_w, units, sums, sums_step)
+    return signature, _fused_gradient_codegen
 
 
 def _libm_function(name: str, signature):
