@@ -51,7 +51,7 @@ from .._constants import (
 )
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .llvm import add_scaled, blas_dgemm, blas_sgemm, fused_gradient
+from .llvm import add_scaled, blas_dgemm, blas_sgemm, fused_gradient, winograd_pool
 from .primitives import ONE, activation, derivative, optimizer_step_over, output_error, row_start, softmax
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
@@ -544,53 +544,29 @@ def _winograd_side_by_side(weights, start, units, columns, dt):
 
 
 @njit(**NUMBA_OPTIONS)
-def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd, units, where, dt):
+def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd, units):
     """``_conv_pool_row`` for 2x2 windows at a stride of 2 (``_two_by_two``), as the Cython kernel's: each
     window one tile of Winograd's F(2x2, 3x3), its 4x4 pixels transformed once (``_winograd_in``), then for all
-    the filters side by side their 16 products with the filters' transforms ``winograd``
-    (``_winograd_side_by_side``) transformed back (``_winograd_out``), relu, and the four compared in turn; the
-    places kept in ``where`` until the window is done (as ``_conv_pool_row``'s: with two stores into ``values``
-    LLVM leaves the loop scalar)."""
+    the filters their 16 products with the filters' transforms ``winograd`` (``_winograd_side_by_side``)
+    transformed back, the four compared, and relu taken once, of the largest (``winograd_pool``).  Relu keeps
+    the order, so the largest is the same value as ``_conv_pool_row``'s; only where all four are at most zero
+    can its place differ (the first of the four before relu, not the first zero), and there the gradient
+    multiplies by relu's zero slope, so the pixels it picks add zeros either way."""
     out_h, out_w = pool[Geometry.OUT_H], pool[Geometry.OUT_W]
     image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
     units, two, three = np.uintp(units), np.uintp(2), np.uintp(3)
-    relu = ActivationCode.RELU
     for oy in range(out_h):
         for ox in range(out_w):
             to = (oy * out_w + ox) * units
             r0 = image + two * oy * in_w + two * ox
             r1, r2, r3 = r0 + in_w, r0 + two * in_w, r0 + three * in_w
-            v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _winograd_in((
+            tile = _winograd_in((
                 values[r0], values[r0 + ONE], values[r0 + two], values[r0 + three],
                 values[r1], values[r1 + ONE], values[r1 + two], values[r1 + three],
                 values[r2], values[r2 + ONE], values[r2 + two], values[r2 + three],
                 values[r3], values[r3 + ONE], values[r3 + two], values[r3 + three],
             ))  # fmt: skip
-            for u in range(units):  # the filters side by side: it vectorises
-                y0, y1, y2, y3 = _winograd_out((
-                    winograd[u] * v0, winograd[COLUMN + u] * v1, winograd[two * COLUMN + u] * v2,
-                    winograd[three * COLUMN + u] * v3, winograd[np.uintp(4) * COLUMN + u] * v4,
-                    winograd[np.uintp(5) * COLUMN + u] * v5, winograd[np.uintp(6) * COLUMN + u] * v6,
-                    winograd[np.uintp(7) * COLUMN + u] * v7, winograd[np.uintp(8) * COLUMN + u] * v8,
-                    winograd[np.uintp(9) * COLUMN + u] * v9, winograd[np.uintp(10) * COLUMN + u] * v10,
-                    winograd[np.uintp(11) * COLUMN + u] * v11, winograd[np.uintp(12) * COLUMN + u] * v12,
-                    winograd[np.uintp(13) * COLUMN + u] * v13, winograd[np.uintp(14) * COLUMN + u] * v14,
-                    winograd[np.uintp(15) * COLUMN + u] * v15,
-                ), winograd[np.uintp(16) * COLUMN + u])  # fmt: skip
-                best, place = activation(y0, relu, dt), dt(0.0)
-                value = activation(y1, relu, dt)
-                better = value > best  # selects, not branches
-                best, place = (value if better else best), (dt(1.0) if better else place)
-                value = activation(y2, relu, dt)
-                better = value > best
-                best, place = (value if better else best), (dt(2.0) if better else place)
-                value = activation(y3, relu, dt)
-                better = value > best
-                best, place = (value if better else best), (dt(3.0) if better else place)
-                values[pooled + to + u] = best
-                where[u] = place
-            for u in range(units):
-                values[places + to + u] = where[u]
+            winograd_pool(values, pooled + to, places + to, winograd, units, COLUMN, tile)
 
 
 @njit(**NUMBA_OPTIONS)
@@ -898,20 +874,20 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         return
     if _fused(net, k):
         units, n_pooled, pooled, pool = g[Geometry.UNITS], net.sizes[k + 2], v_off[k + 2], net.geometry[k + 1]
+        by_winograd = _two_by_two(pool)
+        kernels = np.empty((17 if by_winograd else 10) * FUSED_MAX_UNITS, dtype=weights.dtype)
         where = np.empty(FUSED_MAX_UNITS, dtype=weights.dtype)
-        if _two_by_two(pool):
-            kernels = np.empty(17 * FUSED_MAX_UNITS, dtype=weights.dtype)
+        if by_winograd:
             _winograd_side_by_side(weights, net.w_off[k], units, kernels, dt)
-            for s in range(n_rows):
-                _winograd_conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
-                                        outputs + s * (n_out + 1), pool, kernels, units, where, dt)  # fmt: skip
         else:
-            kernels = np.empty(10 * FUSED_MAX_UNITS, dtype=weights.dtype)
             _side_by_side(weights, net.w_off[k], units, kernels)
-            for s in range(n_rows):
-                _conv_pool_row(values, inputs + s * (n_in + 1), g[Geometry.IN_W], pooled + s * (n_pooled + 1),
-                               outputs + s * (n_out + 1), pool, kernels, units, where, dt)  # fmt: skip
-            values[pooled + s * (n_pooled + 1) + n_pooled] = 1.0
+        for s in range(n_rows):
+            image, out, places = inputs + s * (n_in + 1), pooled + s * (n_pooled + 1), outputs + s * (n_out + 1)
+            if by_winograd:
+                _winograd_conv_pool_row(values, image, g[Geometry.IN_W], out, places, pool, kernels, units)
+            else:
+                _conv_pool_row(values, image, g[Geometry.IN_W], out, places, pool, kernels, units, where, dt)
+            values[out + n_pooled] = 1.0
         return
     if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
         units, width = g[Geometry.UNITS], g[Geometry.FAN_IN] + 1

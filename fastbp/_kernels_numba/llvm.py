@@ -10,7 +10,9 @@
   LLVM's loop vectoriser would load and store each sum once per row instead;
 * ``fused_gradient`` is a fused first layer's gradient for 2x2 pooling, its filters'
   sums in vector registers across a whole image (as the Cython backend's
-  ``fastbp_fused_gradient``);
+  ``fastbp_fused_gradient``), and ``winograd_pool`` its forward pass at one pooling
+  window, a Winograd tile, all the filters in vectors of the widest registers (LLVM's
+  own vectoriser takes half as wide ones on processors with AVX-512);
 * ``libm_exp`` is ``math.exp`` calling the C library's exp directly (see
   :mod:`fastbp._libm`);
 * ``blas_sgemm`` and ``blas_dgemm`` are BLAS's matrix products, the very functions the
@@ -120,76 +122,112 @@ def _vector_bytes() -> int:
     return 64 if features.get("avx512f") else 32 if features.get("avx") else 16
 
 
-#: ``add_scaled``'s vectors, in bytes, and how many of them it keeps in registers at once.
+#: The vector intrinsics' widest vectors, in bytes, and how many of them ``add_scaled`` keeps in registers at once.
 VECTOR_BYTES = _vector_bytes()
 SUMS_AT_ONCE = 6
 
 
-def _add_scaled_codegen(context, builder, signature, args):
-    """LLVM code for ``add_scaled``: rows of ``SUMS_AT_ONCE`` vectors of sums, then of two, then one sum at a
-    time, each loaded once, added to by every term in turn, and stored once."""
-    sums, at, sums_step, rows, starts, offset, scales, n_terms, row_step, n_rows, n = args
-    argument_types = signature.args
-    dtype = argument_types[0].dtype
-    scalar, align = context.get_value_type(dtype), dtype.bitwidth // 8
-    lanes = VECTOR_BYTES // align
-    vector = ir.VectorType(scalar, lanes)
-    at, sums_step, offset, n_terms, row_step, n_rows, n = (
-        context.cast(builder, value, argument_types[i], types.intp)
-        for i, value in ((1, at), (2, sums_step), (5, offset), (7, n_terms), (8, row_step), (9, n_rows), (10, n))
-    )
-    intp = at.type
+class _Code:
+    """What the vector intrinsics' code generators share: their arguments' data and integers, and vectors of
+    the first argument's float type ``lanes`` wide (``lanes`` 1: the scalars themselves)."""
 
-    def data(i, array):
-        return context.make_array(argument_types[i])(context, builder, array).data
+    def __init__(self, context, builder, signature, args):
+        self.context, self.builder, self.types, self.args = context, builder, signature.args, args
+        dtype = self.types[0].dtype
+        self.scalar, self.align = context.get_value_type(dtype), dtype.bitwidth // 8
+        self.lanes = VECTOR_BYTES // self.align  # the widest vector's
+        self.intp = context.get_value_type(types.intp)
 
-    sums_data, rows_data, starts_data, scales_data = data(0, sums), data(3, rows), data(4, starts), data(6, scales)
+    def data(self, i):
+        """Argument ``i``'s (an array's) data pointer."""
+        return self.context.make_array(self.types[i])(self.context, self.builder, self.args[i]).data
 
-    def load_vector(pointer):
-        return builder.load(builder.bitcast(pointer, vector.as_pointer()), align=align)
+    def index(self, i):
+        """Argument ``i`` (an integer) as an intp."""
+        return self.context.cast(self.builder, self.args[i], self.types[i], types.intp)
 
-    def splat(value):
-        one = builder.insert_element(ir.Constant(vector, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    def constant(self, value):
+        return ir.Constant(self.intp, value)
+
+    def at(self, data, *terms):
+        """The address ``data`` plus the sum of ``terms`` (intp values or Python integers)."""
+        total = self.constant(0)
+        for term in terms:
+            total = self.builder.add(total, self.constant(term) if isinstance(term, int) else term)
+        return self.builder.gep(data, [total])
+
+    def vector(self, lanes):
+        """The type of ``lanes`` floats."""
+        return ir.VectorType(self.scalar, lanes) if lanes > 1 else self.scalar
+
+    def load(self, pointer, lanes):
+        return self.builder.load(self.builder.bitcast(pointer, self.vector(lanes).as_pointer()), align=self.align)
+
+    def store(self, value, pointer, lanes):
+        self.builder.store(value, self.builder.bitcast(pointer, self.vector(lanes).as_pointer()), align=self.align)
+
+    def splat(self, value, lanes):
+        """``value`` (a scalar, or a Python float) in each of ``lanes`` lanes."""
+        if isinstance(value, float):
+            value = ir.Constant(self.scalar, value)
+        if lanes == 1:
+            return value
+        builder = self.builder
+        one = builder.insert_element(
+            ir.Constant(self.vector(lanes), ir.Undefined), value, ir.Constant(ir.IntType(32), 0)
+        )
         return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
-    def constant(value):
-        return ir.Constant(intp, value)
+    def in_blocks(self, n, block):
+        """``block(first, count, lanes)`` for the ``n`` items: whole vectors of ``lanes`` first, then one at a time."""
+        whole = self.builder.sdiv(n, self.constant(self.lanes))
+        block(self.constant(0), whole, self.lanes)
+        done = self.builder.mul(whole, self.constant(self.lanes))
+        block(done, self.builder.sub(n, done), 1)
 
-    def add_terms(to, offset, count, width):
-        """``count`` stretches of ``width`` vectors (0: one value) from ``to`` on, each term's rows from
-        ``offset`` on: the sums in registers across the terms."""
-        slots = [cgutils.alloca_once(builder, vector if width else scalar) for _ in range(max(width, 1))]
-        size = width * lanes if width else 1
-        with cgutils.for_range(builder, count) as block:
-            first = builder.mul(block.index, constant(size))
-            places = [builder.gep(to, [builder.add(first, constant(q * lanes))]) for q in range(len(slots))]
+    def accumulators(self, count, lanes):
+        """``count`` stack slots of ``lanes`` floats, which LLVM keeps in registers."""
+        return [cgutils.alloca_once(self.builder, self.vector(lanes)) for _ in range(count)]
+
+
+def _add_scaled_codegen(context, builder, signature, args):
+    """LLVM code for ``add_scaled``: stretches of ``SUMS_AT_ONCE`` vectors of sums, then of one vector, then one
+    sum at a time, each loaded once, added to by every term in turn, and stored once."""
+    code = _Code(context, builder, signature, args)
+    sums, rows, starts, scales = code.data(0), code.data(3), code.data(4), code.data(6)
+    at, sums_step, offset, n_terms, row_step, n_rows, n = (code.index(i) for i in (1, 2, 5, 7, 8, 9, 10))
+    start_type = signature.args[4].dtype
+
+    def stretches(to, source, first, count, lanes, width):
+        """``count`` stretches of ``width`` vectors of ``lanes`` sums from ``to[first]`` on, each term's from
+        ``source + first`` on in its row."""
+        slots = code.accumulators(width, lanes)
+        size = width * lanes
+        with cgutils.for_range(builder, count) as stretch:
+            here = builder.add(first, builder.mul(stretch.index, code.constant(size)))
+            places = [code.at(to, here, q * lanes) for q in range(width)]
             for slot, place in zip(slots, places):
-                builder.store(load_vector(place) if width else builder.load(place), slot)
+                builder.store(code.load(place, lanes), slot)
             with cgutils.for_range(builder, n_terms) as term:
-                scale = builder.load(builder.gep(scales_data, [term.index]))
-                scales_ = splat(scale) if width else scale
-                start = context.cast(builder, builder.load(builder.gep(starts_data, [term.index])),
-                                     argument_types[4].dtype, types.intp)  # fmt: skip
-                source = builder.add(builder.add(start, offset), first)
+                scale = code.splat(builder.load(code.at(scales, term.index)), lanes)
+                start = context.cast(builder, builder.load(code.at(starts, term.index)), start_type, types.intp)
                 for q, slot in enumerate(slots):
-                    pointer = builder.gep(rows_data, [builder.add(source, constant(q * lanes))])
-                    term_values = load_vector(pointer) if width else builder.load(pointer)
-                    builder.store(builder.fadd(builder.load(slot), builder.fmul(scales_, term_values)), slot)
+                    term_values = code.load(code.at(rows, start, source, here, q * lanes), lanes)
+                    builder.store(builder.fadd(builder.load(slot), builder.fmul(scale, term_values)), slot)
             for slot, place in zip(slots, places):
-                value = builder.load(slot)
-                builder.store(value, builder.bitcast(place, vector.as_pointer()) if width else place,
-                              align=align)  # fmt: skip
-        return builder.mul(count, constant(size))
+                code.store(builder.load(slot), place, lanes)
 
     with cgutils.for_range(builder, n_rows) as row:
-        to = builder.gep(sums_data, [builder.add(at, builder.mul(row.index, sums_step))])
-        shift = builder.add(offset, builder.mul(row.index, row_step))
-        done = constant(0)
-        for width in (SUMS_AT_ONCE, 2, 0):
-            size = constant(width * lanes if width else 1)
-            count = builder.sdiv(builder.sub(n, done), size)
-            added = add_terms(builder.gep(to, [done]), builder.add(shift, done), count, width)
-            done = builder.add(done, added)
+        to = code.at(sums, at, builder.mul(row.index, sums_step))
+        source = builder.add(offset, builder.mul(row.index, row_step))
+        wide = code.constant(SUMS_AT_ONCE * code.lanes)
+        whole = builder.sdiv(n, wide)
+        stretches(to, source, code.constant(0), whole, code.lanes, SUMS_AT_ONCE)
+        done = builder.mul(whole, wide)
+        code.in_blocks(
+            builder.sub(n, done),
+            lambda first, count, lanes: stretches(to, source, builder.add(done, first), count, lanes, 1),
+        )
     return context.get_dummy_value()
 
 
@@ -206,74 +244,45 @@ def _fused_gradient_codegen(context, builder, signature, args):
     """LLVM code for ``fused_gradient``: a vector of filters at a time (then one), their 10 sums loaded once,
     added to at every window in turn, and stored once; each window's maximum's pixels picked by selects on
     its place."""
-    values, image, in_w, places, errors, at, out_h, out_w, units, sums, sums_step = args
-    argument_types = signature.args
-    dtype = argument_types[0].dtype
-    scalar, align = context.get_value_type(dtype), dtype.bitwidth // 8
-    image, in_w, places, at, out_h, out_w, units, sums_step = (
-        context.cast(builder, value, argument_types[i], types.intp)
-        for i, value in ((1, image), (2, in_w), (3, places), (5, at), (6, out_h), (7, out_w), (8, units),
-                         (10, sums_step))
-    )  # fmt: skip
-    intp = image.type
-    values_data, errors_data, sums_data = (
-        context.make_array(argument_types[i])(context, builder, array).data
-        for i, array in ((0, values), (4, errors), (9, sums))
-    )
-
-    def constant(value):
-        return ir.Constant(intp, value)
+    code = _Code(context, builder, signature, args)
+    values, errors, sums = code.data(0), code.data(4), code.data(9)
+    image, in_w, places, at, out_h, out_w, units, sums_step = (code.index(i) for i in (1, 2, 3, 5, 6, 7, 8, 10))
 
     def filters(first, count, lanes):
-        """``count`` blocks of ``lanes`` filters from ``first`` on (``lanes`` 1: scalars)."""
-        kind = ir.VectorType(scalar, lanes) if lanes > 1 else scalar
-
-        def load(pointer):
-            return builder.load(builder.bitcast(pointer, kind.as_pointer()), align=align)
-
-        def splat(value):
-            if lanes == 1:
-                return value
-            one = builder.insert_element(ir.Constant(kind, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
-
-        slots = [cgutils.alloca_once(builder, kind) for _ in range(10)]
+        slots = code.accumulators(10, lanes)
         with cgutils.for_range(builder, count) as block:
-            u = builder.add(first, builder.mul(block.index, constant(lanes)))
-            columns = [builder.gep(sums_data, [builder.add(builder.mul(constant(i), sums_step), u)]) for i in range(10)]
+            u = builder.add(first, builder.mul(block.index, code.constant(lanes)))
+            columns = [code.at(sums, builder.mul(code.constant(i), sums_step), u) for i in range(10)]
             for slot, column in zip(slots, columns):
-                builder.store(load(column), slot)
-            with cgutils.for_range(builder, out_h) as row:
-                with cgutils.for_range(builder, out_w) as column:
-                    window = builder.add(builder.mul(row.index, out_w), column.index)
-                    here = builder.add(builder.mul(window, units), u)
-                    error = load(builder.gep(errors_data, [builder.add(at, here)]))
-                    place = load(builder.gep(values_data, [builder.add(places, here)]))
-                    at_place = [builder.fcmp_ordered("==", place, splat(ir.Constant(scalar, q))) for q in (1, 2, 3)]
-                    corner = builder.add(
-                        image, builder.add(builder.mul(builder.mul(row.index, constant(2)), in_w),
-                                           builder.mul(column.index, constant(2)))
-                    )  # fmt: skip
-                    for i in range(9):
-                        top = builder.add(corner, builder.add(builder.mul(constant(i // 3), in_w), constant(i % 3)))
-                        bottom = builder.add(top, in_w)
-                        pixels = [
-                            splat(builder.load(builder.gep(values_data, [where])))
-                            for where in (top, builder.add(top, constant(1)), bottom, builder.add(bottom, constant(1)))
-                        ]
-                        picked = pixels[0]
-                        for q in (1, 2, 3):
-                            picked = builder.select(at_place[q - 1], pixels[q], picked)
-                        builder.store(builder.fadd(builder.load(slots[i]), builder.fmul(error, picked)), slots[i])
-                    builder.store(builder.fadd(builder.load(slots[9]), error), slots[9])
+                builder.store(code.load(column, lanes), slot)
+            with cgutils.for_range(builder, out_h) as row, cgutils.for_range(builder, out_w) as column:
+                here = builder.add(builder.mul(builder.add(builder.mul(row.index, out_w), column.index), units), u)
+                error = code.load(code.at(errors, at, here), lanes)
+                place = code.load(code.at(values, places, here), lanes)
+                at_place = [builder.fcmp_ordered("==", place, code.splat(float(q), lanes)) for q in (1, 2, 3)]
+                corner = builder.add(
+                    builder.mul(builder.add(row.index, row.index), in_w), builder.add(column.index, column.index)
+                )
+                for i in range(9):
+                    top = builder.add(
+                        builder.add(image, corner),
+                        builder.add(builder.mul(code.constant(i // 3), in_w), code.constant(i % 3)),
+                    )
+                    bottom = builder.add(top, in_w)
+                    pixels = [
+                        code.splat(builder.load(code.at(values, where, dx)), lanes)
+                        for where in (top, bottom)
+                        for dx in (0, 1)
+                    ]
+                    picked = pixels[0]
+                    for q in (1, 2, 3):
+                        picked = builder.select(at_place[q - 1], pixels[q], picked)
+                    builder.store(builder.fadd(builder.load(slots[i]), builder.fmul(error, picked)), slots[i])
+                builder.store(builder.fadd(builder.load(slots[9]), error), slots[9])
             for slot, column in zip(slots, columns):
-                builder.store(builder.load(slot), builder.bitcast(column, kind.as_pointer()), align=align)
+                code.store(builder.load(slot), column, lanes)
 
-    lanes = VECTOR_BYTES // align
-    blocks = builder.sdiv(units, constant(lanes))
-    filters(constant(0), blocks, lanes)
-    done = builder.mul(blocks, constant(lanes))
-    filters(done, builder.sub(units, done), 1)
+    code.in_blocks(units, filters)
     return context.get_dummy_value()
 
 
@@ -287,6 +296,52 @@ def fused_gradient(typingctx, values, image, in_w, places, errors, at, out_h, ou
     (``i = 9``): the products and sums, in their order, of one filter at a time."""
     signature = types.void(values, image, in_w, places, errors, at, out_h, out_w, units, sums, sums_step)
     return signature, _fused_gradient_codegen
+
+
+def _winograd_pool_codegen(context, builder, signature, args):
+    """LLVM code for ``winograd_pool``: a vector of filters at a time, then one."""
+    code = _Code(context, builder, signature, args)
+    values, winograd = code.data(0), code.data(3)
+    pooled, places, units, step = (code.index(i) for i in (1, 2, 4, 5))
+    pixels = [builder.extract_value(args[6], i) for i in range(16)]
+    add, sub = builder.fadd, builder.fsub
+
+    def filters(first, count, lanes):
+        with cgutils.for_range(builder, count) as block:
+            u = builder.add(first, builder.mul(block.index, code.constant(lanes)))
+            kernel = [code.load(code.at(winograd, builder.mul(code.constant(i), step), u), lanes) for i in range(17)]
+            m = [builder.fmul(kernel[i], code.splat(pixels[i], lanes)) for i in range(16)]
+            bias = kernel[16]
+            s0 = [add(add(m[j], m[4 + j]), m[8 + j]) for j in range(4)]
+            s1 = [sub(sub(m[4 + j], m[8 + j]), m[12 + j]) for j in range(4)]
+            outputs = [
+                add(add(add(s[0], s[1]), s[2]), bias) if right == 0 else add(sub(sub(s[1], s[2]), s[3]), bias)
+                for s in (s0, s1)
+                for right in (0, 1)
+            ]
+            best, place = outputs[0], code.splat(0.0, lanes)
+            for q in (1, 2, 3):
+                better = builder.fcmp_ordered(">", outputs[q], best)
+                best = builder.select(better, outputs[q], best)
+                place = builder.select(better, code.splat(float(q), lanes), place)
+            zero = code.splat(0.0, lanes)
+            relu = builder.select(builder.fcmp_ordered("<=", best, zero), zero, best)  # nan stays nan
+            code.store(relu, code.at(values, pooled, u), lanes)
+            code.store(place, code.at(values, places, u), lanes)
+
+    code.in_blocks(units, filters)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def winograd_pool(typingctx, values, pooled, places, winograd, units, step, tile):
+    """A fused first layer's outputs at one 2x2 pooling window, Winograd's F(2x2, 3x3) tile ``tile`` (its 4x4
+    pixels as ``B^T d B``, 16 values row by row), and their pooling: for each filter ``u``, the 16 products with
+    its transformed kernel (element ``i`` at ``winograd[i * step + u]``, the bias at ``winograd[16 * step +
+    u]``) as ``A^T m A`` plus the bias, the largest of the 2x2 and relu of it into ``values[pooled + u]``, its
+    place (the first largest, row by row) into ``values[places + u]``, as a float."""
+    signature = types.void(values, pooled, places, winograd, units, step, tile)
+    return signature, _winograd_pool_codegen
 
 
 def _libm_function(name: str, signature):
