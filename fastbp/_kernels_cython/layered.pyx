@@ -40,8 +40,8 @@ from fastbp._kernels_cython.constants cimport (
     ACTIVATION_TANH, CELL_SHIFT, CHUNK_ROWS, FUSED_MAX_UNITS, GEOMETRY_FAN_IN, GEOMETRY_IN_C, GEOMETRY_IN_H,
     GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT,
     GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, GROUPED_FILTERS, LARGE_CHUNK_ROWS,
-    LAYER_CONV2D, LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, SPLITMIX_GAMMA, SPLITMIX_MIX1, SPLITMIX_MIX2,
-    WINOGRAD_ROWS,
+    LAYER_CONV2D, LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, LINE_BYTES, SPLITMIX_GAMMA, SPLITMIX_MIX1,
+    SPLITMIX_MIX2, WINOGRAD_ROWS,
     compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
@@ -418,11 +418,6 @@ cdef Py_ssize_t COLUMN_MASK = (<Py_ssize_t>1 << CELL_SHIFT) - 1
 
 #: ``2**-53``: a draw's 53 bits as a fraction of one.
 cdef double DRAW_UNIT = 1.0 / 9007199254740992.0
-
-cdef enum:
-    # A cache line's bytes, and the widest vector's (AVX-512's): the scratch's block starts on a multiple of it,
-    # as do its filters' rows (see Parts.filters), so that no vector of them straddles two lines.
-    LINE_BYTES = 64
 
 
 cdef struct Parts:

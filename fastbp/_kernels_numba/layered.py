@@ -42,6 +42,7 @@ from .._constants import (
     CHUNK_ROWS,
     FUSED_MAX_UNITS,
     GROUPED_FILTERS,
+    LINE_BYTES,
     SPLITMIX_GAMMA,
     SPLITMIX_MIX1,
     SPLITMIX_MIX2,
@@ -137,10 +138,32 @@ def _dropout_draw(stream, unit):
     return np.float64(_mix(stream + (np.uint64(unit) + np.uint64(1)) * GAMMA) >> np.uint64(11)) * 2.0**-53
 
 
+@njit(**NUMBA_INLINED_OPTIONS)
+def _line_width(n, item):
+    """``n`` floats of ``item`` bytes rounded up to whole cache lines (``LINE_BYTES``), in floats."""
+    line = LINE_BYTES // item
+    return (n + line - 1) // line * line
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _first_line(array):
+    """The index of ``array``'s first value that starts a cache line."""
+    return np.uintp(-array.ctypes.data % LINE_BYTES // array.itemsize)
+
+
+@njit(**NUMBA_OPTIONS)
+def _copy_rows(source, source_at, source_step, to, to_at, to_step, n_rows, n):
+    """``n`` values of each of ``n_rows`` rows, ``source_step`` apart from ``source[source_at]``, into rows
+    ``to_step`` apart from ``to[to_at]``."""
+    for r in range(np.uintp(n_rows)):
+        for i in range(np.uintp(n)):
+            to[to_at + r * to_step + i] = source[source_at + r * source_step + i]
+
+
 @njit(**NUMBA_OPTIONS)
 def _scratch(net, n_slots, rows, dt):
     """Each slot's scratch for chunks of ``rows`` rows: ``(values, v_off, errors, patches, patch_errors,
-    products, blas_ints, blas_floats, winners, win_off, winograd, u_off, transformed)``.
+    products, blas_ints, blas_floats, winners, win_off, winograd, u_off, transformed, filters)``.
 
     ``values[slot]`` holds layer ``k``'s ``(rows, sizes[k] + 1)`` matrix from
     ``v_off[k]``; ``errors[slot]`` two sides of ``rows * widest`` error
@@ -152,7 +175,9 @@ def _scratch(net, n_slots, rows, dt):
     a fused layer's pooling, which keeps its places among the values (``_conv_pool_row``);
     ``winograd[slot]`` a Winograd convolution's transformed windows and their products
     (``_winograd_parts``); ``transformed``, which the slots share, the weights' transforms
-    (``_transform``): each Winograd convolution's transformed filters from ``u_off[k]``.
+    (``_transform``): each Winograd convolution's transformed filters from ``u_off[k]``; ``filters[slot]`` a
+    pooled convolution's filters and their gradient, in rows of whole cache lines (``_line_width``) from the
+    first line in it on (``_first_line``).
     """
     sizes, geometry = net.sizes, net.geometry
     n_layers = sizes.shape[0] - 1
@@ -161,7 +186,8 @@ def _scratch(net, n_slots, rows, dt):
     for k in range(n_layers + 1):
         v_off[k + 1] = v_off[k] + rows * (sizes[k] + 1)
         widest = max(widest, sizes[k] + 1)
-    n_patches, n_patch_errors, n_winograd = 1, 1, 1
+    n_patches, n_patch_errors, n_winograd, n_filters = 1, 1, 1, 0
+    item = np.empty(0, dtype=dt).itemsize
     win_off = np.zeros(n_layers + 1, dtype=np.intp)
     u_off = np.zeros(n_layers + 1, dtype=np.intp)
     for k in range(n_layers):
@@ -171,6 +197,10 @@ def _scratch(net, n_slots, rows, dt):
             positions = geometry[k, Geometry.OUT_H] * geometry[k, Geometry.OUT_W]
             n_patches = max(n_patches, positions * (geometry[k, Geometry.FAN_IN] + 1))
             n_patch_errors = max(n_patch_errors, positions * geometry[k, Geometry.FAN_IN])
+            if _pooled(net, k):
+                n_filters = max(
+                    n_filters, geometry[k, Geometry.UNITS] * _line_width(geometry[k, Geometry.FAN_IN] + 1, item)
+                )
         u_off[k + 1] = u_off[k]
         if _winograd(net, k):
             n_filters, n_windows, n_products = _winograd_parts(net, k)
@@ -190,6 +220,7 @@ def _scratch(net, n_slots, rows, dt):
         np.empty((n_slots, n_winograd), dtype=dt),
         u_off,
         np.empty(max(u_off[n_layers], 1), dtype=dt),
+        np.empty((n_slots, 2 * n_filters + LINE_BYTES // item), dtype=dt),
     )
 
 
@@ -862,7 +893,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
     update's number), from the layer below's; ``training`` applies dropout."""
     dt = weights.dtype.type
     values_all, v_off, _, patches_all, _, products_all, blas_ints, blas_floats, winners_all, win_off = scratch[:10]
-    winograd, u_off, transformed = scratch[10:]
+    winograd, u_off, transformed = scratch[10:13]
     values, patches, products, winners = values_all[slot], patches_all[slot], products_all[slot], winners_all[slot]
     blas = (blas_ints[slot], blas_floats[slot])
     rows, seed, step = chunk
@@ -987,6 +1018,15 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             region = _region(net, k)
             n_pooled, width, won = np.uintp(net.sizes[k + 2]), np.uintp(fan_in) + ONE, np.uintp(win_off[k + 1])
             units = np.uintp(units)
+            # The filters and their gradient in rows of whole cache lines (``_scratch``'s ``filters``); the
+            # gradient is copied back afterwards, the same sums.
+            rows_of_lines = scratch[13][slot]
+            line_width = np.uintp(_line_width(fan_in + 1, weights.itemsize))
+            filters = _first_line(rows_of_lines)
+            filter_grads, w_off = filters + units * line_width, np.uintp(net.w_off[k])
+            _copy_rows(grad, w_off, width, rows_of_lines, filter_grads, line_width, units, width)
+            if k > 0:
+                _copy_rows(weights, w_off, width, rows_of_lines, filters, line_width, units, width)
             n_windows = n_pooled // units
             _, in_w, in_c, _, _, kernel_h, kernel_w, stride_h, stride_w, _, _, _ = _window(g)
             inside = _inside(g, region)
@@ -1004,7 +1044,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                     below[s * n_in : (s + 1) * n_in] = 0.0
                     for window in range(n_windows):
                         for first in range(0, units, GROUPED_FILTERS):
-                            _add_grouped(below, s * n_in, g, weights, np.uintp(net.w_off[k]), width, errors, winners,
+                            _add_grouped(below, s * n_in, g, rows_of_lines, filters, line_width, errors, winners,
                                          row + window * units, won + row + window * units, first,
                                          min(first + GROUPED_FILTERS, units), lists, scales)  # fmt: skip
                 # Each error times its window into its filter's gradient: many windows' errors for one filter at
@@ -1021,13 +1061,14 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                             else:
                                 starts[n_terms] = (y * region[1] + x) * width
                             n_terms += errors[j] != 0.0  # the zero errors' terms overwritten, or left
-                        at = np.uintp(net.w_off[k]) + c * width
+                        at = filter_grads + c * line_width
                         if inside:
-                            add_scaled(grad, at, stretch, values, starts, 0, scales, n_terms, row_step, kernel_h,
-                                       stretch)  # fmt: skip
-                            add_scaled(grad, at + fan_in, 0, ones, zeros, 0, scales, n_terms, 0, 1, 1)
+                            add_scaled(rows_of_lines, at, stretch, values, starts, 0, scales, n_terms, row_step,
+                                       kernel_h, stretch)  # fmt: skip
+                            add_scaled(rows_of_lines, at + fan_in, 0, ones, zeros, 0, scales, n_terms, 0, 1, 1)
                         else:
-                            add_scaled(grad, at, 0, patches, starts, 0, scales, n_terms, 0, 1, width)
+                            add_scaled(rows_of_lines, at, 0, patches, starts, 0, scales, n_terms, 0, 1, width)
+            _copy_rows(rows_of_lines, filter_grads, line_width, grad, w_off, width, units, width)
         else:
             positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
             for s in range(n_rows):
