@@ -52,7 +52,7 @@ from .._constants import (
 )
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .llvm import add_scaled, blas_dgemm, blas_sgemm, fused_gradient, winograd_pool
+from .llvm import add_scaled, blas_dgemm, blas_sgemm, fused_gradient, winograd_in, winograd_out, winograd_pool
 from .primitives import ONE, activation, derivative, optimizer_step_over, output_error, row_start, softmax
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
@@ -357,98 +357,33 @@ def _transform(net, weights, scratch):
             )
 
 
-@njit(**NUMBA_INLINED_OPTIONS)
-def _winograd_window_row(a, b, c, d):
-    """A row ``(a, b, c, d)`` of ``B^T d`` times ``B``."""
-    return a - c, b + c, c - b, b - d
-
-
-@njit(**NUMBA_INLINED_OPTIONS)
-def _winograd_in(d):
-    """A 4x4 window ``d`` (16 values, row by row) as ``B^T d B``, row by row."""
-    d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33 = d
-    return (
-        _winograd_window_row(d00 - d20, d01 - d21, d02 - d22, d03 - d23)
-        + _winograd_window_row(d10 + d20, d11 + d21, d12 + d22, d13 + d23)
-        + _winograd_window_row(d20 - d10, d21 - d11, d22 - d12, d23 - d13)
-        + _winograd_window_row(d10 - d30, d11 - d31, d12 - d32, d13 - d33)
-    )
-
-
-@njit(**NUMBA_INLINED_OPTIONS)
-def _winograd_out(m, bias):
-    """A tile's 4x4 products ``m`` (16 values, row by row) as ``A^T m A`` plus ``bias``: its 2x2 outputs, row by
-    row."""
-    m00, m01, m02, m03, m10, m11, m12, m13, m20, m21, m22, m23, m30, m31, m32, m33 = m
-    s00, s01, s02, s03 = m00 + m10 + m20, m01 + m11 + m21, m02 + m12 + m22, m03 + m13 + m23
-    s10, s11, s12, s13 = m10 - m20 - m30, m11 - m21 - m31, m12 - m22 - m32, m13 - m23 - m33
-    return s00 + s01 + s02 + bias, s01 - s02 - s03 + bias, s10 + s11 + s12 + bias, s11 - s12 - s13 + bias
-
-
-@njit(**NUMBA_INLINED_OPTIONS)
-def _store_four(V, to, plane, a, b, c, d):
-    """``a``, ``b``, ``c`` and ``d`` into ``V``, ``plane`` apart from ``V[to]``."""
-    V[to] = a
-    V[to + plane] = b
-    V[to + np.uintp(2) * plane] = c
-    V[to + np.uintp(3) * plane] = d
-
-
 @njit(**NUMBA_OPTIONS)
 def _winograd_windows(values, image, g, region, V, plane, first):
     """One row's 4x4 windows (its image at ``values[image:]``) of each 2x2 tile of outputs as ``B^T d B``
-    (``_winograd_in``), into ``V`` from tile ``first`` on: plane ``i * 4 + j`` (``plane`` values apart) a
-    ``(tiles, in_c)`` matrix."""
+    (``winograd_in``, the channels side by side), into ``V`` from tile ``first`` on: plane ``i * 4 + j``
+    (``plane`` values apart) a ``(tiles, in_c)`` matrix."""
     _, in_w, in_c, _, _, _, _, _, _, _, _, _ = _window(g)
     image, plane, first = np.uintp(image), np.uintp(plane), np.uintp(first)
-    tiles_w, row = region[1] // np.uintp(2), in_w * in_c
-    two, three = np.uintp(2), np.uintp(3)
+    tiles_w, two = region[1] // np.uintp(2), np.uintp(2)
     for ty in range(region[0] // two):
         for tx in range(tiles_w):
             corner = image + (two * ty * in_w + two * tx) * in_c
-            to = (first + ty * tiles_w + tx) * in_c
-            for c in range(in_c):
-                r0, r1, r2, r3 = corner + c, corner + row + c, corner + two * row + c, corner + three * row + c
-                v0, v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15 = _winograd_in((
-                    values[r0], values[r0 + in_c], values[r0 + two * in_c], values[r0 + three * in_c],
-                    values[r1], values[r1 + in_c], values[r1 + two * in_c], values[r1 + three * in_c],
-                    values[r2], values[r2 + in_c], values[r2 + two * in_c], values[r2 + three * in_c],
-                    values[r3], values[r3 + in_c], values[r3 + two * in_c], values[r3 + three * in_c],
-                ))  # fmt: skip
-                v = to + c  # each element's plane (explicit stores: LLVM keeps a loop over a tuple's elements)
-                _store_four(V, v, plane, v0, v1, v2, v3)
-                _store_four(V, v + np.uintp(4) * plane, plane, v4, v5, v6, v7)
-                _store_four(V, v + np.uintp(8) * plane, plane, v8, v9, v10, v11)
-                _store_four(V, v + np.uintp(12) * plane, plane, v12, v13, v14, v15)
+            winograd_in(values, corner, in_w * in_c, in_c, V, (first + ty * tiles_w + tx) * in_c, plane, in_c)
 
 
 @njit(**NUMBA_OPTIONS)
-def _winograd_outputs(M, at, plane, first, region, units, weights, start, fan_in, products, out):
+def _winograd_outputs(M, at, plane, first, region, units, biases, products, out):
     """One row's outputs from the products at ``M[at:]`` of its tiles from tile ``first`` on (plane ``i * 4 + j``
-    ``plane`` values apart, each ``(tiles, units)``): each tile's ``A^T m A`` plus the bias (``_winograd_out``;
-    the layer's at ``weights[start:]``), into ``products[out:]`` ``(out_h, out_w, units)``."""
-    at, plane, first, units, start = np.uintp(at), np.uintp(plane), np.uintp(first), np.uintp(units), np.uintp(start)
-    out, width = np.uintp(out), np.uintp(fan_in) + ONE
+    ``plane`` values apart, each ``(tiles, units)``): each tile's ``A^T m A`` plus the filters' ``biases``
+    (``winograd_out``, the filters side by side), into ``products[out:]`` ``(out_h, out_w, units)``."""
+    at, plane, first, units, out = np.uintp(at), np.uintp(plane), np.uintp(first), np.uintp(units), np.uintp(out)
     two = np.uintp(2)
     out_w, tiles_w = region[1], region[1] // two
     for ty in range(region[0] // two):
         for tx in range(tiles_w):
             source = at + (first + ty * tiles_w + tx) * units
             top = out + (two * ty * out_w + two * tx) * units
-            bottom = top + out_w * units
-            for co in range(units):
-                m = source + co
-                y00, y01, y10, y11 = _winograd_out((
-                    M[m], M[m + plane], M[m + two * plane], M[m + np.uintp(3) * plane],
-                    M[m + np.uintp(4) * plane], M[m + np.uintp(5) * plane], M[m + np.uintp(6) * plane],
-                    M[m + np.uintp(7) * plane], M[m + np.uintp(8) * plane], M[m + np.uintp(9) * plane],
-                    M[m + np.uintp(10) * plane], M[m + np.uintp(11) * plane], M[m + np.uintp(12) * plane],
-                    M[m + np.uintp(13) * plane], M[m + np.uintp(14) * plane], M[m + np.uintp(15) * plane],
-                ), weights[start + co * width + width - ONE])  # fmt: skip
-                products[top + co] = y00
-                products[top + units + co] = y01
-                products[bottom + co] = y10
-                products[bottom + units + co] = y11
+            winograd_out(M, source, plane, biases, 0, products, top, out_w * units, units, units)
 
 
 @njit(**NUMBA_OPTIONS)
@@ -462,6 +397,10 @@ def _winograd_products(net, k, weights, transformed, u_at, values, inputs, n_row
     region = _region(net, k)
     tiles = np.intp(region[0] // np.uintp(2)) * np.intp(region[1] // np.uintp(2))
     _, n_windows, _ = _winograd_parts(net, k)
+    biases = np.empty(units, dtype=weights.dtype)  # side by side, for the filters' vectors
+    width = g[Geometry.FAN_IN] + 1
+    for c in range(units):
+        biases[c] = weights[net.w_off[k] + c * width + width - 1]
     for first in range(0, n_rows, WINOGRAD_ROWS):
         rows = min(WINOGRAD_ROWS, n_rows - first)
         v_plane, m_plane = rows * tiles * in_c, rows * tiles * units
@@ -471,8 +410,8 @@ def _winograd_products(net, k, weights, transformed, u_at, values, inputs, n_row
             _gemm(AS_IS, (winograd, i * v_plane, in_c), AS_IS, (transformed, u_at + i * in_c * units, units),
                   (winograd, n_windows + i * m_plane, units), 0.0, (rows * tiles, units, in_c), blas)  # fmt: skip
         for r in range(rows):
-            _winograd_outputs(winograd, n_windows, m_plane, r * tiles, region, units, weights, net.w_off[k],
-                              g[Geometry.FAN_IN], products, (first + r) * n_out)  # fmt: skip
+            _winograd_outputs(winograd, n_windows, m_plane, r * tiles, region, units, biases, products,
+                              (first + r) * n_out)  # fmt: skip
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -577,27 +516,21 @@ def _winograd_side_by_side(weights, start, units, columns, dt):
 @njit(**NUMBA_OPTIONS)
 def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd, units):
     """``_conv_pool_row`` for 2x2 windows at a stride of 2 (``_two_by_two``), as the Cython kernel's: each
-    window one tile of Winograd's F(2x2, 3x3), its 4x4 pixels transformed once (``_winograd_in``), then for all
-    the filters their 16 products with the filters' transforms ``winograd`` (``_winograd_side_by_side``)
-    transformed back, the four compared, and relu taken once, of the largest (``winograd_pool``).  Relu keeps
+    window one tile of Winograd's F(2x2, 3x3), its 4x4 pixels transformed once, then for all the filters their
+    16 products with the filters' transforms ``winograd`` (``_winograd_side_by_side``) transformed back, the
+    four compared, and relu taken once, of the largest (``winograd_pool``).  Relu keeps
     the order, so the largest is the same value as ``_conv_pool_row``'s; only where all four are at most zero
     can its place differ (the first of the four before relu, not the first zero), and there the gradient
     multiplies by relu's zero slope, so the pixels it picks add zeros either way."""
     out_h, out_w = pool[Geometry.OUT_H], pool[Geometry.OUT_W]
     image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
-    units, two, three = np.uintp(units), np.uintp(2), np.uintp(3)
+    units, two = np.uintp(units), np.uintp(2)
     for oy in range(out_h):
         for ox in range(out_w):
             to = (oy * out_w + ox) * units
-            r0 = image + two * oy * in_w + two * ox
-            r1, r2, r3 = r0 + in_w, r0 + two * in_w, r0 + three * in_w
-            tile = _winograd_in((
-                values[r0], values[r0 + ONE], values[r0 + two], values[r0 + three],
-                values[r1], values[r1 + ONE], values[r1 + two], values[r1 + three],
-                values[r2], values[r2 + ONE], values[r2 + two], values[r2 + three],
-                values[r3], values[r3 + ONE], values[r3 + two], values[r3 + three],
-            ))  # fmt: skip
-            winograd_pool(values, pooled + to, places + to, winograd, units, COLUMN, tile)
+            winograd_pool(
+                values, image + two * (oy * in_w + ox), in_w, pooled + to, places + to, winograd, units, COLUMN
+            )
 
 
 @njit(**NUMBA_OPTIONS)

@@ -298,27 +298,105 @@ def fused_gradient(typingctx, values, image, in_w, places, errors, at, out_h, ou
     return signature, _fused_gradient_codegen
 
 
+def _winograd_in(builder, d):
+    """A 4x4 window ``d`` (16 values or vectors, row by row) as ``B^T d B``, row by row: its columns, then its
+    rows, as the Cython kernels' ``FASTBP_WINOGRAD_IN_TILE``, operation by operation."""
+    add, sub = builder.fadd, builder.fsub
+    columns = [(sub(d[j], d[8 + j]), add(d[4 + j], d[8 + j]), sub(d[8 + j], d[4 + j]), sub(d[4 + j], d[12 + j]))
+               for j in range(4)]  # fmt: skip
+    rows = [[columns[j][i] for j in range(4)] for i in range(4)]
+    return [value for a, b, c, e in rows for value in (sub(a, c), add(b, c), sub(c, b), sub(b, e))]
+
+
+def _winograd_out(builder, m, bias):
+    """A tile's 4x4 products ``m`` (16 values or vectors, row by row) as ``A^T m A`` plus ``bias``: its 2x2
+    outputs, row by row, as the Cython kernels' ``FASTBP_WINOGRAD_OUT_TILE``, operation by operation."""
+    add, sub = builder.fadd, builder.fsub
+    s0 = [add(add(m[j], m[4 + j]), m[8 + j]) for j in range(4)]
+    s1 = [sub(sub(m[4 + j], m[8 + j]), m[12 + j]) for j in range(4)]
+    return [
+        add(add(add(s[0], s[1]), s[2]), bias) if right == 0 else add(sub(sub(s[1], s[2]), s[3]), bias)
+        for s in (s0, s1)
+        for right in (0, 1)
+    ]
+
+
+def _winograd_in_codegen(context, builder, signature, args):
+    """LLVM code for ``winograd_in``: a vector of channels at a time, then one."""
+    code = _Code(context, builder, signature, args)
+    values, V = code.data(0), code.data(4)
+    source, row_step, column_step, to, plane, n = (code.index(i) for i in (1, 2, 3, 5, 6, 7))
+
+    def channels(first, count, lanes):
+        with cgutils.for_range(builder, count) as block:
+            c = builder.add(first, builder.mul(block.index, code.constant(lanes)))
+            d = [
+                code.load(code.at(values, source, builder.mul(code.constant(i), row_step),
+                                  builder.mul(code.constant(j), column_step), c), lanes)
+                for i in range(4)
+                for j in range(4)
+            ]  # fmt: skip
+            for i, value in enumerate(_winograd_in(builder, d)):
+                code.store(value, code.at(V, to, builder.mul(code.constant(i), plane), c), lanes)
+
+    code.in_blocks(n, channels)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def winograd_in(typingctx, values, source, row_step, column_step, V, to, plane, n):
+    """``n`` channels' 4x4 windows (channel ``c`` of pixel ``(i, j)`` at ``values[source + i * row_step + j *
+    column_step + c]``) as ``B^T d B``, element ``(i, j)`` into ``V[to + (i * 4 + j) * plane + c]``."""
+    signature = types.void(values, source, row_step, column_step, V, to, plane, n)
+    return signature, _winograd_in_codegen
+
+
+def _winograd_out_codegen(context, builder, signature, args):
+    """LLVM code for ``winograd_out``: a vector of channels at a time, then one."""
+    code = _Code(context, builder, signature, args)
+    M, biases, out = code.data(0), code.data(3), code.data(5)
+    at, plane, bias_at, to, row_step, column_step, n = (code.index(i) for i in (1, 2, 4, 6, 7, 8, 9))
+
+    def channels(first, count, lanes):
+        with cgutils.for_range(builder, count) as block:
+            c = builder.add(first, builder.mul(block.index, code.constant(lanes)))
+            m = [code.load(code.at(M, at, builder.mul(code.constant(i), plane), c), lanes) for i in range(16)]
+            bias = code.load(code.at(biases, bias_at, c), lanes)
+            for (i, j), value in zip(((0, 0), (0, 1), (1, 0), (1, 1)), _winograd_out(builder, m, bias)):
+                steps = builder.add(builder.mul(code.constant(i), row_step), builder.mul(code.constant(j), column_step))
+                code.store(value, code.at(out, to, steps, c), lanes)
+
+    code.in_blocks(n, channels)
+    return context.get_dummy_value()
+
+
+@intrinsic
+def winograd_out(typingctx, M, at, plane, biases, bias_at, out, to, row_step, column_step, n):
+    """``n`` channels' 4x4 products (element ``(i, j)`` of channel ``c`` at ``M[at + (i * 4 + j) * plane + c]``)
+    as ``A^T m A`` plus ``biases[bias_at + c]``, output ``(i, j)`` of the 2x2 into ``out[to + i * row_step + j *
+    column_step + c]``."""
+    signature = types.void(M, at, plane, biases, bias_at, out, to, row_step, column_step, n)
+    return signature, _winograd_out_codegen
+
+
 def _winograd_pool_codegen(context, builder, signature, args):
     """LLVM code for ``winograd_pool``: a vector of filters at a time, then one."""
     code = _Code(context, builder, signature, args)
-    values, winograd = code.data(0), code.data(3)
-    pooled, places, units, step = (code.index(i) for i in (1, 2, 4, 5))
-    pixels = [builder.extract_value(args[6], i) for i in range(16)]
-    add, sub = builder.fadd, builder.fsub
+    values, winograd = code.data(0), code.data(5)
+    corner, in_w, pooled, places, units, step = (code.index(i) for i in (1, 2, 3, 4, 6, 7))
+    window = [
+        code.load(code.at(values, corner, builder.mul(code.constant(i), in_w), j), 1)
+        for i in range(4)
+        for j in range(4)
+    ]
+    pixels = _winograd_in(builder, window)  # transformed once for all the filters
 
     def filters(first, count, lanes):
         with cgutils.for_range(builder, count) as block:
             u = builder.add(first, builder.mul(block.index, code.constant(lanes)))
             kernel = [code.load(code.at(winograd, builder.mul(code.constant(i), step), u), lanes) for i in range(17)]
             m = [builder.fmul(kernel[i], code.splat(pixels[i], lanes)) for i in range(16)]
-            bias = kernel[16]
-            s0 = [add(add(m[j], m[4 + j]), m[8 + j]) for j in range(4)]
-            s1 = [sub(sub(m[4 + j], m[8 + j]), m[12 + j]) for j in range(4)]
-            outputs = [
-                add(add(add(s[0], s[1]), s[2]), bias) if right == 0 else add(sub(sub(s[1], s[2]), s[3]), bias)
-                for s in (s0, s1)
-                for right in (0, 1)
-            ]
+            outputs = _winograd_out(builder, m, kernel[16])
             best, place = outputs[0], code.splat(0.0, lanes)
             for q in (1, 2, 3):
                 better = builder.fcmp_ordered(">", outputs[q], best)
@@ -334,13 +412,14 @@ def _winograd_pool_codegen(context, builder, signature, args):
 
 
 @intrinsic
-def winograd_pool(typingctx, values, pooled, places, winograd, units, step, tile):
-    """A fused first layer's outputs at one 2x2 pooling window, Winograd's F(2x2, 3x3) tile ``tile`` (its 4x4
-    pixels as ``B^T d B``, 16 values row by row), and their pooling: for each filter ``u``, the 16 products with
-    its transformed kernel (element ``i`` at ``winograd[i * step + u]``, the bias at ``winograd[16 * step +
-    u]``) as ``A^T m A`` plus the bias, the largest of the 2x2 and relu of it into ``values[pooled + u]``, its
-    place (the first largest, row by row) into ``values[places + u]``, as a float."""
-    signature = types.void(values, pooled, places, winograd, units, step, tile)
+def winograd_pool(typingctx, values, corner, in_w, pooled, places, winograd, units, step):
+    """A fused first layer's outputs at one 2x2 pooling window and their pooling, the window one tile of
+    Winograd's F(2x2, 3x3): its 4x4 pixels (of the one-channel image ``in_w`` wide, from ``values[corner]``) as
+    ``B^T d B``, then for each filter ``u`` the 16 products with its transformed kernel (element ``i`` at
+    ``winograd[i * step + u]``, the bias at ``winograd[16 * step + u]``) as ``A^T m A`` plus the bias, the
+    largest of the 2x2 and relu of it into ``values[pooled + u]``, its place (the first largest, row by row)
+    into ``values[places + u]``, as a float."""
+    signature = types.void(values, corner, in_w, pooled, places, winograd, units, step)
     return signature, _winograd_pool_codegen
 
 
