@@ -75,7 +75,7 @@ COLUMN_MASK = np.uintp(2**CELL_SHIFT - 1)
 
 #: The pooling windows whose errors a pooled convolution's backward pass adds into a filter's gradient at a time
 #: (``add_scaled``'s terms), each sum loaded and stored once for them all.
-TERMS_BLOCK = 64
+TERMS_BLOCK = np.uintp(64)
 
 GAMMA = np.uint64(SPLITMIX_GAMMA)
 MIX1 = np.uint64(SPLITMIX_MIX1)
@@ -737,23 +737,26 @@ def _activate(sums, start, values, to, n, code, dt):
 
 
 @njit(**NUMBA_OPTIONS)
-def _scale_by_slopes(errors, start, values, at, n, code, dt):
-    """``errors[start : start + n]`` times the slopes of activation ``code`` at the outputs ``values[at:]``,
-    one loop per activation as in ``_activate``."""
-    start, at = np.uintp(start), np.uintp(at)
-    n = np.uintp(n)
+def _derive_row(to, to_at, errors, start, values, at, n, code, dt):
+    """``errors[start : start + n]`` times the slopes of activation ``code`` at the outputs ``values[at:]`` into
+    ``to[to_at:]`` (which may be where the errors are), one loop per activation as in ``_activate``; identity's
+    errors as they are."""
+    to_at, start, at, n = np.uintp(to_at), np.uintp(start), np.uintp(at), np.uintp(n)
     if code == ActivationCode.RELU:
         for j in range(n):
-            errors[start + j] *= derivative(values[at + j], ActivationCode.RELU, dt)
+            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.RELU, dt)
     elif code == ActivationCode.LEAKY_RELU:
         for j in range(n):
-            errors[start + j] *= derivative(values[at + j], ActivationCode.LEAKY_RELU, dt)
+            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.LEAKY_RELU, dt)
     elif code == ActivationCode.SIGMOID:
         for j in range(n):
-            errors[start + j] *= derivative(values[at + j], ActivationCode.SIGMOID, dt)
+            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.SIGMOID, dt)
     elif code == ActivationCode.TANH:
         for j in range(n):
-            errors[start + j] *= derivative(values[at + j], ActivationCode.TANH, dt)
+            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.TANH, dt)
+    else:
+        for j in range(n):
+            to[to_at + j] = errors[start + j]
 
 
 @njit(**NUMBA_OPTIONS)
@@ -965,7 +968,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             inside = _inside(g, region)
             stretch, row_step = kernel_w * in_c, in_w * in_c
             lists = np.empty((2, GROUPED_FILTERS), dtype=np.uintp)
-            scales = np.empty(max(GROUPED_FILTERS, TERMS_BLOCK), dtype=weights.dtype)
+            scales = np.empty(max(GROUPED_FILTERS, np.intp(TERMS_BLOCK)), dtype=weights.dtype)
             starts, zeros = np.empty(TERMS_BLOCK, dtype=np.uintp), np.zeros(TERMS_BLOCK, dtype=np.uintp)
             ones = np.ones(1, dtype=weights.dtype)
             for s in range(n_rows):
@@ -976,13 +979,13 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                 if k > 0:  # each window's errors times their filters into its inputs, windows in order
                     below[s * n_in : (s + 1) * n_in] = 0.0
                     for window in range(n_windows):
-                        for first in range(0, units, GROUPED_FILTERS):
+                        for first in range(np.uintp(0), units, np.uintp(GROUPED_FILTERS)):
                             _add_grouped(below, s * n_in, g, rows_of_lines, filters, line_width, errors, winners,
                                          row + window * units, won + row + window * units, first,
-                                         min(first + GROUPED_FILTERS, units), lists, scales)  # fmt: skip
+                                         min(first + np.uintp(GROUPED_FILTERS), units), lists, scales)  # fmt: skip
                 # Each error times its window into its filter's gradient: many windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
-                for first in range(0, n_windows, TERMS_BLOCK):
+                for first in range(np.uintp(0), n_windows, TERMS_BLOCK):  # unsigned, as the indexes below
                     for c in range(units):
                         n_terms = 0
                         for window in range(first, min(first + TERMS_BLOCK, n_windows)):  # no branch
@@ -1014,8 +1017,8 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                     _scatter_windows(patch_errors, g, below, s * n_in)
     elif pooling_a_convolution:  # each error as the convolution's at its window's maximum (see above)
         for s in range(n_rows):
-            below[s * n_out : (s + 1) * n_out] = errors[s * n_out : (s + 1) * n_out]
-            _scale_by_slopes(below, s * n_out, values, outputs + s * (n_out + 1), n_out, net.activations[k - 1], dt)
+            _derive_row(below, s * n_out, errors, s * n_out, values, outputs + s * (n_out + 1), n_out,
+                        net.activations[k - 1], dt)  # fmt: skip
     elif k > 0:
         for s in range(n_rows):
             at = s * n_in
@@ -1035,7 +1038,8 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                     below[at + j] = errors[s * n_out + j]
     if k > 0 and net.activations[k - 1] != ActivationCode.IDENTITY and not pooling_a_convolution:
         for s in range(n_rows):
-            _scale_by_slopes(below, s * n_in, values, inputs + s * (n_in + 1), n_in, net.activations[k - 1], dt)
+            _derive_row(below, s * n_in, below, s * n_in, values, inputs + s * (n_in + 1), n_in, net.activations[k - 1],
+                        dt)  # fmt: skip
 
 
 @njit(**NUMBA_OPTIONS)
