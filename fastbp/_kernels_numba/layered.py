@@ -1139,8 +1139,9 @@ def _sum_chunks(chunk_grads, n_chunks, first, last):
     batch's mean gradient."""
     grad = chunk_grads[0]
     for c in range(1, n_chunks):
-        for i in range(first, last):
-            grad[i] += chunk_grads[c, i]
+        chunk = chunk_grads[c]
+        for i in range(np.uintp(first), np.uintp(last)):  # unsigned: no wrap-around checks, so it vectorises
+            grad[i] += chunk[i]
 
 
 def _step_tasks(net, weights, optimizer_state, schedule, rate, step, chunk_grads, n_chunks, n_ranges):
