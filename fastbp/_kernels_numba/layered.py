@@ -186,7 +186,7 @@ def _scratch(net, n_slots, rows, dt):
     for k in range(n_layers + 1):
         v_off[k + 1] = v_off[k] + rows * (sizes[k] + 1)
         widest = max(widest, sizes[k] + 1)
-    n_patches, n_patch_errors, n_winograd, n_filters = 1, 1, 1, 0
+    n_patches, n_patch_errors, n_winograd, n_filter_rows = 1, 1, 1, 0
     item = np.empty(0, dtype=dt).itemsize
     win_off = np.zeros(n_layers + 1, dtype=np.intp)
     u_off = np.zeros(n_layers + 1, dtype=np.intp)
@@ -198,8 +198,8 @@ def _scratch(net, n_slots, rows, dt):
             n_patches = max(n_patches, positions * (geometry[k, Geometry.FAN_IN] + 1))
             n_patch_errors = max(n_patch_errors, positions * geometry[k, Geometry.FAN_IN])
             if _pooled(net, k):
-                n_filters = max(
-                    n_filters, geometry[k, Geometry.UNITS] * _line_width(geometry[k, Geometry.FAN_IN] + 1, item)
+                n_filter_rows = max(
+                    n_filter_rows, geometry[k, Geometry.UNITS] * _line_width(geometry[k, Geometry.FAN_IN] + 1, item)
                 )
         u_off[k + 1] = u_off[k]
         if _winograd(net, k):
@@ -220,7 +220,7 @@ def _scratch(net, n_slots, rows, dt):
         np.empty((n_slots, n_winograd), dtype=dt),
         u_off,
         np.empty(max(u_off[n_layers], 1), dtype=dt),
-        np.empty((n_slots, 2 * n_filters + LINE_BYTES // item), dtype=dt),
+        np.empty((n_slots, 2 * n_filter_rows + LINE_BYTES // item), dtype=dt),
     )
 
 
@@ -518,10 +518,10 @@ def _winograd_conv_pool_row(values, image, in_w, pooled, places, pool, winograd,
     """``_conv_pool_row`` for 2x2 windows at a stride of 2 (``_two_by_two``), as the Cython kernel's: each
     window one tile of Winograd's F(2x2, 3x3), its 4x4 pixels transformed once, then for all the filters their
     16 products with the filters' transforms ``winograd`` (``_winograd_side_by_side``) transformed back, the
-    four compared, and relu taken once, of the largest (``winograd_pool``).  Relu keeps
-    the order, so the largest is the same value as ``_conv_pool_row``'s; only where all four are at most zero
-    can its place differ (the first of the four before relu, not the first zero), and there the gradient
-    multiplies by relu's zero slope, so the pixels it picks add zeros either way."""
+    four compared, and relu taken once, of the largest (``winograd_pool``).  Relu keeps the order, so the
+    largest is the same value as ``_conv_pool_row``'s; only where all four are at most zero can its place differ
+    (the first of the four before relu, not the first zero), and there the gradient multiplies by relu's zero
+    slope, so the pixels it picks add zeros either way."""
     out_h, out_w = pool[Geometry.OUT_H], pool[Geometry.OUT_W]
     image, in_w, pooled, places = np.uintp(image), np.uintp(in_w), np.uintp(pooled), np.uintp(places)
     units, two = np.uintp(units), np.uintp(2)
