@@ -443,6 +443,18 @@ def _pooled_with_the_first(net, k):
     return k == 1 and _fused(net, 0)
 
 
+@njit(**NUMBA_INLINED_OPTIONS)
+def _to_the_first(net, k):
+    """Whether layer ``k``'s backward pass also takes the two layers below it, row by row: a pooled convolution
+    over the pooling of a fused first layer (``_fused``), as the founding notebook's second layer.  A row's
+    errors passed down then go through the pooling's relu slopes and into the first layer's gradient at once,
+    in one row's scratch that stays in the cache, where each layer's own pass would go over the whole chunk's;
+    each gradient's sums are added in the same order (the Cython kernels' ``_to_the_first``)."""
+    return (
+        k == 2 and _pooled(net, 2) and _pooled_with_the_first(net, 1) and net.activations[1] == ActivationCode.IDENTITY
+    )
+
+
 @njit(**NUMBA_OPTIONS)
 def _side_by_side(weights, start, units, columns):
     """A fused convolution's weights (or their gradient) ``(units, 10)`` at ``weights[start:]`` as columns: input
@@ -971,18 +983,31 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             scales = np.empty(max(GROUPED_FILTERS, np.intp(TERMS_BLOCK)), dtype=weights.dtype)
             starts, zeros = np.empty(TERMS_BLOCK, dtype=np.uintp), np.zeros(TERMS_BLOCK, dtype=np.uintp)
             ones = np.ones(1, dtype=weights.dtype)
+            to_the_first = _to_the_first(net, k)
+            if to_the_first:  # the first layer's gradient side by side (see ``_fused_gradient_row``)
+                first_units = net.geometry[0, Geometry.UNITS]
+                sums = np.empty(10 * FUSED_MAX_UNITS, dtype=weights.dtype)
+                picked = np.empty(9 * FUSED_MAX_UNITS, dtype=weights.dtype)
+                _side_by_side(grad, net.w_off[0], first_units, sums)
             for s in range(n_rows):
                 image = np.uintp(inputs + s * (n_in + 1))
                 if not inside:
                     _gather_windows(values, np.intp(image), g, region, patches)  # an intp, as the forward pass's
                 row = np.uintp(s) * n_pooled
+                row_below = 0 if to_the_first else s * n_in  # then one row's scratch for every row
                 if k > 0:  # each window's errors times their filters into its inputs, windows in order
-                    below[s * n_in : (s + 1) * n_in] = 0.0
+                    below[row_below : row_below + n_in] = 0.0
                     for window in range(n_windows):
                         for first in range(np.uintp(0), units, np.uintp(GROUPED_FILTERS)):
-                            _add_grouped(below, s * n_in, g, rows_of_lines, filters, line_width, errors, winners,
+                            _add_grouped(below, row_below, g, rows_of_lines, filters, line_width, errors, winners,
                                          row + window * units, won + row + window * units, first,
                                          min(first + np.uintp(GROUPED_FILTERS), units), lists, scales)  # fmt: skip
+                if to_the_first:  # the pooling's and the first layer's passes, this row's share
+                    _derive_row(below, row_below, below, row_below, values, inputs + s * (n_in + 1), n_in,
+                                net.activations[0], dt)  # fmt: skip
+                    _fused_gradient_row(values, v_off[0] + s * (net.sizes[0] + 1), net.geometry[0, Geometry.IN_W],
+                                        v_off[1] + s * (net.sizes[1] + 1), below, row_below, net.geometry[1],
+                                        first_units, sums, picked, dt)  # fmt: skip
                 # Each error times its window into its filter's gradient: many windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
                 for first in range(np.uintp(0), n_windows, TERMS_BLOCK):  # unsigned, as the indexes below
@@ -1005,6 +1030,8 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                         else:
                             add_scaled(rows_of_lines, at, 0, patches, starts, 0, scales, n_terms, 0, 1, width)
             _copy_rows(rows_of_lines, filter_grads, line_width, grad, w_off, width, units, width)
+            if to_the_first:
+                _one_by_one(sums, first_units, grad, net.w_off[0])
         else:
             positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
             for s in range(n_rows):
@@ -1096,6 +1123,8 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
             grad[net.w_off[k] : net.w_off[k + 1]] = 0.0
     for k in range(n_layers - 1, -1, -1):
         _backward(net, weights, k, chunk, scratch, slot, grad, side)
+        if _to_the_first(net, k):  # the layers below are done
+            break
         side = 1 - side
     return chunk_loss, n_right
 
