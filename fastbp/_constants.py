@@ -88,6 +88,10 @@ WINOGRAD_ROWS = 4
 #: stored once for them.  Both backends group alike, so their sums are the same.
 GROUPED_FILTERS = 64
 
+#: A pooled convolution's backward pass adds the errors of up to this many pooling windows into a filter's
+#: gradient at a time, each sum in a register for them all (in the windows' order: the sums of one at a time).
+TERMS_BLOCK = 64
+
 #: A cache line's bytes, and the widest vector's (AVX-512's): the layered kernels lay a pooled convolution's filters
 #: and their gradient in rows padded to whole lines of it, each row starting on one, so that no vector of them
 #: straddles two lines (rows of ``fan_in + 1`` values would make most do).
@@ -138,6 +142,7 @@ def compiled_constants() -> dict:
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI", "EXP_LN2_LO")
     names += ("EXP_TAYLOR", "CHUNK_ROWS", "LARGE_CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
     names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINOGRAD_ROWS", "GROUPED_FILTERS", "LINE_BYTES")
+    names += ("TERMS_BLOCK",)
     geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
     return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}
 

@@ -41,7 +41,7 @@ from fastbp._kernels_cython.constants cimport (
     GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT,
     GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, GROUPED_FILTERS, LARGE_CHUNK_ROWS,
     LAYER_CONV2D, LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, LINE_BYTES, SPLITMIX_GAMMA, SPLITMIX_MIX1,
-    SPLITMIX_MIX2, WINOGRAD_ROWS,
+    SPLITMIX_MIX2, TERMS_BLOCK, WINOGRAD_ROWS,
     compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
@@ -409,9 +409,6 @@ cdef enum:
     WINOGRAD_BLOCK = 16  # the filters whose biases a Winograd convolution's outputs gather at a time (on the stack)
     # The channels a pooling's window takes at a time (``_pool_row``: its places' stack arrays).
     PLACES_BLOCK = 64
-    # The pooling windows whose errors a pooled convolution's backward pass adds into a filter's gradient at a
-    # time (_add_scaled's terms).
-    TERMS_BLOCK = 64
 
 #: A pooled convolution's maximum's column, below its row (``CELL_SHIFT``).
 cdef Py_ssize_t COLUMN_MASK = (<Py_ssize_t>1 << CELL_SHIFT) - 1

@@ -46,6 +46,7 @@ from .._constants import (
     SPLITMIX_GAMMA,
     SPLITMIX_MIX1,
     SPLITMIX_MIX2,
+    TERMS_BLOCK,
     WINOGRAD_ROWS,
     Geometry,
     chunk_rows,
@@ -72,10 +73,6 @@ ONE_SLOT = np.intp(1)
 #: A pooled convolution's maximum's row and column in one winner (``_pool``): the row's shift, the column's mask.
 ROW_SHIFT = np.uintp(CELL_SHIFT)
 COLUMN_MASK = np.uintp(2**CELL_SHIFT - 1)
-
-#: The pooling windows whose errors a pooled convolution's backward pass adds into a filter's gradient at a time
-#: (``add_scaled``'s terms), each sum loaded and stored once for them all.
-TERMS_BLOCK = np.uintp(64)
 
 GAMMA = np.uint64(SPLITMIX_GAMMA)
 MIX1 = np.uint64(SPLITMIX_MIX1)
@@ -980,7 +977,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             inside = _inside(g, region)
             stretch, row_step = kernel_w * in_c, in_w * in_c
             lists = np.empty((2, GROUPED_FILTERS), dtype=np.uintp)
-            scales = np.empty(max(GROUPED_FILTERS, np.intp(TERMS_BLOCK)), dtype=weights.dtype)
+            scales = np.empty(max(GROUPED_FILTERS, TERMS_BLOCK), dtype=weights.dtype)
             starts, zeros = np.empty(TERMS_BLOCK, dtype=np.uintp), np.zeros(TERMS_BLOCK, dtype=np.uintp)
             ones = np.ones(1, dtype=weights.dtype)
             to_the_first = _to_the_first(net, k)
@@ -1010,10 +1007,11 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                                         first_units, sums, picked, dt)  # fmt: skip
                 # Each error times its window into its filter's gradient: many windows' errors for one filter at
                 # a time, in the windows' order, so that each sum is loaded and stored once for them all.
-                for first in range(np.uintp(0), n_windows, TERMS_BLOCK):  # unsigned, as the indexes below
+                block = np.uintp(TERMS_BLOCK)  # unsigned, as the indexes below
+                for first in range(np.uintp(0), n_windows, block):
                     for c in range(units):
                         n_terms = 0
-                        for window in range(first, min(first + TERMS_BLOCK, n_windows)):  # no branch
+                        for window in range(first, min(first + block, n_windows)):  # no branch
                             j = row + window * units + c
                             y, x = winners[won + j] >> ROW_SHIFT, winners[won + j] & COLUMN_MASK
                             scales[n_terms] = errors[j]

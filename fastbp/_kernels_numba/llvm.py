@@ -13,6 +13,8 @@
   ``fastbp_fused_gradient``), and ``winograd_pool`` its forward pass at one pooling
   window, a Winograd tile, all the filters in vectors of the widest registers (LLVM's
   own vectoriser takes half as wide ones on processors with AVX-512);
+* ``winograd_in`` and ``winograd_out`` are a Winograd convolution's transforms, the
+  channels in vectors likewise (LLVM's vectoriser leaves their 16 streams scalar);
 * ``libm_exp`` is ``math.exp`` calling the C library's exp directly (see
   :mod:`fastbp._libm`);
 * ``blas_sgemm`` and ``blas_dgemm`` are BLAS's matrix products, the very functions the
