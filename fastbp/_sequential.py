@@ -139,10 +139,11 @@ class Sequential:
         dtype: str = "float32",
         backend: str = "auto",
     ) -> None:
-        """Choose the optimizer (``"adam"``, ``"sgd"`` or an ``Adam``/``SGD`` with settings), the loss
-        (``"categorical_crossentropy"`` or ``"sparse_categorical_crossentropy"`` for a softmax output, which
-        both take integer or one-hot labels; ``"binary_crossentropy"`` for sigmoid units; ``"mse"``), the
-        metrics (``"accuracy"``), and fastbp's precision (float32, Keras's, by default) and backend."""
+        """Choose the optimizer (``"adam"``, the default, where Keras's is RMSprop; ``"sgd"``; or an
+        ``Adam``/``SGD`` with settings), the loss (``"categorical_crossentropy"`` or
+        ``"sparse_categorical_crossentropy"`` for a softmax output, which both take integer or one-hot labels;
+        ``"binary_crossentropy"`` for sigmoid units; ``"mse"``), the metrics (``"accuracy"``), and fastbp's
+        precision (float32, Keras's, by default) and backend."""
         if isinstance(optimizer, str):
             if optimizer not in OPTIMIZERS:
                 raise ValueError(f"unknown optimizer {optimizer!r}: fastbp offers {tuple(OPTIMIZERS)}")
@@ -258,10 +259,12 @@ class Sequential:
 
         ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over each epoch's steps (its batches, as Keras
         counts them) and a line per epoch, 2 the lines only.  ``callbacks``: objects with any of Keras's
-        callback methods, which are called as Keras calls them, but for the per-batch ones (``set_model``,
-        ``set_params``, ``on_train_begin``, ``on_epoch_begin``, ``on_epoch_end`` with the epoch's logs,
-        ``on_train_end``); one that sets the model's ``stop_training`` stops training after that epoch, as
-        Keras's ``EarlyStopping`` does.  ``sample_weight`` (one per row) or ``class_weight`` (by class label,
+        training callback methods, called as Keras calls them (``set_model``, ``set_params``,
+        ``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_begin``, ``on_train_batch_end`` with the
+        epoch's loss and accuracy so far, ``on_epoch_end`` with the epoch's logs, ``on_train_end``); one that
+        sets the model's ``stop_training`` stops training after that batch or epoch, as Keras's
+        ``EarlyStopping`` and ``TerminateOnNaN`` do.  Per-batch callbacks make each kernel call train one
+        batch (the same weights, a little slower).  ``sample_weight`` (one per row) or ``class_weight`` (by class label,
         1 for the classes it leaves out; not both, as in Keras) scales each training row's loss and gradient;
         the reported loss is the weighted sum over the rows' count, the accuracy and the validation unweighted.
         ``initial_epoch``: the number of the first epoch, as Keras's (resuming a training: epochs
@@ -290,6 +293,8 @@ class Sequential:
         self._trainer = self._trainer.continued(options, shuffling if shuffle else None)
         history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose})
         threads = as_threads(n_threads)
+        counted = bool(self._compiled["metrics"]) and not self._trainer.layout.dense_only
+        batches = _BatchCallbacks(self, callbacks, counted) if _has_batch_hooks(callbacks) else None
         self.stop_training = False
         _call(callbacks, "set_model", self)
         _call(callbacks, "set_params", dict(history.params))
@@ -302,11 +307,14 @@ class Sequential:
                 print(f"Epoch {epoch + 1}/{epochs}", flush=True)
             right: list[int] = []
             with _StepBar(history.params["steps"]) if verbose == 1 else contextlib.nullcontext(False) as bar:
-                losses = self._trainer.run(X, targets, sample_weight, 1, n_threads=threads, progress=bar, right=right)
+                losses = self._trainer.run(
+                    X, targets, sample_weight, 1, n_threads=threads, progress=bar, right=right, batches=batches
+                )
             check_finite(losses, self._trainer.weights, epoch)
-            logs = {"loss": float(losses[0]) / len(X)}
+            trained = len(X) if batches is None else batches.rows  # fewer where a callback stopped the epoch
+            logs = {"loss": float(losses[0]) / trained}
             if self._compiled["metrics"]:  # as Keras: over the epoch's training passes (a dense network's: after)
-                logs["accuracy"] = right[0] / len(X) if right else self._accuracy(self._forward(X, threads), targets)
+                logs["accuracy"] = right[0] / trained if right else self._accuracy(self._forward(X, threads), targets)
             if validation is not None:
                 val = self._scores(*validation, threads)
                 logs.update({f"val_{name}": value for name, value in val.items()})
@@ -552,6 +560,35 @@ def _call(callbacks: list, method: str, *args) -> None:
         function = getattr(callback, method, None)
         if callable(function):
             function(*args)
+
+
+def _has_batch_hooks(callbacks: list) -> bool:
+    """Whether a callback acts on training batches: Keras's base class marks the methods it leaves empty
+    (``_is_default``), and its ``on_train_batch_*`` call the older ``on_batch_*``, which a subclass may define."""
+    names = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
+    methods = (getattr(callback, name, None) for callback in callbacks for name in names)
+    return any(callable(method) and not getattr(method, "_is_default", False) for method in methods)
+
+
+class _BatchCallbacks:
+    """``fit``'s callbacks around each training batch (the trainer's ``BatchHooks``): ``on_train_batch_begin``,
+    and ``on_train_batch_end`` with the epoch's loss and accuracy over its batches so far, as Keras's logs."""
+
+    def __init__(self, model: Sequential, callbacks: list, counted: bool):
+        self.model, self.callbacks, self.counted = model, callbacks, counted
+        #: The current epoch's rows trained so far.
+        self.rows = 0
+
+    def begin(self, batch: int) -> None:
+        _call(self.callbacks, "on_train_batch_begin", batch, {})
+
+    def end(self, batch: int, rows: int, loss: float, right: int) -> bool:
+        self.rows = rows
+        logs = {"loss": float(loss) / rows}
+        if self.counted:
+            logs["accuracy"] = right / rows
+        _call(self.callbacks, "on_train_batch_end", batch, logs)
+        return self.model.stop_training
 
 
 def _split(X: np.ndarray, targets: np.ndarray, weights: np.ndarray, fraction: float):

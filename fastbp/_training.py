@@ -326,6 +326,7 @@ class Trainer:
         n_threads: int = 1,
         rows: np.ndarray | None = None,
         right: list[int] | None = None,
+        batches: BatchHooks | None = None,
     ) -> np.ndarray:
         """Train ``epochs`` epochs on validated arrays; return each epoch's loss.
 
@@ -341,7 +342,10 @@ class Trainer:
 
         With a ``callback`` the kernels return to Python after every epoch, so it
         sees each epoch's weights and may stop training by returning True; the
-        history then ends at that epoch.
+        history then ends at that epoch.  With ``batches`` each kernel call trains
+        one batch, and its hooks run around each (the same updates as whole epochs
+        per call); one that stops training ends the epoch after that batch, whose
+        loss then sums the rows trained.
         """
         if not OPTIMIZERS[self.options.optimizer].in_kernels:
             if epochs == 0:  # SciPy's L-BFGS-B takes a step even with maxiter=0
@@ -354,7 +358,8 @@ class Trainer:
         steps_per_epoch = -(-n_rows // batch_size)
         work = layout.work_per_row
         # Networks of dense layers run chunks of epochs; a layered network's epoch runs in parts of whole batches.
-        chunk = 1 if callback is not None or not layout.dense_only else max(1, CHUNK_WORK // (n_rows * work))
+        by_epochs = layout.dense_only and batches is None
+        chunk = max(1, CHUNK_WORK // (n_rows * work)) if by_epochs and callback is None else 1
         parts = []  # each chunk's losses: the history grows with the epochs that run, which a callback may cut short
         # Threads share a batch's products only where a step has enough arithmetic to be worth it.
         threads = kernel_threads(n_threads) if batch_size * work >= MIN_BATCH_WORK_FOR_THREADS else 1
@@ -372,18 +377,19 @@ class Trainer:
                 rates, orders = self.epoch_rates(len(part), n_rows), self.epoch_orders(len(part), n_rows)
                 if rows is not None:
                     orders = rows[orders]
-                if layout.dense_only:
+                stopped = False
+                if by_epochs:
                     train(options.schedule(orders, rates, batch_size, self.steps, self.dropout_seed), part)
                     self.advance(len(part), n_rows, steps_per_epoch)
                     bar.update(len(part))
                 else:
-                    call_rows = max(1, LAYERED_CALL_WORK // work)
-                    part[0], counted = self._epoch_in_parts(train, orders, rates, call_rows, bar)
-                    if right is not None:
+                    call_rows = batch_size if batches is not None else max(1, LAYERED_CALL_WORK // work)
+                    part[0], counted, stopped = self._epoch_in_parts(train, orders, rates, call_rows, bar, batches)
+                    if right is not None and not layout.dense_only:
                         right.append(counted)
                 check_finite(part, self.weights, done)
                 done += len(part)
-                if callback is not None and callback(done - 1, float(part[-1])):
+                if stopped or callback is not None and callback(done - 1, float(part[-1])):
                     break
         return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -444,24 +450,31 @@ class Trainer:
         return Minimized(history, int(result.nit), result.status == 0, str(result.message), loss)
 
     def _epoch_in_parts(
-        self, train: _KernelCall, orders: np.ndarray, rates: np.ndarray, rows: int, bar
-    ) -> tuple[float, int]:
-        """One epoch of a layered network in kernel calls of whole batches, of about ``rows`` rows: the same
-        batches and updates as one call, and between calls Ctrl-C is honoured and the progress bar moves.
-        Returns the epoch's loss and how many rows its training passes classed right."""
+        self, train: _KernelCall, orders: np.ndarray, rates: np.ndarray, rows: int, bar, hooks: BatchHooks | None
+    ) -> tuple[float, int, bool]:
+        """One epoch in kernel calls of whole batches, of about ``rows`` rows: the same batches and updates as one
+        call, and between calls Ctrl-C is honoured, the progress bar moves and ``hooks`` (given calls of one
+        batch) run.  Returns the loss of the rows trained, how many of them a layered network's training passes
+        classed right, and whether a hook stopped the training."""
         n_rows, batch_size = orders.shape[1], train.batch_size
         part_rows = max(1, rows // batch_size) * batch_size
-        loss, right = np.zeros(1), np.zeros(1)
+        loss = np.zeros(1)
+        right = None if self.layout.dense_only else np.zeros(1)
         total, total_right = 0.0, 0
         for start in range(0, n_rows, part_rows):
+            if hooks is not None:
+                hooks.begin(start // batch_size)
             visits = np.ascontiguousarray(orders[:, start : start + part_rows])
             train(self.options.schedule(visits, rates, batch_size, self.steps, self.dropout_seed), loss, right)
             self.steps += -(-visits.shape[1] // batch_size)
             self.rows_seen += visits.shape[1]
             total += loss[0]
-            total_right += int(right[0])
+            total_right += 0 if right is None else int(right[0])
             bar.update(visits.shape[1] / n_rows)
-        return total, total_right
+            trained = start + visits.shape[1]
+            if hooks is not None and hooks.end(start // batch_size, trained, total, total_right):
+                return total, total_right, True
+        return total, total_right, False
 
     def epoch_rates(self, n_epochs: int, n_rows: int) -> np.ndarray:
         """The learning rate of each of the next ``n_epochs`` epochs over ``n_rows`` rows (float64)."""
@@ -567,6 +580,17 @@ def _parallel_lock(backend, threads: int) -> contextlib.AbstractContextManager:
     """The lock a backend needs held while its kernels run on several threads, if any."""
     lock = backend.capabilities.parallel_lock
     return lock if lock is not None and threads > 1 else contextlib.nullcontext()
+
+
+class BatchHooks(Protocol):
+    """What a caller runs around each batch of a training (``Sequential.fit``'s per-batch callbacks)."""
+
+    def begin(self, batch: int) -> None:
+        """Before batch ``batch`` (counted from 0 in its epoch) trains."""
+
+    def end(self, batch: int, rows: int, loss: float, right: int) -> bool:
+        """After batch ``batch``, given the epoch's rows trained so far, their loss sum and how many of them
+        were classed right (0 for a network of dense layers alone); True stops training after it."""
 
 
 class ProgressBar(Protocol):

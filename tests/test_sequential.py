@@ -361,6 +361,103 @@ def test_keras_early_stopping_stops_and_restores_the_best_weights(layered_backen
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), weights_after[best], strict=True))
 
 
+def dense_layers(n_features=30, classes=3):
+    """A network of dense layers alone, which trains in the dense kernels (not the layered ones)."""
+    return [Dense(6, activation="tanh", input_shape=(n_features,)), Dense(classes, activation="softmax")]
+
+
+def no_dropout_layers(input_shape=(6, 5, 2), classes=3):
+    """A layered network whose batches' losses follow from its weights alone (no dropout)."""
+    return [Conv2D(3, (3, 2), activation="relu", input_shape=input_shape), MaxPooling2D(2), Flatten(),
+            Dense(classes, activation="softmax")]  # fmt: skip
+
+
+class BatchRecorder:
+    """A callback that records each training batch's logs, and the loss each batch's rows have under the weights
+    before its update (the model's own predictions, taken before the batch trains)."""
+
+    def __init__(self, x, y, batch_size, stop_at=None):
+        self.x, self.y, self.batch_size, self.stop_at = x, y, batch_size, stop_at
+        self.calls, self.losses = [], []
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.calls.append(("begin", self.epoch, batch, logs))
+        rows = slice(batch * self.batch_size, (batch + 1) * self.batch_size)  # fit(shuffle=False)
+        outputs = self.model.predict(self.x[rows], verbose=0)
+        self.losses.append(-np.log(outputs[np.arange(len(outputs)), self.y[rows]]).sum())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("end", self.epoch, batch, logs))
+        if (self.epoch, batch) == self.stop_at:
+            self.model.stop_training = True
+
+
+@pytest.mark.parametrize("network", ["layered", "dense"])
+def test_per_batch_callbacks_get_keras_running_logs_and_leave_the_weights_as_they_are(layered_backend, network):
+    x, y = small_data(n=28)
+    layers = no_dropout_layers if network == "layered" else lambda: dense_layers(n_features=60)
+    if network == "dense":
+        x = x.reshape(len(x), -1)
+    recorder = BatchRecorder(x, y, batch_size=8)
+    model = compiled(layers(), layered_backend)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False, callbacks=[recorder])
+    alone = compiled(layers(), layered_backend)
+    alone.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), alone.get_weights(), strict=True))
+    ends = [logs for kind, _, _, logs in recorder.calls if kind == "end"]
+    assert [call[:3] for call in recorder.calls] == [
+        (kind, epoch, batch) for epoch in range(2) for batch in range(4) for kind in ("begin", "end")
+    ]
+    rows = np.array([8, 16, 24, 28] * 2)
+    running = np.concatenate([np.cumsum(recorder.losses[:4]), np.cumsum(recorder.losses[4:])]) / rows
+    np.testing.assert_allclose([logs["loss"] for logs in ends], running, rtol=1e-12)
+    assert [ends[3]["loss"], ends[7]["loss"]] == history.history["loss"]
+    if network == "layered":  # as the epoch's: counted over the training passes so far
+        assert [ends[3]["accuracy"], ends[7]["accuracy"]] == history.history["accuracy"]
+        assert all(logs["accuracy"] * n == round(logs["accuracy"] * n) for logs, n in zip(ends, rows, strict=True))
+    else:  # a dense network's accuracy is measured after each epoch, not per batch
+        assert all(set(logs) == {"loss"} for logs in ends)
+
+
+def test_a_callback_may_stop_training_after_a_batch(layered_backend):
+    """Stopped after the third batch of the second epoch: that epoch's history is over its three batches, and the
+    weights are those of the same updates run as fits of the rows they trained (dropout masks and all)."""
+    x, y = small_data(n=40)
+    recorder, epochs = BatchRecorder(x, y, batch_size=8, stop_at=(1, 2)), Recorder()
+    model = compiled(small_layers(), layered_backend)
+    history = model.fit(x, y, batch_size=8, epochs=4, verbose=0, shuffle=False, callbacks=[recorder, epochs])
+    assert history.epoch == [0, 1] and recorder.calls[-1][:3] == ("end", 1, 2)
+    assert history.history["loss"][1] == recorder.calls[-1][3]["loss"]
+    assert epochs.calls[-2][:2] == ("on_epoch_end", 1) and model.stop_training
+    parts = compiled(small_layers(), layered_backend)
+    parts.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    parts.fit(x[:24], y[:24], batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), parts.get_weights(), strict=True))
+
+
+def test_keras_callbacks_run_per_batch_only_where_they_act_on_batches():
+    keras = pytest.importorskip("keras", reason="needs Keras's own callbacks")
+    from fastbp._sequential import _has_batch_hooks
+
+    class OldStyle(keras.callbacks.Callback):  # Keras's on_train_batch_end calls on_batch_end
+        def on_batch_end(self, batch, logs=None):
+            self.seen = (batch, logs)
+
+    assert not _has_batch_hooks([keras.callbacks.EarlyStopping(), keras.callbacks.History(), object()])
+    assert _has_batch_hooks([keras.callbacks.LambdaCallback(on_train_batch_end=print)])
+    assert _has_batch_hooks([keras.callbacks.TerminateOnNaN()])
+    old = OldStyle()
+    x, y = small_data(n=20)
+    compiled(small_layers(), "numba").fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[old])
+    assert old.seen[0] == 2 and set(old.seen[1]) == {"loss", "accuracy"}
+
+
 def test_sample_and_class_weights_scale_each_rows_gradient(layered_backend):
     """Under plain SGD a weight of 2 on every row is a doubled learning rate (both exact in floating point), and
     class weights are the sample weights of each row's class."""
