@@ -545,14 +545,19 @@ def new_trainer(
     n_outputs: int,
     randomness: RandomSource,
     weights: np.ndarray | None = None,
+    initializers: Sequence[tuple[str | None, str | None]] | None = None,
 ) -> Trainer:
     """A trainer for a freshly initialised network on rows of ``input_shape``: the tutorial's init draws from
     the ``random.Random`` stream, the others, the dropout seed and shuffling from the ``numpy`` one; or, given
-    ``weights`` (drawn elsewhere, as the estimators draw scikit-learn's), from those."""
+    ``weights`` (drawn elsewhere, as the estimators draw scikit-learn's), from those.  ``initializers``: the
+    Keras initializers of the layers with weights (``initial_weights``'), by default those of the options'
+    layers."""
     layout = options.layout(input_shape, n_outputs)
     if weights is None:
         draws = randomness.python() if options.init == "tutorial" else randomness.numpy()
-        weights = initial_weights(layout, options.init, draws, options.dtype)
+        if initializers is None:
+            initializers = options.layer_initializers()
+        weights = initial_weights(layout, options.init, draws, options.dtype, initializers)
     dropout_seed = int(randomness.numpy().integers(2**63)) if layout.dropout.any() else 0
     return Trainer(options, layout, weights, randomness.numpy() if options.shuffle else None, dropout_seed)
 

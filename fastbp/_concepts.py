@@ -57,6 +57,18 @@ class Optimizer(Choice):
     in_kernels: bool = True
 
 
+@dataclass(frozen=True)
+class Initializer(Choice):
+    """One of Keras's initializers, by its rule: values of variance ``scale / n`` (``n`` the fan-in, or the mean of
+    the fan-in and the fan-out, as ``fan`` says), or of the spread ``scale`` itself where ``fan`` is None."""
+
+    scale: float = 1.0
+    #: ``"in"``, ``"avg"``, or None for a spread of its own.
+    fan: str | None = None
+    #: ``"uniform"``, ``"normal"``, ``"truncated_normal"`` (redrawn beyond two standard deviations), ``"constant"``.
+    distribution: str = "uniform"
+
+
 def _by_name(*choices):
     return {choice.name: choice for choice in choices}
 
@@ -115,6 +127,26 @@ INITS: dict[str, Choice] = _by_name(
     ),
 )
 
+#: Keras's initializers by their names, for the ``kernel_initializer`` and ``bias_initializer`` of
+#: :mod:`fastbp.layers` (as Keras 3 defines them; a layer's kernel and bias are drawn in that order).
+INITIALIZERS: dict[str, Initializer] = _by_name(
+    Initializer("glorot_uniform", "uniform in ``±sqrt(6 / (fan_in + fan_out))``, Keras's kernels' default", 1.0, "avg"),
+    Initializer(
+        "glorot_normal", "truncated normal of variance ``2 / (fan_in + fan_out)``", 1.0, "avg", "truncated_normal"
+    ),
+    Initializer("he_uniform", "uniform in ``±sqrt(6 / fan_in)``", 2.0, "in"),
+    Initializer("he_normal", "truncated normal of variance ``2 / fan_in``", 2.0, "in", "truncated_normal"),
+    Initializer("lecun_uniform", "uniform in ``±sqrt(3 / fan_in)``", 1.0, "in"),
+    Initializer("lecun_normal", "truncated normal of variance ``1 / fan_in``", 1.0, "in", "truncated_normal"),
+    Initializer("random_uniform", "uniform in ``±0.05``", 0.05),
+    Initializer("random_normal", "normal of standard deviation 0.05", 0.05, None, "normal"),
+    Initializer(
+        "truncated_normal", "normal of standard deviation 0.05, redrawn beyond two", 0.05, None, "truncated_normal"
+    ),
+    Initializer("zeros", "0, Keras's biases' default", 0.0, None, "constant"),
+    Initializer("ones", "1", 1.0, None, "constant"),
+)
+
 #: What a layer computes from the values the layer before puts out (its weights: fastbp._layout.Layer).
 LAYER_KINDS: dict[str, Choice] = _by_name(
     Choice("dense", "fully connected: each unit weighs every input, plus a bias"),
@@ -167,6 +199,7 @@ PLACEHOLDERS = {
     "<<optimizers>>": lambda: listed(OPTIMIZERS, OPTIMIZER_OPTIONS),
     "<<init_names>>": lambda: names(INITS),
     "<<inits>>": lambda: listed(INITS),
+    "<<initializer_names>>": lambda: names(INITIALIZERS),
 }
 
 

@@ -22,7 +22,16 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ._backends import Network
-from ._concepts import ACTIVATIONS, INITS, LAYER_KINDS, OUTPUTS, ActivationCode, LayerKindCode, LossCode
+from ._concepts import (
+    ACTIVATIONS,
+    INITIALIZERS,
+    INITS,
+    LAYER_KINDS,
+    OUTPUTS,
+    ActivationCode,
+    LayerKindCode,
+    LossCode,
+)
 
 _KIND_CODES = {code.name.lower(): int(code) for code in LayerKindCode}
 _ACTIVATION_CODES = {code.name.lower(): int(code) for code in ActivationCode}
@@ -368,6 +377,7 @@ def initial_weights(
     init: str | None,
     rng: random.Random | np.random.Generator | np.random.RandomState,
     dtype: DTypeLike = np.float64,
+    initializers: Sequence[tuple[str | None, str | None]] = (),
 ) -> np.ndarray:
     """A fresh flat weight buffer of ``dtype``.
 
@@ -381,24 +391,66 @@ def initial_weights(
     and 6 otherwise, for every layer.  A convolution's fan-in is its window over every
     input channel, and its fan-out the window times its filters (as in Keras).  ``None`` gives each layer the scheme its
     activation names (He for relu layers, Glorot for the others).
+
+    ``initializers`` gives the first layers with weights Keras's initializers by name
+    (:data:`fastbp._concepts.INITIALIZERS`), a ``(kernel, bias)`` pair per layer, None
+    for the scheme's; a layer's kernel is drawn before its bias.
     """
     if init == "tutorial":
+        if any(name is not None for pair in initializers for name in pair):
+            raise ValueError("init='tutorial' draws every weight from the tutorial's stream: it takes no layer's "
+                             "kernel_initializer or bias_initializer")  # fmt: skip
         return np.array([rng.random() for _ in range(layout.n_weights)], dtype=dtype)
     if init is not None and init not in INITS:
         raise ValueError(f"init must be None or one of {tuple(INITS)}, got {init!r}")
     weights = np.zeros(layout.n_weights, dtype=dtype)
     sklearn_factor = 2.0 if layout.activations[0] == "sigmoid" else 6.0
     layers = [layer for layer in layout.layers if layer.units]
-    for block, layer in zip(layout.layer_views(weights), layers):
+    for index, (block, layer) in enumerate(zip(layout.layer_views(weights), layers)):
         units, fan_in, fan_out = layer.units, layer.fan_in, layer.fan_out
         scheme = init or ACTIVATIONS[layer.activation].init
-        if scheme == "sklearn":  # in scikit-learn's order: the (fan_in, units) coefficients, then the biases
+        kernel, bias = initializers[index] if index < len(initializers) else (None, None)
+        if kernel is not None:
+            block[:, :fan_in] = draw_initializer(kernel, rng, (units, fan_in), fan_in, fan_out)
+        elif scheme == "sklearn":  # in scikit-learn's order: the (fan_in, units) coefficients, then the biases
             limit = np.sqrt(sklearn_factor / (fan_in + fan_out))
             block[:, :fan_in] = rng.uniform(-limit, limit, (fan_in, units)).T
-            block[:, fan_in] = rng.uniform(-limit, limit, units)
+            if bias is None:
+                block[:, fan_in] = rng.uniform(-limit, limit, units)
         elif scheme == "he":
             block[:, :fan_in] = rng.normal(0.0, np.sqrt(2.0 / fan_in), (units, fan_in))
         else:
-            limit = np.sqrt(6.0 / (fan_in + fan_out))
-            block[:, :fan_in] = rng.uniform(-limit, limit, (units, fan_in))
+            block[:, :fan_in] = draw_initializer("glorot_uniform", rng, (units, fan_in), fan_in, fan_out)
+        if bias is not None:
+            block[:, fan_in] = draw_initializer(bias, rng, (units,), units, units)  # a vector's fans, as Keras's
     return weights
+
+
+#: The standard deviation of a standard normal truncated to two standard deviations: Keras divides its truncated
+#: variance-scaling draws' by it, so that they have the variance they name.
+TRUNCATED_STDDEV = 0.87962566103423978
+
+
+def draw_initializer(name: str, rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int):
+    """Values for an array of ``shape`` by Keras's initializer ``name`` (:data:`fastbp._concepts.INITIALIZERS`),
+    given its layer's ``fan_in`` and ``fan_out`` (a convolution's window over its input channels, and over its
+    filters); normal values beyond two standard deviations are redrawn where the rule truncates them."""
+    rule = INITIALIZERS[name]
+    if rule.distribution == "constant":
+        return np.full(shape, rule.scale)
+    spread = rule.scale  # a uniform's limit, or a normal's standard deviation
+    if rule.fan is not None:  # of variance scale / n (a uniform's limit squared is 3 * scale / n, rounded once)
+        n = max(1.0, fan_in if rule.fan == "in" else (fan_in + fan_out) / 2.0)
+        if rule.distribution == "uniform":
+            spread = math.sqrt(3.0 * rule.scale / n)
+        else:
+            spread = math.sqrt(rule.scale / n) / (TRUNCATED_STDDEV if rule.distribution == "truncated_normal" else 1)
+    if rule.distribution == "uniform":
+        return rng.uniform(-spread, spread, shape)
+    values = rng.normal(0.0, spread, shape)
+    if rule.distribution == "truncated_normal":
+        outside = np.abs(values) > 2.0 * spread
+        while outside.any():
+            values[outside] = rng.normal(0.0, spread, int(outside.sum()))
+            outside = np.abs(values) > 2.0 * spread
+    return values

@@ -30,7 +30,7 @@ from ._model import Model
 from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
 from ._validate import RandomSource, as_count, as_finite, as_flag, as_inputs, as_sample_weight, one_hot
-from .layers import Activation, Dense, Input, LayerSpec, activation_name, as_row_shape, input_shape_of
+from .layers import Activation, Dense, Input, LayerSpec, WeightedLayer, activation_name, as_row_shape, input_shape_of
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam
 
 #: Keras's loss names, as fastbp's losses.
@@ -75,7 +75,8 @@ class Sequential:
         The layers in order; the last ``Dense`` (with an ``Activation`` after it, if
         any) is the output layer: softmax, sigmoid or linear.
     seed : int or None
-        Seeds the initial weights (Keras's ``glorot_uniform``, biases zero), the
+        Seeds the initial weights (each layer's initializers: Keras's ``glorot_uniform``
+        kernels and zero biases where it names none), the
         shuffling and the dropout masks: the same seed gives the same weights, on
         any number of threads.  (Keras seeds these with ``keras.utils.set_random_seed``.)
     name : str
@@ -224,7 +225,13 @@ class Sequential:
         if shape is None:
             raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
         _, units, _ = self._output_layer()
-        self._trainer = new_trainer(options, tuple(shape), units, self._random)
+        # Keras's initializers of every layer with weights (the output layer's too): unset, Keras's defaults.
+        initializers = [
+            (spec.kernel_initializer or "glorot_uniform", spec.bias_initializer or "zeros")
+            for spec in self._layers
+            if isinstance(spec, WeightedLayer)
+        ]
+        self._trainer = new_trainer(options, tuple(shape), units, self._random, initializers=initializers)
 
     def _input_declared(self) -> tuple[int, ...] | None:
         """The input shape the layers declare (the first declaration; ``build_layers`` checks the others)."""

@@ -52,7 +52,7 @@ from ._validate import (
     as_non_negative,
     as_positive,
 )
-from .layers import LayerSpec, build_layers
+from .layers import LayerSpec, WeightedLayer, build_layers
 
 #: Weight updates per kernel call when training: tens of milliseconds of compiled work.
 CHUNK_WORK = 10_000_000
@@ -203,6 +203,10 @@ class Options:
         else:
             options["layers"] = [{"class_name": type(spec).__name__, **spec.get_config()} for spec in self.layers]
         return options
+
+    def layer_initializers(self) -> list[tuple[str | None, str | None]]:
+        """The Keras initializers of the hidden layers with weights, in order (none without ``layers``)."""
+        return [spec.initializers for spec in self.layers or () if isinstance(spec, WeightedLayer)]
 
     def layout(self, input_shape: int | tuple[int, ...], n_outputs: int) -> Layout:
         """The network for rows of ``input_shape`` (a number of features, or an image's shape) and ``n_outputs``."""

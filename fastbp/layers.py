@@ -17,7 +17,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from ._concepts import HIDDEN_ACTIVATIONS
+from ._concepts import HIDDEN_ACTIVATIONS, INITIALIZERS, documented
 from ._layout import Layer as KernelLayer
 from ._layout import Shape
 from ._validate import image_shape_of
@@ -90,8 +90,37 @@ class LayerSpec:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name" or self.name is not None}
 
 
+@documented
 @dataclass(frozen=True)
-class Dense(LayerSpec):
+class WeightedLayer(LayerSpec):
+    """What a layer with weights shares: Keras's initializers of its kernel and bias, by name
+    (<<initializer_names>>), or None for the model's (a ``Sequential``'s are Keras's defaults, ``glorot_uniform``
+    kernels and ``zeros`` biases; ``fastbp.train``'s follow its ``init``)."""
+
+    kernel_initializer: str | None = field(default=None, kw_only=True)
+    bias_initializer: str | None = field(default=None, kw_only=True)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("kernel_initializer", "bias_initializer"):
+            value = getattr(self, name)
+            if value is not None and value not in INITIALIZERS:
+                offered = ", ".join(INITIALIZERS)
+                raise ValueError(f"{self._where()}: unknown {name} {value!r}; fastbp takes Keras's by name: {offered}")
+
+    @property
+    def initializers(self) -> tuple[str | None, str | None]:
+        """Its kernel's and its bias's initializer (None: the model's)."""
+        return self.kernel_initializer, self.bias_initializer
+
+    def get_config(self) -> dict:
+        """Its settings, its initializers only where given (files of networks without them stay as they were)."""
+        unset = {"kernel_initializer", "bias_initializer"}
+        return {name: value for name, value in super().get_config().items() if name not in unset or value is not None}
+
+
+@dataclass(frozen=True)
+class Dense(WeightedLayer):
     """A fully connected layer of ``units`` units (Keras's ``Dense``); its input must be a vector."""
 
     units: int
@@ -111,7 +140,7 @@ class Dense(LayerSpec):
 
 
 @dataclass(frozen=True)
-class Conv2D(LayerSpec):
+class Conv2D(WeightedLayer):
     """``filters`` 2-D convolution filters of ``kernel_size`` over channels-last images (Keras's ``Conv2D``).
 
     ``padding="valid"`` uses whole windows only; ``"same"`` pads zeros so the output has

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from fastbp import reference
-from fastbp._concepts import ActivationCode, LayerKindCode
-from fastbp._layout import Layer, Layout, initial_weights
+from fastbp._concepts import INITIALIZERS, ActivationCode, LayerKindCode
+from fastbp._layout import Layer, Layout, draw_initializer, initial_weights
 
 
 def test_offsets_and_activations_of_a_deep_network():
@@ -82,3 +82,78 @@ def test_default_init_picks_he_for_relu_layers_and_glorot_for_the_others():
 def test_unknown_init_is_refused():
     with pytest.raises(ValueError, match="init must be None or one of"):
         initial_weights(Layout.from_sizes((2, 2, 2)), "xavier", np.random.default_rng(0))
+
+
+#: Keras's initializers as its documentation states them, for a kernel of fans (fan_in, fan_out): each one's
+#: distribution and spread (a uniform's limit; a normal's standard deviation before any truncation, which redraws
+#: values beyond two of them; Keras's truncated variance-scaling draws are scaled to keep the variance they name).
+TRUNCATED = 0.87962566103423978  # the standard deviation of a standard normal truncated at two
+KERAS_RULES = {
+    "glorot_uniform": ("uniform", lambda fi, fo: np.sqrt(6 / (fi + fo))),
+    "glorot_normal": ("truncated", lambda fi, fo: np.sqrt(2 / (fi + fo)) / TRUNCATED),
+    "he_uniform": ("uniform", lambda fi, fo: np.sqrt(6 / fi)),
+    "he_normal": ("truncated", lambda fi, fo: np.sqrt(2 / fi) / TRUNCATED),
+    "lecun_uniform": ("uniform", lambda fi, fo: np.sqrt(3 / fi)),
+    "lecun_normal": ("truncated", lambda fi, fo: np.sqrt(1 / fi) / TRUNCATED),
+    "random_uniform": ("uniform", lambda fi, fo: 0.05),
+    "random_normal": ("normal", lambda fi, fo: 0.05),
+    "truncated_normal": ("truncated", lambda fi, fo: 0.05),
+    "zeros": ("constant", lambda fi, fo: 0.0),
+    "ones": ("constant", lambda fi, fo: 1.0),
+}
+
+
+def test_every_initializer_has_its_keras_rule():
+    assert set(KERAS_RULES) == set(INITIALIZERS)
+
+
+@pytest.mark.parametrize("name", list(KERAS_RULES))
+def test_keras_initializers_draw_kernels_and_biases_by_keras_rules(name):
+    layout = Layout.from_sizes((300, 400, 300))
+    rng = np.random.default_rng(0)
+    weights = initial_weights(layout, "he", rng, np.float64, [(name, name)] * 2)
+    distribution, spread_of = KERAS_RULES[name]
+    for block in layout.layer_views(weights):
+        units, fan_in = block.shape[0], block.shape[1] - 1
+        # A bias vector's fans are its length, as Keras counts a vector's.
+        for values, spread in ((block[:, :-1], spread_of(fan_in, units)), (block[:, -1], spread_of(units, units))):
+            if distribution == "constant":
+                assert np.all(values == spread)
+            elif distribution == "uniform":
+                assert spread * 0.98 < np.abs(values).max() <= spread
+                assert values.std() == pytest.approx(spread / np.sqrt(3), rel=0.15 if values.ndim == 1 else 0.02)
+            else:
+                assert values.std() == pytest.approx(
+                    spread * (TRUNCATED if distribution == "truncated" else 1.0), rel=0.15 if values.ndim == 1 else 0.02
+                )
+                assert (np.abs(values).max() <= 2 * spread) == (distribution == "truncated")
+
+
+def test_layer_initializers_draw_in_order_and_leave_the_others_to_the_scheme():
+    layout = Layout.from_sizes((6, 5, 4, 3), ["relu", "tanh", "softmax"])
+    weights = initial_weights(
+        layout, None, np.random.default_rng(3), np.float64, [(None, "ones"), ("lecun_normal", None)]
+    )
+    rng = np.random.default_rng(3)
+    first, second, out = layout.layer_views(weights)
+    np.testing.assert_array_equal(first[:, :-1], rng.normal(0, np.sqrt(2 / 6), (5, 6)))  # relu's He
+    assert np.all(first[:, -1] == 1.0)
+    np.testing.assert_array_equal(second[:, :-1], draw_initializer("lecun_normal", rng, (4, 5), 5, 4))
+    assert np.all(second[:, -1] == 0.0) and np.all(out[:, -1] == 0.0)
+    np.testing.assert_array_equal(out[:, :-1], rng.uniform(-np.sqrt(6 / 7), np.sqrt(6 / 7), (3, 4)))
+    with pytest.raises(ValueError, match="init='tutorial' .* takes no layer's kernel_initializer"):
+        initial_weights(layout, "tutorial", random.Random(0), np.float64, [("zeros", None)])
+
+
+def test_keras_own_initializers_have_the_same_spread():
+    keras = pytest.importorskip("keras", reason="needs Keras to draw its own initializers")
+    rng = np.random.default_rng(1)
+    for name in INITIALIZERS:
+        initializer = keras.initializers.get(name)
+        if hasattr(initializer, "seed"):
+            initializer = type(initializer)(seed=0)
+        theirs = keras.ops.convert_to_numpy(initializer((3, 3, 16, 32), dtype="float64"))
+        ours = draw_initializer(name, rng, (32, 144), 144, 288)  # the same kernel's fans: 3 * 3 * 16 and 3 * 3 * 32
+        assert ours.std() == pytest.approx(theirs.std(), rel=0.1, abs=1e-12), name
+        if KERAS_RULES[name][0] != "normal":  # bounded: a uniform's limit, or two standard deviations
+            assert np.abs(ours).max() == pytest.approx(np.abs(theirs).max(), rel=0.05), name

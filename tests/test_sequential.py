@@ -710,6 +710,48 @@ def test_save_and_load_give_the_same_sequential(layered_backend, tmp_path, dtype
     assert np.isfinite(history.history["loss"][0])
 
 
+def test_layers_take_keras_initializers_by_name_and_keep_them_in_the_model_file(tmp_path):
+    """Keras's defaults are the initializers a layer without any gets (the same draws, the same bits), another
+    one changes only its own layer's kernel or bias, and the settings go through the model file."""
+    x, y = small_data(n=12)
+    default = compiled(small_layers(), "numba")
+    default.build()
+    explicit = [
+        Conv2D(3, (3, 2), padding="same", activation="relu", input_shape=(6, 5, 2), kernel_initializer="glorot_uniform",
+               bias_initializer="zeros"),
+        *small_layers()[1:],
+    ]  # fmt: skip
+    same = compiled(explicit, "numba")
+    same.build()
+    assert all(np.array_equal(a, b) for a, b in zip(default.get_weights(), same.get_weights(), strict=True))
+    assert "kernel_initializer" not in json.dumps(default.get_config())  # files of such networks stay as they were
+    layers = [Conv2D(3, (3, 2), activation="relu", input_shape=(6, 5, 2), kernel_initializer="he_uniform",
+                      bias_initializer="ones"), MaxPooling2D(2), Flatten(), Dense(3, activation="softmax")]  # fmt: skip
+    model = compiled(layers, "numba")
+    model.build()
+    kernel, bias, dense_kernel, dense_bias = model.get_weights()
+    assert 0.9 * np.sqrt(6 / 12) < np.abs(kernel).max() <= np.sqrt(6 / 12)  # He's limit for a 3x2 window of 2 channels
+    assert np.all(bias == 1.0) and np.all(dense_bias == 0.0)
+    assert np.abs(dense_kernel).max() <= np.sqrt(6 / (dense_kernel.shape[0] + 3))  # Glorot's, the default
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    model.save(tmp_path / "model.npz")
+    loaded = fastbp.load(tmp_path / "model.npz")
+    assert loaded.get_config() == model.get_config()
+    assert loaded.get_config()["layers"][0]["kernel_initializer"] == "he_uniform"
+
+
+def test_train_takes_the_layers_initializers_over_its_init():
+    rng = np.random.default_rng(2)
+    x, y = rng.random((16, 4)), rng.integers(0, 2, 16)
+    layers = [Dense(5, activation="relu", kernel_initializer="zeros", bias_initializer="ones")]
+    model = fastbp.train(x, y, layers=layers, optimizer="sgd", lr=1e-12, epochs=1, seed=0, backend="numba")
+    first = model.weights[: 5 * 5].reshape(5, 5)
+    np.testing.assert_allclose(first[:, :4], 0.0, atol=1e-9)
+    np.testing.assert_allclose(first[:, 4], 1.0, atol=1e-9)
+    with pytest.raises(ValueError, match="init='tutorial'"):
+        fastbp.train(x, y, layers=layers, init="tutorial", epochs=1, seed=0)
+
+
 def test_dense_only_sequential_is_saved_as_version_1(layered_backend, tmp_path):
     rng = np.random.default_rng(6)
     x, y = rng.random((20, 4)), rng.integers(0, 3, 20)
