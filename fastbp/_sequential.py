@@ -249,7 +249,7 @@ class Sequential:
         verbose: int | str = "auto",
         callbacks: Sequence[object] | None = None,
         validation_split: float = 0.0,
-        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        validation_data: tuple[ArrayLike, ...] | None = None,
         shuffle: bool = True,
         class_weight: dict[int, float] | None = None,
         sample_weight: ArrayLike | None = None,
@@ -271,11 +271,12 @@ class Sequential:
         epoch's loss and accuracy so far, ``on_epoch_end`` with the epoch's logs, ``on_train_end``); one that
         sets the model's ``stop_training`` stops training after that batch or epoch, as Keras's
         ``EarlyStopping`` and ``TerminateOnNaN`` do.  Per-batch callbacks make each kernel call train one
-        batch (the same weights, a little slower).  ``sample_weight`` (one per row) or ``class_weight`` (by class label,
-        1 for the classes it leaves out; not both, as in Keras) scales each training row's loss and gradient;
-        the reported loss is the weighted sum over the rows' count, the accuracy and the validation unweighted.
-        ``initial_epoch``: the number of the first epoch, as Keras's (resuming a training: epochs
-        ``initial_epoch`` to ``epochs - 1`` run).  Returns a :class:`History`.
+        batch (the same weights, a little slower).  ``sample_weight`` (one per row) or ``class_weight`` (by
+        class label, 1 for the classes it leaves out; not both, as in Keras) scales each training row's loss and
+        gradient; the reported loss is the weighted sum over the rows' count, the training accuracy unweighted.
+        The validation is weighted as ``evaluate`` weighs rows by ``validation_data``'s third entry, or by the
+        split-off rows' ``sample_weight``, as Keras's.  ``initial_epoch``: the number of the first epoch, as
+        Keras's (resuming a training: epochs ``initial_epoch`` to ``epochs - 1`` run).  Returns a :class:`History`.
         """
         batch_size = 32 if batch_size is None else batch_size
         epochs = as_count(epochs, "epochs")
@@ -287,14 +288,17 @@ class Sequential:
         options = self._options(batch_size, shuffle)
         shape = self._input_shape_of(x)
         X, targets = self._data(x, y, shape, options)
+        weighted = sample_weight is not None  # the split-off rows' weights validate, as in Keras (class weights not)
         sample_weight = self._row_weights(targets, sample_weight, class_weight)
         validation = None
         if validation_data is not None:  # checked before anything trains
-            if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (x_val, y_val)")
-            validation = self._data(*validation_data, shape, options)
+            if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, weights)")
+            validation = (*self._data(*validation_data[:2], shape, options), None)
+            if len(validation_data) == 3 and validation_data[2] is not None:
+                validation = (*validation[:2], _validation_weights(validation_data[2], len(validation[0])))
         elif as_finite(validation_split, "validation_split"):
-            X, targets, sample_weight, validation = _split(X, targets, sample_weight, validation_split)
+            X, targets, sample_weight, validation = _split(X, targets, sample_weight, validation_split, weighted)
         self._ensure_built(shape, options)
         shuffling = self._trainer.shuffle or (self._random.numpy() if shuffle else None)
         self._trainer = self._trainer.continued(options, shuffling if shuffle else None)
@@ -400,40 +404,47 @@ class Sequential:
         return Model(trainer.layout, trainer.weights, classes, np.zeros(0), trainer.backend, options=options)
 
     @staticmethod
-    def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
-        """The share of rows whose class is right (:func:`_classes`)."""
-        return float(np.mean(_classes(outputs) == _classes(targets)))
+    def _accuracy(outputs: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> float:
+        """The share of rows whose class is right (:func:`_classes`), or of their ``weights``."""
+        return float(np.average(_classes(outputs) == _classes(targets), weights=weights))
 
-    def _scores(self, X: np.ndarray, targets: np.ndarray, n_threads: int) -> dict[str, float]:
-        """The loss (the mean over rows) and the metrics on checked rows ``X`` and their ``targets``."""
+    def _scores(
+        self, X: np.ndarray, targets: np.ndarray, weights: np.ndarray | None, n_threads: int
+    ) -> dict[str, float]:
+        """The loss and the metrics on checked rows ``X`` and their ``targets``, as Keras's with ``weights`` (None:
+        each 1): the loss's weighted sum over the rows' count, the accuracy's weighted mean."""
         outputs = self._model().forward(X, n_threads=n_threads).astype(np.float64)
         if self._trainer.options.loss == "cross_entropy":
             if self._trainer.options.output == "sigmoid":  # each unit's binary one, clipped as the kernels clip it
                 eps = np.finfo(self._trainer.options.dtype).eps
                 p = np.clip(outputs, eps, 1 - eps)
-                loss = -np.sum(xlogy(targets, p) + xlogy(1 - targets, 1 - p)) / len(X)
+                losses = -np.sum(xlogy(targets, p) + xlogy(1 - targets, 1 - p), axis=1)
             else:
-                loss = -np.sum(targets * np.log(np.maximum(outputs, LOG_FLOOR))) / len(X)
+                losses = -np.sum(targets * np.log(np.maximum(outputs, LOG_FLOOR)), axis=1)
         else:
-            loss = np.sum((targets - outputs) ** 2) / len(X)
-        scores = {"loss": float(loss)}
+            losses = np.sum((targets - outputs) ** 2, axis=1)
+        scores = {"loss": float((losses if weights is None else weights * losses).sum() / len(X))}
         if self._compiled["metrics"]:
-            scores["accuracy"] = self._accuracy(outputs, targets)
+            scores["accuracy"] = self._accuracy(outputs, targets, weights)
         return scores
 
     def evaluate(
-        self, x: ArrayLike, y: ArrayLike, batch_size: int | None = None, verbose: int | str = "auto", *,
-        return_dict: bool = False, n_threads: int | None = None,
+        self, x: ArrayLike, y: ArrayLike, batch_size: int | None = None, verbose: int | str = "auto",
+        sample_weight: ArrayLike | None = None, *, return_dict: bool = False, n_threads: int | None = None,
     ) -> float | list[float] | dict[str, float]:  # fmt: skip
         """The loss on ``x`` and ``y`` (the mean over rows), then each metric: a list when there are metrics,
-        as Keras returns, or with ``return_dict`` a dict by their names (``loss``, ``accuracy``).
-        ``batch_size`` and ``verbose`` are accepted for Keras's sake."""
+        as Keras returns, or with ``return_dict`` a dict by their names (``loss``, ``accuracy``).  With
+        ``sample_weight`` (one per row), as Keras: the loss is the rows' weighted sum over their count, the
+        accuracy the weighted share of rows classed right.  ``batch_size`` and ``verbose`` are accepted for
+        Keras's sake."""
         if self._compiled is None:
             raise RuntimeError("compile the model before evaluating it: model.compile(...)")
         if verbose not in (0, "auto", 1, 2):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         layout = self._built_layout()
-        scores = self._scores(*self._data(x, y, layout.input_shape, self._trainer.options), as_threads(n_threads))
+        X, targets = self._data(x, y, layout.input_shape, self._trainer.options)
+        weights = None if sample_weight is None else as_sample_weight(sample_weight, len(X), np.dtype(np.float64))
+        scores = self._scores(X, targets, weights, as_threads(n_threads))
         if verbose:
             print(" - ".join(f"{name}: {value:.4f}" for name, value in sorted(scores.items())))
         if as_flag(return_dict, "return_dict"):
@@ -598,9 +609,18 @@ class _BatchCallbacks:
         return self.model.stop_training
 
 
-def _split(X: np.ndarray, targets: np.ndarray, weights: np.ndarray, fraction: float):
+def _validation_weights(weights, n_rows: int) -> np.ndarray:
+    """Validation rows' weights, checked as ``sample_weight`` is."""
+    try:
+        return as_sample_weight(weights, n_rows, np.dtype(np.float64))
+    except ValueError as error:
+        raise ValueError(f"validation_data's {error}") from None
+
+
+def _split(X: np.ndarray, targets: np.ndarray, weights: np.ndarray, fraction: float, weighted: bool):
     """The rows before the last ``fraction`` of them, their targets and weights, and those last rows with their
-    targets, as Keras's ``validation_split`` takes them (the first ``floor(n * (1 - fraction))`` rows train)."""
+    targets and (where ``weighted``) weights, as Keras's ``validation_split`` takes them (the first
+    ``floor(n * (1 - fraction))`` rows train)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"validation_split must be in [0, 1), got {fraction!r}")
     split_at = math.floor(len(X) * (1.0 - fraction))
@@ -609,7 +629,8 @@ def _split(X: np.ndarray, targets: np.ndarray, weights: np.ndarray, fraction: fl
             f"{len(X)} rows cannot be split into training and validation rows by validation_split={fraction!r}: "
             "give more rows or another fraction"
         )
-    return X[:split_at], targets[:split_at], weights[:split_at], (X[split_at:], targets[split_at:])
+    validation = (X[split_at:], targets[split_at:], _validation_weights(weights[split_at:], len(X) - split_at))
+    return X[:split_at], targets[:split_at], weights[:split_at], validation if weighted else (*validation[:2], None)
 
 
 class _StepBar:

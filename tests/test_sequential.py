@@ -1013,13 +1013,56 @@ def test_notebooks_cell_learns_fashion_mnist(shared_data):
 # What a review of the first version found, each checked here.
 
 
-def test_bad_validation_data_is_refused_before_anything_trains():
+@pytest.mark.parametrize(
+    "validation_data, message",
+    [
+        (lambda x, y: (x[:5], y[:3]), "y has 3 rows, x has 5"),
+        (
+            lambda x, y: (x[:5], y[:5], np.ones(4)),
+            r"validation_data's sample_weight must have shape \(5,\), got \(4,\)",
+        ),
+        (lambda x, y: (x[:5], y[:5], -np.ones(5)), "validation_data's sample_weight must be finite, non-negative"),
+        (lambda x, y: (x[:5], y[:5], None, None), "validation_data must be a pair .* or a triple"),
+    ],
+)
+def test_bad_validation_data_is_refused_before_anything_trains(validation_data, message):
     x, y = small_data()
     model = fastbp.Sequential(small_layers(), seed=1)
     model.compile(metrics=["accuracy"])
-    with pytest.raises(ValueError, match="y has 3 rows, x has 5"):
-        model.fit(x, y, validation_data=(x[:5], y[:3]), verbose=0)
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, validation_data=validation_data(x, y), verbose=0)
     assert not model.built
+
+
+def test_evaluate_and_validation_weigh_rows_as_keras_does(layered_backend):
+    """The loss is the rows' weighted sum over their count, the accuracy the weighted share classed right (Keras's
+    sum-over-batch-size loss and weighted mean metric); fit's validation weighs rows alike."""
+    model, x, y = trained_small(layered_backend)
+    weights = np.random.default_rng(4).uniform(0.0, 3.0, len(x))
+    outputs = model.predict(x)
+    losses = -np.log(outputs[np.arange(len(x)), y])
+    right = outputs.argmax(axis=1) == y
+    loss, accuracy = model.evaluate(x, y, verbose=0, sample_weight=weights)
+    assert loss == pytest.approx((weights * losses).sum() / len(x), rel=1e-12)
+    assert accuracy == pytest.approx((weights * right).sum() / weights.sum(), rel=1e-12)
+    assert model.evaluate(x, y, verbose=0, sample_weight=np.ones(len(x))) == model.evaluate(x, y, verbose=0)
+    history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, validation_data=(x, y, weights))
+    assert [history.history["val_loss"][0], history.history["val_accuracy"][0]] == model.evaluate(
+        x, y, verbose=0, sample_weight=weights
+    )
+
+
+def test_a_validation_split_validates_on_the_split_rows_sample_weights_but_not_class_weights(layered_backend):
+    x, y = small_data(n=40)
+    weights = np.random.default_rng(5).uniform(0.5, 2.0, len(x))
+    split = compiled(small_layers(), layered_backend)
+    history = split.fit(x, y, batch_size=8, epochs=1, verbose=0, validation_split=0.25, sample_weight=weights)
+    given = compiled(small_layers(), layered_backend)
+    given.fit(x[:30], y[:30], batch_size=8, epochs=1, verbose=0, sample_weight=weights[:30])
+    assert history.history["val_loss"] == [given.evaluate(x[30:], y[30:], verbose=0, sample_weight=weights[30:])[0]]
+    by_class = compiled(small_layers(), layered_backend)
+    history = by_class.fit(x, y, batch_size=8, epochs=1, verbose=0, validation_split=0.25, class_weight={0: 3.0})
+    assert history.history["val_loss"] == [by_class.evaluate(x[30:], y[30:], verbose=0)[0]]
 
 
 def test_compiling_a_built_model_again_keeps_its_weights_and_starts_a_fresh_optimizer():
