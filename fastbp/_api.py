@@ -97,6 +97,7 @@ def train(
     beta1: float = 0.9,
     beta2: float = 0.999,
     epsilon: float = 1e-8,
+    rho: float = 0.9,
     init: str | None = None,
     dtype: DTypeLike = np.float64,
     sample_weight: ArrayLike | None = None,
@@ -165,7 +166,9 @@ def train(
         The exponent of the ``"invscaling"`` schedule.
     beta1, beta2, epsilon : float
         Adam's decay rates of the first and second moments, and the term that keeps
-        its division finite.
+        its division finite (RMSprop's too).
+    rho : float in [0, 1)
+        RMSprop's decay rate of its average of squared gradients.
     init : <<init_names>> or None
         <<inits>>.  All but ``"tutorial"`` draw from a ``numpy.random.Generator``.
         ``None`` (the default) gives each layer its activation's: He for relu
@@ -253,8 +256,8 @@ def train(
         X, y, epochs=epochs, sample_weight=sample_weight, seed=seed, classes=classes, callback=callback,
         progress=progress, hidden=hidden, activation=activation, output=output, loss=loss, lr=lr,
         batch_size=batch_size, shuffle=shuffle, optimizer=optimizer, momentum=momentum, nesterov=nesterov, l2=l2,
-        lr_schedule=lr_schedule, power_t=power_t, beta1=beta1, beta2=beta2, epsilon=epsilon, init=init, dtype=dtype,
-        backend=backend, exact=exact, layers=layers,
+        lr_schedule=lr_schedule, power_t=power_t, beta1=beta1, beta2=beta2, epsilon=epsilon, rho=rho, init=init,
+        dtype=dtype, backend=backend, exact=exact, layers=layers,
     ).run(n_threads)  # fmt: skip
 
 

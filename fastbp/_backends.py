@@ -172,7 +172,7 @@ class Schedule(NamedTuple):
     momentum: float
     l2: float  # added times each weight, but the biases, to its gradient
     beta1: float
-    beta2: float
+    beta2: float  # Adam's decay of the squared gradients' average, or RMSprop's (its rho)
     epsilon: float
     steps_done: int  # updates made before this call: Adam's bias correction counts them
     seed: int = 0  # in [0, 2**63): keys the dropout masks, with the update's number and the row

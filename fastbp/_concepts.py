@@ -107,6 +107,10 @@ OPTIMIZERS: dict[str, Optimizer] = _by_name(
     Optimizer("momentum", "SGD with momentum, ``v = momentum * v - lr * g; w += v``", option=False),
     Optimizer("nesterov", "SGD with Nesterov's momentum, ``w += momentum * v - lr * g``", option=False),
     Optimizer("adam", "Adam, as scikit-learn implements it (``beta1``, ``beta2``, ``epsilon``)"),
+    Optimizer(
+        "rmsprop",
+        "RMSprop, as Keras implements it: ``v = rho * v + (1 - rho) * g**2; w -= lr * g / sqrt(v + epsilon)``",
+    ),
     Optimizer("rprop", "iRprop-, a full-batch method, with FANN's constants", full_batch=True),
     Optimizer(
         "lbfgs",

@@ -31,7 +31,7 @@ from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
 from ._validate import RandomSource, as_count, as_finite, as_flag, as_inputs, as_sample_weight, one_hot
 from .layers import Activation, Dense, Input, LayerSpec, WeightedLayer, activation_name, as_row_shape, input_shape_of
-from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam
+from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop
 
 #: Keras's loss names, as fastbp's losses.
 LOSSES = {
@@ -133,15 +133,15 @@ class Sequential:
 
     def compile(
         self,
-        optimizer: str | Adam | SGD = "adam",
+        optimizer: str | Adam | SGD | RMSprop = "rmsprop",
         loss: str = "categorical_crossentropy",
         metrics: Sequence[str] | None = None,
         *,
         dtype: str = "float32",
         backend: str = "auto",
     ) -> None:
-        """Choose the optimizer (``"adam"``, the default, where Keras's is RMSprop; ``"sgd"``; or an
-        ``Adam``/``SGD`` with settings), the loss (``"categorical_crossentropy"`` or
+        """Choose the optimizer (``"rmsprop"``, Keras's default; ``"adam"``; ``"sgd"``; or an ``RMSprop``,
+        ``Adam`` or ``SGD`` with settings), the loss (``"categorical_crossentropy"`` or
         ``"sparse_categorical_crossentropy"`` for a softmax output, which both take integer or one-hot labels;
         ``"binary_crossentropy"`` for sigmoid units; ``"mse"``), the metrics (``"accuracy"``), and fastbp's
         precision (float32, Keras's, by default) and backend."""
@@ -149,8 +149,8 @@ class Sequential:
             if optimizer not in OPTIMIZERS:
                 raise ValueError(f"unknown optimizer {optimizer!r}: fastbp offers {tuple(OPTIMIZERS)}")
             optimizer = OPTIMIZERS[optimizer]()
-        if not isinstance(optimizer, Adam | SGD):
-            raise TypeError(f"optimizer must be a name or a fastbp Adam or SGD, got {optimizer!r}")
+        if not isinstance(optimizer, Adam | SGD | RMSprop):
+            raise TypeError(f"optimizer must be a name or a fastbp RMSprop, Adam or SGD, got {optimizer!r}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}: fastbp offers {tuple(LOSSES)}")
         metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])

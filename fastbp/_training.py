@@ -94,6 +94,7 @@ class Options:
     beta1: float = 0.9
     beta2: float = 0.999
     epsilon: float = 1e-8
+    rho: float = 0.9
     init: str | None = None
     dtype: str = "float64"
     backend: str = "auto"
@@ -121,6 +122,7 @@ class Options:
         beta1: float = 0.9,
         beta2: float = 0.999,
         epsilon: float = 1e-8,
+        rho: float = 0.9,
         init: str | None = None,
         dtype: DTypeLike = np.float64,
         backend: str = "auto",
@@ -187,6 +189,7 @@ class Options:
             beta1=as_fraction(beta1, "beta1"),
             beta2=as_fraction(beta2, "beta2"),
             epsilon=as_positive(epsilon, "epsilon"),
+            rho=as_fraction(rho, "rho"),
             init=init,
             dtype=as_dtype(dtype).name,
             backend=backend,
@@ -232,9 +235,11 @@ class Options:
     def schedule(
         self, orders: np.ndarray, rates: np.ndarray, batch_size: int, steps_done: int, seed: int = 0
     ) -> Schedule:
-        """The kernels' schedule: rows ``orders``, rates ``rates``, and these options' optimizer."""
+        """The kernels' schedule: rows ``orders``, rates ``rates``, and these options' optimizer (RMSprop's ``rho``
+        in the schedule's ``beta2``, the same decay of the squared gradients' average as Adam's)."""
+        decay = self.rho if self.optimizer == "rmsprop" else self.beta2
         return Schedule(
-            orders, rates, int(batch_size), int(self.optimizer_code), self.momentum, self.l2, self.beta1, self.beta2,
+            orders, rates, int(batch_size), int(self.optimizer_code), self.momentum, self.l2, self.beta1, decay,
             self.epsilon, int(steps_done), int(seed),
         )  # fmt: skip
 

@@ -626,10 +626,11 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     ----------
     activation : {"relu", "identity", "logistic", "tanh", "leaky_relu"}
         scikit-learn's, and fastbp's ``"leaky_relu"`` (slope 0.01).
-    solver : {"adam", "sgd", "lbfgs", "rprop"}
-        scikit-learn's solvers, and fastbp's ``"rprop"`` (iRprop-).  ``"lbfgs"`` is
-        SciPy's L-BFGS-B, as in scikit-learn, each evaluation of the loss and its
-        gradient one call into the compiled kernels.  Both are full-batch methods:
+    solver : {"adam", "sgd", "lbfgs", "rprop", "rmsprop"}
+        scikit-learn's solvers, and fastbp's ``"rprop"`` (iRprop-) and ``"rmsprop"``
+        (Keras's RMSprop, ``rho`` 0.9, with ``epsilon``).  ``"lbfgs"`` is SciPy's
+        L-BFGS-B, as in scikit-learn, each evaluation of the loss and its gradient one
+        call into the compiled kernels.  It and ``"rprop"`` are full-batch methods:
         ``batch_size``, ``shuffle`` and ``learning_rate_init`` do not apply.
     class_weight : dict, "balanced" or None
         Weights of the classes, as in :class:`sklearn.linear_model.LogisticRegression`.

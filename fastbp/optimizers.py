@@ -43,6 +43,22 @@ class SGD:
         return {"optimizer": "sgd", "lr": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
 
 
+@dataclass(frozen=True)
+class RMSprop:
+    """Keras's ``RMSprop`` optimizer and its defaults (as fastbp's ``optimizer="rmsprop"``), without momentum or
+    centring."""
+
+    learning_rate: float = 0.001
+    rho: float = 0.9
+    epsilon: float = 1e-7
+
+    def __post_init__(self):
+        _as_plain_values(self)
+
+    def options(self) -> dict:
+        return {"optimizer": "rmsprop", "lr": self.learning_rate, "rho": self.rho, "epsilon": self.epsilon}
+
+
 def _as_plain_values(optimizer) -> None:
     """Its settings as Python floats and bools (numpy scalars would not go into a model file's JSON); their
     ranges are checked by :func:`fastbp.train`'s options when the model is compiled."""
@@ -53,5 +69,5 @@ def _as_plain_values(optimizer) -> None:
 
 
 #: The optimizers by the names ``compile`` takes, and by their class names (model files keep those).
-OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+OPTIMIZERS = {"adam": Adam, "sgd": SGD, "rmsprop": RMSprop}
 BY_CLASS_NAME = {cls.__name__: cls for cls in OPTIMIZERS.values()}

@@ -267,6 +267,9 @@ def reference_optimizer(name, weights, grad, state, step, rate, momentum, l2, be
         state["s"] = beta2 * state["s"] + (1 - beta2) * g**2
         adam_rate = rate * np.sqrt(1 - beta2**step) / (1 - beta1**step)
         return weights - adam_rate * state["m"] / (np.sqrt(state["s"]) + epsilon)
+    if name == "rmsprop":  # Keras's, its rho the schedule's beta2
+        state["s"] = beta2 * state["s"] + (1 - beta2) * g**2
+        return weights - rate * g / np.sqrt(state["s"] + epsilon)
     # iRprop- (Igel & Huesken 2000): grow the step while the sign holds, shrink and skip once it flips.
     sign_change = g * state["previous"]
     state["delta"] = np.where(sign_change > 0, np.minimum(state["delta"] * 1.2, 50.0), state["delta"])

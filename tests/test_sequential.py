@@ -10,7 +10,7 @@ import fastbp
 import fastbp._model
 import fastbp._training
 from fastbp import cli
-from fastbp._sequential import SGD, Adam
+from fastbp._sequential import SGD, Adam, RMSprop
 from fastbp.layers import Activation, Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
 
 
@@ -456,6 +456,32 @@ def test_keras_callbacks_run_per_batch_only_where_they_act_on_batches():
     x, y = small_data(n=20)
     compiled(small_layers(), "numba").fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[old])
     assert old.seen[0] == 2 and set(old.seen[1]) == {"loss", "accuracy"}
+
+
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+@pytest.mark.parametrize("network", ["dense", "conv"])
+def test_keras_optimizers_take_the_same_steps_as_keras(layered_backend, optimizer, network):
+    """Three full-batch steps from the same weights: Keras 3's own model and optimizer (float32) end where fastbp's
+    do, within float32's rounding (a dense network trains in the dense kernels, the other in the layered ones)."""
+    keras = pytest.importorskip("keras", reason="needs Keras to train its own model")
+    rng = np.random.default_rng(8)
+    shape = (5,) if network == "dense" else (5, 5, 1)
+    x, y = rng.random((24, *shape)).astype(np.float32), rng.integers(0, 3, 24)
+    if network == "dense":
+        ours, theirs = [Dense(6, activation="tanh")], [keras.layers.Dense(6, activation="tanh")]
+    else:
+        ours = [Conv2D(2, 3, activation="tanh"), Flatten()]
+        theirs = [keras.layers.Conv2D(2, 3, activation="tanh"), keras.layers.Flatten()]
+    ours = fastbp.Sequential([Input(shape), *ours, Dense(3, activation="softmax")], seed=2)
+    ours.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", backend=layered_backend)
+    ours.build()
+    theirs = keras.Sequential([keras.Input(shape), *theirs, keras.layers.Dense(3, activation="softmax")])
+    theirs.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    theirs.set_weights(ours.get_weights())
+    ours.fit(x, y, batch_size=24, epochs=3, verbose=0, shuffle=False)
+    theirs.fit(x, y, batch_size=24, epochs=3, verbose=0, shuffle=False)
+    for got, want in zip(ours.get_weights(), theirs.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_sample_and_class_weights_scale_each_rows_gradient(layered_backend):
@@ -913,7 +939,11 @@ def test_fit_and_evaluate_before_compile_are_refused():
 @pytest.mark.parametrize(
     "options, error, message",
     [
-        ({"optimizer": "rmsprop"}, ValueError, "unknown optimizer 'rmsprop'"),
+        (
+            {"optimizer": "adagrad"},
+            ValueError,
+            r"unknown optimizer 'adagrad': fastbp offers \('adam', 'sgd', 'rmsprop'\)",
+        ),
         ({"optimizer": object()}, TypeError, "optimizer must be"),
         ({"loss": "hinge"}, ValueError, "unknown loss 'hinge'"),
         ({"metrics": ["auc"]}, ValueError, "unknown metric 'auc'"),
@@ -1078,13 +1108,28 @@ def test_compiling_a_built_model_again_keeps_its_weights_and_starts_a_fresh_opti
         model.compile(dtype="float64")
 
 
-def test_numpy_settings_go_into_the_model_file(tmp_path):
+@pytest.mark.parametrize("optimizer", [Adam(learning_rate=np.float32(0.01)), RMSprop(rho=np.float64(0.8))])
+def test_numpy_settings_go_into_the_model_file(tmp_path, optimizer):
     x, y = small_data()
     model = fastbp.Sequential(small_layers(), seed=1)
-    model.compile(optimizer=Adam(learning_rate=np.float32(0.01)), dtype=np.float32, metrics="accuracy")
+    model.compile(optimizer=optimizer, dtype=np.float32, metrics="accuracy")
     model.fit(x, y, verbose=0)
     model.save(tmp_path / "m.npz")
-    assert fastbp.load(tmp_path / "m.npz").evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+    loaded = fastbp.load(tmp_path / "m.npz")
+    assert loaded.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)
+    assert loaded._compiled["optimizer"] == optimizer
+
+
+def test_compile_defaults_to_keras_rmsprop():
+    x, y = small_data()
+    default, explicit = fastbp.Sequential(small_layers(), seed=1), fastbp.Sequential(small_layers(), seed=1)
+    default.compile()
+    explicit.compile(optimizer=RMSprop(learning_rate=0.001, rho=0.9, epsilon=1e-7))
+    default.fit(x, y, verbose=0)
+    explicit.fit(x, y, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(default.get_weights(), explicit.get_weights(), strict=True))
+    with pytest.raises(TypeError, match="a fastbp RMSprop, Adam or SGD"):
+        default.compile(optimizer=object())
 
 
 def test_one_sigmoid_unit_is_a_binary_classifier_and_a_linear_output_has_no_accuracy(tmp_path):

@@ -15,8 +15,8 @@ from libc.string cimport memcpy
 from fastbp._kernels_cython.constants cimport (
     ACTIVATION_EXP, ACTIVATION_LEAKY_RELU, ACTIVATION_RELU, ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX,
     ACTIVATION_TANH, EXP_LN2_HI, EXP_LN2_LO, EXP_LOG2E, EXP_SHIFT, EXP_TAYLOR, GEOMETRY_FAN_IN,
-    LEAKY_SLOPE, LOG_FLOOR, LOSS_MSE, LOSS_POISSON, OPTIMIZER_ADAM, OPTIMIZER_MOMENTUM, OPTIMIZER_NESTEROV, OPTIMIZER_RPROP, OPTIMIZER_SGD,
-    RPROP_DECREASE, RPROP_DELTA_MAX, RPROP_DELTA_MIN, RPROP_INCREASE,
+    LEAKY_SLOPE, LOG_FLOOR, LOSS_MSE, LOSS_POISSON, OPTIMIZER_ADAM, OPTIMIZER_MOMENTUM, OPTIMIZER_NESTEROV,
+    OPTIMIZER_RMSPROP, OPTIMIZER_RPROP, OPTIMIZER_SGD, RPROP_DECREASE, RPROP_DELTA_MAX, RPROP_DELTA_MIN, RPROP_INCREASE,
 )
 
 ctypedef fused floating:
@@ -344,6 +344,8 @@ cdef inline void optimizer_step_over(
         _optimizer_loop(net, weights, grad, state, schedule, rate, step, first, last, OPTIMIZER_NESTEROV)
     elif schedule.optimizer == OPTIMIZER_ADAM:
         _optimizer_loop(net, weights, grad, state, schedule, rate, step, first, last, OPTIMIZER_ADAM)
+    elif schedule.optimizer == OPTIMIZER_RMSPROP:
+        _optimizer_loop(net, weights, grad, state, schedule, rate, step, first, last, OPTIMIZER_RMSPROP)
     else:
         _optimizer_loop(net, weights, grad, state, schedule, rate, step, first, last, OPTIMIZER_RPROP)
 
@@ -391,6 +393,10 @@ cdef inline void _optimizer_loop(
                     state[p] = m
                     state[n_w + p] = v
                     weights[p] -= adam_rate * m / (_sqrt(v) + epsilon)
+                elif optimizer == OPTIMIZER_RMSPROP:  # the schedule's beta2 is its rho
+                    v = beta2 * state[n_w + p] + (<floating>1.0 - beta2) * (g * g)
+                    state[n_w + p] = v
+                    weights[p] -= l_rate * g / _sqrt(v + epsilon)
                 else:  # RPROP
                     change = g * state[n_w + p]
                     if change > <floating>0.0:

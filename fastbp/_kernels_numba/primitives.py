@@ -228,6 +228,10 @@ def optimizer_step_over(net, weights, grad, optimizer_state, schedule, rate, ste
                     v = beta2 * state[n_w + p] + (dt(1.0) - beta2) * (g * g)
                     state[p], state[n_w + p] = m, v
                     weights[p] -= adam_rate * m / (math.sqrt(v) + epsilon)
+                elif optimizer == OptimizerCode.RMSPROP:  # the schedule's beta2 is its rho
+                    v = beta2 * state[n_w + p] + (dt(1.0) - beta2) * (g * g)
+                    state[n_w + p] = v
+                    weights[p] -= l_rate * g / math.sqrt(v + epsilon)
                 else:  # RPROP
                     change = g * state[n_w + p]
                     if change > dt(0.0):
