@@ -426,12 +426,14 @@ def initial_weights(
     return weights
 
 
-#: The standard deviation of a standard normal truncated to two standard deviations: Keras divides its truncated
-#: variance-scaling draws' by it, so that they have the variance they name.
+#: The standard deviation of a standard normal truncated to two standard deviations: Keras divides the standard
+#: deviation of its truncated variance-scaling draws by it, so that they have the variance they name.
 TRUNCATED_STDDEV = 0.87962566103423978
 
 
-def draw_initializer(name: str, rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int):
+def draw_initializer(
+    name: str, rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, fan_out: int
+) -> np.ndarray:
     """Values for an array of ``shape`` by Keras's initializer ``name`` (:data:`fastbp._concepts.INITIALIZERS`),
     given its layer's ``fan_in`` and ``fan_out`` (a convolution's window over its input channels, and over its
     filters); normal values beyond two standard deviations are redrawn where the rule truncates them."""

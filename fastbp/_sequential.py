@@ -76,9 +76,9 @@ class Sequential:
         any) is the output layer: softmax, sigmoid or linear.
     seed : int or None
         Seeds the initial weights (each layer's initializers: Keras's ``glorot_uniform``
-        kernels and zero biases where it names none), the
-        shuffling and the dropout masks: the same seed gives the same weights, on
-        any number of threads.  (Keras seeds these with ``keras.utils.set_random_seed``.)
+        kernels and zero biases where it names none), the shuffling and the dropout
+        masks: the same seed gives the same weights, on any number of threads.  (Keras
+        seeds these with ``keras.utils.set_random_seed``.)
     name : str
         Shown by ``summary``.
     """
