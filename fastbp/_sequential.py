@@ -13,7 +13,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Integral
 
@@ -255,6 +255,8 @@ class Sequential:
         sample_weight: ArrayLike | None = None,
         initial_epoch: int = 0,
         *,
+        validation_batch_size: int | None = None,
+        validation_freq: int | Sequence[int] = 1,
         n_threads: int | None = None,
     ) -> History:
         """Train for ``epochs`` epochs of batches of ``batch_size`` rows (Keras's default 32), in a fresh order
@@ -275,8 +277,10 @@ class Sequential:
         class label, 1 for the classes it leaves out; not both, as in Keras) scales each training row's loss and
         gradient; the reported loss is the weighted sum over the rows' count, the training accuracy unweighted.
         The validation is weighted as ``evaluate`` weighs rows by ``validation_data``'s third entry, or by the
-        split-off rows' ``sample_weight``, as Keras's.  ``initial_epoch``: the number of the first epoch, as
-        Keras's (resuming a training: epochs ``initial_epoch`` to ``epochs - 1`` run).  Returns a :class:`History`.
+        split-off rows' ``sample_weight``, as Keras's; ``validation_freq`` validates every that many epochs, or
+        after the epochs listed (counted from 1), as Keras's (``validation_batch_size`` is accepted for Keras's
+        sake).  ``initial_epoch``: the number of the first epoch, as Keras's (resuming a training: epochs
+        ``initial_epoch`` to ``epochs - 1`` run).  Returns a :class:`History`.
         """
         batch_size = 32 if batch_size is None else batch_size
         epochs = as_count(epochs, "epochs")
@@ -285,6 +289,7 @@ class Sequential:
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         callbacks = _callbacks(callbacks)
+        validates = _validation_epochs(validation_freq)
         options = self._options(batch_size, shuffle)
         shape = self._input_shape_of(x)
         X, targets = self._data(x, y, shape, options)
@@ -326,7 +331,7 @@ class Sequential:
             logs = {"loss": float(losses[0]) / trained}
             if self._compiled["metrics"]:  # as Keras: over the epoch's training passes (a dense network's: after)
                 logs["accuracy"] = right[0] / trained if right else self._accuracy(self._forward(X, threads), targets)
-            if validation is not None:
+            if validation is not None and validates(epoch + 1):
                 val = self._scores(*validation, threads)
                 logs.update({f"val_{name}": value for name, value in val.items()})
             for name, value in logs.items():
@@ -607,6 +612,17 @@ class _BatchCallbacks:
             logs["accuracy"] = right / rows
         _call(self.callbacks, "on_train_batch_end", batch, logs)
         return self.model.stop_training
+
+
+def _validation_epochs(frequency) -> Callable[[int], bool]:
+    """Whether ``fit`` validates after an epoch (counted from 1), by Keras's ``validation_freq``: every that many
+    epochs, or those listed."""
+    if isinstance(frequency, Integral) and not isinstance(frequency, bool) and frequency >= 1:
+        return lambda epoch: epoch % frequency == 0
+    listed = list(frequency) if isinstance(frequency, Sequence | set | frozenset | np.ndarray) else None
+    if not listed or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in listed):
+        raise ValueError(f"validation_freq must be a positive integer or epochs counted from 1, got {frequency!r}")
+    return lambda epoch: epoch in listed
 
 
 def _validation_weights(weights, n_rows: int) -> np.ndarray:

@@ -1082,6 +1082,27 @@ def test_evaluate_and_validation_weigh_rows_as_keras_does(layered_backend):
     )
 
 
+@pytest.mark.parametrize(("frequency", "validated"), [(1, [0, 1, 2, 3]), (2, [1, 3]), ([1, 4], [0, 3]), ((3,), [2])])
+def test_validation_freq_validates_after_the_epochs_keras_would(layered_backend, frequency, validated):
+    x, y = small_data(n=24)
+    every = compiled(small_layers(), layered_backend).fit(x, y, batch_size=8, epochs=4, verbose=0,
+                                                         validation_data=(x[:6], y[:6]))  # fmt: skip
+    some = compiled(small_layers(), layered_backend).fit(x, y, batch_size=8, epochs=4, verbose=0,
+                                                        validation_data=(x[:6], y[:6]), validation_freq=frequency,
+                                                        validation_batch_size=2)  # fmt: skip
+    assert some.history["loss"] == every.history["loss"]  # validating trains nothing
+    assert some.history["val_loss"] == [every.history["val_loss"][epoch] for epoch in validated]
+
+
+@pytest.mark.parametrize("frequency", [0, -1, 1.5, "2", [], [0, 2], True])
+def test_a_validation_freq_keras_would_refuse_is_refused(frequency):
+    x, y = small_data()
+    model = compiled(small_layers(), "numba")
+    with pytest.raises(ValueError, match="validation_freq must be a positive integer or epochs counted from 1"):
+        model.fit(x, y, verbose=0, validation_data=(x, y), validation_freq=frequency)
+    assert not model.built
+
+
 def test_a_validation_split_validates_on_the_split_rows_sample_weights_but_not_class_weights(layered_backend):
     x, y = small_data(n=40)
     weights = np.random.default_rng(5).uniform(0.5, 2.0, len(x))
