@@ -31,7 +31,7 @@ from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
 from ._validate import RandomSource, as_count, as_finite, as_flag, as_inputs, as_sample_weight, one_hot
 from .layers import Activation, Dense, Input, LayerSpec, WeightedLayer, activation_name, as_row_shape, input_shape_of
-from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop
+from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop, from_keras
 
 #: Keras's loss names, as fastbp's losses.
 LOSSES = {
@@ -133,7 +133,7 @@ class Sequential:
 
     def compile(
         self,
-        optimizer: str | Adam | SGD | RMSprop = "rmsprop",
+        optimizer: str | Adam | SGD | RMSprop | object = "rmsprop",
         loss: str = "categorical_crossentropy",
         metrics: Sequence[str] | None = None,
         *,
@@ -141,7 +141,7 @@ class Sequential:
         backend: str = "auto",
     ) -> None:
         """Choose the optimizer (``"rmsprop"``, Keras's default; ``"adam"``; ``"sgd"``; or an ``RMSprop``,
-        ``Adam`` or ``SGD`` with settings), the loss (``"categorical_crossentropy"`` or
+        ``Adam`` or ``SGD`` with settings, fastbp's or Keras's own), the loss (``"categorical_crossentropy"`` or
         ``"sparse_categorical_crossentropy"`` for a softmax output, which both take integer or one-hot labels;
         ``"binary_crossentropy"`` for sigmoid units; ``"mse"``), the metrics (``"accuracy"``), and fastbp's
         precision (float32, Keras's, by default) and backend."""
@@ -150,7 +150,7 @@ class Sequential:
                 raise ValueError(f"unknown optimizer {optimizer!r}: fastbp offers {tuple(OPTIMIZERS)}")
             optimizer = OPTIMIZERS[optimizer]()
         if not isinstance(optimizer, Adam | SGD | RMSprop):
-            raise TypeError(f"optimizer must be a name or a fastbp RMSprop, Adam or SGD, got {optimizer!r}")
+            optimizer = from_keras(optimizer)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}: fastbp offers {tuple(LOSSES)}")
         metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])

@@ -68,6 +68,26 @@ def _as_plain_values(optimizer) -> None:
         object.__setattr__(optimizer, field.name, plain)
 
 
+#: Keras's optimizer settings that only matter where another one is on (its moving average's).
+_KERAS_IDLE = ("name", "ema_momentum", "ema_overwrite_frequency")
+
+
+def from_keras(optimizer) -> Adam | SGD | RMSprop:
+    """Keras's own ``Adam``, ``SGD`` or ``RMSprop`` object as fastbp's, with its settings (``get_config``); one
+    that sets what fastbp lacks (weight decay, clipping, a moving average, AMSGrad, RMSprop's momentum or
+    centring, a learning-rate schedule) is refused, the setting named."""
+    cls = BY_CLASS_NAME.get(type(optimizer).__name__)
+    config = optimizer.get_config() if cls is not None and callable(getattr(optimizer, "get_config", None)) else None
+    if not isinstance(config, dict):
+        raise TypeError(f"optimizer must be a name, a fastbp RMSprop, Adam or SGD, or Keras's, got {optimizer!r}")
+    names = {field.name for field in fields(cls)}
+    unsupported = [key for key, value in config.items() if key not in names and key not in _KERAS_IDLE and value]
+    if unsupported or not isinstance(config.get("learning_rate"), int | float):
+        settings = ", ".join(f"{key}={config[key]!r}" for key in unsupported or ["learning_rate"])
+        raise ValueError(f"fastbp's {cls.__name__} has no {settings} (Keras's {type(optimizer).__name__} setting)")
+    return cls(**{key: config[key] for key in names if key in config})
+
+
 #: The optimizers by the names ``compile`` takes, and by their class names (model files keep those).
 OPTIMIZERS = {"adam": Adam, "sgd": SGD, "rmsprop": RMSprop}
 BY_CLASS_NAME = {cls.__name__: cls for cls in OPTIMIZERS.values()}

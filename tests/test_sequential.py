@@ -484,6 +484,31 @@ def test_keras_optimizers_take_the_same_steps_as_keras(layered_backend, optimize
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_keras_own_optimizer_objects_compile_as_fastbps_or_are_refused_by_their_setting():
+    keras = pytest.importorskip("keras", reason="needs Keras's own optimizers")
+    model = fastbp.Sequential(small_layers(), seed=1)
+    for theirs, ours in [
+        (keras.optimizers.RMSprop(learning_rate=0.5, rho=0.75, epsilon=0.25), RMSprop(0.5, 0.75, 0.25)),
+        (keras.optimizers.Adam(learning_rate=0.5, beta_1=0.75, beta_2=0.875), Adam(0.5, 0.75, 0.875)),
+        (keras.optimizers.SGD(learning_rate=0.5, momentum=0.75, nesterov=True), SGD(0.5, 0.75, True)),
+    ]:  # settings exact in float32, as Keras keeps them
+        model.compile(optimizer=theirs)
+        assert model._compiled["optimizer"] == ours
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)
+    for theirs, setting in [
+        (keras.optimizers.Adam(amsgrad=True), "amsgrad=True"),
+        (keras.optimizers.SGD(weight_decay=0.01), "weight_decay=0.01"),
+        (keras.optimizers.RMSprop(momentum=0.9), "momentum=0.9"),
+        (keras.optimizers.RMSprop(centered=True), "centered=True"),
+        (keras.optimizers.Adam(clipnorm=1.0), "clipnorm=1.0"),
+        (keras.optimizers.Adam(learning_rate=schedule), "learning_rate="),
+    ]:
+        with pytest.raises(ValueError, match=f"fastbp's {type(theirs).__name__} has no {setting}"):
+            model.compile(optimizer=theirs)
+    with pytest.raises(TypeError, match="or Keras's, got"):
+        model.compile(optimizer=keras.optimizers.Adagrad())
+
+
 def test_sample_and_class_weights_scale_each_rows_gradient(layered_backend):
     """Under plain SGD a weight of 2 on every row is a doubled learning rate (both exact in floating point), and
     class weights are the sample weights of each row's class."""
