@@ -166,9 +166,9 @@ def train(
         The exponent of the ``"invscaling"`` schedule.
     beta1, beta2, epsilon : float
         Adam's decay rates of the first and second moments, and the term that keeps
-        its division finite (RMSprop's too).
+        its division finite (``epsilon`` RMSprop's too).
     rho : float in [0, 1)
-        RMSprop's decay rate of its average of squared gradients.
+        RMSprop's decay rate of its average of squared gradients; for ``"rmsprop"`` only.
     init : <<init_names>> or None
         <<inits>>.  All but ``"tutorial"`` draw from a ``numpy.random.Generator``.
         ``None`` (the default) gives each layer its activation's: He for relu

@@ -410,19 +410,19 @@ def initial_weights(
         units, fan_in, fan_out = layer.units, layer.fan_in, layer.fan_out
         scheme = init or ACTIVATIONS[layer.activation].init
         kernel, bias = initializers[index] if index < len(initializers) else (None, None)
+        limit = np.sqrt(sklearn_factor / (fan_in + fan_out))  # scikit-learn's, for its weights and its biases
         if kernel is not None:
             block[:, :fan_in] = draw_initializer(kernel, rng, (units, fan_in), fan_in, fan_out)
         elif scheme == "sklearn":  # in scikit-learn's order: the (fan_in, units) coefficients, then the biases
-            limit = np.sqrt(sklearn_factor / (fan_in + fan_out))
             block[:, :fan_in] = rng.uniform(-limit, limit, (fan_in, units)).T
-            if bias is None:
-                block[:, fan_in] = rng.uniform(-limit, limit, units)
         elif scheme == "he":
             block[:, :fan_in] = rng.normal(0.0, np.sqrt(2.0 / fan_in), (units, fan_in))
         else:
             block[:, :fan_in] = draw_initializer("glorot_uniform", rng, (units, fan_in), fan_in, fan_out)
         if bias is not None:
             block[:, fan_in] = draw_initializer(bias, rng, (units,), units, units)  # a vector's fans, as Keras's
+        elif scheme == "sklearn":
+            block[:, fan_in] = rng.uniform(-limit, limit, units)
     return weights
 
 

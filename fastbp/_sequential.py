@@ -272,15 +272,17 @@ class Sequential:
         ``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_begin``, ``on_train_batch_end`` with the
         epoch's loss and accuracy so far, ``on_epoch_end`` with the epoch's logs, ``on_train_end``); one that
         sets the model's ``stop_training`` stops training after that batch or epoch, as Keras's
-        ``EarlyStopping`` and ``TerminateOnNaN`` do.  Per-batch callbacks make each kernel call train one
-        batch (the same weights, a little slower).  ``sample_weight`` (one per row) or ``class_weight`` (by
-        class label, 1 for the classes it leaves out; not both, as in Keras) scales each training row's loss and
-        gradient; the reported loss is the weighted sum over the rows' count, the training accuracy unweighted.
-        The validation is weighted as ``evaluate`` weighs rows by ``validation_data``'s third entry, or by the
-        split-off rows' ``sample_weight``, as Keras's; ``validation_freq`` validates every that many epochs, or
-        after the epochs listed (counted from 1), as Keras's (``validation_batch_size`` is accepted for Keras's
-        sake).  ``initial_epoch``: the number of the first epoch, as Keras's (resuming a training: epochs
-        ``initial_epoch`` to ``epochs - 1`` run).  Returns a :class:`History`.
+        ``EarlyStopping`` does (Keras checks it after every batch: set before an epoch, the epoch trains one
+        batch).  Per-batch callbacks make each kernel call train one batch (the same weights; slower, most for
+        small dense networks, which otherwise train many epochs per call).  ``sample_weight`` (one per row) or
+        ``class_weight`` (by class label, 1 for the classes it leaves out; not both, as in Keras) scales each
+        training row's loss and gradient; the reported loss is the weighted sum over the rows' count, the
+        training accuracy unweighted.  The validation is weighted as ``evaluate`` weighs rows by
+        ``validation_data``'s third entry, or by the split-off rows' ``sample_weight``, as Keras's;
+        ``validation_freq`` validates every that many epochs, or after the epochs listed (counted from 1), as
+        Keras's (``validation_batch_size`` is accepted for Keras's sake).  ``initial_epoch``: the number of the
+        first epoch, as Keras's (resuming a training: epochs ``initial_epoch`` to ``epochs - 1`` run).  Returns a
+        :class:`History`.
         """
         batch_size = 32 if batch_size is None else batch_size
         epochs = as_count(epochs, "epochs")
@@ -290,6 +292,8 @@ class Sequential:
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         callbacks = _callbacks(callbacks)
         validates = _validation_epochs(validation_freq)
+        if validation_batch_size is not None:
+            as_count(validation_batch_size, "validation_batch_size", positive=True)
         options = self._options(batch_size, shuffle)
         shape = self._input_shape_of(x)
         X, targets = self._data(x, y, shape, options)
@@ -301,7 +305,8 @@ class Sequential:
                 raise ValueError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, weights)")
             validation = (*self._data(*validation_data[:2], shape, options), None)
             if len(validation_data) == 3 and validation_data[2] is not None:
-                validation = (*validation[:2], _validation_weights(validation_data[2], len(validation[0])))
+                weights = _scoring_weights(validation_data[2], len(validation[0]), "validation_data's sample_weight")
+                validation = (*validation[:2], weights)
         elif as_finite(validation_split, "validation_split"):
             X, targets, sample_weight, validation = _split(X, targets, sample_weight, validation_split, weighted)
         self._ensure_built(shape, options)
@@ -310,7 +315,7 @@ class Sequential:
         history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose})
         threads = as_threads(n_threads)
         counted = bool(self._compiled["metrics"]) and not self._trainer.layout.dense_only
-        batches = _BatchCallbacks(self, callbacks, counted) if _has_batch_hooks(callbacks) else None
+        batch_callbacks = _BatchCallbacks(self, callbacks, counted)
         self.stop_training = False
         _call(callbacks, "set_model", self)
         _call(callbacks, "set_params", dict(history.params))
@@ -318,6 +323,8 @@ class Sequential:
         logs: dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             _call(callbacks, "on_epoch_begin", epoch, {})
+            # Keras checks stop_training after every batch: set already, the epoch trains one batch.
+            batches = batch_callbacks if self.stop_training or _has_batch_hooks(callbacks) else None
             started = time.perf_counter()
             if verbose:
                 print(f"Epoch {epoch + 1}/{epochs}", flush=True)
@@ -410,8 +417,13 @@ class Sequential:
 
     @staticmethod
     def _accuracy(outputs: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> float:
-        """The share of rows whose class is right (:func:`_classes`), or of their ``weights``."""
-        return float(np.average(_classes(outputs) == _classes(targets), weights=weights))
+        """The share of rows whose class is right (:func:`_classes`), or of their ``weights`` (0 where they are
+        all zero, as Keras's weighted mean)."""
+        right = _classes(outputs) == _classes(targets)
+        if weights is None:
+            return float(np.mean(right))
+        total = weights.sum()
+        return float((weights * right).sum() / total) if total > 0 else 0.0
 
     def _scores(
         self, X: np.ndarray, targets: np.ndarray, weights: np.ndarray | None, n_threads: int
@@ -448,7 +460,7 @@ class Sequential:
             raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
         layout = self._built_layout()
         X, targets = self._data(x, y, layout.input_shape, self._trainer.options)
-        weights = None if sample_weight is None else as_sample_weight(sample_weight, len(X), np.dtype(np.float64))
+        weights = None if sample_weight is None else _scoring_weights(sample_weight, len(X), "sample_weight")
         scores = self._scores(X, targets, weights, as_threads(n_threads))
         if verbose:
             print(" - ".join(f"{name}: {value:.4f}" for name, value in sorted(scores.items())))
@@ -588,9 +600,14 @@ def _call(callbacks: list, method: str, *args) -> None:
 def _has_batch_hooks(callbacks: list) -> bool:
     """Whether a callback acts on training batches: Keras's base class marks the methods it leaves empty
     (``_is_default``), and its ``on_train_batch_*`` call the older ``on_batch_*``, which a subclass may define."""
-    names = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin", "on_batch_end")
-    methods = (getattr(callback, name, None) for callback in callbacks for name in names)
-    return any(callable(method) and not getattr(method, "_is_default", False) for method in methods)
+    for callback in callbacks:
+        for method, older in (("on_train_batch_begin", "on_batch_begin"), ("on_train_batch_end", "on_batch_end")):
+            method, older = getattr(callback, method, None), getattr(callback, older, None)
+            if callable(method) and not getattr(method, "_is_default", False):
+                return True
+            if callable(method) and callable(older) and not getattr(older, "_is_default", False):
+                return True
+    return False
 
 
 class _BatchCallbacks:
@@ -617,6 +634,8 @@ class _BatchCallbacks:
 def _validation_epochs(frequency) -> Callable[[int], bool]:
     """Whether ``fit`` validates after an epoch (counted from 1), by Keras's ``validation_freq``: every that many
     epochs, or those listed."""
+    if isinstance(frequency, np.ndarray) and frequency.ndim == 0:
+        frequency = frequency.item()
     if isinstance(frequency, Integral) and not isinstance(frequency, bool) and frequency >= 1:
         return lambda epoch: epoch % frequency == 0
     listed = list(frequency) if isinstance(frequency, Sequence | set | frozenset | np.ndarray) else None
@@ -625,12 +644,18 @@ def _validation_epochs(frequency) -> Callable[[int], bool]:
     return lambda epoch: epoch in listed
 
 
-def _validation_weights(weights, n_rows: int) -> np.ndarray:
-    """Validation rows' weights, checked as ``sample_weight`` is."""
+def _scoring_weights(weights, n_rows: int, where: str) -> np.ndarray:
+    """Weights of rows that are scored (``where`` names them): one finite, non-negative number per row; all zero
+    is allowed, as in Keras (a loss of 0, an accuracy of 0)."""
     try:
-        return as_sample_weight(weights, n_rows, np.dtype(np.float64))
-    except ValueError as error:
-        raise ValueError(f"validation_data's {error}") from None
+        values = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where} must be numeric and within the float64 range") from None
+    if values.shape != (n_rows,):
+        raise ValueError(f"{where} must have shape ({n_rows},), got {values.shape}")
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError(f"{where} must be finite and non-negative")
+    return values
 
 
 def _split(X: np.ndarray, targets: np.ndarray, weights: np.ndarray, fraction: float, weighted: bool):
@@ -645,8 +670,8 @@ def _split(X: np.ndarray, targets: np.ndarray, weights: np.ndarray, fraction: fl
             f"{len(X)} rows cannot be split into training and validation rows by validation_split={fraction!r}: "
             "give more rows or another fraction"
         )
-    validation = (X[split_at:], targets[split_at:], _validation_weights(weights[split_at:], len(X) - split_at))
-    return X[:split_at], targets[:split_at], weights[:split_at], validation if weighted else (*validation[:2], None)
+    validation = (X[split_at:], targets[split_at:], weights[split_at:].astype(np.float64) if weighted else None)
+    return X[:split_at], targets[:split_at], weights[:split_at], validation
 
 
 class _StepBar:

@@ -162,6 +162,10 @@ class Options:
             raise ValueError(f"momentum and nesterov apply to optimizer='sgd', not {optimizer!r}")
         if nesterov and not momentum:
             raise ValueError("nesterov=True needs a momentum above 0")
+        if optimizer != "rmsprop" and rho != 0.9:
+            raise ValueError(f"rho applies to optimizer='rmsprop', not {optimizer!r}")
+        if optimizer == "rmsprop" and (beta1, beta2) != (0.9, 0.999):
+            raise ValueError("beta1 and beta2 are Adam's: RMSprop's decay rate is rho")
         if optimizer != "sgd" and lr_schedule != "constant":
             raise ValueError(f"lr_schedule applies to optimizer='sgd' (as in scikit-learn), not {optimizer!r}")
         if full_batch and shuffle:

@@ -104,7 +104,7 @@ class WeightedLayer(LayerSpec):
         super().__post_init__()
         for name in ("kernel_initializer", "bias_initializer"):
             value = getattr(self, name)
-            if value is not None and value not in INITIALIZERS:
+            if value is not None and (not isinstance(value, str) or value not in INITIALIZERS):
                 offered = ", ".join(INITIALIZERS)
                 raise ValueError(f"{self._where()}: unknown {name} {value!r}; fastbp takes Keras's by name: {offered}")
 

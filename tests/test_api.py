@@ -215,6 +215,8 @@ BAD_INPUTS = [
     (GOOD_X, GOOD_Y, {"lr_schedule": "adaptive"}, ValueError, "lr_schedule"),
     (GOOD_X, GOOD_Y, {"beta2": 1.0}, ValueError, "beta2"),
     (GOOD_X, GOOD_Y, {"optimizer": "rmsprop", "rho": 1.5}, ValueError, "rho"),
+    (GOOD_X, GOOD_Y, {"optimizer": "adam", "rho": 0.5}, ValueError, "rho applies to optimizer='rmsprop'"),
+    (GOOD_X, GOOD_Y, {"optimizer": "rmsprop", "beta2": 0.5}, ValueError, "beta1 and beta2 are Adam's"),
     (GOOD_X, GOOD_Y, {"epsilon": 0.0}, ValueError, "epsilon"),
     (GOOD_X, GOOD_Y, {"dtype": np.float16}, ValueError, "dtype must be float64 or float32"),
     (GOOD_X, GOOD_Y, {"dtype": "double precision"}, ValueError, "dtype"),

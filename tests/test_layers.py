@@ -726,6 +726,7 @@ def test_layers_that_cannot_take_their_input_are_refused_by_sequential(layered_b
         (lambda: Input((4, 6, 1, 2)), r"Input: input_shape"),
         (lambda: Dense(3, kernel_initializer="he"), r"Dense: unknown kernel_initializer 'he'; .*he_uniform"),
         (lambda: Conv2D(2, 3, bias_initializer="GlorotUniform"), r"Conv2D: unknown bias_initializer"),
+        (lambda: Dense(3, kernel_initializer={"class_name": "HeNormal"}), r"Dense: unknown kernel_initializer"),
     ],
 )
 def test_layer_settings_that_cannot_work_are_refused_when_made(make, message):

@@ -141,6 +141,12 @@ def test_layer_initializers_draw_in_order_and_leave_the_others_to_the_scheme():
     np.testing.assert_array_equal(second[:, :-1], draw_initializer("lecun_normal", rng, (4, 5), 5, 4))
     assert np.all(second[:, -1] == 0.0) and np.all(out[:, -1] == 0.0)
     np.testing.assert_array_equal(out[:, :-1], rng.uniform(-np.sqrt(6 / 7), np.sqrt(6 / 7), (3, 4)))
+    # A scheme that draws biases (scikit-learn's) still draws them for a layer given only its kernel's initializer.
+    sklearn = initial_weights(layout, "sklearn", np.random.default_rng(3), np.float64, [("zeros", None)])
+    rng = np.random.default_rng(3)
+    limit = np.sqrt(6 / (6 + 5))
+    assert np.all(sklearn[: 5 * 7].reshape(5, 7)[:, :-1] == 0.0)
+    np.testing.assert_array_equal(sklearn[: 5 * 7].reshape(5, 7)[:, -1], rng.uniform(-limit, limit, 5))
     with pytest.raises(ValueError, match="init='tutorial' .* takes no layer's kernel_initializer"):
         initial_weights(layout, "tutorial", random.Random(0), np.float64, [("zeros", None)])
 

@@ -441,6 +441,18 @@ def test_a_callback_may_stop_training_after_a_batch(layered_backend):
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), parts.get_weights(), strict=True))
 
 
+@pytest.mark.parametrize("method", ["on_train_begin", "on_epoch_begin"])
+def test_stop_training_set_before_an_epoch_trains_one_batch_as_keras_checks_after_each(layered_backend, method):
+    x, y = small_data(n=40)
+    stopper = type("Stopper", (), {method: lambda self, *args: setattr(model, "stop_training", True)})()
+    model = compiled(small_layers(), layered_backend)
+    history = model.fit(x, y, batch_size=8, epochs=3, verbose=0, shuffle=False, callbacks=[stopper])
+    one_batch = compiled(small_layers(), layered_backend)
+    one_batch.fit(x[:8], y[:8], batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert history.epoch == [0]
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), one_batch.get_weights(), strict=True))
+
+
 def test_keras_callbacks_run_per_batch_only_where_they_act_on_batches():
     keras = pytest.importorskip("keras", reason="needs Keras's own callbacks")
     from fastbp._sequential import _has_batch_hooks
@@ -449,7 +461,8 @@ def test_keras_callbacks_run_per_batch_only_where_they_act_on_batches():
         def on_batch_end(self, batch, logs=None):
             self.seen = (batch, logs)
 
-    assert not _has_batch_hooks([keras.callbacks.EarlyStopping(), keras.callbacks.History(), object()])
+    older_only = type("OlderOnly", (), {"on_batch_end": lambda self, batch, logs: None})()  # Keras calls it not
+    assert not _has_batch_hooks([keras.callbacks.EarlyStopping(), keras.callbacks.History(), object(), older_only])
     assert _has_batch_hooks([keras.callbacks.LambdaCallback(on_train_batch_end=print)])
     assert _has_batch_hooks([keras.callbacks.TerminateOnNaN()])
     old = OldStyle()
@@ -1076,7 +1089,7 @@ def test_notebooks_cell_learns_fashion_mnist(shared_data):
             lambda x, y: (x[:5], y[:5], np.ones(4)),
             r"validation_data's sample_weight must have shape \(5,\), got \(4,\)",
         ),
-        (lambda x, y: (x[:5], y[:5], -np.ones(5)), "validation_data's sample_weight must be finite, non-negative"),
+        (lambda x, y: (x[:5], y[:5], -np.ones(5)), "validation_data's sample_weight must be finite and non-negative"),
         (lambda x, y: (x[:5], y[:5], None, None), "validation_data must be a pair .* or a triple"),
     ],
 )
@@ -1101,13 +1114,17 @@ def test_evaluate_and_validation_weigh_rows_as_keras_does(layered_backend):
     assert loss == pytest.approx((weights * losses).sum() / len(x), rel=1e-12)
     assert accuracy == pytest.approx((weights * right).sum() / weights.sum(), rel=1e-12)
     assert model.evaluate(x, y, verbose=0, sample_weight=np.ones(len(x))) == model.evaluate(x, y, verbose=0)
+    assert model.evaluate(x, y, verbose=0, sample_weight=np.zeros(len(x))) == [0.0, 0.0]  # Keras's, not an error
     history = model.fit(x, y, batch_size=8, epochs=1, verbose=0, validation_data=(x, y, weights))
     assert [history.history["val_loss"][0], history.history["val_accuracy"][0]] == model.evaluate(
         x, y, verbose=0, sample_weight=weights
     )
 
 
-@pytest.mark.parametrize(("frequency", "validated"), [(1, [0, 1, 2, 3]), (2, [1, 3]), ([1, 4], [0, 3]), ((3,), [2])])
+@pytest.mark.parametrize(
+    ("frequency", "validated"),
+    [(1, [0, 1, 2, 3]), (2, [1, 3]), ([1, 4], [0, 3]), ((3,), [2]), (np.array(2), [1, 3]), ({2, 3}, [1, 2])],
+)
 def test_validation_freq_validates_after_the_epochs_keras_would(layered_backend, frequency, validated):
     x, y = small_data(n=24)
     every = compiled(small_layers(), layered_backend).fit(x, y, batch_size=8, epochs=4, verbose=0,
