@@ -8,7 +8,8 @@ Epochs run inside the kernels, in chunks of about :data:`CHUNK_WORK` weight upda
 progress bar moves, and shuffled row orders for the next chunk are drawn.  A layered
 network (convolutions, pooling, dropout) runs each epoch in parts of whole batches of
 about :data:`LAYERED_CALL_WORK` multiply-adds (calls about as long), which give the same
-updates as one call.  L-BFGS
+updates as one call; where a caller's hooks run around each batch (``Sequential.fit``'s
+per-batch callbacks), every network's parts are single batches.  L-BFGS
 (:meth:`Trainer.minimize`) is SciPy's, driving the kernels' full-batch gradient.
 
 Numerical faults are reported, never returned as results.  The kernels compute in
