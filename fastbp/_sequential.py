@@ -33,6 +33,9 @@ from ._validate import RandomSource, as_count, as_finite, as_flag, as_inputs, as
 from .layers import Activation, Dense, Input, LayerSpec, WeightedLayer, activation_name, as_row_shape, input_shape_of
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop, from_keras
 
+#: Keras's names of the share of rows classed right, each the name of its entry in the logs and the history.
+ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
+
 #: Keras's loss names, as fastbp's losses.
 LOSSES = {
     "categorical_crossentropy": "cross_entropy",
@@ -143,7 +146,8 @@ class Sequential:
         """Choose the optimizer (``"rmsprop"``, Keras's default; ``"adam"``; ``"sgd"``; or an ``RMSprop``,
         ``Adam`` or ``SGD`` with settings, fastbp's or Keras's own), the loss (``"categorical_crossentropy"`` or
         ``"sparse_categorical_crossentropy"`` for a softmax output, which both take integer or one-hot labels;
-        ``"binary_crossentropy"`` for sigmoid units; ``"mse"``), the metrics (``"accuracy"``), and fastbp's
+        ``"binary_crossentropy"`` for sigmoid units; ``"mse"``), the metrics (the accuracy, by any of Keras's
+        names for it, which name its logs), and fastbp's
         precision (float32, Keras's, by default) and backend."""
         if isinstance(optimizer, str):
             if optimizer not in OPTIMIZERS:
@@ -153,11 +157,11 @@ class Sequential:
             optimizer = from_keras(optimizer)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}: fastbp offers {tuple(LOSSES)}")
-        metrics = [metrics] if isinstance(metrics, str) else list(metrics or [])
+        metrics = list(dict.fromkeys([metrics] if isinstance(metrics, str) else metrics or []))
         hidden, _, output = self._output_layer()
         for metric in metrics:
-            if metric not in ("accuracy", "acc"):
-                raise ValueError(f"unknown metric {metric!r}: fastbp offers 'accuracy'")
+            if not isinstance(metric, str) or metric not in ACCURACY_NAMES:
+                raise ValueError(f"unknown metric {metric!r}: fastbp offers the accuracy, as {ACCURACY_NAMES}")
             if output == "identity":
                 raise ValueError("accuracy needs a softmax or sigmoid output layer: a linear one has no classes")
         if not _fits(loss, output):
@@ -314,7 +318,7 @@ class Sequential:
         self._trainer = self._trainer.continued(options, shuffling if shuffle else None)
         history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose})
         threads = as_threads(n_threads)
-        counted = bool(self._compiled["metrics"]) and not self._trainer.layout.dense_only
+        counted = [] if self._trainer.layout.dense_only else self._compiled["metrics"]
         batch_callbacks = _BatchCallbacks(self, callbacks, counted)
         self.stop_training = False
         _call(callbacks, "set_model", self)
@@ -337,7 +341,8 @@ class Sequential:
             trained = len(X) if batches is None else batches.rows  # fewer where a callback stopped the epoch
             logs = {"loss": float(losses[0]) / trained}
             if self._compiled["metrics"]:  # as Keras: over the epoch's training passes (a dense network's: after)
-                logs["accuracy"] = right[0] / trained if right else self._accuracy(self._forward(X, threads), targets)
+                accuracy = right[0] / trained if right else self._accuracy(self._forward(X, threads), targets)
+                logs.update(dict.fromkeys(self._compiled["metrics"], accuracy))
             if validation is not None and validates(epoch + 1):
                 val = self._scores(*validation, threads)
                 logs.update({f"val_{name}": value for name, value in val.items()})
@@ -442,7 +447,7 @@ class Sequential:
             losses = np.sum((targets - outputs) ** 2, axis=1)
         scores = {"loss": float((losses if weights is None else weights * losses).sum() / len(X))}
         if self._compiled["metrics"]:
-            scores["accuracy"] = self._accuracy(outputs, targets, weights)
+            scores.update(dict.fromkeys(self._compiled["metrics"], self._accuracy(outputs, targets, weights)))
         return scores
 
     def evaluate(
@@ -450,7 +455,8 @@ class Sequential:
         sample_weight: ArrayLike | None = None, *, return_dict: bool = False, n_threads: int | None = None,
     ) -> float | list[float] | dict[str, float]:  # fmt: skip
         """The loss on ``x`` and ``y`` (the mean over rows), then each metric: a list when there are metrics,
-        as Keras returns, or with ``return_dict`` a dict by their names (``loss``, ``accuracy``).  With
+        as Keras returns, or with ``return_dict`` a dict by their names (``loss``, then the metrics' as
+        ``compile`` named them).  With
         ``sample_weight`` (one per row), as Keras: the loss is the rows' weighted sum over their count, the
         accuracy the weighted share of rows classed right.  ``batch_size`` and ``verbose`` are accepted for
         Keras's sake."""
@@ -614,7 +620,8 @@ class _BatchCallbacks:
     """``fit``'s callbacks around each training batch (the trainer's ``BatchHooks``): ``on_train_batch_begin``,
     and ``on_train_batch_end`` with the epoch's loss and accuracy over its batches so far, as Keras's logs."""
 
-    def __init__(self, model: Sequential, callbacks: list, counted: bool):
+    def __init__(self, model: Sequential, callbacks: list, counted: list[str]):
+        """``counted``: the names of the metrics the training passes count (none for dense layers alone)."""
         self.model, self.callbacks, self.counted = model, callbacks, counted
         #: The current epoch's rows trained so far.
         self.rows = 0
@@ -624,9 +631,7 @@ class _BatchCallbacks:
 
     def end(self, batch: int, rows: int, loss: float, right: int) -> bool:
         self.rows = rows
-        logs = {"loss": float(loss) / rows}
-        if self.counted:
-            logs["accuracy"] = right / rows
+        logs = {"loss": float(loss) / rows, **dict.fromkeys(self.counted, right / rows)}
         _call(self.callbacks, "on_train_batch_end", batch, logs)
         return self.model.stop_training
 

@@ -522,6 +522,40 @@ def test_keras_own_optimizer_objects_compile_as_fastbps_or_are_refused_by_their_
         model.compile(optimizer=keras.optimizers.Adagrad())
 
 
+@pytest.mark.parametrize("metric", ["acc", "sparse_categorical_accuracy", "categorical_accuracy"])
+def test_keras_names_of_the_accuracy_name_its_logs(metric):
+    """As Keras's logs: each metric under the name compile got, with the accuracy's values."""
+    x, y = small_data(n=24)
+    named, plain = compiled(small_layers(), "numba", metrics=[metric]), compiled(small_layers(), "numba")
+    recorder = BatchRecorder(x, y, batch_size=8)
+    history = named.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y), callbacks=[recorder])
+    expected = plain.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y)).history
+    assert sorted(history.history) == sorted(["loss", metric, "val_loss", f"val_{metric}"])
+    assert (
+        history.history[metric] == expected["accuracy"] and history.history[f"val_{metric}"] == expected["val_accuracy"]
+    )
+    assert set(recorder.calls[-1][3]) == {"loss", metric}
+    assert named.evaluate(x, y, verbose=0, return_dict=True) == {
+        "loss": expected["val_loss"][-1],
+        metric: expected["val_accuracy"][-1],
+    }
+    both = compiled(small_layers(), "numba", metrics=["accuracy", "acc", "accuracy"])  # repeats count once
+    both.build()
+    assert len(both.evaluate(x, y, verbose=0)) == 3
+
+
+def test_the_accuracy_names_are_keras_own():
+    keras = pytest.importorskip("keras", reason="needs Keras to name its own logs")
+    from fastbp._sequential import ACCURACY_NAMES
+
+    x, y = small_data(n=8)
+    for metric in ACCURACY_NAMES:
+        model = keras.Sequential([keras.Input((6, 5, 2)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=[metric])
+        logs = model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y)).history
+        assert sorted(logs) == sorted(["loss", metric, "val_loss", f"val_{metric}"]), metric
+
+
 def test_sample_and_class_weights_scale_each_rows_gradient(layered_backend):
     """Under plain SGD a weight of 2 on every row is a doubled learning rate (both exact in floating point), and
     class weights are the sample weights of each row's class."""
