@@ -565,7 +565,13 @@ class Sequential:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the model to ``path`` in fastbp's model-file format; ``fastbp.load`` gives back a ``Sequential``
-        that predicts the same and can be trained further (with a fresh optimizer)."""
+        that predicts the same and can be trained further (with a fresh optimizer).  Keras's own file names
+        (``.keras``, ``.h5``) are refused: Keras could not read the file."""
+        if os.fspath(path).lower().endswith((".keras", ".h5", ".hdf5")):
+            raise ValueError(
+                f"{os.fspath(path)!r} names a Keras file, but fastbp writes its own model file, which Keras cannot "
+                "read: save to another name (such as model.npz); get_weights() gives the weights in Keras's shapes"
+            )
         self._model().save(path)
 
 

@@ -850,6 +850,15 @@ def test_train_takes_the_layers_initializers_over_its_init():
         fastbp.train(x, y, layers=layers, init="tutorial", epochs=1, seed=0)
 
 
+@pytest.mark.parametrize("name", ["model.keras", "weights.h5", "MODEL.HDF5"])
+def test_a_keras_file_name_is_refused_by_save(tmp_path, name):
+    model = compiled(small_layers(), "numba")
+    model.build()
+    with pytest.raises(ValueError, match="names a Keras file, but fastbp writes its own model file"):
+        model.save(tmp_path / name)
+    assert not (tmp_path / name).exists()
+
+
 def test_dense_only_sequential_is_saved_as_version_1(layered_backend, tmp_path):
     rng = np.random.default_rng(6)
     x, y = rng.random((20, 4)), rng.integers(0, 3, 20)
