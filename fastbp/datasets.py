@@ -245,8 +245,8 @@ def load_mnist(
     or the 5,000-image subset ``mnist_5k.csv.gz`` (or a folder holding it and none of the four).
     Otherwise reads the four files in the ``mnist`` folder of the cache directory (``cache_dir``,
     else ``$FASTBP_DATA_DIR``, else ``$XDG_CACHE_HOME/fastbp`` or ``~/.cache/fastbp``),
-    downloading the missing ones there first if ``download`` is true.  Every file is checked against the SHA-256 of the known file, then
-    its content against the IDX format.
+    downloading the missing ones there first if ``download`` is true.  Every file is checked
+    against the SHA-256 of the known file, then its content against the IDX format.
 
     The subset holds 500 images of each digit.  It is split the same way every time: each
     digit's first 400 images, in the file's order, make the training set, and its last 100 the
