@@ -147,13 +147,12 @@ class Sequential:
         ``Adam`` or ``SGD`` with settings, fastbp's or Keras's own), the loss (``"categorical_crossentropy"`` or
         ``"sparse_categorical_crossentropy"`` for a softmax output, which both take integer or one-hot labels;
         ``"binary_crossentropy"`` for sigmoid units; ``"mse"``), the metrics (the accuracy, by any of Keras's
-        names for it, which name its logs), and fastbp's
-        precision (float32, Keras's, by default) and backend."""
+        names for it, which name its logs), and fastbp's precision (float32, Keras's, by default) and backend."""
         if isinstance(optimizer, str):
             if optimizer not in OPTIMIZERS:
                 raise ValueError(f"unknown optimizer {optimizer!r}: fastbp offers {tuple(OPTIMIZERS)}")
             optimizer = OPTIMIZERS[optimizer]()
-        if not isinstance(optimizer, Adam | SGD | RMSprop):
+        if not isinstance(optimizer, tuple(OPTIMIZERS.values())):
             optimizer = from_keras(optimizer)
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}: fastbp offers {tuple(LOSSES)}")
@@ -203,6 +202,7 @@ class Sequential:
             raise RuntimeError("compile the model before training or evaluating it: model.compile(...)")
         settings = self._compiled
         hidden, _, output = self._output_layer()
+        # init "glorot" is Keras's defaults: glorot_uniform kernels, zero biases (a layer's initializers win).
         return Options.create(
             layers=hidden, output=output, loss=LOSSES[settings["loss"]], dtype=settings["dtype"],
             backend=settings["backend"], batch_size=batch_size, shuffle=shuffle, init="glorot",
@@ -229,12 +229,8 @@ class Sequential:
         if shape is None:
             raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
         _, units, _ = self._output_layer()
-        # Keras's initializers of every layer with weights (the output layer's too): unset, Keras's defaults.
-        initializers = [
-            (spec.kernel_initializer or "glorot_uniform", spec.bias_initializer or "zeros")
-            for spec in self._layers
-            if isinstance(spec, WeightedLayer)
-        ]
+        # Every layer's initializers, the output layer's too; unset, the options' init: Keras's defaults.
+        initializers = [spec.initializers for spec in self._layers if isinstance(spec, WeightedLayer)]
         self._trainer = new_trainer(options, tuple(shape), units, self._random, initializers=initializers)
 
     def _input_declared(self) -> tuple[int, ...] | None:

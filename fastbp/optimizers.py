@@ -12,7 +12,19 @@ from ._validate import as_finite, as_flag
 
 
 @dataclass(frozen=True)
-class Adam:
+class _KerasOptimizer:
+    """What the optimizers share: their settings kept as Python floats and bools (numpy scalars would not go into
+    a model file's JSON); their ranges are checked by :func:`fastbp.train`'s options when the model is compiled."""
+
+    def __post_init__(self):
+        for field in fields(self):
+            value = getattr(self, field.name)
+            plain = as_flag(value, field.name) if field.type in (bool, "bool") else as_finite(value, field.name)
+            object.__setattr__(self, field.name, plain)
+
+
+@dataclass(frozen=True)
+class Adam(_KerasOptimizer):
     """Keras's ``Adam`` optimizer and its defaults (as fastbp's ``optimizer="adam"``)."""
 
     learning_rate: float = 0.001
@@ -20,31 +32,25 @@ class Adam:
     beta_2: float = 0.999
     epsilon: float = 1e-7
 
-    def __post_init__(self):
-        _as_plain_values(self)
-
     def options(self) -> dict:
         return {"optimizer": "adam", "lr": self.learning_rate, "beta1": self.beta_1, "beta2": self.beta_2,
                 "epsilon": self.epsilon}  # fmt: skip
 
 
 @dataclass(frozen=True)
-class SGD:
+class SGD(_KerasOptimizer):
     """Keras's ``SGD`` optimizer and its defaults (as fastbp's ``optimizer="sgd"``)."""
 
     learning_rate: float = 0.01
     momentum: float = 0.0
     nesterov: bool = False
 
-    def __post_init__(self):
-        _as_plain_values(self)
-
     def options(self) -> dict:
         return {"optimizer": "sgd", "lr": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
 
 
 @dataclass(frozen=True)
-class RMSprop:
+class RMSprop(_KerasOptimizer):
     """Keras's ``RMSprop`` optimizer and its defaults (as fastbp's ``optimizer="rmsprop"``), without momentum or
     centring."""
 
@@ -52,20 +58,8 @@ class RMSprop:
     rho: float = 0.9
     epsilon: float = 1e-7
 
-    def __post_init__(self):
-        _as_plain_values(self)
-
     def options(self) -> dict:
         return {"optimizer": "rmsprop", "lr": self.learning_rate, "rho": self.rho, "epsilon": self.epsilon}
-
-
-def _as_plain_values(optimizer) -> None:
-    """Its settings as Python floats and bools (numpy scalars would not go into a model file's JSON); their
-    ranges are checked by :func:`fastbp.train`'s options when the model is compiled."""
-    for field in fields(optimizer):
-        value = getattr(optimizer, field.name)
-        plain = as_flag(value, field.name) if field.type in (bool, "bool") else as_finite(value, field.name)
-        object.__setattr__(optimizer, field.name, plain)
 
 
 #: Keras's optimizer settings that only matter where another one is on (its moving average's).
