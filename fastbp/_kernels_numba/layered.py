@@ -904,9 +904,10 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         elif kind == LayerKindCode.DROPOUT and training and net.dropout[k] > 0.0:
             rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
             stream = _row_stream(seed, step, rows[s])
+            # Each value loaded before its draw is tested: a select; under the test, LLVM branched on the draw.
             for j in range(n_out):
-                keep = _dropout_draw(stream, net.o_off[k] + j) >= rate
-                values[out + j] = values[source + j] * scale if keep else dt(0.0)
+                kept = values[source + j] * scale
+                values[out + j] = kept if _dropout_draw(stream, net.o_off[k] + j) >= rate else dt(0.0)
         else:  # flatten, and dropout outside training: the values as they are
             for j in range(n_out):
                 values[out + j] = values[source + j]
@@ -1055,9 +1056,9 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             elif kind == LayerKindCode.DROPOUT and net.dropout[k] > 0.0:
                 rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
                 stream = _row_stream(seed, step, rows[s])
-                for j in range(n_out):
-                    keep = _dropout_draw(stream, net.o_off[k] + j) >= rate
-                    below[at + j] = errors[s * n_out + j] * scale if keep else dt(0.0)
+                for j in range(n_out):  # a select, as the forward pass's
+                    kept = errors[s * n_out + j] * scale
+                    below[at + j] = kept if _dropout_draw(stream, net.o_off[k] + j) >= rate else dt(0.0)
             else:
                 for j in range(n_out):
                     below[at + j] = errors[s * n_out + j]
