@@ -749,8 +749,18 @@ def _activate(sums, start, values, to, n, code, dt):
 def _derive_row(to, to_at, errors, start, values, at, n, code, dt):
     """``errors[start : start + n]`` times the slopes of activation ``code`` at the outputs ``values[at:]`` into
     ``to[to_at:]`` (which may be where the errors are), one loop per activation as in ``_activate``; identity's
-    errors as they are."""
+    errors as they are.  Where they are, the loops read and write ``to`` alone: LLVM's check that two arrays do
+    not overlap fails for one array in place, and would leave the loops scalar."""
     to_at, start, at, n = np.uintp(to_at), np.uintp(start), np.uintp(at), np.uintp(n)
+    if to_at == start and to.ctypes.data == errors.ctypes.data:
+        _derive_loops(to, to_at, to, to_at, values, at, n, code, dt)
+    else:
+        _derive_loops(to, to_at, errors, start, values, at, n, code, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _derive_loops(to, to_at, errors, start, values, at, n, code, dt):
+    """``_derive_row``'s loops, one per activation."""
     if code == ActivationCode.RELU:
         for j in range(n):
             to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.RELU, dt)
