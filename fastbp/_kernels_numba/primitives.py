@@ -216,7 +216,8 @@ def optimizer_step_over(net, weights, grad, optimizer_state, schedule, rate, ste
             neuron = np.uintp(start) + j * width
             for i in range(width):
                 p = neuron + i
-                g = grad[p] + l2 * weights[p] if i < n_in else grad[p]
+                weight = weights[p]  # loaded before the bias's test: a select; loaded under it, LLVM branched
+                g = grad[p] + l2 * weight if i < n_in else grad[p]
                 if optimizer == OptimizerCode.SGD:
                     weights[p] -= l_rate * g
                 elif optimizer == OptimizerCode.MOMENTUM or optimizer == OptimizerCode.NESTEROV:
