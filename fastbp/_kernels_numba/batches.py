@@ -25,7 +25,7 @@ from .._concepts import ActivationCode, OptimizerCode
 from .._constants import PREDICT_CHUNK_ROWS
 from .._constants import block_size as _block_size
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .primitives import activation, derivative, optimizer_step, output_error, softmax
+from .primitives import activate_row, activation, derive_row, optimizer_step, output_error, softmax
 
 block_size = njit(**NUMBA_INLINED_OPTIONS)(_block_size)
 #: The most threads ``train_batches`` may start (Numba's NUMBA_NUM_THREADS, fixed when the process starts).
@@ -78,12 +78,10 @@ def _forward_block(layer, inputs, outputs, products, b, n_in, n_out, code, size,
     dt = products.dtype.type
     first = block * size
     width = min(size, n_out - first)
-    sums = _matrix(products, b * first, b, width)
-    np.dot(inputs, _matrix(layer, first * (n_in + 1), width, n_in + 1).T, sums)
+    np.dot(inputs, _matrix(layer, first * (n_in + 1), width, n_in + 1).T, _matrix(products, b * first, b, width))
+    flat_outputs = outputs.reshape(-1)  # the same values, indexed as activate_row's
     for s in range(b):
-        for j in range(width):
-            value = sums[s, j]
-            outputs[s, first + j] = value if code == ActivationCode.SOFTMAX else activation(value, code, dt)
+        activate_row(products, b * first + s * width, flat_outputs, s * (n_out + 1) + first, width, code, dt)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -105,11 +103,12 @@ def _backward_block(layer, inputs, layer_grad, products, deltas, deltas_t, side,
     width = min(size, b - first)
     errors = _matrix(products, first * (n_in + 1), width, n_in + 1)
     np.dot(_matrix(deltas[side], first * n_out, width, n_out), _matrix(layer, 0, n_out, n_in + 1), errors)
-    for s in range(width):
-        for j in range(n_in):
-            value = errors[s, j] * derivative(inputs[first + s, j], code_below, dt)
-            below[(first + s) * n_in + j] = value
-            below_t[j * b + first + s] = value
+    flat_inputs = inputs.reshape(-1)
+    for s in range(first, first + width):
+        row = np.uintp(s * n_in)  # the indexes unsigned: no wrap-around tests in the loop below
+        derive_row(below, row, products, s * (n_in + 1), flat_inputs, s * (n_in + 1), n_in, code_below, dt)
+        for j in range(np.uintp(n_in)):
+            below_t[j * np.uintp(b) + np.uintp(s)] = below[row + j]
 
 
 def _forward_tasks(layer, inputs, out, products, b, n_in, n_out, code, size):
@@ -220,8 +219,10 @@ def _batch_gradient(net, weights, data, rows, grad, scratch):
     activations, a_off, _, _, _ = scratch
     b = rows.shape[0]
     inputs = _matrix(activations, 0, b, n_in + 1)
-    for s in range(b):
-        inputs[s, :n_in] = X[rows[s]]
+    for s in range(b):  # a loop, not a slice: Numba copies a slice one value at a time, testing each index
+        row = X[rows[s]]
+        for i in range(np.uintp(n_in)):
+            inputs[s, i] = row[i]
         inputs[s, n_in] = dt(1.0)
     _forward_layers(net, weights, scratch, b, 0)
     total_loss = _output_deltas(net, data, rows, scratch)

@@ -54,7 +54,16 @@ from .._constants import (
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
 from .llvm import add_scaled, blas_dgemm, blas_sgemm, fused_gradient, winograd_in, winograd_out, winograd_pool
-from .primitives import ONE, activation, derivative, optimizer_step_over, output_error, row_start, softmax
+from .primitives import (
+    ONE,
+    activate_row,
+    activation,
+    derive_row,
+    optimizer_step_over,
+    output_error,
+    row_start,
+    softmax,
+)
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
 
@@ -719,66 +728,6 @@ def _add_window(below, start, g, oy, ox, kernels, starts, scales, n_terms):
 
 
 @njit(**NUMBA_OPTIONS)
-def _activate(sums, start, values, to, n, code, dt):
-    """``values[to : to + n]`` = the activation ``code`` of ``sums[start : start + n]`` (softmax: the sums as
-    they are, for ``softmax`` to normalise).  One loop per activation, its code a constant, so that each
-    compiles to vector instructions without a branch per value."""
-    start, to = np.uintp(start), np.uintp(to)
-    n = np.uintp(n)
-    if code == ActivationCode.RELU:
-        for j in range(n):
-            values[to + j] = activation(sums[start + j], ActivationCode.RELU, dt)
-    elif code == ActivationCode.LEAKY_RELU:
-        for j in range(n):
-            values[to + j] = activation(sums[start + j], ActivationCode.LEAKY_RELU, dt)
-    elif code == ActivationCode.SIGMOID:
-        for j in range(n):
-            values[to + j] = activation(sums[start + j], ActivationCode.SIGMOID, dt)
-    elif code == ActivationCode.TANH:
-        for j in range(n):
-            values[to + j] = activation(sums[start + j], ActivationCode.TANH, dt)
-    elif code == ActivationCode.EXP:
-        for j in range(n):
-            values[to + j] = activation(sums[start + j], ActivationCode.EXP, dt)
-    else:  # identity and softmax
-        for j in range(n):
-            values[to + j] = sums[start + j]
-
-
-@njit(**NUMBA_OPTIONS)
-def _derive_row(to, to_at, errors, start, values, at, n, code, dt):
-    """``errors[start : start + n]`` times the slopes of activation ``code`` at the outputs ``values[at:]`` into
-    ``to[to_at:]`` (which may be where the errors are), one loop per activation as in ``_activate``; identity's
-    errors as they are.  Where they are, the loops read and write ``to`` alone: LLVM's check that two arrays do
-    not overlap fails for one array in place, and would leave the loops scalar."""
-    to_at, start, at, n = np.uintp(to_at), np.uintp(start), np.uintp(at), np.uintp(n)
-    if to_at == start and to.ctypes.data == errors.ctypes.data:
-        _derive_loops(to, to_at, to, to_at, values, at, n, code, dt)
-    else:
-        _derive_loops(to, to_at, errors, start, values, at, n, code, dt)
-
-
-@njit(**NUMBA_INLINED_OPTIONS)
-def _derive_loops(to, to_at, errors, start, values, at, n, code, dt):
-    """``_derive_row``'s loops, one per activation."""
-    if code == ActivationCode.RELU:
-        for j in range(n):
-            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.RELU, dt)
-    elif code == ActivationCode.LEAKY_RELU:
-        for j in range(n):
-            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.LEAKY_RELU, dt)
-    elif code == ActivationCode.SIGMOID:
-        for j in range(n):
-            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.SIGMOID, dt)
-    elif code == ActivationCode.TANH:
-        for j in range(n):
-            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.TANH, dt)
-    else:
-        for j in range(n):
-            to[to_at + j] = errors[start + j]
-
-
-@njit(**NUMBA_OPTIONS)
 def _pool(values, source, in_w, out, g, winners, at, cells, training):
     """One row's max pooling: from the image at ``values[source:]``, ``in_w`` values wide, into
     ``values[out:]``, and, in ``training`` (nothing reads them after a prediction), where in the image each
@@ -894,13 +843,13 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
             if kind == LayerKindCode.DENSE:  # the row's sums from their column, activated where they land
                 for j in range(n_out):
                     values[out + j] = products[j * n_rows + s]
-                _activate(values, out, values, out, n_computed, code, dt)
+                activate_row(values, out, values, out, n_computed, code, dt)
             else:
                 if not by_winograd:
                     _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
                     _gemm(AS_IS, (patches, START, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
                           (np.intp(positions), units, width), blas)  # fmt: skip
-                _activate(products, s * n_out, values, out, n_computed, code, dt)
+                activate_row(products, s * n_out, values, out, n_computed, code, dt)
             if code == ActivationCode.SOFTMAX:
                 softmax(values, out, n_out, dt)
             values[out + n_out] = 1.0
@@ -1011,7 +960,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                                          row + window * units, won + row + window * units, first,
                                          min(first + np.uintp(GROUPED_FILTERS), units), lists, scales)  # fmt: skip
                 if to_the_first:  # the pooling's and the first layer's passes, this row's share
-                    _derive_row(below, row_below, below, row_below, values, inputs + s * (n_in + 1), n_in,
+                    derive_row(below, row_below, below, row_below, values, inputs + s * (n_in + 1), n_in,
                                 net.activations[0], dt)  # fmt: skip
                     _fused_gradient_row(values, v_off[0] + s * (net.sizes[0] + 1), net.geometry[0, Geometry.IN_W],
                                         v_off[1] + s * (net.sizes[1] + 1), below, row_below, net.geometry[1],
@@ -1053,7 +1002,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                     _scatter_windows(patch_errors, g, below, s * n_in)
     elif pooling_a_convolution:  # each error as the convolution's at its window's maximum (see above)
         for s in range(n_rows):
-            _derive_row(below, s * n_out, errors, s * n_out, values, outputs + s * (n_out + 1), n_out,
+            derive_row(below, s * n_out, errors, s * n_out, values, outputs + s * (n_out + 1), n_out,
                         net.activations[k - 1], dt)  # fmt: skip
     elif k > 0:
         for s in range(n_rows):
@@ -1074,7 +1023,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                     below[at + j] = errors[s * n_out + j]
     if k > 0 and net.activations[k - 1] != ActivationCode.IDENTITY and not pooling_a_convolution:
         for s in range(n_rows):
-            _derive_row(below, s * n_in, below, s * n_in, values, inputs + s * (n_in + 1), n_in, net.activations[k - 1],
+            derive_row(below, s * n_in, below, s * n_in, values, inputs + s * (n_in + 1), n_in, net.activations[k - 1],
                         dt)  # fmt: skip
 
 

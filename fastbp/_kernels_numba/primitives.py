@@ -107,6 +107,66 @@ def derivative(output, code, dt):
     return dt(1.0)  # identity
 
 
+@njit(**NUMBA_OPTIONS)
+def activate_row(sums, start, values, to, n, code, dt):
+    """``values[to : to + n]`` = the activation ``code`` of ``sums[start : start + n]`` (softmax: the sums as
+    they are, for ``softmax`` to normalise).  One loop per activation, its code a constant, so that each
+    compiles to vector instructions without a branch per value."""
+    start, to = np.uintp(start), np.uintp(to)
+    n = np.uintp(n)
+    if code == ActivationCode.RELU:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.RELU, dt)
+    elif code == ActivationCode.LEAKY_RELU:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.LEAKY_RELU, dt)
+    elif code == ActivationCode.SIGMOID:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.SIGMOID, dt)
+    elif code == ActivationCode.TANH:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.TANH, dt)
+    elif code == ActivationCode.EXP:
+        for j in range(n):
+            values[to + j] = activation(sums[start + j], ActivationCode.EXP, dt)
+    else:  # identity and softmax
+        for j in range(n):
+            values[to + j] = sums[start + j]
+
+
+@njit(**NUMBA_OPTIONS)
+def derive_row(to, to_at, errors, start, values, at, n, code, dt):
+    """``errors[start : start + n]`` times the slopes of activation ``code`` at the outputs ``values[at:]`` into
+    ``to[to_at:]`` (which may be where the errors are), one loop per activation as in ``activate_row``; identity's
+    errors as they are.  Where they are, the loops read and write ``to`` alone: LLVM's check that two arrays do
+    not overlap fails for one array in place, and would leave the loops scalar."""
+    to_at, start, at, n = np.uintp(to_at), np.uintp(start), np.uintp(at), np.uintp(n)
+    if to_at == start and to.ctypes.data == errors.ctypes.data:
+        _derive_loops(to, to_at, to, to_at, values, at, n, code, dt)
+    else:
+        _derive_loops(to, to_at, errors, start, values, at, n, code, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _derive_loops(to, to_at, errors, start, values, at, n, code, dt):
+    """``derive_row``'s loops, one per activation."""
+    if code == ActivationCode.RELU:
+        for j in range(n):
+            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.RELU, dt)
+    elif code == ActivationCode.LEAKY_RELU:
+        for j in range(n):
+            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.LEAKY_RELU, dt)
+    elif code == ActivationCode.SIGMOID:
+        for j in range(n):
+            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.SIGMOID, dt)
+    elif code == ActivationCode.TANH:
+        for j in range(n):
+            to[to_at + j] = errors[start + j] * derivative(values[at + j], ActivationCode.TANH, dt)
+    else:
+        for j in range(n):
+            to[to_at + j] = errors[start + j]
+
+
 @njit(**NUMBA_INLINED_OPTIONS)
 def softmax(values, off, n, dt):
     """Replace ``values[off : off + n]`` by their softmax, shifted by the maximum so exp cannot overflow.
