@@ -25,7 +25,7 @@ from .._concepts import ActivationCode, OptimizerCode
 from .._constants import PREDICT_CHUNK_ROWS
 from .._constants import block_size as _block_size
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .primitives import activate_row, activation, derive_row, optimizer_step, output_error, softmax
+from .primitives import activate_row, activation, copy_values, derive_row, optimizer_step, output_error, softmax
 
 block_size = njit(**NUMBA_INLINED_OPTIONS)(_block_size)
 #: The most threads ``train_batches`` may start (Numba's NUMBA_NUM_THREADS, fixed when the process starts).
@@ -219,10 +219,8 @@ def _batch_gradient(net, weights, data, rows, grad, scratch):
     activations, a_off, _, _, _ = scratch
     b = rows.shape[0]
     inputs = _matrix(activations, 0, b, n_in + 1)
-    for s in range(b):  # a loop, not a slice: Numba copies a slice one value at a time, testing each index
-        row = X[rows[s]]
-        for i in range(np.uintp(n_in)):
-            inputs[s, i] = row[i]
+    for s in range(b):
+        copy_values(X[rows[s]], activations, s * (n_in + 1), n_in)
         inputs[s, n_in] = dt(1.0)
     _forward_layers(net, weights, scratch, b, 0)
     total_loss = _output_deltas(net, data, rows, scratch)

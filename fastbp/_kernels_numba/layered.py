@@ -58,6 +58,7 @@ from .primitives import (
     ONE,
     activate_row,
     activation,
+    copy_values,
     derive_row,
     optimizer_step_over,
     output_error,
@@ -1057,7 +1058,7 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
     n_layers = net.sizes.shape[0] - 1
     n_features, n_outputs = net.sizes[0], net.sizes[n_layers]
     for s in range(rows.shape[0]):
-        values[s * (n_features + 1) : (s + 1) * (n_features + 1) - 1] = X[rows[s]]
+        copy_values(X[rows[s]], values, s * (n_features + 1), n_features)
         values[(s + 1) * (n_features + 1) - 1] = 1.0
     for k in range(n_layers):
         _forward(net, weights, k, chunk, scratch, slot, TRAINING)
@@ -1241,7 +1242,7 @@ def predict_layered(net, weights, X, out):
         real = min(CHUNK_ROWS, X.shape[0] - first)
         for s in range(CHUNK_ROWS):
             rows[s] = first + min(s, real - 1)
-            values[s * (n_features + 1) : (s + 1) * (n_features + 1) - 1] = X[rows[s]]
+            copy_values(X[rows[s]], values, s * (n_features + 1), n_features)
             values[(s + 1) * (n_features + 1) - 1] = 1.0
         chunk = (rows, np.intp(0), np.intp(0))  # no dropout draws: seed and step unused
         for k in range(n_layers):

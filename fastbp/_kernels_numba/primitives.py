@@ -107,6 +107,15 @@ def derivative(output, code, dt):
     return dt(1.0)  # identity
 
 
+@njit(**NUMBA_INLINED_OPTIONS)
+def copy_values(source, to, to_at, n):
+    """``to[to_at : to_at + n] = source[:n]`` by a loop: Numba copies a slice one value at a time, testing each
+    index (about three times as long for an image's row)."""
+    to_at = np.uintp(to_at)
+    for i in range(np.uintp(n)):
+        to[to_at + i] = source[i]
+
+
 @njit(**NUMBA_OPTIONS)
 def activate_row(sums, start, values, to, n, code, dt):
     """``values[to : to + n]`` = the activation ``code`` of ``sums[start : start + n]`` (softmax: the sums as
