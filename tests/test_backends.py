@@ -225,3 +225,35 @@ def test_numba_compiles_one_specialisation_per_dtype_whatever_the_input_layout(d
         assert len(set(kernel.signatures) - before) <= 1
         assert len(kernel.signatures) <= 2  # one per dtype, over the whole session
     assert len(online._predict_rows.signatures) <= 2
+
+
+@pytest.mark.slow
+def test_numba_compiles_each_shared_function_once_per_dtype_whatever_the_kernels_calling_it():
+    """The row loops in ``primitives`` serve the mini-batch and the layered kernels alike: each caller must pass
+    them the same types (a signed or unsigned integer, a literal, are types of their own), or Numba compiles them
+    again, seconds each on first use.  Dense batches on one thread and on two, sparse rows, and a convolutional
+    network, trained in one process.  Only functions compiled in this process list their types, not those loaded
+    from Numba's disk cache."""
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    from numba.core.registry import CPUDispatcher
+
+    from fastbp._kernels_numba import batches, layered, online, primitives
+    from fastbp.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+
+    rng = np.random.default_rng(0)
+    images, y = rng.random((48, 6, 6, 1)).astype(np.float32), rng.integers(0, 3, 48)
+    rows = images.reshape(48, -1)
+    dense = {"hidden": (8, 4), "activation": "relu", "output": "softmax", "epochs": 1, "batch_size": 16}
+    for X, n_threads in ((rows, 1), (rows, 2), (scipy_sparse.csr_matrix(rows), 1)):
+        fastbp.train(X, y, **dense, dtype=np.float32, backend="numba", n_threads=n_threads)
+    layers = [Conv2D(2, (3, 3), activation="relu"), MaxPooling2D((2, 2)), Flatten(), Dense(4), Dropout(0.5)]
+    fastbp.train(images, y, layers=layers, epochs=1, batch_size=16, dtype=np.float32, backend="numba").predict(images)
+    float32 = {
+        f"{module.__name__}.{name}": [signature for signature in value.signatures if "float32" in str(signature)]
+        for module in (primitives, batches, layered, online)
+        for name, value in vars(module).items()
+        if isinstance(value, CPUDispatcher)
+    }
+    if not float32["fastbp._kernels_numba.primitives.derive_row"]:
+        pytest.skip("the kernels were loaded from Numba's disk cache: the functions they call list no types")
+    assert {name: len(signatures) for name, signatures in float32.items() if len(signatures) > 1} == {}

@@ -25,7 +25,7 @@ from .._concepts import ActivationCode, OptimizerCode
 from .._constants import PREDICT_CHUNK_ROWS
 from .._constants import block_size as _block_size
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .primitives import activate_row, activation, copy_values, derive_row, optimizer_step, output_error, softmax
+from .primitives import activate_row, copy_values, derive_row, optimizer_step, output_error, softmax
 
 block_size = njit(**NUMBA_INLINED_OPTIONS)(_block_size)
 #: The most threads ``train_batches`` may start (Numba's NUMBA_NUM_THREADS, fixed when the process starts).
@@ -105,8 +105,8 @@ def _backward_block(layer, inputs, layer_grad, products, deltas, deltas_t, side,
     np.dot(_matrix(deltas[side], first * n_out, width, n_out), _matrix(layer, 0, n_out, n_in + 1), errors)
     flat_inputs = inputs.reshape(-1)
     for s in range(first, first + width):
+        derive_row(below, s * n_in, products, s * (n_in + 1), flat_inputs, s * (n_in + 1), n_in, code_below, dt)
         row = np.uintp(s * n_in)  # the indexes unsigned: no wrap-around tests in the loop below
-        derive_row(below, row, products, s * (n_in + 1), flat_inputs, s * (n_in + 1), n_in, code_below, dt)
         for j in range(np.uintp(n_in)):
             below_t[j * np.uintp(b) + np.uintp(s)] = below[row + j]
 
@@ -194,7 +194,7 @@ def _backward_layers(net, weights, grad, scratch, b, first):
     sizes, w_off, acts = net.sizes, net.w_off, net.activations
     activations, a_off, products, deltas, deltas_t = scratch
     size = block_size(b)
-    side = 0
+    side = np.intp(0)  # not the literal 0: a call typed with it would compile the layer's pass twice
     for k in range(sizes.shape[0] - 2, first - 1, -1):
         n_in, n_out = sizes[k], sizes[k + 1]
         layer = weights[w_off[k] : w_off[k] + n_out * (n_in + 1)]
@@ -314,11 +314,10 @@ def _sparse_first_layer(net, first_layer, X, rows, scratch):
             weights, value = first_layer[indices[p]], values[p]
             for j in range(units):
                 out[s, j] += value * weights[j]
+        row = a_off[1] + s * (units + 1)
+        activate_row(activations, row, activations, row, units, code, dt)  # in place; softmax's sums as they are
         if code == ActivationCode.SOFTMAX:
-            softmax(activations, a_off[1] + s * (units + 1), units, dt)
-        else:
-            for j in range(units):
-                out[s, j] = activation(out[s, j], code, dt)
+            softmax(activations, row, units, dt)
         out[s, units] = dt(1.0)
 
 

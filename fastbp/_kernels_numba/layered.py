@@ -864,7 +864,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         elif kind == LayerKindCode.DROPOUT and training and net.dropout[k] > 0.0:
             rate, scale = net.dropout[k], dt(1.0 / (1.0 - net.dropout[k]))
             stream = _row_stream(seed, step, rows[s])
-            # Each value loaded before its draw is tested: a select; under the test, LLVM branched on the draw.
+            # Each value loaded before its draw is tested: a select (under the test, LLVM branches on the draw).
             for j in range(n_out):
                 kept = values[source + j] * scale
                 values[out + j] = kept if _dropout_draw(stream, net.o_off[k] + j) >= rate else dt(0.0)
@@ -962,7 +962,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                                          min(first + np.uintp(GROUPED_FILTERS), units), lists, scales)  # fmt: skip
                 if to_the_first:  # the pooling's and the first layer's passes, this row's share
                     derive_row(below, row_below, below, row_below, values, inputs + s * (n_in + 1), n_in,
-                                net.activations[0], dt)  # fmt: skip
+                               net.activations[0], dt)  # fmt: skip
                     _fused_gradient_row(values, v_off[0] + s * (net.sizes[0] + 1), net.geometry[0, Geometry.IN_W],
                                         v_off[1] + s * (net.sizes[1] + 1), below, row_below, net.geometry[1],
                                         first_units, sums, picked, dt)  # fmt: skip
@@ -1004,7 +1004,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     elif pooling_a_convolution:  # each error as the convolution's at its window's maximum (see above)
         for s in range(n_rows):
             derive_row(below, s * n_out, errors, s * n_out, values, outputs + s * (n_out + 1), n_out,
-                        net.activations[k - 1], dt)  # fmt: skip
+                       net.activations[k - 1], dt)  # fmt: skip
     elif k > 0:
         for s in range(n_rows):
             at = s * n_in
@@ -1025,7 +1025,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     if k > 0 and net.activations[k - 1] != ActivationCode.IDENTITY and not pooling_a_convolution:
         for s in range(n_rows):
             derive_row(below, s * n_in, below, s * n_in, values, inputs + s * (n_in + 1), n_in, net.activations[k - 1],
-                        dt)  # fmt: skip
+                       dt)  # fmt: skip
 
 
 @njit(**NUMBA_OPTIONS)

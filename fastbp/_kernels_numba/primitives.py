@@ -1,9 +1,11 @@
-"""The Numba kernels' arithmetic on single values and single layers: activations and their slopes, exp,
-softmax, the losses' errors, and the optimizers' updates.
+"""The Numba kernels' arithmetic on single values, rows and layers: activations and their slopes (of a value,
+and a row's in one loop per activation), exp, softmax, the losses' errors, the optimizers' updates, and a row's
+copy.
 
-Every function here is inlined into the kernels that call it (but ``fast_exp``,
-which LLVM inlines), and takes the buffers' scalar type ``dt``, since a bare
-``1.0`` would promote float32 arithmetic to float64.  Non-finite values follow
+The functions on single values are inlined into the kernels that call them (but ``fast_exp``, which LLVM
+inlines); the row loops ``activate_row`` and ``derive_row`` are compiled once on their own and called.  Those
+that compute take the buffers' scalar type ``dt``, since a bare ``1.0`` would promote float32 arithmetic to
+float64.  Non-finite values follow
 IEEE arithmetic, with the limits kept where they exist: sigmoid and tanh saturate
 (``exp`` overflowing to inf gives exactly 0 or 1), and a softmax whose largest
 logit is infinite gives the entries equal to it equal shares of the probability
@@ -116,13 +118,30 @@ def copy_values(source, to, to_at, n):
         to[to_at + i] = source[i]
 
 
+@njit(**NUMBA_INLINED_OPTIONS)
+def _same_place(a, a_at, b, b_at):
+    """Whether ``a[a_at:]`` and ``b[b_at:]`` are the same values.  A row loop given one array in place passes it
+    twice, as one array: LLVM's check that two arrays do not overlap fails for one array in place, and its
+    loops would take their scalar version."""
+    return a_at == b_at and a.ctypes.data == b.ctypes.data
+
+
 @njit(**NUMBA_OPTIONS)
 def activate_row(sums, start, values, to, n, code, dt):
     """``values[to : to + n]`` = the activation ``code`` of ``sums[start : start + n]`` (softmax: the sums as
-    they are, for ``softmax`` to normalise).  One loop per activation, its code a constant, so that each
-    compiles to vector instructions without a branch per value."""
-    start, to = np.uintp(start), np.uintp(to)
-    n = np.uintp(n)
+    they are, for ``softmax`` to normalise), which may be where the values go.  One loop per activation, its code
+    a constant, so that each compiles to vector instructions without a branch per value; in place, the loops
+    read and write ``values`` alone (``_same_place``)."""
+    start, to, n = np.uintp(start), np.uintp(to), np.uintp(n)
+    if _same_place(values, to, sums, start):
+        _activate_loops(values, to, values, to, n, code, dt)
+    else:
+        _activate_loops(sums, start, values, to, n, code, dt)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _activate_loops(sums, start, values, to, n, code, dt):
+    """``activate_row``'s loops, one per activation."""
     if code == ActivationCode.RELU:
         for j in range(n):
             values[to + j] = activation(sums[start + j], ActivationCode.RELU, dt)
@@ -147,10 +166,9 @@ def activate_row(sums, start, values, to, n, code, dt):
 def derive_row(to, to_at, errors, start, values, at, n, code, dt):
     """``errors[start : start + n]`` times the slopes of activation ``code`` at the outputs ``values[at:]`` into
     ``to[to_at:]`` (which may be where the errors are), one loop per activation as in ``activate_row``; identity's
-    errors as they are.  Where they are, the loops read and write ``to`` alone: LLVM's check that two arrays do
-    not overlap fails for one array in place, and would leave the loops scalar."""
+    errors as they are.  In place, the loops read and write ``to`` alone (``_same_place``)."""
     to_at, start, at, n = np.uintp(to_at), np.uintp(start), np.uintp(at), np.uintp(n)
-    if to_at == start and to.ctypes.data == errors.ctypes.data:
+    if _same_place(to, to_at, errors, start):
         _derive_loops(to, to_at, to, to_at, values, at, n, code, dt)
     else:
         _derive_loops(to, to_at, errors, start, values, at, n, code, dt)
@@ -285,7 +303,7 @@ def optimizer_step_over(net, weights, grad, optimizer_state, schedule, rate, ste
             neuron = np.uintp(start) + j * width
             for i in range(width):
                 p = neuron + i
-                weight = weights[p]  # loaded before the bias's test: a select; loaded under it, LLVM branched
+                weight = weights[p]  # loaded before the bias's test: a select (loaded under it, LLVM branches)
                 g = grad[p] + l2 * weight if i < n_in else grad[p]
                 if optimizer == OptimizerCode.SGD:
                     weights[p] -= l_rate * g
