@@ -5,12 +5,10 @@ copy.
 The functions on single values are inlined into the kernels that call them (but ``fast_exp``, which LLVM
 inlines); the row loops ``activate_row`` and ``derive_row`` are compiled once on their own and called.  Those
 that compute take the buffers' scalar type ``dt``, since a bare ``1.0`` would promote float32 arithmetic to
-float64.  Non-finite values follow
-IEEE arithmetic, with the limits kept where they exist: sigmoid and tanh saturate
-(``exp`` overflowing to inf gives exactly 0 or 1), and a softmax whose largest
-logit is infinite gives the entries equal to it equal shares of the probability
-and the others 0; every activation passes ``nan`` on (relu too), for the Python
-layer to refuse.
+float64.  Non-finite values follow IEEE arithmetic, with the limits kept where they exist: sigmoid and tanh
+saturate (``exp`` overflowing to inf gives exactly 0 or 1), and a softmax whose largest logit is infinite gives
+the entries equal to it equal shares of the probability and the others 0; every activation passes ``nan`` on
+(relu too), for the Python layer to refuse.
 """
 
 import math
