@@ -85,6 +85,11 @@ NETWORKS = {
     "flatten-dense-dropout-softmax": lambda: stack(
         Layer.flatten((4, 3, 2)), dense(8, "relu"), dropout(0.5), dense(3, "softmax")
     ),
+    # Dense relu layers pass down and take their gradient by the nonzero errors' terms alone (more units than a
+    # block of terms), on the output layer too.
+    "relu-dense-wide-dropout-relu-output": lambda: stack(
+        conv((4, 4, 2), 3, (2, 2), activation="relu"), flatten, dense(70, "relu"), dropout(0.5), dense(3, "relu")
+    ),
     "conv-softmax-output": lambda: stack(conv((4, 4, 1), 3, (4, 4), activation="softmax")),
     "conv-sigmoid-output-s2": lambda: stack(
         conv((5, 5, 2), 2, (2, 2), (1, 1), "same", "relu"), convolve(1, (3, 3), (2, 2), "valid", "sigmoid")
@@ -176,6 +181,8 @@ CASES = [
     ("pool-first-image-dropout-same-s2x1", np.float32, "nesterov", 5, 1, 0.0, True),
     ("flatten-dense-dropout-softmax", np.float32, "sgd", 40, 2, 0.01, True),
     ("flatten-dense-dropout-softmax", np.float64, "adam", 5, 2, 0.0, False),
+    ("relu-dense-wide-dropout-relu-output", np.float32, "adam", 40, 2, 0.01, True),
+    ("relu-dense-wide-dropout-relu-output", np.float64, "sgd", 17, 1, 0.0, False),
     ("conv-softmax-output", np.float64, "momentum", 1, 2, 0.0, True),
     ("conv-sigmoid-output-s2", np.float32, "rprop", 5, 2, 0.01, True),
     ("conv-sigmoid-output-s2", np.float64, "sgd", 17, 1, 0.0, False),
@@ -377,6 +384,7 @@ GRADIENT_NETWORKS = {
     ),
     "flatten": lambda: stack(conv((3, 4, 3), 2, (1, 2), activation="leaky_relu"), flatten, dense(2, "exp")),
     "dense": lambda: stack(Layer.dense(5, 4, "tanh"), dense(3, "sigmoid"), dropout(0.25), dense(2, "softmax")),
+    "dense-relu": lambda: stack(Layer.dense(5, 70, "relu"), dropout(0.5), dense(4, "relu"), dense(2, "softmax")),
 }
 
 

@@ -842,6 +842,50 @@ cdef inline void _add_scaled(
         fastbp_add_scaled_double(sums, sums_step, rows, scales, n_terms, offset, row_step, n_rows, n)
 
 
+cdef inline bint _mostly_zero_errors(const Network* net, Py_ssize_t k) noexcept nogil:
+    """Whether dense layer ``k``'s errors are mostly zeros: relu's slope is zero wherever a unit is off (and
+    dropout above zeroes more), so its backward pass adds the nonzero errors' terms alone
+    (``_dense_backward_by_terms``), where a gemm would multiply every error."""
+    return net.activations[k] == ACTIVATION_RELU
+
+
+cdef inline void _dense_backward_by_terms(
+    const floating* errors, const floating* inputs, Py_ssize_t n_rows, Py_ssize_t units, Py_ssize_t fan_in,
+    const floating* layer, floating* layer_grad, floating* below,
+) noexcept nogil:
+    """A dense layer's gradient for the chunk's ``errors`` written into ``layer_grad`` and, unless ``below`` is
+    NULL, the errors passed down into ``below``, each sum from zero by the nonzero errors' terms alone: a unit's
+    gradient by the rows' inputs (``inputs``, a bias's 1.0 after each row's) in the rows' order, a row's errors
+    passed down by the units' weights in the units' order (``_add_scaled``)."""
+    cdef Py_ssize_t width = fan_in + 1, j, s, i, group, first, n_terms
+    cdef floating scales[TERMS_BLOCK]
+    cdef const floating* terms[TERMS_BLOCK]
+    for j in range(units):
+        for i in range(width):
+            layer_grad[j * width + i] = 0.0
+        for group in range((n_rows + TERMS_BLOCK - 1) // TERMS_BLOCK):
+            first = group * TERMS_BLOCK
+            n_terms = 0
+            for s in range(first, min(first + TERMS_BLOCK, n_rows)):  # listed without a branch
+                scales[n_terms] = errors[s * units + j]
+                terms[n_terms] = inputs + s * width
+                n_terms += errors[s * units + j] != 0.0
+            _add_scaled(layer_grad + j * width, 0, terms, scales, n_terms, 0, 0, 1, width)
+    if below == NULL:
+        return
+    for s in range(n_rows):
+        for i in range(fan_in):
+            below[s * fan_in + i] = 0.0
+        for group in range((units + TERMS_BLOCK - 1) // TERMS_BLOCK):
+            first = group * TERMS_BLOCK
+            n_terms = 0
+            for j in range(first, min(first + TERMS_BLOCK, units)):
+                scales[n_terms] = errors[s * units + j]
+                terms[n_terms] = layer + j * width
+                n_terms += errors[s * units + j] != 0.0
+            _add_scaled(below + s * fan_in, 0, terms, scales, n_terms, 0, 0, 1, fan_in)
+
+
 cdef inline void _nine_pixels(
     const floating* image, Py_ssize_t in_w, Py_ssize_t y, Py_ssize_t x, floating* pixels
 ) noexcept nogil:
@@ -1414,7 +1458,11 @@ cdef void _backward(
         ones[i] = &one
     if kind == LAYER_DENSE or kind == LAYER_CONV2D:
         units, fan_in = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN]
-        if kind == LAYER_DENSE:
+        if kind == LAYER_DENSE and _mostly_zero_errors(net, k):
+            _dense_backward_by_terms(
+                errors, values + inputs, n_rows, units, fan_in, layer, layer_grad, below if k > 0 else NULL,
+            )
+        elif kind == LAYER_DENSE:
             _gemm(  # the chunk's gradient of the layer (zeroed for the other layers only: ``_chunk_gradient``)
                 c'T', errors, units, c'N', values + inputs, n_in + 1, 0.0, layer_grad, fan_in + 1, units, fan_in + 1,
                 n_rows,

@@ -677,6 +677,49 @@ def _scatter_windows(patch_errors, g, below, start):
             _add_window(below, start, g, oy, ox, patch_errors, starts, ones, 1)
 
 
+@njit(**NUMBA_INLINED_OPTIONS)
+def _mostly_zero_errors(net, k):
+    """Whether dense layer ``k``'s errors are mostly zeros: relu's slope is zero wherever a unit is off (and
+    dropout above zeroes more), so its backward pass adds the nonzero errors' terms alone
+    (``_dense_backward_by_terms``), where a gemm would multiply every error."""
+    return net.activations[k] == ActivationCode.RELU
+
+
+@njit(**NUMBA_OPTIONS)
+def _dense_backward_by_terms(errors, values, inputs, n_rows, units, fan_in, weights, grad, w_off, below, passing_down):
+    """A dense layer's gradient for the chunk's ``errors`` written into ``grad[w_off:]`` and, if ``passing_down``,
+    the errors passed down into ``below``, each sum from zero by the nonzero errors' terms alone: a unit's
+    gradient by the rows' inputs (``values[inputs:]``, a bias's 1.0 after each row's) in the rows' order, a
+    row's errors passed down by the units' weights in the units' order (``add_scaled``), as the Cython backend
+    sums them."""
+    width = fan_in + 1
+    scales = np.empty(TERMS_BLOCK, dtype=weights.dtype)
+    starts = np.empty(TERMS_BLOCK, dtype=np.uintp)
+    for j in range(units):
+        at = w_off + j * width
+        for i in range(width):
+            grad[at + i] = 0.0
+        for first in range(0, n_rows, TERMS_BLOCK):
+            n_terms = 0
+            for s in range(first, min(first + TERMS_BLOCK, n_rows)):  # listed without a branch
+                scales[n_terms] = errors[s * units + j]
+                starts[n_terms] = inputs + s * width
+                n_terms += errors[s * units + j] != 0.0
+            add_scaled(grad, at, 0, values, starts, 0, scales, n_terms, 0, 1, width)
+    if not passing_down:
+        return
+    for s in range(n_rows):
+        for i in range(fan_in):
+            below[s * fan_in + i] = 0.0
+        for first in range(0, units, TERMS_BLOCK):
+            n_terms = 0
+            for j in range(first, min(first + TERMS_BLOCK, units)):
+                scales[n_terms] = errors[s * units + j]
+                starts[n_terms] = w_off + j * width
+                n_terms += errors[s * units + j] != 0.0
+            add_scaled(below, s * fan_in, 0, weights, starts, 0, scales, n_terms, 0, 1, fan_in)
+
+
 @njit(**NUMBA_OPTIONS)
 def _add_grouped(below, start, g, weights, filters, width, errors, winners, at, won, first, last, lists, scales):
     """Filters ``first`` to ``last - 1``'s errors at one pooling window (``errors[at:]``), each times its filter
@@ -902,7 +945,10 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
         units, fan_in = g[Geometry.UNITS], g[Geometry.FAN_IN]
         layer, layer_grad = (weights, net.w_off[k], fan_in + 1), (grad, net.w_off[k], fan_in + 1)
-        if kind == LayerKindCode.DENSE:
+        if kind == LayerKindCode.DENSE and _mostly_zero_errors(net, k):
+            _dense_backward_by_terms(errors, values, inputs, n_rows, units, fan_in, weights, grad, net.w_off[k],
+                                     below, k > 0)  # fmt: skip
+        elif kind == LayerKindCode.DENSE:
             _gemm(TRANSPOSED, (errors, START, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 0.0,
                   (units, fan_in + 1, n_rows), blas)  # fmt: skip
             if k > 0:  # transposed, (inputs, rows), in the forward pass's products: BLAS's faster form
