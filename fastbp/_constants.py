@@ -61,8 +61,8 @@ def chunk_rows(batch_rows):
     """Rows per chunk of a layered network's batches of ``batch_rows`` rows (the last, shorter batch of an epoch
     is cut alike).
 
-    Each chunk costs work of its own whatever its rows: its gradient written (a dense layer's by its gemm, the
-    others' zeroed first) and summed into the batch's.  Batches of four large chunks or more take large ones,
+    Each chunk costs work of its own whatever its rows: its gradient written (a dense layer's by its backward
+    pass, the others' zeroed first) and summed into the batch's.  Batches of four large chunks or more take large ones,
     which halve that work; smaller batches take chunks of ``CHUNK_ROWS``, so that two threads, or four, still
     share them.  It depends on the batch's size alone, never on the thread count, so results do not either.
     """
@@ -89,7 +89,9 @@ WINOGRAD_ROWS = 4
 GROUPED_FILTERS = 64
 
 #: A pooled convolution's backward pass adds the errors of up to this many pooling windows into a filter's
-#: gradient at a time, each sum in a register for them all (in the windows' order: the sums of one at a time).
+#: gradient at a time, each sum in a register for them all (in the windows' order: the sums of one at a time); a
+#: relu dense layer's, up to this many rows' or units' nonzero errors into a unit's gradient or a row's errors
+#: passed down.
 TERMS_BLOCK = 64
 
 #: A cache line's bytes, and the widest vector's (AVX-512's): the layered kernels lay a pooled convolution's filters

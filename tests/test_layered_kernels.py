@@ -98,6 +98,10 @@ NETWORKS = {
         conv((4, 5, 1), 2, (2, 2), activation="tanh"), flatten, dense(3, "tanh"), dropout(0.0)
     ),
     "dense-then-dropout-last": lambda: stack(Layer.dense(6, 5, "sigmoid"), dropout(0.5)),
+    "relu-dense-first-dropout-softmax": lambda: stack(Layer.dense(6, 9, "relu"), dropout(0.5), dense(2, "softmax")),
+    "relu-dense-on-relu-dense": lambda: stack(
+        Layer.dense(7, 100, "relu"), dense(130, "relu"), dropout(0.5), dense(3, "softmax")
+    ),
     "conv-pool-exp-output": lambda: stack(
         conv((5, 5, 1), 2, (2, 2), activation="relu"), pool((2, 2)), flatten, dense(2, "exp")
     ),  # fmt: skip
@@ -189,6 +193,9 @@ CASES = [
     ("conv-pool-exp-output", np.float64, "adam", 17, 2, 0.0, True),
     ("dropout-zero-rate-last", np.float32, "rmsprop", 40, 1, 0.01, True),
     ("dense-then-dropout-last", np.float64, "nesterov", 17, 2, 0.01, True),
+    ("relu-dense-first-dropout-softmax", np.float32, "rmsprop", 17, 2, 0.0, False),
+    ("relu-dense-first-dropout-softmax", np.float64, "sgd", 5, 1, 0.01, True),
+    ("relu-dense-on-relu-dense", np.float64, "adam", 17, 2, 0.0, True),
     ("first-k3-c1-relu-pool2x2-softmax", np.float32, "adam", 17, 2, 0.01, True),
     ("first-k3-c1-relu-pool2x2-softmax", np.float64, "sgd", 5, 1, 0.0, False),
     ("first-k3-c1-f11-relu-pool2x2-wide-conv-relu-pool-softmax", np.float32, "sgd", 17, 2, 0.0, False),
@@ -475,6 +482,7 @@ def test_a_training_on_fewer_threads_than_asked_for_gives_the_same_weights(compi
 LARGE_BATCH_NETWORKS = [
     "first-k3-c1-relu-pool3x2-conv-relu-pool-dropout-sigmoid",
     "winograd-k3-c3-tanh-pool2x2-softmax",
+    "relu-dense-on-relu-dense",
 ]
 
 

@@ -13,10 +13,12 @@ briefly before it sleeps: OpenMP's own waits sleep at once under fastbp's
 ``OMP_WAIT_POLICY=PASSIVE``, and waking the threads at every batch cost two of them a
 tenth of their speed.  Dense layers and convolutions (a row's windows gathered into a
 ``(positions, fan_in + 1)`` matrix) multiply by BLAS's gemm, called with the very
-arguments the Numba backend passes; a 3x3 convolution of stride 1 without padding is
-computed by Winograd's F(2x2, 3x3) (``_winograd``), its transforms written once in C for
-vectors and single values (``fastbp_winograd_*``) and its products gemms, operation by
-operation the Numba backend's; pooling, dropout and flatten are loops.  A
+arguments the Numba backend passes, but for a relu dense layer's backward pass, which
+adds its nonzero errors' terms alone (``_dense_backward_by_terms``); a 3x3 convolution
+of stride 1 without padding is computed by Winograd's F(2x2, 3x3) (``_winograd``), its
+transforms written once in C for vectors and single values (``fastbp_winograd_*``) and
+its products gemms, operation by operation the Numba backend's; pooling, dropout and
+flatten are loops.  A
 convolution that a max pooling reads is computed only where the pooling's windows read
 it and trained from the pooling's errors alone, and the notebook's first layer is
 computed inside its pooling's loop, as in the Numba backend.  Some loops
@@ -843,9 +845,10 @@ cdef inline void _add_scaled(
 
 
 cdef inline bint _mostly_zero_errors(const Network* net, Py_ssize_t k) noexcept nogil:
-    """Whether dense layer ``k``'s errors are mostly zeros: relu's slope is zero wherever a unit is off (and
-    dropout above zeroes more), so its backward pass adds the nonzero errors' terms alone
-    (``_dense_backward_by_terms``), where a gemm would multiply every error."""
+    """Whether dense layer ``k``'s errors are taken for mostly zeros: relu's slope is zero wherever a unit is off
+    (about half of them at random weights, more once trained, and dropout above zeroes more), so its backward
+    pass adds the nonzero errors' terms alone (``_dense_backward_by_terms``), where a gemm would multiply every
+    error."""
     return net.activations[k] == ACTIVATION_RELU
 
 
@@ -1645,7 +1648,7 @@ cdef floating _chunk_gradient(
         chunk_loss += sample_weight[r] * row_loss
         n_right += _is_right(outputs + s * (n_outputs + 1), Y + r * n_outputs, n_outputs)
     right[0] = <floating>n_right
-    for k in range(n_layers):  # a dense layer's gemm writes its gradient instead (``beta`` 0)
+    for k in range(n_layers):  # a dense layer's backward pass writes its gradient instead
         if net.kinds[k] != LAYER_DENSE:
             for i in range(net.w_off[k], net.w_off[k + 1]):
                 grad[i] = 0.0

@@ -12,12 +12,14 @@ column is ones, so that products include the biases; an image's values are
 channels-last.  A dense layer multiplies the chunk's rows at once, and a
 convolution each row's windows, gathered into a ``(positions, fan_in + 1)`` matrix
 ("im2col"), by BLAS's gemm, called exactly as the Cython backend calls it, so the
-two agree bit for bit.  A 3x3 convolution of stride 1 without padding whose outputs
-come in whole 2x2 tiles is computed by Winograd's F(2x2, 3x3) instead (``_winograd``):
-each tile's 4x4 window and each kernel transformed, their products summed over the
-channels by one gemm per element of the 4x4, and transformed back, with 16 products of
-a channel's window and kernel per tile where the windows' products take 36.  Pooling,
-dropout and flatten are loops.
+two agree bit for bit; a relu dense layer's backward pass adds its nonzero errors' terms
+alone instead (``_dense_backward_by_terms``), in both backends' order.  A 3x3
+convolution of stride 1 without padding whose outputs come in whole 2x2 tiles is
+computed by Winograd's F(2x2, 3x3) instead (``_winograd``): each tile's 4x4 window and
+each kernel transformed, their products summed over the channels by one gemm per
+element of the 4x4, and transformed back, with 16 products of a channel's window and
+kernel per tile where the windows' products take 36.  Pooling, dropout and flatten are
+loops.
 
 A convolution that a max pooling reads ("pooled", ``_region``) is computed only where
 the pooling's windows read it, and trained from the pooling's errors alone: each,
@@ -679,9 +681,10 @@ def _scatter_windows(patch_errors, g, below, start):
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _mostly_zero_errors(net, k):
-    """Whether dense layer ``k``'s errors are mostly zeros: relu's slope is zero wherever a unit is off (and
-    dropout above zeroes more), so its backward pass adds the nonzero errors' terms alone
-    (``_dense_backward_by_terms``), where a gemm would multiply every error."""
+    """Whether dense layer ``k``'s errors are taken for mostly zeros: relu's slope is zero wherever a unit is off
+    (about half of them at random weights, more once trained, and dropout above zeroes more), so its backward
+    pass adds the nonzero errors' terms alone (``_dense_backward_by_terms``), where a gemm would multiply every
+    error."""
     return net.activations[k] == ActivationCode.RELU
 
 
@@ -1123,7 +1126,7 @@ def _chunk_gradient(net, weights, data, chunk, batch_rows, scratch, slot, grad):
             errors[side, s * n_outputs + j] = delta * scale
         chunk_loss += sample_weight[r] * row_loss
         n_right += _is_right(values, outputs + s * (n_outputs + 1), Y, r, n_outputs)
-    for k in range(n_layers):  # a dense layer's gemm writes its gradient instead (``beta`` 0)
+    for k in range(n_layers):  # a dense layer's backward pass writes its gradient instead
         if net.kinds[k] != LayerKindCode.DENSE:
             grad[net.w_off[k] : net.w_off[k + 1]] = 0.0
     for k in range(n_layers - 1, -1, -1):
