@@ -85,10 +85,11 @@ NETWORKS = {
     "flatten-dense-dropout-softmax": lambda: stack(
         Layer.flatten((4, 3, 2)), dense(8, "relu"), dropout(0.5), dense(3, "softmax")
     ),
-    # Dense relu layers pass down and take their gradient by the nonzero errors' terms alone (more units than a
-    # block of terms), on the output layer too.
+    # A relu dense layer whose chunk has few nonzero errors (here under a dropout of 0.8) passes its errors down and
+    # takes its gradient by their terms alone (more units than a block of terms); a relu output layer's, about
+    # half nonzero, by the gemms.
     "relu-dense-wide-dropout-relu-output": lambda: stack(
-        conv((4, 4, 2), 3, (2, 2), activation="relu"), flatten, dense(70, "relu"), dropout(0.5), dense(3, "relu")
+        conv((4, 4, 2), 3, (2, 2), activation="relu"), flatten, dense(70, "relu"), dropout(0.8), dense(3, "relu")
     ),
     "conv-softmax-output": lambda: stack(conv((4, 4, 1), 3, (4, 4), activation="softmax")),
     "conv-sigmoid-output-s2": lambda: stack(
@@ -98,9 +99,9 @@ NETWORKS = {
         conv((4, 5, 1), 2, (2, 2), activation="tanh"), flatten, dense(3, "tanh"), dropout(0.0)
     ),
     "dense-then-dropout-last": lambda: stack(Layer.dense(6, 5, "sigmoid"), dropout(0.5)),
-    "relu-dense-first-dropout-softmax": lambda: stack(Layer.dense(6, 9, "relu"), dropout(0.5), dense(2, "softmax")),
+    "relu-dense-first-dropout-softmax": lambda: stack(Layer.dense(6, 9, "relu"), dropout(0.8), dense(2, "softmax")),
     "relu-dense-on-relu-dense": lambda: stack(
-        Layer.dense(7, 100, "relu"), dense(130, "relu"), dropout(0.5), dense(3, "softmax")
+        Layer.dense(7, 100, "relu"), dropout(0.8), dense(130, "relu"), dropout(0.8), dense(3, "softmax")
     ),
     "conv-pool-exp-output": lambda: stack(
         conv((5, 5, 1), 2, (2, 2), activation="relu"), pool((2, 2)), flatten, dense(2, "exp")
@@ -391,7 +392,8 @@ GRADIENT_NETWORKS = {
     ),
     "flatten": lambda: stack(conv((3, 4, 3), 2, (1, 2), activation="leaky_relu"), flatten, dense(2, "exp")),
     "dense": lambda: stack(Layer.dense(5, 4, "tanh"), dense(3, "sigmoid"), dropout(0.25), dense(2, "softmax")),
-    "dense-relu": lambda: stack(Layer.dense(5, 70, "relu"), dropout(0.5), dense(4, "relu"), dense(2, "softmax")),
+    "dense-relu": lambda: stack(Layer.dense(5, 40, "tanh"), dense(70, "relu"), dropout(0.8), dense(2, "softmax")),
+    "dense-relu-first": lambda: stack(Layer.dense(5, 70, "relu"), dropout(0.8), dense(4, "relu"), dense(2, "softmax")),
 }
 
 

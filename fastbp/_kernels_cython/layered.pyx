@@ -43,7 +43,7 @@ from fastbp._kernels_cython.constants cimport (
     GEOMETRY_IN_W, GEOMETRY_KERNEL_H, GEOMETRY_KERNEL_W, GEOMETRY_OUT_H, GEOMETRY_OUT_W, GEOMETRY_PAD_LEFT,
     GEOMETRY_PAD_TOP, GEOMETRY_STRIDE_H, GEOMETRY_STRIDE_W, GEOMETRY_UNITS, GROUPED_FILTERS, LARGE_CHUNK_ROWS,
     LAYER_CONV2D, LAYER_DENSE, LAYER_DROPOUT, LAYER_MAX_POOL2D, LINE_BYTES, SPLITMIX_GAMMA, SPLITMIX_MIX1,
-    SPLITMIX_MIX2, TERMS_BLOCK, WINOGRAD_ROWS,
+    SPLITMIX_MIX2, TERMS_BLOCK, TERMS_CACHE_BYTES, TERMS_ERRORS_PER_NONZERO, WINOGRAD_ROWS,
     compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
@@ -844,12 +844,27 @@ cdef inline void _add_scaled(
         fastbp_add_scaled_double(sums, sums_step, rows, scales, n_terms, offset, row_step, n_rows, n)
 
 
-cdef inline bint _mostly_zero_errors(const Network* net, Py_ssize_t k) noexcept nogil:
-    """Whether dense layer ``k``'s errors are taken for mostly zeros: relu's slope is zero wherever a unit is off
-    (about half of them at random weights, more once trained, and dropout above zeroes more), so its backward
-    pass adds the nonzero errors' terms alone (``_dense_backward_by_terms``), where a gemm would multiply every
-    error."""
-    return net.activations[k] == ACTIVATION_RELU
+cdef inline bint _few_nonzero_errors(
+    const Network* net, Py_ssize_t k, const floating* errors, Py_ssize_t n
+) noexcept nogil:
+    """Whether dense layer ``k``'s backward pass adds its nonzero errors' terms alone (``_dense_backward_by_terms``)
+    instead of the gemms' every product: a relu layer's ``n`` errors of the chunk, of which at most one in
+    ``TERMS_ERRORS_PER_NONZERO`` is not zero (relu's slope is zero wherever a unit is off, and dropout above
+    zeroes more).  The chunk's errors decide, whichever thread computes it."""
+    cdef Py_ssize_t i, nonzero = 0
+    if net.activations[k] != ACTIVATION_RELU:
+        return False
+    for i in range(n):  # counted without a branch
+        nonzero += errors[i] != 0.0
+    return nonzero * TERMS_ERRORS_PER_NONZERO <= n
+
+
+cdef inline Py_ssize_t _terms_columns(Py_ssize_t units, Py_ssize_t rows, Py_ssize_t item) noexcept nogil:
+    """Inputs per block of a dense layer's backward pass by terms: whole stretches of six cache lines, the weights
+    of ``units`` units, or the inputs of ``rows`` rows, over a block in about ``TERMS_CACHE_BYTES``
+    (``fastbp._constants``)."""
+    cdef Py_ssize_t stretch = 6 * LINE_BYTES // item
+    return max(stretch, TERMS_CACHE_BYTES // (max(units, rows) * item) // stretch * stretch)
 
 
 cdef inline void _dense_backward_by_terms(
@@ -859,34 +874,42 @@ cdef inline void _dense_backward_by_terms(
     """A dense layer's gradient for the chunk's ``errors`` written into ``layer_grad`` and, unless ``below`` is
     NULL, the errors passed down into ``below``, each sum from zero by the nonzero errors' terms alone: a unit's
     gradient by the rows' inputs (``inputs``, a bias's 1.0 after each row's) in the rows' order, a row's errors
-    passed down by the units' weights in the units' order (``_add_scaled``)."""
-    cdef Py_ssize_t width = fan_in + 1, j, s, i, group, first, n_terms
+    passed down by the units' weights in the units' order (``_add_scaled``).  Both go over the inputs in blocks
+    of ``_terms_columns``, the same sums."""
+    cdef Py_ssize_t width = fan_in + 1, columns = _terms_columns(units, n_rows, sizeof(floating))
+    cdef Py_ssize_t j, s, i, group, first, n_terms, block, start, n
     cdef floating scales[TERMS_BLOCK]
     cdef const floating* terms[TERMS_BLOCK]
-    for j in range(units):
-        for i in range(width):
-            layer_grad[j * width + i] = 0.0
-        for group in range((n_rows + TERMS_BLOCK - 1) // TERMS_BLOCK):
-            first = group * TERMS_BLOCK
-            n_terms = 0
-            for s in range(first, min(first + TERMS_BLOCK, n_rows)):  # listed without a branch
-                scales[n_terms] = errors[s * units + j]
-                terms[n_terms] = inputs + s * width
-                n_terms += errors[s * units + j] != 0.0
-            _add_scaled(layer_grad + j * width, 0, terms, scales, n_terms, 0, 0, 1, width)
+    for block in range((width + columns - 1) // columns):
+        start = block * columns
+        n = min(columns, width - start)
+        for j in range(units):
+            for i in range(start, start + n):
+                layer_grad[j * width + i] = 0.0
+            for group in range((n_rows + TERMS_BLOCK - 1) // TERMS_BLOCK):
+                first = group * TERMS_BLOCK
+                n_terms = 0
+                for s in range(first, min(first + TERMS_BLOCK, n_rows)):  # listed without a branch
+                    scales[n_terms] = errors[s * units + j]
+                    terms[n_terms] = inputs + s * width
+                    n_terms += errors[s * units + j] != 0.0
+                _add_scaled(layer_grad + j * width + start, 0, terms, scales, n_terms, start, 0, 1, n)
     if below == NULL:
         return
-    for s in range(n_rows):
-        for i in range(fan_in):
-            below[s * fan_in + i] = 0.0
-        for group in range((units + TERMS_BLOCK - 1) // TERMS_BLOCK):
-            first = group * TERMS_BLOCK
-            n_terms = 0
-            for j in range(first, min(first + TERMS_BLOCK, units)):
-                scales[n_terms] = errors[s * units + j]
-                terms[n_terms] = layer + j * width
-                n_terms += errors[s * units + j] != 0.0
-            _add_scaled(below + s * fan_in, 0, terms, scales, n_terms, 0, 0, 1, fan_in)
+    for block in range((fan_in + columns - 1) // columns):
+        start = block * columns
+        n = min(columns, fan_in - start)
+        for s in range(n_rows):
+            for i in range(start, start + n):
+                below[s * fan_in + i] = 0.0
+            for group in range((units + TERMS_BLOCK - 1) // TERMS_BLOCK):
+                first = group * TERMS_BLOCK
+                n_terms = 0
+                for j in range(first, min(first + TERMS_BLOCK, units)):
+                    scales[n_terms] = errors[s * units + j]
+                    terms[n_terms] = layer + j * width
+                    n_terms += errors[s * units + j] != 0.0
+                _add_scaled(below + s * fan_in + start, 0, terms, scales, n_terms, start, 0, 1, n)
 
 
 cdef inline void _nine_pixels(
@@ -1461,7 +1484,7 @@ cdef void _backward(
         ones[i] = &one
     if kind == LAYER_DENSE or kind == LAYER_CONV2D:
         units, fan_in = g[GEOMETRY_UNITS], g[GEOMETRY_FAN_IN]
-        if kind == LAYER_DENSE and _mostly_zero_errors(net, k):
+        if kind == LAYER_DENSE and _few_nonzero_errors(net, k, errors, n_rows * units):
             _dense_backward_by_terms(
                 errors, values + inputs, n_rows, units, fan_in, layer, layer_grad, below if k > 0 else NULL,
             )

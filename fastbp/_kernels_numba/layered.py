@@ -49,6 +49,8 @@ from .._constants import (
     SPLITMIX_MIX1,
     SPLITMIX_MIX2,
     TERMS_BLOCK,
+    TERMS_CACHE_BYTES,
+    TERMS_ERRORS_PER_NONZERO,
     WINOGRAD_ROWS,
     Geometry,
     chunk_rows,
@@ -680,12 +682,17 @@ def _scatter_windows(patch_errors, g, below, start):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def _mostly_zero_errors(net, k):
-    """Whether dense layer ``k``'s errors are taken for mostly zeros: relu's slope is zero wherever a unit is off
-    (about half of them at random weights, more once trained, and dropout above zeroes more), so its backward
-    pass adds the nonzero errors' terms alone (``_dense_backward_by_terms``), where a gemm would multiply every
-    error."""
-    return net.activations[k] == ActivationCode.RELU
+def _few_nonzero_errors(net, k, errors, n):
+    """Whether dense layer ``k``'s backward pass adds its nonzero errors' terms alone (``_dense_backward_by_terms``)
+    instead of the gemms' every product: a relu layer's ``n`` errors of the chunk, of which at most one in
+    ``TERMS_ERRORS_PER_NONZERO`` is not zero (relu's slope is zero wherever a unit is off, and dropout above
+    zeroes more).  The chunk's errors decide, whichever thread computes it."""
+    if net.activations[k] != ActivationCode.RELU:
+        return False
+    nonzero = 0
+    for i in range(n):  # counted without a branch
+        nonzero += errors[i] != 0.0
+    return nonzero * TERMS_ERRORS_PER_NONZERO <= n
 
 
 @njit(**NUMBA_OPTIONS)
@@ -694,33 +701,47 @@ def _dense_backward_by_terms(errors, values, inputs, n_rows, units, fan_in, weig
     the errors passed down into ``below``, each sum from zero by the nonzero errors' terms alone: a unit's
     gradient by the rows' inputs (``values[inputs:]``, a bias's 1.0 after each row's) in the rows' order, a
     row's errors passed down by the units' weights in the units' order (``add_scaled``), as the Cython backend
-    sums them."""
-    width = fan_in + 1
+    sums them.  Both go over the inputs in blocks of ``_terms_columns``, the same sums."""
+    width, columns = fan_in + 1, _terms_columns(units, n_rows, weights.itemsize)
     scales = np.empty(TERMS_BLOCK, dtype=weights.dtype)
     starts = np.empty(TERMS_BLOCK, dtype=np.uintp)
-    for j in range(units):
-        at = w_off + j * width
-        for i in range(width):
-            grad[at + i] = 0.0
-        for first in range(0, n_rows, TERMS_BLOCK):
-            n_terms = 0
-            for s in range(first, min(first + TERMS_BLOCK, n_rows)):  # listed without a branch
-                scales[n_terms] = errors[s * units + j]
-                starts[n_terms] = inputs + s * width
-                n_terms += errors[s * units + j] != 0.0
-            add_scaled(grad, at, 0, values, starts, 0, scales, n_terms, 0, 1, width)
+    for start in range(0, width, columns):
+        n = min(columns, width - start)
+        for j in range(units):
+            at = w_off + j * width + start
+            for i in range(n):
+                grad[at + i] = 0.0
+            for first in range(0, n_rows, TERMS_BLOCK):
+                n_terms = 0
+                for s in range(first, min(first + TERMS_BLOCK, n_rows)):  # listed without a branch
+                    scales[n_terms] = errors[s * units + j]
+                    starts[n_terms] = inputs + s * width
+                    n_terms += errors[s * units + j] != 0.0
+                add_scaled(grad, at, 0, values, starts, start, scales, n_terms, 0, 1, n)
     if not passing_down:
         return
-    for s in range(n_rows):
-        for i in range(fan_in):
-            below[s * fan_in + i] = 0.0
-        for first in range(0, units, TERMS_BLOCK):
-            n_terms = 0
-            for j in range(first, min(first + TERMS_BLOCK, units)):
-                scales[n_terms] = errors[s * units + j]
-                starts[n_terms] = w_off + j * width
-                n_terms += errors[s * units + j] != 0.0
-            add_scaled(below, s * fan_in, 0, weights, starts, 0, scales, n_terms, 0, 1, fan_in)
+    for start in range(0, fan_in, columns):
+        n = min(columns, fan_in - start)
+        for s in range(n_rows):
+            at = s * fan_in + start
+            for i in range(n):
+                below[at + i] = 0.0
+            for first in range(0, units, TERMS_BLOCK):
+                n_terms = 0
+                for j in range(first, min(first + TERMS_BLOCK, units)):
+                    scales[n_terms] = errors[s * units + j]
+                    starts[n_terms] = w_off + j * width
+                    n_terms += errors[s * units + j] != 0.0
+                add_scaled(below, at, 0, weights, starts, start, scales, n_terms, 0, 1, n)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _terms_columns(units, rows, item):
+    """Inputs per block of a dense layer's backward pass by terms: whole stretches of six cache lines, the weights
+    of ``units`` units, or the inputs of ``rows`` rows, over a block in about ``TERMS_CACHE_BYTES``
+    (``fastbp._constants``)."""
+    stretch = 6 * LINE_BYTES // item
+    return max(stretch, TERMS_CACHE_BYTES // (max(units, rows) * item) // stretch * stretch)
 
 
 @njit(**NUMBA_OPTIONS)
@@ -948,7 +969,7 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
     if kind == LayerKindCode.DENSE or kind == LayerKindCode.CONV2D:
         units, fan_in = g[Geometry.UNITS], g[Geometry.FAN_IN]
         layer, layer_grad = (weights, net.w_off[k], fan_in + 1), (grad, net.w_off[k], fan_in + 1)
-        if kind == LayerKindCode.DENSE and _mostly_zero_errors(net, k):
+        if kind == LayerKindCode.DENSE and _few_nonzero_errors(net, k, errors, n_rows * units):
             _dense_backward_by_terms(errors, values, inputs, n_rows, units, fan_in, weights, grad, net.w_off[k],
                                      below, k > 0)  # fmt: skip
         elif kind == LayerKindCode.DENSE:
