@@ -867,49 +867,54 @@ cdef inline Py_ssize_t _terms_columns(Py_ssize_t units, Py_ssize_t rows, Py_ssiz
     return max(stretch, TERMS_CACHE_BYTES // (max(units, rows) * item) // stretch * stretch)
 
 
+cdef inline void _add_nonzero_terms(
+    floating* to, Py_ssize_t n, const floating* scales, Py_ssize_t scale_step, Py_ssize_t n_scales,
+    const floating* rows, Py_ssize_t row_step, Py_ssize_t offset,
+) noexcept nogil:
+    """``to[i] = sum of scales[t * scale_step] * rows[t * row_step + offset + i]`` for ``i < n``, from zero, over the
+    ``t < n_scales`` whose scale is not zero, in turn (``_add_scaled``, in blocks of ``TERMS_BLOCK`` terms)."""
+    cdef Py_ssize_t i, t, group, first, n_terms
+    cdef floating listed[TERMS_BLOCK]
+    cdef const floating* terms[TERMS_BLOCK]
+    for i in range(n):
+        to[i] = 0.0
+    for group in range((n_scales + TERMS_BLOCK - 1) // TERMS_BLOCK):
+        first = group * TERMS_BLOCK
+        n_terms = 0
+        for t in range(first, min(first + TERMS_BLOCK, n_scales)):  # listed without a branch
+            listed[n_terms] = scales[t * scale_step]
+            terms[n_terms] = rows + t * row_step
+            n_terms += scales[t * scale_step] != 0.0
+        _add_scaled(to, 0, terms, listed, n_terms, offset, 0, 1, n)
+
+
 cdef inline void _dense_backward_by_terms(
     const floating* errors, const floating* inputs, Py_ssize_t n_rows, Py_ssize_t units, Py_ssize_t fan_in,
     const floating* layer, floating* layer_grad, floating* below,
 ) noexcept nogil:
     """A dense layer's gradient for the chunk's ``errors`` written into ``layer_grad`` and, unless ``below`` is
-    NULL, the errors passed down into ``below``, each sum from zero by the nonzero errors' terms alone: a unit's
-    gradient by the rows' inputs (``inputs``, a bias's 1.0 after each row's) in the rows' order, a row's errors
-    passed down by the units' weights in the units' order (``_add_scaled``).  Both go over the inputs in blocks
-    of ``_terms_columns``, the same sums."""
+    NULL, the errors passed down into ``below``, by the nonzero errors' terms alone (``_add_nonzero_terms``): a
+    unit's gradient by the rows' inputs (``inputs``, a bias's 1.0 after each row's) in the rows' order, a row's
+    errors passed down by the units' weights in the units' order.  Both go over the inputs in blocks of
+    ``_terms_columns``, the same sums."""
     cdef Py_ssize_t width = fan_in + 1, columns = _terms_columns(units, n_rows, sizeof(floating))
-    cdef Py_ssize_t j, s, i, group, first, n_terms, block, start, n
-    cdef floating scales[TERMS_BLOCK]
-    cdef const floating* terms[TERMS_BLOCK]
+    cdef Py_ssize_t j, s, block, start
     for block in range((width + columns - 1) // columns):
         start = block * columns
-        n = min(columns, width - start)
         for j in range(units):
-            for i in range(start, start + n):
-                layer_grad[j * width + i] = 0.0
-            for group in range((n_rows + TERMS_BLOCK - 1) // TERMS_BLOCK):
-                first = group * TERMS_BLOCK
-                n_terms = 0
-                for s in range(first, min(first + TERMS_BLOCK, n_rows)):  # listed without a branch
-                    scales[n_terms] = errors[s * units + j]
-                    terms[n_terms] = inputs + s * width
-                    n_terms += errors[s * units + j] != 0.0
-                _add_scaled(layer_grad + j * width + start, 0, terms, scales, n_terms, start, 0, 1, n)
+            _add_nonzero_terms(
+                layer_grad + j * width + start, min(columns, width - start), errors + j, units, n_rows, inputs, width,
+                start,
+            )
     if below == NULL:
         return
     for block in range((fan_in + columns - 1) // columns):
         start = block * columns
-        n = min(columns, fan_in - start)
         for s in range(n_rows):
-            for i in range(start, start + n):
-                below[s * fan_in + i] = 0.0
-            for group in range((units + TERMS_BLOCK - 1) // TERMS_BLOCK):
-                first = group * TERMS_BLOCK
-                n_terms = 0
-                for j in range(first, min(first + TERMS_BLOCK, units)):
-                    scales[n_terms] = errors[s * units + j]
-                    terms[n_terms] = layer + j * width
-                    n_terms += errors[s * units + j] != 0.0
-                _add_scaled(below + s * fan_in + start, 0, terms, scales, n_terms, start, 0, 1, n)
+            _add_nonzero_terms(
+                below + s * fan_in + start, min(columns, fan_in - start), errors + s * units, 1, units, layer, width,
+                start,
+            )
 
 
 cdef inline void _nine_pixels(

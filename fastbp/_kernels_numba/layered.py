@@ -698,41 +698,42 @@ def _few_nonzero_errors(net, k, errors, n):
 @njit(**NUMBA_OPTIONS)
 def _dense_backward_by_terms(errors, values, inputs, n_rows, units, fan_in, weights, grad, w_off, below, passing_down):
     """A dense layer's gradient for the chunk's ``errors`` written into ``grad[w_off:]`` and, if ``passing_down``,
-    the errors passed down into ``below``, each sum from zero by the nonzero errors' terms alone: a unit's
-    gradient by the rows' inputs (``values[inputs:]``, a bias's 1.0 after each row's) in the rows' order, a
-    row's errors passed down by the units' weights in the units' order (``add_scaled``), as the Cython backend
-    sums them.  Both go over the inputs in blocks of ``_terms_columns``, the same sums."""
+    the errors passed down into ``below``, by the nonzero errors' terms alone (``_add_nonzero_terms``): a unit's
+    gradient by the rows' inputs (``values[inputs:]``, a bias's 1.0 after each row's) in the rows' order, a row's
+    errors passed down by the units' weights in the units' order, as the Cython backend sums them.  Both go over
+    the inputs in blocks of ``_terms_columns``, the same sums."""
     width, columns = fan_in + 1, _terms_columns(units, n_rows, weights.itemsize)
     scales = np.empty(TERMS_BLOCK, dtype=weights.dtype)
     starts = np.empty(TERMS_BLOCK, dtype=np.uintp)
     for start in range(0, width, columns):
-        n = min(columns, width - start)
         for j in range(units):
-            at = w_off + j * width + start
-            for i in range(n):
-                grad[at + i] = 0.0
-            for first in range(0, n_rows, TERMS_BLOCK):
-                n_terms = 0
-                for s in range(first, min(first + TERMS_BLOCK, n_rows)):  # listed without a branch
-                    scales[n_terms] = errors[s * units + j]
-                    starts[n_terms] = inputs + s * width
-                    n_terms += errors[s * units + j] != 0.0
-                add_scaled(grad, at, 0, values, starts, start, scales, n_terms, 0, 1, n)
+            _add_nonzero_terms(grad, w_off + j * width + start, min(columns, width - start), errors, j, units, n_rows,
+                               values, inputs, width, start, scales, starts)  # fmt: skip
     if not passing_down:
         return
+    next_unit = np.intp(1)  # an intp, as the gradient's step from row to row
     for start in range(0, fan_in, columns):
-        n = min(columns, fan_in - start)
         for s in range(n_rows):
-            at = s * fan_in + start
-            for i in range(n):
-                below[at + i] = 0.0
-            for first in range(0, units, TERMS_BLOCK):
-                n_terms = 0
-                for j in range(first, min(first + TERMS_BLOCK, units)):
-                    scales[n_terms] = errors[s * units + j]
-                    starts[n_terms] = w_off + j * width
-                    n_terms += errors[s * units + j] != 0.0
-                add_scaled(below, at, 0, weights, starts, start, scales, n_terms, 0, 1, n)
+            _add_nonzero_terms(below, s * fan_in + start, min(columns, fan_in - start), errors, s * units, next_unit,
+                               units, weights, w_off, width, start, scales, starts)  # fmt: skip
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _add_nonzero_terms(to, at, n, errors, first_scale, scale_step, n_scales, rows, first_row, row_step, offset,
+                       scales, starts):  # fmt: skip
+    """``to[at + i] = sum of errors[first_scale + t * scale_step] * rows[first_row + t * row_step + offset + i]``
+    for ``i < n``, from zero, over the ``t < n_scales`` whose error is not zero, in turn (``add_scaled``, in blocks
+    of ``TERMS_BLOCK`` terms, listed in the scratch ``scales`` and ``starts``), as the Cython backend's."""
+    for i in range(n):
+        to[at + i] = 0.0
+    for first in range(0, n_scales, TERMS_BLOCK):
+        n_terms = 0
+        for t in range(first, min(first + TERMS_BLOCK, n_scales)):  # listed without a branch
+            scale = errors[first_scale + t * scale_step]
+            scales[n_terms] = scale
+            starts[n_terms] = first_row + t * row_step
+            n_terms += scale != 0.0
+        add_scaled(to, at, 0, rows, starts, offset, scales, n_terms, 0, 1, n)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
