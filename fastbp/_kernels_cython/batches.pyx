@@ -7,9 +7,8 @@ whole gradient block, bias column included.  The products are cut into blocks of
 ``block_size(b)`` neurons or rows, which OpenMP threads share (``n_threads``; one
 thread where the extension was built without OpenMP); each block is computed the
 same way whichever thread takes it, so the result does not depend on the thread
-count.  The ``gemm`` calls are those that the Numba backend's ``np.dot`` makes,
-block for block, so the two agree bit for bit, except where ``np.dot`` takes a
-vector product instead (a block of one row or of one neuron).
+count.  The ``gemm`` calls are the Numba backend's, block for block (a block of one
+row or of one neuron too), so the two agree bit for bit.
 
 Sparse rows (CSR) go through the same layers but the first, whose work follows the
 rows' nonzeros: each nonzero adds its value times its input's weights to the row's
@@ -119,7 +118,7 @@ cdef inline void _matmul(
     """Row-major ``c = a @ b`` (``shape``), or ``a @ b.T`` with ``b`` stored ``(cols, inner)``.
 
     BLAS is column-major, where every row-major matrix reads as its transpose, so
-    this computes ``c.T = op(b).T @ a.T``: Numba's call for ``np.dot``.
+    this computes ``c.T = op(b).T @ a.T``, as the Numba backend's ``gemm`` does.
     """
     cdef char trans_a = c'N'
     cdef char trans_b = c'T' if transpose_b else c'N'

@@ -1,11 +1,13 @@
-"""The Numba backend's mini-batch kernels: whole batches by matrix products (BLAS through ``np.dot``).
+"""The Numba backend's mini-batch kernels: whole batches by matrix products (BLAS's ``gemm``).
 
 Layer ``k``'s inputs form a ``(b, sizes[k] + 1)`` matrix whose last column is ones,
 so ``inputs @ W.T`` includes the biases and ``deltas.T @ inputs`` is the layer's
 whole gradient block, bias column included.  The products are cut into blocks of
 ``block_size(b)`` neurons or rows, which threads share (``prange``); each block is
 computed the same way whichever thread takes it, so the result does not depend on
-the thread count.
+the thread count.  Every block is one ``gemm`` call, the Cython backend's, even a
+block of one row or one neuron (where ``np.dot`` would take a vector product, other
+bits), so the two backends agree bit for bit.
 
 Sparse rows (CSR) go through the same layers but the first, whose work follows the
 rows' nonzeros: each nonzero adds its value times its input's weights to the row's
@@ -25,7 +27,18 @@ from .._concepts import ActivationCode, OptimizerCode
 from .._constants import PREDICT_CHUNK_ROWS
 from .._constants import block_size as _block_size
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .primitives import activate_row, copy_values, derive_row, optimizer_step, output_error, softmax
+from .primitives import (
+    AS_IS,
+    START,
+    TRANSPOSED,
+    activate_row,
+    copy_values,
+    derive_row,
+    gemm,
+    optimizer_step,
+    output_error,
+    softmax,
+)
 
 block_size = njit(**NUMBA_INLINED_OPTIONS)(_block_size)
 #: The most threads ``train_batches`` may start (Numba's NUMBA_NUM_THREADS, fixed when the process starts).
@@ -42,6 +55,12 @@ PARALLEL_LOCK = threading.Lock()
 def _matrix(buffer, start, n_rows, n_cols):
     """A C-ordered ``(n_rows, n_cols)`` view of ``buffer`` from ``start``."""
     return buffer[start : start + n_rows * n_cols].reshape(n_rows, n_cols)
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def _blas_scratch(dtype):
+    """``gemm``'s arguments' room for one call with ``dtype``'s floats: each block's own, whichever thread runs it."""
+    return np.empty(8, dtype=np.int32), np.empty(2, dtype=dtype)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -78,7 +97,8 @@ def _forward_block(layer, inputs, outputs, products, b, n_in, n_out, code, size,
     dt = products.dtype.type
     first = block * size
     width = min(size, n_out - first)
-    np.dot(inputs, _matrix(layer, first * (n_in + 1), width, n_in + 1).T, _matrix(products, b * first, b, width))
+    gemm(AS_IS, (inputs.reshape(-1), START, n_in + 1), TRANSPOSED, (layer, first * (n_in + 1), n_in + 1),
+         (products, b * first, width), 0.0, (b, width, n_in + 1), _blas_scratch(products.dtype))  # fmt: skip
     flat_outputs = outputs.reshape(-1)  # the same values, indexed as activate_row's
     for s in range(b):
         activate_row(products, b * first + s * width, flat_outputs, s * (n_out + 1) + first, width, code, dt)
@@ -90,19 +110,20 @@ def _backward_block(layer, inputs, layer_grad, products, deltas, deltas_t, side,
     of its neurons (the first tasks, one per block), or the error signals of a block of rows for the layer below
     (``deltas`` and ``deltas_t``: the layer's at ``side``, the layer below's at the other)."""
     dt = products.dtype.type
+    blas = _blas_scratch(products.dtype)
     b, n_in, n_out, size = shape
     n_grad = -(-n_out // size)
     if task < n_grad:
         first = task * size
         width = min(size, n_out - first)
-        block_grad = _matrix(layer_grad, first * (n_in + 1), width, n_in + 1)
-        np.dot(_matrix(deltas_t[side], first * b, width, b), inputs, block_grad)
+        gemm(AS_IS, (deltas_t[side], first * b, b), AS_IS, (inputs.reshape(-1), START, n_in + 1),
+             (layer_grad, first * (n_in + 1), n_in + 1), 0.0, (width, n_in + 1, b), blas)  # fmt: skip
         return
     below, below_t = deltas[1 - side], deltas_t[1 - side]
     first = (task - n_grad) * size
     width = min(size, b - first)
-    errors = _matrix(products, first * (n_in + 1), width, n_in + 1)
-    np.dot(_matrix(deltas[side], first * n_out, width, n_out), _matrix(layer, 0, n_out, n_in + 1), errors)
+    gemm(AS_IS, (deltas[side], first * n_out, n_out), AS_IS, (layer, START, n_in + 1),
+         (products, first * (n_in + 1), n_in + 1), 0.0, (width, n_in + 1, n_out), blas)  # fmt: skip
     flat_inputs = inputs.reshape(-1)
     for s in range(first, first + width):
         derive_row(below, s * n_in, products, s * (n_in + 1), flat_inputs, s * (n_in + 1), n_in, code_below, dt)

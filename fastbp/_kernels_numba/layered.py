@@ -57,13 +57,17 @@ from .._constants import (
 )
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .llvm import add_scaled, blas_dgemm, blas_sgemm, fused_gradient, winograd_in, winograd_out, winograd_pool
+from .llvm import add_scaled, fused_gradient, winograd_in, winograd_out, winograd_pool
 from .primitives import (
+    AS_IS,
     ONE,
+    START,
+    TRANSPOSED,
     activate_row,
     activation,
     copy_values,
     derive_row,
+    gemm,
     optimizer_step_over,
     output_error,
     row_start,
@@ -72,13 +76,6 @@ from .primitives import (
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
 
-#: gemm's ``op``: the matrix as it is stored, or transposed (Fortran's characters). Numba types a Python int
-#: constant by its value, and compiles a function once for each value passed: these and ``START`` are NumPy
-#: integers, so that ``_gemm`` compiles once per dtype.
-AS_IS = np.int32(ord("N"))
-TRANSPOSED = np.int32(ord("T"))
-#: A matrix's start at its buffer's first value.
-START = np.intp(0)
 #: The forward pass's mode, and one slot of scratch: NumPy values too, so that training and prediction share one
 #: compilation of the forward pass and of ``_scratch``.
 TRAINING, PREDICTING = np.bool_(True), np.bool_(False)
@@ -91,42 +88,6 @@ COLUMN_MASK = np.uintp(2**CELL_SHIFT - 1)
 GAMMA = np.uint64(SPLITMIX_GAMMA)
 MIX1 = np.uint64(SPLITMIX_MIX1)
 MIX2 = np.uint64(SPLITMIX_MIX2)
-
-
-@njit(**NUMBA_OPTIONS)
-def _gemm(op_a, a, op_b, b, c, beta, shape, blas):
-    """Row-major ``c = op_a(a) @ op_b(b) + beta * c``, ``shape`` being ``(m, n, k)`` (``c`` is ``m x n``).
-
-    Each matrix is ``(buffer, start, leading dimension)``.  BLAS is column-major,
-    where a row-major matrix reads as its transpose, so this computes
-    ``c.T = op_b(b).T @ op_a(a).T``.  ``blas`` is the caller's ``(int32[8],
-    floats[2])``: Fortran passes every argument by address, and these stay alive
-    across the call.  The characters are int32 whose first byte is the character
-    (little-endian, as every platform fastbp builds on).
-    """
-    ints, scalars = blas
-    m, n, k = shape
-    a_buffer, a_start, lda = a
-    b_buffer, b_start, ldb = b
-    c_buffer, c_start, ldc = c
-    ints[0], ints[1], ints[2] = n, m, k
-    ints[3], ints[4], ints[5] = ldb, lda, ldc
-    ints[6], ints[7] = op_b, op_a
-    scalars[0] = 1.0
-    scalars[1] = beta
-    size = np.uintp(c_buffer.itemsize)
-    at = ints.ctypes.data
-    four = np.uintp(4)
-    arguments = (
-        at + np.uintp(6) * four, at + np.uintp(7) * four, at, at + four, at + np.uintp(2) * four,
-        scalars.ctypes.data, b_buffer.ctypes.data + np.uintp(b_start) * size, at + np.uintp(3) * four,
-        a_buffer.ctypes.data + np.uintp(a_start) * size, at + np.uintp(4) * four, scalars.ctypes.data + size,
-        c_buffer.ctypes.data + np.uintp(c_start) * size, at + np.uintp(5) * four,
-    )  # fmt: skip
-    if c_buffer.itemsize == 4:
-        blas_sgemm(*arguments)
-    else:
-        blas_dgemm(*arguments)
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -418,7 +379,7 @@ def _winograd_products(net, k, weights, transformed, u_at, values, inputs, n_row
         for r in range(rows):
             _winograd_windows(values, inputs + (first + r) * (n_in + 1), g, region, winograd, v_plane, r * tiles)
         for i in range(16):
-            _gemm(AS_IS, (winograd, i * v_plane, in_c), AS_IS, (transformed, u_at + i * in_c * units, units),
+            gemm(AS_IS, (winograd, i * v_plane, in_c), AS_IS, (transformed, u_at + i * in_c * units, units),
                   (winograd, n_windows + i * m_plane, units), 0.0, (rows * tiles, units, in_c), blas)  # fmt: skip
         for r in range(rows):
             _winograd_outputs(winograd, n_windows, m_plane, r * tiles, region, units, biases, products,
@@ -900,7 +861,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         positions = region[0] * region[1]
         n_computed = positions * units if kind == LayerKindCode.CONV2D else n_out
         if kind == LayerKindCode.DENSE:  # the products transposed, (units, rows): BLAS's faster form of this product
-            _gemm(AS_IS, layer, TRANSPOSED, (values, inputs, n_in + 1), (products, START, n_rows), 0.0,
+            gemm(AS_IS, layer, TRANSPOSED, (values, inputs, n_in + 1), (products, START, n_rows), 0.0,
                   (units, n_rows, width), blas)  # fmt: skip
         by_winograd = _winograd(net, k)
         if by_winograd:
@@ -916,7 +877,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
             else:
                 if not by_winograd:
                     _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
-                    _gemm(AS_IS, (patches, START, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
+                    gemm(AS_IS, (patches, START, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
                           (np.intp(positions), units, width), blas)  # fmt: skip
                 activate_row(products, s * n_out, values, out, n_computed, code, dt)
             if code == ActivationCode.SOFTMAX:
@@ -974,10 +935,10 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             _dense_backward_by_terms(errors, values, inputs, n_rows, units, fan_in, weights, grad, net.w_off[k],
                                      below, k > 0)  # fmt: skip
         elif kind == LayerKindCode.DENSE:
-            _gemm(TRANSPOSED, (errors, START, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 0.0,
+            gemm(TRANSPOSED, (errors, START, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 0.0,
                   (units, fan_in + 1, n_rows), blas)  # fmt: skip
             if k > 0:  # transposed, (inputs, rows), in the forward pass's products: BLAS's faster form
-                _gemm(TRANSPOSED, layer, TRANSPOSED, (errors, START, units), (products, START, n_rows), 0.0,
+                gemm(TRANSPOSED, layer, TRANSPOSED, (errors, START, units), (products, START, n_rows), 0.0,
                       (n_in, n_rows, units), blas)  # fmt: skip
                 for s in range(n_rows):
                     for i in range(n_in):
@@ -1066,10 +1027,10 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             positions = g[Geometry.OUT_H] * g[Geometry.OUT_W]
             for s in range(n_rows):
                 _gather_windows(values, inputs + s * (n_in + 1), g, _region(net, k), patches)
-                _gemm(TRANSPOSED, (errors, s * n_out, units), AS_IS, (patches, START, fan_in + 1), layer_grad, 1.0,
+                gemm(TRANSPOSED, (errors, s * n_out, units), AS_IS, (patches, START, fan_in + 1), layer_grad, 1.0,
                       (units, fan_in + 1, positions), blas)  # fmt: skip
                 if k > 0:
-                    _gemm(AS_IS, (errors, s * n_out, units), AS_IS, layer, (patch_errors, START, fan_in), 0.0,
+                    gemm(AS_IS, (errors, s * n_out, units), AS_IS, layer, (patch_errors, START, fan_in), 0.0,
                           (positions, fan_in, units), blas)  # fmt: skip
                     _scatter_windows(patch_errors, g, below, s * n_in)
     elif pooling_a_convolution:  # each error as the convolution's at its window's maximum (see above)

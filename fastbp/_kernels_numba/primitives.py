@@ -1,6 +1,6 @@
 """The Numba kernels' arithmetic on single values, rows and layers: activations and their slopes (of a value,
-and a row's in one loop per activation), exp, softmax, the losses' errors, the optimizers' updates, and a row's
-copy.
+and a row's in one loop per activation), exp, softmax, the losses' errors, the optimizers' updates, a row's
+copy, and BLAS's matrix product (``gemm``), which both the mini-batch and the layered kernels call.
 
 The functions on single values are inlined into the kernels that call them (but ``fast_exp``, which LLVM
 inlines); the row loops ``activate_row`` and ``derive_row`` are compiled once on their own and called.  Those
@@ -32,9 +32,16 @@ from .._constants import (
     Geometry,
 )
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .llvm import bits, from_bits, libm_exp
+from .llvm import bits, blas_dgemm, blas_sgemm, from_bits, libm_exp
 
 ONE = np.uintp(1)
+#: gemm's ``op``: the matrix as it is stored, or transposed (Fortran's characters). Numba types a Python int
+#: constant by its value, and compiles a function once for each value passed: these and ``START`` are NumPy
+#: integers, so that ``gemm`` compiles once per dtype.
+AS_IS = np.int32(ord("N"))
+TRANSPOSED = np.int32(ord("T"))
+#: A matrix's start at its buffer's first value.
+START = np.intp(0)
 
 
 @njit(**NUMBA_OPTIONS)  # not inlined by Numba (LLVM inlines it): compiled into every caller, it cost seconds
@@ -330,3 +337,39 @@ def optimizer_step_over(net, weights, grad, optimizer_state, schedule, rate, ste
                     elif g < dt(0.0):
                         weights[p] += state[p]
                     state[n_w + p] = g
+
+
+@njit(**NUMBA_OPTIONS)
+def gemm(op_a, a, op_b, b, c, beta, shape, blas):
+    """Row-major ``c = op_a(a) @ op_b(b) + beta * c``, ``shape`` being ``(m, n, k)`` (``c`` is ``m x n``).
+
+    Each matrix is ``(buffer, start, leading dimension)``.  BLAS is column-major,
+    where a row-major matrix reads as its transpose, so this computes
+    ``c.T = op_b(b).T @ op_a(a).T``.  ``blas`` is the caller's ``(int32[8],
+    floats[2])``: Fortran passes every argument by address, and these stay alive
+    across the call.  The characters are int32 whose first byte is the character
+    (little-endian, as every platform fastbp builds on).
+    """
+    ints, scalars = blas
+    m, n, k = shape
+    a_buffer, a_start, lda = a
+    b_buffer, b_start, ldb = b
+    c_buffer, c_start, ldc = c
+    ints[0], ints[1], ints[2] = n, m, k
+    ints[3], ints[4], ints[5] = ldb, lda, ldc
+    ints[6], ints[7] = op_b, op_a
+    scalars[0] = 1.0
+    scalars[1] = beta
+    size = np.uintp(c_buffer.itemsize)
+    at = ints.ctypes.data
+    four = np.uintp(4)
+    arguments = (
+        at + np.uintp(6) * four, at + np.uintp(7) * four, at, at + four, at + np.uintp(2) * four,
+        scalars.ctypes.data, b_buffer.ctypes.data + np.uintp(b_start) * size, at + np.uintp(3) * four,
+        a_buffer.ctypes.data + np.uintp(a_start) * size, at + np.uintp(4) * four, scalars.ctypes.data + size,
+        c_buffer.ctypes.data + np.uintp(c_start) * size, at + np.uintp(5) * four,
+    )  # fmt: skip
+    if c_buffer.itemsize == 4:
+        blas_sgemm(*arguments)
+    else:
+        blas_dgemm(*arguments)
