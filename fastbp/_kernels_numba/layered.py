@@ -380,7 +380,7 @@ def _winograd_products(net, k, weights, transformed, u_at, values, inputs, n_row
             _winograd_windows(values, inputs + (first + r) * (n_in + 1), g, region, winograd, v_plane, r * tiles)
         for i in range(16):
             gemm(AS_IS, (winograd, i * v_plane, in_c), AS_IS, (transformed, u_at + i * in_c * units, units),
-                  (winograd, n_windows + i * m_plane, units), 0.0, (rows * tiles, units, in_c), blas)  # fmt: skip
+                 (winograd, n_windows + i * m_plane, units), 0.0, (rows * tiles, units, in_c), blas)  # fmt: skip
         for r in range(rows):
             _winograd_outputs(winograd, n_windows, m_plane, r * tiles, region, units, biases, products,
                               (first + r) * n_out)  # fmt: skip
@@ -862,7 +862,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
         n_computed = positions * units if kind == LayerKindCode.CONV2D else n_out
         if kind == LayerKindCode.DENSE:  # the products transposed, (units, rows): BLAS's faster form of this product
             gemm(AS_IS, layer, TRANSPOSED, (values, inputs, n_in + 1), (products, START, n_rows), 0.0,
-                  (units, n_rows, width), blas)  # fmt: skip
+                 (units, n_rows, width), blas)  # fmt: skip
         by_winograd = _winograd(net, k)
         if by_winograd:
             _winograd_products(
@@ -878,7 +878,7 @@ def _forward(net, weights, k, chunk, scratch, slot, training):
                 if not by_winograd:
                     _gather_windows(values, inputs + s * (n_in + 1), g, region, patches)
                     gemm(AS_IS, (patches, START, width), TRANSPOSED, layer, (products, s * n_out, units), 0.0,
-                          (np.intp(positions), units, width), blas)  # fmt: skip
+                         (np.intp(positions), units, width), blas)  # fmt: skip
                 activate_row(products, s * n_out, values, out, n_computed, code, dt)
             if code == ActivationCode.SOFTMAX:
                 softmax(values, out, n_out, dt)
@@ -936,10 +936,10 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
                                      below, k > 0)  # fmt: skip
         elif kind == LayerKindCode.DENSE:
             gemm(TRANSPOSED, (errors, START, units), AS_IS, (values, inputs, n_in + 1), layer_grad, 0.0,
-                  (units, fan_in + 1, n_rows), blas)  # fmt: skip
+                 (units, fan_in + 1, n_rows), blas)  # fmt: skip
             if k > 0:  # transposed, (inputs, rows), in the forward pass's products: BLAS's faster form
                 gemm(TRANSPOSED, layer, TRANSPOSED, (errors, START, units), (products, START, n_rows), 0.0,
-                      (n_in, n_rows, units), blas)  # fmt: skip
+                     (n_in, n_rows, units), blas)  # fmt: skip
                 for s in range(n_rows):
                     for i in range(n_in):
                         below[s * n_in + i] = products[i * n_rows + s]
@@ -1028,10 +1028,10 @@ def _backward(net, weights, k, chunk, scratch, slot, grad, side):
             for s in range(n_rows):
                 _gather_windows(values, inputs + s * (n_in + 1), g, _region(net, k), patches)
                 gemm(TRANSPOSED, (errors, s * n_out, units), AS_IS, (patches, START, fan_in + 1), layer_grad, 1.0,
-                      (units, fan_in + 1, positions), blas)  # fmt: skip
+                     (units, fan_in + 1, positions), blas)  # fmt: skip
                 if k > 0:
                     gemm(AS_IS, (errors, s * n_out, units), AS_IS, layer, (patch_errors, START, fan_in), 0.0,
-                          (positions, fan_in, units), blas)  # fmt: skip
+                         (positions, fan_in, units), blas)  # fmt: skip
                     _scatter_windows(patch_errors, g, below, s * n_in)
     elif pooling_a_convolution:  # each error as the convolution's at its window's maximum (see above)
         for s in range(n_rows):
