@@ -475,7 +475,7 @@ cdef inline void _gemm(
     int m, int n, int k,
 ) noexcept nogil:
     """Row-major ``c = op_a(a) @ op_b(b) + beta * c`` (``c`` is ``m x n``, the products' inner size ``k``), as the
-    Numba backend's ``_gemm``: BLAS is column-major, where a row-major matrix reads as its transpose, so this
+    Numba backend's ``gemm``: BLAS is column-major, where a row-major matrix reads as its transpose, so this
     computes ``c.T = op_b(b).T @ op_a(a).T``."""
     cdef floating one = 1.0
     if floating is float:

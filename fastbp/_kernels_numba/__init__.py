@@ -1,7 +1,7 @@
 """The Numba backend: the kernels of the contract (:mod:`fastbp._backends`), compiled in nopython mode.
 
 Its modules, one family each: ``primitives`` (activations, exp, softmax, losses,
-optimizers), ``online`` (one row at a time), ``lockstep`` (many networks at once),
+optimizers, BLAS's gemm), ``online`` (one row at a time), ``lockstep`` (many networks at once),
 ``batches`` (mini-batches by BLAS), ``layered`` (networks with convolutions, pooling
 and dropout); ``llvm`` holds the LLVM intrinsics and the
 binding to the C library's exp, ``config`` the compiler options.  ``fastmath`` stays

@@ -59,7 +59,7 @@ def _matrix(buffer, start, n_rows, n_cols):
 
 @njit(**NUMBA_INLINED_OPTIONS)
 def _blas_scratch(dtype):
-    """``gemm``'s arguments' room for one call with ``dtype``'s floats: each block's own, whichever thread runs it."""
+    """``gemm``'s arguments' room with ``dtype``'s floats, made inside a task so that threads never share it."""
     return np.empty(8, dtype=np.int32), np.empty(2, dtype=dtype)
 
 
