@@ -408,8 +408,8 @@ class Backend:
         return self._run(kernel, net, weights, data, rows, grad)
 
     def _check_network(self, net: Network) -> bool:
-        """Its arrays intp and of one length, its layers of kinds this backend runs, ``exact`` a bool; returns
-        whether it has layers beyond dense ones (which run the layered kernels)."""
+        """Its arrays intp and of one length, its sizes positive, its layers of kinds this backend runs, ``exact`` a
+        bool; returns whether it has layers beyond dense ones (which run the layered kernels)."""
         checked, layered = self._checked
         if net is checked:
             return layered
@@ -420,6 +420,8 @@ class Backend:
             _expect(getattr(net, field), np.intp, (n_layers + 1,), f"net.{field}")
         _expect(net.geometry, np.intp, (n_layers, len(GEOMETRY_FIELDS)), "net.geometry")
         _expect(net.dropout, np.float64, (n_layers,), "net.dropout")
+        if (net.sizes < 1).any():  # a layer of no values would reach BLAS as a matrix of no rows, which it refuses
+            raise ValueError(f"net.sizes must all be positive, got {net.sizes.tolist()}")
         if type(net.exact) is not bool:  # another type would make Numba compile the kernels again
             raise TypeError(f"net.exact must be True or False, got {net.exact!r}")
         if type(net.loss) is not int or net.loss not in set(LossCode):

@@ -161,6 +161,8 @@ def test_arguments_that_do_not_fit_together_are_refused_before_any_kernel_runs(c
         backend.predict_batch(net, read_only, X, Y)
     with pytest.raises(TypeError, match="net.exact must be True or False"):
         backend.predict_batch(net._replace(exact=1), weights, X, Y)
+    with pytest.raises(ValueError, match=r"net.sizes must all be positive, got \[3, 0, 2\]"):
+        backend.predict_batch(net._replace(sizes=np.array([3, 0, 2], dtype=np.intp)), weights, X, Y)
     assert not weights.any() and not state.any() and not history.any()
 
 
