@@ -62,9 +62,9 @@ def chunk_rows(batch_rows):
     is cut alike).
 
     Each chunk costs work of its own whatever its rows: its gradient written (a dense layer's by its backward
-    pass, the others' zeroed first) and summed into the batch's.  Batches of four large chunks or more take large ones,
-    which halve that work; smaller batches take chunks of ``CHUNK_ROWS``, so that two threads, or four, still
-    share them.  It depends on the batch's size alone, never on the thread count, so results do not either.
+    pass, the others' zeroed first) and summed into the batch's.  Batches of four large chunks or more take large
+    ones, which halve that work; smaller batches take chunks of ``CHUNK_ROWS``, so that two threads, or four,
+    still share them.  It depends on the batch's size alone, never on the thread count, so results do not either.
     """
     return LARGE_CHUNK_ROWS if batch_rows >= 4 * LARGE_CHUNK_ROWS else CHUNK_ROWS
 
@@ -109,6 +109,15 @@ TERMS_CACHE_BYTES = 262144
 #: and their gradient in rows padded to whole lines of it, each row starting on one, so that no vector of them
 #: straddles two lines (rows of ``fan_in + 1`` values would make most do).
 LINE_BYTES = 64
+
+
+def terms_columns(units, rows, item):
+    """Inputs per block of a relu dense layer's backward pass by terms: whole stretches of six cache lines, the
+    weights of ``units`` units, or the inputs of ``rows`` rows, of ``item`` bytes each, over a block in about
+    ``TERMS_CACHE_BYTES``."""
+    stretch = 6 * LINE_BYTES // item
+    return max(stretch, TERMS_CACHE_BYTES // (max(units, rows) * item) // stretch * stretch)
+
 
 #: A max pooling of a pooled convolution's outputs keeps where each maximum is as its row shifted by this many
 #: bits, or'd with its column: the convolution's backward pass reads both without dividing an index.

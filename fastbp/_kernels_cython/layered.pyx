@@ -18,11 +18,10 @@ adds its nonzero errors' terms alone (``_dense_backward_by_terms``); a 3x3 convo
 of stride 1 without padding is computed by Winograd's F(2x2, 3x3) (``_winograd``), its
 transforms written once in C for vectors and single values (``fastbp_winograd_*``) and
 its products gemms, operation by operation the Numba backend's; pooling, dropout and
-flatten are loops.  A
-convolution that a max pooling reads is computed only where the pooling's windows read
-it and trained from the pooling's errors alone, and the notebook's first layer is
-computed inside its pooling's loop, as in the Numba backend.  Some loops
-run in another order than Numba's where no value can change: a pooling takes the
+flatten are loops.  A convolution that a max pooling reads is computed only where the
+pooling's windows read it and trained from the pooling's errors alone, and the
+notebook's first layer is computed inside its pooling's loop, as in the Numba backend.
+Some loops run in another order than Numba's where no value can change: a pooling takes the
 largest values of all channels of a window side by side (each channel's still the
 first largest in its window), a kernel row that lies inside the image is copied,
 or its errors added, as one stretch, and the backward passes of the notebook's second
@@ -860,9 +859,7 @@ cdef inline bint _few_nonzero_errors(
 
 
 cdef inline Py_ssize_t _terms_columns(Py_ssize_t units, Py_ssize_t rows, Py_ssize_t item) noexcept nogil:
-    """Inputs per block of a dense layer's backward pass by terms: whole stretches of six cache lines, the weights
-    of ``units`` units, or the inputs of ``rows`` rows, over a block in about ``TERMS_CACHE_BYTES``
-    (``fastbp._constants``)."""
+    """Inputs per block of a relu dense layer's backward pass by terms: ``fastbp._constants.terms_columns``."""
     cdef Py_ssize_t stretch = 6 * LINE_BYTES // item
     return max(stretch, TERMS_CACHE_BYTES // (max(units, rows) * item) // stretch * stretch)
 

@@ -49,11 +49,11 @@ from .._constants import (
     SPLITMIX_MIX1,
     SPLITMIX_MIX2,
     TERMS_BLOCK,
-    TERMS_CACHE_BYTES,
     TERMS_ERRORS_PER_NONZERO,
     WINOGRAD_ROWS,
     Geometry,
     chunk_rows,
+    terms_columns,
 )
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
@@ -75,6 +75,7 @@ from .primitives import (
 )
 
 _chunk_rows = njit(**NUMBA_INLINED_OPTIONS)(chunk_rows)
+_terms_columns = njit(**NUMBA_INLINED_OPTIONS)(terms_columns)
 
 #: The forward pass's mode, and one slot of scratch: NumPy values too, so that training and prediction share one
 #: compilation of the forward pass and of ``_scratch``.
@@ -695,15 +696,6 @@ def _add_nonzero_terms(to, at, n, errors, first_scale, scale_step, n_scales, row
             starts[n_terms] = first_row + t * row_step
             n_terms += scale != 0.0
         add_scaled(to, at, 0, rows, starts, offset, scales, n_terms, 0, 1, n)
-
-
-@njit(**NUMBA_INLINED_OPTIONS)
-def _terms_columns(units, rows, item):
-    """Inputs per block of a dense layer's backward pass by terms: whole stretches of six cache lines, the weights
-    of ``units`` units, or the inputs of ``rows`` rows, over a block in about ``TERMS_CACHE_BYTES``
-    (``fastbp._constants``)."""
-    stretch = 6 * LINE_BYTES // item
-    return max(stretch, TERMS_CACHE_BYTES // (max(units, rows) * item) // stretch * stretch)
 
 
 @njit(**NUMBA_OPTIONS)
