@@ -80,8 +80,8 @@ def train(
     X: ArrayLike,
     y: ArrayLike,
     *,
-    hidden: int | Sequence[int] = (5,),
-    activation: str | Sequence[str] = "sigmoid",
+    hidden: int | Sequence[int] | None = None,
+    activation: str | Sequence[str] | None = None,
     output: str = "sigmoid",
     loss: str | None = None,
     epochs: int = 500,
@@ -124,11 +124,12 @@ def train(
     y : array-like, shape (n_rows,) or (n_rows, n_targets)
         Class labels of any type, or for ``output="identity"`` or ``"exp"``
         (regression) the numeric targets.
-    hidden : int or sequence of int
-        Neurons in each hidden layer.
-    activation : str or sequence of str
-        Hidden layers' activation, one name for all or one per layer:
-        <<hidden_activations>>.
+    hidden : int or sequence of int, optional
+        Neurons in each hidden layer (default: one layer of 5, the tutorial's).
+        Not with ``layers``.
+    activation : str or sequence of str, optional
+        Hidden layers' activation, one name for all or one per layer (default
+        ``"sigmoid"``): <<hidden_activations>>.  Not with ``layers``.
     output : <<output_names>>
         Output units: <<outputs>>.
     loss : <<loss_names>> or None
@@ -201,7 +202,7 @@ def train(
         in the last place of libm's), computed a layer at a time as vector
         instructions; the same operations in every backend, so the same bits.
         None: exact for ``init="tutorial"`` or ``backend="reference"``, else fast.
-        Mini-batches use BLAS and libm either way.
+        Mini-batches and networks with ``layers`` use BLAS and libm either way.
     callback : callable, optional
         ``callback(epoch, loss)`` after every epoch (counted from 0); returning True
         stops training there, and ``history`` ends with that epoch.  Without one,

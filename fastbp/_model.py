@@ -446,6 +446,8 @@ def _model_from_archive(archive: NpzArchive, backend: str | None, as_model: bool
     classes = archive.read("classes", per_unit_bytes) if "classes" in archive else None
     if classes is not None and (classes.ndim != 1 or classes.dtype.kind not in "biufUS"):
         raise ValueError("its classes are not a list of numbers, strings or booleans")
+    if classes is not None and len(np.unique(classes)) != len(classes):
+        raise ValueError("its classes are not distinct labels")
     flat_targets = archive.read("flat_targets", FIELD_BYTES)
     if flat_targets.dtype != bool or flat_targets.shape != ():
         raise ValueError("its flat_targets is not a boolean")

@@ -29,7 +29,16 @@ from ._layout import as_image
 from ._model import Model
 from ._parallel import as_threads
 from ._training import Options, Trainer, check_finite
-from ._validate import RandomSource, as_count, as_finite, as_flag, as_inputs, as_sample_weight, one_hot
+from ._validate import (
+    RandomSource,
+    as_count,
+    as_finite,
+    as_flag,
+    as_inputs,
+    as_positive,
+    as_sample_weight,
+    one_hot,
+)
 from .layers import Activation, Dense, Input, LayerSpec, WeightedLayer, activation_name, as_row_shape, input_shape_of
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop, from_keras
 
@@ -43,6 +52,13 @@ LOSSES = {
     "binary_crossentropy": "cross_entropy",
     "mse": "mse",
     "mean_squared_error": "mse",
+}
+#: Keras's loss classes, by the names of their functions (``compile`` takes either, or an object of the class).
+LOSS_CLASSES = {
+    "CategoricalCrossentropy": "categorical_crossentropy",
+    "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
+    "BinaryCrossentropy": "binary_crossentropy",
+    "MeanSquaredError": "mse",
 }
 #: The output activation each of Keras's cross-entropies takes (fastbp's is the categorical one over a softmax,
 #: each unit's binary one over sigmoid units).
@@ -134,6 +150,13 @@ class Sequential:
             raise ValueError(f"no layer is named {name!r}; the layers are {[spec.name for spec in layers]}")
         return found
 
+    @property
+    def optimizer(self) -> Adam | SGD | RMSprop | None:
+        """The compiled optimizer (None before ``compile``), as Keras's ``model.optimizer``: a callback may set
+        its ``learning_rate`` (as Keras's ``LearningRateScheduler`` and ``ReduceLROnPlateau`` do), which
+        ``fit`` applies from the next epoch on."""
+        return None if self._compiled is None else self._compiled["optimizer"]
+
     def compile(
         self,
         optimizer: str | Adam | SGD | RMSprop | object = "rmsprop",
@@ -147,15 +170,16 @@ class Sequential:
         ``Adam`` or ``SGD`` with settings, fastbp's or Keras's own), the loss (``"categorical_crossentropy"`` or
         ``"sparse_categorical_crossentropy"`` for a softmax output, which both take integer or one-hot labels;
         ``"binary_crossentropy"`` for sigmoid units; ``"mse"``), the metrics (the accuracy, by any of Keras's
-        names for it, which name its logs), and fastbp's precision (float32, Keras's, by default) and backend."""
+        names for it, which name its logs), and fastbp's precision (float32, Keras's, by default) and backend.
+        Compiling a built model keeps its weights (converted to ``dtype``, where that changes) and starts a fresh
+        optimizer."""
         if isinstance(optimizer, str):
-            if optimizer not in OPTIMIZERS:
+            if optimizer.lower() not in OPTIMIZERS:  # Keras's names in any case: "adam", "Adam"
                 raise ValueError(f"unknown optimizer {optimizer!r}: fastbp offers {tuple(OPTIMIZERS)}")
-            optimizer = OPTIMIZERS[optimizer]()
+            optimizer = OPTIMIZERS[optimizer.lower()]()
         if not isinstance(optimizer, tuple(OPTIMIZERS.values())):
             optimizer = from_keras(optimizer)
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}: fastbp offers {tuple(LOSSES)}")
+        loss = _loss_name(loss)
         metrics = list(dict.fromkeys([metrics] if isinstance(metrics, str) else metrics or []))
         hidden, _, output = self._output_layer()
         for metric in metrics:
@@ -165,18 +189,18 @@ class Sequential:
                 raise ValueError("accuracy needs a softmax or sigmoid output layer: a linear one has no classes")
         if not _fits(loss, output):
             fits = [name for name in LOSSES if _fits(name, output)]
-            raise ValueError(f"loss {loss!r} does not fit a {output} output layer: use {' or '.join(map(repr, fits))}")
+            keras_name = "linear" if output == "identity" else output
+            raise ValueError(
+                f"loss {loss!r} does not fit a {keras_name} output layer: use {' or '.join(map(repr, fits))}"
+            )
         get_backend(backend)  # an unknown or missing backend is refused now, not at the first fit
         options = Options.create(layers=hidden, output=output, loss=LOSSES[loss], dtype=dtype, backend=backend,
                                  **optimizer.options())  # fmt: skip
         if self._trainer is not None:
             # Compiling a built model again, as in Keras, keeps its weights and starts a fresh optimizer.
-            if options.dtype != self._trainer.options.dtype:
-                raise ValueError(
-                    f"the model is built in {self._trainer.options.dtype}: compile cannot change its dtype"
-                )
             trainer = self._trainer
-            self._trainer = Trainer(options, trainer.layout, trainer.weights, trainer.shuffle, trainer.dropout_seed)
+            weights = trainer.weights.astype(options.dtype, copy=False)
+            self._trainer = Trainer(options, trainer.layout, weights, trainer.shuffle, trainer.dropout_seed)
         self._compiled = {
             "optimizer": optimizer, "loss": loss, "metrics": metrics, "dtype": options.dtype, "backend": backend,
         }  # fmt: skip
@@ -197,37 +221,43 @@ class Sequential:
             raise ValueError(f"the output layer's activation must be softmax, sigmoid or linear, got {name!r}")
         return specs, last.units, name
 
-    def _options(self, batch_size: int | None = None, shuffle: bool = False) -> Options:
-        if self._compiled is None:
+    def _options(self, batch_size: int | None = None, shuffle: bool = False, *, training: bool = True) -> Options:
+        """The options of the compiled model; one not compiled is refused for ``training``, and otherwise (to
+        be built, or to predict) takes Keras's float32 and the first loss that fits its output layer."""
+        if self._compiled is None and training:
             raise RuntimeError("compile the model before training or evaluating it: model.compile(...)")
-        settings = self._compiled
         hidden, _, output = self._output_layer()
+        settings = self._compiled or {"optimizer": RMSprop(), "loss": None, "dtype": "float32", "backend": "auto"}
         # init "glorot" is Keras's defaults: glorot_uniform kernels, zero biases (a layer's initializers win).
         return Options.create(
-            layers=hidden, output=output, loss=LOSSES[settings["loss"]], dtype=settings["dtype"],
+            layers=hidden, output=output, loss=LOSSES.get(settings["loss"]), dtype=settings["dtype"],
             backend=settings["backend"], batch_size=batch_size, shuffle=shuffle, init="glorot",
             **settings["optimizer"].options(),
         )  # fmt: skip
 
     @property
     def built(self) -> bool:
-        """Whether the weights exist: after ``build`` or the first ``fit``."""
+        """Whether the weights exist: after ``build``, the first ``fit``, or anything that needs them (``predict``,
+        ``get_weights``, ``set_weights``, ``save``) where the layers declare their input shape."""
         return self._trainer is not None
 
     def build(self, input_shape: Sequence[int] | None = None) -> None:
         """Initialise the weights for input rows of ``input_shape`` (Keras's ``(None, ...)`` is accepted), or
-        the shape the first layer declares."""
+        the shape the first layer declares; before ``compile``, in float32 (Keras's)."""
         if input_shape is not None:
             shape = tuple(input_shape)
             input_shape = as_row_shape(shape[1:] if shape and shape[0] is None else shape, "build")
-        self._ensure_built(input_shape, self._options())
+        self._ensure_built(input_shape, self._options(training=False))
 
     def _ensure_built(self, input_shape, options: Options) -> None:
         if self._trainer is not None:
             return
         shape = input_shape or self._input_declared()
         if shape is None:
-            raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
+            raise ValueError(
+                "the model is not built and does not know its input shape: give the first layer input_shape=, call "
+                "build(input_shape), or fit it"
+            )
         _, units, _ = self._output_layer()
         # Every layer's initializers, the output layer's too; unset, the options' init: Keras's defaults.
         initializers = [spec.initializers for spec in self._layers if isinstance(spec, WeightedLayer)]
@@ -323,6 +353,9 @@ class Sequential:
         logs: dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             _call(callbacks, "on_epoch_begin", epoch, {})
+            rate = as_positive(self.optimizer.learning_rate, "model.optimizer.learning_rate")
+            if rate != self._trainer.options.lr:  # set by a callback, as Keras's LearningRateScheduler sets it
+                self._trainer.options = replace(self._trainer.options, lr=rate)
             # Keras checks stop_training after every batch: set already, the epoch trains one batch.
             batches = batch_callbacks if self.stop_training or _has_batch_hooks(callbacks) else None
             started = time.perf_counter()
@@ -342,15 +375,15 @@ class Sequential:
             if validation is not None and validates(epoch + 1):
                 val = self._scores(*validation, threads)
                 logs.update({f"val_{name}": value for name, value in val.items()})
+            seconds = time.perf_counter() - started
+            # The callbacks first, which may add to the logs (Keras's LearningRateScheduler adds the rate), as
+            # Keras's history and progress bar come after them.
+            _call(callbacks, "on_epoch_end", epoch, logs)
             for name, value in logs.items():
                 history.history.setdefault(name, []).append(value)
             history.epoch.append(epoch)
             if verbose:
-                seconds = time.perf_counter() - started
-                steps = history.params["steps"]
-                line = " - ".join(f"{name}: {value:.4f}" for name, value in sorted(logs.items()))
-                print(f"{steps}/{steps} - {seconds:.0f}s - {1000 * seconds / steps:.0f}ms/step - {line}", flush=True)
-            _call(callbacks, "on_epoch_end", epoch, dict(logs))
+                print(_epoch_line(history.params["steps"], seconds, logs), flush=True)
             if self.stop_training:
                 break
         _call(callbacks, "on_train_end", dict(logs))
@@ -454,12 +487,11 @@ class Sequential:
         as Keras returns, or with ``return_dict`` a dict by their names (``loss``, then the metrics' as
         ``compile`` named them).  With
         ``sample_weight`` (one per row), as Keras: the loss is the rows' weighted sum over their count, the
-        accuracy the weighted share of rows classed right.  ``batch_size`` and ``verbose`` are accepted for
-        Keras's sake."""
+        accuracy the weighted share of rows classed right; ``verbose`` prints them.  ``batch_size`` is checked
+        as Keras checks it and changes nothing (the rows run in the kernels' own chunks)."""
         if self._compiled is None:
             raise RuntimeError("compile the model before evaluating it: model.compile(...)")
-        if verbose not in (0, "auto", 1, 2):
-            raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+        _check_keras_only(batch_size, verbose)
         layout = self._built_layout()
         X, targets = self._data(x, y, layout.input_shape, self._trainer.options)
         weights = None if sample_weight is None else _scoring_weights(sample_weight, len(X), "sample_weight")
@@ -474,8 +506,10 @@ class Sequential:
         self, x: ArrayLike, batch_size: int | None = None, verbose: int | str = 0, *, n_threads: int | None = None
     ) -> np.ndarray:
         """The output layer's values for each row of ``x`` (class probabilities for a softmax); the predicted
-        classes are ``predict(x).argmax(axis=1)``.  ``batch_size`` and ``verbose`` are accepted for Keras's
-        sake."""
+        classes are ``predict(x).argmax(axis=1)``.  ``x`` is a batch of rows, each of the input shape (an image
+        ``(height, width, channels)``) or flattened.  ``batch_size`` and ``verbose`` are checked as Keras checks
+        them and change nothing (the rows run in the kernels' own chunks, silently)."""
+        _check_keras_only(batch_size, verbose)
         return self._forward(x, as_threads(n_threads))
 
     def count_params(self) -> int:
@@ -483,10 +517,12 @@ class Sequential:
         return self._trainer.layout.n_weights if self._trainer is not None else sum(p for _, _, p in self._rows())
 
     def _rows(self) -> list[tuple[str, tuple[int, ...], int]]:
-        """Each layer's name and class, output shape and parameter count."""
+        """Each layer's name and class, output shape and parameter count, of a network ``fit`` would take."""
         shape = self._trainer.layout.input_shape if self._trainer is not None else self._input_declared()
         if shape is None:
             raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
+        if self._trainer is None:  # refused as fit would refuse it, the layer and the shapes named
+            self._options(training=False).layout(shape, self._output_layer()[1])
         rows = []
         for spec in self.layers:
             layer = spec.build(shape) if not isinstance(spec, Activation) else None
@@ -543,8 +579,9 @@ class Sequential:
             block[:, -1] = bias
 
     def _built_layout(self):
+        """The network's layout, building the model first (as Keras builds one whose input shape it knows)."""
         if self._trainer is None:
-            raise ValueError("the model is not built yet: fit it, or call build(input_shape)")
+            self._ensure_built(None, self._options(training=False))
         return self._trainer.layout
 
     def get_config(self) -> dict:
@@ -569,6 +606,42 @@ class Sequential:
                 "read: save to another name (such as model.npz); get_weights() gives the weights in Keras's shapes"
             )
         self._model().save(path)
+
+
+def _loss_name(loss) -> str:
+    """Keras's loss by its name (``LOSSES``), its class's name, or an object of its class (Keras's own, whose
+    settings must be its defaults: ``from_logits`` and the others fastbp lacks are refused by name)."""
+    if isinstance(loss, str):
+        name = LOSS_CLASSES.get(loss, loss)
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}: fastbp offers {tuple(LOSSES)}")
+        return name
+    name = LOSS_CLASSES.get(type(loss).__name__)
+    config = loss.get_config() if name is not None and callable(getattr(loss, "get_config", None)) else None
+    if not isinstance(config, dict):
+        raise TypeError(f"loss must be a name or a Keras loss object of {tuple(LOSS_CLASSES)}, got {loss!r}")
+    defaults = {"from_logits": False, "label_smoothing": 0.0, "ignore_class": None, "reduction": "sum_over_batch_size"}
+    unsupported = [f"{key}={config[key]!r}" for key, value in defaults.items() if config.get(key, value) != value]
+    if unsupported:
+        raise ValueError(f"fastbp's {name} has no {', '.join(unsupported)} (Keras's {type(loss).__name__} setting)")
+    return name
+
+
+def _check_keras_only(batch_size, verbose) -> None:
+    """Refuse ``predict``'s and ``evaluate``'s Keras arguments where Keras would: they change nothing here."""
+    if batch_size is not None:
+        as_count(batch_size, "batch_size", positive=True)
+    if verbose not in (0, "auto", 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+
+
+def _epoch_line(steps: int, seconds: float, logs: dict) -> str:
+    """The line Keras prints after an epoch: its steps, seconds, time per step (in ms, or us below one) and
+    logs."""
+    per_step = seconds / steps
+    pace = f"{1e3 * per_step:.0f}ms/step" if per_step >= 1e-3 else f"{1e6 * per_step:.0f}us/step"
+    line = " - ".join(f"{name}: {value:.4f}" for name, value in sorted(logs.items()))
+    return f"{steps}/{steps} - {seconds:.0f}s - {pace} - {line}"
 
 
 def _classes(values: np.ndarray) -> np.ndarray:
@@ -746,7 +819,7 @@ def from_model(model: Model) -> Sequential:
         # The backend that load chose predicts (the one that trained it may be missing here).
         sequential.compile(optimizer_class(**optimizer), compiled["loss"], compiled["metrics"],
                            dtype=compiled["dtype"], backend=model.backend)  # fmt: skip
-    options = sequential._options()
+    options = sequential._options(training=False)
     _, units, _ = sequential._output_layer()
     if options.dtype != model.dtype.name or options.layout(model.input_shape, units) != model._layout:
         raise ValueError("its Sequential settings do not describe its network")

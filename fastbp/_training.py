@@ -107,8 +107,8 @@ class Options:
     def create(
         cls,
         *,
-        hidden: int | Sequence[int] = (5,),
-        activation: str | Sequence[str] = "sigmoid",
+        hidden: int | Sequence[int] | None = None,
+        activation: str | Sequence[str] | None = None,
         output: str = "sigmoid",
         loss: str | None = None,
         lr: float = 0.3,
@@ -130,10 +130,15 @@ class Options:
         exact: bool | None = None,
         layers: Sequence[LayerSpec] | None = None,
     ) -> Options:
-        """Check every setting, and refuse combinations whose parts would be silently ignored."""
+        """Check every setting, and refuse combinations whose parts would be silently ignored.  ``hidden`` and
+        ``activation`` default to the tutorial's hidden layer (the class's defaults)."""
         if layers is not None:
-            if (hidden, activation) != ((5,), "sigmoid"):
-                raise ValueError("hidden and activation describe dense hidden layers: with layers, list them there")
+            given = [name for name, value in (("hidden", hidden), ("activation", activation)) if value is not None]
+            if given:
+                raise ValueError(
+                    f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} dense hidden layers: with "
+                    "layers, list them there"
+                )
             if isinstance(layers, str) or not isinstance(layers, Sequence):
                 raise TypeError(f"layers must be a list of fastbp.layers layers, got {layers!r}")
             for position, spec in enumerate(layers):
@@ -145,7 +150,8 @@ class Options:
                     "per 32 rows for: use optimizer='adam' or 'sgd' with a batch_size"
                 )
             layers, hidden, activation = tuple(layers), (), ()
-        hidden = as_layer_sizes(hidden) if layers is None else ()
+        hidden = as_layer_sizes(cls.hidden if hidden is None else hidden) if layers is None else ()
+        activation = cls.activation[0] if activation is None else activation
         output = as_choice(output, "output", tuple(OUTPUTS))
         losses = OUTPUTS[output].losses
         loss = losses[0] if loss is None else as_choice(loss, "loss", losses, f"with {output=}")

@@ -100,15 +100,25 @@ def as_inputs(X, input_shape: tuple[int, ...], dtype: np.dtype = DTYPES[0]) -> n
     """
     if len(input_shape) == 1 or is_sparse(X) or isinstance(X, SparseFeatures):  # rows already flat
         return as_features(X, n_features=math.prod(input_shape), dtype=dtype)
-    shape = np.shape(X)
-    if len(shape) >= 1 and shape[0] == 0:
+    batch = f"(n_images, {', '.join(map(str, input_shape))})"
+    try:
+        shape = np.shape(X)
+    except ValueError:  # numpy's "inhomogeneous shape"
+        raise ValueError(f"X's images are not all of one shape: pass one array {batch}") from None
+    if not shape:
+        raise TypeError(f"X must be an array of images {batch}, got {type(X).__name__}")
+    if shape[0] == 0:
         raise ValueError(f"X must have at least one row, got shape {shape}")
     flat = (math.prod(input_shape),)
-    accepted = (input_shape, input_shape[:2] if input_shape[2] == 1 else None, flat)
-    if len(shape) < 2 or tuple(shape[1:]) not in accepted:
+    one_channel = input_shape[:2] if input_shape[2] == 1 else None
+    if len(shape) < 2 or tuple(shape[1:]) not in (input_shape, one_channel, flat):
+        if tuple(shape) in (input_shape, one_channel):
+            raise ValueError(
+                f"X is one image of shape {shape}, but the first layer takes images of shape {input_shape} in a "
+                f"batch: pass an array {batch}, such as X[np.newaxis] for one image"
+            )
         raise ValueError(
-            f"X has shape {shape}, but the first layer takes images of shape {input_shape}: pass an array "
-            f"(n_images, {', '.join(map(str, input_shape))})"
+            f"X has shape {shape}, but the first layer takes images of shape {input_shape}: pass an array {batch}"
         )
     return as_features(_small_integers_as(np.asarray(X), dtype).reshape(shape[0], -1), dtype=dtype)
 

@@ -46,6 +46,12 @@ def _pair(value, name: str, where: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+def _padding(value):
+    """A padding's name in lower case, as Keras reads it (``"SAME"`` is ``"same"``); other values as given, for
+    the layer to refuse."""
+    return value.lower() if isinstance(value, str) else value
+
+
 def as_row_shape(value, where: str) -> Shape | None:
     """A row's shape: ``(n_features,)``, ``(height, width, channels)``, or ``(height, width)`` for one channel."""
     if value is None:
@@ -160,6 +166,7 @@ class Conv2D(WeightedLayer):
         object.__setattr__(self, "filters", int(self.filters))
         object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "kernel_size", "Conv2D"))
         object.__setattr__(self, "strides", _pair(self.strides, "strides", "Conv2D"))
+        object.__setattr__(self, "padding", _padding(self.padding))
         if self.padding not in ("valid", "same"):
             raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {self.padding!r}")
         if activation_name(self.activation, "Conv2D") == "softmax":
@@ -188,6 +195,7 @@ class MaxPooling2D(LayerSpec):
         if self.strides is not None and _pair(self.strides, "strides", "MaxPooling2D") != self.pool_size:
             raise ValueError(f"MaxPooling2D: strides must be None or pool_size {self.pool_size}, got {self.strides!r}")
         object.__setattr__(self, "strides", None)
+        object.__setattr__(self, "padding", _padding(self.padding))
         if self.padding != "valid":
             raise ValueError(f"MaxPooling2D: fastbp pools whole windows only (padding='valid'), got {self.padding!r}")
 

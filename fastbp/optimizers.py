@@ -11,19 +11,21 @@ from dataclasses import dataclass, fields
 from ._validate import as_finite, as_flag
 
 
-@dataclass(frozen=True)
+@dataclass
 class _KerasOptimizer:
     """What the optimizers share: their settings kept as Python floats and bools (numpy scalars would not go into
-    a model file's JSON); their ranges are checked by :func:`fastbp.train`'s options when the model is compiled."""
+    a model file's JSON), whenever set (a Keras callback sets ``learning_rate`` during training); their ranges
+    are checked by :func:`fastbp.train`'s options when the model is compiled, and the learning rate's by ``fit``
+    at each epoch."""
 
-    def __post_init__(self):
-        for field in fields(self):
-            value = getattr(self, field.name)
-            plain = as_flag(value, field.name) if field.type in (bool, "bool") else as_finite(value, field.name)
-            object.__setattr__(self, field.name, plain)
+    def __setattr__(self, name: str, value) -> None:
+        field = self.__dataclass_fields__.get(name)
+        if field is not None:
+            value = as_flag(value, name) if field.type in (bool, "bool") else as_finite(value, name)
+        object.__setattr__(self, name, value)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Adam(_KerasOptimizer):
     """Keras's ``Adam`` optimizer and its defaults (as fastbp's ``optimizer="adam"``)."""
 
@@ -37,7 +39,7 @@ class Adam(_KerasOptimizer):
                 "epsilon": self.epsilon}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass
 class SGD(_KerasOptimizer):
     """Keras's ``SGD`` optimizer and its defaults (as fastbp's ``optimizer="sgd"``)."""
 
@@ -49,7 +51,7 @@ class SGD(_KerasOptimizer):
         return {"optimizer": "sgd", "lr": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
 
 
-@dataclass(frozen=True)
+@dataclass
 class RMSprop(_KerasOptimizer):
     """Keras's ``RMSprop`` optimizer and its defaults (as fastbp's ``optimizer="rmsprop"``), without momentum or
     centring."""

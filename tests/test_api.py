@@ -183,7 +183,7 @@ BAD_INPUTS = [
     (GOOD_X, GOOD_Y, {"hidden": (3, -1)}, ValueError, "hidden"),
     (GOOD_X, GOOD_Y, {"hidden": ()}, ValueError, "hidden"),
     (GOOD_X, GOOD_Y, {"hidden": 5.0}, ValueError, "hidden"),
-    (GOOD_X, GOOD_Y, {"hidden": None}, ValueError, "hidden"),
+    (GOOD_X, GOOD_Y, {"hidden": "5"}, ValueError, "hidden"),
     (GOOD_X, GOOD_Y, {"epochs": -1}, ValueError, "epochs"),
     (GOOD_X, GOOD_Y, {"epochs": 2.5}, ValueError, "epochs"),
     (GOOD_X, GOOD_Y, {"lr": 0}, ValueError, "lr"),

@@ -642,6 +642,24 @@ def test_images_of_the_wrong_shape_are_refused(layered_backend, no_kernels, shap
         np.testing.assert_array_equal(got, want)
 
 
+def test_one_image_ragged_images_and_non_arrays_are_refused_by_name(layered_backend, no_kernels):
+    model = image_model(layered_backend)
+    image = np.zeros((6, 5, 2))
+    with pytest.raises(ValueError, match=r"X is one image of shape \(6, 5, 2\).*in a batch.*X\[np.newaxis\]"):
+        model.predict(image)
+    with pytest.raises(ValueError, match=r"X's images are not all of one shape: pass one array \(n_images, 6, 5, 2\)"):
+        model.predict([image, image[:5]])
+    for x in (None, {"x": image}, (row for row in [image]), 3.0):
+        with pytest.raises(TypeError, match=r"X must be an array of images \(n_images, 6, 5, 2\), got"):
+            model.predict(x)
+
+
+def test_one_flattened_row_is_not_taken_for_one_image(layered_backend):
+    model = fastbp.Sequential([Flatten(input_shape=(1, 4, 1)), Dense(2, "softmax")])
+    model.compile(backend=layered_backend)
+    assert model.predict(np.zeros((1, 4))).shape == (1, 2)  # a row of an image (1, 4, 1)'s 4 values
+
+
 def test_train_refuses_images_of_the_wrong_rank_and_predict_the_wrong_size(layered_backend, no_kernels):
     layers = [Conv2D(2, 3), Flatten()]
     with pytest.raises(ValueError, match=r"the first layer takes images.*got shape \(4, 30\)"):
@@ -697,8 +715,18 @@ def test_layers_that_cannot_take_their_input_are_refused_by_sequential(layered_b
     shifted = re.sub(r"layer (\d) ", lambda position: f"layer {int(position.group(1)) + 1} ", message)
     if "declares" in message:  # build() takes the Conv2D's declaration and blames the Input layers instead
         shifted = r"declares input_shape \(4, [56], 1\), but its input has shape \(4, [56], 1\)"
-    with pytest.raises(ValueError, match=shifted):
-        declared.build()
+    for call in (declared.build, declared.summary, declared.count_params):  # none shows a network fit refuses
+        with pytest.raises(ValueError, match=shifted):
+            call()
+
+
+@pytest.mark.parametrize(
+    "options", [{"hidden": (5,)}, {"activation": "sigmoid"}, {"hidden": 7, "activation": "tanh"}], ids=str
+)
+def test_train_with_layers_refuses_the_dense_hidden_layers_options_even_at_their_defaults(no_kernels, options):
+    message = r"(hidden|activation|hidden and activation) describes? dense hidden layers: with layers, list them"
+    with pytest.raises(ValueError, match=message):
+        fastbp.train(np.zeros((3, 4, 6, 1)), [0, 1, 0], layers=[Conv2D(2, 3), Flatten()], output="softmax", **options)
 
 
 @pytest.mark.parametrize(

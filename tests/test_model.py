@@ -137,6 +137,7 @@ def rewrite(path, **changes):
         ({"version": None}, "has no 'version' field"),
         ({"activations": np.array(["softmax", "sigmoid"])}, "are not a network's"),
         ({"classes": np.array([1j, 2j])}, "classes are not"),
+        ({"classes": np.array([1, 1])}, "classes are not distinct labels"),
         ({"flat_targets": np.array("yes")}, "flat_targets is not a boolean"),
         ({"feature_names": np.array([1, 2])}, "feature_names are not a list of strings"),
         ({"feature_names": np.array(["a", "b", "c"])}, "3 feature names given for 2 inputs"),

@@ -1,6 +1,7 @@
 """fastbp.Sequential, Keras's API: summary, compile, fit's History, evaluate, predict, weights and model files."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -522,6 +523,61 @@ def test_keras_own_optimizer_objects_compile_as_fastbps_or_are_refused_by_their_
         model.compile(optimizer=keras.optimizers.Adagrad())
 
 
+def test_keras_loss_classes_and_spellings_compile_as_their_names():
+    keras = pytest.importorskip("keras", reason="needs Keras's own loss objects")
+    model = fastbp.Sequential(small_layers(), seed=1)
+    for loss, name in [
+        ("CategoricalCrossentropy", "categorical_crossentropy"),
+        (keras.losses.SparseCategoricalCrossentropy(), "sparse_categorical_crossentropy"),
+        (keras.losses.CategoricalCrossentropy(), "categorical_crossentropy"),
+    ]:
+        model.compile(optimizer="Adam", loss=loss)  # Keras reads optimizer names in any case
+        assert model.get_config()["compile"]["loss"] == name and model.optimizer == Adam()
+    for loss, setting in [
+        (keras.losses.CategoricalCrossentropy(from_logits=True), "from_logits=True"),
+        (keras.losses.CategoricalCrossentropy(label_smoothing=0.1), "label_smoothing=0.1"),
+        (keras.losses.SparseCategoricalCrossentropy(ignore_class=0), "ignore_class=0"),
+        (keras.losses.CategoricalCrossentropy(reduction="sum"), "reduction='sum'"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(f"has no {setting} (Keras's {type(loss).__name__} setting)")):
+            model.compile(loss=loss)
+    with pytest.raises(TypeError, match="a Keras loss object of"):
+        model.compile(loss=keras.losses.Hinge())
+    assert Conv2D(2, 3, padding="SAME").padding == "same" and MaxPooling2D(2, padding="VALID").padding == "valid"
+
+
+def test_a_learning_rate_set_by_keras_callbacks_applies_from_the_next_epoch(layered_backend):
+    keras = pytest.importorskip("keras", reason="needs Keras to run its own callbacks")
+    x, y = small_data(n=48)
+    rates = [0.01, 0.002, 0.0005]
+    scheduled = compiled(small_layers(), layered_backend, optimizer=Adam(learning_rate=0.01))
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, rate: rates[epoch])
+    history = scheduled.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[scheduler])
+    assert history.history["learning_rate"] == rates and scheduled.optimizer.learning_rate == rates[-1]
+    by_hand = compiled(small_layers(), layered_backend, optimizer=Adam(learning_rate=0.01))
+    for epoch, rate in enumerate(rates):  # the same steps, Adam's memory kept between the fits
+        by_hand.optimizer.learning_rate = rate
+        by_hand.fit(x, y, batch_size=8, epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(scheduled.get_weights(), by_hand.get_weights(), strict=True))
+    unchanged = compiled(small_layers(), layered_backend, optimizer=Adam(learning_rate=0.01))
+    unchanged.fit(x, y, batch_size=8, epochs=3, verbose=0)
+    assert not np.array_equal(unchanged.get_weights()[0], scheduled.get_weights()[0])
+    plateau = compiled(small_layers(), layered_backend)
+    reducer = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=100.0)
+    history = plateau.fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[reducer])
+    # Keras logs each epoch's rate before it halves it: after the first epoch, which sets the best loss, at each.
+    assert history.history["learning_rate"] == [0.001, 0.001, 0.0005] and plateau.optimizer.learning_rate == 0.00025
+    for rate in (0.0, float("nan"), "fast"):
+        plateau.optimizer.learning_rate = 0.001
+        setter = type("Setter", (), {"on_epoch_begin": lambda self, epoch, logs, rate=rate: _set_rate(plateau, rate)})
+        with pytest.raises(ValueError, match="learning_rate must be"):
+            plateau.fit(x, y, verbose=0, callbacks=[setter()])
+
+
+def _set_rate(model, rate):
+    model.optimizer.learning_rate = rate
+
+
 @pytest.mark.parametrize("metric", ["acc", "sparse_categorical_accuracy", "categorical_accuracy"])
 def test_keras_names_of_the_accuracy_name_its_logs(metric):
     """As Keras's logs: each metric under the name compile got, with the accuracy's values."""
@@ -736,10 +792,10 @@ def test_weights_have_keras_shapes_and_round_trip(layered_backend):
 
 
 def test_set_weights_refuses_what_does_not_fit_and_changes_nothing(layered_backend):
+    undeclared = compiled(small_layers(input_shape=None), layered_backend)
+    with pytest.raises(ValueError, match="not built and does not know its input shape"):
+        undeclared.set_weights([])
     model = compiled(small_layers(), layered_backend)
-    with pytest.raises(ValueError, match="not built"):
-        model.set_weights([])
-    model.build()
     weights = model.get_weights()
     fresh = [w + 1.0 for w in weights]  # arrays that fit: none may be written when another is refused
     kernel = fresh[0]
@@ -1009,12 +1065,49 @@ def test_fit_and_evaluate_before_compile_are_refused():
         model.fit(x, y, verbose=0)
     with pytest.raises(RuntimeError, match="compile"):
         model.evaluate(x, y, verbose=0)
-    with pytest.raises(RuntimeError, match="compile"):
-        model.build()
-    with pytest.raises(ValueError, match="not built"):
-        model.predict(x)
-    with pytest.raises(ValueError, match="not built"):
-        model.get_weights()
+    assert not model.built and model.optimizer is None
+
+
+@pytest.mark.parametrize("first_use", ["build", "get_weights", "predict", "set_weights", "save"])
+def test_a_model_is_built_before_compile_in_float32_where_its_input_shape_is_declared(tmp_path, first_use):
+    # Keras builds such a model when it is made: its weights, predictions and file exist before compile.
+    x, _ = small_data()
+    model = fastbp.Sequential(small_layers(), seed=4)
+    uses = {
+        "build": model.build,
+        "get_weights": model.get_weights,
+        "predict": lambda: model.predict(x),
+        "set_weights": lambda: model.set_weights([np.ones(w.shape) for w in model.get_weights()]),
+        "save": lambda: model.save(tmp_path / "m.npz"),
+    }
+    uses[first_use]()
+    assert model.built and model.optimizer is None
+    weights = model.get_weights()
+    assert all(w.dtype == np.float32 for w in weights)
+    if first_use != "set_weights":  # the weights drawn as the first fit would draw them, in Keras's float32
+        same_seed = compiled(small_layers(), "auto", seed=4, dtype="float32")
+        same_seed.build()
+        assert all(np.array_equal(a, b) for a, b in zip(weights, same_seed.get_weights(), strict=True))
+    outputs = model.predict(x)
+    assert outputs.dtype == np.float32 and np.allclose(outputs.sum(axis=1), 1.0)
+    model.save(tmp_path / "m.npz")
+    loaded = fastbp.load(tmp_path / "m.npz")
+    assert loaded.optimizer is None
+    np.testing.assert_array_equal(loaded.predict(x), outputs)
+    model.compile(optimizer="adam", dtype="float64")  # the same weights, in float64
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
+    assert model.get_weights()[0].dtype == np.float64 and model.optimizer == Adam()
+    with pytest.raises(ValueError, match="the model is built: layers cannot be added"):
+        model.add(Dense(3))
+
+
+def test_a_model_without_a_declared_input_shape_is_built_by_fit_or_build():
+    model = fastbp.Sequential(small_layers(input_shape=None))
+    for use in (model.get_weights, lambda: model.predict(small_data()[0])):
+        with pytest.raises(ValueError, match="not built and does not know its input shape: give the first layer"):
+            use()
+    model.build((None, 6, 5, 2))
+    assert [w.shape for w in model.get_weights()][:2] == [(3, 2, 2, 3), (3,)]
 
 
 @pytest.mark.parametrize(
@@ -1039,6 +1132,17 @@ def test_compile_refuses_unknown_settings(options, error, message):
     model = fastbp.Sequential(small_layers())
     with pytest.raises(error, match=message):
         model.compile(**options)
+
+
+@pytest.mark.parametrize("batch_size, verbose", [(0, 0), (-3, 0), ("x", 0), (2.5, 0), (None, 3), (None, "loud")])
+def test_predict_and_evaluate_refuse_the_keras_arguments_keras_refuses(batch_size, verbose):
+    x, y = small_data(n=6)
+    model = compiled(small_layers(), "auto")
+    with pytest.raises(ValueError, match="batch_size must be a positive integer" if verbose == 0 else "verbose"):
+        model.predict(x, batch_size=batch_size, verbose=verbose)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer" if verbose == 0 else "verbose"):
+        model.evaluate(x, y, batch_size=batch_size, verbose=verbose)
+    assert model.predict(x, batch_size=2, verbose=0).shape == (6, 3)
 
 
 def test_an_unknown_backend_is_refused_when_compiling():
@@ -1210,8 +1314,11 @@ def test_compiling_a_built_model_again_keeps_its_weights_and_starts_a_fresh_opti
     model.compile(optimizer="sgd", dtype=np.float32)  # a numpy dtype, as numpy users write it
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))
     model.fit(x, y, verbose=0)
-    with pytest.raises(ValueError, match="compile cannot change its dtype"):
-        model.compile(dtype="float64")
+    weights = model.get_weights()
+    model.compile(dtype="float64")  # converted, as they are
+    assert all(a.astype(np.float64).tobytes() == b.tobytes() for a, b in zip(weights, model.get_weights()))
+    model.fit(x, y, verbose=0)
+    assert model.get_weights()[0].dtype == np.float64
 
 
 @pytest.mark.parametrize("optimizer", [Adam(learning_rate=np.float32(0.01)), RMSprop(rho=np.float64(0.8))])
@@ -1290,7 +1397,7 @@ def test_a_file_whose_sequential_settings_are_broken_is_refused_as_invalid(tmp_p
     with np.load(tmp_path / "m.npz") as archive:
         arrays = dict(archive)
     options = json.loads(str(arrays["options"]))
-    options["sequential"]["compile"] = None
+    options["sequential"]["compile"]["loss"] = "hinge"
     arrays["options"] = np.array(json.dumps(options))
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match="Sequential settings are not valid"):
