@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -35,11 +35,20 @@ from ._validate import (
     as_finite,
     as_flag,
     as_inputs,
-    as_positive,
     as_sample_weight,
     one_hot,
 )
-from .layers import Activation, Dense, Input, LayerSpec, WeightedLayer, activation_name, as_row_shape, input_shape_of
+from .layers import (
+    Activation,
+    Dense,
+    Input,
+    LayerSpec,
+    WeightedLayer,
+    activation_name,
+    as_row_shape,
+    build_layers,
+    input_shape_of,
+)
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop, from_keras
 
 #: Keras's names of the share of rows classed right, each the name of its entry in the logs and the history.
@@ -53,12 +62,13 @@ LOSSES = {
     "mse": "mse",
     "mean_squared_error": "mse",
 }
-#: Keras's loss classes, by the names of their functions (``compile`` takes either, or an object of the class).
-LOSS_CLASSES = {
+#: Keras's other names for those losses: its classes' (``compile`` takes an object of the class too) and an alias.
+LOSS_ALIASES = {
     "CategoricalCrossentropy": "categorical_crossentropy",
     "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
     "BinaryCrossentropy": "binary_crossentropy",
     "MeanSquaredError": "mse",
+    "MSE": "mse",
 }
 #: The output activation each of Keras's cross-entropies takes (fastbp's is the categorical one over a softmax,
 #: each unit's binary one over sigmoid units).
@@ -152,9 +162,9 @@ class Sequential:
 
     @property
     def optimizer(self) -> Adam | SGD | RMSprop | None:
-        """The compiled optimizer (None before ``compile``), as Keras's ``model.optimizer``: a callback may set
-        its ``learning_rate`` (as Keras's ``LearningRateScheduler`` and ``ReduceLROnPlateau`` do), which
-        ``fit`` applies from the next epoch on."""
+        """The compiled optimizer (None before ``compile``; a copy of the one given), as Keras's
+        ``model.optimizer``: a callback may set its ``learning_rate`` (as Keras's ``LearningRateScheduler`` and
+        ``ReduceLROnPlateau`` do), which ``fit`` applies from the next epoch to start."""
         return None if self._compiled is None else self._compiled["optimizer"]
 
     def compile(
@@ -177,8 +187,8 @@ class Sequential:
             if optimizer.lower() not in OPTIMIZERS:  # Keras's names in any case: "adam", "Adam"
                 raise ValueError(f"unknown optimizer {optimizer!r}: fastbp offers {tuple(OPTIMIZERS)}")
             optimizer = OPTIMIZERS[optimizer.lower()]()
-        if not isinstance(optimizer, tuple(OPTIMIZERS.values())):
-            optimizer = from_keras(optimizer)
+        # A copy, which this model's callbacks may change without changing another model's.
+        optimizer = replace(optimizer) if isinstance(optimizer, tuple(OPTIMIZERS.values())) else from_keras(optimizer)
         loss = _loss_name(loss)
         metrics = list(dict.fromkeys([metrics] if isinstance(metrics, str) else metrics or []))
         hidden, _, output = self._output_layer()
@@ -353,7 +363,7 @@ class Sequential:
         logs: dict[str, float] = {}
         for epoch in range(initial_epoch, epochs):
             _call(callbacks, "on_epoch_begin", epoch, {})
-            rate = as_positive(self.optimizer.learning_rate, "model.optimizer.learning_rate")
+            rate = self.optimizer.learning_rate  # checked when set
             if rate != self._trainer.options.lr:  # set by a callback, as Keras's LearningRateScheduler sets it
                 self._trainer.options = replace(self._trainer.options, lr=rate)
             # Keras checks stop_training after every batch: set already, the epoch trains one batch.
@@ -520,9 +530,17 @@ class Sequential:
         """Each layer's name and class, output shape and parameter count, of a network ``fit`` would take."""
         shape = self._trainer.layout.input_shape if self._trainer is not None else self._input_declared()
         if shape is None:
-            raise ValueError("the model does not know its input shape: give the first layer input_shape=, or fit it")
+            raise ValueError(
+                "the model does not know its input shape: give the first layer input_shape=, call "
+                "build(input_shape), or fit it"
+            )
         if self._trainer is None:  # refused as fit would refuse it, the layer and the shapes named
-            self._options(training=False).layout(shape, self._output_layer()[1])
+            try:
+                _, units, _ = self._output_layer()
+            except ValueError:  # a model still being put together: its layers so far
+                build_layers(self._layers, shape)
+            else:
+                self._options(training=False).layout(shape, units)
         rows = []
         for spec in self.layers:
             layer = spec.build(shape) if not isinstance(spec, Activation) else None
@@ -612,15 +630,18 @@ def _loss_name(loss) -> str:
     """Keras's loss by its name (``LOSSES``), its class's name, or an object of its class (Keras's own, whose
     settings must be its defaults: ``from_logits`` and the others fastbp lacks are refused by name)."""
     if isinstance(loss, str):
-        name = LOSS_CLASSES.get(loss, loss)
+        name = LOSS_ALIASES.get(loss, loss)
         if name not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}: fastbp offers {tuple(LOSSES)}")
+            raise ValueError(f"unknown loss {loss!r}: fastbp offers {(*LOSSES, *LOSS_ALIASES)}")
         return name
-    name = LOSS_CLASSES.get(type(loss).__name__)
+    name = LOSS_ALIASES.get(type(loss).__name__)
     config = loss.get_config() if name is not None and callable(getattr(loss, "get_config", None)) else None
     if not isinstance(config, dict):
-        raise TypeError(f"loss must be a name or a Keras loss object of {tuple(LOSS_CLASSES)}, got {loss!r}")
-    defaults = {"from_logits": False, "label_smoothing": 0.0, "ignore_class": None, "reduction": "sum_over_batch_size"}
+        raise TypeError(f"loss must be a name or one of Keras's loss objects {tuple(LOSS_ALIASES)[:4]}, got {loss!r}")
+    defaults = {
+        "from_logits": False, "label_smoothing": 0.0, "ignore_class": None, "reduction": "sum_over_batch_size",
+        "axis": -1,
+    }  # fmt: skip
     unsupported = [f"{key}={config[key]!r}" for key, value in defaults.items() if config.get(key, value) != value]
     if unsupported:
         raise ValueError(f"fastbp's {name} has no {', '.join(unsupported)} (Keras's {type(loss).__name__} setting)")
@@ -640,7 +661,8 @@ def _epoch_line(steps: int, seconds: float, logs: dict) -> str:
     logs."""
     per_step = seconds / steps
     pace = f"{1e3 * per_step:.0f}ms/step" if per_step >= 1e-3 else f"{1e6 * per_step:.0f}us/step"
-    line = " - ".join(f"{name}: {value:.4f}" for name, value in sorted(logs.items()))
+    shown = {name: f"{value:.4f}" if isinstance(value, Real) else value for name, value in logs.items()}
+    line = " - ".join(f"{name}: {value}" for name, value in sorted(shown.items()))
     return f"{steps}/{steps} - {seconds:.0f}s - {pace} - {line}"
 
 
@@ -819,7 +841,7 @@ def from_model(model: Model) -> Sequential:
         # The backend that load chose predicts (the one that trained it may be missing here).
         sequential.compile(optimizer_class(**optimizer), compiled["loss"], compiled["metrics"],
                            dtype=compiled["dtype"], backend=model.backend)  # fmt: skip
-    options = sequential._options(training=False)
+    options = replace(sequential._options(training=False), backend=model.backend)  # compiled or not
     _, units, _ = sequential._output_layer()
     if options.dtype != model.dtype.name or options.layout(model.input_shape, units) != model._layout:
         raise ValueError("its Sequential settings do not describe its network")

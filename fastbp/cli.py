@@ -44,7 +44,7 @@ CV_OPTIONS = {"hidden": (5,), "lr": 0.3, "epochs": 500, "init": "tutorial"}
 #: The key of a saved model's ``options`` that holds the features' bounds.
 MINMAX = "minmax"
 #: :func:`fastbp.train`'s defaults, which the ``train`` command's options share.
-#: fastbp.train's defaults, its hidden layers' spelled out (the tutorial's, which ``None`` stands for there).
+#: fastbp.train's defaults, with the hidden layers' spelled out (the tutorial's, which ``None`` stands for there).
 TRAIN_DEFAULTS = {
     **{name: parameter.default for name, parameter in inspect.signature(train).parameters.items()},
     "hidden": Options.hidden,

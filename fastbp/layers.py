@@ -46,10 +46,13 @@ def _pair(value, name: str, where: str) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
-def _padding(value):
-    """A padding's name in lower case, as Keras reads it (``"SAME"`` is ``"same"``); other values as given, for
-    the layer to refuse."""
-    return value.lower() if isinstance(value, str) else value
+def _padding(value, accepted: tuple[str, ...], refusal: str) -> str:
+    """A padding's name among ``accepted``, in any case as Keras reads it (``"SAME"`` is ``"same"``); else a
+    ValueError, ``refusal`` followed by the value given."""
+    name = value.lower() if isinstance(value, str) else value
+    if name not in accepted:
+        raise ValueError(f"{refusal}, got {value!r}")
+    return name
 
 
 def as_row_shape(value, where: str) -> Shape | None:
@@ -166,9 +169,9 @@ class Conv2D(WeightedLayer):
         object.__setattr__(self, "filters", int(self.filters))
         object.__setattr__(self, "kernel_size", _pair(self.kernel_size, "kernel_size", "Conv2D"))
         object.__setattr__(self, "strides", _pair(self.strides, "strides", "Conv2D"))
-        object.__setattr__(self, "padding", _padding(self.padding))
-        if self.padding not in ("valid", "same"):
-            raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {self.padding!r}")
+        object.__setattr__(
+            self, "padding", _padding(self.padding, ("valid", "same"), "Conv2D: padding must be 'valid' or 'same'")
+        )
         if activation_name(self.activation, "Conv2D") == "softmax":
             raise ValueError("Conv2D: softmax is an output layer's activation; use it on the last Dense layer")
 
@@ -195,9 +198,8 @@ class MaxPooling2D(LayerSpec):
         if self.strides is not None and _pair(self.strides, "strides", "MaxPooling2D") != self.pool_size:
             raise ValueError(f"MaxPooling2D: strides must be None or pool_size {self.pool_size}, got {self.strides!r}")
         object.__setattr__(self, "strides", None)
-        object.__setattr__(self, "padding", _padding(self.padding))
-        if self.padding != "valid":
-            raise ValueError(f"MaxPooling2D: fastbp pools whole windows only (padding='valid'), got {self.padding!r}")
+        refusal = "MaxPooling2D: fastbp pools whole windows only (padding='valid')"
+        object.__setattr__(self, "padding", _padding(self.padding, ("valid",), refusal))
 
     def build(self, in_shape: Shape) -> KernelLayer:
         return KernelLayer.max_pool2d(in_shape, self.pool_size)

@@ -8,20 +8,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from ._validate import as_finite, as_flag
+from ._validate import as_flag, as_fraction, as_positive
+
+#: The settings that must be positive; the others but the flags are rates of decay or momentum, in [0, 1).
+_POSITIVE = ("learning_rate", "epsilon")
 
 
 @dataclass
 class _KerasOptimizer:
-    """What the optimizers share: their settings kept as Python floats and bools (numpy scalars would not go into
-    a model file's JSON), whenever set (a Keras callback sets ``learning_rate`` during training); their ranges
-    are checked by :func:`fastbp.train`'s options when the model is compiled, and the learning rate's by ``fit``
-    at each epoch."""
+    """What the optimizers share: their settings checked and kept as Python floats and bools (numpy scalars
+    would not go into a model file's JSON) whenever set, as a Keras callback sets ``learning_rate`` during
+    training; a name that is not one of their settings is refused, not kept unused."""
 
     def __setattr__(self, name: str, value) -> None:
         field = self.__dataclass_fields__.get(name)
-        if field is not None:
-            value = as_flag(value, name) if field.type in (bool, "bool") else as_finite(value, name)
+        if field is None:
+            settings = ", ".join(self.__dataclass_fields__)
+            raise AttributeError(f"{type(self).__name__} has no setting {name!r}; its settings are {settings}")
+        if field.type in (bool, "bool"):
+            value = as_flag(value, name)
+        else:
+            value = as_positive(value, name) if name in _POSITIVE else as_fraction(value, name)
         object.__setattr__(self, name, value)
 
 

@@ -749,6 +749,8 @@ def test_train_with_layers_refuses_the_dense_hidden_layers_options_even_at_their
         (lambda: MaxPooling2D(2, strides=1), r"MaxPooling2D: strides must be None or pool_size \(2, 2\), got 1"),
         (lambda: MaxPooling2D((2, 3), strides=(3, 2)), r"MaxPooling2D: strides must be None or pool_size"),
         (lambda: MaxPooling2D(2, padding="same"), r"MaxPooling2D: .*padding='valid'"),
+        (lambda: MaxPooling2D(2, padding="SAME"), r"MaxPooling2D: .*\(padding='valid'\), got 'SAME'"),
+        (lambda: Conv2D(2, 3, padding="Full"), r"Conv2D: padding must be 'valid' or 'same', got 'Full'"),
         (lambda: MaxPooling2D(0), r"MaxPooling2D: pool_size"),
         (lambda: Conv2D(2, 3, input_shape=(4, 0, 1)), r"Conv2D: input_shape"),
         (lambda: Input((4, 6, 1, 2)), r"Input: input_shape"),

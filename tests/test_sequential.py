@@ -163,6 +163,18 @@ def test_layers_keep_their_names_and_the_others_are_named_as_keras_names_them(tm
         Input((3,), name="")
 
 
+def test_summary_of_a_model_still_being_put_together_shows_its_layers_so_far():
+    lines = []
+    unfinished = fastbp.Sequential([Conv2D(2, 3, input_shape=(8, 8, 1)), MaxPooling2D(2)])
+    unfinished.summary(print_fn=lines.append)
+    assert "(None, 3, 3, 2)" in lines[0] and "Total params: 20" in lines[0] and unfinished.count_params() == 20
+    unfinished.add(Flatten())
+    unfinished.add(Dense(3, activation="relu"))  # not an output layer yet
+    assert unfinished.count_params() == 20 + 19 * 3
+    with pytest.raises(ValueError, match=r"layer 1 \(MaxPooling2D\): a 9x9 pool is larger than its 6x6 input"):
+        fastbp.Sequential([Conv2D(2, 3, input_shape=(8, 8, 1)), MaxPooling2D(9)]).summary()
+
+
 def test_summary_without_an_input_shape_is_refused():
     model = fastbp.Sequential(notebook_layers(input_shape=None))
     with pytest.raises(ValueError, match="input shape"):
@@ -528,6 +540,7 @@ def test_keras_loss_classes_and_spellings_compile_as_their_names():
     model = fastbp.Sequential(small_layers(), seed=1)
     for loss, name in [
         ("CategoricalCrossentropy", "categorical_crossentropy"),
+        ("SparseCategoricalCrossentropy", "sparse_categorical_crossentropy"),
         (keras.losses.SparseCategoricalCrossentropy(), "sparse_categorical_crossentropy"),
         (keras.losses.CategoricalCrossentropy(), "categorical_crossentropy"),
     ]:
@@ -538,12 +551,16 @@ def test_keras_loss_classes_and_spellings_compile_as_their_names():
         (keras.losses.CategoricalCrossentropy(label_smoothing=0.1), "label_smoothing=0.1"),
         (keras.losses.SparseCategoricalCrossentropy(ignore_class=0), "ignore_class=0"),
         (keras.losses.CategoricalCrossentropy(reduction="sum"), "reduction='sum'"),
+        (keras.losses.CategoricalCrossentropy(axis=0), "axis=0"),
     ]:
         with pytest.raises(ValueError, match=re.escape(f"has no {setting} (Keras's {type(loss).__name__} setting)")):
             model.compile(loss=loss)
-    with pytest.raises(TypeError, match="a Keras loss object of"):
+    with pytest.raises(TypeError, match="one of Keras's loss objects"):
         model.compile(loss=keras.losses.Hinge())
     assert Conv2D(2, 3, padding="SAME").padding == "same" and MaxPooling2D(2, padding="VALID").padding == "valid"
+    linear = fastbp.Sequential([Dense(2, input_shape=(3,))])
+    linear.compile(loss="MSE")
+    assert linear.get_config()["compile"]["loss"] == "mse"
 
 
 def test_a_learning_rate_set_by_keras_callbacks_applies_from_the_next_epoch(layered_backend):
@@ -1069,7 +1086,9 @@ def test_fit_and_evaluate_before_compile_are_refused():
 
 
 @pytest.mark.parametrize("first_use", ["build", "get_weights", "predict", "set_weights", "save"])
-def test_a_model_is_built_before_compile_in_float32_where_its_input_shape_is_declared(tmp_path, first_use):
+def test_a_model_is_built_before_compile_in_float32_where_its_input_shape_is_declared(
+    layered_backend, tmp_path, first_use
+):
     # Keras builds such a model when it is made: its weights, predictions and file exist before compile.
     x, _ = small_data()
     model = fastbp.Sequential(small_layers(), seed=4)
@@ -1084,17 +1103,19 @@ def test_a_model_is_built_before_compile_in_float32_where_its_input_shape_is_dec
     assert model.built and model.optimizer is None
     weights = model.get_weights()
     assert all(w.dtype == np.float32 for w in weights)
-    if first_use != "set_weights":  # the weights drawn as the first fit would draw them, in Keras's float32
-        same_seed = compiled(small_layers(), "auto", seed=4, dtype="float32")
-        same_seed.build()
-        assert all(np.array_equal(a, b) for a, b in zip(weights, same_seed.get_weights(), strict=True))
+    if first_use != "set_weights":  # the draws the first fit would make, in Keras's float32
+        for dtype in (np.float32, np.float64):
+            same_seed = compiled(small_layers(), layered_backend, seed=4, dtype=dtype)
+            same_seed.fit(*small_data(n=4), epochs=0, verbose=0)
+            drawn = [w.astype(np.float32) for w in same_seed.get_weights()]
+            assert all(np.array_equal(a, b) for a, b in zip(weights, drawn, strict=True))
     outputs = model.predict(x)
     assert outputs.dtype == np.float32 and np.allclose(outputs.sum(axis=1), 1.0)
     model.save(tmp_path / "m.npz")
-    loaded = fastbp.load(tmp_path / "m.npz")
-    assert loaded.optimizer is None
+    loaded = fastbp.load(tmp_path / "m.npz", backend=layered_backend)
+    assert loaded.optimizer is None and loaded._trainer.backend == layered_backend
     np.testing.assert_array_equal(loaded.predict(x), outputs)
-    model.compile(optimizer="adam", dtype="float64")  # the same weights, in float64
+    model.compile(optimizer="adam", dtype="float64", backend=layered_backend)  # the same weights, in float64
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights(), strict=True))
     assert model.get_weights()[0].dtype == np.float64 and model.optimizer == Adam()
     with pytest.raises(ValueError, match="the model is built: layers cannot be added"):
@@ -1124,8 +1145,6 @@ def test_a_model_without_a_declared_input_shape_is_built_by_fit_or_build():
         # fastbp trains a softmax by the cross-entropy only, and says so in Keras's names
         ({"loss": "mse"}, ValueError, "loss 'mse' does not fit a softmax output layer: use 'categorical_crossentropy'"),
         ({"dtype": "float16"}, ValueError, "dtype must be float64 or float32"),
-        ({"optimizer": Adam(learning_rate=-1.0)}, ValueError, "lr must be positive"),
-        ({"optimizer": SGD(momentum=1.5)}, ValueError, "momentum"),
     ],
 )
 def test_compile_refuses_unknown_settings(options, error, message):
@@ -1143,6 +1162,31 @@ def test_predict_and_evaluate_refuse_the_keras_arguments_keras_refuses(batch_siz
     with pytest.raises(ValueError, match="batch_size must be a positive integer" if verbose == 0 else "verbose"):
         model.evaluate(x, y, batch_size=batch_size, verbose=verbose)
     assert model.predict(x, batch_size=2, verbose=0).shape == (6, 3)
+
+
+def test_optimizer_settings_are_checked_when_made_and_when_set():
+    with pytest.raises(ValueError, match="learning_rate must be positive, got -1.0"):
+        Adam(learning_rate=-1.0)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\), got 1.5"):
+        SGD(momentum=1.5)
+    with pytest.raises(TypeError, match="nesterov must be True or False"):
+        SGD(momentum=0.5, nesterov="yes")
+    optimizer = RMSprop()
+    with pytest.raises(ValueError, match=r"rho must be in \[0, 1\), got 5.0"):
+        optimizer.rho = 5.0  # as a callback might, mid-training: a model file could not be read back
+    with pytest.raises(AttributeError, match="RMSprop has no setting 'lr'; its settings are learning_rate, rho"):
+        optimizer.lr = 0.5  # Keras's old name: refused, not kept unused
+    assert optimizer == RMSprop()
+
+
+def test_compile_keeps_a_copy_of_the_optimizer_that_a_callback_may_change():
+    given = Adam(learning_rate=0.01)
+    first, second = fastbp.Sequential(small_layers()), fastbp.Sequential(small_layers())
+    first.compile(optimizer=given)
+    second.compile(optimizer=given)
+    first.optimizer.learning_rate = 0.5
+    assert given.learning_rate == 0.01 and second.optimizer.learning_rate == 0.01
+    assert second.get_config()["compile"]["optimizer"]["learning_rate"] == 0.01
 
 
 def test_an_unknown_backend_is_refused_when_compiling():
