@@ -508,9 +508,7 @@ class Sequential:
         scores = self._scores(X, targets, weights, as_threads(n_threads))
         if verbose:
             print(" - ".join(f"{name}: {value:.4f}" for name, value in sorted(scores.items())))
-        if as_flag(return_dict, "return_dict"):
-            return scores
-        return list(scores.values()) if len(scores) > 1 else scores["loss"]
+        return _as_keras_returns(scores, return_dict)
 
     def predict(
         self, x: ArrayLike, batch_size: int | None = None, verbose: int | str = 0, *, n_threads: int | None = None
@@ -521,6 +519,61 @@ class Sequential:
         them and change nothing (the rows run in the kernels' own chunks, silently)."""
         _check_keras_only(batch_size, verbose)
         return self._forward(x, as_threads(n_threads))
+
+    def __call__(self, x: ArrayLike, training: bool | None = None) -> np.ndarray:
+        """``predict(x)``, as calling a Keras model gives its outputs (here an array, not a tensor); fastbp
+        applies dropout inside ``fit`` only, so ``training=True`` is refused."""
+        if training is not None and as_flag(training, "training"):
+            raise ValueError("fastbp applies dropout inside fit only: call the model with training=False")
+        return self.predict(x)
+
+    def predict_on_batch(self, x: ArrayLike) -> np.ndarray:
+        """``predict(x)``, as Keras's ``predict_on_batch``."""
+        return self.predict(x)
+
+    def test_on_batch(
+        self, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None, return_dict: bool = False
+    ) -> float | list[float] | dict[str, float]:
+        """``evaluate`` on the rows given, as Keras's ``test_on_batch``."""
+        return self.evaluate(x, y, verbose=0, sample_weight=sample_weight, return_dict=return_dict)
+
+    def train_on_batch(
+        self,
+        x: ArrayLike,
+        y: ArrayLike,
+        sample_weight: ArrayLike | None = None,
+        class_weight: dict[int, float] | None = None,
+        return_dict: bool = False,
+    ) -> float | list[float] | dict[str, float]:
+        """One update on the rows given, as one batch (Keras's ``train_on_batch``): a ``fit`` of one epoch of one
+        batch, in order, that leaves ``model.history`` as it was.  Returns the batch's loss and metrics as it
+        trained (before the update; a network of dense layers alone counts its accuracy after it, as ``fit``
+        does), as ``evaluate`` returns them."""
+        try:
+            rows = len(x)
+        except TypeError:  # fit refuses such an x, naming what it is
+            rows = 1
+        kept = self.history
+        try:
+            history = self.fit(x, y, batch_size=max(rows, 1), epochs=1, verbose=0, shuffle=False,
+                               sample_weight=sample_weight, class_weight=class_weight)  # fmt: skip
+        finally:
+            self.history = kept
+        return _as_keras_returns({name: values[0] for name, values in history.history.items()}, return_dict)
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """The shape of the input, ``(None, *row_shape)`` as Keras gives it; an AttributeError (as Keras's) where
+        the model does not know it yet."""
+        shape = self._trainer.layout.input_shape if self._trainer is not None else self._input_declared()
+        if shape is None:
+            raise AttributeError("the model has no input shape yet: give the first layer input_shape=, or build it")
+        return (None, *shape)
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        """The shape of the output, ``(None, units)`` of the output layer, as Keras gives it."""
+        return (None, self._output_layer()[1])
 
     def count_params(self) -> int:
         """The number of weights and biases (known once the input shape is)."""
@@ -646,6 +699,14 @@ def _loss_name(loss) -> str:
     if unsupported:
         raise ValueError(f"fastbp's {name} has no {', '.join(unsupported)} (Keras's {type(loss).__name__} setting)")
     return name
+
+
+def _as_keras_returns(scores: dict[str, float], return_dict: bool) -> float | list[float] | dict[str, float]:
+    """Scores as Keras's ``evaluate`` and ``*_on_batch`` return them: the loss alone, a list of the loss and the
+    metrics, or with ``return_dict`` a dict by their names."""
+    if as_flag(return_dict, "return_dict"):
+        return scores
+    return list(scores.values()) if len(scores) > 1 else scores["loss"]
 
 
 def _check_keras_only(batch_size, verbose) -> None:

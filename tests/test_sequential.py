@@ -535,6 +535,42 @@ def test_keras_own_optimizer_objects_compile_as_fastbps_or_are_refused_by_their_
         model.compile(optimizer=keras.optimizers.Adagrad())
 
 
+def test_train_on_batch_is_one_update_of_one_batch_and_reports_its_scores_before_it(layered_backend):
+    x, y = small_data(n=12)
+    on_batch = compiled(no_dropout_layers(), layered_backend)
+    fitted = compiled(no_dropout_layers(), layered_backend)
+    before = on_batch.evaluate(x, y, verbose=0, return_dict=True)
+    scores = on_batch.train_on_batch(x, y, return_dict=True)
+    assert scores["loss"] == pytest.approx(before["loss"], rel=1e-12) and scores["accuracy"] == before["accuracy"]
+    history = fitted.fit(x, y, batch_size=12, epochs=1, shuffle=False, verbose=0)
+    assert on_batch.history is None and list(scores) == list(history.history)
+    assert all(np.array_equal(a, b) for a, b in zip(on_batch.get_weights(), fitted.get_weights(), strict=True))
+    second = on_batch.train_on_batch(x, y)  # a list, as evaluate's, and Adam's second step
+    fitted.fit(x, y, batch_size=12, epochs=1, shuffle=False, verbose=0)
+    assert isinstance(second, list) and len(second) == 2
+    assert all(np.array_equal(a, b) for a, b in zip(on_batch.get_weights(), fitted.get_weights(), strict=True))
+    assert on_batch.test_on_batch(x, y) == on_batch.evaluate(x, y, verbose=0)
+    np.testing.assert_array_equal(on_batch.predict_on_batch(x), on_batch.predict(x))
+    np.testing.assert_array_equal(on_batch(x), on_batch.predict(x))
+    np.testing.assert_array_equal(on_batch(x, training=False), on_batch.predict(x))
+    with pytest.raises(ValueError, match="dropout inside fit only: call the model with training=False"):
+        on_batch(x, training=True)
+    with pytest.raises(TypeError, match="X must be an array of images"):
+        on_batch.train_on_batch(None, y)
+
+
+def test_input_and_output_shapes_are_keras_own():
+    model = fastbp.Sequential(notebook_layers())
+    assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 10)
+    undeclared = fastbp.Sequential(small_layers(input_shape=None))
+    assert undeclared.output_shape == (None, 3)
+    assert not hasattr(undeclared, "input_shape")  # as Keras's, before the model is called or built
+    with pytest.raises(AttributeError, match="no input shape yet: give the first layer input_shape=, or build it"):
+        _ = undeclared.input_shape
+    undeclared.build((None, 6, 5, 2))
+    assert undeclared.input_shape == (None, 6, 5, 2)
+
+
 def test_keras_loss_classes_and_spellings_compile_as_their_names():
     keras = pytest.importorskip("keras", reason="needs Keras's own loss objects")
     model = fastbp.Sequential(small_layers(), seed=1)
