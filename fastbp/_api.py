@@ -714,7 +714,10 @@ def evaluate(
         Each fold's accuracy, and the Zero Rule baseline's.
     """
     _check_n_jobs(n_jobs)
-    _check_option_names(train_options, "evaluate", extra=("epochs", "callback", "progress", "sample_weight"))
+    _check_option_names(
+        train_options, "evaluate", extra=("epochs", "callback", "progress"),
+        refused={"sample_weight": "it could not follow the rows into the folds"},
+    )  # fmt: skip
     X, y, classes, rng = _evaluation_data(X, y, seed, protocol, classes, train_options)
     split, trainings = _fold_trainings(X, y, folds, rng, classes, train_options)
     return _scored(X, y, split, _models(_run_together(trainings, n_jobs), "fold"))
@@ -725,14 +728,25 @@ def _check_n_jobs(n_jobs) -> None:
         raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}")
 
 
-#: The training options every entry point passes on to Options.create.
 #: The options of the functions that train many networks (train_many, evaluate, search): those of networks of
 #: dense layers; layered networks (``layers``) train by :func:`train` and :class:`fastbp.Sequential`.
 _OPTION_NAMES = tuple(name for name in inspect.signature(Options.create).parameters if name != "layers")
 
 
-def _check_option_names(options: dict, function: str, extra: tuple[str, ...]) -> None:
-    """Refuse names that are not training options here, naming the public function rather than an inner one."""
+#: fastbp.train's options that the functions training many networks refuse, and why.
+_NOT_FOR_MANY = {
+    "layers": "it trains networks of dense layers (train one with layers by fastbp.train or fastbp.Sequential)",
+}
+
+
+def _check_option_names(
+    options: dict, function: str, extra: tuple[str, ...], refused: dict[str, str] | None = None
+) -> None:
+    """Refuse names that are not training options here, naming the public function rather than an inner one;
+    ``refused``: more of :func:`train`'s options that it does not take, with why."""
+    for name, why in {**_NOT_FOR_MANY, **(refused or {})}.items():
+        if name in options:
+            raise TypeError(f"{function} does not take {name}: {why}")
     unknown = [name for name in options if name not in _OPTION_NAMES and name not in extra]
     if unknown:
         raise TypeError(
@@ -758,8 +772,6 @@ def _check_evaluation_options(protocol: str, train_options: dict) -> None:
     output = train_options.get("output", "sigmoid")
     if output in OUTPUTS and not OUTPUTS[output].classifies:
         raise ValueError(f"evaluate scores classifiers by accuracy; output={output!r} trains a regression")
-    if train_options.get("sample_weight") is not None:
-        raise ValueError("evaluate does not take sample_weight: it could not follow the rows into the folds")
 
 
 def _fold_trainings(X, y, folds: int, rng: random.Random, classes, train_options: dict):

@@ -40,7 +40,7 @@ from ._layout import Layer, Layout
 from ._parallel import as_threads, row_chunks, run_chunks
 from ._sparse import kernel_rows
 from ._training import check_outputs
-from ._validate import DTYPES, as_inputs, feature_names_of
+from ._validate import DTYPES, as_inputs, as_sample_weight, feature_names_of
 
 FORMAT = "fastbp.model"
 #: The versions this fastbp reads, and writes: 1 where every layer is dense (so older fastbp reads those).
@@ -170,7 +170,9 @@ class Model:
 
     @property
     def layers(self) -> list[np.ndarray]:
-        """One read-only array per layer, shape ``(n_neurons, n_inputs + 1)``, bias last."""
+        """One read-only array per layer with weights (dense or convolution; pooling, dropout and flatten have
+        none), shape ``(n_neurons, n_inputs + 1)``, bias last; a convolution's neurons are its filters and its
+        inputs one window over every input channel (``kh * kw * c_in``, channels-last)."""
         return self._layout.layer_views(self.weights)
 
     def forward(self, X: ArrayLike, *, n_threads: int | None = None) -> np.ndarray:
@@ -178,9 +180,12 @@ class Model:
 
         Parameters
         ----------
-        X : array-like, shape (n_rows, n_features)
+        X : array-like, shape (n_rows, n_features) or (n_rows, height, width[, channels])
             Numeric features, converted as :func:`fastbp.train` converts them; a
-            DataFrame must have the training's columns, in order.
+            DataFrame must have the training's columns, in order.  A network with
+            layers takes rows of its ``input_shape`` (images ``(height, width,
+            channels)``, or ``(height, width)`` for one channel) or those rows
+            flattened channels-last.
         n_threads : int or None
             Threads that share a large batch's rows (default: every core, or
             ``FASTBP_NUM_THREADS``/``OMP_NUM_THREADS``); each row gets the same bits
@@ -272,13 +277,23 @@ class Model:
         A classifier's accuracy (the fraction of rows whose label it predicts; for a
         multilabel classifier's units, of rows whose every label it predicts, each
         unit above 0.5 meaning yes); a regression's coefficient of determination R²
-        (averaged over the targets).  ``sample_weight`` weights each row.
+        (averaged over the targets).  ``sample_weight`` weights each row: finite,
+        non-negative and not all zero, as :func:`fastbp.train` takes it; ``y`` has a
+        target for each row of ``X`` (else a ValueError).
         """
         from sklearn.metrics import accuracy_score, r2_score
 
-        if self.classes is not None:
-            return float(accuracy_score(y, self.predict(X), sample_weight=sample_weight))
         outputs = self.predict(X)
+        try:
+            n_targets = len(y)
+        except TypeError:
+            raise TypeError(f"y must be an array of one target per row, got {type(y).__name__}") from None
+        if n_targets != len(outputs):
+            raise ValueError(f"y has {n_targets} rows, X has {len(outputs)}")
+        if sample_weight is not None:  # the checks of train's, not scikit-learn's (which takes negative weights)
+            sample_weight = as_sample_weight(sample_weight, n_targets, np.dtype(np.float64))
+        if self.classes is not None:
+            return float(accuracy_score(y, outputs, sample_weight=sample_weight))
         if self.activations[-1] == "sigmoid" and self.options.get("loss") == "cross_entropy":
             return float(accuracy_score(y, (outputs > 0.5).astype(np.asarray(y).dtype), sample_weight=sample_weight))
         return float(r2_score(y, outputs, sample_weight=sample_weight))

@@ -47,6 +47,7 @@ from .layers import (
     activation_name,
     as_row_shape,
     build_layers,
+    declared_input_shape,
     input_shape_of,
 )
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop, from_keras
@@ -274,8 +275,7 @@ class Sequential:
         self._trainer = new_trainer(options, tuple(shape), units, self._random, initializers=initializers)
 
     def _input_declared(self) -> tuple[int, ...] | None:
-        """The input shape the layers declare (the first declaration; ``build_layers`` checks the others)."""
-        return next((spec.input_shape for spec in self._layers if spec.input_shape is not None), None)
+        return declared_input_shape(self._layers)
 
     def _input_shape_of(self, x) -> tuple[int, ...]:
         return self._trainer.layout.input_shape if self._trainer is not None else input_shape_of(self._layers, x)

@@ -614,9 +614,10 @@ class BatchHooks(Protocol):
 
 
 class ProgressBar(Protocol):
-    """A progress bar of the caller's that training advances by the epochs it runs (tqdm's has this)."""
+    """A progress bar of the caller's that training advances by the epochs it runs (tqdm's has this): whole
+    epochs for a network of dense layers, each kernel call's share of an epoch for a network with layers."""
 
-    def update(self, n: int) -> object: ...
+    def update(self, n: float) -> object: ...
 
 
 def _progress_bar(epochs: int, progress: bool | ProgressBar):
@@ -628,7 +629,9 @@ def _progress_bar(epochs: int, progress: bool | ProgressBar):
         return contextlib.nullcontext(progress)
     from tqdm.auto import tqdm
 
-    return tqdm(total=epochs, unit="epoch")
+    # The count as a number, not tqdm's float: "2.5/3" within a layered network's epoch, "3/3" at its end.
+    counted = "{l_bar}{bar}| {n:g}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]"
+    return tqdm(total=epochs, unit="epoch", bar_format=counted)
 
 
 class _NoBar:

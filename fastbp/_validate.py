@@ -126,7 +126,12 @@ def as_inputs(X, input_shape: tuple[int, ...], dtype: np.dtype = DTYPES[0]) -> n
 def image_shape_of(X) -> tuple[int, int, int]:
     """The shape of one image of ``X``: ``(n, height, width, channels)``, or ``(n, height, width)`` for one
     channel."""
-    shape = np.shape(X) if not (is_sparse(X) or isinstance(X, SparseFeatures)) else ()
+    if is_sparse(X) or isinstance(X, SparseFeatures):
+        raise ValueError(
+            f"the first layer takes images, but X is a sparse matrix of shape {X.shape}: give the first layer "
+            "input_shape=(height, width, channels) to read its rows as images"
+        )
+    shape = np.shape(X)
     if len(shape) == 4:
         return tuple(shape[1:])
     if len(shape) == 3:

@@ -258,12 +258,18 @@ class Input(LayerSpec):
 LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPooling2D, Dropout, Flatten, Activation, Input)}
 
 
+def declared_input_shape(specs: Sequence[LayerSpec]) -> Shape | None:
+    """The network's input shape as its first layer declares it (an ``Input``, or ``input_shape=``), as Keras
+    takes it; a later layer's declaration is a check of its own input, which ``build_layers`` makes."""
+    return specs[0].input_shape if specs else None
+
+
 def input_shape_of(specs: Sequence[LayerSpec], X) -> Shape:
-    """The shape of one input row: the one the layers declare, else ``X``'s: images where ``X`` holds them, or
-    where the first layer is a convolution or pooling (so that a matrix gets a clear error)."""
-    for spec in specs:
-        if spec.input_shape is not None:
-            return spec.input_shape
+    """The shape of one input row: the one the first layer declares, else ``X``'s: images where ``X`` holds
+    them, or where the first layer is a convolution or pooling (so that a matrix gets a clear error)."""
+    declared = declared_input_shape(specs)
+    if declared is not None:
+        return declared
     if np.ndim(X) > 2 or any(isinstance(spec, Conv2D | MaxPooling2D) for spec in specs[:1]):
         return image_shape_of(X)  # a layer that cannot take images says so, naming their shape
     return (np.shape(X)[-1],) if np.ndim(X) else ()

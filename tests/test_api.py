@@ -13,6 +13,7 @@ from test_reference import TOY_EPOCH_ERRORS
 import fastbp
 from fastbp import data, reference
 from fastbp._api import _prepared
+from fastbp.layers import Flatten
 
 SORTED_SCORES = [90.47619047619048, 92.85714285714286, 97.61904761904762, 92.85714285714286, 92.85714285714286]
 PUBLISHED_SCORES = [92.85714285714286, 92.85714285714286, 97.61904761904762, 92.85714285714286, 90.47619047619048]
@@ -293,8 +294,14 @@ def test_evaluate_rejects_bad_options(backend, wheat):
     X, y = wheat
     with pytest.raises(ValueError, match="protocol"):
         fastbp.evaluate(X, y, protocol="stratified", backend=backend)
-    with pytest.raises(TypeError, match="evaluate got unexpected option .layers."):
-        fastbp.evaluate(X, y, epochs=1, layers=3, backend=backend)
+    with pytest.raises(TypeError, match="evaluate does not take layers: it trains networks of dense layers"):
+        fastbp.evaluate(X, y, epochs=1, layers=[Flatten()], backend=backend)
+    with pytest.raises(TypeError, match="evaluate does not take sample_weight: it could not follow the rows"):
+        fastbp.evaluate(X, y, epochs=1, sample_weight=np.ones(len(y)), backend=backend)
+    with pytest.raises(TypeError, match="train_many does not take layers"):
+        fastbp.train_many(X, y, seeds=[1], layers=[Flatten()], backend=backend)
+    with pytest.raises(TypeError, match="search does not take layers"):
+        fastbp.search(X, y, {"lr": [0.1]}, layers=[Flatten()], backend=backend)
     with pytest.raises(ValueError, match="folds"):
         fastbp.evaluate(X, y, folds=1, backend=backend)
 

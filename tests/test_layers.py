@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 import fastbp
 from fastbp._backends import Backend, get_backend
@@ -664,6 +665,23 @@ def test_train_refuses_images_of_the_wrong_rank_and_predict_the_wrong_size(layer
     layers = [Conv2D(2, 3), Flatten()]
     with pytest.raises(ValueError, match=r"the first layer takes images.*got shape \(4, 30\)"):
         fastbp.train(np.zeros((4, 30)), [0, 1, 0, 1], layers=layers, output="softmax", backend=layered_backend)
+
+
+def test_sparse_rows_for_a_first_convolution_need_its_input_shape(layered_backend, no_kernels):
+    rows = scipy.sparse.csr_matrix(np.eye(4, 30))
+    message = r"X is a sparse matrix of shape \(4, 30\): give the first layer input_shape=\(height, width, channels\)"
+    with pytest.raises(ValueError, match=message):
+        fastbp.train(rows, [0, 1, 0, 1], layers=[Conv2D(2, 3), Flatten()], output="softmax", backend=layered_backend)
+
+
+def test_only_the_first_layer_declares_the_networks_input_shape(layered_backend):
+    # As Keras takes it: a later layer's input_shape is checked against its input, never taken for the network's.
+    x, y = np.random.default_rng(16).random((8, 6, 5, 1)), np.arange(8) % 2
+    options = {"output": "softmax", "batch_size": 4, "epochs": 1, "seed": 0, "backend": layered_backend}
+    model = fastbp.train(x, y, layers=[Flatten(), Dense(4, input_shape=(30,))], **options)
+    assert model.input_shape == (6, 5, 1)
+    with pytest.raises(ValueError, match=r"layer 1 \(Dense\): it declares input_shape \(7,\), but its input has shape"):
+        fastbp.train(x, y, layers=[Flatten(), Dense(4, input_shape=(7,))], **options)
 
 
 def test_models_from_train_refuse_images_of_the_wrong_size(layered_backend):

@@ -493,6 +493,20 @@ def test_score_is_a_classifiers_accuracy_and_a_regressions_r2(compiled_backend, 
     assert regression.score(X, targets) == pytest.approx(np.mean(1 - residuals / totals))
 
 
+def test_score_refuses_targets_and_weights_as_train_refuses_them(wheat):
+    X, y = wheat
+    model = fastbp.train(X, y, hidden=3, epochs=1, seed=2)
+    with pytest.raises(ValueError, match=f"y has {len(y) - 1} rows, X has {len(y)}"):
+        model.score(X, y[:-1])
+    with pytest.raises(TypeError, match="y must be an array of one target per row, got NoneType"):
+        model.score(X, None)
+    for weights in (-np.ones(len(y)), np.zeros(len(y)), np.full(len(y), np.nan)):
+        with pytest.raises(ValueError, match="sample_weight must be finite, non-negative and not all zero"):
+            model.score(X, y, sample_weight=weights)
+    with pytest.raises(ValueError, match=rf"sample_weight must have shape \({len(y)},\)"):
+        model.score(X, y, sample_weight=np.ones(3))
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_a_multilabel_classifiers_units_score_every_label_of_a_row(wheat):
     X, y = wheat

@@ -42,6 +42,15 @@ def test_progress_bar_runs_on_stderr_and_changes_nothing(wheat, capsys):
         fastbp.train(X, y, epochs=1, progress="yes")
 
 
+def test_progress_bar_counts_a_layered_networks_epochs_as_numbers(capsys):
+    rng = np.random.default_rng(3)
+    x, y = rng.random((40, 6, 5, 1)), np.arange(40) % 2
+    options = {"layers": [Conv2D(2, 3), Flatten()], "output": "softmax", "batch_size": 8, "epochs": 3, "seed": 0}
+    fastbp.train(x, y, progress=True, **options)  # its epochs advance the bar by each kernel call's share
+    shown = capsys.readouterr().err
+    assert "3/3" in shown and "3.0/3" not in shown
+
+
 class _Tally:
     """A caller's progress bar: what training advanced it by."""
 
