@@ -743,11 +743,12 @@ def _check_option_names(
     options: dict, function: str, extra: tuple[str, ...], refused: dict[str, str] | None = None
 ) -> None:
     """Refuse names that are not training options here, naming the public function rather than an inner one;
-    ``refused``: more of :func:`train`'s options that it does not take, with why."""
-    for name, why in {**_NOT_FOR_MANY, **(refused or {})}.items():
-        if name in options:
-            raise TypeError(f"{function} does not take {name}: {why}")
-    unknown = [name for name in options if name not in _OPTION_NAMES and name not in extra]
+    ``refused``: more of :func:`train`'s options that it takes as None only (their default), with why."""
+    refused = {**_NOT_FOR_MANY, **(refused or {})}
+    for name, why in refused.items():
+        if options.get(name) is not None:
+            raise ValueError(f"{function} does not take {name}: {why}")
+    unknown = [name for name in options if name not in _OPTION_NAMES and name not in extra and name not in refused]
     if unknown:
         raise TypeError(
             f"{function} got unexpected option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "

@@ -523,7 +523,7 @@ class Sequential:
     def __call__(self, x: ArrayLike, training: bool | None = None) -> np.ndarray:
         """``predict(x)``, as calling a Keras model gives its outputs (here an array, not a tensor); fastbp
         applies dropout inside ``fit`` only, so ``training=True`` is refused."""
-        if training is not None and as_flag(training, "training"):
+        if training:
             raise ValueError("fastbp applies dropout inside fit only: call the model with training=False")
         return self.predict(x)
 
@@ -546,19 +546,20 @@ class Sequential:
         return_dict: bool = False,
     ) -> float | list[float] | dict[str, float]:
         """One update on the rows given, as one batch (Keras's ``train_on_batch``): a ``fit`` of one epoch of one
-        batch, in order, that leaves ``model.history`` as it was.  Returns the batch's loss and metrics as it
-        trained (before the update; a network of dense layers alone counts its accuracy after it, as ``fit``
-        does), as ``evaluate`` returns them."""
+        batch, in order, that leaves ``model.history`` and ``stop_training`` as they were.  Returns the batch's
+        loss and metrics as it trained (before the update; a network of dense layers alone counts its accuracy
+        after it, as ``fit`` does), as ``evaluate`` returns them."""
+        shape = getattr(x, "shape", None)  # arrays, sparse matrices and DataFrames; len() for lists
         try:
-            rows = len(x)
+            rows = shape[0] if shape else len(x)
         except TypeError:  # fit refuses such an x, naming what it is
             rows = 1
-        kept = self.history
+        kept, stopping = self.history, self.stop_training
         try:
             history = self.fit(x, y, batch_size=max(rows, 1), epochs=1, verbose=0, shuffle=False,
                                sample_weight=sample_weight, class_weight=class_weight)  # fmt: skip
         finally:
-            self.history = kept
+            self.history, self.stop_training = kept, stopping
         return _as_keras_returns({name: values[0] for name, values in history.history.items()}, return_dict)
 
     @property
@@ -572,8 +573,12 @@ class Sequential:
 
     @property
     def output_shape(self) -> tuple[int | None, ...]:
-        """The shape of the output, ``(None, units)`` of the output layer, as Keras gives it."""
-        return (None, self._output_layer()[1])
+        """The shape of the output, ``(None, units)`` of the output layer, as Keras gives it; an AttributeError
+        (as Keras's) where the model has no output layer yet."""
+        try:
+            return (None, self._output_layer()[1])
+        except ValueError as error:
+            raise AttributeError(f"the model has no output shape yet: {error}") from None
 
     def count_params(self) -> int:
         """The number of weights and biases (known once the input shape is)."""

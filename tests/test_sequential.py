@@ -559,6 +559,19 @@ def test_train_on_batch_is_one_update_of_one_batch_and_reports_its_scores_before
         on_batch.train_on_batch(None, y)
 
 
+def test_train_on_batch_takes_sparse_rows_of_a_dense_network_as_one_batch(layered_backend):
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    x, y = small_data(n=12, shape=(30,))
+    on_batch = compiled(dense_layers(), layered_backend)
+    fitted = compiled(dense_layers(), layered_backend)
+    on_batch.stop_training = True  # left as it was, as Keras leaves it
+    loss, accuracy = on_batch.train_on_batch(scipy_sparse.csr_matrix(x), y)
+    assert on_batch.stop_training and on_batch.history is None
+    history = fitted.fit(scipy_sparse.csr_matrix(x), y, batch_size=12, epochs=1, shuffle=False, verbose=0).history
+    assert (loss, accuracy) == (history["loss"][0], history["accuracy"][0])  # the accuracy after the update
+    assert all(np.array_equal(a, b) for a, b in zip(on_batch.get_weights(), fitted.get_weights(), strict=True))
+
+
 def test_input_and_output_shapes_are_keras_own():
     model = fastbp.Sequential(notebook_layers())
     assert model.input_shape == (None, 28, 28, 1) and model.output_shape == (None, 10)
@@ -569,6 +582,10 @@ def test_input_and_output_shapes_are_keras_own():
         _ = undeclared.input_shape
     undeclared.build((None, 6, 5, 2))
     assert undeclared.input_shape == (None, 6, 5, 2)
+    unfinished = fastbp.Sequential([Conv2D(2, 3, input_shape=(6, 5, 2))])
+    assert not hasattr(unfinished, "output_shape") and not hasattr(fastbp.Sequential(), "input_shape")
+    with pytest.raises(AttributeError, match="no output shape yet: the last layer must be a Dense layer"):
+        _ = unfinished.output_shape
 
 
 def test_keras_loss_classes_and_spellings_compile_as_their_names():

@@ -260,7 +260,7 @@ def test_evaluate_refuses_what_it_cannot_follow_into_the_folds(wheat):
         fastbp.evaluate(X, y, sample_weight=np.ones(len(X)))
     with pytest.raises(TypeError, match="tutorial's stream"):
         fastbp.evaluate(X, y, seed=np.random.default_rng(0))
-    assert fastbp.evaluate(X, y, sample_weight=None, epochs=1).scores
+    assert fastbp.evaluate(X, y, sample_weight=None, layers=None, epochs=1).scores  # their defaults
 
 
 def test_exact_sums_by_default_only_where_the_tutorial_needs_them(wheat):
