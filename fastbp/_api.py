@@ -41,7 +41,7 @@ from ._validate import (
     feature_names_of,
     one_hot,
 )
-from .layers import LayerSpec, input_shape_of
+from .layers import Activation, Dense, LayerSpec, activation_name, input_shape_of
 
 
 @dataclass(frozen=True)
@@ -454,6 +454,12 @@ def _prepared(
 ) -> _Training:
     """Check :func:`train`'s arguments and initialise the network, drawing from ``seed`` as ``train`` does."""
     options = Options.create(**options)
+    last = options.layers[-1] if options.layers else None
+    if isinstance(last, Dense | Activation) and activation_name(last.activation, type(last).__name__) == "softmax":
+        raise ValueError(
+            f"layers end in a softmax ({type(last).__name__}), an output layer's: fastbp.train makes the output layer "
+            "from output= (as many units as y has classes), so list only the hidden layers"
+        )
     feature_names = feature_names_of(X)
     X, targets, labels, input_shape = as_training_data(X, y, options, classes)
     weights_per_row = as_sample_weight(sample_weight, len(X), X.dtype)

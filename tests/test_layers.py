@@ -667,6 +667,14 @@ def test_train_refuses_images_of_the_wrong_rank_and_predict_the_wrong_size(layer
         fastbp.train(np.zeros((4, 30)), [0, 1, 0, 1], layers=layers, output="softmax", backend=layered_backend)
 
 
+@pytest.mark.parametrize("output_layer", [[Dense(2), Activation("softmax")], [Dense(2, activation="softmax")]], ids=str)
+def test_train_refuses_layers_that_end_in_the_output_layer_with_a_hint(no_kernels, output_layer):
+    x, y = np.zeros((4, 6, 5, 1)), [0, 1, 0, 1]
+    message = r"layers end in a softmax \((Activation|Dense)\), an output layer's: fastbp.train makes the output layer"
+    with pytest.raises(ValueError, match=message):
+        fastbp.train(x, y, layers=[Conv2D(2, 3), Flatten(), *output_layer], output="softmax")
+
+
 def test_sparse_rows_for_a_first_convolution_need_its_input_shape(layered_backend, no_kernels):
     rows = scipy.sparse.csr_matrix(np.eye(4, 30))
     message = r"X is a sparse matrix of shape \(4, 30\): give the first layer input_shape=\(height, width, channels\)"
