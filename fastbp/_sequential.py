@@ -78,6 +78,8 @@ CROSS_ENTROPY_OUTPUTS = {
     "sparse_categorical_crossentropy": "softmax",
     "binary_crossentropy": "sigmoid",
 }
+#: How a model comes to know its input shape, for the messages that say it does not.
+GIVE_INPUT_SHAPE = "give the first layer input_shape=, call build(input_shape), or fit it"
 #: The output activations fastbp trains, by Keras's names.
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "identity")
 
@@ -263,19 +265,17 @@ class Sequential:
     def _ensure_built(self, input_shape, options: Options) -> None:
         if self._trainer is not None:
             return
-        shape = input_shape or self._input_declared()
+        shape = input_shape or self._known_input_shape()
         if shape is None:
-            raise ValueError(
-                "the model is not built and does not know its input shape: give the first layer input_shape=, call "
-                "build(input_shape), or fit it"
-            )
+            raise ValueError(f"the model is not built and does not know its input shape: {GIVE_INPUT_SHAPE}")
         _, units, _ = self._output_layer()
         # Every layer's initializers, the output layer's too; unset, the options' init: Keras's defaults.
         initializers = [spec.initializers for spec in self._layers if isinstance(spec, WeightedLayer)]
         self._trainer = new_trainer(options, tuple(shape), units, self._random, initializers=initializers)
 
-    def _input_declared(self) -> tuple[int, ...] | None:
-        return declared_input_shape(self._layers)
+    def _known_input_shape(self) -> tuple[int, ...] | None:
+        """The built network's input shape, else the one its first layer declares (None where neither)."""
+        return self._trainer.layout.input_shape if self._trainer is not None else declared_input_shape(self._layers)
 
     def _input_shape_of(self, x) -> tuple[int, ...]:
         return self._trainer.layout.input_shape if self._trainer is not None else input_shape_of(self._layers, x)
@@ -566,9 +566,9 @@ class Sequential:
     def input_shape(self) -> tuple[int | None, ...]:
         """The shape of the input, ``(None, *row_shape)`` as Keras gives it; an AttributeError (as Keras's) where
         the model does not know it yet."""
-        shape = self._trainer.layout.input_shape if self._trainer is not None else self._input_declared()
+        shape = self._known_input_shape()
         if shape is None:
-            raise AttributeError("the model has no input shape yet: give the first layer input_shape=, or build it")
+            raise AttributeError(f"the model has no input shape yet: {GIVE_INPUT_SHAPE}")
         return (None, *shape)
 
     @property
@@ -585,13 +585,11 @@ class Sequential:
         return self._trainer.layout.n_weights if self._trainer is not None else sum(p for _, _, p in self._rows())
 
     def _rows(self) -> list[tuple[str, tuple[int, ...], int]]:
-        """Each layer's name and class, output shape and parameter count, of a network ``fit`` would take."""
-        shape = self._trainer.layout.input_shape if self._trainer is not None else self._input_declared()
+        """Each layer's name and class, output shape and parameter count, of a network ``fit`` would take (or of
+        the layers so far, where the model has no output layer yet)."""
+        shape = self._known_input_shape()
         if shape is None:
-            raise ValueError(
-                "the model does not know its input shape: give the first layer input_shape=, call "
-                "build(input_shape), or fit it"
-            )
+            raise ValueError(f"the model does not know its input shape: {GIVE_INPUT_SHAPE}")
         if self._trainer is None:  # refused as fit would refuse it, the layer and the shapes named
             try:
                 _, units, _ = self._output_layer()

@@ -578,7 +578,7 @@ def test_input_and_output_shapes_are_keras_own():
     undeclared = fastbp.Sequential(small_layers(input_shape=None))
     assert undeclared.output_shape == (None, 3)
     assert not hasattr(undeclared, "input_shape")  # as Keras's, before the model is called or built
-    with pytest.raises(AttributeError, match="no input shape yet: give the first layer input_shape=, or build it"):
+    with pytest.raises(AttributeError, match=r"no input shape yet: give the first layer input_shape=, call build"):
         _ = undeclared.input_shape
     undeclared.build((None, 6, 5, 2))
     assert undeclared.input_shape == (None, 6, 5, 2)
