@@ -161,7 +161,7 @@ class Options:
             if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
             if full_batch:
-                raise ValueError(f"{optimizer} is a full-batch method: leave batch_size=None")
+                raise ValueError(f"{optimizer} is a full-batch method: it takes no batch_size")
         momentum, nesterov = as_fraction(momentum, "momentum"), as_flag(nesterov, "nesterov")
         lr_schedule = as_choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
         shuffle = as_flag(shuffle, "shuffle")

@@ -11,8 +11,9 @@ rows, scaled by the whole data set's bounds, which it stores in its ``options`` 
 ``"minmax"`` as ``{"min": [...], "max": [...]}`` (one value per feature), so that
 ``fastbp predict`` scales new rows the same way.
 
-Every error ends the command with one line on stderr, ``fastbp: error: ...``, and a
-non-zero exit status: 2 for a malformed command line, 1 for anything else.
+Every error ends the command with one line on stderr, ``fastbp: error: ...``, naming the
+flags involved, and a non-zero exit status: 2 for a malformed command line, 1 for
+anything else.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import contextlib
 import csv
 import inspect
 import os
+import re
 import sys
 import time
 import warnings
@@ -37,7 +39,7 @@ from ._concepts import HIDDEN_ACTIVATIONS, INITS, LOSSES, OPTIMIZER_OPTIONS, OUT
 from ._files import replaced_atomically
 from ._model import load
 from ._training import Options
-from ._validate import RandomSource, as_count
+from ._validate import RandomSource
 
 #: The demo's cross-validation on the wine data.
 CV_OPTIONS = {"hidden": (5,), "lr": 0.3, "epochs": 500, "init": "tutorial"}
@@ -50,6 +52,17 @@ TRAIN_DEFAULTS = {
     "hidden": Options.hidden,
     "activation": Options.activation[0],
 }
+#: fastbp.train's options that the ``train`` command sets by flags of the same names (``--batch-size`` for
+#: ``batch_size``), and the cross-validation's folds.
+FLAGGED_OPTIONS = ("hidden", "lr", "batch_size", "activation", "output", "loss", "optimizer", "init", "folds")
+#: An option's name where fastbp's errors use it as one: before "must" or "=" (``loss must be ...``,
+#: ``with output='softmax'``), or anywhere for a name no sentence uses as a word (``batch_size``).
+OPTION_NAME = re.compile(
+    r"(?<![\w-])(?:(?P<word>{})(?=\s+must\b|=)|(?P<name>{}))(?:=(?P<value>'[^']*'|[^\s,;:()]+))?".format(
+        "|".join(name for name in FLAGGED_OPTIONS if "_" not in name),
+        "|".join(name for name in FLAGGED_OPTIONS if "_" in name),
+    )
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,11 +199,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help=f"neurons per hidden layer, e.g. 5 or 16,8 (default: {','.join(map(str, defaults['hidden']))})",
     )
     network.add_argument(
-        "--epochs", type=int, default=defaults["epochs"], help="passes over the data (default: %(default)s)"
+        "--epochs", type=_positive_int, default=defaults["epochs"], help="passes over the data (default: %(default)s)"
     )
     network.add_argument("--lr", type=float, default=defaults["lr"], help="learning rate (default: %(default)s)")
     network.add_argument(
-        "--batch-size", type=int, default=defaults["batch_size"], help="rows per update (default: 1, online)"
+        "--batch-size", type=_positive_int, default=defaults["batch_size"], help="rows per update (default: 1, online)"
     )
     network.add_argument(
         "--activation",
@@ -239,12 +252,22 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     protocol.add_argument("--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)")
 
 
-def _layer_sizes(text: str) -> tuple[int, ...]:
-    """``"16,8"`` as ``(16, 8)``; whether the sizes are positive is ``train``'s to check."""
+def _positive_int(text: str) -> int:
     try:
-        return tuple(int(size) for size in text.split(","))
+        number = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return number
+
+
+def _layer_sizes(text: str) -> tuple[int, ...]:
+    """``"16,8"`` as ``(16, 8)``."""
+    try:
+        return tuple(_positive_int(size) for size in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of positive integers: {text!r}") from None
 
 
 def _column(text: str) -> int | str:
@@ -265,6 +288,22 @@ def _delimiter(text: str) -> str:
 def _names(text: str) -> str | tuple[str, ...]:
     names = tuple(text.split(","))
     return names[0] if len(names) == 1 else names
+
+
+@contextlib.contextmanager
+def _named_as_flags():
+    """Errors of fastbp.train's checks, naming the flags that set the options (``--loss must be one of ...
+    with --output softmax``) where fastbp.train's name them as Python does (``loss must be ... with
+    output='softmax'``)."""
+
+    def as_flag(match: re.Match) -> str:
+        flag = "--" + (match["word"] or match["name"]).replace("_", "-")
+        return flag if match["value"] is None else flag + " " + match["value"].strip("'")
+
+    try:
+        yield
+    except (ValueError, TypeError) as error:
+        raise type(error)(OPTION_NAME.sub(as_flag, str(error))) from None
 
 
 def _one_line(error: Exception) -> str:
@@ -327,8 +366,9 @@ def _train(args: argparse.Namespace) -> int:
         "output": args.output, "loss": args.loss, "optimizer": args.optimizer,
         "init": "tutorial" if args.tutorial else args.init, "backend": args.backend,
     }  # fmt: skip
-    Options.create(**network)
-    options = {**network, "epochs": as_count(args.epochs, "--epochs", positive=True)}
+    with _named_as_flags():
+        Options.create(**network)
+    options = {**network, "epochs": args.epochs}
     X, y = data.read_table(args.data, label=args.label, header=args.header, delimiter=args.delimiter)
     whole = data.minmax_bounds(X)
     _, classes = data.encode_labels(y)
@@ -336,7 +376,8 @@ def _train(args: argparse.Namespace) -> int:
         label = str(classes[0])
         raise ValueError(f"{args.data}: every row has the label {label!r}; a classifier needs two classes or more")
     rng = RandomSource(args.seed).python()  # one stream draws the split, then each fold's network
-    split = data.cross_validation_split(len(X), args.folds, rng)
+    with _named_as_flags():
+        split = data.cross_validation_split(len(X), args.folds, rng)
     scaling = "over all rows (the tutorial's protocol)" if args.tutorial else "by each training fold's bounds"
     unused = len(X) - sum(len(fold) for fold in split)
     print(

@@ -481,11 +481,11 @@ CLI_CASES = {
     "text-features": ([*TOY_ROWS, "abc,1.0,1"], [], r"line 7", 1),
     "empty-data": ([], [], r"no data rows", 1),
     "ragged-rows": ([*TOY_ROWS, "1.0,1"], [], r"line 7.*fields", 1),
-    "lr-not-positive": (TOY_ROWS, ["--lr", "0"], r"lr must be positive", 1),
-    "lr-not-finite": (TOY_ROWS, ["--lr", "nan"], r"lr must be a finite number", 1),
-    "epochs-not-positive": (TOY_ROWS, ["--epochs", "0"], r"epochs must be a positive integer", 1),
-    "hidden-not-positive": (TOY_ROWS, ["--hidden", "3,0"], r"hidden must be a positive", 1),
-    "activation-unknown": (TOY_ROWS, ["--activation", "no_such_activation"], r"activation must be one of", 1),
+    "lr-not-positive": (TOY_ROWS, ["--lr", "0"], r"error: --lr must be positive", 1),
+    "lr-not-finite": (TOY_ROWS, ["--lr", "nan"], r"error: --lr must be a finite number", 1),
+    "epochs-not-positive": (TOY_ROWS, ["--epochs", "0"], r"argument --epochs: not a positive integer", 2),
+    "hidden-not-positive": (TOY_ROWS, ["--hidden", "3,0"], r"argument --hidden: not .* positive integers", 2),
+    "activation-unknown": (TOY_ROWS, ["--activation", "no_such_activation"], r"error: --activation must be one of", 1),
     "backend-unknown": (TOY_ROWS, ["--backend", "fortran"], r"--backend.*invalid choice", 2),
 }
 
