@@ -221,10 +221,12 @@ def train(
     layers : list of fastbp.layers layers, optional
         The hidden layers, by Keras's names (:mod:`fastbp.layers`: ``Conv2D``,
         ``MaxPooling2D``, ``Dropout``, ``Flatten``, ``Dense``, ``Activation``), instead
-        of ``hidden`` and ``activation``; the output layer follows from ``output``.
-        Such networks train by mini-batches (``batch_size=1`` included), cut into
-        chunks of rows whose gradients are summed in a fixed order, so the weights do
-        not depend on ``n_threads``; dropout's masks are drawn from ``seed``.
+        of ``hidden`` and ``activation``; the output layer follows from ``output``.  A
+        layer may also be given as its config, as ``model.options`` keeps it
+        (:func:`fastbp.layers.layer_config`).  Such networks train by mini-batches
+        (``batch_size=1`` included), cut into chunks of rows whose gradients are summed
+        in a fixed order, so the weights do not depend on ``n_threads``; dropout's
+        masks are drawn from ``seed``.
 
     Returns
     -------

@@ -28,6 +28,13 @@ from ._training import NonFiniteError
 CAPABILITIES = Capabilities(
     layer_kinds=("dense",), steps=False, lockstep=False, sparse=False, releases_gil=False, max_threads=1
 )
+#: What the reference's refusals advise.
+USE_COMPILED = "use backend='cython' or backend='numba'"
+#: Why the reference refuses a training other than the tutorial's.
+TUTORIAL_TRAINING_ONLY = (
+    "the reference backend runs only the tutorial's training (online plain SGD, batch_size=1, without l2 or sample "
+    f"weights); {USE_COMPILED}"
+)
 
 
 @contextmanager
@@ -47,8 +54,8 @@ def _require_tutorial_network(net, weights) -> None:
     """The tutorial's network: sigmoid layers in float64, computed in its exact arithmetic."""
     if weights.dtype != np.float64 or (net.activations != ActivationCode.SIGMOID).any() or net.loss != LossCode.MSE:
         raise ValueError(
-            "the reference backend runs only the tutorial's network (sigmoid layers, squared error, float64); "
-            "use backend='cython' or 'numba'"
+            f"the reference backend runs only the tutorial's network (sigmoid layers, squared error, float64); "
+            f"{USE_COMPILED}"
         )
     if not net.exact:  # the fast mode's sums (from 8 inputs) and its sigmoid's exp are not the tutorial's
         raise ValueError(
@@ -61,10 +68,7 @@ def train_online(net, weights, optimizer_state, data, schedule, history):
     """Run ``len(history)`` epochs of the tutorial's ``train_network``, one call per epoch for its rows and rate."""
     _require_tutorial_network(net, weights)
     if schedule.optimizer != OptimizerCode.SGD or schedule.l2 != 0 or (data.sample_weight != 1).any():
-        raise ValueError(
-            "the reference backend runs only the tutorial's training (online plain SGD without l2 or sample "
-            "weights); use backend='cython' or 'numba'"
-        )
+        raise ValueError(TUTORIAL_TRAINING_ONLY)
     sizes = tuple(net.sizes.tolist())
     network = reference.unpack(weights, sizes)
     labels = np.argmax(data.Y, axis=1).tolist()
@@ -79,7 +83,7 @@ def train_online(net, weights, optimizer_state, data, schedule, history):
 
 def train_batches(net, weights, optimizer_state, data, schedule, history, n_threads):
     """The tutorial trains one row at a time only."""
-    raise ValueError("the reference backend trains online only (batch_size=1); use backend='cython' or 'numba'")
+    raise ValueError(TUTORIAL_TRAINING_ONLY)
 
 
 def predict_batch(net, weights, X, out):

@@ -339,9 +339,16 @@ class Model:
         if self.feature_names is not None:
             arrays["feature_names"] = np.array(self.feature_names, dtype=str)
         if self.classes is not None:
-            if self.classes.dtype.kind not in "biufUS":
-                raise ValueError(f"labels of dtype {self.classes.dtype} cannot be saved; use numbers or strings")
-            arrays["classes"] = self.classes
+            classes = self.classes
+            kinds = {type(label) for label in classes.tolist()}
+            if classes.dtype == object and len(kinds) == 1 and kinds <= {str, int, float, bool}:
+                classes = np.array(classes.tolist())  # pandas' labels: strings (or numbers) of one type, as values
+            if classes.dtype.kind not in "biufUS":
+                raise ValueError(
+                    f"labels {self.classes.tolist()} cannot be saved: a model file keeps numbers or strings, all of "
+                    "one type"
+                )
+            arrays["classes"] = classes
         with replaced_atomically(path) as file:
             np.savez(file, **arrays)
 

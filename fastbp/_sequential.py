@@ -48,7 +48,9 @@ from .layers import (
     as_row_shape,
     build_layers,
     declared_input_shape,
+    from_config,
     input_shape_of,
+    layer_config,
 )
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop, from_keras
 
@@ -666,7 +668,7 @@ class Sequential:
             compiled = {**self._compiled, "optimizer": {"class_name": type(optimizer).__name__, **vars(optimizer)}}
         return {
             "name": self.name,
-            "layers": [{"class_name": type(spec).__name__, **spec.get_config()} for spec in self._layers],
+            "layers": [layer_config(spec) for spec in self._layers],
             "compile": compiled,
         }
 
@@ -885,17 +887,8 @@ def _labels(values: np.ndarray, units: int) -> np.ndarray:
 
 def from_model(model: Model) -> Sequential:
     """The ``Sequential`` a model file saved from one describes, with the file's weights."""
-    from . import layers
-
     config = model.options["sequential"]
-    specs = []
-    for entry in config["layers"]:
-        entry = dict(entry)
-        cls = layers.LAYER_CLASSES.get(entry.pop("class_name", None))
-        if cls is None:
-            raise ValueError(f"unknown layer {entry!r}")
-        specs.append(cls(**entry))
-    sequential = Sequential(specs, name=config["name"])
+    sequential = Sequential([from_config(entry) for entry in config["layers"]], name=config["name"])
     compiled = config.get("compile")
     if compiled:
         optimizer = dict(compiled["optimizer"])

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral
 from typing import Protocol
@@ -53,7 +53,7 @@ from ._validate import (
     as_non_negative,
     as_positive,
 )
-from .layers import LayerSpec, WeightedLayer, build_layers
+from .layers import LayerSpec, WeightedLayer, build_layers, from_config, layer_config
 
 #: Weight updates per kernel call when training: tens of milliseconds of compiled work.
 CHUNK_WORK = 10_000_000
@@ -141,13 +141,11 @@ class Options:
                 )
             if isinstance(layers, str) or not isinstance(layers, Sequence):
                 raise TypeError(f"layers must be a list of fastbp.layers layers, got {layers!r}")
-            for position, spec in enumerate(layers):
-                if not isinstance(spec, LayerSpec):
-                    raise TypeError(f"layer {position}: {spec!r} is not a fastbp.layers layer")
+            layers = [_as_layer(position, spec) for position, spec in enumerate(layers)]
             if optimizer in OPTIMIZERS and OPTIMIZERS[optimizer].full_batch:
                 raise ValueError(
-                    f"{optimizer} trains on all the rows at once, which a network with layers would hold a gradient "
-                    "per 32 rows for: use optimizer='adam' or 'sgd' with a batch_size"
+                    f"{optimizer} trains on all the rows at once, and a network with layers trains by mini-batches "
+                    "(a gradient kept for every 32 rows of a batch): use optimizer='adam' or 'sgd' with a batch_size"
                 )
             layers, hidden, activation = tuple(layers), (), ()
         hidden = as_layer_sizes(cls.hidden if hidden is None else hidden) if layers is None else ()
@@ -214,8 +212,9 @@ class Options:
         options = {**vars(self), "hidden": list(self.hidden), "activation": list(self.activation)}
         if self.layers is None:
             del options["layers"]
-        else:
-            options["layers"] = [{"class_name": type(spec).__name__, **spec.get_config()} for spec in self.layers]
+        else:  # the layers replace hidden and activation, which train would refuse beside them
+            del options["hidden"], options["activation"]
+            options["layers"] = [layer_config(spec) for spec in self.layers]
         return options
 
     def layer_initializers(self) -> list[tuple[str | None, str | None]]:
@@ -253,6 +252,18 @@ class Options:
             orders, rates, int(batch_size), int(self.optimizer_code), self.momentum, self.l2, self.beta1, decay,
             self.epsilon, int(steps_done), int(seed),
         )  # fmt: skip
+
+
+def _as_layer(position: int, spec) -> LayerSpec:
+    """A layer of ``layers``: a ``fastbp.layers`` layer, or its config as ``model.options`` keeps it."""
+    if isinstance(spec, Mapping):
+        try:
+            return from_config(spec)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"layer {position}: {error}") from None
+    if not isinstance(spec, LayerSpec):
+        raise TypeError(f"layer {position}: {spec!r} is not a fastbp.layers layer or a layer's config")
+    return spec
 
 
 def _as_activations(activation, n_hidden: int) -> tuple[str, ...]:

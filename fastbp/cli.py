@@ -22,11 +22,13 @@ import argparse
 import contextlib
 import csv
 import inspect
+import itertools
 import os
 import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -53,14 +55,13 @@ TRAIN_DEFAULTS = {
     "activation": Options.activation[0],
 }
 #: fastbp.train's options that the ``train`` command sets by flags of the same names (``--batch-size`` for
-#: ``batch_size``), and the cross-validation's folds.
-FLAGGED_OPTIONS = ("hidden", "lr", "batch_size", "activation", "output", "loss", "optimizer", "init", "folds")
-#: An option's name where fastbp's errors use it as one: before "must" or "=" (``loss must be ...``,
-#: ``with output='softmax'``), or anywhere for a name no sentence uses as a word (``batch_size``).
+#: ``batch_size``), and the cross-validation's folds: the words among them are options in fastbp's errors
+#: before "must" or "=" only (``loss must be ...``, ``with output='softmax'``), the names anywhere.
+FLAGGED_WORDS = ("hidden", "activation", "output", "loss", "optimizer", "init", "backend", "folds")
+FLAGGED_NAMES = ("lr", "batch_size")
 OPTION_NAME = re.compile(
-    r"(?<![\w-])(?:(?P<word>{})(?=\s+must\b|=)|(?P<name>{}))(?:=(?P<value>'[^']*'|[^\s,;:()]+))?".format(
-        "|".join(name for name in FLAGGED_OPTIONS if "_" not in name),
-        "|".join(name for name in FLAGGED_OPTIONS if "_" in name),
+    r"(?<![\w-])(?:(?P<word>{})(?=\s+must\b|=)|(?P<name>{})\b)(?:=(?P<value>'[^']*'|[^\s,;:()]+))?".format(
+        "|".join(FLAGGED_WORDS), "|".join(FLAGGED_NAMES)
     )
 )
 
@@ -199,11 +200,14 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         help=f"neurons per hidden layer, e.g. 5 or 16,8 (default: {','.join(map(str, defaults['hidden']))})",
     )
     network.add_argument(
-        "--epochs", type=_positive_int, default=defaults["epochs"], help="passes over the data (default: %(default)s)"
+        "--epochs", type=_integer(1), default=defaults["epochs"], help="passes over the data (default: %(default)s)"
     )
     network.add_argument("--lr", type=float, default=defaults["lr"], help="learning rate (default: %(default)s)")
     network.add_argument(
-        "--batch-size", type=_positive_int, default=defaults["batch_size"], help="rows per update (default: 1, online)"
+        "--batch-size",
+        type=_integer(1),
+        default=defaults["batch_size"],
+        help="rows per update (default: 1, online; all of them for the full-batch optimizers, rprop and lbfgs)",
     )
     network.add_argument(
         "--activation",
@@ -221,7 +225,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
     network.add_argument(
         "--loss",
-        choices=list(LOSSES),
+        choices=[
+            name for name in LOSSES if any(name in output.losses for output in OUTPUTS.values() if output.classifies)
+        ],
         default=defaults["loss"],
         help="default: the one that fits --output",
     )
@@ -234,9 +240,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     _add_backend_option(network, defaults=False)
 
     protocol = parser.add_argument_group("protocol and output")
-    protocol.add_argument("--folds", type=int, default=5, help="cross-validation folds (default: %(default)s)")
+    protocol.add_argument("--folds", type=_integer(2), default=5, help="cross-validation folds (default: %(default)s)")
     protocol.add_argument(
-        "--seed", type=int, default=1, help="seeds the fold split and every network's draws (default: %(default)s)"
+        "--seed",
+        type=_integer(0),
+        default=1,
+        help="seeds the fold split and every network's draws (default: %(default)s)",
     )
     protocol.add_argument(
         "--tutorial",
@@ -252,20 +261,26 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     protocol.add_argument("--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return number
+def _integer(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            number = minimum - 1
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}")
+        return number
+
+    return parse
 
 
 def _layer_sizes(text: str) -> tuple[int, ...]:
     """``"16,8"`` as ``(16, 8)``."""
     try:
-        return tuple(_positive_int(size) for size in text.split(","))
+        return tuple(map(_integer(1), text.split(",")))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of positive integers: {text!r}") from None
 
@@ -286,15 +301,16 @@ def _delimiter(text: str) -> str:
 
 
 def _names(text: str) -> str | tuple[str, ...]:
-    names = tuple(text.split(","))
+    names = tuple(name.strip() for name in text.split(","))
     return names[0] if len(names) == 1 else names
 
 
 @contextlib.contextmanager
 def _named_as_flags():
-    """Errors of fastbp.train's checks, naming the flags that set the options (``--loss must be one of ...
-    with --output softmax``) where fastbp.train's name them as Python does (``loss must be ... with
-    output='softmax'``)."""
+    """Errors of fastbp.train and its checks, naming the flags that set the options (``--loss must be one of
+    ... with --output softmax``) where fastbp.train's name them as Python does (``loss must be ... with
+    output='softmax'``).  Only around calls whose errors quote no file name, column or label: those are the
+    user's own text, which may hold ``lr=0.01``."""
 
     def as_flag(match: re.Match) -> str:
         flag = "--" + (match["word"] or match["name"]).replace("_", "-")
@@ -357,6 +373,7 @@ def _train(args: argparse.Namespace) -> int:
     (or, with ``--tutorial``, over all rows); then save and plot as asked."""
     # Everything that can be checked before the data is read and the folds trained, is.
     figure_class = _matplotlib_figure() if args.plot else None
+    _check_distinct({"--save": args.save, "--plot": args.plot}, {"DATA": args.data})
     for path in (args.save, args.plot):
         _check_writable(path)
     if args.tutorial and args.init not in (None, "tutorial"):
@@ -383,7 +400,11 @@ def _train(args: argparse.Namespace) -> int:
     print(
         f"{Path(args.data).name}: {len(X)} rows, {X.shape[1]} features, {len(classes)} classes; "
         f"{len(split)}-fold cross-validation, seed {args.seed}, features min-max scaled {scaling}"
-        + (f"; {unused} rows left out by the equal-size folds (the tutorial's split)" if unused else "")
+        + (
+            f"; {unused} row{'s' * (unused > 1)} left out by the equal-size folds (the tutorial's split)"
+            if unused
+            else ""
+        )
     )
     scores, baseline_scores, histories = [], [], []
     n_trainings = len(split) + (args.save is not None)
@@ -392,8 +413,9 @@ def _train(args: argparse.Namespace) -> int:
             fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
             bounds = whole if args.tutorial else data.minmax_bounds(X[fit])
             bar.set_description(f"fold {k + 1}/{len(split)}")
-            model = train(data.minmax_normalize(X[fit], bounds), y[fit], seed=rng, classes=classes, progress=bar,
-                          **options)  # fmt: skip
+            with _named_as_flags():
+                model = train(data.minmax_normalize(X[fit], bounds), y[fit], seed=rng, classes=classes,
+                              progress=bar, **options)  # fmt: skip
             scores.append(data.accuracy(y[test], model.predict(data.minmax_normalize(X[test], bounds))))
             baseline_scores.append(data.accuracy(y[test], data.zero_rule(y[fit], len(test))))
             histories.append(model.history)
@@ -402,7 +424,9 @@ def _train(args: argparse.Namespace) -> int:
         bar.write(f"mean accuracy: {result.mean:.3f}% (Zero Rule baseline: {result.baseline_mean:.3f}%)", sys.stdout)
         if args.save is not None:
             bar.set_description("all rows")
-            model = train(data.minmax_normalize(X, whole), y, seed=args.seed, classes=classes, progress=bar, **options)
+            with _named_as_flags():
+                model = train(data.minmax_normalize(X, whole), y, seed=args.seed, classes=classes, progress=bar,
+                              **options)  # fmt: skip
             model.options[MINMAX] = {"min": whole[0].tolist(), "max": whole[1].tolist()}
             model.save(args.save)
             bar.write(f"saved the model trained on all {len(X)} rows to {args.save}", sys.stdout)
@@ -414,6 +438,31 @@ def _train(args: argparse.Namespace) -> int:
 
 class _Abandoned(Exception):
     """Raised inside :func:`replaced_atomically` to leave it without replacing the file."""
+
+
+def _check_distinct(outputs: dict[str, str | None], inputs: dict[str, str]) -> None:
+    """Refuse outputs (by flag) that would overwrite an input or each other, before the command reads or
+    trains anything."""
+    given = {flag: path for flag, path in outputs.items() if path is not None}
+    for flag, path in given.items():
+        for name, taken in inputs.items():
+            if _same_file(path, taken):
+                raise ValueError(f"{flag} {path} would overwrite {name} ({taken}): write it to another file")
+    for (flag, path), (other, taken) in itertools.combinations(given.items(), 2):
+        if _same_file(path, taken):
+            raise ValueError(f"{flag} {path} and {other} {taken} name the same file: give each its own")
+
+
+def _same_file(path: str, other: str) -> bool:
+    """Whether two paths name one regular file, which writing to one would replace: the same path once
+    resolved, or one file under two names.  A device or a pipe (``/dev/stdout``) is never replaced."""
+    if any(os.path.exists(name) and not os.path.isfile(name) for name in (path, other)):
+        return False
+    if os.path.realpath(path) == os.path.realpath(other):
+        return True
+    with contextlib.suppress(OSError):  # one of them does not exist yet
+        return os.path.samefile(path, other)
+    return False
 
 
 def _check_writable(path: str | None) -> None:
@@ -477,15 +526,24 @@ def _predict(args: argparse.Namespace) -> int:
     if args.old_predictions is not None:
         print("fastbp: warning: predict's --output is deprecated: use --predictions", file=sys.stderr)
     output = args.predictions or args.old_predictions
+    _check_distinct({"--predictions": output}, {"MODEL": args.model, "DATA": args.data})
     model = load(args.model, as_model=True)
     X = data.read_table_features(
-        args.data, model.sizes[0], label=args.label, header=args.header, delimiter=args.delimiter
+        args.data,
+        model.sizes[0],
+        label=args.label,
+        header=args.header,
+        delimiter=args.delimiter,
+        feature_names=model.feature_names,
     )
     bounds = model.options.get(MINMAX)
     if bounds is not None:
         if not isinstance(bounds, dict) or bounds.keys() != {"min", "max"}:
             raise ValueError(f"{args.model}: its {MINMAX!r} option is not {{'min': [...], 'max': [...]}}")
-        X = data.minmax_normalize(X, (bounds["min"], bounds["max"]))
+        try:
+            X = data.minmax_normalize(X, (bounds["min"], bounds["max"]))
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{args.model}: its {MINMAX!r} option cannot scale DATA: {error}") from None
     predictions = model.predict(X)
     rows = predictions[:, np.newaxis] if predictions.ndim == 1 else predictions
     with open(output, "w", newline="") if output else contextlib.nullcontext(sys.stdout) as handle:

@@ -7,12 +7,15 @@ not divide by zero, and bad input raises an error that says what is wrong.
 :func:`load_csv` reads the tutorial's files (no header, commas, the label last);
 :func:`read_table` reads CSV files as people write them (a header row or not, any
 delimiter, quoted fields, the label in any column), as the command line does.
+Every reader refuses a feature that is not a finite number (text, an empty field,
+NaN, infinity), naming its line and column: no network trains on one.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import math
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -134,19 +137,23 @@ def read_table_features(
     label: int | str = -1,
     header: bool | None = None,
     delimiter: str | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Read the rows a model with ``n_features`` inputs is to predict from a file :func:`read_table` reads.
 
     The first row decides, as in :func:`load_features`: ``n_features`` fields are all
     features; ``n_features + 1`` hold a label too, in the column ``label`` names, which
     is ignored.  ``header`` and ``delimiter`` are detected as :func:`read_table` does.
+    Where the file has a header and ``feature_names`` are given (a model's), its
+    features' columns must be those, in that order: columns in another order would be
+    predicted as garbage.
 
     Returns
     -------
     X : ndarray of float64, shape (n_rows, n_features)
     """
     _check_n_features(n_features)
-    X, _ = _read_table(path, label, header, delimiter, n_features=n_features)
+    X, _ = _read_table(path, label, header, delimiter, n_features=n_features, feature_names=feature_names)
     return X
 
 
@@ -157,7 +164,9 @@ DELIMITERS = ",;\t|"
 SNIFF_CHARS = 2**16
 
 
-def _read_table(path, label, header, delimiter, n_features: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_table(
+    path, label, header, delimiter, n_features: int | None, feature_names: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`read_table`, whose rows always hold a label, and :func:`read_table_features`, whose rows hold one
     when they have ``n_features + 1`` fields (y is then None without one)."""
     if isinstance(label, bool) or not isinstance(label, (Integral, str)):
@@ -191,6 +200,8 @@ def _read_table(path, label, header, delimiter, n_features: int | None) -> tuple
         columns = [f"column {name!r}" for name in names] if names else [f"column {k + 1}" for k in range(width)]
         column = _label_column(label, names, width, path) if labelled else None
         label_column = columns.pop(column) if column is not None else None
+        if names and feature_names is not None:
+            _check_feature_names([name for k, name in enumerate(names) if k != column], feature_names, path)
         features, labels = [], []
         for line_number, fields in rows if header else itertools.chain([first], rows):
             if len(fields) != width:
@@ -203,6 +214,15 @@ def _read_table(path, label, header, delimiter, n_features: int | None) -> tuple
     if not features:
         raise ValueError(f"{path}: a header row and no data rows")
     return np.array(features, dtype=np.float64), np.array(labels) if column is not None else None
+
+
+def _check_feature_names(header: list[str], feature_names: Sequence[str], path: str | PathLike) -> None:
+    """The header's fields are read stripped of spaces, so the names are compared so too."""
+    if header != [str(name).strip() for name in feature_names]:
+        raise ValueError(
+            f"{path}: its header names the features {header}, but the model was trained on {list(feature_names)}: "
+            "select and order the columns as in training"
+        )
 
 
 def _sample(lines: Iterator[str]) -> list[str]:
@@ -320,14 +340,22 @@ def _bounded_lines(handle, path: str | PathLike) -> Iterator[str]:
 def _numbers(
     fields: list[str], path: str | PathLike, line_number: int, columns: Sequence[str] | None = None
 ) -> list[float]:
-    """The fields as floats; ``ValueError`` naming the line and the column of the first that is not a number
-    (``columns[k]`` describes field k's; by default it is ``column k + 1``)."""
+    """The fields as floats; ``ValueError`` naming the line and the column of the first that is not a finite
+    number (``columns[k]`` describes field k's; by default it is ``column k + 1``): no network trains on NaN or
+    infinity, so they are refused where the file shows them."""
+
+    def column(k: int) -> str:
+        return columns[k] if columns is not None else f"column {k + 1}"
+
     try:
-        return [float(field) for field in fields]
+        numbers = [float(field) for field in fields]
     except ValueError:
         k = next(k for k, field in enumerate(fields) if not _is_number(field))
-        column = columns[k] if columns is not None else f"column {k + 1}"
-        raise ValueError(f"{path}, line {line_number}: non-numeric feature {fields[k]!r} in {column}") from None
+        raise ValueError(f"{path}, line {line_number}: non-numeric feature {fields[k]!r} in {column(k)}") from None
+    if not all(map(math.isfinite, numbers)):
+        k = next(k for k, number in enumerate(numbers) if not math.isfinite(number))
+        raise ValueError(f"{path}, line {line_number}: feature {fields[k]!r} in {column(k)} is not a finite number")
+    return numbers
 
 
 def _is_number(field: str) -> bool:

@@ -11,7 +11,7 @@ only (put a ``Flatten`` before it), pooling's stride is its size and its padding
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from numbers import Integral, Real
 
@@ -95,7 +95,8 @@ class LayerSpec:
         raise NotImplementedError
 
     def get_config(self) -> dict:
-        """Its settings by Keras's names, as JSON values (its name only where it has one)."""
+        """Its settings by Keras's names, as Keras gives them (sizes as tuples; its name only where it has
+        one)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name" or self.name is not None}
 
 
@@ -256,6 +257,24 @@ class Input(LayerSpec):
 
 #: The layer classes by name, for rebuilding a model from its configuration.
 LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPooling2D, Dropout, Flatten, Activation, Input)}
+
+
+def layer_config(layer: LayerSpec) -> dict:
+    """A layer as JSON values, its class's name and its settings (``{"class_name": "Conv2D", "filters": 32,
+    "kernel_size": [3, 3], ...}``), as ``model.options`` and model files keep it; :func:`from_config` makes the
+    layer again."""
+    settings = {name: list(value) if isinstance(value, tuple) else value for name, value in layer.get_config().items()}
+    return {"class_name": type(layer).__name__, **settings}
+
+
+def from_config(config: Mapping) -> LayerSpec:
+    """The layer that ``config``, as :func:`layer_config` gives it, describes."""
+    settings = dict(config)
+    name = settings.pop("class_name", None)
+    cls = LAYER_CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise ValueError(f"unknown layer {config!r}: its class_name must be one of {tuple(LAYER_CLASSES)}")
+    return cls(**settings)
 
 
 def declared_input_shape(specs: Sequence[LayerSpec]) -> Shape | None:

@@ -118,6 +118,12 @@ def test_saved_model_predicts_as_it_did_in_training(run, shared_data, tmp_path):
     assert done.stderr == "fastbp: warning: predict's --output is deprecated: use --predictions\n"
     assert (tmp_path / "old.csv").read_text().splitlines() == expected
 
+    model.options["minmax"] = {"min": [0.0, 0.0], "max": [1.0, 1.0]}  # bounds of another model's features
+    model.save(tmp_path / "two-bounds.npz")
+    done = run("predict", "two-bounds.npz", features_only)
+    assert done.returncode == 1 and done.stdout == ""
+    assert "two-bounds.npz: its 'minmax' option cannot scale DATA: bounds must be 7 minimums" in done.stderr
+
 
 def test_train_and_predict_read_a_header_and_the_label_by_name(run, tmp_path):
     sklearn = pytest.importorskip("sklearn.datasets")
@@ -193,9 +199,12 @@ def bad_inputs(toy_csv, tmp_path):
     (tmp_path / "header-only.csv").write_text("x,y,label\n")
     (tmp_path / "ragged.csv").write_text("x,y,label\n1,2,a\n3,4\n")
     (tmp_path / "named.csv").write_text("x,y,label\n1,2,a\n3,4,b\n")
+    (tmp_path / "lr=0.1").mkdir()  # a sweep's folder: its name is the user's, never taken for an option
+    (tmp_path / "lr=0.1" / "text.csv").write_text("1.0,2.0,a\n3.0,heavy,b\n")
     return {
         "missing file": (["train", "missing.csv"], "missing.csv: No such file or directory"),
         "text feature": (["train", "text.csv"], "text.csv, line 2: non-numeric feature 'heavy' in column 2"),
+        "option-like path": (["train", "lr=0.1/text.csv"], "error: lr=0.1/text.csv, line 2: non-numeric feature"),
         "empty file": (["train", "empty.csv"], "empty.csv: no data rows (the file is empty)"),
         "header only": (["train", "header-only.csv"], "header-only.csv: a header row and no data rows"),
         "ragged rows": (["train", "ragged.csv"], "ragged.csv, line 3: 2 fields, expected 3"),
@@ -205,9 +214,11 @@ def bad_inputs(toy_csv, tmp_path):
         "no epochs": (["train", toy_csv, "--epochs", "0"], "argument --epochs: not a positive integer: '0'"),
         "no hidden neurons": (["train", toy_csv, "--hidden", "4,0"], "--hidden: not a comma-separated list of positi"),
         "no batch": (["train", toy_csv, "--batch-size", "0"], "argument --batch-size: not a positive integer: '0'"),
+        "one fold": (["train", toy_csv, "--folds", "1"], "argument --folds: not an integer >= 2: '1'"),
+        "negative seed": (["train", toy_csv, "--seed", "-1", "--save", "m.npz"], "--seed: not an integer >= 0: '-1'"),
+        "loss of no classifier": (["train", toy_csv, "--loss", "poisson"], "--loss: invalid choice: 'poisson'"),
         # fastbp.train's own checks, naming the flags where fastbp.train names its options
         "lr nan": (["train", toy_csv, "--lr", "nan"], "error: --lr must be a finite number, got nan"),
-        "one fold": (["train", toy_csv, "--folds", "1"], "error: --folds must be an integer >= 2"),
         "more folds than rows": (["train", toy_csv, "--folds", "99"], "error: --folds 99 is more than the "),
         "full batch": (
             ["train", toy_csv, "--optimizer", "lbfgs", "--batch-size", "4"],
@@ -216,6 +227,25 @@ def bad_inputs(toy_csv, tmp_path):
         "loss for output": (
             ["train", toy_csv, "--output", "softmax", "--loss", "mse"],
             "--loss must be one of ('cross_entropy',) with --output softmax, got 'mse'",
+        ),
+        "reference backend": (
+            ["train", toy_csv, "--backend", "reference", "--optimizer", "rprop"],
+            "runs only the tutorial's training (online plain SGD, --batch-size 1, without l2 or sample weights); use "
+            "--backend cython or --backend numba",
+        ),
+        # outputs that would overwrite an input or each other, refused before anything is read or trained
+        "save over the data": (["train", toy_csv, "--save", toy_csv], f"--save {toy_csv} would overwrite DATA"),
+        "plot over the save": (
+            ["train", toy_csv, "--save", "m.npz", "--plot", "./m.npz"],
+            "--save m.npz and --plot ./m.npz name the same file",
+        ),
+        "predictions over the data": (
+            ["predict", "m.npz", "named.csv", "--predictions", "named.csv"],
+            "--predictions named.csv would overwrite DATA (named.csv)",
+        ),
+        "predictions over the model": (
+            ["predict", "m.npz", "named.csv", "--predictions", "m.npz"],
+            "--predictions m.npz would overwrite MODEL (m.npz)",
         ),
         "tutorial init": (["train", toy_csv, "--tutorial", "--init", "he"], "--tutorial trains with --init tutorial"),
         "not a model": (["predict", toy_csv, toy_csv], "is not a fastbp model file: it is not a complete .npz archive"),
@@ -233,9 +263,12 @@ def bad_inputs(toy_csv, tmp_path):
 
 @pytest.mark.parametrize(
     "case",
-    ["missing file", "text feature", "empty file", "header only", "ragged rows", "unknown label", "label index",
-     "long delimiter", "no epochs", "no hidden neurons", "no batch", "lr nan", "one fold", "more folds than rows",
-     "full batch", "loss for output", "tutorial init",
+    ["missing file", "text feature", "option-like path", "empty file", "header only", "ragged rows", "unknown label",
+     "label index",
+     "long delimiter", "no epochs", "no hidden neurons", "no batch", "one fold", "negative seed",
+     "loss of no classifier", "lr nan", "more folds than rows", "full batch", "loss for output", "reference backend",
+     "save over the data", "plot over the save", "predictions over the data", "predictions over the model",
+     "tutorial init",
      "not a model", "missing model", "malformed size", "unknown choice", "one class", "long field", "not utf-8",
      "plot to a folder", "save nowhere", "huge network"],
 )  # fmt: skip
@@ -245,6 +278,21 @@ def test_bad_input_ends_with_one_error_line(run, bad_inputs, case):
     assert done.returncode != 0
     [line] = done.stderr.splitlines()
     assert line.startswith("fastbp: error: ") and message in line
+
+
+def test_predict_refuses_a_header_that_orders_a_models_named_features_otherwise(run, tmp_path):
+    pandas = pytest.importorskip("pandas")
+    X, y = data.tutorial_toy()
+    frame = pandas.DataFrame(X, columns=["width", "height"]).assign(label=y)
+    fastbp.train(frame[["width", "height"]], y, epochs=3, seed=1).save(tmp_path / "named.npz")
+    frame.to_csv(tmp_path / "same.csv", index=False)
+    frame[["height", "width", "label"]].to_csv(tmp_path / "swapped.csv", index=False)
+    assert run("predict", "named.npz", "same.csv").returncode == 0
+    swapped = run("predict", "named.npz", "swapped.csv")
+    assert swapped.returncode == 1 and swapped.stdout == ""
+    assert "swapped.csv: its header names the features ['height', 'width'], but the model was trained on " in (
+        swapped.stderr
+    )
 
 
 def test_predict_rejects_rows_of_the_wrong_width(run, toy_csv, tmp_path):

@@ -38,6 +38,7 @@ def test_load_csv_tolerates_blank_lines_padding_and_a_byte_order_mark(tmp_path):
         ("", "no data rows"),
         ("1,2,a\n3,a\n", "line 2: 2 fields, expected 3"),
         ("1,x,a\n", "line 1: non-numeric feature"),
+        ("1,2,a\nnan,2,b\n", "line 2: feature 'nan' in column 1 is not a finite number"),
         ("a\n", "at least one feature"),
         ("1,2,\n", "line 1: the label .* is empty"),
     ],
@@ -71,6 +72,7 @@ def test_load_features_reads_rows_with_or_without_their_label(tmp_path):
         ("1,2,3,4\n", "line 1: 4 fields, expected 2 features \\(or 3 fields, the last a label\\)"),
         ("1,2\n1,2,a\n", "line 2: 3 fields, expected 2"),
         ("1,2,a\n1,x,b\n", "line 2: non-numeric feature"),
+        ("1,-inf\n", "line 1: feature '-inf' in column 2 is not a finite number"),
     ],
 )
 def test_load_features_rejects_malformed_files(tmp_path, text, message):
@@ -175,6 +177,7 @@ def test_read_table_keeps_a_given_delimiter_when_detecting_the_header(tmp_path):
         ("1,2,a\n3,4,b,c\n", {}, "line 2: 4 fields, expected 3"),
         ("x,y,label\n1,2,a\n3,?,b\n", {}, "line 3: non-numeric feature '\\?' in column 'y'"),
         ("x,y,label\n1,2,a\n3,,b\n", {}, "line 3: non-numeric feature '' in column 'y'"),
+        ("x,y,label\n1,1e999,a\n", {}, "line 2: feature '1e999' in column 'y' is not a finite number"),
         ("x,y,label\n1,2,\n", {}, "line 2: the label \\(column 'label'\\) is empty"),
         ("1\n2\n", {}, "line 1: need at least one feature and a label"),
     ],
@@ -214,6 +217,13 @@ def test_read_table_features_reads_rows_with_or_without_their_label(tmp_path):
     np.testing.assert_array_equal(data.read_table_features(one_column, 1), [[1.5], [2.0]])
     with pytest.raises(ValueError, match="line 1: 3 fields, expected 1 features \\(or 2 fields, one a label\\)"):
         data.read_table_features(labelled, 1)
+    # A model's feature names: a header must give them in their order, a file without one is taken as it is.
+    names = ("x", "y")
+    expected = [[1.5, 2.0], [3.0, 4.25]]
+    np.testing.assert_array_equal(data.read_table_features(labelled, 2, label=0, feature_names=names), expected)
+    np.testing.assert_array_equal(data.read_table_features(one_column, 1, feature_names=["x"]), [[1.5], [2.0]])
+    with pytest.raises(ValueError, match=r"header names the features \['x', 'y'\], but the model was trained on \['y'"):
+        data.read_table_features(without, 2, feature_names=("y", "x"))
 
 
 def test_encode_labels_sorts_by_default_and_takes_an_explicit_mapping():

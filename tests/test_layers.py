@@ -855,6 +855,29 @@ def test_models_from_train_save_and_load(layered_backend, tmp_path):
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     np.testing.assert_array_equal(loaded.weights, model.weights)
     np.testing.assert_array_equal(loaded.history, model.history)
+    # The file's options, its layers among them as configs, train the same network again.
+    assert loaded.options == model.options and "hidden" not in loaded.options
+    again = fastbp.train(x, y, **loaded.options)
+    np.testing.assert_array_equal(again.weights, model.weights)
+
+
+@pytest.mark.parametrize(
+    ("config", "error", "message"),
+    [
+        ({"class_name": "Conv3D", "filters": 2}, ValueError, r"unknown layer .*Conv3D.* one of \('Dense', 'Conv2D'"),
+        ({"units": 3}, ValueError, "^layer 0: unknown layer"),
+        ({"class_name": ["Dense"], "units": 3}, ValueError, "unknown layer"),
+        ({"class_name": "Dense", "units": 3, "colour": "red"}, TypeError, "^layer 0: .*colour"),
+        ("Dense", TypeError, "^layer 0: 'Dense' is not a fastbp.layers layer or a layer's config"),
+        ({"class_name": "Dense", "units": 0}, ValueError, "Dense: units must be a positive integer"),
+    ],
+)
+def test_layer_configs_are_checked_as_the_layers_they_describe(no_kernels, config, error, message):
+    x, y = np.zeros((4, 3)), np.array([0, 1, 0, 1])
+    with pytest.raises(error, match=message):
+        fastbp.train(x, y, layers=[config], backend="numba")
+    dense = Dense(4, activation="relu", name="hidden")
+    assert fastbp.layers.from_config(fastbp.layers.layer_config(dense)) == dense
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -197,6 +197,22 @@ def test_object_labels_cannot_be_saved(tmp_path):
     model.classes = np.array([None, 1], dtype=object)
     with pytest.raises(ValueError, match="cannot be saved"):
         model.save(tmp_path / "m.npz")
+    for mixed in ([1, "1"], [True, 2], [1, 2.5]):  # as one type they would be one label, or other labels
+        model.classes = np.array(mixed, dtype=object)
+        with pytest.raises(ValueError, match=r"cannot be saved: a model file keeps numbers or strings, all of one"):
+            model.save(tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize("dtype", [object, "category", "string"])
+def test_pandas_string_labels_are_saved_as_strings(dtype, tmp_path):
+    pandas = pytest.importorskip("pandas")
+    X, y = data.tutorial_toy()
+    labels = pandas.Series(np.array(["no", "yes"])[y], dtype=dtype)
+    model = fastbp.train(X, labels, hidden=2, epochs=3, seed=0)
+    model.save(tmp_path / "m.npz")
+    loaded = fastbp.load(tmp_path / "m.npz")
+    assert loaded.classes.tolist() == ["no", "yes"] and loaded.classes.dtype.kind == "U"
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
 def test_an_unknown_backend_is_blamed_on_the_caller_not_the_file(tmp_path):

@@ -476,8 +476,8 @@ TOY_ROWS = ["2.78,2.55,0", "1.47,2.36,0", "3.40,4.40,0", "7.63,2.76,1", "5.33,2.
 
 #: name -> (CSV lines, extra arguments to ``fastbp train``, the pattern of the one-line error, exit status).
 CLI_CASES = {
-    "nan-features": ([*TOY_ROWS, "nan,1.0,1"], [], r"X contains NaN", 1),
-    "inf-features": ([*TOY_ROWS, "1.0,inf,1"], [], r"X contains NaN or infinity", 1),
+    "nan-features": ([*TOY_ROWS, "nan,1.0,1"], [], r"line 7: feature 'nan' in column 1 is not a finite number", 1),
+    "inf-features": ([*TOY_ROWS, "1.0,1e400,1"], [], r"line 7: feature '1e400' in column 2 is not a finite", 1),
     "text-features": ([*TOY_ROWS, "abc,1.0,1"], [], r"line 7", 1),
     "empty-data": ([], [], r"no data rows", 1),
     "ragged-rows": ([*TOY_ROWS, "1.0,1"], [], r"line 7.*fields", 1),
@@ -517,7 +517,7 @@ def test_bad_input_to_cli_predict(tmp_path):
     assert saved.returncode == 0, saved.stderr
     for name, rows, expected in [
         ("too-many-features", ["1,2,3,4"], r"fields"),
-        ("nan-features", ["nan,1"], r"NaN"),
+        ("nan-features", ["nan,1"], r"line 1: feature 'nan' in column 1 is not a finite number"),
         ("text-features", ["0.5,1", "a,1"], r"line 2"),
         ("header-only", ["a,1"], r"a header row and no data rows"),
     ]:
