@@ -146,7 +146,8 @@ def read_table_features(
     is ignored.  ``header`` and ``delimiter`` are detected as :func:`read_table` does.
     Where the file has a header and ``feature_names`` are given (a model's), its
     features' columns must be those, in that order: columns in another order would be
-    predicted as garbage.
+    predicted as garbage.  A first row that gives those names is the header, though
+    they look like numbers (``2019,2020``).
 
     Returns
     -------
@@ -195,7 +196,9 @@ def _read_table(
             )
         labelled = n_features is None or width == n_features + 1
         if header is None:
-            header = _starts_with_header(fields, label if labelled else None, "".join(sample), dialect)
+            header = _starts_with_header(
+                fields, label if labelled else None, "".join(sample), dialect, _stripped(feature_names)
+            )
         names = fields if header else None
         columns = [f"column {name!r}" for name in names] if names else [f"column {k + 1}" for k in range(width)]
         column = _label_column(label, names, width, path) if labelled else None
@@ -216,9 +219,13 @@ def _read_table(
     return np.array(features, dtype=np.float64), np.array(labels) if column is not None else None
 
 
+def _stripped(feature_names: Sequence[str] | None) -> list[str] | None:
+    """A model's feature names as a header's fields are read: stripped of spaces."""
+    return None if feature_names is None else [str(name).strip() for name in feature_names]
+
+
 def _check_feature_names(header: list[str], feature_names: Sequence[str], path: str | PathLike) -> None:
-    """The header's fields are read stripped of spaces, so the names are compared so too."""
-    if header != [str(name).strip() for name in feature_names]:
+    if header != _stripped(feature_names):
         raise ValueError(
             f"{path}: its header names the features {header}, but the model was trained on {list(feature_names)}: "
             "select and order the columns as in training"
@@ -258,13 +265,22 @@ class _KnownDialectSniffer(csv.Sniffer):
         return self.dialect
 
 
-def _starts_with_header(fields: list[str], label: int | str | None, sample: str, dialect: type[csv.Dialect]) -> bool:
-    """Whether the first row (``fields``) names the columns, the label being in column ``label`` (None: none)."""
+def _starts_with_header(
+    fields: list[str],
+    label: int | str | None,
+    sample: str,
+    dialect: type[csv.Dialect],
+    feature_names: list[str] | None = None,
+) -> bool:
+    """Whether the first row (``fields``) names the columns, the label being in column ``label`` (None: none).
+    A row that gives a model's ``feature_names`` is its header, though the names look like numbers (``2019``)."""
     if isinstance(label, str):
         return True  # only a header has names
     if label is not None:
         k = label % len(fields)  # an index out of range is refused once the header is known
         fields = fields[:k] + fields[k + 1 :]
+    if fields == feature_names:
+        return True
     numbers = [_is_number(field) for field in fields]
     if all(numbers):
         return False  # has_header calls a single row of numbers a header
@@ -280,7 +296,10 @@ def _label_column(label: int | str, names: list[str] | None, width: int, path: s
     """The index of the label's column in rows of ``width`` fields, whose header is ``names`` (None: none)."""
     if isinstance(label, str):
         if names is None:
-            raise ValueError(f"{path}: the label column is given by name, {label!r}, but the file has no header row")
+            raise ValueError(
+                f"{path}: the label column is given by name, {label!r}, but the file is to be read without a header "
+                "row, as asked"
+            )
         if names.count(label) != 1:
             header = ", ".join(map(repr, names[:10])) + (", ..." if len(names) > 10 else "")
             several = "more than one column" if label in names else "no column"

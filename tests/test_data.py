@@ -169,7 +169,7 @@ def test_read_table_keeps_a_given_delimiter_when_detecting_the_header(tmp_path):
         ("x,y,label\n", {}, "a header row and no data rows"),
         ("x,y,label\n1,2,a\n", {"label": "class"}, "the header names no column 'class' \\(it has 'x', 'y', 'label'\\)"),
         ("x,y,x\n1,2,a\n", {"label": "x"}, "the header names more than one column 'x'"),
-        ("1,2,a\n", {"label": "label", "header": False}, "given by name, 'label', but the file has no header row"),
+        ("1,2,a\n", {"label": "label", "header": False}, "'label', but the file is to be read without a header row"),
         ("1,2,a\n", {"label": "label"}, "the header names no column 'label' \\(it has '1', '2', 'a'\\)"),
         ("1,2,a\n", {"label": 3}, "label column 3 is out of range: the rows have 3 fields"),
         ("1,2,a\n", {"label": -4}, "label column -4 is out of range"),
@@ -224,6 +224,10 @@ def test_read_table_features_reads_rows_with_or_without_their_label(tmp_path):
     np.testing.assert_array_equal(data.read_table_features(one_column, 1, feature_names=["x"]), [[1.5], [2.0]])
     with pytest.raises(ValueError, match=r"header names the features \['x', 'y'\], but the model was trained on \['y'"):
         data.read_table_features(without, 2, feature_names=("y", "x"))
+    years = tmp_path / "years.csv"  # a header of numbers, which only the model's names tell from a row
+    years.write_text("2019,2020,label\n1.5,2,a\n3,4.25,b\n")
+    np.testing.assert_array_equal(data.read_table_features(years, 2, feature_names=[2019, " 2020"]), expected)
+    assert data.read_table_features(years, 2).shape == (3, 2)
 
 
 def test_encode_labels_sorts_by_default_and_takes_an_explicit_mapping():
