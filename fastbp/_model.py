@@ -340,9 +340,9 @@ class Model:
             arrays["feature_names"] = np.array(self.feature_names, dtype=str)
         if self.classes is not None:
             classes = self.classes
-            kinds = {type(label) for label in classes.tolist()}
-            if classes.dtype == object and len(kinds) == 1 and kinds <= {str, int, float, bool}:
-                classes = np.array(classes.tolist())  # pandas' labels: strings (or numbers) of one type, as values
+            if classes.dtype == object and len(kinds := {type(label) for label in classes.tolist()}) == 1:
+                if kinds <= {str, int, float, bool}:  # pandas' labels: strings (or numbers) of one type, as values
+                    classes = np.array(classes.tolist())
             if classes.dtype.kind not in "biufUS":
                 raise ValueError(
                     f"labels {self.classes.tolist()} cannot be saved: a model file keeps numbers or strings, all of "

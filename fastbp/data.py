@@ -154,7 +154,7 @@ def read_table_features(
     X : ndarray of float64, shape (n_rows, n_features)
     """
     _check_n_features(n_features)
-    X, _ = _read_table(path, label, header, delimiter, n_features=n_features, feature_names=feature_names)
+    X, _ = _read_table(path, label, header, delimiter, n_features=n_features, feature_names=_stripped(feature_names))
     return X
 
 
@@ -166,10 +166,11 @@ SNIFF_CHARS = 2**16
 
 
 def _read_table(
-    path, label, header, delimiter, n_features: int | None, feature_names: Sequence[str] | None = None
+    path, label, header, delimiter, n_features: int | None, feature_names: list[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """:func:`read_table`, whose rows always hold a label, and :func:`read_table_features`, whose rows hold one
-    when they have ``n_features + 1`` fields (y is then None without one)."""
+    when they have ``n_features + 1`` fields (y is then None without one), checked against ``feature_names``
+    (stripped, as the fields are read) where the file has a header."""
     if isinstance(label, bool) or not isinstance(label, (Integral, str)):
         raise TypeError(f"label must be a column's index or name, got {label!r}")
     if header is not None and not isinstance(header, bool):
@@ -196,9 +197,7 @@ def _read_table(
             )
         labelled = n_features is None or width == n_features + 1
         if header is None:
-            header = _starts_with_header(
-                fields, label if labelled else None, "".join(sample), dialect, _stripped(feature_names)
-            )
+            header = _starts_with_header(fields, label if labelled else None, "".join(sample), dialect, feature_names)
         names = fields if header else None
         columns = [f"column {name!r}" for name in names] if names else [f"column {k + 1}" for k in range(width)]
         column = _label_column(label, names, width, path) if labelled else None
@@ -224,8 +223,8 @@ def _stripped(feature_names: Sequence[str] | None) -> list[str] | None:
     return None if feature_names is None else [str(name).strip() for name in feature_names]
 
 
-def _check_feature_names(header: list[str], feature_names: Sequence[str], path: str | PathLike) -> None:
-    if header != _stripped(feature_names):
+def _check_feature_names(header: list[str], feature_names: list[str], path: str | PathLike) -> None:
+    if header != feature_names:
         raise ValueError(
             f"{path}: its header names the features {header}, but the model was trained on {list(feature_names)}: "
             "select and order the columns as in training"
