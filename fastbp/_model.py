@@ -283,13 +283,15 @@ class Model:
         """
         from sklearn.metrics import accuracy_score, r2_score
 
-        outputs = self.predict(X)
+        self._check_feature_names(X)
+        X = as_inputs(X, self.input_shape, dtype=self.dtype)
         try:
             n_targets = len(y)
         except TypeError:
             raise TypeError(f"y must be an array of one target per row, got {type(y).__name__}") from None
-        if n_targets != len(outputs):
-            raise ValueError(f"y has {n_targets} rows, X has {len(outputs)}")
+        if n_targets != len(X):  # before the forward pass, which would be wasted
+            raise ValueError(f"y has {n_targets} rows, X has {len(X)}")
+        outputs = self.predict(X)
         if sample_weight is not None:  # the checks of train's, not scikit-learn's (which takes negative weights)
             sample_weight = as_sample_weight(sample_weight, n_targets, np.dtype(np.float64))
         if self.classes is not None:

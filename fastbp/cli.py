@@ -306,20 +306,30 @@ def _names(text: str) -> str | tuple[str, ...]:
 
 
 @contextlib.contextmanager
-def _named_as_flags():
-    """Errors of fastbp.train and its checks, naming the flags that set the options (``--loss must be one of
-    ... with --output softmax``) where fastbp.train's name them as Python does (``loss must be ... with
-    output='softmax'``).  Only around calls whose errors quote no file name, column or label: those are the
-    user's own text, which may hold ``lr=0.01``."""
+def _named_as_flags(where: str | None = None):
+    """Errors and warnings of fastbp.train and its checks, naming the flags that set the options (``--loss must
+    be one of ... with --output softmax``, ``try a smaller --lr``) where fastbp.train's name them as Python does
+    (``loss must be ... with output='softmax'``), and preceded by ``where`` (``fold 2: ...``) where given; each
+    training's warnings shown, as every fold's may differ.  Only around calls whose errors quote no file name,
+    column or label: those are the user's own text, which may hold ``lr=0.01``."""
 
     def as_flag(match: re.Match) -> str:
         flag = "--" + (match["word"] or match["name"]).replace("_", "-")
         return flag if match["value"] is None else flag + " " + match["value"].strip("'")
 
+    def as_flags(message: object) -> str:
+        return ("" if where is None else f"{where}: ") + OPTION_NAME.sub(as_flag, str(message))
+
+    caught: list[warnings.WarningMessage] = []
     try:
-        yield
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
     except (ValueError, TypeError) as error:
-        raise type(error)(OPTION_NAME.sub(as_flag, str(error))) from None
+        raise type(error)(as_flags(error)) from None
+    finally:  # under the command's own filters (``python -W``), before an error
+        for warning in caught:
+            warnings.warn(as_flags(warning.message), warning.category, stacklevel=2)
 
 
 def _one_line(error: Exception) -> str:
@@ -413,7 +423,7 @@ def _train(args: argparse.Namespace) -> int:
             fit = np.concatenate([fold for j, fold in enumerate(split) if j != k])
             bounds = whole if args.tutorial else data.minmax_bounds(X[fit])
             bar.set_description(f"fold {k + 1}/{len(split)}")
-            with _named_as_flags():
+            with _named_as_flags(f"fold {k + 1}"):
                 model = train(data.minmax_normalize(X[fit], bounds), y[fit], seed=rng, classes=classes,
                               progress=bar, **options)  # fmt: skip
             scores.append(data.accuracy(y[test], model.predict(data.minmax_normalize(X[test], bounds))))
@@ -424,7 +434,7 @@ def _train(args: argparse.Namespace) -> int:
         bar.write(f"mean accuracy: {result.mean:.3f}% (Zero Rule baseline: {result.baseline_mean:.3f}%)", sys.stdout)
         if args.save is not None:
             bar.set_description("all rows")
-            with _named_as_flags():
+            with _named_as_flags("all rows"):
                 model = train(data.minmax_normalize(X, whole), y, seed=args.seed, classes=classes, progress=bar,
                               **options)  # fmt: skip
             model.options[MINMAX] = {"min": whole[0].tolist(), "max": whole[1].tolist()}

@@ -17,6 +17,7 @@ import csv
 import itertools
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from numbers import Integral
@@ -163,6 +164,8 @@ DELIMITERS = ",;\t|"
 #: How much of a file :class:`csv.Sniffer` reads to detect the delimiter and a header: whole lines, up to this
 #: many characters (the first line, whatever its length).
 SNIFF_CHARS = 2**16
+#: A number written with a decimal comma (``3,14``), which Python's ``float`` does not read.
+DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+")
 
 
 def _read_table(
@@ -369,11 +372,22 @@ def _numbers(
         numbers = [float(field) for field in fields]
     except ValueError:
         k = next(k for k, field in enumerate(fields) if not _is_number(field))
-        raise ValueError(f"{path}, line {line_number}: non-numeric feature {fields[k]!r} in {column(k)}") from None
+        raise ValueError(
+            f"{path}, line {line_number}: non-numeric feature {fields[k]!r} in {column(k)}{_misread(fields[k])}"
+        ) from None
     if not all(map(math.isfinite, numbers)):
         k = next(k for k, number in enumerate(numbers) if not math.isfinite(number))
         raise ValueError(f"{path}, line {line_number}: feature {fields[k]!r} in {column(k)} is not a finite number")
     return numbers
+
+
+def _misread(field: str) -> str:
+    """What a non-numeric field may show of a file read otherwise than written: decimal commas, or another
+    delimiter than the one detected (as a file of decimal commas between semicolons is taken for commas)."""
+    if DECIMAL_COMMA.fullmatch(field.strip()):
+        return " (numbers are read with a decimal point, not a comma)"
+    other = next((delimiter for delimiter in DELIMITERS if delimiter in field), None)
+    return "" if other is None else f" (if {other!r} separates the fields, give it as the delimiter)"
 
 
 def _is_number(field: str) -> bool:

@@ -280,6 +280,21 @@ def test_bad_input_ends_with_one_error_line(run, bad_inputs, case):
     assert line.startswith("fastbp: error: ") and message in line
 
 
+def test_each_folds_warnings_are_shown_naming_the_fold_and_the_flags(run, toy_csv):
+    # A learning rate this large saturates every softmax output in both folds: each fold says so, and its advice
+    # names the flag to change; under Python's own filters all the same.
+    args = ["train", toy_csv, "--folds", "2", "--epochs", "50", "--output", "softmax", "--loss", "cross_entropy",
+            "--lr", "1000"]  # fmt: skip
+    done = run(*args)
+    assert done.returncode == 0
+    lines = done.stderr.splitlines()
+    assert [line.split(": ")[:2] for line in lines] == [["fastbp", "warning"]] * 2
+    assert [line.split(": ")[2] for line in lines] == ["fold 1", "fold 2"]
+    assert all("with every softmax output saturated" in line for line in lines)
+    assert all(line.endswith("try a smaller --lr, or scale the features") for line in lines)
+    assert run(*args, env={**os.environ, "PYTHONWARNINGS": "ignore"}).stderr == ""
+
+
 def test_predict_refuses_a_header_that_orders_a_models_named_features_otherwise(run, tmp_path):
     pandas = pytest.importorskip("pandas")
     X, y = data.tutorial_toy()

@@ -509,11 +509,13 @@ def test_score_is_a_classifiers_accuracy_and_a_regressions_r2(compiled_backend, 
     assert regression.score(X, targets) == pytest.approx(np.mean(1 - residuals / totals))
 
 
-def test_score_refuses_targets_and_weights_as_train_refuses_them(wheat):
+def test_score_refuses_targets_and_weights_as_train_refuses_them(wheat, monkeypatch):
     X, y = wheat
     model = fastbp.train(X, y, hidden=3, epochs=1, seed=2)
-    with pytest.raises(ValueError, match=f"y has {len(y) - 1} rows, X has {len(y)}"):
-        model.score(X, y[:-1])
+    with monkeypatch.context() as patch:  # refused before the forward pass
+        patch.setattr(model, "forward", lambda *args, **kwargs: pytest.fail("predicted before checking y"))
+        with pytest.raises(ValueError, match=f"y has {len(y) - 1} rows, X has {len(y)}"):
+            model.score(X, y[:-1])
     with pytest.raises(TypeError, match="y must be an array of one target per row, got NoneType"):
         model.score(X, None)
     for weights in (-np.ones(len(y)), np.zeros(len(y)), np.full(len(y), np.nan)):
