@@ -85,7 +85,7 @@ def train(
     output: str = "sigmoid",
     loss: str | None = None,
     epochs: int = 500,
-    lr: float = 0.3,
+    lr: float | None = None,
     batch_size: int | None = None,
     shuffle: bool = False,
     optimizer: str = "sgd",
@@ -142,8 +142,10 @@ def train(
         ``"lbfgs"``, the most iterations (each evaluating the loss over every row
         once or more), which end sooner once it converges: no gradient component
         above 1e-4, or the loss no longer falling.
-    lr : float
-        Learning rate, positive (unused by ``"rprop"`` and ``"lbfgs"``).
+    lr : float or None
+        Learning rate, positive (unused by ``"rprop"`` and ``"lbfgs"``).  ``None``: the
+        optimizer's default, 0.3 for ``"sgd"`` (the tutorial's) and 0.001 for ``"adam"``
+        and ``"rmsprop"`` (Keras's and scikit-learn's).
     batch_size : int or None
         Rows per update, the gradient being their mean.  ``None``: 1 (online, the
         tutorial's) for ``"sgd"`` and ``"adam"``, every row for ``"rprop"`` and
@@ -579,7 +581,7 @@ def train_many(
     y: ArrayLike,
     *,
     seeds: Sequence,
-    lr: float | Sequence[float] = 0.3,
+    lr: float | Sequence[float] | None = None,
     row_orders: Sequence[ArrayLike] | None = None,
     classes: ArrayLike | None = None,
     **train_options,
@@ -603,8 +605,9 @@ def train_many(
         Labels, or regression targets, as :func:`train` takes them.
     seeds : sequence
         One seed per network (anything :func:`train` takes as ``seed``).
-    lr : float or sequence of float
-        One learning rate for all, or one per network.
+    lr : float, sequence of float, or None
+        One learning rate for all, or one per network; ``None``: the optimizer's
+        default, as for :func:`train`.
     row_orders : sequence of 1-D integer arrays, optional
         The rows each network trains on, in the order it visits them each epoch
         (before any shuffling), as indices into ``X``; ``sample_weight``, one per row
@@ -628,9 +631,9 @@ def train_many(
             "seeds holds one numpy Generator more than once: the networks would share its stream in another order "
             "than trained one by one; give each its own (rng.spawn(n))"
         )
-    rates = [lr] * len(seeds) if isinstance(lr, Real) and not isinstance(lr, bool) else lr
+    rates = [lr] * len(seeds) if lr is None or isinstance(lr, Real) and not isinstance(lr, bool) else lr
     if isinstance(rates, str | bytes) or not isinstance(rates, Sequence | np.ndarray) or len(rates) != len(seeds):
-        raise ValueError(f"lr must be a number or a sequence of {len(seeds)} numbers (one per seed), got {lr!r}")
+        raise ValueError(f"lr must be a number, None or a sequence of {len(seeds)} numbers (one per seed), got {lr!r}")
     if "seed" in train_options:
         raise TypeError("train_many does not take 'seed': give seeds, one per network")
     _check_option_names(train_options, "train_many", extra=("epochs", "sample_weight"))

@@ -55,6 +55,9 @@ class Optimizer(Choice):
     full_batch: bool = False
     #: Whether the kernels apply its updates (else Python drives it, the kernels computing the gradients).
     in_kernels: bool = True
+    #: The learning rate ``lr`` where none is given: the tutorial's for SGD (and for the full-batch methods, which
+    #: take none).
+    default_lr: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -106,10 +109,12 @@ OPTIMIZERS: dict[str, Optimizer] = _by_name(
     Optimizer("sgd", "plain stochastic gradient descent, ``w -= lr * g``"),
     Optimizer("momentum", "SGD with momentum, ``v = momentum * v - lr * g; w += v``", option=False),
     Optimizer("nesterov", "SGD with Nesterov's momentum, ``w += momentum * v - lr * g``", option=False),
-    Optimizer("adam", "Adam, as scikit-learn implements it (``beta1``, ``beta2``, ``epsilon``)"),
+    # Adam's and RMSprop's default rates are Keras's and scikit-learn's (Adam's from Kingma and Ba, 2015).
+    Optimizer("adam", "Adam, as scikit-learn implements it (``beta1``, ``beta2``, ``epsilon``)", default_lr=0.001),
     Optimizer(
         "rmsprop",
         "RMSprop, as Keras implements it: ``v = rho * v + (1 - rho) * g**2; w -= lr * g / sqrt(v + epsilon)``",
+        default_lr=0.001,
     ),
     Optimizer("rprop", "iRprop-, a full-batch method, with FANN's constants", full_batch=True),
     Optimizer(

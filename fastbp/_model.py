@@ -209,7 +209,7 @@ class Model:
             backend.predict_batch(net, self._weights, kernel_rows(X[rows], backend, layout.dense_only), out[rows])
 
         run_chunks(predict_rows, row_chunks(len(X), layout.work_per_row, n_threads))
-        return check_outputs(out)
+        return check_outputs(out, self._weights)
 
     def _check_feature_names(self, X) -> None:
         """Refuse a DataFrame whose columns are not the training's, in order: its values would be misread."""
@@ -316,10 +316,13 @@ class Model:
         Raises
         ------
         IsADirectoryError, ValueError
-            ``path`` is a folder, or a device, a FIFO or a socket, which are never replaced.
+            ``path`` is a folder, or a device, a FIFO or a socket, which are never replaced; or some weights
+            are not finite (written into the model's arrays), which :func:`fastbp.load` would refuse.
         FileNotFoundError
             ``path``'s folder does not exist.
         """
+        if not np.isfinite(self._weights).all():
+            raise ValueError(f"the model's weights are not all finite: {path} would not load, so it is not written")
         layout = self._layout
         if layout.dense_only:
             network = {"sizes": np.array(self.sizes, dtype=np.int64), "activations": np.array(self.activations)}

@@ -28,7 +28,7 @@ from ._constants import LOG_FLOOR
 from ._layout import as_image
 from ._model import Model
 from ._parallel import as_threads
-from ._training import Options, Trainer, check_finite
+from ._training import NonFiniteError, Options, Trainer
 from ._validate import (
     RandomSource,
     as_count,
@@ -127,8 +127,20 @@ class Sequential:
         self.stop_training = False
         #: The last ``fit``'s :class:`History`, as Keras keeps it (None before any).
         self.history: History | None = None
+        if layers is not None and (isinstance(layers, str) or not isinstance(layers, Sequence)):
+            raise TypeError(f"layers must be a list of fastbp.layers layers, got {layers!r}")
         for layer in layers or ():
             self.add(layer)
+
+    @property
+    def trainable(self) -> bool:
+        """True: fastbp trains every weight of a model (Keras's ``trainable = False``, freezing, is not offered)."""
+        return True
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if value is not True:
+            raise ValueError("fastbp trains every weight of a model: trainable=False (freezing) is not supported")
 
     def add(self, layer: LayerSpec) -> None:
         """Append ``layer`` (before the model is built); one without a name is named after its class, as Keras
@@ -234,6 +246,11 @@ class Sequential:
         name = activation_name(activation if activation is not None else last.activation, "the output layer")
         if name not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"the output layer's activation must be softmax, sigmoid or linear, got {name!r}")
+        if name == "softmax" and last.units == 1:
+            raise ValueError(
+                "the output layer is a softmax over 1 unit, which always puts out 1: for two classes, use Dense(1, "
+                "activation='sigmoid') with loss='binary_crossentropy', or Dense(2, activation='softmax')"
+            )
         return specs, last.units, name
 
     def _options(self, batch_size: int | None = None, shuffle: bool = False, *, training: bool = True) -> Options:
@@ -345,7 +362,10 @@ class Sequential:
         if validation_data is not None:  # checked before anything trains
             if not isinstance(validation_data, tuple | list) or len(validation_data) not in (2, 3):
                 raise ValueError("validation_data must be a pair (x_val, y_val) or a triple (x_val, y_val, weights)")
-            validation = (*self._data(*validation_data[:2], shape, options), None)
+            try:
+                validation = (*self._data(*validation_data[:2], shape, options), None)
+            except (ValueError, TypeError) as error:  # said of validation_data, not of the rows that train
+                raise type(error)(f"validation_data: {error}") from None
             if len(validation_data) == 3 and validation_data[2] is not None:
                 weights = _scoring_weights(validation_data[2], len(validation[0]), "validation_data's sample_weight")
                 validation = (*validation[:2], weights)
@@ -374,11 +394,23 @@ class Sequential:
             if verbose:
                 print(f"Epoch {epoch + 1}/{epochs}", flush=True)
             right: list[int] = []
-            with _StepBar(history.params["steps"]) if verbose == 1 else contextlib.nullcontext(False) as bar:
-                losses = self._trainer.run(
-                    X, targets, sample_weight, 1, n_threads=threads, progress=bar, right=right, batches=batches
-                )
-            check_finite(losses, self._trainer.weights, epoch)
+            before = self._trainer.snapshot()
+            try:
+                with _StepBar(history.params["steps"]) if verbose == 1 else contextlib.nullcontext(False) as bar:
+                    losses = self._trainer.run(
+                        X,
+                        targets,
+                        sample_weight,
+                        1,
+                        n_threads=threads,
+                        progress=bar,
+                        right=right,
+                        batches=batches,
+                        first_epoch=epoch + 1,  # as the epoch lines count
+                    )
+            except NonFiniteError as error:  # the model goes on from where the epoch began, not from NaN weights
+                self._trainer.restore(before)
+                raise NonFiniteError(f"{error}; the model keeps its weights from before that epoch") from None
             trained = len(X) if batches is None else batches.rows  # fewer where a callback stopped the epoch
             logs = {"loss": float(losses[0]) / trained}
             if self._compiled["metrics"]:  # as Keras: over the epoch's training passes (a dense network's: after)
@@ -433,17 +465,23 @@ class Sequential:
         _, units, output = self._output_layer()
         dtype = np.dtype(options.dtype)
         values = np.asarray(y)
-        if values.ndim == 0 or len(values) != n_rows:
-            raise ValueError(f"y has {len(values) if values.ndim else 'no'} rows, x has {n_rows}")
+        if values.ndim == 0:  # None, a dict, a dataset: fit takes arrays
+            raise TypeError(f"y must be an array of one target per row of x, got {type(y).__name__}")
+        if len(values) != n_rows:
+            raise ValueError(f"y has {len(values)} rows, x has {n_rows}")
         if output == "sigmoid" and units == 1:
             flat = values.reshape(n_rows, -1)
-            if flat.shape[1] != 1 or values.dtype.kind not in "biuf" or not np.isin(flat, (0, 1)).all():
-                raise ValueError(f"y must be 0 or 1 for one sigmoid output unit, got shape {values.shape}")
+            if flat.shape[1] != 1:
+                raise ValueError(f"y must be one 0 or 1 per row for one sigmoid output unit, got shape {values.shape}")
+            if values.dtype.kind not in "biuf" or not np.isin(flat, (0, 1)).all():
+                raise ValueError(f"y must be 0 or 1 for one sigmoid output unit, got {_first_other(flat, (0, 1))}")
             return np.require(flat.astype(dtype), requirements=["C", "W"])
         if output == "identity":
             values = values.reshape(n_rows, -1) if values.ndim == 1 else values
-            if values.shape != (n_rows, units) or values.dtype.kind not in "biuf" or not np.isfinite(values).all():
-                raise ValueError(f"y must be {units} finite number(s) per row, got shape {values.shape}")
+            if values.shape != (n_rows, units):
+                raise ValueError(f"y must be {units} number(s) per row, got shape {values.shape}")
+            if values.dtype.kind not in "biuf" or not np.isfinite(values).all():
+                raise ValueError(f"y must be finite numbers, got {_first_other(values, whole=False)}")
             return np.require(values.astype(dtype), requirements=["C", "W"])
         labels = _labels(values, units)
         return one_hot(labels, units, dtype)
@@ -672,15 +710,18 @@ class Sequential:
             "compile": compiled,
         }
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, overwrite: bool = True) -> None:
         """Write the model to ``path`` in fastbp's model-file format; ``fastbp.load`` gives back a ``Sequential``
         that predicts the same and can be trained further (with a fresh optimizer).  Keras's own file names
-        (``.keras``, ``.h5``) are refused: Keras could not read the file."""
+        (``.keras``, ``.h5``) are refused: Keras could not read the file.  ``overwrite=False`` refuses an
+        existing file (``FileExistsError``), where Keras would ask."""
         if os.fspath(path).lower().endswith((".keras", ".h5", ".hdf5")):
             raise ValueError(
                 f"{os.fspath(path)!r} names a Keras file, but fastbp writes its own model file, which Keras cannot "
                 "read: save to another name (such as model.npz); get_weights() gives the weights in Keras's shapes"
             )
+        if not overwrite and os.path.lexists(path):
+            raise FileExistsError(f"{os.fspath(path)} exists, and overwrite=False")
         self._model().save(path)
 
 
@@ -749,12 +790,26 @@ def _numbered(base: str):
     yield from (f"{base}_{k}" for k in itertools.count(1))
 
 
+#: The methods of Keras's training callbacks that ``fit`` calls (a callback has any of them).
+CALLBACK_METHODS = (
+    "set_model", "set_params", "on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_batch_begin",
+    "on_train_batch_end", "on_batch_end", "on_epoch_end", "on_train_end",
+)  # fmt: skip
+
+
 def _callbacks(callbacks) -> list:
-    """``fit``'s ``callbacks`` as a list, refused unless a list or tuple of them (or None)."""
+    """``fit``'s ``callbacks`` as a list, refused unless a list or tuple of them (or None), each with one of
+    Keras's callback methods at least (a function would never be called)."""
     if callbacks is None:
         return []
     if not isinstance(callbacks, list | tuple):
         raise TypeError(f"callbacks must be a list of callback objects, got {type(callbacks).__name__}")
+    for callback in callbacks:
+        if not any(callable(getattr(callback, method, None)) for method in CALLBACK_METHODS):
+            raise TypeError(
+                f"callbacks must be objects with Keras's callback methods (on_epoch_end, ...), got {callback!r}: "
+                "wrap a function in keras.callbacks.LambdaCallback, or a class with such a method"
+            )
     return list(callbacks)
 
 
@@ -872,17 +927,30 @@ def _labels(values: np.ndarray, units: int) -> np.ndarray:
         return np.argmax(values, axis=1)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
-    if (
-        values.ndim != 1
-        or values.dtype.kind not in "iub"
-        and not (values.dtype.kind == "f" and np.isfinite(values).all() and (values == np.round(values)).all())
-    ):
+    if values.ndim != 1:
         raise ValueError(f"y must be integer class labels or one-hot rows of {units} columns, got shape {values.shape}")
+    if values.dtype.kind not in "iub" and not (
+        values.dtype.kind == "f" and np.isfinite(values).all() and (values == np.round(values)).all()
+    ):
+        raise ValueError(f"y must be integer class labels, from 0 to {units - 1}, got {_first_other(values)}")
     labels = values.astype(np.int64)
     if len(labels) and (labels.min() < 0 or labels.max() >= units):
         raise ValueError(f"y's labels must be in [0, {units}) for an output layer of {units} units, got "
                          f"{labels.min()} to {labels.max()}")  # fmt: skip
     return labels
+
+
+def _first_other(values: np.ndarray, allowed: tuple | None = None, *, whole: bool = True) -> str:
+    """The first of ``values`` not among ``allowed`` (by default: not a finite number, or with ``whole`` not a
+    whole one), for an error."""
+    flat = values.ravel()
+    if flat.dtype.kind not in "biuf":
+        return f"{flat[0].item()!r}, not a number" if len(flat) else f"{flat.dtype} values"
+    if allowed is not None:
+        bad = ~np.isin(flat, allowed)
+    else:
+        bad = ~np.isfinite(flat) | (whole & (flat != np.round(flat)))
+    return repr(flat[np.argmax(bad)].item())
 
 
 def from_model(model: Model) -> Sequential:

@@ -83,7 +83,7 @@ class Options:
     activation: tuple[str, ...] = ("sigmoid",)
     output: str = "sigmoid"
     loss: str = "mse"
-    lr: float = 0.3
+    lr: float = OPTIMIZERS["sgd"].default_lr
     batch_size: int | None = None
     shuffle: bool = False
     optimizer: str = "sgd"
@@ -111,7 +111,7 @@ class Options:
         activation: str | Sequence[str] | None = None,
         output: str = "sigmoid",
         loss: str | None = None,
-        lr: float = 0.3,
+        lr: float | None = None,
         batch_size: int | None = None,
         shuffle: bool = False,
         optimizer: str = "sgd",
@@ -142,7 +142,8 @@ class Options:
             if isinstance(layers, str) or not isinstance(layers, Sequence):
                 raise TypeError(f"layers must be a list of fastbp.layers layers, got {layers!r}")
             layers = [_as_layer(position, spec) for position, spec in enumerate(layers)]
-            if optimizer in OPTIMIZERS and OPTIMIZERS[optimizer].full_batch:
+            optimizer = as_choice(optimizer, "optimizer", OPTIMIZER_OPTIONS)
+            if OPTIMIZERS[optimizer].full_batch:
                 raise ValueError(
                     f"{optimizer} trains on all the rows at once, and a network with layers trains by mini-batches "
                     "(a gradient kept for every 32 rows of a batch): use optimizer='adam' or 'sgd' with a batch_size"
@@ -186,7 +187,7 @@ class Options:
             activation=() if layers is not None else _as_activations(activation, len(hidden)),
             output=output,
             loss=loss,
-            lr=as_positive(lr, "lr"),
+            lr=OPTIMIZERS[optimizer].default_lr if lr is None else as_positive(lr, "lr"),
             batch_size=None if batch_size is None else int(batch_size),
             shuffle=shuffle,
             optimizer=optimizer,
@@ -230,7 +231,10 @@ class Options:
         hidden = build_layers(self.layers, shape)
         last = hidden[-1].out_shape if hidden else shape
         if len(last) != 1:
-            raise ValueError(f"the last hidden layer puts out images of shape {last}: end the layers with a Flatten")
+            raise ValueError(
+                f"the last hidden layer puts out images of shape {last}, and the output layer (a Dense) takes "
+                "vectors: put a Flatten before it"
+            )
         return Layout.from_layers([*hidden, Layer.dense(last[0], n_outputs, self.output)])
 
     @property
@@ -299,6 +303,9 @@ class Trainer:
         self.dropout_seed = dropout_seed  # keys the dropout masks, with each update's number and each row
         self.steps = 0  # updates so far: Adam's bias correction and the dropout masks count them
         self.rows_seen = 0  # rows trained so far: the invscaling schedule counts them
+        # The rows seen when the optimizer started, whose first epoch runs at the full rate, as scikit-learn's
+        # new optimizer of a warm_start fit does.
+        self.schedule_start = 0
 
     def __setstate__(self, state: dict) -> None:
         # Unpickled from a read-only memory map (joblib's), the buffers are copied: training writes to them.
@@ -326,7 +333,7 @@ class Trainer:
         The network, its dtype and the optimizer (whose memory is kept) must not change.
         """
         trainer = self.restarted(options, shuffle, fixed=("optimizer",))
-        trainer.state, trainer.steps = self.state, self.steps
+        trainer.state, trainer.steps, trainer.schedule_start = self.state, self.steps, self.schedule_start
         return trainer
 
     def restarted(
@@ -342,7 +349,7 @@ class Trainer:
         if changed:
             raise ValueError(f"continuing a training cannot change {', '.join(changed)}")
         trainer = Trainer(options, self.layout, self.weights, shuffle, self.dropout_seed)
-        trainer.rows_seen = self.rows_seen
+        trainer.rows_seen = trainer.schedule_start = self.rows_seen
         return trainer
 
     def run(
@@ -358,8 +365,11 @@ class Trainer:
         rows: np.ndarray | None = None,
         right: list[int] | None = None,
         batches: BatchHooks | None = None,
+        first_epoch: int = 0,
     ) -> np.ndarray:
         """Train ``epochs`` epochs on validated arrays; return each epoch's loss.
+
+        ``first_epoch`` numbers the first epoch in the error of a training that diverges.
 
         ``right``, for a layered network: a list to which each epoch's count of rows
         that its training passes classed right is appended (each row's outputs as the
@@ -418,7 +428,7 @@ class Trainer:
                     part[0], counted, stopped = self._epoch_in_parts(train, orders, rates, call_rows, bar, batches)
                     if right is not None and not layout.dense_only:
                         right.append(counted)
-                check_finite(part, self.weights, done)
+                check_finite(part, self.weights, first_epoch + done)
                 done += len(part)
                 if stopped or callback is not None and callback(done - 1, float(part[-1])):
                     break
@@ -508,11 +518,13 @@ class Trainer:
         return total, total_right, False
 
     def epoch_rates(self, n_epochs: int, n_rows: int) -> np.ndarray:
-        """The learning rate of each of the next ``n_epochs`` epochs over ``n_rows`` rows (float64)."""
+        """The learning rate of each of the next ``n_epochs`` epochs over ``n_rows`` rows (float64): with the
+        invscaling schedule, ``lr / (rows_seen + 1) ** power_t``, but the optimizer's first epoch's ``lr``."""
         options = self.options
         rows_seen = self.rows_seen + n_rows * np.arange(n_epochs, dtype=np.float64)
         with np.errstate(over="ignore"):  # a huge power_t makes the rate underflow to 0, as it should
             scale = 1.0 if options.lr_schedule == "constant" else (rows_seen + 1.0) ** options.power_t
+        scale = np.where(rows_seen == self.schedule_start, 1.0, scale)
         return np.broadcast_to(options.lr / scale, n_epochs).copy()
 
     def epoch_orders(self, n_epochs: int, n_rows: int) -> np.ndarray:
@@ -687,15 +699,19 @@ def check_finite(history: np.ndarray, weights: np.ndarray, first_epoch: int) -> 
         )
 
 
-def check_outputs(outputs: np.ndarray) -> np.ndarray:
-    """Return the kernels' ``(n_rows, n_outputs)`` outputs, or raise if any is not finite.
+def check_outputs(outputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Return the kernels' ``(n_rows, n_outputs)`` outputs of a network of ``weights``, or raise if any is not
+    finite.
 
-    The features and weights are finite (both are checked), so a ``nan`` or
-    infinite output means a layer's weighted sums overflowed the float range
-    (features around 1e300, or 1e38 in float32): :class:`NonFiniteError` says so
-    and names the first such row, instead of returning meaningless numbers.
+    The features are finite (they are checked), and so are the weights unless written
+    into a model's arrays: otherwise a ``nan`` or infinite output means a layer's
+    weighted sums overflowed the float range (features around 1e300, or 1e38 in
+    float32). :class:`NonFiniteError` says which, and names the first such row,
+    instead of returning meaningless numbers.
     """
     finite = np.isfinite(outputs)
+    if not finite.all() and not np.isfinite(weights).all():
+        raise NonFiniteError("the network's outputs are not finite: some of its weights are not (written into them)")
     if not finite.all():
         rows = np.flatnonzero(~finite.all(axis=1))
         limit = np.finfo(outputs.dtype).max

@@ -202,7 +202,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     network.add_argument(
         "--epochs", type=_integer(1), default=defaults["epochs"], help="passes over the data (default: %(default)s)"
     )
-    network.add_argument("--lr", type=float, default=defaults["lr"], help="learning rate (default: %(default)s)")
+    network.add_argument(
+        "--lr", type=float, default=defaults["lr"], help="learning rate (default: 0.3 for sgd, 0.001 for adam, rmsprop)"
+    )
     network.add_argument(
         "--batch-size",
         type=_integer(1),

@@ -17,6 +17,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
@@ -141,14 +142,27 @@ class _MultilayerPerceptron(BaseEstimator):
         self._validate_params()
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        # Checked here so that the messages name this parameter, not fastbp.train's ``hidden``.
         if not sizes or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in sizes):
-            # Checked here so that the message names this parameter, not fastbp.train's ``hidden``.
-            raise ValueError(
-                "hidden_layer_sizes must be a positive integer or a non-empty sequence of them (fastbp trains "
-                f"networks with at least one hidden layer), got {self.hidden_layer_sizes!r}"
-            )
+            why = "" if sizes else ", one at least (fastbp trains networks with a hidden layer)"
+            raise ValueError(f"hidden_layer_sizes must be positive integers{why}, got {self.hidden_layer_sizes!r}")
 
     def _fit(self, X, y, sample_weight, *, incremental: bool):
+        """Fit, or go on fitting; a fit that raises (a network that diverged, bad input) leaves the estimator as
+        it was before, fitted or not, rather than half-fitted or with weights that are not finite."""
+        before = {name: value.copy() if isinstance(value, list) else value for name, value in vars(self).items()}
+        trainer = getattr(self, "_trainer", None)
+        snapshot = None if trainer is None else trainer.snapshot()  # continued trainers share its arrays
+        try:
+            return self._fit_network(X, y, sample_weight, incremental=incremental)
+        except Exception:
+            vars(self).clear()
+            vars(self).update(before)
+            if trainer is not None:
+                trainer.restore(snapshot)
+            raise
+
+    def _fit_network(self, X, y, sample_weight, *, incremental: bool):
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         # A network goes on from the last fit's, or from coefs_ and intercepts_ assigned before any (as
@@ -159,6 +173,8 @@ class _MultilayerPerceptron(BaseEstimator):
         refuse_unsafe_features(X)
         X, y = validate_data(self, X, y, reset=not continuing, dtype=dtype or FLOAT_DTYPES, multi_output=True,
                              accept_sparse=SPARSE_FORMATS, **self._y_checks)  # fmt: skip
+        if sparse.issparse(y) and not is_classifier(self):  # a classifier's stays, to predict sparse labels as given
+            y = y.toarray()  # a regression's targets: dense, as they train
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         dtype = dtype or X.dtype
@@ -305,6 +321,8 @@ class _MultilayerPerceptron(BaseEstimator):
         # As scikit-learn: classifiers of one output only (binary problems), by whether each label is the second
         # class (its messages name the classes True and False).
         stratify = targets > 0.5 if is_classifier(self) and targets.shape[1] == 1 else None
+        if self.validation_fraction == 0:
+            raise ValueError("validation_fraction=0.0 holds out no rows for early_stopping=True to validate on")
         train, held_out = train_test_split(
             np.arange(len(X)), test_size=self.validation_fraction, random_state=random_state, stratify=stratify
         )
@@ -370,7 +388,7 @@ class _MultilayerPerceptron(BaseEstimator):
                     summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=n_threads)[0])
                 except NonFiniteError as error:
                     if not self.early_stopping:
-                        raise NonFiniteError(f"{NON_FINITE_WEIGHTS} ({error})") from error
+                        raise _diverged(self.n_iter_ + 1) from error
                     self._record_divergence()  # the best weights so far are the result, as in scikit-learn
                     break
                 self.n_iter_ += 1
@@ -431,7 +449,7 @@ class _MultilayerPerceptron(BaseEstimator):
                 X, targets, weights, self.max_iter, max_fun=self.max_fun, tol=self.tol, callback=iteration_done
             )
         except NonFiniteError as error:
-            raise NonFiniteError(f"{NON_FINITE_WEIGHTS} ({error})") from error
+            raise _diverged(len(self.loss_curve_) - first + 1) from error
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
             self.n_iter_ = len(self.loss_curve_) - first
@@ -579,6 +597,13 @@ def _squared_coefficients(trainer: Trainer) -> float:
         return sum(float(np.square(block[:, :-1]).sum()) for block in trainer.layout.layer_views(trainer.weights))
 
 
+def _diverged(iteration: int) -> NonFiniteError:
+    """scikit-learn's error for a fit whose weights stopped being finite, naming the fit's iteration."""
+    return NonFiniteError(
+        f"{NON_FINITE_WEIGHTS} (in iteration {iteration} of this fit; a smaller learning_rate_init may help)"
+    )
+
+
 def _continued(
     previous: Trainer, options: Options, n_outputs: int, seed: int, *, incremental: bool, keep_rate: bool
 ) -> Trainer:
@@ -593,9 +618,11 @@ def _continued(
     fixed = {**FIXED_WHEN_CONTINUING, "optimizer": "solver"} if incremental else FIXED_WHEN_CONTINUING
     changed = [param for name, param in fixed.items() if getattr(options, name) != getattr(previous.options, name)]
     if changed:
+        continuing, advice = ("partial_fit", "clone the estimator") if incremental else ("warm_start", "set "
+                              "warm_start=False, or clone the estimator,")  # fmt: skip
         raise ValueError(
-            f"warm_start and partial_fit continue the network trained before, so {', '.join(changed)} cannot "
-            "change; set warm_start=False, or clone the estimator, to train a new network"
+            f"{continuing} continues the network trained before, so {', '.join(changed)} cannot change; {advice} to "
+            "train a new network"
         )
     if n_outputs != previous.layout.sizes[-1]:
         raise ValueError(f"y has {n_outputs} targets, the network being continued has {previous.layout.sizes[-1]}")
@@ -674,14 +701,26 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
       trained on, and each batch's gradient is the mean of the rows' weighted gradients:
       scikit-learn divides their sum by the batch's total weight instead, which is the
       same for a single batch and on average for mini-batches.
-    - ``momentum`` is below 1.
+    - ``momentum`` is below 1, and ``hidden_layer_sizes`` names one hidden layer at least.
+    - ``alpha`` is divided by ``batch_size`` in every batch, a shorter last one too, where
+      scikit-learn divides it by that batch's rows (the same where ``batch_size`` divides
+      the number of rows).
     - A run whose weights stop being finite raises :class:`fastbp.NonFiniteError` (a
-      ``ValueError``) with scikit-learn's message; with ``early_stopping=True`` it ends
-      at that epoch with the best weights so far and ``nan`` for the epoch's loss and
-      validation score, where scikit-learn trains on with ``nan`` weights until
-      ``max_iter`` (to the same weights).
+      ``ValueError``) with scikit-learn's message, naming the fit's iteration, and leaves
+      the estimator as it was before that ``fit`` or ``partial_fit`` (unfitted, or as the
+      fit before left it), where scikit-learn keeps the ``nan`` weights; so does any fit
+      that raises.  With ``early_stopping=True`` it ends at that epoch with the best
+      weights so far and ``nan`` for the epoch's loss and validation score, where
+      scikit-learn trains on with ``nan`` weights until ``max_iter`` (to the same weights).
+    - A ``warm_start`` fit with ``early_stopping=True`` that validates no better than the
+      best score before it ends with the weights of that score: scikit-learn's best
+      weights are its live ones once restored, which its next fit trains on.
+    - The predictions are in the precision trained in (float32 for float32 ``X``), whatever
+      ``X``'s precision at prediction.
     - ``loss_curve_``'s L2 term uses the weights each epoch starts from for all its batches;
-      with ``"lbfgs"``, ``loss_curve_`` holds each iteration's loss (scikit-learn keeps none).
+      with ``"lbfgs"``, ``loss_curve_`` holds each iteration's loss (scikit-learn keeps none),
+      and ``best_loss_``, ``validation_scores_`` and ``best_validation_score_`` are
+      ``inf``, ``None`` and ``None`` (scikit-learn sets none of them).
     """
 
     _parameter_constraints: dict = {

@@ -6,7 +6,8 @@ Images are channels-last, ``(height, width, channels)``, as Keras's default.  Wh
 fastbp differs from Keras: ``Activation`` joins the layer before it (a convolution or
 dense layer, through any pooling or flatten between them), a dense layer takes vectors
 only (put a ``Flatten`` before it), pooling's stride is its size and its padding
-"valid", and ``"leaky_relu"`` has fastbp's slope of 0.01 (Keras's is 0.2).
+"valid", and ``"leaky_relu"`` has fastbp's slope of 0.01 (Keras's is 0.2).  ``MaxPool2D`` is
+``MaxPooling2D``, as in Keras.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ from ._concepts import HIDDEN_ACTIVATIONS, INITIALIZERS, documented
 from ._layout import Layer as KernelLayer
 from ._layout import Shape
 from ._validate import image_shape_of
+
+__all__ = [
+    "Activation", "Conv2D", "Dense", "Dropout", "Flatten", "Input", "LayerSpec", "MaxPool2D", "MaxPooling2D",
+    "WeightedLayer", "from_config", "layer_config",
+]  # fmt: skip
 
 #: Keras's activation names that fastbp spells otherwise.
 KERAS_ACTIVATIONS = {"linear": "identity", None: "identity"}
@@ -257,6 +263,8 @@ class Input(LayerSpec):
 
 #: The layer classes by name, for rebuilding a model from its configuration.
 LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPooling2D, Dropout, Flatten, Activation, Input)}
+#: Keras's other name for the layer.
+MaxPool2D = MaxPooling2D
 
 
 def layer_config(layer: LayerSpec) -> dict:

@@ -13,7 +13,7 @@ import sklearn
 from sklearn import neural_network
 from sklearn.base import clone
 from sklearn.datasets import load_digits, load_iris, make_classification
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -75,7 +75,7 @@ SCIKIT_LEARN_TESTS_NOT_PASSED = {
     "test_gradient": "it calls scikit-learn's private _loss_grad_lbfgs (test_kernels.py's "
     "test_batch_gradient_equals_central_differences checks fastbp's gradients)",
     "test_learning_rate_warmstart": "it reads scikit-learn's private _optimizer "
-    "(test_warm_start_continues_the_weights_with_a_new_optimizer checks that the invscaling rate goes on)",
+    "(test_each_warm_start_fit_starts_the_invscaling_rate_anew_as_scikit_learn checks its rates)",
     "test_adaptive_learning_rate": "it reads scikit-learn's private _optimizer "
     "(test_stops_when_the_loss_stalls_as_scikit_learn_does checks the lowered rate)",
 }
@@ -357,13 +357,19 @@ def test_warm_start_fits_follow_a_changed_stopping_rule_or_solver(compiled_backe
     assert model.n_iter_ == 4 and model.validation_scores_ is None
     model.set_params(solver="adam").fit(X, y)
     assert len(model.validation_scores_) == 4 and len(model.loss_curve_) == 20
+    # partial_fit keeps the optimizer's memory, so its solver stays; its advice is its own
+    with pytest.raises(ValueError, match="partial_fit continues the network trained before, so solver cannot change; "
+                       "clone the estimator to train a new network"):  # fmt: skip
+        model.set_params(solver="sgd", early_stopping=False).partial_fit(X, y)
+    with pytest.raises(ValueError, match="warm_start continues .* so hidden_layer_sizes cannot change; set warm_start"):
+        model.set_params(solver="adam", hidden_layer_sizes=(6,)).fit(X, y)
 
 
 @pytest.mark.parametrize("solver, learning_rate", [("sgd", "constant"), ("sgd", "invscaling"), ("adam", "constant")])
 def test_warm_start_continues_the_weights_with_a_new_optimizer(solver, learning_rate, compiled_backend):
-    # As scikit-learn: each fit starts its optimizer anew. Plain SGD has no memory (and the invscaling rate
-    # follows the rows seen in all fits), so two warm fits of 5 epochs are one of 10; Adam's moments and bias
-    # correction start again, so they are not.
+    # As scikit-learn: each fit starts its optimizer anew. Plain SGD at a constant rate has no memory, so two warm
+    # fits of 5 epochs are one of 10; the invscaling rate starts again from learning_rate_init, and Adam's moments
+    # and bias correction start again, so theirs are not.
     X, y = standardized_iris()
     params = {"hidden_layer_sizes": (6,), "solver": solver, "learning_rate": learning_rate, "momentum": 0.0,
               "tol": 0.0, "n_iter_no_change": 100, "random_state": 0, "backend": compiled_backend}  # fmt: skip
@@ -374,7 +380,7 @@ def test_warm_start_continues_the_weights_with_a_new_optimizer(solver, learning_
         first_half = [a.copy() for a in twice.coefs_]
         twice.fit(X, y)
     same = [np.array_equal(a, b) for a, b in zip(once.coefs_ + once.intercepts_, twice.coefs_ + twice.intercepts_)]
-    assert all(same) if solver == "sgd" else not any(same)
+    assert all(same) if learning_rate == "constant" and solver == "sgd" else not any(same)
     assert not any(np.array_equal(a, b) for a, b in zip(first_half, twice.coefs_))  # it went on from there
     assert twice.n_iter_ == 5 and twice.t_ == once.t_ == 10 * len(X)
     assert twice.loss_curve_[:5] == once.loss_curve_[:5] and len(twice.loss_curve_) == 10
@@ -384,6 +390,20 @@ def test_warm_start_continues_the_weights_with_a_new_optimizer(solver, learning_
         twice.set_params(solver=other).fit(X, y)  # a new optimizer may be another one
     with pytest.raises(ValueError, match="hidden_layer_sizes"):
         twice.set_params(hidden_layer_sizes=(7,)).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_each_warm_start_fit_starts_the_invscaling_rate_anew_as_scikit_learn(compiled_backend):
+    X, y = standardized_iris()
+    params = {"hidden_layer_sizes": (5,), "max_iter": 2, "random_state": 0, "solver": "sgd",
+              "learning_rate": "invscaling", "learning_rate_init": 0.5, "momentum": 0.0, "shuffle": False,
+              "batch_size": 50, "alpha": 0.0, "warm_start": True}  # fmt: skip
+    ours, theirs = MLPClassifier(backend=compiled_backend, **params), neural_network.MLPClassifier(**params)
+    for _ in range(3):
+        ours.fit(X, y)
+        theirs.fit(X, y)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-12)
+    assert ours.t_ == theirs.t_ == 6 * len(X)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -551,6 +571,7 @@ def test_a_diverging_fit_raises_scikit_learns_error_or_keeps_the_best_weights_wi
     with pytest.raises(ValueError, match="Solver produced non-finite parameter weights") as raised:
         MLPRegressor(**params).fit(X, y)
     assert isinstance(raised.value, FloatingPointError) and isinstance(raised.value, fastbp.NonFiniteError)
+    assert "in iteration 4 of this fit" in str(raised.value)  # the fit's, where each epoch is a kernel call
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = MLPRegressor(early_stopping=True, **params).fit(X, y)
@@ -558,6 +579,31 @@ def test_a_diverging_fit_raises_scikit_learns_error_or_keeps_the_best_weights_wi
     assert len(model.validation_scores_) == len(model.loss_curve_) == model.n_iter_ < 20
     assert all(np.isfinite(block).all() for block in model.coefs_ + model.intercepts_)
     assert np.isfinite(model.predict(X)).all()
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+def test_a_fit_that_diverges_leaves_the_estimator_as_it_was(solver, compiled_backend):
+    X, y = standardized_iris()
+    params = {"hidden_layer_sizes": (8,), "activation": "identity", "solver": solver, "batch_size": 10,
+              "max_iter": 20, "random_state": 0, "backend": compiled_backend}  # fmt: skip
+    huge = X * 1e300
+    fresh = MLPRegressor(learning_rate_init=1e6, **params)
+    with pytest.raises(fastbp.NonFiniteError):
+        fresh.fit(huge, y)
+    with pytest.raises(NotFittedError):  # not half-fitted, with weights that are not finite
+        fresh.predict(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = MLPRegressor(**params).fit(X, y)
+    before = fitted.predict(X), fitted.loss_curve_.copy(), fitted.n_iter_, fitted.t_
+    continuing = [True] if solver == "lbfgs" else [True, False]  # warm_start, then partial_fit
+    for warm_start in continuing:
+        fitted.set_params(warm_start=warm_start, learning_rate_init=1e6)
+        with pytest.raises(fastbp.NonFiniteError):
+            fitted.fit(huge, y) if warm_start else fitted.partial_fit(huge, y)
+        after = fitted.predict(X), fitted.loss_curve_, fitted.n_iter_, fitted.t_
+        np.testing.assert_array_equal(after[0], before[0])
+        assert after[1:] == before[1:]
 
 
 def test_scikit_learns_parameters_and_errors_carry_over():
@@ -570,6 +616,12 @@ def test_scikit_learns_parameters_and_errors_carry_over():
     # Early stopping splits a binary problem by class as scikit-learn does, and its message names those classes.
     with pytest.raises(ValueError, match=r"too few members are: \['True'\]"):
         MLPClassifier(early_stopping=True).fit([[1, 2], [2, 3], [3, 4], [4, 5]], ["a", "a", "a", "b"])
+    with pytest.raises(ValueError, match=r"validation_fraction=0.0 holds out no rows for early_stopping=True"):
+        MLPClassifier(early_stopping=True, validation_fraction=0.0).fit(*standardized_iris())
+    with pytest.raises(ValueError, match=r"positive integers, one at least \(fastbp trains networks with a hidden"):
+        MLPClassifier(hidden_layer_sizes=()).fit(*standardized_iris())
+    with pytest.raises(ValueError, match=r"hidden_layer_sizes must be positive integers, got \(5, -1\)"):
+        MLPClassifier(hidden_layer_sizes=(5, -1)).fit(*standardized_iris())
 
 
 @pytest.mark.parametrize(

@@ -958,3 +958,13 @@ def test_notebook_network_learns_mnist_digits(shared_data):
     model.fit(x_train, y_train, batch_size=32, epochs=6, verbose=0)  # shuffled: the file is sorted by digit
     accuracy = np.mean(model.predict(x_test).argmax(axis=1) == y_test)
     assert accuracy >= 0.95
+
+
+def test_a_star_import_gives_the_layers_and_their_configs_alone():
+    namespace: dict = {}
+    exec("from fastbp.layers import *", namespace)
+    assert sorted(name for name in namespace if name != "__builtins__") == [
+        "Activation", "Conv2D", "Dense", "Dropout", "Flatten", "Input", "LayerSpec", "MaxPool2D", "MaxPooling2D",
+        "WeightedLayer", "from_config", "layer_config",
+    ]  # fmt: skip
+    assert namespace["MaxPool2D"] is fastbp.layers.MaxPooling2D  # Keras's other name

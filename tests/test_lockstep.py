@@ -136,7 +136,7 @@ def test_train_many_names_the_network_that_diverged(wheat):
     [
         ({"seeds": []}, ValueError, "seeds must be a non-empty"),
         ({"seeds": 3}, ValueError, "seeds must be a non-empty"),
-        ({"seeds": [1, 2], "lr": [0.1]}, ValueError, "lr must be a number or a sequence of 2"),
+        ({"seeds": [1, 2], "lr": [0.1]}, ValueError, "lr must be a number, None or a sequence of 2"),
         ({"seeds": [1, 2], "lr": [0.1, -1.0]}, ValueError, "lr must be positive"),
         ({"seeds": [1], "row_orders": [[0, 1], [2]]}, ValueError, "row_orders must be a sequence of 1"),
         ({"seeds": [1], "row_orders": [[]]}, ValueError, r"row_orders\[0\] must be a non-empty"),
@@ -145,7 +145,7 @@ def test_train_many_names_the_network_that_diverged(wheat):
         ({"seeds": [1], "seed": 2}, TypeError, "give seeds"),
         ({"seeds": [1], "callback": print}, TypeError, "train_many got unexpected option 'callback'"),
         ({"seeds": [1], "foo": 1}, TypeError, "train_many got unexpected option 'foo'"),
-        ({"seeds": [1, 2], "lr": "ab"}, ValueError, "lr must be a number or a sequence of 2"),
+        ({"seeds": [1, 2], "lr": "ab"}, ValueError, "lr must be a number, None or a sequence of 2"),
         ({"seeds": [np.random.default_rng(1)] * 2}, ValueError, "one numpy Generator more than once"),
     ],
 )

@@ -68,7 +68,7 @@ def test_saturating_layers_give_finite_outputs_for_extreme_features(compiled_bac
     for exact in (True, False):
         out = _forward(compiled_backend, model._layout, model._weights, X, exact)
         assert np.isfinite(out).all()
-        check_outputs(out)
+        check_outputs(out, model._weights)
         if output != "identity":  # probabilities, or exp's positive rates
             assert ((out >= 0) & (out <= (1 if OUTPUTS[output].classifies else np.inf))).all()
 
@@ -127,16 +127,26 @@ def test_relu_passes_on_the_nan_of_an_overflowed_sum(compiled_backend, dtype, bi
     assert np.isnan(out[0, 0])
     assert out[1, 0] == 0.0  # finite rows are untouched: relu(0.5 * big - 0.5 * big) = 0
     with pytest.raises(FloatingPointError, match=r"1 of 2 rows \(the first is row 0\).*overflowed.*scale the features"):
-        check_outputs(out)
+        check_outputs(out, weights)
 
 
 def test_check_outputs_passes_finite_outputs_through_and_names_the_first_bad_row():
     out = np.array([[0.5, 0.5], [1.0, 0.0], [0.1, 0.9]], dtype=np.float32)
-    assert check_outputs(out) is out
+    assert check_outputs(out, np.zeros(3)) is out
     for bad in (np.nan, np.inf, -np.inf):
         out[2, 1] = bad
         with pytest.raises(FloatingPointError, match=r"1 of 3 rows \(the first is row 2\).*float32 range"):
-            check_outputs(out)
+            check_outputs(out, np.zeros(3))
+
+
+def test_outputs_of_weights_written_not_finite_blame_the_weights_not_the_features(compiled_backend, tmp_path):
+    model = fastbp.train(np.eye(3), [0, 1, 2], hidden=2, epochs=1, seed=0, backend=compiled_backend)
+    model._weights[0] = np.nan  # as writing into an estimator's coefs_ does
+    with pytest.raises(FloatingPointError, match="some of its weights are not"):
+        model.predict(np.eye(3))
+    with pytest.raises(ValueError, match="weights are not all finite: .* would not load, so it is not written"):
+        model.save(tmp_path / "model.npz")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.filterwarnings("ignore:training ended at epoch:RuntimeWarning")  # saturated sigmoid outputs
@@ -148,13 +158,13 @@ def test_overflowing_layers_are_reported_never_returned(compiled_backend, dtype,
     model = _small_model(compiled_backend, dtype, activation, output)
     out = _forward(compiled_backend, model._layout, model._weights, _extreme_rows(dtype, big))
     if np.isfinite(out).all():
-        check_outputs(out)
+        check_outputs(out, model._weights)
     else:
         with pytest.raises(FloatingPointError, match="overflowed"):
-            check_outputs(out)
+            check_outputs(out, model._weights)
     out = _forward(compiled_backend, model._layout, model._weights, _extreme_rows(dtype, np.finfo(dtype).max / 2))
     with pytest.raises(FloatingPointError, match="overflowed"):  # these sums overflow in every such network
-        check_outputs(out)
+        check_outputs(out, model._weights)
     X = _extreme_rows(dtype, big)
     y = X[:, 0] / big if output == "identity" else np.arange(len(X)) % 3
     try:
@@ -315,5 +325,5 @@ def test_an_estimator_that_diverges_with_l2_says_so_once_without_numpy_warnings(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # the L2 term's overflow used to leak numpy's warnings
-        with pytest.raises(FloatingPointError, match="non-finite parameter weights.*training diverged at epoch 0"):
+        with pytest.raises(FloatingPointError, match="non-finite parameter weights.*in iteration 2 of this fit"):
             estimator.fit(X, y)

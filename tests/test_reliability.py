@@ -275,7 +275,7 @@ OPTION_CASES = {
         FLOAT_OPTION_ENTRIES,
         r"(finite|range)",
     ),
-    "lr-not-a-number": ("lr", st.sampled_from(["0.1", None, [0.1]]), FLOAT_OPTION_ENTRIES, r"(number|float)"),
+    "lr-not-a-number": ("lr", st.sampled_from(["0.1", [0.1]]), FLOAT_OPTION_ENTRIES, r"(number|float)"),
     "epochs-not-positive": ("epochs", st.integers(max_value=0), FLOAT_OPTION_ENTRIES, r"(positive|range)"),
     "epochs-not-integer": ("epochs", st.sampled_from([2.5, "3", None]), FLOAT_OPTION_ENTRIES, r"int"),
     "hidden-not-positive": ("hidden", st.integers(max_value=0), FLOAT_OPTION_ENTRIES, r"(positive|range|> 0)"),

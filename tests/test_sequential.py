@@ -2,6 +2,7 @@
 
 import json
 import re
+import types
 
 import numpy as np
 import pytest
@@ -344,7 +345,9 @@ class Recorder:
 def test_callbacks_are_called_as_keras_calls_them_and_may_stop_training(layered_backend):
     x, y = small_data(n=40)
     model = compiled(small_layers(), layered_backend)
-    recorder, bare = Recorder(stop_at=1), object()  # a callback may lack any of the methods
+    ended = []
+    recorder = Recorder(stop_at=1)
+    bare = types.SimpleNamespace(on_train_end=lambda logs: ended.append(logs))  # a callback may lack the others
     history = model.fit(x, y, batch_size=8, epochs=5, verbose=0, validation_split=0.2, callbacks=[bare, recorder])
     logs = [{name: values[epoch] for name, values in history.history.items()} for epoch in range(2)]
     assert history.epoch == [0, 1] and len(history.history["loss"]) == 2
@@ -353,10 +356,13 @@ def test_callbacks_are_called_as_keras_calls_them_and_may_stop_training(layered_
         ("on_epoch_begin", 0), ("on_epoch_end", 0, logs[0]), ("on_epoch_begin", 1), ("on_epoch_end", 1, logs[1]),
         ("on_train_end", logs[1]),
     ]  # fmt: skip
-    assert recorder.model is model and model.stop_training
+    assert recorder.model is model and model.stop_training and ended == [logs[1]]
     assert len(model.fit(x, y, epochs=2, verbose=0, callbacks=(Recorder(),)).history["loss"]) == 2  # reset
     with pytest.raises(TypeError, match="callbacks must be a list of callback objects, got Recorder"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=Recorder())
+    for useless in (lambda epoch: None, object()):  # never called: a mistake, said so before training
+        with pytest.raises(TypeError, match="callbacks must be objects with Keras's callback methods"):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[useless])
 
 
 def test_keras_early_stopping_stops_and_restores_the_best_weights(layered_backend):
@@ -906,6 +912,40 @@ def trained_small(backend, **options):
     return model, x, y
 
 
+class DivergingAtTheThirdEpoch:
+    """A Keras callback that keeps the weights each epoch begins with, and sets a rate that makes the third
+    epoch's weights overflow."""
+
+    def __init__(self):
+        self.weights = []
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+        if epoch == 2:
+            self.model.optimizer.learning_rate = 1e30
+
+
+def test_a_fit_that_diverges_keeps_the_weights_its_last_epoch_began_with(layered_backend, tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 12, 12, 1))
+    model = fastbp.Sequential([Conv2D(4, 3, activation="relu", input_shape=(12, 12, 1)), Flatten(), Dense(1)], seed=0)
+    model.compile(optimizer=SGD(1e-3), loss="mse", dtype="float32", backend=layered_backend)
+    callback = DivergingAtTheThirdEpoch()
+    with pytest.raises(fastbp.NonFiniteError, match="training diverged at epoch 3: .*; the model keeps its weights "
+                       "from before that epoch"):  # fmt: skip
+        model.fit(x, x.mean(axis=(1, 2, 3)) * 1e3, epochs=5, verbose=0, callbacks=[callback])
+    assert len(callback.weights) == 3
+    for kept, want in zip(model.get_weights(), callback.weights[-1], strict=True):
+        np.testing.assert_array_equal(kept, want)
+    model.save(tmp_path / "model.npz")
+    assert np.isfinite(fastbp.load(tmp_path / "model.npz").predict(x)).all()
+    with pytest.raises(FileExistsError, match="exists, and overwrite=False"):
+        model.save(tmp_path / "model.npz", overwrite=False)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_save_and_load_give_the_same_sequential(layered_backend, tmp_path, dtype):
     model, x, y = trained_small(layered_backend, dtype=dtype)
@@ -1259,6 +1299,7 @@ def test_an_unknown_backend_is_refused_when_compiling():
         ([Flatten(), Dense(3, activation="relu")], "output layer's activation must be softmax, sigmoid or linear"),
         ([Flatten(), Dense(3), Activation("tanh")], "output layer's activation must be softmax, sigmoid or linear"),
         ([Flatten(), Dense(3, activation="sigmoid"), Activation("softmax")], "has activation 'sigmoid' and an"),
+        ([Flatten(), Dense(1, activation="softmax")], "a softmax over 1 unit, which always puts out 1: for two"),
     ],
 )
 def test_compile_refuses_a_network_without_an_output_layer(last, message):
@@ -1268,12 +1309,38 @@ def test_compile_refuses_a_network_without_an_output_layer(last, message):
 
 
 def test_layers_are_fixed_once_built_and_must_be_layers(layered_backend):
+    with pytest.raises(TypeError, match="layers must be a list of fastbp.layers layers, got Dense"):
+        fastbp.Sequential(Dense(3))
     model = compiled(small_layers(), layered_backend)
     with pytest.raises(TypeError, match="not a fastbp.layers layer"):
         model.add("Dense(3)")
+    with pytest.raises(ValueError, match="trainable=False \\(freezing\\) is not supported"):
+        model.trainable = False
+    assert model.trainable
     model.build()
     with pytest.raises(ValueError, match="built"):
         model.add(Dense(3))
+
+
+@pytest.mark.parametrize(
+    "output, y, error, message",
+    [
+        (Dense(3, activation="softmax"), None, TypeError, "y must be an array of one target per row of x, got None"),
+        (Dense(3, activation="softmax"), np.full(30, 0.5), ValueError, "integer class labels, from 0 to 2, got 0.5"),
+        (Dense(3, activation="softmax"), np.full(30, np.nan), ValueError, "integer class labels, from 0 to 2, got nan"),
+        (Dense(3, activation="softmax"), np.array(["cat"] * 30), ValueError, "got 'cat', not a number"),
+        (Dense(1, activation="sigmoid"), np.arange(30) % 3, ValueError, "0 or 1 for one sigmoid output unit, got 2"),
+        (Dense(1), np.r_[np.nan, np.ones(29)], ValueError, "y must be finite numbers, got nan"),
+        (Dense(1), np.ones((30, 2)), ValueError, "y must be 1 number\\(s\\) per row, got shape \\(30, 2\\)"),
+    ],
+)
+def test_fit_says_what_is_wrong_with_the_targets(output, y, error, message):
+    x, _ = small_data()
+    loss = {"softmax": "sparse_categorical_crossentropy", "sigmoid": "binary_crossentropy", None: "mse"}
+    model = compiled([*small_layers()[:-1], output], "numba", loss=loss[output.activation], metrics=[])
+    with pytest.raises(error, match=message):
+        model.fit(x, y, verbose=0)
+    assert not model.built
 
 
 def test_fit_refuses_bad_arguments(layered_backend):
@@ -1328,7 +1395,10 @@ def test_notebooks_cell_learns_fashion_mnist(shared_data):
 @pytest.mark.parametrize(
     "validation_data, message",
     [
-        (lambda x, y: (x[:5], y[:3]), "y has 3 rows, x has 5"),
+        (lambda x, y: (x[:5], y[:3]), "validation_data: y has 3 rows, x has 5"),
+        (lambda x, y: (x[:5, :4], y[:5]), r"validation_data: X has shape \(5, 4, 5, 2\)"),
+        (lambda x, y: (x[:5], y[:5] + 5), r"validation_data: y's labels must be in \[0, 3\)"),
+        (lambda x, y: (x[:5], y[:5] + 0.5), "validation_data: y must be integer class labels, from 0 to 2, got 2.5"),
         (
             lambda x, y: (x[:5], y[:5], np.ones(4)),
             r"validation_data's sample_weight must have shape \(5,\), got \(4,\)",

@@ -365,3 +365,10 @@ def test_many_lbfgs_trainings_run_one_by_one(wheat):
 def test_lbfgs_refuses_layered_networks():
     with pytest.raises(ValueError, match="lbfgs trains on all the rows at once"):
         fastbp.train(np.zeros((4, 6, 6)), [0, 1, 0, 1], optimizer="lbfgs", layers=[fastbp.layers.Flatten()])
+
+
+@pytest.mark.parametrize("optimizer", [fastbp.optimizers.Adam(), ["adam"]])
+def test_an_optimizer_not_named_is_refused_by_name_with_layers_too(optimizer):
+    for layers in (None, [fastbp.layers.Flatten()]):
+        with pytest.raises(ValueError, match=r"optimizer must be one of \('sgd', 'adam'"):
+            fastbp.train(np.zeros((4, 6, 6)), [0, 1, 0, 1], optimizer=optimizer, layers=layers)
