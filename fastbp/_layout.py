@@ -97,7 +97,9 @@ class Layer:
         if padding not in ("valid", "same"):
             raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
         if padding == "valid" and (kernel[0] > height or kernel[1] > width):
-            raise ValueError(f"a {kernel[0]}x{kernel[1]} kernel is larger than its {height}x{width} input")
+            raise ValueError(
+                f"a {kernel[0]}x{kernel[1]} kernel is larger than its {height}x{width} input{_channels_last(in_shape)}"
+            )
         sizes = [
             (size - k) // stride + 1 if padding == "valid" else -(-size // stride)
             for size, k, stride in zip((height, width), kernel, strides)
@@ -113,7 +115,9 @@ class Layer:
         rows and columns past the last whole window are dropped (floor mode)."""
         height, width, channels = _image(in_shape, "a max pooling")
         if pool[0] > height or pool[1] > width:
-            raise ValueError(f"a {pool[0]}x{pool[1]} pool is larger than its {height}x{width} input")
+            raise ValueError(
+                f"a {pool[0]}x{pool[1]} pool is larger than its {height}x{width} input{_channels_last(in_shape)}"
+            )
         out_shape = (height // pool[0], width // pool[1], channels)
         return cls("max_pool2d", "identity", in_shape, out_shape, kernel=tuple(pool), strides=tuple(pool))
 
@@ -229,6 +233,18 @@ def _image(shape: Shape, what: str) -> tuple[int, int, int]:
     if len(shape) != 3:
         raise ValueError(f"{what} takes images (height, width, channels), got values of shape {shape}")
     return shape
+
+
+def _channels_last(shape: Shape) -> str:
+    """A hint, for an image too small for its window, where its shape reads like channels-first ``(channels,
+    height, width)``: more channels than its height or width."""
+    height, width, channels = shape
+    if channels <= min(height, width):
+        return ""
+    return (
+        f" (images are channels-last, (height, width, channels): {shape} has {channels} channels; channels-first "
+        "images need x.transpose(0, 2, 3, 1))"
+    )
 
 
 @dataclass(frozen=True)

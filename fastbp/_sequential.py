@@ -13,7 +13,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 
@@ -51,6 +51,7 @@ from .layers import (
     from_config,
     input_shape_of,
     layer_config,
+    not_a_layer,
 )
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop, from_keras
 
@@ -139,14 +140,14 @@ class Sequential:
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        if value is not True:
+        if not value:
             raise ValueError("fastbp trains every weight of a model: trainable=False (freezing) is not supported")
 
     def add(self, layer: LayerSpec) -> None:
         """Append ``layer`` (before the model is built); one without a name is named after its class, as Keras
         names it (``conv2d``, ``conv2d_1``, ...: ``model.layers`` holds that named copy)."""
         if not isinstance(layer, LayerSpec):
-            raise TypeError(f"{layer!r} is not a fastbp.layers layer")
+            raise TypeError(not_a_layer(layer))
         if self._trainer is not None:
             raise ValueError("the model is built: layers cannot be added any more")
         names = {spec.name for spec in self._layers}
@@ -710,6 +711,12 @@ class Sequential:
             "compile": compiled,
         }
 
+    @classmethod
+    def from_config(cls, config: Mapping) -> Sequential:
+        """A new model of ``config``'s layers (:meth:`get_config`'s), compiled as it says, as Keras's: its
+        weights drawn anew (``set_weights`` gives it another model's)."""
+        return _from_config(config)
+
     def save(self, path: str | os.PathLike, overwrite: bool = True) -> None:
         """Write the model to ``path`` in fastbp's model-file format; ``fastbp.load`` gives back a ``Sequential``
         that predicts the same and can be trained further (with a fresh optimizer).  Keras's own file names
@@ -792,8 +799,8 @@ def _numbered(base: str):
 
 #: The methods of Keras's training callbacks that ``fit`` calls (a callback has any of them).
 CALLBACK_METHODS = (
-    "set_model", "set_params", "on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_batch_begin",
-    "on_train_batch_end", "on_batch_end", "on_epoch_end", "on_train_end",
+    "set_model", "set_params", "on_train_begin", "on_epoch_begin", "on_train_batch_begin", "on_train_batch_end",
+    "on_epoch_end", "on_train_end",
 )  # fmt: skip
 
 
@@ -807,7 +814,8 @@ def _callbacks(callbacks) -> list:
     for callback in callbacks:
         if not any(callable(getattr(callback, method, None)) for method in CALLBACK_METHODS):
             raise TypeError(
-                f"callbacks must be objects with Keras's callback methods (on_epoch_end, ...), got {callback!r}: "
+                f"callbacks must be objects with Keras's training callback methods (on_epoch_end, ...), got "
+                f"{callback!r}: "
                 "wrap a function in keras.callbacks.LambdaCallback, or a class with such a method"
             )
     return list(callbacks)
@@ -943,29 +951,39 @@ def _labels(values: np.ndarray, units: int) -> np.ndarray:
 def _first_other(values: np.ndarray, allowed: tuple | None = None, *, whole: bool = True) -> str:
     """The first of ``values`` not among ``allowed`` (by default: not a finite number, or with ``whole`` not a
     whole one), for an error."""
-    flat = values.ravel()
-    if flat.dtype.kind not in "biuf":
-        return f"{flat[0].item()!r}, not a number" if len(flat) else f"{flat.dtype} values"
-    if allowed is not None:
-        bad = ~np.isin(flat, allowed)
-    else:
-        bad = ~np.isfinite(flat) | (whole & (flat != np.round(flat)))
-    return repr(flat[np.argmax(bad)].item())
+
+    def fits(value) -> bool:
+        if not isinstance(value, Real):
+            return False
+        if allowed is not None:
+            return value in allowed
+        return math.isfinite(value) and (not whole or value == round(value))
+
+    other = next((value for value in values.ravel().tolist() if not fits(value)), None)
+    return repr(other) if isinstance(other, Real) else f"{other!r}, not a number"
 
 
-def from_model(model: Model) -> Sequential:
-    """The ``Sequential`` a model file saved from one describes, with the file's weights."""
-    config = model.options["sequential"]
-    sequential = Sequential([from_config(entry) for entry in config["layers"]], name=config["name"])
+def _from_config(config: Mapping, backend: str | None = None) -> Sequential:
+    """The model ``config`` describes (``Sequential.get_config``'s), compiled for ``backend`` (None: the
+    config's)."""
+    if not isinstance(config, Mapping) or not isinstance(config.get("layers"), list):
+        raise TypeError(f"config must be a Sequential's get_config(), a dict with its layers, got {config!r}")
+    sequential = Sequential([from_config(entry) for entry in config["layers"]], name=config.get("name", "sequential"))
     compiled = config.get("compile")
     if compiled:
         optimizer = dict(compiled["optimizer"])
         optimizer_class = BY_CLASS_NAME.get(optimizer.pop("class_name", None))
         if optimizer_class is None:
-            raise ValueError(f"its optimizer {compiled['optimizer']!r} is not one fastbp has")
-        # The backend that load chose predicts (the one that trained it may be missing here).
+            raise ValueError(f"the optimizer {compiled['optimizer']!r} is not one fastbp has")
         sequential.compile(optimizer_class(**optimizer), compiled["loss"], compiled["metrics"],
-                           dtype=compiled["dtype"], backend=model.backend)  # fmt: skip
+                           dtype=compiled["dtype"], backend=backend or compiled["backend"])  # fmt: skip
+    return sequential
+
+
+def from_model(model: Model) -> Sequential:
+    """The ``Sequential`` a model file saved from one describes, with the file's weights."""
+    # The backend that load chose predicts (the one that trained it may be missing here).
+    sequential = _from_config(model.options["sequential"], model.backend)
     options = replace(sequential._options(training=False), backend=model.backend)  # compiled or not
     _, units, _ = sequential._output_layer()
     if options.dtype != model.dtype.name or options.layout(model.input_shape, units) != model._layout:

@@ -53,7 +53,7 @@ from ._validate import (
     as_non_negative,
     as_positive,
 )
-from .layers import LayerSpec, WeightedLayer, build_layers, from_config, layer_config
+from .layers import LayerSpec, WeightedLayer, build_layers, from_config, layer_config, not_a_layer
 
 #: Weight updates per kernel call when training: tens of milliseconds of compiled work.
 CHUNK_WORK = 10_000_000
@@ -132,6 +132,7 @@ class Options:
     ) -> Options:
         """Check every setting, and refuse combinations whose parts would be silently ignored.  ``hidden`` and
         ``activation`` default to the tutorial's hidden layer (the class's defaults)."""
+        optimizer = as_choice(optimizer, "optimizer", OPTIMIZER_OPTIONS)
         if layers is not None:
             given = [name for name, value in (("hidden", hidden), ("activation", activation)) if value is not None]
             if given:
@@ -142,7 +143,6 @@ class Options:
             if isinstance(layers, str) or not isinstance(layers, Sequence):
                 raise TypeError(f"layers must be a list of fastbp.layers layers, got {layers!r}")
             layers = [_as_layer(position, spec) for position, spec in enumerate(layers)]
-            optimizer = as_choice(optimizer, "optimizer", OPTIMIZER_OPTIONS)
             if OPTIMIZERS[optimizer].full_batch:
                 raise ValueError(
                     f"{optimizer} trains on all the rows at once, and a network with layers trains by mini-batches "
@@ -154,7 +154,6 @@ class Options:
         output = as_choice(output, "output", tuple(OUTPUTS))
         losses = OUTPUTS[output].losses
         loss = losses[0] if loss is None else as_choice(loss, "loss", losses, f"with {output=}")
-        optimizer = as_choice(optimizer, "optimizer", OPTIMIZER_OPTIONS)
         full_batch = OPTIMIZERS[optimizer].full_batch
         if batch_size is not None:
             if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
@@ -266,7 +265,7 @@ def _as_layer(position: int, spec) -> LayerSpec:
         except (TypeError, ValueError) as error:
             raise type(error)(f"layer {position}: {error}") from None
     if not isinstance(spec, LayerSpec):
-        raise TypeError(f"layer {position}: {spec!r} is not a fastbp.layers layer or a layer's config")
+        raise TypeError(f"layer {position}: {not_a_layer(spec)} (nor a layer's config)")
     return spec
 
 
@@ -283,6 +282,10 @@ class Trainer:
     ``backend`` is resolved once (``"auto"`` becomes a name), and only names and
     arrays are kept, so a trainer pickles.
     """
+
+    #: The rows seen when the optimizer started (a ``restarted`` trainer's), whose first epoch runs at the full
+    #: rate, as scikit-learn's new optimizer of a ``warm_start`` fit does.
+    schedule_start = 0
 
     def __init__(
         self,
@@ -303,9 +306,6 @@ class Trainer:
         self.dropout_seed = dropout_seed  # keys the dropout masks, with each update's number and each row
         self.steps = 0  # updates so far: Adam's bias correction and the dropout masks count them
         self.rows_seen = 0  # rows trained so far: the invscaling schedule counts them
-        # The rows seen when the optimizer started, whose first epoch runs at the full rate, as scikit-learn's
-        # new optimizer of a warm_start fit does.
-        self.schedule_start = 0
 
     def __setstate__(self, state: dict) -> None:
         # Unpickled from a read-only memory map (joblib's), the buffers are copied: training writes to them.

@@ -37,7 +37,7 @@ import numpy as np
 from . import __version__, data
 from ._api import Evaluation, evaluate, train
 from ._backends import BACKENDS, get_backend
-from ._concepts import HIDDEN_ACTIVATIONS, INITS, LOSSES, OPTIMIZER_OPTIONS, OUTPUTS
+from ._concepts import HIDDEN_ACTIVATIONS, INITS, LOSSES, OPTIMIZER_OPTIONS, OPTIMIZERS, OUTPUTS
 from ._files import replaced_atomically
 from ._model import load
 from ._training import Options
@@ -203,7 +203,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=_integer(1), default=defaults["epochs"], help="passes over the data (default: %(default)s)"
     )
     network.add_argument(
-        "--lr", type=float, default=defaults["lr"], help="learning rate (default: 0.3 for sgd, 0.001 for adam, rmsprop)"
+        "--lr",
+        type=float,
+        default=defaults["lr"],
+        help=f"learning rate (default: {OPTIMIZERS['sgd'].default_lr} for sgd, {OPTIMIZERS['adam'].default_lr} for "
+        f"adam, {OPTIMIZERS['rmsprop'].default_lr} for rmsprop)",
     )
     network.add_argument(
         "--batch-size",
@@ -311,9 +315,9 @@ def _names(text: str) -> str | tuple[str, ...]:
 def _named_as_flags(where: str | None = None):
     """Errors and warnings of fastbp.train and its checks, naming the flags that set the options (``--loss must
     be one of ... with --output softmax``, ``try a smaller --lr``) where fastbp.train's name them as Python does
-    (``loss must be ... with output='softmax'``), and preceded by ``where`` (``fold 2: ...``) where given; each
-    training's warnings shown, as every fold's may differ.  Only around calls whose errors quote no file name,
-    column or label: those are the user's own text, which may hold ``lr=0.01``."""
+    (``loss must be ... with output='softmax'``), and preceded by ``where`` (``fold 2: ...``) where given.  Only
+    around calls whose errors quote no file name, column or label: those are the user's own text, which may hold
+    ``lr=0.01``."""
 
     def as_flag(match: re.Match) -> str:
         flag = "--" + (match["word"] or match["name"]).replace("_", "-")
@@ -322,16 +326,15 @@ def _named_as_flags(where: str | None = None):
     def as_flags(message: object) -> str:
         return ("" if where is None else f"{where}: ") + OPTION_NAME.sub(as_flag, str(message))
 
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+    # A fresh memory of the warnings shown, so that each training's are (every fold's may differ); they pass
+    # Python's filters (``python -W``) as fastbp gave them, and are shown reworded.
+    with warnings.catch_warnings():
+        show = warnings.showwarning
+        warnings.showwarning = lambda message, *args, **kwargs: show(as_flags(message), *args, **kwargs)
+        try:
             yield
-    except (ValueError, TypeError) as error:
-        raise type(error)(as_flags(error)) from None
-    finally:  # under the command's own filters (``python -W``), before an error
-        for warning in caught:
-            warnings.warn(as_flags(warning.message), warning.category, stacklevel=2)
+        except (ValueError, TypeError) as error:
+            raise type(error)(as_flags(error)) from None
 
 
 def _one_line(error: Exception) -> str:

@@ -47,7 +47,7 @@ def load_csv(path: str | PathLike, *, delimiter: str | None = ",") -> tuple[np.n
             raise ValueError(f"{path}, line {line_number}: need at least one feature and a label")
         if features and len(fields) != len(features[0]) + 1:
             raise ValueError(f"{path}, line {line_number}: {len(fields)} fields, expected {len(features[0]) + 1}")
-        features.append(_numbers(fields[:-1], path, line_number))
+        features.append(_numbers(fields[:-1], path, line_number, delimiter))
         if not fields[-1]:
             raise ValueError(f"{path}, line {line_number}: the label (last field) is empty")
         labels.append(fields[-1])
@@ -79,7 +79,7 @@ def load_features(path: str | PathLike, n_features: int, *, delimiter: str | Non
             n_fields = len(fields)
         elif len(fields) != n_fields:
             raise ValueError(f"{path}, line {line_number}: {len(fields)} fields, expected {n_fields}")
-        features.append(_numbers(fields[:n_features], path, line_number))
+        features.append(_numbers(fields[:n_features], path, line_number, delimiter))
     if not features:
         raise ValueError(f"{path}: no data rows")
     return np.array(features, dtype=np.float64)
@@ -215,7 +215,7 @@ def _read_table(
                 labels.append(fields.pop(column))
                 if not labels[-1]:
                     raise ValueError(f"{path}, line {line_number}: the label ({label_column}) is empty")
-            features.append(_numbers(fields, path, line_number, columns))
+            features.append(_numbers(fields, path, line_number, dialect.delimiter, columns))
     if not features:
         raise ValueError(f"{path}: a header row and no data rows")
     return np.array(features, dtype=np.float64), np.array(labels) if column is not None else None
@@ -359,7 +359,11 @@ def _bounded_lines(handle, path: str | PathLike) -> Iterator[str]:
 
 
 def _numbers(
-    fields: list[str], path: str | PathLike, line_number: int, columns: Sequence[str] | None = None
+    fields: list[str],
+    path: str | PathLike,
+    line_number: int,
+    delimiter: str | None,
+    columns: Sequence[str] | None = None,
 ) -> list[float]:
     """The fields as floats; ``ValueError`` naming the line and the column of the first that is not a finite
     number (``columns[k]`` describes field k's; by default it is ``column k + 1``): no network trains on NaN or
@@ -373,7 +377,8 @@ def _numbers(
     except ValueError:
         k = next(k for k, field in enumerate(fields) if not _is_number(field))
         raise ValueError(
-            f"{path}, line {line_number}: non-numeric feature {fields[k]!r} in {column(k)}{_misread(fields[k])}"
+            f"{path}, line {line_number}: non-numeric feature {fields[k]!r} in {column(k)}"
+            f"{_misread(fields[k], delimiter)}"
         ) from None
     if not all(map(math.isfinite, numbers)):
         k = next(k for k, number in enumerate(numbers) if not math.isfinite(number))
@@ -381,12 +386,13 @@ def _numbers(
     return numbers
 
 
-def _misread(field: str) -> str:
+def _misread(field: str, delimiter: str | None) -> str:
     """What a non-numeric field may show of a file read otherwise than written: decimal commas, or another
-    delimiter than the one detected (as a file of decimal commas between semicolons is taken for commas)."""
+    delimiter than the one read by (None: whitespace), as a file of decimal commas between semicolons is taken
+    for commas."""
     if DECIMAL_COMMA.fullmatch(field.strip()):
         return " (numbers are read with a decimal point, not a comma)"
-    other = next((delimiter for delimiter in DELIMITERS if delimiter in field), None)
+    other = next((other for other in DELIMITERS if other in field and other != delimiter), None)
     return "" if other is None else f" (if {other!r} separates the fields, give it as the delimiter)"
 
 

@@ -150,7 +150,7 @@ class _MultilayerPerceptron(BaseEstimator):
     def _fit(self, X, y, sample_weight, *, incremental: bool):
         """Fit, or go on fitting; a fit that raises (a network that diverged, bad input) leaves the estimator as
         it was before, fitted or not, rather than half-fitted or with weights that are not finite."""
-        before = {name: value.copy() if isinstance(value, list) else value for name, value in vars(self).items()}
+        before = self._copies(vars(self))
         trainer = getattr(self, "_trainer", None)
         snapshot = None if trainer is None else trainer.snapshot()  # continued trainers share its arrays
         try:
@@ -386,9 +386,9 @@ class _MultilayerPerceptron(BaseEstimator):
                 penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
                 try:
                     summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=n_threads)[0])
-                except NonFiniteError as error:
+                except NonFiniteError:
                     if not self.early_stopping:
-                        raise _diverged(self.n_iter_ + 1) from error
+                        raise _diverged(self.n_iter_ + 1, "a smaller learning_rate_init") from None
                     self._record_divergence()  # the best weights so far are the result, as in scikit-learn
                     break
                 self.n_iter_ += 1
@@ -424,7 +424,12 @@ class _MultilayerPerceptron(BaseEstimator):
 
     def _bookkeeping(self) -> dict:
         """Copies of the attributes an epoch changes, to go back to."""
-        saved = {name: getattr(self, name) for name in self._EPOCH_ATTRIBUTES if hasattr(self, name)}
+        return self._copies(self._EPOCH_ATTRIBUTES)
+
+    def _copies(self, names) -> dict:
+        """The attributes of ``names`` that the estimator has, as they are now: lists and arrays copied (an epoch
+        appends to the lists), other values as they are (an epoch replaces them)."""
+        saved = {name: getattr(self, name) for name in names if hasattr(self, name)}
         return {name: value.copy() if isinstance(value, list | np.ndarray) else value for name, value in saved.items()}
 
     def _train_lbfgs(self, trainer: Trainer, X, targets, weights) -> None:
@@ -448,8 +453,8 @@ class _MultilayerPerceptron(BaseEstimator):
             result = trainer.minimize(
                 X, targets, weights, self.max_iter, max_fun=self.max_fun, tol=self.tol, callback=iteration_done
             )
-        except NonFiniteError as error:
-            raise _diverged(len(self.loss_curve_) - first + 1) from error
+        except NonFiniteError:
+            raise _diverged(len(self.loss_curve_) - first + 1, "another solver") from None
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.", stacklevel=4)
             self.n_iter_ = len(self.loss_curve_) - first
@@ -597,10 +602,11 @@ def _squared_coefficients(trainer: Trainer) -> float:
         return sum(float(np.square(block[:, :-1]).sum()) for block in trainer.layout.layer_views(trainer.weights))
 
 
-def _diverged(iteration: int) -> NonFiniteError:
-    """scikit-learn's error for a fit whose weights stopped being finite, naming the fit's iteration."""
+def _diverged(iteration: int, remedy: str) -> NonFiniteError:
+    """scikit-learn's error for a fit whose weights stopped being finite, naming the fit's iteration, and
+    another ``remedy`` than scaling the features."""
     return NonFiniteError(
-        f"{NON_FINITE_WEIGHTS} (in iteration {iteration} of this fit; a smaller learning_rate_init may help)"
+        f"{NON_FINITE_WEIGHTS} (in iteration {iteration} of this fit: scale the features, or try {remedy})"
     )
 
 
@@ -702,9 +708,10 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
       scikit-learn divides their sum by the batch's total weight instead, which is the
       same for a single batch and on average for mini-batches.
     - ``momentum`` is below 1, and ``hidden_layer_sizes`` names one hidden layer at least.
-    - ``alpha`` is divided by ``batch_size`` in every batch, a shorter last one too, where
-      scikit-learn divides it by that batch's rows (the same where ``batch_size`` divides
-      the number of rows).
+    - ``alpha`` is divided by ``batch_size`` (times the mean sample weight) in every batch, a
+      shorter last one too, where scikit-learn divides it by that batch's total sample
+      weight (the same where ``batch_size`` divides the number of rows and the weights are
+      equal).
     - A run whose weights stop being finite raises :class:`fastbp.NonFiniteError` (a
       ``ValueError``) with scikit-learn's message, naming the fit's iteration, and leaves
       the estimator as it was before that ``fit`` or ``partial_fit`` (unfitted, or as the

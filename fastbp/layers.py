@@ -267,6 +267,13 @@ LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPooling2D, Drop
 MaxPool2D = MaxPooling2D
 
 
+def not_a_layer(spec) -> str:
+    """Why ``spec`` is refused as a layer, naming fastbp's layer of its class's name (a Keras layer's, say)."""
+    name = "MaxPooling2D" if type(spec).__name__ == "MaxPool2D" else type(spec).__name__
+    ours = f": use fastbp.layers.{name}" if name in LAYER_CLASSES else ""
+    return f"{spec!r} is not a fastbp.layers layer{ours}"
+
+
 def layer_config(layer: LayerSpec) -> dict:
     """A layer as JSON values, its class's name and its settings (``{"class_name": "Conv2D", "filters": 32,
     "kernel_size": [3, 3], ...}``), as ``model.options`` and model files keep it; :func:`from_config` makes the
@@ -311,7 +318,7 @@ def build_layers(specs: Sequence[LayerSpec], input_shape: Shape) -> list[KernelL
     for position, spec in enumerate(specs):
         where = f"layer {position} ({type(spec).__name__})"
         if not isinstance(spec, LayerSpec):
-            raise TypeError(f"{where}: {spec!r} is not a fastbp.layers layer")
+            raise TypeError(f"{where}: {not_a_layer(spec)}")
         if spec.input_shape is not None and spec.input_shape != shape:
             raise ValueError(f"{where}: it declares input_shape {spec.input_shape}, but its input has shape {shape}")
         try:

@@ -581,6 +581,7 @@ def test_a_diverging_fit_raises_scikit_learns_error_or_keeps_the_best_weights_wi
     assert np.isfinite(model.predict(X)).all()
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
 def test_a_fit_that_diverges_leaves_the_estimator_as_it_was(solver, compiled_backend):
     X, y = standardized_iris()
@@ -592,18 +593,23 @@ def test_a_fit_that_diverges_leaves_the_estimator_as_it_was(solver, compiled_bac
         fresh.fit(huge, y)
     with pytest.raises(NotFittedError):  # not half-fitted, with weights that are not finite
         fresh.predict(X)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        fitted = MLPRegressor(**params).fit(X, y)
+    fitted = MLPRegressor(**params).fit(X, y)
     before = fitted.predict(X), fitted.loss_curve_.copy(), fitted.n_iter_, fitted.t_
     continuing = [True] if solver == "lbfgs" else [True, False]  # warm_start, then partial_fit
     for warm_start in continuing:
+        untouched = pickle.loads(pickle.dumps(fitted))
         fitted.set_params(warm_start=warm_start, learning_rate_init=1e6)
         with pytest.raises(fastbp.NonFiniteError):
             fitted.fit(huge, y) if warm_start else fitted.partial_fit(huge, y)
         after = fitted.predict(X), fitted.loss_curve_, fitted.n_iter_, fitted.t_
         np.testing.assert_array_equal(after[0], before[0])
         assert after[1:] == before[1:]
+        # the optimizer's memory, the counters and the shuffling stream too: the next fit is the one it would be
+        for model in (fitted, untouched):
+            model.set_params(warm_start=warm_start, learning_rate_init=0.01, shuffle=True)
+            model.fit(X, y) if warm_start else model.partial_fit(X, y)
+        np.testing.assert_array_equal(fitted.predict(X), untouched.predict(X))
+        before = fitted.predict(X), fitted.loss_curve_.copy(), fitted.n_iter_, fitted.t_
 
 
 def test_scikit_learns_parameters_and_errors_carry_over():

@@ -706,7 +706,7 @@ def test_models_from_train_refuse_images_of_the_wrong_size(layered_backend):
 
 #: Layers that cannot take what comes in, on images (4, 6, 1), and the message that names the layer and the shapes.
 UNFIT_LAYERS = [
-    ([Conv2D(2, 5), Flatten()], r"layer 0 \(Conv2D\): a 5x5 kernel is larger than its 4x6 input"),
+    ([Conv2D(2, 5), Flatten()], r"layer 0 \(Conv2D\): a 5x5 kernel is larger than its 4x6 input$"),
     ([Conv2D(2, (2, 7)), Flatten()], r"layer 0 \(Conv2D\): a 2x7 kernel is larger than its 4x6 input"),
     ([Conv2D(2, 3), MaxPooling2D(3), Flatten()], r"layer 1 \(MaxPooling2D\): a 3x3 pool is larger than its 2x4 input"),
     ([MaxPooling2D((5, 1)), Flatten()], r"layer 0 \(MaxPooling2D\): a 5x1 pool is larger than its 4x6 input"),
@@ -720,6 +720,14 @@ UNFIT_LAYERS = [
     ([Conv2D(2, 3), Dropout(0.5), Activation("relu"), Flatten()], r"layer 2 \(Activation\): an Activation must"),
     ([Input((4, 6, 1)), Conv2D(2, 3, input_shape=(4, 5, 1))], r"layer 1 \(Conv2D\).*declares.*\(4, 5, 1\)"),
 ]
+
+
+def test_images_too_small_for_a_window_that_read_as_channels_first_say_so(layered_backend, no_kernels):
+    x, y = np.zeros((3, 1, 12, 12)), [0, 1, 0]  # PyTorch's order
+    with pytest.raises(ValueError, match=r"3x3 kernel is larger than its 1x12 input \(images are channels-last, "
+                       r"\(height, width, channels\): \(1, 12, 12\) has 12 channels; channels-first images need "
+                       r"x.transpose\(0, 2, 3, 1\)\)"):  # fmt: skip
+        fastbp.train(x, y, layers=[Conv2D(2, 3), Flatten()], output="softmax", backend=layered_backend)
 
 
 @pytest.mark.parametrize("layers, message", UNFIT_LAYERS)
@@ -868,7 +876,8 @@ def test_models_from_train_save_and_load(layered_backend, tmp_path):
         ({"units": 3}, ValueError, "^layer 0: unknown layer"),
         ({"class_name": ["Dense"], "units": 3}, ValueError, "unknown layer"),
         ({"class_name": "Dense", "units": 3, "colour": "red"}, TypeError, "^layer 0: .*colour"),
-        ("Dense", TypeError, "^layer 0: 'Dense' is not a fastbp.layers layer or a layer's config"),
+        ("Dense", TypeError, "^layer 0: 'Dense' is not a fastbp.layers layer \\(nor a layer's config\\)"),
+        (type("Dense", (), {})(), TypeError, "is not a fastbp.layers layer: use fastbp.layers.Dense"),  # Keras's
         ({"class_name": "Dense", "units": 0}, ValueError, "Dense: units must be a positive integer"),
     ],
 )

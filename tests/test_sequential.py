@@ -361,7 +361,7 @@ def test_callbacks_are_called_as_keras_calls_them_and_may_stop_training(layered_
     with pytest.raises(TypeError, match="callbacks must be a list of callback objects, got Recorder"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=Recorder())
     for useless in (lambda epoch: None, object()):  # never called: a mistake, said so before training
-        with pytest.raises(TypeError, match="callbacks must be objects with Keras's callback methods"):
+        with pytest.raises(TypeError, match="callbacks must be objects with Keras's training callback methods"):
             model.fit(x, y, epochs=1, verbose=0, callbacks=[useless])
 
 
@@ -974,6 +974,17 @@ def test_save_and_load_give_the_same_sequential(layered_backend, tmp_path, dtype
     assert np.isfinite(history.history["loss"][0])
 
 
+def test_from_config_makes_the_model_get_config_describes(layered_backend):
+    model, x, y = trained_small(layered_backend)
+    again = fastbp.Sequential.from_config(json.loads(json.dumps(model.get_config())))  # as JSON keeps it
+    assert again.get_config() == model.get_config() and not again.built
+    again.set_weights(model.get_weights())
+    np.testing.assert_array_equal(again.predict(x), model.predict(x))
+    assert again.evaluate(x, y, verbose=0) == model.evaluate(x, y, verbose=0)  # compiled as the config says
+    with pytest.raises(TypeError, match="config must be a Sequential's get_config"):
+        fastbp.Sequential.from_config(small_layers())
+
+
 def test_layers_take_keras_initializers_by_name_and_keep_them_in_the_model_file(tmp_path):
     """Keras's defaults are the initializers a layer without any gets (the same draws, the same bits), another
     one changes only its own layer's kernel or bias, and the settings go through the model file."""
@@ -1314,6 +1325,8 @@ def test_layers_are_fixed_once_built_and_must_be_layers(layered_backend):
     model = compiled(small_layers(), layered_backend)
     with pytest.raises(TypeError, match="not a fastbp.layers layer"):
         model.add("Dense(3)")
+    with pytest.raises(TypeError, match="not a fastbp.layers layer: use fastbp.layers.MaxPooling2D"):
+        model.add(type("MaxPool2D", (), {})())  # as Keras's layer of that name
     with pytest.raises(ValueError, match="trainable=False \\(freezing\\) is not supported"):
         model.trainable = False
     assert model.trainable
@@ -1329,6 +1342,8 @@ def test_layers_are_fixed_once_built_and_must_be_layers(layered_backend):
         (Dense(3, activation="softmax"), np.full(30, 0.5), ValueError, "integer class labels, from 0 to 2, got 0.5"),
         (Dense(3, activation="softmax"), np.full(30, np.nan), ValueError, "integer class labels, from 0 to 2, got nan"),
         (Dense(3, activation="softmax"), np.array(["cat"] * 30), ValueError, "got 'cat', not a number"),
+        (Dense(3, activation="softmax"), np.array([0, 1, "cat"] * 10, dtype=object), ValueError, "'cat', not a num"),
+        (Dense(1, activation="sigmoid"), np.array([0, 1, None] * 10, dtype=object), ValueError, "got None, not a n"),
         (Dense(1, activation="sigmoid"), np.arange(30) % 3, ValueError, "0 or 1 for one sigmoid output unit, got 2"),
         (Dense(1), np.r_[np.nan, np.ones(29)], ValueError, "y must be finite numbers, got nan"),
         (Dense(1), np.ones((30, 2)), ValueError, "y must be 1 number\\(s\\) per row, got shape \\(30, 2\\)"),
