@@ -691,7 +691,8 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
     coefs_, intercepts_ : list of ndarray
         As in scikit-learn, the network's weights themselves: writing into them, or
         assigning new arrays of their shapes, changes the predictions and the training
-        that follows.
+        that follows.  They are views of fastbp's one weight buffer, strided (not
+        C-contiguous: ``np.ascontiguousarray`` gives a copy that is).
     classes_, loss_, loss_curve_, n_iter_, t_ : various
         As in scikit-learn, with ``best_loss_``, ``validation_scores_``,
         ``best_validation_score_``, ``n_features_in_``, ``feature_names_in_``,

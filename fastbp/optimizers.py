@@ -84,6 +84,12 @@ def from_keras(optimizer) -> Adam | SGD | RMSprop:
     if not isinstance(config, dict):
         raise TypeError(f"optimizer must be a name, a fastbp RMSprop, Adam or SGD, or Keras's, got {optimizer!r}")
     names = {field.name for field in fields(cls)}
+    schedule = config.get("learning_rate")
+    if isinstance(schedule, dict):  # a schedule's config
+        raise ValueError(
+            f"fastbp's {cls.__name__} takes no learning-rate schedule (Keras's {schedule.get('class_name')}): give "
+            "it a number, and change it from a callback, as keras.callbacks.LearningRateScheduler does"
+        )
     unsupported = [key for key, value in config.items() if key not in names and key not in _KERAS_IDLE and value]
     if unsupported or not isinstance(config.get("learning_rate"), int | float):
         settings = ", ".join(f"{key}={config[key]!r}" for key in unsupported or ["learning_rate"])
