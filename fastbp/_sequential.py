@@ -51,6 +51,7 @@ from .layers import (
     from_config,
     input_shape_of,
     layer_config,
+    layer_list,
     not_a_layer,
 )
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop, from_keras
@@ -128,9 +129,7 @@ class Sequential:
         self.stop_training = False
         #: The last ``fit``'s :class:`History`, as Keras keeps it (None before any).
         self.history: History | None = None
-        if layers is not None and (isinstance(layers, str) or not isinstance(layers, Sequence)):
-            raise TypeError(f"layers must be a list of fastbp.layers layers, got {layers!r}")
-        for layer in layers or ():
+        for layer in () if layers is None else layer_list(layers):
             self.add(layer)
 
     @property

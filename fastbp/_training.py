@@ -53,7 +53,7 @@ from ._validate import (
     as_non_negative,
     as_positive,
 )
-from .layers import LayerSpec, WeightedLayer, build_layers, from_config, layer_config, not_a_layer
+from .layers import LayerSpec, WeightedLayer, build_layers, from_config, layer_config, layer_list, not_a_layer
 
 #: Weight updates per kernel call when training: tens of milliseconds of compiled work.
 CHUNK_WORK = 10_000_000
@@ -140,9 +140,7 @@ class Options:
                     f"{' and '.join(given)} describe{'s' if len(given) == 1 else ''} dense hidden layers: with "
                     "layers, list them there"
                 )
-            if isinstance(layers, str) or not isinstance(layers, Sequence):
-                raise TypeError(f"layers must be a list of fastbp.layers layers, got {layers!r}")
-            layers = [_as_layer(position, spec) for position, spec in enumerate(layers)]
+            layers = [_as_layer(position, spec) for position, spec in enumerate(layer_list(layers))]
             if OPTIMIZERS[optimizer].full_batch:
                 raise ValueError(
                     f"{optimizer} trains on all the rows at once, and a network with layers trains by mini-batches "
@@ -710,9 +708,11 @@ def check_outputs(outputs: np.ndarray, weights: np.ndarray) -> np.ndarray:
     instead of returning meaningless numbers.
     """
     finite = np.isfinite(outputs)
-    if not finite.all() and not np.isfinite(weights).all():
-        raise NonFiniteError("the network's outputs are not finite: some of its weights are not (written into them)")
     if not finite.all():
+        if not np.isfinite(weights).all():
+            raise NonFiniteError(
+                "the network's outputs are not finite: some of its weights are not (written into them)"
+            )
         rows = np.flatnonzero(~finite.all(axis=1))
         limit = np.finfo(outputs.dtype).max
         raise NonFiniteError(

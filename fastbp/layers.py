@@ -267,6 +267,13 @@ LAYER_CLASSES = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPooling2D, Drop
 MaxPool2D = MaxPooling2D
 
 
+def layer_list(layers) -> Sequence:
+    """``layers`` as given, refused (``TypeError``) unless a list or another sequence of them."""
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        raise TypeError(f"layers must be a list of fastbp.layers layers, got {layers!r}")
+    return layers
+
+
 def not_a_layer(spec) -> str:
     """Why ``spec`` is refused as a layer, naming fastbp's layer of its class's name (a Keras layer's, say)."""
     name = "MaxPooling2D" if type(spec).__name__ == "MaxPool2D" else type(spec).__name__
