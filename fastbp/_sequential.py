@@ -13,7 +13,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 
@@ -28,6 +28,7 @@ from ._constants import LOG_FLOOR
 from ._layout import as_image
 from ._model import Model
 from ._parallel import as_threads
+from ._sparse import is_sparse
 from ._training import NonFiniteError, Options, Trainer
 from ._validate import (
     RandomSource,
@@ -302,7 +303,7 @@ class Sequential:
     def fit(
         self,
         x: ArrayLike,
-        y: ArrayLike,
+        y: ArrayLike | None = None,
         batch_size: int | None = None,
         epochs: int = 1,
         verbose: int | str = "auto",
@@ -325,24 +326,23 @@ class Sequential:
         ``validation_data`` after each epoch (or, without it, on the last ``validation_split`` of the rows, which
         then do not train, as Keras takes them: before any shuffling).
 
-        ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over each epoch's steps (its batches, as Keras
-        counts them) and a line per epoch, 2 the lines only.  ``callbacks``: objects with any of Keras's
-        training callback methods, called as Keras calls them (``set_model``, ``set_params``,
-        ``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_begin``, ``on_train_batch_end`` with the
-        epoch's loss and accuracy so far, ``on_epoch_end`` with the epoch's logs, ``on_train_end``); one that
-        sets the model's ``stop_training`` stops training after that batch or epoch, as Keras's
-        ``EarlyStopping`` does (Keras checks it after every batch: set before an epoch, the epoch trains one
-        batch).  Per-batch callbacks make each kernel call train one batch (the same weights; slower, most for
-        small dense networks, which otherwise train many epochs per call).  ``sample_weight`` (one per row) or
-        ``class_weight`` (by class label, 1 for the classes it leaves out; not both, as in Keras) scales each
-        training row's loss and gradient; the reported loss is the weighted sum over the rows' count, the
-        training accuracy unweighted.  The validation is weighted as ``evaluate`` weighs rows by
-        ``validation_data``'s third entry, or by the split-off rows' ``sample_weight``, as Keras's;
-        ``validation_freq`` validates every that many epochs, or after the epochs listed (counted from 1), as
-        Keras's (``validation_batch_size`` is accepted for Keras's sake).  ``initial_epoch``: the number of the
-        first epoch, as Keras's (resuming a training: epochs ``initial_epoch`` to ``epochs - 1`` run).  Returns a
-        :class:`History`.
+        ``verbose``: 0 silent, 1 (``"auto"``) a progress bar over each epoch's steps (its batches, as Keras counts them)
+        and a line per epoch, 2 the lines only.  ``callbacks``: objects with any of Keras's training callback methods,
+        called as Keras calls them (``set_model``, ``set_params``, ``on_train_begin``, ``on_epoch_begin``,
+        ``on_train_batch_begin``, ``on_train_batch_end`` with the epoch's loss and accuracy so far, ``on_epoch_end``
+        with the epoch's logs, ``on_train_end``); one that sets the model's ``stop_training`` stops training after that
+        batch or epoch, as Keras's ``EarlyStopping`` does (Keras checks it after every batch: set before an epoch, the
+        epoch trains one batch).  Per-batch callbacks make each kernel call train one batch (the same weights; slower,
+        most for small dense networks, which otherwise train many epochs per call).  ``sample_weight`` (one per row, or
+        a column) or ``class_weight`` (by class label, 1 for the classes it leaves out; not both, as in Keras) scales
+        each training row's loss and gradient; the reported loss is the weighted sum over the rows' count, the training
+        accuracy unweighted.  The validation is weighted as ``evaluate`` weighs rows by ``validation_data``'s third
+        entry, or by the split-off rows' ``sample_weight``, as Keras's; ``validation_freq`` validates every that many
+        epochs, or after the epochs listed (counted from 1), as Keras's (``validation_batch_size`` is accepted for
+        Keras's sake).  ``initial_epoch``: the number of the first epoch, as Keras's (resuming a training: epochs
+        ``initial_epoch`` to ``epochs - 1`` run).  Returns a :class:`History`.
         """
+        _arrays_only(x)
         batch_size = 32 if batch_size is None else batch_size
         epochs = as_count(epochs, "epochs")
         initial_epoch = as_count(initial_epoch, "initial_epoch")
@@ -353,6 +353,8 @@ class Sequential:
         validates = _validation_epochs(validation_freq)
         if validation_batch_size is not None:
             as_count(validation_batch_size, "validation_batch_size", positive=True)
+        if isinstance(shuffle, Integral) and not isinstance(shuffle, bool):
+            shuffle = bool(shuffle)  # as Keras, which shuffles for any true value
         options = self._options(batch_size, shuffle)
         shape = self._input_shape_of(x)
         X, targets = self._data(x, y, shape, options)
@@ -438,7 +440,7 @@ class Sequential:
         """Each row's weight in training (of the targets' dtype): ``sample_weight``, or by the row's class from
         ``class_weight`` as Keras maps them, or 1."""
         if class_weight is None:
-            return as_sample_weight(sample_weight, len(targets), targets.dtype)
+            return as_sample_weight(_one_per_row(sample_weight), len(targets), targets.dtype)
         if sample_weight is not None:
             raise ValueError("give fit sample_weight or class_weight, not both (as Keras)")
         if not isinstance(class_weight, dict):
@@ -530,17 +532,18 @@ class Sequential:
         return scores
 
     def evaluate(
-        self, x: ArrayLike, y: ArrayLike, batch_size: int | None = None, verbose: int | str = "auto",
+        self, x: ArrayLike, y: ArrayLike | None = None, batch_size: int | None = None, verbose: int | str = "auto",
         sample_weight: ArrayLike | None = None, *, return_dict: bool = False, n_threads: int | None = None,
     ) -> float | list[float] | dict[str, float]:  # fmt: skip
         """The loss on ``x`` and ``y`` (the mean over rows), then each metric: a list when there are metrics,
         as Keras returns, or with ``return_dict`` a dict by their names (``loss``, then the metrics' as
         ``compile`` named them).  With
-        ``sample_weight`` (one per row), as Keras: the loss is the rows' weighted sum over their count, the
+        ``sample_weight`` (one per row, or a column), as Keras: the loss is the rows' weighted sum over their count, the
         accuracy the weighted share of rows classed right; ``verbose`` prints them.  ``batch_size`` is checked
         as Keras checks it and changes nothing (the rows run in the kernels' own chunks)."""
         if self._compiled is None:
             raise RuntimeError("compile the model before evaluating it: model.compile(...)")
+        _arrays_only(x)
         _check_keras_only(batch_size, verbose)
         layout = self._built_layout()
         X, targets = self._data(x, y, layout.input_shape, self._trainer.options)
@@ -557,6 +560,7 @@ class Sequential:
         classes are ``predict(x).argmax(axis=1)``.  ``x`` is a batch of rows, each of the input shape (an image
         ``(height, width, channels)``) or flattened.  ``batch_size`` and ``verbose`` are checked as Keras checks
         them and change nothing (the rows run in the kernels' own chunks, silently)."""
+        _arrays_only(x)
         _check_keras_only(batch_size, verbose)
         return self._forward(x, as_threads(n_threads))
 
@@ -761,6 +765,16 @@ def _as_keras_returns(scores: dict[str, float], return_dict: bool) -> float | li
     return list(scores.values()) if len(scores) > 1 else scores["loss"]
 
 
+def _arrays_only(x) -> None:
+    """Refuse, with what to do instead, rows that are not an array: a generator, a dataset or another iterable,
+    which Keras's ``fit`` takes and fastbp's does not (the kernels train on all the rows at once)."""
+    if isinstance(x, Iterable) and not isinstance(x, Sequence) and not hasattr(x, "__array__") and not is_sparse(x):
+        raise TypeError(
+            f"x must be an array of rows, got {type(x).__name__}: fastbp takes arrays, not generators or datasets "
+            "(gather their batches into one array first, as np.concatenate does)"
+        )
+
+
 def _check_keras_only(batch_size, verbose) -> None:
     """Refuse ``predict``'s and ``evaluate``'s Keras arguments where Keras would: they change nothing here."""
     if batch_size is not None:
@@ -874,11 +888,21 @@ def _validation_epochs(frequency) -> Callable[[int], bool]:
     return lambda epoch: epoch in listed
 
 
+def _one_per_row(weights):
+    """Rows' weights given as a column, ``(n, 1)``, as the ``(n,)`` they stand for (Keras takes both); anything
+    else as it is, for its checks."""
+    try:
+        values = np.asarray(weights)
+    except (TypeError, ValueError):
+        return weights
+    return values[:, 0] if values.ndim == 2 and values.shape[1] == 1 else weights
+
+
 def _scoring_weights(weights, n_rows: int, where: str) -> np.ndarray:
     """Weights of rows that are scored (``where`` names them): one finite, non-negative number per row; all zero
     is allowed, as in Keras (a loss of 0, an accuracy of 0)."""
     try:
-        values = np.asarray(weights, dtype=np.float64)
+        values = _one_per_row(np.asarray(weights, dtype=np.float64))
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{where} must be numeric and within the float64 range") from None
     if values.shape != (n_rows,):

@@ -82,16 +82,25 @@ def _as_name(value, where: str) -> str | None:
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """What every layer shares: the shape of one input row it may declare (``input_shape``, Keras's), and its
-    ``name`` (Keras's: unique in a model; a ``Sequential`` names a layer without one after its class,
-    ``dense``, ``dense_1``, ...)."""
+    """What every layer shares: the shape of one input row it may declare (``input_shape``, Keras's, or
+    ``input_dim=n`` for ``input_shape=(n,)``, which it becomes), and its ``name`` (Keras's: unique in a model; a
+    ``Sequential`` names a layer without one after its class, ``dense``, ``dense_1``, ...)."""
 
     input_shape: Shape | None = field(default=None, kw_only=True)
     name: str | None = field(default=None, kw_only=True)
+    input_dim: int | None = field(default=None, kw_only=True, repr=False, compare=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "input_shape", as_row_shape(self.input_shape, self._where()))
-        _as_name(self.name, self._where())
+        where, shape = self._where(), self.input_shape
+        if self.input_dim is not None:
+            if shape is not None:
+                raise ValueError(f"{where}: give input_shape or input_dim, not both")
+            if not isinstance(self.input_dim, Integral) or isinstance(self.input_dim, bool) or self.input_dim < 1:
+                raise ValueError(f"{where}: input_dim must be a positive integer, got {self.input_dim!r}")
+            shape = (self.input_dim,)
+            object.__setattr__(self, "input_dim", None)  # kept as input_shape alone
+        object.__setattr__(self, "input_shape", as_row_shape(shape, where))
+        _as_name(self.name, where)
 
     def _where(self) -> str:
         return type(self).__name__
@@ -103,7 +112,11 @@ class LayerSpec:
     def get_config(self) -> dict:
         """Its settings by Keras's names, as Keras gives them (sizes as tuples; its name only where it has
         one)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name" or self.name is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "input_dim" and (f.name != "name" or self.name is not None)
+        }
 
 
 @documented
@@ -256,6 +269,8 @@ class Input(LayerSpec):
     shape: Shape
 
     def __post_init__(self):
+        if self.input_dim is not None:
+            raise ValueError("Input: its shape is the input's shape; it takes no input_dim")
         object.__setattr__(self, "input_shape", as_row_shape(self.shape, "Input"))
         object.__setattr__(self, "shape", self.input_shape)
         _as_name(self.name, "Input")

@@ -650,8 +650,11 @@ def test_one_image_ragged_images_and_non_arrays_are_refused_by_name(layered_back
         model.predict(image)
     with pytest.raises(ValueError, match=r"X's images are not all of one shape: pass one array \(n_images, 6, 5, 2\)"):
         model.predict([image, image[:5]])
-    for x in (None, {"x": image}, (row for row in [image]), 3.0):
+    for x in (None, 3.0):
         with pytest.raises(TypeError, match=r"X must be an array of images \(n_images, 6, 5, 2\), got"):
+            model.predict(x)
+    for x in ({"x": image}, (row for row in [image])):
+        with pytest.raises(TypeError, match=r"x must be an array of rows, got (dict|generator): fastbp takes arrays"):
             model.predict(x)
 
 
@@ -680,6 +683,25 @@ def test_sparse_rows_for_a_first_convolution_need_its_input_shape(layered_backen
     message = r"X is a sparse matrix of shape \(4, 30\): give the first layer input_shape=\(height, width, channels\)"
     with pytest.raises(ValueError, match=message):
         fastbp.train(rows, [0, 1, 0, 1], layers=[Conv2D(2, 3), Flatten()], output="softmax", backend=layered_backend)
+
+
+def test_input_dim_is_kerass_other_spelling_of_a_vectors_input_shape():
+    assert Dense(4, input_dim=7) == Dense(4, input_shape=(7,))
+    assert Conv2D(2, 3, input_dim=9).input_shape == (9,)  # as Keras takes it, from any layer
+    assert fastbp.layers.layer_config(Dense(4, input_dim=7)) == {
+        "class_name": "Dense",
+        "input_shape": [7],
+        "units": 4,
+        "activation": None,
+    }
+    assert "input_dim" not in repr(Dense(4, input_dim=7))
+    with pytest.raises(ValueError, match="Dense: give input_shape or input_dim, not both"):
+        Dense(4, input_dim=7, input_shape=(7,))
+    for bad in (0, 2.5, True, "7"):
+        with pytest.raises(ValueError, match=f"Dense: input_dim must be a positive integer, got {bad!r}"):
+            Dense(4, input_dim=bad)
+    with pytest.raises(ValueError, match="Input: its shape is the input's shape; it takes no input_dim"):
+        Input((7,), input_dim=7)
 
 
 def test_only_the_first_layer_declares_the_networks_input_shape(layered_backend):

@@ -710,6 +710,32 @@ def test_sample_and_class_weights_scale_each_rows_gradient(layered_backend):
     assert not np.array_equal(by_class.get_weights()[0], unweighted.get_weights()[0])
 
 
+def test_weights_given_as_a_column_and_numbers_for_shuffle_are_taken_as_keras_takes_them(layered_backend):
+    """Keras takes rows' weights of shape ``(n, 1)`` as ``(n,)`` and shuffles for any true ``shuffle``."""
+    x, y = small_data(n=40)
+    weights = np.random.default_rng(5).uniform(0.5, 2.0, len(x))
+
+    def fitted(**settings):
+        model = compiled(small_layers(), layered_backend, seed=3)
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, **settings).history
+        return model.get_weights(), history
+
+    column, as_column = fitted(sample_weight=weights[:, None], validation_data=(x, y, weights[:, None]))
+    row, as_row = fitted(sample_weight=weights, validation_data=(x, y, weights))
+    assert all(np.array_equal(a, b) for a, b in zip(column, row, strict=True)) and as_column == as_row
+    for number, flag in ((1, True), (0, False), (np.int64(2), True)):
+        by_number, _ = fitted(shuffle=number)
+        by_flag, _ = fitted(shuffle=flag)
+        assert all(np.array_equal(a, b) for a, b in zip(by_number, by_flag, strict=True))
+    model = compiled(small_layers(), layered_backend, seed=3)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert model.evaluate(x, y, verbose=0, sample_weight=weights[:, None]) == model.evaluate(
+        x, y, verbose=0, sample_weight=weights
+    )
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(40,\), got \(40, 2\)"):
+        model.fit(x, y, epochs=1, verbose=0, sample_weight=np.ones((40, 2)))
+
+
 @pytest.mark.parametrize(
     ("weights", "error", "message"),
     [
@@ -1356,6 +1382,23 @@ def test_fit_says_what_is_wrong_with_the_targets(output, y, error, message):
     model = compiled([*small_layers()[:-1], output], "numba", loss=loss[output.activation], metrics=[])
     with pytest.raises(error, match=message):
         model.fit(x, y, verbose=0)
+    assert not model.built
+
+
+def test_generators_and_datasets_are_refused_with_what_to_do_instead():
+    """Keras's fit takes a generator of batches (or a dataset); fastbp's takes arrays and says so."""
+    x, y = small_data()
+    model = compiled(small_layers(), "numba")
+
+    def batches():
+        yield x[:8], y[:8]
+
+    message = r"x must be an array of rows, got generator: fastbp takes arrays, not generators or datasets"
+    for call in (lambda: model.fit(batches()), lambda: model.evaluate(batches()), lambda: model.predict(batches())):
+        with pytest.raises(TypeError, match=message):
+            call()
+    with pytest.raises(TypeError, match="x must be an array of rows, got dict"):
+        model.fit({"pixels": x}, y)
     assert not model.built
 
 
