@@ -27,6 +27,11 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The module's names with those loaded on first use, for completion in an interactive session."""
+    return sorted({*globals(), *_ESTIMATORS})
+
+
 __all__ = [
     "BACKENDS",
     "Evaluation",

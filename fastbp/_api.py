@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import itertools
+import math
 import random
 import threading
 import warnings
@@ -67,12 +68,12 @@ class Evaluation:
     @property
     def mean(self) -> float:
         """The mean of ``scores``."""
-        return sum(self.scores) / float(len(self.scores))
+        return math.fsum(self.scores) / len(self.scores)  # exactly rounded: equal scores give equal means
 
     @property
     def baseline_mean(self) -> float:
         """The mean of ``baseline_scores``."""
-        return sum(self.baseline_scores) / float(len(self.baseline_scores))
+        return math.fsum(self.baseline_scores) / len(self.baseline_scores)
 
 
 @documented
@@ -148,8 +149,8 @@ def train(
         and ``"rmsprop"`` (Keras's and scikit-learn's).
     batch_size : int or None
         Rows per update, the gradient being their mean.  ``None``: 1 (online, the
-        tutorial's) for ``"sgd"`` and ``"adam"``, every row for ``"rprop"`` and
-        ``"lbfgs"``, full-batch methods.  Larger than the data means the whole data.
+        tutorial's) for ``"sgd"``, ``"adam"`` and ``"rmsprop"``, every row for
+        ``"rprop"`` and ``"lbfgs"``, full-batch methods.  Larger than the data means the whole data.
     shuffle : bool
         Visit the rows in a fresh random order each epoch (from ``seed``) instead
         of in the order given.
@@ -584,6 +585,7 @@ def train_many(
     lr: float | Sequence[float] | None = None,
     row_orders: Sequence[ArrayLike] | None = None,
     classes: ArrayLike | None = None,
+    n_jobs: int | None = None,
     **train_options,
 ) -> list[Model]:
     """Train one network per seed, all of one architecture, in lockstep where the options allow.
@@ -614,6 +616,10 @@ def train_many(
         of ``X``, follows them.
     classes : sequence, optional
         Labels in output-neuron order, the same for every network.
+    n_jobs : int or None
+        ``None`` or 1: one core; otherwise joblib's count (``-1``: every core), the
+        networks shared out as :func:`evaluate` shares its folds, each with the same
+        bits.
     **train_options
         :func:`train`'s other options, the same for every network.
 
@@ -622,6 +628,7 @@ def train_many(
     list of Model
         One trained network per seed, in order.
     """
+    _check_n_jobs(n_jobs)
     seeds = list(seeds) if isinstance(seeds, Sequence | np.ndarray) else None
     if not seeds:
         raise ValueError("seeds must be a non-empty sequence, one seed per network")
@@ -631,6 +638,7 @@ def train_many(
             "seeds holds one numpy Generator more than once: the networks would share its stream in another order "
             "than trained one by one; give each its own (rng.spawn(n))"
         )
+    lr = lr.item() if isinstance(lr, np.ndarray) and lr.ndim == 0 else lr
     rates = [lr] * len(seeds) if lr is None or isinstance(lr, Real) and not isinstance(lr, bool) else lr
     if isinstance(rates, str | bytes) or not isinstance(rates, Sequence | np.ndarray) or len(rates) != len(seeds):
         raise ValueError(f"lr must be a number, None or a sequence of {len(seeds)} numbers (one per seed), got {lr!r}")
@@ -656,7 +664,7 @@ def train_many(
         options = Options.create(**{**settings, "lr": rate})
         trainer = new_trainer(options, X.shape[1], first.targets.shape[1], RandomSource(seed))
         trainings.append(first.sibling(trainer, rows, seed))
-    return _models(_run_together(trainings), "network")
+    return _models(_run_together(trainings, n_jobs), "network")
 
 
 def _as_row_order(rows, n_rows: int, k: int) -> np.ndarray:
@@ -725,10 +733,7 @@ def evaluate(
         Each fold's accuracy, and the Zero Rule baseline's.
     """
     _check_n_jobs(n_jobs)
-    _check_option_names(
-        train_options, "evaluate", extra=("epochs", "callback", "progress"),
-        refused={"sample_weight": "it could not follow the rows into the folds"},
-    )  # fmt: skip
+    _check_option_names(train_options, "evaluate", extra=("epochs", "callback", "progress"), refused=_NOT_IN_FOLDS)
     X, y, classes, rng = _evaluation_data(X, y, seed, protocol, classes, train_options)
     split, trainings = _fold_trainings(X, y, folds, rng, classes, train_options)
     return _scored(X, y, split, _models(_run_together(trainings, n_jobs), "fold"))
@@ -748,6 +753,10 @@ _OPTION_NAMES = tuple(name for name in inspect.signature(Options.create).paramet
 _NOT_FOR_MANY = {
     "layers": "it trains networks of dense layers (train one with layers by fastbp.train or fastbp.Sequential)",
 }
+
+
+#: fastbp.train's options that cross-validation (evaluate, search) refuses, and why.
+_NOT_IN_FOLDS = {"sample_weight": "it could not follow the rows into the folds"}
 
 
 def _check_option_names(
@@ -909,7 +918,7 @@ def search(
         raise TypeError(f"search's seed must be an integer (every grid point uses the same split), got {seed!r}")
     seed = int(seed)
     _check_n_jobs(n_jobs)
-    _check_option_names(train_options, "search", extra=("epochs", "callback", "progress"))
+    _check_option_names(train_options, "search", extra=("epochs", "callback", "progress"), refused=_NOT_IN_FOLDS)
     X, y, classes, _ = _evaluation_data(X, y, seed, "tutorial", classes, train_options)
     splits, trainings, owners, data_by_dtype = [], [], [], {}
     for index, point in enumerate(points):
@@ -934,10 +943,12 @@ def search(
 def _grid_points(grid) -> list[dict]:
     if isinstance(grid, Mapping) and grid:
         for name, values in grid.items():
+            # A list's values may be tuples (``hidden``'s layer sizes, an ``activation`` per layer); an array's are
+            # its entries.
             if (
                 isinstance(values, str | bytes)
                 or not isinstance(values, Sequence | np.ndarray)
-                or np.ndim(values) != 1
+                or (isinstance(values, np.ndarray) and values.ndim != 1)
                 or len(values) == 0
             ):
                 raise ValueError(f"grid[{name!r}] must be a non-empty list of values to try, got {values!r}")

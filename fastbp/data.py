@@ -393,7 +393,11 @@ def _misread(field: str, delimiter: str | None) -> str:
     if DECIMAL_COMMA.fullmatch(field.strip()):
         return " (numbers are read with a decimal point, not a comma)"
     other = next((other for other in DELIMITERS if other in field and other != delimiter), None)
-    return "" if other is None else f" (if {other!r} separates the fields, give it as the delimiter)"
+    if other is None:
+        return ""
+    # Read by commas, the commas may be decimal ones, which a file's other delimiter would only show next.
+    decimals = "; numbers are read with a decimal point, not a comma" if delimiter == "," else ""
+    return f" (if {other!r} separates the fields, give it as the delimiter{decimals})"
 
 
 def _is_number(field: str) -> bool:

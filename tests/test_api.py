@@ -346,3 +346,8 @@ def test_numba_kernels_are_cached_on_disk_for_the_next_process(tmp_path):
     misses, _ = run()
     assert int(misses) >= 1
     assert run() == ["0", "1"]
+
+
+def test_every_public_name_is_listed_by_dir_the_estimators_too():
+    """The estimators load on first use (they import scikit-learn); an interactive session still completes them."""
+    assert set(fastbp.__all__) <= set(dir(fastbp))

@@ -179,7 +179,7 @@ def test_read_table_keeps_a_given_delimiter_when_detecting_the_header(tmp_path):
         ("x,y,label\n1,2,a\n3,,b\n", {}, "line 3: non-numeric feature '' in column 'y'"),
         ("x,y,label\n1,1e999,a\n", {}, "line 2: feature '1e999' in column 'y' is not a finite number"),
         # decimal commas between semicolons: the sniffer takes the commas for the delimiter; given ';', the commas
-        ("5,1;3,5;a\n4,9;3,0;b\n", {}, "'1;3' in column 2 \\(if ';' separates the fields, give it as the delimiter"),
+        ("5,1;3,5;a\n4,9;3,0;b\n", {}, "'1;3' in column 2 \\(if ';' separates the fields, give it as the delimiter; n"),
         ("5,1;3,5;a\n4,9;3,0;b\n", {"delimiter": ";", "header": False}, "'5,1' in column 1 \\(numbers are read wi"),
         ('1;"2;5";a\n', {"delimiter": ";", "header": False}, "'2;5' in column 2$"),  # never the delimiter read by
         ("x,y,label\n1,2,\n", {}, "line 2: the label \\(column 'label'\\) is empty"),

@@ -197,6 +197,23 @@ def test_search_takes_a_list_of_points():
     assert len(result.evaluations) == 2
 
 
+def test_a_grid_tries_layer_sizes_and_activations_given_as_tuples(wheat):
+    X, y = wheat
+    grid = {"hidden": [(4, 3), (5, 3)], "activation": [("relu", "tanh"), "sigmoid"]}
+    result = fastbp.search(X, y, grid, folds=2, seed=3, epochs=3)
+    assert result.params[1] == {"hidden": (4, 3), "activation": "sigmoid"}
+    for params, evaluation in zip(result.params, result.evaluations, strict=True):
+        assert evaluation.scores == fastbp.evaluate(X, y, folds=2, seed=3, epochs=3, **params).scores
+    assert len(set(result.means)) > 1
+
+
+def test_equal_fold_scores_in_any_order_have_equal_means_and_the_first_point_wins():
+    scores = [93.80952380952381, 92.85714285714286, 95.23809523809524, 90.47619047619048, 100.0]
+    evaluations = [fastbp.Evaluation(order, order) for order in (scores, scores[::-1], sorted(scores))]
+    assert len({evaluation.mean for evaluation in evaluations}) == 1
+    assert fastbp.SearchResult([{"lr": 0.1}, {"lr": 0.3}, {"lr": 0.5}], evaluations).best_index == 0
+
+
 def test_a_diverged_grid_point_scores_nan_and_the_others_still_count(wheat):
     X, y = wheat
     options = dict(folds=2, epochs=3, output="softmax", activation="identity")
@@ -211,6 +228,7 @@ def test_a_diverged_grid_point_scores_nan_and_the_others_still_count(wheat):
     [
         ({"lr": []}, ValueError, r"grid\['lr'\] must be a non-empty list"),
         ({"lr": np.array(0.1)}, ValueError, r"grid\['lr'\] must be a non-empty list"),
+        ({"lr": np.array([[0.1]])}, ValueError, r"grid\['lr'\] must be a non-empty list"),
         ({"lr": b"ab"}, ValueError, r"grid\['lr'\] must be a non-empty list"),
         ({}, TypeError, "not be empty"),
         ({"folds": [2, 3]}, TypeError, "search's grid got unexpected option 'folds'"),
@@ -270,6 +288,13 @@ def test_search_takes_numpy_integer_seeds_and_names_itself_in_errors(wheat):
     X, y = wheat
     result = fastbp.search(X, y, {"lr": [0.3]}, folds=2, seed=np.int64(3), epochs=2)
     assert result.evaluations[0].scores == fastbp.evaluate(X, y, folds=2, seed=3, epochs=2).scores
+    for function in (fastbp.evaluate, lambda *data, **options: fastbp.search(*data, {"lr": [0.3]}, **options)):
+        with pytest.raises(ValueError, match="does not take sample_weight: it could not follow the rows into the"):
+            function(X, y, folds=2, epochs=1, sample_weight=np.ones(len(X)))
+    many = fastbp.train_many(X, y, seeds=[1, 2], lr=np.array(0.3), epochs=2)  # a 0-d array is one number
+    assert [model.weights.tobytes() for model in many] == [
+        model.weights.tobytes() for model in fastbp.train_many(X, y, seeds=[1, 2], lr=0.3, epochs=2)
+    ]
     with pytest.raises(TypeError, match="evaluate got unexpected option 'n_threads'"):
         fastbp.evaluate(X, y, folds=2, epochs=1, n_threads=2)
 

@@ -465,6 +465,23 @@ def test_search_in_parallel_equals_the_serial_search(compiled_backend, wheat, jo
     assert len(set(serial.means)) > 1  # the points do differ, so their order is checked
 
 
+@pytest.mark.parametrize("joblib_backend", JOBLIB_BACKENDS)
+def test_train_many_in_parallel_equals_training_one_after_the_other(compiled_backend, wheat, joblib_backend):
+    """Networks in mini-batches with Adam (one per job) and a lockstep group of online networks (a part per
+    job) give the same bits on any number of jobs."""
+    X, y = wheat
+    kinds = [
+        dict(seeds=range(4), optimizer="adam", batch_size=16, epochs=3),
+        dict(seeds=range(16), lr=[0.1 * (1 + k % 4) for k in range(16)], epochs=5),
+    ]
+    for options in kinds:
+        serial = fastbp.train_many(X, y, backend=compiled_backend, **options)
+        with _in_joblib_backend(joblib_backend):
+            shared = fastbp.train_many(X, y, backend=compiled_backend, n_jobs=2, **options)
+        assert [model.weights.tobytes() for model in shared] == [model.weights.tobytes() for model in serial]
+        assert len({model.weights.tobytes() for model in serial}) == len(serial)
+
+
 def test_jobs_train_each_network_on_one_kernel_thread(wheat, always_threaded, monkeypatch):
     """The jobs are the parallelism: a job's mini-batches asking the kernels for every core too would put
     n_jobs x cores threads on the cores."""
@@ -555,12 +572,14 @@ def test_evaluations_in_several_threads_at_once_pass_on_every_folds_warnings(whe
 
 
 @pytest.mark.parametrize("bad", [0, 1.5, "2", True])
-def test_evaluate_and_search_refuse_bad_job_counts(wheat, bad):
+def test_evaluate_search_and_train_many_refuse_bad_job_counts(wheat, bad):
     X, y = wheat
     with pytest.raises(ValueError, match="n_jobs"):
         fastbp.evaluate(X, y, epochs=1, n_jobs=bad)
     with pytest.raises(ValueError, match="n_jobs"):
         fastbp.search(X, y, {"lr": [0.1]}, epochs=1, n_jobs=bad)
+    with pytest.raises(ValueError, match="n_jobs"):
+        fastbp.train_many(X, y, seeds=[1], epochs=1, n_jobs=bad)
 
 
 def test_estimators_predict_the_same_for_any_thread_count(compiled_backend, always_threaded):
