@@ -48,9 +48,8 @@ class SparseFeatures:
                 raise ValueError(f"X must be numeric, got a sparse matrix of dtype {X.dtype}")
             csr = X.tocsr()
             shape = csr.shape
-            rows = SparseRows(
-                np.require(csr.indptr, np.intp, ["C", "W"]), np.require(csr.indices, np.intp, ["C", "W"]), csr.data
-            )
+            indptr, indices, data = _checked_structure(csr, shape)
+            rows = SparseRows(np.require(indptr, np.intp, ["C", "W"]), np.require(indices, np.intp, ["C", "W"]), data)
         if shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"X must have at least one row and one feature, got shape {shape}")
         if n_features is not None and shape[1] != n_features:
@@ -117,3 +116,25 @@ def kernel_rows(X: np.ndarray | SparseFeatures, backend: Backend, dense_only: bo
     if backend.capabilities.sparse and dense_only:
         return X.rows
     return X.toarray()
+
+
+def _checked_structure(csr, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CSR matrix's row pointers, column indices and values, refused unless the kernels may follow them:
+    scipy builds a matrix from arrays given without checking them, and the kernels index the weights by them."""
+    indptr, indices, data = csr.indptr, csr.indices, csr.data
+    if (
+        indptr.ndim != 1
+        or len(indptr) != shape[0] + 1
+        or indptr[0] != 0
+        or (np.diff(indptr) < 0).any()
+        or indptr[-1] > min(len(indices), len(data))
+    ):
+        raise ValueError(
+            "X is a malformed sparse matrix: its indptr must rise from 0, one entry per row and one more, to at "
+            "most the number of stored values"
+        )
+    stored = int(indptr[-1])
+    indices, data = indices[:stored], data[:stored]
+    if stored and (indices.min() < 0 or indices.max() >= shape[1]):
+        raise ValueError(f"X is a malformed sparse matrix: its column indices must lie in [0, {shape[1]})")
+    return indptr, indices, data

@@ -224,6 +224,40 @@ def test_bad_sparse_features_are_refused(X, message):
         fastbp.train(X, np.arange(X.shape[0]) % 2, epochs=1)
 
 
+def _malformed(indices, indptr):
+    """A CSR matrix of 3 rows by 3 features built from arrays that scipy does not check."""
+    return sp.csr_matrix((np.ones(len(indices)), np.array(indices), np.array(indptr)), shape=(3, 3))
+
+
+MALFORMED = [
+    (_malformed([0, 1, 10**9], [0, 1, 2, 3]), r"its column indices must lie in \[0, 3\)"),
+    (_malformed([0, 1, 3], [0, 1, 2, 3]), r"its column indices must lie in \[0, 3\)"),  # one past the weights
+    (_malformed([0, 1, -1], [0, 1, 2, 3]), r"its column indices must lie in \[0, 3\)"),
+    (_malformed([0, 1, 2], [0, 10**7, 2, 3]), "its indptr must rise from 0"),
+    (_malformed([0, 1, 2], [0, 2, 1, 3]), "its indptr must rise from 0"),
+]
+
+
+@pytest.mark.parametrize(("X", "message"), MALFORMED)
+def test_malformed_sparse_matrices_are_refused_before_any_kernel_reads_them(compiled_backend, X, message):
+    """scipy builds a matrix from arrays given without checking them; the kernels index the weights by them."""
+    message = "X is a malformed sparse matrix: " + message
+    with pytest.raises(ValueError, match=message):
+        fastbp.train(X, [0, 1, 0], hidden=2, epochs=1, backend=compiled_backend)
+    model = fastbp.train(np.eye(3), [0, 1, 0], hidden=2, epochs=1, backend=compiled_backend)
+    with pytest.raises(ValueError, match=message):
+        model.predict(X)
+    with pytest.raises(ValueError, match=message):
+        fastbp.MLPClassifier(hidden_layer_sizes=(2,), max_iter=1, backend=compiled_backend).fit(X, [0, 1, 0])
+
+
+def test_values_stored_past_the_last_row_are_left_out():
+    X = sp.csr_matrix((np.ones(4), np.array([0, 1, 2, 0]), np.array([0, 1, 2, 3])), shape=(3, 3))
+    assert fastbp.train(X, [0, 1, 0], epochs=2, seed=0).weights.tobytes() == (
+        fastbp.train(sp.csr_matrix(np.eye(3)), [0, 1, 0], epochs=2, seed=0).weights.tobytes()
+    )
+
+
 def test_integer_duplicate_and_unsorted_entries_train_as_their_dense_matrix():
     """Duplicates add up and unsorted columns read as sorted, as scipy's toarray() says."""
     rng = np.random.default_rng(0)
