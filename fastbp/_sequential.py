@@ -37,7 +37,9 @@ from ._validate import (
     as_flag,
     as_inputs,
     as_sample_weight,
+    finite_in,
     one_hot,
+    real_numbers,
 )
 from .layers import (
     Activation,
@@ -685,14 +687,15 @@ class Sequential:
         current = self.get_weights()
         if len(weights) != len(current):
             raise ValueError(f"{len(weights)} arrays given, the model has {len(current)}")
+        dtype = self._trainer.weights.dtype
+        arrays = []
         for given, expected in zip(weights, current):
             if np.shape(given) != expected.shape:
                 raise ValueError(f"an array of shape {np.shape(given)} given where {expected.shape} is expected")
-            if not np.isfinite(np.asarray(given, dtype=np.float64)).all():
-                raise ValueError("the weights must be finite")
+            arrays.append(finite_in(real_numbers(given, "the weights"), dtype, "the weights"))
         blocks = layout.layer_views(self._trainer.weights)
         for k, block in enumerate(blocks):
-            kernel, bias = np.asarray(weights[2 * k]), np.asarray(weights[2 * k + 1])
+            kernel, bias = arrays[2 * k], arrays[2 * k + 1]
             block[:, :-1] = kernel.reshape(-1, block.shape[0]).T
             block[:, -1] = bias
 
@@ -901,10 +904,7 @@ def _one_per_row(weights):
 def _scoring_weights(weights, n_rows: int, where: str) -> np.ndarray:
     """Weights of rows that are scored (``where`` names them): one finite, non-negative number per row; all zero
     is allowed, as in Keras (a loss of 0, an accuracy of 0)."""
-    try:
-        values = _one_per_row(np.asarray(weights, dtype=np.float64))
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"{where} must be numeric and within the float64 range") from None
+    values = _one_per_row(real_numbers(weights, where))
     if values.shape != (n_rows,):
         raise ValueError(f"{where} must have shape ({n_rows},), got {values.shape}")
     if not np.isfinite(values).all() or (values < 0).any():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from numbers import Integral, Real
 
 import numpy as np
@@ -172,11 +172,56 @@ def _has_missing(values) -> bool:
 
 
 def refuse_unsafe_features(X) -> None:
-    """Refuse features that numpy, and so scikit-learn's checks too, would silently turn into wrong numbers."""
+    """Refuse features that numpy, and so scikit-learn's checks too, would silently turn into wrong numbers:
+    masked values, dates and durations (counts of their unit), complex numbers (their real part), whether in an
+    array, a DataFrame's columns or a list."""
     if np.ma.isMaskedArray(X) and np.ma.getmaskarray(X).any():  # the mask would be dropped, its values trained on
         raise ValueError("X is a masked array with masked values: fill them (X.filled(...)) or drop those rows")
-    if getattr(X, "dtype", np.dtype(float)).kind in "mM":  # dates and durations would become counts of their unit
-        raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}: convert dates to numbers first")
+    for dtype in _dtypes(X):
+        if getattr(dtype, "kind", "O") in "mM":
+            raise ValueError(f"X must be numeric, got values of dtype {dtype}: convert dates to numbers first")
+        if getattr(dtype, "kind", "O") == "c":
+            raise ValueError(
+                f"Complex data not supported: X must be real numbers, got dtype {dtype}"
+            )  # sklearn's words
+
+
+def _dtypes(X) -> list:
+    """The dtypes of ``X``'s values: an array's, each column's of a DataFrame, or a list's once converted."""
+    if hasattr(X, "dtypes") and not isinstance(X, np.ndarray):  # pandas: a Series of a DataFrame's, or one
+        dtypes = X.dtypes
+        return list(dtypes) if isinstance(dtypes, Iterable) else [dtypes]
+    if hasattr(X, "dtype"):
+        return [X.dtype]
+    if isinstance(X, list | tuple):
+        try:
+            return [np.asarray(X).dtype]
+        except (TypeError, ValueError, OverflowError):  # ragged, or not numbers: the conversion says so later
+            return []
+    return []
+
+
+def finite_in(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """``values`` in ``dtype``, refused (``ValueError`` naming ``name``) unless every one is finite there: a
+    float64 value beyond float32's range would become infinity."""
+    with np.errstate(over="ignore"):
+        converted = values.astype(dtype)
+    if not np.isfinite(converted).all():
+        raise ValueError(f"{name} must be finite numbers within the {np.dtype(dtype).name} range")
+    return converted
+
+
+def real_numbers(values, name: str) -> np.ndarray:
+    """``values`` as a float64 array, refused (``ValueError`` naming ``name``) where numpy would convert them
+    wrongly without a word: complex numbers would lose their imaginary parts, dates become counts of their unit."""
+    try:
+        array = np.asarray(values)
+        if array.dtype.kind not in "cmM":
+            return array.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be numeric and within the float64 range") from None
+    what = "complex numbers" if array.dtype.kind == "c" else "dates or durations"
+    raise ValueError(f"{name} must be real numbers, got {what} (dtype {array.dtype})")
 
 
 def kernel_array(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
@@ -258,10 +303,7 @@ def one_hot(codes: np.ndarray, n_classes: int, dtype: np.dtype) -> np.ndarray:
 def as_sample_weight(sample_weight, n_rows: int, dtype: np.dtype) -> np.ndarray:
     if sample_weight is None:
         return np.ones(n_rows, dtype=dtype)
-    try:
-        weights = np.asarray(sample_weight, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError("sample_weight must be numeric and within the float64 range") from None
+    weights = real_numbers(sample_weight, "sample_weight")
     if weights.shape != (n_rows,):
         raise ValueError(f"sample_weight must have shape ({n_rows},), got {weights.shape}")
     if not np.isfinite(weights).all() or (weights < 0).any() or not weights.any():

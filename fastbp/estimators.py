@@ -43,7 +43,16 @@ from ._layout import initial_weights
 from ._model import Model, two_classes
 from ._parallel import as_threads
 from ._training import NonFiniteError, Options, Trainer
-from ._validate import RandomSource, as_dtype, as_features, as_rates, kernel_array, refuse_unsafe_features
+from ._validate import (
+    RandomSource,
+    as_dtype,
+    as_features,
+    as_rates,
+    finite_in,
+    kernel_array,
+    real_numbers,
+    refuse_unsafe_features,
+)
 
 #: The hidden activations by the names scikit-learn gives them (its "logistic" is the sigmoid), and fastbp's own.
 ACTIVATIONS = {"logistic" if name == "sigmoid" else name: name for name in HIDDEN_ACTIVATIONS}
@@ -260,12 +269,10 @@ class _MultilayerPerceptron(BaseEstimator):
             for layer, (array, view) in enumerate(zip(current, views)):
                 if _is_view(array, view):
                     continue
-                array = np.asarray(array)
+                array = real_numbers(array, f"{name}[{layer}]")
                 if array.shape != view.shape:
                     raise ValueError(f"{name}[{layer}] has shape {array.shape}, where the network takes {view.shape}")
-                if not np.isfinite(array).all():
-                    raise ValueError(f"{name}[{layer}] has NaN or infinite values")
-                view[...] = array
+                view[...] = finite_in(array, view.dtype, f"{name}[{layer}]")
 
     def _dtype(self, continuing: bool) -> np.dtype | None:
         """The precision to train in: ``dtype``'s; else a continued network's; else ``None``, for the input's

@@ -169,7 +169,7 @@ BAD_INPUTS = [
     (np.where(GOOD_X > 7, np.inf, GOOD_X), GOOD_Y, {}, ValueError, "NaN or infinity"),
     ([["a", "b"]] * 10, GOOD_Y, {}, ValueError, "X must be numeric"),
     (GOOD_X.astype(str), GOOD_Y, {}, ValueError, "X must be numeric"),
-    (GOOD_X + 1j, GOOD_Y, {}, ValueError, "X must be numeric"),
+    (GOOD_X + 1j, GOOD_Y, {}, ValueError, "Complex data not supported: X must be real numbers"),
     (GOOD_X, [0, 1, "a", 0, 1, 0, 1, 0, 1, 0], {}, ValueError, "mixes strings"),
     (
         GOOD_X,

@@ -548,6 +548,14 @@ def test_assigned_or_edited_coefs_and_intercepts_are_the_networks_weights(compil
     model.intercepts_, model.coefs_[1] = theirs.intercepts_, np.zeros((4, 3))
     with pytest.raises(ValueError, match=r"coefs_\[1\] has shape \(4, 3\), where the network takes \(5, 3\)"):
         model.predict(X)
+    for value, message in ((1j, "must be real numbers, got complex"), (np.nan, "must be finite numbers within")):
+        model.coefs_[1] = np.full((5, 3), value)
+        with pytest.raises(ValueError, match=r"coefs_\[1\] " + message):
+            model.predict(X)
+    single = MLPClassifier(backend=compiled_backend, dtype=np.float32, **params).fit(X, y)
+    single.coefs_ = [np.full(coefs.shape, 1e300) for coefs in single.coefs_]  # infinity in float32
+    with pytest.raises(ValueError, match=r"coefs_\[0\] must be finite numbers within the float32 range"):
+        single.predict(X)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -191,6 +191,14 @@ DATA_CASES = {
         lambda data, X, y: (X + 1j, y),
         dict.fromkeys(FITS, r"(X must be numeric|[Cc]omplex)"),
     ),
+    "complex-features-listed": (
+        lambda data, X, y: ((X + 1j).tolist(), y),
+        dict.fromkeys(FITS, r"Complex data not supported: X must be real numbers"),
+    ),
+    "datetime-columns": (
+        lambda data, X, y: (_dated_columns(X), y),
+        dict.fromkeys(FITS, r"X must be numeric, got values of dtype datetime64"),
+    ),
     "datetime-features": (
         lambda data, X, y: (np.round(X).astype("datetime64[D]"), y),
         dict.fromkeys(FITS, r"(X must be numeric|datetime)"),
@@ -327,6 +335,14 @@ def test_regressor_rejects_an_unknown_loss():
 
 # --- the bad-input matrix: predicting with a trained model ------------------------------------------------------
 
+
+def _dated_columns(X):
+    """The features as a DataFrame of dates (pandas gives each column its dtype: no array's dtype shows them)."""
+    import pandas as pd
+
+    return pd.DataFrame({f"f{k}": pd.to_datetime(np.round(X[:, k]), unit="D") for k in range(X.shape[1])})
+
+
 #: name -> (what it does to the features of a trained model, {entry: pattern, or None where it must work}).
 PREDICT_CASES = {
     "nan-features": (lambda data, X: _poison(data, X, np.nan)[0], r"X.*NaN"),
@@ -340,6 +356,11 @@ PREDICT_CASES = {
     "text-features": (lambda data, X: np.where(X > 0, "yes", "no"), r"(X must be numeric|could not convert string)"),
     "object-features": (lambda data, X: _with_text(data, X), r"(X must be numeric|could not convert string)"),
     "datetime-features": (lambda data, X: np.round(X).astype("datetime64[s]"), r"X must be numeric"),
+    "datetime-columns": (lambda data, X: _dated_columns(X), r"X must be numeric, got values of dtype datetime64"),
+    "complex-features-listed": (
+        lambda data, X: (X + 1j).tolist(),
+        r"Complex data not supported: X must be real numbers",
+    ),
     "masked-features": (
         lambda data, X: np.ma.masked_array(X, mask=_poison(data, np.zeros(X.shape), 1)[0] > 0),
         r"X is a masked array",

@@ -894,6 +894,15 @@ def test_weights_have_keras_shapes_and_round_trip(layered_backend):
     np.testing.assert_array_equal(model.get_weights()[0], new[0])
 
 
+def test_set_weights_refuses_weights_beyond_the_models_precision(layered_backend):
+    model = compiled(small_layers(), layered_backend, dtype="float32")
+    weights = model.get_weights()
+    with pytest.raises(ValueError, match="the weights must be finite numbers within the float32 range"):
+        model.set_weights([np.full(weights[0].shape, 1e300), *weights[1:]])  # infinity in float32
+    model.set_weights([np.full(weights[0].shape, 3e38), *weights[1:]])
+    assert model.get_weights()[0].max() == np.float32(3e38)
+
+
 def test_set_weights_refuses_what_does_not_fit_and_changes_nothing(layered_backend):
     undeclared = compiled(small_layers(input_shape=None), layered_backend)
     with pytest.raises(ValueError, match="not built and does not know its input shape"):
@@ -909,6 +918,7 @@ def test_set_weights_refuses_what_does_not_fit_and_changes_nothing(layered_backe
         "flat bias": ([kernel, fresh[1].reshape(1, -1), *fresh[2:]], r"shape \(1, 3\) given where \(3,\)"),
         "nan": ([*fresh[:-1], np.full(3, np.nan)], "finite"),
         "infinity": ([np.where(kernel > 1, np.inf, kernel), *fresh[1:]], "finite"),
+        "complex": ([kernel + 1j, *fresh[1:]], "the weights must be real numbers, got complex numbers"),
     }
     for name, (given, message) in bad_inputs.items():
         with pytest.raises(ValueError, match=message):
