@@ -112,6 +112,11 @@ class Model:
             )
         if classes is not None and len(classes) != layout.sizes[-1] and not _binary(layout, classes):
             raise ValueError(f"classes has {len(classes)} labels for {layout.sizes[-1]} outputs")
+        output = layout.activations[-1]
+        if classes is not None and not OUTPUTS[output].classifies:
+            raise ValueError(f"classes given for a network whose {output!r} output does not classify")
+        if classes is not None and classes.dtype.kind == "f" and not np.isfinite(classes).all():
+            raise ValueError(f"classes must be labels, not NaN or infinity: {classes.tolist()}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
         self._layout = layout
@@ -317,12 +322,20 @@ class Model:
         ------
         IsADirectoryError, ValueError
             ``path`` is a folder, or a device, a FIFO or a socket, which are never replaced; or some weights
-            are not finite (written into the model's arrays), which :func:`fastbp.load` would refuse.
+            are not finite (written into the model's arrays), or its ``history`` is longer than model files
+            hold (:data:`HISTORY_BYTES`), which :func:`fastbp.load` would refuse.
         FileNotFoundError
             ``path``'s folder does not exist.
         """
         if not np.isfinite(self._weights).all():
             raise ValueError(f"the model's weights are not all finite: {path} would not load, so it is not written")
+        history = np.asarray(self.history, dtype=np.float64)
+        if history.nbytes > HISTORY_BYTES:
+            most = HISTORY_BYTES // history.itemsize
+            raise ValueError(
+                f"the model's history of {len(history)} epochs is longer than model files hold ({most}): {path} "
+                f"would not load, so it is not written; keep its last epochs (model.history = model.history[-{most}:])"
+            )
         layout = self._layout
         if layout.dense_only:
             network = {"sizes": np.array(self.sizes, dtype=np.int64), "activations": np.array(self.activations)}
@@ -337,7 +350,7 @@ class Model:
             **network,
             "weights": self._weights,
             "flat_targets": np.array(self._flat_targets),
-            "history": np.asarray(self.history, dtype=np.float64),
+            "history": history,
             "backend": np.array(self.backend),
             "options": np.array(json.dumps(self.options)),
         }

@@ -432,6 +432,8 @@ def encode_labels(y: Sequence, classes: Sequence | None = None) -> tuple[np.ndar
         classes = np.asarray(classes)
         if classes.ndim != 1 or len(classes) == 0:
             raise ValueError("classes must be a non-empty list of labels")
+        if classes.dtype.kind == "f" and not np.isfinite(classes).all():  # as y's labels
+            raise ValueError(f"classes must be labels, not NaN or infinity: {classes.tolist()}")
         if len(np.unique(classes)) != len(classes):
             raise ValueError(f"classes has repeated labels: {classes.tolist()}")
     index = {label: code for code, label in enumerate(classes.tolist())}
@@ -467,6 +469,12 @@ def minmax_normalize(X: ArrayLike, bounds: tuple[ArrayLike, ArrayLike] | None = 
         if huge.any():
             half_span = high[huge] / 2 - low[huge] / 2
             scaled[:, huge] = (X[:, huge] / 2 - low[huge] / 2) / np.where(half_span == 0.0, 1.0, half_span)
+    if huge.any() and not np.isfinite(scaled).all():  # rows far outside a tiny span given as bounds
+        k = int(np.flatnonzero(~np.isfinite(scaled).all(axis=0))[0])
+        raise ValueError(
+            f"column {k} has values too far outside the bounds it is scaled by (from {float(low[k])!r} to "
+            f"{float(high[k])!r}): scaled, they overflow the float range"
+        )
     return scaled
 
 

@@ -249,6 +249,8 @@ def test_encode_labels_sorts_by_default_and_takes_an_explicit_mapping():
         (["a"], [], "non-empty"),
         ([["a"]], None, "one-dimensional"),
         (np.array(["a", 1, None], dtype=object), None, "cannot be sorted"),
+        ([0.0, 1.0], [0.0, 1.0, np.nan], r"classes must be labels, not NaN or infinity: \[0.0, 1.0, nan\]"),
+        ([0.0, 1.0], [0.0, 1.0, np.inf], "not NaN or infinity"),
     ],
 )
 def test_encode_labels_rejects_bad_mappings(y, classes, message):
@@ -345,6 +347,15 @@ def test_minmax_normalize_keeps_columns_wider_than_the_float_range_finite():
     X = np.array([[1e308, 1.0], [-1e308, 2.0], [0.0, 3.0]])
     scaled = data.minmax_normalize(X)
     np.testing.assert_allclose(scaled, [[1.0, 0.0], [0.0, 0.5], [0.5, 1.0]])
+
+
+def test_minmax_normalize_refuses_rows_whose_scaled_values_would_overflow():
+    """Held-out rows far outside a tiny span: (x - min) / (max - min) is beyond the float range, not infinity."""
+    with pytest.raises(
+        ValueError, match=r"column 1 has values too far outside the bounds it is scaled by \(from 0.0 to"
+    ):
+        data.minmax_normalize([[0.5, 1.0], [0.5, 0.0]], bounds=([0.0, 0.0], [1.0, 1e-310]))
+    np.testing.assert_array_equal(data.minmax_normalize([[1e-310], [0.0]], bounds=([0.0], [1e-310])), [[1.0], [0.0]])
 
 
 def test_a_file_without_line_breaks_is_refused_not_read_forever(tmp_path, monkeypatch):

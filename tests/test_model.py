@@ -138,6 +138,8 @@ def rewrite(path, **changes):
         ({"activations": np.array(["softmax", "sigmoid"])}, "are not a network's"),
         ({"classes": np.array([1j, 2j])}, "classes are not"),
         ({"classes": np.array([1, 1])}, "classes are not distinct labels"),
+        ({"classes": np.array([np.nan, 1.0])}, r"classes must be labels, not NaN or infinity: \[nan, 1.0\]"),
+        ({"activations": np.array(["sigmoid", "identity"])}, "classes given for a network whose 'identity' output"),
         ({"flat_targets": np.array("yes")}, "flat_targets is not a boolean"),
         ({"feature_names": np.array([1, 2])}, "feature_names are not a list of strings"),
         ({"feature_names": np.array(["a", "b", "c"])}, "3 feature names given for 2 inputs"),
@@ -189,6 +191,21 @@ def test_the_file_is_documented_npz_with_json_options(tmp_path):
                             "history", "backend", "options"])  # fmt: skip
     with np.load(tmp_path / "m.npz", allow_pickle=False) as archive:
         assert json.loads(str(archive["options"]))["activation"] == ["relu", "leaky_relu"]
+
+
+def test_a_history_longer_than_files_hold_is_refused_before_writing(tmp_path, monkeypatch):
+    """load caps each field a file may declare; save refuses what load would, rather than write it."""
+    monkeypatch.setattr(fastbp._model, "HISTORY_BYTES", 8 * 10)
+    X, y = data.tutorial_toy()
+    model = fastbp.train(X, y, hidden=2, epochs=12, seed=1)
+    path = tmp_path / "model.npz"
+    message = r"history of 12 epochs is longer than model files hold \(10\): .* model.history\[-10:\]"
+    with pytest.raises(ValueError, match=message):
+        model.save(path)
+    assert list(tmp_path.iterdir()) == []
+    model.history = model.history[-10:]
+    model.save(path)
+    np.testing.assert_array_equal(fastbp.load(path).history, model.history)
 
 
 def test_object_labels_cannot_be_saved(tmp_path):
