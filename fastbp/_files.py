@@ -75,6 +75,8 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     Its kind is checked before opening, as opening some devices acts on them, and again on what was opened,
     in case ``path`` was replaced in between (opening does not wait for a FIFO's writer).
     """
+    if not isinstance(path, str | bytes | os.PathLike):  # os.stat would take an int as a file descriptor
+        raise TypeError(f"a file's path must be a str or path-like, got {type(path).__name__}: {path!r}")
     check_regular(path, os.stat(path).st_mode, "read")
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:

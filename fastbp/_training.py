@@ -428,7 +428,7 @@ class Trainer:
                         right.append(counted)
                 check_finite(part, self.weights, first_epoch + done)
                 done += len(part)
-                if stopped or callback is not None and callback(done - 1, float(part[-1])):
+                if stopped or callback is not None and _asks_to_stop(callback, done - 1, float(part[-1])):
                     break
         return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -472,7 +472,7 @@ class Trainer:
             accepted = intermediate_result.x.copy()
             history.append(objective.summed_loss(accepted))
             bar.update(1)
-            if callback is not None and callback(len(history) - 1, history[-1]):
+            if callback is not None and _asks_to_stop(callback, len(history) - 1, history[-1]):
                 raise StopIteration
 
         options = {"maxiter": max_iter, "maxfun": max_fun, "gtol": tol}
@@ -695,6 +695,18 @@ def check_finite(history: np.ndarray, weights: np.ndarray, first_epoch: int) -> 
             f"training diverged by epoch {first_epoch + len(history) - 1}: some weights are not finite; "
             f"{_DIVERGED_ADVICE}"
         )
+
+
+def _asks_to_stop(callback: Callback, epoch: int, loss: float) -> bool:
+    """Whether ``callback(epoch, loss)`` asks training to stop, by a true value (None, the usual return, goes on);
+    one of no single truth value (an array) is refused, naming the callback rather than numpy's ``bool``."""
+    answer = callback(epoch, loss)
+    try:
+        return bool(answer)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"callback must return True to stop training, or False or None to go on; it returned {answer!r}"
+        ) from None
 
 
 def check_outputs(outputs: np.ndarray, weights: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ import dataclasses
 import gzip
 import hashlib
 import http.server
+import os
 import socket
 import struct
 import threading
@@ -189,6 +190,17 @@ def test_path_rejects_a_file_that_is_not_the_data(tmp_path, shared_text, content
     with pytest.raises(ValueError, match="wrong.csv: the content is not the wheat seeds data") as raised:
         datasets.load_wheat_seeds(path=path)
     assert problem in str(raised.value)
+
+
+def test_path_refuses_a_device_or_a_fifo_without_reading_it(tmp_path):
+    if os.path.exists("/dev/zero"):  # a line that never ends
+        with pytest.raises(ValueError, match="cannot read /dev/zero: it is a character device, not a regular file"):
+            datasets.load_wheat_seeds(path="/dev/zero")
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs here")
+    os.mkfifo(tmp_path / "pipe.csv")
+    with pytest.raises(ValueError, match="pipe.csv: it is a FIFO, not a regular file"):
+        datasets.load_wheat_seeds(path=tmp_path / "pipe.csv")  # without waiting for a writer that never comes
 
 
 @pytest.mark.parametrize("render", [str, comma_space, tabbed], ids=["comma", "comma-space", "uci-tabs"])

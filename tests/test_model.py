@@ -482,6 +482,12 @@ def test_devices_and_fifos_are_refused_without_reading_them(tmp_path):
         fastbp.load(tmp_path / "pipe.npz")  # without waiting for a writer that never comes
 
 
+@pytest.mark.parametrize("path", [0, 3, None])
+def test_a_path_that_is_not_one_is_refused_not_taken_for_a_file_descriptor(path):
+    with pytest.raises(TypeError, match=f"a file's path must be a str or path-like, got {type(path).__name__}"):
+        fastbp.load(path)
+
+
 @pytest.mark.parametrize("kind, error", [("folder", IsADirectoryError), ("FIFO", ValueError)])
 def test_save_refuses_a_folder_or_a_fifo_and_leaves_it_as_it_was(tmp_path, kind, error):
     target = tmp_path / "m.npz"

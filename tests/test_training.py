@@ -30,6 +30,14 @@ def test_a_callback_returning_true_stops_training_at_that_epoch(compiled_backend
     np.testing.assert_array_equal(stopped.history, four.history)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "lbfgs"])
+def test_a_callback_returning_what_is_neither_true_nor_false_is_named(wheat, optimizer):
+    X, y = wheat
+    message = r"callback must return True to stop training, or False or None to go on; it returned array\(\[1., 2.\]\)"
+    with pytest.raises(TypeError, match=message):
+        fastbp.train(X, y, epochs=3, optimizer=optimizer, callback=lambda epoch, loss: np.array([1.0, 2.0]))
+
+
 def test_progress_bar_runs_on_stderr_and_changes_nothing(wheat, capsys):
     X, y = wheat
     quiet = fastbp.train(X, y, epochs=30, seed=4)
