@@ -16,7 +16,7 @@ import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -638,8 +638,8 @@ def train_many(
             "seeds holds one numpy Generator more than once: the networks would share its stream in another order "
             "than trained one by one; give each its own (rng.spawn(n))"
         )
-    lr = lr.item() if isinstance(lr, np.ndarray) and lr.ndim == 0 else lr
-    rates = [lr] * len(seeds) if lr is None or isinstance(lr, Real) and not isinstance(lr, bool) else lr
+    one = lr is None or np.ndim(lr) == 0 and not isinstance(lr, str | bytes)  # checked as train checks it
+    rates = [lr] * len(seeds) if one else lr
     if isinstance(rates, str | bytes) or not isinstance(rates, Sequence | np.ndarray) or len(rates) != len(seeds):
         raise ValueError(f"lr must be a number, None or a sequence of {len(seeds)} numbers (one per seed), got {lr!r}")
     if "seed" in train_options:

@@ -69,15 +69,21 @@ def check_regular(path: str | os.PathLike, mode: int, doing: str) -> None:
     raise ValueError(f"cannot {doing} {path}: it is {kind}, not a regular file")
 
 
+def check_readable(path: str | os.PathLike) -> None:
+    """Refuse ``path`` unless it is a path (``os.stat`` would take an int for a file descriptor, and reading it
+    close that) of a regular file (:func:`check_regular`)."""
+    if not isinstance(path, str | bytes | os.PathLike):
+        raise TypeError(f"a file's path must be a str or path-like, got {type(path).__name__}: {path!r}")
+    check_regular(path, os.stat(path).st_mode, "read")
+
+
 def open_regular(path: str | os.PathLike) -> BinaryIO:
     """``path`` opened to read bytes, if it is a regular file (see :func:`check_regular`).
 
     Its kind is checked before opening, as opening some devices acts on them, and again on what was opened,
     in case ``path`` was replaced in between (opening does not wait for a FIFO's writer).
     """
-    if not isinstance(path, str | bytes | os.PathLike):  # os.stat would take an int as a file descriptor
-        raise TypeError(f"a file's path must be a str or path-like, got {type(path).__name__}: {path!r}")
-    check_regular(path, os.stat(path).st_mode, "read")
+    check_readable(path)
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
         check_regular(path, os.fstat(descriptor).st_mode, "read")

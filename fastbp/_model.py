@@ -40,7 +40,7 @@ from ._layout import Layer, Layout
 from ._parallel import as_threads, row_chunks, run_chunks
 from ._sparse import kernel_rows
 from ._training import check_outputs
-from ._validate import DTYPES, as_inputs, as_sample_weight, feature_names_of
+from ._validate import DTYPES, as_inputs, as_sample_weight, feature_names_of, refuse_non_finite_classes
 
 FORMAT = "fastbp.model"
 #: The versions this fastbp reads, and writes: 1 where every layer is dense (so older fastbp reads those).
@@ -115,8 +115,8 @@ class Model:
         output = layout.activations[-1]
         if classes is not None and not OUTPUTS[output].classifies:
             raise ValueError(f"classes given for a network whose {output!r} output does not classify")
-        if classes is not None and classes.dtype.kind == "f" and not np.isfinite(classes).all():
-            raise ValueError(f"classes must be labels, not NaN or infinity: {classes.tolist()}")
+        if classes is not None:
+            refuse_non_finite_classes(classes)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
         self._layout = layout

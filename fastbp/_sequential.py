@@ -342,7 +342,9 @@ class Sequential:
         entry, or by the split-off rows' ``sample_weight``, as Keras's; ``validation_freq`` validates every that many
         epochs, or after the epochs listed (counted from 1), as Keras's (``validation_batch_size`` is accepted for
         Keras's sake).  ``initial_epoch``: the number of the first epoch, as Keras's (resuming a training: epochs
-        ``initial_epoch`` to ``epochs - 1`` run).  Returns a :class:`History`.
+        ``initial_epoch`` to ``epochs - 1`` run).  ``x`` and ``y`` are arrays (``y`` defaults to None, as Keras's,
+        whose generators and datasets carry their targets: fastbp refuses those, saying so).  Returns a
+        :class:`History`.
         """
         _arrays_only(x)
         batch_size = 32 if batch_size is None else batch_size
@@ -904,7 +906,7 @@ def _one_per_row(weights):
 def _scoring_weights(weights, n_rows: int, where: str) -> np.ndarray:
     """Weights of rows that are scored (``where`` names them): one finite, non-negative number per row; all zero
     is allowed, as in Keras (a loss of 0, an accuracy of 0)."""
-    values = _one_per_row(real_numbers(weights, where))
+    values = real_numbers(_one_per_row(weights), where)
     if values.shape != (n_rows,):
         raise ValueError(f"{where} must have shape ({n_rows},), got {values.shape}")
     if not np.isfinite(values).all() or (values < 0).any():

@@ -46,10 +46,15 @@ class SparseFeatures:
                 raise ValueError(f"X must be 2-D (rows x features), got a sparse array of shape {X.shape}")
             if X.dtype.kind not in "biuf":
                 raise ValueError(f"X must be numeric, got a sparse matrix of dtype {X.dtype}")
+            check_structure(X)
             csr = X.tocsr()
             shape = csr.shape
-            indptr, indices, data = _checked_structure(csr, shape)
-            rows = SparseRows(np.require(indptr, np.intp, ["C", "W"]), np.require(indices, np.intp, ["C", "W"]), data)
+            stored = int(csr.indptr[-1])  # a CSR matrix given may hold values past its last row's
+            rows = SparseRows(
+                np.require(csr.indptr, np.intp, ["C", "W"]),
+                np.require(csr.indices[:stored], np.intp, ["C", "W"]),
+                csr.data[:stored],
+            )
         if shape[0] == 0 or shape[1] == 0:
             raise ValueError(f"X must have at least one row and one feature, got shape {shape}")
         if n_features is not None and shape[1] != n_features:
@@ -118,23 +123,38 @@ def kernel_rows(X: np.ndarray | SparseFeatures, backend: Backend, dense_only: bo
     return X.toarray()
 
 
-def _checked_structure(csr, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A CSR matrix's row pointers, column indices and values, refused unless the kernels may follow them:
-    scipy builds a matrix from arrays given without checking them, and the kernels index the weights by them."""
-    indptr, indices, data = csr.indptr, csr.indices, csr.data
+def check_structure(X) -> None:
+    """Refuse a sparse matrix whose stored structure points outside its shape, before scipy converts it (it
+    follows the pointers and indices unchecked, in compiled code) and before the kernels index the weights by
+    them: scipy builds a matrix from the arrays it is given without checking them."""
+    n_rows, n_columns = X.shape
+    if X.format in ("csr", "csc", "bsr"):
+        block_rows, block_columns = X.blocksize if X.format == "bsr" else (1, 1)
+        if X.format == "csc":
+            n_major, n_minor, minor = n_columns, n_rows, "row"
+        else:
+            n_major, n_minor, minor = n_rows // block_rows, n_columns // block_columns, "column"
+        _check_compressed(X.indptr, X.indices, len(X.data), n_major, n_minor, minor)
+    elif X.format == "coo":
+        for coordinates, n, name in ((X.row, n_rows, "row"), (X.col, n_columns, "column")):
+            if len(coordinates) and (coordinates.min() < 0 or coordinates.max() >= n):
+                raise ValueError(f"X is a malformed sparse matrix: its {name} indices must lie in [0, {n})")
+
+
+def _check_compressed(indptr, indices, n_stored: int, n_major: int, n_minor: int, minor: str) -> None:
+    """A compressed matrix's pointers rise from 0, one per row (or column) and one more, to at most the values
+    stored, and its indices of the other axis lie within it."""
     if (
         indptr.ndim != 1
-        or len(indptr) != shape[0] + 1
+        or len(indptr) != n_major + 1
         or indptr[0] != 0
         or (np.diff(indptr) < 0).any()
-        or indptr[-1] > min(len(indices), len(data))
+        or indptr[-1] > min(len(indices), n_stored)
     ):
         raise ValueError(
             "X is a malformed sparse matrix: its indptr must rise from 0, one entry per row and one more, to at "
             "most the number of stored values"
         )
-    stored = int(indptr[-1])
-    indices, data = indices[:stored], data[:stored]
-    if stored and (indices.min() < 0 or indices.max() >= shape[1]):
-        raise ValueError(f"X is a malformed sparse matrix: its column indices must lie in [0, {shape[1]})")
-    return indptr, indices, data
+    indices = indices[: indptr[-1]]
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_minor):
+        raise ValueError(f"X is a malformed sparse matrix: its {minor} indices must lie in [0, {n_minor})")

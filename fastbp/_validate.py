@@ -11,7 +11,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from ._sparse import SparseFeatures, is_sparse
+from ._sparse import SparseFeatures, check_structure, is_sparse
 
 DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
@@ -67,19 +67,19 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
     error."""
     if is_sparse(X) or isinstance(X, SparseFeatures):
         return SparseFeatures.of(X, dtype, n_features)
-    refuse_unsafe_features(X)
-    if getattr(X, "dtype", np.dtype(float)).kind in "cUS":  # complex would lose its imaginary part; text is no feature
-        raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}")
+    _refuse_masked(X)
     try:
         X = np.asarray(X)
-        if X.dtype not in DTYPES:  # float64 and float32 stay as they are, and are not copied
+    except (TypeError, ValueError, OverflowError) as error:
+        raise _not_numbers(X, error) from None
+    refuse_unreal(X, "X")
+    if X.dtype.kind in "US":
+        raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}")  # text is no feature
+    if X.dtype not in DTYPES:  # float64 and float32 stay as they are, and are not copied
+        try:
             X = X.astype(np.float64)
-    except OverflowError:  # Python integers beyond the float range
-        raise ValueError("X has numbers too large for float64") from None
-    except (TypeError, ValueError) as error:
-        if _has_missing(X):
-            raise ValueError("X has missing values (None or pandas' NA): fill them or drop those rows") from None
-        raise ValueError(f"X must be numeric: {error}") from None
+        except (TypeError, ValueError, OverflowError) as error:
+            raise _not_numbers(X, error) from None
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (rows x features), got shape {X.shape}")
     if X.shape[0] == 0 or X.shape[1] == 0:
@@ -89,6 +89,15 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
     if not _all_finite(X):
         raise ValueError("X contains NaN or infinity")
     return kernel_array(X, dtype, "X")
+
+
+def _not_numbers(X, error: Exception) -> ValueError:
+    """Why ``X`` could not be converted to floats, given what numpy raised."""
+    if isinstance(error, OverflowError):  # Python integers beyond the float range
+        return ValueError("X has numbers too large for float64")
+    if _has_missing(X):
+        return ValueError("X has missing values (None or pandas' NA): fill them or drop those rows")
+    return ValueError(f"X must be numeric: {error}")
 
 
 def as_inputs(X, input_shape: tuple[int, ...], dtype: np.dtype = DTYPES[0]) -> np.ndarray:
@@ -172,33 +181,47 @@ def _has_missing(values) -> bool:
 
 
 def refuse_unsafe_features(X) -> None:
-    """Refuse features that numpy, and so scikit-learn's checks too, would silently turn into wrong numbers:
-    masked values, dates and durations (counts of their unit), complex numbers (their real part), whether in an
-    array, a DataFrame's columns or a list."""
-    if np.ma.isMaskedArray(X) and np.ma.getmaskarray(X).any():  # the mask would be dropped, its values trained on
-        raise ValueError("X is a masked array with masked values: fill them (X.filled(...)) or drop those rows")
-    for dtype in _dtypes(X):
-        if getattr(dtype, "kind", "O") in "mM":
-            raise ValueError(f"X must be numeric, got values of dtype {dtype}: convert dates to numbers first")
-        if getattr(dtype, "kind", "O") == "c":
-            raise ValueError(
-                f"Complex data not supported: X must be real numbers, got dtype {dtype}"
-            )  # sklearn's words
-
-
-def _dtypes(X) -> list:
-    """The dtypes of ``X``'s values: an array's, each column's of a DataFrame, or a list's once converted."""
+    """Refuse features that numpy, and so scikit-learn's checks too, would silently turn into wrong numbers
+    (:func:`refuse_unreal`, and masked values), whether in an array, a DataFrame's columns or a list; and a sparse
+    matrix whose structure points outside it, which converting it would follow (:func:`check_structure`)."""
+    if is_sparse(X):
+        check_structure(X)
+        return
+    _refuse_masked(X)
     if hasattr(X, "dtypes") and not isinstance(X, np.ndarray):  # pandas: a Series of a DataFrame's, or one
         dtypes = X.dtypes
-        return list(dtypes) if isinstance(dtypes, Iterable) else [dtypes]
-    if hasattr(X, "dtype"):
-        return [X.dtype]
-    if isinstance(X, list | tuple):
+        for dtype in list(dtypes) if isinstance(dtypes, Iterable) else [dtypes]:
+            _refuse_unreal_kind(dtype, "X")
+    elif hasattr(X, "dtype") or isinstance(X, list | tuple):
         try:
-            return [np.asarray(X).dtype]
+            values = np.asarray(X)
         except (TypeError, ValueError, OverflowError):  # ragged, or not numbers: the conversion says so later
-            return []
-    return []
+            return
+        refuse_unreal(values, "X")
+
+
+def _refuse_masked(X) -> None:
+    if np.ma.isMaskedArray(X) and np.ma.getmaskarray(X).any():  # the mask would be dropped, its values trained on
+        raise ValueError("X is a masked array with masked values: fill them (X.filled(...)) or drop those rows")
+
+
+def refuse_unreal(values: np.ndarray, name: str) -> None:
+    """Refuse (``ValueError`` naming ``name``) values that numpy converts to floats wrongly without a word: dates
+    and durations (counts of their unit) and complex numbers (their real part), also as objects in an array."""
+    _refuse_unreal_kind(values.dtype, name)
+    if values.dtype == object:
+        unreal = (complex, np.complexfloating, np.datetime64, np.timedelta64)
+        found = next((value for value in values.flat if isinstance(value, unreal)), None)
+        if found is not None:
+            _refuse_unreal_kind(np.asarray(found).dtype, name)
+
+
+def _refuse_unreal_kind(dtype, name: str) -> None:
+    kind = getattr(dtype, "kind", "O")
+    if kind in "mM":
+        raise ValueError(f"{name} must be numeric, got values of dtype {dtype}: convert dates to numbers first")
+    if kind == "c":  # scikit-learn's words, which its estimator checks look for
+        raise ValueError(f"Complex data not supported: {name} must be real numbers, got dtype {dtype}")
 
 
 def finite_in(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
@@ -216,12 +239,13 @@ def real_numbers(values, name: str) -> np.ndarray:
     wrongly without a word: complex numbers would lose their imaginary parts, dates become counts of their unit."""
     try:
         array = np.asarray(values)
-        if array.dtype.kind not in "cmM":
-            return array.astype(np.float64)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{name} must be numeric and within the float64 range") from None
-    what = "complex numbers" if array.dtype.kind == "c" else "dates or durations"
-    raise ValueError(f"{name} must be real numbers, got {what} (dtype {array.dtype})")
+    refuse_unreal(array, name)
+    try:
+        return array.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be numeric and within the float64 range") from None
 
 
 def kernel_array(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
@@ -233,6 +257,12 @@ def kernel_array(values: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     if narrowed and values.size and max(-values.min(), values.max()) > np.finfo(dtype).max:
         raise ValueError(f"{name} has values too large for {dtype.name}")
     return np.require(values.astype(dtype, copy=False), requirements=["C", "W"])
+
+
+def refuse_non_finite_classes(classes: np.ndarray) -> None:
+    """Refuse classes holding NaN or infinity (as floats or as objects), which no label of ``y`` may be."""
+    if any(isinstance(label, Real) and not math.isfinite(label) for label in classes.tolist()):
+        raise ValueError(f"classes must be labels, not NaN or infinity: {classes.tolist()}")
 
 
 def as_labels(y, n_rows: int) -> np.ndarray:
@@ -337,6 +367,8 @@ def as_choice(value, name: str, choices: Sequence[str], context: str = "") -> st
 
 
 def as_finite(value, name: str) -> float:
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value.item()  # np.array(0.3) means 0.3
     if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)

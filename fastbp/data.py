@@ -26,6 +26,8 @@ from os import PathLike
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._validate import refuse_non_finite_classes
+
 
 def load_csv(path: str | PathLike, *, delimiter: str | None = ",") -> tuple[np.ndarray, np.ndarray]:
     """Read a CSV whose last column is the class label.
@@ -432,8 +434,7 @@ def encode_labels(y: Sequence, classes: Sequence | None = None) -> tuple[np.ndar
         classes = np.asarray(classes)
         if classes.ndim != 1 or len(classes) == 0:
             raise ValueError("classes must be a non-empty list of labels")
-        if classes.dtype.kind == "f" and not np.isfinite(classes).all():  # as y's labels
-            raise ValueError(f"classes must be labels, not NaN or infinity: {classes.tolist()}")
+        refuse_non_finite_classes(classes)  # as y's labels
         if len(np.unique(classes)) != len(classes):
             raise ValueError(f"classes has repeated labels: {classes.tolist()}")
     index = {label: code for code, label in enumerate(classes.tolist())}

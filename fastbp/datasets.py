@@ -58,7 +58,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ._files import check_regular, replaced_atomically
+from ._files import check_readable, replaced_atomically
 from ._validate import as_flag
 from .data import load_csv
 
@@ -206,7 +206,7 @@ def load_wheat_seeds(
         source is too slow (see ``DEADLINE``).
     """
     if path is not None:
-        check_regular(path, os.stat(path).st_mode, "read")  # a FIFO would block, a device never end
+        check_readable(path)  # a FIFO would block, a device never end
         try:
             return _read_verified(path)
         except ValueError as problem:

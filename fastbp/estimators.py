@@ -193,6 +193,8 @@ class _MultilayerPerceptron(BaseEstimator):
             self._trainer = self._assigned_network(X.shape[1], targets.shape[1], dtype)
         elif continuing:
             self._read_back_weights()
+        if sample_weight is not None and not isinstance(sample_weight, Real):  # dates would count their unit
+            sample_weight = real_numbers(sample_weight, "sample_weight")
         weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
         weights = self._weigh_classes(weights, y, targets, incremental)
         random_state = check_random_state(self.random_state)

@@ -251,6 +251,7 @@ def test_encode_labels_sorts_by_default_and_takes_an_explicit_mapping():
         (np.array(["a", 1, None], dtype=object), None, "cannot be sorted"),
         ([0.0, 1.0], [0.0, 1.0, np.nan], r"classes must be labels, not NaN or infinity: \[0.0, 1.0, nan\]"),
         ([0.0, 1.0], [0.0, 1.0, np.inf], "not NaN or infinity"),
+        ([0.0, 1.0], np.array([0.0, 1.0, np.nan], dtype=object), "not NaN or infinity"),
     ],
 )
 def test_encode_labels_rejects_bad_mappings(y, classes, message):

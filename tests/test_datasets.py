@@ -192,6 +192,12 @@ def test_path_rejects_a_file_that_is_not_the_data(tmp_path, shared_text, content
     assert problem in str(raised.value)
 
 
+@pytest.mark.parametrize("path", [0, 3])
+def test_a_path_that_is_an_int_is_refused_not_taken_for_a_file_descriptor(path):
+    with pytest.raises(TypeError, match="a file's path must be a str or path-like, got int"):
+        datasets.load_wheat_seeds(path=path)
+
+
 def test_path_refuses_a_device_or_a_fifo_without_reading_it(tmp_path):
     if os.path.exists("/dev/zero"):  # a line that never ends
         with pytest.raises(ValueError, match="cannot read /dev/zero: it is a character device, not a regular file"):

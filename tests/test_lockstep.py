@@ -295,6 +295,7 @@ def test_search_takes_numpy_integer_seeds_and_names_itself_in_errors(wheat):
     assert [model.weights.tobytes() for model in many] == [
         model.weights.tobytes() for model in fastbp.train_many(X, y, seeds=[1, 2], lr=0.3, epochs=2)
     ]
+    assert fastbp.train(X, y, seed=1, lr=np.array(0.3), epochs=2).weights.tobytes() == many[0].weights.tobytes()
     with pytest.raises(TypeError, match="evaluate got unexpected option 'n_threads'"):
         fastbp.evaluate(X, y, folds=2, epochs=1, n_threads=2)
 

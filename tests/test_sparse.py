@@ -224,9 +224,16 @@ def test_bad_sparse_features_are_refused(X, message):
         fastbp.train(X, np.arange(X.shape[0]) % 2, epochs=1)
 
 
-def _malformed(indices, indptr):
-    """A CSR matrix of 3 rows by 3 features built from arrays that scipy does not check."""
-    return sp.csr_matrix((np.ones(len(indices)), np.array(indices), np.array(indptr)), shape=(3, 3))
+def _malformed(indices, indptr, kind=sp.csr_matrix):
+    """A compressed matrix of 3 rows by 3 features built from arrays that scipy does not check."""
+    return kind((np.ones(len(indices)), np.array(indices), np.array(indptr)), shape=(3, 3))
+
+
+def _coordinates(row, col):
+    """A COO matrix of 3 rows by 3 features whose coordinates are set afterwards, unchecked."""
+    X = sp.coo_array(np.eye(3))
+    X.row, X.col = np.array(row, dtype=X.row.dtype), np.array(col, dtype=X.col.dtype)
+    return X
 
 
 MALFORMED = [
@@ -235,6 +242,11 @@ MALFORMED = [
     (_malformed([0, 1, -1], [0, 1, 2, 3]), r"its column indices must lie in \[0, 3\)"),
     (_malformed([0, 1, 2], [0, 10**7, 2, 3]), "its indptr must rise from 0"),
     (_malformed([0, 1, 2], [0, 2, 1, 3]), "its indptr must rise from 0"),
+    # Other formats are checked before scipy converts them, which follows their indices unchecked.
+    (_malformed([0, 1, 10**9], [0, 1, 2, 3], sp.csc_matrix), r"its row indices must lie in \[0, 3\)"),
+    (_malformed([0, 1, 2], [0, 10**7, 2, 3], sp.csc_array), "its indptr must rise from 0"),
+    (_coordinates([0, 1, 10**9], [0, 1, 2]), r"its row indices must lie in \[0, 3\)"),
+    (_coordinates([0, 1, 2], [0, 1, -5]), r"its column indices must lie in \[0, 3\)"),
 ]
 
 
@@ -247,12 +259,15 @@ def test_malformed_sparse_matrices_are_refused_before_any_kernel_reads_them(comp
     model = fastbp.train(np.eye(3), [0, 1, 0], hidden=2, epochs=1, backend=compiled_backend)
     with pytest.raises(ValueError, match=message):
         model.predict(X)
+    estimator = fastbp.MLPClassifier(hidden_layer_sizes=(2,), max_iter=1, backend=compiled_backend)
+    with pytest.raises(ValueError, match=message):  # before scikit-learn's checks convert it
+        estimator.fit(X, [0, 1, 0])
     with pytest.raises(ValueError, match=message):
-        fastbp.MLPClassifier(hidden_layer_sizes=(2,), max_iter=1, backend=compiled_backend).fit(X, [0, 1, 0])
+        estimator.fit(np.eye(3), [0, 1, 0]).predict(X)
 
 
 def test_values_stored_past_the_last_row_are_left_out():
-    X = sp.csr_matrix((np.ones(4), np.array([0, 1, 2, 0]), np.array([0, 1, 2, 3])), shape=(3, 3))
+    X = sp.csr_matrix((np.r_[np.ones(3), np.nan], np.array([0, 1, 2, 0]), np.array([0, 1, 2, 3])), shape=(3, 3))
     assert fastbp.train(X, [0, 1, 0], epochs=2, seed=0).weights.tobytes() == (
         fastbp.train(sp.csr_matrix(np.eye(3)), [0, 1, 0], epochs=2, seed=0).weights.tobytes()
     )
