@@ -387,7 +387,8 @@ def load(path: str | os.PathLike, *, backend: str | None = None, as_model: bool 
     backend : str, optional
         The kernels that predict (default: the one that trained it, or the fastest
         available if that one is missing here); every backend computes the same
-        outputs.
+        outputs (``"reference"`` runs the tutorial's networks only, and refuses others
+        when asked to predict).
     as_model : bool
         Give a file saved by a ``Sequential`` back as a :class:`Model` (whose
         ``predict`` gives labels and ``predict_proba`` probabilities), as the command

@@ -72,9 +72,7 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
         X = np.asarray(X)
     except (TypeError, ValueError, OverflowError) as error:
         raise _not_numbers(X, error) from None
-    refuse_unreal(X, "X")
-    if X.dtype.kind in "US":
-        raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}")  # text is no feature
+    _refuse_unreal_features(X)
     if X.dtype not in DTYPES:  # float64 and float32 stay as they are, and are not copied
         try:
             X = X.astype(np.float64)
@@ -197,7 +195,15 @@ def refuse_unsafe_features(X) -> None:
             values = np.asarray(X)
         except (TypeError, ValueError, OverflowError):  # ragged, or not numbers: the conversion says so later
             return
-        refuse_unreal(values, "X")
+        _refuse_unreal_features(values)
+
+
+def _refuse_unreal_features(X: np.ndarray) -> None:
+    """:func:`refuse_unreal`, and text: an array of strings is no features, even of numbers (as scikit-learn's
+    checks and a model's take it)."""
+    refuse_unreal(X, "X")
+    if X.dtype.kind in "US":
+        raise ValueError(f"X must be numeric, got an array of dtype {X.dtype}")
 
 
 def _refuse_masked(X) -> None:

@@ -348,11 +348,22 @@ class _MultilayerPerceptron(BaseEstimator):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
+        if "model_" in vars(self):  # pickled before model_ read coefs_ back: the same model
+            self._model = vars(self).pop("model_")
         # One weight buffer for model_ and the trainer, as fitted: unpickled from a memory map (joblib's), each
         # took a copy of its own.
-        trainer, model = state.get("_trainer"), state.get("model_")
+        trainer, model = vars(self).get("_trainer"), vars(self).get("_model")
         if trainer is not None and model is not None and model._weights is not trainer.weights:
             model._weights = trainer.weights
+
+    @property
+    def model_(self) -> Model:
+        """The trained network as a :class:`fastbp.Model` (for ``model_.save(path)``), sharing the estimator's
+        weights: arrays assigned to ``coefs_`` or ``intercepts_`` are read into them first."""
+        if "_model" not in vars(self):
+            raise AttributeError(f"{type(self).__name__} has no model_ until it is fitted")
+        self._read_back_weights()
+        return self._model
 
     @property
     def _early_stopping(self) -> bool:
@@ -541,7 +552,7 @@ class _MultilayerPerceptron(BaseEstimator):
     def _publish(self, trainer: Trainer) -> None:
         """The fitted attributes, all over the trainer's weights: ``coefs_`` and ``intercepts_`` are views of
         them, and ``model_`` shares them."""
-        self.model_ = Model(
+        self._model = Model(
             trainer.layout,
             trainer.weights,
             self._model_classes(),
@@ -552,8 +563,8 @@ class _MultilayerPerceptron(BaseEstimator):
             feature_names=getattr(self, "feature_names_in_", None),
         )
         self.coefs_, self.intercepts_ = _weight_views(trainer)
-        self.n_layers_ = len(self.model_.sizes)
-        self.n_outputs_ = self.model_.sizes[-1]
+        self.n_layers_ = len(self._model.sizes)
+        self.n_outputs_ = self._model.sizes[-1]
         self.out_activation_ = SCIKIT_LEARN_OUTPUTS.get(self._output, self._output)
 
     def predict(self, X: ArrayLike) -> np.ndarray:
@@ -575,7 +586,6 @@ class _MultilayerPerceptron(BaseEstimator):
         check_is_fitted(self)
         refuse_unsafe_features(X)
         X = validate_data(self, X, reset=False, dtype=FLOAT_DTYPES, accept_sparse=SPARSE_FORMATS)
-        self._read_back_weights()
         return self.model_.forward(X, n_threads=self.n_threads)
 
 

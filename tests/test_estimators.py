@@ -449,6 +449,15 @@ def test_pickles_and_clones(compiled_backend, tmp_path):
         continued.partial_fit(X, labels)
     np.testing.assert_array_equal(restored.coefs_[0], model.coefs_[0])
     assert clone(model).get_params() == model.get_params() and not hasattr(clone(model), "coefs_")
+    assert not hasattr(clone(model), "model_")
+    older = dict(model.__getstate__())  # as pickled when model_ was an attribute of its own
+    older["model_"] = older.pop("_model")
+    unpickled = MLPClassifier.__new__(MLPClassifier)
+    unpickled.__setstate__(older)
+    np.testing.assert_array_equal(unpickled.model_.predict_proba(X), model.predict_proba(X))
+    assert unpickled.model_.weights is unpickled.coefs_[0].base or np.shares_memory(
+        unpickled.model_.weights, unpickled.coefs_[0]
+    )
     model.model_.save(tmp_path / "model.npz")
     loaded = fastbp.load(tmp_path / "model.npz")
     np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
@@ -535,6 +544,7 @@ def test_assigned_or_edited_coefs_and_intercepts_are_the_networks_weights(compil
     hidden = np.maximum(X @ chosen[0][0] + chosen[1][0], 0)
     logits = hidden @ chosen[0][1] + chosen[1][1]
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.model_.predict_proba(X), expected, rtol=1e-12)  # before any predict
     for network in (model, restored):
         np.testing.assert_allclose(network.predict_proba(X), expected, rtol=1e-12)
         network.partial_fit(X, y)  # one epoch of plain SGD from the assigned weights, as scikit-learn's

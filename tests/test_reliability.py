@@ -179,9 +179,9 @@ DATA_CASES = {
         lambda data, X, y: (np.where(X > 0, "yes", "no"), y),
         dict.fromkeys(FITS, r"(X must be numeric|could not convert string to float)"),
     ),
-    "numeric-text-features": (  # scikit-learn converts numbers written as text; fastbp.train asks for numbers
+    "numeric-text-features": (  # numbers written as text are refused everywhere, as scikit-learn's MLPs do
         lambda data, X, y: (X.astype(str), y),
-        {"train": r"X must be numeric", "evaluate": r"X must be numeric", "classifier": None, "regressor": None},
+        dict.fromkeys(FITS, r"X must be numeric, got an array of dtype <U"),
     ),
     "object-features": (
         lambda data, X, y: (_with_text(data, X), y),
@@ -354,6 +354,7 @@ PREDICT_CASES = {
     "too-few-features": (lambda data, X: X[:, :-1], r"X has \d+ features.*expect"),
     "too-many-features": (lambda data, X: np.hstack([X, X]), r"X has \d+ features.*expect"),
     "text-features": (lambda data, X: np.where(X > 0, "yes", "no"), r"(X must be numeric|could not convert string)"),
+    "numeric-text-features": (lambda data, X: X.astype(str), r"X must be numeric, got an array of dtype <U"),
     "object-features": (lambda data, X: _with_text(data, X), r"(X must be numeric|could not convert string)"),
     "datetime-features": (lambda data, X: np.round(X).astype("datetime64[s]"), r"X must be numeric"),
     "datetime-columns": (lambda data, X: _dated_columns(X), r"X must be numeric, got values of dtype datetime64"),
