@@ -250,6 +250,7 @@ MALFORMED = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # one iteration suffices here
 @pytest.mark.parametrize(("X", "message"), MALFORMED)
 def test_malformed_sparse_matrices_are_refused_before_any_kernel_reads_them(compiled_backend, X, message):
     """scipy builds a matrix from arrays given without checking them; the kernels index the weights by them."""
