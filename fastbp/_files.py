@@ -70,8 +70,8 @@ def check_regular(path: str | os.PathLike, mode: int, doing: str) -> None:
 
 
 def check_readable(path: str | os.PathLike) -> None:
-    """Refuse ``path`` unless it is a path (``os.stat`` would take an int for a file descriptor, and reading it
-    close that) of a regular file (:func:`check_regular`)."""
+    """Refuse ``path`` unless it is a path (``os.stat`` takes an int for a file descriptor, which reading would
+    then close) of a regular file (:func:`check_regular`)."""
     if not isinstance(path, str | bytes | os.PathLike):
         raise TypeError(f"a file's path must be a str or path-like, got {type(path).__name__}: {path!r}")
     check_regular(path, os.stat(path).st_mode, "read")

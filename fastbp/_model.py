@@ -113,9 +113,9 @@ class Model:
         if classes is not None and len(classes) != layout.sizes[-1] and not _binary(layout, classes):
             raise ValueError(f"classes has {len(classes)} labels for {layout.sizes[-1]} outputs")
         output = layout.activations[-1]
-        if classes is not None and not OUTPUTS[output].classifies:
-            raise ValueError(f"classes given for a network whose {output!r} output does not classify")
         if classes is not None:
+            if not OUTPUTS[output].classifies:
+                raise ValueError(f"classes given for a network whose {output!r} output does not classify")
             refuse_non_finite_classes(classes)
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
