@@ -100,6 +100,11 @@ SIZES = {
         "quick": Size(rows=100_000, epochs=1, rounds=3, slow_rounds=3),
         "smoke": Size(rows=1_000, epochs=1, rounds=1, slow_rounds=1),
     },
+    "predict-one-row": {  # single-row calls, as a service gets its requests
+        "full": Size(rows=5_000, epochs=1, rounds=5, slow_rounds=5),
+        "quick": Size(rows=1_000, epochs=1, rounds=3, slow_rounds=3),
+        "smoke": Size(rows=20, epochs=1, rounds=1, slow_rounds=1),
+    },
     "startup": {  # the tutorial's toy data (10 rows), 20 epochs, in a new process each round
         "full": Size(rows=10, epochs=20, rounds=3, slow_rounds=1),
         "quick": Size(rows=10, epochs=20, rounds=1, slow_rounds=1),
@@ -288,15 +293,16 @@ def mnist_shape():
 
 @pytest.fixture
 def fit_sklearn():
-    """``fit_sklearn(X, y, hidden=, lr=, batch_size=, epochs=)``: scikit-learn's
-    ``MLPClassifier`` trained like fastbp's SGD: logistic hidden units, softmax and
-    cross-entropy, plain constant-rate SGD, rows in order, no L2, exactly ``epochs``.
+    """``fit_sklearn(X, y, hidden=, lr=, batch_size=, epochs=, estimator=None)``: scikit-learn's
+    ``MLPClassifier`` (or ``estimator``, a drop-in replacement) trained like fastbp's SGD:
+    logistic hidden units, softmax and cross-entropy, plain constant-rate SGD, rows in
+    order, no L2, exactly ``epochs``.
     """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    def fit(X, y, *, hidden, lr, batch_size, epochs):
-        model = MLPClassifier(
+    def fit(X, y, *, hidden, lr, batch_size, epochs, estimator=MLPClassifier):
+        model = estimator(
             hidden_layer_sizes=(hidden,), activation="logistic", solver="sgd", batch_size=batch_size,
             learning_rate="constant", learning_rate_init=lr, momentum=0.0, alpha=0.0, shuffle=False,
             max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1, early_stopping=False, random_state=0,

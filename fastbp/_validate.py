@@ -84,7 +84,7 @@ def as_features(X, n_features: int | None = None, dtype: np.dtype = DTYPES[0]) -
         raise ValueError(f"X must have at least one row and one feature, got shape {X.shape}")
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"X has {X.shape[1]} features, the model expects {n_features}")
-    if not _all_finite(X):
+    if not all_finite(X):
         raise ValueError("X contains NaN or infinity")
     return kernel_array(X, dtype, "X")
 
@@ -155,7 +155,7 @@ def _small_integers_as(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype) if values.dtype.kind in "iu" and values.dtype.itemsize <= 2 else values
 
 
-def _all_finite(values: np.ndarray) -> bool:
+def all_finite(values: np.ndarray) -> bool:
     """Whether every value is finite: its minimum and maximum are (both are NaN where any value is),
     two passes without the temporary array of ``np.isfinite``."""
     return bool(np.isfinite(values.min()) and np.isfinite(values.max()))

@@ -572,6 +572,52 @@ def test_assigned_or_edited_coefs_and_intercepts_are_the_networks_weights(compil
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "multilabel"])
+def test_the_same_weights_predict_scikit_learns_labels_ties_included(kind, compiled_backend):
+    """Labels from the outputs as scikit-learn's label binarizer gives them: a tie goes to the first class, an
+    output of exactly 0.5 to the negative one (all-zero weights make every output a tie)."""
+    X, labels = standardized_iris()
+    names = np.array(["setosa", "versicolor", "virginica"], dtype=object)
+    y = {
+        "binary": names[1:][(labels == 2).astype(int)],
+        "multiclass": names[labels],
+        "multilabel": np.c_[labels == 0, X[:, 0] > 0, X[:, 1] > 0.5].astype(int),
+    }[kind]
+    params = {"hidden_layer_sizes": (5,), "max_iter": 5, "random_state": 0}
+    ours = MLPClassifier(backend=compiled_backend, **params).fit(X, y)
+    theirs = neural_network.MLPClassifier(**params).fit(X, y)
+    rows = np.r_[X, np.zeros((1, 4))]
+    for weights in ("trained", "zeros"):
+        if weights == "zeros":
+            for network in (ours, theirs):
+                network.coefs_ = [np.zeros_like(coefs) for coefs in ours.coefs_]
+                network.intercepts_ = [np.zeros_like(b) for b in ours.intercepts_]
+        else:
+            theirs.coefs_, theirs.intercepts_ = ours.coefs_, ours.intercepts_
+        for X_as in (rows, rows.astype(np.float32), np.asfortranarray(rows), rows.tolist()):
+            predicted = ours.predict(X_as)
+            np.testing.assert_array_equal(predicted, theirs.predict(rows))
+            assert predicted.dtype == theirs.predict(rows).dtype
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_an_unpickled_estimators_coefs_and_intercepts_are_its_weights_again(compiled_backend):
+    """Pickle copies views: unpickled, coefs_ and intercepts_ are views of the weights again, so writing into
+    them changes the predictions as in the estimator pickled (and nothing is read back at each prediction)."""
+    X, y = standardized_iris()
+    model = MLPRegressor(hidden_layer_sizes=(5,), max_iter=5, random_state=0, backend=compiled_backend).fit(X, y)
+    model.intercepts_[1] = np.array([7.0])  # assigned, not a view: read back at each prediction
+    predicted = model.predict(X)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(X), predicted)
+    assert all(np.shares_memory(array, restored.model_.weights) for array in restored.coefs_ + restored.intercepts_)
+    assert not np.shares_memory(model.intercepts_[1], model.model_.weights)
+    for network in (model, restored):
+        network.coefs_[1][:] = 0.0
+        np.testing.assert_array_equal(network.predict(X), np.full(len(X), 7.0))
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_the_precision_follows_the_features_unless_dtype_says_otherwise():
     X, y = standardized_iris()
     single = MLPRegressor(hidden_layer_sizes=(4,), max_iter=5, random_state=0).fit(X.astype(np.float32), y)
