@@ -12,10 +12,13 @@ own exp for the sigmoid, which vectorise), its
 mini-batches the BLAS kernel.  Initial weights differ between libraries (each draws
 its own), so the checks are on learning, not on equal weights.
 
-``W2-digits-lbfgs``: the scikit-learn estimators with ``solver="lbfgs"`` (SciPy's
-L-BFGS-B, its loss and gradient over all rows per evaluation), fastbp's against
-scikit-learn's own, from the same initial weights (``random_state``), so both take
-the same iterations, as far as rounding lets them.
+``W2-digits-lbfgs`` and ``W2-digits-adam``: the scikit-learn estimators, fastbp's
+against scikit-learn's own, from the same initial weights (``random_state``), so both
+take the same steps, as far as rounding lets them: ``solver="lbfgs"`` (SciPy's
+L-BFGS-B, its loss and gradient over all rows per evaluation), and scikit-learn's
+default Adam on batches of 200 for a fixed number of epochs (its loss curve and
+stopping rule kept after each, which fastbp's estimators run one kernel call an epoch
+for).
 """
 
 import warnings
@@ -67,24 +70,34 @@ def bench_digits_peer(bench_peer, size, digits, batch_size, library):
     bench_peer(library, X, y, hidden=NETWORK["hidden"], lr=LR[batch_size], batch_size=batch_size, epochs=size.epochs)
 
 
-LBFGS = {"hidden_layer_sizes": (32,), "activation": "logistic", "solver": "lbfgs", "random_state": 0}
+ESTIMATOR = {"hidden_layer_sizes": (32,), "activation": "logistic", "random_state": 0}
+#: Each solver's settings (Adam runs every epoch: no tolerance stops it) and the kernels fastbp runs it with.
+SOLVERS = {
+    "lbfgs": ({"solver": "lbfgs"}, "batch_gradient kernel"),
+    "adam": ({"solver": "adam", "tol": 0.0, "n_iter_no_change": 10**6}, "train_batches kernel, a call an epoch"),
+}
 
 
-@pytest.mark.benchmark(group="W2-digits-lbfgs")
+@pytest.mark.parametrize(
+    "solver", [pytest.param(name, marks=pytest.mark.benchmark(group=f"W2-digits-{name}"), id=name) for name in SOLVERS]
+)
 @pytest.mark.parametrize("library", [*COMPILED, "scikit-learn"])
-def bench_digits_lbfgs(timed, size, digits, assert_learned, library):
+def bench_digits_estimator(timed, size, digits, assert_learned, library, solver):
     from sklearn import neural_network
 
     X, y = rows(digits, size)
+    settings, path = SOLVERS[solver]
     if library == "scikit-learn":
         estimator, info = neural_network.MLPClassifier, {"library": library, "implementation": "scikit-learn"}
     else:
         estimator = fastbp.MLPClassifier
         with warnings.catch_warnings():  # warm up: load or compile the kernels (one iteration cannot converge)
             warnings.simplefilter("ignore", ConvergenceWarning)
-            estimator(**LBFGS, max_iter=1, backend=library).fit(X[:64], y[:64])
-        info = {"library": "fastbp", "implementation": f"fastbp {library} float64", "path": "batch_gradient kernel"}
-    params = {**LBFGS, "max_iter": size.epochs, **({} if library == "scikit-learn" else {"backend": library})}
+            estimator(**ESTIMATOR, **settings, max_iter=1, backend=library).fit(X[:64], y[:64])
+        info = {"library": "fastbp", "implementation": f"fastbp {library} float64", "path": path}
+    params = {**ESTIMATOR, **settings, "max_iter": size.epochs}
+    if library != "scikit-learn":
+        params["backend"] = library
 
     def fit():
         with warnings.catch_warnings():

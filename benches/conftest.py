@@ -70,6 +70,11 @@ SIZES = {
         "quick": Size(rows=None, epochs=30, rounds=2, slow_rounds=1),
         "smoke": Size(rows=300, epochs=3, rounds=1, slow_rounds=1),
     },
+    "W2-digits-adam": {  # epochs: max_iter, every one run (Adam's default rate learns slowly)
+        "full": Size(rows=None, epochs=100, rounds=5, slow_rounds=3),
+        "quick": Size(rows=None, epochs=30, rounds=2, slow_rounds=1),
+        "smoke": Size(rows=300, epochs=40, rounds=1, slow_rounds=1),
+    },
     "W3-mnist-online": {
         "full": Size(rows=500, epochs=1, rounds=5, slow_rounds=1),
         "quick": Size(rows=150, epochs=1, rounds=2, slow_rounds=1),

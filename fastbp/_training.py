@@ -45,6 +45,7 @@ from ._layout import Layer, Layout
 from ._parallel import MIN_BATCH_WORK_FOR_THREADS, kernel_threads, one_blas_thread
 from ._sparse import SparseFeatures, kernel_rows
 from ._validate import (
+    all_finite,
     as_choice,
     as_dtype,
     as_flag,
@@ -519,11 +520,12 @@ class Trainer:
         """The learning rate of each of the next ``n_epochs`` epochs over ``n_rows`` rows (float64): with the
         invscaling schedule, ``lr / (rows_seen + 1) ** power_t``, but the optimizer's first epoch's ``lr``."""
         options = self.options
+        if options.lr_schedule == "constant":
+            return np.full(n_epochs, options.lr, dtype=np.float64)
         rows_seen = self.rows_seen + n_rows * np.arange(n_epochs, dtype=np.float64)
         with np.errstate(over="ignore"):  # a huge power_t makes the rate underflow to 0, as it should
-            scale = 1.0 if options.lr_schedule == "constant" else (rows_seen + 1.0) ** options.power_t
-        scale = np.where(rows_seen == self.schedule_start, 1.0, scale)
-        return np.broadcast_to(options.lr / scale, n_epochs).copy()
+            scale = (rows_seen + 1.0) ** options.power_t
+        return options.lr / np.where(rows_seen == self.schedule_start, 1.0, scale)
 
     def epoch_orders(self, n_epochs: int, n_rows: int) -> np.ndarray:
         """The order of the rows in each of the next ``n_epochs`` epochs: one row of positions per epoch
@@ -685,7 +687,10 @@ def check_finite(history: np.ndarray, weights: np.ndarray, first_epoch: int) -> 
     run) whose loss is ``nan`` or infinite, or the chunk's last epoch when only
     the weights stopped being finite.
     """
-    bad = np.flatnonzero(~np.isfinite(history))
+    finite = np.isfinite(history)
+    if finite.all() and all_finite(weights):
+        return
+    bad = np.flatnonzero(~finite)
     if len(bad):
         raise NonFiniteError(
             f"training diverged at epoch {first_epoch + bad[0]}: the loss became {history[bad[0]]}; {_DIVERGED_ADVICE}"

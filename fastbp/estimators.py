@@ -41,7 +41,7 @@ from ._backends import COMPILED
 from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS, OPTIMIZERS
 from ._layout import initial_weights
 from ._model import Model, two_classes
-from ._parallel import as_threads
+from ._parallel import as_threads, one_blas_thread
 from ._training import NonFiniteError, Options, Trainer
 from ._validate import (
     DTYPES,
@@ -58,6 +58,14 @@ from ._validate import (
 
 #: The hidden activations by the names scikit-learn gives them (its "logistic" is the sigmoid), and fastbp's own.
 ACTIVATIONS = {"logistic" if name == "sigmoid" else name: name for name in HIDDEN_ACTIVATIONS}
+#: The kinds of targets scikit-learn's classifiers take (``check_classification_targets`` refuses the others).
+CLASSIFICATION_TARGETS = (
+    "binary",
+    "multiclass",
+    "multiclass-multioutput",
+    "multilabel-indicator",
+    "multilabel-sequences",
+)
 #: fastbp's options that a continued network keeps, and the parameters that set them (the solver only where its
 #: memory is kept: across ``partial_fit`` calls; a ``warm_start`` fit starts a new one).
 FIXED_WHEN_CONTINUING = {
@@ -425,39 +433,40 @@ class _MultilayerPerceptron(BaseEstimator):
         n_threads = as_threads(self.n_threads)
         self.n_iter_ = 0
         try:
-            for _ in range(1 if incremental else self.max_iter):
-                # Ctrl-C may land anywhere in an epoch: the estimator then goes back to where the epoch began.
-                epoch_start = self._bookkeeping(), trainer.snapshot()
-                # At the weights each batch starts from; the epoch's first stand in for all (exact for one batch).
-                penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
-                try:
-                    summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=n_threads)[0])
-                except NonFiniteError:
-                    if not self.early_stopping:
-                        raise _diverged(self.n_iter_ + 1, "a smaller learning_rate_init") from None
-                    self._record_divergence()  # the best weights so far are the result, as in scikit-learn
-                    break
-                self.n_iter_ += 1
-                self.t_ = trainer.rows_seen
-                self._summed_losses.append(summed_loss)
-                self.loss_ = self._mean_loss(summed_loss, targets.shape) + penalty
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-                self._count_no_improvement(trainer, validation)
-                if self._no_improvement_count > self.n_iter_no_change and not self._lower_rate(trainer):
-                    break
-                if self.n_iter_ == self.max_iter and not incremental:
-                    warnings.warn(
-                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
-                        "hasn't converged yet.",
-                        ConvergenceWarning,
-                        stacklevel=4,
-                    )
+            with one_blas_thread():  # set once for every epoch, where each kernel call would set it and give it back
+                for _ in range(1 if incremental else self.max_iter):
+                    # Ctrl-C may land anywhere in an epoch: the estimator then goes back to where the epoch began.
+                    epoch_start = self._bookkeeping(), trainer.snapshot()
+                    # At the weights each batch starts from; the epoch's first stand in for all (exact for one batch).
+                    penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
+                    try:
+                        summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=n_threads)[0])
+                    except NonFiniteError:
+                        if not self.early_stopping:
+                            raise _diverged(self.n_iter_ + 1, "a smaller learning_rate_init") from None
+                        self._record_divergence()  # the best weights so far are the result, as in scikit-learn
+                        break
+                    self.n_iter_ += 1
+                    self.t_ = trainer.rows_seen
+                    self._summed_losses.append(summed_loss)
+                    self.loss_ = self._mean_loss(summed_loss, targets.shape) + penalty
+                    self.loss_curve_.append(self.loss_)
+                    if self.verbose:
+                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+                    self._count_no_improvement(trainer, validation)
+                    if self._no_improvement_count > self.n_iter_no_change and not self._lower_rate(trainer):
+                        break
+                    if self.n_iter_ == self.max_iter and not incremental:
+                        warnings.warn(
+                            f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the optimization "
+                            "hasn't converged yet.",
+                            ConvergenceWarning,
+                            stacklevel=4,
+                        )
         except KeyboardInterrupt:
             bookkeeping, snapshot = epoch_start
             trainer.restore(snapshot)
-            self.__dict__.update(bookkeeping)
+            self._go_back(*bookkeeping)
             warnings.warn(
                 "Training interrupted by user: the network is the one of the last complete epoch.", stacklevel=4
             )
@@ -468,9 +477,18 @@ class _MultilayerPerceptron(BaseEstimator):
         "best_loss_", "_no_improvement_count", "_best_weights",
     )  # fmt: skip
 
-    def _bookkeeping(self) -> dict:
-        """Copies of the attributes an epoch changes, to go back to."""
-        return self._copies(self._EPOCH_ATTRIBUTES)
+    def _bookkeeping(self) -> tuple[dict, dict]:
+        """The attributes an epoch changes, to go back to: the values it replaces, and the lengths of the lists
+        it appends to (copies would cost each epoch as much as the epochs before it)."""
+        present = {name: getattr(self, name) for name in self._EPOCH_ATTRIBUTES if hasattr(self, name)}
+        values = {name: value for name, value in present.items() if not isinstance(value, list)}
+        return values, {name: len(value) for name, value in present.items() if isinstance(value, list)}
+
+    def _go_back(self, values: dict, lengths: dict) -> None:
+        """Back to the attributes of :meth:`_bookkeeping`."""
+        self.__dict__.update(values)
+        for name, length in lengths.items():
+            del getattr(self, name)[length:]
 
     def _copies(self, names) -> dict:
         """The attributes of ``names`` that the estimator has, as they are now: lists and arrays copied (an epoch
@@ -912,26 +930,27 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         Two classes and multilabel targets train logistic output units with the binary
         cross-entropy, more classes a softmax, as in scikit-learn.
         """
-        check_classification_targets(y)
-        if type_of_target(y) == "multiclass-multioutput":  # refused in scikit-learn's words
+        kind = type_of_target(y, input_name="y")  # once: each call checks y anew
+        if kind not in CLASSIFICATION_TARGETS:
+            check_classification_targets(y)  # raises, in scikit-learn's words
+        if kind == "multiclass-multioutput":
             raise ValueError(
                 "Multioutput target data is not supported: y must hold one label per row, or be a multilabel "
                 "indicator matrix of 0s and 1s"
             )
         if incremental and not hasattr(self, "_label_binarizer"):  # the first partial_fit: classes_ are `classes`
-            multilabel = type_of_target(y).startswith("multilabel")
-            self._label_binarizer = LabelBinarizer().fit(y if multilabel else self.classes_)
-        labels = unique_labels(y)
+            self._label_binarizer = LabelBinarizer().fit(y if kind.startswith("multilabel") else self.classes_)
         if not hasattr(self, "classes_") or not (self.warm_start or incremental):  # scikit-learn's rule
             self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
         elif incremental:
+            labels = unique_labels(y)
             unseen = np.setdiff1d(labels, self.classes_)
             if len(unseen):
                 raise ValueError(
                     f"`y` has classes not in `self.classes_`: {unseen}; `self.classes_` has {self.classes_}"
                 )
-        elif set(labels) != set(self.classes_):
+        elif set(labels := unique_labels(y)) != set(self.classes_):
             raise ValueError(
                 "warm_start can only be used where `y` has the same classes as in the previous call to fit. "
                 f"Previously got {self.classes_}, `y` has {labels}"
