@@ -300,12 +300,12 @@ class _MultilayerPerceptron(BaseEstimator):
         prediction)."""
         coefs, intercepts = _weight_views(trainer)
         self._views = (trainer.weights, coefs, intercepts)
-        for current, views in ((self.coefs_, coefs), (self.intercepts_, intercepts)):
-            if not isinstance(current, list) or len(current) != len(views):
-                continue
-            for layer, (array, view) in enumerate(zip(current, views)):
-                if _same_bytes(array, view):
-                    current[layer] = view
+        self.coefs_, self.intercepts_ = (
+            [view if _same_bytes(array, view) else array for array, view in zip(current, views)]
+            if isinstance(current, list) and len(current) == len(views)
+            else current
+            for current, views in ((self.coefs_, coefs), (self.intercepts_, intercepts))
+        )  # new lists: a shallow copy's, or another object's, stay as they are
 
     def _dtype(self, continuing: bool) -> np.dtype | None:
         """The precision to train in: ``dtype``'s; else a continued network's; else ``None``, for the input's
@@ -377,6 +377,11 @@ class _MultilayerPerceptron(BaseEstimator):
         tags.input_tags.sparse = True
         return tags
 
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__())
+        state.pop("_views", None)  # made again when unpickled: joblib would store the weights twice more
+        return state
+
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         if "model_" in vars(self):  # pickled before model_ read coefs_ back: the same model
@@ -386,7 +391,7 @@ class _MultilayerPerceptron(BaseEstimator):
         trainer, model = vars(self).get("_trainer"), vars(self).get("_model")
         if trainer is not None and model is not None and model._weights is not trainer.weights:
             model._weights = trainer.weights
-        vars(self).pop("_views", None)  # copies now, not views
+        vars(self).pop("_views", None)  # any pickled are copies now, not views: made anew below
         if trainer is not None and "coefs_" in vars(self):
             self._relink_views(trainer)
 
@@ -669,9 +674,9 @@ def _weight_views(trainer: Trainer) -> tuple[list[np.ndarray], list[np.ndarray]]
 
 
 def _same_bytes(array, view: np.ndarray) -> bool:
-    """Whether ``array`` is an array of ``view``'s type and shape holding its very bytes."""
+    """Whether ``array`` is a plain or memory-mapped array of ``view``'s type and shape holding its very bytes."""
     return (
-        type(array) is np.ndarray
+        type(array) in (np.ndarray, np.memmap)
         and array.dtype == view.dtype
         and array.shape == view.shape
         and array.tobytes() == view.tobytes()

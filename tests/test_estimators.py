@@ -1,5 +1,6 @@
 """The scikit-learn estimators: scikit-learn's own checks, its training loop reproduced, and drop-in use."""
 
+import copy
 import pickle
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import warnings
 from pathlib import Path
 from xml.etree import ElementTree
 
+import joblib
 import numpy as np
 import pytest
 import sklearn
@@ -601,7 +603,7 @@ def test_the_same_weights_predict_scikit_learns_labels_ties_included(kind, compi
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_an_unpickled_estimators_coefs_and_intercepts_are_its_weights_again(compiled_backend):
+def test_an_unpickled_estimators_coefs_and_intercepts_are_its_weights_again(compiled_backend, tmp_path):
     """Pickle copies views: unpickled, coefs_ and intercepts_ are views of the weights again, so writing into
     them changes the predictions as in the estimator pickled (and nothing is read back at each prediction)."""
     X, y = standardized_iris()
@@ -612,7 +614,12 @@ def test_an_unpickled_estimators_coefs_and_intercepts_are_its_weights_again(comp
     np.testing.assert_array_equal(restored.predict(X), predicted)
     assert all(np.shares_memory(array, restored.model_.weights) for array in restored.coefs_ + restored.intercepts_)
     assert not np.shares_memory(model.intercepts_[1], model.model_.weights)
-    for network in (model, restored):
+    assigned = model.intercepts_[1]
+    copy.copy(model)  # shares the lists: unpickling its state must not change the original's
+    assert model.intercepts_[1] is assigned and "_views" not in model.__getstate__()  # made again, not stored
+    joblib.dump(model, tmp_path / "model.joblib")
+    mapped = joblib.load(tmp_path / "model.joblib", mmap_mode="r")
+    for network in (model, restored, mapped):
         network.coefs_[1][:] = 0.0
         np.testing.assert_array_equal(network.predict(X), np.full(len(X), 7.0))
 
