@@ -105,6 +105,11 @@ SIZES = {
         "quick": Size(rows=100_000, epochs=1, rounds=3, slow_rounds=3),
         "smoke": Size(rows=1_000, epochs=1, rounds=1, slow_rounds=1),
     },
+    "predict-mnist-shape": {
+        "full": Size(rows=20_000, epochs=1, rounds=10, slow_rounds=10),
+        "quick": Size(rows=20_000, epochs=1, rounds=3, slow_rounds=3),
+        "smoke": Size(rows=200, epochs=1, rounds=1, slow_rounds=1),
+    },
     "predict-one-row": {  # single-row calls, as a service gets its requests
         "full": Size(rows=5_000, epochs=1, rounds=5, slow_rounds=5),
         "quick": Size(rows=1_000, epochs=1, rounds=3, slow_rounds=3),

@@ -49,7 +49,8 @@ The kernels (model, then data, then schedule, then outputs):
   ``predict_layered(net, weights, X, out)``, and
   ``layered_gradient(net, weights, data, schedule, rows, grad) -> loss`` (one batch, as
   update ``schedule.steps_done + 1``); :class:`Backend` sends such networks there from
-  ``train_online``, ``train_batches`` and ``predict_batch``;
+  ``train_online``, ``train_batches`` and ``predict_batch``, and from ``predict_batch``
+  networks of dense layers in the fast mode from ``PRODUCTS_MIN_WEIGHTS`` weights;
 * with ``lockstep``, ``train_lockstep(net, weights, data, schedule, lengths, history)``:
   online plain SGD of many networks of one architecture at once, the network index the
   last axis of ``weights`` ``(n_weights, n_nets)``; network ``k`` visits rows
@@ -121,6 +122,10 @@ LOCKSTEP_KERNEL = "train_lockstep"
 SPARSE_KERNELS = ("train_sparse", "predict_sparse", "sparse_gradient")
 #: The kernels of networks with layers beyond dense ones, which a backend whose ``layer_kinds`` has them provides.
 LAYERED_KERNELS = ("train_layered", "predict_layered", "layered_gradient")
+#: From this many weights a network of dense layers in the fast mode predicts by ``predict_layered``'s products,
+#: which run many rows faster than ``predict_batch`` row by row, and a single row slower (a whole chunk of rows is
+#: computed for it); below, row by row is as fast at any count (the docs' performance page).
+PRODUCTS_MIN_WEIGHTS = 8192
 
 
 class Network(NamedTuple):
@@ -315,6 +320,7 @@ class Backend:
         self.module = module
         self.capabilities: Capabilities = module.CAPABILITIES
         self._kind_codes = frozenset(int(LayerKindCode[kind.upper()]) for kind in self.capabilities.layer_kinds)
+        self._layered_kernels = set(self.capabilities.layer_kinds) != {"dense"}  # it provides LAYERED_KERNELS
         # The network last checked and whether it is layered, in one tuple that threads replace whole: a model's
         # calls pass the same network.
         self._checked: tuple[Network | None, bool] = (None, False)
@@ -365,8 +371,21 @@ class Backend:
         layered = self._check_weights(net, weights)
         n_rows = self._check_features(net, X, weights.dtype, layered)
         _expect(out, weights.dtype, (n_rows, int(net.sizes[-1])), "out")
-        kernel = "predict_sparse" if isinstance(X, SparseRows) else "predict_layered" if layered else "predict_batch"
+        if isinstance(X, SparseRows):
+            kernel = "predict_sparse"
+        elif self.predicts_by_products(net):
+            kernel = "predict_layered"
+        else:
+            kernel = "predict_batch"
         self._run(kernel, net, weights, X, out)
+
+    def predicts_by_products(self, net: Network) -> bool:
+        """Whether ``predict_batch`` runs dense rows through BLAS's products (the layered kernels', in whole chunks
+        of rows): for a network with layers beyond dense ones, or one of dense layers in the fast mode from
+        ``PRODUCTS_MIN_WEIGHTS`` weights.  Smaller networks, and the exact arithmetic, predict row by row."""
+        if self._check_network(net):
+            return True
+        return not net.exact and self._layered_kernels and int(net.w_off[-1]) >= PRODUCTS_MIN_WEIGHTS
 
     def layered_gradient(self, net: Network, weights, data: Data, schedule: Schedule, rows, grad) -> float:
         self._check_weights(net, weights)

@@ -26,6 +26,7 @@ cannot exhaust memory either.  Format ``fastbp.model`` holds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -37,8 +38,8 @@ from ._backends import BACKENDS, get_backend, is_available
 from ._concepts import HIDDEN_ACTIVATIONS, OUTPUTS
 from ._files import NpzArchive, open_regular, replaced_atomically
 from ._layout import Layer, Layout
-from ._parallel import as_threads, row_chunks, run_chunks
-from ._sparse import kernel_rows
+from ._parallel import as_threads, one_blas_thread, row_chunks, run_chunks
+from ._sparse import SparseFeatures, kernel_rows
 from ._training import check_outputs
 from ._validate import DTYPES, as_inputs, as_sample_weight, feature_names_of, refuse_non_finite_classes
 
@@ -213,7 +214,10 @@ class Model:
         def predict_rows(rows: slice) -> None:
             backend.predict_batch(net, self._weights, kernel_rows(X[rows], backend, layout.dense_only), out[rows])
 
-        run_chunks(predict_rows, row_chunks(len(X), layout.work_per_row, n_threads))
+        # BLAS's products on one thread, as in training: the rows are already shared between threads.
+        blas = isinstance(X, SparseFeatures) or backend.predicts_by_products(net)
+        with one_blas_thread() if blas else contextlib.nullcontext():
+            run_chunks(predict_rows, row_chunks(len(X), layout.work_per_row, n_threads))
         return check_outputs(out, self._weights)
 
     def _check_feature_names(self, X) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 import fastbp
 from fastbp import cli, data
+from fastbp._backends import get_backend
 
 NETWORKS = {
     "tutorial": {"hidden": 2, "init": "tutorial", "lr": 0.5},
@@ -76,6 +77,28 @@ def test_a_model_saved_by_one_backend_predicts_identically_with_another(compiled
     other = fastbp.load(tmp_path / "m.npz", backend=compiled_backend)
     assert other.backend == compiled_backend
     np.testing.assert_array_equal(other.forward(X), model.forward(X))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_large_network_in_the_fast_mode_predicts_numpys_outputs_the_same_in_every_backend(dtype):
+    """From PRODUCTS_MIN_WEIGHTS weights, a network of dense layers in the fast mode predicts by BLAS's
+    products: the outputs of a plain NumPy forward pass within rounding, the same bits in each backend."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(203, 100)), rng.integers(0, 5, 203)
+    options = dict(hidden=90, activation="tanh", output="softmax", batch_size=32, epochs=2, seed=0, dtype=dtype)
+    backends = [name for name in fastbp.available_backends() if name != "reference"]
+    outputs = []
+    for backend in backends:
+        model = fastbp.train(X, y, backend=backend, **options)
+        assert get_backend(backend).predicts_by_products(model._layout.network(model.options["exact"]))
+        outputs.append(model.forward(X))
+    assert all(other.tobytes() == outputs[0].tobytes() for other in outputs[1:])
+    hidden, output = (layer.astype(np.float64) for layer in model.layers)
+    sums = np.tanh(X @ hidden[:, :-1].T + hidden[:, -1]) @ output[:, :-1].T + output[:, -1]
+    expected = np.exp(sums - sums.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(outputs[0], expected, rtol=tolerance, atol=tolerance)
 
 
 def test_saving_replaces_a_file_whole_and_leaves_no_temporary(tmp_path):

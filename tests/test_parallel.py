@@ -84,12 +84,11 @@ def test_mini_batch_backends_agree_bit_for_bit(case, dtype, always_threaded):
     assert models[0].forward(rows).tobytes() == models[1].forward(rows).tobytes()
 
 
+@pytest.mark.parametrize("hidden", [(20, 9), (96, 90)], ids=["row by row", "by products in the fast mode"])
 @pytest.mark.parametrize("exact", [True, False])
-def test_prediction_gives_the_same_bits_for_any_thread_count(compiled_backend, exact, always_threaded):
+def test_prediction_gives_the_same_bits_for_any_thread_count(compiled_backend, exact, hidden, always_threaded):
     X, y = _data(n_rows=40)
-    model = fastbp.train(
-        X, y, hidden=(20, 9), output="softmax", epochs=2, seed=1, exact=exact, backend=compiled_backend
-    )
+    model = fastbp.train(X, y, hidden=hidden, output="softmax", epochs=2, seed=1, exact=exact, backend=compiled_backend)
     rows = np.random.default_rng(1).normal(size=(1001, X.shape[1]))
     serial = model.forward(rows, n_threads=1)
     for n_threads in THREAD_COUNTS[1:]:
