@@ -564,7 +564,9 @@ class _MultilayerPerceptron(BaseEstimator):
             self.best_loss_ = min(self.best_loss_, self.loss_)
             return
         X, y, weights = validation
-        network = Model(trainer.layout, trainer.weights, None, np.empty(0), trainer.backend)
+        # In the arithmetic the estimator will predict with (its options' exact), as predict and score do.
+        options = trainer.options.to_dict()
+        network = Model(trainer.layout, trainer.weights, None, np.empty(0), trainer.backend, options=options)
         try:
             outputs = network.forward(X, n_threads=self.n_threads)
         except NonFiniteError:  # outputs past the float range: no score, as scikit-learn's nan

@@ -84,7 +84,7 @@ def test_mini_batch_backends_agree_bit_for_bit(case, dtype, always_threaded):
     assert models[0].forward(rows).tobytes() == models[1].forward(rows).tobytes()
 
 
-@pytest.mark.parametrize("hidden", [(20, 9), (96, 90)], ids=["row by row", "by products in the fast mode"])
+@pytest.mark.parametrize("hidden", [(20, 9), (96, 90)], ids=["small", "8192 weights or more"])
 @pytest.mark.parametrize("exact", [True, False])
 def test_prediction_gives_the_same_bits_for_any_thread_count(compiled_backend, exact, hidden, always_threaded):
     X, y = _data(n_rows=40)

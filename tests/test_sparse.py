@@ -336,6 +336,23 @@ def test_a_network_with_dropout_takes_sparse_rows_densified():
     np.testing.assert_array_equal(fastbp.train(X, y, **options).weights, densified.weights)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_sparse_rows_outputs_depend_neither_on_the_rows_beside_it_nor_on_the_thread_count(compiled_backend, dtype):
+    """Predicted in whole chunks above the first layer (BLAS rounds a row alike only within products of one
+    shape): alone, in a batch, or in any thread's part of it, a row gets the same bits; and both backends agree."""
+    X, y = sparse_data(n_rows=300, n_features=100, density=0.3, n_classes=5)
+    options = dict(hidden=90, output="softmax", batch_size=32, epochs=1, seed=0, dtype=dtype)
+    model = fastbp.train(X, y, backend=compiled_backend, **options)
+    rows = sp.random(1000, 100, density=0.3, format="csr", random_state=1)
+    batch = model.forward(rows, n_threads=1)
+    for n_threads in (2, 3):
+        assert model.forward(rows, n_threads=n_threads).tobytes() == batch.tobytes()
+    for row in (0, 63, 64, 500, 999):
+        assert model.forward(rows[row], n_threads=1).tobytes() == batch[row].tobytes()
+    others = [fastbp.train(X, y, backend=name, **options) for name in COMPILED if name != compiled_backend]
+    assert all(other.forward(rows, n_threads=1).tobytes() == batch.tobytes() for other in others)
+
+
 def test_a_model_trained_on_sparse_rows_saves_and_predicts(tmp_path):
     X, y = sparse_data()
     model = fastbp.train(X, y, **ENTRY_OPTIONS, backend="numba")

@@ -648,25 +648,30 @@ cdef void _predict_sparse(
     const Network* net, const floating* weights, const SparseRows* X, floating* out, Py_ssize_t n_rows,
     Py_ssize_t* rows, floating* scratch,
 ) noexcept nogil:
-    """The output layer's values for the ``n_rows`` sparse rows of ``X`` into ``out``, ``PREDICT_CHUNK_ROWS``
-    rows per forward pass: ``rows`` has room for a pass's row numbers, ``scratch`` holds ``_batch_scratch`` for
-    that many rows (``n_rows`` if fewer) from layer 1, then room for the first layer's weights."""
-    cdef Py_ssize_t chunk = min(n_rows, <Py_ssize_t>PREDICT_CHUNK_ROWS)
+    """The output layer's values for the ``n_rows`` sparse rows of ``X`` into ``out``, as the Numba backend's
+    ``predict_sparse``: whole chunks of ``PREDICT_CHUNK_ROWS`` rows above the first layer, the last one filled up
+    with copies of its last row's first-layer values.  ``rows`` has room for a chunk's row numbers, ``scratch``
+    holds ``_batch_scratch`` for a chunk from layer 1, then room for the first layer's weights."""
+    cdef Py_ssize_t chunk = PREDICT_CHUNK_ROWS
     cdef BatchScratch parts = _batch_scratch(net, chunk, 1)
     cdef Py_ssize_t n_in = net.sizes[0]
     cdef Py_ssize_t units = net.sizes[1]
     cdef Py_ssize_t n_out = net.sizes[net.n_layers]
     cdef floating* first_layer = scratch + parts.size
+    cdef floating* values = scratch  # the first layer's values, the products' inputs from layer 1
     cdef const floating* outputs
-    cdef Py_ssize_t b, j, s, start
+    cdef Py_ssize_t real, j, s, start
     _transposed(weights, units, n_in + 1, first_layer)
     start = 0
     while start < n_rows:
-        b = min(chunk, n_rows - start)
-        for s in range(b):
+        real = min(chunk, n_rows - start)
+        for s in range(real):
             rows[s] = start + s
-        outputs = _sparse_forward(net, first_layer, weights, X, rows, b, scratch, &parts)
-        for s in range(b):
+        _sparse_first_layer(net, first_layer, X, rows, real, values)
+        for s in range(real, chunk):
+            memcpy(values + s * (units + 1), values + (real - 1) * (units + 1), (units + 1) * sizeof(floating))
+        outputs = _forward_layers(net, weights, scratch, &parts, chunk, 1, 1)
+        for s in range(real):
             for j in range(n_out):
                 out[(start + s) * n_out + j] = outputs[s * (n_out + 1) + j]
         start += chunk
@@ -737,7 +742,7 @@ def predict_sparse(net, const floating[::1] weights, X, floating[:, ::1] out):
     cdef const floating[::1] values = X.values
     cdef SparseRows c_X = _sparse_rows_of(X, &values[0])
     cdef Py_ssize_t n_rows = out.shape[0]
-    cdef Py_ssize_t chunk = min(n_rows, <Py_ssize_t>PREDICT_CHUNK_ROWS)
+    cdef Py_ssize_t chunk = PREDICT_CHUNK_ROWS
     cdef Py_ssize_t size = _batch_scratch(&c_net, chunk, 1).size + (c_net.sizes[0] + 1) * c_net.sizes[1]
     cdef floating* scratch
     cdef Py_ssize_t* rows

@@ -468,17 +468,27 @@ def sparse_gradient(net, weights, data, rows, grad):
 
 @njit(**NUMBA_OPTIONS)
 def predict_sparse(net, weights, X, out):
-    """The output layer's values for every sparse row of ``X`` (a ``SparseRows``), into ``out``."""
+    """The output layer's values for every sparse row of ``X`` (a ``SparseRows``), into ``out``.
+
+    Every chunk is a whole ``PREDICT_CHUNK_ROWS`` rows above the first layer, the last
+    one filled up with copies of its last row's first-layer values: BLAS rounds a
+    product's rows alike only within products of one shape, so each row's outputs do not
+    depend on the rows predicted with it (nor on how many threads share them).
+    """
     n_rows = out.shape[0]
-    chunk = max(1, min(n_rows, PREDICT_CHUNK_ROWS))  # no rows: no chunk runs
+    chunk = PREDICT_CHUNK_ROWS
     scratch = _batch_buffers(net, chunk, weights.dtype, 1)
     first_layer = _input_major_copy(net, weights)
     n_layers, n_out = net.sizes.shape[0] - 1, out.shape[1]
     for start in range(0, n_rows, chunk):
-        rows = np.arange(start, min(start + chunk, n_rows))
-        _sparse_forward(net, first_layer, weights, X, rows, scratch)
-        outputs = _matrix(scratch[0], scratch[1][n_layers], rows.shape[0], n_out + 1)
-        out[start : start + rows.shape[0]] = outputs[:, :n_out]
+        real = min(chunk, n_rows - start)
+        _sparse_first_layer(net, first_layer, X, np.arange(start, start + real), scratch)
+        values = _matrix(scratch[0], scratch[1][1], chunk, net.sizes[1] + 1)
+        for s in range(real, chunk):
+            values[s] = values[real - 1]
+        _forward_layers(net, weights, scratch, chunk, 1)
+        outputs = _matrix(scratch[0], scratch[1][n_layers], chunk, n_out + 1)
+        out[start : start + real] = outputs[:real, :n_out]
 
 
 def on_threads(n_threads: int, kernel, *args) -> None:
