@@ -476,7 +476,7 @@ def predict_sparse(net, weights, X, out):
     depend on the rows predicted with it (nor on how many threads share them).
     """
     n_rows = out.shape[0]
-    chunk = PREDICT_CHUNK_ROWS
+    chunk = np.intp(PREDICT_CHUNK_ROWS)  # not the constant: a call typed with it would compile the layers again
     scratch = _batch_buffers(net, chunk, weights.dtype, 1)
     first_layer = _input_major_copy(net, weights)
     n_layers, n_out = net.sizes.shape[0] - 1, out.shape[1]
