@@ -303,7 +303,7 @@ def mnist_shape():
 
 @pytest.fixture
 def fit_sklearn():
-    """``fit_sklearn(X, y, hidden=, lr=, batch_size=, epochs=, estimator=None)``: scikit-learn's
+    """``fit_sklearn(X, y, hidden=, lr=, batch_size=, epochs=, estimator=)``: scikit-learn's
     ``MLPClassifier`` (or ``estimator``, a drop-in replacement) trained like fastbp's SGD:
     logistic hidden units, softmax and cross-entropy, plain constant-rate SGD, rows in
     order, no L2, exactly ``epochs``.

@@ -294,12 +294,17 @@ class _MultilayerPerceptron(BaseEstimator):
             return published[1], published[2]
         return _weight_views(trainer)
 
+    def _published_views(self, trainer: Trainer) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """New views of ``trainer``'s weights as ``coefs_`` and ``intercepts_``, kept for :meth:`_views_of`."""
+        coefs, intercepts = _weight_views(trainer)
+        self._views = (trainer.weights, coefs, intercepts)
+        return coefs, intercepts
+
     def _relink_views(self, trainer: Trainer) -> None:
         """Publish views of ``trainer``'s weights again, and put them in ``coefs_`` and ``intercepts_`` in place of
         the arrays that hold their very bytes (pickle copies views: unpickled, they would be read back at every
         prediction)."""
-        coefs, intercepts = _weight_views(trainer)
-        self._views = (trainer.weights, coefs, intercepts)
+        coefs, intercepts = self._published_views(trainer)
         self.coefs_, self.intercepts_ = (
             [view if _same_bytes(array, view) else array for array, view in zip(current, views)]
             if isinstance(current, list) and len(current) == len(views)
@@ -496,8 +501,8 @@ class _MultilayerPerceptron(BaseEstimator):
             del getattr(self, name)[length:]
 
     def _copies(self, names) -> dict:
-        """The attributes of ``names`` that the estimator has, as they are now: lists and arrays copied (an epoch
-        appends to the lists), other values as they are (an epoch replaces them)."""
+        """The attributes of ``names`` that the estimator has, as they are now: lists and arrays copied (a fit
+        appends to the lists), other values as they are (a fit replaces them)."""
         saved = {name: getattr(self, name) for name in names if hasattr(self, name)}
         return {name: value.copy() if isinstance(value, list | np.ndarray) else value for name, value in saved.items()}
 
@@ -613,8 +618,7 @@ class _MultilayerPerceptron(BaseEstimator):
             options=trainer.options.to_dict(),
             feature_names=getattr(self, "feature_names_in_", None),
         )
-        coefs, intercepts = _weight_views(trainer)
-        self._views = (trainer.weights, coefs, intercepts)
+        coefs, intercepts = self._published_views(trainer)
         self.coefs_, self.intercepts_ = list(coefs), list(intercepts)
         self.n_layers_ = len(self._model.sizes)
         self.n_outputs_ = self._model.sizes[-1]
