@@ -442,6 +442,7 @@ class _MultilayerPerceptron(BaseEstimator):
         penalty_scale = 0.5 * trainer.options.l2 * batch_size * n_batches / len(X)
         n_threads = as_threads(self.n_threads)
         self.n_iter_ = 0
+        epoch_start, finished = None, False
         try:
             with one_blas_thread():  # set once for every epoch, where each kernel call would set it and give it back
                 for _ in range(1 if incremental else self.max_iter):
@@ -473,10 +474,12 @@ class _MultilayerPerceptron(BaseEstimator):
                             ConvergenceWarning,
                             stacklevel=4,
                         )
+                finished = True  # a Ctrl-C from here on, or before the first epoch, has nothing to undo
         except KeyboardInterrupt:
-            bookkeeping, snapshot = epoch_start
-            trainer.restore(snapshot)
-            self._go_back(*bookkeeping)
+            if epoch_start is not None and not finished:
+                bookkeeping, snapshot = epoch_start
+                trainer.restore(snapshot)
+                self._go_back(*bookkeeping)
             warnings.warn(
                 "Training interrupted by user: the network is the one of the last complete epoch.", stacklevel=4
             )

@@ -849,3 +849,46 @@ def test_an_interrupted_fit_is_the_fit_of_its_complete_epochs(monkeypatch, early
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator.fit(X, y)
     assert estimator.n_iter_ == 5 or early_stopping
+
+
+@pytest.mark.parametrize("lands", ["before the first epoch", "after the last epoch"])
+def test_a_ctrl_c_outside_the_epochs_undoes_nothing(monkeypatch, lands):
+    """Ctrl-C as the epochs' loop is entered leaves the initial network, with a warning; as it is left, after the
+    last epoch, the whole fit (nothing rolled back): the state of an uninterrupted fit."""
+    X, y = make_classification(n_samples=60, n_features=5, random_state=0)
+    settings = dict(hidden_layer_sizes=(4,), solver="adam", batch_size=16, max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        completed = MLPClassifier(**settings, backend="numba").fit(X, y)
+
+    def no_epoch(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "run", no_epoch)  # Ctrl-C as the first epoch begins: the initial network
+    with pytest.warns(UserWarning, match="interrupted"):
+        initial = MLPClassifier(**settings, backend="numba").fit(X, y)
+    monkeypatch.undo()
+
+    class Interrupted:
+        def __enter__(self):
+            if lands == "before the first epoch":
+                raise KeyboardInterrupt
+
+        def __exit__(self, *exception):
+            if lands == "after the last epoch":
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(fastbp.estimators, "one_blas_thread", Interrupted)
+    estimator = MLPClassifier(**settings, backend="numba")
+    with pytest.warns(UserWarning, match="interrupted"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator.fit(X, y)
+    if lands == "after the last epoch":
+        assert estimator.n_iter_ == completed.n_iter_ == 3
+        assert estimator.loss_curve_ == completed.loss_curve_
+        expected = completed.coefs_
+    else:
+        assert estimator.n_iter_ == 0 and estimator.loss_curve_ == []
+        expected = initial.coefs_
+    for coef, want in zip(estimator.coefs_, expected, strict=True):
+        np.testing.assert_array_equal(coef, want)
