@@ -23,6 +23,7 @@ from scipy.special import xlogy
 
 from ._api import new_trainer
 from ._backends import get_backend
+from ._concepts import LOSSES as KERNEL_LOSSES
 from ._concepts import OUTPUTS
 from ._constants import LOG_FLOOR
 from ._layout import as_image
@@ -380,6 +381,8 @@ class Sequential:
         self._ensure_built(shape, options)
         shuffling = self._trainer.shuffle or (self._random.numpy() if shuffle else None)
         self._trainer = self._trainer.continued(options, shuffling if shuffle else None)
+        gradient_scale = self._kernel_loss_scale() / self._keras_loss_terms()
+        training_weights = sample_weight * gradient_scale if gradient_scale != 1 else sample_weight
         history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose})
         threads = as_threads(n_threads)
         counted = [] if self._trainer.layout.dense_only else self._compiled["metrics"]
@@ -406,7 +409,7 @@ class Sequential:
                     losses = self._trainer.run(
                         X,
                         targets,
-                        sample_weight,
+                        training_weights,
                         1,
                         n_threads=threads,
                         progress=bar,
@@ -418,7 +421,7 @@ class Sequential:
                 self._trainer.restore(before)
                 raise NonFiniteError(f"{error}; the model keeps its weights from before that epoch") from None
             trained = len(X) if batches is None else batches.rows  # fewer where a callback stopped the epoch
-            logs = {"loss": float(losses[0]) / trained}
+            logs = {"loss": float(losses[0]) / (trained * self._kernel_loss_scale())}
             if self._compiled["metrics"]:  # as Keras: over the epoch's training passes (a dense network's: after)
                 accuracy = right[0] / trained if right else self._accuracy(self._forward(X, threads), targets)
                 logs.update(dict.fromkeys(self._compiled["metrics"], accuracy))
@@ -505,21 +508,29 @@ class Sequential:
         options = {**trainer.options.to_dict(), "sequential": self.get_config()}
         return Model(trainer.layout, trainer.weights, classes, np.zeros(0), trainer.backend, options=options)
 
+    def _keras_loss_terms(self) -> int:
+        """The terms Keras's loss averages each row's over: the outputs for its squared error and binary
+        cross-entropy (whose terms fastbp's losses sum), one for its categorical cross-entropy."""
+        options = self._trainer.options
+        return self._trainer.layout.layers[-1].n_out if options.loss == "mse" or options.output == "sigmoid" else 1
+
+    def _kernel_loss_scale(self) -> float:
+        """The loss the kernels report over the one whose gradient they take (2 for the squared error, whose
+        gradient they take of the half): training rows weighted by this over :meth:`_keras_loss_terms` take the
+        steps of Keras's loss."""
+        return KERNEL_LOSSES[self._trainer.options.loss].reported_scale
+
     @staticmethod
-    def _accuracy(outputs: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None) -> float:
-        """The share of rows whose class is right (:func:`_classes`), or of their ``weights`` (0 where they are
-        all zero, as Keras's weighted mean)."""
-        right = _classes(outputs) == _classes(targets)
-        if weights is None:
-            return float(np.mean(right))
-        total = weights.sum()
-        return float((weights * right).sum() / total) if total > 0 else 0.0
+    def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
+        """The share of rows whose class is right (:func:`_classes`)."""
+        return float(np.mean(_classes(outputs) == _classes(targets)))
 
     def _scores(
         self, X: np.ndarray, targets: np.ndarray, weights: np.ndarray | None, n_threads: int
     ) -> dict[str, float]:
         """The loss and the metrics on checked rows ``X`` and their ``targets``, as Keras's with ``weights`` (None:
-        each 1): the loss's weighted sum over the rows' count, the accuracy's weighted mean."""
+        each 1): the loss's weighted sum over the rows' count; the accuracy unweighted (Keras weighs only its
+        ``weighted_metrics``)."""
         outputs = self._model().forward(X, n_threads=n_threads).astype(np.float64)
         if self._trainer.options.loss == "cross_entropy":
             if self._trainer.options.output == "sigmoid":  # each unit's binary one, clipped as the kernels clip it
@@ -530,9 +541,10 @@ class Sequential:
                 losses = -np.sum(targets * np.log(np.maximum(outputs, LOG_FLOOR)), axis=1)
         else:
             losses = np.sum((targets - outputs) ** 2, axis=1)
+        losses /= self._keras_loss_terms()
         scores = {"loss": float((losses if weights is None else weights * losses).sum() / len(X))}
         if self._compiled["metrics"]:
-            scores.update(dict.fromkeys(self._compiled["metrics"], self._accuracy(outputs, targets, weights)))
+            scores.update(dict.fromkeys(self._compiled["metrics"], self._accuracy(outputs, targets)))
         return scores
 
     def evaluate(
@@ -543,7 +555,7 @@ class Sequential:
         as Keras returns, or with ``return_dict`` a dict by their names (``loss``, then the metrics' as
         ``compile`` named them).  With
         ``sample_weight`` (one per row, or a column), as Keras: the loss is the rows' weighted sum over their count, the
-        accuracy the weighted share of rows classed right; ``verbose`` prints them.  ``batch_size`` is checked
+        accuracy the share of rows classed right, unweighted; ``verbose`` prints them.  ``batch_size`` is checked
         as Keras checks it and changes nothing (the rows run in the kernels' own chunks)."""
         if self._compiled is None:
             raise RuntimeError("compile the model before evaluating it: model.compile(...)")
@@ -875,7 +887,10 @@ class _BatchCallbacks:
 
     def end(self, batch: int, rows: int, loss: float, right: int) -> bool:
         self.rows = rows
-        logs = {"loss": float(loss) / rows, **dict.fromkeys(self.counted, right / rows)}
+        logs = {
+            "loss": float(loss) / (rows * self.model._kernel_loss_scale()),
+            **dict.fromkeys(self.counted, right / rows),
+        }
         _call(self.callbacks, "on_train_batch_end", batch, logs)
         return self.model.stop_training
 
