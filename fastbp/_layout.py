@@ -97,9 +97,7 @@ class Layer:
         if padding not in ("valid", "same"):
             raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
         if padding == "valid" and (kernel[0] > height or kernel[1] > width):
-            raise ValueError(
-                f"a {kernel[0]}x{kernel[1]} kernel is larger than its {height}x{width} input{_channels_last(in_shape)}"
-            )
+            raise WindowTooLarge(f"a {kernel[0]}x{kernel[1]} kernel is larger than its {height}x{width} input")
         sizes = [
             (size - k) // stride + 1 if padding == "valid" else -(-size // stride)
             for size, k, stride in zip((height, width), kernel, strides)
@@ -115,9 +113,7 @@ class Layer:
         rows and columns past the last whole window are dropped (floor mode)."""
         height, width, channels = _image(in_shape, "a max pooling")
         if pool[0] > height or pool[1] > width:
-            raise ValueError(
-                f"a {pool[0]}x{pool[1]} pool is larger than its {height}x{width} input{_channels_last(in_shape)}"
-            )
+            raise WindowTooLarge(f"a {pool[0]}x{pool[1]} pool is larger than its {height}x{width} input")
         out_shape = (height // pool[0], width // pool[1], channels)
         return cls("max_pool2d", "identity", in_shape, out_shape, kernel=tuple(pool), strides=tuple(pool))
 
@@ -235,9 +231,13 @@ def _image(shape: Shape, what: str) -> tuple[int, int, int]:
     return shape
 
 
-def _channels_last(shape: Shape) -> str:
-    """A hint, for an image too small for its window, where its shape reads like channels-first ``(channels,
-    height, width)``: more channels than its height or width."""
+class WindowTooLarge(ValueError):
+    """A convolution's kernel or a pooling's window larger than the image it slides over."""
+
+
+def channels_first_hint(shape: Shape) -> str:
+    """A hint, for the network's input images too small for the first window, where their shape reads like
+    channels-first ``(channels, height, width)``: more channels than their height or width."""
     height, width, channels = shape
     if channels <= min(height, width):
         return ""

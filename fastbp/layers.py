@@ -20,7 +20,7 @@ import numpy as np
 
 from ._concepts import HIDDEN_ACTIVATIONS, INITIALIZERS, documented
 from ._layout import Layer as KernelLayer
-from ._layout import Shape
+from ._layout import Shape, WindowTooLarge, channels_first_hint
 from ._validate import image_shape_of
 
 __all__ = [
@@ -353,7 +353,9 @@ def build_layers(specs: Sequence[LayerSpec], input_shape: Shape) -> list[KernelL
             if layer.activation == "softmax":
                 raise ValueError("softmax is the output layer's activation, not a hidden layer's")
         except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
+            # Images in the wrong order are the user's own: the network's input, not what a layer put out.
+            wrong_order = isinstance(error, WindowTooLarge) and shape == input_shape
+            raise ValueError(f"{where}: {error}{channels_first_hint(shape) if wrong_order else ''}") from None
         layers.append(layer)
         shape = layer.out_shape
     return layers

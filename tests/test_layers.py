@@ -214,7 +214,7 @@ def case_id(case) -> str:
 def check_against_loops(backend, case, pool=None, weights=None, x=None):
     """A 1x1 convolution (so the next one's input gradient shows), the convolution ``case``, an optional max
     pooling, Flatten and a linear Dense set to the identity: fastbp's outputs are the layers' outputs, and one
-    SGD step on ``0.5 * sum((o - t)**2)`` gives every gradient the loops give."""
+    SGD step on Keras's ``mean((o - t)**2)`` gives every gradient the loops give."""
     h, w, c, filters, kernel, strides, padding, activation = case
     rng = np.random.default_rng(h * 1000 + w * 100 + c * 10 + filters)
     x = rng.normal(size=(3, h, w, c)) if x is None else x
@@ -242,9 +242,9 @@ def check_against_loops(backend, case, pool=None, weights=None, x=None):
     model.set_weights([pre_kernel, pre_bias, conv_kernel, conv_bias, *identity_readout(n_out)])
     assert_close(model.predict(x), outputs, what="forward")
 
-    # The loops' backward pass of the mean over rows of 0.5 * sum((o - t)**2), through the identity readout.
+    # The loops' backward pass of the mean over rows and outputs of (o - t)**2, through the identity readout.
     targets = rng.normal(size=outputs.shape)
-    d_outputs = (outputs - targets) / len(x)
+    d_outputs = 2 * (outputs - targets) / outputs.size
     d_pooled = d_outputs.reshape(pooled.shape)
     d_a = np_max_pool_backward(a, pool, d_pooled) if pool is not None else d_pooled
     d_z = d_a * slope(z, a)
@@ -354,7 +354,7 @@ FD_NETWORKS = {
 }
 
 
-def fd_check(backend, layers, x, y, loss, loss_scale=1.0, n_samples=4, step=1e-5, seed=11):
+def fd_check(backend, layers, x, y, loss, n_samples=4, step=1e-5, seed=11):
     """Every weight array's gradient at a sample of its entries: central differences of the reported loss
     (each from a fresh model of ``seed``, so the same dropout masks) against one SGD step's."""
     rng = np.random.default_rng(seed)
@@ -374,7 +374,7 @@ def fd_check(backend, layers, x, y, loss, loss_scale=1.0, n_samples=4, step=1e-5
             plus, minus = [v.copy() for v in weights], [v.copy() for v in weights]
             plus[k].flat[index] += step
             minus[k].flat[index] -= step
-            numeric = (loss_at(plus) - loss_at(minus)) / (2 * step) / loss_scale
+            numeric = (loss_at(plus) - loss_at(minus)) / (2 * step)
             analytic = g.flat[index]
             assert abs(numeric - analytic) <= 1e-6 * abs(analytic) + 1e-9, (k, index, numeric, analytic)
 
@@ -386,9 +386,9 @@ def test_gradients_equal_central_differences_of_the_loss(layered_backend, name):
     fd_check(layered_backend, FD_NETWORKS[name], x, y, "categorical_crossentropy")
 
 
-def test_squared_error_loss_is_reported_without_the_half_its_gradient_has(layered_backend):
-    # fit reports sum((t - o)**2) per row, while it descends 0.5 * sum((o - t)**2): the differences are twice
-    # the gradient.
+def test_squared_error_descends_the_loss_it_reports(layered_backend):
+    # Keras's mse, the mean of (t - o)**2 over a row's outputs: reported as it is descended (the kernels take the
+    # gradient of half the sum over the outputs, which the model's row weights make up for).
     layers = [
         Conv2D(2, (3, 2), strides=(2, 1), padding="same", activation="relu", input_shape=INPUT),
         MaxPooling2D(2),
@@ -397,7 +397,7 @@ def test_squared_error_loss_is_reported_without_the_half_its_gradient_has(layere
     ]
     rng = np.random.default_rng(6)
     x, y = rng.normal(size=(9, *INPUT)), rng.normal(size=(9, 2))
-    fd_check(layered_backend, layers, x, y, "mse", loss_scale=2.0)
+    fd_check(layered_backend, layers, x, y, "mse")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -434,7 +434,7 @@ def test_convolution_and_pooling_equal_pytorch(layered_backend, case):
         out_t = torch.nn.functional.max_pool2d(out_t, kernel_size=pool, stride=pool)
     flat_t = out_t.permute(0, 2, 3, 1).reshape(len(x), -1)  # channels-last, as fastbp flattens
     targets = rng.normal(size=tuple(flat_t.shape))
-    (0.5 * ((flat_t - torch.tensor(targets)) ** 2).sum() / len(x)).backward()
+    torch.nn.functional.mse_loss(flat_t, torch.tensor(targets)).backward()  # Keras's mse, the model's loss
 
     layers = [Conv2D(filters, kernel, strides=strides, padding=padding, input_shape=(h, w, c))]
     layers += [MaxPooling2D(pool)] if pool is not None else []
@@ -750,6 +750,24 @@ def test_images_too_small_for_a_window_that_read_as_channels_first_say_so(layere
                        r"\(height, width, channels\): \(1, 12, 12\) has 12 channels; channels-first images need "
                        r"x.transpose\(0, 2, 3, 1\)\)"):  # fmt: skip
         fastbp.train(x, y, layers=[Conv2D(2, 3), Flatten()], output="softmax", backend=layered_backend)
+
+
+def test_a_layer_too_small_for_its_window_deeper_in_blames_no_channel_order(layered_backend, no_kernels):
+    """Only the network's input is the user's images: a layer that put out more filters than its image's sides
+    leaves the next window too small, and that is the network's shape, not the images' order."""
+    x, y = np.zeros((3, 12, 12, 1)), [0, 1, 0]
+    for layers, too_large in [
+        (
+            [Conv2D(16, 3, strides=3), Conv2D(4, 5), Flatten()],
+            r"layer 1 \(Conv2D\): a 5x5 kernel is larger than its 4x4",
+        ),
+        (
+            [Dropout(0.1), Conv2D(16, 3), MaxPooling2D(8), MaxPooling2D(2), Flatten()],
+            r"layer 3 \(MaxPooling2D\): a 2x2 pool is larger than its 1x1",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=too_large + r" input$"):
+            fastbp.train(x, y, layers=layers, output="softmax", backend=layered_backend)
 
 
 @pytest.mark.parametrize("layers, message", UNFIT_LAYERS)
