@@ -229,9 +229,9 @@ class Options:
         hidden = build_layers(self.layers, shape)
         last = hidden[-1].out_shape if hidden else shape
         if len(last) != 1:
+            what = "the last hidden layer puts out" if hidden else "the input is"
             raise ValueError(
-                f"the last hidden layer puts out images of shape {last}, and the output layer (a Dense) takes "
-                "vectors: put a Flatten before it"
+                f"{what} images of shape {last}, and the output layer (a Dense) takes vectors: put a Flatten before it"
             )
         return Layout.from_layers([*hidden, Layer.dense(last[0], n_outputs, self.output)])
 

@@ -225,7 +225,7 @@ def load_wheat_seeds(
         raise FileNotFoundError(
             f"The wheat seeds data is not in the cache ({target}) and download=False. " + _by_hand(target)
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_cache_folder(target.parent, "load_wheat_seeds(path=...)")
     failures = []
     for url in URLS:
         try:
@@ -471,7 +471,9 @@ def _load_idx_data_set(
             raise FileNotFoundError(f"{folder}: no such file or folder: {_takes(data_set)}")
         for name in IDX_FILES:
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder / name}: no such file: {_takes(data_set)}")
+                raise FileNotFoundError(
+                    f"{folder / name}: no such file{_uncompressed(folder, name)}: {_takes(data_set)}"
+                )
         return _pair_up(folder, {name: _read_idx_file(data_set, name, folder / name) for name in IDX_FILES})
     folder = _cache_dir(cache_dir) / data_set.subfolder
     missing = [name for name in IDX_FILES if not (folder / name).is_file()]
@@ -480,6 +482,8 @@ def _load_idx_data_set(
             f"{data_set.name} is not in the cache ({folder} lacks {', '.join(missing)}) and download=False. "
             + _idx_by_hand(data_set, folder, missing)
         )
+    if missing:
+        _make_cache_folder(folder, f"{data_set.loader}(path=...)")
     arrays = {}
     for name in IDX_FILES:
         target = folder / name
@@ -494,6 +498,29 @@ def _load_idx_data_set(
                 "again to download it afresh, or pass path= to a folder holding good copies."
             ) from None
     return _pair_up(folder, arrays)
+
+
+def _make_cache_folder(folder: Path, by_path: str) -> None:
+    """Make the cache folder ``folder`` before anything is downloaded into it; an OSError of the same kind
+    says where else the data may go (``by_path``: the loader's call with a local copy)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise type(error)(
+            f"{folder}: cannot make the cache folder there ({error.strerror or error}): pass cache_dir= a folder "
+            f"fastbp may write in, set FASTBP_DATA_DIR to one, or read a local copy with {by_path}"
+        ) from None
+
+
+def _uncompressed(folder: Path, name: str) -> str:
+    """Where ``folder`` holds the file ``name`` decompressed, which cannot be checked: a hint that says so."""
+    plain = name.removesuffix(".gz")
+    if not (folder / plain).is_file():
+        return ""
+    return (
+        f" ({plain} is there, decompressed: fastbp checks each file by the SHA-256 of the gzip-compressed file "
+        "as published, so it reads those)"
+    )
 
 
 def _takes(data_set: IdxDataSet) -> str:
@@ -534,7 +561,6 @@ def _download_idx_file(data_set: IdxDataSet, name: str, target: Path, missing: l
         except (OSError, http.client.HTTPException, ValueError) as error:
             failures.append(str(error) if str(error).startswith(url) else f"{url}: {error}")
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         with replaced_atomically(target) as file:
             file.write(data)
         return array

@@ -494,6 +494,41 @@ def test_idx_path_with_a_wrong_checksum_names_the_file_and_both_digests(monkeypa
     assert f"its SHA-256 is {sha256(other)}, expected {sha256(files[TRAIN_IMAGES])}" in message
 
 
+@pytest.mark.parametrize("data_set", LOADERS)
+def test_idx_path_of_decompressed_files_says_why_it_takes_the_compressed_ones(monkeypatch, tmp_path, small, data_set):
+    _, files = small
+    describe(monkeypatch, data_set, files)
+    decompressed = {name.removesuffix(".gz"): gzip.decompress(data) for name, data in files.items()}
+    folder = write_folder(tmp_path / "given", decompressed)
+    plain = TRAIN_IMAGES.removesuffix(".gz")
+    with pytest.raises(FileNotFoundError, match=f"{TRAIN_IMAGES}: no such file \\({plain} is there, decompressed: "
+                       "fastbp checks each file by the SHA-256 of the gzip-compressed file as published"):  # fmt: skip
+        LOADERS[data_set](path=folder)
+
+
+@pytest.mark.parametrize("data_set", [*LOADERS, "WHEAT"])
+def test_a_cache_directory_that_cannot_be_made_is_refused_before_any_download(
+    monkeypatch, tmp_path, server, small, shared_text, data_set
+):
+    _, files = small
+    server.routes.update({f"/src/{name}": data for name, data in files.items()})
+    server.routes["/seeds.csv"] = shared_text.encode()
+    if data_set == "WHEAT":
+        monkeypatch.setattr(datasets, "URLS", (server.url("/seeds.csv"),))
+        load, by_path = datasets.load_wheat_seeds, "load_wheat_seeds"
+    else:
+        describe(monkeypatch, data_set, files, urls=[server.url("/src/")])
+        load, by_path = LOADERS[data_set], LOADERS[data_set].__name__
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    with pytest.raises(
+        OSError, match=f"cannot make the cache folder there .*pass cache_dir= .*{by_path}\\(path=...\\)"
+    ):
+        load(cache_dir=a_file)
+    assert server.requests == []
+    assert a_file.read_text() == "not a folder"
+
+
 def test_fashion_mnist_path_must_be_a_folder(tmp_path):
     (tmp_path / "file.gz").write_bytes(b"")
     with pytest.raises(NotADirectoryError, match="load_fashion_mnist\\(path=...\\) takes a folder holding"):
