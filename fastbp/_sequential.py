@@ -421,7 +421,7 @@ class Sequential:
                 self._trainer.restore(before)
                 raise NonFiniteError(f"{error}; the model keeps its weights from before that epoch") from None
             trained = len(X) if batches is None else batches.rows  # fewer where a callback stopped the epoch
-            logs = {"loss": float(losses[0]) / (trained * self._kernel_loss_scale())}
+            logs = {"loss": self._reported_loss(losses[0], trained)}
             if self._compiled["metrics"]:  # as Keras: over the epoch's training passes (a dense network's: after)
                 accuracy = right[0] / trained if right else self._accuracy(self._forward(X, threads), targets)
                 logs.update(dict.fromkeys(self._compiled["metrics"], accuracy))
@@ -519,6 +519,11 @@ class Sequential:
         gradient they take of the half): training rows weighted by this over :meth:`_keras_loss_terms` take the
         steps of Keras's loss."""
         return KERNEL_LOSSES[self._trainer.options.loss].reported_scale
+
+    def _reported_loss(self, summed: float, rows: int) -> float:
+        """Keras's loss of ``rows`` training rows, from the kernels' ``summed`` over them (the rows weighted as
+        ``fit`` weighs them)."""
+        return float(summed) / (rows * self._kernel_loss_scale())
 
     @staticmethod
     def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
@@ -888,7 +893,7 @@ class _BatchCallbacks:
     def end(self, batch: int, rows: int, loss: float, right: int) -> bool:
         self.rows = rows
         logs = {
-            "loss": float(loss) / (rows * self.model._kernel_loss_scale()),
+            "loss": self.model._reported_loss(loss, rows),
             **dict.fromkeys(self.counted, right / rows),
         }
         _call(self.callbacks, "on_train_batch_end", batch, logs)

@@ -501,14 +501,18 @@ def _load_idx_data_set(
 
 
 def _make_cache_folder(folder: Path, by_path: str) -> None:
-    """Make the cache folder ``folder`` before anything is downloaded into it; an OSError of the same kind
-    says where else the data may go (``by_path``: the loader's call with a local copy)."""
+    """Make the cache folder ``folder`` and write a file in it, before anything is downloaded into it (an
+    existing folder may take no files); an OSError of the same kind says where else the data may go
+    (``by_path``: the loader's call with a local copy)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
     except OSError as error:
         raise type(error)(
-            f"{folder}: cannot make the cache folder there ({error.strerror or error}): pass cache_dir= a folder "
-            f"fastbp may write in, set FASTBP_DATA_DIR to one, or read a local copy with {by_path}"
+            f"{folder}: cannot write the cache there ({error.strerror or error}; the cache directory is cache_dir=, "
+            "else $FASTBP_DATA_DIR, else under $XDG_CACHE_HOME or ~/.cache): pass cache_dir= a folder fastbp may "
+            f"write in, set FASTBP_DATA_DIR to one, or read a local copy with {by_path}"
         ) from None
 
 

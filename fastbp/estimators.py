@@ -442,7 +442,7 @@ class _MultilayerPerceptron(BaseEstimator):
         penalty_scale = 0.5 * trainer.options.l2 * batch_size * n_batches / len(X)
         n_threads = as_threads(self.n_threads)
         self.n_iter_ = 0
-        epoch_start, finished = None, False
+        epoch_start = None  # the bookkeeping and weights an unfinished epoch began from
         try:
             with one_blas_thread():  # set once for every epoch, where each kernel call would set it and give it back
                 for _ in range(1 if incremental else self.max_iter):
@@ -465,6 +465,7 @@ class _MultilayerPerceptron(BaseEstimator):
                     if self.verbose:
                         print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
                     self._count_no_improvement(trainer, validation)
+                    epoch_start = None  # the epoch is complete: a Ctrl-C from here on keeps it
                     if self._no_improvement_count > self.n_iter_no_change and not self._lower_rate(trainer):
                         break
                     if self.n_iter_ == self.max_iter and not incremental:
@@ -474,9 +475,8 @@ class _MultilayerPerceptron(BaseEstimator):
                             ConvergenceWarning,
                             stacklevel=4,
                         )
-                finished = True  # a Ctrl-C from here on, or before the first epoch, has nothing to undo
         except KeyboardInterrupt:
-            if epoch_start is not None and not finished:
+            if epoch_start is not None:
                 bookkeeping, snapshot = epoch_start
                 trainer.restore(snapshot)
                 self._go_back(*bookkeeping)

@@ -851,15 +851,17 @@ def test_an_interrupted_fit_is_the_fit_of_its_complete_epochs(monkeypatch, early
     assert estimator.n_iter_ == 5 or early_stopping
 
 
-@pytest.mark.parametrize("lands", ["before the first epoch", "after the last epoch"])
-def test_a_ctrl_c_outside_the_epochs_undoes_nothing(monkeypatch, lands):
-    """Ctrl-C as the epochs' loop is entered leaves the initial network, with a warning; as it is left, after the
-    last epoch, the whole fit (nothing rolled back): the state of an uninterrupted fit."""
+@pytest.mark.parametrize("lands", ["before the first epoch", "as the third epoch begins", "after the last epoch"])
+def test_a_ctrl_c_between_epochs_undoes_nothing(monkeypatch, lands):
+    """Ctrl-C as the epochs' loop is entered leaves the initial network, with a warning; as an epoch begins (while
+    its starting point is copied), the epochs before it; as the loop is left, after the last epoch, the whole fit
+    (nothing rolled back): the state of an uninterrupted fit that long."""
     X, y = make_classification(n_samples=60, n_features=5, random_state=0)
     settings = dict(hidden_layer_sizes=(4,), solver="adam", batch_size=16, max_iter=3, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         completed = MLPClassifier(**settings, backend="numba").fit(X, y)
+        two_epochs = MLPClassifier(**{**settings, "max_iter": 2}, backend="numba").fit(X, y)
 
     def no_epoch(self, *args, **kwargs):
         raise KeyboardInterrupt
@@ -878,15 +880,25 @@ def test_a_ctrl_c_outside_the_epochs_undoes_nothing(monkeypatch, lands):
             if lands == "after the last epoch":
                 raise KeyboardInterrupt
 
+    snapshot, snapshots = Trainer.snapshot, []
+
+    def interrupted_snapshot(self):
+        snapshots.append(1)
+        if lands == "as the third epoch begins" and len(snapshots) == 3:
+            raise KeyboardInterrupt
+        return snapshot(self)
+
     monkeypatch.setattr(fastbp.estimators, "one_blas_thread", Interrupted)
+    monkeypatch.setattr(Trainer, "snapshot", interrupted_snapshot)
     estimator = MLPClassifier(**settings, backend="numba")
     with pytest.warns(UserWarning, match="interrupted"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator.fit(X, y)
-    if lands == "after the last epoch":
-        assert estimator.n_iter_ == completed.n_iter_ == 3
-        assert estimator.loss_curve_ == completed.loss_curve_
-        expected = completed.coefs_
+    if lands != "before the first epoch":
+        whole = completed if lands == "after the last epoch" else two_epochs
+        assert estimator.n_iter_ == whole.n_iter_ == (3 if whole is completed else 2)
+        assert estimator.loss_curve_ == whole.loss_curve_
+        expected = whole.coefs_
     else:
         assert estimator.n_iter_ == 0 and estimator.loss_curve_ == []
         expected = initial.coefs_
