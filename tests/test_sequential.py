@@ -68,6 +68,17 @@ def compiled(layers, backend, seed=0, **options):
 # summary
 
 
+def test_errors_name_a_layer_as_its_model_lists_it():
+    """A layer is numbered by its index in ``model.layers`` (which leaves Input out, as Keras's does) and named."""
+    model = fastbp.Sequential([Input((4, 6, 1)), Conv2D(2, 3), MaxPooling2D(9), Flatten(), Dense(2, "softmax")])
+    assert model.layers[1].name == "max_pooling2d"
+    with pytest.raises(ValueError, match=r"^layer 1 \(MaxPooling2D 'max_pooling2d'\): a 9x9 pool is larger than"):
+        model.build()
+    declared = fastbp.Sequential([Input((4, 6, 1), name="pixels"), Flatten(), Dense(2, activation="softmax")])
+    with pytest.raises(ValueError, match=r"^the Input layer 'pixels': it declares input_shape \(4, 6, 1\), but its"):
+        declared.build((None, 5, 6, 1))
+
+
 def test_summary_of_the_notebooks_network_is_keras():
     model = fastbp.Sequential(notebook_layers())
     lines = []
@@ -172,7 +183,9 @@ def test_summary_of_a_model_still_being_put_together_shows_its_layers_so_far():
     unfinished.add(Flatten())
     unfinished.add(Dense(3, activation="relu"))  # not an output layer yet
     assert unfinished.count_params() == 20 + 19 * 3
-    with pytest.raises(ValueError, match=r"layer 1 \(MaxPooling2D\): a 9x9 pool is larger than its 6x6 input"):
+    with pytest.raises(
+        ValueError, match=r"layer 1 \(MaxPooling2D 'max_pooling2d'\): a 9x9 pool is larger than its 6x6"
+    ):
         fastbp.Sequential([Conv2D(2, 3, input_shape=(8, 8, 1)), MaxPooling2D(9)]).summary()
 
 
