@@ -278,11 +278,13 @@ class Sequential:
         return self._trainer is not None
 
     def build(self, input_shape: Sequence[int] | None = None) -> None:
-        """Initialise the weights for input rows of ``input_shape`` (Keras's ``(None, ...)`` is accepted), or
-        the shape the first layer declares; before ``compile``, in float32 (Keras's)."""
+        """Initialise the weights for input rows of ``input_shape``, or the shape the first layer declares;
+        before ``compile``, in float32 (Keras's).  Keras's batch axis first is taken too: ``None``, or a batch
+        size before an image's three axes (``(32, 28, 28, 1)``; a row's shape has at most three)."""
         if input_shape is not None:
             shape = tuple(input_shape)
-            input_shape = as_row_shape(shape[1:] if shape and shape[0] is None else shape, "build")
+            batch_axis = bool(shape) and (shape[0] is None or len(shape) == 4)
+            input_shape = as_row_shape(shape[1:] if batch_axis else shape, "build")
         self._ensure_built(input_shape, self._options(training=False))
 
     def _ensure_built(self, input_shape, options: Options) -> None:

@@ -1336,6 +1336,10 @@ def test_a_model_without_a_declared_input_shape_is_built_by_fit_or_build():
             use()
     model.build((None, 6, 5, 2))
     assert [w.shape for w in model.get_weights()][:2] == [(3, 2, 2, 3), (3,)]
+    for shape in ((6, 5, 2), (32, 6, 5, 2)):  # a row's shape, or Keras's with a batch size first
+        same = fastbp.Sequential(small_layers(input_shape=None))
+        same.build(shape)
+        assert same.input_shape == (None, 6, 5, 2)
 
 
 @pytest.mark.parametrize(
