@@ -242,6 +242,8 @@ class Sequential:
         activation = None
         if specs and isinstance(specs[-1], Activation):
             activation = specs.pop().activation
+            if activation_name(activation, "Activation") == "identity":  # Keras's linear changes nothing
+                activation = None
         if not specs or not isinstance(specs[-1], Dense):
             raise ValueError("the last layer must be a Dense layer (with its activation, or an Activation after it)")
         last = specs.pop()

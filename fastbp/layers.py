@@ -371,7 +371,10 @@ def _named(spec, position: int) -> str:
 
 
 def _join_activation(layers: list[KernelLayer], activation: str) -> None:
-    """Give ``activation`` to the last layer with weights, reached through layers it commutes with."""
+    """Give ``activation`` to the last layer with weights, reached through layers it commutes with; the identity
+    (Keras's ``"linear"``) changes nothing, anywhere."""
+    if activation == "identity":
+        return
     for position in range(len(layers) - 1, -1, -1):
         layer = layers[position]
         if layer.units:

@@ -1329,6 +1329,21 @@ def test_a_model_is_built_before_compile_in_float32_where_its_input_shape_is_dec
         model.add(Dense(3))
 
 
+def test_a_linear_activation_changes_nothing_wherever_it_stands(layered_backend):
+    """Keras's ``Activation("linear")`` is the identity: after a layer that has an activation, after dropout, or
+    after the output layer's softmax, the network trains the same weights as without it."""
+    x, y = small_data()
+    plain = small_layers()
+    linear = [*plain[:3], Activation("linear"), *plain[3:6], Activation("linear"), plain[6], Activation("linear")]
+    results = []
+    for layers in (plain, linear):
+        model = compiled(layers, layered_backend, seed=3)
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        results.append(model.get_weights())
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_a_model_without_a_declared_input_shape_is_built_by_fit_or_build():
     model = fastbp.Sequential(small_layers(input_shape=None))
     for use in (model.get_weights, lambda: model.predict(small_data()[0])):
