@@ -529,14 +529,9 @@ def test_keras_optimizers_take_the_same_steps_as_keras(layered_backend, optimize
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-class _BatchLosses:
-    """A callback that lists the running loss of each batch's logs."""
-
-    def __init__(self, losses: list):
-        self.losses = losses
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.losses.append(logs["loss"])
+def _listing_batch_losses(keras, listed: list):
+    """Keras's callback that appends each batch's running loss to ``listed`` (fastbp's fit calls it too)."""
+    return keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: listed.append(logs["loss"]))
 
 
 @pytest.mark.parametrize(
@@ -570,9 +565,8 @@ def test_keras_losses_report_and_take_the_steps_of_keras(layered_backend, loss, 
     for batch_size in (24, 12):
         our_batches, their_batches = [], []
         settings = dict(batch_size=batch_size, epochs=2, verbose=0, shuffle=False, sample_weight=weights)
-        got = ours.fit(x, y, **settings, callbacks=[_BatchLosses(our_batches)])
-        want = theirs.fit(x, y, **settings, callbacks=[keras.callbacks.LambdaCallback(
-            on_train_batch_end=lambda batch, logs, listed=their_batches: listed.append(logs["loss"]))])  # fmt: skip
+        got = ours.fit(x, y, **settings, callbacks=[_listing_batch_losses(keras, our_batches)])
+        want = theirs.fit(x, y, **settings, callbacks=[_listing_batch_losses(keras, their_batches)])
         np.testing.assert_allclose(got.history["loss"], want.history["loss"], rtol=1e-5)
         np.testing.assert_allclose(our_batches, their_batches, rtol=1e-5)
         for got_weights, want_weights in zip(ours.get_weights(), theirs.get_weights(), strict=True):
