@@ -21,12 +21,9 @@ stopping rule kept after each, which fastbp's estimators run one kernel call an 
 for).
 """
 
-import warnings
-
 import numpy as np
 import pytest
 from conftest import COMPILED, fastbp_modes
-from sklearn.exceptions import ConvergenceWarning
 
 import fastbp
 
@@ -82,27 +79,7 @@ SOLVERS = {
     "solver", [pytest.param(name, marks=pytest.mark.benchmark(group=f"W2-digits-{name}"), id=name) for name in SOLVERS]
 )
 @pytest.mark.parametrize("library", [*COMPILED, "scikit-learn"])
-def bench_digits_estimator(timed, size, digits, assert_learned, library, solver):
-    from sklearn import neural_network
-
+def bench_digits_estimator(bench_estimator, size, digits, library, solver):
     X, y = rows(digits, size)
     settings, path = SOLVERS[solver]
-    if library == "scikit-learn":
-        estimator, info = neural_network.MLPClassifier, {"library": library, "implementation": "scikit-learn"}
-    else:
-        estimator = fastbp.MLPClassifier
-        with warnings.catch_warnings():  # warm up: load or compile the kernels (one iteration cannot converge)
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            estimator(**ESTIMATOR, **settings, max_iter=1, backend=library).fit(X[:64], y[:64])
-        info = {"library": "fastbp", "implementation": f"fastbp {library} float64", "path": path}
-    params = {**ESTIMATOR, **settings, "max_iter": size.epochs}
-    if library != "scikit-learn":
-        params["backend"] = library
-
-    def fit():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return estimator(**params).fit(X, y)
-
-    model = timed(fit, samples=len(X) * size.epochs, slow=library == "scikit-learn", **info)
-    assert_learned(model.predict(X), y)
+    bench_estimator(library, X, y, {**ESTIMATOR, **settings}, path)

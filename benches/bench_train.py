@@ -7,6 +7,10 @@ Run: ``python benches/report.py`` (or ``pytest benches --benchmark-enable -k whe
 the ``W1-wheat-seeds`` group gives each compiled backend's speed-up over the reference.
 All of them compute in the tutorial's exact order, so they must return the same per-fold
 accuracies.
+
+``W1-wheat-estimator``: the same data and hidden layer through scikit-learn's
+``MLPClassifier`` and fastbp's, from the same initial weights, for a fixed number of
+epochs: what a search or cross-validation over thousands of small networks pays per fit.
 """
 
 import ctypes
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import COMPILED
 
 import fastbp
 from fastbp import data
@@ -137,3 +142,14 @@ def bench_wheat_seeds_hand_written_c(timed, size, wheat, hand_written_c):
     _, models = one_at_a_time(X, y, [TUTORIAL["lr"]], size.epochs, fastbp.available_backends()[0], **options)
     for k, (weights, model) in enumerate(zip(networks, models, strict=True)):
         assert weights.tobytes() == model.weights.tobytes(), f"fold {k}: the C's weights differ from fastbp's"
+
+
+@pytest.mark.benchmark(group="W1-wheat-estimator")
+@pytest.mark.parametrize("library", [*COMPILED, "scikit-learn"])
+def bench_wheat_estimator(bench_estimator, wheat, library):
+    """The tutorial's network as scikit-learn's estimator: its defaults (Adam, batches of up to 200 rows: here one
+    of all 210), but a rate of 0.01 to learn within the epochs, every one run.  A small network's fit, where the
+    Python around each epoch's kernel call weighs as much as the kernel."""
+    X, y = wheat
+    settings = {"hidden_layer_sizes": (5,), "learning_rate_init": 0.01, "tol": 0.0, "n_iter_no_change": 10**6}
+    bench_estimator(library, X, y, {**settings, "random_state": 0}, "train_batches kernel, a call an epoch")

@@ -55,6 +55,11 @@ SIZES = {
         "quick": Size(rows=None, epochs=100, rounds=3, slow_rounds=1),
         "smoke": Size(rows=None, epochs=10, rounds=1, slow_rounds=1),
     },
+    "W1-wheat-estimator": {  # epochs: max_iter, every one run
+        "full": Size(rows=None, epochs=200, rounds=20, slow_rounds=5),
+        "quick": Size(rows=None, epochs=100, rounds=5, slow_rounds=2),
+        "smoke": Size(rows=None, epochs=50, rounds=1, slow_rounds=1),
+    },
     "W2-digits-online": {
         "full": Size(rows=None, epochs=10, rounds=10, slow_rounds=2),
         "quick": Size(rows=None, epochs=2, rounds=3, slow_rounds=1),
@@ -228,6 +233,36 @@ def assert_learned():
         return accuracy
 
     return check
+
+
+@pytest.fixture
+def bench_estimator(timed, size, assert_learned):
+    """``bench_estimator(library, X, y, params, path)``: time ``MLPClassifier(**params).fit(X, y)`` for the size's
+    epochs (``max_iter``), scikit-learn's (``library="scikit-learn"``) or fastbp's on backend ``library``, its
+    kernels loaded first and ``path`` naming them, and check that it learned."""
+    from sklearn import neural_network
+    from sklearn.exceptions import ConvergenceWarning
+
+    def run(library, X, y, params, path):
+        params = {**params, "max_iter": size.epochs}
+        if library == "scikit-learn":
+            estimator, info = neural_network.MLPClassifier, {"library": library, "implementation": "scikit-learn"}
+        else:
+            estimator, params = fastbp.MLPClassifier, {**params, "backend": library}
+            with warnings.catch_warnings():  # warm up: load or compile the kernels (one iteration cannot converge)
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                estimator(**{**params, "max_iter": 1}).fit(X[:64], y[:64])
+            info = {"library": "fastbp", "implementation": f"fastbp {library} float64", "path": path}
+
+        def fit():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                return estimator(**params).fit(X, y)
+
+        model = timed(fit, samples=len(X) * size.epochs, slow=library == "scikit-learn", **info)
+        assert_learned(model.predict(X), y)
+
+    return run
 
 
 def fastbp_modes(groups: dict[int, str]):

@@ -46,9 +46,9 @@ BENCHES = Path(__file__).resolve().parent
 REPO_ROOT = BENCHES.parent
 #: Workloads in the order the table lists them.
 GROUPS = [
-    "W1-wheat-seeds", "W2-digits-online", "W2-digits-batch32", "W2-digits-lbfgs", "W2-digits-adam",
-    "W3-mnist-online", "W3-mnist-batch32", "W3-mnist-batch128", "W4-cnn-batch128", "W5-tfidf-sgd", "W5-tfidf-adam",
-    "predict", "predict-mnist-shape", "predict-one-row", "startup",
+    "W1-wheat-seeds", "W1-wheat-estimator", "W2-digits-online", "W2-digits-batch32", "W2-digits-lbfgs",
+    "W2-digits-adam", "W3-mnist-online", "W3-mnist-batch32", "W3-mnist-batch128", "W4-cnn-batch128", "W5-tfidf-sgd",
+    "W5-tfidf-adam", "predict", "predict-mnist-shape", "predict-one-row", "startup",
 ]  # fmt: skip
 #: Parallel workloads (bench_parallel.py), in the order their own table lists them: one thread or job
 #: against every core, per backend.

@@ -391,47 +391,77 @@ class Trainer:
             if epochs == 0:  # SciPy's L-BFGS-B takes a step even with maxiter=0
                 return np.zeros(0)
             return self.minimize(X, Y, sample_weight, epochs, callback=callback, progress=progress, rows=rows).history
-        backend = get_backend(self.backend)
-        options, layout = self.options, self.layout
+        layout = self.layout
         n_rows = len(X) if rows is None else len(rows)
-        batch_size = n_rows if OPTIMIZERS[options.optimizer].full_batch else min(options.batch_size or 1, n_rows)
-        steps_per_epoch = -(-n_rows // batch_size)
+        train = self._kernel_call(X, Y, sample_weight, n_rows, n_threads)
         work = layout.work_per_row
         # Networks of dense layers run chunks of epochs; a layered network's epoch runs in parts of whole batches.
         by_epochs = layout.dense_only and batches is None
         chunk = max(1, CHUNK_WORK // (n_rows * work)) if by_epochs and callback is None else 1
         parts = []  # each chunk's losses: the history grows with the epochs that run, which a callback may cut short
+        done = 0
+        with _progress_bar(epochs, progress) as bar:
+            while done < epochs:
+                n_epochs = min(chunk, epochs - done)
+                stopped = False
+                if by_epochs:
+                    part = self._dense_epochs(train, n_epochs, n_rows, rows, first_epoch + done)
+                    bar.update(n_epochs)
+                else:
+                    part = np.zeros(n_epochs)
+                    rates, orders = self._rates_and_orders(n_epochs, n_rows, rows)
+                    call_rows = train.batch_size if batches is not None else max(1, LAYERED_CALL_WORK // work)
+                    part[0], counted, stopped = self._epoch_in_parts(train, orders, rates, call_rows, bar, batches)
+                    if right is not None and not layout.dense_only:
+                        right.append(counted)
+                    check_finite(part, self.weights, first_epoch + done)
+                parts.append(part)
+                done += n_epochs
+                if stopped or callback is not None and _asks_to_stop(callback, done - 1, float(part[-1])):
+                    break
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def epoch_runner(
+        self, X: np.ndarray | SparseFeatures, Y: np.ndarray, sample_weight: np.ndarray, *, n_threads: int = 1
+    ) -> Callable[[], float]:
+        """A function that trains a network of dense layers one more epoch on these validated arrays at each call
+        and returns the epoch's loss, as ``run(X, Y, sample_weight, 1, n_threads=n_threads)`` would.
+
+        The kernel call is set up once, for loops that keep their own books between
+        epochs (scikit-learn's): on small data that setup costs more than the epoch.
+        """
+        if not (self.layout.dense_only and OPTIMIZERS[self.options.optimizer].in_kernels):
+            raise ValueError("epoch_runner trains networks of dense layers by an optimizer the kernels run")
+        train = self._kernel_call(X, Y, sample_weight, len(X), n_threads)
+        return lambda: float(self._dense_epochs(train, 1, len(X), None, 0)[0])
+
+    def _kernel_call(
+        self, X: np.ndarray | SparseFeatures, Y: np.ndarray, sample_weight: np.ndarray, n_rows: int, n_threads: int
+    ) -> _KernelCall:
+        """The training kernel's call on these arrays, in batches of the options' size over ``n_rows`` rows."""
+        backend, options, layout = get_backend(self.backend), self.options, self.layout
+        batch_size = n_rows if OPTIMIZERS[options.optimizer].full_batch else min(options.batch_size or 1, n_rows)
         # Threads share a batch's products only where a step has enough arithmetic to be worth it.
-        threads = kernel_threads(n_threads) if batch_size * work >= MIN_BATCH_WORK_FOR_THREADS else 1
-        train = _KernelCall(
+        threads = kernel_threads(n_threads) if batch_size * layout.work_per_row >= MIN_BATCH_WORK_FOR_THREADS else 1
+        return _KernelCall(
             backend, layout.network(options.exact, options.loss), self.weights, self.state,
             Data(kernel_rows(X, backend, layout.dense_only), Y, sample_weight),
             batch_size,
             min(threads, backend.capabilities.max_threads),
         )  # fmt: skip
-        done = 0
-        with _progress_bar(epochs, progress) as bar:
-            while done < epochs:
-                part = np.zeros(min(chunk, epochs - done))
-                parts.append(part)
-                rates, orders = self.epoch_rates(len(part), n_rows), self.epoch_orders(len(part), n_rows)
-                if rows is not None:
-                    orders = rows[orders]
-                stopped = False
-                if by_epochs:
-                    train(options.schedule(orders, rates, batch_size, self.steps, self.dropout_seed), part)
-                    self.advance(len(part), n_rows, steps_per_epoch)
-                    bar.update(len(part))
-                else:
-                    call_rows = batch_size if batches is not None else max(1, LAYERED_CALL_WORK // work)
-                    part[0], counted, stopped = self._epoch_in_parts(train, orders, rates, call_rows, bar, batches)
-                    if right is not None and not layout.dense_only:
-                        right.append(counted)
-                check_finite(part, self.weights, first_epoch + done)
-                done += len(part)
-                if stopped or callback is not None and _asks_to_stop(callback, done - 1, float(part[-1])):
-                    break
-        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def _dense_epochs(
+        self, train: _KernelCall, n_epochs: int, n_rows: int, rows: np.ndarray | None, first_epoch: int
+    ) -> np.ndarray:
+        """Train a network of dense layers ``n_epochs`` epochs over ``n_rows`` rows (those of ``rows``, if given)
+        in one kernel call; return their losses.  ``first_epoch`` numbers the first in a divergence's error."""
+        losses = np.zeros(n_epochs)
+        rates, orders = self._rates_and_orders(n_epochs, n_rows, rows)
+        batch_size = train.batch_size
+        train(self.options.schedule(orders, rates, batch_size, self.steps, self.dropout_seed), losses)
+        self.advance(n_epochs, n_rows, -(-n_rows // batch_size))
+        check_finite(losses, self.weights, first_epoch)
+        return losses
 
     def minimize(
         self,
@@ -516,6 +546,11 @@ class Trainer:
                 return total, total_right, True
         return total, total_right, False
 
+    def _rates_and_orders(self, n_epochs: int, n_rows: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``n_epochs`` epochs' learning rates and orders of the rows (of ``rows``, if given)."""
+        orders = self.epoch_orders(n_epochs, n_rows)
+        return self.epoch_rates(n_epochs, n_rows), orders if rows is None else rows[orders]
+
     def epoch_rates(self, n_epochs: int, n_rows: int) -> np.ndarray:
         """The learning rate of each of the next ``n_epochs`` epochs over ``n_rows`` rows (float64): with the
         invscaling schedule, ``lr / (rows_seen + 1) ** power_t``, but the optimizer's first epoch's ``lr``."""
@@ -569,9 +604,7 @@ class _Objective:
         self.net = trainer.layout.network(trainer.options.exact, trainer.options.loss)
         self.rows = np.arange(len(data.Y), dtype=np.intp) if rows is None else rows
         self.grad = np.empty_like(trainer.weights)
-        self.decayed = np.zeros(trainer.layout.n_weights, dtype=bool)  # the weights L2 decays: all but biases
-        for block in trainer.layout.layer_views(self.decayed):
-            block[:, :-1] = True
+        self.decayed = trainer.layout.decayed
         self.l2 = trainer.options.l2
         self.scale = 1.0 / (LOSSES[trainer.options.loss].reported_scale * len(self.rows))
         self.last_w: np.ndarray | None = None

@@ -440,7 +440,7 @@ class _MultilayerPerceptron(BaseEstimator):
         # scikit-learn's loss_ adds 0.5 * alpha * sum(coefs**2) over each batch's total weight, times the batch's
         # rows, and averages over the epoch's rows; alpha over a batch's total weight is l2 (see _options).
         penalty_scale = 0.5 * trainer.options.l2 * batch_size * n_batches / len(X)
-        n_threads = as_threads(self.n_threads)
+        train_epoch = trainer.epoch_runner(X, targets, weights, n_threads=as_threads(self.n_threads))
         self.n_iter_ = 0
         epoch_start = None  # the bookkeeping and weights an unfinished epoch began from
         try:
@@ -451,7 +451,7 @@ class _MultilayerPerceptron(BaseEstimator):
                     # At the weights each batch starts from; the epoch's first stand in for all (exact for one batch).
                     penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
                     try:
-                        summed_loss = float(trainer.run(X, targets, weights, 1, n_threads=n_threads)[0])
+                        summed_loss = train_epoch()
                     except NonFiniteError:
                         if not self.early_stopping:
                             raise _diverged(self.n_iter_ + 1, "a smaller learning_rate_init") from None
@@ -698,8 +698,9 @@ def _squared_coefficients(trainer: Trainer) -> float:
     Infinite, without numpy's overflow warnings, for weights past 1e154: a training that
     large diverges, and the epoch's check says so in one clear error.
     """
+    decayed = trainer.weights[trainer.layout.decayed]
     with np.errstate(over="ignore"):
-        return sum(float(np.square(block[:, :-1]).sum()) for block in trainer.layout.layer_views(trainer.weights))
+        return float(decayed @ decayed)
 
 
 def _diverged(iteration: int, remedy: str) -> NonFiniteError:
@@ -971,7 +972,19 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
             )
         self._output = "softmax" if self._label_binarizer.y_type_ == "multiclass" else "sigmoid"
         self._loss = "cross_entropy"
-        return kernel_array(self._label_binarizer.transform(y), dtype, "y")
+        return kernel_array(self._binarized(y), dtype, "y")
+
+    def _binarized(self, y) -> np.ndarray:
+        """``LabelBinarizer.transform(y)`` for labels among ``classes_``: for two classes or more, by comparing each
+        label with the classes, where the binarizer's own input checks take longer than a small network's fit."""
+        binarizer = self._label_binarizer
+        if isinstance(y, np.ndarray) and y.ndim == 1 and binarizer.y_type_ in ("binary", "multiclass"):
+            one_hot = y[:, np.newaxis] == binarizer.classes_
+            if binarizer.y_type_ == "multiclass":
+                return one_hot
+            if len(binarizer.classes_) == 2:
+                return one_hot[:, 1:]  # one column: whether each label is the second class
+        return binarizer.transform(y)
 
     def _weigh_classes(self, weights, y, targets, incremental: bool) -> np.ndarray:
         if self.class_weight is None:

@@ -439,6 +439,27 @@ def test_partial_fit_needs_the_classes_first_and_refuses_new_ones():
         model.partial_fit(X, y + 1)
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [[3, 7], ["no", "yes"], [1.0, 2.0, 3.0], ["setosa", "versicolor", "virginica"], [True, False], ["one class"],
+     np.array(["a", "b", "c", "d"], dtype=object)],
+)  # fmt: skip
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_targets_are_scikit_learns_binarized_labels(labels):
+    """The targets trained on are LabelBinarizer's for every kind of labels: after a fit, and for a partial_fit
+    whose chunk holds some of the classes passed."""
+    X, y = standardized_iris()
+    labels = np.asarray(labels)
+    y = labels[y % len(labels)]
+    fitted = MLPClassifier((3,), max_iter=1, random_state=0).fit(X, y)
+    chunk = y[y != labels[0]] if len(labels) > 2 else y
+    partial = MLPClassifier((3,), random_state=0).partial_fit(X[: len(chunk)], chunk, classes=labels)
+    for model, rows in ((fitted, y), (fitted, y[::-1]), (partial, chunk)):
+        targets = model._binarized(rows)
+        np.testing.assert_array_equal(targets, model._label_binarizer.transform(rows))
+        assert targets.shape == (len(rows), model.n_outputs_)
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_pickles_and_clones(compiled_backend, tmp_path):
     X, y = standardized_iris()
@@ -821,17 +842,17 @@ def test_an_interrupted_fit_is_the_fit_of_its_complete_epochs(monkeypatch, early
             completed.partial_fit(X, y, classes=[0, 1])
         else:
             completed.fit(X, y)
-    run = Trainer.run
+    train = Trainer._dense_epochs  # one kernel call: here, an epoch
     calls = []
 
-    def interrupted_run(self, *args, **kwargs):
-        history = run(self, *args, **kwargs)
+    def interrupted_epoch(self, *args, **kwargs):
+        history = train(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == epochs + (1 if incremental else 0):
             raise KeyboardInterrupt
         return history
 
-    monkeypatch.setattr(Trainer, "run", interrupted_run)
+    monkeypatch.setattr(Trainer, "_dense_epochs", interrupted_epoch)
     estimator = MLPClassifier(max_iter=5, **settings)
     with pytest.warns(UserWarning, match="interrupted"):
         if incremental:  # the second partial_fit is interrupted
@@ -844,7 +865,7 @@ def test_an_interrupted_fit_is_the_fit_of_its_complete_epochs(monkeypatch, early
     assert estimator.t_ == completed.t_
     assert estimator.n_iter_ == (0 if incremental else completed.n_iter_)  # a partial_fit's epochs, as scikit-learn
     np.testing.assert_array_equal(estimator.predict_proba(X), completed.predict_proba(X))
-    monkeypatch.setattr(Trainer, "run", run)
+    monkeypatch.setattr(Trainer, "_dense_epochs", train)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator.fit(X, y)
@@ -866,7 +887,7 @@ def test_a_ctrl_c_between_epochs_undoes_nothing(monkeypatch, lands):
     def no_epoch(self, *args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "run", no_epoch)  # Ctrl-C as the first epoch begins: the initial network
+    monkeypatch.setattr(Trainer, "_dense_epochs", no_epoch)  # Ctrl-C as the first epoch begins: the initial network
     with pytest.warns(UserWarning, match="interrupted"):
         initial = MLPClassifier(**settings, backend="numba").fit(X, y)
     monkeypatch.undo()
