@@ -147,6 +147,11 @@ class Options:
                     f"{optimizer} trains on all the rows at once, and a network with layers trains by mini-batches "
                     "(a gradient kept for every 32 rows of a batch): use optimizer='adam' or 'sgd' with a batch_size"
                 )
+            if exact is not None and as_flag(exact, "exact"):
+                raise ValueError(
+                    "exact=True is the tutorial's arithmetic, which networks of dense layers alone have: a network "
+                    "with layers computes one way (BLAS's sums and libm's exp); leave exact out"
+                )
             layers, hidden, activation = tuple(layers), (), ()
         hidden = as_layer_sizes(cls.hidden if hidden is None else hidden) if layers is None else ()
         activation = cls.activation[0] if activation is None else activation
@@ -179,7 +184,7 @@ class Options:
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {backend!r}")
         if exact is None:  # the tutorial's numbers need its order; elsewhere speed wins
-            exact = init == "tutorial" or backend == "reference"
+            exact = layers is None and (init == "tutorial" or backend == "reference")
         return cls(
             hidden=hidden,
             activation=() if layers is not None else _as_activations(activation, len(hidden)),

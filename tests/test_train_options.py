@@ -367,6 +367,17 @@ def test_lbfgs_refuses_layered_networks():
         fastbp.train(np.zeros((4, 6, 6)), [0, 1, 0, 1], optimizer="lbfgs", layers=[fastbp.layers.Flatten()])
 
 
+def test_layered_networks_refuse_exact_and_record_their_one_arithmetic():
+    """exact=True is the tutorial's arithmetic, of dense layers alone: a network with layers refuses it (it would
+    change nothing), and records itself as not exact, init="tutorial" too."""
+    X, y, layers = np.zeros((4, 6, 6)), [0, 1, 0, 1], [fastbp.layers.Flatten()]
+    with pytest.raises(ValueError, match="exact=True is the tutorial's arithmetic, which networks of dense layers"):
+        fastbp.train(X, y, layers=layers, exact=True)
+    for settings in ({"exact": False}, {"init": "tutorial"}, {"init": "tutorial", "exact": None}):
+        assert fastbp.train(X, y, layers=layers, epochs=1, **settings).options["exact"] is False
+    assert fastbp.train(X.reshape(4, -1), y, epochs=1, init="tutorial").options["exact"] is True
+
+
 @pytest.mark.parametrize("optimizer", [fastbp.optimizers.Adam(), ["adam"]])
 def test_an_optimizer_not_named_is_refused_by_name_with_layers_too(optimizer):
     for layers in (None, [fastbp.layers.Flatten()]):
