@@ -1,9 +1,10 @@
-"""Files read and written safely: only regular files, ``.npz`` members read within size caps, and files written
-whole or not at all."""
+"""Files read and written safely: only regular files, ``.npz`` members read within size caps, Keras's weights
+files read only where their arrays have the shapes expected, and files written whole or not at all."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import secrets
@@ -12,7 +13,7 @@ import struct
 import tokenize
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -233,3 +234,54 @@ def replaced_atomically(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _h5py(doing: str):
+    """h5py, which Keras's weights files need, or an ImportError saying how to get it."""
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError(f'{doing} Keras\'s weights file (HDF5) needs h5py: pip install "fastbp[keras]"') from None
+    return h5py
+
+
+def write_keras_weights(path: str | os.PathLike, model_name: str, layers: Sequence[tuple[str, str, list]]) -> None:
+    """Write Keras 3's weights file (``*.weights.h5``): for each of ``layers`` (its place in the file, such as
+    ``layers/conv2d``, its name and its arrays) the arrays as ``PLACE/vars/0``, ``PLACE/vars/1``, ..., and the model's
+    own variables (none) under ``vars``.  Built in memory, then written to replace ``path`` whole
+    (:func:`replaced_atomically`)."""
+    h5py = _h5py("writing")
+    image = io.BytesIO()
+    with h5py.File(image, "w") as file:
+        file.create_group("vars").attrs["name"] = model_name
+        for place, name, arrays in layers:
+            group = file.create_group(f"{place}/vars")
+            group.attrs["name"] = name
+            for number, array in enumerate(arrays):
+                group.create_dataset(str(number), data=array)
+    with replaced_atomically(path) as stream:
+        stream.write(image.getbuffer())
+
+
+def read_keras_weights(path: str | os.PathLike, layers: Sequence[tuple[str, list[tuple[int, ...]]]]) -> list:
+    """The arrays of each of ``layers`` (its place in a Keras 3 weights file and its arrays' shapes), read from the
+    file at ``path``; for a layer whose arrays are missing, more, of other shapes or not numbers, a sentence
+    saying so instead.  Nothing but arrays of the expected shapes is read."""
+    h5py = _h5py("reading")
+    check_readable(path)
+    found = []
+    with _damaged(f"the weights file {os.fspath(path)}"), h5py.File(path, "r") as file:
+        for place, shapes in layers:
+            group = file.get(f"{place}/vars")
+            stored = group if isinstance(group, h5py.Group) else {}
+            datasets = [stored.get(str(number)) for number in range(len(stored))]
+            if len(stored) != len(shapes) or not all(isinstance(data, h5py.Dataset) for data in datasets):
+                found.append(f"the file holds {len(stored)} arrays at {place}/vars, where it has {len(shapes)}")
+            elif any(data.dtype.kind not in "fiu" for data in datasets):
+                found.append(f"the file's arrays at {place}/vars are not all numbers")
+            elif any(data.shape != shape for data, shape in zip(datasets, shapes)):
+                given, expected = (", ".join(map(str, each)) for each in ([data.shape for data in datasets], shapes))
+                found.append(f"the file's arrays at {place}/vars have shapes {given}, where it has {expected}")
+            else:
+                found.append([np.asarray(data[()]) for data in datasets])
+    return found

@@ -13,6 +13,7 @@ import itertools
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
@@ -26,6 +27,7 @@ from ._backends import get_backend
 from ._concepts import LOSSES as KERNEL_LOSSES
 from ._concepts import OUTPUTS
 from ._constants import LOG_FLOOR
+from ._files import read_keras_weights, write_keras_weights
 from ._layout import as_image
 from ._model import Model
 from ._parallel import as_threads
@@ -56,6 +58,7 @@ from .layers import (
     input_shape_of,
     layer_config,
     layer_list,
+    layer_named,
     not_a_layer,
 )
 from .optimizers import BY_CLASS_NAME, OPTIMIZERS, SGD, Adam, RMSprop, from_keras
@@ -722,6 +725,62 @@ class Sequential:
             block[:, :-1] = kernel.reshape(-1, block.shape[0]).T
             block[:, -1] = bias
 
+    def save_weights(self, filepath: str | os.PathLike, overwrite: bool = True) -> None:
+        """Write the layers' weights to a Keras 3 weights file (``*.weights.h5``), which Keras's ``load_weights``
+        reads into a model of the same layers, as :meth:`load_weights` reads Keras's.
+
+        Each layer's arrays (``get_weights``' kernel and bias) go where Keras keeps
+        them: under its class's name, numbered among the model's layers of that class
+        (``layers/conv2d``, ``layers/conv2d_1``...), whatever the layer's own name.  The
+        optimizer's state is not written.  ``overwrite=False`` refuses an existing file
+        (``FileExistsError``).  Needs h5py (``pip install "fastbp[keras]"``).
+        """
+        path = _weights_file(filepath)
+        if not overwrite and os.path.lexists(path):
+            raise FileExistsError(f"{os.fspath(path)} exists, and overwrite=False")
+        arrays = iter(self.get_weights())
+        layers = [(place, spec.name, [next(arrays) for _ in range(n)]) for place, spec, n in self._keras_places()]
+        write_keras_weights(path, self.name, layers)
+
+    def load_weights(self, filepath: str | os.PathLike, skip_mismatch: bool = False) -> None:
+        """Set the layers' weights from a Keras 3 weights file (``*.weights.h5``: Keras's ``save_weights``, or
+        :meth:`save_weights`), each layer's from Keras's place for it (see there).
+
+        A layer whose arrays in the file are missing or of other shapes is named in a
+        ``ValueError`` and nothing is set; with ``skip_mismatch=True`` it keeps its
+        weights, with a warning, and the others are set.  An optimizer's state in the
+        file is not read.  Needs h5py.
+        """
+        path = _weights_file(filepath)
+        current, places, start = self.get_weights(), [], 0
+        for place, _spec, n in self._keras_places():
+            places.append((place, [array.shape for array in current[start : start + n]]))
+            start += n
+        found = read_keras_weights(path, places)
+        weights, mismatched, start = [], [], 0
+        for position, ((_place, spec, n), arrays) in enumerate(zip(self._keras_places(), found)):
+            if not isinstance(arrays, list):
+                mismatched.append(f"{layer_named(spec, position)}: {arrays}")
+                arrays = current[start : start + n]
+            weights += arrays
+            start += n
+        if mismatched and not as_flag(skip_mismatch, "skip_mismatch"):
+            raise ValueError(f"cannot load the weights in {os.fspath(path)}: {'; '.join(mismatched)}")
+        if mismatched:
+            warnings.warn(f"{os.fspath(path)}: kept the weights of {'; '.join(mismatched)}", UserWarning, stacklevel=2)
+        self.set_weights(weights)
+
+    def _keras_places(self) -> list[tuple[str, LayerSpec, int]]:
+        """Each layer, where Keras's weights files keep its arrays (``layers/`` and its class's name, numbered among
+        the model's layers of that class, as Keras numbers them in its files), and how many arrays it has."""
+        counts, places = {}, []
+        for spec in self.layers:
+            base = _snake_case(type(spec).__name__)
+            number = counts[base] = counts.get(base, -1) + 1
+            place = f"layers/{base}" if number == 0 else f"layers/{base}_{number}"
+            places.append((place, spec, 2 if isinstance(spec, WeightedLayer) else 0))
+        return places
+
     def _built_layout(self):
         """The network's layout, building the model first (as Keras builds one whose input shape it knows)."""
         if self._trainer is None:
@@ -759,6 +818,17 @@ class Sequential:
         if not overwrite and os.path.lexists(path):
             raise FileExistsError(f"{os.fspath(path)} exists, and overwrite=False")
         self._model().save(path)
+
+
+def _weights_file(filepath: str | os.PathLike) -> str | os.PathLike:
+    """``filepath``, a Keras 3 weights file's name (``*.weights.h5``, as Keras requires), or a ValueError."""
+    name = os.fspath(filepath) if isinstance(filepath, str | os.PathLike) else None
+    if not isinstance(name, str) or not name.endswith(".weights.h5"):
+        raise ValueError(
+            f"a weights file's name must end in .weights.h5 (Keras's HDF5 weights file), got {filepath!r}; "
+            "model.save writes the whole model in fastbp's file"
+        )
+    return filepath
 
 
 def _loss_name(loss) -> str:

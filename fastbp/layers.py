@@ -333,11 +333,11 @@ def input_shape_of(specs: Sequence[LayerSpec], X) -> Shape:
 
 def build_layers(specs: Sequence[LayerSpec], input_shape: Shape) -> list[KernelLayer]:
     """The kernels' layers for ``specs`` on rows of ``input_shape``, each ``Activation`` joined to the layer
-    it follows; a ValueError names the layer (:func:`_named`) and the shapes for anything that cannot work."""
+    it follows; a ValueError names the layer (:func:`layer_named`) and the shapes for anything that cannot work."""
     layers: list[KernelLayer] = []
     shape = input_shape
     for index, spec in enumerate(specs):
-        where = _named(spec, sum(not isinstance(earlier, Input) for earlier in specs[:index]))
+        where = layer_named(spec, sum(not isinstance(earlier, Input) for earlier in specs[:index]))
         if not isinstance(spec, LayerSpec):
             raise TypeError(f"{where}: {not_a_layer(spec)}")
         if spec.input_shape is not None and spec.input_shape != shape:
@@ -360,7 +360,7 @@ def build_layers(specs: Sequence[LayerSpec], input_shape: Shape) -> list[KernelL
     return layers
 
 
-def _named(spec, position: int) -> str:
+def layer_named(spec, position: int) -> str:
     """How errors name a layer: the Input, or its ``position`` among the layers but Input (its index in a
     ``Sequential``'s ``layers``, as Keras lists them); then its class and its name, where it has one."""
     name = getattr(spec, "name", None)

@@ -2,6 +2,7 @@
 
 import json
 import re
+import sys
 import types
 
 import numpy as np
@@ -1131,6 +1132,117 @@ def test_a_keras_file_name_is_refused_by_save(tmp_path, name):
     with pytest.raises(ValueError, match="names a Keras file, but fastbp writes its own model file"):
         model.save(tmp_path / name)
     assert not (tmp_path / name).exists()
+
+
+def keras_shaped_layers(filters: int = 3) -> list:
+    """A network with two layers of each weighted class, one named, and every other kind of layer between."""
+    return [
+        Input((8, 8, 1)), Conv2D(filters, 3, activation="relu", name="first"), Conv2D(2, 3, activation="relu"),
+        MaxPooling2D(2), Flatten(), Dropout(0.5), Dense(5, activation="relu"), Activation("linear"),
+        Dense(3, activation="softmax"),
+    ]  # fmt: skip
+
+
+def test_weights_files_hold_each_layers_arrays_where_keras_keeps_them(layered_backend, tmp_path):
+    """save_weights writes Keras 3's weights file: every layer's group under its class's name numbered among its
+    class (not its own name), its arrays those of get_weights; load_weights reads them into another model of the
+    same layers, whatever its dtype, and it then predicts the same."""
+    h5py = pytest.importorskip("h5py", reason="Keras's weights files are HDF5")
+    x = np.random.default_rng(0).random((6, 8, 8, 1))
+    saved = compiled(keras_shaped_layers(), layered_backend, seed=1)
+    saved.fit(x, [0, 1, 2, 0, 1, 2], epochs=1, verbose=0)
+    saved.save_weights(tmp_path / "model.weights.h5")
+    places = ["conv2d", "conv2d_1", "max_pooling2d", "flatten", "dropout", "dense", "activation", "dense_1"]
+    arrays = iter(saved.get_weights())
+    with h5py.File(tmp_path / "model.weights.h5", "r") as file:
+        assert sorted(file["layers"]) == sorted(places) and file["vars"].attrs["name"] == saved.name
+        for place, layer in zip(places, saved.layers, strict=True):
+            stored = file[f"layers/{place}/vars"]
+            assert stored.attrs["name"] == layer.name and len(stored) == (
+                2 if place.startswith(("conv", "dense")) else 0
+            )
+            for number in range(len(stored)):
+                np.testing.assert_array_equal(stored[str(number)][()], next(arrays))
+    for dtype in ("float64", "float32"):
+        loaded = compiled(keras_shaped_layers(), layered_backend, seed=2, dtype=dtype)
+        loaded.load_weights(tmp_path / "model.weights.h5")
+        for got, want in zip(loaded.get_weights(), saved.get_weights(), strict=True):
+            np.testing.assert_array_equal(got, want.astype(dtype))
+        if dtype == "float64":
+            np.testing.assert_array_equal(loaded.predict(x), saved.predict(x))
+
+
+def test_weights_files_refuse_what_does_not_fit(tmp_path):
+    """A name Keras would not take, a missing or damaged file, and a file of other shapes are refused before any
+    weight is set (with skip_mismatch, the other layers are set and those kept, with a warning); overwrite=False
+    keeps an existing file."""
+    pytest.importorskip("h5py", reason="Keras's weights files are HDF5")
+    model = compiled(keras_shaped_layers(), "numba", seed=1)
+    path = tmp_path / "model.weights.h5"
+    for name in ("model.h5", "model.keras", "weights"):
+        with pytest.raises(ValueError, match=r"must end in \.weights\.h5"):
+            model.save_weights(tmp_path / name)
+        assert not (tmp_path / name).exists()
+    with pytest.raises(FileNotFoundError):
+        model.load_weights(path)
+    path.write_bytes(b"not HDF5")
+    with pytest.raises(ValueError, match="is damaged"):
+        model.load_weights(path)
+    with pytest.raises(FileExistsError, match="overwrite=False"):
+        model.save_weights(path, overwrite=False)
+    assert path.read_bytes() == b"not HDF5"
+    model.save_weights(path)
+    other = compiled(keras_shaped_layers(filters=4), "numba", seed=2)
+    before = other.get_weights()
+    message = r"layer 0 \(Conv2D 'first'\): the file's arrays at layers/conv2d/vars have shapes \(3, 3, 1, 3\), \(3,\)"
+    with pytest.raises(ValueError, match=message + r", where it has \(3, 3, 1, 4\), \(4,\); layer 1 "):
+        other.load_weights(path)
+    for got, want in zip(other.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.warns(UserWarning, match="kept the weights of layer 0 .*; layer 1 "):
+        other.load_weights(path, skip_mismatch=True)
+    kept = other.get_weights()
+    for got, want, theirs in zip(kept[4:], before[4:], model.get_weights()[4:], strict=True):
+        np.testing.assert_array_equal(got, theirs)
+        assert not np.array_equal(got, want) or not want.any()  # the biases start at zero in both
+    for got, want in zip(kept[:4], before[:4], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_weights_files_without_h5py_say_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "h5py", None)  # as if not installed: importing it raises ImportError
+    model = compiled(keras_shaped_layers(), "numba")
+    for method in (model.save_weights, model.load_weights):
+        with pytest.raises(ImportError, match=r"weights file \(HDF5\) needs h5py: pip install \"fastbp\[keras\]\""):
+            method(tmp_path / "model.weights.h5")
+    assert not (tmp_path / "model.weights.h5").exists()
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's predict, with numpy 2
+def test_keras_reads_fastbps_weights_files_and_fastbp_keras(tmp_path):
+    """Keras 3's load_weights takes save_weights' file and predicts as fastbp does; fastbp's load_weights takes
+    Keras's; Keras's ModelCheckpoint writes fastbp's weights each epoch."""
+    keras = pytest.importorskip("keras", reason="needs Keras to read and write its own weights files")
+    x = np.random.default_rng(0).random((6, 8, 8, 1)).astype(np.float32)
+    ours = compiled(keras_shaped_layers(), "numba", seed=1, dtype="float32")
+    theirs = keras.Sequential([
+        keras.Input((8, 8, 1)), keras.layers.Conv2D(3, 3, activation="relu"),
+        keras.layers.Conv2D(2, 3, activation="relu"), keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+        keras.layers.Dropout(0.5), keras.layers.Dense(5, activation="relu"), keras.layers.Activation("linear"),
+        keras.layers.Dense(3, activation="softmax"),
+    ])  # fmt: skip
+    ours.save_weights(tmp_path / "ours.weights.h5")
+    theirs.load_weights(tmp_path / "ours.weights.h5")
+    np.testing.assert_allclose(theirs.predict(x, verbose=0), ours.predict(x), rtol=1e-5, atol=1e-6)
+    theirs.set_weights([array * 2 for array in theirs.get_weights()])
+    theirs.save_weights(tmp_path / "theirs.weights.h5")
+    ours.load_weights(tmp_path / "theirs.weights.h5")
+    for got, want in zip(ours.get_weights(), theirs.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    checkpoint = keras.callbacks.ModelCheckpoint(str(tmp_path / "epoch{epoch}.weights.h5"), save_weights_only=True)
+    ours.fit(x, [0, 1, 2, 0, 1, 2], epochs=2, verbose=0, callbacks=[checkpoint])
+    theirs.load_weights(tmp_path / "epoch2.weights.h5")
+    np.testing.assert_allclose(theirs.predict(x, verbose=0), ours.predict(x), rtol=1e-5, atol=1e-6)
 
 
 def test_dense_only_sequential_is_saved_as_version_1(layered_backend, tmp_path):
