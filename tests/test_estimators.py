@@ -16,6 +16,7 @@ from sklearn import neural_network
 from sklearn.base import clone
 from sklearn.datasets import load_digits, load_iris, make_classification
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.metrics import accuracy_score
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -437,6 +438,23 @@ def test_partial_fit_needs_the_classes_first_and_refuses_new_ones():
     assert model.predict_proba(X).shape == (len(X), 3)
     with pytest.raises(ValueError, match="not in `self.classes_`"):
         model.partial_fit(X, y + 1)
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], ["a", "b"], [True, False], np.array(["x", "y", "z"], dtype=object)])
+def test_early_stoppings_accuracy_is_accuracy_scores_to_the_bit(labels):
+    """The validation accuracy early stopping scores each epoch by is accuracy_score's, weighted or not; multilabel
+    rows (all labels right or not) too."""
+    rng = np.random.default_rng(0)
+    labels = np.asarray(labels)
+    truth, predicted = labels[rng.integers(0, len(labels), 57)], labels[rng.integers(0, len(labels), 57)]
+    for weights in (np.ones(57), rng.random(57), np.r_[np.zeros(56), 3.0]):
+        got = fastbp.estimators._accuracy(truth, predicted, sample_weight=weights)
+        assert got == accuracy_score(truth, predicted, sample_weight=weights)
+    rows = rng.integers(0, 2, (57, 3))
+    flipped = rows ^ (rng.random((57, 3)) < 0.1)
+    weights = rng.random(57)
+    want = accuracy_score(rows, flipped, sample_weight=weights)
+    assert fastbp.estimators._accuracy(rows, flipped, sample_weight=weights) == want < 1
 
 
 @pytest.mark.parametrize(
