@@ -205,8 +205,9 @@ def train(
         in the last place of libm's), computed a layer at a time as vector
         instructions; the same operations in every backend, so the same bits.
         None: exact for ``init="tutorial"`` or ``backend="reference"``, else fast.
-        Mini-batches use BLAS and libm either way.  Networks with ``layers`` have
-        one arithmetic, BLAS's and libm's: they refuse ``exact=True``.
+        Mini-batches use BLAS and libm either way.  Networks with convolution,
+        pooling, dropout or ``Flatten`` layers have one arithmetic, BLAS's and
+        libm's: they refuse ``exact=True``.
     callback : callable, optional
         ``callback(epoch, loss)`` after every epoch (counted from 0); returning True
         stops training there, and ``history`` ends with that epoch.  Without one,

@@ -13,7 +13,6 @@ tutorial's ``initialize_network``.
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 from collections.abc import Sequence
@@ -372,17 +371,6 @@ class Layout:
     def activations(self) -> tuple[str, ...]:
         """Each layer's activation name, the output layer's last."""
         return tuple(layer.activation for layer in self.layers)
-
-    @functools.cached_property
-    def decayed(self) -> np.ndarray:
-        """The positions in the weight buffer of the weights that L2 regularisation decays (intp, read-only): all
-        but the biases."""
-        mask = np.zeros(self.n_weights, dtype=bool)
-        for block in self.layer_views(mask):
-            block[:, :-1] = True
-        positions = np.flatnonzero(mask)
-        positions.flags.writeable = False
-        return positions
 
     def layer_views(self, weights: np.ndarray) -> list[np.ndarray]:
         """Views ``(units, fan_in + 1)`` into ``weights``, one per layer with weights."""

@@ -736,7 +736,7 @@ class Sequential:
         (``FileExistsError``).  Needs h5py (``pip install "fastbp[keras]"``).
         """
         path = _weights_file(filepath)
-        if not overwrite and os.path.lexists(path):
+        if not as_flag(overwrite, "overwrite") and os.path.lexists(path):
             raise FileExistsError(f"{os.fspath(path)} exists, and overwrite=False")
         arrays = iter(self.get_weights())
         layers = [(place, spec.name, [next(arrays) for _ in range(n)]) for place, spec, n in self._keras_places()]
@@ -751,7 +751,7 @@ class Sequential:
         weights, with a warning, and the others are set.  An optimizer's state in the
         file is not read.  Needs h5py.
         """
-        path = _weights_file(filepath)
+        path, skip_mismatch = _weights_file(filepath), as_flag(skip_mismatch, "skip_mismatch")
         current, places, start = self.get_weights(), [], 0
         for place, _spec, n in self._keras_places():
             places.append((place, [array.shape for array in current[start : start + n]]))
@@ -764,7 +764,7 @@ class Sequential:
                 arrays = current[start : start + n]
             weights += arrays
             start += n
-        if mismatched and not as_flag(skip_mismatch, "skip_mismatch"):
+        if mismatched and not skip_mismatch:
             raise ValueError(f"cannot load the weights in {os.fspath(path)}: {'; '.join(mismatched)}")
         if mismatched:
             warnings.warn(f"{os.fspath(path)}: kept the weights of {'; '.join(mismatched)}", UserWarning, stacklevel=2)
@@ -815,7 +815,7 @@ class Sequential:
                 f"{os.fspath(path)!r} names a Keras file, but fastbp writes its own model file, which Keras cannot "
                 "read: save to another name (such as model.npz); get_weights() gives the weights in Keras's shapes"
             )
-        if not overwrite and os.path.lexists(path):
+        if not as_flag(overwrite, "overwrite") and os.path.lexists(path):
             raise FileExistsError(f"{os.fspath(path)} exists, and overwrite=False")
         self._model().save(path)
 
@@ -825,8 +825,8 @@ def _weights_file(filepath: str | os.PathLike) -> str | os.PathLike:
     name = os.fspath(filepath) if isinstance(filepath, str | os.PathLike) else None
     if not isinstance(name, str) or not name.endswith(".weights.h5"):
         raise ValueError(
-            f"a weights file's name must end in .weights.h5 (Keras's HDF5 weights file), got {filepath!r}; "
-            "model.save writes the whole model in fastbp's file"
+            f"a weights file's name must end in .weights.h5 (Keras 3's HDF5 weights file), got {filepath!r}; "
+            "the whole model goes to fastbp's own file by model.save and comes back by fastbp.load"
         )
     return filepath
 

@@ -54,7 +54,16 @@ from ._validate import (
     as_non_negative,
     as_positive,
 )
-from .layers import LayerSpec, WeightedLayer, build_layers, from_config, layer_config, layer_list, not_a_layer
+from .layers import (
+    LayerSpec,
+    WeightedLayer,
+    all_dense,
+    build_layers,
+    from_config,
+    layer_config,
+    layer_list,
+    not_a_layer,
+)
 
 #: Weight updates per kernel call when training: tens of milliseconds of compiled work.
 CHUNK_WORK = 10_000_000
@@ -147,10 +156,11 @@ class Options:
                     f"{optimizer} trains on all the rows at once, and a network with layers trains by mini-batches "
                     "(a gradient kept for every 32 rows of a batch): use optimizer='adam' or 'sgd' with a batch_size"
                 )
-            if exact is not None and as_flag(exact, "exact"):
+            if exact is not None and as_flag(exact, "exact") and not all_dense(layers):
                 raise ValueError(
-                    "exact=True is the tutorial's arithmetic, which networks of dense layers alone have: a network "
-                    "with layers computes one way (BLAS's sums and libm's exp); leave exact out"
+                    "exact=True is the tutorial's arithmetic, which networks of dense layers alone have: one with "
+                    "convolution, pooling, dropout or Flatten layers computes one way (BLAS's sums and libm's exp); "
+                    "leave exact out"
                 )
             layers, hidden, activation = tuple(layers), (), ()
         hidden = as_layer_sizes(cls.hidden if hidden is None else hidden) if layers is None else ()
@@ -184,7 +194,7 @@ class Options:
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a string, got {backend!r}")
         if exact is None:  # the tutorial's numbers need its order; elsewhere speed wins
-            exact = layers is None and (init == "tutorial" or backend == "reference")
+            exact = (layers is None or all_dense(layers)) and (init == "tutorial" or backend == "reference")
         return cls(
             hidden=hidden,
             activation=() if layers is not None else _as_activations(activation, len(hidden)),
@@ -609,7 +619,9 @@ class _Objective:
         self.net = trainer.layout.network(trainer.options.exact, trainer.options.loss)
         self.rows = np.arange(len(data.Y), dtype=np.intp) if rows is None else rows
         self.grad = np.empty_like(trainer.weights)
-        self.decayed = trainer.layout.decayed
+        self.decayed = np.zeros(trainer.layout.n_weights, dtype=bool)  # the weights L2 decays: all but biases
+        for block in trainer.layout.layer_views(self.decayed):
+            block[:, :-1] = True
         self.l2 = trainer.options.l2
         self.scale = 1.0 / (LOSSES[trainer.options.loss].reported_scale * len(self.rows))
         self.last_w: np.ndarray | None = None

@@ -707,9 +707,8 @@ def _squared_coefficients(trainer: Trainer) -> float:
     Infinite, without numpy's overflow warnings, for weights past 1e154: a training that
     large diverges, and the epoch's check says so in one clear error.
     """
-    decayed = trainer.weights[trainer.layout.decayed]
     with np.errstate(over="ignore"):
-        return float(decayed @ decayed)
+        return sum(float(np.square(block[:, :-1]).sum()) for block in trainer.layout.layer_views(trainer.weights))
 
 
 def _diverged(iteration: int, remedy: str) -> NonFiniteError:

@@ -360,6 +360,12 @@ def build_layers(specs: Sequence[LayerSpec], input_shape: Shape) -> list[KernelL
     return layers
 
 
+def all_dense(specs: Sequence[LayerSpec]) -> bool:
+    """Whether ``specs`` make a network of dense layers alone (``Dense`` layers, the ``Activation`` layers joined to
+    them, an ``Input``), which every training mode's kernels run, in either arithmetic (``exact``)."""
+    return all(isinstance(spec, Dense | Activation | Input) for spec in specs)
+
+
 def layer_named(spec, position: int) -> str:
     """How errors name a layer: the Input, or its ``position`` among the layers but Input (its index in a
     ``Sequential``'s ``layers``, as Keras lists them); then its class and its name, where it has one."""

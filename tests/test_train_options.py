@@ -367,15 +367,21 @@ def test_lbfgs_refuses_layered_networks():
         fastbp.train(np.zeros((4, 6, 6)), [0, 1, 0, 1], optimizer="lbfgs", layers=[fastbp.layers.Flatten()])
 
 
-def test_layered_networks_refuse_exact_and_record_their_one_arithmetic():
-    """exact=True is the tutorial's arithmetic, of dense layers alone: a network with layers refuses it (it would
-    change nothing), and records itself as not exact, init="tutorial" too."""
+def test_layered_networks_refuse_exact_and_record_their_one_arithmetic(wheat):
+    """exact=True is the tutorial's arithmetic, of dense layers alone: a network with other layers refuses it (it
+    would change nothing), and records itself as not exact, init="tutorial" too; layers of Dense alone are the
+    network of hidden=, in either arithmetic."""
     X, y, layers = np.zeros((4, 6, 6)), [0, 1, 0, 1], [fastbp.layers.Flatten()]
     with pytest.raises(ValueError, match="exact=True is the tutorial's arithmetic, which networks of dense layers"):
         fastbp.train(X, y, layers=layers, exact=True)
     for settings in ({"exact": False}, {"init": "tutorial"}, {"init": "tutorial", "exact": None}):
         assert fastbp.train(X, y, layers=layers, epochs=1, **settings).options["exact"] is False
-    assert fastbp.train(X.reshape(4, -1), y, epochs=1, init="tutorial").options["exact"] is True
+    X, y = wheat
+    for settings in ({"init": "tutorial"}, {"exact": True}, {"exact": False}, {"backend": "reference"}):
+        dense = fastbp.train(X, y, layers=[fastbp.layers.Dense(3, "sigmoid")], epochs=2, seed=1, **settings)
+        hidden = fastbp.train(X, y, hidden=[3], epochs=2, seed=1, **settings)
+        assert dense.options["exact"] == hidden.options["exact"] == (settings.get("exact") is not False)
+        np.testing.assert_array_equal(dense.weights, hidden.weights)
 
 
 @pytest.mark.parametrize("optimizer", [fastbp.optimizers.Adam(), ["adam"]])
