@@ -684,6 +684,26 @@ def _accuracy(y_true, y_pred, *, sample_weight: np.ndarray) -> float:
     return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
 
 
+def _r2(y_true, y_pred, *, sample_weight: np.ndarray) -> float:
+    """``r2_score``'s value (averaged over the outputs, 1 for a perfect fit and 0 for a constant target missed):
+    for arrays of numbers, computed in float64 as it computes it, without its input checks (see
+    :func:`_accuracy`)."""
+    if not (
+        isinstance(y_true, np.ndarray) and y_true.dtype.kind in "fiu" and y_true.ndim in (1, 2) and len(y_true) > 1
+        and isinstance(y_pred, np.ndarray) and y_pred.dtype.kind == "f" and y_pred.shape == y_true.shape
+    ):  # fmt: skip
+        return r2_score(y_true, y_pred, sample_weight=sample_weight)
+    truth, predicted = (np.asarray(values, dtype=np.float64).reshape(len(y_true), -1) for values in (y_true, y_pred))
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    numerator = np.sum(weights[:, None] * (truth - predicted) ** 2, axis=0)
+    denominator = np.sum(weights[:, None] * (truth - np.average(truth, axis=0, weights=weights)) ** 2, axis=0)
+    scores = np.ones(truth.shape[1])
+    fitted = (numerator != 0) & (denominator != 0)
+    scores[fitted] = 1 - numerator[fitted] / denominator[fitted]
+    scores[(numerator != 0) & (denominator == 0)] = 0.0
+    return float(np.average(scores))
+
+
 def _weight_views(trainer: Trainer) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """scikit-learn's ``coefs_`` (``(n_in, n_out)`` per layer) and ``intercepts_`` as views of the trainer's
     weights."""
@@ -1045,7 +1065,7 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
         **_MultilayerPerceptron._parameter_constraints,
         "loss": [StrOptions(set(REGRESSION_LOSSES))],
     }
-    _score_function = staticmethod(r2_score)
+    _score_function = staticmethod(_r2)
     _y_checks = {"y_numeric": True}
 
     def __init__(

@@ -16,7 +16,7 @@ from sklearn import neural_network
 from sklearn.base import clone
 from sklearn.datasets import load_digits, load_iris, make_classification
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -455,6 +455,28 @@ def test_early_stoppings_accuracy_is_accuracy_scores_to_the_bit(labels):
     weights = rng.random(57)
     want = accuracy_score(rows, flipped, sample_weight=weights)
     assert fastbp.estimators._accuracy(rows, flipped, sample_weight=weights) == want < 1
+
+
+@pytest.mark.parametrize("n_outputs", [None, 1, 3])
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64"])
+def test_early_stoppings_r2_is_r2_scores_to_the_bit(n_outputs, dtype):
+    """The validation R^2 early stopping scores a regressor by each epoch is r2_score's, weighted or not, for one
+    output or several (float32 predictions of float32 models), a constant target or perfect predictions too."""
+    rng = np.random.default_rng(1)
+    shape = (41,) if n_outputs is None else (41, n_outputs)
+    truth = (rng.normal(size=shape) * 10).astype(dtype)
+    predicted = (truth + rng.normal(size=shape)).astype("float32" if dtype == "float32" else "float64")
+    constant = np.full(shape, 2, dtype=dtype)
+    cases = [
+        (truth, predicted),
+        (truth, truth.astype(predicted.dtype)),
+        (constant, predicted),
+        (constant, constant * 1.0),
+    ]
+    for weights in (np.ones(41), rng.random(41)):
+        for y_true, y_pred in cases:
+            want = r2_score(y_true, y_pred, sample_weight=weights)
+            assert fastbp.estimators._r2(y_true, y_pred, sample_weight=weights) == want
 
 
 @pytest.mark.parametrize(
