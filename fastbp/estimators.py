@@ -675,33 +675,41 @@ def _stochastic_solver(estimator: _MultilayerPerceptron) -> bool:
     return True
 
 
-def _accuracy(y_true, y_pred, *, sample_weight: np.ndarray) -> float:
-    """``accuracy_score``'s value: for one label per row, the weighted share predicted right, computed as it
-    computes it (numpy's ``average``), without its input checks, which take about 1 ms, longer than a small
-    network's epoch (early stopping scores every epoch)."""
-    if isinstance(y_true, np.ndarray) and y_true.ndim == 1 and np.shape(y_pred) == y_true.shape:
+def _accuracy(y_true, y_pred, *, sample_weight: np.ndarray | None = None) -> float:
+    """``accuracy_score``'s value: for one label per row, of the predictions' type, the weighted share predicted
+    right, computed as it computes it (numpy's ``average``), without its input checks, which take about 1 ms,
+    longer than a small network's epoch (early stopping scores every epoch)."""
+    if _checked_already(y_true, y_pred, sample_weight) and y_true.ndim == 1 and y_true.dtype == y_pred.dtype:
         return float(np.average(y_true == y_pred, weights=sample_weight))
     return accuracy_score(y_true, y_pred, sample_weight=sample_weight)
 
 
-def _r2(y_true, y_pred, *, sample_weight: np.ndarray) -> float:
+def _r2(y_true, y_pred, *, sample_weight: np.ndarray | None = None) -> float:
     """``r2_score``'s value (averaged over the outputs, 1 for a perfect fit and 0 for a constant target missed):
     for arrays of numbers, computed in float64 as it computes it, without its input checks (see
     :func:`_accuracy`)."""
-    if not (
-        isinstance(y_true, np.ndarray) and y_true.dtype.kind in "fiu" and y_true.ndim in (1, 2) and len(y_true) > 1
-        and isinstance(y_pred, np.ndarray) and y_pred.dtype.kind == "f" and y_pred.shape == y_true.shape
-    ):  # fmt: skip
+    if not (_checked_already(y_true, y_pred, sample_weight) and y_true.dtype.kind in "fiu" and len(y_true) > 1):
         return r2_score(y_true, y_pred, sample_weight=sample_weight)
     truth, predicted = (np.asarray(values, dtype=np.float64).reshape(len(y_true), -1) for values in (y_true, y_pred))
-    weights = np.asarray(sample_weight, dtype=np.float64)
-    numerator = np.sum(weights[:, None] * (truth - predicted) ** 2, axis=0)
-    denominator = np.sum(weights[:, None] * (truth - np.average(truth, axis=0, weights=weights)) ** 2, axis=0)
+    weight = 1.0 if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)[:, None]
+    numerator = np.sum(weight * (truth - predicted) ** 2, axis=0)
+    denominator = np.sum(weight * (truth - np.average(truth, axis=0, weights=sample_weight)) ** 2, axis=0)
     scores = np.ones(truth.shape[1])
     fitted = (numerator != 0) & (denominator != 0)
     scores[fitted] = 1 - numerator[fitted] / denominator[fitted]
     scores[(numerator != 0) & (denominator == 0)] = 0.0
     return float(np.average(scores))
+
+
+def _checked_already(y_true, y_pred, sample_weight) -> bool:
+    """Whether a score's inputs are what scikit-learn's checks would pass unchanged: arrays of one shape (one or two
+    axes), finite where they are floats, and no sample weights or a finite float weight per row."""
+    arrays = (y_true, y_pred) if sample_weight is None else (y_true, y_pred, sample_weight)
+    return (
+        all(type(array) is np.ndarray and (array.dtype.kind != "f" or all_finite(array)) for array in arrays)
+        and y_true.ndim in (1, 2) and y_pred.shape == y_true.shape
+        and (sample_weight is None or sample_weight.dtype.kind == "f" and sample_weight.shape == y_true.shape[:1])
+    )  # fmt: skip
 
 
 def _weight_views(trainer: Trainer) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -930,6 +938,11 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         _check_partial_fit_first_call(self, classes)
         return self._fit(X, y, sample_weight, incremental=True)
 
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """The accuracy of :meth:`predict` on ``X`` against ``y``, weighted by ``sample_weight``: scikit-learn's,
+        the same value, without its checks of arrays that need none (see ``_accuracy``)."""
+        return _accuracy(y, self.predict(X), sample_weight=sample_weight)
+
     def predict_proba(self, X: ArrayLike) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_`` (multilabel: each label's own).
 
@@ -1101,6 +1114,11 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
         n_threads=None,
     ):
         _store_params(self, locals())
+
+    def score(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """R^2 of :meth:`predict` on ``X`` against ``y``, weighted by ``sample_weight``: scikit-learn's, the same value,
+        without its checks of arrays that need none (see ``_r2``)."""
+        return _r2(y, self.predict(X), sample_weight=sample_weight)
 
     @available_if(_stochastic_solver)
     def partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None) -> MLPRegressor:

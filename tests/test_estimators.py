@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import sklearn
 from sklearn import neural_network
-from sklearn.base import clone
+from sklearn.base import ClassifierMixin, RegressorMixin, clone
 from sklearn.datasets import load_digits, load_iris, make_classification
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import accuracy_score, r2_score
@@ -455,6 +455,34 @@ def test_early_stoppings_accuracy_is_accuracy_scores_to_the_bit(labels):
     weights = rng.random(57)
     want = accuracy_score(rows, flipped, sample_weight=weights)
     assert fastbp.estimators._accuracy(rows, flipped, sample_weight=weights) == want < 1
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.DataConversionWarning")  # the column of targets
+def test_score_is_scikit_learns_to_the_bit_and_refuses_what_it_refuses():
+    """score gives ClassifierMixin's and RegressorMixin's value (accuracy, R^2) to the bit, weighted or not, for
+    labels in arrays or lists, one output or several, a column, integers; and their errors for mixed label types, NaN,
+    lengths that differ."""
+    X, y = standardized_iris()
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    weights = np.random.default_rng(0).random(len(X))
+    for labels in (y, names, names.astype(object)):
+        model = MLPClassifier((4,), max_iter=3, random_state=0).fit(X, labels)
+        for truth in (labels, labels[::-1].copy(), list(labels)):
+            for weight in (None, weights, list(weights)):
+                got = model.score(X, truth, sample_weight=weight)
+                assert got == ClassifierMixin.score(model, X, truth, sample_weight=weight)
+    targets = np.c_[X[:, 0] * 2, X[:, 1]]
+    for truth in (targets, targets[:, 0], targets[:, :1].copy(), (targets[:, 0] * 10).astype(int)):
+        model = MLPRegressor(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, truth)
+        for weight in (None, weights):
+            assert model.score(X, truth, sample_weight=weight) == RegressorMixin.score(model, X, truth, weight)
+    with pytest.raises(ValueError, match="Mix of label input types"):
+        MLPClassifier((4,), max_iter=3, random_state=0).fit(X, names).score(X, y.astype(float))
+    with pytest.raises(ValueError, match="NaN"):
+        model.score(X, np.where(y == 0, np.nan, y))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        model.score(X, targets[:-1, 0])
 
 
 @pytest.mark.parametrize("n_outputs", [None, 1, 3])
