@@ -738,8 +738,7 @@ class Sequential:
         path = _weights_file(filepath)
         if not as_flag(overwrite, "overwrite") and os.path.lexists(path):
             raise FileExistsError(f"{os.fspath(path)} exists, and overwrite=False")
-        arrays = iter(self.get_weights())
-        layers = [(place, spec.name, [next(arrays) for _ in range(n)]) for place, spec, n in self._keras_places()]
+        layers = [(place, spec.name, arrays) for place, spec, arrays in self._keras_places()]
         write_keras_weights(path, self.name, layers)
 
     def load_weights(self, filepath: str | os.PathLike, skip_mismatch: bool = False) -> None:
@@ -752,33 +751,28 @@ class Sequential:
         file is not read.  Needs h5py.
         """
         path, skip_mismatch = _weights_file(filepath), as_flag(skip_mismatch, "skip_mismatch")
-        current, places, start = self.get_weights(), [], 0
-        for place, _spec, n in self._keras_places():
-            places.append((place, [array.shape for array in current[start : start + n]]))
-            start += n
-        found = read_keras_weights(path, places)
-        weights, mismatched, start = [], [], 0
-        for position, ((_place, spec, n), arrays) in enumerate(zip(self._keras_places(), found)):
+        places = self._keras_places()
+        found = read_keras_weights(path, [(place, [array.shape for array in arrays]) for place, _, arrays in places])
+        weights, mismatched = [], []
+        for position, ((_place, spec, current), arrays) in enumerate(zip(places, found)):
             if not isinstance(arrays, list):
                 mismatched.append(f"{layer_named(spec, position)}: {arrays}")
-                arrays = current[start : start + n]
+                arrays = current
             weights += arrays
-            start += n
         if mismatched and not skip_mismatch:
             raise ValueError(f"cannot load the weights in {os.fspath(path)}: {'; '.join(mismatched)}")
         if mismatched:
             warnings.warn(f"{os.fspath(path)}: kept the weights of {'; '.join(mismatched)}", UserWarning, stacklevel=2)
         self.set_weights(weights)
 
-    def _keras_places(self) -> list[tuple[str, LayerSpec, int]]:
+    def _keras_places(self) -> list[tuple[str, LayerSpec, list[np.ndarray]]]:
         """Each layer, where Keras's weights files keep its arrays (``layers/`` and its class's name, numbered among
-        the model's layers of that class, as Keras numbers them in its files), and how many arrays it has."""
-        counts, places = {}, []
+        the model's layers of that class, as Keras numbers them in its files), and its arrays (``get_weights``')."""
+        weights, numbering, places = iter(self.get_weights()), {}, []
         for spec in self.layers:
             base = _snake_case(type(spec).__name__)
-            number = counts[base] = counts.get(base, -1) + 1
-            place = f"layers/{base}" if number == 0 else f"layers/{base}_{number}"
-            places.append((place, spec, 2 if isinstance(spec, WeightedLayer) else 0))
+            arrays = [next(weights), next(weights)] if isinstance(spec, WeightedLayer) else []
+            places.append((f"layers/{next(numbering.setdefault(base, _numbered(base)))}", spec, arrays))
         return places
 
     def _built_layout(self):
