@@ -4,8 +4,8 @@ hidden units, softmax) and a W3-sized one (784-128-10 on MNIST-shaped rows); and
 latency of single-row calls through the W2-sized one, as a service gets its requests.
 
 fastbp's ``Model.predict`` runs each backend's ``predict_batch`` kernel, in the fast
-mode here: the W2-sized network row by row, the W3-sized one by BLAS's products over
-chunks of 16 rows (from 8,192 weights); scikit-learn's ``predict`` multiplies the whole
+mode here: the W2-sized network row by row (four rows at a time), the W3-sized one by BLAS's products over
+chunks of 16 rows (from 4,096 weights); scikit-learn's ``predict`` multiplies the whole
 batch by BLAS.  Both include their input checks and the label lookup.
 """
 

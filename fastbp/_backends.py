@@ -125,7 +125,7 @@ LAYERED_KERNELS = ("train_layered", "predict_layered", "layered_gradient")
 #: From this many weights a network of dense layers in the fast mode predicts by ``predict_layered``'s products,
 #: which run many rows faster than ``predict_batch`` row by row, and a single row slower (a whole chunk of rows is
 #: computed for it); below, row by row is as fast at any count (the docs' performance page).
-PRODUCTS_MIN_WEIGHTS = 8192
+PRODUCTS_MIN_WEIGHTS = 4096
 
 
 class Network(NamedTuple):

@@ -73,6 +73,11 @@ def chunk_rows(batch_rows):
 #: products, so both backends take the same.
 PREDICT_CHUNK_ROWS = 64
 
+#: Row-by-row prediction runs this many rows through each neuron at once: each row's sum in the order one row
+#: alone takes (the same bits), the rows' sums side by side, so that they overlap where one row's additions wait
+#: on each other, and each weight loaded once for them all.
+PREDICT_ROWS = 4
+
 #: The most filters of a first convolution that the layered kernels compute fused with its pooling (its
 #: transposed weights, ten per filter, live on the stack of the Cython kernel; the notebook's layer has 32).
 FUSED_MAX_UNITS = 64
@@ -164,7 +169,7 @@ def compiled_constants() -> dict:
     names += ("RPROP_DELTA_MIN", "RPROP_DELTA_MAX", "EXP_LOG2E", "EXP_SHIFT", "EXP_LN2_HI", "EXP_LN2_LO")
     names += ("EXP_TAYLOR", "CHUNK_ROWS", "LARGE_CHUNK_ROWS", "FUSED_MAX_UNITS", "SPLITMIX_GAMMA", "SPLITMIX_MIX1")
     names += ("SPLITMIX_MIX2", "PREDICT_CHUNK_ROWS", "CELL_SHIFT", "WINOGRAD_ROWS", "GROUPED_FILTERS", "LINE_BYTES")
-    names += ("TERMS_BLOCK", "TERMS_CACHE_BYTES", "TERMS_ERRORS_PER_NONZERO")
+    names += ("TERMS_BLOCK", "TERMS_CACHE_BYTES", "TERMS_ERRORS_PER_NONZERO", "PREDICT_ROWS")
     geometry = {f"GEOMETRY_{field.upper()}": column for column, field in enumerate(GEOMETRY_FIELDS)}
     return {**codes, **geometry, "GEOMETRY_COLUMNS": len(GEOMETRY_FIELDS), **{name: globals()[name] for name in names}}
 

@@ -43,7 +43,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from numbers import Integral
 from typing import TypeVar
 
@@ -52,7 +52,7 @@ from ._backends import BACKENDS
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when an OpenMP runtime loads; children inherit it
 
 #: Below this many multiply-adds for each thread, starting threads costs more than it saves.
-MIN_WORK_PER_THREAD = 2**18
+MIN_WORK_PER_THREAD = 2**21
 #: A mini-batch step wakes the threads several times (every layer, forward and back), so it needs
 #: more: batch size times weights (784-128-10 gains at batches of 128 and loses at 32; docs' performance page).
 MIN_BATCH_WORK_FOR_THREADS = 2**23
@@ -106,11 +106,38 @@ def run_chunks(work: Callable[[slice], None], chunks: list[slice]) -> None:
     if len(chunks) == 1:
         work(chunks[0])
         return
-    with ThreadPoolExecutor(max_workers=len(chunks) - 1, thread_name_prefix="fastbp") as pool:
-        pending = [pool.submit(work, chunk) for chunk in chunks[1:]]
+    pending = [_chunk_pool(len(chunks) - 1).submit(work, chunk) for chunk in chunks[1:]]
+    try:
         work(chunks[0])  # the calling thread takes the first chunk
-        for future in pending:
-            future.result()
+    finally:
+        wait(pending)  # none still writes its rows once this returns, nor once an error propagates
+    for future in pending:
+        future.result()
+
+
+_chunk_pools: dict[int, ThreadPoolExecutor] = {}
+_chunk_pools_lock = threading.Lock()
+
+
+def _chunk_pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads for :func:`run_chunks`, made once: starting threads for every
+    prediction cost more than a few hundred rows of a small network take.  Its threads run chunks of rows and
+    never wait on the pool, so callers in several threads at once only queue."""
+    with _chunk_pools_lock:
+        if workers not in _chunk_pools:
+            _chunk_pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastbp")
+        return _chunk_pools[workers]
+
+
+def _forget_chunk_pools() -> None:
+    """In a forked child: the parent's pool threads are not there, so its pools would never run anything."""
+    global _chunk_pools_lock
+    _chunk_pools.clear()
+    _chunk_pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_chunk_pools)
 
 
 def job_workers(n_jobs: int) -> int:

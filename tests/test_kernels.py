@@ -355,6 +355,26 @@ def test_fast_sums_follow_the_documented_order(kernels, n_in):
         np.testing.assert_allclose(fast, exact, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("sizes", [(3, 9, 2), (8, 5, 3), (13, 17, 9, 4), (64, 32, 10)])
+@pytest.mark.parametrize("n_rows", [1, 4, 7, 13])
+def test_predict_batch_gives_each_row_its_forward_pass_bits(kernels, sizes, n_rows, dtype):
+    """Prediction runs several rows through a neuron at once (the rest one by one): each row's outputs are the
+    bits of its own forward pass, every activation and output among them."""
+    rng = np.random.default_rng(n_rows)
+    for hidden, output in (("relu", "softmax"), ("tanh", "sigmoid"), ("sigmoid", "identity")):
+        layout = Layout.from_sizes(sizes, [hidden] * (len(sizes) - 2) + [output])
+        weights = rng.normal(size=layout.n_weights).astype(dtype)
+        X = rng.normal(size=(n_rows, sizes[0])).astype(dtype)
+        for exact in (False, True):
+            net, row_signals = layout.network(exact), signals(layout, dtype)
+            out = np.zeros((n_rows, sizes[-1]), dtype)
+            kernels.predict_batch(net, weights, X, out)
+            for row, predicted in zip(X, out, strict=True):
+                kernels.forward_propagate(net, weights, row_signals, row)
+                assert predicted.tobytes() == row_signals.outputs[-sizes[-1] :].tobytes()
+
+
 def _sigmoid_of(kernels, activations, exact):
     """The kernels' sigmoid of each activation: a one-input neuron with weight 1 and bias 0."""
     layout = Layout.from_sizes((1, 1))

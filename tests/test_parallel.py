@@ -84,7 +84,7 @@ def test_mini_batch_backends_agree_bit_for_bit(case, dtype, always_threaded):
     assert models[0].forward(rows).tobytes() == models[1].forward(rows).tobytes()
 
 
-@pytest.mark.parametrize("hidden", [(20, 9), (96, 90)], ids=["small", "8192 weights or more"])
+@pytest.mark.parametrize("hidden", [(20, 9), (96, 90)], ids=["row by row", "by products"])
 @pytest.mark.parametrize("exact", [True, False])
 def test_prediction_gives_the_same_bits_for_any_thread_count(compiled_backend, exact, hidden, always_threaded):
     X, y = _data(n_rows=40)
@@ -263,7 +263,7 @@ def test_children_forked_while_threads_train_and_hold_locks_never_hang(compiled_
     def locks():
         """The locks the child's code would take now (the BLAS lock by its module's current name)."""
         backend_lock = get_backend(compiled_backend).capabilities.parallel_lock
-        return [lock for lock in (_parallel._blas_lock, backend_lock) if lock is not None]
+        return [lock for lock in (_parallel._blas_lock, _parallel._chunk_pools_lock, backend_lock) if lock is not None]
 
     def result():
         trained = fastbp.train(X, y, n_threads=2, **options)

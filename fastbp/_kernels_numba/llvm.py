@@ -2,9 +2,9 @@
 
 * ``bits`` and ``from_bits`` reinterpret a float64 as an int64 and back (fastbp's exp
   builds ``2**n`` from its bits);
-* ``lane_sums`` and ``stepped_lane_sums`` run the fast mode's ``LANES`` partial sums as
-  one LLVM vector: Numba keeps LLVM's SLP vectoriser off, which would otherwise leave
-  them as scalar code;
+* ``lane_sums``, ``stepped_lane_sums`` and ``lane_sums_of_rows`` run the fast mode's
+  ``LANES`` partial sums as one LLVM vector (per row): Numba keeps LLVM's SLP vectoriser
+  off, which would otherwise leave them as scalar code;
 * ``add_scaled`` adds many rows times their scales into one, each sum kept in a vector
   register across all the rows, as the Cython backend's ``fastbp_add_scaled_*`` does:
   LLVM's loop vectoriser would load and store each sum once per row instead;
@@ -30,7 +30,7 @@ from numba import types
 from numba.core import cgutils, config
 from numba.extending import get_cython_function_address, intrinsic, overload
 
-from .._constants import LANES
+from .._constants import LANES, PREDICT_ROWS
 from .._libm import libm_address
 
 
@@ -54,12 +54,15 @@ def from_bits(typingctx, value):
     return types.float64(types.int64), codegen
 
 
-def _lane_sums_codegen(update: bool):
-    """LLVM code for the fast mode's partial sums as one vector of ``LANES``: see ``lane_sums``."""
+def _lane_sums_codegen(update: bool, rows: int = 1):
+    """LLVM code for the fast mode's partial sums as one vector of ``LANES`` per row: see ``lane_sums``,
+    ``stepped_lane_sums`` and ``lane_sums_of_rows``."""
 
     def codegen(context, builder, signature, args):
         if update:  # ``weighed``: the inputs the (updated) weights multiply
             weights, neuron, inputs, weighed, in_off, count, step = args
+        elif rows > 1:
+            weights, neuron, weighed, in_off, stride, count = args
         else:
             weights, neuron, weighed, in_off, count = args
         dtype = signature.args[0].dtype
@@ -75,22 +78,30 @@ def _lane_sums_codegen(update: bool):
 
         w_base = base(signature.args[0], weights, neuron)
         weighed_base = base(signature.args[3 if update else 2], weighed, in_off)
+        row_bases = [weighed_base]
+        for _ in range(1, rows):
+            row_bases.append(builder.gep(row_bases[-1], [stride]))
         if update:
             x_base = base(signature.args[2], inputs, in_off)
             step = context.cast(builder, step, signature.args[6], dtype)
             steps = ir.Constant(vector, ir.Undefined)
             for k in range(LANES):
                 steps = builder.insert_element(steps, step, ir.Constant(ir.IntType(32), k))
-        total = cgutils.alloca_once_value(builder, ir.Constant(vector, [ir.Constant(scalar, 0.0)] * LANES))
-        zero, stride = ir.Constant(count.type, 0), ir.Constant(count.type, LANES)
-        with cgutils.for_range_slice(builder, zero, count, stride, inc=True) as (i, _):
+        zeros = ir.Constant(vector, [ir.Constant(scalar, 0.0)] * LANES)
+        totals = [cgutils.alloca_once_value(builder, zeros) for _ in row_bases]
+        zero, lanes_step = ir.Constant(count.type, 0), ir.Constant(count.type, LANES)
+        with cgutils.for_range_slice(builder, zero, count, lanes_step, inc=True) as (i, _):
             w = load(w_base, i)
             if update:
                 w = builder.fsub(w, builder.fmul(steps, load(x_base, i)))
                 builder.store(w, builder.bitcast(builder.gep(w_base, [i]), vector.as_pointer()), align=align)
-            builder.store(builder.fadd(builder.load(total), builder.fmul(w, load(weighed_base, i))), total)
-        value = builder.load(total)
-        lanes = [builder.extract_element(value, ir.Constant(ir.IntType(32), k)) for k in range(LANES)]
+            for total, row_base in zip(totals, row_bases):
+                builder.store(builder.fadd(builder.load(total), builder.fmul(w, load(row_base, i))), total)
+        lanes = [
+            builder.extract_element(builder.load(total), ir.Constant(ir.IntType(32), k))
+            for total in totals
+            for k in range(LANES)
+        ]
         return context.make_tuple(builder, signature.return_type, lanes)
 
     return codegen
@@ -112,6 +123,14 @@ def stepped_lane_sums(typingctx, weights, neuron, inputs, next_inputs, in_off, c
     """``lane_sums`` of ``next_inputs``, each weight first updated in place, ``w -= step * inputs[in_off + i]``."""
     signature = types.UniTuple(weights.dtype, LANES)(weights, neuron, inputs, next_inputs, in_off, count, step)
     return signature, _lane_sums_codegen(True)
+
+
+@intrinsic
+def lane_sums_of_rows(typingctx, weights, neuron, inputs, in_off, stride, count):
+    """``lane_sums`` of ``PREDICT_ROWS`` rows, ``inputs[in_off + r * stride ...]``, one after the other in the
+    tuple: each row's in its own vector, each weight loaded once for all rows."""
+    signature = types.UniTuple(weights.dtype, LANES * PREDICT_ROWS)(weights, neuron, inputs, in_off, stride, count)
+    return signature, _lane_sums_codegen(False, PREDICT_ROWS)
 
 
 def _vector_bytes() -> int:

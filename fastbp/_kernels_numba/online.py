@@ -12,9 +12,9 @@ import numpy as np
 from numba import njit
 
 from .._concepts import ActivationCode, OptimizerCode
-from .._constants import LANES
+from .._constants import LANES, PREDICT_ROWS
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_NO_REFCOUNT_OPTIONS, NUMBA_OPTIONS
-from .llvm import lane_sums, stepped_lane_sums
+from .llvm import lane_sums, lane_sums_of_rows, stepped_lane_sums
 from .primitives import ONE, activation, derivative, fast_sigmoid, optimizer_step, output_error, sigmoid, softmax
 
 
@@ -40,9 +40,38 @@ def weighted_sum(weights, neuron, n_in, inputs, in_off, exact):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
+def weighted_sums_of_rows(weights, neuron, n_in, inputs, in_off, stride, sums, sums_off, sums_stride, exact):
+    """``weighted_sum`` for ``PREDICT_ROWS`` rows, ``inputs[in_off + r * stride ...]``, into
+    ``sums[sums_off + r * sums_stride]``: each row's sum in ``weighted_sum``'s order (the same bits); in the fast
+    mode the rows' side by side, so that one row's additions run while another's wait, each weight loaded once
+    for all."""
+    rows = np.uintp(PREDICT_ROWS)
+    if exact or n_in < np.uintp(LANES):  # one sum: nothing to share
+        for r in range(rows):
+            sums[sums_off + r * sums_stride] = weighted_sum(weights, neuron, n_in, inputs, in_off + r * stride, exact)
+        return
+    n8 = n_in - n_in % np.uintp(LANES)
+    lanes = lane_sums_of_rows(weights, neuron, inputs, in_off, stride, n8)
+    for r in range(rows):
+        at = r * np.uintp(LANES)
+        total = weights[neuron + n_in] + combined_at(lanes, at)
+        for i in range(n8, n_in):
+            total += weights[neuron + i] * inputs[in_off + r * stride + i]
+        sums[sums_off + r * sums_stride] = total
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
 def combined(lanes):
     """The fast mode's eight partial sums combined pairwise: ``((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))``."""
-    return ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+    return combined_at(lanes, np.uintp(0))
+
+
+@njit(**NUMBA_INLINED_OPTIONS)
+def combined_at(lanes, at):
+    """``combined`` of the eight partial sums from ``lanes[at]`` on."""
+    s0, s1, s2, s3 = lanes[at], lanes[at + np.uintp(1)], lanes[at + np.uintp(2)], lanes[at + np.uintp(3)]
+    s4, s5, s6, s7 = lanes[at + np.uintp(4)], lanes[at + np.uintp(5)], lanes[at + np.uintp(6)], lanes[at + np.uintp(7)]
+    return ((s0 + s4) + (s2 + s6)) + ((s1 + s5) + (s3 + s7))
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
@@ -302,22 +331,58 @@ def _train_online(net, weights, optimizer_state, data, schedule, history, output
 
 
 def predict_batch(net, weights, X, out):
-    """Write the output layer's values for every row of ``X`` into ``out``.
+    """Write the output layer's values for every row of ``X`` into ``out``: ``PREDICT_ROWS`` rows at a time,
+    then the rest one by one, each row's the same bits as ``_forward``'s.
 
     A Python function, which allocates the scratch: compiled, it would be one more
     function to compile at a cold start.
     """
-    _predict_rows(net, weights, np.empty(int(net.o_off[-1]), weights.dtype), X, out)
+    outputs = np.empty(PREDICT_ROWS * int(net.o_off[-1]), weights.dtype)
+    _predict_rows(net, weights, outputs, X.reshape(-1), X.shape[0], out)
 
 
 @njit(**NUMBA_NO_REFCOUNT_OPTIONS)
-def _predict_rows(net, weights, outputs, X, out):
-    """``predict_batch`` with its scratch, each neuron's ``outputs``."""
-    last = np.uintp(net.o_off[net.sizes.shape[0] - 2])
-    for r in range(X.shape[0]):
-        _forward(net, weights, outputs, X[r])
-        for j in range(np.uintp(out.shape[1])):
-            out[r, j] = outputs[last + j]
+def _predict_rows(net, weights, outputs, X, n_rows, out):
+    """``predict_batch`` with its scratch, ``PREDICT_ROWS`` rows' ``outputs``, each row's after the one before;
+    ``X`` the rows one after the other."""
+    n_layers = np.uintp(net.sizes.shape[0] - 1)
+    n_neurons, n_features, n_outputs = np.uintp(net.o_off[n_layers]), np.uintp(net.sizes[0]), out.shape[1]
+    last, rows = np.uintp(net.o_off[n_layers - ONE]), np.uintp(PREDICT_ROWS)
+    n_together = np.uintp(n_rows) - np.uintp(n_rows) % rows
+    dt = weights.dtype.type
+    for first in range(np.uintp(0), n_together, rows):
+        for k in range(n_layers):
+            start, n_in, n_out = np.uintp(net.w_off[k]), np.uintp(net.sizes[k]), np.uintp(net.sizes[k + ONE])
+            out_off = np.uintp(net.o_off[k])
+            for j in range(n_out):
+                neuron = start + j * (n_in + ONE)
+                if k == 0:
+                    weighted_sums_of_rows(
+                        weights,
+                        neuron,
+                        n_in,
+                        X,
+                        first * n_features,
+                        n_features,
+                        outputs,
+                        out_off + j,
+                        n_neurons,
+                        net.exact,
+                    )
+                else:
+                    in_off = np.uintp(net.o_off[k - ONE])
+                    weighted_sums_of_rows(
+                        weights, neuron, n_in, outputs, in_off, n_neurons, outputs, out_off + j, n_neurons, net.exact
+                    )
+            for r in range(rows):
+                activate(outputs, r * n_neurons + out_off, n_out, net.activations[k], net.exact, dt)
+        for r in range(rows):
+            for j in range(np.uintp(n_outputs)):
+                out[first + r, j] = outputs[r * n_neurons + last + j]
+    for row in range(n_together, np.uintp(n_rows)):
+        _forward(net, weights, outputs, X[row * n_features : (row + ONE) * n_features])
+        for j in range(np.uintp(n_outputs)):
+            out[row, j] = outputs[last + j]
 
 
 #: The compiled functions behind each kernel that is a Python function.
