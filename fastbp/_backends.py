@@ -124,7 +124,8 @@ SPARSE_KERNELS = ("train_sparse", "predict_sparse", "sparse_gradient")
 LAYERED_KERNELS = ("train_layered", "predict_layered", "layered_gradient")
 #: From this many weights a network of dense layers in the fast mode predicts by ``predict_layered``'s products,
 #: which run many rows faster than ``predict_batch`` row by row, and a single row slower (a whole chunk of rows is
-#: computed for it); below, row by row is as fast at any count (the docs' performance page).
+#: computed for it); below, the products gain less, or lose with Numba, and a single row costs two to three times
+#: as much (the docs' performance page).
 PRODUCTS_MIN_WEIGHTS = 4096
 
 

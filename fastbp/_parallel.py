@@ -2,7 +2,8 @@
 mini-batch kernels need.
 
 Prediction splits the rows into one contiguous chunk per thread and runs the
-backend's kernel on each chunk in its own Python thread.  The compiled kernels
+backend's kernel on each chunk in a Python thread of its own (from a pool made once
+per process, the calling thread taking the first chunk).  The compiled kernels
 release the GIL, so the threads run on separate cores, and every row's outputs are
 computed by the same code whichever chunk it falls in: the result does not depend on
 the number of threads.  Plain threads rather than OpenMP or Numba's parallel loops:
@@ -51,7 +52,8 @@ from ._backends import BACKENDS
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when an OpenMP runtime loads; children inherit it
 
-#: Below this many multiply-adds for each thread, starting threads costs more than it saves.
+#: Below this many multiply-adds for each thread, handing rows to another thread costs more than it saves (the
+#: docs' performance page).
 MIN_WORK_PER_THREAD = 2**21
 #: A mini-batch step wakes the threads several times (every layer, forward and back), so it needs
 #: more: batch size times weights (784-128-10 gains at batches of 128 and loses at 32; docs' performance page).
@@ -102,11 +104,18 @@ def row_chunks(n_rows: int, work_per_row: int, n_threads: int) -> list[slice]:
 
 
 def run_chunks(work: Callable[[slice], None], chunks: list[slice]) -> None:
-    """Call ``work(chunk)`` for every chunk, in threads when there are several; errors propagate."""
-    if len(chunks) == 1:
-        work(chunks[0])
+    """Call ``work(chunk)`` for every chunk, in threads when there are several; errors propagate.
+
+    The threads come from one pool per process (:func:`_chunk_pool`): starting threads for every prediction
+    cost more than a few hundred rows of a small network take.  A chunk that runs chunks of its own runs
+    them itself: waiting on the pool from one of its threads could wait forever.
+    """
+    if len(chunks) == 1 or getattr(_pool_thread, "active", False):
+        for chunk in chunks:
+            work(chunk)
         return
-    pending = [_chunk_pool(len(chunks) - 1).submit(work, chunk) for chunk in chunks[1:]]
+    pool = _chunk_pool(len(chunks) - 1)
+    pending = [pool.submit(work, chunk) for chunk in chunks[1:]]
     try:
         work(chunks[0])  # the calling thread takes the first chunk
     finally:
@@ -115,29 +124,40 @@ def run_chunks(work: Callable[[slice], None], chunks: list[slice]) -> None:
         future.result()
 
 
-_chunk_pools: dict[int, ThreadPoolExecutor] = {}
-_chunk_pools_lock = threading.Lock()
+_pool_thread = threading.local()
+_chunk_pool_now: ThreadPoolExecutor | None = None
+_chunk_pool_size = 0
+_chunk_pool_lock = threading.Lock()
 
 
 def _chunk_pool(workers: int) -> ThreadPoolExecutor:
-    """The process's pool of ``workers`` threads for :func:`run_chunks`, made once: starting threads for every
-    prediction cost more than a few hundred rows of a small network take.  Its threads run chunks of rows and
-    never wait on the pool, so callers in several threads at once only queue."""
-    with _chunk_pools_lock:
-        if workers not in _chunk_pools:
-            _chunk_pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fastbp")
-        return _chunk_pools[workers]
+    """The process's pool for :func:`run_chunks`, of at least ``workers`` threads, a core each but the calling
+    thread's (its threads start as they are first needed).  Callers in several threads at once queue their
+    chunks in it; a larger count than the pool's replaces it, whose threads end once idle."""
+    global _chunk_pool_now, _chunk_pool_size
+    with _chunk_pool_lock:
+        if _chunk_pool_now is None or workers > _chunk_pool_size:
+            if _chunk_pool_now is not None:
+                _chunk_pool_now.shutdown(wait=False)
+            _chunk_pool_size = max(workers, usable_cores() - 1)
+            _chunk_pool_now = ThreadPoolExecutor(
+                max_workers=_chunk_pool_size, thread_name_prefix="fastbp", initializer=_mark_pool_thread
+            )
+        return _chunk_pool_now
 
 
-def _forget_chunk_pools() -> None:
-    """In a forked child: the parent's pool threads are not there, so its pools would never run anything."""
-    global _chunk_pools_lock
-    _chunk_pools.clear()
-    _chunk_pools_lock = threading.Lock()
+def _mark_pool_thread() -> None:
+    _pool_thread.active = True
+
+
+def _forget_chunk_pool() -> None:
+    """In a forked child: the parent's pool threads are not there, so its pool would never run anything."""
+    global _chunk_pool_now, _chunk_pool_size, _chunk_pool_lock
+    _chunk_pool_now, _chunk_pool_size, _chunk_pool_lock = None, 0, threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_chunk_pools)
+    os.register_at_fork(after_in_child=_forget_chunk_pool)
 
 
 def job_workers(n_jobs: int) -> int:

@@ -119,6 +119,34 @@ def test_errors_in_a_thread_reach_the_caller():
         _parallel.run_chunks(work, [slice(0, 5), slice(5, 10), slice(10, 15)])
 
 
+def test_chunks_share_one_pool_and_chunks_within_chunks_run_in_their_thread(monkeypatch):
+    """Predictions in several threads at once share one pool of threads, however many chunks each asks for; a
+    chunk that runs chunks of its own runs them itself (waiting on the pool from its threads could hang)."""
+    monkeypatch.setattr(_parallel, "usable_cores", lambda: 4)
+    monkeypatch.setattr(_parallel, "_chunk_pool_now", None)  # a pool of this test's own
+    done, pool_threads = [], set()
+
+    def inner(chunk):
+        done.append(chunk.start)
+
+    def outer(chunk):
+        if getattr(_parallel._pool_thread, "active", False):
+            pool_threads.add(threading.get_ident())
+        _parallel.run_chunks(inner, [slice(chunk.start * 10 + k, chunk.start * 10 + k + 1) for k in range(3)])
+
+    counts = (2, 3, 4, 2)
+    callers = [
+        threading.Thread(target=_parallel.run_chunks, args=(outer, [slice(k, k + 1) for k in range(n)])) for n in counts
+    ]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert not any(caller.is_alive() for caller in callers), "a caller waits forever"
+    assert len(done) == 3 * sum(counts)
+    assert 1 <= len(pool_threads) <= 3  # one pool: a thread for each core but the caller's
+
+
 def test_thread_count_comes_from_the_argument_then_the_environment(monkeypatch):
     monkeypatch.delenv("FASTBP_NUM_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -263,7 +291,7 @@ def test_children_forked_while_threads_train_and_hold_locks_never_hang(compiled_
     def locks():
         """The locks the child's code would take now (the BLAS lock by its module's current name)."""
         backend_lock = get_backend(compiled_backend).capabilities.parallel_lock
-        return [lock for lock in (_parallel._blas_lock, _parallel._chunk_pools_lock, backend_lock) if lock is not None]
+        return [lock for lock in (_parallel._blas_lock, _parallel._chunk_pool_lock, backend_lock) if lock is not None]
 
     def result():
         trained = fastbp.train(X, y, n_threads=2, **options)

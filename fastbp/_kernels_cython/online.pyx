@@ -10,6 +10,7 @@ release the GIL, so trainings in separate threads run in parallel.
 """
 
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 from fastbp._kernels_cython.constants cimport (
     ACTIVATION_SIGMOID, ACTIVATION_SOFTMAX, LANES, OPTIMIZER_SGD, PREDICT_ROWS, compiled_constants,
@@ -63,9 +64,10 @@ cdef extern from *:
     """
     /* The fast mode's partial sums of four rows: lane l of row r adds neuron[i] * inputs[r * stride + i] for
        i % 8 == l, i < n8 (a multiple of 8), in order, from 0, into lanes[r * 8 + l].  GCC's and clang's vector
-       extensions keep each row's eight sums in registers (one vector of eight, in as many registers as the build's
-       take) and load each weight once for the four rows; gcc kept the plain loop's 32 sums in memory.  Other
-       compilers take the plain loop, the same arithmetic. */
+       extensions keep each row's eight sums in vectors of the build's width (two per row for float64 with AVX2;
+       the baseline build's float64 sums take all sixteen of its registers, and a few spill) and load each weight
+       once for the four rows; gcc kept the plain loop's 32 sums in memory.  Other compilers take the plain loop,
+       the same arithmetic. */
     #if defined(__GNUC__) || defined(__clang__)
     #if defined(__AVX__)
     #define FASTBP_ROW_VECTOR_BYTES 32
@@ -122,17 +124,17 @@ if PREDICT_ROWS != 4 or LANES != 8:
 
 cdef inline void weighted_sums_of_rows(
     const floating* neuron, Py_ssize_t n_in, const floating* inputs, Py_ssize_t stride, floating* sums,
-    Py_ssize_t sums_stride, bint exact
+    Py_ssize_t sums_stride, Py_ssize_t n_real, bint exact
 ) noexcept nogil:
     """``weighted_sum`` for ``PREDICT_ROWS`` rows, ``inputs + r * stride``, into ``sums[r * sums_stride]``, as the
     Numba backend's ``weighted_sums_of_rows``: each row's sum in ``weighted_sum``'s order (the same bits); in
     the fast mode the rows' side by side, so that one row's additions run while another's wait, each weight
-    loaded once for all."""
+    loaded once for all; else one row after the other, the first ``n_real`` alone (the others fill a group up)."""
     cdef Py_ssize_t i, r, n8
     cdef floating total
     cdef floating s[PREDICT_ROWS][LANES]
     if exact or n_in < LANES:  # one sum: nothing to share
-        for r in range(PREDICT_ROWS):
+        for r in range(n_real):
             sums[r * sums_stride] = weighted_sum(neuron, n_in, inputs + r * stride, exact)
         return
     n8 = n_in - n_in % LANES
@@ -528,50 +530,55 @@ def train_online(net, floating[::1] weights, floating[::1] optimizer_state, data
 
 
 def predict_batch(net, const floating[::1] weights, const floating[:, ::1] X, floating[:, ::1] out):
-    """Write the output layer's values for every row of ``X`` into ``out``: ``PREDICT_ROWS`` rows at a time, then
-    the rest one by one, each row's the same bits as ``_forward``'s."""
+    """Write the output layer's values for every row of ``X`` into ``out``: ``PREDICT_ROWS`` rows at a time (the
+    last ones filled up with copies of the last row), each row's the same bits as ``_forward``'s."""
     cdef Network c_net = network_of(net)
-    cdef floating* outputs = <floating*>malloc(PREDICT_ROWS * c_net.o_off[c_net.n_layers] * sizeof(floating))
-    if outputs == NULL:
+    cdef Py_ssize_t n_outputs_scratch = PREDICT_ROWS * c_net.o_off[c_net.n_layers]
+    cdef floating* scratch = <floating*>malloc((n_outputs_scratch + PREDICT_ROWS * c_net.sizes[0]) * sizeof(floating))
+    if scratch == NULL:
         raise MemoryError()
     try:
         with nogil:
-            _predict_rows(&c_net, &weights[0], &X[0, 0], X.shape[0], outputs, &out[0, 0])
+            _predict_rows(
+                &c_net, &weights[0], &X[0, 0], X.shape[0], scratch, scratch + n_outputs_scratch, &out[0, 0]
+            )
     finally:
-        free(outputs)
+        free(scratch)
 
 
 cdef void _predict_rows(
     const Network* net, const floating* weights, const floating* X, Py_ssize_t n_rows, floating* outputs,
-    floating* out
+    floating* last_rows, floating* out
 ) noexcept nogil:
-    """``predict_batch`` with its scratch: ``PREDICT_ROWS`` rows' ``outputs``, each row's after the one before."""
+    """``predict_batch`` with its scratch: ``PREDICT_ROWS`` rows' ``outputs``, each row's after the one before,
+    and the ``last_rows`` filled up (the copies' sums run only where they run side by side with the real rows)."""
     cdef Py_ssize_t n_neurons = net.o_off[net.n_layers]
     cdef Py_ssize_t n_features = net.sizes[0]
     cdef Py_ssize_t n_outputs = net.sizes[net.n_layers]
     cdef Py_ssize_t last = net.o_off[net.n_layers - 1]
-    cdef Py_ssize_t first, r, j, k, stride
+    cdef Py_ssize_t first, real, r, j, k, stride
     cdef const floating* inputs
     cdef const floating* block
     cdef Layer layer
-    cdef Py_ssize_t n_together = n_rows - n_rows % PREDICT_ROWS
-    for first in range(0, n_together, 4):  # PREDICT_ROWS, a literal (see weighted_sum)
+    for first in range(0, n_rows, 4):  # PREDICT_ROWS, a literal (see weighted_sum)
+        real = min(PREDICT_ROWS, n_rows - first)
         inputs, stride = X + first * n_features, n_features
+        if real < PREDICT_ROWS:  # each row's sums are its own: the copies change nothing in the real rows
+            for r in range(PREDICT_ROWS):
+                memcpy(last_rows + r * n_features, X + (first + min(r, real - 1)) * n_features,
+                       n_features * sizeof(floating))
+            inputs = last_rows
         for k in range(net.n_layers):
             layer = nth_layer(net, k)
             block = weights + net.w_off[k]
             for j in range(layer.n_out):
                 weighted_sums_of_rows(
                     block + j * (layer.n_in + 1), layer.n_in, inputs, stride, outputs + net.o_off[k] + j, n_neurons,
-                    net.exact,
+                    real, net.exact,
                 )
-            for r in range(PREDICT_ROWS):
+            for r in range(real):
                 activate(outputs + r * n_neurons + net.o_off[k], layer, net.exact)
             inputs, stride = outputs + net.o_off[k], n_neurons
-        for r in range(PREDICT_ROWS):
+        for r in range(real):
             for j in range(n_outputs):
                 out[(first + r) * n_outputs + j] = outputs[r * n_neurons + last + j]
-    for first in range(n_together, n_rows):
-        _forward(net, weights, outputs, X + first * n_features)
-        for j in range(n_outputs):
-            out[first * n_outputs + j] = outputs[last + j]

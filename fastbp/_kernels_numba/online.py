@@ -40,14 +40,14 @@ def weighted_sum(weights, neuron, n_in, inputs, in_off, exact):
 
 
 @njit(**NUMBA_INLINED_OPTIONS)
-def weighted_sums_of_rows(weights, neuron, n_in, inputs, in_off, stride, sums, sums_off, sums_stride, exact):
+def weighted_sums_of_rows(weights, neuron, n_in, inputs, in_off, stride, sums, sums_off, sums_stride, n_real, exact):
     """``weighted_sum`` for ``PREDICT_ROWS`` rows, ``inputs[in_off + r * stride ...]``, into
     ``sums[sums_off + r * sums_stride]``: each row's sum in ``weighted_sum``'s order (the same bits); in the fast
     mode the rows' side by side, so that one row's additions run while another's wait, each weight loaded once
-    for all."""
+    for all; else one row after the other, the first ``n_real`` alone (the others fill a group up)."""
     rows = np.uintp(PREDICT_ROWS)
     if exact or n_in < np.uintp(LANES):  # one sum: nothing to share
-        for r in range(rows):
+        for r in range(n_real):
             sums[sums_off + r * sums_stride] = weighted_sum(weights, neuron, n_in, inputs, in_off + r * stride, exact)
         return
     n8 = n_in - n_in % np.uintp(LANES)
@@ -331,58 +331,50 @@ def _train_online(net, weights, optimizer_state, data, schedule, history, output
 
 
 def predict_batch(net, weights, X, out):
-    """Write the output layer's values for every row of ``X`` into ``out``: ``PREDICT_ROWS`` rows at a time,
-    then the rest one by one, each row's the same bits as ``_forward``'s.
+    """Write the output layer's values for every row of ``X`` into ``out``: ``PREDICT_ROWS`` rows at a time (the
+    last ones filled up with copies of the last row), each row's the same bits as ``_forward``'s.
 
     A Python function, which allocates the scratch: compiled, it would be one more
     function to compile at a cold start.
     """
     outputs = np.empty(PREDICT_ROWS * int(net.o_off[-1]), weights.dtype)
-    _predict_rows(net, weights, outputs, X.reshape(-1), X.shape[0], out)
+    last_rows = np.empty(PREDICT_ROWS * int(net.sizes[0]), weights.dtype)
+    _predict_rows(net, weights, outputs, last_rows, X.reshape(-1), X.shape[0], out)
 
 
 @njit(**NUMBA_NO_REFCOUNT_OPTIONS)
-def _predict_rows(net, weights, outputs, X, n_rows, out):
-    """``predict_batch`` with its scratch, ``PREDICT_ROWS`` rows' ``outputs``, each row's after the one before;
-    ``X`` the rows one after the other."""
+def _predict_rows(net, weights, outputs, last_rows, X, n_rows, out):
+    """``predict_batch`` with its scratch: ``PREDICT_ROWS`` rows' ``outputs``, each row's after the one before,
+    and the ``last_rows`` filled up (the copies' sums run only where they run side by side with the real rows);
+    ``X`` the rows one after the other.  One copy of the layers' code serves
+    every group of rows and every layer (it is compiled for each dtype)."""
     n_layers = np.uintp(net.sizes.shape[0] - 1)
-    n_neurons, n_features, n_outputs = np.uintp(net.o_off[n_layers]), np.uintp(net.sizes[0]), out.shape[1]
+    n_neurons, n_features, n_outputs = np.uintp(net.o_off[n_layers]), np.uintp(net.sizes[0]), np.uintp(out.shape[1])
     last, rows = np.uintp(net.o_off[n_layers - ONE]), np.uintp(PREDICT_ROWS)
-    n_together = np.uintp(n_rows) - np.uintp(n_rows) % rows
     dt = weights.dtype.type
-    for first in range(np.uintp(0), n_together, rows):
+    for first in range(np.uintp(0), np.uintp(n_rows), rows):
+        real = min(rows, np.uintp(n_rows) - first)
+        source, at, stride = X, first * n_features, n_features
+        if real < rows:  # each row's sums are its own: the copies change nothing in the real rows
+            for r in range(rows):
+                row = first + min(r, real - ONE)
+                for i in range(n_features):
+                    last_rows[r * n_features + i] = X[row * n_features + i]
+            source, at = last_rows, np.uintp(0)
         for k in range(n_layers):
             start, n_in, n_out = np.uintp(net.w_off[k]), np.uintp(net.sizes[k]), np.uintp(net.sizes[k + ONE])
             out_off = np.uintp(net.o_off[k])
             for j in range(n_out):
                 neuron = start + j * (n_in + ONE)
-                if k == 0:
-                    weighted_sums_of_rows(
-                        weights,
-                        neuron,
-                        n_in,
-                        X,
-                        first * n_features,
-                        n_features,
-                        outputs,
-                        out_off + j,
-                        n_neurons,
-                        net.exact,
-                    )
-                else:
-                    in_off = np.uintp(net.o_off[k - ONE])
-                    weighted_sums_of_rows(
-                        weights, neuron, n_in, outputs, in_off, n_neurons, outputs, out_off + j, n_neurons, net.exact
-                    )
-            for r in range(rows):
+                weighted_sums_of_rows(
+                    weights, neuron, n_in, source, at, stride, outputs, out_off + j, n_neurons, real, net.exact
+                )
+            for r in range(real):
                 activate(outputs, r * n_neurons + out_off, n_out, net.activations[k], net.exact, dt)
-        for r in range(rows):
-            for j in range(np.uintp(n_outputs)):
+            source, at, stride = outputs, out_off, n_neurons
+        for r in range(real):
+            for j in range(n_outputs):
                 out[first + r, j] = outputs[r * n_neurons + last + j]
-    for row in range(n_together, np.uintp(n_rows)):
-        _forward(net, weights, outputs, X[row * n_features : (row + ONE) * n_features])
-        for j in range(np.uintp(n_outputs)):
-            out[row, j] = outputs[last + j]
 
 
 #: The compiled functions behind each kernel that is a Python function.
