@@ -149,7 +149,7 @@ def bench_wheat_seeds_hand_written_c(timed, size, wheat, hand_written_c):
 def bench_wheat_estimator(bench_estimator, wheat, library):
     """The tutorial's network as scikit-learn's estimator: its defaults (Adam, batches of up to 200 rows: here one
     of all 210), but a rate of 0.01 to learn within the epochs, every one run.  A small network's fit, where the
-    Python around each epoch's kernel call weighs as much as the kernel."""
+    Python around the kernel calls weighed as much as the kernel when it ran an epoch a call."""
     X, y = wheat
     settings = {"hidden_layer_sizes": (5,), "learning_rate_init": 0.01, "tol": 0.0, "n_iter_no_change": 10**6}
-    bench_estimator(library, X, y, {**settings, "random_state": 0}, "train_batches kernel, a call an epoch")
+    bench_estimator(library, X, y, {**settings, "random_state": 0}, "train_batches kernel, up to 32 epochs a call")

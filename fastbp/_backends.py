@@ -21,9 +21,11 @@ The kernels (model, then data, then schedule, then outputs):
 
 * ``train_online(net, weights, optimizer_state, data, schedule, history)``: epochs of
   one update per row;
-* ``train_batches(net, weights, optimizer_state, data, schedule, history, n_threads)``:
-  epochs of one update per ``schedule.batch_size`` rows, the batch's products shared
-  by up to ``n_threads`` threads (at most ``max_threads``);
+* ``train_batches(net, weights, optimizer_state, data, schedule, history, n_threads,
+  starts)``: epochs of one update per ``schedule.batch_size`` rows, the batch's products
+  shared by up to ``n_threads`` threads (at most ``max_threads``); ``starts[e]`` receives
+  the weights epoch ``e`` starts from, unless ``starts`` has no rows (:class:`Backend`
+  passes such an array unless its caller asks for them, with dense rows only);
 * ``predict_batch(net, weights, X, out)``: the output layer's values for every row of
   ``X``, into ``out``;
 * with ``steps``, the tutorial's steps for one row and one batch's gradient, which the
@@ -342,9 +344,13 @@ class Backend:
 
     def train_batches(
         self, net: Network, weights, optimizer_state, data: Data, schedule: Schedule, history, n_threads: int,
-        right=None,
+        right=None, starts=None,
     ) -> None:  # fmt: skip
         layered = self._check_training(net, weights, optimizer_state, data, schedule, history, right)
+        if starts is not None and (layered or isinstance(data.X, SparseRows)):
+            raise ValueError("starts is kept by the dense-row kernels of networks of dense layers alone")
+        if starts is not None:
+            _expect(starts, weights.dtype, (len(history), len(weights)), "starts")
         if isinstance(data.X, SparseRows):
             self._run("train_sparse", net, weights, optimizer_state, data, _typed(schedule), history)
         elif layered:
@@ -352,7 +358,10 @@ class Backend:
             self._run("train_layered", net, weights, optimizer_state, data, _typed(schedule), history, right,
                       int(n_threads))  # fmt: skip
         else:
-            self._run("train_batches", net, weights, optimizer_state, data, _typed(schedule), history, int(n_threads))
+            starts = np.empty((0, len(weights)), weights.dtype) if starts is None else starts
+            self._run(
+                "train_batches", net, weights, optimizer_state, data, _typed(schedule), history, int(n_threads), starts
+            )
 
     def train_lockstep(self, net: Network, weights, data: Data, schedule: Schedule, lengths, history) -> None:
         self._check_dense(net)

@@ -81,7 +81,7 @@ def train_online(net, weights, optimizer_state, data, schedule, history):
     weights[:] = reference.pack(network)
 
 
-def train_batches(net, weights, optimizer_state, data, schedule, history, n_threads):
+def train_batches(net, weights, optimizer_state, data, schedule, history, n_threads, starts):
     """The tutorial trains one row at a time only."""
     raise ValueError(TUTORIAL_TRAINING_ONLY)
 

@@ -38,7 +38,7 @@ from typing import Protocol
 import numpy as np
 from numpy.typing import DTypeLike
 
-from ._backends import Backend, Data, Network, Schedule, get_backend
+from ._backends import Backend, Data, Network, Schedule, SparseRows, get_backend
 from ._concepts import HIDDEN_ACTIVATIONS, INITS, LOSSES, OPTIMIZER_OPTIONS, OPTIMIZERS, OUTPUTS, OptimizerCode
 from ._constants import RPROP_DELTA_ZERO
 from ._layout import Layer, Layout
@@ -438,17 +438,13 @@ class Trainer:
 
     def epoch_runner(
         self, X: np.ndarray | SparseFeatures, Y: np.ndarray, sample_weight: np.ndarray, *, n_threads: int = 1
-    ) -> Callable[[], float]:
-        """A function that trains a network of dense layers one more epoch on these validated arrays at each call
-        and returns the epoch's loss, as ``run(X, Y, sample_weight, 1, n_threads=n_threads)`` would.
-
-        The kernel call is set up once, for loops that keep their own books between
-        epochs (scikit-learn's): on small data that setup costs more than the epoch.
-        """
+    ) -> EpochRunner:
+        """An :class:`EpochRunner` of a network of dense layers on these validated arrays: its kernel call set up
+        once, for loops that keep their own books between epochs (scikit-learn's), where on small data that
+        setup costs more than an epoch."""
         if not (self.layout.dense_only and OPTIMIZERS[self.options.optimizer].in_kernels):
             raise ValueError("epoch_runner trains networks of dense layers by an optimizer the kernels run")
-        train = self._kernel_call(X, Y, sample_weight, len(X), n_threads)
-        return lambda: float(self._dense_epochs(train, 1, len(X), None, 0)[0])
+        return EpochRunner(self, self._kernel_call(X, Y, sample_weight, len(X), n_threads), len(X))
 
     def _kernel_call(
         self, X: np.ndarray | SparseFeatures, Y: np.ndarray, sample_weight: np.ndarray, n_rows: int, n_threads: int
@@ -466,14 +462,16 @@ class Trainer:
         )  # fmt: skip
 
     def _dense_epochs(
-        self, train: _KernelCall, n_epochs: int, n_rows: int, rows: np.ndarray | None, first_epoch: int
-    ) -> np.ndarray:
+        self, train: _KernelCall, n_epochs: int, n_rows: int, rows: np.ndarray | None, first_epoch: int,
+        starts: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """Train a network of dense layers ``n_epochs`` epochs over ``n_rows`` rows (those of ``rows``, if given)
-        in one kernel call; return their losses.  ``first_epoch`` numbers the first in a divergence's error."""
+        in one kernel call, each epoch's starting weights into ``starts`` if given (mini-batches of dense rows
+        only); return their losses.  ``first_epoch`` numbers the first in a divergence's error."""
         losses = np.zeros(n_epochs)
         rates, orders = self._rates_and_orders(n_epochs, n_rows, rows)
         batch_size = train.batch_size
-        train(self.options.schedule(orders, rates, batch_size, self.steps, self.dropout_seed), losses)
+        train(self.options.schedule(orders, rates, batch_size, self.steps, self.dropout_seed), losses, starts=starts)
         self.advance(n_epochs, n_rows, -(-n_rows // batch_size))
         check_finite(losses, self.weights, first_epoch)
         return losses
@@ -659,14 +657,53 @@ class _KernelCall:
     batch_size: int
     threads: int
 
-    def __call__(self, schedule: Schedule, history: np.ndarray, right: np.ndarray | None = None) -> None:
-        """Train; ``right`` (layered networks only) receives each epoch's rows classed right."""
+    def __call__(
+        self, schedule: Schedule, history: np.ndarray, right: np.ndarray | None = None, starts: np.ndarray | None = None
+    ) -> None:
+        """Train; ``right`` (layered networks only) receives each epoch's rows classed right, ``starts``
+        (mini-batches of dense rows only) each epoch's starting weights."""
         backend, net, weights, state, data = self.backend, self.net, self.weights, self.state, self.data
         if self.batch_size == 1:
             backend.train_online(net, weights, state, data, schedule, history, right=right)
         else:
             with one_blas_thread(), _parallel_lock(backend, self.threads):
-                backend.train_batches(net, weights, state, data, schedule, history, self.threads, right=right)
+                backend.train_batches(
+                    net, weights, state, data, schedule, history, self.threads, right=right, starts=starts
+                )
+
+    @property
+    def keeps_starts(self) -> bool:
+        """Whether the kernel can hand back each epoch's starting weights: mini-batches of dense rows."""
+        return self.batch_size > 1 and not isinstance(self.data.X, SparseRows)
+
+
+@dataclass(frozen=True)
+class EpochRunner:
+    """Trains a network of dense layers more epochs on arrays checked once (``Trainer.epoch_runner``).
+
+    ``runner(n_epochs)`` returns the epochs' losses and the weights each epoch started
+    from, one row an epoch: several epochs a call where the kernel hands those back
+    (``several``: mini-batches of dense rows), else one.
+    """
+
+    trainer: Trainer
+    train: _KernelCall
+    n_rows: int
+
+    @property
+    def several(self) -> bool:
+        """Whether a call may run several epochs."""
+        return self.train.keeps_starts
+
+    def __call__(self, n_epochs: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        weights = self.trainer.weights
+        if self.several:
+            starts = np.empty((n_epochs, len(weights)), weights.dtype)
+            return self.trainer._dense_epochs(self.train, n_epochs, self.n_rows, None, 0, starts), starts
+        if n_epochs != 1:
+            raise ValueError(f"this network's kernel trains one epoch a call here, not {n_epochs}")
+        starts = weights[np.newaxis].copy()
+        return self.trainer._dense_epochs(self.train, 1, self.n_rows, None, 0), starts
 
 
 def _parallel_lock(backend, threads: int) -> contextlib.AbstractContextManager:

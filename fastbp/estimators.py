@@ -39,7 +39,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 from ._api import new_trainer
 from ._backends import COMPILED
 from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS, OPTIMIZERS
-from ._layout import initial_weights
+from ._layout import Layout, initial_weights
 from ._model import Model, two_classes
 from ._parallel import as_threads, one_blas_thread
 from ._training import NonFiniteError, Options, Trainer
@@ -89,6 +89,9 @@ REGRESSION_LOSSES = {"squared_error": ("identity", "mse"), "poisson": ("exp", "p
 SCIKIT_LEARN_OUTPUTS = {"sigmoid": "logistic"}
 #: scikit-learn's "adaptive" schedule stops dividing the learning rate by 5 once it is this small.
 SMALLEST_ADAPTIVE_RATE = 1e-6
+#: The most epochs one kernel call trains for the estimators (each keeps a copy of the weights it started from);
+#: the stopping rule usually allows fewer (``n_iter_no_change + 1``).
+EPOCHS_PER_CALL = 32
 
 
 class _MultilayerPerceptron(BaseEstimator):
@@ -433,39 +436,58 @@ class _MultilayerPerceptron(BaseEstimator):
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = None, None, np.inf
 
     def _train_epochs(self, trainer: Trainer, X, targets, weights, validation, *, incremental: bool) -> None:
-        """scikit-learn's ``_fit_stochastic`` loop: one fastbp epoch at a time, then its bookkeeping
-        (``partial_fit`` trains one epoch)."""
+        """scikit-learn's ``_fit_stochastic`` loop: fastbp's epochs, then each one's bookkeeping (``partial_fit``
+        trains one epoch).
+
+        Without early stopping, mini-batches of dense rows train several epochs a kernel
+        call: as many as can pass before the stopping rule may act (each epoch adds one at
+        most to the count of epochs without progress), so every stop, and every lowered
+        adaptive rate, falls where it would one epoch a call.  A call that diverges is
+        taken again one epoch at a time, to name the epoch.
+        """
         batch_size = trainer.options.batch_size or len(X)
         n_batches = -(-len(X) // batch_size)
         # scikit-learn's loss_ adds 0.5 * alpha * sum(coefs**2) over each batch's total weight, times the batch's
         # rows, and averages over the epoch's rows; alpha over a batch's total weight is l2 (see _options).
         penalty_scale = 0.5 * trainer.options.l2 * batch_size * n_batches / len(X)
-        train_epoch = trainer.epoch_runner(X, targets, weights, n_threads=as_threads(self.n_threads))
+        train_epochs = trainer.epoch_runner(X, targets, weights, n_threads=as_threads(self.n_threads))
+        several = train_epochs.several and validation is None
+        max_epochs = 1 if incremental else self.max_iter
         self.n_iter_ = 0
-        epoch_start = None  # the bookkeeping and weights an unfinished epoch began from
+        epoch_start = None  # the bookkeeping and weights an unfinished call began from
         try:
             with one_blas_thread():  # set once for every epoch, where each kernel call would set it and give it back
-                for _ in range(1 if incremental else self.max_iter):
-                    # Ctrl-C may land anywhere in an epoch: the estimator then goes back to where the epoch began.
+                while self.n_iter_ < max_epochs:
+                    n_epochs = 1
+                    if several:
+                        before_rule = self.n_iter_no_change + 1 - self._no_improvement_count
+                        n_epochs = max(1, min(before_rule, max_epochs - self.n_iter_, EPOCHS_PER_CALL))
+                    # Ctrl-C may land anywhere in a call: the estimator then goes back to where the call began.
                     epoch_start = self._bookkeeping(), trainer.snapshot()
-                    # At the weights each batch starts from; the epoch's first stand in for all (exact for one batch).
-                    penalty = penalty_scale * _squared_coefficients(trainer) if penalty_scale else 0.0
                     try:
-                        summed_loss = train_epoch()
+                        summed_losses, starts = train_epochs(n_epochs)
                     except NonFiniteError:
+                        if n_epochs > 1:  # again one epoch a call, to find the one that diverged
+                            trainer.restore(epoch_start[1])
+                            several = False
+                            continue
                         if not self.early_stopping:
                             raise _diverged(self.n_iter_ + 1, "a smaller learning_rate_init") from None
                         self._record_divergence()  # the best weights so far are the result, as in scikit-learn
                         break
-                    self.n_iter_ += 1
+                    for summed_loss, start in zip(summed_losses.tolist(), starts, strict=True):
+                        # At the weights each batch starts from; the epoch's first stand in for all (exact for one
+                        # batch).
+                        penalty = penalty_scale * _squared_coefficients(trainer.layout, start) if penalty_scale else 0.0
+                        self.n_iter_ += 1
+                        self._summed_losses.append(summed_loss)
+                        self.loss_ = self._mean_loss(summed_loss, targets.shape) + penalty
+                        self.loss_curve_.append(self.loss_)
+                        if self.verbose:
+                            print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+                        self._count_no_improvement(trainer, validation)
                     self.t_ = trainer.rows_seen
-                    self._summed_losses.append(summed_loss)
-                    self.loss_ = self._mean_loss(summed_loss, targets.shape) + penalty
-                    self.loss_curve_.append(self.loss_)
-                    if self.verbose:
-                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-                    self._count_no_improvement(trainer, validation)
-                    epoch_start = None  # the epoch is complete: a Ctrl-C from here on keeps it
+                    epoch_start = None  # the call's epochs are complete: a Ctrl-C from here on keeps them
                     if self._no_improvement_count > self.n_iter_no_change and not self._lower_rate(trainer):
                         break
                     if self.n_iter_ == self.max_iter and not incremental:
@@ -481,7 +503,7 @@ class _MultilayerPerceptron(BaseEstimator):
                 trainer.restore(snapshot)
                 self._go_back(*bookkeeping)
             warnings.warn(
-                "Training interrupted by user: the network is the one of the last complete epoch.", stacklevel=4
+                "Training interrupted by user: the network is the one of the last epoch in loss_curve_.", stacklevel=4
             )
 
     #: The attributes an epoch's bookkeeping changes (with the trainer's weights, memory and counters).
@@ -551,7 +573,8 @@ class _MultilayerPerceptron(BaseEstimator):
 
     def _lbfgs_loss(self, trainer: Trainer, summed_loss: float, targets_shape: tuple[int, int]) -> float:
         """scikit-learn's ``loss_`` at the trainer's weights, from the kernels' summed loss there."""
-        return self._mean_loss(summed_loss, targets_shape) + 0.5 * trainer.options.l2 * _squared_coefficients(trainer)
+        penalty = 0.5 * trainer.options.l2 * _squared_coefficients(trainer.layout, trainer.weights)
+        return self._mean_loss(summed_loss, targets_shape) + penalty
 
     def _record_divergence(self) -> None:
         """With early stopping, an epoch whose weights stopped being finite: a ``nan`` loss and validation score,
@@ -729,14 +752,14 @@ def _same_bytes(array, view: np.ndarray) -> bool:
     )
 
 
-def _squared_coefficients(trainer: Trainer) -> float:
+def _squared_coefficients(layout: Layout, weights: np.ndarray) -> float:
     """The sum of the squared weights, biases excepted: what L2 regularisation penalises.
 
     Infinite, without numpy's overflow warnings, for weights past 1e154: a training that
     large diverges, and the epoch's check says so in one clear error.
     """
     with np.errstate(over="ignore"):
-        return sum(float(np.square(block[:, :-1]).sum()) for block in trainer.layout.layer_views(trainer.weights))
+        return sum(float(np.square(block[:, :-1]).sum()) for block in layout.layer_views(weights))
 
 
 def _diverged(iteration: int, remedy: str) -> NonFiniteError:

@@ -166,6 +166,40 @@ def test_arguments_that_do_not_fit_together_are_refused_before_any_kernel_runs(c
     assert not weights.any() and not state.any() and not history.any()
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mini_batches_hand_back_the_weights_each_epoch_starts_from(compiled_backend, dtype):
+    """``starts[e]`` of ``train_batches`` is the weights epoch ``e`` begins with (the first: those passed in, each
+    later one where the epoch before ended, as three calls of an epoch each give them), and keeping them changes
+    nothing in the training; only dense rows through dense layers keep them, into an array of the right shape."""
+    backend = _backends.get_backend(compiled_backend)
+    layout = Layout.from_sizes((3, 4, 2))
+    rng = np.random.default_rng(0)
+    net, initial = layout.network(exact=False), rng.normal(size=layout.n_weights).astype(dtype)
+    data = Data(rng.normal(size=(7, 3)).astype(dtype), rng.normal(size=(7, 2)).astype(dtype), np.ones(7, dtype))
+    orders = [rng.permutation(7) for _ in range(3)]
+    plan = schedule(orders, [0.1, 0.05, 0.02], batch_size=3, optimizer="adam")
+    weights, state, history = initial.copy(), np.zeros(2 * layout.n_weights, dtype), np.zeros(3)
+    starts = np.full((3, layout.n_weights), np.nan, dtype)
+    backend.train_batches(net, weights, state, data, plan, history, 1, starts=starts)
+    one, one_state, ends = initial.copy(), np.zeros(2 * layout.n_weights, dtype), []
+    for epoch in range(3):
+        ends.append(one.copy())
+        epoch_plan = schedule([orders[epoch]], [plan.rates[epoch]], batch_size=3, optimizer="adam",
+                              steps_done=3 * epoch)  # fmt: skip
+        backend.train_batches(net, one, one_state, data, epoch_plan, np.zeros(1), 1)
+    assert starts.tobytes() == np.stack(ends).tobytes()
+    assert weights.tobytes() == one.tobytes()
+    with pytest.raises(ValueError, match=r"starts must be .* of shape \(3, 26\)"):
+        backend.train_batches(net, weights, state, data, plan, history, 1, starts=starts[:2].copy())
+    rows = data.X
+    sparse = _backends.SparseRows(
+        np.arange(0, rows.size + 1, rows.shape[1], dtype=np.intp), np.tile(np.arange(3, dtype=np.intp), 7), rows.ravel()
+    )  # every value stored
+    with pytest.raises(ValueError, match="starts is kept by the dense-row kernels"):
+        backend.train_batches(net, weights, state, data._replace(X=sparse), plan, history, 1, starts=starts)
+    assert weights.tobytes() == one.tobytes()  # refused before any kernel ran
+
+
 def test_a_network_of_layers_a_backend_does_not_run_is_refused(monkeypatch):
     module = _backends.get_backend("numba").module
     monkeypatch.setattr(module, "CAPABILITIES", dataclasses.replace(module.CAPABILITIES, layer_kinds=()))

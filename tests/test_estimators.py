@@ -898,7 +898,9 @@ def test_negative_class_weights_are_refused():
 @pytest.mark.parametrize(("early_stopping", "incremental"), [(False, False), (True, False), (False, True)])
 def test_an_interrupted_fit_is_the_fit_of_its_complete_epochs(monkeypatch, early_stopping, incremental):
     """Ctrl-C inside an epoch (after its kernels ran) leaves the estimator as after the epoch before: its weights,
-    loss_curve_ and t_ those of a fit that many epochs long, n_iter_ its epochs; and a later fit works."""
+    loss_curve_ and t_ those of a fit that many epochs long, n_iter_ its epochs; and a later fit works.  (One
+    epoch a kernel call here; several a call: the next test.)"""
+    monkeypatch.setattr(fastbp.estimators, "EPOCHS_PER_CALL", 1)
     X, y = make_classification(n_samples=60, n_features=5, random_state=0)
     settings = dict(hidden_layer_sizes=(4,), solver="adam", batch_size=16, shuffle=True, random_state=0)
     settings.update(early_stopping=early_stopping, validation_fraction=0.2, backend="numba")
@@ -940,6 +942,91 @@ def test_an_interrupted_fit_is_the_fit_of_its_complete_epochs(monkeypatch, early
     assert estimator.n_iter_ == 5 or early_stopping
 
 
+def test_a_ctrl_c_in_a_call_of_several_epochs_leaves_the_fit_of_the_calls_before(monkeypatch):
+    """Without early stopping, a kernel call trains several epochs (up to n_iter_no_change + 1): Ctrl-C once the
+    second call's kernels ran leaves the estimator as after the first call's epochs."""
+    X, y = make_classification(n_samples=60, n_features=5, random_state=0)
+    settings = dict(hidden_layer_sizes=(4,), solver="adam", batch_size=16, n_iter_no_change=3, tol=0.0)
+    settings.update(random_state=0, backend="numba")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        first_call = MLPClassifier(max_iter=4, **settings).fit(X, y)  # n_iter_no_change + 1 epochs: one call
+    train, calls = Trainer._dense_epochs, []
+
+    def interrupted_call(self, *args, **kwargs):
+        history = train(self, *args, **kwargs)
+        calls.append(len(history))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return history
+
+    monkeypatch.setattr(Trainer, "_dense_epochs", interrupted_call)
+    estimator = MLPClassifier(max_iter=10, **settings)
+    with pytest.warns(UserWarning, match="interrupted"):
+        estimator.fit(X, y)
+    assert calls == [4, 4]
+    assert estimator.n_iter_ == first_call.n_iter_ == 4
+    assert estimator.loss_curve_ == first_call.loss_curve_
+    assert estimator.t_ == first_call.t_
+    for coef, expected in zip(estimator.coefs_, first_call.coefs_, strict=True):
+        np.testing.assert_array_equal(coef, expected)
+
+
+@pytest.mark.parametrize("backend", ["cython", "numba"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(solver="adam", max_iter=60, tol=1e-2),
+        dict(solver="sgd", learning_rate="adaptive", max_iter=80, tol=1e-2, n_iter_no_change=4),
+        dict(solver="sgd", learning_rate="invscaling", momentum=0.5, max_iter=30, alpha=0.1),
+        dict(solver="adam", max_iter=45, n_iter_no_change=40, tol=0.0, verbose=True),
+    ],
+    ids=["adam, stops", "adaptive rate lowered, then stops", "invscaling", "fewer epochs than the rule's"],
+)
+def test_several_epochs_a_kernel_call_give_the_fit_of_one_a_call(monkeypatch, capsys, backend, settings):
+    """Several epochs a call fit the bits of one a call: the weights, the loss curve with its penalties, the epoch
+    the fit stops at, the lowered adaptive rate, the counters and the verbose lines."""
+    X, y = load_digits(return_X_y=True)
+    options = dict(hidden_layer_sizes=(16,), batch_size=128, random_state=0, backend=backend, **settings)
+    fits, calls = [], []
+    train = Trainer._dense_epochs
+
+    def counted(self, *args, **kwargs):
+        history = train(self, *args, **kwargs)
+        calls[-1].append(len(history))
+        return history
+
+    monkeypatch.setattr(Trainer, "_dense_epochs", counted)
+    for per_call in (1, fastbp.estimators.EPOCHS_PER_CALL):
+        monkeypatch.setattr(fastbp.estimators, "EPOCHS_PER_CALL", per_call)
+        calls.append([])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits.append(MLPClassifier(**options).fit(X / 16, y))
+        fits[-1].printed = capsys.readouterr().out
+    one, several = fits
+    assert max(calls[1]) > 1 and len(calls[1]) < len(calls[0]) == one.n_iter_  # several epochs a call, indeed
+    assert several.n_iter_ == one.n_iter_ and several.t_ == one.t_
+    assert several.loss_curve_ == one.loss_curve_ and several.best_loss_ == one.best_loss_
+    assert several._no_improvement_count == one._no_improvement_count
+    assert several._trainer.options.lr == one._trainer.options.lr
+    assert several.printed == one.printed
+    for coef, expected in zip(several.coefs_, one.coefs_, strict=True):
+        assert coef.tobytes() == expected.tobytes()
+
+
+def test_a_call_of_several_epochs_that_diverges_names_the_epoch_as_one_a_call_does(monkeypatch):
+    X, y = load_digits(return_X_y=True)
+    options = dict(hidden_layer_sizes=(16,), solver="sgd", learning_rate_init=50.0, momentum=0.9, max_iter=40)
+    messages = []
+    for per_call in (1, fastbp.estimators.EPOCHS_PER_CALL):
+        monkeypatch.setattr(fastbp.estimators, "EPOCHS_PER_CALL", per_call)
+        with pytest.raises(fastbp.NonFiniteError, match="in iteration") as raised:
+            MLPRegressor(random_state=0, **options).fit(X * 100, y * 1e6)
+        messages.append(str(raised.value))
+    assert messages[0] == messages[1]
+
+
 @pytest.mark.parametrize("lands", ["before the first epoch", "as the third epoch begins", "after the last epoch"])
 def test_a_ctrl_c_between_epochs_undoes_nothing(monkeypatch, lands):
     """Ctrl-C as the epochs' loop is entered leaves the initial network, with a warning; as an epoch begins (while
@@ -969,6 +1056,7 @@ def test_a_ctrl_c_between_epochs_undoes_nothing(monkeypatch, lands):
             if lands == "after the last epoch":
                 raise KeyboardInterrupt
 
+    monkeypatch.setattr(fastbp.estimators, "EPOCHS_PER_CALL", 1)  # an epoch a kernel call: a snapshot each
     snapshot, snapshots = Trainer.snapshot, []
 
     def interrupted_snapshot(self):

@@ -368,19 +368,23 @@ cdef floating _batch_gradient(
 
 cdef void _train_batches(
     const Network* net, floating* weights, floating* state, const Data* data, const Schedule* schedule,
-    double* history, floating* scratch, int n_threads,
+    double* history, floating* scratch, int n_threads, floating* starts,
 ) noexcept nogil:
     """Mini-batch training for ``schedule.n_epochs`` epochs: one update per ``batch_size`` rows (the last may be
-    short).  ``scratch`` holds ``_batch_scratch`` for ``batch_size`` rows from layer 0, then a gradient."""
+    short).  ``scratch`` holds ``_batch_scratch`` for ``batch_size`` rows from layer 0, then a gradient; each
+    epoch's starting weights go to ``starts`` (one row of weights an epoch) unless it is NULL."""
     cdef Py_ssize_t n_rows = schedule.n_visits
     cdef Py_ssize_t batch_size = min(schedule.batch_size, n_rows)
     cdef BatchScratch parts = _batch_scratch(net, batch_size, 0)
     cdef floating* grad = scratch + parts.size
     cdef Py_ssize_t step = schedule.steps_done
+    cdef Py_ssize_t n_weights = net.w_off[net.n_layers]
     cdef Py_ssize_t epoch, start
     cdef const Py_ssize_t* order
     cdef floating epoch_loss
     for epoch in range(schedule.n_epochs):
+        if starts != NULL:
+            memcpy(starts + epoch * n_weights, weights, n_weights * sizeof(floating))
         order = schedule.orders + (epoch % schedule.n_orders) * n_rows
         epoch_loss = 0.0
         start = 0
@@ -395,10 +399,12 @@ cdef void _train_batches(
 
 
 def train_batches(
-    net, floating[::1] weights, floating[::1] optimizer_state, data, schedule, double[::1] history, int n_threads
+    net, floating[::1] weights, floating[::1] optimizer_state, data, schedule, double[::1] history, int n_threads,
+    floating[:, ::1] starts,
 ):
     """Mini-batch training for ``len(history)`` epochs: one update per ``schedule.batch_size`` rows (the last may
-    be short), each batch's products shared by up to ``n_threads`` threads."""
+    be short), each batch's products shared by up to ``n_threads`` threads; each epoch's starting weights into
+    ``starts`` unless it has no rows."""
     cdef Network c_net = network_of(net)
     cdef const floating[:, ::1] X = data.X, Y = data.Y
     cdef const floating[::1] sample_weight = data.sample_weight
@@ -412,7 +418,8 @@ def train_batches(
     try:
         with nogil:
             _train_batches(
-                &c_net, &weights[0], &optimizer_state[0], &c_data, &c_schedule, &history[0], scratch, n_threads
+                &c_net, &weights[0], &optimizer_state[0], &c_data, &c_schedule, &history[0], scratch, n_threads,
+                &starts[0, 0] if starts.shape[0] > 0 else NULL,
             )
     finally:
         free(scratch)

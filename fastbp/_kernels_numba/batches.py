@@ -256,8 +256,9 @@ def batch_gradient(net, weights, data, rows, grad):
     return _batch_gradient(net, weights, data, rows, grad, scratch)
 
 
-def _train_batches(net, weights, optimizer_state, data, schedule, history):
-    """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short)."""
+def _train_batches(net, weights, optimizer_state, data, schedule, history, starts):
+    """Mini-batch training for ``len(history)`` epochs: one update per ``batch_size`` rows (the last may be short);
+    each epoch's starting weights into ``starts`` unless it has no rows."""
     orders = schedule.orders
     n_rows = orders.shape[1]
     batch_size = min(schedule.batch_size, n_rows)
@@ -265,6 +266,8 @@ def _train_batches(net, weights, optimizer_state, data, schedule, history):
     grad = np.empty_like(weights)
     step = schedule.steps_done
     for epoch in range(history.shape[0]):
+        if starts.shape[0] > 0:
+            starts[epoch, :] = weights
         order = orders[epoch % orders.shape[0]]
         epoch_loss = weights.dtype.type(0.0)
         for start in range(0, n_rows, batch_size):
@@ -502,12 +505,13 @@ def on_threads(n_threads: int, kernel, *args) -> None:
         set_num_threads(previous)
 
 
-def train_batches(net, weights, optimizer_state, data, schedule, history, n_threads):
-    """Mini-batch training for ``len(history)`` epochs on up to ``n_threads`` threads (at most MAX_THREADS)."""
+def train_batches(net, weights, optimizer_state, data, schedule, history, n_threads, starts):
+    """Mini-batch training for ``len(history)`` epochs on up to ``n_threads`` threads (at most MAX_THREADS); each
+    epoch's starting weights into ``starts`` unless it has no rows."""
     if n_threads <= 1:
-        _train_batches_on_one_thread(net, weights, optimizer_state, data, schedule, history)
+        _train_batches_on_one_thread(net, weights, optimizer_state, data, schedule, history, starts)
     else:
-        on_threads(n_threads, _train_batches_on_threads, net, weights, optimizer_state, data, schedule, history)
+        on_threads(n_threads, _train_batches_on_threads, net, weights, optimizer_state, data, schedule, history, starts)
 
 
 #: The compiled functions behind each kernel that is a Python function.
