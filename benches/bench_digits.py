@@ -71,7 +71,7 @@ ESTIMATOR = {"hidden_layer_sizes": (32,), "activation": "logistic", "random_stat
 #: Each solver's settings (Adam runs every epoch: no tolerance stops it) and the kernels fastbp runs it with.
 SOLVERS = {
     "lbfgs": ({"solver": "lbfgs"}, "batch_gradient kernel"),
-    "adam": ({"solver": "adam", "tol": 0.0, "n_iter_no_change": 10**6}, "train_batches kernel, up to 32 epochs a call"),
+    "adam": ({"solver": "adam", "tol": 0.0, "n_iter_no_change": 10**6}, "train_batches kernel, several epochs a call"),
 }
 
 

@@ -152,4 +152,4 @@ def bench_wheat_estimator(bench_estimator, wheat, library):
     Python around the kernel calls weighed as much as the kernel when it ran an epoch a call."""
     X, y = wheat
     settings = {"hidden_layer_sizes": (5,), "learning_rate_init": 0.01, "tol": 0.0, "n_iter_no_change": 10**6}
-    bench_estimator(library, X, y, {**settings, "random_state": 0}, "train_batches kernel, up to 32 epochs a call")
+    bench_estimator(library, X, y, {**settings, "random_state": 0}, "train_batches kernel, several epochs a call")

@@ -681,9 +681,11 @@ class _KernelCall:
 class EpochRunner:
     """Trains a network of dense layers more epochs on arrays checked once (``Trainer.epoch_runner``).
 
-    ``runner(n_epochs)`` returns the epochs' losses and the weights each epoch started
-    from, one row an epoch: several epochs a call where the kernel hands those back
-    (``several``: mini-batches of dense rows), else one.
+    ``runner(n_epochs, keep_starts)`` returns the epochs' losses and, with
+    ``keep_starts``, the weights each epoch started from, one row an epoch (else None).
+    A call runs up to ``most_epochs`` epochs: where the kernel hands the starting weights
+    back (mini-batches of dense rows), as many as make about :data:`CHUNK_WORK` weight
+    updates, so that Ctrl-C is honoured as often as in :meth:`Trainer.run`; else one.
     """
 
     trainer: Trainer
@@ -691,19 +693,22 @@ class EpochRunner:
     n_rows: int
 
     @property
-    def several(self) -> bool:
-        """Whether a call may run several epochs."""
-        return self.train.keeps_starts
+    def most_epochs(self) -> int:
+        """The most epochs one call may run."""
+        if not self.train.keeps_starts:
+            return 1
+        return max(1, CHUNK_WORK // (self.n_rows * self.trainer.layout.work_per_row))
 
-    def __call__(self, n_epochs: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        weights = self.trainer.weights
-        if self.several:
+    def __call__(self, n_epochs: int = 1, keep_starts: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        if not 1 <= n_epochs <= self.most_epochs:
+            raise ValueError(f"a call runs 1 to {self.most_epochs} epochs of this network here, not {n_epochs}")
+        weights, starts = self.trainer.weights, None
+        if keep_starts and self.train.keeps_starts:
             starts = np.empty((n_epochs, len(weights)), weights.dtype)
-            return self.trainer._dense_epochs(self.train, n_epochs, self.n_rows, None, 0, starts), starts
-        if n_epochs != 1:
-            raise ValueError(f"this network's kernel trains one epoch a call here, not {n_epochs}")
-        starts = weights[np.newaxis].copy()
-        return self.trainer._dense_epochs(self.train, 1, self.n_rows, None, 0), starts
+        elif keep_starts:
+            starts = weights[np.newaxis].copy()
+        kept = starts if self.train.keeps_starts else None
+        return self.trainer._dense_epochs(self.train, n_epochs, self.n_rows, None, 0, kept), starts
 
 
 def _parallel_lock(backend, threads: int) -> contextlib.AbstractContextManager:

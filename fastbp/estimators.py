@@ -89,9 +89,6 @@ REGRESSION_LOSSES = {"squared_error": ("identity", "mse"), "poisson": ("exp", "p
 SCIKIT_LEARN_OUTPUTS = {"sigmoid": "logistic"}
 #: scikit-learn's "adaptive" schedule stops dividing the learning rate by 5 once it is this small.
 SMALLEST_ADAPTIVE_RATE = 1e-6
-#: The most epochs one kernel call trains for the estimators (each keeps a copy of the weights it started from);
-#: the stopping rule usually allows fewer (``n_iter_no_change + 1``).
-EPOCHS_PER_CALL = 32
 
 
 class _MultilayerPerceptron(BaseEstimator):
@@ -442,8 +439,10 @@ class _MultilayerPerceptron(BaseEstimator):
         Without early stopping, mini-batches of dense rows train several epochs a kernel
         call: as many as can pass before the stopping rule may act (each epoch adds one at
         most to the count of epochs without progress), so every stop, and every lowered
-        adaptive rate, falls where it would one epoch a call.  A call that diverges is
-        taken again one epoch at a time, to name the epoch.
+        adaptive rate, falls where it would one epoch a call; at most about ``CHUNK_WORK``
+        weight updates (``EpochRunner.most_epochs``), so Ctrl-C is honoured as often as in
+        :func:`fastbp.train`.  A call that diverges is taken again one epoch at a time, to
+        name the epoch.
         """
         batch_size = trainer.options.batch_size or len(X)
         n_batches = -(-len(X) // batch_size)
@@ -451,7 +450,7 @@ class _MultilayerPerceptron(BaseEstimator):
         # rows, and averages over the epoch's rows; alpha over a batch's total weight is l2 (see _options).
         penalty_scale = 0.5 * trainer.options.l2 * batch_size * n_batches / len(X)
         train_epochs = trainer.epoch_runner(X, targets, weights, n_threads=as_threads(self.n_threads))
-        several = train_epochs.several and validation is None
+        several = validation is None
         max_epochs = 1 if incremental else self.max_iter
         self.n_iter_ = 0
         epoch_start = None  # the bookkeeping and weights an unfinished call began from
@@ -461,11 +460,11 @@ class _MultilayerPerceptron(BaseEstimator):
                     n_epochs = 1
                     if several:
                         before_rule = self.n_iter_no_change + 1 - self._no_improvement_count
-                        n_epochs = max(1, min(before_rule, max_epochs - self.n_iter_, EPOCHS_PER_CALL))
+                        n_epochs = max(1, min(before_rule, max_epochs - self.n_iter_, train_epochs.most_epochs))
                     # Ctrl-C may land anywhere in a call: the estimator then goes back to where the call began.
                     epoch_start = self._bookkeeping(), trainer.snapshot()
                     try:
-                        summed_losses, starts = train_epochs(n_epochs)
+                        summed_losses, starts = train_epochs(n_epochs, keep_starts=penalty_scale != 0)
                     except NonFiniteError:
                         if n_epochs > 1:  # again one epoch a call, to find the one that diverged
                             trainer.restore(epoch_start[1])
@@ -475,10 +474,14 @@ class _MultilayerPerceptron(BaseEstimator):
                             raise _diverged(self.n_iter_ + 1, "a smaller learning_rate_init") from None
                         self._record_divergence()  # the best weights so far are the result, as in scikit-learn
                         break
-                    for summed_loss, start in zip(summed_losses.tolist(), starts, strict=True):
+                    for epoch, summed_loss in enumerate(summed_losses.tolist()):
                         # At the weights each batch starts from; the epoch's first stand in for all (exact for one
                         # batch).
-                        penalty = penalty_scale * _squared_coefficients(trainer.layout, start) if penalty_scale else 0.0
+                        penalty = (
+                            0.0
+                            if starts is None
+                            else penalty_scale * _squared_coefficients(trainer.layout, starts[epoch])
+                        )
                         self.n_iter_ += 1
                         self._summed_losses.append(summed_loss)
                         self.loss_ = self._mean_loss(summed_loss, targets.shape) + penalty
@@ -503,7 +506,7 @@ class _MultilayerPerceptron(BaseEstimator):
                 trainer.restore(snapshot)
                 self._go_back(*bookkeeping)
             warnings.warn(
-                "Training interrupted by user: the network is the one of the last epoch in loss_curve_.", stacklevel=4
+                "Training interrupted by user: the fit is the one of the epochs in loss_curve_.", stacklevel=4
             )
 
     #: The attributes an epoch's bookkeeping changes (with the trainer's weights, memory and counters).

@@ -900,7 +900,7 @@ def test_an_interrupted_fit_is_the_fit_of_its_complete_epochs(monkeypatch, early
     """Ctrl-C inside an epoch (after its kernels ran) leaves the estimator as after the epoch before: its weights,
     loss_curve_ and t_ those of a fit that many epochs long, n_iter_ its epochs; and a later fit works.  (One
     epoch a kernel call here; several a call: the next test.)"""
-    monkeypatch.setattr(fastbp.estimators, "EPOCHS_PER_CALL", 1)
+    monkeypatch.setattr(fastbp._training, "CHUNK_WORK", 1)  # an epoch a kernel call
     X, y = make_classification(n_samples=60, n_features=5, random_state=0)
     settings = dict(hidden_layer_sizes=(4,), solver="adam", batch_size=16, shuffle=True, random_state=0)
     settings.update(early_stopping=early_stopping, validation_fraction=0.2, backend="numba")
@@ -997,8 +997,8 @@ def test_several_epochs_a_kernel_call_give_the_fit_of_one_a_call(monkeypatch, ca
         return history
 
     monkeypatch.setattr(Trainer, "_dense_epochs", counted)
-    for per_call in (1, fastbp.estimators.EPOCHS_PER_CALL):
-        monkeypatch.setattr(fastbp.estimators, "EPOCHS_PER_CALL", per_call)
+    for chunk_work in (1, fastbp._training.CHUNK_WORK):  # an epoch a call, then several
+        monkeypatch.setattr(fastbp._training, "CHUNK_WORK", chunk_work)
         calls.append([])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -1019,8 +1019,8 @@ def test_a_call_of_several_epochs_that_diverges_names_the_epoch_as_one_a_call_do
     X, y = load_digits(return_X_y=True)
     options = dict(hidden_layer_sizes=(16,), solver="sgd", learning_rate_init=50.0, momentum=0.9, max_iter=40)
     messages = []
-    for per_call in (1, fastbp.estimators.EPOCHS_PER_CALL):
-        monkeypatch.setattr(fastbp.estimators, "EPOCHS_PER_CALL", per_call)
+    for chunk_work in (1, fastbp._training.CHUNK_WORK):  # an epoch a call, then several
+        monkeypatch.setattr(fastbp._training, "CHUNK_WORK", chunk_work)
         with pytest.raises(fastbp.NonFiniteError, match="in iteration") as raised:
             MLPRegressor(random_state=0, **options).fit(X * 100, y * 1e6)
         messages.append(str(raised.value))
@@ -1056,7 +1056,7 @@ def test_a_ctrl_c_between_epochs_undoes_nothing(monkeypatch, lands):
             if lands == "after the last epoch":
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(fastbp.estimators, "EPOCHS_PER_CALL", 1)  # an epoch a kernel call: a snapshot each
+    monkeypatch.setattr(fastbp._training, "CHUNK_WORK", 1)  # an epoch a kernel call: a snapshot each
     snapshot, snapshots = Trainer.snapshot, []
 
     def interrupted_snapshot(self):
