@@ -203,7 +203,11 @@ class Model:
         """
         n_threads = as_threads(n_threads)
         self._check_feature_names(X)
-        X = as_inputs(X, self.input_shape, dtype=self.dtype)
+        return self._forward_checked(as_inputs(X, self.input_shape, dtype=self.dtype), n_threads)
+
+    def _forward_checked(self, X: np.ndarray | SparseFeatures, n_threads: int) -> np.ndarray:
+        """:meth:`forward` of rows already checked and converted (:func:`fastbp._validate.as_inputs`'), on
+        ``n_threads`` threads: for a caller that scores the same rows many times (early stopping, each epoch)."""
         layout = self._layout
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
         backend = get_backend(self.backend)

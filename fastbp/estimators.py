@@ -42,6 +42,7 @@ from ._concepts import HIDDEN_ACTIVATIONS, INITS, OPTIMIZER_OPTIONS, OPTIMIZERS
 from ._layout import Layout, initial_weights
 from ._model import Model, two_classes
 from ._parallel import as_threads, one_blas_thread
+from ._sparse import SparseFeatures
 from ._training import NonFiniteError, Options, Trainer
 from ._validate import (
     DTYPES,
@@ -436,21 +437,25 @@ class _MultilayerPerceptron(BaseEstimator):
         """scikit-learn's ``_fit_stochastic`` loop: fastbp's epochs, then each one's bookkeeping (``partial_fit``
         trains one epoch).
 
-        Without early stopping, mini-batches of dense rows train several epochs a kernel
-        call: as many as can pass before the stopping rule may act (each epoch adds one at
-        most to the count of epochs without progress), so every stop, and every lowered
-        adaptive rate, falls where it would one epoch a call; at most about ``CHUNK_WORK``
-        weight updates (``EpochRunner.most_epochs``), so Ctrl-C is honoured as often as in
-        :func:`fastbp.train`.  A call that diverges is taken again one epoch at a time, to
-        name the epoch.
+        Mini-batches of dense rows train several epochs a kernel call: as many as can pass
+        before the stopping rule may act (each epoch adds one at most to the count of
+        epochs without progress), so every stop, and every lowered adaptive rate, falls
+        where it would one epoch a call; at most about ``CHUNK_WORK`` weight updates
+        (``EpochRunner.most_epochs``), so Ctrl-C is honoured as often as in
+        :func:`fastbp.train`.  The kernel hands back the weights each epoch starts from,
+        which give the epoch before its end weights, for early stopping's validation
+        score, and its start's, for the ``alpha`` penalty.  A call that diverges is taken
+        again one epoch at a time, to name the epoch.
         """
         batch_size = trainer.options.batch_size or len(X)
         n_batches = -(-len(X) // batch_size)
         # scikit-learn's loss_ adds 0.5 * alpha * sum(coefs**2) over each batch's total weight, times the batch's
         # rows, and averages over the epoch's rows; alpha over a batch's total weight is l2 (see _options).
         penalty_scale = 0.5 * trainer.options.l2 * batch_size * n_batches / len(X)
-        train_epochs = trainer.epoch_runner(X, targets, weights, n_threads=as_threads(self.n_threads))
-        several = validation is None
+        threads = as_threads(self.n_threads)
+        train_epochs = trainer.epoch_runner(X, targets, weights, n_threads=threads)
+        held_out = None if validation is None else _HeldOut.scoring(trainer, *validation, n_threads=threads)
+        several = True
         max_epochs = 1 if incremental else self.max_iter
         self.n_iter_ = 0
         epoch_start = None  # the bookkeeping and weights an unfinished call began from
@@ -464,7 +469,8 @@ class _MultilayerPerceptron(BaseEstimator):
                     # Ctrl-C may land anywhere in a call: the estimator then goes back to where the call began.
                     epoch_start = self._bookkeeping(), trainer.snapshot()
                     try:
-                        summed_losses, starts = train_epochs(n_epochs, keep_starts=penalty_scale != 0)
+                        keep_starts = penalty_scale != 0 or (held_out is not None and n_epochs > 1)
+                        summed_losses, starts = train_epochs(n_epochs, keep_starts=keep_starts)
                     except NonFiniteError:
                         if n_epochs > 1:  # again one epoch a call, to find the one that diverged
                             trainer.restore(epoch_start[1])
@@ -479,7 +485,7 @@ class _MultilayerPerceptron(BaseEstimator):
                         # batch).
                         penalty = (
                             0.0
-                            if starts is None
+                            if penalty_scale == 0
                             else penalty_scale * _squared_coefficients(trainer.layout, starts[epoch])
                         )
                         self.n_iter_ += 1
@@ -488,7 +494,10 @@ class _MultilayerPerceptron(BaseEstimator):
                         self.loss_curve_.append(self.loss_)
                         if self.verbose:
                             print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-                        self._count_no_improvement(trainer, validation)
+                        ended = None
+                        if held_out is not None:  # the epoch's end weights: the next one's start, or the weights now
+                            ended = starts[epoch + 1] if epoch + 1 < len(summed_losses) else trainer.weights
+                        self._count_no_improvement(held_out, ended)
                     self.t_ = trainer.rows_seen
                     epoch_start = None  # the call's epochs are complete: a Ctrl-C from here on keeps them
                     if self._no_improvement_count > self.n_iter_no_change and not self._lower_rate(trainer):
@@ -588,25 +597,23 @@ class _MultilayerPerceptron(BaseEstimator):
         self._summed_losses.append(np.nan)
         self.validation_scores_.append(np.nan)
 
-    def _count_no_improvement(self, trainer: Trainer, validation) -> None:
-        """Count epochs without progress by ``tol``: in the validation score with early stopping, else in the loss."""
-        if validation is None:
+    def _count_no_improvement(self, held_out: _HeldOut | None, weights: np.ndarray | None) -> None:
+        """Count epochs without progress by ``tol``: with early stopping in the validation score of the epoch's
+        end ``weights``, else (``held_out`` and ``weights`` None) in the loss."""
+        if held_out is None:
             if self.loss_ > self.best_loss_ - self.tol:
                 self._no_improvement_count += 1
             else:
                 self._no_improvement_count = 0
             self.best_loss_ = min(self.best_loss_, self.loss_)
             return
-        X, y, weights = validation
-        # In the arithmetic the estimator will predict with (its options' exact), as predict and score do.
-        options = trainer.options.to_dict()
-        network = Model(trainer.layout, trainer.weights, None, np.empty(0), trainer.backend, options=options)
         try:
-            outputs = network.forward(X, n_threads=self.n_threads)
+            outputs = held_out.outputs(weights)
         except NonFiniteError:  # outputs past the float range: no score, as scikit-learn's nan
             score = np.nan
         else:
-            score = float(self._score_function(y, self._predictions(outputs), sample_weight=weights))
+            predictions = self._predictions(outputs)
+            score = float(self._score_function(held_out.y, predictions, sample_weight=held_out.sample_weight))
         self.validation_scores_.append(score)
         if self.verbose:
             print(f"Validation score: {score:f}")
@@ -616,7 +623,7 @@ class _MultilayerPerceptron(BaseEstimator):
             self._no_improvement_count = 0
         if score > self.best_validation_score_:
             self.best_validation_score_ = score
-            self._best_weights = trainer.weights.copy()
+            self._best_weights = weights.copy()
 
     def _lower_rate(self, trainer: Trainer) -> bool:
         """After too many epochs without progress: divide an adaptive rate by 5 and go on, or say stop."""
@@ -689,6 +696,31 @@ class _MultilayerPerceptron(BaseEstimator):
             and "feature_names_in_" not in vars(self)
             and all_finite(X)
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class _HeldOut:
+    """Early stopping's held-out rows (``X``, checked), their labels or targets ``y`` and ``sample_weight``, and a
+    network built once to score each epoch's weights on them: the weights are copied into its buffer."""
+
+    X: np.ndarray | SparseFeatures
+    y: np.ndarray
+    sample_weight: np.ndarray
+    network: Model
+    n_threads: int
+
+    @classmethod
+    def scoring(cls, trainer: Trainer, X, y, sample_weight, *, n_threads: int) -> _HeldOut:
+        """The rows, scored by ``trainer``'s network on ``n_threads`` threads in the arithmetic the estimator
+        will predict with (its options' ``exact``), as ``predict`` and ``score`` do."""
+        options = trainer.options.to_dict()
+        network = Model(trainer.layout, trainer.weights.copy(), None, np.empty(0), trainer.backend, options=options)
+        return cls(X, y, sample_weight, network, n_threads)
+
+    def outputs(self, weights: np.ndarray) -> np.ndarray:
+        """The network's outputs on the rows with ``weights``."""
+        self.network._weights[:] = weights
+        return self.network._forward_checked(self.X, self.n_threads)
 
 
 def _stochastic_solver(estimator: _MultilayerPerceptron) -> bool:

@@ -979,13 +979,23 @@ def test_a_ctrl_c_in_a_call_of_several_epochs_leaves_the_fit_of_the_calls_before
         dict(solver="adam", max_iter=60, tol=1e-2),
         dict(solver="sgd", learning_rate="adaptive", max_iter=80, tol=1e-2, n_iter_no_change=4),
         dict(solver="sgd", learning_rate="invscaling", momentum=0.5, max_iter=30, alpha=0.1),
-        dict(solver="adam", max_iter=45, n_iter_no_change=40, tol=0.0, verbose=True),
+        dict(solver="adam", max_iter=45, n_iter_no_change=40, tol=0.0, alpha=0.0, verbose=True),
+        dict(solver="adam", max_iter=60, early_stopping=True, n_iter_no_change=6, alpha=0.0, verbose=True),
+        dict(solver="sgd", learning_rate="adaptive", max_iter=80, early_stopping=True, tol=1e-2, n_iter_no_change=3),
     ],
-    ids=["adam, stops", "adaptive rate lowered, then stops", "invscaling", "fewer epochs than the rule's"],
+    ids=[
+        "adam, stops",
+        "adaptive rate lowered, then stops",
+        "invscaling",
+        "fewer epochs than the rule's, no alpha",
+        "early stopping, no alpha",
+        "early stopping, adaptive rate lowered",
+    ],
 )
 def test_several_epochs_a_kernel_call_give_the_fit_of_one_a_call(monkeypatch, capsys, backend, settings):
-    """Several epochs a call fit the bits of one a call: the weights, the loss curve with its penalties, the epoch
-    the fit stops at, the lowered adaptive rate, the counters and the verbose lines."""
+    """Several epochs a call fit the bits of one a call: the weights (with early stopping, the best epoch's), the
+    loss curve with its penalties, the validation scores, the epoch the fit stops at, the lowered adaptive rate,
+    the counters and the verbose lines."""
     X, y = load_digits(return_X_y=True)
     options = dict(hidden_layer_sizes=(16,), batch_size=128, random_state=0, backend=backend, **settings)
     fits, calls = [], []
@@ -1008,6 +1018,8 @@ def test_several_epochs_a_kernel_call_give_the_fit_of_one_a_call(monkeypatch, ca
     assert max(calls[1]) > 1 and len(calls[1]) < len(calls[0]) == one.n_iter_  # several epochs a call, indeed
     assert several.n_iter_ == one.n_iter_ and several.t_ == one.t_
     assert several.loss_curve_ == one.loss_curve_ and several.best_loss_ == one.best_loss_
+    assert several.validation_scores_ == one.validation_scores_
+    assert several.best_validation_score_ == one.best_validation_score_
     assert several._no_improvement_count == one._no_improvement_count
     assert several._trainer.options.lr == one._trainer.options.lr
     assert several.printed == one.printed
@@ -1025,6 +1037,22 @@ def test_a_call_of_several_epochs_that_diverges_names_the_epoch_as_one_a_call_do
             MLPRegressor(random_state=0, **options).fit(X * 100, y * 1e6)
         messages.append(str(raised.value))
     assert messages[0] == messages[1]
+
+
+def test_a_call_of_several_epochs_that_diverges_with_early_stopping_ends_as_one_a_call_does(monkeypatch):
+    """With early stopping, the epoch that diverged gets a nan loss and score, and the best epoch's weights stay."""
+    X, y = load_digits(return_X_y=True)
+    options = dict(hidden_layer_sizes=(16,), solver="sgd", learning_rate_init=50.0, momentum=0.9, max_iter=40)
+    fits = []
+    for chunk_work in (1, fastbp._training.CHUNK_WORK):  # an epoch a call, then several
+        monkeypatch.setattr(fastbp._training, "CHUNK_WORK", chunk_work)
+        fits.append(MLPRegressor(early_stopping=True, random_state=0, **options).fit(X * 100, y * 1e6))
+    one, several = fits
+    assert 1 < one.n_iter_ < 40 and np.isnan(one.loss_curve_[-1]) and np.isnan(one.validation_scores_[-1])
+    np.testing.assert_array_equal(several.loss_curve_, one.loss_curve_)
+    np.testing.assert_array_equal(several.validation_scores_, one.validation_scores_)
+    for coef, expected in zip(several.coefs_, one.coefs_, strict=True):
+        assert coef.tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize("lands", ["before the first epoch", "as the third epoch begins", "after the last epoch"])
