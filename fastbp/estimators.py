@@ -12,6 +12,8 @@ scikit-learn, the class docstrings say so.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 import warnings
 from numbers import Integral, Real
 
@@ -158,7 +160,14 @@ class _MultilayerPerceptron(BaseEstimator):
         self._check_params()
         return self._fit(X, y, sample_weight, incremental=False)
 
-    def _check_params(self) -> None:
+    def _check_params(self, *, partial_fit: bool = False) -> None:
+        """Refuse parameters out of their ranges; a ``partial_fit`` of a fitted estimator checks them only where
+        one was set since they were last checked (scikit-learn's checks none then; each check would cost more
+        than a small chunk's epoch)."""
+        params = [getattr(self, name) for name in _param_names(type(self))]
+        checked = getattr(self, "_checked_params", None)
+        if partial_fit and hasattr(self, "_trainer") and checked and all(map(operator.is_, params, checked)):
+            return
         self._validate_params()
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
@@ -166,6 +175,7 @@ class _MultilayerPerceptron(BaseEstimator):
         if not sizes or any(not isinstance(n, Integral) or isinstance(n, bool) or n < 1 for n in sizes):
             why = "" if sizes else ", one at least (fastbp trains networks with a hidden layer)"
             raise ValueError(f"hidden_layer_sizes must be positive integers{why}, got {self.hidden_layer_sizes!r}")
+        self._checked_params = params
 
     def _fit(self, X, y, sample_weight, *, incremental: bool):
         """Fit, or go on fitting; a fit that raises (a network that diverged, bad input) leaves the estimator as
@@ -723,6 +733,12 @@ class _HeldOut:
         return self.network._forward_checked(self.X, self.n_threads)
 
 
+@functools.cache
+def _param_names(estimator_class: type) -> list[str]:
+    """An estimator class's parameters, as ``get_params`` names them (found by inspecting its constructor)."""
+    return estimator_class._get_param_names()
+
+
 def _stochastic_solver(estimator: _MultilayerPerceptron) -> bool:
     """``partial_fit`` exists for the solvers that train epoch by epoch, as in scikit-learn (not for its
     ``"lbfgs"``)."""
@@ -992,7 +1008,7 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         -------
         self
         """
-        self._check_params()
+        self._check_params(partial_fit=True)
         _check_partial_fit_first_call(self, classes)
         return self._fit(X, y, sample_weight, incremental=True)
 
@@ -1058,7 +1074,8 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
             self._label_binarizer = LabelBinarizer().fit(y)
             self.classes_ = self._label_binarizer.classes_
         elif incremental:
-            labels = unique_labels(y)
+            # One array of one kind of labels: unique_labels' labels, without its second type_of_target.
+            labels = np.unique(y) if kind in ("binary", "multiclass") and y.dtype != object else unique_labels(y)
             unseen = np.setdiff1d(labels, self.classes_)
             if len(unseen):
                 raise ValueError(
@@ -1195,7 +1212,7 @@ class MLPRegressor(RegressorMixin, _MultilayerPerceptron):
         -------
         self
         """
-        self._check_params()
+        self._check_params(partial_fit=True)
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _predictions(self, outputs: np.ndarray) -> np.ndarray:

@@ -438,6 +438,23 @@ def test_partial_fit_needs_the_classes_first_and_refuses_new_ones():
     assert model.predict_proba(X).shape == (len(X), 3)
     with pytest.raises(ValueError, match="not in `self.classes_`"):
         model.partial_fit(X, y + 1)
+    for names in (np.array(["a", "b", "c"]), np.array(["a", "b", "c"], dtype=object)):
+        model = MLPClassifier((4,)).partial_fit(X[y < 2], names[y[y < 2]], classes=names)
+        with pytest.raises(ValueError, match=r"not in `self.classes_`: \['d'\]"):
+            model.partial_fit(X, np.r_[names, ["d"]][np.minimum(y + 1, 3)])
+
+
+def test_partial_fit_checks_the_parameters_set_since_its_last_call():
+    X, y = standardized_iris()
+    model = MLPClassifier((4,), solver="sgd", random_state=0).partial_fit(X, y, classes=[0, 1, 2])
+    coefs, params = [coef.copy() for coef in model.coefs_], model.get_params()
+    for name, value in (("learning_rate_init", -1.0), ("solver", "bogus"), ("tol", -1.0)):
+        model.set_params(**{name: value})
+        with pytest.raises(ValueError, match=f"'{name}' parameter of MLPClassifier"):
+            model.partial_fit(X, y)
+        model.set_params(**{name: params[name]})
+    model.partial_fit(X, y)
+    assert len(model.loss_curve_) == 2 and not np.array_equal(model.coefs_[0], coefs[0])
 
 
 @pytest.mark.parametrize("labels", [[0, 1, 2], ["a", "b"], [True, False], np.array(["x", "y", "z"], dtype=object)])
