@@ -28,7 +28,7 @@ from ._layout import initial_weights
 from ._model import Model
 from ._parallel import as_threads, job_workers, run_jobs
 from ._sparse import SparseFeatures
-from ._training import Callback, NonFiniteError, Options, ProgressBar, Trainer, check_finite
+from ._training import Callback, NonFiniteError, Options, ProgressBar, Shuffling, Trainer, check_finite
 from ._validate import (
     RandomSource,
     as_count,
@@ -563,12 +563,13 @@ def new_trainer(
     randomness: RandomSource,
     weights: np.ndarray | None = None,
     initializers: Sequence[tuple[str | None, str | None]] | None = None,
+    shuffling: Shuffling | None = None,
 ) -> Trainer:
     """A trainer for a freshly initialised network on rows of ``input_shape``: the tutorial's init draws from
     the ``random.Random`` stream, the others, the dropout seed and shuffling from the ``numpy`` one; or, given
     ``weights`` (drawn elsewhere, as the estimators draw scikit-learn's), from those.  ``initializers``: the
     Keras initializers of the layers with weights (``initial_weights``'), by default those of the options'
-    layers."""
+    layers; ``shuffling`` draws the row orders instead (where the options shuffle)."""
     layout = options.layout(input_shape, n_outputs)
     if weights is None:
         draws = randomness.python() if options.init == "tutorial" else randomness.numpy()
@@ -576,7 +577,9 @@ def new_trainer(
             initializers = options.layer_initializers()
         weights = initial_weights(layout, options.init, draws, options.dtype, initializers)
     dropout_seed = int(randomness.numpy().integers(2**63)) if layout.dropout.any() else 0
-    return Trainer(options, layout, weights, randomness.numpy() if options.shuffle else None, dropout_seed)
+    if options.shuffle and shuffling is None:
+        shuffling = Shuffling(randomness.numpy())
+    return Trainer(options, layout, weights, shuffling if options.shuffle else None, dropout_seed)
 
 
 def train_many(

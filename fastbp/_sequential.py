@@ -32,7 +32,7 @@ from ._layout import as_image
 from ._model import Model
 from ._parallel import as_threads
 from ._sparse import is_sparse
-from ._training import NonFiniteError, Options, Trainer
+from ._training import NonFiniteError, Options, Shuffling, Trainer
 from ._validate import (
     RandomSource,
     as_count,
@@ -100,13 +100,26 @@ def _fits(loss: str, output: str) -> bool:
     return LOSSES[loss] in OUTPUTS[output].losses and CROSS_ENTROPY_OUTPUTS.get(loss, output) == output
 
 
+def _refuse_misfits(loss: str, metrics: Sequence[str], output: str) -> None:
+    """Refuse Keras's ``loss``, or an accuracy among ``metrics``, for an output layer of activation ``output``
+    (fastbp's name) that they do not fit, in Keras's terms."""
+    if metrics and output == "identity":
+        raise ValueError("accuracy needs a softmax or sigmoid output layer: a linear one has no classes")
+    if not _fits(loss, output):
+        fits = [name for name in LOSSES if _fits(name, output)]
+        keras_name = "linear" if output == "identity" else output
+        raise ValueError(f"loss {loss!r} does not fit a {keras_name} output layer: use {' or '.join(map(repr, fits))}")
+
+
 @dataclass
 class History:
-    """What ``fit`` returns, as Keras's: ``history`` maps each metric to its value per epoch."""
+    """What ``fit`` returns, as Keras's: ``history`` maps each metric to its value per epoch; ``model`` is the
+    model that trained."""
 
     history: dict[str, list[float]] = field(default_factory=dict)
     epoch: list[int] = field(default_factory=list)
     params: dict = field(default_factory=dict)
+    model: Sequential | None = field(default=None, repr=False, compare=False)
 
 
 class Sequential:
@@ -159,6 +172,8 @@ class Sequential:
         names = {spec.name for spec in self._layers}
         if layer.name in names:
             raise ValueError(f"the model has a layer named {layer.name!r} already: layer names must be unique")
+        if isinstance(layer, Input) and self._layers:
+            raise ValueError(f"only the first layer may be an Input, and this model has {len(self._layers)} already")
         if layer.name is None:
             base = "input_layer" if isinstance(layer, Input) else _snake_case(type(layer).__name__)
             layer = replace(layer, name=next(name for name in _numbered(base) if name not in names))
@@ -219,14 +234,7 @@ class Sequential:
         for metric in metrics:
             if not isinstance(metric, str) or metric not in ACCURACY_NAMES:
                 raise ValueError(f"unknown metric {metric!r}: fastbp offers the accuracy, as {ACCURACY_NAMES}")
-            if output == "identity":
-                raise ValueError("accuracy needs a softmax or sigmoid output layer: a linear one has no classes")
-        if not _fits(loss, output):
-            fits = [name for name in LOSSES if _fits(name, output)]
-            keras_name = "linear" if output == "identity" else output
-            raise ValueError(
-                f"loss {loss!r} does not fit a {keras_name} output layer: use {' or '.join(map(repr, fits))}"
-            )
+        _refuse_misfits(loss, metrics, output)
         get_backend(backend)  # an unknown or missing backend is refused now, not at the first fit
         options = Options.create(layers=hidden, output=output, loss=LOSSES[loss], dtype=dtype, backend=backend,
                                  **optimizer.options())  # fmt: skip
@@ -262,6 +270,24 @@ class Sequential:
             )
         return specs, last.units, name
 
+    def _check_output_layer(self, input_shape: tuple[int, ...]) -> None:
+        """Refuse the output layer (its Dense, and the Activation after it) for rows of ``input_shape`` as
+        ``build_layers`` refuses the others, naming it: a declared input shape that is not its input's, or images
+        where it takes vectors."""
+        hidden, units, _ = self._output_layer()
+        built = build_layers(hidden, input_shape)
+        shape = built[-1].out_shape if built else input_shape
+        specs = self.layers
+        at = max(i for i, spec in enumerate(specs) if isinstance(spec, Dense))  # an Activation may follow it
+        for position, its_input in ((at, shape), (at + 1, (units,))):
+            spec = specs[position] if position < len(specs) else None
+            if spec is not None and spec.input_shape is not None and spec.input_shape != its_input:
+                raise ValueError(f"{layer_named(spec, position)}: it declares input_shape {spec.input_shape}, but its "
+                                 f"input has shape {its_input}")  # fmt: skip
+        if len(shape) != 1:
+            raise ValueError(f"{layer_named(specs[at], at)}: Dense takes vectors, but its input is an image of shape "
+                             f"{shape}: put a Flatten first")  # fmt: skip
+
     def _options(self, batch_size: int | None = None, shuffle: bool = False, *, training: bool = True) -> Options:
         """The options of the compiled model; one not compiled is refused for ``training``, and otherwise (to
         be built, or to predict) takes Keras's float32 and the first loss that fits its output layer."""
@@ -269,9 +295,14 @@ class Sequential:
             raise RuntimeError("compile the model before training or evaluating it: model.compile(...)")
         hidden, _, output = self._output_layer()
         settings = self._compiled or {"optimizer": RMSprop(), "loss": None, "dtype": "float32", "backend": "auto"}
+        loss = settings["loss"]
+        if training and loss is not None:  # layers added since compile may have changed the output layer
+            _refuse_misfits(loss, settings["metrics"], output)
+        elif loss is not None and not _fits(loss, output):
+            loss = None  # predicting needs no loss
         # init "glorot" is Keras's defaults: glorot_uniform kernels, zero biases (a layer's initializers win).
         return Options.create(
-            layers=hidden, output=output, loss=LOSSES.get(settings["loss"]), dtype=settings["dtype"],
+            layers=hidden, output=output, loss=LOSSES.get(loss), dtype=settings["dtype"],
             backend=settings["backend"], batch_size=batch_size, shuffle=shuffle, init="glorot",
             **settings["optimizer"].options(),
         )  # fmt: skip
@@ -290,6 +321,10 @@ class Sequential:
             shape = tuple(input_shape)
             batch_axis = bool(shape) and (shape[0] is None or len(shape) == 4)
             input_shape = as_row_shape(shape[1:] if batch_axis else shape, "build")
+            built = self._trainer.layout.input_shape if self._trainer is not None else None
+            if built is not None and input_shape != built:
+                raise ValueError(f"the model is built for inputs of shape {(None, *built)}: it cannot be built for "
+                                 f"{(None, *input_shape)}")  # fmt: skip
         self._ensure_built(input_shape, self._options(training=False))
 
     def _ensure_built(self, input_shape, options: Options) -> None:
@@ -299,6 +334,7 @@ class Sequential:
         if shape is None:
             raise ValueError(f"the model is not built and does not know its input shape: {GIVE_INPUT_SHAPE}")
         _, units, _ = self._output_layer()
+        self._check_output_layer(tuple(shape))
         # Every layer's initializers, the output layer's too; unset, the options' init: Keras's defaults.
         initializers = [spec.initializers for spec in self._layers if isinstance(spec, WeightedLayer)]
         self._trainer = new_trainer(options, tuple(shape), units, self._random, initializers=initializers)
@@ -386,11 +422,12 @@ class Sequential:
         elif as_finite(validation_split, "validation_split"):
             X, targets, sample_weight, validation = _split(X, targets, sample_weight, validation_split, weighted)
         self._ensure_built(shape, options)
-        shuffling = self._trainer.shuffle or (self._random.numpy() if shuffle else None)
+        shuffling = self._trainer.shuffle or (Shuffling(self._random.numpy()) if shuffle else None)
         self._trainer = self._trainer.continued(options, shuffling if shuffle else None)
         gradient_scale = self._kernel_loss_scale() / self._keras_loss_terms()
         training_weights = sample_weight * gradient_scale if gradient_scale != 1 else sample_weight
-        history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose})
+        history = History(params={"epochs": epochs, "steps": -(-len(X) // batch_size), "verbose": verbose}, model=self)
+        self.history = history  # as Keras's, each epoch's logs are there as it ends, whatever ends the fit
         threads = as_threads(n_threads)
         counted = [] if self._trainer.layout.dense_only else self._compiled["metrics"]
         batch_callbacks = _BatchCallbacks(self, callbacks, counted)
@@ -447,7 +484,6 @@ class Sequential:
             if self.stop_training:
                 break
         _call(callbacks, "on_train_end", dict(logs))
-        self.history = history
         return history
 
     def _row_weights(self, targets: np.ndarray, sample_weight, class_weight) -> np.ndarray:
@@ -468,7 +504,12 @@ class Sequential:
             if not isinstance(label, Integral) or isinstance(label, bool) or not 0 <= label < n_classes:
                 raise ValueError(f"class_weight's classes must be labels in [0, {n_classes}), got {label!r}")
             weights[label] = as_finite(weight, f"class_weight[{label}]")
-        return as_sample_weight(weights[_classes(targets)], len(targets), targets.dtype)
+            if weights[label] < 0:
+                raise ValueError(f"class_weight[{label}] must be non-negative, got {weight!r}")
+        row_weights = weights[_classes(targets)]
+        if not row_weights.any():
+            raise ValueError("class_weight gives every row of y a weight of 0: nothing would train")
+        return as_sample_weight(row_weights, len(targets), targets.dtype)
 
     def _data(self, x, y, shape: tuple[int, ...], options: Options) -> tuple[np.ndarray, np.ndarray]:
         """``x`` as the kernels' rows of ``shape``, and ``y`` as their targets (:meth:`_targets`)."""
@@ -483,6 +524,8 @@ class Sequential:
         values = np.asarray(y)
         if values.ndim == 0:  # None, a dict, a dataset: fit takes arrays
             raise TypeError(f"y must be an array of one target per row of x, got {type(y).__name__}")
+        if values.dtype == object and all(isinstance(value, Real) for value in values.ravel().tolist()):
+            values = values.astype(np.float64)  # numbers held as objects (a pandas Series of them): as numbers
         if len(values) != n_rows:
             raise ValueError(f"y has {len(values)} rows, x has {n_rows}")
         if output == "sigmoid" and units == 1:
@@ -571,6 +614,7 @@ class Sequential:
         as Keras checks it and changes nothing (the rows run in the kernels' own chunks)."""
         if self._compiled is None:
             raise RuntimeError("compile the model before evaluating it: model.compile(...)")
+        self._options()  # refuses a loss or metrics that layers added since compile no longer fit
         _arrays_only(x)
         _check_keras_only(batch_size, verbose)
         layout = self._built_layout()
@@ -668,6 +712,7 @@ class Sequential:
             except ValueError:  # a model still being put together: its layers so far
                 build_layers(self._layers, shape)
             else:
+                self._check_output_layer(shape)
                 self._options(training=False).layout(shape, units)
         rows = []
         for spec in self.layers:

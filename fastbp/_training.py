@@ -306,7 +306,7 @@ class Trainer:
         options: Options,
         layout: Layout,
         weights: np.ndarray,
-        shuffle: np.random.Generator | None,
+        shuffle: Shuffling | None,
         dropout_seed: int = 0,
     ):
         self.options = options
@@ -330,7 +330,7 @@ class Trainer:
     def snapshot(self) -> tuple:
         """Copies of what training changes (weights, optimizer memory, counters, options, the shuffling
         stream's state), for :meth:`restore`."""
-        shuffling = None if self.shuffle is None else self.shuffle.bit_generator.state
+        shuffling = None if self.shuffle is None else self.shuffle.state
         return self.weights.copy(), self.state.copy(), self.steps, self.rows_seen, self.options, shuffling
 
     def restore(self, snapshot: tuple) -> None:
@@ -339,9 +339,9 @@ class Trainer:
         self.weights[:] = weights
         self.state[:] = state
         if shuffling is not None:
-            self.shuffle.bit_generator.state = shuffling
+            self.shuffle.state = shuffling
 
-    def continued(self, options: Options, shuffle: np.random.Generator | None) -> Trainer:
+    def continued(self, options: Options, shuffle: Shuffling | None) -> Trainer:
         """A trainer that goes on from this one under new settings: the same weights, memory and counters.
 
         The network, its dtype and the optimizer (whose memory is kept) must not change.
@@ -350,9 +350,7 @@ class Trainer:
         trainer.state, trainer.steps, trainer.schedule_start = self.state, self.steps, self.schedule_start
         return trainer
 
-    def restarted(
-        self, options: Options, shuffle: np.random.Generator | None, *, fixed: tuple[str, ...] = ()
-    ) -> Trainer:
+    def restarted(self, options: Options, shuffle: Shuffling | None, *, fixed: tuple[str, ...] = ()) -> Trainer:
         """A trainer that goes on from this one's weights and rows seen with a fresh optimizer (its memory and
         update count anew, as scikit-learn's ``warm_start`` fit does), which may be another one.
 
@@ -578,15 +576,36 @@ class Trainer:
     def epoch_orders(self, n_epochs: int, n_rows: int) -> np.ndarray:
         """The order of the rows in each of the next ``n_epochs`` epochs: one row of positions per epoch
         when shuffling, else one row for all."""
-        in_order = np.arange(n_rows, dtype=np.intp)[np.newaxis]
         if self.shuffle is None:
-            return in_order
-        return self.shuffle.permuted(np.repeat(in_order, n_epochs, axis=0), axis=1)
+            return np.arange(n_rows, dtype=np.intp)[np.newaxis]
+        return self.shuffle.orders(n_epochs, n_rows)
 
     def advance(self, n_epochs: int, n_rows: int, steps_per_epoch: int) -> None:
         """Count ``n_epochs`` epochs trained, for the schedules and Adam's bias correction."""
         self.steps += n_epochs * steps_per_epoch
         self.rows_seen += n_epochs * n_rows
+
+
+class Shuffling:
+    """Each epoch's order of the rows, drawn from a numpy ``Generator``: fastbp's shuffling (a trainer's
+    ``shuffle``; the estimators draw scikit-learn's instead)."""
+
+    def __init__(self, generator: np.random.Generator):
+        self.generator = generator
+
+    def orders(self, n_epochs: int, n_rows: int) -> np.ndarray:
+        """The next ``n_epochs`` epochs' orders, one row of positions each."""
+        in_order = np.arange(n_rows, dtype=np.intp)[np.newaxis]
+        return self.generator.permuted(np.repeat(in_order, n_epochs, axis=0), axis=1)
+
+    @property
+    def state(self) -> object:
+        """Where the draws stand, to go back to (``Trainer.snapshot``)."""
+        return self.generator.bit_generator.state
+
+    @state.setter
+    def state(self, state: object) -> None:
+        self.generator.bit_generator.state = state
 
 
 @dataclass(frozen=True)

@@ -216,12 +216,15 @@ class _MultilayerPerceptron(BaseEstimator):
             self._read_back_weights()
         if sample_weight is not None and not isinstance(sample_weight, Real):  # dates would count their unit
             sample_weight = real_numbers(sample_weight, "sample_weight")
-        weights = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
-        weights = self._weigh_classes(weights, y, targets, incremental)
+        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+        weights = self._weigh_classes(sample_weight, y, targets, incremental)
+        # scikit-learn's draws from random_state, in its order: the initial weights, the validation split, then
+        # each epoch's order of the rows (the tutorial's init draws from its own stream, seeded first).
         random_state = check_random_state(self.random_state)
         initial = None if continuing else self._initial_weights(X.shape[1], targets.shape[1], dtype, random_state)
-        seed = int(random_state.randint(np.iinfo(np.int32).max))
-        X, targets, weights, validation = self._split(X, y, targets, weights, random_state)
+        tutorial_seed = int(random_state.randint(np.iinfo(np.int32).max)) if initial is None and not continuing else 0
+        X, targets, weights, validation = self._split(X, y, targets, weights, sample_weight, random_state)
+        shuffling = _ScikitLearnShuffling(random_state)
         if not weights.any():
             raise ValueError("the sample weights of the rows trained on are all zero")
         weight_mean = weights.mean()
@@ -230,10 +233,11 @@ class _MultilayerPerceptron(BaseEstimator):
         if continuing:
             keep_rate = incremental and self.solver == "sgd" and self.learning_rate == "adaptive"
             trainer = _continued(
-                self._trainer, options, targets.shape[1], seed, incremental=incremental, keep_rate=keep_rate
+                self._trainer, options, targets.shape[1], shuffling, incremental=incremental, keep_rate=keep_rate
             )
         else:
-            trainer = new_trainer(options, X.shape[1], targets.shape[1], RandomSource(seed), initial)
+            randomness = RandomSource(tutorial_seed)
+            trainer = new_trainer(options, X.shape[1], targets.shape[1], randomness, initial, shuffling=shuffling)
         if not continuing or assigned:
             self._start_counters(trainer)
         elif self._early_stopping != (self.validation_scores_ is not None):  # set_params changed the rule
@@ -370,8 +374,10 @@ class _MultilayerPerceptron(BaseEstimator):
             )
         return min(self.batch_size, n_rows)
 
-    def _split(self, X, y, targets, weights, random_state):
-        """The rows to train on, and with ``early_stopping`` the held-out ``(X, y, sample_weight)`` it scores."""
+    def _split(self, X, y, targets, weights, sample_weight, random_state):
+        """The rows to train on, their targets and ``weights``, and with ``early_stopping`` the held-out ``(X, y,
+        sample_weight)`` it scores (weighed by ``sample_weight`` alone: the class weights weigh the training
+        loss, as scikit-learn's ``SGDClassifier`` keeps them)."""
         if not self._early_stopping:
             return X, targets, weights, None
         # As scikit-learn: classifiers of one output only (binary problems), by whether each label is the second
@@ -386,7 +392,7 @@ class _MultilayerPerceptron(BaseEstimator):
             raise ValueError(
                 "The validation set is too small. Increase 'validation_fraction' or the size of your dataset."
             )
-        return X[train], targets[train], weights[train], (X[held_out], y[held_out], weights[held_out])
+        return X[train], targets[train], weights[train], (X[held_out], y[held_out], sample_weight[held_out])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -708,6 +714,38 @@ class _MultilayerPerceptron(BaseEstimator):
         )
 
 
+class _ScikitLearnShuffling:
+    """scikit-learn's order of the rows in each epoch of a fit: its ``random_state`` shuffles the positions (as
+    ``sklearn.utils.shuffle`` does), then takes the last epoch's order in that order, so the same
+    ``random_state`` gives scikit-learn's mini-batches.  A fit's first epoch shuffles the rows in order, as each
+    of scikit-learn's ``fit`` and ``partial_fit`` calls starts from them."""
+
+    def __init__(self, random_state: np.random.RandomState):
+        self.random_state = random_state
+        self.order: np.ndarray | None = None
+
+    def orders(self, n_epochs: int, n_rows: int) -> np.ndarray:
+        """The next ``n_epochs`` epochs' orders, one row of positions each."""
+        order = np.arange(n_rows, dtype=np.intp) if self.order is None else self.order
+        orders = np.empty((n_epochs, n_rows), dtype=np.intp)
+        for epoch in range(n_epochs):
+            positions = np.arange(n_rows)
+            self.random_state.shuffle(positions)
+            order = orders[epoch] = order[positions]
+        self.order = order.copy()
+        return orders
+
+    @property
+    def state(self) -> tuple:
+        """Where the draws stand, to go back to (``Trainer.snapshot``)."""
+        return self.random_state.get_state(), self.order
+
+    @state.setter
+    def state(self, state: tuple) -> None:
+        random_state, self.order = state
+        self.random_state.set_state(random_state)
+
+
 @dataclasses.dataclass(frozen=True)
 class _HeldOut:
     """Early stopping's held-out rows (``X``, checked), their labels or targets ``y`` and ``sample_weight``, and a
@@ -822,11 +860,17 @@ def _diverged(iteration: int, remedy: str) -> NonFiniteError:
 
 
 def _continued(
-    previous: Trainer, options: Options, n_outputs: int, seed: int, *, incremental: bool, keep_rate: bool
+    previous: Trainer,
+    options: Options,
+    n_outputs: int,
+    shuffling: _ScikitLearnShuffling,
+    *,
+    incremental: bool,
+    keep_rate: bool,
 ) -> Trainer:
-    """A trainer that goes on from ``previous``: its weights, counters and shuffling stream, and with
-    ``incremental`` (``partial_fit``) its optimizer's memory, else a fresh optimizer (``warm_start``), as in
-    scikit-learn.
+    """A trainer that goes on from ``previous``: its weights and counters, and with ``incremental``
+    (``partial_fit``) its optimizer's memory, else a fresh optimizer (``warm_start``), as in scikit-learn; the rows'
+    orders from ``shuffling``, this fit's.
 
     The parameters may have changed since (``set_params``), but not the network, nor
     the optimizer whose memory is kept.  ``keep_rate`` keeps a rate the adaptive
@@ -845,9 +889,7 @@ def _continued(
         raise ValueError(f"y has {n_outputs} targets, the network being continued has {previous.layout.sizes[-1]}")
     if keep_rate:
         options = dataclasses.replace(options, lr=previous.options.lr)
-    shuffle = None
-    if options.shuffle:
-        shuffle = previous.shuffle if previous.shuffle is not None else np.random.default_rng(seed)
+    shuffle = shuffling if options.shuffle else None
     return previous.continued(options, shuffle) if incremental else previous.restarted(options, shuffle)
 
 

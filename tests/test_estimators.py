@@ -141,6 +141,36 @@ def test_sgd_steps_and_loss_curve_are_scikit_learns(estimator, batch_size, compi
     assert ours.t_ == theirs.t_ == 6 * len(X) and ours.n_iter_ == theirs.n_iter_ == 5
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_shuffled_batches_and_held_out_rows_are_scikit_learns(estimator, early_stopping, compiled_backend):
+    """The same random_state shuffles the rows into scikit-learn's mini-batches, epoch after epoch, and holds out
+    its validation rows: scikit-learn's fit, to rounding, stopping at the same epoch; partial_fit too."""
+    X, labels = standardized_iris()
+    y = labels if estimator is MLPClassifier else X[:, 0] * X[:, 1]
+    params = {
+        "hidden_layer_sizes": (8,), "solver": "sgd", "learning_rate_init": 0.1, "batch_size": 16, "random_state": 0,
+        "max_iter": 40, "early_stopping": early_stopping, "n_iter_no_change": 5, "alpha": 0.0,
+    }  # fmt: skip
+    ours = estimator(backend=compiled_backend, **params).fit(X, y)
+    theirs = getattr(neural_network, estimator.__name__)(**params).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ and (ours.n_iter_ < 40 or not early_stopping)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+    if early_stopping:
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-6)
+    for mine, sklearns in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
+        np.testing.assert_allclose(mine, sklearns, rtol=1e-5, atol=1e-7)
+    if early_stopping:
+        return
+    classes = {"classes": np.unique(y)} if estimator is MLPClassifier else {}
+    ours, theirs = estimator(backend=compiled_backend, **params), getattr(neural_network, estimator.__name__)(**params)
+    for model in (ours, theirs):
+        for _ in range(3):
+            model.partial_fit(X, y, **classes)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+
+
 @pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
 def test_the_initial_weights_are_scikit_learns_for_the_same_random_state(estimator, compiled_backend):
     """init="sklearn" draws scikit-learn's numbers: one L-BFGS iteration later (a step along the first gradient,
@@ -741,6 +771,25 @@ def test_the_precision_follows_the_features_unless_dtype_says_otherwise():
     assert double.coefs_[0].dtype == np.float64
     chosen = MLPRegressor(hidden_layer_sizes=(4,), max_iter=5, dtype=np.float32, random_state=0).fit(X, y)
     assert chosen.predict(X).dtype == np.float32 and chosen.coefs_[0].dtype == np.float32
+
+
+def test_early_stopping_scores_the_held_out_rows_by_their_sample_weights_not_their_class_weights(monkeypatch):
+    """Class weights weigh the training loss; the validation score weighs rows by sample_weight alone, as
+    scikit-learn's SGDClassifier scores them (a skewed class_weight would otherwise stop an untrained network)."""
+    X, y = standardized_iris()
+    sample_weight = np.linspace(0.5, 2.0, len(y))
+    scored = []
+
+    def accuracy(y_true, y_pred, *, sample_weight=None):
+        scored.append(sample_weight)
+        return fastbp.estimators._accuracy(y_true, y_pred, sample_weight=sample_weight)
+
+    monkeypatch.setattr(MLPClassifier, "_score_function", staticmethod(accuracy))
+    settings = dict(hidden_layer_sizes=(4,), early_stopping=True, max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPClassifier(class_weight={0: 1000.0, 1: 1e-4}, **settings).fit(X, y, sample_weight=sample_weight)
+    assert len(scored) == 5 and all(len(weights) == 15 and np.isin(weights, sample_weight).all() for weights in scored)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # scoring huge predictions

@@ -743,6 +743,11 @@ UNFIT_LAYERS = [
     ([Conv2D(2, 3), Dropout(0.5), Activation("relu"), Flatten()], r"layer 2 \(Activation\): an Activation must"),
     ([Input((4, 6, 1)), Conv2D(2, 3, input_shape=(4, 5, 1))], r"layer 0 \(Conv2D\).*declares.*\(4, 5, 1\)"),
 ]
+#: A Sequential's output layer is one of its layers, named as the others, where fastbp.train names it the output layer.
+NAMED_OUTPUT_LAYER = {
+    UNFIT_LAYERS[5][1]: r"layer 1 \(Dense\): Dense takes vectors.*image of shape \(2, 4, 2\): put a Flatten",
+    UNFIT_LAYERS[6][1]: r"layer 0 \(Dense\): Dense takes vectors.*image of shape \(4, 6, 1\): put a Flatten",
+}
 
 
 def test_images_too_small_for_a_window_that_read_as_channels_first_say_so(layered_backend, no_kernels):
@@ -782,11 +787,15 @@ def test_layers_that_cannot_take_their_input_are_refused_by_train(layered_backen
 def test_layers_that_cannot_take_their_input_are_refused_by_sequential(layered_backend, no_kernels, layers, message):
     # A Sequential names its layers (conv2d, conv2d_1, ...), and numbers them as its layers list does, without Input.
     x, y = np.zeros((3, 4, 6, 1)), [0, 1, 0]
-    named = re.sub(r"\\\((\w+)\\\)", r"\\(\1 '\\w+'\\)", message)
+    named = re.sub(r"\\\((\w+)\\\)", r"\\(\1 '\\w+'\\)", NAMED_OUTPUT_LAYER.get(message, message))
     model = fastbp.Sequential([*layers, Dense(2, activation="softmax")])
     model.compile(backend=layered_backend)
     with pytest.raises(ValueError, match=named):
         model.fit(x, y, verbose=0)
+    if layers and isinstance(layers[0], Input):  # a second Input is refused as it is added
+        with pytest.raises(ValueError, match="only the first layer may be an Input, and this model has 1 already"):
+            fastbp.Sequential([Input((4, 6, 1)), *layers])
+        return
     declared = fastbp.Sequential([Input((4, 6, 1)), *layers, Dense(2, activation="softmax")])
     declared.compile(backend=layered_backend)
     if "declares" in message:  # build() may take the Conv2D's declaration and blame an Input layer instead

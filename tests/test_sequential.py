@@ -804,7 +804,8 @@ def test_weights_given_as_a_column_and_numbers_for_shuffle_are_taken_as_keras_ta
         ({"class_weight": [1.0, 2.0, 3.0]}, TypeError, "class_weight must be a dict of labels to weights, got list"),
         ({"class_weight": {3: 1.0}}, ValueError, r"class_weight's classes must be labels in \[0, 3\), got 3"),
         ({"class_weight": {0: float("nan")}}, ValueError, r"class_weight\[0\] must be a finite number"),
-        ({"class_weight": {0: -1.0}}, ValueError, "sample_weight must be finite, non-negative and not all zero"),
+        ({"class_weight": {0: -1.0}}, ValueError, r"class_weight\[0\] must be non-negative, got -1.0"),
+        ({"class_weight": {0: 0, 1: 0, 2: 0.0}}, ValueError, "class_weight gives every row of y a weight of 0"),
         ({"sample_weight": np.ones(29)}, ValueError, r"sample_weight must have shape \(30,\), got \(29,\)"),
     ],
 )
@@ -1829,3 +1830,68 @@ def test_a_file_whose_sequential_settings_are_broken_is_refused_as_invalid(tmp_p
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match="Sequential settings are not valid"):
         fastbp.load(tmp_path / "bad.npz")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Keras's rules where a model changes or stops midway
+
+
+def test_the_history_holds_each_epoch_as_it_ends_when_a_fit_is_interrupted():
+    """As Keras's History callback: ``model.history`` is the running fit's from its start, so the epochs before a
+    Ctrl-C are kept; ``history.model`` is the model."""
+    x, y = small_data()
+    model = compiled(small_layers(), "numba")
+
+    class Interrupt:
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=5, verbose=0, callbacks=[Interrupt()])
+    assert model.history.epoch == [0, 1] and len(model.history.history["loss"]) == 2
+    assert model.history.model is model
+
+
+def test_the_output_layers_declared_input_shape_is_checked_as_the_others():
+    for last, position, declared, given in [
+        ([Dense(3, activation="softmax", input_shape=(9,))], 2, r"\(9,\)", r"\(4,\)"),
+        ([Dense(3), Activation("softmax", input_shape=(4,))], 3, r"\(4,\)", r"\(3,\)"),
+    ]:
+        model = fastbp.Sequential([Flatten(input_shape=(2, 2, 1)), Dense(4), *last])
+        with pytest.raises(ValueError, match=rf"layer {position} \(\w+ '\w+'\): it declares input_shape {declared}, "
+                           rf"but its input has shape {given}"):  # fmt: skip
+            model.build()
+    fastbp.Sequential([Flatten(input_shape=(2, 2, 1)), Dense(3, input_shape=(4,)), Activation("softmax")]).build()
+
+
+def test_labels_held_as_objects_train_as_the_numbers_they_are():
+    x, y = small_data()
+    as_numbers, as_objects = (compiled(small_layers(), "numba") for _ in range(2))
+    as_numbers.fit(x, y, epochs=1, verbose=0)
+    as_objects.fit(x, y.astype(object), epochs=1, verbose=0)
+    assert as_objects.history.history == as_numbers.history.history
+    with pytest.raises(ValueError, match="y must be integer class labels, from 0 to 2, got 'a', not a number"):
+        as_objects.fit(x, np.array(["a"] * len(y), dtype=object), epochs=1, verbose=0)
+
+
+def test_layers_added_after_compile_are_checked_against_its_loss_and_metrics():
+    x, y = small_data()
+    model = compiled(small_layers(), "numba", loss="sparse_categorical_crossentropy")
+    model.add(Dense(1))  # the softmax layer is a hidden one now, and the output linear
+    for call in (lambda: model.fit(x, y, verbose=0), lambda: model.evaluate(x, y, verbose=0)):
+        with pytest.raises(ValueError, match="accuracy needs a softmax or sigmoid output layer"):
+            call()
+    with pytest.raises(ValueError, match=r"layer 6 \(Dense 'dense_1'\): softmax is the output layer's activation"):
+        model.predict(x)
+
+
+def test_a_built_model_is_not_built_again_for_other_inputs_and_takes_one_input_layer():
+    model = fastbp.Sequential([Conv2D(2, 3), Flatten(), Dense(3, activation="softmax")])
+    model.build((None, 8, 8))
+    model.build((None, 8, 8, 1))  # the same shape, its channel given
+    with pytest.raises(ValueError, match=r"built for inputs of shape \(None, 8, 8, 1\): it cannot be built for "
+                       r"\(None, 9, 8, 1\)"):  # fmt: skip
+        model.build((None, 9, 8, 1))
+    with pytest.raises(ValueError, match="only the first layer may be an Input, and this model has 2 already"):
+        fastbp.Sequential([Input((8, 8, 1)), Flatten(), Input((64,)), Dense(3, activation="softmax")])
