@@ -4,6 +4,7 @@ contract's :class:`fastbp._backends.Backend`: the compiled backends agree bit fo
 
 import math
 import os
+import platform
 import subprocess
 import sys
 
@@ -650,3 +651,25 @@ def test_predictions_are_the_layers_definitions(compiled_backend, network):
     weights, data = case_data(layout, np.float64, weighted=False)
     expected = numpy_forward(layout, weights, data.X)
     np.testing.assert_allclose(predict(compiled_backend, layout, weights, data.X), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="flush-to-zero is set on x86 processors only"
+)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_the_kernels_flush_subnormal_numbers_to_zero_and_leave_the_callers_mode_alone(compiled_backend, n_threads):
+    """The layered kernels run in flush-to-zero and denormals-are-zero modes, as TensorFlow's: a product below
+    float32's smallest normal number is 0 (without them 1e-30 * 1e-10 is 1e-40, a subnormal number, on which the
+    processor works a hundred times slower), forward and backward, in training on any number of threads; the
+    calling thread keeps its own mode."""
+    layout = stack(conv((2, 2, 1), 1, (1, 1), activation="identity"), flatten, dense(1, "identity"))
+    X = np.full((3, 4), 1e-10, np.float32)
+    filter_then_dense = np.array([1e-30, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0], np.float32)  # filter, bias; 4 weights, bias
+    assert predict(compiled_backend, layout, filter_then_dense, X).tolist() == [[0.0]] * 3  # 4e-40 unflushed
+    filter_then_dense[2:6] = 1e-30  # errors of -1e-30 at the convolution, times inputs of 1e-10
+    data = Data(X, np.ones((3, 1), np.float32), np.ones(3, np.float32))
+    _, grad = gradient(compiled_backend, layout, filter_then_dense, data, make_schedule(3), np.arange(3))
+    assert grad[0] == 0.0 and grad[1] != 0.0  # the filter's gradient flushed, its bias's (-1e-30 a row) kept
+    weights, *_ = train(compiled_backend, layout, filter_then_dense, data, make_schedule(3, batch_size=3), n_threads)
+    assert weights[0] == filter_then_dense[0] and weights[1] != filter_then_dense[1]
+    assert np.float32(1e-30) * np.float32(1e-10) != 0.0  # this thread's mode is as it was

@@ -70,6 +70,29 @@ cdef extern from *:
 
 cdef extern from *:
     """
+    /* The layered kernels run with the x86 processor's flush-to-zero and denormals-are-zero modes (MXCSR bits 15
+       and 6) on each thread that runs them, as TensorFlow's kernels do: a confident float32 network's tiny
+       probabilities and errors would otherwise make subnormal numbers, each operation on which takes the
+       processor about a hundred cycles. The Numba backend's ``flush_subnormals`` sets the same bits. */
+    #if defined(__x86_64__) || defined(__i386__)
+    #include <xmmintrin.h>
+    static inline unsigned int fastbp_flush_subnormals(void) {
+        unsigned int kept = _mm_getcsr();
+        _mm_setcsr(kept | 0x8040u);
+        return kept;
+    }
+    static inline void fastbp_restore_subnormals(unsigned int kept) { _mm_setcsr(kept); }
+    #else
+    static inline unsigned int fastbp_flush_subnormals(void) { return 0; }
+    static inline void fastbp_restore_subnormals(unsigned int kept) { (void)kept; }
+    #endif
+    """
+    unsigned int fastbp_flush_subnormals() noexcept nogil
+    void fastbp_restore_subnormals(unsigned int kept) noexcept nogil
+
+
+cdef extern from *:
+    """
     /* The threads of one training's parallel region meet twice a batch (its chunks' gradients done, its step
        done) at this barrier.  A thread that arrives before the others spins for up to FASTBP_SPIN_NS
        nanoseconds, which a batch's imbalance between threads rarely exceeds, then sleeps on a condition variable
@@ -1768,6 +1791,7 @@ cdef void _train_on_thread(
     cdef const Py_ssize_t* order
     cdef double epoch_loss  # in float64, as the Numba kernel's sum of its batches' losses
     cdef Py_ssize_t epoch_right
+    cdef unsigned int kept = fastbp_flush_subnormals()
     for epoch in range(schedule.n_epochs):
         order = schedule.orders + (epoch % schedule.n_orders) * n_rows
         epoch_loss = 0.0
@@ -1788,6 +1812,7 @@ cdef void _train_on_thread(
         if thread == 0:
             history[epoch] = epoch_loss
             right[epoch] = <double>epoch_right
+    fastbp_restore_subnormals(kept)
 
 
 cdef void _train(
@@ -1883,8 +1908,10 @@ def layered_gradient(net, const floating[::1] weights, data, schedule, const Py_
     cdef floating loss
     cdef floating* grads
     cdef Py_ssize_t right = 0
+    cdef unsigned int kept
     try:
         with nogil:
+            kept = fastbp_flush_subnormals()
             _chunk_gradients(
                 &c_net, &weights[0], &c_data, &rows[0], rows.shape[0], c_schedule.seed, c_schedule.steps_done + 1,
                 &buffers, 0, 1,
@@ -1893,6 +1920,7 @@ def layered_gradient(net, const floating[::1] weights, data, schedule, const Py_
             loss = _batch_loss(grads, &buffers, buffers.n_chunks, &right)
             _sum_chunks(grads, buffers.n_weights, buffers.n_chunks, 0, buffers.n_weights)
             memcpy(&grad[0], grads, buffers.n_weights * sizeof(floating))
+            fastbp_restore_subnormals(kept)
     finally:
         _free(&buffers)
     return loss
@@ -1926,6 +1954,7 @@ cdef void _predict(
     cdef const floating* outputs = slot + buffers.parts.v_off[n_layers]
     cdef Py_ssize_t first, s, i, j, k, real, row
     cdef Chunk chunk
+    cdef unsigned int kept = fastbp_flush_subnormals()
     chunk.rows, chunk.seed, chunk.step = NULL, 0, 0
     chunk.n_rows = CHUNK_ROWS
     _transform(net, weights, &buffers.parts, <floating*>buffers.transformed)
@@ -1943,3 +1972,4 @@ cdef void _predict(
             for j in range(n_outputs):
                 out[(first + s) * n_outputs + j] = outputs[s * (n_outputs + 1) + j]
         first += CHUNK_ROWS
+    fastbp_restore_subnormals(kept)

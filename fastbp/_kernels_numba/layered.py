@@ -57,7 +57,15 @@ from .._constants import (
 )
 from .batches import MAX_THREADS, _variant, on_threads
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
-from .llvm import add_scaled, fused_gradient, winograd_in, winograd_out, winograd_pool
+from .llvm import (
+    add_scaled,
+    flush_subnormals,
+    fused_gradient,
+    restore_subnormals,
+    winograd_in,
+    winograd_out,
+    winograd_pool,
+)
 from .primitives import (
     AS_IS,
     ONE,
@@ -1118,12 +1126,14 @@ def _batch_tasks(net, weights, data, batch, per_chunk, scratch, chunk_grads, chu
     n_slots = scratch[0].shape[0]
     n_chunks = -(-batch.shape[0] // per_chunk)
     for slot in prange(min(n_slots, n_chunks)):
+        kept = flush_subnormals()  # on each thread (see llvm.flush_subnormals)
         for c in range(slot, n_chunks, n_slots):
             first = c * per_chunk
             chunk = (batch[first : min(first + per_chunk, batch.shape[0])], seed, step)
             chunk_losses[c], chunk_rights[c] = _chunk_gradient(  # the slot as an intp in both compilations
                 net, weights, data, chunk, batch.shape[0], scratch, np.intp(slot), chunk_grads[c]
             )
+        restore_subnormals(kept)
 
 
 # The one-thread chain's thin wrappers, ``_batch_chunks`` and ``_batch_gradient``, are inlined into their callers
@@ -1162,11 +1172,13 @@ def _step_tasks(net, weights, optimizer_state, schedule, rate, step, chunk_grads
     no thread waits idle while another steps the optimizer alone."""
     n_weights = weights.shape[0]
     for r in prange(n_ranges):
+        kept = flush_subnormals()
         at = np.intp(r)  # prange's index is unsigned on threads
         first = row_start(net, at * n_weights // n_ranges)
         last = row_start(net, (at + 1) * n_weights // n_ranges)
         _sum_chunks(chunk_grads, n_chunks, first, last)
         optimizer_step_over(net, weights, chunk_grads[0], optimizer_state, schedule, rate, step, first, last)
+        restore_subnormals(kept)
 
 
 _step = njit(**NUMBA_OPTIONS)(_step_tasks)
@@ -1184,10 +1196,12 @@ def layered_gradient(net, weights, data, schedule, rows, grad):
     chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
     chunk_rights = np.empty(n_chunks, dtype=np.intp)
     step = schedule.steps_done + 1
+    kept = flush_subnormals()
     loss, _ = _batch_gradient(
         net, weights, data, rows, per_chunk, scratch, chunk_grads, chunk_losses, chunk_rights, schedule.seed, step
     )
     _sum_chunks(chunk_grads, n_chunks, np.intp(0), weights.shape[0])
+    restore_subnormals(kept)
     grad[:] = chunk_grads[0]
     return loss
 
@@ -1208,6 +1222,7 @@ def _train(net, weights, optimizer_state, data, schedule, history, right, n_slot
     chunk_losses = np.empty(n_chunks, dtype=weights.dtype)
     chunk_rights = np.empty(n_chunks, dtype=np.intp)
     step = schedule.steps_done
+    kept = flush_subnormals()
     for epoch in range(history.shape[0]):
         order = orders[epoch % orders.shape[0]]
         epoch_loss, epoch_right = 0.0, 0
@@ -1222,6 +1237,7 @@ def _train(net, weights, optimizer_state, data, schedule, history, right, n_slot
                   -(-batch.shape[0] // per_chunk), n_slots)  # fmt: skip
         history[epoch] = epoch_loss
         right[epoch] = epoch_right
+    restore_subnormals(kept)
 
 
 _train_on_one_thread = njit(**NUMBA_OPTIONS)(_train)
@@ -1261,6 +1277,7 @@ def predict_layered(net, weights, X, out):
     n_layers = net.sizes.shape[0] - 1
     n_features, n_outputs = net.sizes[0], net.sizes[n_layers]
     rows = np.empty(CHUNK_ROWS, dtype=np.intp)
+    kept = flush_subnormals()
     _transform(net, weights, scratch)
     for first in range(0, X.shape[0], CHUNK_ROWS):
         real = min(CHUNK_ROWS, X.shape[0] - first)
@@ -1274,6 +1291,7 @@ def predict_layered(net, weights, X, out):
         for s in range(real):
             at = v_off[n_layers] + s * (n_outputs + 1)
             out[first + s] = values[at : at + n_outputs]
+    restore_subnormals(kept)
 
 
 #: The compiled functions behind each kernel that is a Python function.

@@ -15,6 +15,9 @@
   own vectoriser takes half as wide ones on processors with AVX-512);
 * ``winograd_in`` and ``winograd_out`` are a Winograd convolution's transforms, the
   channels in vectors likewise (LLVM's vectoriser leaves their 16 streams scalar);
+* ``flush_subnormals`` and ``restore_subnormals`` turn the x86 processor's
+  flush-to-zero and denormals-are-zero modes on for a layered kernel's thread and back
+  off, as the Cython backend's ``fastbp_flush_subnormals`` does (which says why);
 * ``libm_exp`` is ``math.exp`` calling the C library's exp directly (see
   :mod:`fastbp._libm`);
 * ``blas_sgemm`` and ``blas_dgemm`` are BLAS's matrix products, the very functions the
@@ -23,6 +26,7 @@
 """
 
 import math
+import platform
 
 import llvmlite.binding
 from llvmlite import ir
@@ -32,6 +36,50 @@ from numba.extending import get_cython_function_address, intrinsic, overload
 
 from .._constants import LANES, PREDICT_ROWS
 from .._libm import libm_address
+
+#: MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6) modes.
+FLUSH_SUBNORMALS = 0x8040
+#: Whether the processor has an MXCSR (x86); elsewhere the intrinsics below do nothing.
+_HAS_MXCSR = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def _control_word(builder, name: str, slot) -> None:
+    """Call LLVM's ``stmxcsr`` or ``ldmxcsr`` (``name``) on the 32-bit ``slot``."""
+    pointer = ir.IntType(8).as_pointer()
+    function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [pointer]), name)
+    builder.call(function, [builder.bitcast(slot, pointer)])
+
+
+@intrinsic
+def flush_subnormals(typingctx):
+    """Turn on flush-to-zero and denormals-are-zero on this thread; returns the control word to restore."""
+
+    def codegen(context, builder, signature, args):
+        word = ir.IntType(32)
+        if not _HAS_MXCSR:
+            return word(0)
+        slot = cgutils.alloca_once(builder, word)
+        _control_word(builder, "llvm.x86.sse.stmxcsr", slot)
+        kept = builder.load(slot)
+        builder.store(builder.or_(kept, word(FLUSH_SUBNORMALS)), slot)
+        _control_word(builder, "llvm.x86.sse.ldmxcsr", slot)
+        return kept
+
+    return types.uint32(), codegen
+
+
+@intrinsic
+def restore_subnormals(typingctx, kept):
+    """Restore the control word ``flush_subnormals`` returned."""
+
+    def codegen(context, builder, signature, args):
+        if _HAS_MXCSR:
+            slot = cgutils.alloca_once(builder, ir.IntType(32))
+            builder.store(args[0], slot)
+            _control_word(builder, "llvm.x86.sse.ldmxcsr", slot)
+        return context.get_dummy_value()
+
+    return types.void(types.uint32), codegen
 
 
 @intrinsic
