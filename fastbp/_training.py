@@ -326,6 +326,8 @@ class Trainer:
         self.__dict__.update(state)
         self.weights = np.require(self.weights, requirements=["C", "W"])
         self.state = np.require(self.state, requirements=["C", "W"])
+        if isinstance(self.shuffle, np.random.Generator):  # pickled by a fastbp that kept the Generator itself
+            self.shuffle = Shuffling(self.shuffle)
 
     def snapshot(self) -> tuple:
         """Copies of what training changes (weights, optimizer memory, counters, options, the shuffling

@@ -163,7 +163,7 @@ class _MultilayerPerceptron(BaseEstimator):
     def _check_params(self, *, partial_fit: bool = False) -> None:
         """Refuse parameters out of their ranges; a ``partial_fit`` of a fitted estimator checks them only where
         one was set since they were last checked (scikit-learn's checks none then; each check would cost more
-        than a small chunk's epoch)."""
+        than a small chunk's epoch): set anew, not changed in place (a ``class_weight`` dict's entries)."""
         params = [getattr(self, name) for name in _param_names(type(self))]
         checked = getattr(self, "_checked_params", None)
         if partial_fit and hasattr(self, "_trainer") and checked and all(map(operator.is_, params, checked)):
@@ -249,6 +249,9 @@ class _MultilayerPerceptron(BaseEstimator):
             self._train_epochs(trainer, X, targets, weights, validation, incremental=incremental)
         if self._early_stopping:
             trainer.weights[:] = self._best_weights
+        # Each fit shuffles anew from random_state (scikit-learn's): the order kept would only make pickles larger
+        # (a position a row), and restoring it after a failed fit would rewind the caller's random state.
+        trainer.shuffle = None
         self._publish(trainer)
         return self
 
@@ -919,7 +922,8 @@ class MLPClassifier(ClassifierMixin, _MultilayerPerceptron):
         call into the compiled kernels.  It and ``"rprop"`` are full-batch methods:
         ``batch_size``, ``shuffle`` and ``learning_rate_init`` do not apply.
     class_weight : dict, "balanced" or None
-        Weights of the classes, as in :class:`sklearn.linear_model.LogisticRegression`.
+        Weights of the classes, as in :class:`sklearn.linear_model.LogisticRegression`: they weigh the
+        training loss; early stopping scores its held-out rows by ``sample_weight`` alone.
     backend : {"auto", "cython", "numba"}
         The compiled kernels that train and predict.
     init : {"sklearn", None, "glorot", "he", "tutorial"}

@@ -583,9 +583,16 @@ def test_pickles_and_clones(compiled_backend, tmp_path):
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(restored.predict_proba(X), model.predict_proba(X))
     np.testing.assert_array_equal(restored.predict(X), model.predict(X))
-    for continued in (model, restored):  # the optimizer's state and shuffling stream travel too
+    for continued in (model, restored):  # the optimizer's state travels too (each call shuffles from random_state)
         continued.partial_fit(X, labels)
     np.testing.assert_array_equal(restored.coefs_[0], model.coefs_[0])
+    assert model._trainer.shuffle is None  # no row order kept to make pickles larger
+    model._trainer.shuffle = np.random.default_rng(0)  # as pickled when trainers kept their Generator
+    kept_generator = pickle.loads(pickle.dumps(model))
+    model._trainer.shuffle = None
+    kept_generator.partial_fit(X, labels)
+    model.partial_fit(X, labels)
+    np.testing.assert_array_equal(kept_generator.coefs_[0], model.coefs_[0])
     assert clone(model).get_params() == model.get_params() and not hasattr(clone(model), "coefs_")
     assert not hasattr(clone(model), "model_")
     older = dict(model.__getstate__())  # as pickled when model_ was an attribute of its own

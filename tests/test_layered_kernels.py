@@ -666,10 +666,12 @@ def test_the_kernels_flush_subnormal_numbers_to_zero_and_leave_the_callers_mode_
     X = np.full((3, 4), 1e-10, np.float32)
     filter_then_dense = np.array([1e-30, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0], np.float32)  # filter, bias; 4 weights, bias
     assert predict(compiled_backend, layout, filter_then_dense, X).tolist() == [[0.0]] * 3  # 4e-40 unflushed
-    filter_then_dense[2:6] = 1e-30  # errors of -1e-30 at the convolution, times inputs of 1e-10
-    data = Data(X, np.ones((3, 1), np.float32), np.ones(3, np.float32))
-    _, grad = gradient(compiled_backend, layout, filter_then_dense, data, make_schedule(3), np.arange(3))
+    filter_then_dense[0], filter_then_dense[2:6] = 0.0, 1e-30  # errors of -1e-30 at the filter, times 1e-10
+    X = np.full((64, 4), 1e-10, np.float32)  # a batch of four chunks: two threads share it
+    data = Data(X, np.ones((64, 1), np.float32), np.ones(64, np.float32))
+    _, grad = gradient(compiled_backend, layout, filter_then_dense, data, make_schedule(64), np.arange(64))
     assert grad[0] == 0.0 and grad[1] != 0.0  # the filter's gradient flushed, its bias's (-1e-30 a row) kept
-    weights, *_ = train(compiled_backend, layout, filter_then_dense, data, make_schedule(3, batch_size=3), n_threads)
-    assert weights[0] == filter_then_dense[0] and weights[1] != filter_then_dense[1]
+    schedule = make_schedule(64, batch_size=64)
+    weights, *_ = train(compiled_backend, layout, filter_then_dense, data, schedule, n_threads)
+    assert weights[0] == 0.0 and weights[1] != 0.0  # a subnormal step, unflushed
     assert np.float32(1e-30) * np.float32(1e-10) != 0.0  # this thread's mode is as it was

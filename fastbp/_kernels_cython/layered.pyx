@@ -74,7 +74,7 @@ cdef extern from *:
        and 6) on each thread that runs them, as TensorFlow's kernels do: a confident float32 network's tiny
        probabilities and errors would otherwise make subnormal numbers, each operation on which takes the
        processor about a hundred cycles. The Numba backend's ``flush_subnormals`` sets the same bits. */
-    #if defined(__x86_64__) || defined(__i386__)
+    #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
     #include <xmmintrin.h>
     static inline unsigned int fastbp_flush_subnormals(void) {
         unsigned int kept = _mm_getcsr();
