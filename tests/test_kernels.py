@@ -1,6 +1,7 @@
 """Every compiled backend's kernels, one by one, against the pure-Python reference, central differences and the
 optimizers' formulas."""
 
+import platform
 import random
 
 import numpy as np
@@ -433,3 +434,25 @@ def test_backends_train_the_same_bits_in_the_fast_mode_on_wide_layers(dtype, l2)
     models = [fastbp.train(X, y, backend=name, lr=0.1, **options) for name in COMPILED]
     assert models[0].weights.tobytes() == models[1].weights.tobytes()
     assert models[0].history.tobytes() == models[1].history.tobytes()
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="flush-to-zero is set on x86 processors only"
+)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_the_mini_batch_kernels_flush_subnormal_numbers_to_zero_and_leave_the_callers_mode_alone(kernels, n_threads):
+    """The mini-batch kernels (BLAS's sums, in either arithmetic) run in flush-to-zero and denormals-are-zero modes,
+    as the layered kernels do: a hidden unit's error of -1e-30 times inputs of 1e-10 makes no subnormal step (1e-40
+    unflushed), on any number of threads; the calling thread keeps its own mode."""
+    layout = Layout.from_sizes((4, 2, 1), ["identity", "identity"])
+    weights = np.array([0] * 10 + [1e-30, 1e-30, 0], np.float32)  # two hidden units (4 weights, bias), the output
+    X, Y = np.full((256, 4), 1e-10, np.float32), np.ones((256, 1), np.float32)
+    data, rows = Data(X, Y, np.ones(256, np.float32)), np.arange(256, dtype=np.intp)
+    grad = np.zeros_like(weights)
+    kernels.batch_gradient(layout.network(exact=False), weights, data, rows, grad)
+    assert not grad[:4].any() and grad[4] != 0.0  # the first unit's weights flushed, its bias's (-1e-30) kept
+    trained, state, history = weights.copy(), np.zeros(2 * len(weights), np.float32), np.zeros(1)
+    plan = schedule(rows[np.newaxis], [0.5], batch_size=256)
+    kernels.train_batches(layout.network(exact=False), trained, state, data, plan, history, n_threads)
+    assert not trained[:4].any() and trained[4] != 0.0
+    assert np.float32(1e-30) * np.float32(1e-10) != 0.0  # this thread's mode is as it was

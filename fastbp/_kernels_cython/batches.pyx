@@ -29,8 +29,8 @@ from fastbp._kernels_cython.constants cimport (
     ACTIVATION_TANH, LARGE_BLOCK, OPTIMIZER_SGD, PREDICT_CHUNK_ROWS, SMALL_BLOCK, compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
-    Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step,
-    output_error, schedule_of, softmax,
+    Data, Network, Schedule, activation, bind_libm_exp, derivative, fastbp_flush_subnormals,
+    fastbp_restore_subnormals, floating, network_of, optimizer_step, output_error, schedule_of, softmax,
 )
 
 from fastbp._constants import check_compiled
@@ -273,6 +273,7 @@ cdef floating* _forward_layers(
     ``n_threads`` threads; returns the output layer's activation matrix."""
     cdef LayerPass layer
     cdef Py_ssize_t k, s, n_out, code, task, n_tasks
+    cdef unsigned int kept
     cdef floating* inputs
     cdef floating* outputs = scratch
     layer.rows, layer.size, layer.side = b, _block_size(b), 0
@@ -283,7 +284,9 @@ cdef floating* _forward_layers(
         outputs = inputs + b * (layer.n_in + 1)
         n_tasks = _blocks(n_out, layer.size)
         for task in prange(n_tasks, num_threads=n_threads, use_threads_if=n_threads > 1 and n_tasks > 1):
+            kept = fastbp_flush_subnormals()  # on each thread (see fastbp_flush_subnormals)
             _forward_block(weights + net.w_off[k], inputs, outputs, &layer, scratch + parts.products, task)
+            fastbp_restore_subnormals(kept)
         for s in range(b):
             if code == ACTIVATION_SOFTMAX:
                 softmax(outputs + s * (n_out + 1), n_out)
@@ -328,6 +331,7 @@ cdef Py_ssize_t _backward_layers(
     that holds the lowest layer's."""
     cdef LayerPass layer
     cdef Py_ssize_t k, task, n_tasks
+    cdef unsigned int kept
     cdef const floating* inputs
     layer.rows, layer.size, layer.side = b, _block_size(b), 0
     for k in range(net.n_layers - 1, first - 1, -1):
@@ -336,7 +340,9 @@ cdef Py_ssize_t _backward_layers(
         inputs = outputs - b * (layer.n_in + 1)
         n_tasks = _blocks(layer.n_out, layer.size) + (_blocks(b, layer.size) if k > 0 else 0)
         for task in prange(n_tasks, num_threads=n_threads, use_threads_if=n_threads > 1 and n_tasks > 1):
+            kept = fastbp_flush_subnormals()
             _backward_block(weights + net.w_off[k], inputs, grad + net.w_off[k], &layer, scratch, parts, task)
+            fastbp_restore_subnormals(kept)
         layer.side = 1 - layer.side
         outputs = inputs
     return layer.side
@@ -382,6 +388,7 @@ cdef void _train_batches(
     cdef Py_ssize_t epoch, start
     cdef const Py_ssize_t* order
     cdef floating epoch_loss
+    cdef unsigned int kept = fastbp_flush_subnormals()
     for epoch in range(schedule.n_epochs):
         if starts != NULL:
             memcpy(starts + epoch * n_weights, weights, n_weights * sizeof(floating))
@@ -396,6 +403,7 @@ cdef void _train_batches(
             optimizer_step(net, weights, grad, state, schedule, schedule.rates[epoch], step)
             start += batch_size
         history[epoch] = epoch_loss
+    fastbp_restore_subnormals(kept)
 
 
 def train_batches(
@@ -434,13 +442,16 @@ def batch_gradient(net, const floating[::1] weights, data, const Py_ssize_t[::1]
     cdef BatchScratch parts = _batch_scratch(&c_net, rows.shape[0], 0)
     cdef floating* scratch = <floating*>malloc(parts.size * sizeof(floating))
     cdef floating total_loss
+    cdef unsigned int kept
     if scratch == NULL:
         raise MemoryError()
     try:
         with nogil:
+            kept = fastbp_flush_subnormals()
             total_loss = _batch_gradient(
                 &c_net, &weights[0], &c_data, &rows[0], rows.shape[0], &grad[0], scratch, &parts, 1
             )
+            fastbp_restore_subnormals(kept)
     finally:
         free(scratch)
     return total_loss

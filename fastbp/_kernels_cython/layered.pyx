@@ -46,8 +46,9 @@ from fastbp._kernels_cython.constants cimport (
     compiled_constants,
 )
 from fastbp._kernels_cython.primitives cimport (
-    Data, Network, Schedule, activation, bind_libm_exp, derivative, floating, network_of, optimizer_step_over,
-    output_error, row_start, schedule_of, schedule_settings, softmax,
+    Data, Network, Schedule, activation, bind_libm_exp, derivative, fastbp_flush_subnormals,
+    fastbp_restore_subnormals, floating, network_of, optimizer_step_over, output_error, row_start, schedule_of,
+    schedule_settings, softmax,
 )
 
 from fastbp._constants import check_compiled
@@ -66,29 +67,6 @@ cdef extern from *:
     #endif
     """
     int FASTBP_LAYERED_OPENMP
-
-
-cdef extern from *:
-    """
-    /* The layered kernels run with the x86 processor's flush-to-zero and denormals-are-zero modes (MXCSR bits 15
-       and 6) on each thread that runs them, as TensorFlow's kernels do: a confident float32 network's tiny
-       probabilities and errors would otherwise make subnormal numbers, each operation on which takes the
-       processor about a hundred cycles. The Numba backend's ``flush_subnormals`` sets the same bits. */
-    #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
-    #include <xmmintrin.h>
-    static inline unsigned int fastbp_flush_subnormals(void) {
-        unsigned int kept = _mm_getcsr();
-        _mm_setcsr(kept | 0x8040u);
-        return kept;
-    }
-    static inline void fastbp_restore_subnormals(unsigned int kept) { _mm_setcsr(kept); }
-    #else
-    static inline unsigned int fastbp_flush_subnormals(void) { return 0; }
-    static inline void fastbp_restore_subnormals(unsigned int kept) { (void)kept; }
-    #endif
-    """
-    unsigned int fastbp_flush_subnormals() noexcept nogil
-    void fastbp_restore_subnormals(unsigned int kept) noexcept nogil
 
 
 cdef extern from *:

@@ -129,6 +129,29 @@ cdef extern from *:
     void _set_libm_exp "fastbp_set_libm_exp"(size_t address) noexcept nogil
 
 
+cdef extern from *:
+    """
+    /* The layered and mini-batch kernels run with the x86 processor's flush-to-zero and denormals-are-zero modes
+       (MXCSR bits 15 and 6) on each thread that runs their work, as TensorFlow's kernels do: a confident float32
+       network's tiny probabilities and errors would otherwise make subnormal numbers, each operation on which
+       takes the processor about a hundred cycles. The Numba backend's ``flush_subnormals`` sets the same bits. */
+    #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64) || defined(_M_IX86)
+    #include <xmmintrin.h>
+    static inline unsigned int fastbp_flush_subnormals(void) {
+        unsigned int kept = _mm_getcsr();
+        _mm_setcsr(kept | 0x8040u);
+        return kept;
+    }
+    static inline void fastbp_restore_subnormals(unsigned int kept) { _mm_setcsr(kept); }
+    #else
+    static inline unsigned int fastbp_flush_subnormals(void) { return 0; }
+    static inline void fastbp_restore_subnormals(unsigned int kept) { (void)kept; }
+    #endif
+    """
+    unsigned int fastbp_flush_subnormals() noexcept nogil
+    void fastbp_restore_subnormals(unsigned int kept) noexcept nogil
+
+
 cdef inline void bind_libm_exp(object address) except *:
     """Point this module's ``libm_exp`` at ``address`` (``fastbp._libm.libm_address("exp")``), unless None."""
     if address is not None:

@@ -27,6 +27,7 @@ from .._concepts import ActivationCode, OptimizerCode
 from .._constants import PREDICT_CHUNK_ROWS
 from .._constants import block_size as _block_size
 from .config import NUMBA_INLINED_OPTIONS, NUMBA_OPTIONS
+from .llvm import flush_subnormals, restore_subnormals
 from .primitives import (
     AS_IS,
     START,
@@ -135,13 +136,17 @@ def _backward_block(layer, inputs, layer_grad, products, deltas, deltas_t, side,
 def _forward_tasks(layer, inputs, out, products, b, n_in, n_out, code, size):
     """A layer's forward pass over a batch, block after block of ``size`` neurons (see ``_forward_block``)."""
     for task in prange(-(-n_out // size)):
+        kept = flush_subnormals()  # on each thread (see llvm.flush_subnormals)
         _forward_block(layer, inputs, out, products, b, n_in, n_out, code, size, task)
+        restore_subnormals(kept)
 
 
 def _backward_tasks(layer, inputs, layer_grad, products, deltas, deltas_t, side, shape, code_below, n_tasks):
     """A layer's backward pass over a batch: its gradient blocks and the error blocks of the layer below."""
     for task in prange(n_tasks):
+        kept = flush_subnormals()
         _backward_block(layer, inputs, layer_grad, products, deltas, deltas_t, side, shape, code_below, task)
+        restore_subnormals(kept)
 
 
 def _variant(function, suffix: str, **bindings):
@@ -253,7 +258,10 @@ def _batch_gradient(net, weights, data, rows, grad, scratch):
 def batch_gradient(net, weights, data, rows, grad):
     """Mean weighted gradient of the loss over rows ``data.X[rows]``, into ``grad``; returns their loss sum."""
     scratch = _batch_buffers(net, rows.shape[0], weights.dtype, 0)
-    return _batch_gradient(net, weights, data, rows, grad, scratch)
+    kept = flush_subnormals()
+    total_loss = _batch_gradient(net, weights, data, rows, grad, scratch)
+    restore_subnormals(kept)
+    return total_loss
 
 
 def _train_batches(net, weights, optimizer_state, data, schedule, history, starts):
@@ -265,6 +273,7 @@ def _train_batches(net, weights, optimizer_state, data, schedule, history, start
     scratch = _batch_buffers(net, batch_size, weights.dtype, 0)
     grad = np.empty_like(weights)
     step = schedule.steps_done
+    kept = flush_subnormals()
     for epoch in range(history.shape[0]):
         if starts.shape[0] > 0:
             starts[epoch, :] = weights
@@ -276,6 +285,7 @@ def _train_batches(net, weights, optimizer_state, data, schedule, history, start
             step += 1
             optimizer_step(net, weights, grad, optimizer_state, schedule, schedule.rates[epoch], step)
         history[epoch] = epoch_loss
+    restore_subnormals(kept)
 
 
 _train_batches_on_one_thread = njit(**NUMBA_OPTIONS)(_train_batches)

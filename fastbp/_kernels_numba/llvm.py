@@ -16,8 +16,9 @@
 * ``winograd_in`` and ``winograd_out`` are a Winograd convolution's transforms, the
   channels in vectors likewise (LLVM's vectoriser leaves their 16 streams scalar);
 * ``flush_subnormals`` and ``restore_subnormals`` turn the x86 processor's
-  flush-to-zero and denormals-are-zero modes on for a layered kernel's thread and back
-  off, as the Cython backend's ``fastbp_flush_subnormals`` does (which says why);
+  flush-to-zero and denormals-are-zero modes on for a layered or mini-batch kernel's
+  thread and back off, as the Cython backend's ``fastbp_flush_subnormals`` does (which
+  says why);
 * ``libm_exp`` is ``math.exp`` calling the C library's exp directly (see
   :mod:`fastbp._libm`);
 * ``blas_sgemm`` and ``blas_dgemm`` are BLAS's matrix products, the very functions the
